@@ -9,7 +9,12 @@
 //! Two backends implement [`Store`]: [`embedded`] (one file, the default) and [`etcd`]
 //! (a real etcd v3 cluster). The shared conformance suite in `tests/` runs against both.
 
+pub mod embedded;
+pub mod etcd;
+
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -65,7 +70,10 @@ pub struct RangeResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A key was created (`prev` is None) or updated (`prev` is the value before).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A key was deleted at `revision`; `prev` is the value it had.
     Delete { prev: KeyValue, revision: i64 },
 }
@@ -158,4 +166,28 @@ pub fn prefix_end(prefix: &str) -> String {
         }
     }
     "\0".to_string()
+}
+
+/// Which backend to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// One local file (the default datastore).
+    Embedded(PathBuf),
+    /// A real etcd v3 cluster, by client URLs such as `http://127.0.0.1:2379`.
+    Etcd(Vec<String>),
+}
+
+/// Opens the configured backend.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Embedded(path) => {
+            let path = path.clone();
+            // Opening may run crash recovery over the whole file: keep it off the runtime.
+            let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Backend(format!("opening the embedded store: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Etcd(endpoints) => Ok(Arc::new(etcd::EtcdStore::connect(endpoints).await?)),
+    }
 }
