@@ -46,6 +46,11 @@ struct PbMessage {
     fields: Vec<PbField>,
 }
 
+/// (modpath, lowercase struct name) -> (Go struct name, proto tag -> field).
+type GoStructs = HashMap<(String, String), (String, HashMap<u32, GoField>)>;
+/// (modpath, lowercase struct name) -> (k8s-openapi name, normalized snake name -> JSON name).
+type OpenapiStructs = HashMap<(String, String), (String, HashMap<String, String>)>;
+
 struct GoField {
     json: String,
     keep_zero: bool,
@@ -56,7 +61,10 @@ fn main() {
     let mut opts: HashMap<String, String> = HashMap::new();
     let mut i = 1;
     while i + 1 < args.len() {
-        opts.insert(args[i].trim_start_matches('-').to_string(), args[i + 1].clone());
+        opts.insert(
+            args[i].trim_start_matches('-').to_string(),
+            args[i + 1].clone(),
+        );
         i += 2;
     }
     let pb_dir = PathBuf::from(opts.get("k8s-pb").expect("--k8s-pb DIR"));
@@ -91,9 +99,14 @@ fn main() {
         .collect();
 
     // ---- Go sources: (modpath, lowercase struct) -> (GoName, tag -> field)
-    let mut go: HashMap<(String, String), (String, HashMap<u32, GoField>)> = HashMap::new();
+    let mut go: GoStructs = HashMap::new();
     if let Some(go_dir) = &go_dir {
-        for repo in ["api", "apimachinery", "apiextensions-apiserver", "kube-aggregator"] {
+        for repo in [
+            "api",
+            "apimachinery",
+            "apiextensions-apiserver",
+            "kube-aggregator",
+        ] {
             let root = go_dir.join(repo);
             for file in walk(&root) {
                 let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -113,7 +126,7 @@ fn main() {
     }
 
     // ---- k8s-openapi: (modpath, lowercase struct) -> (OpenapiName, normalized -> json)
-    let mut oa: HashMap<(String, String), (String, HashMap<String, String>)> = HashMap::new();
+    let mut oa: OpenapiStructs = HashMap::new();
     if let Some(oa_dir) = &oa_dir {
         for file in walk(oa_dir) {
             if file.extension().and_then(|e| e.to_str()) != Some("rs") {
@@ -134,7 +147,11 @@ fn main() {
          // Do not edit by hand; see the crate docs for how to regenerate.\n\n\
          use crate::schema::{Field, KindEntry, Message, Shape::*, Special, Ty::*};\n\n",
     );
-    let _ = writeln!(s, "pub(crate) static MESSAGES: [Message; {}] = [", messages.len());
+    let _ = writeln!(
+        s,
+        "pub(crate) static MESSAGES: [Message; {}] = [",
+        messages.len()
+    );
     let mut fallbacks = 0;
     for (idx, m) in messages.iter().enumerate() {
         let key = (m.modpath.clone(), m.name.to_lowercase());
@@ -209,14 +226,32 @@ fn main() {
         .iter()
         .map(|(av, _, modpath, _)| (modpath.clone(), av.clone()))
         .collect();
-    module_av.insert("api/apidiscovery/v2".into(), "apidiscovery.k8s.io/v2".into());
-    module_av.insert("api/apidiscovery/v2beta1".into(), "apidiscovery.k8s.io/v2beta1".into());
-    let object_meta = index[&("apimachinery/pkg/apis/meta/v1".to_string(), "ObjectMeta".to_string())];
-    let list_meta = index[&("apimachinery/pkg/apis/meta/v1".to_string(), "ListMeta".to_string())];
+    module_av.insert(
+        "api/apidiscovery/v2".into(),
+        "apidiscovery.k8s.io/v2".into(),
+    );
+    module_av.insert(
+        "api/apidiscovery/v2beta1".into(),
+        "apidiscovery.k8s.io/v2beta1".into(),
+    );
+    let object_meta = index[&(
+        "apimachinery/pkg/apis/meta/v1".to_string(),
+        "ObjectMeta".to_string(),
+    )];
+    let list_meta = index[&(
+        "apimachinery/pkg/apis/meta/v1".to_string(),
+        "ListMeta".to_string(),
+    )];
     for (i, m) in messages.iter().enumerate() {
-        let Some(av) = module_av.get(&m.modpath) else { continue };
-        let Some(first) = m.fields.iter().find(|f| f.tag == 1) else { continue };
-        let Some(target) = first.msg.as_ref().and_then(|r| index.get(r)) else { continue };
+        let Some(av) = module_av.get(&m.modpath) else {
+            continue;
+        };
+        let Some(first) = m.fields.iter().find(|f| f.tag == 1) else {
+            continue;
+        };
+        let Some(target) = first.msg.as_ref().and_then(|r| index.get(r)) else {
+            continue;
+        };
         if first.rust_name != "metadata"
             || (*target != object_meta && *target != list_meta)
             || m.name.ends_with("Spec")
@@ -258,11 +293,18 @@ fn main() {
     let metab = "apimachinery/pkg/apis/meta/v1beta1";
     if let Some(&i) = index.get(&(metab.to_string(), "PartialObjectMetadataList".to_string())) {
         kind_rows.insert(
-            ("meta.k8s.io/v1beta1".into(), "PartialObjectMetadataList".into()),
+            (
+                "meta.k8s.io/v1beta1".into(),
+                "PartialObjectMetadataList".into(),
+            ),
             i,
         );
     }
-    let _ = writeln!(s, "pub(crate) static KINDS: [KindEntry; {}] = [", kind_rows.len());
+    let _ = writeln!(
+        s,
+        "pub(crate) static KINDS: [KindEntry; {}] = [",
+        kind_rows.len()
+    );
     for ((av, kind), i) in &kind_rows {
         let _ = writeln!(
             s,
@@ -441,11 +483,7 @@ fn parse_pb(
                 (map.split('"').next().unwrap().to_string(), "Map")
             } else {
                 let first = a.split([',', ' ']).next().unwrap().to_string();
-                let shape = if a.contains("repeated") {
-                    "Rep"
-                } else {
-                    "One"
-                };
+                let shape = if a.contains("repeated") { "Rep" } else { "One" };
                 (first, shape)
             };
             let msg = if ty == "message" {
@@ -476,7 +514,10 @@ fn resolve(modpath: &str, ty: &str) -> (String, String) {
         "::prost::alloc::boxed::Box<",
     ] {
         while let Some(rest) = t.strip_prefix(wrapper) {
-            t = rest.strip_suffix('>').unwrap_or_else(|| panic!("bad type {ty:?}")).to_string();
+            t = rest
+                .strip_suffix('>')
+                .unwrap_or_else(|| panic!("bad type {ty:?}"))
+                .to_string();
         }
     }
     if let Some(rest) = t.strip_prefix("::prost::alloc::collections::BTreeMap<") {
@@ -507,11 +548,7 @@ fn resolve(modpath: &str, ty: &str) -> (String, String) {
     (segs.join("/"), name.to_string())
 }
 
-fn parse_go(
-    modpath: &str,
-    text: &str,
-    go: &mut HashMap<(String, String), (String, HashMap<u32, GoField>)>,
-) {
+fn parse_go(modpath: &str, text: &str, go: &mut GoStructs) {
     let mut cur: Option<(String, HashMap<u32, GoField>)> = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("type ") {
@@ -522,10 +559,7 @@ fn parse_go(
         }
         if line.starts_with('}') {
             if let Some((name, fields)) = cur.take() {
-                go.insert(
-                    (modpath.to_string(), name.to_lowercase()),
-                    (name, fields),
-                );
+                go.insert((modpath.to_string(), name.to_lowercase()), (name, fields));
             }
             continue;
         }
@@ -545,7 +579,11 @@ fn parse_go(
         }
         // `metav1.ObjectMeta `json:"metadata,omitempty"`` embeds under a JSON name.
         let pointer = decl.last().is_some_and(|t| t.starts_with('*'));
-        let Some(json) = tags.split("json:\"").nth(1).and_then(|s| s.split('"').next()) else {
+        let Some(json) = tags
+            .split("json:\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+        else {
             continue;
         };
         let Some(pb) = tags
@@ -576,11 +614,7 @@ fn parse_go(
     }
 }
 
-fn parse_openapi(
-    modpath: &str,
-    text: &str,
-    oa: &mut HashMap<(String, String), (String, HashMap<String, String>)>,
-) {
+fn parse_openapi(modpath: &str, text: &str, oa: &mut OpenapiStructs) {
     let Some(name) = text
         .lines()
         .find_map(|l| l.strip_prefix("pub struct "))

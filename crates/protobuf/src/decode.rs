@@ -60,7 +60,7 @@ pub(crate) fn decode_message(
         let fpath = path.key(field.json);
         match field.shape {
             Shape::One => match decode_single(field.ty, raw, &fpath, depth)? {
-                Some(v) if field.keep_zero || !is_zero(&v) => {
+                Some(v) if field.keep_zero || matches!(field.ty, Ty::Msg(_)) || !is_zero(&v) => {
                     obj.insert(field.json.to_string(), v);
                 }
                 _ => {
@@ -226,7 +226,11 @@ fn scalars<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<(u32, Raw<'a>)>, Prot
 }
 
 fn last<'a>(fields: &[(u32, Raw<'a>)], tag: u32) -> Option<Raw<'a>> {
-    fields.iter().rev().find(|(t, _)| *t == tag).map(|(_, r)| *r)
+    fields
+        .iter()
+        .rev()
+        .find(|(t, _)| *t == tag)
+        .map(|(_, r)| *r)
 }
 
 fn varint_of(fields: &[(u32, Raw)], tag: u32, path: &Path) -> Result<u64, ProtobufError> {
@@ -250,10 +254,13 @@ fn bytes_of<'a>(
 }
 
 fn sub_message(fields: &[Field], tag: u32) -> Option<u16> {
-    fields.iter().find(|f| f.tag == tag).and_then(|f| match f.ty {
-        Ty::Msg(i) => Some(i),
-        _ => None,
-    })
+    fields
+        .iter()
+        .find(|f| f.tag == tag)
+        .and_then(|f| match f.ty {
+            Ty::Msg(i) => Some(i),
+            _ => None,
+        })
 }
 
 fn embedded_json(bytes: Option<&[u8]>, path: &Path, depth: usize) -> Result<Value, ProtobufError> {
@@ -303,13 +310,15 @@ fn decode_special(
             };
             Value::String(s.map_err(invalid)?)
         }
-        Special::Duration => {
-            Value::String(gotime::format_duration(varint_of(&f, 1, path)? as i64))
-        }
+        Special::Duration => Value::String(gotime::format_duration(varint_of(&f, 1, path)? as i64)),
         Special::Quantity => {
             let s = bytes_of(&f, 1, path)?.unwrap_or_default();
             let s = String::from_utf8_lossy(s);
-            Value::String(if s.is_empty() { "0".into() } else { s.into_owned() })
+            Value::String(if s.is_empty() {
+                "0".into()
+            } else {
+                s.into_owned()
+            })
         }
         Special::IntOrString => {
             if varint_of(&f, 1, path)? == 1 {

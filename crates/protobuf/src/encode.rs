@@ -184,10 +184,13 @@ fn encode_single(
 }
 
 fn sub_message(fields: &[Field], tag: u32) -> Option<u16> {
-    fields.iter().find(|f| f.tag == tag).and_then(|f| match f.ty {
-        Ty::Msg(i) => Some(i),
-        _ => None,
-    })
+    fields
+        .iter()
+        .find(|f| f.tag == tag)
+        .and_then(|f| match f.ty {
+            Ty::Msg(i) => Some(i),
+            _ => None,
+        })
 }
 
 fn encode_special(
