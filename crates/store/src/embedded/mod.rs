@@ -321,4 +321,51 @@ mod tests {
         }
         panic!("the dropped watch is still subscribed");
     }
+
+    fn table_len<K: redb::Key + 'static, V: redb::Value + 'static>(
+        store: &EmbeddedStore,
+        table: redb::TableDefinition<K, V>,
+    ) -> u64 {
+        use redb::ReadableTableMetadata;
+        let txn = store.db.begin_read().unwrap();
+        txn.open_table(table).unwrap().len().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_cleanup_drops_superseded_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let x = || Bytes::from_static(b"x");
+        // /a: three versions; /b: created and deleted; /c: deleted then recreated.
+        let mut ra = store.create("/a", x()).await.unwrap();
+        for _ in 0..2 {
+            ra = store.update("/a", x(), ra).await.unwrap();
+        }
+        store.create("/b", x()).await.unwrap();
+        store.delete("/b", None).await.unwrap();
+        store.create("/c", x()).await.unwrap();
+        store.delete("/c", None).await.unwrap();
+        let rc = store.create("/c", x()).await.unwrap();
+        assert_eq!(table_len(&store, codec::HISTORY), 8);
+        store.compact(rc).await.unwrap();
+        for _ in 0..200 {
+            if table_len(&store, codec::EVENTS) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Only what is live at the floor is left: /a's newest version and /c.
+        assert_eq!(table_len(&store, codec::EVENTS), 0);
+        assert_eq!(table_len(&store, codec::HISTORY), 2);
+        assert_eq!(table_len(&store, codec::CURRENT), 2);
+        let at_floor = store
+            .range(RangeRequest {
+                revision: Some(rc),
+                ..RangeRequest::prefix("/")
+            })
+            .await
+            .unwrap();
+        let keys: Vec<_> = at_floor.kvs.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/a", "/c"]);
+    }
 }

@@ -191,7 +191,8 @@ impl Writer {
         match self.try_cleanup_chunk() {
             Ok(done) => self.cleanup_pending = !done,
             Err(err) => {
-                // Not fatal: the floor already hides the data; retry after the next write.
+                // Not fatal: the floor already hides the data. Retrying at once would spin
+                // on a persistent error, so the work waits for the next compaction or start.
                 tracing::warn!(error = %err, "embedded store compaction cleanup failed");
                 self.cleanup_pending = false;
             }
