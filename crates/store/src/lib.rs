@@ -7,7 +7,16 @@
 //! (until it is compacted away), and watches replay every change after a revision.
 //!
 //! Two backends implement [`Store`]: [`embedded`] (one file, the default) and [`etcd`]
-//! (a real etcd v3 cluster). The shared conformance suite in `tests/` runs against both.
+//! (a real etcd v3 cluster); [`open`] picks one from a [`StoreConfig`]. The shared
+//! conformance suite in `tests/conformance.rs` runs every case against both (the etcd half
+//! starts a real `etcd` from PATH and fails, loudly, when there is none).
+//!
+//! Conventions both backends follow, as etcd does: an empty store is at revision 1; each
+//! successful create, update or delete takes the next revision; failed preconditions
+//! (`AlreadyExists`, `Conflict`, `NotFound`) write nothing. After `compact(c)`, reads at a
+//! revision below `c` and watches after a revision below `c` fail with
+//! [`StoreError::Compacted`]. In a [`RangeRequest`], an empty `end` reads the single key
+//! `start`, and `end == "\0"` reads every key from `start` on.
 
 pub mod embedded;
 pub mod etcd;

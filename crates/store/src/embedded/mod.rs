@@ -29,9 +29,17 @@
 //!
 //! # Writes and watches
 //!
-//! See [`writer`] (group commit: one thread, one transaction and one fsync per batch,
-//! answers only after the commit) and [`watch`] (disk replay then live events; slow
-//! watchers catch up from disk instead of stalling the writer).
+//! One writer thread owns all writes (source: `writer.rs`). It takes every queued request
+//! (up to 1024), applies them in order in one redb transaction — compare-and-swap checks
+//! see earlier requests of the same batch — commits with `Durability::Immediate` (one
+//! fsync for the batch), publishes the events, and only then answers the callers. A batch
+//! of failed preconditions only is not committed at all.
+//!
+//! Watches (source: `watch.rs`, `hub.rs`) replay `events` from disk up to the revision at
+//! which they subscribed to the live fan-out, then stream live events. Live buffers are
+//! bounded; a watcher that falls behind is unsubscribed and catches up from disk again, so
+//! it never blocks the writer nor holds unbounded memory. Its stream only ends with an
+//! error if what it still needs was compacted meanwhile.
 
 mod codec;
 mod hub;
@@ -109,6 +117,7 @@ impl EmbeddedStore {
             revision,
             compacted,
             cleanup_pending,
+            batches_since_cleanup: 0,
         };
         let handle = std::thread::Builder::new()
             .name("skiff-store-writer".into())

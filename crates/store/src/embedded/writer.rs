@@ -13,7 +13,8 @@
 //!
 //! Compaction only moves the `compacted` floor (reads below it fail at once); dropping the
 //! superseded versions happens afterwards in small non-fsynced transactions whenever the
-//! queue is empty, so a large compaction never stalls writers. If the process dies
+//! queue is empty (and at least every few batches under sustained load), so a large
+//! compaction never stalls writers. If the process dies
 //! first, the leftover work is found again at the next start (events at or below the
 //! floor still exist) and resumed.
 
@@ -33,8 +34,12 @@ use crate::{Event, KeyValue, Result, StoreError};
 
 /// Requests applied in one transaction at most; bounds a batch's latency and memory.
 pub(crate) const MAX_BATCH: usize = 1024;
-/// Events whose superseded versions are dropped per cleanup transaction.
-const CLEANUP_CHUNK: usize = 1000;
+/// Events whose superseded versions are dropped per cleanup transaction; small, so a
+/// write arriving meanwhile waits little.
+const CLEANUP_CHUNK: usize = 256;
+/// Under sustained load the queue may never be empty; cleanup then still gets one chunk
+/// per this many batches, so history cannot grow without bound.
+const CLEANUP_EVERY_BATCHES: u32 = 32;
 
 pub(crate) enum Op {
     Create {
@@ -78,6 +83,8 @@ pub(crate) struct Writer {
     pub(crate) compacted: i64,
     /// Events at or below `compacted` remain to be cleaned up.
     pub(crate) cleanup_pending: bool,
+    /// Batches committed since the last cleanup chunk.
+    pub(crate) batches_since_cleanup: u32,
 }
 
 /// The tables one batch writes to.
@@ -97,6 +104,9 @@ struct Pending {
 impl Writer {
     pub(crate) fn run(mut self) {
         loop {
+            if self.cleanup_pending && self.batches_since_cleanup >= CLEANUP_EVERY_BATCHES {
+                self.cleanup_chunk();
+            }
             let first = match self.rx.try_recv() {
                 Ok(request) => request,
                 Err(mpsc::error::TryRecvError::Empty) => {
@@ -134,6 +144,7 @@ impl Writer {
                 }
                 self.revision = pending.revision;
                 self.compacted = pending.compacted;
+                self.batches_since_cleanup = self.batches_since_cleanup.saturating_add(1);
                 // Watchers hear about the batch before callers are answered, so a caller
                 // that writes then watches from its new revision never misses anything.
                 self.hub.publish(self.revision, &pending.events);
@@ -188,6 +199,7 @@ impl Writer {
 
     /// Drops versions superseded at or below the compaction floor, a chunk at a time.
     fn cleanup_chunk(&mut self) {
+        self.batches_since_cleanup = 0;
         match self.try_cleanup_chunk() {
             Ok(done) => self.cleanup_pending = !done,
             Err(err) => {
