@@ -1,1 +1,157 @@
-//! skiff-apiserver (skeleton)
+//! The Skiff API server: the Kubernetes API over HTTPS, backed by a [`skiff_store::Store`].
+//!
+//! Start with [`run`]. A request flows: [`server`] (TLS, authentication) →
+//! [`handlers`] (path parsing, content negotiation) → [`registry`] (the generic
+//! create/get/list/update/patch/delete with per-type [`strategy`] hooks) → the store for
+//! writes and single reads, the [`cache`] for lists and watches. [`resources`] is the
+//! catalogue every layer reads; [`status`] renders errors as upstream does.
+
+pub mod auth;
+pub mod cache;
+pub mod convert;
+pub mod discovery;
+pub mod encoding;
+pub mod handlers;
+pub mod lifecycle;
+pub mod metrics;
+pub mod object;
+pub mod patch;
+pub mod registry;
+pub mod resources;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod strategy;
+pub mod table;
+pub mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_pki::ClusterPki;
+use skiff_store::StoreConfig;
+
+/// How often history older than one interval is compacted away (upstream's default).
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub https_port: u16,
+    pub store: StoreConfig,
+    /// Static bearer tokens (`token,user,uid,"groups"` per line).
+    pub token_auth_file: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_san: Vec<String>,
+}
+
+/// A running API server.
+pub struct ApiServer {
+    pub address: SocketAddr,
+    pub kubeconfig_path: PathBuf,
+    pub registry: Arc<registry::Registry>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Waits until the server stops (it serves until the process ends).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("API server task")?;
+        Ok(())
+    }
+}
+
+fn serving_names(config: &Config) -> Vec<String> {
+    let mut names = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(host) = hostname() {
+        names.push(host);
+    }
+    if !config.bind_address.is_unspecified() {
+        names.push(config.bind_address.to_string());
+    }
+    names.extend(config.tls_san.iter().cloned());
+    names.dedup();
+    names
+}
+
+fn hostname() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_string())
+}
+
+/// Starts the API server: certificates, store, watch cache, system namespaces, then the
+/// listener; writes `DATA_DIR/admin.kubeconfig` once it serves.
+pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let pki = ClusterPki::load_or_create(&config.data_dir, &serving_names(&config))
+        .context("preparing certificates")?;
+
+    tracing::info!(store = ?config.store, "opening datastore");
+    let store = skiff_store::open(&config.store)
+        .await
+        .context("opening datastore")?;
+    let cache = cache::WatchCache::start(store.clone())
+        .await
+        .context("filling watch cache")?;
+    let registry = Arc::new(registry::Registry::new(store, cache));
+    lifecycle::ensure_system_namespaces(&registry).await?;
+    tokio::spawn(lifecycle::finalize_namespaces(registry.clone()));
+    tokio::spawn(lifecycle::compact_periodically(
+        registry.clone(),
+        COMPACTION_INTERVAL,
+    ));
+
+    let tokens = match &config.token_auth_file {
+        Some(path) => auth::TokenAuthenticator::from_file(path)?,
+        None => auth::TokenAuthenticator::default(),
+    };
+    let listen = SocketAddr::new(config.bind_address, config.https_port);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}: is another server already using the port?"))?;
+    let address = listener.local_addr()?;
+    let client_host = if config.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        match config.bind_address {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        }
+    };
+    let server_address = format!("{client_host}:{}", address.port());
+    let state = Arc::new(handlers::AppState {
+        registry: registry.clone(),
+        server_address: server_address.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
+    });
+    let app = server::router(state, Arc::new(server::Authenticator { tokens }));
+    let tls = server::tls_config(
+        &pki.serving.cert_pem,
+        &pki.serving.key_pem,
+        &pki.ca.cert_pem,
+    )?;
+    let task = tokio::spawn(server::serve(listener, tls, app));
+
+    let kubeconfig_path = config.data_dir.join("admin.kubeconfig");
+    let kubeconfig = pki.admin_kubeconfig(&format!("https://{server_address}"));
+    skiff_pki::write_private_file(&kubeconfig_path, kubeconfig.as_bytes())
+        .context("writing admin kubeconfig")?;
+    tracing::info!(%address, kubeconfig = %kubeconfig_path.display(), "API server ready");
+    Ok(ApiServer {
+        address,
+        kubeconfig_path,
+        registry,
+        task,
+    })
+}

@@ -1,1 +1,128 @@
-fn main() {}
+//! `skiff`: Kubernetes in one binary. Each subcommand starts one part of a cluster;
+//! `skiff server` starts them all on one machine. The components live in their own
+//! crates; this crate only parses the command line and starts them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_store::StoreConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Kubernetes, rewritten in Rust, in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole single-node control plane: API server (more components as they land).
+    Server(ServerArgs),
+    /// Run only the API server.
+    Apiserver(ServerArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Datastore {
+    /// One file under the data dir.
+    Embedded,
+    /// An etcd v3 cluster (see --etcd-endpoints).
+    Etcd,
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Where certificates, the embedded datastore and admin.kubeconfig live.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port the API server listens on (HTTPS).
+    #[arg(long, default_value_t = 6443)]
+    https_port: u16,
+    /// Where cluster state is kept.
+    #[arg(long, value_enum, default_value_t = Datastore::Embedded)]
+    datastore: Datastore,
+    /// etcd client URLs, comma-separated (with --datastore etcd).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Run no node agent on this machine (the only mode until the kubelet lands).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Static bearer tokens, one `token,user,uid,"group1,group2"` per line.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// More host names or IP addresses for the serving certificate.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+}
+
+impl ServerArgs {
+    fn api_config(&self) -> anyhow::Result<skiff_apiserver::Config> {
+        let store = match self.datastore {
+            Datastore::Embedded => {
+                StoreConfig::Embedded(self.data_dir.join("db").join("state.redb"))
+            }
+            Datastore::Etcd => {
+                if self.etcd_endpoints.is_empty() {
+                    anyhow::bail!("--datastore etcd needs --etcd-endpoints, e.g. --etcd-endpoints http://127.0.0.1:2379");
+                }
+                StoreConfig::Etcd(self.etcd_endpoints.clone())
+            }
+        };
+        Ok(skiff_apiserver::Config {
+            data_dir: self.data_dir.clone(),
+            bind_address: self.bind_address,
+            https_port: self.https_port,
+            store,
+            token_auth_file: self.token_auth_file.clone(),
+            tls_san: self.tls_san.clone(),
+        })
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.api_config()?;
+    if let StoreConfig::Embedded(path) = &config.store {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let server = skiff_apiserver::start(config).await?;
+    eprintln!(
+        "skiff: API server listening on https://{}; kubeconfig: {}",
+        server.address,
+        server.kubeconfig_path.display()
+    );
+    tokio::select! {
+        result = server.wait() => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) | Command::Apiserver(args) => run_server(args).await,
+        }
+    })
+}

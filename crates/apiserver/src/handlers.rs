@@ -1,0 +1,809 @@
+//! HTTP handlers: turn a request path into a resource operation and its result into the
+//! response upstream would send.
+//!
+//! Paths have Kubernetes' shape, which a router's patterns express poorly
+//! (`/api/v1/namespaces/x` is an object, `/api/v1/namespaces/x/pods` a collection), so
+//! one handler parses them into a [`ResourcePath`] and dispatches on method and shape.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use serde_json::{json, Value};
+
+use crate::convert;
+use crate::discovery;
+use crate::encoding::{self, Format};
+use crate::object;
+use crate::patch::PatchType;
+use crate::registry::{DeleteOptions, ListOptions, ListPage, Registry};
+use crate::resources::ResourceInfo;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, ApiResult};
+use crate::table;
+use crate::watch::{self, WatchRequest};
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// `host:port` clients reach this server at, for `/api`'s address list.
+    pub server_address: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// A request path that names resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourcePath {
+    pub group: String,
+    pub version: String,
+    pub namespace: Option<String>,
+    pub resource: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    /// The legacy `/api/v1/watch/...` form.
+    pub legacy_watch: bool,
+}
+
+impl ResourcePath {
+    /// Parses `/api/v1/...` and `/apis/<group>/<version>/...`; `None` for other paths.
+    pub fn parse(path: &str) -> Option<Self> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, version, mut rest) = match segments.as_slice() {
+            ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
+            ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
+            _ => return None,
+        };
+        let legacy_watch = rest.first() == Some(&"watch");
+        if legacy_watch {
+            rest = &rest[1..];
+        }
+        let (namespace, rest): (Option<&str>, &[&str]) = match rest {
+            ["namespaces", ns, tail @ ..]
+                if !tail.is_empty() && !matches!(tail, ["status" | "finalize"]) =>
+            {
+                (Some(*ns), tail)
+            }
+            other => (None, other),
+        };
+        let (resource, name, subresource) = match rest {
+            [resource] => (*resource, None, None),
+            [resource, name] => (*resource, Some(*name), None),
+            [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
+            _ => return None,
+        };
+        if resource.is_empty() || name == Some("") {
+            return None;
+        }
+        Some(ResourcePath {
+            group: group.to_string(),
+            version: version.to_string(),
+            namespace: namespace.map(str::to_string),
+            resource: resource.to_string(),
+            name: name.map(str::to_string),
+            subresource: subresource.map(str::to_string),
+            legacy_watch,
+        })
+    }
+}
+
+/// The query parameters of a request.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(uri: &Uri) -> Self {
+        Query(
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("true" | "1"))
+    }
+
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid dryRun value: {other}; the only valid value is All"
+            ))),
+        }
+    }
+
+    fn int(&self, name: &str) -> ApiResult<Option<i64>> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid value for {name}: {v}")))
+            })
+            .transpose()
+    }
+
+    fn list_options(&self) -> ApiResult<ListOptions> {
+        Ok(ListOptions {
+            label_selector: LabelSelector::parse(self.get("labelSelector").unwrap_or(""))?,
+            field_selector: FieldSelector::parse(self.get("fieldSelector").unwrap_or(""))?,
+            limit: self.int("limit")?.unwrap_or(0).max(0) as usize,
+            continue_token: self
+                .get("continue")
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+            resource_version: self.get("resourceVersion").map(str::to_string),
+            resource_version_match: self
+                .get("resourceVersionMatch")
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
+        })
+    }
+}
+
+/// The single entry point for everything under `/api` and `/apis`, plus discovery.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let path = uri.path().to_string();
+    let query = Query::parse(&uri);
+    let (response, resource) = match ResourcePath::parse(&path) {
+        Some(target) => {
+            let resource = target.resource.clone();
+            let response = handle_resource(&state, &method, target, &query, &headers, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            (response, resource)
+        }
+        None => (
+            handle_discovery(&state, &method, &path, &headers)
+                .unwrap_or_else(IntoResponse::into_response),
+            String::new(),
+        ),
+    };
+    state.metrics.observe(
+        method.as_str(),
+        &resource,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+fn handle_discovery(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    if method != Method::GET {
+        return Err(ApiError::no_route());
+    }
+    let catalogue = &state.registry.catalogue;
+    let aggregated = encoding::wants_aggregated_discovery(headers);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let value = match segments.as_slice() {
+        ["version"] => discovery::version(),
+        ["api"] if aggregated => {
+            return Ok(aggregated_response(discovery::aggregated(catalogue, true)))
+        }
+        ["apis"] if aggregated => {
+            return Ok(aggregated_response(discovery::aggregated(catalogue, false)))
+        }
+        ["api"] => discovery::api_versions(&state.server_address),
+        ["apis"] => discovery::api_group_list(),
+        ["api", version] => {
+            discovery::api_resource_list(catalogue, "", version).ok_or_else(ApiError::no_route)?
+        }
+        ["apis", group] => discovery::api_group(catalogue, group).ok_or_else(ApiError::no_route)?,
+        ["apis", group, version] => discovery::api_resource_list(catalogue, group, version)
+            .ok_or_else(ApiError::no_route)?,
+        ["openapi", "v3"] => discovery::openapi_v3_index(),
+        ["openapi", "v3", "api", version] => {
+            discovery::openapi_v3_group_version(catalogue, "", version)
+                .ok_or_else(ApiError::no_route)?
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            discovery::openapi_v3_group_version(catalogue, group, version)
+                .ok_or_else(ApiError::no_route)?
+        }
+        _ => return Err(ApiError::no_route()),
+    };
+    Ok(encoding::respond(StatusCode::OK, Format::Json, &value))
+}
+
+fn aggregated_response(value: Value) -> Response {
+    let mut response = encoding::respond(StatusCode::OK, Format::Json, &value);
+    if let Ok(content_type) = http::HeaderValue::from_str(discovery::AGGREGATED_CONTENT_TYPE) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, content_type);
+    }
+    response
+}
+
+fn lookup(state: &AppState, target: &ResourcePath) -> ApiResult<&'static ResourceInfo> {
+    let resource = state
+        .registry
+        .catalogue
+        .get(&target.group, &target.version, &target.resource)
+        .ok_or_else(ApiError::no_route)?;
+    if target.namespace.is_some() && !resource.namespaced {
+        return Err(ApiError::no_route());
+    }
+    if let Some(sub) = &target.subresource {
+        if !resource.has_subresource(sub) {
+            return Err(ApiError::no_route());
+        }
+    }
+    Ok(resource)
+}
+
+async fn handle_resource(
+    state: &AppState,
+    method: &Method,
+    target: ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let resource = lookup(state, &target)?;
+    let registry = state.registry.as_ref();
+    let namespace = target.namespace.as_deref();
+    let sub = target.subresource.as_deref();
+    if resource.create_only && (*method != Method::POST || target.name.is_some()) {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource"
+        )));
+    }
+    let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), resource.kind);
+    let watching = target.legacy_watch || query.flag("watch");
+    match (method.clone(), target.name.as_deref()) {
+        (Method::GET, None) if watching => {
+            serve_watch(state, resource, namespace, None, query, headers)
+        }
+        (Method::GET, Some(name)) if watching => {
+            serve_watch(state, resource, namespace, Some(name), query, headers)
+        }
+        (Method::GET, None) => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let page = registry
+                .list(resource, namespace, &query.list_options()?)
+                .await?;
+            Ok(render_list(resource, page, format, query))
+        }
+        (Method::GET, Some(name)) => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let object = registry.get(resource, namespace, name).await?;
+            let object = convert::from_storage(resource, object);
+            match sub {
+                Some("scale") => Ok(encoding::respond(
+                    StatusCode::OK,
+                    format,
+                    &scale_of(resource, &object),
+                )),
+                _ => Ok(render_object(
+                    resource,
+                    StatusCode::OK,
+                    format,
+                    object,
+                    query,
+                )),
+            }
+        }
+        (Method::POST, None) => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let object = encoding::decode_body(headers, &body)?;
+            if resource.plural == "bindings" {
+                let name = object::name(&object).to_string();
+                return bind(state, namespace, &name, &object, query).await;
+            }
+            let created = registry
+                .create(resource, namespace, object, query.dry_run()?)
+                .await?;
+            let created = convert::from_storage(resource, created);
+            Ok(render_object(
+                resource,
+                StatusCode::CREATED,
+                format,
+                created,
+                query,
+            ))
+        }
+        (Method::POST, Some(name)) if sub == Some("binding") => {
+            let object = encoding::decode_body(headers, &body)?;
+            bind(state, namespace, name, &object, query).await
+        }
+        (Method::PUT, Some(name)) => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let object = encoding::decode_body(headers, &body)?;
+            let dry_run = query.dry_run()?;
+            if sub == Some("scale") {
+                let replicas = object.pointer("/spec/replicas").cloned();
+                let stored =
+                    set_replicas(registry, resource, namespace, name, replicas, dry_run).await?;
+                return Ok(encoding::respond(
+                    StatusCode::OK,
+                    format,
+                    &scale_of(resource, &stored),
+                ));
+            }
+            let (object, created) = registry
+                .update(resource, namespace, name, sub, object, dry_run)
+                .await?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(render_object(
+                resource,
+                code,
+                format,
+                convert::from_storage(resource, object),
+                query,
+            ))
+        }
+        (Method::PATCH, Some(name)) => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let content_type = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let patch_type = PatchType::from_content_type(content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            let dry_run = query.dry_run()?;
+            if sub == Some("scale") {
+                let current =
+                    convert::from_storage(resource, registry.get(resource, namespace, name).await?);
+                let scale = scale_of(resource, &current);
+                let patched = crate::patch::apply(patch_type, &scale, &body)?;
+                let replicas = patched.pointer("/spec/replicas").cloned();
+                let stored =
+                    set_replicas(registry, resource, namespace, name, replicas, dry_run).await?;
+                return Ok(encoding::respond(
+                    StatusCode::OK,
+                    format,
+                    &scale_of(resource, &stored),
+                ));
+            }
+            let object = registry
+                .patch(resource, namespace, name, sub, patch_type, &body, dry_run)
+                .await?;
+            Ok(render_object(
+                resource,
+                StatusCode::OK,
+                format,
+                convert::from_storage(resource, object),
+                query,
+            ))
+        }
+        (Method::DELETE, Some(name)) if sub.is_none() => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let options = delete_options(headers, &body, query)?;
+            let dry_run = query.dry_run()? || options.dry_run.iter().any(|d| d == "All");
+            let (object, gone) = registry
+                .delete(resource, namespace, name, &options, dry_run)
+                .await?;
+            let object = convert::from_storage(resource, object);
+            if resource.returns_deleted_object || !gone {
+                return Ok(render_object(
+                    resource,
+                    StatusCode::OK,
+                    format,
+                    object,
+                    query,
+                ));
+            }
+            let mut details = serde_json::Map::new();
+            details.insert("name".into(), json!(name));
+            if !resource.group.is_empty() {
+                details.insert("group".into(), json!(resource.group));
+            }
+            details.insert("kind".into(), json!(resource.plural));
+            if let Some(uid) = object::meta_str(&object, "uid") {
+                details.insert("uid".into(), json!(uid));
+            }
+            let status = json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            });
+            Ok(encoding::respond(StatusCode::OK, Format::Json, &status))
+        }
+        (Method::DELETE, None) => {
+            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let options = delete_options(headers, &body, query)?;
+            let dry_run = query.dry_run()? || options.dry_run.iter().any(|d| d == "All");
+            let (rv, deleted) = registry
+                .delete_collection(
+                    resource,
+                    namespace,
+                    &query.list_options()?,
+                    &options,
+                    dry_run,
+                )
+                .await?;
+            let items: Vec<Value> = deleted
+                .into_iter()
+                .map(|o| convert::from_storage(resource, o))
+                .collect();
+            let list = json!({
+                "kind": resource.list_kind(),
+                "apiVersion": resource.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()},
+                "items": items,
+            });
+            Ok(encoding::respond(StatusCode::OK, format, &list))
+        }
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+async fn bind(
+    state: &AppState,
+    namespace: Option<&str>,
+    name: &str,
+    binding: &Value,
+    query: &Query,
+) -> ApiResult<Response> {
+    let pods = state
+        .registry
+        .catalogue
+        .get("", "v1", "pods")
+        .ok_or_else(|| ApiError::internal("pods are not served"))?;
+    state
+        .registry
+        .bind(
+            pods,
+            namespace.unwrap_or("default"),
+            name,
+            binding,
+            query.dry_run()?,
+        )
+        .await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(encoding::respond(
+        StatusCode::CREATED,
+        Format::Json,
+        &status,
+    ))
+}
+
+fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
+    let mut options: DeleteOptions = if body.is_empty() {
+        DeleteOptions::default()
+    } else {
+        serde_json::from_value(encoding::decode_body(headers, body)?)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    if let Some(grace) = query.int("gracePeriodSeconds")? {
+        options.grace_period_seconds = Some(grace);
+    }
+    if let Some(policy) = query.get("propagationPolicy") {
+        options.propagation_policy = Some(policy.to_string());
+    }
+    if let Some(policy) = &options.propagation_policy {
+        if !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::invalid(
+                "DeleteOptions",
+                "",
+                "",
+                vec![crate::status::Cause::unsupported(
+                    "propagationPolicy",
+                    policy,
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            ));
+        }
+    }
+    Ok(options)
+}
+
+/// The `autoscaling/v1` `Scale` view of a scalable object.
+fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
+    let selector = if resource.kind == "ReplicationController" {
+        let labels: Vec<String> = object::string_map(object.pointer("/spec/selector"))
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        labels.join(",")
+    } else {
+        table::format_label_selector(object.pointer("/spec/selector")).replace("<none>", "")
+    };
+    let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let mut scale_metadata = serde_json::Map::new();
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = metadata.get(field) {
+            scale_metadata.insert(field.into(), v.clone());
+        }
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_metadata,
+        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+async fn set_replicas(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    replicas: Option<Value>,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    let replicas = replicas
+        .and_then(|r| r.as_i64())
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                vec![crate::status::Cause::invalid(
+                    "spec.replicas",
+                    "",
+                    "must be greater than or equal to 0",
+                )],
+            )
+        })?;
+    let patch =
+        serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).map_err(ApiError::internal)?;
+    registry
+        .patch(
+            resource,
+            namespace,
+            name,
+            None,
+            PatchType::Merge,
+            &patch,
+            dry_run,
+        )
+        .await
+}
+
+fn render_object(
+    resource: &ResourceInfo,
+    code: StatusCode,
+    format: Format,
+    object: Value,
+    query: &Query,
+) -> Response {
+    match format {
+        Format::Table(api_version) => {
+            let table = table::table(
+                api_version,
+                resource.kind,
+                std::slice::from_ref(&object),
+                object::meta_str(&object, "resourceVersion").map(str::to_string),
+                None,
+                None,
+                query.get("includeObject").unwrap_or("Metadata"),
+            );
+            encoding::respond(code, Format::Json, &table)
+        }
+        Format::Metadata => {
+            encoding::respond(code, Format::Json, &table::partial_metadata(&object))
+        }
+        other => encoding::respond(code, other, &object),
+    }
+}
+
+fn list_metadata(page: &ListPage) -> Value {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("resourceVersion".into(), json!(page.rv.to_string()));
+    if let Some(token) = &page.continue_token {
+        metadata.insert("continue".into(), json!(token));
+    }
+    if let Some(n) = page.remaining {
+        metadata.insert("remainingItemCount".into(), json!(n));
+    }
+    Value::Object(metadata)
+}
+
+fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &Query) -> Response {
+    let needs_values = !matches!(format, Format::Json) || convert::needs_conversion(resource);
+    if !needs_values {
+        // The common case: concatenate the cached JSON of the items.
+        let mut out =
+            Vec::with_capacity(page.items.iter().map(|i| i.body.len() + 1).sum::<usize>() + 256);
+        let head = json!({
+            "kind": resource.list_kind(),
+            "apiVersion": resource.api_version(),
+            "metadata": list_metadata(&page),
+        });
+        let head = serde_json::to_vec(&head).unwrap_or_default();
+        out.extend_from_slice(&head[..head.len().saturating_sub(1)]);
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&item.body);
+        }
+        out.extend_from_slice(b"]}\n");
+        return encoding::raw(StatusCode::OK, encoding::JSON, Bytes::from(out));
+    }
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|item| item.value().ok())
+        .map(|v| convert::from_storage(resource, v))
+        .collect();
+    match format {
+        Format::Table(api_version) => {
+            let table = table::table(
+                api_version,
+                resource.kind,
+                &items,
+                Some(page.rv.to_string()),
+                page.continue_token.clone(),
+                page.remaining,
+                query.get("includeObject").unwrap_or("Metadata"),
+            );
+            encoding::respond(StatusCode::OK, Format::Json, &table)
+        }
+        Format::Metadata => {
+            let items: Vec<Value> = items.iter().map(table::partial_metadata).collect();
+            let list = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": list_metadata(&page),
+                "items": items,
+            });
+            encoding::respond(StatusCode::OK, Format::Json, &list)
+        }
+        other => {
+            let items: Vec<Value> = items
+                .into_iter()
+                .map(|mut v| {
+                    if other == Format::Json {
+                        if let Some(fields) = v.as_object_mut() {
+                            fields.shift_remove("kind");
+                            fields.shift_remove("apiVersion");
+                        }
+                    }
+                    v
+                })
+                .collect();
+            let list = json!({
+                "kind": resource.list_kind(),
+                "apiVersion": resource.api_version(),
+                "metadata": list_metadata(&page),
+                "items": items,
+            });
+            encoding::respond(StatusCode::OK, other, &list)
+        }
+    }
+}
+
+fn serve_watch(
+    state: &AppState,
+    resource: &'static ResourceInfo,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    query: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let mut field_selector_text = query.get("fieldSelector").unwrap_or("").to_string();
+    if let Some(name) = name {
+        if !field_selector_text.is_empty() {
+            field_selector_text.push(',');
+        }
+        field_selector_text.push_str(&format!("metadata.name={name}"));
+    }
+    let field_selector = FieldSelector::parse(&field_selector_text)?;
+    field_selector.check_supported(crate::strategy::selectable_fields(resource.kind))?;
+    let resource_version = match query.get("resourceVersion") {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
+    };
+    let send_initial_events = query.flag("sendInitialEvents");
+    if send_initial_events && query.get("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            vec![crate::status::Cause::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
+    }
+    let timeout = match query.int("timeoutSeconds")? {
+        Some(seconds) if seconds > 0 => Duration::from_secs(seconds as u64),
+        // Upstream spreads idle watches over 30–60 minutes so they do not all end at once.
+        _ => Duration::from_secs(1800 + (uuid::Uuid::new_v4().as_u128() % 1800) as u64),
+    };
+    let protobuf = encoding::wants_protobuf_stream(headers)
+        && skiff_protobuf::supports(&resource.api_version(), resource.kind);
+    let request = WatchRequest {
+        resource,
+        prefix: resource.key_prefix(namespace),
+        label_selector: LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?,
+        field_selector,
+        resource_version,
+        send_initial_events,
+        allow_bookmarks: query.flag("allowWatchBookmarks"),
+        timeout,
+        protobuf,
+    };
+    let frames = watch::start(state.registry.cache.clone(), request);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(frames);
+    let body = Body::from_stream(futures::StreamExt::map(
+        stream,
+        Ok::<_, std::convert::Infallible>,
+    ));
+    let content_type = if protobuf {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let p = ResourcePath::parse("/api/v1/namespaces/default/pods/web/status").unwrap();
+        assert_eq!(p.namespace.as_deref(), Some("default"));
+        assert_eq!(p.resource, "pods");
+        assert_eq!(p.name.as_deref(), Some("web"));
+        assert_eq!(p.subresource.as_deref(), Some("status"));
+        let ns = ResourcePath::parse("/api/v1/namespaces/foo").unwrap();
+        assert_eq!(
+            (ns.resource.as_str(), ns.name.as_deref()),
+            ("namespaces", Some("foo"))
+        );
+        let fin = ResourcePath::parse("/api/v1/namespaces/foo/finalize").unwrap();
+        assert_eq!(fin.subresource.as_deref(), Some("finalize"));
+        let deploys = ResourcePath::parse("/apis/apps/v1/namespaces/x/deployments").unwrap();
+        assert_eq!((deploys.group.as_str(), deploys.name), ("apps", None));
+        let w = ResourcePath::parse("/api/v1/watch/namespaces/x/pods").unwrap();
+        assert!(w.legacy_watch);
+        assert!(ResourcePath::parse("/api/v1").is_none());
+        assert!(ResourcePath::parse("/apis/apps").is_none());
+    }
+}

@@ -1,0 +1,268 @@
+//! Helpers for objects held as JSON: metadata access, canonical field order, timestamps.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// Upstream's order of the top-level fields: type, metadata, body, status last.
+const LEADING: &[&str] = &["kind", "apiVersion", "metadata"];
+
+/// Upstream's order of `ObjectMeta` fields.
+const METADATA_ORDER: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Rewrites an object into upstream's field order, so that what clients read (and what
+/// the store keeps) looks as an upstream server writes it. Unknown fields keep their order.
+pub fn canonicalize(object: Value) -> Value {
+    let Value::Object(mut fields) = object else {
+        return object;
+    };
+    let mut ordered = Map::with_capacity(fields.len());
+    for key in LEADING {
+        if let Some(value) = fields.shift_remove(*key) {
+            let value = if *key == "metadata" {
+                order_metadata(value)
+            } else {
+                value
+            };
+            ordered.insert((*key).to_string(), value);
+        }
+    }
+    let status = fields.shift_remove("status");
+    ordered.extend(fields);
+    if let Some(status) = status {
+        ordered.insert("status".into(), status);
+    }
+    Value::Object(ordered)
+}
+
+fn order_metadata(metadata: Value) -> Value {
+    let Value::Object(mut fields) = metadata else {
+        return metadata;
+    };
+    let mut ordered = Map::with_capacity(fields.len());
+    for key in METADATA_ORDER {
+        if let Some(value) = fields.shift_remove(*key) {
+            ordered.insert((*key).to_string(), value);
+        }
+    }
+    ordered.extend(fields);
+    Value::Object(ordered)
+}
+
+/// Sets `metadata.resourceVersion`, keeping metadata in upstream's field order.
+pub fn set_resource_version(object: &mut Value, rv: i64) {
+    let metadata = metadata_mut(object);
+    metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    let ordered = order_metadata(Value::Object(std::mem::take(metadata)));
+    if let Value::Object(ordered) = ordered {
+        *metadata = ordered;
+    }
+}
+
+pub fn metadata(object: &Value) -> Option<&Map<String, Value>> {
+    object.get("metadata").and_then(Value::as_object)
+}
+
+/// The metadata map, created if missing (or replaced if it is not an object).
+pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = Value::Object(Map::new());
+    }
+    let fields = object.as_object_mut().expect("object ensured above");
+    let entry = fields
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    entry.as_object_mut().expect("metadata ensured above")
+}
+
+pub fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    metadata(object)?.get(field)?.as_str()
+}
+
+pub fn name(object: &Value) -> &str {
+    meta_str(object, "name").unwrap_or("")
+}
+
+pub fn namespace(object: &Value) -> Option<&str> {
+    meta_str(object, "namespace").filter(|ns| !ns.is_empty())
+}
+
+pub fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn labels(object: &Value) -> BTreeMap<String, String> {
+    string_map(metadata(object).and_then(|m| m.get("labels")))
+}
+
+pub fn finalizers(object: &Value) -> Vec<String> {
+    metadata(object)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Follows a dotted path (`spec.nodeName`) and renders the leaf as a field selector sees it.
+pub fn field_value(object: &Value, path: &str) -> Option<String> {
+    let mut current = object;
+    for part in path.split('.') {
+        current = current.get(part)?;
+    }
+    match current {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The current time as Kubernetes writes `metav1.Time` (RFC 3339, whole seconds, UTC).
+pub fn now_rfc3339() -> String {
+    format_time(jiff::Timestamp::now())
+}
+
+pub fn format_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn parse_time(text: &str) -> Option<jiff::Timestamp> {
+    text.parse().ok()
+}
+
+/// Upstream's short human duration (`45s`, `3m20s`, `5h`, `12d`) used in `AGE` columns.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// The age of an object from its `creationTimestamp`, as a table cell.
+pub fn age(object: &Value) -> String {
+    match meta_str(object, "creationTimestamp").and_then(parse_time) {
+        Some(created) => {
+            let seconds = jiff::Timestamp::now().as_second() - created.as_second();
+            human_duration(seconds)
+        }
+        None => "<unknown>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_order() {
+        let obj = json!({"status": {}, "data": {}, "metadata": {"labels": {}, "name": "a"}, "apiVersion": "v1", "kind": "ConfigMap"});
+        let text = serde_json::to_string(&canonicalize(obj)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","labels":{}},"data":{},"status":{}}"#
+        );
+    }
+
+    #[test]
+    fn durations_as_upstream() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(200), "3m20s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 60), "3h1m");
+        assert_eq!(human_duration(30 * 3600), "30h");
+        assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
+        assert_eq!(human_duration(20 * 86400), "20d");
+    }
+
+    #[test]
+    fn field_values() {
+        let pod = json!({"spec": {"nodeName": "n1", "hostNetwork": true}});
+        assert_eq!(field_value(&pod, "spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(
+            field_value(&pod, "spec.hostNetwork").as_deref(),
+            Some("true")
+        );
+        assert_eq!(field_value(&pod, "status.phase"), None);
+    }
+}

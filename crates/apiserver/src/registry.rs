@@ -1,0 +1,1015 @@
+//! The generic registry: one implementation of create, get, list, update, patch and delete
+//! for every resource, with the per-type differences in [`crate::strategy`].
+//!
+//! Objects are stored as JSON without `resourceVersion`; the store's modification
+//! revision becomes the `resourceVersion` clients see. Every read-modify-write goes through
+//! [`Registry::guaranteed_update`], a compare-and-swap loop on that revision, so
+//! concurrent writers never lose each other's changes and a stale client gets `409`.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use skiff_store::{KeyValue, RangeRequest, Store, StoreError};
+
+use crate::cache::{CachedObject, WatchCache};
+use crate::convert;
+use crate::object;
+use crate::resources::{Catalogue, ResourceInfo};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{quote, ApiError, ApiResult, Cause};
+use crate::strategy;
+
+/// How many times a read-modify-write is retried when another writer got there first.
+const MAX_UPDATE_ATTEMPTS: usize = 16;
+
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+/// One page of a list.
+pub struct ListPage {
+    pub rv: i64,
+    pub items: Vec<Arc<CachedObject>>,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub orphan_dependents: Option<bool>,
+    pub preconditions: Option<Preconditions>,
+    #[serde(default)]
+    pub dry_run: Vec<String>,
+}
+
+/// The position a paginated list resumes from, encoded as upstream encodes it.
+#[derive(Debug, Serialize, Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+fn encode_continue(rv: i64, start: String) -> String {
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start,
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&token).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
+    let invalid = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| invalid())?;
+    let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    if token.v != "meta.k8s.io/v1" || token.rv <= 0 || token.start.contains("..") {
+        return Err(invalid());
+    }
+    Ok(token)
+}
+
+/// What a read-modify-write decided to do with the current object.
+pub enum Action {
+    Keep,
+    Replace(Value),
+    Delete,
+}
+
+/// The result of a read-modify-write.
+pub enum Outcome {
+    /// The object as stored now (unchanged when nothing needed writing).
+    Stored(Value),
+    /// The object was deleted; this was its last state.
+    Deleted(Value),
+}
+
+pub struct Registry {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<WatchCache>,
+    pub catalogue: Catalogue,
+}
+
+/// The stored form of an object: JSON without `resourceVersion`.
+fn encode_stored(object: &Value) -> ApiResult<Bytes> {
+    let mut object = object.clone();
+    object::metadata_mut(&mut object).shift_remove("resourceVersion");
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
+    let mut object: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+    object::set_resource_version(&mut object, kv.mod_revision);
+    Ok(object)
+}
+
+fn with_resource_version(mut object: Value, rv: i64) -> Value {
+    object::set_resource_version(&mut object, rv);
+    object
+}
+
+/// Random suffix for `generateName`, from upstream's alphabet (no vowels, no look-alikes).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
+        Registry {
+            store,
+            cache,
+            catalogue: Catalogue::new(),
+        }
+    }
+
+    fn namespaces(&self) -> &'static ResourceInfo {
+        self.catalogue
+            .get("", "v1", "namespaces")
+            .expect("namespaces are in the catalogue")
+    }
+
+    /// The newest stored state of one object.
+    pub async fn get(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Value> {
+        let key = resource.key(namespace, name);
+        match self.store.get(&key).await? {
+            Some(kv) => decode_stored(&kv),
+            None => Err(ApiError::not_found(resource, name)),
+        }
+    }
+
+    /// Fails unless `namespace` exists and is not being deleted.
+    async fn check_namespace_open(&self, namespace: &str) -> ApiResult<()> {
+        let key = self.namespaces().key(None, namespace);
+        let object = match self.cache.get(&key) {
+            Some(cached) => cached.value()?,
+            None => match self.store.get(&key).await? {
+                Some(kv) => decode_stored(&kv)?,
+                None => return Err(ApiError::namespace_not_found(namespace)),
+            },
+        };
+        if object::meta_str(&object, "deletionTimestamp").is_some() {
+            return Err(ApiError::namespace_terminating(namespace));
+        }
+        Ok(())
+    }
+
+    /// Checks the identity a request body claims against the URL it was sent to.
+    fn check_identity(
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: &mut Value,
+    ) -> ApiResult<()> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        }
+        let api_version = resource.api_version();
+        let fields = object
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("not an object"))?;
+        match fields.get("kind").and_then(Value::as_str) {
+            Some(kind) if kind != resource.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind of the provided object ({kind}) does not match the kind expected by the request ({})",
+                    resource.kind
+                )))
+            }
+            _ => {}
+        }
+        match fields.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != api_version => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )))
+            }
+            _ => {}
+        }
+        fields.insert("kind".into(), json!(resource.kind));
+        fields.insert("apiVersion".into(), json!(api_version));
+        let metadata = object::metadata_mut(object);
+        if resource.namespaced {
+            let url_namespace = namespace.unwrap_or("");
+            match metadata.get("namespace").and_then(Value::as_str) {
+                Some(ns) if !ns.is_empty() && ns != url_namespace => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {
+                    metadata.insert("namespace".into(), json!(url_namespace));
+                }
+            }
+        } else if metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .is_some_and(|ns| !ns.is_empty())
+        {
+            metadata.shift_remove("namespace");
+        }
+        Ok(())
+    }
+
+    fn invalid(resource: &ResourceInfo, object: &Value, causes: Vec<Cause>) -> ApiError {
+        ApiError::invalid(resource.kind, resource.group, object::name(object), causes)
+    }
+
+    pub async fn create(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let mut object = object;
+        Self::check_identity(resource, namespace, &mut object)?;
+        let mut object = convert::to_storage(resource, object);
+        let metadata = object::metadata_mut(&mut object);
+        let name_missing = metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if name_missing {
+            if let Some(prefix) = metadata.get("generateName").and_then(Value::as_str) {
+                let generated = format!("{prefix}{}", random_suffix());
+                metadata.insert("name".into(), json!(generated));
+            }
+        }
+        for server_owned in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            metadata.shift_remove(server_owned);
+        }
+        metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        metadata.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+        if resource.tracks_generation {
+            metadata.insert("generation".into(), json!(1));
+        } else {
+            metadata.shift_remove("generation");
+        }
+
+        strategy::prepare_for_create(resource, &mut object);
+        let causes = strategy::validate(resource, &object);
+        if !causes.is_empty() {
+            return Err(Self::invalid(resource, &object, causes));
+        }
+        if let (true, Some(ns)) = (resource.namespaced, namespace) {
+            self.check_namespace_open(ns).await?;
+        }
+        let object = object::canonicalize(object);
+        let name = object::name(&object).to_string();
+        if dry_run {
+            return Ok(object);
+        }
+        let key = resource.key(namespace, &name);
+        match self.store.create(&key, encode_stored(&object)?).await {
+            Ok(rv) => Ok(with_resource_version(object, rv)),
+            Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(resource, &name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The compare-and-swap loop every read-modify-write uses. `decide` sees the current
+    /// object (with its `resourceVersion`) and may be called again if another writer wins.
+    pub async fn guaranteed_update(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        mut decide: impl FnMut(Value) -> ApiResult<Action>,
+    ) -> ApiResult<Outcome> {
+        let key = resource.key(namespace, name);
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some(kv) = self.store.get(&key).await? else {
+                return Err(ApiError::not_found(resource, name));
+            };
+            let current = decode_stored(&kv)?;
+            match decide(current.clone())? {
+                Action::Keep => return Ok(Outcome::Stored(current)),
+                Action::Replace(mut new) => {
+                    object::metadata_mut(&mut new).shift_remove("resourceVersion");
+                    let new = object::canonicalize(new);
+                    let mut current_without_rv = current.clone();
+                    object::metadata_mut(&mut current_without_rv).shift_remove("resourceVersion");
+                    if new == current_without_rv || dry_run {
+                        let rv = kv.mod_revision;
+                        return Ok(Outcome::Stored(with_resource_version(new, rv)));
+                    }
+                    match self
+                        .store
+                        .update(&key, encode_stored(&new)?, kv.mod_revision)
+                        .await
+                    {
+                        Ok(rv) => return Ok(Outcome::Stored(with_resource_version(new, rv))),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(StoreError::NotFound(_)) => {
+                            return Err(ApiError::not_found(resource, name))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Action::Delete => {
+                    if dry_run {
+                        return Ok(Outcome::Deleted(current));
+                    }
+                    match self.store.delete(&key, Some(kv.mod_revision)).await {
+                        Ok((rv, _)) => {
+                            return Ok(Outcome::Deleted(with_resource_version(current, rv)))
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(StoreError::NotFound(_)) => {
+                            return Err(ApiError::not_found(resource, name))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(ApiError::conflict(
+            resource,
+            name,
+            "too many concurrent updates; please try again",
+        ))
+    }
+
+    /// Replaces an object (PUT), or one of its subresources (`status`, `finalize`).
+    /// Returns the stored object and whether it was created.
+    pub async fn update(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        mut object: Value,
+        dry_run: bool,
+    ) -> ApiResult<(Value, bool)> {
+        Self::check_identity(resource, namespace, &mut object)?;
+        let body_name = object::name(&object).to_string();
+        if body_name.is_empty() {
+            object::metadata_mut(&mut object).insert("name".into(), json!(name));
+        } else if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if resource.create_on_update && subresource.is_none() {
+            let key = resource.key(namespace, name);
+            if self.store.get(&key).await?.is_none() {
+                let created = self
+                    .create(resource, namespace, object.clone(), dry_run)
+                    .await;
+                match created {
+                    Err(e) if e.reason == "AlreadyExists" => {}
+                    other => return other.map(|o| (o, true)),
+                }
+            }
+        }
+        let object = convert::to_storage(resource, object);
+        let outcome = self
+            .guaranteed_update(resource, namespace, name, dry_run, |current| {
+                let mut new = object.clone();
+                prepare_update(resource, subresource, &mut new, &current)?;
+                Ok(finish_or_replace(resource, new))
+            })
+            .await?;
+        Ok((outcome_object(outcome), false))
+    }
+
+    /// Applies a patch to the stored object (or to its `status`).
+    pub async fn patch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        patch_type: crate::patch::PatchType,
+        patch: &[u8],
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let outcome = self
+            .guaranteed_update(resource, namespace, name, dry_run, |current| {
+                let served = convert::from_storage(resource, current.clone());
+                let mut new = crate::patch::apply(patch_type, &served, patch)?;
+                // A patch that names no resourceVersion applies to whatever is current.
+                if object::meta_str(&new, "resourceVersion").is_none() {
+                    if let Some(rv) = object::meta_str(&current, "resourceVersion") {
+                        let rv = rv.to_string();
+                        object::metadata_mut(&mut new).insert("resourceVersion".into(), json!(rv));
+                    }
+                }
+                Self::check_identity(resource, namespace, &mut new)?;
+                let mut new = convert::to_storage(resource, new);
+                if object::name(&new) != name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        object::name(&new)
+                    )));
+                }
+                prepare_update(resource, subresource, &mut new, &current)?;
+                Ok(finish_or_replace(resource, new))
+            })
+            .await?;
+        Ok(outcome_object(outcome))
+    }
+
+    /// Deletes an object as upstream does: at once, or by marking it (finalizers, graceful
+    /// pod termination, namespace teardown). Returns the object and whether it is gone.
+    pub async fn delete(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+        dry_run: bool,
+    ) -> ApiResult<(Value, bool)> {
+        let outcome = self
+            .guaranteed_update(resource, namespace, name, dry_run, |current| {
+                check_preconditions(resource, name, &current, options.preconditions.as_ref())?;
+                Ok(deletion_action(resource, current, options))
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::Deleted(object) => (object, true),
+            Outcome::Stored(object) => (object, false),
+        })
+    }
+
+    /// Deletes every object a list would return.
+    pub async fn delete_collection(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        list: &ListOptions,
+        options: &DeleteOptions,
+        dry_run: bool,
+    ) -> ApiResult<(i64, Vec<Value>)> {
+        let page = self.list(resource, namespace, list).await?;
+        let mut deleted = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            let value = item.value()?;
+            let item_namespace = object::namespace(&value).map(str::to_string);
+            match self
+                .delete(
+                    resource,
+                    item_namespace.as_deref(),
+                    object::name(&value),
+                    options,
+                    dry_run,
+                )
+                .await
+            {
+                Ok((object, _)) => deleted.push(object),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((page.rv, deleted))
+    }
+
+    /// Lists objects, from the watch cache or, for a continuation or an exact older
+    /// revision, from the store at that revision.
+    pub async fn list(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> ApiResult<ListPage> {
+        options
+            .field_selector
+            .check_supported(strategy::selectable_fields(resource.kind))?;
+        let prefix = resource.key_prefix(namespace);
+        if let Some(token) = &options.continue_token {
+            let token = decode_continue(token)?;
+            let start = format!("{prefix}{}", token.start);
+            return self
+                .list_from_store(&prefix, &start, token.rv, options)
+                .await;
+        }
+        let requested_rv = match options.resource_version.as_deref() {
+            None | Some("") => None,
+            Some(rv) => Some(rv.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {}", quote(rv)))
+            })?),
+        };
+        if options.resource_version_match.as_deref() == Some("Exact") {
+            let rv = requested_rv.filter(|rv| *rv > 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "resourceVersionMatch: Exact requires a resourceVersion greater than 0",
+                )
+            })?;
+            return self.list_from_store(&prefix, &prefix, rv, options).await;
+        }
+        match requested_rv {
+            // The newest state: wait until the cache has every write the store has.
+            None => {
+                let current = self.store.current_revision().await?;
+                self.cache.wait_for(current).await?;
+            }
+            Some(rv) if rv > 0 => self.cache.wait_for(rv).await?,
+            Some(_) => {}
+        }
+        let snapshot = self.cache.snapshot(&prefix, None);
+        let matches = |o: &Arc<CachedObject>| {
+            options.label_selector.matches(&o.labels)
+                && options.field_selector.matches(&|f| o.field(f))
+        };
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut iter = snapshot.objects.iter();
+        for object in iter.by_ref() {
+            if !matches(object) {
+                continue;
+            }
+            items.push(object.clone());
+            if options.limit > 0 && items.len() == options.limit {
+                last_key = Some(object.key.clone());
+                break;
+            }
+        }
+        let (mut continue_token, mut remaining) = (None, None);
+        if let Some(last) = last_key {
+            let rest: Vec<_> = iter.filter(|o| matches(o)).collect();
+            if !rest.is_empty() {
+                let start = format!("{}\0", &last[prefix.len()..]);
+                continue_token = Some(encode_continue(snapshot.rv, start));
+                if options.label_selector.is_empty() && options.field_selector.is_empty() {
+                    remaining = Some(rest.len() as i64);
+                }
+            }
+        }
+        Ok(ListPage {
+            rv: snapshot.rv,
+            items,
+            continue_token,
+            remaining,
+        })
+    }
+
+    async fn list_from_store(
+        &self,
+        prefix: &str,
+        start: &str,
+        rv: i64,
+        options: &ListOptions,
+    ) -> ApiResult<ListPage> {
+        let end = skiff_store::prefix_end(prefix);
+        let mut items = Vec::new();
+        let mut next_start = start.to_string();
+        let batch = if options.limit > 0 {
+            options.limit.max(100)
+        } else {
+            0
+        };
+        loop {
+            let response = self
+                .store
+                .range(RangeRequest {
+                    start: next_start.clone(),
+                    end: end.clone(),
+                    revision: Some(rv),
+                    limit: batch,
+                })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } if options.continue_token.is_some() => ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ),
+                    StoreError::Compacted { .. } => ApiError::gone(format!(
+                        "too old resource version: {rv}"
+                    )),
+                    other => other.into(),
+                })?;
+            let mut reached_limit = None;
+            for kv in &response.kvs {
+                let object = Arc::new(CachedObject::from_kv(kv).map_err(ApiError::internal)?);
+                if options.label_selector.matches(&object.labels)
+                    && options.field_selector.matches(&|f| object.field(f))
+                {
+                    items.push(object);
+                    if options.limit > 0 && items.len() == options.limit {
+                        reached_limit = Some(kv.key.clone());
+                        break;
+                    }
+                }
+            }
+            if let Some(last) = reached_limit {
+                let more_after = self
+                    .store
+                    .range(RangeRequest {
+                        start: format!("{last}\0"),
+                        end: end.clone(),
+                        revision: Some(rv),
+                        limit: 1,
+                    })
+                    .await?;
+                let continue_token = (!more_after.kvs.is_empty())
+                    .then(|| encode_continue(rv, format!("{}\0", &last[prefix.len()..])));
+                return Ok(ListPage {
+                    rv,
+                    items,
+                    continue_token,
+                    remaining: None,
+                });
+            }
+            match (response.more, response.kvs.last()) {
+                (true, Some(last)) => next_start = format!("{}\0", last.key),
+                _ => break,
+            }
+        }
+        Ok(ListPage {
+            rv,
+            items,
+            continue_token: None,
+            remaining: None,
+        })
+    }
+
+    /// Assigns a pod to a node (`pods/binding`), once.
+    pub async fn bind(
+        &self,
+        pods: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        binding: &Value,
+        dry_run: bool,
+    ) -> ApiResult<()> {
+        let node = binding
+            .get("target")
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid("Binding", "", name, vec![Cause::required("target.name")])
+            })?
+            .to_string();
+        self.guaranteed_update(pods, Some(namespace), name, dry_run, |mut pod| {
+            if object::meta_str(&pod, "deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(
+                    pods,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                if !existing.is_empty() {
+                    return Err(ApiError::conflict(
+                        pods,
+                        name,
+                        &format!("pod {name} is already assigned to node {}", quote(existing)),
+                    ));
+                }
+            }
+            if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            set_condition(
+                &mut pod,
+                json!({
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": null,
+                    "lastTransitionTime": object::now_rfc3339(),
+                }),
+            );
+            Ok(Action::Replace(pod))
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+fn set_condition(object: &mut Value, condition: Value) {
+    let Some(fields) = object.as_object_mut() else {
+        return;
+    };
+    let status = fields.entry("status").or_insert_with(|| json!({}));
+    let Some(status) = status.as_object_mut() else {
+        return;
+    };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if let Some(list) = conditions.as_array_mut() {
+        list.retain(|c| c.get("type") != condition.get("type"));
+        list.push(condition);
+    }
+}
+
+fn outcome_object(outcome: Outcome) -> Value {
+    match outcome {
+        Outcome::Stored(object) | Outcome::Deleted(object) => object,
+    }
+}
+
+/// The update-time rules shared by PUT and PATCH: optimistic concurrency, immutable
+/// metadata, status/spec separation, generation.
+fn prepare_update(
+    resource: &ResourceInfo,
+    subresource: Option<&str>,
+    new: &mut Value,
+    current: &Value,
+) -> ApiResult<()> {
+    let name = object::name(current).to_string();
+    match object::meta_str(new, "resourceVersion") {
+        Some(rv) if !rv.is_empty() && Some(rv) != object::meta_str(current, "resourceVersion") => {
+            return Err(ApiError::stale(resource, &name));
+        }
+        _ => {}
+    }
+    if let Some(uid) = object::meta_str(new, "uid") {
+        if Some(uid) != object::meta_str(current, "uid") {
+            return Err(ApiError::invalid(
+                resource.kind,
+                resource.group,
+                &name,
+                vec![Cause::invalid("metadata.uid", uid, "field is immutable")],
+            ));
+        }
+    }
+    match subresource {
+        Some("status") => strategy::prepare_for_status_update(new, current),
+        Some("finalize") => {
+            // Only the namespace's spec.finalizers change through `finalize`.
+            let finalizers = new.pointer("/spec/finalizers").cloned();
+            let mut merged = current.clone();
+            if let Some(spec) = merged.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("finalizers".into(), finalizers.unwrap_or(json!([])));
+            }
+            *new = merged;
+        }
+        _ => strategy::prepare_for_update(resource, new, current),
+    }
+    // What the server owns is carried over from the stored object.
+    let current_meta = object::metadata(current).cloned().unwrap_or_default();
+    let metadata = object::metadata_mut(new);
+    for owned in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match current_meta.get(owned) {
+            Some(value) => {
+                metadata.insert(owned.into(), value.clone());
+            }
+            None => {
+                metadata.shift_remove(owned);
+            }
+        }
+    }
+    metadata.shift_remove("selfLink");
+    metadata.shift_remove("generateName");
+    if let Some(generate_name) = current_meta.get("generateName") {
+        metadata.insert("generateName".into(), generate_name.clone());
+    }
+    if resource.tracks_generation && strategy::spec_changed(new, current) {
+        let generation = current_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        object::metadata_mut(new).insert("generation".into(), json!(generation));
+    }
+    if object::meta_str(current, "deletionTimestamp").is_some() {
+        let added: Vec<String> = object::finalizers(new)
+            .into_iter()
+            .filter(|f| !object::finalizers(current).contains(f))
+            .collect();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(
+                resource.kind,
+                resource.group,
+                &name,
+                vec![Cause::forbidden(
+                    "metadata.finalizers",
+                    &format!("no new finalizers can be added if the object is being deleted, found new finalizers {}", quote(&added.join(","))),
+                )],
+            ));
+        }
+    }
+    let causes = strategy::validate(resource, new);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(
+            resource.kind,
+            resource.group,
+            &name,
+            causes,
+        ));
+    }
+    Ok(())
+}
+
+/// An object being deleted goes once nothing holds it: no finalizers, no pending grace
+/// period, and (for namespaces) no namespace finalizers.
+fn finish_or_replace(resource: &ResourceInfo, object: Value) -> Action {
+    if ready_to_go(resource, &object) {
+        Action::Delete
+    } else {
+        Action::Replace(object)
+    }
+}
+
+fn ready_to_go(resource: &ResourceInfo, object: &Value) -> bool {
+    if object::meta_str(object, "deletionTimestamp").is_none()
+        || !object::finalizers(object).is_empty()
+    {
+        return false;
+    }
+    if resource.kind == "Namespace" {
+        return object
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+    }
+    object::metadata(object)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        == 0
+}
+
+fn check_preconditions(
+    resource: &ResourceInfo,
+    name: &str,
+    current: &Value,
+    preconditions: Option<&Preconditions>,
+) -> ApiResult<()> {
+    let Some(pre) = preconditions else {
+        return Ok(());
+    };
+    if let Some(uid) = &pre.uid {
+        let actual = object::meta_str(current, "uid").unwrap_or("");
+        if uid != actual {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &pre.resource_version {
+        let actual = object::meta_str(current, "resourceVersion").unwrap_or("");
+        if rv != actual {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Decides how a DELETE treats the current object.
+fn deletion_action(resource: &ResourceInfo, mut current: Value, options: &DeleteOptions) -> Action {
+    let already_deleting = object::meta_str(&current, "deletionTimestamp").is_some();
+    let grace = match resource.kind {
+        "Pod" => pod_grace_period(&current, options.grace_period_seconds),
+        _ => 0,
+    };
+    if resource.kind == "Namespace" {
+        if already_deleting {
+            return Action::Keep;
+        }
+        let metadata = object::metadata_mut(&mut current);
+        metadata.insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+        metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
+        if let Some(status) = current.get_mut("status").and_then(Value::as_object_mut) {
+            status.insert("phase".into(), json!("Terminating"));
+        }
+        return finish_or_replace(resource, current);
+    }
+
+    let mut finalizers = object::finalizers(&current);
+    let policy_finalizer = match (
+        options.propagation_policy.as_deref(),
+        options.orphan_dependents,
+    ) {
+        (Some("Orphan"), _) | (None, Some(true)) => Some("orphan"),
+        (Some("Foreground"), _) => Some("foregroundDeletion"),
+        _ => None,
+    };
+    if let Some(f) = policy_finalizer {
+        if !finalizers.iter().any(|x| x == f) {
+            finalizers.push(f.to_string());
+        }
+    }
+
+    if already_deleting {
+        let pending_grace = object::metadata(&current)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if grace >= pending_grace {
+            // A later delete can only shorten the grace period.
+            return Action::Keep;
+        }
+    }
+    if finalizers.is_empty() && grace == 0 {
+        return Action::Delete;
+    }
+    let deadline = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(grace))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    let metadata = object::metadata_mut(&mut current);
+    metadata.insert(
+        "deletionTimestamp".into(),
+        json!(object::format_time(deadline)),
+    );
+    metadata.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    if !finalizers.is_empty() {
+        metadata.insert("finalizers".into(), json!(finalizers));
+    }
+    Action::Replace(current)
+}
+
+/// A pod's grace period: the request's, else the pod's own; none for a pod that never
+/// ran (not scheduled, or already finished), since no kubelet will act on it.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let unscheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if unscheduled || finished {
+        return 0;
+    }
+    let grace = requested.unwrap_or_else(|| {
+        pod.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    });
+    // Upstream turns a negative request into the minimum grace of one second.
+    if grace < 0 {
+        1
+    } else {
+        grace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(42, "web-7\0".into());
+        let decoded = decode_continue(&token).unwrap();
+        assert_eq!(decoded.rv, 42);
+        assert_eq!(decoded.start, "web-7\0");
+        assert!(decode_continue("garbage!").is_err());
+    }
+
+    #[test]
+    fn grace_periods() {
+        let scheduled = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}});
+        assert_eq!(pod_grace_period(&scheduled, None), 10);
+        assert_eq!(pod_grace_period(&scheduled, Some(0)), 0);
+        let pending = json!({"spec": {}});
+        assert_eq!(pod_grace_period(&pending, Some(30)), 0);
+    }
+}

@@ -1,0 +1,645 @@
+//! The catalogue of every resource this server serves: names, scope, short names,
+//! categories, subresources and where objects are stored.
+//!
+//! Discovery, routing, the registry and `kubectl api-resources` all read this one table, so
+//! adding a resource is one line here (plus, when it needs them, a strategy in
+//! [`crate::strategy`] and printer columns in [`crate::table`]).
+
+use std::collections::HashMap;
+
+/// A resource as one group-version serves it.
+#[derive(Debug, Clone)]
+pub struct ResourceInfo {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// The name under `/registry/` that holds the objects (upstream's layout).
+    pub storage: &'static str,
+    /// The group-version objects are stored in, when several versions share storage.
+    pub storage_version: &'static str,
+    /// Only `create` is served (bindings and the like).
+    pub create_only: bool,
+    /// `metadata.generation` counts changes to the spec.
+    pub tracks_generation: bool,
+    /// An update of an object that does not exist creates it.
+    pub create_on_update: bool,
+    /// DELETE answers with the object rather than a `Status`.
+    pub returns_deleted_object: bool,
+}
+
+impl ResourceInfo {
+    pub fn api_version(&self) -> String {
+        group_version(self.group, self.version)
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.subresources.contains(&name)
+    }
+
+    /// `/registry/<storage>/` — or, for one namespace, `/registry/<storage>/<ns>/`.
+    pub fn key_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/", self.storage),
+            _ => format!("/registry/{}/", self.storage),
+        }
+    }
+
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.key_prefix(namespace))
+    }
+
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.create_only {
+            &["create"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        }
+    }
+}
+
+pub fn group_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// Starts a catalogue entry; the builder methods below fill in what differs from the defaults.
+const fn resource(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> ResourceInfo {
+    ResourceInfo {
+        group,
+        version,
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        storage: plural,
+        storage_version: "",
+        create_only: false,
+        tracks_generation: false,
+        create_on_update: false,
+        returns_deleted_object: false,
+    }
+}
+
+impl ResourceInfo {
+    const fn short(mut self, names: &'static [&'static str]) -> Self {
+        self.short_names = names;
+        self
+    }
+    const fn all(mut self) -> Self {
+        self.categories = &["all"];
+        self
+    }
+    const fn sub(mut self, subresources: &'static [&'static str]) -> Self {
+        self.subresources = subresources;
+        self
+    }
+    const fn stored_as(mut self, storage: &'static str) -> Self {
+        self.storage = storage;
+        self
+    }
+    const fn stored_in(mut self, api_version: &'static str) -> Self {
+        self.storage_version = api_version;
+        self
+    }
+    const fn generation(mut self) -> Self {
+        self.tracks_generation = true;
+        self
+    }
+    const fn upsert(mut self) -> Self {
+        self.create_on_update = true;
+        self
+    }
+    const fn returns_object(mut self) -> Self {
+        self.returns_deleted_object = true;
+        self
+    }
+    const fn create_only(mut self) -> Self {
+        self.create_only = true;
+        self
+    }
+}
+
+const NS: bool = true;
+const CLUSTER: bool = false;
+const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
+
+/// Every built-in resource, in the order discovery lists them.
+pub static BUILTIN: &[ResourceInfo] = &[
+    // core/v1
+    resource("", "v1", "Binding", "bindings", "binding", NS).create_only(),
+    resource("", "v1", "ConfigMap", "configmaps", "configmap", NS).short(&["cm"]),
+    resource("", "v1", "Endpoints", "endpoints", "endpoints", NS)
+        .short(&["ep"])
+        .stored_as("services/endpoints")
+        .upsert(),
+    resource("", "v1", "Event", "events", "event", NS)
+        .short(&["ev"])
+        .upsert(),
+    resource("", "v1", "LimitRange", "limitranges", "limitrange", NS).short(&["limits"]),
+    resource("", "v1", "Namespace", "namespaces", "namespace", CLUSTER)
+        .short(&["ns"])
+        .sub(&["finalize", "status"])
+        .returns_object(),
+    resource("", "v1", "Node", "nodes", "node", CLUSTER)
+        .short(&["no"])
+        .sub(STATUS)
+        .stored_as("minions"),
+    resource(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        NS,
+    )
+    .short(&["pvc"])
+    .sub(STATUS),
+    resource(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        CLUSTER,
+    )
+    .short(&["pv"])
+    .sub(STATUS),
+    resource("", "v1", "Pod", "pods", "pod", NS)
+        .short(&["po"])
+        .all()
+        .sub(&["binding", "status"])
+        .generation()
+        .returns_object(),
+    resource("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS),
+    resource(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        NS,
+    )
+    .short(&["rc"])
+    .all()
+    .sub(STATUS_SCALE)
+    .stored_as("controllers")
+    .generation(),
+    resource(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        NS,
+    )
+    .short(&["quota"])
+    .sub(STATUS),
+    resource("", "v1", "Secret", "secrets", "secret", NS),
+    resource(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        NS,
+    )
+    .short(&["sa"]),
+    resource("", "v1", "Service", "services", "service", NS)
+        .short(&["svc"])
+        .all()
+        .sub(STATUS)
+        .stored_as("services/specs")
+        .returns_object(),
+    // admissionregistration.k8s.io/v1
+    resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        CLUSTER,
+    )
+    .generation(),
+    resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        CLUSTER,
+    )
+    .sub(STATUS)
+    .generation(),
+    resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        CLUSTER,
+    )
+    .generation(),
+    resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        CLUSTER,
+    )
+    .generation(),
+    // apps/v1
+    resource(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        NS,
+    ),
+    resource("apps", "v1", "DaemonSet", "daemonsets", "daemonset", NS)
+        .short(&["ds"])
+        .all()
+        .sub(STATUS)
+        .generation(),
+    resource("apps", "v1", "Deployment", "deployments", "deployment", NS)
+        .short(&["deploy"])
+        .all()
+        .sub(STATUS_SCALE)
+        .generation(),
+    resource("apps", "v1", "ReplicaSet", "replicasets", "replicaset", NS)
+        .short(&["rs"])
+        .all()
+        .sub(STATUS_SCALE)
+        .generation(),
+    resource(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        NS,
+    )
+    .short(&["sts"])
+    .all()
+    .sub(STATUS_SCALE)
+    .generation(),
+    // autoscaling/v2 (stored) and autoscaling/v1 (converted)
+    resource(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        NS,
+    )
+    .short(&["hpa"])
+    .all()
+    .sub(STATUS)
+    .stored_in("autoscaling/v2"),
+    resource(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        NS,
+    )
+    .short(&["hpa"])
+    .all()
+    .sub(STATUS)
+    .stored_in("autoscaling/v2"),
+    // batch/v1
+    resource("batch", "v1", "CronJob", "cronjobs", "cronjob", NS)
+        .short(&["cj"])
+        .all()
+        .sub(STATUS)
+        .generation(),
+    resource("batch", "v1", "Job", "jobs", "job", NS)
+        .all()
+        .sub(STATUS)
+        .generation(),
+    // certificates.k8s.io/v1
+    resource(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        CLUSTER,
+    )
+    .short(&["csr"])
+    .sub(&["approval", "status"]),
+    // coordination.k8s.io/v1
+    resource("coordination.k8s.io", "v1", "Lease", "leases", "lease", NS).upsert(),
+    // discovery.k8s.io/v1
+    resource(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        NS,
+    ),
+    // events.k8s.io/v1 (stored as core/v1 events)
+    resource("events.k8s.io", "v1", "Event", "events", "event", NS)
+        .short(&["ev"])
+        .stored_in("v1")
+        .upsert(),
+    // networking.k8s.io/v1
+    resource(
+        "networking.k8s.io",
+        "v1",
+        "IPAddress",
+        "ipaddresses",
+        "ipaddress",
+        CLUSTER,
+    )
+    .short(&["ip"]),
+    resource(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        CLUSTER,
+    ),
+    resource(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        NS,
+    )
+    .short(&["ing"])
+    .sub(STATUS)
+    .stored_as("ingress")
+    .generation(),
+    resource(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        NS,
+    )
+    .short(&["netpol"])
+    .generation(),
+    resource(
+        "networking.k8s.io",
+        "v1",
+        "ServiceCIDR",
+        "servicecidrs",
+        "servicecidr",
+        CLUSTER,
+    )
+    .sub(STATUS),
+    // node.k8s.io/v1
+    resource(
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        "runtimeclasses",
+        "runtimeclass",
+        CLUSTER,
+    ),
+    // policy/v1
+    resource(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        NS,
+    )
+    .short(&["pdb"])
+    .sub(STATUS)
+    .generation(),
+    // rbac.authorization.k8s.io/v1
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        CLUSTER,
+    ),
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        CLUSTER,
+    ),
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        NS,
+    ),
+    resource(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        NS,
+    ),
+    // scheduling.k8s.io/v1
+    resource(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        CLUSTER,
+    )
+    .short(&["pc"]),
+    // storage.k8s.io/v1
+    resource(
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        "csidrivers",
+        "csidriver",
+        CLUSTER,
+    ),
+    resource(
+        "storage.k8s.io",
+        "v1",
+        "CSINode",
+        "csinodes",
+        "csinode",
+        CLUSTER,
+    ),
+    resource(
+        "storage.k8s.io",
+        "v1",
+        "CSIStorageCapacity",
+        "csistoragecapacities",
+        "csistoragecapacity",
+        NS,
+    ),
+    resource(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        CLUSTER,
+    )
+    .short(&["sc"]),
+    resource(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        "volumeattachment",
+        CLUSTER,
+    )
+    .sub(STATUS),
+    resource(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttributesClass",
+        "volumeattributesclasses",
+        "volumeattributesclass",
+        CLUSTER,
+    )
+    .short(&["vac"]),
+];
+
+/// The preferred version of each group, in discovery order (core first).
+pub static GROUPS: &[(&str, &[&str])] = &[
+    ("", &["v1"]),
+    ("admissionregistration.k8s.io", &["v1"]),
+    ("apps", &["v1"]),
+    ("autoscaling", &["v2", "v1"]),
+    ("batch", &["v1"]),
+    ("certificates.k8s.io", &["v1"]),
+    ("coordination.k8s.io", &["v1"]),
+    ("discovery.k8s.io", &["v1"]),
+    ("events.k8s.io", &["v1"]),
+    ("networking.k8s.io", &["v1"]),
+    ("node.k8s.io", &["v1"]),
+    ("policy", &["v1"]),
+    ("rbac.authorization.k8s.io", &["v1"]),
+    ("scheduling.k8s.io", &["v1"]),
+    ("storage.k8s.io", &["v1"]),
+];
+
+/// Lookup of resources by group, version and plural name.
+pub struct Catalogue {
+    by_path: HashMap<(&'static str, &'static str, &'static str), &'static ResourceInfo>,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Catalogue {
+    pub fn new() -> Self {
+        let by_path = BUILTIN
+            .iter()
+            .map(|r| ((r.group, r.version, r.plural), r))
+            .collect();
+        Catalogue { by_path }
+    }
+
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+        self.by_path.get(&(group, version, plural)).copied()
+    }
+
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+        BUILTIN
+            .iter()
+            .filter(move |r| r.group == group && r.version == version)
+    }
+
+    /// The resource whose objects of `apiVersion`/`kind` are written, for lookups by kind.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+        BUILTIN
+            .iter()
+            .find(|r| r.kind == kind && r.api_version() == api_version)
+    }
+
+    /// Every version served for a group, preferred first.
+    pub fn versions(&self, group: &str) -> Option<&'static [&'static str]> {
+        GROUPS.iter().find(|(g, _)| *g == group).map(|(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_resource_has_a_served_group_version() {
+        let catalogue = Catalogue::new();
+        for r in BUILTIN {
+            let versions = catalogue.versions(r.group).expect("group listed");
+            assert!(versions.contains(&r.version), "{}/{}", r.group, r.version);
+            assert_eq!(
+                catalogue.get(r.group, r.version, r.plural).map(|x| x.kind),
+                Some(r.kind)
+            );
+        }
+    }
+
+    #[test]
+    fn keys_follow_upstream_layout() {
+        let catalogue = Catalogue::new();
+        let pods = catalogue.get("", "v1", "pods").unwrap();
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
+        let nodes = catalogue.get("", "v1", "nodes").unwrap();
+        assert_eq!(nodes.key(None, "n1"), "/registry/minions/n1");
+        let svc = catalogue.get("", "v1", "services").unwrap();
+        assert_eq!(svc.key_prefix(Some("a")), "/registry/services/specs/a/");
+    }
+}

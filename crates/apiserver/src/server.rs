@@ -1,0 +1,170 @@
+//! The HTTPS listener: TLS with optional client certificates, HTTP/1.1 and HTTP/2 on one
+//! port, authentication in front of every handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::auth::{
+    identity_from_certificate, is_public, PeerIdentity, TokenAuthenticator, UserInfo,
+};
+use crate::handlers::{self, AppState};
+use crate::status::ApiError;
+
+/// Upstream's limit on request bodies (3 MiB objects, plus room for the envelope).
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
+
+pub struct Authenticator {
+    pub tokens: TokenAuthenticator,
+}
+
+async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let from_certificate = request
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone());
+    let user = from_certificate.or_else(|| auth.tokens.authenticate(request.headers()));
+    match user {
+        Some(user) => {
+            request.extensions_mut().insert::<UserInfo>(user);
+            next.run(request).await
+        }
+        None if is_public(request.uri().path()) => next.run(request).await,
+        None => ApiError::unauthorized().into_response(),
+    }
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>) -> Router {
+    Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/healthz/ping", get(ok))
+        .route("/livez/ping", get(ok))
+        .route("/readyz/ping", get(ok))
+        .route("/metrics", get(metrics))
+        .fallback(handlers::handle)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(auth, authenticate))
+}
+
+/// TLS settings: the serving certificate, and client certificates checked against the CA
+/// but not required (tokens authenticate too).
+pub fn tls_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile_certs(cert_pem).map_err(|e| anyhow::anyhow!("serving certificate: {e}"))?;
+    use rustls::pki_types::pem::PemObject;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile_certs(client_ca_pem).map_err(|e| anyhow::anyhow!("client CA: {e}"))? {
+        roots.add(ca)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn rustls_pemfile_certs(
+    pem: &str,
+) -> Result<Vec<CertificateDer<'static>>, rustls::pki_types::pem::Error> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes()).collect()
+}
+
+/// Accepts connections until the process ends.
+pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting connection");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move { serve_connection(acceptor, tcp, peer, app).await });
+    }
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+) {
+    let tls = match acceptor.accept(tcp).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let identity = PeerIdentity(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| identity_from_certificate(cert.as_ref())),
+    );
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(identity.clone());
+            app.clone().oneshot(request.map(Body::new))
+        });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

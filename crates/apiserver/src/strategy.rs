@@ -1,0 +1,403 @@
+//! Per-type behaviour plugged into the generic registry, as upstream's `RESTStrategy`s:
+//! what a create or update resets, what counts as a spec change, which fields selectors
+//! may name, and the validation every object of a kind gets.
+//!
+//! The registry calls these hooks for every resource; a kind that needs nothing special
+//! gets the defaults. Full per-type defaulting and validation grow here.
+
+use serde_json::{json, Map, Value};
+
+use crate::object;
+use crate::resources::{ResourceInfo, BUILTIN};
+use crate::status::Cause;
+
+/// Field selectors every resource supports.
+const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+
+/// The fields a field selector may name for objects of `kind`.
+pub fn selectable_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Pod" => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &[
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        "Secret" => &["metadata.name", "metadata.namespace", "type"],
+        "Namespace" => &["metadata.name", "status.phase"],
+        "Node" => &["metadata.name", "spec.unschedulable"],
+        "ReplicaSet" | "ReplicationController" => {
+            &["metadata.name", "metadata.namespace", "status.replicas"]
+        }
+        "Job" => &["metadata.name", "metadata.namespace", "status.successful"],
+        "Service" => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.type",
+        ],
+        "CertificateSigningRequest" => &["metadata.name", "spec.signerName"],
+        _ => COMMON_FIELDS,
+    }
+}
+
+/// The selectable fields of whatever resource is stored under `key`.
+pub fn selectable_fields_for_key(key: &str) -> &'static [&'static str] {
+    let Some(rest) = key.strip_prefix("/registry/") else {
+        return COMMON_FIELDS;
+    };
+    BUILTIN
+        .iter()
+        .filter(|r| r.storage_version.is_empty() || r.storage_version == r.api_version())
+        .filter(|r| {
+            rest.strip_prefix(r.storage)
+                .is_some_and(|tail| tail.starts_with('/'))
+        })
+        .max_by_key(|r| r.storage.len())
+        .map(|r| selectable_fields(r.kind))
+        .unwrap_or(COMMON_FIELDS)
+}
+
+/// The value of a selectable field; fields not held at their path are derived here.
+pub fn field_value(object: &Value, field: &str) -> Option<String> {
+    match field {
+        // Events select on `source` by the reporting component's name.
+        "source" => object::field_value(object, "source.component"),
+        "spec.unschedulable" | "spec.hostNetwork" => {
+            Some(object::field_value(object, field).unwrap_or_else(|| "false".into()))
+        }
+        _ => object::field_value(object, field),
+    }
+}
+
+/// Resets what a create may not set and fills in what the server owns.
+pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
+    let has_status = resource.has_subresource("status");
+    match resource.kind {
+        "Namespace" => {
+            let name = object::name(object).to_string();
+            let labels = object::metadata_mut(object)
+                .entry("labels")
+                .or_insert_with(|| json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            set(object, "spec", json!({"finalizers": ["kubernetes"]}));
+            set(object, "status", json!({"phase": "Active"}));
+        }
+        "Pod" => {
+            let qos = qos_class(object);
+            set(
+                object,
+                "status",
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
+        }
+        _ if has_status => {
+            if let Some(fields) = object.as_object_mut() {
+                fields.shift_remove("status");
+            }
+        }
+        _ => {}
+    }
+    apply_defaults(resource, object);
+}
+
+/// Carries over what an update of the main resource may not change: the status, for
+/// resources whose status has its own endpoint.
+pub fn prepare_for_update(resource: &ResourceInfo, new: &mut Value, old: &Value) {
+    if resource.has_subresource("status") || resource.kind == "Namespace" {
+        copy_field(new, old, "status");
+    }
+    if resource.kind == "Namespace" {
+        copy_field(new, old, "spec");
+    }
+    apply_defaults(resource, new);
+}
+
+/// A status update changes the status only: everything else comes from the stored object,
+/// except labels and annotations as upstream allows.
+pub fn prepare_for_status_update(new: &mut Value, old: &Value) {
+    let status = new.get("status").cloned();
+    let mut merged = old.clone();
+    match status {
+        Some(status) => set(&mut merged, "status", status),
+        None => {
+            if let Some(fields) = merged.as_object_mut() {
+                fields.shift_remove("status");
+            }
+        }
+    }
+    *new = merged;
+}
+
+/// Whether an update changed anything a controller acts on (so `generation` moves).
+pub fn spec_changed(new: &Value, old: &Value) -> bool {
+    let strip = |v: &Value| -> Map<String, Value> {
+        let mut fields = v.as_object().cloned().unwrap_or_default();
+        for skipped in ["metadata", "status", "kind", "apiVersion"] {
+            fields.shift_remove(skipped);
+        }
+        fields
+    };
+    strip(new) != strip(old)
+}
+
+fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
+    if resource.kind == "Secret" && object.get("type").is_none() {
+        set(object, "type", json!("Opaque"));
+    }
+}
+
+fn set(object: &mut Value, field: &str, value: Value) {
+    if let Some(fields) = object.as_object_mut() {
+        fields.insert(field.to_string(), value);
+    }
+}
+
+fn copy_field(new: &mut Value, old: &Value, field: &str) {
+    if let Some(fields) = new.as_object_mut() {
+        match old.get(field) {
+            Some(value) => {
+                fields.insert(field.to_string(), value.clone());
+            }
+            None => {
+                fields.shift_remove(field);
+            }
+        }
+    }
+}
+
+/// The pod's QoS class, from its containers' requests and limits (upstream's rules).
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| pod.get("spec")?.get(*f)?.as_array())
+        .flatten();
+    let mut any_set = false;
+    let mut guaranteed = true;
+    for container in containers {
+        let resources = container.get("resources");
+        let requests = resources
+            .and_then(|r| r.get("requests"))
+            .and_then(Value::as_object);
+        let limits = resources
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object);
+        for name in ["cpu", "memory"] {
+            let request = requests.and_then(|r| r.get(name));
+            let limit = limits.and_then(|l| l.get(name));
+            if request.is_some() || limit.is_some() {
+                any_set = true;
+            }
+            // A missing request defaults to the limit.
+            match (request, limit) {
+                (_, None) => guaranteed = false,
+                (Some(r), Some(l)) if r != l => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any_set {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+pub fn is_dns1123_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_label)
+}
+
+/// Names some kinds allow beyond DNS subdomains (RBAC roles may contain `:`).
+fn name_is_valid(kind: &str, name: &str) -> Result<(), String> {
+    match kind {
+        "Namespace" | "Service" => {
+            if is_dns1123_label(name) {
+                Ok(())
+            } else {
+                Err(DNS1123_LABEL_MSG.into())
+            }
+        }
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+            if name.contains('/') || name.contains('%') || name == "." || name == ".." {
+                Err("may not contain '/' or '%'".into())
+            } else {
+                Ok(())
+            }
+        }
+        _ => {
+            if is_dns1123_subdomain(name) {
+                Ok(())
+            } else {
+                Err(DNS1123_SUBDOMAIN_MSG.into())
+            }
+        }
+    }
+}
+
+/// Validation common to every object, plus what this kind checks.
+pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = object::name(object);
+    if name.is_empty() {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            message: "Required value: name or generateName is required".into(),
+            field: "metadata.name".into(),
+        });
+    } else if let Err(detail) = name_is_valid(resource.kind, name) {
+        causes.push(Cause::invalid("metadata.name", name, &detail));
+    }
+    for (key, value) in object::labels(object) {
+        if crate::selectors::LabelSelector::parse(&format!("{key}={value}")).is_err() {
+            causes.push(Cause::invalid(
+                "metadata.labels",
+                &value,
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            ));
+        }
+    }
+    match resource.kind {
+        "ConfigMap" | "Secret" => {
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(data) = object.get(field).and_then(Value::as_object) {
+                    for key in data.keys() {
+                        if !is_config_key(key) {
+                            causes.push(Cause::invalid(
+                                format!("{field}[{key}]"),
+                                key,
+                                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            let spec = object.get("spec");
+            if spec.and_then(|s| s.get("selector")).is_none() {
+                causes.push(Cause::required("spec.selector"));
+            }
+            let template = spec.and_then(|s| s.get("template"));
+            validate_pod_spec(
+                template.and_then(|t| t.get("spec")),
+                "spec.template.spec",
+                &mut causes,
+            );
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn is_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        && key != "."
+        && key != ".."
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(list) if list.is_empty() => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(list) => {
+            for (i, container) in list.iter().enumerate() {
+                let name = container.get("name").and_then(Value::as_str).unwrap_or("");
+                if name.is_empty() {
+                    causes.push(Cause::required(format!("{path}.containers[{i}].name")));
+                } else if !is_dns1123_label(name) {
+                    causes.push(Cause::invalid(
+                        format!("{path}.containers[{i}].name"),
+                        name,
+                        DNS1123_LABEL_MSG,
+                    ));
+                }
+                if container
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(Cause::required(format!("{path}.containers[{i}].image")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_by_key() {
+        assert!(selectable_fields_for_key("/registry/pods/default/a").contains(&"spec.nodeName"));
+        assert!(selectable_fields_for_key("/registry/events/default/a").contains(&"reason"));
+        assert_eq!(
+            selectable_fields_for_key("/registry/configmaps/default/a"),
+            COMMON_FIELDS
+        );
+    }
+
+    #[test]
+    fn qos() {
+        let best = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(qos_class(&best), "BestEffort");
+        let guaranteed = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&guaranteed), "Guaranteed");
+        let burst = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&burst), "Burstable");
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_dns1123_label("web-1"));
+        assert!(!is_dns1123_label("Web"));
+        assert!(is_dns1123_subdomain("a.b-c"));
+        assert!(!is_dns1123_subdomain("a..b"));
+    }
+}

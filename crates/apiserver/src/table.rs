@@ -1,0 +1,752 @@
+//! `Table` views (`kubectl get`): upstream's printer columns for the common kinds, and
+//! upstream's default (`NAME`, `CREATED AT`) for the rest.
+
+use serde_json::{json, Map, Value};
+
+use crate::object::{self, age};
+
+type Cell = Value;
+
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    format: &'static str,
+    description: &'static str,
+    /// Shown only with `-o wide`.
+    wide: bool,
+}
+
+const fn col(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        format: "",
+        description,
+        wide: false,
+    }
+}
+
+const fn wide(mut c: Column) -> Column {
+    c.wide = true;
+    c
+}
+
+const NAME: Column = Column {
+    name: "Name",
+    kind: "string",
+    format: "name",
+    description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+    wide: false,
+};
+const AGE: Column = col("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.");
+
+fn columns(kind: &str) -> Option<Vec<Column>> {
+    Some(match kind {
+        "Pod" => vec![
+            NAME,
+            col("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
+            col("Status", "string", "The aggregate status of the containers in this pod."),
+            col("Restarts", "string", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            AGE,
+            wide(col("IP", "string", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.")),
+            wide(col("Node", "string", "NodeName is a request to schedule this pod onto a specific node. If it is non-empty, the scheduler simply schedules this pod onto that node, assuming that it fits resource requirements.")),
+            wide(col("Nominated Node", "string", "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods.")),
+            wide(col("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness.")),
+        ],
+        "Namespace" => vec![
+            NAME,
+            col("Status", "string", "The status of the namespace"),
+            AGE,
+        ],
+        "ConfigMap" => vec![NAME, col("Data", "string", "Data contains the configuration data."), AGE],
+        "Secret" => vec![
+            NAME,
+            col("Type", "string", "Used to facilitate programmatic handling of secret data."),
+            col("Data", "string", "Data contains the secret data."),
+            AGE,
+        ],
+        "ServiceAccount" => vec![NAME, col("Secrets", "string", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), AGE],
+        "Deployment" => vec![
+            NAME,
+            col("Ready", "string", "Number of the pod with ready state"),
+            col("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+            col("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            AGE,
+            wide(col("Containers", "string", "Names of each container in the template.")),
+            wide(col("Images", "string", "Images referenced by each container in the template.")),
+            wide(col("Selector", "string", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.")),
+        ],
+        "ReplicaSet" | "ReplicationController" => vec![
+            NAME,
+            col("Desired", "integer", "Replicas is the number of desired replicas."),
+            col("Current", "integer", "Replicas is the most recently observed number of replicas."),
+            col("Ready", "integer", "The number of ready replicas for this replica set."),
+            AGE,
+            wide(col("Containers", "string", "Names of each container in the template.")),
+            wide(col("Images", "string", "Images referenced by each container in the template.")),
+            wide(col("Selector", "string", "Selector is a label query over pods that should match the replica count.")),
+        ],
+        "StatefulSet" => vec![
+            NAME,
+            col("Ready", "string", "Number of the pod with ready state"),
+            AGE,
+            wide(col("Containers", "string", "Names of each container in the template.")),
+            wide(col("Images", "string", "Images referenced by each container in the template.")),
+        ],
+        "DaemonSet" => vec![
+            NAME,
+            col("Desired", "integer", "The total number of nodes that should be running the daemon pod."),
+            col("Current", "integer", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
+            col("Ready", "integer", "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
+            col("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod"),
+            col("Available", "integer", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
+            col("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node."),
+            AGE,
+        ],
+        "Job" => vec![
+            NAME,
+            col("Status", "string", "Status of the job."),
+            col("Completions", "string", "The desired number of successfully finished pods the job should be run with."),
+            col("Duration", "string", "Time required to complete the job."),
+            AGE,
+        ],
+        "CronJob" => vec![
+            NAME,
+            col("Schedule", "string", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+            col("Timezone", "string", "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
+            col("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false."),
+            col("Active", "integer", "A list of pointers to currently running jobs."),
+            col("Last Schedule", "string", "Information when was the last time the job was successfully scheduled."),
+            AGE,
+        ],
+        "Service" => vec![
+            NAME,
+            col("Type", "string", "type determines how the Service is exposed."),
+            col("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly."),
+            col("External-IP", "string", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
+            col("Port(s)", "string", "The list of ports that are exposed by this service."),
+            AGE,
+            wide(col("Selector", "string", "Route service traffic to pods with label keys and values matching this selector.")),
+        ],
+        "Node" => vec![
+            NAME,
+            col("Status", "string", "The status of the node"),
+            col("Roles", "string", "The roles of the node"),
+            AGE,
+            col("Version", "string", "Kubelet Version reported by the node."),
+            wide(col("Internal-IP", "string", "List of addresses reachable to the node.")),
+            wide(col("External-IP", "string", "List of addresses reachable to the node.")),
+            wide(col("OS-Image", "string", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).")),
+            wide(col("Kernel-Version", "string", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).")),
+            wide(col("Container-Runtime", "string", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).")),
+        ],
+        "Role" | "ClusterRole" => vec![NAME, col("Created At", "date", "")],
+        "RoleBinding" => vec![
+            NAME,
+            col("Role", "string", "RoleRef references the Role that this binding refers to."),
+            AGE,
+            wide(col("Users", "string", "Users in the binding")),
+            wide(col("Groups", "string", "Groups in the binding")),
+            wide(col("ServiceAccounts", "string", "ServiceAccounts in the binding")),
+        ],
+        "ClusterRoleBinding" => vec![
+            NAME,
+            col("Role", "string", "RoleRef references the Role that this binding refers to."),
+            AGE,
+            wide(col("Users", "string", "Users in the binding")),
+            wide(col("Groups", "string", "Groups in the binding")),
+            wide(col("ServiceAccounts", "string", "ServiceAccounts in the binding")),
+        ],
+        "Event" => vec![
+            col("Last Seen", "string", "Time when this Event was last seen"),
+            col("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future."),
+            col("Reason", "string", "Reason is why the action was taken. It is human-readable."),
+            col("Object", "string", "The object this Event is about"),
+            col("Message", "string", "A human-readable description of the status of this operation."),
+        ],
+        "Lease" => vec![NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
+        "Endpoints" => vec![NAME, col("Endpoints", "string", "Endpoints of the service"), AGE],
+        "PriorityClass" => vec![
+            NAME,
+            col("Value", "integer", "The integer value of this priority class."),
+            col("Global-Default", "boolean", "globalDefault specifies whether this PriorityClass should be considered as the default priority."),
+            AGE,
+            col("PreemptionPolicy", "string", "PreemptionPolicy is the Policy for preempting pods with lower priority."),
+        ],
+        _ => return None,
+    })
+}
+
+fn s(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn int(value: Option<&Value>) -> i64 {
+    value.and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_none(text: String) -> String {
+    if text.is_empty() {
+        "<none>".into()
+    } else {
+        text
+    }
+}
+
+fn count(value: Option<&Value>) -> usize {
+    match value {
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    }
+}
+
+fn template_containers(object: &Value, field: &str) -> String {
+    object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| s(c.get(field)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// A label selector as `kubectl` prints it: `a=b,c in (d)`.
+pub fn format_label_selector(selector: Option<&Value>) -> String {
+    let Some(selector) = selector else {
+        return "<none>".into();
+    };
+    let mut parts: Vec<String> = object::string_map(selector.get("matchLabels"))
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if let Some(expressions) = selector.get("matchExpressions").and_then(Value::as_array) {
+        for e in expressions {
+            let key = s(e.get("key"));
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().map(|x| s(Some(x))).collect())
+                .unwrap_or_default();
+            parts.push(match s(e.get("operator")).as_str() {
+                "In" => format!("{key} in ({})", values.join(",")),
+                "NotIn" => format!("{key} notin ({})", values.join(",")),
+                "Exists" => key,
+                "DoesNotExist" => format!("!{key}"),
+                op => format!("{key} {op} ({})", values.join(",")),
+            });
+        }
+    }
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn map_selector(selector: Option<&Value>) -> String {
+    let parts: Vec<String> = object::string_map(selector)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn pod_cells(pod: &Value) -> Vec<Cell> {
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses
+        .iter()
+        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+        .count();
+    let restarts: i64 = statuses.iter().map(|c| int(c.get("restartCount"))).sum();
+    let mut reason = s(pod.pointer("/status/reason"));
+    if reason.is_empty() {
+        reason = s(pod.pointer("/status/phase"));
+    }
+    for c in statuses.iter().rev() {
+        if let Some(waiting) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            reason = waiting.to_string();
+        } else if let Some(terminated) = c.pointer("/state/terminated") {
+            let r = s(terminated.get("reason"));
+            reason = if r.is_empty() {
+                format!("ExitCode:{}", int(terminated.get("exitCode")))
+            } else {
+                r
+            };
+        }
+    }
+    if object::meta_str(pod, "deletionTimestamp").is_some() {
+        reason = "Terminating".into();
+    }
+    let gates = pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    vec![
+        json!(object::name(pod)),
+        json!(format!("{ready}/{total}")),
+        json!(reason),
+        json!(restarts.to_string()),
+        json!(age(pod)),
+        json!(or_none(s(pod.pointer("/status/podIP")))),
+        json!(or_none(s(pod.pointer("/spec/nodeName")))),
+        json!(or_none(s(pod.pointer("/status/nominatedNodeName")))),
+        json!(if gates == 0 {
+            "<none>".to_string()
+        } else {
+            format!("0/{gates}")
+        }),
+    ]
+}
+
+fn service_ports(svc: &Value) -> String {
+    let ports = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ports.is_empty() {
+        return "<none>".into();
+    }
+    ports
+        .iter()
+        .map(|p| {
+            let protocol = s(p.get("protocol"));
+            let protocol = if protocol.is_empty() {
+                "TCP".into()
+            } else {
+                protocol
+            };
+            match p.get("nodePort").and_then(Value::as_i64) {
+                Some(node_port) => format!("{}:{node_port}/{protocol}", int(p.get("port"))),
+                None => format!("{}/{protocol}", int(p.get("port"))),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn node_cells(node: &Value) -> Vec<Cell> {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| s(c.get("type")) == "Ready"))
+        .map(|c| {
+            if s(c.get("status")) == "True" {
+                "Ready"
+            } else {
+                "NotReady"
+            }
+        })
+        .unwrap_or("Unknown");
+    let mut status = ready.to_string();
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let roles: Vec<String> = object::labels(node)
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("node-role.kubernetes.io/")
+                .map(str::to_string)
+        })
+        .collect();
+    let address = |kind: &str| {
+        node.pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|x| s(x.get("type")) == kind))
+            .map(|x| s(x.get("address")))
+            .unwrap_or_else(|| "<none>".into())
+    };
+    vec![
+        json!(object::name(node)),
+        json!(status),
+        json!(if roles.is_empty() {
+            "<none>".into()
+        } else {
+            roles.join(",")
+        }),
+        json!(age(node)),
+        json!(s(node.pointer("/status/nodeInfo/kubeletVersion"))),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        json!(s(node.pointer("/status/nodeInfo/osImage"))),
+        json!(s(node.pointer("/status/nodeInfo/kernelVersion"))),
+        json!(s(node.pointer("/status/nodeInfo/containerRuntimeVersion"))),
+    ]
+}
+
+fn subjects(binding: &Value, kind: &str) -> String {
+    binding
+        .get("subjects")
+        .and_then(Value::as_array)
+        .map(|subjects| {
+            subjects
+                .iter()
+                .filter(|x| s(x.get("kind")) == kind)
+                .map(|x| {
+                    if kind == "ServiceAccount" {
+                        format!("{}/{}", s(x.get("namespace")), s(x.get("name")))
+                    } else {
+                        s(x.get("name"))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+fn cells(kind: &str, o: &Value) -> Vec<Cell> {
+    let name = json!(object::name(o));
+    match kind {
+        "Pod" => pod_cells(o),
+        "Namespace" => vec![name, json!(s(o.pointer("/status/phase"))), json!(age(o))],
+        "ConfigMap" => vec![
+            name,
+            json!(count(o.get("data")) + count(o.get("binaryData"))),
+            json!(age(o)),
+        ],
+        "Secret" => vec![
+            name,
+            json!(s(o.get("type"))),
+            json!(count(o.get("data"))),
+            json!(age(o)),
+        ],
+        "ServiceAccount" => vec![name, json!(count(o.get("secrets"))), json!(age(o))],
+        "Deployment" => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                int(o.pointer("/status/readyReplicas")),
+                o.pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            )),
+            json!(int(o.pointer("/status/updatedReplicas"))),
+            json!(int(o.pointer("/status/availableReplicas"))),
+            json!(age(o)),
+            json!(template_containers(o, "name")),
+            json!(template_containers(o, "image")),
+            json!(format_label_selector(o.pointer("/spec/selector"))),
+        ],
+        "ReplicaSet" | "ReplicationController" => vec![
+            name,
+            json!(o
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)),
+            json!(int(o.pointer("/status/replicas"))),
+            json!(int(o.pointer("/status/readyReplicas"))),
+            json!(age(o)),
+            json!(template_containers(o, "name")),
+            json!(template_containers(o, "image")),
+            json!(if kind == "ReplicaSet" {
+                format_label_selector(o.pointer("/spec/selector"))
+            } else {
+                map_selector(o.pointer("/spec/selector"))
+            }),
+        ],
+        "StatefulSet" => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                int(o.pointer("/status/readyReplicas")),
+                o.pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            )),
+            json!(age(o)),
+            json!(template_containers(o, "name")),
+            json!(template_containers(o, "image")),
+        ],
+        "DaemonSet" => vec![
+            name,
+            json!(int(o.pointer("/status/desiredNumberScheduled"))),
+            json!(int(o.pointer("/status/currentNumberScheduled"))),
+            json!(int(o.pointer("/status/numberReady"))),
+            json!(int(o.pointer("/status/updatedNumberScheduled"))),
+            json!(int(o.pointer("/status/numberAvailable"))),
+            json!(map_selector(o.pointer("/spec/template/spec/nodeSelector"))),
+            json!(age(o)),
+        ],
+        "Job" => {
+            let succeeded = int(o.pointer("/status/succeeded"));
+            let completions = o.pointer("/spec/completions").and_then(Value::as_i64);
+            let status = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| {
+                    cs.iter().find(|c| {
+                        s(c.get("status")) == "True"
+                            && matches!(
+                                s(c.get("type")).as_str(),
+                                "Complete" | "Failed" | "Suspended"
+                            )
+                    })
+                })
+                .map(|c| s(c.get("type")))
+                .unwrap_or_else(|| "Running".into());
+            vec![
+                name,
+                json!(status),
+                json!(match completions {
+                    Some(c) => format!("{succeeded}/{c}"),
+                    None => format!("{succeeded}/1"),
+                }),
+                json!(""),
+                json!(age(o)),
+            ]
+        }
+        "CronJob" => vec![
+            name,
+            json!(s(o.pointer("/spec/schedule"))),
+            json!(or_none(s(o.pointer("/spec/timeZone")))),
+            json!(o
+                .pointer("/spec/suspend")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)),
+            json!(count(o.pointer("/status/active"))),
+            json!(o
+                .pointer("/status/lastScheduleTime")
+                .and_then(Value::as_str)
+                .and_then(object::parse_time)
+                .map(|t| object::human_duration(jiff::Timestamp::now().as_second() - t.as_second()))
+                .unwrap_or_else(|| "<none>".into())),
+            json!(age(o)),
+        ],
+        "Service" => {
+            let svc_type = s(o.pointer("/spec/type"));
+            let external = match o.pointer("/spec/externalIPs").and_then(Value::as_array) {
+                Some(ips) if !ips.is_empty() => {
+                    ips.iter().map(|i| s(Some(i))).collect::<Vec<_>>().join(",")
+                }
+                _ if svc_type == "ExternalName" => s(o.pointer("/spec/externalName")),
+                _ if svc_type == "LoadBalancer" => "<pending>".into(),
+                _ => "<none>".into(),
+            };
+            vec![
+                name,
+                json!(if svc_type.is_empty() {
+                    "ClusterIP".into()
+                } else {
+                    svc_type
+                }),
+                json!(or_none(s(o.pointer("/spec/clusterIP")))),
+                json!(external),
+                json!(service_ports(o)),
+                json!(age(o)),
+                json!(map_selector(o.pointer("/spec/selector"))),
+            ]
+        }
+        "Node" => node_cells(o),
+        "Role" | "ClusterRole" => vec![
+            name,
+            json!(object::meta_str(o, "creationTimestamp").unwrap_or("")),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                s(o.pointer("/roleRef/kind")),
+                s(o.pointer("/roleRef/name"))
+            )),
+            json!(age(o)),
+            json!(subjects(o, "User")),
+            json!(subjects(o, "Group")),
+            json!(subjects(o, "ServiceAccount")),
+        ],
+        "Event" => {
+            let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+                .iter()
+                .find_map(|f| o.get(*f).and_then(Value::as_str))
+                .and_then(object::parse_time)
+                .map(|t| object::human_duration(jiff::Timestamp::now().as_second() - t.as_second()))
+                .unwrap_or_else(|| "<unknown>".into());
+            vec![
+                json!(last),
+                json!(s(o.get("type"))),
+                json!(s(o.get("reason"))),
+                json!(format!(
+                    "{}/{}",
+                    s(o.pointer("/involvedObject/kind")).to_lowercase(),
+                    s(o.pointer("/involvedObject/name"))
+                )),
+                json!(s(o.get("message"))),
+            ]
+        }
+        "Lease" => vec![
+            name,
+            json!(s(o.pointer("/spec/holderIdentity"))),
+            json!(age(o)),
+        ],
+        "Endpoints" => {
+            let mut endpoints = Vec::new();
+            for subset in o
+                .get("subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for address in subset
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    for port in subset
+                        .get("ports")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        endpoints.push(format!(
+                            "{}:{}",
+                            s(address.get("ip")),
+                            int(port.get("port"))
+                        ));
+                    }
+                }
+            }
+            vec![name, json!(or_none(endpoints.join(","))), json!(age(o))]
+        }
+        "PriorityClass" => vec![
+            name,
+            json!(int(o.get("value"))),
+            json!(o
+                .get("globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)),
+            json!(age(o)),
+            json!(s(o.get("preemptionPolicy"))),
+        ],
+        _ => vec![
+            name,
+            json!(object::meta_str(o, "creationTimestamp").unwrap_or("")),
+        ],
+    }
+}
+
+/// The `PartialObjectMetadata` view of an object.
+pub fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// Builds a `Table` for `objects` of `kind`.
+pub fn table(
+    api_version: &str,
+    kind: &str,
+    objects: &[Value],
+    resource_version: Option<String>,
+    continue_token: Option<String>,
+    remaining: Option<i64>,
+    include_object: &str,
+) -> Value {
+    let columns = columns(kind).unwrap_or_else(|| vec![NAME, col("Created At", "date", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.")]);
+    let definitions: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.kind,
+                "format": c.format,
+                "description": c.description,
+                "priority": if c.wide { 1 } else { 0 },
+            })
+        })
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut row = Map::new();
+            let mut cells = cells(kind, o);
+            cells.truncate(columns.len());
+            row.insert("cells".into(), Value::Array(cells));
+            match include_object {
+                "None" => {}
+                "Object" => {
+                    row.insert("object".into(), o.clone());
+                }
+                _ => {
+                    row.insert("object".into(), partial_metadata(o));
+                }
+            }
+            Value::Object(row)
+        })
+        .collect();
+    let mut metadata = Map::new();
+    if let Some(rv) = resource_version {
+        metadata.insert("resourceVersion".into(), json!(rv));
+    }
+    if let Some(token) = continue_token {
+        metadata.insert("continue".into(), json!(token));
+    }
+    if let Some(n) = remaining {
+        metadata.insert("remainingItemCount".into(), json!(n));
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": api_version,
+        "metadata": metadata,
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_row() {
+        let pod = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "a"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"ready": true, "restartCount": 2}]}});
+        let t = table(
+            "meta.k8s.io/v1",
+            "Pod",
+            &[pod],
+            Some("5".into()),
+            None,
+            None,
+            "Metadata",
+        );
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[0], "web");
+        assert_eq!(cells[1], "1/1");
+        assert_eq!(cells[2], "Running");
+        assert_eq!(cells[3], "2");
+        assert_eq!(cells[5], "10.0.0.5");
+        assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn selectors_print_like_kubectl() {
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]});
+        assert_eq!(format_label_selector(Some(&sel)), "app=web,tier in (a,b)");
+    }
+}

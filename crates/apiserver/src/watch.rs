@@ -1,0 +1,206 @@
+//! Watch streams: events from the watch cache, filtered by the request's selectors and
+//! framed as upstream frames them (JSON lines, or length-prefixed protobuf).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::cache::{CacheEvent, CachedObject, EventType, WatchCache};
+use crate::convert;
+use crate::encoding::json_bytes;
+use crate::resources::ResourceInfo;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+
+/// How often an idle watch that allows bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+
+pub struct WatchRequest {
+    pub resource: &'static ResourceInfo,
+    pub prefix: String,
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    /// Where to start: `None` sends the current state first (as `ADDED` events).
+    pub resource_version: Option<i64>,
+    pub send_initial_events: bool,
+    pub allow_bookmarks: bool,
+    pub timeout: Duration,
+    pub protobuf: bool,
+}
+
+struct Watcher {
+    request: WatchRequest,
+    tx: mpsc::Sender<Bytes>,
+    /// The newest revision this watcher has accounted for (sent or filtered out).
+    rv: i64,
+}
+
+/// Starts a watch; its frames arrive on the returned channel until it ends.
+pub fn start(cache: Arc<WatchCache>, request: WatchRequest) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut watcher = Watcher { request, tx, rv: 0 };
+        watcher.run(&cache).await;
+    });
+    rx
+}
+
+impl Watcher {
+    fn matches(&self, object: &CachedObject) -> bool {
+        object.key.starts_with(&self.request.prefix)
+            && self.request.label_selector.matches(&object.labels)
+            && self.request.field_selector.matches(&|f| object.field(f))
+    }
+
+    async fn run(&mut self, cache: &WatchCache) {
+        let initial = self.request.resource_version.is_none() || self.request.send_initial_events;
+        let mut live = if initial {
+            if let Some(rv) = self.request.resource_version.filter(|rv| *rv > 0) {
+                if let Err(e) = cache.wait_for(rv).await {
+                    self.send_error(&e).await;
+                    return;
+                }
+            }
+            let (snapshot, subscription) = cache.subscribe_with_state(&self.request.prefix);
+            for object in &snapshot.objects {
+                if self.matches(object) && !self.send(EventType::Added.as_str(), object).await {
+                    return;
+                }
+            }
+            self.rv = snapshot.rv;
+            if self.request.send_initial_events && self.request.allow_bookmarks {
+                if !self.bookmark(true).await {
+                    return;
+                }
+            }
+            subscription.live
+        } else {
+            let from = self.request.resource_version.unwrap_or(0);
+            if from > cache.revision() {
+                if let Err(e) = cache.wait_for(from).await {
+                    self.send_error(&e).await;
+                    return;
+                }
+            }
+            let Some(subscription) = cache.subscribe(from) else {
+                let error = ApiError::gone(format!(
+                    "too old resource version: {from} ({})",
+                    cache.revision()
+                ));
+                self.send_error(&error).await;
+                return;
+            };
+            self.rv = from;
+            for event in &subscription.backlog {
+                if !self.deliver(event).await {
+                    return;
+                }
+            }
+            subscription.live
+        };
+
+        let deadline = tokio::time::sleep(self.request.timeout);
+        tokio::pin!(deadline);
+        let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
+        bookmarks.tick().await;
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) => {
+                        if !self.deliver(&event).await {
+                            return;
+                        }
+                    }
+                    // A watcher too slow for the feed is closed; its client re-watches
+                    // from the last revision it saw, as after any closed watch.
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = bookmarks.tick(), if self.request.allow_bookmarks => {
+                    if !self.bookmark(false).await {
+                        return;
+                    }
+                }
+                _ = &mut deadline => return,
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Sends what `event` means to this watcher: selectors turn an update into an
+    /// `ADDED` (now matches) or a `DELETED` (no longer matches), as upstream's cacher does.
+    async fn deliver(&mut self, event: &CacheEvent) -> bool {
+        if event.rv <= self.rv {
+            return true;
+        }
+        self.rv = event.rv;
+        let now = self.matches(&event.object);
+        let before = event.prev.as_ref().is_some_and(|p| self.matches(p));
+        match event.kind {
+            EventType::Added if now => self.send("ADDED", &event.object).await,
+            EventType::Deleted if now => self.send("DELETED", &event.object).await,
+            EventType::Modified => match (before, now) {
+                (true, true) => self.send("MODIFIED", &event.object).await,
+                (false, true) => self.send("ADDED", &event.object).await,
+                (true, false) => {
+                    let Some(prev) = &event.prev else { return true };
+                    let Ok(mut value) = prev.value() else {
+                        return true;
+                    };
+                    let gone = CachedObject::from_value(&prev.key, event.rv, &mut value);
+                    self.send("DELETED", &gone).await
+                }
+                (false, false) => true,
+            },
+            _ => true,
+        }
+    }
+
+    async fn send(&self, event_type: &str, object: &CachedObject) -> bool {
+        let frame = if self.request.protobuf || convert::needs_conversion(self.request.resource) {
+            match object.value() {
+                Ok(value) => self.frame(
+                    event_type,
+                    &convert::from_storage(self.request.resource, value),
+                ),
+                Err(_) => return true,
+            }
+        } else {
+            let json = object.json();
+            let mut frame = Vec::with_capacity(json.len() + 32);
+            frame.extend_from_slice(b"{\"type\":\"");
+            frame.extend_from_slice(event_type.as_bytes());
+            frame.extend_from_slice(b"\",\"object\":");
+            frame.extend_from_slice(&json);
+            frame.extend_from_slice(b"}\n");
+            Bytes::from(frame)
+        };
+        self.tx.send(frame).await.is_ok()
+    }
+
+    fn frame(&self, event_type: &str, object: &Value) -> Bytes {
+        if self.request.protobuf {
+            if let Ok(frame) = skiff_protobuf::encode_watch_event(event_type, object) {
+                return Bytes::from(frame);
+            }
+        }
+        Bytes::from(json_bytes(&json!({"type": event_type, "object": object})))
+    }
+
+    async fn bookmark(&self, initial_events_end: bool) -> bool {
+        let resource = self.request.resource;
+        let mut metadata =
+            json!({"resourceVersion": self.rv.to_string(), "creationTimestamp": null});
+        if initial_events_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata});
+        self.tx.send(self.frame("BOOKMARK", &object)).await.is_ok()
+    }
+
+    async fn send_error(&self, error: &ApiError) {
+        let _ = self.tx.send(self.frame("ERROR", &error.to_status())).await;
+    }
+}
