@@ -158,7 +158,9 @@ fn load_or_make(
 fn base_params(common_name: &str) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.not_before = date_time_ymd(2025, 1, 1);
     params.not_after = date_time_ymd(2035, 1, 1);
     Ok(params)
