@@ -1,0 +1,52 @@
+//! `ExecSync`: running a command in a container and collecting its output.
+
+use std::time::Duration;
+
+use super::Runtime;
+use crate::error::{Error, IoContext, Result};
+use crate::runc::ExecOutput;
+
+impl Runtime {
+    /// Runs `cmd` in the container with its environment, user and working
+    /// directory (the process of its `config.json` with other args). A timeout
+    /// of 0 waits forever.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_secs: i64,
+    ) -> Result<ExecOutput> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec command is empty".into()));
+        }
+        let rec = self.container(id).await?;
+        if !matches!(
+            self.container_state(&rec.id),
+            super::ContainerState::Running { .. }
+        ) {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let dir = self.container_dir(&rec.id);
+        let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| Error::Internal("config.json has no process".into()))?;
+        process.set_args(Some(cmd));
+        process.set_terminal(Some(false));
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let pjson = dir.join(format!("exec-{tag}.json"));
+        let pid_file = dir.join(format!("exec-{tag}.pid"));
+        let data =
+            serde_json::to_vec(&process).map_err(|e| Error::json("encode exec process", e))?;
+        std::fs::write(&pjson, data).path_ctx("write", &pjson)?;
+        let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
+        let res = self.runc.exec(&rec.id, &pjson, &pid_file, timeout).await;
+        let _ = std::fs::remove_file(&pjson);
+        let _ = std::fs::remove_file(&pid_file);
+        res
+    }
+}

@@ -1,0 +1,380 @@
+//! Pod sandboxes: `RunPodSandbox`, `StopPodSandbox`, `RemovePodSandbox`,
+//! status and listing.
+//!
+//! A sandbox is a holder process of our own (see [`crate::shim`]) started in
+//! new network, IPC and UTS namespaces, whose namespace files are bind-mounted
+//! under the sandbox directory so containers (and, later, CNI) can join them
+//! by path even after a runtime restart. No pause image is needed.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{load, new_id, save, Runtime};
+use crate::error::{Error, IoContext, Result};
+use crate::proto;
+use crate::spec::SandboxNamespaces;
+use crate::sys;
+
+pub const RECORD: &str = "sandbox.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub labels: HashMap<String, String>,
+    pub annotations: HashMap<String, String>,
+    pub created_at: i64,
+    pub hostname: String,
+    pub log_directory: String,
+    pub runtime_handler: String,
+    pub cgroup_parent: String,
+    /// Whether we made `cgroup_parent` (and so remove it).
+    pub own_cgroup: bool,
+    pub holder_pid: i32,
+    pub ready: bool,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    #[serde(default)]
+    pub ip: String,
+}
+
+impl SandboxRecord {
+    pub fn key(&self) -> String {
+        format!(
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
+    }
+}
+
+fn mode(o: Option<&proto::NamespaceOption>, f: fn(&proto::NamespaceOption) -> i32) -> bool {
+    o.map(f) == Some(proto::NamespaceMode::Node as i32)
+}
+
+fn resolv_conf(dns: Option<&proto::DnsConfig>) -> String {
+    match dns {
+        Some(d) if !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty() => {
+            let mut s = String::new();
+            if !d.searches.is_empty() {
+                s += &format!("search {}\n", d.searches.join(" "));
+            }
+            for n in &d.servers {
+                s += &format!("nameserver {n}\n");
+            }
+            if !d.options.is_empty() {
+                s += &format!("options {}\n", d.options.join(" "));
+            }
+            s
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    }
+}
+
+impl Runtime {
+    pub(crate) fn sandbox_namespaces(&self, sb: &SandboxRecord) -> SandboxNamespaces {
+        let ns = self.sandbox_dir(&sb.id).join("ns");
+        SandboxNamespaces {
+            net: (!sb.host_network).then(|| ns.join("net")),
+            ipc: (!sb.host_ipc).then(|| ns.join("ipc")),
+            uts: (!sb.host_network).then(|| ns.join("uts")),
+            host_pid: sb.host_pid,
+        }
+    }
+
+    /// Files each container of the sandbox gets bind-mounted.
+    pub(crate) fn sandbox_files(&self, sb: &SandboxRecord) -> Vec<(String, PathBuf)> {
+        let d = self.sandbox_dir(&sb.id);
+        vec![
+            ("/etc/hostname".into(), d.join("hostname")),
+            ("/etc/resolv.conf".into(), d.join("resolv.conf")),
+            ("/etc/hosts".into(), d.join("hosts")),
+        ]
+    }
+
+    pub async fn run_pod_sandbox(
+        &self,
+        config: proto::PodSandboxConfig,
+        handler: String,
+    ) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("sandbox metadata is required".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument("sandbox name is required".into()));
+        }
+        let linux = config.linux.clone().unwrap_or_default();
+        let ns_opts = linux
+            .security_context
+            .as_ref()
+            .and_then(|s| s.namespace_options.clone());
+        let id = new_id();
+        let cgroup_parent = if linux.cgroup_parent.is_empty() {
+            format!(
+                "{}/{}",
+                self.config.cgroup_parent.trim_end_matches('/'),
+                &id[..12]
+            )
+        } else {
+            linux.cgroup_parent.clone()
+        };
+        let hostname = if config.hostname.is_empty() {
+            meta.name.clone()
+        } else {
+            config.hostname.clone()
+        };
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            name: meta.name,
+            uid: meta.uid,
+            namespace: meta.namespace,
+            attempt: meta.attempt,
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            created_at: crate::shim::now_nanos(),
+            hostname: hostname.clone(),
+            log_directory: config.log_directory.clone(),
+            runtime_handler: handler,
+            own_cgroup: linux.cgroup_parent.is_empty(),
+            cgroup_parent,
+            holder_pid: 0,
+            ready: false,
+            host_network: mode(ns_opts.as_ref(), |o| o.network),
+            host_ipc: mode(ns_opts.as_ref(), |o| o.ipc),
+            host_pid: mode(ns_opts.as_ref(), |o| o.pid),
+            ip: String::new(),
+        };
+        {
+            let mut st = self.state.lock().await;
+            if let Some(other) = st.sandboxes.values().find(|s| s.key() == rec.key()) {
+                return Err(Error::AlreadyExists(format!(
+                    "sandbox name {:?} (reserved for {})",
+                    rec.key(),
+                    other.id
+                )));
+            }
+            st.sandboxes.insert(id.clone(), rec.clone());
+        }
+        match self.setup_sandbox(&mut rec, &config).await {
+            Ok(()) => {
+                rec.ready = true;
+                save(&self.sandbox_dir(&id).join(RECORD), &rec)?;
+                self.state.lock().await.sandboxes.insert(id.clone(), rec);
+                tracing::info!(sandbox = %id, "sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "sandbox setup failed; cleaning up");
+                let _ = self.teardown_sandbox(&rec).await;
+                let _ = std::fs::remove_dir_all(self.sandbox_dir(&id));
+                self.state.lock().await.sandboxes.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn setup_sandbox(
+        &self,
+        rec: &mut SandboxRecord,
+        config: &proto::PodSandboxConfig,
+    ) -> Result<()> {
+        let dir = self.sandbox_dir(&rec.id);
+        let nsdir = dir.join("ns");
+        std::fs::create_dir_all(&nsdir).path_ctx("create", &nsdir)?;
+        let write = |name: &str, data: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).path_ctx("write", &p)
+        };
+        write("hostname", format!("{}\n", rec.hostname))?;
+        write("resolv.conf", resolv_conf(config.dns_config.as_ref()))?;
+        write(
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                rec.hostname
+            ),
+        )?;
+        save(&dir.join(RECORD), rec)?;
+
+        let mut flags = nix::sched::CloneFlags::empty();
+        if !rec.host_network {
+            flags |= nix::sched::CloneFlags::CLONE_NEWNET | nix::sched::CloneFlags::CLONE_NEWUTS;
+        }
+        if !rec.host_ipc {
+            flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
+        }
+        let hostname = rec.hostname.clone();
+        let set_hostname = !rec.host_network;
+        let log = std::fs::File::create(dir.join("holder.log"))
+            .path_ctx("create", &dir.join("holder.log"))?;
+        let mut cmd = tokio::process::Command::new(&self.config.shim);
+        cmd.arg(crate::shim::SANDBOX_ARG)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(false);
+        // SAFETY: between fork and exec we only make async-signal-safe syscalls
+        // (setsid, unshare, sethostname) on data captured before the fork.
+        unsafe {
+            cmd.as_std_mut().pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                nix::sched::unshare(flags).map_err(std::io::Error::from)?;
+                if set_hostname {
+                    nix::unistd::sethostname(&hostname).map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .ctx(|| format!("start sandbox holder {}", self.config.shim.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::Internal("sandbox holder exited at once".into()))?
+            as i32;
+        rec.holder_pid = pid;
+        // The child handle is dropped: tokio reaps it if it exits while we run,
+        // and it outlives us otherwise.
+        drop(child);
+        for (kind, wanted) in [
+            ("net", !rec.host_network),
+            ("ipc", !rec.host_ipc),
+            ("uts", !rec.host_network),
+        ] {
+            if !wanted {
+                continue;
+            }
+            let target = nsdir.join(kind);
+            std::fs::File::create(&target).path_ctx("create", &target)?;
+            sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target)?;
+        }
+        Ok(())
+    }
+
+    /// Kills the holder and releases the namespace files. Idempotent.
+    async fn teardown_sandbox(&self, rec: &SandboxRecord) -> Result<()> {
+        if sys::process_alive(rec.holder_pid) && holder_is_ours(rec.holder_pid, &self.config.shim) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(rec.holder_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let nsdir = self.sandbox_dir(&rec.id).join("ns");
+        for kind in ["net", "ipc", "uts"] {
+            sys::unmount(&nsdir.join(kind))?;
+        }
+        Ok(())
+    }
+
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let rec = {
+            let st = self.state.lock().await;
+            match Self::find_sandbox(&st, id) {
+                Ok(r) => r,
+                // Stop is idempotent, and the kubelet may retry after removal.
+                Err(Error::NotFound(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        };
+        let containers: Vec<String> = {
+            let st = self.state.lock().await;
+            st.containers
+                .values()
+                .filter(|c| c.sandbox_id == rec.id)
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        for c in containers {
+            self.stop_container(&c, 0).await?;
+        }
+        self.teardown_sandbox(&rec).await?;
+        let mut st = self.state.lock().await;
+        if let Some(r) = st.sandboxes.get_mut(&rec.id) {
+            r.ready = false;
+            save(&self.sandbox_dir(&rec.id).join(RECORD), r)?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let rec = {
+            let st = self.state.lock().await;
+            match Self::find_sandbox(&st, id) {
+                Ok(r) => r,
+                Err(Error::NotFound(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        };
+        self.stop_pod_sandbox(&rec.id).await?;
+        let containers: Vec<String> = {
+            let st = self.state.lock().await;
+            st.containers
+                .values()
+                .filter(|c| c.sandbox_id == rec.id)
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        for c in containers {
+            self.remove_container(&c).await?;
+        }
+        if rec.own_cgroup {
+            sys::remove_cgroup(&rec.cgroup_parent);
+        }
+        let dir = self.sandbox_dir(&rec.id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).path_ctx("remove", &dir)?;
+        }
+        self.state.lock().await.sandboxes.remove(&rec.id);
+        tracing::info!(sandbox = %rec.id, "sandbox removed");
+        Ok(())
+    }
+
+    pub async fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        let st = self.state.lock().await;
+        let mut r = Self::find_sandbox(&st, id)?;
+        // A holder that died (or a reboot) makes the sandbox not ready.
+        if r.ready && !sys::process_alive(r.holder_pid) {
+            r.ready = false;
+        }
+        Ok(r)
+    }
+
+    pub async fn sandboxes(&self) -> Vec<SandboxRecord> {
+        let st = self.state.lock().await;
+        st.sandboxes
+            .values()
+            .cloned()
+            .map(|mut r| {
+                if r.ready && !sys::process_alive(r.holder_pid) {
+                    r.ready = false;
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Re-reads a record from disk (used by tests of recovery).
+    pub fn load_sandbox_record(&self, id: &str) -> Result<SandboxRecord> {
+        load(&self.sandbox_dir(id).join(RECORD))
+    }
+}
+
+/// Guards against pid reuse after a reboot or a long downtime: only signal a
+/// process that runs our shim binary.
+fn holder_is_ours(pid: i32, shim: &std::path::Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let exe_ok = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|e| shim.canonicalize().map(|s| s == e).unwrap_or(true))
+        .unwrap_or(true);
+    exe_ok && args.get(1) == Some(&crate::shim::SANDBOX_ARG.as_bytes())
+}

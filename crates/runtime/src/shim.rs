@@ -1,0 +1,355 @@
+//! The two small processes the runtime leaves behind, so that containers
+//! outlive it (the role conmon plays for CRI-O):
+//!
+//! - the **container monitor** (`__skiff-shim STATE_DIR`): makes itself a child
+//!   subreaper, runs `runc create` with its stdout/stderr on pipes it holds,
+//!   reports `ok PID` (or the error) on its stdout to the runtime, then copies
+//!   the container's output to the CRI log file and, when the container's init
+//!   exits, writes `exit.json` (code, time, OOM) into STATE_DIR;
+//! - the **sandbox holder** (`__skiff-sandbox`): started by the runtime already
+//!   inside fresh network/IPC/UTS namespaces, it brings up `lo` and sleeps until
+//!   SIGTERM, keeping the namespaces alive for the pod's containers.
+//!
+//! Both are the calling binary re-executed: `skiff`'s `main` must call
+//! [`main_if_shim`] before anything else (before starting a tokio runtime).
+//! All state they share with the runtime is in files, so a restarted runtime
+//! finds everything again.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runc::Runc;
+
+pub const SHIM_ARG: &str = "__skiff-shim";
+pub const SANDBOX_ARG: &str = "__skiff-sandbox";
+
+/// What the runtime tells a monitor, written to `STATE_DIR/shim.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runc_binary: PathBuf,
+    pub runc_root: PathBuf,
+    pub log_path: Option<PathBuf>,
+    /// The container's memory cgroup directory, read for OOM kills at exit.
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+/// Written by the monitor when the container's init exits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    /// Unix nanoseconds.
+    pub finished_at: i64,
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+pub const EXIT_FILE: &str = "exit.json";
+pub const PID_FILE: &str = "init.pid";
+pub const SHIM_CONFIG: &str = "shim.json";
+
+/// If this process was started as a shim or sandbox holder, runs it and
+/// returns its exit code; otherwise returns `None` at once.
+pub fn main_if_shim() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    let first = args.next()?;
+    match first.to_str()? {
+        SHIM_ARG => {
+            let dir = args.next().map(PathBuf::from)?;
+            Some(match run_monitor(&dir) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff shim: {e:#}");
+                    1
+                }
+            })
+        }
+        SANDBOX_ARG => Some(run_holder()),
+        _ => None,
+    }
+}
+
+pub fn now_nanos() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+/// One line of the CRI log format: `<RFC3339Nano> <stream> <P|F> <content>`.
+pub fn format_log_line(
+    ts: jiff::Timestamp,
+    stream: &str,
+    partial: bool,
+    content: &[u8],
+) -> Vec<u8> {
+    let mut out = format!("{ts} {stream} {} ", if partial { "P" } else { "F" }).into_bytes();
+    out.extend_from_slice(content);
+    out.push(b'\n');
+    out
+}
+
+/// Longest line written before splitting it into `P` records, as containerd.
+const MAX_LINE: usize = 16 * 1024;
+
+fn copy_log(mut from: impl Read, stream: &'static str, to: Arc<Mutex<Option<std::fs::File>>>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let emit = |line: &[u8], partial: bool| {
+        let rec = format_log_line(jiff::Timestamp::now(), stream, partial, line);
+        if let Ok(mut g) = to.lock() {
+            if let Some(f) = g.as_mut() {
+                let _ = f.write_all(&rec);
+            }
+        }
+    };
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            emit(&pending[..i], false);
+            pending.drain(..=i);
+        }
+        while pending.len() >= MAX_LINE {
+            emit(&pending[..MAX_LINE], true);
+            pending.drain(..MAX_LINE);
+        }
+    }
+    if !pending.is_empty() {
+        emit(&pending, false);
+    }
+}
+
+fn run_monitor(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::Pid;
+
+    let cfg: ShimConfig =
+        serde_json::from_slice(&std::fs::read(dir.join(SHIM_CONFIG)).context("read shim.json")?)
+            .context("parse shim.json")?;
+    // Orphaned container inits re-parent to us, so we can wait for them.
+    nix::sys::prctl::set_child_subreaper(true).context("become subreaper")?;
+
+    let log = match &cfg.log_path {
+        Some(p) => {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).ok();
+            }
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("open log {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let log = Arc::new(Mutex::new(log));
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let runc = Runc {
+        binary: cfg.runc_binary.clone(),
+        root: cfg.runc_root.clone(),
+    };
+    let pid_file = dir.join(PID_FILE);
+    let runc_log = dir.join("runc.log");
+    let status = runc
+        .std_command()
+        .arg("--log")
+        .arg(&runc_log)
+        .arg("create")
+        .arg("--bundle")
+        .arg(&cfg.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&cfg.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(out_w))
+        .stderr(std::process::Stdio::from(err_w))
+        .status()
+        .context("spawn runc create")?;
+    // The Command (and its copies of the write ends) is gone: the pipes now
+    // stay open only in the container, so EOF means its output is complete.
+    let t_out = {
+        let log = log.clone();
+        let f = std::fs::File::from(out_r);
+        std::thread::spawn(move || copy_log(f, "stdout", log))
+    };
+    let t_err = {
+        let log = log.clone();
+        let f = std::fs::File::from(err_r);
+        std::thread::spawn(move || copy_log(f, "stderr", log))
+    };
+    let mut report = std::io::stdout();
+    if !status.success() {
+        let msg = std::fs::read_to_string(&runc_log)
+            .ok()
+            .and_then(|l| {
+                l.lines().rev().find(|x| x.contains("error")).map(|x| {
+                    match serde_json::from_str::<serde_json::Value>(x) {
+                        Ok(v) => v
+                            .get("msg")
+                            .and_then(|m| m.as_str())
+                            .unwrap_or(x)
+                            .to_string(),
+                        Err(_) => x.to_string(),
+                    }
+                })
+            })
+            .unwrap_or_else(|| format!("runc create exited with {status}"));
+        let _ = writeln!(report, "error {msg}");
+        return Ok(());
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .context("read pid file")?
+        .trim()
+        .parse()
+        .context("parse pid file")?;
+    writeln!(report, "ok {pid}").context("report to runtime")?;
+    report.flush().ok();
+    // Detach from the runtime's pipe: it may exit, and we must not get SIGPIPE.
+    if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&devnull);
+    }
+
+    let init = Pid::from_raw(pid);
+    let (exit_code, signal) = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p == init => break (code, None),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == init => {
+                break (128 + sig as i32, Some(sig as i32))
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::ECHILD) => {
+                // Not our child after all (no subreaper?): poll for its end.
+                while nix::sys::signal::kill(init, None).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                break (-1, None);
+            }
+            Err(e) => return Err(e).context("waitpid"),
+        }
+    };
+    let finished_at = now_nanos();
+    let oom_killed = cfg
+        .memory_cgroup
+        .as_ref()
+        .and_then(|c| std::fs::read_to_string(c.join("memory.oom_control")).ok())
+        .is_some_and(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim() != "0")
+        });
+    let _ = t_out.join();
+    let _ = t_err.join();
+    if let Ok(mut g) = log.lock() {
+        if let Some(f) = g.as_mut() {
+            let _ = f.sync_all();
+        }
+    }
+    let rec = ExitRecord {
+        exit_code,
+        finished_at,
+        oom_killed,
+        signal,
+    };
+    let data = serde_json::to_vec(&rec).context("encode exit")?;
+    crate::images::store::write_atomic(&dir.join(EXIT_FILE), &data).context("write exit.json")?;
+    Ok(())
+}
+
+fn set_loopback_up() -> std::io::Result<()> {
+    let sock: OwnedFd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: the socket is open and req outlives both ioctls.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn run_holder() -> i32 {
+    use nix::sys::signal::{SigSet, Signal};
+    if let Err(e) = set_loopback_up() {
+        eprintln!("skiff sandbox: bring up lo: {e}");
+    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGCHLD);
+    if set.thread_block().is_err() {
+        return 1;
+    }
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(s) = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(-1),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                ) {
+                    if s == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            Ok(_) => return 0,
+            Err(_) => continue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_log_lines() {
+        let ts: jiff::Timestamp = "2016-10-06T00:17:09.669794202Z".parse().expect("ts");
+        assert_eq!(
+            format_log_line(ts, "stdout", false, b"hello"),
+            b"2016-10-06T00:17:09.669794202Z stdout F hello\n"
+        );
+        let log = Arc::new(Mutex::new(Some(tempfile::tempfile().expect("tmp"))));
+        let mut input = b"a\nbb\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 3));
+        copy_log(&input[..], "stderr", log.clone());
+        let mut f = log.lock().expect("lock").take().expect("file");
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        let mut s = String::new();
+        f.read_to_string(&mut s).expect("read");
+        let tags: Vec<&str> = s
+            .lines()
+            .map(|l| l.split(' ').nth(2).unwrap_or(""))
+            .collect();
+        assert_eq!(tags, ["F", "F", "P", "F"]);
+        assert!(s.lines().next().is_some_and(|l| l.ends_with(" stderr F a")));
+    }
+}

@@ -1,0 +1,101 @@
+//! The few privileged system operations the runtime does itself (everything
+//! else is runc's job): overlay and bind mounts, namespace files, cgroup
+//! directories. Kept together so the rest of the logic has no raw syscalls.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::error::{IoContext, Result};
+
+/// Mounts an overlay at `target` with `lower` (top layer first).
+pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .path_ctx("mount overlay on", target)
+}
+
+/// Bind-mounts `src` onto `target` (a file or directory that must exist).
+pub fn bind(src: &Path, target: &Path) -> Result<()> {
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} on {}", src.display(), target.display()))
+}
+
+/// Lazily unmounts `target` if it is mounted; absent or unmounted is fine.
+pub fn unmount(target: &Path) -> Result<()> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e).path_ctx("unmount", target),
+    }
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let p = path.display().to_string();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == p)
+}
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Removes the cgroup directory `path` (e.g. `/kubepods/ID`) from every
+/// hierarchy; runc removes container cgroups, this removes the pod level.
+pub fn remove_cgroup(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let Ok(hierarchies) = std::fs::read_dir(CGROUP_ROOT) else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let dir = h.path().join(rel);
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove cgroup");
+            }
+        }
+    }
+}
+
+/// The memory cgroup directory of a cgroups path (v1 layout).
+pub fn memory_cgroup(path: &str) -> PathBuf {
+    Path::new(CGROUP_ROOT)
+        .join("memory")
+        .join(path.trim_start_matches('/'))
+}
+
+/// This process's `oom_score_adj`: the floor for containers' values.
+pub fn own_oom_score_adj() -> i64 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

@@ -1,0 +1,555 @@
+//! End-to-end tests of the CRI server with real runc, driven over its gRPC
+//! socket the way the kubelet drives a runtime. They need root; see
+//! `common::require_prerequisites` for the packages they need.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use skiff_runtime::proto;
+
+fn sandbox_config(name: &str, log_dir: &std::path::Path) -> proto::PodSandboxConfig {
+    proto::PodSandboxConfig {
+        metadata: Some(proto::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, command: &[&str]) -> proto::ContainerConfig {
+    proto::ContainerConfig {
+        metadata: Some(proto::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(proto::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+async fn run_sandbox(h: &mut Harness, name: &str) -> (String, proto::PodSandboxConfig) {
+    let cfg = sandbox_config(name, &h.dir.path().join("logs"));
+    let id =
+        h.rt.run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    (id, cfg)
+}
+
+async fn create_and_start(
+    h: &mut Harness,
+    sandbox: &str,
+    sb_cfg: &proto::PodSandboxConfig,
+    cfg: proto::ContainerConfig,
+) -> String {
+    let id =
+        h.rt.create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(cfg),
+            sandbox_config: Some(sb_cfg.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    h.rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    id
+}
+
+async fn status(h: &mut Harness, id: &str) -> proto::ContainerStatus {
+    h.rt.container_status(proto::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+async fn wait_exited(h: &mut Harness, id: &str) -> proto::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(h, id).await;
+        if s.state == proto::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn remove_sandbox(h: &mut Harness, id: &str) {
+    h.rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    h.rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+}
+
+async fn exec(
+    h: &mut Harness,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<proto::ExecSyncResponse, tonic::Status> {
+    h.rt.exec_sync(proto::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn version_status_and_runtime_config() {
+    let mut h = Harness::start().await;
+    let v =
+        h.rt.version(proto::VersionRequest::default())
+            .await
+            .expect("Version")
+            .into_inner();
+    assert_eq!(v.runtime_name, "skiff");
+    assert_eq!(v.runtime_api_version, "v1");
+    let s =
+        h.rt.status(proto::StatusRequest { verbose: false })
+            .await
+            .expect("Status")
+            .into_inner();
+    let conds = s.status.expect("status").conditions;
+    for t in ["RuntimeReady", "NetworkReady"] {
+        assert!(
+            conds.iter().any(|c| c.r#type == t && c.status),
+            "{t} in {conds:?}"
+        );
+    }
+    let c =
+        h.rt.runtime_config(proto::RuntimeConfigRequest {})
+            .await
+            .expect("RuntimeConfig")
+            .into_inner();
+    assert_eq!(
+        c.linux.expect("linux").cgroup_driver,
+        proto::CgroupDriver::Cgroupfs as i32
+    );
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn images_list_status_fsinfo_remove() {
+    let mut h = Harness::start().await;
+    let list = h
+        .img
+        .list_images(proto::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0]
+        .repo_tags
+        .contains(&"docker.io/library/busybox:latest".to_string()));
+    assert!(list[0]
+        .repo_tags
+        .contains(&"registry.k8s.io/e2e-test-images/busybox:1.36.1-1".to_string()));
+    assert!(list[0].id.starts_with("sha256:"));
+    let st = |name: &str| proto::ImageStatusRequest {
+        image: Some(proto::ImageSpec {
+            image: name.into(),
+            ..Default::default()
+        }),
+        verbose: false,
+    };
+    let found = h
+        .img
+        .image_status(st("busybox:latest"))
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert_eq!(
+        found.image.as_ref().map(|i| i.id.clone()),
+        Some(list[0].id.clone())
+    );
+    let by_id = h
+        .img
+        .image_status(st(&list[0].id))
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert!(by_id.image.is_some());
+    let missing = h
+        .img
+        .image_status(st("nginx"))
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert!(missing.image.is_none());
+    let fs = h
+        .img
+        .image_fs_info(proto::ImageFsInfoRequest {})
+        .await
+        .expect("ImageFsInfo")
+        .into_inner();
+    assert!(
+        fs.image_filesystems[0]
+            .used_bytes
+            .as_ref()
+            .expect("used")
+            .value
+            > 1_000_000
+    );
+
+    // Re-importing is idempotent: same id, blobs verified again.
+    let st2 = h.runtime.images.clone();
+    let archive = common::busybox_archive();
+    let again = tokio::task::spawn_blocking(move || {
+        skiff_runtime::images::archive::import_archive(&st2, &archive).expect("re-import")
+    })
+    .await
+    .expect("join");
+    assert_eq!(again[0].id, list[0].id);
+
+    h.img
+        .remove_image(proto::RemoveImageRequest {
+            image: Some(proto::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("RemoveImage");
+    let gone = h
+        .img
+        .image_status(st("busybox"))
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert!(gone.image.is_none());
+    let layers = std::fs::read_dir(h.root().join("images/layers/sha256"))
+        .expect("layers")
+        .count();
+    assert_eq!(layers, 0, "unused layers are removed with the image");
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn container_echoes_logs_and_completes() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "echo").await;
+    let id = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config(
+            "echo",
+            &["sh", "-c", "echo hello world; echo oops >&2; hostname"],
+        ),
+    )
+    .await;
+    let s = wait_exited(&mut h, &id).await;
+    assert_eq!(s.exit_code, 0);
+    assert_eq!(s.reason, "Completed");
+    assert!(s.started_at > 0 && s.finished_at >= s.started_at, "{s:?}");
+    let log = std::fs::read_to_string(&s.log_path).expect("read log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    let check = |stream: &str, text: &str| {
+        let l = lines
+            .iter()
+            .find(|l| l.ends_with(&format!(" {stream} F {text}")))
+            .unwrap_or_else(|| panic!("no {stream} line {text:?} in {log}"));
+        let ts = l.split(' ').next().expect("ts");
+        ts.parse::<jiff::Timestamp>()
+            .unwrap_or_else(|e| panic!("bad timestamp {ts}: {e}"));
+    };
+    check("stdout", "hello world");
+    check("stderr", "oops");
+    check("stdout", "echo");
+
+    // A failing container reports Error with its exit code.
+    let bad = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config("bad", &["sh", "-c", "exit 7"]),
+    )
+    .await;
+    let s = wait_exited(&mut h, &bad).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
+
+    let listed =
+        h.rt.list_containers(proto::ListContainersRequest {
+            filter: Some(proto::ContainerFilter {
+                pod_sandbox_id: sb.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2);
+    h.rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    let err =
+        h.rt.container_status(proto::ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    remove_sandbox(&mut h, &sb).await;
+    let sandboxes =
+        h.rt.list_pod_sandbox(proto::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+    assert!(sandboxes.is_empty());
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn stop_with_timeout_and_exec_sync() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "sleeper").await;
+    // PID 1 ignores SIGTERM without a handler, so stop must escalate to SIGKILL.
+    let id = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config("sleep", &["sleep", "1000"]),
+    )
+    .await;
+    let s = status(&mut h, &id).await;
+    assert_eq!(s.state, proto::ContainerState::ContainerRunning as i32);
+
+    let out = exec(
+        &mut h,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        10,
+    )
+    .await
+    .expect("ExecSync");
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.exit_code, 3);
+    let env = exec(
+        &mut h,
+        &id,
+        &["sh", "-c", "echo $HOSTNAME:$PATH; pwd; id -u"],
+        0,
+    )
+    .await
+    .expect("ExecSync");
+    assert_eq!(
+        String::from_utf8_lossy(&env.stdout),
+        "sleeper:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/\n0\n"
+    );
+    let t0 = Instant::now();
+    let err = exec(&mut h, &id, &["sleep", "30"], 1)
+        .await
+        .expect_err("timeout");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+
+    let t0 = Instant::now();
+    h.rt.stop_container(proto::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .expect("StopContainer");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let s = status(&mut h, &id).await;
+    assert_eq!(s.state, proto::ContainerState::ContainerExited as i32);
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+
+    // A container that handles SIGTERM stops at once.
+    let trap = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config(
+            "trap",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            ],
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    h.rt.stop_container(proto::StopContainerRequest {
+        container_id: trap.clone(),
+        timeout: 30,
+    })
+    .await
+    .expect("StopContainer");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let s = status(&mut h, &trap).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn containers_in_a_sandbox_share_its_network_namespace() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "shared").await;
+    let a = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config("a", &["sleep", "1000"]),
+    )
+    .await;
+    let b = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config("b", &["sleep", "1000"]),
+    )
+    .await;
+    let ns = |o: proto::ExecSyncResponse| String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let na = ns(exec(&mut h, &a, &["readlink", "/proc/self/ns/net"], 10)
+        .await
+        .expect("exec a"));
+    let nb = ns(exec(&mut h, &b, &["readlink", "/proc/self/ns/net"], 10)
+        .await
+        .expect("exec b"));
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .expect("host ns")
+        .display()
+        .to_string();
+    assert!(na.starts_with("net:["), "{na}");
+    assert_eq!(na, nb);
+    assert_ne!(na, host);
+    // And reach each other on localhost: b serves, a connects.
+    exec(
+        &mut h,
+        &b,
+        &[
+            "sh",
+            "-c",
+            "echo pong > /tmp/index.html; httpd -p 127.0.0.1:8080 -h /tmp",
+        ],
+        10,
+    )
+    .await
+    .expect("start httpd");
+    let got = exec(
+        &mut h,
+        &a,
+        &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"],
+        10,
+    )
+    .await
+    .expect("wget");
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "pong\n", "{got:?}");
+    // Different sandboxes get different namespaces.
+    let (sb2, sb2_cfg) = run_sandbox(&mut h, "other").await;
+    let c = create_and_start(
+        &mut h,
+        &sb2,
+        &sb2_cfg,
+        container_config("c", &["sleep", "1000"]),
+    )
+    .await;
+    let nc = ns(exec(&mut h, &c, &["readlink", "/proc/self/ns/net"], 10)
+        .await
+        .expect("exec c"));
+    assert_ne!(na, nc);
+    remove_sandbox(&mut h, &sb).await;
+    remove_sandbox(&mut h, &sb2).await;
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn containers_outlive_a_runtime_restart() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "survivor").await;
+    let id = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config(
+            "ticker",
+            &["sh", "-c", "echo before; sleep 2; echo after; exit 5"],
+        ),
+    )
+    .await;
+    let (dir, cg) = h.stop_server().await;
+    // The runtime is gone; the container keeps running under its monitor.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut h = Harness::serve(dir, cg).await;
+    let s = status(&mut h, &id).await;
+    assert_eq!(
+        s.state,
+        proto::ContainerState::ContainerRunning as i32,
+        "{s:?}"
+    );
+    let s = wait_exited(&mut h, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (5, "Error"));
+    let log = std::fs::read_to_string(&s.log_path).expect("log");
+    assert!(
+        log.contains(" stdout F before\n") && log.contains(" stdout F after\n"),
+        "{log}"
+    );
+    let sbs =
+        h.rt.pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(sbs.state, proto::PodSandboxState::SandboxReady as i32);
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}
