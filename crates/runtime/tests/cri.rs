@@ -525,7 +525,7 @@ async fn containers_outlive_a_runtime_restart() {
     let (dir, cg) = h.stop_server().await;
     // The runtime is gone; the container keeps running under its monitor.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut h = Harness::serve(dir, cg).await;
+    let mut h = Harness::serve(dir, cg, Default::default()).await;
     let s = status(&mut h, &id).await;
     assert_eq!(
         s.state,
@@ -550,6 +550,81 @@ async fn containers_outlive_a_runtime_restart() {
         .status
         .expect("status");
     assert_eq!(sbs.state, proto::PodSandboxState::SandboxReady as i32);
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn pull_from_a_local_registry_through_a_mirror() {
+    let reg = common::LocalRegistry::start_with_busybox();
+    let registries: skiff_runtime::images::registries::RegistriesConfig =
+        serde_yaml::from_str(&format!(
+            "mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n",
+            reg.addr
+        ))
+        .expect("registries.yaml");
+    let mut h = Harness::start_empty(registries).await;
+    let pull = |image: &str| proto::PullImageRequest {
+        image: Some(proto::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    };
+    // A short name goes to docker.io, which the mirror serves.
+    let r = h
+        .img
+        .pull_image(pull("busybox"))
+        .await
+        .expect("PullImage")
+        .into_inner();
+    assert!(r.image_ref.starts_with("sha256:"), "{r:?}");
+    let st = h
+        .img
+        .image_status(proto::ImageStatusRequest {
+            image: Some(proto::ImageSpec {
+                image: "docker.io/library/busybox:latest".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("pulled image is known");
+    assert_eq!(st.id, r.image_ref);
+    assert!(st
+        .repo_digests
+        .iter()
+        .any(|d| d.starts_with("docker.io/library/busybox@sha256:")));
+    // A loopback registry is reachable by its own name over plain HTTP.
+    let direct = format!("{}/library/busybox:latest", reg.addr);
+    let r2 = h
+        .img
+        .pull_image(pull(&direct))
+        .await
+        .expect("PullImage direct")
+        .into_inner();
+    assert_eq!(r2.image_ref, r.image_ref, "same content, same image id");
+    // An unknown image fails cleanly.
+    let err = h
+        .img
+        .pull_image(pull(&format!("{}/nope:1", reg.addr)))
+        .await
+        .expect_err("missing");
+    assert_ne!(err.code(), tonic::Code::Ok);
+    // And the pulled image runs.
+    let (sb, sb_cfg) = run_sandbox(&mut h, "pulled").await;
+    let mut cfg = container_config("hi", &["echo", "pulled"]);
+    cfg.image = Some(proto::ImageSpec {
+        image: direct.clone(),
+        ..Default::default()
+    });
+    let id = create_and_start(&mut h, &sb, &sb_cfg, cfg).await;
+    let s = wait_exited(&mut h, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
     remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }

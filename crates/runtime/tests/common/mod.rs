@@ -110,6 +110,19 @@ async fn connect(socket: &Path) -> Channel {
 }
 
 impl Harness {
+    /// A fresh runtime root with no images, served on a temp socket.
+    pub async fn start_empty(registries: RegistriesConfig) -> Harness {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-rt-test")
+            .tempdir()
+            .expect("tempdir");
+        let cgroup_parent = format!(
+            "/skiff-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self::serve(dir, cgroup_parent, registries).await
+    }
+
     /// A fresh runtime root with busybox imported, served on a temp socket.
     pub async fn start() -> Harness {
         let archive = busybox_archive();
@@ -121,7 +134,7 @@ impl Harness {
             "/skiff-test-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let h = Self::serve(dir, cgroup_parent).await;
+        let h = Self::serve(dir, cgroup_parent, RegistriesConfig::default()).await;
         let st = h.runtime.images.clone();
         tokio::task::spawn_blocking(move || {
             skiff_runtime::images::archive::import_archive(&st, &archive).expect("import busybox")
@@ -132,7 +145,11 @@ impl Harness {
     }
 
     /// Serves an existing root (used to restart the runtime).
-    pub async fn serve(dir: tempfile::TempDir, cgroup_parent: String) -> Harness {
+    pub async fn serve(
+        dir: tempfile::TempDir,
+        cgroup_parent: String,
+        registries: RegistriesConfig,
+    ) -> Harness {
         let runtime = Arc::new(
             Runtime::open(runtime_config(&dir.path().join("root"), &cgroup_parent))
                 .expect("open runtime"),
@@ -142,7 +159,7 @@ impl Harness {
         let rt2 = runtime.clone();
         let sock2 = socket.clone();
         let server = tokio::spawn(async move {
-            skiff_runtime::serve(rt2, RegistriesConfig::default(), &sock2, async {
+            skiff_runtime::serve(rt2, registries, &sock2, async {
                 let _ = rx.await;
             })
             .await
@@ -274,5 +291,83 @@ pub fn remove_cgroup_tree(path: &str) {
                 rm(&d);
             }
         }
+    }
+}
+
+/// A `docker-registry` (Debian's distribution/registry) on a free loopback
+/// port, holding busybox pushed with skopeo; killed on drop.
+pub struct LocalRegistry {
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    pub fn start_with_busybox() -> LocalRegistry {
+        for (bin, pkg) in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] {
+            assert!(
+                skiff_runtime::server::find_binary(Path::new(bin)).is_ok(),
+                "{bin} not found: install the Debian package '{pkg}' (apt-get install {pkg})"
+            );
+        }
+        let archive = busybox_archive();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("start docker-registry");
+        let reg = LocalRegistry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = std::process::Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!(
+                "oci-archive:{}:docker.io/library/busybox:latest",
+                archive.display()
+            ))
+            .arg(format!("docker://{}/library/busybox:latest", reg.addr))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reg
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
