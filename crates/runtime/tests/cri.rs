@@ -628,3 +628,71 @@ async fn pull_from_a_local_registry_through_a_mirror() {
     remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }
+
+#[tokio::test]
+async fn resource_limits_apply_and_oom_is_reported() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "limits").await;
+    let limits = |mem: i64| proto::LinuxContainerConfig {
+        resources: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: mem,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            // Negative values can't be set here (no CAP_SYS_RESOURCE): clamped.
+            oom_score_adj: -997,
+            ..Default::default()
+        }),
+        security_context: None,
+    };
+    let mut cfg = container_config("limited", &["sleep", "1000"]);
+    cfg.linux = Some(limits(64 << 20));
+    cfg.annotations.insert(
+        skiff_runtime::spec::PIDS_LIMIT_ANNOTATION.into(),
+        "50".into(),
+    );
+    let id = create_and_start(&mut h, &sb, &sb_cfg, cfg).await;
+    let read = |f: &str| format!("cat /sys/fs/cgroup/{f}");
+    let out = exec(
+        &mut h,
+        &id,
+        &[
+            "sh",
+            "-c",
+            &[
+                read("memory/memory.limit_in_bytes"),
+                read("cpu/cpu.cfs_quota_us"),
+                read("cpu/cpu.shares"),
+                read("pids/pids.max"),
+                "cat /proc/self/oom_score_adj".into(),
+            ]
+            .join("; "),
+        ],
+        10,
+    )
+    .await
+    .expect("exec");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n50000\n512\n50\n0\n", 64 << 20),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A container that outgrows its memory limit is OOM-killed.
+    let mut hog = container_config(
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    hog.linux = Some(limits(32 << 20));
+    let hog = create_and_start(&mut h, &sb, &sb_cfg, hog).await;
+    let s = wait_exited(&mut h, &hog).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_eq!(s.exit_code, 137);
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}
