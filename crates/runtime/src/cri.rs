@@ -431,6 +431,16 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn reopen_container_log(
+        &self,
+        req: Request<proto::ReopenContainerLogRequest>,
+    ) -> Result<Response<proto::ReopenContainerLogResponse>, Status> {
+        self.runtime
+            .reopen_container_log(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(proto::ReopenContainerLogResponse {}))
+    }
+
     async fn exec_sync(
         &self,
         req: Request<proto::ExecSyncRequest>,

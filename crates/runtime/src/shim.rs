@@ -54,6 +54,8 @@ pub struct ExitRecord {
 pub const EXIT_FILE: &str = "exit.json";
 pub const PID_FILE: &str = "init.pid";
 pub const SHIM_CONFIG: &str = "shim.json";
+/// The monitor's pid, written by the runtime when it starts one.
+pub const SHIM_PID_FILE: &str = "shim.pid";
 
 /// If this process was started as a shim or sandbox holder, runs it and
 /// returns its exit code; otherwise returns `None` at once.
@@ -129,6 +131,24 @@ fn copy_log(mut from: impl Read, stream: &'static str, to: Arc<Mutex<Option<std:
     }
 }
 
+static REOPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_reopen(_: libc::c_int) {
+    REOPEN.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn open_log(p: &Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .with_context(|| format!("open log {}", p.display()))
+}
+
 fn run_monitor(dir: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     use nix::sys::wait::{waitpid, WaitStatus};
@@ -141,21 +161,16 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("become subreaper")?;
 
     let log = match &cfg.log_path {
-        Some(p) => {
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).ok();
-            }
-            Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("open log {}", p.display()))?,
-            )
-        }
+        Some(p) => Some(open_log(p)?),
         None => None,
     };
     let log = Arc::new(Mutex::new(log));
+    // SIGUSR1 asks us to reopen the log (ReopenContainerLog, after the kubelet
+    // rotated it). Block it now so the copier threads inherit the block and
+    // only the main thread, in waitpid, sees it.
+    let mut usr1 = nix::sys::signal::SigSet::empty();
+    usr1.add(nix::sys::signal::Signal::SIGUSR1);
+    usr1.thread_block().context("block SIGUSR1")?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let runc = Runc {
@@ -223,8 +238,30 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
         let _ = nix::unistd::dup2_stdout(&devnull);
     }
 
+    // No SA_RESTART: the signal must interrupt waitpid so we can act on it.
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_reopen),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGUSR1, &action) }
+        .context("install SIGUSR1 handler")?;
+    usr1.thread_unblock().context("unblock SIGUSR1")?;
     let init = Pid::from_raw(pid);
     let (exit_code, signal) = loop {
+        if REOPEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if let Some(p) = &cfg.log_path {
+                match open_log(p) {
+                    Ok(f) => {
+                        if let Ok(mut g) = log.lock() {
+                            *g = Some(f);
+                        }
+                    }
+                    Err(e) => eprintln!("skiff shim: reopen log: {e:#}"),
+                }
+            }
+        }
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(p, code)) if p == init => break (code, None),
             Ok(WaitStatus::Signaled(p, sig, _)) if p == init => {

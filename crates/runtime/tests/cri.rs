@@ -696,3 +696,43 @@ async fn resource_limits_apply_and_oom_is_reported() {
     remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }
+
+#[tokio::test]
+async fn reopen_container_log_after_rotation() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "rotate").await;
+    let id = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config(
+            "tick",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done",
+            ],
+        ),
+    )
+    .await;
+    let log = std::path::PathBuf::from(status(&mut h, &id).await.log_path);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    h.rt.reopen_container_log(proto::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("ReopenContainerLog");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = std::fs::read_to_string(&rotated).expect("old log");
+    let new = std::fs::read_to_string(&log).expect("new log");
+    assert!(old.contains(" stdout F line0\n"), "{old}");
+    assert!(
+        new.lines().count() >= 2,
+        "new log gets the later lines: {new}"
+    );
+    assert!(!new.contains(" stdout F line0\n"));
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}

@@ -300,6 +300,10 @@ impl Runtime {
             .map_err(|_| Error::Timeout(format!("runc create {id}")))?
             .ctx(|| format!("read monitor report for {id}"))?;
         let line = line.trim();
+        if let Some(pid) = child.id() {
+            let p = dir.join(crate::shim::SHIM_PID_FILE);
+            std::fs::write(&p, pid.to_string()).path_ctx("write", &p)?;
+        }
         if let Some(rest) = line.strip_prefix("ok ") {
             tracing::debug!(container = %id, pid = rest, "runc create done");
             // The handle is dropped; tokio reaps the monitor if it ends while we run.
@@ -423,6 +427,46 @@ impl Runtime {
         self.state.lock().await.containers.remove(&rec.id);
         tracing::info!(container = %rec.id, "container removed");
         Ok(())
+    }
+
+    /// Asks the container's monitor to reopen its log file (after the kubelet
+    /// renamed it) and waits until the new file exists.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let rec = self.container(id).await?;
+        if !matches!(
+            self.container_state(&rec.id),
+            ContainerState::Running { .. }
+        ) {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if rec.log_path.is_empty() {
+            return Ok(());
+        }
+        let pid_file = self.container_dir(&rec.id).join(crate::shim::SHIM_PID_FILE);
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .path_ctx("read", &pid_file)?
+            .trim()
+            .parse()
+            .map_err(|_| Error::Internal(format!("bad {}", pid_file.display())))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .ctx(|| format!("signal monitor {pid} of {}", rec.id))?;
+        let log = PathBuf::from(&rec.log_path);
+        for _ in 0..100 {
+            if log.exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Timeout(format!(
+            "log {} was not reopened",
+            log.display()
+        )))
     }
 
     pub async fn container(&self, id: &str) -> Result<ContainerRecord> {
