@@ -130,8 +130,8 @@ impl RuntimeService for Cri {
                     format!("{} not found", self.runtime.config.runc.display())
                 },
             },
-            // Pods get their own network namespace with loopback; CNI
-            // networking is not wired yet (see the crate docs).
+            // With CNI the network was loaded (and plugins checked) at start;
+            // with CNI disabled, pods get loopback only, by choice.
             proto::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,

@@ -14,6 +14,7 @@
 //!   owns sandboxes ([`runtime::sandbox`]), containers ([`runtime::container`])
 //!   and exec ([`runtime::exec`]).
 //! - [`images`]: content-addressed store, archive import, registry pulls.
+//! - [`network`]: CNI plugins (bridge + host-local by default).
 //! - [`spec`]: CRI config → OCI `config.json` (pure, unit-tested).
 //! - [`runc`], [`sys`]: the only places that run runc or make mount/cgroup calls.
 //!
@@ -28,7 +29,7 @@
 //!
 //! ## Not done yet
 //!
-//! CNI networking (pods have loopback only), streaming (Exec/Attach/
+//! CNI CHECK and result-cache recovery details, streaming (Exec/Attach/
 //! PortForward), stats, container events, `UpdateContainerResources`,
 //! `ReopenContainerLog`, seccomp, pod-level PID namespace, TTY. These RPCs
 //! answer `UNIMPLEMENTED`.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod cri;
 pub mod error;
 pub mod images;
+pub mod network;
 pub mod reference;
 pub mod runc;
 pub mod runtime;

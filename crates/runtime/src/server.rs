@@ -32,6 +32,19 @@ pub struct RuntimeArgs {
     /// Parent cgroup of sandboxes whose config gives none.
     #[arg(long, default_value = "/kubepods")]
     pub cgroup_parent: String,
+    /// CNI network configurations (the first *.conflist is used; a default
+    /// bridge network is written there if there is none).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories (colon-separated).
+    #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
+    pub cni_bin_dir: String,
+    /// Pod subnet of the default CNI network.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub pod_cidr: String,
+    /// Give pods loopback only (no CNI).
+    #[arg(long)]
+    pub disable_cni: bool,
     /// Registry mirrors and credentials, in k3s's registries.yaml format.
     #[arg(long, default_value = "/etc/skiff/registries.yaml")]
     pub registries_config: PathBuf,
@@ -69,6 +82,14 @@ impl RuntimeArgs {
             runc: find_binary(&self.runc)?,
             shim,
             cgroup_parent: self.cgroup_parent.clone(),
+            cni: (!self.disable_cni).then(|| crate::network::CniConfig {
+                conf_dir: self.cni_conf_dir.clone(),
+                plugin_dirs: std::env::split_paths(&self.cni_bin_dir).collect(),
+                state_dir: self.root.join("cni"),
+                default_subnet: self.pod_cidr.clone(),
+                default_bridge: "skiff0".into(),
+                ip_masq: true,
+            }),
         })
     }
 }

@@ -736,3 +736,165 @@ async fn reopen_container_log_after_rotation() {
     remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }
+
+#[tokio::test]
+async fn pods_reach_each_other_over_cni() {
+    common::require_prerequisites();
+    assert!(
+        std::path::Path::new("/usr/lib/cni/bridge").exists(),
+        "CNI plugins missing: install the Debian package 'containernetworking-plugins'"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-rt-test")
+        .tempdir()
+        .expect("tempdir");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let cgroup_parent = format!("/skiff-test-{}", &tag[..8]);
+    let bridge = format!("skt{}", &tag[..8]);
+    // The bridge plugin never deletes its bridge: do it even if we panic.
+    struct DelBridge(String);
+    impl Drop for DelBridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+    let _bridge_guard = DelBridge(bridge.clone());
+    // A network of our own: a bridge only this test uses, no masquerading (the
+    // test's traffic stays between its own namespaces), IPAM state in the tempdir.
+    let net_d = dir.path().join("net.d");
+    std::fs::create_dir_all(&net_d).expect("net.d");
+    let subnet = format!(
+        "10.199.{}.0/24",
+        u8::from_str_radix(&tag[..2], 16).expect("hex") % 200
+    );
+    let state = dir.path().join("root/cni");
+    std::fs::write(
+        net_d.join("10-test.conflist"),
+        serde_json::to_vec(&serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "skiff-test",
+            "plugins": [{
+                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                          "dataDir": state.join("networks")},
+            }],
+        }))
+        .expect("json"),
+    )
+    .expect("write conflist");
+    let mut config = common::runtime_config(&dir.path().join("root"), &cgroup_parent);
+    config.cni = Some(skiff_runtime::network::CniConfig {
+        conf_dir: net_d,
+        plugin_dirs: vec!["/usr/lib/cni".into()],
+        state_dir: state.clone(),
+        default_subnet: subnet.clone(),
+        default_bridge: bridge.clone(),
+        ip_masq: false,
+    });
+    let mut h = Harness::serve_with(dir, cgroup_parent, Default::default(), config).await;
+    let st = h.runtime.images.clone();
+    let archive = common::busybox_archive();
+    tokio::task::spawn_blocking(move || {
+        skiff_runtime::images::archive::import_archive(&st, &archive).expect("import")
+    })
+    .await
+    .expect("join");
+
+    let (a, a_cfg) = run_sandbox(&mut h, "net-a").await;
+    let (b, b_cfg) = run_sandbox(&mut h, "net-b").await;
+    let ip = |h: &mut Harness, id: String| {
+        let mut rt = h.rt.clone();
+        async move {
+            rt.pod_sandbox_status(proto::PodSandboxStatusRequest {
+                pod_sandbox_id: id,
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default()
+        }
+    };
+    let ip_a = ip(&mut h, a.clone()).await;
+    let ip_b = ip(&mut h, b.clone()).await;
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(
+        ip_a.starts_with(prefix) && ip_b.starts_with(prefix),
+        "{ip_a} {ip_b} in {subnet}"
+    );
+    assert_ne!(ip_a, ip_b);
+    let server = create_and_start(
+        &mut h,
+        &b,
+        &b_cfg,
+        container_config("web", &["sleep", "1000"]),
+    )
+    .await;
+    exec(
+        &mut h,
+        &server,
+        &[
+            "sh",
+            "-c",
+            "echo from-b > /tmp/index.html; httpd -p 8080 -h /tmp",
+        ],
+        10,
+    )
+    .await
+    .expect("httpd");
+    let client = create_and_start(
+        &mut h,
+        &a,
+        &a_cfg,
+        container_config("client", &["sleep", "1000"]),
+    )
+    .await;
+    // busybox-static's wget crashes resolving non-loopback addresses (static
+    // glibc and NSS); nc speaks plain HTTP just as well.
+    let got = exec(
+        &mut h,
+        &client,
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip_b} 8080"),
+        ],
+        15,
+    )
+    .await
+    .expect("nc");
+    let body = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        body.starts_with("HTTP/1.1 200") && body.ends_with("\r\n\r\nfrom-b\n"),
+        "{got:?}"
+    );
+    let hosts = exec(&mut h, &client, &["cat", "/etc/hosts"], 5)
+        .await
+        .expect("hosts");
+    assert!(String::from_utf8_lossy(&hosts.stdout).contains(&format!("{ip_a}\tnet-a")));
+
+    remove_sandbox(&mut h, &a).await;
+    remove_sandbox(&mut h, &b).await;
+    // IPs are released and no cached results remain.
+    let leases: Vec<_> = std::fs::read_dir(state.join("networks/skiff-test"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "IP leases left: {leases:?}");
+    assert_eq!(
+        std::fs::read_dir(state.join("results"))
+            .expect("results")
+            .count(),
+        0
+    );
+    h.assert_clean();
+}

@@ -40,6 +40,8 @@ pub struct RuntimeConfig {
     pub shim: PathBuf,
     /// Parent cgroup for sandboxes whose config names none.
     pub cgroup_parent: String,
+    /// Pod networking; `None` leaves pods with loopback only.
+    pub cni: Option<crate::network::CniConfig>,
 }
 
 pub struct Runtime {
@@ -48,6 +50,7 @@ pub struct Runtime {
     pub runc: Runc,
     pub(crate) state: Mutex<State>,
     pub(crate) min_oom_score_adj: i64,
+    pub cni: Option<crate::network::Cni>,
 }
 
 #[derive(Default)]
@@ -117,7 +120,12 @@ impl Runtime {
             containers = state.containers.len(),
             "runtime state recovered"
         );
+        let cni = match &config.cni {
+            Some(c) => Some(crate::network::Cni::load_or_init(c.clone())?),
+            None => None,
+        };
         Ok(Runtime {
+            cni,
             images,
             runc,
             state: Mutex::new(state),

@@ -255,6 +255,20 @@ impl Runtime {
             std::fs::File::create(&target).path_ctx("create", &target)?;
             sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target)?;
         }
+        if let (Some(cni), false) = (&self.cni, rec.host_network) {
+            let netns = nsdir.join("net");
+            let ips = cni.add(&attachment(rec, &netns, config)).await?;
+            if let Some(ip) = ips.first() {
+                rec.ip = ip.clone();
+                write(
+                    "hosts",
+                    format!(
+                        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{}\n",
+                        rec.hostname
+                    ),
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -267,6 +281,17 @@ impl Runtime {
             );
         }
         let nsdir = self.sandbox_dir(&rec.id).join("ns");
+        if let (Some(cni), false) = (&self.cni, rec.host_network) {
+            let netns = nsdir.join("net");
+            // DEL needs the namespace (for the veth); the cached result is
+            // enough for IPAM if it is already gone.
+            cni.del(&attachment(
+                rec,
+                &netns,
+                &proto::PodSandboxConfig::default(),
+            ))
+            .await?;
+        }
         for kind in ["net", "ipc", "uts"] {
             sys::unmount(&nsdir.join(kind))?;
         }
@@ -363,6 +388,39 @@ impl Runtime {
     /// Re-reads a record from disk (used by tests of recovery).
     pub fn load_sandbox_record(&self, id: &str) -> Result<SandboxRecord> {
         load(&self.sandbox_dir(id).join(RECORD))
+    }
+}
+
+fn attachment<'a>(
+    rec: &'a SandboxRecord,
+    netns: &'a std::path::Path,
+    config: &proto::PodSandboxConfig,
+) -> crate::network::Attachment<'a> {
+    let port_mappings = config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| {
+            let proto = match proto::Protocol::try_from(p.protocol) {
+                Ok(proto::Protocol::Udp) => "udp",
+                Ok(proto::Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            };
+            serde_json::json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": proto,
+                "hostIP": p.host_ip,
+            })
+        })
+        .collect();
+    crate::network::Attachment {
+        sandbox_id: &rec.id,
+        netns,
+        pod_name: &rec.name,
+        pod_namespace: &rec.namespace,
+        pod_uid: &rec.uid,
+        port_mappings,
     }
 }
 

@@ -84,6 +84,7 @@ pub fn runtime_config(root: &Path, cgroup_parent: &str) -> RuntimeConfig {
         runc: skiff_runtime::server::find_binary(Path::new("runc")).expect("runc"),
         shim: PathBuf::from(env!("CARGO_BIN_EXE_skiff-runtime-shim")),
         cgroup_parent: cgroup_parent.to_string(),
+        cni: None,
     }
 }
 
@@ -150,10 +151,18 @@ impl Harness {
         cgroup_parent: String,
         registries: RegistriesConfig,
     ) -> Harness {
-        let runtime = Arc::new(
-            Runtime::open(runtime_config(&dir.path().join("root"), &cgroup_parent))
-                .expect("open runtime"),
-        );
+        let config = runtime_config(&dir.path().join("root"), &cgroup_parent);
+        Self::serve_with(dir, cgroup_parent, registries, config).await
+    }
+
+    /// Serves `config` (whose root must be `dir/root`).
+    pub async fn serve_with(
+        dir: tempfile::TempDir,
+        cgroup_parent: String,
+        registries: RegistriesConfig,
+        config: RuntimeConfig,
+    ) -> Harness {
+        let runtime = Arc::new(Runtime::open(config).expect("open runtime"));
         let socket = dir.path().join("cri.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rt2 = runtime.clone();

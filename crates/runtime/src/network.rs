@@ -1,0 +1,305 @@
+//! Pod networking through the standard CNI plugins (spec 1.0): the runtime
+//! reads the first `*.conflist` in the config directory (writing a default
+//! bridge + host-local one on first start if there is none), runs each plugin
+//! with `ADD` when a sandbox is created, caches the result, and runs `DEL` in
+//! reverse order with the cached result when the sandbox stops.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Where CNI lives and what default network to write.
+#[derive(Debug, Clone)]
+pub struct CniConfig {
+    /// Directory of network configs (`/etc/cni/net.d`).
+    pub conf_dir: PathBuf,
+    /// Plugin directories (`/usr/lib/cni`).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Result cache and host-local allocations.
+    pub state_dir: PathBuf,
+    /// Subnet of the default bridge network.
+    pub default_subnet: String,
+    /// Bridge name of the default network.
+    pub default_bridge: String,
+    /// Masquerade pod traffic leaving the node (iptables).
+    pub ip_masq: bool,
+}
+
+/// What the pod needs to tell the plugins about itself.
+#[derive(Debug, Clone)]
+pub struct Attachment<'a> {
+    pub sandbox_id: &'a str,
+    pub netns: &'a Path,
+    pub pod_name: &'a str,
+    pub pod_namespace: &'a str,
+    pub pod_uid: &'a str,
+    /// CNI `portMappings` entries, for plugins with that capability.
+    pub port_mappings: Vec<Value>,
+}
+
+pub const IFNAME: &str = "eth0";
+
+/// A loaded network configuration list.
+#[derive(Debug, Clone)]
+pub struct Cni {
+    pub config: CniConfig,
+    pub list: Value,
+    pub name: String,
+}
+
+impl Cni {
+    /// Loads the first conflist (by name) in `conf_dir`, writing the default
+    /// one if the directory holds none.
+    pub fn load_or_init(config: CniConfig) -> Result<Cni> {
+        std::fs::create_dir_all(&config.conf_dir).path_ctx("create", &config.conf_dir)?;
+        std::fs::create_dir_all(config.state_dir.join("results"))
+            .path_ctx("create", &config.state_dir)?;
+        let mut lists: Vec<PathBuf> = std::fs::read_dir(&config.conf_dir)
+            .path_ctx("read", &config.conf_dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
+            .collect();
+        lists.sort();
+        let path = match lists.into_iter().next() {
+            Some(p) => p,
+            None => {
+                let p = config.conf_dir.join("10-skiff.conflist");
+                let data = serde_json::to_vec_pretty(&default_conflist(&config))
+                    .map_err(|e| Error::json("encode conflist", e))?;
+                std::fs::write(&p, data).path_ctx("write", &p)?;
+                tracing::info!(path = %p.display(), "wrote default CNI network");
+                p
+            }
+        };
+        let data = std::fs::read(&path).path_ctx("read", &path)?;
+        let list: Value = serde_json::from_slice(&data)
+            .map_err(|e| Error::json(format!("parse {}", path.display()), e))?;
+        let name = list
+            .get("name")
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: no name", path.display())))?
+            .to_string();
+        if !list.get("plugins").is_some_and(|p| p.is_array()) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no plugins list",
+                path.display()
+            )));
+        }
+        Ok(Cni { config, list, name })
+    }
+
+    fn plugins(&self) -> Vec<Value> {
+        self.list
+            .get("plugins")
+            .and_then(|p| p.as_array())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn version(&self) -> String {
+        self.list
+            .get("cniVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("1.0.0")
+            .to_string()
+    }
+
+    fn cache_path(&self, sandbox_id: &str) -> PathBuf {
+        self.config
+            .state_dir
+            .join("results")
+            .join(format!("{}-{sandbox_id}-{IFNAME}.json", self.name))
+    }
+
+    fn find_plugin(&self, kind: &str) -> Result<PathBuf> {
+        self.config
+            .plugin_dirs
+            .iter()
+            .map(|d| d.join(kind))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "CNI plugin {kind:?} not found in {:?}; install the Debian package 'containernetworking-plugins'",
+                    self.config.plugin_dirs
+                ))
+            })
+    }
+
+    async fn invoke(
+        &self,
+        command: &str,
+        plugin: &Value,
+        prev: Option<&Value>,
+        att: &Attachment<'_>,
+    ) -> Result<Value> {
+        let kind = plugin
+            .get("type")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| Error::InvalidArgument("CNI plugin without type".into()))?;
+        let bin = self.find_plugin(kind)?;
+        let mut conf = plugin.clone();
+        conf["name"] = json!(self.name);
+        conf["cniVersion"] = json!(self.version());
+        if let Some(p) = prev {
+            conf["prevResult"] = p.clone();
+        }
+        if plugin.pointer("/capabilities/portMappings") == Some(&json!(true)) {
+            conf["runtimeConfig"] = json!({"portMappings": att.port_mappings});
+        }
+        let stdin = serde_json::to_vec(&conf).map_err(|e| Error::json("encode CNI config", e))?;
+        let path = std::env::join_paths(&self.config.plugin_dirs)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut child = tokio::process::Command::new(&bin)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", att.sandbox_id)
+            .env("CNI_NETNS", att.netns)
+            .env("CNI_IFNAME", IFNAME)
+            .env("CNI_PATH", path)
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+                    att.pod_namespace, att.pod_name, att.sandbox_id, att.pod_uid
+                ),
+            )
+            // Plugins run iptables and ip: give them the usual PATH.
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .path_ctx("run CNI plugin", &bin)?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(&stdin)
+                .await
+                .path_ctx("write CNI config to", &bin)?;
+        }
+        let out = child.wait_with_output().await.path_ctx("wait for", &bin)?;
+        let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if !out.status.success() {
+            let msg = parsed
+                .as_ref()
+                .map(|v| {
+                    format!(
+                        "{} {}",
+                        v.get("msg").and_then(|m| m.as_str()).unwrap_or(""),
+                        v.get("details").and_then(|m| m.as_str()).unwrap_or("")
+                    )
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned());
+            return Err(Error::Internal(format!(
+                "CNI {command} {kind} for {}: {}",
+                att.sandbox_id,
+                msg.trim()
+            )));
+        }
+        Ok(parsed.unwrap_or(Value::Null))
+    }
+
+    /// Runs ADD through the chain; returns the pod's IPs (without prefix).
+    pub async fn add(&self, att: &Attachment<'_>) -> Result<Vec<String>> {
+        let mut prev: Option<Value> = None;
+        for p in self.plugins() {
+            let r = self.invoke("ADD", &p, prev.as_ref(), att).await?;
+            if !r.is_null() {
+                prev = Some(r);
+            }
+        }
+        let result = prev.unwrap_or(Value::Null);
+        let cache = json!({"kind": "cniCacheV1", "containerId": att.sandbox_id, "ifName": IFNAME, "networkName": self.name, "result": result});
+        let data = serde_json::to_vec(&cache).map_err(|e| Error::json("encode CNI cache", e))?;
+        crate::images::store::write_atomic(&self.cache_path(att.sandbox_id), &data)?;
+        Ok(ips(&result))
+    }
+
+    /// Runs DEL through the chain in reverse. Idempotent: without a cached
+    /// ADD result there is nothing to undo.
+    pub async fn del(&self, att: &Attachment<'_>) -> Result<()> {
+        let cache = self.cache_path(att.sandbox_id);
+        let Ok(data) = std::fs::read(&cache) else {
+            return Ok(());
+        };
+        let prev: Option<Value> = serde_json::from_slice::<Value>(&data)
+            .ok()
+            .and_then(|v| v.get("result").cloned())
+            .filter(|v| !v.is_null());
+        for p in self.plugins().iter().rev() {
+            self.invoke("DEL", p, prev.as_ref(), att).await?;
+        }
+        let _ = std::fs::remove_file(&cache);
+        Ok(())
+    }
+}
+
+/// The addresses of a CNI result, without prefix length.
+pub fn ips(result: &Value) -> Vec<String> {
+    result
+        .get("ips")
+        .and_then(|i| i.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|ip| ip.get("address").and_then(|x| x.as_str()))
+                .map(|addr| addr.split('/').next().unwrap_or(addr).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn default_conflist(c: &CniConfig) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "skiff",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": c.default_bridge,
+                "isGateway": true,
+                "ipMasq": c.ip_masq,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": c.default_subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": c.state_dir.join("networks"),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ips_from_result() {
+        let r = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.88.0.7/16", "gateway": "10.88.0.1"}]});
+        assert_eq!(ips(&r), vec!["10.88.0.7".to_string()]);
+        assert!(ips(&Value::Null).is_empty());
+    }
+
+    #[test]
+    fn writes_default_conflist_once() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cfg = CniConfig {
+            conf_dir: d.path().join("net.d"),
+            plugin_dirs: vec![d.path().join("bin")],
+            state_dir: d.path().join("state"),
+            default_subnet: "10.88.0.0/16".into(),
+            default_bridge: "skiff0".into(),
+            ip_masq: true,
+        };
+        let c = Cni::load_or_init(cfg.clone()).expect("init");
+        assert_eq!(c.name, "skiff");
+        assert_eq!(c.plugins()[0]["type"], "bridge");
+        let again = Cni::load_or_init(cfg).expect("reload");
+        assert_eq!(again.list, c.list);
+    }
+}
