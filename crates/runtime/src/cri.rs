@@ -431,6 +431,18 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn update_container_resources(
+        &self,
+        req: Request<proto::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<proto::UpdateContainerResourcesResponse>, Status> {
+        let req = req.into_inner();
+        let res = req.linux.unwrap_or_default();
+        self.runtime
+            .update_container_resources(&req.container_id, &res)
+            .await?;
+        Ok(Response::new(proto::UpdateContainerResourcesResponse {}))
+    }
+
     async fn reopen_container_log(
         &self,
         req: Request<proto::ReopenContainerLogRequest>,

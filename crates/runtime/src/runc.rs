@@ -73,6 +73,14 @@ impl Runc {
         self.run("kill", id, &args).await.map(drop)
     }
 
+    /// `runc update --resources FILE`: changes a running container's cgroup limits.
+    pub async fn update(&self, id: &str, resources_json: &Path) -> Result<()> {
+        let path = resources_json.display().to_string();
+        self.run("update", id, &["update", "--resources", &path, id])
+            .await
+            .map(drop)
+    }
+
     pub async fn delete_force(&self, id: &str) -> Result<()> {
         match self.run("delete", id, &["delete", "--force", id]).await {
             Ok(_) => Ok(()),

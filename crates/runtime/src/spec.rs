@@ -306,31 +306,10 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     let mut resources = json!({
         "devices": if privileged { json!([{"allow": true, "access": "rwm"}]) } else { json!([{"allow": false, "access": "rwm"}]) },
     });
-    if res.memory_limit_in_bytes > 0 {
-        let mut mem = json!({"limit": res.memory_limit_in_bytes});
-        if res.memory_swap_limit_in_bytes > 0 {
-            mem["swap"] = json!(res.memory_swap_limit_in_bytes);
+    if let Value::Object(limits) = resources_json(&res) {
+        for (k, v) in limits {
+            resources[k] = v;
         }
-        resources["memory"] = mem;
-    }
-    let mut cpu = serde_json::Map::new();
-    if res.cpu_shares > 0 {
-        cpu.insert("shares".into(), json!(res.cpu_shares));
-    }
-    if res.cpu_quota > 0 {
-        cpu.insert("quota".into(), json!(res.cpu_quota));
-    }
-    if res.cpu_period > 0 {
-        cpu.insert("period".into(), json!(res.cpu_period));
-    }
-    if !res.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), json!(res.cpuset_cpus));
-    }
-    if !res.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), json!(res.cpuset_mems));
-    }
-    if !cpu.is_empty() {
-        resources["cpu"] = Value::Object(cpu);
     }
     if let Some(p) = cfg
         .annotations
@@ -398,6 +377,39 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
         },
     });
     serde_json::from_value(v).map_err(|e| Error::json("build runtime spec", e))
+}
+
+/// The `memory` and `cpu` parts of an OCI `LinuxResources` for CRI limits
+/// (also the body of `runc update --resources`).
+pub fn resources_json(res: &proto::LinuxContainerResources) -> Value {
+    let mut resources = json!({});
+    if res.memory_limit_in_bytes > 0 {
+        let mut mem = json!({"limit": res.memory_limit_in_bytes});
+        if res.memory_swap_limit_in_bytes > 0 {
+            mem["swap"] = json!(res.memory_swap_limit_in_bytes);
+        }
+        resources["memory"] = mem;
+    }
+    let mut cpu = serde_json::Map::new();
+    if res.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(res.cpu_shares));
+    }
+    if res.cpu_quota > 0 {
+        cpu.insert("quota".into(), json!(res.cpu_quota));
+    }
+    if res.cpu_period > 0 {
+        cpu.insert("period".into(), json!(res.cpu_period));
+    }
+    if !res.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(res.cpuset_cpus));
+    }
+    if !res.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(res.cpuset_mems));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    resources
 }
 
 /// Annotation that sets a per-container pids limit (the CRI has no field for

@@ -99,3 +99,11 @@ pub fn own_oom_score_adj() -> i64 {
 pub fn process_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
+
+/// Whether process `pid` was started with `arg` as its first argument (our
+/// shim modes): guards against acting on a reused pid.
+pub fn process_runs(pid: i32, arg: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).nth(1) == Some(arg.as_bytes()))
+        .unwrap_or(false)
+}

@@ -679,6 +679,36 @@ async fn resource_limits_apply_and_oom_is_reported() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Limits change on a running container.
+    h.rt.update_container_resources(proto::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            cpu_quota: 20_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let out = exec(
+        &mut h,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        ],
+        10,
+    )
+    .await
+    .expect("exec");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n20000\n", 128 << 20)
+    );
+
     // A container that outgrows its memory limit is OOM-killed.
     let mut hog = container_config(
         "hog",
@@ -896,5 +926,57 @@ async fn pods_reach_each_other_over_cni() {
             .count(),
         0
     );
+    h.assert_clean();
+}
+
+#[tokio::test]
+async fn containers_whose_monitor_died_are_reported_exited() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "orphan").await;
+    let id = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        container_config("c", &["sleep", "1000"]),
+    )
+    .await;
+    let root = h.root();
+    let (dir, cg) = h.stop_server().await;
+    // As after a crash or reboot: monitor and container both gone, no exit record.
+    let shim_pid: i32 = std::fs::read_to_string(root.join("containers").join(&id).join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let kill = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    let init: i32 = std::fs::read_to_string(root.join("containers").join(&id).join("init.pid"))
+        .expect("init.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    kill(shim_pid);
+    kill(init);
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{shim_pid}")).exists()
+            && !std::path::Path::new(&format!("/proc/{init}")).exists()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut h = Harness::serve(dir, cg, Default::default()).await;
+    let s = status(&mut h, &id).await;
+    assert_eq!(
+        s.state,
+        proto::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
+    assert_eq!(s.exit_code, 255);
+    remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }

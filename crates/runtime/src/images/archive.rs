@@ -21,6 +21,17 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn normal_paths() {
+        use std::path::Path;
+        assert_eq!(super::normal(Path::new("./a/b")), "a/b");
+        assert_eq!(super::normal(Path::new("b/../a/layer.tar")), "a/layer.tar");
+        assert_eq!(super::normal(Path::new("../../x")), "x");
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct DockerManifestEntry {
@@ -30,14 +41,20 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
+/// The archive-relative form of `p`: `..` climbs (never above the root),
+/// `.` and `/` vanish.
 fn normal(p: &Path) -> String {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    let mut parts: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.join("/")
 }
 
 /// Imports every image in the archive at `path`; returns their records.

@@ -398,6 +398,18 @@ impl Runtime {
         }
         if self.wait_exit(&rec.id, Duration::from_secs(10)).await {
             Ok(())
+        } else if !matches!(
+            self.runc.status(&rec.id).await.as_deref(),
+            Some("running" | "created" | "paused")
+        ) {
+            // No monitor recorded the exit (it died): record it ourselves.
+            let exit = ExitRecord {
+                exit_code: 137,
+                finished_at: crate::shim::now_nanos(),
+                oom_killed: false,
+                signal: Some(9),
+            };
+            save(&self.container_dir(&rec.id).join(EXIT_FILE), &exit)
         } else {
             Err(Error::Timeout(format!(
                 "container {} did not exit after SIGKILL",
@@ -467,6 +479,30 @@ impl Runtime {
             "log {} was not reopened",
             log.display()
         )))
+    }
+
+    /// Applies new cpu/memory limits to a running container (`runc update`).
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        res: &proto::LinuxContainerResources,
+    ) -> Result<()> {
+        let rec = self.container(id).await?;
+        if matches!(self.container_state(&rec.id), ContainerState::Exited { .. }) {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has exited",
+                rec.id
+            )));
+        }
+        let v = crate::spec::resources_json(res);
+        let f = self
+            .container_dir(&rec.id)
+            .join(format!("update-{}.json", uuid::Uuid::new_v4().simple()));
+        let data = serde_json::to_vec(&v).map_err(|e| Error::json("encode resources", e))?;
+        std::fs::write(&f, data).path_ctx("write", &f)?;
+        let r = self.runc.update(&rec.id, &f).await;
+        let _ = std::fs::remove_file(&f);
+        r
     }
 
     pub async fn container(&self, id: &str) -> Result<ContainerRecord> {

@@ -115,6 +115,48 @@ impl Runtime {
                 }
             }
         }
+        // A container whose monitor is gone (killed, or the host rebooted)
+        // will never get an exit record from it: write one now, so it shows as
+        // exited instead of running forever.
+        for c in state.containers.values() {
+            let dir = config.root.join("containers").join(&c.id);
+            if dir.join(crate::shim::EXIT_FILE).exists() {
+                continue;
+            }
+            let shim_alive = std::fs::read_to_string(dir.join(crate::shim::SHIM_PID_FILE))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .is_some_and(|pid| {
+                    crate::sys::process_alive(pid)
+                        && crate::sys::process_runs(pid, crate::shim::SHIM_ARG)
+                });
+            let runc_status = runc
+                .std_command()
+                .args(["state", &c.id])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_string));
+            let process_left = matches!(
+                runc_status.as_deref(),
+                Some("running" | "created" | "paused")
+            );
+            if !shim_alive && process_left {
+                // Its exit can no longer be observed; stop/remove still work
+                // through runc.
+                tracing::warn!(container = %c.id, "monitor gone but container still runs");
+            } else if !shim_alive {
+                tracing::warn!(container = %c.id, "monitor gone; marking container exited");
+                let rec = crate::shim::ExitRecord {
+                    exit_code: 255,
+                    finished_at: crate::shim::now_nanos(),
+                    oom_killed: false,
+                    signal: None,
+                };
+                save(&dir.join(crate::shim::EXIT_FILE), &rec)?;
+            }
+        }
         tracing::info!(
             sandboxes = state.sandboxes.len(),
             containers = state.containers.len(),

@@ -274,7 +274,7 @@ impl Runtime {
 
     /// Kills the holder and releases the namespace files. Idempotent.
     async fn teardown_sandbox(&self, rec: &SandboxRecord) -> Result<()> {
-        if sys::process_alive(rec.holder_pid) && holder_is_ours(rec.holder_pid, &self.config.shim) {
+        if sys::process_alive(rec.holder_pid) && holder_is_ours(rec.holder_pid) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(rec.holder_pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -365,7 +365,7 @@ impl Runtime {
         let st = self.state.lock().await;
         let mut r = Self::find_sandbox(&st, id)?;
         // A holder that died (or a reboot) makes the sandbox not ready.
-        if r.ready && !sys::process_alive(r.holder_pid) {
+        if r.ready && !holder_is_ours(r.holder_pid) {
             r.ready = false;
         }
         Ok(r)
@@ -377,7 +377,7 @@ impl Runtime {
             .values()
             .cloned()
             .map(|mut r| {
-                if r.ready && !sys::process_alive(r.holder_pid) {
+                if r.ready && !holder_is_ours(r.holder_pid) {
                     r.ready = false;
                 }
                 r
@@ -425,14 +425,7 @@ fn attachment<'a>(
 }
 
 /// Guards against pid reuse after a reboot or a long downtime: only signal a
-/// process that runs our shim binary.
-fn holder_is_ours(pid: i32, shim: &std::path::Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let exe_ok = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|e| shim.canonicalize().map(|s| s == e).unwrap_or(true))
-        .unwrap_or(true);
-    exe_ok && args.get(1) == Some(&crate::shim::SANDBOX_ARG.as_bytes())
+/// process that runs our sandbox holder.
+fn holder_is_ours(pid: i32) -> bool {
+    sys::process_runs(pid, crate::shim::SANDBOX_ARG)
 }
