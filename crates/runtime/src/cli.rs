@@ -100,3 +100,35 @@ fn layers_in_use(root: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Images {
+        #[command(flatten)]
+        args: ImagesArgs,
+    }
+
+    #[derive(Parser)]
+    struct Runtime {
+        #[command(flatten)]
+        args: crate::RuntimeArgs,
+    }
+
+    #[test]
+    fn flags_parse() {
+        let i =
+            Images::try_parse_from(["images", "import", "/x.tar", "--root", "/r"]).expect("parse");
+        assert_eq!(i.args.root, PathBuf::from("/r"));
+        assert!(
+            matches!(i.args.command, ImagesCommand::Import { ref file } if file == &PathBuf::from("/x.tar"))
+        );
+        let r = Runtime::try_parse_from(["runtime"]).expect("parse");
+        assert_eq!(r.args.socket, PathBuf::from("/run/skiff/cri.sock"));
+        assert_eq!(r.args.root, PathBuf::from("/var/lib/skiff/runtime"));
+        assert!(!r.args.disable_cni);
+    }
+}

@@ -130,13 +130,22 @@ impl RuntimeService for Cri {
                     format!("{} not found", self.runtime.config.runc.display())
                 },
             },
-            // With CNI the network was loaded (and plugins checked) at start;
-            // with CNI disabled, pods get loopback only, by choice.
-            proto::RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: true,
-                reason: String::new(),
-                message: String::new(),
+            // With CNI disabled, pods get loopback only, by choice: ready.
+            match self.runtime.cni.as_ref().map(|c| c.missing_plugins()) {
+                Some(missing) if !missing.is_empty() => proto::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message: format!(
+                        "CNI plugins {missing:?} not found; install containernetworking-plugins"
+                    ),
+                },
+                _ => proto::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
             },
         ];
         let mut info = HashMap::new();

@@ -29,10 +29,11 @@
 //!
 //! ## Not done yet
 //!
-//! CNI CHECK and result-cache recovery details, streaming (Exec/Attach/
-//! PortForward), stats, container events, `UpdateContainerResources`,
-//! `ReopenContainerLog`, seccomp, pod-level PID namespace, TTY. These RPCs
-//! answer `UNIMPLEMENTED`.
+//! Streaming (`Exec`, `Attach`, `PortForward`, TTY), stats
+//! (`ContainerStats`, `ListPodSandboxStats`, metrics), `GetContainerEvents`,
+//! seccomp `RuntimeDefault`, pod-level PID namespace, sysctls, image GC and
+//! pinning, zstd layers, CNI `CHECK`, QoS-class cgroup layout. These RPCs
+//! answer `UNIMPLEMENTED` or the fields are ignored.
 
 pub mod cli;
 pub mod cri;

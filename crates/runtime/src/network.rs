@@ -93,6 +93,16 @@ impl Cni {
         Ok(Cni { config, list, name })
     }
 
+    /// Plugin types of the network that no plugin directory holds.
+    pub fn missing_plugins(&self) -> Vec<String> {
+        self.plugins()
+            .iter()
+            .filter_map(|p| p.get("type").and_then(|t| t.as_str()))
+            .filter(|t| self.find_plugin(t).is_err())
+            .map(str::to_string)
+            .collect()
+    }
+
     fn plugins(&self) -> Vec<Value> {
         self.list
             .get("plugins")
