@@ -201,6 +201,11 @@ pub fn aggregated(catalogue: &Catalogue, core: bool) -> Value {
     })
 }
 
+/// `/openapi/v2` in the protobuf form clients ask for: a document with no definitions yet
+/// (`swagger: "2.0"`, `info: {title: Kubernetes, version: v1.37.0}`), so that client-side
+/// validation finds no schema to hold an object to. Schemas come with the OpenAPI work.
+pub const OPENAPI_V2_PROTOBUF: &[u8] = b"\x0a\x032.0\x12\x15\x0a\x0aKubernetes\x12\x07v1.37.0";
+
 /// `/openapi/v3`: the index of per-group-version documents.
 pub fn openapi_v3_index() -> Value {
     let mut paths = Map::new();

