@@ -347,10 +347,10 @@ impl WatchCache {
                     let mut error = ApiError::timeout(format!(
                         "Too large resource version: {rv}, current: {current}"
                     ));
-                    error.details = Some(serde_json::json!({
+                    error.details = Some(Box::new(serde_json::json!({
                         "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
                         "retryAfterSeconds": 1
-                    }));
+                    })));
                     error.retry_after = Some(1);
                     return Err(error);
                 }

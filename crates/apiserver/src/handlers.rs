@@ -20,7 +20,7 @@ use crate::discovery;
 use crate::encoding::{self, Format};
 use crate::object;
 use crate::patch::PatchType;
-use crate::registry::{DeleteOptions, ListOptions, ListPage, Registry};
+use crate::registry::{DeleteOptions, ListOptions, ListPage, Patch, Registry};
 use crate::resources::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
@@ -273,9 +273,9 @@ async fn handle_resource(
     let namespace = target.namespace.as_deref();
     let sub = target.subresource.as_deref();
     if resource.create_only && (*method != Method::POST || target.name.is_some()) {
-        return Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource"
-        )));
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
     }
     let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), resource.kind);
     let watching = target.legacy_watch || query.flag("watch");
@@ -388,8 +388,12 @@ async fn handle_resource(
                     &scale_of(resource, &stored),
                 ));
             }
+            let patch = Patch {
+                patch_type,
+                body: &body,
+            };
             let object = registry
-                .patch(resource, namespace, name, sub, patch_type, &body, dry_run)
+                .patch(resource, namespace, name, sub, patch, dry_run)
                 .await?;
             Ok(render_object(
                 resource,
@@ -584,18 +588,14 @@ async fn set_replicas(
                 )],
             )
         })?;
-    let patch =
+    let body =
         serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).map_err(ApiError::internal)?;
+    let patch = Patch {
+        patch_type: PatchType::Merge,
+        body: &body,
+    };
     registry
-        .patch(
-            resource,
-            namespace,
-            name,
-            None,
-            PatchType::Merge,
-            &patch,
-            dry_run,
-        )
+        .patch(resource, namespace, name, None, patch, dry_run)
         .await
 }
 

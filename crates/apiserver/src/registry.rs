@@ -93,6 +93,13 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     Ok(token)
 }
 
+/// A PATCH request's body and how to read it.
+#[derive(Clone, Copy)]
+pub struct Patch<'a> {
+    pub patch_type: crate::patch::PatchType,
+    pub body: &'a [u8],
+}
+
 /// What a read-modify-write decided to do with the current object.
 pub enum Action {
     Keep,
@@ -422,14 +429,13 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         subresource: Option<&str>,
-        patch_type: crate::patch::PatchType,
-        patch: &[u8],
+        patch: Patch<'_>,
         dry_run: bool,
     ) -> ApiResult<Value> {
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let served = convert::from_storage(resource, current.clone());
-                let mut new = crate::patch::apply(patch_type, &served, patch)?;
+                let mut new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
                 // A patch that names no resourceVersion applies to whatever is current.
                 if object::meta_str(&new, "resourceVersion").is_none() {
                     if let Some(rv) = object::meta_str(&current, "resourceVersion") {

@@ -99,10 +99,9 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
     }
     for (op, greater) in [(">", true), ("<", false)] {
         if let Some((k, v)) = term.split_once(op) {
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("for 'Gt', 'Lt' operators, the value must be an integer"))?;
+            let n: i64 = v.trim().parse().map_err(|_| {
+                "for 'Gt', 'Lt' operators, the value must be an integer".to_string()
+            })?;
             let k = valid_key(k.trim())?;
             return Ok(if greater {
                 Requirement::GreaterThan(k, n)

@@ -76,7 +76,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    /// Boxed: errors travel in every `Result`, and most have no details.
+    pub details: Option<Box<Value>>,
     /// Extra headers, such as `Retry-After`.
     pub retry_after: Option<u64>,
 }
@@ -114,7 +115,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -290,7 +291,7 @@ impl ApiError {
         status.insert("message".into(), json!(self.message));
         status.insert("reason".into(), json!(self.reason));
         if let Some(details) = &self.details {
-            status.insert("details".into(), details.clone());
+            status.insert("details".into(), (**details).clone());
         }
         status.insert("code".into(), json!(self.code));
         Value::Object(status)

@@ -71,10 +71,11 @@ impl Watcher {
                 }
             }
             self.rv = snapshot.rv;
-            if self.request.send_initial_events && self.request.allow_bookmarks {
-                if !self.bookmark(true).await {
-                    return;
-                }
+            if self.request.send_initial_events
+                && self.request.allow_bookmarks
+                && !self.bookmark(true).await
+            {
+                return;
             }
             subscription.live
         } else {

@@ -73,7 +73,11 @@ pub async fn crud(
     out: &mut Results,
 ) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let name = |i: usize| format!("cm-{label}-{i}");
+    let slug: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = |i: usize| format!("cm-{slug}-{i}");
     let pp = PostParams::default();
 
     let (created, elapsed) = run_ops(n, concurrency, |i| {

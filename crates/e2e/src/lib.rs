@@ -282,14 +282,16 @@ impl Etcd {
         let child = command
             .spawn()
             .expect("etcd on PATH (apt-get install etcd-server)");
+        // Owned by the guard from here on, so it is reaped however this function ends.
+        let etcd = Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
-                return Etcd {
-                    child,
-                    endpoint,
-                    _dir: dir,
-                };
+                return etcd;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

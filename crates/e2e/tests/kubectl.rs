@@ -500,7 +500,7 @@ fn label_annotate_patch_replace_edit() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("Operation cannot be fulfilled on configmaps \"m\": the object has been modified; please apply your changes to the latest version and try again")),
+        err.contains("Operation cannot be fulfilled on configmaps \"m\": the object has been modified; please apply your changes to the latest version and try again"),
         "{err}"
     );
 

@@ -26,6 +26,10 @@ enum Command {
     Server(ServerArgs),
     /// Run only the API server.
     Apiserver(ServerArgs),
+    /// Run the CRI container runtime (gRPC on a unix socket) for this node.
+    Runtime(skiff_runtime::RuntimeArgs),
+    /// Manage the runtime's images: import an archive, list, remove, pull.
+    Images(skiff_runtime::ImagesArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -111,6 +115,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The runtime re-executes this binary as its per-container monitor and sandbox
+    // holder; those roles must start before anything else (no async runtime, no logging).
+    if let Some(code) = skiff_runtime::shim::main_if_shim() {
+        std::process::exit(code);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -123,6 +132,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) | Command::Apiserver(args) => run_server(args).await,
+            Command::Runtime(args) => skiff_runtime::run(args).await,
+            Command::Images(args) => skiff_runtime::images(args).await,
         }
     })
 }
