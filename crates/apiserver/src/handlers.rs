@@ -340,14 +340,9 @@ async fn handle_resource(
             let object = encoding::decode_body(headers, &body)?;
             let dry_run = query.dry_run()?;
             if sub == Some("scale") {
-                let replicas = object.pointer("/spec/replicas").cloned();
-                let stored =
-                    set_replicas(registry, resource, namespace, name, replicas, dry_run).await?;
-                return Ok(encoding::respond(
-                    StatusCode::OK,
-                    format,
-                    &scale_of(resource, &stored),
-                ));
+                let scale =
+                    write_scale(registry, resource, namespace, name, &object, dry_run).await?;
+                return Ok(encoding::respond(StatusCode::OK, format, &scale));
             }
             let (object, created) = registry
                 .update(resource, namespace, name, sub, object, dry_run)
@@ -377,16 +372,11 @@ async fn handle_resource(
             if sub == Some("scale") {
                 let current =
                     convert::from_storage(resource, registry.get(resource, namespace, name).await?);
-                let scale = scale_of(resource, &current);
-                let patched = crate::patch::apply(patch_type, &scale, &body)?;
-                let replicas = patched.pointer("/spec/replicas").cloned();
-                let stored =
-                    set_replicas(registry, resource, namespace, name, replicas, dry_run).await?;
-                return Ok(encoding::respond(
-                    StatusCode::OK,
-                    format,
-                    &scale_of(resource, &stored),
-                ));
+                let patched =
+                    crate::patch::apply(patch_type, &scale_of(resource, &current), &body)?;
+                let scale =
+                    write_scale(registry, resource, namespace, name, &patched, dry_run).await?;
+                return Ok(encoding::respond(StatusCode::OK, format, &scale));
             }
             let patch = Patch {
                 patch_type,
@@ -565,16 +555,19 @@ fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
     })
 }
 
-async fn set_replicas(
+/// Writes a `Scale`'s replicas into the object it scales (guarded by the `Scale`'s
+/// `resourceVersion`, if it names one) and answers with the new `Scale`.
+async fn write_scale(
     registry: &Registry,
     resource: &ResourceInfo,
     namespace: Option<&str>,
     name: &str,
-    replicas: Option<Value>,
+    scale: &Value,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    let replicas = replicas
-        .and_then(|r| r.as_i64())
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
         .filter(|r| *r >= 0)
         .ok_or_else(|| {
             ApiError::invalid(
@@ -583,20 +576,27 @@ async fn set_replicas(
                 name,
                 vec![crate::status::Cause::invalid(
                     "spec.replicas",
-                    "",
+                    &scale
+                        .pointer("/spec/replicas")
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
                     "must be greater than or equal to 0",
                 )],
             )
         })?;
-    let body =
-        serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).map_err(ApiError::internal)?;
+    let mut change = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = object::meta_str(scale, "resourceVersion").filter(|rv| !rv.is_empty()) {
+        change["metadata"] = json!({"resourceVersion": rv});
+    }
+    let body = serde_json::to_vec(&change).map_err(ApiError::internal)?;
     let patch = Patch {
         patch_type: PatchType::Merge,
         body: &body,
     };
-    registry
+    let stored = registry
         .patch(resource, namespace, name, None, patch, dry_run)
-        .await
+        .await?;
+    Ok(scale_of(resource, &convert::from_storage(resource, stored)))
 }
 
 fn render_object(

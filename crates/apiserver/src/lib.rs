@@ -34,9 +34,6 @@ use anyhow::Context;
 use skiff_pki::ClusterPki;
 use skiff_store::StoreConfig;
 
-/// How often history older than one interval is compacted away (upstream's default).
-const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -47,6 +44,9 @@ pub struct Config {
     pub token_auth_file: Option<PathBuf>,
     /// Extra names and addresses for the serving certificate.
     pub tls_san: Vec<String>,
+    /// How often store history older than one interval is compacted away
+    /// (upstream's `--etcd-compaction-interval`, 5 minutes by default).
+    pub compaction_interval: Duration,
 }
 
 /// A running API server.
@@ -109,7 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     tokio::spawn(lifecycle::finalize_namespaces(registry.clone()));
     tokio::spawn(lifecycle::compact_periodically(
         registry.clone(),
-        COMPACTION_INTERVAL,
+        config.compaction_interval,
     ));
 
     let tokens = match &config.token_auth_file {

@@ -214,6 +214,17 @@ impl Server {
         serde_json::from_str(&self.ok(&full)).expect("kubectl JSON output")
     }
 
+    /// A kube-rs client for this server, with the admin credentials.
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("admin kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("client config from the admin kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
     /// A fresh namespace for one test.
     pub fn namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{}", free_port());

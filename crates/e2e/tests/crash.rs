@@ -7,23 +7,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, Config};
+use kube::Api;
 use skiff_e2e::Server;
-
-async fn client(server: &Server) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_acknowledged_write() {
     let mut server = Server::start(&[]);
     for round in 0..3 {
-        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
         let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
@@ -58,7 +49,7 @@ async fn sigkill_loses_no_acknowledged_write() {
         );
 
         server.restart();
-        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
         let stored: std::collections::HashSet<String> = api
             .list(&ListParams::default())
             .await

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -66,6 +67,35 @@ struct ServerArgs {
     /// More host names or IP addresses for the serving certificate.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// How often to compact store history older than one interval, e.g. `5m`, `30s`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: Duration,
+}
+
+/// Go-style durations as upstream's flags take them: `300ms`, `30s`, `5m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h"))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s or 5m"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{text:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 impl ServerArgs {
@@ -88,6 +118,7 @@ impl ServerArgs {
             store,
             token_auth_file: self.token_auth_file.clone(),
             tls_san: self.tls_san.clone(),
+            compaction_interval: self.etcd_compaction_interval,
         })
     }
 }
@@ -111,6 +142,20 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             tracing::info!("interrupted; stopping");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3d").is_err());
     }
 }
 
