@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod convert;
+pub mod defaults;
 pub mod discovery;
 pub mod encoding;
 pub mod handlers;

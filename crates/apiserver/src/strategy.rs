@@ -106,6 +106,12 @@ pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
             set(object, "spec", json!({"finalizers": ["kubernetes"]}));
             set(object, "status", json!({"phase": "Active"}));
         }
+        "Job" => {
+            generate_job_selector(object);
+            if let Some(fields) = object.as_object_mut() {
+                fields.shift_remove("status");
+            }
+        }
         "Pod" => {
             let qos = qos_class(object);
             set(
@@ -122,6 +128,43 @@ pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
         _ => {}
     }
     apply_defaults(resource, object);
+}
+
+/// Upstream's Job strategy: unless the user manages the selector, a Job selects its pods
+/// by its own uid, and its pod template carries the labels that make that true.
+fn generate_job_selector(job: &mut Value) {
+    let manual = job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+    let uid = object::meta_str(job, "uid").unwrap_or("").to_string();
+    let name = object::name(job).to_string();
+    if manual || uid.is_empty() {
+        return;
+    }
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    let Some(template) = template.as_object_mut() else {
+        return;
+    };
+    let metadata = template.entry("metadata").or_insert_with(|| json!({}));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return;
+    };
+    let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+    if let Some(labels) = labels.as_object_mut() {
+        for (key, value) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.insert(key.into(), json!(value));
+        }
+    }
 }
 
 /// Carries over what an update of the main resource may not change: the status, for
@@ -168,6 +211,7 @@ fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     if resource.kind == "Secret" && object.get("type").is_none() {
         set(object, "type", json!("Opaque"));
     }
+    crate::defaults::apply(resource.kind, object);
 }
 
 fn set(object: &mut Value, field: &str, value: Value) {

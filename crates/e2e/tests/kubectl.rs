@@ -744,3 +744,57 @@ fn status_and_scale_subresources() {
     assert_eq!(d["status"]["replicas"], 2);
     assert_eq!(d["metadata"]["generation"], 2);
 }
+
+/// What upstream's defaulting fills in shows in `kubectl get -o yaml`.
+#[test]
+fn defaults_are_filled_in() {
+    let s = shared();
+    let ns = s.namespace("defaults");
+    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: {ns}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    ports:\n    - containerPort: 80\n");
+    s.ok_with_input(&["create", "-f", "-"], &pod);
+    let p = s.json(&["pod", "p", "-n", &ns]);
+    assert_eq!(p["spec"]["schedulerName"], "default-scheduler");
+    assert_eq!(p["spec"]["restartPolicy"], "Always");
+    assert_eq!(p["spec"]["dnsPolicy"], "ClusterFirst");
+    assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+    assert_eq!(
+        p["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    assert_eq!(
+        p["spec"]["containers"][0]["terminationMessagePolicy"],
+        "File"
+    );
+    assert_eq!(p["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
+
+    s.ok(&[
+        "create",
+        "job",
+        "j",
+        "-n",
+        &ns,
+        "--image=busybox",
+        "--",
+        "true",
+    ]);
+    let j = s.json(&["job", "j", "-n", &ns]);
+    let uid = j["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(j["spec"]["backoffLimit"], 6);
+    assert_eq!(j["spec"]["completions"], 1);
+    assert_eq!(
+        j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    assert_eq!(j["spec"]["template"]["metadata"]["labels"]["job-name"], "j");
+
+    s.ok(&["create", "deployment", "d", "-n", &ns, "--image=busybox"]);
+    let d = s.json(&["deployment", "d", "-n", &ns]);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        "25%"
+    );
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+}

@@ -1,0 +1,389 @@
+//! Defaulting: the values upstream's API server fills in for fields a client left out, so
+//! that `kubectl get -o yaml` shows what it shows upstream and every component can rely on
+//! them (`spec.schedulerName` routes a pod to its scheduler, `restartPolicy` drives the
+//! kubelet). Applied to every create and update body before validation, as upstream
+//! applies its defaulters when it decodes a request.
+
+use serde_json::{json, Map, Value};
+
+/// Fills in the defaults for an object of `kind`.
+pub fn apply(kind: &str, object: &mut Value) {
+    let Some(fields) = object.as_object_mut() else {
+        return;
+    };
+    match kind {
+        "Pod" => {
+            if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
+                pod_spec(spec);
+                default_tolerations(spec);
+            }
+        }
+        "PodTemplate" => template(fields.get_mut("template")),
+        "ReplicationController" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "replicas", json!(1));
+            template(spec.get_mut("template"));
+        }
+        "ReplicaSet" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "replicas", json!(1));
+            template(spec.get_mut("template"));
+        }
+        "Deployment" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "replicas", json!(1));
+            set(spec, "revisionHistoryLimit", json!(10));
+            set(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = object_entry(spec, "strategy");
+            set(strategy, "type", json!("RollingUpdate"));
+            if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                let rolling = object_entry(strategy, "rollingUpdate");
+                set(rolling, "maxUnavailable", json!("25%"));
+                set(rolling, "maxSurge", json!("25%"));
+            }
+            template(spec.get_mut("template"));
+        }
+        "StatefulSet" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "replicas", json!(1));
+            set(spec, "podManagementPolicy", json!("OrderedReady"));
+            set(spec, "revisionHistoryLimit", json!(10));
+            let strategy = object_entry(spec, "updateStrategy");
+            set(strategy, "type", json!("RollingUpdate"));
+            if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                set(
+                    object_entry(strategy, "rollingUpdate"),
+                    "partition",
+                    json!(0),
+                );
+            }
+            let retention = object_entry(spec, "persistentVolumeClaimRetentionPolicy");
+            set(retention, "whenDeleted", json!("Retain"));
+            set(retention, "whenScaled", json!("Retain"));
+            template(spec.get_mut("template"));
+        }
+        "DaemonSet" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "revisionHistoryLimit", json!(10));
+            let strategy = object_entry(spec, "updateStrategy");
+            set(strategy, "type", json!("RollingUpdate"));
+            if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                let rolling = object_entry(strategy, "rollingUpdate");
+                set(rolling, "maxUnavailable", json!(1));
+                set(rolling, "maxSurge", json!(0));
+            }
+            template(spec.get_mut("template"));
+        }
+        "Job" => {
+            let spec = object_entry(fields, "spec");
+            job_spec(spec);
+        }
+        "CronJob" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "concurrencyPolicy", json!("Allow"));
+            set(spec, "suspend", json!(false));
+            set(spec, "successfulJobsHistoryLimit", json!(3));
+            set(spec, "failedJobsHistoryLimit", json!(1));
+            if let Some(job) = spec.get_mut("jobTemplate").and_then(Value::as_object_mut) {
+                job_spec(object_entry(job, "spec"));
+            }
+        }
+        "Service" => {
+            let spec = object_entry(fields, "spec");
+            service_spec(spec);
+        }
+        "PersistentVolumeClaim" => {
+            set(
+                object_entry(fields, "spec"),
+                "volumeMode",
+                json!("Filesystem"),
+            );
+        }
+        "PersistentVolume" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            set(spec, "volumeMode", json!("Filesystem"));
+        }
+        "StorageClass" => {
+            set(fields, "reclaimPolicy", json!("Delete"));
+            set(fields, "volumeBindingMode", json!("Immediate"));
+        }
+        "PriorityClass" => {
+            set(fields, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
+        _ => {}
+    }
+}
+
+/// The map under `key`, created (or replaced, if it is not a map) when needed.
+fn object_entry<'a>(fields: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let entry = fields.entry(key).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    match entry {
+        Value::Object(map) => map,
+        _ => unreachable!("made an object above"),
+    }
+}
+
+/// Sets `key` unless the client set it (to anything but null).
+fn set(fields: &mut Map<String, Value>, key: &str, value: Value) {
+    match fields.get(key) {
+        Some(existing) if !existing.is_null() => {}
+        _ => {
+            fields.insert(key.to_string(), value);
+        }
+    }
+}
+
+fn template(template: Option<&mut Value>) {
+    if let Some(spec) = template
+        .and_then(Value::as_object_mut)
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    {
+        pod_spec(spec);
+    }
+}
+
+fn job_spec(spec: &mut Map<String, Value>) {
+    // Both unset: one pod, once. One set: the other follows upstream's rules.
+    let completions = spec.get("completions").filter(|v| !v.is_null()).cloned();
+    let parallelism = spec.get("parallelism").filter(|v| !v.is_null()).cloned();
+    if completions.is_none() && parallelism.is_none() {
+        spec.insert("completions".into(), json!(1));
+        spec.insert("parallelism".into(), json!(1));
+    } else if parallelism.is_none() {
+        spec.insert("parallelism".into(), json!(1));
+    }
+    set(spec, "backoffLimit", json!(6));
+    set(spec, "completionMode", json!("NonIndexed"));
+    set(spec, "suspend", json!(false));
+    set(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    template(spec.get_mut("template"));
+}
+
+fn service_spec(spec: &mut Map<String, Value>) {
+    set(spec, "type", json!("ClusterIP"));
+    set(spec, "sessionAffinity", json!("None"));
+    let service_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if service_type != "ExternalName" {
+        set(spec, "internalTrafficPolicy", json!("Cluster"));
+        set(spec, "ipFamilyPolicy", json!("SingleStack"));
+        set(spec, "ipFamilies", json!(["IPv4"]));
+    }
+    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer") {
+        set(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if service_type == "LoadBalancer" {
+        set(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set(port, "protocol", json!("TCP"));
+            if let Some(number) = port.get("port").cloned() {
+                set(port, "targetPort", number);
+            }
+        }
+    }
+}
+
+/// Upstream's `SetDefaults_PodSpec` and the defaults of what a pod spec holds.
+fn pod_spec(spec: &mut Map<String, Value>) {
+    set(spec, "restartPolicy", json!("Always"));
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "dnsPolicy", json!("ClusterFirst"));
+    set(spec, "securityContext", json!({}));
+    set(spec, "schedulerName", json!("default-scheduler"));
+    set(spec, "enableServiceLinks", json!(true));
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+            // Host-network pods expose their container ports on the host.
+            for ports in containers
+                .iter_mut()
+                .filter_map(|c| c.get_mut("ports"))
+                .filter_map(Value::as_array_mut)
+            {
+                for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    if let Some(p) = port.get("containerPort").cloned() {
+                        set(port, "hostPort", p);
+                    }
+                }
+            }
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                container_defaults(container);
+            }
+        }
+    }
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+            for source in ["configMap", "secret", "downwardAPI", "projected"] {
+                if let Some(v) = volume.get_mut(source).and_then(Value::as_object_mut) {
+                    set(v, "defaultMode", json!(420));
+                }
+            }
+            if let Some(host_path) = volume.get_mut("hostPath").and_then(Value::as_object_mut) {
+                set(host_path, "type", json!(""));
+            }
+            let has_source = volume.keys().any(|k| k != "name");
+            if !has_source {
+                volume.insert("emptyDir".into(), json!({}));
+            }
+        }
+    }
+}
+
+/// The tolerations upstream's `DefaultTolerationSeconds` admission adds: five minutes on
+/// a node that is not ready or unreachable before the pod is evicted.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let present = list.iter().any(|t| {
+            t.get("key").and_then(Value::as_str) == Some(key)
+                && t.get("effect")
+                    .and_then(Value::as_str)
+                    .is_none_or(|e| e == "NoExecute")
+        }) || list.iter().any(|t| {
+            t.get("operator").and_then(Value::as_str) == Some("Exists") && t.get("key").is_none()
+        });
+        if !present {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+fn image_pull_policy(image: &str) -> &'static str {
+    // The tag is what follows the last ':' after the last '/', ignoring a digest.
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn container_defaults(container: &mut Map<String, Value>) {
+    set(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
+    set(container, "terminationMessagePolicy", json!("File"));
+    if let Some(image) = container.get("image").and_then(Value::as_str) {
+        let policy = image_pull_policy(image);
+        set(container, "imagePullPolicy", json!(policy));
+    }
+    set(container, "resources", json!({}));
+    if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set(port, "protocol", json!("TCP"));
+        }
+    }
+    if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+        for var in env.iter_mut() {
+            if let Some(field_ref) = var
+                .pointer_mut("/valueFrom/fieldRef")
+                .and_then(Value::as_object_mut)
+            {
+                set(field_ref, "apiVersion", json!("v1"));
+            }
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = container.get_mut(probe).and_then(Value::as_object_mut) {
+            set(p, "timeoutSeconds", json!(1));
+            set(p, "periodSeconds", json!(10));
+            set(p, "successThreshold", json!(1));
+            set(p, "failureThreshold", json!(3));
+            if let Some(http) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
+                set(http, "path", json!("/"));
+                set(http, "scheme", json!("HTTP"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults_as_upstream() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "nginx", "ports": [{"containerPort": 80}],
+             "readinessProbe": {"httpGet": {"port": 80}}},
+            {"name": "b", "image": "registry.k8s.io/pause:3.10"}
+        ]}});
+        apply("Pod", &mut pod);
+        let spec = &pod["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["securityContext"], json!({}));
+        assert_eq!(spec["tolerations"].as_array().unwrap().len(), 2);
+        let a = &spec["containers"][0];
+        assert_eq!(a["imagePullPolicy"], "Always");
+        assert_eq!(a["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(a["ports"][0]["protocol"], "TCP");
+        assert_eq!(a["readinessProbe"]["periodSeconds"], 10);
+        assert_eq!(a["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
+    }
+
+    #[test]
+    fn client_values_win() {
+        let mut pod = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "Always"}]}});
+        apply("Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    }
+
+    #[test]
+    fn workload_defaults() {
+        let mut d =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        apply("Deployment", &mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut recreate = json!({"spec": {"strategy": {"type": "Recreate"}}});
+        apply("Deployment", &mut recreate);
+        assert!(recreate["spec"]["strategy"].get("rollingUpdate").is_none());
+        let mut job = json!({"spec": {"template": {"spec": {"restartPolicy": "Never"}}}});
+        apply("Job", &mut job);
+        assert_eq!(job["spec"]["completions"], 1);
+        assert_eq!(job["spec"]["backoffLimit"], 6);
+        let mut svc = json!({"spec": {"ports": [{"port": 80}]}});
+        apply("Service", &mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+    }
+
+    #[test]
+    fn pull_policy_from_tag() {
+        assert_eq!(image_pull_policy("busybox"), "Always");
+        assert_eq!(image_pull_policy("busybox:latest"), "Always");
+        assert_eq!(image_pull_policy("busybox:1.36"), "IfNotPresent");
+        assert_eq!(image_pull_policy("localhost:5000/busybox"), "Always");
+        assert_eq!(image_pull_policy("a/b@sha256:abc"), "IfNotPresent");
+    }
+}
