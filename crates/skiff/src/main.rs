@@ -145,20 +145,6 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("3d").is_err());
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     // The runtime re-executes this binary as its per-container monitor and sandbox
     // holder; those roles must start before anything else (no async runtime, no logging).
@@ -181,4 +167,18 @@ fn main() -> anyhow::Result<()> {
             Command::Images(args) => skiff_runtime::images(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
 }
