@@ -162,6 +162,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<()> {
     res_etcd.push("server RSS, idle", "MB", mb(on_etcd.proc.rss_bytes()?));
     res_etcd.push("etcd process RSS, idle", "MB", mb(etcd.proc.rss_bytes()?));
 
+    let load_before = loadavg();
     let started = Instant::now();
     for (label, server, out) in [
         ("embedded", &mut embedded, &mut res_embedded),
@@ -171,12 +172,23 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<()> {
         run_backend(server, &sizes, &args, out)
             .await
             .with_context(|| format!("benchmarking the {label} backend"))?;
-        let etcd_pid = (label == "etcd").then(|| etcd.proc.pid());
-        if let Some(pid) = etcd_pid {
+        let stored = format!("{} pods stored", sizes.objects);
+        if label == "etcd" {
             out.push(
-                format!("etcd process RSS, {} pods stored", sizes.objects),
+                format!("etcd process RSS, {stored}"),
                 "MB",
-                mb(procs::rss_bytes(pid)?),
+                mb(etcd.proc.rss_bytes()?),
+            );
+            out.push(
+                format!("datastore on disk, {stored}"),
+                "MB",
+                mb(procs::disk_bytes(etcd.dir.path())),
+            );
+        } else {
+            out.push(
+                format!("datastore on disk, {stored}"),
+                "MB",
+                mb(procs::disk_bytes(&server.dir.path().join("db"))),
             );
         }
         server.check_alive()?;
@@ -186,12 +198,16 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let load_after = loadavg();
+    eprintln!("skiff-bench: load average before {load_before}, after {load_after}");
+
     let table = stats::table(&res_embedded, &res_etcd);
     println!("{table}");
     if let Some(path) = &args.output {
         let report = format!(
-            "{}\nCommand: `{}`\n\n{table}",
+            "{}- Load average (1/5/15 min) before: {load_before}; after: {load_after}; measuring took {:.0} s\n\nCommand: `{}`\n\n{table}",
             machine_report(),
+            started.elapsed().as_secs_f64(),
             std::env::args().collect::<Vec<_>>().join(" ")
         );
         std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?;
@@ -305,6 +321,13 @@ async fn run_backend(
         mb(server.proc.rss_bytes()?),
     );
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn mb(bytes: u64) -> f64 {

@@ -71,6 +71,27 @@ impl Drop for Proc {
     }
 }
 
+/// Bytes of all regular files under `path` (0 for a missing path).
+pub fn disk_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| disk_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -106,7 +127,7 @@ pub fn free_port() -> Result<u16> {
 pub struct Etcd {
     pub proc: Proc,
     pub url: String,
-    _dir: TempDir,
+    pub dir: TempDir,
 }
 
 impl Etcd {
@@ -156,11 +177,7 @@ impl Etcd {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Etcd {
-            proc,
-            url,
-            _dir: dir,
-        })
+        Ok(Etcd { proc, url, dir })
     }
 }
 
@@ -184,7 +201,7 @@ pub struct Server {
     // Dropped in order: the process dies before its data dir is removed.
     pub proc: Proc,
     pub client: Client,
-    _dir: TempDir,
+    pub dir: TempDir,
 }
 
 impl Server {
@@ -235,11 +252,7 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        Ok(Server {
-            proc,
-            client,
-            _dir: dir,
-        })
+        Ok(Server { proc, client, dir })
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
