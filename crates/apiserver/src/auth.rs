@@ -16,6 +16,15 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
+    /// Who an unauthenticated request is, for the few paths that allow one.
+    pub fn anonymous() -> Self {
+        UserInfo {
+            name: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
     /// Every authenticated user is also in `system:authenticated`, as upstream adds it.
     fn authenticated(name: String, uid: String, mut groups: Vec<String>) -> Self {
         if !groups.iter().any(|g| g == "system:authenticated") {

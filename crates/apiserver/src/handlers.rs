@@ -11,10 +11,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{json, Value};
 
+use crate::auth::UserInfo;
+use crate::authz::rbac::{self, Authorizer};
+use crate::authz::{review, Attributes};
 use crate::convert;
 use crate::discovery;
 use crate::encoding::{self, Format};
@@ -153,6 +157,7 @@ impl Query {
 /// The single entry point for everything under `/api` and `/apis`, plus discovery.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
+    user: Option<Extension<UserInfo>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -161,19 +166,36 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let path = uri.path().to_string();
     let query = Query::parse(&uri);
+    let user = match user.map(|Extension(u)| impersonate(&state, u, &headers)) {
+        Some(Ok(user)) => user,
+        Some(Err(e)) => return e.into_response(),
+        // Only the public paths let anonymous requests through authentication.
+        None if crate::auth::is_public(&path) => UserInfo::anonymous(),
+        None => return ApiError::unauthorized().into_response(),
+    };
     let (response, resource) = match ResourcePath::parse(&path) {
         Some(target) => {
             let resource = target.resource.clone();
-            let response = handle_resource(&state, &method, target, &query, &headers, body)
+            let response = handle_resource(&state, &user, &method, target, &query, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response);
             (response, resource)
         }
-        None => (
-            handle_discovery(&state, &method, &path, &headers)
-                .unwrap_or_else(IntoResponse::into_response),
-            String::new(),
-        ),
+        None => {
+            let request = Attributes {
+                verb: method.as_str().to_lowercase(),
+                path: path.clone(),
+                ..Default::default()
+            };
+            let response = match authorize(&state, &user, &request) {
+                Ok(()) => handle_discovery(&state, &method, &path, &headers),
+                Err(e) => Err(e),
+            };
+            (
+                response.unwrap_or_else(IntoResponse::into_response),
+                String::new(),
+            )
+        }
     };
     state.metrics.observe(
         method.as_str(),
@@ -182,6 +204,102 @@ pub async fn handle(
         started.elapsed(),
     );
     response
+}
+
+pub(crate) fn authorize(state: &AppState, user: &UserInfo, request: &Attributes) -> ApiResult<()> {
+    let authorizer = Authorizer {
+        cache: &state.registry.cache,
+    };
+    if authorizer.allows(user, request) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(request, user))
+    }
+}
+
+/// Applies `Impersonate-User`/`-Group`/`-Uid` headers, each checked with the
+/// `impersonate` verb as upstream checks them.
+fn impersonate(state: &AppState, user: UserInfo, headers: &HeaderMap) -> ApiResult<UserInfo> {
+    let header = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let Some(name) = header("impersonate-user").into_iter().next() else {
+        if header("impersonate-group").is_empty() {
+            return Ok(user);
+        }
+        return Err(ApiError::bad_request(
+            "requested [Impersonate-Group] without impersonating a user",
+        ));
+    };
+    let groups = header("impersonate-group");
+    let mut checks = Vec::new();
+    match name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((namespace, sa)) => {
+            checks.push(("serviceaccounts", namespace.to_string(), sa.to_string()))
+        }
+        None => checks.push(("users", String::new(), name.clone())),
+    }
+    checks.extend(groups.iter().map(|g| ("groups", String::new(), g.clone())));
+    for uid in header("impersonate-uid") {
+        checks.push(("uids", String::new(), uid));
+    }
+    for (resource, namespace, target) in checks {
+        let request = Attributes {
+            verb: "impersonate".into(),
+            api_group: if resource == "uids" {
+                "authentication.k8s.io".into()
+            } else {
+                String::new()
+            },
+            resource: resource.into(),
+            namespace,
+            name: target,
+            resource_request: true,
+            ..Default::default()
+        };
+        authorize(state, &user, &request)?;
+    }
+    let mut groups = groups;
+    if name.starts_with("system:serviceaccount:") {
+        groups.push("system:serviceaccounts".into());
+        if let Some(namespace) = name.split(':').nth(2) {
+            groups.push(format!("system:serviceaccounts:{namespace}"));
+        }
+    }
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Ok(UserInfo {
+        name,
+        uid: header("impersonate-uid")
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+        groups,
+    })
+}
+
+/// The RBAC verb of a resource request.
+fn verb_of(method: &Method, target: &ResourcePath, watching: bool) -> &'static str {
+    match (method.as_str(), target.name.is_some()) {
+        ("GET" | "HEAD", _) if watching => "watch",
+        ("GET" | "HEAD", true) => "get",
+        ("GET" | "HEAD", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
 }
 
 fn handle_discovery(
@@ -262,6 +380,7 @@ fn lookup(state: &AppState, target: &ResourcePath) -> ApiResult<&'static Resourc
 
 async fn handle_resource(
     state: &AppState,
+    user: &UserInfo,
     method: &Method,
     target: ResourcePath,
     query: &Query,
@@ -269,6 +388,18 @@ async fn handle_resource(
     body: Bytes,
 ) -> ApiResult<Response> {
     let resource = lookup(state, &target)?;
+    let watching = target.legacy_watch || query.flag("watch");
+    let request = Attributes {
+        verb: verb_of(method, &target, watching).to_string(),
+        api_group: resource.group.to_string(),
+        resource: resource.plural.to_string(),
+        subresource: target.subresource.clone().unwrap_or_default(),
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: target.name.clone().unwrap_or_default(),
+        resource_request: true,
+        ..Default::default()
+    };
+    authorize(state, user, &request)?;
     let registry = state.registry.as_ref();
     let namespace = target.namespace.as_deref();
     let sub = target.subresource.as_deref();
@@ -278,7 +409,6 @@ async fn handle_resource(
         ));
     }
     let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), resource.kind);
-    let watching = target.legacy_watch || query.flag("watch");
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if watching => {
             serve_watch(state, resource, namespace, None, query, headers)
@@ -315,6 +445,14 @@ async fn handle_resource(
         (Method::POST, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let object = encoding::decode_body(headers, &body)?;
+            if resource.ephemeral {
+                let authorizer = Authorizer {
+                    cache: &registry.cache,
+                };
+                let review = review::answer(&authorizer, resource, namespace, user, object)?;
+                return Ok(encoding::respond(StatusCode::CREATED, format, &review));
+            }
+            check_escalation(state, user, resource, namespace, &object)?;
             if resource.plural == "bindings" {
                 let name = object::name(&object).to_string();
                 return bind(state, namespace, &name, &object, query).await;
@@ -457,6 +595,101 @@ async fn handle_resource(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// RBAC's escalation check: a Role or ClusterRole may only hold rules its writer holds,
+/// and a binding may only grant a role whose rules its writer holds, unless the writer
+/// has `escalate` (roles) or `bind` (bindings) on it.
+fn check_escalation(
+    state: &AppState,
+    user: &UserInfo,
+    resource: &ResourceInfo,
+    namespace: Option<&str>,
+    object: &Value,
+) -> ApiResult<()> {
+    if resource.group != "rbac.authorization.k8s.io"
+        || user.groups.iter().any(|g| g == "system:masters")
+    {
+        return Ok(());
+    }
+    let authorizer = Authorizer {
+        cache: &state.registry.cache,
+    };
+    let namespace = namespace.unwrap_or("");
+    let (wanted, shortcut_verb, role_resource, role_name) = match resource.kind {
+        "Role" | "ClusterRole" => (
+            rbac::rules_of(object),
+            "escalate",
+            resource.plural.to_string(),
+            object::name(object).to_string(),
+        ),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let kind = object
+                .pointer("/roleRef/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let name = object
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let rules = if kind == "Role" {
+                state
+                    .registry
+                    .cache
+                    .get(&format!("/registry/roles/{namespace}/{name}"))
+                    .and_then(|o| o.value().ok())
+                    .map(|role| rbac::rules_of(&role))
+                    .unwrap_or_default()
+            } else {
+                authorizer.cluster_role_rules(name)
+            };
+            let plural = if kind == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
+            (rules, "bind", plural.to_string(), name.to_string())
+        }
+        _ => return Ok(()),
+    };
+    let shortcut = Attributes {
+        verb: shortcut_verb.into(),
+        api_group: "rbac.authorization.k8s.io".into(),
+        resource: role_resource,
+        namespace: namespace.to_string(),
+        name: role_name,
+        resource_request: true,
+        ..Default::default()
+    };
+    if authorizer.allows(user, &shortcut) {
+        return Ok(());
+    }
+    let held = authorizer.rules_for(user, namespace);
+    let missing: Vec<&rbac::Rule> = wanted.iter().filter(|r| !rbac::covers(&held, r)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let name = object::name(object);
+    let mut error = ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{}.rbac.authorization.k8s.io {} is forbidden: user {} (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}",
+            resource.plural,
+            crate::status::quote(name),
+            crate::status::quote(&user.name),
+            user.groups,
+            missing
+                .iter()
+                .map(|r| format!("{{APIGroups:{:?}, Resources:{:?}, Verbs:{:?}}}", r.api_groups, r.resources, r.verbs))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    );
+    error.details = Some(Box::new(
+        json!({"name": name, "group": "rbac.authorization.k8s.io", "kind": resource.plural}),
+    ));
+    Err(error)
 }
 
 async fn bind(

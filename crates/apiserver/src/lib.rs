@@ -7,6 +7,7 @@
 //! catalogue every layer reads; [`status`] renders errors as upstream does.
 
 pub mod auth;
+pub mod authz;
 pub mod cache;
 pub mod convert;
 pub mod defaults;
@@ -107,6 +108,9 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         .context("filling watch cache")?;
     let registry = Arc::new(registry::Registry::new(store, cache));
     lifecycle::ensure_system_namespaces(&registry).await?;
+    authz::bootstrap::reconcile(&registry)
+        .await
+        .context("reconciling bootstrap RBAC policy")?;
     tokio::spawn(lifecycle::finalize_namespaces(registry.clone()));
     tokio::spawn(lifecycle::compact_periodically(
         registry.clone(),

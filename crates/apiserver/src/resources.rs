@@ -31,6 +31,8 @@ pub struct ResourceInfo {
     pub create_on_update: bool,
     /// DELETE answers with the object rather than a `Status`.
     pub returns_deleted_object: bool,
+    /// Answered, never stored (the review APIs).
+    pub ephemeral: bool,
 }
 
 impl ResourceInfo {
@@ -109,6 +111,7 @@ const fn resource(
         tracks_generation: false,
         create_on_update: false,
         returns_deleted_object: false,
+        ephemeral: false,
     }
 }
 
@@ -147,6 +150,11 @@ impl ResourceInfo {
     }
     const fn create_only(mut self) -> Self {
         self.create_only = true;
+        self
+    }
+    const fn review(mut self) -> Self {
+        self.create_only = true;
+        self.ephemeral = true;
         self
     }
 }
@@ -317,6 +325,52 @@ pub static BUILTIN: &[ResourceInfo] = &[
     .all()
     .sub(STATUS_SCALE)
     .generation(),
+    // authentication.k8s.io/v1 and authorization.k8s.io/v1: reviews, answered not stored
+    resource(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        CLUSTER,
+    )
+    .review(),
+    resource(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        NS,
+    )
+    .review(),
+    resource(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        CLUSTER,
+    )
+    .review(),
+    resource(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        CLUSTER,
+    )
+    .review(),
+    resource(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        CLUSTER,
+    )
+    .review(),
     // autoscaling/v2 (stored) and autoscaling/v1 (converted)
     resource(
         "autoscaling",
@@ -551,6 +605,8 @@ pub static GROUPS: &[(&str, &[&str])] = &[
     ("", &["v1"]),
     ("admissionregistration.k8s.io", &["v1"]),
     ("apps", &["v1"]),
+    ("authentication.k8s.io", &["v1"]),
+    ("authorization.k8s.io", &["v1"]),
     ("autoscaling", &["v2", "v1"]),
     ("batch", &["v1"]),
     ("certificates.k8s.io", &["v1"]),

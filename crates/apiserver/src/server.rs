@@ -53,7 +53,21 @@ async fn ok() -> &'static str {
     "ok"
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    user: Option<axum::Extension<UserInfo>>,
+) -> Response {
+    let Some(axum::Extension(user)) = user else {
+        return ApiError::unauthorized().into_response();
+    };
+    let request = crate::authz::Attributes {
+        verb: "get".into(),
+        path: "/metrics".into(),
+        ..Default::default()
+    };
+    if let Err(e) = handlers::authorize(&state, &user, &request) {
+        return e.into_response();
+    }
     (
         [(
             http::header::CONTENT_TYPE,

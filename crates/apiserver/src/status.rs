@@ -234,6 +234,22 @@ impl ApiError {
         ApiError::new(405, "MethodNotAllowed", message)
     }
 
+    /// `403 Forbidden` for a request the authorizer denied.
+    pub fn forbidden(request: &crate::authz::Attributes, user: &crate::auth::UserInfo) -> Self {
+        let mut details = Map::new();
+        if request.resource_request {
+            if !request.name.is_empty() {
+                details.insert("name".into(), json!(request.name));
+            }
+            if !request.api_group.is_empty() {
+                details.insert("group".into(), json!(request.api_group));
+            }
+            details.insert("kind".into(), json!(request.resource));
+        }
+        ApiError::new(403, "Forbidden", request.forbidden_message(user))
+            .with_details(Value::Object(details))
+    }
+
     pub fn unauthorized() -> Self {
         ApiError::new(401, "Unauthorized", "Unauthorized")
     }

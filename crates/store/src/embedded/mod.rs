@@ -89,17 +89,26 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// redb's page cache size (see [`EmbeddedStore::open`]).
+const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl EmbeddedStore {
     /// Opens (or creates) the store file at `path`. After a crash this also runs redb's
     /// recovery, which makes the file consistent with its last durable commit.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| {
-            StoreError::Backend(format!(
-                "embedded store: open {}: {}",
-                path.display(),
-                redb::Error::from(e)
-            ))
-        })?;
+        // The API server keeps every object in its watch cache already; redb's default
+        // 1 GiB page cache would hold a second copy, so it gets only enough for the
+        // B-tree's upper levels and the write path.
+        let db = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "embedded store: open {}: {}",
+                    path.display(),
+                    redb::Error::from(e)
+                ))
+            })?;
         let (revision, compacted, cleanup_pending) = init_tables(&db)?;
         tracing::info!(
             path = %path.display(),

@@ -1,0 +1,373 @@
+//! The roles and bindings every cluster has, as upstream's bootstrap policy defines them,
+//! reconciled on every start: missing ones are created, changed ones put back, unless
+//! an administrator opted out with `rbac.authorization.kubernetes.io/autoupdate: "false"`.
+
+use serde_json::{json, Value};
+
+use crate::object;
+use crate::registry::{Action, Registry};
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
+}
+
+fn url_rule(urls: &[&str], verbs: &[&str]) -> Value {
+    json!({"verbs": verbs, "nonResourceURLs": urls})
+}
+
+fn cluster_role(
+    name: &str,
+    labels: Value,
+    rules: Vec<Value>,
+    aggregate_label: Option<&str>,
+) -> Value {
+    let mut labels = labels;
+    labels["kubernetes.io/bootstrapping"] = json!("rbac-defaults");
+    let mut role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        },
+        "rules": rules,
+    });
+    if let Some(label) = aggregate_label {
+        role["aggregationRule"] =
+            json!({"clusterRoleSelectors": [{"matchLabels": {label: "true"}}]});
+        role["rules"] = json!([]);
+    }
+    role
+}
+
+fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Value {
+    let subjects: Vec<Value> = groups
+        .iter()
+        .map(|g| json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": g}))
+        .collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": subjects,
+    })
+}
+
+/// Upstream's bootstrap ClusterRoles (the user-facing ones and the discovery roles).
+pub fn cluster_roles() -> Vec<Value> {
+    let view_core = [
+        "bindings",
+        "configmaps",
+        "endpoints",
+        "events",
+        "limitranges",
+        "namespaces",
+        "namespaces/status",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "pods",
+        "pods/log",
+        "pods/status",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "resourcequotas",
+        "resourcequotas/status",
+        "serviceaccounts",
+        "services",
+        "services/status",
+    ];
+    let apps = [
+        "controllerrevisions",
+        "daemonsets",
+        "daemonsets/status",
+        "deployments",
+        "deployments/scale",
+        "deployments/status",
+        "replicasets",
+        "replicasets/scale",
+        "replicasets/status",
+        "statefulsets",
+        "statefulsets/scale",
+        "statefulsets/status",
+    ];
+    let edit_core = [
+        "pods",
+        "pods/attach",
+        "pods/exec",
+        "pods/portforward",
+        "pods/proxy",
+        "configmaps",
+        "endpoints",
+        "persistentvolumeclaims",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "secrets",
+        "serviceaccounts",
+        "services",
+        "services/proxy",
+    ];
+    let apps_write = [
+        "daemonsets",
+        "deployments",
+        "deployments/rollback",
+        "deployments/scale",
+        "replicasets",
+        "replicasets/scale",
+        "statefulsets",
+        "statefulsets/scale",
+    ];
+    let no_labels = json!({});
+    vec![
+        cluster_role(
+            "cluster-admin",
+            no_labels.clone(),
+            vec![rule(&["*"], &["*"], &["*"]), url_rule(&["*"], &["*"])],
+            None,
+        ),
+        cluster_role(
+            "admin",
+            no_labels.clone(),
+            vec![],
+            Some("rbac.authorization.k8s.io/aggregate-to-admin"),
+        ),
+        cluster_role(
+            "edit",
+            json!({"rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
+            vec![],
+            Some("rbac.authorization.k8s.io/aggregate-to-edit"),
+        ),
+        cluster_role(
+            "view",
+            json!({"rbac.authorization.k8s.io/aggregate-to-edit": "true"}),
+            vec![],
+            Some("rbac.authorization.k8s.io/aggregate-to-view"),
+        ),
+        cluster_role(
+            "system:aggregate-to-admin",
+            json!({"rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
+            vec![
+                rule(
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews"],
+                    &["create"],
+                ),
+                rule(
+                    &["rbac.authorization.k8s.io"],
+                    &["rolebindings", "roles"],
+                    &[
+                        "create",
+                        "delete",
+                        "deletecollection",
+                        "get",
+                        "list",
+                        "patch",
+                        "update",
+                        "watch",
+                    ],
+                ),
+            ],
+            None,
+        ),
+        cluster_role(
+            "system:aggregate-to-edit",
+            json!({"rbac.authorization.k8s.io/aggregate-to-edit": "true"}),
+            vec![
+                rule(&[""], &edit_core, WRITE),
+                rule(
+                    &[""],
+                    &["pods/eviction", "serviceaccounts/token"],
+                    &["create"],
+                ),
+                rule(&["apps"], &apps_write, WRITE),
+                rule(&["autoscaling"], &["horizontalpodautoscalers"], WRITE),
+                rule(&["batch"], &["cronjobs", "jobs"], WRITE),
+                rule(
+                    &["networking.k8s.io"],
+                    &["ingresses", "networkpolicies"],
+                    WRITE,
+                ),
+                rule(&["policy"], &["poddisruptionbudgets"], WRITE),
+                rule(&["coordination.k8s.io"], &["leases"], WRITE),
+                rule(&[""], &["secrets"], READ),
+            ],
+            None,
+        ),
+        cluster_role(
+            "system:aggregate-to-view",
+            json!({"rbac.authorization.k8s.io/aggregate-to-view": "true"}),
+            vec![
+                rule(&[""], &view_core, READ),
+                rule(&["apps"], &apps, READ),
+                rule(
+                    &["autoscaling"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
+                    READ,
+                ),
+                rule(
+                    &["batch"],
+                    &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+                    READ,
+                ),
+                rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                rule(&["events.k8s.io"], &["events"], READ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingresses/status", "networkpolicies"],
+                    READ,
+                ),
+                rule(
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                    READ,
+                ),
+                rule(&["coordination.k8s.io"], &["leases"], READ),
+            ],
+            None,
+        ),
+        cluster_role(
+            "system:basic-user",
+            no_labels.clone(),
+            vec![
+                rule(
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                    &["create"],
+                ),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                    &["create"],
+                ),
+            ],
+            None,
+        ),
+        cluster_role(
+            "system:discovery",
+            no_labels.clone(),
+            vec![url_rule(
+                &[
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
+                &["get"],
+            )],
+            None,
+        ),
+        cluster_role(
+            "system:public-info-viewer",
+            no_labels,
+            vec![url_rule(
+                &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+                &["get"],
+            )],
+            None,
+        ),
+    ]
+}
+
+pub fn cluster_role_bindings() -> Vec<Value> {
+    vec![
+        cluster_role_binding("cluster-admin", "cluster-admin", &["system:masters"]),
+        cluster_role_binding(
+            "system:basic-user",
+            "system:basic-user",
+            &["system:authenticated"],
+        ),
+        cluster_role_binding(
+            "system:discovery",
+            "system:discovery",
+            &["system:authenticated"],
+        ),
+        cluster_role_binding(
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            &["system:authenticated", "system:unauthenticated"],
+        ),
+    ]
+}
+
+/// Creates what is missing and puts back what drifted (the rules of roles, the subjects
+/// of bindings), leaving alone objects annotated `autoupdate: "false"`.
+pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
+    let catalogue = &registry.catalogue;
+    let roles = catalogue
+        .get("rbac.authorization.k8s.io", "v1", "clusterroles")
+        .ok_or_else(|| anyhow::anyhow!("clusterroles missing from the catalogue"))?;
+    let bindings = catalogue
+        .get("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+        .ok_or_else(|| anyhow::anyhow!("clusterrolebindings missing from the catalogue"))?;
+    let wanted = cluster_roles()
+        .into_iter()
+        .map(|r| (roles, r, ["rules", "aggregationRule"].as_slice()))
+        .chain(
+            cluster_role_bindings()
+                .into_iter()
+                .map(|b| (bindings, b, ["roleRef", "subjects"].as_slice())),
+        );
+    for (resource, desired, owned_fields) in wanted {
+        let name = object::name(&desired).to_string();
+        match registry
+            .create(resource, None, desired.clone(), false)
+            .await
+        {
+            Ok(_) => continue,
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => anyhow::bail!("creating {} {name}: {e}", resource.kind),
+        }
+        registry
+            .guaranteed_update(resource, None, &name, false, |mut current| {
+                let opted_out = object::metadata(&current)
+                    .and_then(|m| m.get("annotations"))
+                    .and_then(|a| a.get("rbac.authorization.kubernetes.io/autoupdate"))
+                    .and_then(Value::as_str)
+                    == Some("false");
+                if opted_out {
+                    return Ok(Action::Keep);
+                }
+                let mut changed = false;
+                for field in owned_fields {
+                    if current.get(*field) != desired.get(*field) {
+                        changed = true;
+                        match desired.get(*field) {
+                            Some(v) => current[*field] = v.clone(),
+                            None => {
+                                if let Some(fields) = current.as_object_mut() {
+                                    fields.shift_remove(*field);
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(if changed {
+                    Action::Replace(current)
+                } else {
+                    Action::Keep
+                })
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("reconciling {} {name}: {e}", resource.kind))?;
+    }
+    Ok(())
+}
