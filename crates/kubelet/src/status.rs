@@ -1,0 +1,625 @@
+//! Pod status from what the runtime reports: container states, phase and
+//! conditions, computed as upstream's `generateAPIPodStatus` and `getPhase`
+//! do. Pure, so every rule is unit-tested; the pod worker gathers the
+//! [`ContainerView`]s and writes the result through `pods/status`.
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// One container attempt as the runtime reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attempt {
+    pub id: String,
+    pub attempt: u32,
+    pub state: RunState,
+    /// Nanoseconds since the epoch (0 = unset), as the CRI reports them.
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub image_ref: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunState {
+    Created,
+    Running,
+    Exited,
+    #[default]
+    Unknown,
+}
+
+/// What the kubelet knows of one container of the pod.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerView {
+    pub name: String,
+    pub image: String,
+    /// The newest attempt, then the one before it.
+    pub current: Option<Attempt>,
+    pub previous: Option<Attempt>,
+    /// Why the container is not running, when the kubelet decided it
+    /// (pull failure, back-off, config error); takes precedence over an
+    /// exited `current`.
+    pub waiting: Option<(String, String)>,
+    pub ready: bool,
+    pub started: bool,
+}
+
+/// Everything [`pod_status`] needs besides the pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodView {
+    pub sandbox_ready: bool,
+    pub pod_ips: Vec<String>,
+    pub host_ip: String,
+    pub init: Vec<ContainerView>,
+    pub containers: Vec<ContainerView>,
+    /// `runtime_name` from CRI `Version`: container IDs are `name://id`.
+    pub runtime_name: String,
+    /// Set when the pod has ended (e.g. deleted): no container restarts.
+    pub terminal: bool,
+}
+
+fn time(ns: i64) -> Option<Time> {
+    if ns <= 0 {
+        return None;
+    }
+    jiff::Timestamp::from_nanosecond(ns as i128)
+        .ok()
+        .map(|t| Time(t.round(jiff::Unit::Second).unwrap_or(t)))
+}
+
+fn terminated(a: &Attempt, container_id: String) -> ContainerStateTerminated {
+    let reason = if !a.reason.is_empty() {
+        a.reason.clone()
+    } else if a.exit_code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    };
+    ContainerStateTerminated {
+        exit_code: a.exit_code,
+        reason: Some(reason),
+        message: (!a.message.is_empty()).then(|| a.message.clone()),
+        started_at: time(a.started_at),
+        finished_at: time(a.finished_at),
+        container_id: Some(container_id),
+        signal: None,
+    }
+}
+
+/// The API status of one container (upstream's `convertToAPIContainerStatuses`).
+pub fn container_status(
+    v: &ContainerView,
+    runtime_name: &str,
+    default_waiting: &str,
+) -> ContainerStatus {
+    let cid = |a: &Attempt| format!("{runtime_name}://{}", a.id);
+    let waiting = |reason: &str, message: &str| ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.to_string()),
+            message: (!message.is_empty()).then(|| message.to_string()),
+        }),
+        ..Default::default()
+    };
+    let last_terminated = |a: Option<&Attempt>| {
+        a.filter(|a| a.state == RunState::Exited)
+            .map(|a| ContainerState {
+                terminated: Some(terminated(a, cid(a))),
+                ..Default::default()
+            })
+    };
+    let (state, last_state) = match &v.current {
+        None => {
+            let (r, m) = v
+                .waiting
+                .clone()
+                .unwrap_or_else(|| (default_waiting.to_string(), String::new()));
+            (waiting(&r, &m), None)
+        }
+        Some(a) => match a.state {
+            RunState::Running => (
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: time(a.started_at),
+                    }),
+                    ..Default::default()
+                },
+                last_terminated(v.previous.as_ref()),
+            ),
+            RunState::Exited => match &v.waiting {
+                Some((r, m)) => (waiting(r, m), last_terminated(Some(a))),
+                None => (
+                    ContainerState {
+                        terminated: Some(terminated(a, cid(a))),
+                        ..Default::default()
+                    },
+                    last_terminated(v.previous.as_ref()),
+                ),
+            },
+            RunState::Created | RunState::Unknown => {
+                let (r, m) = v
+                    .waiting
+                    .clone()
+                    .unwrap_or_else(|| ("ContainerCreating".to_string(), String::new()));
+                (waiting(&r, &m), last_terminated(v.previous.as_ref()))
+            }
+        },
+    };
+    let running = v
+        .current
+        .as_ref()
+        .is_some_and(|a| a.state == RunState::Running);
+    ContainerStatus {
+        name: v.name.clone(),
+        image: v.image.clone(),
+        image_id: v
+            .current
+            .as_ref()
+            .map(|a| a.image_ref.clone())
+            .unwrap_or_default(),
+        container_id: v.current.as_ref().map(cid),
+        ready: running && v.ready,
+        started: Some(running && v.started),
+        restart_count: v.current.as_ref().map_or(0, |a| a.attempt as i32),
+        state: Some(state),
+        last_state: Some(last_state.unwrap_or_default()),
+        ..Default::default()
+    }
+}
+
+/// Whether an init container has completed successfully.
+pub fn init_succeeded(v: &ContainerView) -> bool {
+    v.current
+        .as_ref()
+        .is_some_and(|a| a.state == RunState::Exited && a.exit_code == 0)
+}
+
+/// Upstream's `getPhase` for the pod's containers.
+pub fn phase(
+    restart_policy: &str,
+    init: &[ContainerStatus],
+    containers: &[ContainerStatus],
+    init_failed: bool,
+) -> &'static str {
+    if init_failed {
+        return "Failed";
+    }
+    let init_pending = init.iter().any(|s| {
+        !s.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    });
+    if init_pending {
+        return "Pending";
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded, mut unknown) = (0, 0, 0, 0, 0);
+    for s in containers {
+        let st = s.state.clone().unwrap_or_default();
+        if st.running.is_some() {
+            running += 1;
+        } else if let Some(t) = &st.terminated {
+            stopped += 1;
+            if t.exit_code == 0 {
+                succeeded += 1;
+            }
+        } else if st.waiting.is_some() {
+            if s.last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .is_some()
+            {
+                stopped += 1;
+            } else {
+                waiting += 1;
+            }
+        } else {
+            unknown += 1;
+        }
+    }
+    if waiting > 0 {
+        return "Pending";
+    }
+    if running > 0 && unknown == 0 {
+        return "Running";
+    }
+    if running == 0 && stopped > 0 && unknown == 0 {
+        return match restart_policy {
+            "Always" => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            "Never" => "Failed",
+            _ => "Running",
+        };
+    }
+    "Pending"
+}
+
+fn condition(
+    old: &[PodCondition],
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    now: &Time,
+) -> PodCondition {
+    let status = if ok { "True" } else { "False" };
+    // Keep the transition time while the status stays the same, as the
+    // status manager does, so unchanged statuses are not rewritten.
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .or_else(|| Some(now.clone()));
+    PodCondition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: if ok { None } else { reason.map(str::to_string) },
+        message: if ok { None } else { message },
+        last_transition_time,
+        last_probe_time: None,
+        observed_generation: None,
+    }
+}
+
+/// Conditions the kubelet owns; others (set by the scheduler or by users
+/// through readiness gates) are kept as they are.
+pub const KUBELET_CONDITIONS: &[&str] = &[
+    "PodScheduled",
+    "PodReadyToStartContainers",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+];
+
+/// The pod's whole status.
+pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Timestamp) -> PodStatus {
+    let now = Time(now.round(jiff::Unit::Second).unwrap_or(now));
+    let old = pod.status.clone().unwrap_or_default();
+    let old_conditions = old.conditions.clone().unwrap_or_default();
+    let restart_policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into());
+    let initialized = view.init.iter().all(init_succeeded);
+    let init_statuses: Vec<ContainerStatus> = view
+        .init
+        .iter()
+        .map(|v| container_status(v, &view.runtime_name, "PodInitializing"))
+        .collect();
+    let app_default = if initialized {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let statuses: Vec<ContainerStatus> = view
+        .containers
+        .iter()
+        .map(|v| container_status(v, &view.runtime_name, app_default))
+        .collect();
+    let mut phase = phase(&restart_policy, &init_statuses, &statuses, init_failed).to_string();
+    // A pod never leaves a terminal phase.
+    if matches!(old.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        phase = old.phase.clone().unwrap_or_default();
+    }
+    let terminal = phase == "Succeeded" || phase == "Failed";
+
+    let not_ready: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    let incomplete: Vec<&str> = view
+        .init
+        .iter()
+        .filter(|v| !init_succeeded(v))
+        .map(|v| v.name.as_str())
+        .collect();
+    let (ready_reason, ready_message) = if terminal {
+        ("PodCompleted", None)
+    } else {
+        (
+            "ContainersNotReady",
+            Some(format!(
+                "containers with unready status: [{}]",
+                not_ready.join(" ")
+            )),
+        )
+    };
+    let all_ready = !terminal && not_ready.is_empty();
+    let mut conditions: Vec<PodCondition> = old_conditions
+        .iter()
+        .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    conditions.push(condition(
+        &old_conditions,
+        "PodReadyToStartContainers",
+        view.sandbox_ready,
+        None,
+        None,
+        &now,
+    ));
+    conditions.push(condition(
+        &old_conditions,
+        "Initialized",
+        initialized,
+        Some(if terminal {
+            "PodCompleted"
+        } else {
+            "ContainersNotInitialized"
+        }),
+        (!terminal).then(|| {
+            format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )
+        }),
+        &now,
+    ));
+    conditions.push(condition(
+        &old_conditions,
+        "Ready",
+        all_ready,
+        Some(ready_reason),
+        ready_message.clone(),
+        &now,
+    ));
+    conditions.push(condition(
+        &old_conditions,
+        "ContainersReady",
+        all_ready,
+        Some(ready_reason),
+        ready_message,
+        &now,
+    ));
+    conditions.push(
+        match old_conditions.iter().find(|c| c.type_ == "PodScheduled") {
+            Some(c) => c.clone(),
+            None => condition(&old_conditions, "PodScheduled", true, None, None, &now),
+        },
+    );
+    // Upstream's order: PodReadyToStartContainers, Initialized, Ready,
+    // ContainersReady, PodScheduled (kubectl describe shows them so).
+
+    let pod_ips: Vec<PodIP> = view
+        .pod_ips
+        .iter()
+        .map(|ip| PodIP { ip: ip.clone() })
+        .collect();
+    let host_ips = (!view.host_ip.is_empty()).then(|| {
+        vec![k8s_openapi::api::core::v1::HostIP {
+            ip: view.host_ip.clone(),
+        }]
+    });
+    PodStatus {
+        phase: Some(phase),
+        conditions: Some(conditions),
+        host_ip: (!view.host_ip.is_empty())
+            .then(|| view.host_ip.clone())
+            .or(old.host_ip.clone()),
+        host_ips: host_ips.or(old.host_ips.clone()),
+        pod_ip: view.pod_ips.first().cloned().or(old.pod_ip.clone()),
+        pod_ips: if pod_ips.is_empty() {
+            old.pod_ips.clone()
+        } else {
+            Some(pod_ips)
+        },
+        start_time: old.start_time.clone().or(Some(now)),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        container_statuses: Some(statuses),
+        qos_class: old.qos_class.clone(),
+        message: old.message.clone(),
+        reason: old.reason.clone(),
+        nominated_node_name: old.nominated_node_name.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    fn attempt(state: RunState, exit: i32, n: u32) -> Attempt {
+        Attempt {
+            id: format!("id{n}"),
+            attempt: n,
+            state,
+            started_at: 1_700_000_000_000_000_000,
+            finished_at: if state == RunState::Exited {
+                1_700_000_001_000_000_000
+            } else {
+                0
+            },
+            exit_code: exit,
+            image_ref: "docker.io/library/busybox@sha256:abc".into(),
+            ..Default::default()
+        }
+    }
+
+    fn view(name: &str, current: Option<Attempt>) -> ContainerView {
+        ContainerView {
+            name: name.into(),
+            image: "busybox".into(),
+            current,
+            ready: true,
+            started: true,
+            ..Default::default()
+        }
+    }
+
+    fn pod(policy: &str) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                restart_policy: Some(policy.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000).expect("ts")
+    }
+
+    fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
+        s.conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == t))
+            .expect("condition")
+    }
+
+    #[test]
+    fn running_pod_is_ready() {
+        let v = PodView {
+            sandbox_ready: true,
+            pod_ips: vec!["10.88.0.5".into()],
+            host_ip: "192.168.1.2".into(),
+            containers: vec![view("c", Some(attempt(RunState::Running, 0, 0)))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.88.0.5"));
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(cond(&s, "PodScheduled").status, "True");
+        let cs = &s.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!(cs.container_id.as_deref(), Some("skiff://id0"));
+        assert!(cs.ready);
+        assert!(cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    }
+
+    #[test]
+    fn unready_container_names_itself() {
+        let mut c = view("web", Some(attempt(RunState::Running, 0, 0)));
+        c.ready = false;
+        let v = PodView {
+            sandbox_ready: true,
+            containers: vec![c],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        let ready = cond(&s, "Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [web]")
+        );
+    }
+
+    #[test]
+    fn phases() {
+        let v = |a| PodView {
+            containers: vec![view("c", Some(a))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let exited0 = attempt(RunState::Exited, 0, 0);
+        let exited1 = attempt(RunState::Exited, 1, 0);
+        let p = |policy, a| pod_status(&pod(policy), &v(a), false, now()).phase;
+        assert_eq!(p("Never", exited0.clone()).as_deref(), Some("Succeeded"));
+        assert_eq!(p("Never", exited1.clone()).as_deref(), Some("Failed"));
+        assert_eq!(
+            p("OnFailure", exited0.clone()).as_deref(),
+            Some("Succeeded")
+        );
+        assert_eq!(p("Always", exited0).as_deref(), Some("Running"));
+        let none = PodView {
+            containers: vec![view("c", None)],
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_status(&pod("Always"), &none, false, now())
+                .phase
+                .as_deref(),
+            Some("Pending")
+        );
+        // A failed init container with restartPolicy Never fails the pod.
+        assert_eq!(
+            pod_status(&pod("Never"), &none, true, now())
+                .phase
+                .as_deref(),
+            Some("Failed")
+        );
+    }
+
+    #[test]
+    fn crash_loop_shows_waiting_and_last_state() {
+        let mut c = view("c", Some(attempt(RunState::Exited, 1, 3)));
+        c.waiting = Some((
+            "CrashLoopBackOff".into(),
+            "back-off 40s restarting failed container=c pod=p_ns(uid)".into(),
+        ));
+        let cs = container_status(&c, "skiff", "ContainerCreating");
+        assert_eq!(cs.restart_count, 3);
+        let st = cs.state.expect("state");
+        assert_eq!(
+            st.waiting.and_then(|w| w.reason).as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        let last = cs.last_state.and_then(|l| l.terminated).expect("last");
+        assert_eq!(last.exit_code, 1);
+        assert_eq!(last.reason.as_deref(), Some("Error"));
+        let v = PodView {
+            containers: vec![c],
+            ..Default::default()
+        };
+        // Waiting after a termination counts as stopped: Running under Always.
+        assert_eq!(
+            pod_status(&pod("Always"), &v, false, now())
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
+    }
+
+    #[test]
+    fn init_containers_gate_the_pod() {
+        let v = PodView {
+            sandbox_ready: true,
+            init: vec![view("init", Some(attempt(RunState::Running, 0, 0)))],
+            containers: vec![view("c", None)],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        let init = cond(&s, "Initialized");
+        assert_eq!(init.status, "False");
+        assert_eq!(
+            init.message.as_deref(),
+            Some("containers with incomplete status: [init]")
+        );
+        let cs = &s.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!(
+            cs.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref()),
+            Some("PodInitializing")
+        );
+    }
+
+    #[test]
+    fn transition_times_are_kept_while_status_holds() {
+        let v = PodView {
+            sandbox_ready: true,
+            containers: vec![view("c", Some(attempt(RunState::Running, 0, 0)))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let mut p = pod("Always");
+        p.status = Some(pod_status(&p, &v, false, now()));
+        let later = now() + jiff::SignedDuration::from_secs(60);
+        let s2 = pod_status(&p, &v, false, later);
+        assert_eq!(p.status, Some(s2));
+    }
+}

@@ -1,0 +1,405 @@
+//! Pod volumes on the host: `emptyDir`, `hostPath`, `configMap`, `secret`,
+//! `downwardAPI` and `projected`, laid out under
+//! `<root-dir>/pods/<uid>/volumes/<plugin>/<name>` as upstream lays them, and
+//! the CRI mounts of a container's `volumeMounts`.
+//!
+//! ConfigMap, Secret, downward API and projected volumes are written the way
+//! upstream's atomic writer does: the files live in a timestamped directory,
+//! `..data` is a symlink to it and each top-level entry is a symlink through
+//! `..data`, so a later rewrite swaps one symlink.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use skiff_runtime::proto;
+
+use crate::env::{PodFacts, Sources};
+use crate::error::{Error, Result};
+
+pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
+    root.join("pods").join(uid)
+}
+
+fn plugin_dir(root: &Path, uid: &str, plugin: &str, name: &str) -> PathBuf {
+    pod_dir(root, uid)
+        .join("volumes")
+        .join(format!("kubernetes.io~{plugin}"))
+        .join(name)
+}
+
+/// Files of one volume: relative path → (content, mode).
+type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+fn key_files(
+    data: &BTreeMap<String, String>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: u32,
+    what: &str,
+    optional: bool,
+) -> Result<Files> {
+    let mut files = Files::new();
+    match items {
+        Some(items) => {
+            for it in items {
+                match data.get(&it.key) {
+                    Some(v) => {
+                        let mode = it.mode.map_or(default_mode, |m| m as u32);
+                        files.insert(it.path.clone(), (v.clone().into_bytes(), mode));
+                    }
+                    None if optional => {}
+                    None => {
+                        return Err(Error::Config(format!(
+                            "configmap references non-existent config key: {} ({what})",
+                            it.key
+                        )))
+                    }
+                }
+            }
+        }
+        None => {
+            for (k, v) in data {
+                files.insert(k.clone(), (v.clone().into_bytes(), default_mode));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The files a configMap/secret/downwardAPI/projected volume holds.
+fn projected_files(
+    pod: &Pod,
+    vol: &Volume,
+    sources: &Sources,
+    facts: &PodFacts,
+) -> Result<Option<Files>> {
+    let mut files = Files::new();
+    if let Some(cm) = &vol.config_map {
+        let mode = cm.default_mode.unwrap_or(0o644) as u32;
+        let optional = cm.optional == Some(true);
+        match sources.config_maps.get(&cm.name).cloned().flatten() {
+            Some(data) => files.extend(key_files(
+                &data,
+                cm.items.as_ref(),
+                mode,
+                &cm.name,
+                optional,
+            )?),
+            None if optional => {}
+            None => {
+                return Err(Error::Config(format!(
+                    "configmap \"{}\" not found",
+                    cm.name
+                )))
+            }
+        }
+        return Ok(Some(files));
+    }
+    if let Some(s) = &vol.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let mode = s.default_mode.unwrap_or(0o644) as u32;
+        let optional = s.optional == Some(true);
+        match sources.secrets.get(&name).cloned().flatten() {
+            Some(data) => files.extend(key_files(&data, s.items.as_ref(), mode, &name, optional)?),
+            None if optional => {}
+            None => return Err(Error::Config(format!("secret \"{name}\" not found"))),
+        }
+        return Ok(Some(files));
+    }
+    if let Some(d) = &vol.downward_api {
+        let mode = d.default_mode.unwrap_or(0o644) as u32;
+        for it in d.items.iter().flatten() {
+            if let Some(f) = &it.field_ref {
+                let v =
+                    crate::env::field_value(pod, &f.field_path, facts).map_err(Error::Config)?;
+                files.insert(
+                    it.path.clone(),
+                    (v.into_bytes(), it.mode.map_or(mode, |m| m as u32)),
+                );
+            }
+        }
+        return Ok(Some(files));
+    }
+    if let Some(p) = &vol.projected {
+        let mode = p.default_mode.unwrap_or(0o644) as u32;
+        for src in p.sources.iter().flatten() {
+            if let Some(cm) = &src.config_map {
+                let optional = cm.optional == Some(true);
+                match sources.config_maps.get(&cm.name).cloned().flatten() {
+                    Some(data) => files.extend(key_files(
+                        &data,
+                        cm.items.as_ref(),
+                        mode,
+                        &cm.name,
+                        optional,
+                    )?),
+                    None if optional => {}
+                    None => {
+                        return Err(Error::Config(format!(
+                            "configmap \"{}\" not found",
+                            cm.name
+                        )))
+                    }
+                }
+            }
+            if let Some(s) = &src.secret {
+                let optional = s.optional == Some(true);
+                match sources.secrets.get(&s.name).cloned().flatten() {
+                    Some(data) => {
+                        files.extend(key_files(&data, s.items.as_ref(), mode, &s.name, optional)?)
+                    }
+                    None if optional => {}
+                    None => return Err(Error::Config(format!("secret \"{}\" not found", s.name))),
+                }
+            }
+            if let Some(d) = &src.downward_api {
+                for it in d.items.iter().flatten() {
+                    if let Some(f) = &it.field_ref {
+                        let v = crate::env::field_value(pod, &f.field_path, facts)
+                            .map_err(Error::Config)?;
+                        files.insert(
+                            it.path.clone(),
+                            (v.into_bytes(), it.mode.map_or(mode, |m| m as u32)),
+                        );
+                    }
+                }
+            }
+            // serviceAccountToken and clusterTrustBundle sources need the
+            // TokenRequest API; not written yet.
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// Writes `files` into `dir` through a fresh `..data` directory.
+fn write_atomic(dir: &Path, files: &Files) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let stamp = format!("..{}", jiff::Timestamp::now().as_nanosecond());
+    let data_dir = dir.join(&stamp);
+    for (rel, (content, mode)) in files {
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(Error::Config(format!("invalid path {rel:?} in volume")));
+        }
+        let path = data_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("create {}", parent.display())))?;
+        }
+        std::fs::write(&path, content).map_err(Error::io(format!("write {}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            .map_err(Error::io(format!("chmod {}", path.display())))?;
+    }
+    std::fs::create_dir_all(&data_dir)
+        .map_err(Error::io(format!("create {}", data_dir.display())))?;
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp).map_err(Error::io("symlink ..data_tmp"))?;
+    std::fs::rename(&tmp, dir.join("..data")).map_err(Error::io("rename ..data"))?;
+    let tops: std::collections::BTreeSet<&str> =
+        files.keys().filter_map(|k| k.split('/').next()).collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(top), &link)
+                .map_err(Error::io(format!("symlink {}", link.display())))?;
+        }
+    }
+    // Entries that disappeared, and the previous data directory.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !tops.contains(name.as_str()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(old) = old {
+        if old != Path::new(&stamp) {
+            let _ = std::fs::remove_dir_all(dir.join(old));
+        }
+    }
+    Ok(())
+}
+
+/// Prepares every volume of the pod; returns each volume's host path.
+pub fn prepare(
+    root: &Path,
+    pod: &Pod,
+    sources: &Sources,
+    facts: &PodFacts,
+) -> Result<HashMap<String, PathBuf>> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or("");
+    let mut out = HashMap::new();
+    for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = if vol.empty_dir.is_some() {
+            // medium: Memory is a plain directory for now (no tmpfs mount to
+            // clean up); sizeLimit is not enforced yet.
+            let d = plugin_dir(root, uid, "empty-dir", &vol.name);
+            std::fs::create_dir_all(&d).map_err(Error::io(format!("create {}", d.display())))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))
+                .map_err(Error::io(format!("chmod {}", d.display())))?;
+            d
+        } else if let Some(hp) = &vol.host_path {
+            let p = PathBuf::from(&hp.path);
+            match hp.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => {
+                    std::fs::create_dir_all(&p)
+                        .map_err(Error::io(format!("create {}", p.display())))?;
+                }
+                "FileOrCreate" => {
+                    if !p.exists() {
+                        std::fs::write(&p, b"")
+                            .map_err(Error::io(format!("create {}", p.display())))?;
+                    }
+                }
+                "Directory" if !p.is_dir() => {
+                    return Err(Error::Config(format!(
+                        "hostPath type check failed: {} is not a directory",
+                        hp.path
+                    )))
+                }
+                "File" if !p.is_file() => {
+                    return Err(Error::Config(format!(
+                        "hostPath type check failed: {} is not a file",
+                        hp.path
+                    )))
+                }
+                _ => {}
+            }
+            p
+        } else {
+            let plugin = if vol.config_map.is_some() {
+                "configmap"
+            } else if vol.secret.is_some() {
+                "secret"
+            } else if vol.downward_api.is_some() {
+                "downward-api"
+            } else {
+                "projected"
+            };
+            match projected_files(pod, vol, sources, facts)? {
+                Some(files) => {
+                    let d = plugin_dir(root, uid, plugin, &vol.name);
+                    write_atomic(&d, &files)?;
+                    d
+                }
+                None => {
+                    tracing::warn!(volume = %vol.name, "volume type not supported yet; using an empty directory");
+                    let d = plugin_dir(root, uid, "unsupported", &vol.name);
+                    std::fs::create_dir_all(&d)
+                        .map_err(Error::io(format!("create {}", d.display())))?;
+                    d
+                }
+            }
+        };
+        out.insert(vol.name.clone(), path);
+    }
+    Ok(out)
+}
+
+/// The CRI mounts of a container's `volumeMounts` (with `subPath`).
+pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<proto::Mount>> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let base = volumes
+            .get(&m.name)
+            .ok_or_else(|| Error::Config(format!("volume {:?} not found", m.name)))?;
+        let host = match m.sub_path.as_deref() {
+            Some(sp) if !sp.is_empty() => {
+                if sp.split('/').any(|c| c == "..") || sp.starts_with('/') {
+                    return Err(Error::Config(format!("invalid subPath {sp:?}")));
+                }
+                let p = base.join(sp);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)
+                        .map_err(Error::io(format!("create {}", p.display())))?;
+                }
+                p
+            }
+            _ => base.clone(),
+        };
+        out.push(proto::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: m.read_only == Some(true),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+/// Removes the pod's directory (volumes are plain directories, nothing is
+/// mounted there; hostPath volumes live elsewhere and are left alone).
+pub fn cleanup(root: &Path, uid: &str) {
+    let d = pod_dir(root, uid);
+    if let Err(e) = std::fs::remove_dir_all(&d) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %d.display(), error = %e, "removing pod directory failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, PodSpec, VolumeMount};
+
+    #[test]
+    fn configmap_volume_is_written_atomically_and_rewritten() {
+        let root = tempfile::tempdir().expect("tmp");
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some("u".into());
+        pod.spec = Some(PodSpec {
+            volumes: Some(vec![Volume {
+                name: "cfg".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: "cm".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let mut sources = Sources::default();
+        sources.config_maps.insert(
+            "cm".into(),
+            Some(BTreeMap::from([
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string()),
+            ])),
+        );
+        let vols = prepare(root.path(), &pod, &sources, &PodFacts::default()).expect("prepare");
+        let d = &vols["cfg"];
+        assert_eq!(std::fs::read_to_string(d.join("a")).expect("a"), "1");
+        sources.config_maps.insert(
+            "cm".into(),
+            Some(BTreeMap::from([("a".to_string(), "3".to_string())])),
+        );
+        prepare(root.path(), &pod, &sources, &PodFacts::default()).expect("again");
+        assert_eq!(std::fs::read_to_string(d.join("a")).expect("a"), "3");
+        assert!(!d.join("b").exists());
+        let dirs = std::fs::read_dir(d)
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.path().is_dir() && !e.path().is_symlink())
+            .count();
+        assert_eq!(dirs, 1, "old data directory removed");
+        let c = Container {
+            volume_mounts: Some(vec![VolumeMount {
+                name: "cfg".into(),
+                mount_path: "/etc/cfg".into(),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let m = mounts(&c, &vols).expect("mounts");
+        assert_eq!(m[0].container_path, "/etc/cfg");
+        assert!(m[0].readonly);
+        cleanup(root.path(), "u");
+        assert!(!pod_dir(root.path(), "u").exists());
+    }
+}

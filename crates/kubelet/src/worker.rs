@@ -1,0 +1,1013 @@
+//! The pod worker: one task per pod that drives the runtime toward the
+//! pod's spec and reports status, as upstream's `podWorkers` + `SyncPod`.
+//!
+//! Each pass ([`PodWorker::sync`]) is level-triggered: it reads the
+//! runtime's view of the pod (sandboxes and containers by the pod-UID
+//! label), takes at most one step per container (create the sandbox, pull,
+//! start, restart after back-off, kill after a failed liveness probe), then
+//! computes and writes the status if it changed. A pass runs on every pod
+//! update, every probe result change, and every second while the pod lives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use skiff_runtime::proto;
+use tokio::sync::{watch, Notify};
+
+use crate::backoff::{go_duration, Backoff};
+use crate::cri::{labels, Cri};
+use crate::env::{PodFacts, Sources};
+use crate::error::{Error, Result};
+use crate::probe;
+use crate::spec::{self, pod_name, pod_namespace, pod_uid, SandboxSettings};
+use crate::status::{self, Attempt, ContainerView, PodView, RunState};
+use crate::volumes;
+
+/// What every pod worker shares: clients and node facts.
+pub struct Shared {
+    pub client: kube::Client,
+    pub cri: Cri,
+    /// `runtime_name` from CRI `Version` (container IDs are `name://id`).
+    pub runtime_name: String,
+    pub node_name: String,
+    pub node_ip: String,
+    pub root_dir: PathBuf,
+    pub settings: SandboxSettings,
+    pub memory_capacity: i64,
+    pub cpu_millis: i64,
+}
+
+/// How often a live pod is re-synced without any event (upstream relies on
+/// PLEG relisting every second).
+const RESYNC: Duration = Duration::from_secs(1);
+/// Upstream's minimum grace period after a preStop hook.
+const MIN_GRACE_AFTER_HOOK: i64 = 2;
+
+struct ProbeSet {
+    results: Arc<probe::Results>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ProbeSet {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub struct PodWorker {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<Option<Arc<Pod>>>,
+    crash_backoff: Backoff,
+    pull_backoff: Backoff,
+    /// When an image pull last failed, by image.
+    pull_failed_at: HashMap<String, Instant>,
+    /// Waiting reasons the kubelet decided, by container name.
+    waiting: HashMap<String, (String, String)>,
+    probes: HashMap<String, ProbeSet>,
+    wake: Arc<Notify>,
+    last_written: Option<PodStatus>,
+    volumes: Option<HashMap<String, PathBuf>>,
+    sandbox_ips: HashMap<String, Vec<String>>,
+}
+
+/// One container's attempts, newest first.
+type Attempts = Vec<(proto::Container, Attempt)>;
+
+fn run_state(s: i32) -> RunState {
+    match proto::ContainerState::try_from(s) {
+        Ok(proto::ContainerState::ContainerCreated) => RunState::Created,
+        Ok(proto::ContainerState::ContainerRunning) => RunState::Running,
+        Ok(proto::ContainerState::ContainerExited) => RunState::Exited,
+        _ => RunState::Unknown,
+    }
+}
+
+fn attempt_of(s: &proto::ContainerStatus) -> Attempt {
+    Attempt {
+        id: s.id.clone(),
+        attempt: s.metadata.as_ref().map_or(0, |m| m.attempt),
+        state: run_state(s.state),
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+        exit_code: s.exit_code,
+        reason: s.reason.clone(),
+        message: s.message.clone(),
+        image_ref: s.image_ref.clone(),
+    }
+}
+
+/// `imagePullPolicy` with upstream's default (Always for `:latest` or no tag).
+pub fn pull_policy(c: &Container) -> String {
+    if let Some(p) = &c.image_pull_policy {
+        return p.clone();
+    }
+    let image = c.image.as_deref().unwrap_or("");
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent".into();
+    }
+    match name.split_once(':') {
+        Some((_, "latest")) | None => "Always".into(),
+        Some(_) => "IfNotPresent".into(),
+    }
+}
+
+/// Whether an exited container is restarted under the pod's restartPolicy.
+pub fn should_restart(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
+/// The pod's grace period for a stop: the deletion's, else the spec's, else 30 s.
+pub fn grace_period(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
+fn ns_to_instant(finished_ns: i64) -> Instant {
+    let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+    let ago = Duration::from_nanos(now_ns.saturating_sub(finished_ns).max(0) as u64);
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+impl PodWorker {
+    pub fn new(shared: Arc<Shared>, rx: watch::Receiver<Option<Arc<Pod>>>) -> PodWorker {
+        PodWorker {
+            shared,
+            rx,
+            crash_backoff: Backoff::default(),
+            pull_backoff: Backoff::default(),
+            pull_failed_at: HashMap::new(),
+            waiting: HashMap::new(),
+            probes: HashMap::new(),
+            wake: Arc::new(Notify::new()),
+            last_written: None,
+            volumes: None,
+            sandbox_ips: HashMap::new(),
+        }
+    }
+
+    /// Runs until the pod is gone from the API and its containers are removed.
+    pub async fn run(mut self) {
+        let mut last_pod: Option<Arc<Pod>> = None;
+        let mut deleted_by_us = false;
+        let mut closed = false;
+        loop {
+            let current = self.rx.borrow_and_update().clone();
+            let delay = match current {
+                None => {
+                    // The API object is gone (deleted by us, or force-deleted).
+                    if let Some(pod) = &last_pod {
+                        if !deleted_by_us {
+                            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+                            if let Err(e) = self.terminate(pod, grace, false).await {
+                                tracing::warn!(pod = %pod_name(pod), error = %e, "cleaning up a removed pod failed");
+                            }
+                        }
+                    }
+                    return;
+                }
+                Some(pod) => {
+                    last_pod = Some(pod.clone());
+                    if deleted_by_us {
+                        Duration::from_secs(3600)
+                    } else if pod.metadata.deletion_timestamp.is_some() {
+                        match self.terminate(&pod, grace_period(&pod), true).await {
+                            Ok(()) => {
+                                deleted_by_us = self.delete_api_object(&pod).await;
+                                if deleted_by_us {
+                                    Duration::from_secs(3600)
+                                } else {
+                                    RESYNC
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(pod = %pod_name(&pod), error = %e, "terminating pod failed; retrying");
+                                RESYNC
+                            }
+                        }
+                    } else {
+                        match self.sync(&pod).await {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::warn!(pod = %format!("{}/{}", pod_namespace(&pod), pod_name(&pod)), error = %e, "pod sync failed; retrying");
+                                RESYNC
+                            }
+                        }
+                    }
+                }
+            };
+            if closed {
+                return;
+            }
+            tokio::select! {
+                r = self.rx.changed() => if r.is_err() {
+                    // The manager dropped us: one last pass with the final value.
+                    closed = true;
+                },
+                _ = tokio::time::sleep(delay) => {},
+                _ = self.wake.notified() => {},
+            }
+        }
+    }
+
+    /// Fetches the ConfigMaps and Secrets the pod refers to.
+    async fn sources(&self, pod: &Pod) -> Result<Sources> {
+        let ns = pod_namespace(pod);
+        let mut cms: Vec<String> = vec![];
+        let mut secrets: Vec<String> = vec![];
+        let spec = pod.spec.clone().unwrap_or_default();
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for f in c.env_from.iter().flatten() {
+                cms.extend(f.config_map_ref.as_ref().map(|r| r.name.clone()));
+                secrets.extend(f.secret_ref.as_ref().map(|r| r.name.clone()));
+            }
+            for e in c.env.iter().flatten() {
+                if let Some(vf) = &e.value_from {
+                    cms.extend(vf.config_map_key_ref.as_ref().map(|r| r.name.clone()));
+                    secrets.extend(vf.secret_key_ref.as_ref().map(|r| r.name.clone()));
+                }
+            }
+        }
+        for v in spec.volumes.iter().flatten() {
+            cms.extend(v.config_map.as_ref().map(|c| c.name.clone()));
+            secrets.extend(v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+            for s in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+                cms.extend(s.config_map.as_ref().map(|c| c.name.clone()));
+                secrets.extend(s.secret.as_ref().map(|c| c.name.clone()));
+            }
+        }
+        let mut out = Sources::default();
+        let cm_api: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), ns);
+        for name in cms {
+            if out.config_maps.contains_key(&name) {
+                continue;
+            }
+            let data = cm_api.get_opt(&name).await?.map(|cm| {
+                let mut d = cm.data.unwrap_or_default();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    d.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                }
+                d
+            });
+            out.config_maps.insert(name, data);
+        }
+        let secret_api: Api<Secret> = Api::namespaced(self.shared.client.clone(), ns);
+        for name in secrets {
+            if out.secrets.contains_key(&name) {
+                continue;
+            }
+            let data = secret_api.get_opt(&name).await?.map(|s| {
+                let mut d: BTreeMap<String, String> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect();
+                d.extend(s.string_data.unwrap_or_default());
+                d
+            });
+            out.secrets.insert(name, data);
+        }
+        Ok(out)
+    }
+
+    fn facts(&self, pod_ips: &[String]) -> PodFacts {
+        PodFacts {
+            pod_ip: pod_ips.first().cloned().unwrap_or_default(),
+            pod_ips: pod_ips.to_vec(),
+            host_ip: self.shared.node_ip.clone(),
+            node_allocatable_cpu_millis: self.shared.cpu_millis,
+            node_allocatable_memory: self.shared.memory_capacity,
+        }
+    }
+
+    /// Finds the pod's ready sandbox, or creates one; returns its id, config and IPs.
+    async fn ensure_sandbox(
+        &mut self,
+        pod: &Pod,
+    ) -> Result<(String, proto::PodSandboxConfig, Vec<String>)> {
+        let cri = &self.shared.cri;
+        let uid = pod_uid(pod);
+        let sandboxes = cri.sandboxes(Some(uid)).await?;
+        let ready = sandboxes
+            .iter()
+            .filter(|s| s.state == proto::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| s.created_at);
+        if let Some(s) = ready {
+            let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
+            let config = spec::sandbox_config(pod, attempt, &self.shared.settings);
+            if !self.sandbox_ips.contains_key(&s.id) {
+                let st = cri.sandbox_status(&s.id).await?;
+                let ips = st
+                    .network
+                    .map(|n| {
+                        std::iter::once(n.ip)
+                            .chain(n.additional_ips.into_iter().map(|i| i.ip))
+                            .filter(|ip| !ip.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.sandbox_ips.insert(s.id.clone(), ips);
+            }
+            let ips = self.sandbox_ips.get(&s.id).cloned().unwrap_or_default();
+            if self.volumes.is_none() {
+                let sources = self.sources(pod).await?;
+                self.volumes = Some(volumes::prepare(
+                    &self.shared.root_dir,
+                    pod,
+                    &sources,
+                    &self.facts(&ips),
+                )?);
+            }
+            return Ok((s.id.clone(), config, ips));
+        }
+        // A new sandbox (first start, or the old one died): containers of a
+        // dead sandbox are stopped and the attempt counter moves on.
+        let attempt = sandboxes
+            .iter()
+            .filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1))
+            .max()
+            .unwrap_or(0);
+        for s in &sandboxes {
+            for c in cri.containers(uid).await? {
+                if c.pod_sandbox_id == s.id && run_state(c.state) == RunState::Running {
+                    cri.stop_container(&c.id, 0).await?;
+                }
+            }
+            cri.stop_sandbox(&s.id).await?;
+        }
+        let sources = self.sources(pod).await?;
+        self.volumes = Some(volumes::prepare(
+            &self.shared.root_dir,
+            pod,
+            &sources,
+            &self.facts(&[]),
+        )?);
+        let log_dir = spec::pod_log_dir(&self.shared.settings, pod);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(Error::io(format!("create {}", log_dir.display())))?;
+        let config = spec::sandbox_config(pod, attempt, &self.shared.settings);
+        let id = cri.run_sandbox(config.clone()).await?;
+        tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), sandbox = %id, "started pod sandbox");
+        let st = cri.sandbox_status(&id).await?;
+        let ips: Vec<String> = st
+            .network
+            .map(|n| {
+                std::iter::once(n.ip)
+                    .chain(n.additional_ips.into_iter().map(|i| i.ip))
+                    .filter(|ip| !ip.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.sandbox_ips.insert(id.clone(), ips.clone());
+        Ok((id, config, ips))
+    }
+
+    /// The pod's containers by name, newest attempt first; older dead
+    /// attempts beyond the previous one are removed (upstream keeps one).
+    async fn attempts(&self, uid: &str) -> Result<HashMap<String, Attempts>> {
+        let cri = &self.shared.cri;
+        let mut by_name: HashMap<String, Vec<proto::Container>> = HashMap::new();
+        for c in cri.containers(uid).await? {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            by_name.entry(name).or_default().push(c);
+        }
+        let mut out = HashMap::new();
+        for (name, mut list) in by_name {
+            list.sort_by_key(|c| {
+                std::cmp::Reverse((c.metadata.as_ref().map_or(0, |m| m.attempt), c.created_at))
+            });
+            let mut attempts = Vec::new();
+            for (i, c) in list.into_iter().enumerate() {
+                if i >= 2 {
+                    if run_state(c.state) != RunState::Running {
+                        cri.remove_container(&c.id).await?;
+                    }
+                    continue;
+                }
+                match cri.container_status(&c.id).await {
+                    Ok(st) => attempts.push((c, attempt_of(&st))),
+                    Err(e) if e.is_cri_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.insert(name, attempts);
+        }
+        Ok(out)
+    }
+
+    /// Makes sure the image is present per the pull policy; on failure
+    /// records the waiting reason and returns false.
+    async fn ensure_image(
+        &mut self,
+        c: &Container,
+        sandbox_config: &proto::PodSandboxConfig,
+    ) -> Result<bool> {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = pull_policy(c);
+        let cri = &self.shared.cri;
+        let present = cri.image_present(&image).await?.is_some();
+        match policy.as_str() {
+            "Never" if !present => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    (
+                        "ErrImageNeverPull".into(),
+                        format!(
+                            "Container image \"{image}\" is not present with pull policy of Never"
+                        ),
+                    ),
+                );
+                return Ok(false);
+            }
+            "Never" => return Ok(true),
+            "IfNotPresent" if present => return Ok(true),
+            _ => {}
+        }
+        if let Some(at) = self.pull_failed_at.get(&image) {
+            if self
+                .pull_backoff
+                .remaining(&image, *at, Instant::now())
+                .is_some()
+            {
+                self.waiting.insert(
+                    c.name.clone(),
+                    (
+                        "ImagePullBackOff".into(),
+                        format!("Back-off pulling image \"{image}\""),
+                    ),
+                );
+                return Ok(false);
+            }
+        }
+        match cri.pull_image(&image, sandbox_config.clone()).await {
+            Ok(_) => {
+                self.pull_failed_at.remove(&image);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(image = %image, error = %e, "image pull failed");
+                let now = Instant::now();
+                self.pull_backoff.next(&image, now);
+                self.pull_failed_at.insert(image.clone(), now);
+                let msg = match &e {
+                    Error::Cri { status, .. } => status.message().to_string(),
+                    other => other.to_string(),
+                };
+                self.waiting.insert(
+                    c.name.clone(),
+                    (
+                        "ErrImagePull".into(),
+                        format!("failed to pull and unpack image \"{image}\": {msg}"),
+                    ),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Pulls, creates and starts one container attempt.
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        init: bool,
+        sandbox: &(String, proto::PodSandboxConfig, Vec<String>),
+    ) -> Result<()> {
+        if !self.ensure_image(c, &sandbox.1).await? {
+            return Ok(());
+        }
+        let sources = self.sources(pod).await?;
+        let facts = self.facts(&sandbox.2);
+        let env = match crate::env::container_env(pod, c, &sources, &facts) {
+            Ok(env) => env,
+            Err(msg) => {
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                return Ok(());
+            }
+        };
+        let vols = self.volumes.clone().unwrap_or_default();
+        let mounts = match volumes::mounts(c, &vols) {
+            Ok(m) => m,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".into(), e.to_string()),
+                );
+                return Ok(());
+            }
+        };
+        let qos = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.clone())
+            .unwrap_or_else(|| "BestEffort".into());
+        let config = spec::container_config(
+            pod,
+            c,
+            spec::ContainerInputs {
+                attempt,
+                env,
+                mounts,
+                image: c.image.as_deref().unwrap_or(""),
+                qos: &qos,
+                memory_capacity: self.shared.memory_capacity,
+                init,
+            },
+        );
+        let cri = self.shared.cri.clone();
+        let id = match cri
+            .create_container(&sandbox.0, config, sandbox.1.clone())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerError".into(), e.to_string()),
+                );
+                return Ok(());
+            }
+        };
+        if let Err(e) = cri.start_container(&id).await {
+            self.waiting
+                .insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+            return Ok(());
+        }
+        self.waiting.remove(&c.name);
+        tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), container = %c.name, attempt, "started container");
+        if let Some(exec) = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|h| h.exec.as_ref())
+        {
+            let cmd = exec.command.clone().unwrap_or_default();
+            let ok = matches!(cri.exec_sync(&id, cmd, grace_period(pod).max(1)).await, Ok(r) if r.exit_code == 0);
+            if !ok {
+                tracing::info!(container = %c.name, "postStart hook failed; killing the container");
+                cri.stop_container(&id, grace_period(pod)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides whether an exited container restarts now; when in back-off
+    /// records `CrashLoopBackOff` and returns the time left.
+    fn restart_due(&mut self, pod: &Pod, name: &str, a: &Attempt) -> Option<Duration> {
+        let key = format!("{}/{name}", pod_uid(pod));
+        let now = Instant::now();
+        let finished = ns_to_instant(a.finished_at);
+        if let Some(left) = self.crash_backoff.remaining(&key, finished, now) {
+            self.waiting.insert(
+                name.to_string(),
+                (
+                    "CrashLoopBackOff".into(),
+                    format!(
+                        "back-off {} restarting failed container={name} pod={}_{}({})",
+                        go_duration(self.crash_backoff.delay(&key)),
+                        pod_name(pod),
+                        pod_namespace(pod),
+                        pod_uid(pod)
+                    ),
+                ),
+            );
+            return Some(left);
+        }
+        self.crash_backoff.next(&key, now);
+        None
+    }
+
+    /// One pass over a live pod. Returns when to look again.
+    pub async fn sync(&mut self, pod: &Pod) -> Result<Duration> {
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        let uid = pod_uid(pod).to_string();
+        let restart_policy = spec_
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let terminal = matches!(
+            self.last_written
+                .as_ref()
+                .or(pod.status.as_ref())
+                .and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if terminal {
+            // Nothing restarts in a finished pod; release its network.
+            self.probes.clear();
+            for s in self.shared.cri.sandboxes(Some(&uid)).await? {
+                if s.state == proto::PodSandboxState::SandboxReady as i32 {
+                    self.shared.cri.stop_sandbox(&s.id).await?;
+                }
+            }
+            return Ok(Duration::from_secs(3600));
+        }
+        let sandbox = self.ensure_sandbox(pod).await?;
+        let mut attempts = self.attempts(&uid).await?;
+        let mut next = RESYNC;
+        let mut init_failed = false;
+
+        // Init containers, one at a time, in order.
+        let mut initialized = true;
+        for c in spec_.init_containers.iter().flatten() {
+            let latest = attempts
+                .get(&c.name)
+                .and_then(|a| a.first())
+                .map(|(_, a)| a.clone());
+            match latest {
+                Some(a) if a.state == RunState::Exited && a.exit_code == 0 => continue,
+                Some(a) if a.state == RunState::Exited => {
+                    initialized = false;
+                    if restart_policy == "Never" {
+                        init_failed = true;
+                    } else if let Some(left) = self.restart_due(pod, &c.name, &a) {
+                        next = next.min(left);
+                    } else {
+                        self.start_container(pod, c, a.attempt + 1, true, &sandbox)
+                            .await?;
+                    }
+                    break;
+                }
+                Some(_) => {
+                    initialized = false;
+                    break;
+                }
+                None => {
+                    initialized = false;
+                    self.start_container(pod, c, 0, true, &sandbox).await?;
+                    break;
+                }
+            }
+        }
+
+        if initialized {
+            for c in &spec_.containers {
+                let latest = attempts
+                    .get(&c.name)
+                    .and_then(|a| a.first())
+                    .map(|(_, a)| a.clone());
+                match latest {
+                    None => self.start_container(pod, c, 0, false, &sandbox).await?,
+                    Some(a) if a.state == RunState::Running => {
+                        let failed = self
+                            .probes
+                            .get(&a.id)
+                            .is_some_and(|p| p.results.failed.load(Ordering::SeqCst));
+                        if failed {
+                            tracing::info!(container = %c.name, "killing container after a failed liveness/startup probe");
+                            self.probes.remove(&a.id);
+                            self.shared
+                                .cri
+                                .stop_container(&a.id, grace_period(pod))
+                                .await?;
+                        }
+                    }
+                    Some(a) if a.state == RunState::Exited => {
+                        if !should_restart(&restart_policy, a.exit_code) {
+                            self.waiting.remove(&c.name);
+                            continue;
+                        }
+                        if let Some(left) = self.restart_due(pod, &c.name, &a) {
+                            next = next.min(left);
+                        } else {
+                            self.start_container(pod, c, a.attempt + 1, false, &sandbox)
+                                .await?;
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            // Re-read what changed this pass, so the status shows it now.
+            attempts = self.attempts(&uid).await?;
+        }
+
+        // Probes follow running containers.
+        let pod_ip = sandbox.2.first().cloned().unwrap_or_default();
+        let running: HashMap<String, &Container> = spec_
+            .containers
+            .iter()
+            .filter_map(|c| {
+                attempts
+                    .get(&c.name)
+                    .and_then(|a| a.first())
+                    .filter(|(_, a)| a.state == RunState::Running)
+                    .map(|(_, a)| (a.id.clone(), c))
+            })
+            .collect();
+        self.probes.retain(|id, _| running.contains_key(id));
+        for (id, c) in &running {
+            if self.probes.contains_key(id) {
+                continue;
+            }
+            let results = Arc::new(probe::Results::new(c));
+            let target = probe::Target {
+                cri: self.shared.cri.clone(),
+                container_id: id.clone(),
+                container: (*c).clone(),
+                pod_ip: pod_ip.clone(),
+            };
+            let mut tasks = Vec::new();
+            for (kind, p) in [
+                (probe::Kind::Startup, &c.startup_probe),
+                (probe::Kind::Readiness, &c.readiness_probe),
+                (probe::Kind::Liveness, &c.liveness_probe),
+            ] {
+                if let Some(p) = p {
+                    tasks.push(probe::spawn(
+                        kind,
+                        p.clone(),
+                        target.clone(),
+                        results.clone(),
+                        self.wake.clone(),
+                    ));
+                }
+            }
+            self.probes.insert(id.clone(), ProbeSet { results, tasks });
+        }
+
+        let status = self.build_status(pod, &attempts, &sandbox.2, true, init_failed);
+        self.write_status(pod, status).await?;
+        Ok(next)
+    }
+
+    fn build_status(
+        &self,
+        pod: &Pod,
+        attempts: &HashMap<String, Attempts>,
+        pod_ips: &[String],
+        sandbox_ready: bool,
+        init_failed: bool,
+    ) -> PodStatus {
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        let view_of = |c: &Container| {
+            let list = attempts.get(&c.name);
+            let current = list.and_then(|l| l.first()).map(|(_, a)| a.clone());
+            let previous = list.and_then(|l| l.get(1)).map(|(_, a)| a.clone());
+            let results = current
+                .as_ref()
+                .and_then(|a| self.probes.get(&a.id))
+                .map(|p| p.results.clone());
+            let exited = current
+                .as_ref()
+                .is_some_and(|a| a.state == RunState::Exited);
+            ContainerView {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                current,
+                previous,
+                // A stale reason (e.g. a pull error) must not hide a container
+                // that has since started.
+                waiting: self
+                    .waiting
+                    .get(&c.name)
+                    .filter(|_| list.is_none_or(|l| l.is_empty()) || exited)
+                    .cloned(),
+                ready: results
+                    .as_ref()
+                    .is_none_or(|r| r.ready.load(Ordering::SeqCst)),
+                started: results
+                    .as_ref()
+                    .is_none_or(|r| r.started.load(Ordering::SeqCst)),
+            }
+        };
+        let view = PodView {
+            sandbox_ready,
+            pod_ips: pod_ips.to_vec(),
+            host_ip: self.shared.node_ip.clone(),
+            init: spec_
+                .init_containers
+                .iter()
+                .flatten()
+                .map(view_of)
+                .collect(),
+            containers: spec_.containers.iter().map(view_of).collect(),
+            runtime_name: self.shared.runtime_name.clone(),
+            terminal: false,
+        };
+        let mut base = pod.clone();
+        if let Some(last) = &self.last_written {
+            base.status = Some(last.clone());
+        }
+        status::pod_status(&base, &view, init_failed, jiff::Timestamp::now())
+    }
+
+    async fn write_status(&mut self, pod: &Pod, status: PodStatus) -> Result<()> {
+        if self.last_written.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), pod_namespace(pod));
+        let patch = serde_json::json!({ "status": status });
+        match api
+            .patch_status(
+                pod_name(pod),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.last_written = Some(status);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops every container (preStop hooks first, then SIGTERM, SIGKILL
+    /// after the grace period), the sandbox, and removes them and the
+    /// pod's volumes. With `report`, writes the final status first.
+    async fn terminate(&mut self, pod: &Pod, grace: i64, report: bool) -> Result<()> {
+        self.probes.clear();
+        let uid = pod_uid(pod).to_string();
+        let cri = self.shared.cri.clone();
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        let containers = cri.containers(&uid).await?;
+        let stops = containers
+            .iter()
+            .filter(|c| {
+                run_state(c.state) == RunState::Running || run_state(c.state) == RunState::Created
+            })
+            .map(|c| {
+                let cri = cri.clone();
+                let name = c
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                let hook = spec_
+                    .containers
+                    .iter()
+                    .find(|sc| sc.name == name)
+                    .and_then(|sc| sc.lifecycle.as_ref())
+                    .and_then(|l| l.pre_stop.clone());
+                let id = c.id.clone();
+                async move {
+                    let start = Instant::now();
+                    let mut after_hook = grace;
+                    if let Some(hook) = hook {
+                        run_pre_stop(&cri, &id, &hook, grace).await;
+                        let used = start.elapsed().as_secs() as i64;
+                        after_hook = (grace - used).max(MIN_GRACE_AFTER_HOOK);
+                    }
+                    cri.stop_container(&id, after_hook).await
+                }
+            });
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        if report {
+            let attempts = self.attempts(&uid).await?;
+            let ips: Vec<String> = self
+                .sandbox_ips
+                .values()
+                .next()
+                .cloned()
+                .unwrap_or_default();
+            let status = self.build_status(pod, &attempts, &ips, false, false);
+            if let Err(e) = self.write_status(pod, status).await {
+                tracing::debug!(error = %e, "final status write failed");
+            }
+        }
+        for s in cri.sandboxes(Some(&uid)).await? {
+            cri.stop_sandbox(&s.id).await?;
+        }
+        for c in cri.containers(&uid).await? {
+            cri.remove_container(&c.id).await?;
+        }
+        for s in cri.sandboxes(Some(&uid)).await? {
+            cri.remove_sandbox(&s.id).await?;
+        }
+        volumes::cleanup(&self.shared.root_dir, &uid);
+        self.crash_backoff.forget_prefix(&uid);
+        tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), "pod terminated");
+        Ok(())
+    }
+
+    /// Removes the API object once its containers are gone, as upstream's
+    /// status manager does: grace period 0 and the pod's UID as precondition
+    /// (so a new pod of the same name is never deleted by mistake).
+    async fn delete_api_object(&self, pod: &Pod) -> bool {
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), pod_namespace(pod));
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(pod_name(pod), &dp).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => true,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "deleting pod object failed");
+                false
+            }
+        }
+    }
+}
+
+/// Runs a preStop hook (exec, httpGet against the pod IP is not known
+/// here so only exec and sleep are run), bounded by the grace period.
+async fn run_pre_stop(
+    cri: &Cri,
+    id: &str,
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    grace: i64,
+) {
+    let limit = Duration::from_secs(grace.max(1) as u64);
+    if let Some(exec) = &hook.exec {
+        let cmd = exec.command.clone().unwrap_or_default();
+        let _ = tokio::time::timeout(limit, cri.exec_sync(id, cmd, grace.max(1))).await;
+    } else if let Some(s) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
+    }
+}
+
+/// Stops and removes sandboxes and containers of pods this kubelet no
+/// longer has (deleted while it was down).
+pub async fn remove_orphans(
+    shared: &Shared,
+    known: &std::collections::HashSet<String>,
+) -> Result<()> {
+    let cri = &shared.cri;
+    for s in cri.sandboxes(None).await? {
+        if s.labels.get(labels::MANAGED_BY).map(String::as_str) != Some("skiff-kubelet") {
+            continue;
+        }
+        let Some(uid) = s.labels.get(labels::POD_UID) else {
+            continue;
+        };
+        if known.contains(uid) {
+            continue;
+        }
+        tracing::info!(pod_uid = %uid, sandbox = %s.id, "removing orphaned pod sandbox");
+        for c in cri.containers(uid).await? {
+            cri.stop_container(&c.id, 0).await?;
+            cri.remove_container(&c.id).await?;
+        }
+        cri.stop_sandbox(&s.id).await?;
+        cri.remove_sandbox(&s.id).await?;
+        volumes::cleanup(&shared.root_dir, uid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pull_policies() {
+        let c = |image: &str| Container {
+            image: Some(image.into()),
+            ..Default::default()
+        };
+        assert_eq!(pull_policy(&c("busybox")), "Always");
+        assert_eq!(pull_policy(&c("busybox:latest")), "Always");
+        assert_eq!(
+            pull_policy(&c("registry.k8s.io/e2e-test-images/busybox:1.36.1-1")),
+            "IfNotPresent"
+        );
+        assert_eq!(pull_policy(&c("localhost:5000/busybox")), "Always");
+        assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert!(should_restart("Always", 0));
+        assert!(!should_restart("OnFailure", 0));
+        assert!(should_restart("OnFailure", 2));
+        assert!(!should_restart("Never", 1));
+    }
+}
