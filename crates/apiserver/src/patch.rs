@@ -119,9 +119,6 @@ fn strategic_merge(original: &Value, patch: &Value) -> Value {
         result.retain(|k, _| keep.contains(&k.as_str()));
     }
     for (key, value) in patch_map {
-        if key.starts_with('$') {
-            continue;
-        }
         if let Some(list_field) = key.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(items)), Some(remove)) =
                 (result.get_mut(list_field), value.as_array())
@@ -130,7 +127,8 @@ fn strategic_merge(original: &Value, patch: &Value) -> Value {
             }
             continue;
         }
-        if key.starts_with("$setElementOrder/") {
+        // `$setElementOrder` and the directives handled above change no field by themselves.
+        if key.starts_with('$') {
             continue;
         }
         if value.is_null() {
