@@ -22,6 +22,7 @@ pub mod registry;
 pub mod resources;
 pub mod selectors;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod strategy;
 pub mod table;
@@ -49,6 +50,8 @@ pub struct Config {
     /// How often store history older than one interval is compacted away
     /// (upstream's `--etcd-compaction-interval`, 5 minutes by default).
     pub compaction_interval: Duration,
+    /// Where Services get their cluster IPs (`--service-cluster-ip-range`).
+    pub service_cidr: services::Cidr,
 }
 
 /// A running API server.
@@ -106,7 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     let cache = cache::WatchCache::start(store.clone())
         .await
         .context("filling watch cache")?;
-    let registry = Arc::new(registry::Registry::new(store, cache));
+    let registry = Arc::new(registry::Registry::new(store, cache, config.service_cidr));
     lifecycle::ensure_system_namespaces(&registry).await?;
     authz::bootstrap::reconcile(&registry)
         .await
@@ -147,6 +150,9 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         &pki.ca.cert_pem,
     )?;
     let task = tokio::spawn(server::serve(listener, tls, app));
+    services::ensure_kubernetes_service(&registry, address)
+        .await
+        .context("creating the kubernetes service")?;
 
     let kubeconfig_path = config.data_dir.join("admin.kubeconfig");
     let kubeconfig = pki.admin_kubeconfig(&format!("https://{server_address}"));

@@ -119,6 +119,8 @@ pub struct Registry {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub catalogue: Catalogue,
+    /// Where Services get their cluster IPs.
+    pub service_cidr: crate::services::Cidr,
 }
 
 /// The stored form of an object: JSON without `resourceVersion`.
@@ -152,11 +154,16 @@ fn random_suffix() -> String {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<WatchCache>,
+        service_cidr: crate::services::Cidr,
+    ) -> Self {
         Registry {
             store,
             cache,
             catalogue: Catalogue::new(),
+            service_cidr,
         }
     }
 
@@ -302,17 +309,29 @@ impl Registry {
         if let (true, Some(ns)) = (resource.namespaced, namespace) {
             self.check_namespace_open(ns).await?;
         }
-        let object = object::canonicalize(object);
         let name = object::name(&object).to_string();
+        let key = resource.key(namespace, &name);
+        let is_service = resource.kind == "Service";
+        if is_service && !dry_run && self.store.get(&key).await?.is_some() {
+            // Allocating first would hold addresses for a create that must fail.
+            return Err(ApiError::already_exists(resource, &name));
+        }
+        if is_service {
+            crate::services::allocate(self, &mut object, dry_run).await?;
+        }
+        let object = object::canonicalize(object);
         if dry_run {
             return Ok(object);
         }
-        let key = resource.key(namespace, &name);
-        match self.store.create(&key, encode_stored(&object)?).await {
-            Ok(rv) => Ok(with_resource_version(object, rv)),
+        let result = match self.store.create(&key, encode_stored(&object)?).await {
+            Ok(rv) => Ok(with_resource_version(object.clone(), rv)),
             Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(resource, &name)),
             Err(e) => Err(e.into()),
+        };
+        if is_service && result.is_err() {
+            crate::services::release(self, &object).await;
         }
+        result
     }
 
     /// The compare-and-swap loop every read-modify-write uses. `decide` sees the current
@@ -361,7 +380,10 @@ impl Registry {
                     }
                     match self.store.delete(&key, Some(kv.mod_revision)).await {
                         Ok((rv, _)) => {
-                            return Ok(Outcome::Deleted(with_resource_version(current, rv)))
+                            if resource.kind == "Service" {
+                                crate::services::release(self, &current).await;
+                            }
+                            return Ok(Outcome::Deleted(with_resource_version(current, rv)));
                         }
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(StoreError::NotFound(_)) => {
@@ -781,7 +803,20 @@ fn prepare_update(
             }
             *new = merged;
         }
-        _ => strategy::prepare_for_update(resource, new, current),
+        _ => {
+            strategy::prepare_for_update(resource, new, current);
+            if resource.kind == "Service" {
+                let causes = crate::services::keep_allocations(new, current);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(
+                        resource.kind,
+                        resource.group,
+                        &name,
+                        causes,
+                    ));
+                }
+            }
+        }
     }
     // What the server owns is carried over from the stored object.
     let current_meta = object::metadata(current).cloned().unwrap_or_default();

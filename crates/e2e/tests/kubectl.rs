@@ -798,3 +798,94 @@ fn defaults_are_filled_in() {
     );
     assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
 }
+
+/// Services get cluster IPs and node ports once each, keep them across updates, and give
+/// them back when deleted; the `kubernetes` Service points at the API server.
+#[test]
+fn service_addresses() {
+    let s = shared();
+    let ns = s.namespace("svc");
+    let kubernetes = s.json(&["service", "kubernetes", "-n", "default"]);
+    assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(kubernetes["spec"]["ports"][0]["port"], 443);
+
+    s.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        &ns,
+        "--tcp=80:8080",
+    ]);
+    let web = s.json(&["service", "web", "-n", &ns]);
+    let ip = web["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(
+        ip.starts_with("10.9") || ip.starts_with("10.10") || ip.starts_with("10.11"),
+        "{ip}"
+    );
+    assert_eq!(web["spec"]["clusterIPs"][0], ip.as_str());
+    assert_eq!(web["spec"]["ports"][0]["targetPort"], 8080);
+    let record = s.json(&["ipaddresses.networking.k8s.io", &ip]);
+    assert_eq!(record["spec"]["parentRef"]["name"], "web");
+
+    s.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "-n",
+        &ns,
+        "--tcp=80:80",
+    ]);
+    let np = s.json(&["service", "np", "-n", &ns]);
+    let node_port = np["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    let table = s.ok(&["get", "service", "np", "-n", &ns]);
+    assert!(table.contains(&format!("80:{node_port}/TCP")), "{table}");
+
+    // A client that leaves clusterIP out of a replace keeps the address; changing it fails.
+    let mut body = np.clone();
+    body["spec"].as_object_mut().unwrap().remove("clusterIP");
+    body["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    body["spec"]["ports"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("nodePort");
+    s.ok_with_input(
+        &["replace", "-f", "-"],
+        &serde_json::to_string(&body).unwrap(),
+    );
+    let after = s.json(&["service", "np", "-n", &ns]);
+    assert_eq!(after["spec"]["clusterIP"], np["spec"]["clusterIP"]);
+    assert_eq!(after["spec"]["ports"][0]["nodePort"], node_port);
+    let err = s.fails(&[
+        "patch",
+        "service",
+        "np",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.96.0.77","clusterIPs":["10.96.0.77"]}}"#,
+    ]);
+    assert!(err.contains("may not change once set"), "{err}");
+
+    // Asking for a taken address fails as upstream does; deleting frees it.
+    let taken = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: dup\n  namespace: {ns}\nspec:\n  clusterIP: {ip}\n  ports:\n  - port: 80\n");
+    let out = s.kubectl_with_input(&["create", "-f", "-"], Some(&taken));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("provided IP is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(&["delete", "service", "web", "-n", &ns]);
+    assert!(s
+        .fails(&["get", "ipaddresses.networking.k8s.io", &ip])
+        .contains("not found"));
+    s.ok_with_input(&["create", "-f", "-"], &taken);
+    assert_eq!(
+        s.json(&["service", "dup", "-n", &ns])["spec"]["clusterIP"],
+        ip.as_str()
+    );
+}

@@ -67,6 +67,9 @@ struct ServerArgs {
     /// More host names or IP addresses for the serving certificate.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// The range Services' cluster IPs come from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: skiff_apiserver::services::Cidr,
     /// How often to compact store history older than one interval, e.g. `5m`, `30s`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     etcd_compaction_interval: Duration,
@@ -119,6 +122,7 @@ impl ServerArgs {
             token_auth_file: self.token_auth_file.clone(),
             tls_san: self.tls_san.clone(),
             compaction_interval: self.etcd_compaction_interval,
+            service_cidr: self.service_cluster_ip_range,
         })
     }
 }

@@ -1,0 +1,434 @@
+//! Service address allocation: cluster IPs from the service CIDR and node ports from
+//! their range, each held by a record in the store so that two API servers never hand
+//! out the same one.
+//!
+//! A cluster IP is held by an `IPAddress` object named after the address (as upstream's
+//! allocator keeps them since `MultiCIDRServiceAllocator`); a node port by a key under
+//! `/registry/skiff/servicenodeports/`. Creating the record is the allocation (create
+//! fails if it exists); deleting it is the release.
+
+use std::net::Ipv4Addr;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::object;
+use crate::registry::Registry;
+use crate::status::{ApiError, ApiResult, Cause};
+
+/// Upstream's default node port range.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+const NODE_PORT_PREFIX: &str = "/registry/skiff/servicenodeports/";
+
+/// An IPv4 CIDR such as `10.96.0.0/12`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    base: u32,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (ip, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR like 10.96.0.0/12"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| format!("prefix length in {text:?} must be between 8 and 30"))?;
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Cidr {
+            base: u32::from(ip) & mask,
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+impl Cidr {
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & (u32::MAX << (32 - self.prefix)) == self.base
+    }
+
+    /// The `n`th address (0 is the network address).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + n)
+    }
+}
+
+fn random_u32() -> u32 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+fn service_type(service: &Value) -> &str {
+    service
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+}
+
+fn invalid(service: &Value, causes: Vec<Cause>) -> ApiError {
+    ApiError::invalid("Service", "", object::name(service), causes)
+}
+
+/// Allocates what a new Service needs and writes it into the object. On error nothing
+/// stays allocated.
+pub async fn allocate(registry: &Registry, service: &mut Value, dry_run: bool) -> ApiResult<()> {
+    let kind = service_type(service).to_string();
+    if kind == "ExternalName" {
+        return Ok(());
+    }
+    let requested = service
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if requested != "None" {
+        let ip = allocate_ip(registry, service, &requested, dry_run).await?;
+        if let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("clusterIP".into(), json!(ip));
+            spec.insert("clusterIPs".into(), json!([ip]));
+        }
+    } else if let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("clusterIPs".into(), json!(["None"]));
+    }
+    if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
+        if let Err(e) = allocate_node_ports(registry, service, dry_run).await {
+            release(registry, service).await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn allocate_ip(
+    registry: &Registry,
+    service: &Value,
+    requested: &str,
+    dry_run: bool,
+) -> ApiResult<String> {
+    let cidr = registry.service_cidr;
+    let ipaddresses = registry
+        .catalogue
+        .get("networking.k8s.io", "v1", "ipaddresses")
+        .ok_or_else(|| ApiError::internal("ipaddresses are not served"))?;
+    let record = |ip: &str| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IPAddress",
+            "metadata": {
+                "name": ip,
+                "labels": {
+                    "ipaddress.kubernetes.io/ip-family": "IPv4",
+                    "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io",
+                },
+            },
+            "spec": {"parentRef": {
+                "group": "",
+                "resource": "services",
+                "namespace": object::namespace(service).unwrap_or(""),
+                "name": object::name(service),
+            }},
+        })
+    };
+    if !requested.is_empty() {
+        let ip: Ipv4Addr = requested.parse().map_err(|_| {
+            invalid(
+                service,
+                vec![Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    requested,
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                )],
+            )
+        })?;
+        if !cidr.contains(ip) {
+            return Err(invalid(service, vec![Cause::invalid(
+                "spec.clusterIPs",
+                requested,
+                &format!("failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {cidr}"),
+            )]));
+        }
+        return match Box::pin(registry.create(ipaddresses, None, record(requested), dry_run)).await
+        {
+            Ok(_) => Ok(requested.to_string()),
+            Err(e) if e.reason == "AlreadyExists" => Err(invalid(
+                service,
+                vec![Cause::invalid(
+                    "spec.clusterIPs",
+                    requested,
+                    &format!("failed to allocate IP {requested}: provided IP is already allocated"),
+                )],
+            )),
+            Err(e) => Err(e),
+        };
+    }
+    // Random probing from a random start, skipping the network and broadcast addresses
+    // and the first address (reserved for the `kubernetes` Service).
+    let usable = cidr.size() - 3;
+    let start = random_u32() % usable;
+    for step in 0..usable.min(4096) {
+        let ip = cidr.nth(2 + (start + step) % usable).to_string();
+        match Box::pin(registry.create(ipaddresses, None, record(&ip), dry_run)).await {
+            Ok(_) => return Ok(ip),
+            Err(e) if e.reason == "AlreadyExists" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::internal(format!(
+        "failed to allocate a serviceIP: range {cidr} is full"
+    )))
+}
+
+async fn allocate_node_ports(
+    registry: &Registry,
+    service: &mut Value,
+    dry_run: bool,
+) -> ApiResult<()> {
+    let owner = format!(
+        "{}/{}",
+        object::namespace(service).unwrap_or(""),
+        object::name(service)
+    );
+    let value = Bytes::from(serde_json::to_vec(&json!({"service": owner})).unwrap_or_default());
+    let count = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for index in 0..count {
+        let pointer = format!("/spec/ports/{index}/nodePort");
+        let requested = service
+            .pointer(&pointer)
+            .and_then(Value::as_u64)
+            .map(|p| p as u16);
+        let port = match requested {
+            Some(port) => {
+                if !NODE_PORTS.contains(&port) {
+                    return Err(invalid(service, vec![Cause::invalid(
+                        format!("spec.ports[{index}].nodePort"),
+                        &port.to_string(),
+                        &format!("provided port is not in the valid range. The range of valid ports is {}-{}", NODE_PORTS.start(), NODE_PORTS.end()),
+                    )]));
+                }
+                if !dry_run {
+                    let key = format!("{NODE_PORT_PREFIX}{port}");
+                    if registry.store.create(&key, value.clone()).await.is_err() {
+                        return Err(invalid(
+                            service,
+                            vec![Cause::invalid(
+                                format!("spec.ports[{index}].nodePort"),
+                                &port.to_string(),
+                                "provided port is already allocated",
+                            )],
+                        ));
+                    }
+                }
+                port
+            }
+            None => {
+                let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+                let start = random_u32() % span;
+                let mut chosen = None;
+                for step in 0..span {
+                    let port = NODE_PORTS.start() + ((start + step) % span) as u16;
+                    if dry_run
+                        || registry
+                            .store
+                            .create(&format!("{NODE_PORT_PREFIX}{port}"), value.clone())
+                            .await
+                            .is_ok()
+                    {
+                        chosen = Some(port);
+                        break;
+                    }
+                }
+                chosen.ok_or_else(|| {
+                    ApiError::internal("failed to allocate a nodePort: range is full")
+                })?
+            }
+        };
+        if let Some(p) = service
+            .pointer_mut(&format!("/spec/ports/{index}"))
+            .and_then(Value::as_object_mut)
+        {
+            p.insert("nodePort".into(), json!(port));
+        }
+    }
+    Ok(())
+}
+
+/// Releases what a deleted Service held.
+pub async fn release(registry: &Registry, service: &Value) {
+    if let Some(ips) = service
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+    {
+        for ip in ips
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|ip| *ip != "None")
+        {
+            let key = format!("/registry/ipaddresses/{ip}");
+            if let Err(e) = registry.store.delete(&key, None).await {
+                tracing::debug!(ip, error = %e, "releasing cluster IP");
+            }
+        }
+    }
+    for port in service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+    {
+        let _ = registry
+            .store
+            .delete(&format!("{NODE_PORT_PREFIX}{port}"), None)
+            .await;
+    }
+}
+
+/// An update keeps the addresses a Service holds: omitted ones are carried over,
+/// changed cluster IPs are refused as upstream refuses them.
+pub fn keep_allocations(new: &mut Value, old: &Value) -> Vec<Cause> {
+    let old_ip = old
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let new_ip = new
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut causes = Vec::new();
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        if new_ip.is_empty() && !old_ip.is_empty() {
+            spec.insert("clusterIP".into(), json!(old_ip));
+            if let Some(ips) = old.pointer("/spec/clusterIPs") {
+                spec.insert("clusterIPs".into(), ips.clone());
+            }
+        } else if new_ip != old_ip && !old_ip.is_empty() {
+            causes.push(Cause::invalid(
+                "spec.clusterIPs[0]",
+                &new_ip,
+                "may not change once set",
+            ));
+        }
+    }
+    let old_ports = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut() {
+            if port.get("nodePort").is_some() {
+                continue;
+            }
+            let same = old_ports.iter().find(|o| {
+                o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol")
+            });
+            if let (Some(node_port), Some(fields)) =
+                (same.and_then(|o| o.get("nodePort")), port.as_object_mut())
+            {
+                fields.insert("nodePort".into(), node_port.clone());
+            }
+        }
+    }
+    causes
+}
+
+/// The `kubernetes` Service in `default`, pointing at this API server.
+pub async fn ensure_kubernetes_service(
+    registry: &Registry,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let catalogue = &registry.catalogue;
+    let (Some(services), Some(endpoints)) = (
+        catalogue.get("", "v1", "services"),
+        catalogue.get("", "v1", "endpoints"),
+    ) else {
+        anyhow::bail!("services or endpoints missing from the catalogue");
+    };
+    let ip = registry.service_cidr.nth(1).to_string();
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": address.port()}]},
+    });
+    match registry
+        .create(services, Some("default"), service, false)
+        .await
+    {
+        Ok(_) => tracing::info!(%ip, "created the kubernetes service"),
+        Err(e) if e.reason == "AlreadyExists" => {}
+        Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
+    }
+    let host = if address.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        address.ip().to_string()
+    };
+    let endpoint = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": address.port(), "protocol": "TCP"}]}],
+    });
+    registry
+        .update(
+            endpoints,
+            Some("default"),
+            "kubernetes",
+            None,
+            endpoint,
+            false,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let cidr: Cidr = "10.96.0.0/12".parse().unwrap();
+        assert_eq!(cidr.nth(1), Ipv4Addr::new(10, 96, 0, 1));
+        assert!(cidr.contains(Ipv4Addr::new(10, 111, 255, 254)));
+        assert!(!cidr.contains(Ipv4Addr::new(10, 112, 0, 1)));
+        assert_eq!(cidr.size(), 1 << 20);
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn updates_keep_addresses() {
+        let old = json!({"spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"], "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}});
+        let mut new = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
+        assert!(keep_allocations(&mut new, &old).is_empty());
+        assert_eq!(new["spec"]["clusterIP"], "10.96.0.5");
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30001);
+        let mut changed = json!({"spec": {"clusterIP": "10.96.0.6"}});
+        assert_eq!(keep_allocations(&mut changed, &old).len(), 1);
+    }
+}
