@@ -189,10 +189,10 @@ pub fn phase(
         return "Failed";
     }
     let init_pending = init.iter().any(|s| {
-        !s.state
+        s.state
             .as_ref()
             .and_then(|st| st.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0)
+            .is_none_or(|t| t.exit_code != 0)
     });
     if init_pending {
         return "Pending";

@@ -249,11 +249,9 @@ pub fn prepare(
                     std::fs::create_dir_all(&p)
                         .map_err(Error::io(format!("create {}", p.display())))?;
                 }
-                "FileOrCreate" => {
-                    if !p.exists() {
-                        std::fs::write(&p, b"")
-                            .map_err(Error::io(format!("create {}", p.display())))?;
-                    }
+                "FileOrCreate" if !p.exists() => {
+                    std::fs::write(&p, b"")
+                        .map_err(Error::io(format!("create {}", p.display())))?;
                 }
                 "Directory" if !p.is_dir() => {
                     return Err(Error::Config(format!(

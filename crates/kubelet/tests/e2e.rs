@@ -1,0 +1,533 @@
+//! End to end, as root: a real `skiff server`, a real `skiff runtime`
+//! (process, CNI bridge of the test's own) and this kubelet in-process,
+//! driven with the real kubectl. One test walks every scenario in turn so
+//! the suite pays once for start-up; each step names what it checks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skiff_e2e::Server;
+
+const NODE: &str = "kubelet-e2e-node";
+const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The runtime process, its root, and everything to clean up after it.
+struct Runtime {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    cgroup_parent: String,
+    bridge: String,
+}
+
+impl Runtime {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+
+    fn start() -> Runtime {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the kubelet integration tests need root (containers): run them as root, as CI does"
+        );
+        let images = workspace().join("target/test-images");
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/build-test-images.sh"))
+            .arg(&images)
+            .status()
+            .expect("run scripts/build-test-images.sh");
+        assert!(status.success(), "scripts/build-test-images.sh failed");
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-kubelet-test")
+            .tempdir()
+            .expect("tempdir");
+        let tag = format!("{:04x}", std::process::id() % 0xffff);
+        let bridge = format!("skl{tag}");
+        let subnet = format!("10.198.{}.0/24", std::process::id() % 250);
+        let net_d = dir.path().join("net.d");
+        std::fs::create_dir_all(&net_d).expect("net.d");
+        std::fs::write(
+            net_d.join("10-test.conflist"),
+            serde_json::to_vec(&serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "skiff-kubelet-test",
+                "plugins": [{
+                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                              "dataDir": dir.path().join("root/cni/networks")},
+                }],
+            }))
+            .expect("json"),
+        )
+        .expect("conflist");
+        let skiff = skiff_e2e::skiff_binary();
+        let root = dir.path().join("root");
+        let out = Command::new(&skiff)
+            .args(["images", "--root"])
+            .arg(&root)
+            .arg("import")
+            .arg(images.join("busybox.tar"))
+            .output()
+            .expect("skiff images import");
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cgroup_parent = format!("/skiff-kubelet-test-{tag}");
+        let mut cmd = Command::new(&skiff);
+        cmd.arg("runtime")
+            .arg("--root")
+            .arg(&root)
+            .arg("--socket")
+            .arg(dir.path().join("cri.sock"))
+            .arg("--cgroup-parent")
+            .arg(&cgroup_parent)
+            .arg("--cni-conf-dir")
+            .arg(&net_d)
+            .arg("--pod-cidr")
+            .arg(&subnet)
+            .arg("--registries-config")
+            .arg(dir.path().join("registries.yaml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("runtime.log")).expect("log"));
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start skiff runtime");
+        Runtime {
+            child: Some(child),
+            dir,
+            cgroup_parent,
+            bridge,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runtime.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Best effort: kill what is left of containers and sandboxes, unmount
+        // everything under the root, remove our cgroups and bridge.
+        let root = self.root();
+        let runc_root = root.join("runc");
+        if let Ok(rd) = std::fs::read_dir(&runc_root) {
+            for e in rd.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .output();
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(root.join("sandboxes")) {
+            for e in rd.flatten() {
+                let rec: Value = serde_json::from_slice(
+                    &std::fs::read(e.path().join("sandbox.json")).unwrap_or_default(),
+                )
+                .unwrap_or(Value::Null);
+                if let Some(pid) = rec.get("holder_pid").and_then(Value::as_i64) {
+                    if pid > 0 {
+                        unsafe {
+                            libc::kill(pid as i32, libc::SIGKILL);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root_s = self.dir.path().display().to_string();
+            let mut mounts: Vec<String> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&root_s))
+                .map(str::to_string)
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mounts {
+                let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                remove_tree(&h.path().join(rel));
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn pod_json(server: &Server, ns: &str, name: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", "pod", "-n", ns, name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn condition(pod: &Value, t: &str) -> Option<String> {
+    pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+fn pod_yaml(name: &str, extra_spec: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 2\n{extra_spec}  containers:\n{containers}"
+    )
+}
+
+fn container(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    image: {IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubelet_runs_pods_end_to_end() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "skiff_kubelet=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let client = skiff_kubelet::client(&skiff_kubelet::KubeletArgs {
+        kubeconfig: Some(server.kubeconfig()),
+        ..skiff_kubelet::KubeletArgs::new("", PathBuf::new())
+    })
+    .await
+    .expect("client");
+    let mut args = skiff_kubelet::KubeletArgs::new(
+        runtime.socket().display().to_string(),
+        runtime.dir.path().join("kubelet"),
+    );
+    args.node_name = Some(NODE.into());
+    args.node_ip = Some("127.0.0.1".into());
+    let logs_dir = args.pod_logs_dir.clone();
+    let kubelet = tokio::spawn(skiff_kubelet::run(client, args));
+
+    let result = std::panic::AssertUnwindSafe(scenarios(&server, &runtime, &logs_dir));
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    if outcome.is_err() {
+        eprintln!("runtime log:\n{}", runtime.log());
+    }
+    kubelet.abort();
+    let _ = kubelet.await;
+    drop(runtime);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
+    // The node registers Ready with upstream's reasons and a lease.
+    let node = tokio::task::block_in_place(|| {
+        wait_for(60, "node Ready", || {
+            let out = server.kubectl(&["get", "node", NODE, "-o", "json"]);
+            let n: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready" && c["status"] == "True")?
+                .clone();
+            assert_eq!(ready["reason"], "KubeletReady");
+            Some(n)
+        })
+    });
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
+    assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.37.0");
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with("skiff://"));
+    assert_eq!(node["status"]["capacity"]["pods"], "110");
+    let lease0 = server.json(&["lease", "-n", "kube-node-lease", NODE]);
+    let renew0 = lease0["spec"]["renewTime"].as_str().unwrap().to_string();
+    assert_eq!(lease0["spec"]["leaseDurationSeconds"], 40);
+
+    let ns = server.namespace("kubelet");
+    let ns = ns.as_str();
+    tokio::task::block_in_place(|| {
+        // A long-running pod: Running, with podIP and a running container.
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml("sleeper", "", &container("c", "echo hi; sleep 3600", "")),
+        );
+        let pod = wait_for(60, "sleeper Running", || {
+            let p = pod_json(server, ns, "sleeper")?;
+            (p["status"]["phase"] == "Running" && condition(&p, "Ready").as_deref() == Some("True"))
+                .then_some(p)
+        });
+        let st = &pod["status"];
+        assert!(
+            st["podIP"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("10.198.")),
+            "{st}"
+        );
+        assert_eq!(st["hostIP"], "127.0.0.1");
+        assert!(st["startTime"].is_string());
+        assert_eq!(st["qosClass"], "BestEffort");
+        let cs = &st["containerStatuses"][0];
+        assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+        assert!(cs["containerID"].as_str().unwrap().starts_with("skiff://"));
+        assert_eq!(cs["ready"], true);
+        assert_eq!(cs["restartCount"], 0);
+        for t in [
+            "PodScheduled",
+            "Initialized",
+            "ContainersReady",
+            "PodReadyToStartContainers",
+        ] {
+            assert_eq!(condition(&pod, t).as_deref(), Some("True"), "{t}");
+        }
+        // Its log, in CRI format, where the kubelet put it.
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let log = logs_dir.join(format!("{ns}_sleeper_{uid}/c/0.log"));
+        let text = wait_for(10, "container log", || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("hi"))
+        });
+        assert!(text.contains(" stdout F hi"), "{text}");
+
+        // Exit 0 under restartPolicy Never: Succeeded.
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                "once",
+                "  restartPolicy: Never\n",
+                &container("c", "exit 0", ""),
+            ),
+        );
+        let pod = wait_for(60, "once Succeeded", || {
+            let p = pod_json(server, ns, "once")?;
+            (p["status"]["phase"] == "Succeeded").then_some(p)
+        });
+        let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!(term["reason"], "Completed");
+        assert_eq!(term["exitCode"], 0);
+        assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+
+        // A crashing container: restarts, then CrashLoopBackOff.
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml("crasher", "", &container("c", "exit 3", "")),
+        );
+        let pod = wait_for(60, "crasher CrashLoopBackOff", || {
+            let p = pod_json(server, ns, "crasher")?;
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && cs["restartCount"].as_i64()? >= 1)
+                .then_some(p)
+        });
+        let cs = &pod["status"]["containerStatuses"][0];
+        assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+        assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
+        assert!(cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off 10s restarting failed container=c pod=crasher_"));
+
+        // Env from a ConfigMap, with $(VAR) expansion and the downward API.
+        server.ok(&[
+            "create",
+            "configmap",
+            "-n",
+            ns,
+            "settings",
+            "--from-literal=GREETING=hello",
+        ]);
+        let env = "    envFrom:\n    - configMapRef:\n        name: settings\n    env:\n    - name: MSG\n      value: $(GREETING) world\n    - name: POD\n      valueFrom:\n        fieldRef:\n          fieldPath: metadata.name\n    - name: IP\n      valueFrom:\n        fieldRef:\n          fieldPath: status.podIP\n";
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                "env",
+                "  restartPolicy: Never\n",
+                &container("c", "echo \"$MSG from $POD at $IP\"", env),
+            ),
+        );
+        let pod = wait_for(60, "env Succeeded", || {
+            let p = pod_json(server, ns, "env")?;
+            (p["status"]["phase"] == "Succeeded").then_some(p)
+        });
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let ip = pod["status"]["podIP"].as_str().unwrap();
+        let log = std::fs::read_to_string(logs_dir.join(format!("{ns}_env_{uid}/c/0.log")))
+            .expect("env log");
+        assert!(
+            log.contains(&format!("hello world from env at {ip}")),
+            "{log}"
+        );
+
+        // An init container runs to completion before the app container.
+        let spec = format!(
+            "  volumes:\n  - name: work\n    emptyDir: {{}}\n  initContainers:\n{}",
+            container(
+                "init",
+                "echo done > /work/init",
+                "    volumeMounts:\n    - name: work\n      mountPath: /work\n"
+            )
+        );
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                "init",
+                &spec,
+                &container(
+                    "app",
+                    "cat /work/init; sleep 3600",
+                    "    volumeMounts:\n    - name: work\n      mountPath: /work\n",
+                ),
+            ),
+        );
+        let pod = wait_for(60, "init pod Running", || {
+            let p = pod_json(server, ns, "init")?;
+            (p["status"]["phase"] == "Running").then_some(p)
+        });
+        let init = &pod["status"]["initContainerStatuses"][0];
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+        assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let log_path = logs_dir.join(format!("{ns}_init_{uid}/app/0.log"));
+        let log = wait_for(10, "app log", || {
+            std::fs::read_to_string(&log_path)
+                .ok()
+                .filter(|l| l.contains("done"))
+        });
+        assert!(log.contains(" stdout F done"), "{log}");
+
+        // A readiness probe flips Ready once it passes.
+        let probe = "    readinessProbe:\n      exec:\n        command: [\"test\", \"-f\", \"/tmp/ready\"]\n      periodSeconds: 1\n";
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                "probed",
+                "",
+                &container("c", "sleep 4; touch /tmp/ready; sleep 3600", probe),
+            ),
+        );
+        let p = wait_for(60, "probed Running", || {
+            let p = pod_json(server, ns, "probed")?;
+            (p["status"]["phase"] == "Running").then_some(p)
+        });
+        if condition(&p, "Ready").as_deref() == Some("False") {
+            assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+        }
+        wait_for(30, "probed Ready", || {
+            let p = pod_json(server, ns, "probed")?;
+            (condition(&p, "Ready").as_deref() == Some("True")
+                && p["status"]["containerStatuses"][0]["ready"] == true)
+                .then_some(())
+        });
+
+        // Deleting a pod stops its containers and removes the API object.
+        let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let started = Instant::now();
+        server.ok(&["delete", "pod", "-n", ns, "sleeper", "--timeout=60s"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "graceful delete took {:?}",
+            started.elapsed()
+        );
+        assert!(pod_json(server, ns, "sleeper").is_none());
+        let containers = runtime.root().join("containers");
+        let left: Vec<String> = std::fs::read_dir(&containers)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("container.json")).ok())
+                    .filter(|t| t.contains(&sleeper_uid))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "containers of the deleted pod remain: {left:?}"
+        );
+    });
+
+    // The lease is renewed (every 10 s).
+    tokio::task::block_in_place(|| {
+        wait_for(30, "lease renewal", || {
+            let l = server.json(&["lease", "-n", "kube-node-lease", NODE]);
+            (l["spec"]["renewTime"].as_str()? != renew0).then_some(())
+        })
+    });
+
+    // Clean up: every pod deleted, so the kubelet removes every container.
+    tokio::task::block_in_place(|| {
+        server.ok(&["delete", "pods", "-n", ns, "--all", "--timeout=60s"]);
+        wait_for(30, "all sandboxes removed", || {
+            let n = std::fs::read_dir(runtime.root().join("sandboxes"))
+                .map(|rd| rd.count())
+                .unwrap_or(0);
+            (n == 0).then_some(())
+        });
+    });
+}
