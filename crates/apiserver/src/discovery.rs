@@ -69,7 +69,7 @@ pub fn api_group(catalogue: &Catalogue, group: &str) -> Option<Value> {
 
 fn subresource_verbs(name: &str) -> &'static [&'static str] {
     match name {
-        "binding" | "eviction" => &["create"],
+        "binding" | "eviction" | "token" => &["create"],
         _ => &["get", "patch", "update"],
     }
 }
@@ -81,6 +81,7 @@ fn subresource_kind(
     match name {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
         _ => (resource.group, resource.version, resource.kind),
     }
 }
@@ -111,7 +112,7 @@ pub fn api_resource_list(catalogue: &Catalogue, group: &str, version: &str) -> O
             entry.insert("name".into(), json!(format!("{}/{sub}", r.plural)));
             entry.insert("singularName".into(), json!(""));
             entry.insert("namespaced".into(), json!(r.namespaced));
-            if *sub == "scale" {
+            if matches!(*sub, "scale" | "token") {
                 entry.insert("group".into(), json!(g));
                 entry.insert("version".into(), json!(v));
             }

@@ -36,6 +36,7 @@ pub struct AppState {
     /// `host:port` clients reach this server at, for `/api`'s address list.
     pub server_address: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub signer: Arc<crate::tokens::TokenSigner>,
 }
 
 /// A request path that names resources.
@@ -469,6 +470,18 @@ async fn handle_resource(
                 query,
             ))
         }
+        (Method::POST, Some(name)) if sub == Some("token") => {
+            let format = encoding::negotiate(headers, false)?;
+            let request = encoding::decode_body(headers, &body)?;
+            let account = registry.get(resource, namespace, name).await?;
+            let bound = match request.pointer("/spec/boundObjectRef") {
+                Some(reference) => Some(bound_object(state, namespace, reference).await?),
+                None => None,
+            };
+            let bound = bound.as_ref().map(|(kind, object)| (*kind, object));
+            let answer = crate::tokens::issue(&state.signer, &account, bound, request)?;
+            Ok(encoding::respond(StatusCode::CREATED, format, &answer))
+        }
         (Method::POST, Some(name)) if sub == Some("binding") => {
             let object = encoding::decode_body(headers, &body)?;
             bind(state, namespace, name, &object, query).await
@@ -690,6 +703,41 @@ fn check_escalation(
         json!({"name": name, "group": "rbac.authorization.k8s.io", "kind": resource.plural}),
     ));
     Err(error)
+}
+
+/// The object a token is bound to, which must exist (with the uid given, if any).
+async fn bound_object(
+    state: &AppState,
+    namespace: Option<&str>,
+    reference: &Value,
+) -> ApiResult<(&'static str, Value)> {
+    let kind = reference.get("kind").and_then(Value::as_str).unwrap_or("");
+    let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
+    let (claim, plural) = match kind {
+        "Pod" => ("pod", "pods"),
+        "Secret" => ("secret", "secrets"),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of type {other}"
+            )))
+        }
+    };
+    let resource = state
+        .registry
+        .catalogue
+        .get("", "v1", plural)
+        .ok_or_else(|| ApiError::internal("core resources missing"))?;
+    let object = state.registry.get(resource, namespace, name).await?;
+    if let Some(uid) = reference.get("uid").and_then(Value::as_str) {
+        if object::meta_str(&object, "uid") != Some(uid) {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!("the UID in the bound object reference ({uid}) does not match the UID in record"),
+            ));
+        }
+    }
+    Ok((claim, object))
 }
 
 async fn bind(

@@ -26,6 +26,7 @@ pub mod services;
 pub mod status;
 pub mod strategy;
 pub mod table;
+pub mod tokens;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr};
@@ -138,12 +139,22 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         }
     };
     let server_address = format!("{client_host}:{}", address.port());
+    let signer = Arc::new(
+        tokens::TokenSigner::from_pem(&pki.service_account_key_pem)
+            .context("loading the service-account signing key")?,
+    );
     let state = Arc::new(handlers::AppState {
         registry: registry.clone(),
         server_address: server_address.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
+        signer: signer.clone(),
     });
-    let app = server::router(state, Arc::new(server::Authenticator { tokens }));
+    let authenticator = server::Authenticator {
+        tokens,
+        service_accounts: signer,
+        cache: registry.cache.clone(),
+    };
+    let app = server::router(state, Arc::new(authenticator));
     let tls = server::tls_config(
         &pki.serving.cert_pem,
         &pki.serving.key_pem,

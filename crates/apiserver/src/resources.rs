@@ -244,7 +244,8 @@ pub static BUILTIN: &[ResourceInfo] = &[
         "serviceaccount",
         NS,
     )
-    .short(&["sa"]),
+    .short(&["sa"])
+    .sub(&["token"]),
     resource("", "v1", "Service", "services", "service", NS)
         .short(&["svc"])
         .all()

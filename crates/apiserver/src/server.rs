@@ -27,6 +27,19 @@ const MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
 
 pub struct Authenticator {
     pub tokens: TokenAuthenticator,
+    pub service_accounts: Arc<crate::tokens::TokenSigner>,
+    pub cache: Arc<crate::cache::WatchCache>,
+}
+
+impl Authenticator {
+    fn bearer(&self, headers: &http::HeaderMap) -> Option<UserInfo> {
+        if let Some(user) = self.tokens.authenticate(headers) {
+            return Some(user);
+        }
+        let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ")?.trim();
+        self.service_accounts.authenticate(token, &self.cache)
+    }
 }
 
 async fn authenticate(
@@ -38,7 +51,7 @@ async fn authenticate(
         .extensions()
         .get::<PeerIdentity>()
         .and_then(|p| p.0.clone());
-    let user = from_certificate.or_else(|| auth.tokens.authenticate(request.headers()));
+    let user = from_certificate.or_else(|| auth.bearer(request.headers()));
     match user {
         Some(user) => {
             request.extensions_mut().insert::<UserInfo>(user);

@@ -255,3 +255,89 @@ fn users_get_what_they_are_bound_to() {
             || anonymous("/version").contains("\"minor\":\"37\"")
     );
 }
+
+#[test]
+fn service_account_tokens() {
+    let server = skiff_e2e::shared();
+    let ns = server.namespace("sa");
+    server.ok(&["create", "serviceaccount", "robot", "-n", &ns]);
+    let token = server.ok(&["create", "token", "robot", "-n", &ns]);
+    let robot = token_kubeconfig(server, &format!("robot-{ns}"), token.trim());
+    let whoami = kubectl_as(
+        &robot,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        format!("system:serviceaccount:{ns}:robot")
+    );
+    let denied = kubectl_as(&robot, &["get", "configmaps", "-n", &ns]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains(&format!(
+        "User \"system:serviceaccount:{ns}:robot\" cannot list resource \"configmaps\""
+    )));
+    server.ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "-n",
+        &ns,
+        "--clusterrole=view",
+        &format!("--serviceaccount={ns}:robot"),
+    ]);
+    assert!(kubectl_as(&robot, &["get", "configmaps", "-n", &ns])
+        .status
+        .success());
+
+    // A token for another audience does not authenticate here.
+    let other = server.ok(&["create", "token", "robot", "-n", &ns, "--audience=vault"]);
+    let other = token_kubeconfig(server, &format!("other-{ns}"), other.trim());
+    assert!(
+        String::from_utf8_lossy(&kubectl_as(&other, &["get", "configmaps", "-n", &ns]).stderr)
+            .contains("Unauthorized")
+    );
+
+    // A pod-bound token dies with its pod.
+    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: holder\n  namespace: {ns}\nspec:\n  containers:\n  - name: c\n    image: busybox\n");
+    server.ok_with_input(&["create", "-f", "-"], &pod);
+    let bound = server.ok(&[
+        "create",
+        "token",
+        "robot",
+        "-n",
+        &ns,
+        "--bound-object-kind=Pod",
+        "--bound-object-name=holder",
+    ]);
+    let bound = token_kubeconfig(server, &format!("bound-{ns}"), bound.trim());
+    assert!(kubectl_as(&bound, &["get", "configmaps", "-n", &ns])
+        .status
+        .success());
+    server.ok(&[
+        "delete",
+        "pod",
+        "holder",
+        "-n",
+        &ns,
+        "--grace-period=0",
+        "--force",
+    ]);
+    let out = kubectl_as(&bound, &["get", "configmaps", "-n", &ns]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A deleted and recreated service account does not revive old tokens.
+    server.ok(&["delete", "serviceaccount", "robot", "-n", &ns]);
+    server.ok(&["create", "serviceaccount", "robot", "-n", &ns]);
+    assert!(
+        String::from_utf8_lossy(&kubectl_as(&robot, &["get", "configmaps", "-n", &ns]).stderr)
+            .contains("Unauthorized")
+    );
+}

@@ -45,6 +45,8 @@ pub struct ClusterPki {
     pub ca: CertPair,
     pub serving: CertPair,
     pub admin: CertPair,
+    /// The key that signs service-account tokens (ECDSA P-256, PKCS#8 PEM).
+    pub service_account_key_pem: String,
 }
 
 /// Who a client certificate says its holder is: user from CN, groups from O.
@@ -81,11 +83,21 @@ impl ClusterPki {
                 &issuer,
             )
         })?;
+        let sa_key_path = dir.join("service-account.key");
+        let service_account_key_pem = match fs::read_to_string(&sa_key_path) {
+            Ok(pem) => pem,
+            Err(_) => {
+                let pem = KeyPair::generate()?.serialize_pem();
+                write_file(&sa_key_path, pem.as_bytes())?;
+                pem
+            }
+        };
         Ok(ClusterPki {
             dir,
             ca,
             serving,
             admin,
+            service_account_key_pem,
         })
     }
 
