@@ -23,14 +23,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a whole single-node control plane: API server (more components as they land).
+    /// Run a whole single-node cluster: the API server and, unless --disable-agent, this
+    /// machine's node agent (container runtime and kubelet).
     Server(ServerArgs),
     /// Run only the API server.
-    Apiserver(ServerArgs),
+    Apiserver(ApiServerArgs),
+    /// Run the kubelet: register this node and run the pods bound to it.
+    Kubelet(skiff_kubelet::KubeletArgs),
     /// Run the CRI container runtime (gRPC on a unix socket) for this node.
     Runtime(skiff_runtime::RuntimeArgs),
     /// Manage the runtime's images: import an archive, list, remove, pull.
     Images(skiff_runtime::ImagesArgs),
+}
+
+/// The agent's flags with nothing given: their defaults, to tell which ones were set.
+#[derive(Parser)]
+struct AgentDefaults {
+    #[command(flatten)]
+    runtime: skiff_runtime::RuntimeArgs,
+    #[command(flatten)]
+    kubelet: skiff_kubelet::KubeletArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -43,6 +55,19 @@ enum Datastore {
 
 #[derive(Args, Debug)]
 struct ServerArgs {
+    #[command(flatten)]
+    api: ApiServerArgs,
+    /// Run no node agent (container runtime and kubelet) on this machine.
+    #[arg(long)]
+    disable_agent: bool,
+    #[command(flatten)]
+    runtime: skiff_runtime::RuntimeArgs,
+    #[command(flatten)]
+    kubelet: skiff_kubelet::KubeletArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ApiServerArgs {
     /// Where certificates, the embedded datastore and admin.kubeconfig live.
     #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
     data_dir: PathBuf,
@@ -58,9 +83,6 @@ struct ServerArgs {
     /// etcd client URLs, comma-separated (with --datastore etcd).
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
-    /// Run no node agent on this machine (the only mode until the kubelet lands).
-    #[arg(long)]
-    disable_agent: bool,
     /// Static bearer tokens, one `token,user,uid,"group1,group2"` per line.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
@@ -102,6 +124,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ServerArgs {
+    /// In `skiff server`, the agent keeps its state under the data dir (unless its flags
+    /// say otherwise) and reaches the API with the admin kubeconfig.
+    fn place_agent_state(&mut self, kubeconfig: &std::path::Path) {
+        let defaults = <AgentDefaults as clap::Parser>::parse_from(["skiff"]);
+        if self.runtime.root == defaults.runtime.root {
+            self.runtime.root = self.api.data_dir.join("runtime");
+        }
+        if self.runtime.socket == defaults.runtime.socket {
+            self.runtime.socket = self.api.data_dir.join("cri.sock");
+        }
+        if self.kubelet.runtime_endpoint == defaults.kubelet.runtime_endpoint {
+            self.kubelet.runtime_endpoint = format!("unix://{}", self.runtime.socket.display());
+        }
+        if self.kubelet.root_dir == defaults.kubelet.root_dir {
+            self.kubelet.root_dir = self.api.data_dir.join("kubelet");
+        }
+        if self.kubelet.kubeconfig.is_none() {
+            self.kubelet.kubeconfig = Some(kubeconfig.to_path_buf());
+        }
+    }
+}
+
+impl ApiServerArgs {
     fn api_config(&self) -> anyhow::Result<skiff_apiserver::Config> {
         let store = match self.datastore {
             Datastore::Embedded => {
@@ -127,12 +172,18 @@ impl ServerArgs {
     }
 }
 
-async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let config = args.api_config()?;
+async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyhow::Result<()> {
+    let config = api.api_config()?;
     if let StoreConfig::Embedded(path) = &config.store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+    }
+    agent = agent.filter(|a| !a.disable_agent);
+    if agent.is_some() && !is_root() {
+        anyhow::bail!(
+            "the node agent runs containers and needs root: run as root, or pass --disable-agent to run the control plane only"
+        );
     }
     let server = skiff_apiserver::start(config).await?;
     eprintln!(
@@ -140,13 +191,49 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         server.address,
         server.kubeconfig_path.display()
     );
+    let (runtime, kubelet) = if let Some(mut args) = agent {
+        args.place_agent_state(&server.kubeconfig_path);
+        eprintln!(
+            "skiff: starting the node agent (runtime socket {})",
+            args.runtime.socket.display()
+        );
+        let runtime = tokio::spawn(skiff_runtime::run(args.runtime));
+        let client = skiff_kubelet::client(&args.kubelet).await?;
+        let kubelet = tokio::spawn(skiff_kubelet::run(client, args.kubelet));
+        (Some(runtime), Some(kubelet))
+    } else {
+        (None, None)
+    };
+    let until_ends = |task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+                      name: &'static str| async move {
+        match task {
+            Some(task) => match task.await {
+                Ok(result) => result.with_context(|| format!("{name} stopped")),
+                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+            },
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = server.wait() => result,
+        result = until_ends(runtime, "container runtime") => result,
+        result = until_ends(kubelet, "kubelet") => result,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted; stopping");
             Ok(())
         }
     }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -166,7 +253,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) | Command::Apiserver(args) => run_server(args).await,
+            Command::Server(args) => run_server(&args.api.clone(), Some(args)).await,
+            Command::Apiserver(args) => run_server(&args, None).await,
+            Command::Kubelet(args) => {
+                let client = skiff_kubelet::client(&args).await?;
+                skiff_kubelet::run(client, args).await
+            }
             Command::Runtime(args) => skiff_runtime::run(args).await,
             Command::Images(args) => skiff_runtime::images(args).await,
         }
