@@ -1,0 +1,404 @@
+//! The scheduler's view of the cluster: one [`NodeInfo`] per node with the pods placed on
+//! it (bound or merely assumed), and cheap per-cycle [`Snapshot`]s of it.
+//!
+//! Node infos are kept behind `Arc`s and changed with `Arc::make_mut`, so a snapshot is a
+//! vector of pointers and a change copies only the node it touches (upstream gets the same
+//! effect with generation numbers and an incremental snapshot update).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::resources::{pod_requests, Resource};
+
+/// `namespace/name`, the key pods are known by everywhere in the scheduler.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// A host port a container asks for; an empty IP means every address (`0.0.0.0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Upstream's conflict rule: same protocol and port, and the same IP or either one
+    /// the wildcard.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || self.ip == "0.0.0.0" || other.ip == "0.0.0.0")
+    }
+}
+
+/// A pod with what the scheduler derives from it, computed once.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub key: String,
+    pub requests: Resource,
+    /// Requests with upstream's non-zero defaults, for scoring.
+    pub non_zero: Resource,
+    pub host_ports: Vec<HostPort>,
+    pub priority: i32,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let mut host_ports = Vec::new();
+        if let Some(spec) = pod.spec.as_ref() {
+            let sidecars = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            for c in spec.containers.iter().chain(sidecars) {
+                for p in c.ports.iter().flatten() {
+                    match p.host_port {
+                        Some(port) if port > 0 => host_ports.push(HostPort {
+                            ip: p
+                                .host_ip
+                                .clone()
+                                .filter(|ip| !ip.is_empty())
+                                .unwrap_or_else(|| "0.0.0.0".into()),
+                            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                            port,
+                        }),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        PodInfo {
+            key: pod_key(&pod),
+            requests: pod_requests(&pod, false),
+            non_zero: pod_requests(&pod, true),
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            host_ports,
+            pod,
+        }
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.pod.metadata.labels.as_ref().unwrap_or(&EMPTY)
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// One node and what is placed on it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    /// `None` while pods name a node the scheduler has not seen (yet).
+    pub node: Option<Arc<Node>>,
+    pub name: String,
+    pub pods: Vec<Arc<PodInfo>>,
+    pub requested: Resource,
+    pub non_zero_requested: Resource,
+    pub allocatable: Resource,
+    pub used_ports: Vec<HostPort>,
+    /// Normalised image name → size in bytes, from `status.images`.
+    pub images: HashMap<String, i64>,
+}
+
+impl NodeInfo {
+    pub fn new(node: Node) -> NodeInfo {
+        let mut info = NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            ..NodeInfo::default()
+        };
+        info.set_node(node);
+        info
+    }
+
+    pub fn set_node(&mut self, node: Node) {
+        let status = node.status.as_ref();
+        self.allocatable = Resource::from_list(
+            status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
+        );
+        self.images.clear();
+        for image in status.and_then(|s| s.images.as_ref()).into_iter().flatten() {
+            for name in image.names.iter().flatten() {
+                self.images
+                    .insert(normalize_image(name), image.size_bytes.unwrap_or(0));
+            }
+        }
+        self.node = Some(Arc::new(node));
+    }
+
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_deref()
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.node
+            .as_ref()
+            .and_then(|n| n.metadata.labels.as_ref())
+            .unwrap_or(&EMPTY)
+    }
+
+    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.requested.add(&pod.requests);
+        self.non_zero_requested.milli_cpu += pod.non_zero.milli_cpu;
+        self.non_zero_requested.memory += pod.non_zero.memory;
+        self.used_ports.extend(pod.host_ports.iter().cloned());
+        self.pods.push(pod);
+    }
+
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(at) = self.pods.iter().position(|p| p.key == key) else {
+            return false;
+        };
+        let pod = self.pods.swap_remove(at);
+        self.requested.sub(&pod.requests);
+        self.non_zero_requested.milli_cpu -= pod.non_zero.milli_cpu;
+        self.non_zero_requested.memory -= pod.non_zero.memory;
+        for port in &pod.host_ports {
+            if let Some(i) = self.used_ports.iter().position(|p| p == port) {
+                self.used_ports.swap_remove(i);
+            }
+        }
+        true
+    }
+}
+
+/// Image names as the kubelet reports them: `nginx` → `docker.io/library/nginx:latest`.
+pub fn normalize_image(name: &str) -> String {
+    let (repo, tag) = match name.rsplit_once('@') {
+        Some((repo, digest)) => (repo.to_string(), format!("@{digest}")),
+        None => {
+            let last = name.rsplit('/').next().unwrap_or(name);
+            if last.contains(':') {
+                let (r, t) = name.rsplit_once(':').unwrap_or((name, "latest"));
+                (r.to_string(), format!(":{t}"))
+            } else {
+                (name.to_string(), ":latest".to_string())
+            }
+        }
+    };
+    let first = repo.split('/').next().unwrap_or("");
+    let has_domain =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let repo = if has_domain {
+        repo
+    } else if repo.contains('/') {
+        format!("docker.io/{repo}")
+    } else {
+        format!("docker.io/library/{repo}")
+    };
+    format!("{repo}{tag}")
+}
+
+/// What one scheduling cycle sees: every known node, in name order.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub nodes: Vec<Arc<NodeInfo>>,
+    /// Normalised image name → how many nodes have it (for ImageLocality's spread factor).
+    pub image_nodes: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}
+
+#[derive(Debug)]
+struct PlacedPod {
+    node: String,
+    assumed: bool,
+}
+
+/// Nodes and the pods placed on them, fed by the informers and by the scheduler's own
+/// assumptions (a pod counts on its node from the moment it is chosen, not when the
+/// binding comes back through the watch).
+#[derive(Debug, Default)]
+pub struct Cache {
+    nodes: HashMap<String, Arc<NodeInfo>>,
+    pods: HashMap<String, PlacedPod>,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+impl Cache {
+    fn node_mut(&mut self, name: &str) -> &mut NodeInfo {
+        self.snapshot = None;
+        let entry = self.nodes.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(NodeInfo {
+                name: name.to_string(),
+                ..NodeInfo::default()
+            })
+        });
+        Arc::make_mut(entry)
+    }
+
+    /// Adds or updates a node; returns the previous node object, if any.
+    pub fn apply_node(&mut self, node: Node) -> Option<Arc<Node>> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let info = self.node_mut(&name);
+        let old = info.node.take();
+        info.set_node(node);
+        old
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        self.snapshot = None;
+        let has_pods = self.nodes.get(name).is_some_and(|n| !n.pods.is_empty());
+        if has_pods {
+            // Keep the pods' accounting until they are deleted, as upstream does.
+            self.node_mut(name).node = None;
+        } else {
+            self.nodes.remove(name);
+        }
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Records a pod the API says is bound (or confirms an assumed one). Pods that have
+    /// finished no longer hold resources and are dropped.
+    pub fn apply_assigned_pod(&mut self, pod: Arc<Pod>) {
+        let key = pod_key(&pod);
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        self.remove_pod(&key);
+        let (Some(node), false) = (node, matches!(phase, Some("Succeeded" | "Failed"))) else {
+            return;
+        };
+        self.node_mut(&node).add_pod(Arc::new(PodInfo::new(pod)));
+        self.pods.insert(
+            key,
+            PlacedPod {
+                node,
+                assumed: false,
+            },
+        );
+    }
+
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(placed) = self.pods.remove(key) else {
+            return false;
+        };
+        let node = self.node_mut(&placed.node);
+        node.remove_pod(key);
+        if node.node.is_none() && node.pods.is_empty() {
+            self.nodes.remove(&placed.node);
+        }
+        true
+    }
+
+    /// Counts the pod on `node` before its binding is confirmed.
+    pub fn assume(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.remove_pod(&pod.key);
+        self.pods.insert(
+            pod.key.clone(),
+            PlacedPod {
+                node: node.to_string(),
+                assumed: true,
+            },
+        );
+        self.node_mut(node).add_pod(pod);
+    }
+
+    /// Undoes [`Cache::assume`] after a failed binding (a confirmed pod stays).
+    pub fn forget(&mut self, key: &str) {
+        if self.pods.get(key).is_some_and(|p| p.assumed) {
+            self.remove_pod(key);
+        }
+    }
+
+    /// Keys of pods the API has confirmed (not merely assumed).
+    pub fn pod_keys(&self) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| !p.assumed)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub fn is_placed(&self, key: &str) -> bool {
+        self.pods.contains_key(key)
+    }
+
+    pub fn snapshot(&mut self) -> Arc<Snapshot> {
+        if let Some(s) = &self.snapshot {
+            return s.clone();
+        }
+        let mut nodes: Vec<Arc<NodeInfo>> = self
+            .nodes
+            .values()
+            .filter(|n| n.node.is_some())
+            .cloned()
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut image_nodes: HashMap<String, usize> = HashMap::new();
+        for n in &nodes {
+            for image in n.images.keys() {
+                *image_nodes.entry(image.clone()).or_default() += 1;
+            }
+        }
+        let s = Arc::new(Snapshot { nodes, image_nodes });
+        self.snapshot = Some(s.clone());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn image_names_normalise_like_the_kubelet() {
+        assert_eq!(normalize_image("nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(normalize_image("nginx:1.2"), "docker.io/library/nginx:1.2");
+        assert_eq!(normalize_image("me/app"), "docker.io/me/app:latest");
+        assert_eq!(
+            normalize_image("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_image("registry.k8s.io/pause:3.10"),
+            "registry.k8s.io/pause:3.10"
+        );
+    }
+
+    #[test]
+    fn assumed_pods_count_until_forgotten_and_snapshots_are_copy_on_write() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}
+        }))
+        .expect("node");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}
+        }))
+        .expect("pod");
+        let mut cache = Cache::default();
+        cache.apply_node(node);
+        let before = cache.snapshot();
+        cache.assume(Arc::new(PodInfo::new(Arc::new(pod))), "n1");
+        let after = cache.snapshot();
+        assert_eq!(before.nodes[0].requested.milli_cpu, 0);
+        assert_eq!(after.nodes[0].requested.milli_cpu, 500);
+        assert_eq!(after.nodes[0].non_zero_requested.memory, 200 << 20);
+        cache.forget("ns/p");
+        assert_eq!(cache.snapshot().nodes[0].requested.milli_cpu, 0);
+    }
+}

@@ -1,0 +1,73 @@
+//! The plugins, with upstream's names and semantics, and the default profile.
+//!
+//! Each plugin states its behaviour in its own doc comment; the unit tests beside it pin
+//! upstream's verdicts and scores.
+
+pub mod helpers;
+pub mod node_resources;
+pub mod simple;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::sync::Arc;
+
+pub use node_resources::{
+    default_resources, BalancedAllocation, NodeResourcesFit, ResourceSpec, ShapePoint, Strategy,
+};
+pub use simple::{
+    ImageLocality, NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration,
+};
+
+use crate::framework::{Plugin, Profile};
+
+/// Upstream's default score weights (v1.37 `getDefaultPlugins`).
+pub const DEFAULT_SCORE_WEIGHTS: &[(&str, i64)] = &[
+    ("TaintToleration", 3),
+    ("NodeAffinity", 2),
+    ("NodeResourcesFit", 1),
+    ("NodeResourcesBalancedAllocation", 1),
+    ("ImageLocality", 1),
+];
+
+/// The filters of the default profile, in upstream's order.
+pub const DEFAULT_FILTERS: &[&str] = &[
+    "NodeUnschedulable",
+    "NodeName",
+    "TaintToleration",
+    "NodeAffinity",
+    "NodePorts",
+    "NodeResourcesFit",
+];
+
+/// A plugin by upstream name, built with `fit` as NodeResourcesFit's configuration.
+pub fn by_name(name: &str, fit: &Arc<NodeResourcesFit>) -> Option<Arc<dyn Plugin>> {
+    let p: Arc<dyn Plugin> = match name {
+        "NodeName" => Arc::new(NodeName),
+        "NodeUnschedulable" => Arc::new(NodeUnschedulable),
+        "NodePorts" => Arc::new(NodePorts),
+        "TaintToleration" => Arc::new(TaintToleration),
+        "NodeAffinity" => Arc::new(NodeAffinity),
+        "ImageLocality" => Arc::new(ImageLocality),
+        "NodeResourcesFit" => fit.clone(),
+        "NodeResourcesBalancedAllocation" => Arc::new(BalancedAllocation::default()),
+        _ => return None,
+    };
+    Some(p)
+}
+
+/// The default profile for `scheduler_name` with the given resource scoring.
+pub fn default_profile(scheduler_name: &str, fit: NodeResourcesFit) -> Profile {
+    let fit = Arc::new(fit);
+    Profile {
+        scheduler_name: scheduler_name.to_string(),
+        filters: DEFAULT_FILTERS
+            .iter()
+            .filter_map(|n| by_name(n, &fit))
+            .collect(),
+        scorers: DEFAULT_SCORE_WEIGHTS
+            .iter()
+            .filter_map(|(n, w)| by_name(n, &fit).map(|p| (p, *w)))
+            .collect(),
+        percentage_of_nodes_to_score: 0,
+    }
+}

@@ -1,0 +1,125 @@
+//! Kubernetes resource quantities (`100m`, `1.5Gi`, `2e3`) as integers.
+//!
+//! The scheduler compares CPU in millicores and everything else in whole units, as
+//! upstream's `resource.Quantity.MilliValue()` / `Value()` do (both round up).
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {0:?}")]
+pub struct QuantityError(pub String);
+
+/// The quantity in thousandths of a unit, rounded up (upstream's `MilliValue`).
+pub fn parse_milli(text: &str) -> Result<i64, QuantityError> {
+    let err = || QuantityError(text.to_string());
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(err());
+    }
+    let (negative, s) = match s.as_bytes()[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return Err(err());
+    }
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let digits = format!("{whole}{frac}");
+    let mantissa: i128 = digits.parse().map_err(|_| err())?;
+    // value = mantissa / 10^frac.len() * base^exp; kept as num/den to round once.
+    let mut num: i128 = mantissa * 1000;
+    let mut den: i128 = 10i128.pow(frac.len() as u32);
+    let (binary, exp10): (Option<u32>, i32) = match suffix {
+        "" => (None, 0),
+        "Ki" => (Some(10), 0),
+        "Mi" => (Some(20), 0),
+        "Gi" => (Some(30), 0),
+        "Ti" => (Some(40), 0),
+        "Pi" => (Some(50), 0),
+        "Ei" => (Some(60), 0),
+        "n" => (None, -9),
+        "u" => (None, -6),
+        "m" => (None, -3),
+        "k" => (None, 3),
+        "M" => (None, 6),
+        "G" => (None, 9),
+        "T" => (None, 12),
+        "P" => (None, 15),
+        "E" => (None, 18),
+        other => {
+            let exp = other
+                .strip_prefix(['e', 'E'])
+                .ok_or_else(err)?
+                .parse::<i32>()
+                .map_err(|_| err())?;
+            (None, exp)
+        }
+    };
+    if let Some(shift) = binary {
+        num = num.checked_mul(1i128 << shift).ok_or_else(err)?;
+    }
+    if !(-30..=30).contains(&exp10) {
+        return Err(err());
+    }
+    if exp10 >= 0 {
+        num = num.checked_mul(10i128.pow(exp10 as u32)).ok_or_else(err)?;
+    } else {
+        den = den
+            .checked_mul(10i128.pow((-exp10) as u32))
+            .ok_or_else(err)?;
+    }
+    let mut milli = (num + den - 1) / den;
+    if negative {
+        // Rounding up a negative number moves it towards zero.
+        milli = -(num / den);
+    }
+    Ok(milli.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+/// The quantity in whole units, rounded up (upstream's `Value`).
+pub fn parse_value(text: &str) -> Result<i64, QuantityError> {
+    let milli = parse_milli(text)?;
+    Ok(if milli >= 0 {
+        milli / 1000 + i64::from(milli % 1000 != 0)
+    } else {
+        milli / 1000
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_in_millicores() {
+        assert_eq!(parse_milli("100m"), Ok(100));
+        assert_eq!(parse_milli("1"), Ok(1000));
+        assert_eq!(parse_milli("1.5"), Ok(1500));
+        assert_eq!(parse_milli("0.0001"), Ok(1));
+        assert_eq!(parse_milli("2e3"), Ok(2_000_000));
+        assert_eq!(parse_milli("500u"), Ok(1));
+    }
+
+    #[test]
+    fn memory_in_bytes() {
+        assert_eq!(parse_value("1Ki"), Ok(1024));
+        assert_eq!(parse_value("128Mi"), Ok(128 << 20));
+        assert_eq!(parse_value("1.5Gi"), Ok(3 << 29));
+        assert_eq!(parse_value("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_value("110"), Ok(110));
+        assert_eq!(parse_value("1500m"), Ok(2));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_milli("").is_err());
+        assert!(parse_milli("abc").is_err());
+        assert!(parse_milli("1Qi").is_err());
+        assert!(parse_milli("1..2").is_err());
+    }
+}

@@ -1,0 +1,405 @@
+//! The scheduler proper: informers feed the [`Cache`] and the [`SchedulingQueue`]; one
+//! loop pops a pod, runs its profile over a snapshot, assumes the chosen node and hands
+//! the binding to a task of its own (upstream's scheduling and binding cycles), so the
+//! next pod is scheduled while the previous binding is on the wire.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+
+use crate::cache::{pod_key, Cache, PodInfo};
+use crate::feedback::{self, Feedback};
+use crate::framework::{ClusterEvent, Profile};
+use crate::queue::SchedulingQueue;
+
+/// Counters a test or a metrics endpoint can read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub scheduled: std::sync::atomic::AtomicU64,
+    pub unschedulable: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+/// A running scheduler's shared state.
+pub struct Scheduler {
+    client: Client,
+    profiles: HashMap<String, Arc<Profile>>,
+    feedback: HashMap<String, Feedback>,
+    cache: Mutex<Cache>,
+    queue: SchedulingQueue,
+    pub stats: Stats,
+}
+
+fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default-scheduler")
+}
+
+fn is_assigned(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+}
+
+/// The parts of a node whose change can make a pod fit (upstream ignores heartbeats).
+fn node_fingerprint(node: &Node) -> impl PartialEq + '_ {
+    (
+        node.metadata.labels.as_ref(),
+        node.spec.as_ref().map(|s| (&s.taints, s.unschedulable)),
+        node.status.as_ref().map(|s| (&s.allocatable, &s.images)),
+    )
+}
+
+impl Scheduler {
+    pub fn new(client: Client, profiles: Vec<Profile>) -> Arc<Scheduler> {
+        let feedback = profiles
+            .iter()
+            .map(|p| {
+                (
+                    p.scheduler_name.clone(),
+                    Feedback::new(client.clone(), &p.scheduler_name),
+                )
+            })
+            .collect();
+        Arc::new(Scheduler {
+            profiles: profiles
+                .into_iter()
+                .map(|p| (p.scheduler_name.clone(), Arc::new(p)))
+                .collect(),
+            feedback,
+            client,
+            cache: Mutex::new(Cache::default()),
+            queue: SchedulingQueue::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: ClusterEvent) {
+        let profiles = &self.profiles;
+        self.queue.on_event(
+            event,
+            |plugin| {
+                profiles.values().any(|p| {
+                    p.plugin(plugin)
+                        .is_some_and(|pl| pl.events().contains(&event))
+                })
+            },
+            Instant::now(),
+        );
+    }
+
+    fn on_pod(&self, pod: Pod) {
+        let key = pod_key(&pod);
+        if is_assigned(&pod) {
+            self.queue.delete(&key);
+            let known = self.cache().is_placed(&key);
+            let finished = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            self.cache().apply_assigned_pod(Arc::new(pod));
+            self.emit(match (known, finished) {
+                (_, true) => ClusterEvent::AssignedPodDelete,
+                (true, false) => ClusterEvent::AssignedPodUpdate,
+                (false, false) => ClusterEvent::AssignedPodAdd,
+            });
+            return;
+        }
+        let gated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
+        if pod.metadata.deletion_timestamp.is_some()
+            || gated
+            || !self.profiles.contains_key(scheduler_name(&pod))
+        {
+            self.queue.delete(&key);
+            return;
+        }
+        self.queue
+            .add_or_update(Arc::new(PodInfo::new(Arc::new(pod))), Instant::now());
+    }
+
+    fn on_pod_deleted(&self, key: &str) {
+        self.queue.delete(key);
+        if self.cache().remove_pod(key) {
+            self.emit(ClusterEvent::AssignedPodDelete);
+        }
+    }
+
+    fn on_node(&self, node: Node) {
+        let mut cache = self.cache();
+        let old = cache.apply_node(node.clone());
+        drop(cache);
+        match old {
+            None => self.emit(ClusterEvent::NodeAdd),
+            Some(old) if node_fingerprint(&old) != node_fingerprint(&node) => {
+                self.emit(ClusterEvent::NodeUpdate)
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Keeps the cache and queue in step with the API's pods.
+    async fn watch_pods(self: Arc<Self>) -> anyhow::Result<()> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut relisted: Option<HashSet<String>> = None;
+        while let Some(event) = stream.try_next().await? {
+            match event {
+                Event::Init => relisted = Some(HashSet::new()),
+                Event::InitApply(pod) | Event::Apply(pod) => {
+                    if let Some(seen) = relisted.as_mut() {
+                        seen.insert(pod_key(&pod));
+                    }
+                    self.on_pod(pod);
+                }
+                Event::Delete(pod) => self.on_pod_deleted(&pod_key(&pod)),
+                Event::InitDone => {
+                    // After a relist, whatever was not listed is gone.
+                    if let Some(seen) = relisted.take() {
+                        let gone: Vec<String> = self
+                            .cache()
+                            .pod_keys()
+                            .into_iter()
+                            .filter(|k| !seen.contains(k))
+                            .collect();
+                        for key in gone {
+                            self.on_pod_deleted(&key);
+                        }
+                        self.queue.retain(|k| seen.contains(k));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch_nodes(self: Arc<Self>) -> anyhow::Result<()> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut relisted: Option<HashSet<String>> = None;
+        while let Some(event) = stream.try_next().await? {
+            match event {
+                Event::Init => relisted = Some(HashSet::new()),
+                Event::InitApply(node) | Event::Apply(node) => {
+                    if let Some(seen) = relisted.as_mut() {
+                        seen.insert(node.metadata.name.clone().unwrap_or_default());
+                    }
+                    self.on_node(node);
+                }
+                Event::Delete(node) => {
+                    self.cache()
+                        .remove_node(node.metadata.name.as_deref().unwrap_or(""));
+                }
+                Event::InitDone => {
+                    if let Some(seen) = relisted.take() {
+                        let mut cache = self.cache();
+                        for name in cache.node_names() {
+                            if !seen.contains(&name) {
+                                cache.remove_node(&name);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules pods until the queue closes.
+    async fn scheduling_loop(self: Arc<Self>) {
+        let mut start = 0usize;
+        let mut seed: u64 = Instant::now().elapsed().as_nanos() as u64 | 0x9E37_79B9_7F4A_7C15;
+        while let Some(queued) = self.queue.pop().await {
+            self.schedule_one(queued, &mut start, &mut seed);
+        }
+    }
+
+    fn schedule_one(
+        self: &Arc<Self>,
+        queued: crate::queue::QueuedPod,
+        start: &mut usize,
+        seed: &mut u64,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pod = queued.info.clone();
+        let Some(profile) = self.profiles.get(scheduler_name(&pod.pod)).cloned() else {
+            self.queue.done(&pod.key);
+            return;
+        };
+        let snapshot = self.cache().snapshot();
+        if snapshot.nodes.is_empty() {
+            self.stats.errors.fetch_add(1, Relaxed);
+            self.report_failure(
+                &profile,
+                &pod,
+                feedback::REASON_SCHEDULER_ERROR,
+                feedback::ERR_NO_NODES.into(),
+            );
+            self.queue.requeue(&queued, BTreeSet::new(), Instant::now());
+            return;
+        }
+        match profile.schedule(&pod, &snapshot, start, seed) {
+            Ok(result) => {
+                tracing::debug!(pod = %pod.key, node = %result.node, evaluated = result.evaluated, feasible = result.feasible, "scheduled");
+                self.cache().assume(pod.clone(), &result.node);
+                let this = self.clone();
+                tokio::spawn(async move { this.bind(profile, queued, result.node).await });
+            }
+            Err(mut fit) => {
+                self.stats.unschedulable.fetch_add(1, Relaxed);
+                match feedback::preemption_message(&profile, &pod, &fit, &snapshot) {
+                    Ok(post) => fit.post_filter_msg = Some(post),
+                    Err(node) => {
+                        // Preemption is not implemented yet; say where it would help.
+                        tracing::info!(pod = %pod.key, node, "preemption would help, but is not implemented");
+                    }
+                }
+                let message = feedback::fit_error_message(&fit);
+                tracing::info!(pod = %pod.key, %message, "unschedulable");
+                self.report_failure(&profile, &pod, feedback::REASON_UNSCHEDULABLE, message);
+                self.queue
+                    .requeue(&queued, fit.diagnosis.unschedulable_plugins, Instant::now());
+            }
+        }
+    }
+
+    fn report_failure(
+        &self,
+        profile: &Profile,
+        pod: &Arc<PodInfo>,
+        reason: &'static str,
+        message: String,
+    ) {
+        if let Some(fb) = self.feedback.get(&profile.scheduler_name).cloned() {
+            let pod = pod.pod.clone();
+            tokio::spawn(async move { fb.failed(&pod, reason, &message).await });
+        }
+    }
+
+    async fn bind(
+        self: Arc<Self>,
+        profile: Arc<Profile>,
+        queued: crate::queue::QueuedPod,
+        node: String,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pod = &queued.info;
+        let namespace = pod.namespace().to_string();
+        let name = pod.pod.metadata.name.clone().unwrap_or_default();
+        let binding = Binding {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: pod.pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                kind: Some("Node".into()),
+                name: Some(node.clone()),
+                ..Default::default()
+            },
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let result: Result<serde_json::Value, kube::Error> = api
+            .create_subresource("binding", &name, &PostParams::default(), &binding)
+            .await;
+        match result {
+            Ok(_) => {
+                self.stats.scheduled.fetch_add(1, Relaxed);
+                self.queue.done(&pod.key);
+                if let Some(fb) = self.feedback.get(&profile.scheduler_name) {
+                    fb.scheduled(&pod.pod, &node).await;
+                }
+            }
+            Err(e) => {
+                self.cache().forget(&pod.key);
+                match &e {
+                    // Gone, or bound by someone else: nothing left to do.
+                    kube::Error::Api(s) if s.code == 404 || s.code == 409 => {
+                        tracing::info!(pod = %pod.key, error = %e, "binding rejected");
+                        self.queue.done(&pod.key);
+                    }
+                    _ => {
+                        self.stats.errors.fetch_add(1, Relaxed);
+                        tracing::warn!(pod = %pod.key, error = %e, "binding failed");
+                        self.report_failure(
+                            &profile,
+                            pod,
+                            feedback::REASON_SCHEDULER_ERROR,
+                            format!("binding rejected: {e}"),
+                        );
+                        self.queue.requeue(&queued, BTreeSet::new(), Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs informers, the periodic flushes and the scheduling loop until cancelled or an
+    /// informer fails for good.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let pods = tokio::spawn(self.clone().watch_pods());
+        let nodes = tokio::spawn(self.clone().watch_nodes());
+        let flush = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    this.queue.flush_unschedulable(Instant::now());
+                }
+            })
+        };
+        let looping = tokio::spawn(self.clone().scheduling_loop());
+        let guard = AbortOnDrop(vec![
+            pods.abort_handle(),
+            nodes.abort_handle(),
+            flush.abort_handle(),
+            looping.abort_handle(),
+        ]);
+        let outcome = tokio::select! {
+            r = pods => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = nodes => r.map_err(anyhow::Error::from).and_then(|r| r),
+        };
+        self.queue.close();
+        drop(guard);
+        outcome
+    }
+
+    /// (active, backoff, unschedulable, in flight) queue lengths.
+    pub fn queue_lengths(&self) -> (usize, usize, usize, usize) {
+        self.queue.lengths()
+    }
+}
+
+/// Stops the spawned tasks when `run` is cancelled.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The scheduler against a real `skiff server`: nodes are plain API objects (no kubelet),
+//! the scheduler runs in this process, and the tests read back `spec.nodeName`, the
+//! `PodScheduled` condition and events, as a user would.
+//!
+//! Each test starts its own server: nodes are cluster-scoped, so tests sharing one would
+//! see each other's nodes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use serde_json::{json, Value};
+use skiff_e2e::Server;
+use skiff_scheduler::config::FileConfig;
+use skiff_scheduler::{leader, Scheduler, SchedulerArgs};
+
+async fn client(server: &Server) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+async fn add_node(client: &Client, name: &str, cpu: &str, labels: Value, spec: Value) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }))
+    .expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    let status = json!({"status": {
+        "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "simulated", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("node status");
+}
+
+async fn add_pod(client: &Client, ns: &str, name: &str, spec: Value) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut spec = spec;
+    if spec.get("containers").is_none() {
+        spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
+    }
+    let pod: Pod =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+}
+
+fn cpu_pod(cpu: &str) -> Value {
+    json!({"containers": [{"name": "c", "image": "busybox",
+        "resources": {"requests": {"cpu": cpu, "memory": "100Mi"}}}]})
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn node_of(client: &Client, ns: &str, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{name} to be bound"), || async {
+        pods.get(name)
+            .await
+            .ok()
+            .and_then(|p| p.spec.and_then(|s| s.node_name))
+    })
+    .await
+}
+
+async fn unschedulable_message(client: &Client, ns: &str, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{name}'s PodScheduled=False"), || async {
+        let pod = pods.get(name).await.ok()?;
+        let c = pod
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled")?;
+        (c.status == "False" && c.reason.as_deref() == Some("Unschedulable")).then_some(c.message?)
+    })
+    .await
+}
+
+async fn events_for(client: &Client, ns: &str, pod: &str, reason: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+        })
+        .collect()
+}
+
+fn start_scheduler(client: &Client, config: Option<&str>) -> tokio::task::JoinHandle<()> {
+    let client = client.clone();
+    let profiles = match config {
+        Some(text) => FileConfig::parse(text).expect("config"),
+        None => FileConfig::default(),
+    }
+    .profiles("default-scheduler")
+    .expect("profiles");
+    tokio::spawn(async move {
+        let scheduler = Scheduler::new(client, profiles);
+        if let Err(e) = scheduler.run().await {
+            panic!("scheduler stopped: {e:#}");
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_allocated_spreads_and_events_are_written() {
+    let server = Server::start(&[]);
+    let client = client(&server).await;
+    let ns = server.namespace("spread");
+    for n in ["n1", "n2", "n3"] {
+        add_node(&client, n, "4", json!({}), json!({})).await;
+    }
+    let _scheduler = start_scheduler(&client, None);
+    for i in 0..6 {
+        add_pod(&client, &ns, &format!("p{i}"), cpu_pod("1")).await;
+    }
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..6 {
+        *per_node
+            .entry(node_of(&client, &ns, &format!("p{i}")).await)
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
+
+    let node = node_of(&client, &ns, "p0").await;
+    let scheduled = eventually("the Scheduled event", || async {
+        let events = events_for(&client, &ns, "p0", "Scheduled").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    let e = &scheduled[0];
+    assert_eq!(e.type_.as_deref(), Some("Normal"));
+    assert_eq!(e.reporting_controller.as_deref(), Some("default-scheduler"));
+    assert_eq!(
+        e.note.as_deref(),
+        Some(format!("Successfully assigned {ns}/p0 to {node}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_with_upstreams_message_until_a_fitting_node_joins() {
+    let server = Server::start(&[]);
+    let client = client(&server).await;
+    let ns = server.namespace("pending");
+    add_node(&client, "small-1", "2", json!({}), json!({})).await;
+    add_node(&client, "small-2", "2", json!({}), json!({})).await;
+    add_node(
+        &client,
+        "tainted",
+        "16",
+        json!({}),
+        json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}),
+    )
+    .await;
+    let _scheduler = start_scheduler(&client, None);
+    add_pod(&client, &ns, "big", cpu_pod("8")).await;
+    let message = unschedulable_message(&client, &ns, "big").await;
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+         2 No preemption victims found for incoming pod."
+    );
+    let failed = eventually("the FailedScheduling event", || async {
+        let events = events_for(&client, &ns, "big", "FailedScheduling").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(failed[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(failed[0].note.as_deref(), Some(message.as_str()));
+
+    // A node that fits arrives: the queue moves the pod back and it is bound.
+    add_node(&client, "big-node", "16", json!({}), json!({})).await;
+    assert_eq!(node_of(&client, &ns, "big").await, "big-node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_affinity_taints_and_cordons() {
+    let server = Server::start(&[]);
+    let client = client(&server).await;
+    let ns = server.namespace("constraints");
+    add_node(&client, "zone-a", "4", json!({"zone": "a"}), json!({})).await;
+    add_node(
+        &client,
+        "zone-b",
+        "4",
+        json!({"zone": "b", "disk": "ssd"}),
+        json!({}),
+    )
+    .await;
+    add_node(
+        &client,
+        "gpu",
+        "4",
+        json!({"zone": "a", "gpu": "true"}),
+        json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}),
+    )
+    .await;
+    add_node(
+        &client,
+        "cordoned",
+        "64",
+        json!({"zone": "a"}),
+        json!({"unschedulable": true}),
+    )
+    .await;
+    let _scheduler = start_scheduler(&client, None);
+
+    add_pod(
+        &client,
+        &ns,
+        "selector",
+        json!({"nodeSelector": {"zone": "b"}}),
+    )
+    .await;
+    add_pod(
+        &client,
+        &ns,
+        "required",
+        json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}]}}}}),
+    )
+    .await;
+    add_pod(
+        &client,
+        &ns,
+        "tolerant",
+        json!({
+            "nodeSelector": {"gpu": "true"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+        }),
+    )
+    .await;
+    add_pod(
+        &client,
+        &ns,
+        "preferred",
+        json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}]}}}),
+    )
+    .await;
+    add_pod(
+        &client,
+        &ns,
+        "intolerant",
+        json!({"nodeSelector": {"gpu": "true"}}),
+    )
+    .await;
+
+    assert_eq!(node_of(&client, &ns, "selector").await, "zone-b");
+    assert_eq!(node_of(&client, &ns, "required").await, "zone-b");
+    assert_eq!(node_of(&client, &ns, "tolerant").await, "gpu");
+    assert_eq!(node_of(&client, &ns, "preferred").await, "zone-a");
+    assert_eq!(
+        unschedulable_message(&client, &ns, "intolerant").await,
+        "0/4 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, \
+         1 node(s) were unschedulable, 2 node(s) didn't match Pod's node affinity/selector. \
+         preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_allocated_profile_packs_pods() {
+    let server = Server::start(&[]);
+    let client = client(&server).await;
+    let ns = server.namespace("pack");
+    for n in ["n1", "n2", "n3"] {
+        add_node(&client, n, "8", json!({}), json!({})).await;
+    }
+    let _scheduler = start_scheduler(
+        &client,
+        Some(
+            r#"
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: bin-packer
+  plugins:
+    score:
+      disabled: [{name: NodeResourcesBalancedAllocation}]
+      enabled: [{name: NodeResourcesFit, weight: 10}]
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: MostAllocated}}
+"#,
+        ),
+    );
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let mut spec = cpu_pod("1");
+        spec["schedulerName"] = json!("bin-packer");
+        add_pod(&client, &ns, &format!("p{i}"), spec).await;
+        // One at a time, so the packing does not depend on ties between empty nodes.
+        nodes.push(node_of(&client, &ns, &format!("p{i}")).await);
+    }
+    assert!(nodes.iter().all(|n| *n == nodes[0]), "{nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_schedules() {
+    let server = Server::start(&[]);
+    let client = client(&server).await;
+    let ns = server.namespace("leader");
+    add_node(&client, "n1", "64", json!({}), json!({})).await;
+    let args = SchedulerArgs::default();
+    let mut schedulers = Vec::new();
+    for id in ["one", "two"] {
+        let profiles = FileConfig::default()
+            .profiles("default-scheduler")
+            .expect("profiles");
+        let scheduler = Scheduler::new(client.clone(), profiles);
+        let lease = leader::LeaseConfig::new(
+            &args.leader_elect_resource_namespace,
+            &args.leader_elect_resource_name,
+            id.to_string(),
+        );
+        let running = scheduler.clone();
+        let c = client.clone();
+        tokio::spawn(async move { leader::run_as_leader(c, lease, running.run()).await });
+        schedulers.push(scheduler);
+    }
+    for i in 0..5 {
+        add_pod(&client, &ns, &format!("p{i}"), cpu_pod("100m")).await;
+    }
+    for i in 0..5 {
+        node_of(&client, &ns, &format!("p{i}")).await;
+        let scheduled = eventually("the Scheduled event", || async {
+            let events = events_for(&client, &ns, &format!("p{i}"), "Scheduled").await;
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+        assert_eq!(scheduled.len(), 1);
+    }
+    let counts: Vec<u64> = schedulers
+        .iter()
+        .map(|s: &Arc<Scheduler>| s.stats.scheduled.load(Ordering::Relaxed))
+        .collect();
+    assert!(counts == [5, 0] || counts == [0, 5], "{counts:?}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-system");
+    let lease = leases.get("kube-scheduler").await.expect("lease");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert_eq!(holder, if counts[0] == 5 { "one" } else { "two" });
+}
