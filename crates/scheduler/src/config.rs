@@ -263,7 +263,7 @@ profiles:
                 ("NodeResourcesFit", 5)
             ]
         );
-        assert_eq!(profiles[0].filters.len(), 6);
+        assert_eq!(profiles[0].filters.len(), 7);
         assert!(profiles[1].scorers.is_empty());
     }
 

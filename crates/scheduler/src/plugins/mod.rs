@@ -8,6 +8,7 @@ pub mod node_resources;
 pub mod simple;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod topology_spread;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub const DEFAULT_FILTERS: &[&str] = &[
     "NodeAffinity",
     "NodePorts",
     "NodeResourcesFit",
+    "PodTopologySpread",
 ];
 
 /// A plugin by upstream name, built with `fit` as NodeResourcesFit's configuration.
@@ -50,6 +52,7 @@ pub fn by_name(name: &str, fit: &Arc<NodeResourcesFit>) -> Option<Arc<dyn Plugin
         "ImageLocality" => Arc::new(ImageLocality),
         "NodeResourcesFit" => fit.clone(),
         "NodeResourcesBalancedAllocation" => Arc::new(BalancedAllocation::default()),
+        "PodTopologySpread" => Arc::new(topology_spread::PodTopologySpread),
         _ => return None,
     };
     Some(p)
