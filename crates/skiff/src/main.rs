@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run a whole single-node cluster: the API server and, unless --disable-agent, this
     /// machine's node agent (container runtime and kubelet).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run only the API server.
     Apiserver(ApiServerArgs),
     /// Run the kubelet: register this node and run the pods bound to it.
@@ -253,7 +253,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => run_server(&args.api.clone(), Some(args)).await,
+            Command::Server(args) => run_server(&args.api.clone(), Some(*args)).await,
             Command::Apiserver(args) => run_server(&args, None).await,
             Command::Kubelet(args) => {
                 let client = skiff_kubelet::client(&args).await?;
