@@ -273,7 +273,7 @@ mod tests {
             Status::new(
                 Code::UnschedulableAndUnresolvable,
                 "TaintToleration",
-                "node(s) had untolerated taint {key: value}",
+                "node(s) had untolerated taint(s)",
             )
         };
         let mut err = fit_error(vec![
@@ -290,7 +290,7 @@ mod tests {
         );
         assert_eq!(
             fit_error_message(&err),
-            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {key: value}. \
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint(s). \
              preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
         );
     }
@@ -321,7 +321,7 @@ mod tests {
             .expect_err("does not fit");
         assert_eq!(
             fit_error_message(&err),
-            "0/3 nodes are available: 1 node(s) had untolerated taint {k: v}, 2 Insufficient cpu."
+            "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient cpu."
         );
         let post = preemption_message(&profile, &big, &err, &snapshot).expect("no preemption");
         assert_eq!(

@@ -201,7 +201,7 @@ async fn pending_with_upstreams_message_until_a_fitting_node_joins() {
     let message = unschedulable_message(&client, &ns, "big").await;
     assert_eq!(
         message,
-        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. \
+        "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient cpu. \
          preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
          2 No preemption victims found for incoming pod."
     );
@@ -297,7 +297,7 @@ async fn selectors_affinity_taints_and_cordons() {
     assert_eq!(node_of(&client, &ns, "preferred").await, "zone-a");
     assert_eq!(
         unschedulable_message(&client, &ns, "intolerant").await,
-        "0/4 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, \
+        "0/4 nodes are available: 1 node(s) had untolerated taint(s), \
          1 node(s) were unschedulable, 2 node(s) didn't match Pod's node affinity/selector. \
          preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling."
     );

@@ -109,6 +109,8 @@ impl Plugin for NodePorts {
     }
 }
 
+pub const ERR_TAINT: &str = "node(s) had untolerated taint(s)";
+
 /// NoSchedule and NoExecute taints must be tolerated; untolerated PreferNoSchedule taints
 /// lower the score.
 pub struct TaintToleration;
@@ -127,15 +129,12 @@ impl Plugin for TaintToleration {
                 && !tolerated_by_any(tolerations, t)
         });
         match untolerated {
-            Some(t) => Status::new(
-                Code::UnschedulableAndUnresolvable,
-                self.name(),
-                format!(
-                    "node(s) had untolerated taint {{{}: {}}}",
-                    t.key,
-                    t.value.as_deref().unwrap_or("")
-                ),
-            ),
+            Some(t) => {
+                // Upstream stopped naming the taint in the user-facing reason (it leaked
+                // node configuration to anyone who can read pods); it logs it instead.
+                tracing::trace!(node = %node.name, taint = %t.key, "untolerated taint");
+                Status::new(Code::UnschedulableAndUnresolvable, self.name(), ERR_TAINT)
+            }
             None => Status::success(),
         }
     }
@@ -339,10 +338,7 @@ mod tests {
         );
         let s = filter(&TaintToleration, &pod(json!({})), &n);
         assert_eq!(s.code, Code::UnschedulableAndUnresolvable);
-        assert_eq!(
-            s.reasons,
-            ["node(s) had untolerated taint {dedicated: gpu}"]
-        );
+        assert_eq!(s.reasons, [ERR_TAINT]);
         let ok = pod(
             json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu"}]}),
         );
