@@ -55,8 +55,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server and waits until it serves.
+    /// Starts a control plane (no node agent) and waits until it serves.
     pub fn start(extra_args: &[&str]) -> Server {
+        let mut args = vec!["--disable-agent"];
+        args.extend_from_slice(extra_args);
+        Server::start_raw(&args)
+    }
+
+    /// Starts a whole single-node cluster, node agent included (needs root, runc and
+    /// the CNI plugins, as CI has).
+    pub fn start_cluster(extra_args: &[&str]) -> Server {
+        Server::start_raw(extra_args)
+    }
+
+    fn start_raw(extra_args: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             data_dir: tempfile::tempdir().expect("temp dir"),
@@ -80,7 +92,6 @@ impl Server {
             .arg(self.data_dir.path())
             .arg("--https-port")
             .arg(self.port.to_string())
-            .arg("--disable-agent")
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log);

@@ -1,0 +1,90 @@
+//! `skiff server` with its node agent: a real pod runs on this machine and goes away
+//! again, driven by the real kubectl.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skiff_e2e::Server;
+
+const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+
+fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_pod_runs_on_the_single_node_cluster() {
+    let images = workspace().join("target/test-images");
+    let built = Command::new("bash")
+        .arg(workspace().join("scripts/build-test-images.sh"))
+        .arg(&images)
+        .status()
+        .expect("scripts/build-test-images.sh");
+    assert!(built.success());
+
+    // The agent's network lives in the test's own CNI config dir, apart from the host's.
+    let net_d = tempfile::tempdir().unwrap();
+    let server = Server::start_cluster(&[
+        "--cni-conf-dir",
+        net_d.path().to_str().unwrap(),
+        "--pod-cidr",
+        "10.197.0.0/24",
+    ]);
+    let imported = Command::new(skiff_e2e::skiff_binary())
+        .args(["images", "--root"])
+        .arg(server.data_dir.path().join("runtime"))
+        .arg("import")
+        .arg(images.join("busybox.tar"))
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+
+    wait_for("the node to be Ready", || {
+        server
+            .kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .stdout
+            == b"True"
+    });
+    let node = server.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  namespace: default\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo hello from skiff; sleep 3600\"]\n"
+    );
+    server.ok_with_input(&["create", "-f", "-"], &pod);
+    wait_for("the pod to run", || {
+        server
+            .kubectl(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"])
+            .stdout
+            == b"Running"
+    });
+    let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
+    assert!(ip.starts_with("10.197.0."), "pod IP {ip} from the pod CIDR");
+    let table = server.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        table.contains("1/1") && table.contains("Running") && table.contains(&node),
+        "{table}"
+    );
+
+    server.ok(&["delete", "pod", "hello", "--wait", "--timeout=60s"]);
+    assert!(server.fails(&["get", "pod", "hello"]).contains("not found"));
+}
