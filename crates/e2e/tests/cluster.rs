@@ -67,8 +67,9 @@ fn a_pod_runs_on_the_single_node_cluster() {
             == b"True"
     });
     let node = server.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    // No nodeName: the scheduler places it.
     let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  namespace: default\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo hello from skiff; sleep 3600\"]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  namespace: default\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo hello from skiff; sleep 3600\"]\n"
     );
     server.ok_with_input(&["create", "-f", "-"], &pod);
     wait_for("the pod to run", || {
@@ -79,6 +80,15 @@ fn a_pod_runs_on_the_single_node_cluster() {
     });
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(ip.starts_with("10.197.0."), "pod IP {ip} from the pod CIDR");
+    let events = server.ok(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("Scheduled"), "{events}");
     let table = server.ok(&["get", "pods", "-o", "wide"]);
     assert!(
         table.contains("1/1") && table.contains("Running") && table.contains(&node),

@@ -28,6 +28,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Run only the API server.
     Apiserver(ApiServerArgs),
+    /// Run the scheduler: bind each unscheduled pod to the best node.
+    Scheduler(skiff_scheduler::SchedulerArgs),
     /// Run the kubelet: register this node and run the pods bound to it.
     Kubelet(skiff_kubelet::KubeletArgs),
     /// Run the CRI container runtime (gRPC on a unix socket) for this node.
@@ -191,6 +193,13 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         server.address,
         server.kubeconfig_path.display()
     );
+    let scheduler = {
+        let client = kube_client(Some(&server.kubeconfig_path)).await?;
+        tokio::spawn(skiff_scheduler::run(
+            client,
+            skiff_scheduler::SchedulerArgs::default(),
+        ))
+    };
     let (runtime, kubelet) = if let Some(mut args) = agent {
         args.place_agent_state(&server.kubeconfig_path);
         eprintln!(
@@ -216,6 +225,7 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
     };
     tokio::select! {
         result = server.wait() => result,
+        result = until_ends(Some(scheduler), "scheduler") => result,
         result = until_ends(runtime, "container runtime") => result,
         result = until_ends(kubelet, "kubelet") => result,
         _ = tokio::signal::ctrl_c() => {
@@ -223,6 +233,21 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             Ok(())
         }
     }
+}
+
+/// A client for the API from a kubeconfig file (or, without one, the usual defaults:
+/// `$KUBECONFIG`, `~/.kube/config`, in-cluster).
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    kube::Client::try_from(config).context("building the API client")
 }
 
 fn is_root() -> bool {
@@ -255,6 +280,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => run_server(&args.api.clone(), Some(*args)).await,
             Command::Apiserver(args) => run_server(&args, None).await,
+            Command::Scheduler(args) => {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                skiff_scheduler::run(client, args).await
+            }
             Command::Kubelet(args) => {
                 let client = skiff_kubelet::client(&args).await?;
                 skiff_kubelet::run(client, args).await
