@@ -34,14 +34,10 @@ fn a_pod_runs_on_the_single_node_cluster() {
         .expect("scripts/build-test-images.sh");
     assert!(built.success());
 
-    // The agent's network lives in the test's own CNI config dir, apart from the host's.
+    // The agent's CNI config lives in the test's own dir; the network is the default one
+    // (bridge `skiff0`, 10.88.0.0/16) that `skiff server` sets up on any machine.
     let net_d = tempfile::tempdir().unwrap();
-    let server = Server::start_cluster(&[
-        "--cni-conf-dir",
-        net_d.path().to_str().unwrap(),
-        "--pod-cidr",
-        "10.197.0.0/24",
-    ]);
+    let server = Server::start_cluster(&["--cni-conf-dir", net_d.path().to_str().unwrap()]);
     let imported = Command::new(skiff_e2e::skiff_binary())
         .args(["images", "--root"])
         .arg(server.data_dir.path().join("runtime"))
@@ -79,7 +75,10 @@ fn a_pod_runs_on_the_single_node_cluster() {
             == b"Running"
     });
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
-    assert!(ip.starts_with("10.197.0."), "pod IP {ip} from the pod CIDR");
+    assert!(
+        ip.starts_with("10.88."),
+        "pod IP {ip} from the default pod CIDR"
+    );
     let events = server.ok(&[
         "get",
         "events",
