@@ -1038,6 +1038,13 @@ fn serve_watch(
     };
     let protobuf = encoding::wants_protobuf_stream(headers)
         && skiff_protobuf::supports(&resource.api_version(), resource.kind);
+    let table = match encoding::negotiate(headers, false) {
+        Ok(Format::Table(api_version)) => Some((
+            api_version,
+            query.get("includeObject").unwrap_or("Metadata").to_string(),
+        )),
+        _ => None,
+    };
     let request = WatchRequest {
         resource,
         prefix: resource.key_prefix(namespace),
@@ -1048,6 +1055,7 @@ fn serve_watch(
         allow_bookmarks: query.flag("allowWatchBookmarks"),
         timeout,
         protobuf,
+        table,
     };
     let frames = watch::start(state.registry.cache.clone(), request);
     let stream = tokio_stream::wrappers::ReceiverStream::new(frames);

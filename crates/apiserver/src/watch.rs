@@ -29,6 +29,9 @@ pub struct WatchRequest {
     pub allow_bookmarks: bool,
     pub timeout: Duration,
     pub protobuf: bool,
+    /// Send each object as a one-row `Table` of this `meta.k8s.io` version (`kubectl get
+    /// -w`), with `includeObject` as given.
+    pub table: Option<(&'static str, String)>,
 }
 
 struct Watcher {
@@ -36,13 +39,20 @@ struct Watcher {
     tx: mpsc::Sender<Bytes>,
     /// The newest revision this watcher has accounted for (sent or filtered out).
     rv: i64,
+    /// Whether a `Table` with column definitions went out (only the first carries them).
+    sent_columns: bool,
 }
 
 /// Starts a watch; its frames arrive on the returned channel until it ends.
 pub fn start(cache: Arc<WatchCache>, request: WatchRequest) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        let mut watcher = Watcher { request, tx, rv: 0 };
+        let mut watcher = Watcher {
+            request,
+            tx,
+            rv: 0,
+            sent_columns: false,
+        };
         watcher.run(&cache).await;
     });
     rx
@@ -159,7 +169,28 @@ impl Watcher {
         }
     }
 
-    async fn send(&self, event_type: &str, object: &CachedObject) -> bool {
+    async fn send(&mut self, event_type: &str, object: &CachedObject) -> bool {
+        if let Some((api_version, include)) = &self.request.table {
+            let Ok(value) = object.value() else {
+                return true;
+            };
+            let value = convert::from_storage(self.request.resource, value);
+            let mut row = crate::table::table(
+                api_version,
+                self.request.resource.kind,
+                std::slice::from_ref(&value),
+                Some(object.rv.to_string()),
+                None,
+                None,
+                include,
+            );
+            if self.sent_columns {
+                row["columnDefinitions"] = Value::Null;
+            }
+            self.sent_columns = true;
+            let frame = self.frame(event_type, &row);
+            return self.tx.send(frame).await.is_ok();
+        }
         let frame = if self.request.protobuf || convert::needs_conversion(self.request.resource) {
             match object.value() {
                 Ok(value) => self.frame(

@@ -889,3 +889,49 @@ fn service_addresses() {
         ip.as_str()
     );
 }
+
+/// `kubectl get -w` asks for watch events as Tables and prints the server's columns.
+#[test]
+fn watch_prints_server_side_columns() {
+    let s = shared();
+    let ns = s.namespace("wtable");
+    let mut watcher = std::process::Command::new("kubectl")
+        .args([
+            "get",
+            "configmaps",
+            "-n",
+            &ns,
+            "--watch",
+            "--output-watch-events",
+        ])
+        .env("KUBECONFIG", s.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    s.ok(&[
+        "create",
+        "configmap",
+        "t",
+        "-n",
+        &ns,
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = watcher.kill();
+    let out = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows = lines(&text);
+    assert_eq!(
+        rows[0].split_whitespace().collect::<Vec<_>>(),
+        ["EVENT", "NAME", "DATA", "AGE"],
+        "{text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.split_whitespace().take(3).collect::<Vec<_>>() == ["ADDED", "t", "2"]),
+        "{text}"
+    );
+}
