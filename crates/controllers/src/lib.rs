@@ -1,0 +1,110 @@
+//! The controller manager: upstream's control loops over the Kubernetes API.
+//!
+//! Start reading at [`run`]: it builds the shared informers ([`informer`]), creates each
+//! controller, starts the watches, and runs every controller's workers. Each controller
+//! is the same pattern, as upstream and kube-rs have it:
+//!
+//! ```text
+//! watch (informer) ──handlers──► work queue of keys ──workers──► reconcile(key)
+//!                                  (dedup, back-off)               (idempotent)
+//! ```
+//!
+//! - [`queue`]: the rate-limited work queue (dedup, per-key exponential back-off, never
+//!   one key in two workers).
+//! - [`informer`]: one watch + cache per resource type, shared between controllers.
+//! - [`expectations`]: creations/deletions asked for and not yet seen, so a burst of
+//!   events never over-creates.
+//! - [`owner`]: owner references and the adopt/release rules.
+//! - one module per controller: [`replicaset`], …
+//!
+//! The controllers talk to the API server only through the `kube` client, as any other
+//! client would.
+
+pub mod controller;
+pub mod deployment;
+pub mod error;
+pub mod expectations;
+pub mod informer;
+pub mod owner;
+pub mod pods;
+pub mod queue;
+pub mod replicaset;
+
+pub use error::{Error, Result};
+
+use std::path::PathBuf;
+
+use informer::InformerFactory;
+
+/// The controllers [`run`] knows, by the names `--controllers` takes.
+pub const CONTROLLERS: &[&str] = &["replicaset", "deployment"];
+
+/// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerManagerArgs {
+    /// Kubeconfig to reach the API server (the binary builds the client from it).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Controllers to run: `*` for all, names to pick, `-name` to leave one out.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Elect a leader through a Lease before acting (not implemented yet: always acts).
+    #[arg(long, default_value_t = false)]
+    pub leader_elect: bool,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_replicaset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_deployment_syncs: usize,
+}
+
+impl Default for ControllerManagerArgs {
+    fn default() -> Self {
+        ControllerManagerArgs {
+            kubeconfig: None,
+            controllers: vec!["*".into()],
+            leader_elect: false,
+            concurrent_replicaset_syncs: 5,
+            concurrent_deployment_syncs: 5,
+        }
+    }
+}
+
+impl ControllerManagerArgs {
+    /// Whether `--controllers` enables `name` (upstream's syntax).
+    pub fn enabled(&self, name: &str) -> bool {
+        if self.controllers.iter().any(|c| c == &format!("-{name}")) {
+            return false;
+        }
+        self.controllers.iter().any(|c| c == "*" || c == name)
+    }
+}
+
+/// Runs the enabled controllers until the task is cancelled (dropped).
+pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.leader_elect {
+        tracing::warn!("--leader-elect is not implemented yet; acting without a lease");
+    }
+    let factory = InformerFactory::new(client);
+    // Every controller registers its handlers before the watches start.
+    let replicaset = args
+        .enabled("replicaset")
+        .then(|| replicaset::ReplicaSetController::new(&factory));
+    let deployment = args
+        .enabled("deployment")
+        .then(|| deployment::DeploymentController::new(&factory));
+    factory.start();
+    factory.wait_synced().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(controller) = replicaset {
+        tasks.spawn(controller.run(args.concurrent_replicaset_syncs));
+    }
+    if let Some(controller) = deployment {
+        tasks.spawn(controller.run(args.concurrent_deployment_syncs));
+    }
+    tracing::info!(controllers = ?CONTROLLERS.iter().filter(|c| args.enabled(c)).collect::<Vec<_>>(), "controller manager running");
+    while let Some(result) = tasks.join_next().await {
+        result?;
+    }
+    Ok(())
+}

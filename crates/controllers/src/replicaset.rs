@@ -1,0 +1,605 @@
+//! The ReplicaSet controller (upstream's `pkg/controller/replicaset`).
+//!
+//! `sync(key)`: claim the namespace's active pods (adopt matching orphans, release owned
+//! pods that stop matching), then, if the expectations of the last sync are met, create
+//! or delete pods to reach `spec.replicas`, and write `status` through `/status`.
+//! Creations go in slow-start batches (1, 2, 4, …) so that a failing create (quota,
+//! admission) costs one request, not hundreds; deletions pick pods by upstream's ranking
+//! ([`crate::pods::pods_to_delete`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use crate::controller::{key_of, run_workers, split_key};
+use crate::error::{is_status, Error, Result};
+use crate::expectations::Expectations;
+use crate::informer::InformerFactory;
+use crate::owner::{self, Claim};
+use crate::pods;
+use crate::queue::WorkQueue;
+
+/// At most this many pods are created or deleted in one sync (upstream's `BurstReplicas`).
+pub const BURST_REPLICAS: usize = 500;
+
+pub struct ReplicaSetController {
+    client: Client,
+    replica_sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    queue: Arc<WorkQueue>,
+    expectations: Arc<Expectations>,
+}
+
+impl ReplicaSetController {
+    /// Registers the controller's handlers on the shared informers.
+    pub fn new(factory: &InformerFactory) -> Arc<ReplicaSetController> {
+        let rs_informer = factory.informer::<ReplicaSet>();
+        let pod_informer = factory.informer::<Pod>();
+        let controller = Arc::new(ReplicaSetController {
+            client: factory.client(),
+            replica_sets: rs_informer.store(),
+            pods: pod_informer.store(),
+            queue: WorkQueue::new("replicaset"),
+            expectations: Arc::new(Expectations::new()),
+        });
+        let me = Arc::downgrade(&controller);
+        rs_informer.add_handler(move |old, new| {
+            let Some(me) = me.upgrade() else { return };
+            match (old, new) {
+                (_, Some(rs)) => me.queue.add(key_of(rs)),
+                (Some(rs), None) => {
+                    let key = key_of(rs);
+                    me.expectations.delete(&key);
+                    me.queue.add(key);
+                }
+                (None, None) => {}
+            }
+        });
+        let me = Arc::downgrade(&controller);
+        pod_informer.add_handler(move |old, new| {
+            if let Some(me) = me.upgrade() {
+                me.pod_event(old, new);
+            }
+        });
+        controller
+    }
+
+    /// The RS that controls `pod`, if it is in the cache with the same uid.
+    fn owner_of(&self, pod: &Pod, reference: &OwnerReference) -> Option<Arc<ReplicaSet>> {
+        if reference.kind != "ReplicaSet" {
+            return None;
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let rs = self
+            .replica_sets
+            .get(&ObjectRef::new(&reference.name).within(ns))?;
+        (rs.metadata.uid.as_deref() == Some(reference.uid.as_str())).then_some(rs)
+    }
+
+    /// Queues every RS whose selector matches an orphan pod, so one of them adopts it.
+    fn enqueue_matching(&self, pod: &Pod) {
+        for rs in self.replica_sets.state() {
+            if rs.metadata.namespace != pod.metadata.namespace {
+                continue;
+            }
+            let Ok(selector) = owner::selector(&rs.spec.selector.clone()) else {
+                continue;
+            };
+            if !selector.selects_all() && owner::matches(&selector, &pod.metadata) {
+                self.queue.add(key_of(rs.as_ref()));
+            }
+        }
+    }
+
+    fn pod_event(&self, old: Option<&Pod>, new: Option<&Pod>) {
+        match (old, new) {
+            (_, Some(pod)) if old.is_none() => {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    return self.pod_deleted(pod);
+                }
+                match owner::controller_of(&pod.metadata) {
+                    Some(reference) => {
+                        if let Some(rs) = self.owner_of(pod, reference) {
+                            let key = key_of(rs.as_ref());
+                            self.expectations.creation_observed(&key);
+                            self.queue.add(key);
+                        }
+                    }
+                    None => self.enqueue_matching(pod),
+                }
+            }
+            (Some(old), Some(pod)) => {
+                if old.metadata.resource_version == pod.metadata.resource_version {
+                    return;
+                }
+                if pod.metadata.deletion_timestamp.is_some()
+                    && old.metadata.deletion_timestamp.is_none()
+                {
+                    // A pod marked for deletion counts as deleted: its replacement may start.
+                    self.pod_deleted(pod);
+                }
+                let old_ref = owner::controller_of(&old.metadata);
+                let new_ref = owner::controller_of(&pod.metadata);
+                if old_ref.map(|r| &r.uid) != new_ref.map(|r| &r.uid) {
+                    if let Some(rs) = old_ref.and_then(|r| self.owner_of(old, r)) {
+                        self.queue.add(key_of(rs.as_ref()));
+                    }
+                }
+                match new_ref {
+                    Some(reference) => {
+                        if let Some(rs) = self.owner_of(pod, reference) {
+                            self.queue.add(key_of(rs.as_ref()));
+                        }
+                    }
+                    None => {
+                        if old.metadata.labels != pod.metadata.labels || old_ref.is_some() {
+                            self.enqueue_matching(pod);
+                        }
+                    }
+                }
+            }
+            (Some(pod), None) => self.pod_deleted(pod),
+            _ => {}
+        }
+    }
+
+    fn pod_deleted(&self, pod: &Pod) {
+        let Some(reference) = owner::controller_of(&pod.metadata) else {
+            return;
+        };
+        if let Some(rs) = self.owner_of(pod, reference) {
+            let key = key_of(rs.as_ref());
+            self.expectations.deletion_observed(&key, &key_of(pod));
+            self.queue.add(key);
+        }
+    }
+
+    /// Runs `workers` workers until the queue shuts down.
+    pub async fn run(self: Arc<Self>, workers: usize) {
+        let me = self.clone();
+        run_workers(self.queue.clone(), workers, move |key| {
+            let me = me.clone();
+            async move { me.sync(&key).await }
+        })
+        .await;
+    }
+
+    pub fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    /// Reconciles one ReplicaSet.
+    pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
+        let (ns, name) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        let Some(rs) = self.replica_sets.get(&ObjectRef::new(name).within(ns)) else {
+            self.expectations.delete(key);
+            return Ok(None);
+        };
+        let spec = rs.spec.clone();
+        let selector = owner::selector(&spec.selector)?;
+        let needs_sync = self.expectations.satisfied(key);
+
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && pods::is_active(p))
+            .collect();
+        let owned = self.claim_pods(&rs, &selector, candidates).await?;
+
+        let owned_refs: Vec<&Pod> = owned.iter().map(AsRef::as_ref).collect();
+        let manage_error = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
+            self.manage_replicas(key, &rs, &owned_refs).await.err()
+        } else {
+            None
+        };
+
+        let now = Timestamp::now();
+        let status = calculate_status(&rs, &owned_refs, manage_error.as_ref(), now);
+        self.update_status(&rs, status).await?;
+
+        if let Some(error) = manage_error {
+            return Err(error);
+        }
+        // Come back when the next ready pod becomes available.
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let wait = owned_refs
+            .iter()
+            .filter_map(|p| pods::until_available(p, min_ready, now))
+            .min();
+        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
+    }
+
+    /// Upstream's `ClaimPods`: the pods this RS owns after adopting and releasing.
+    async fn claim_pods(
+        &self,
+        rs: &ReplicaSet,
+        selector: &kube::core::Selector,
+        candidates: Vec<Arc<Pod>>,
+    ) -> Result<Vec<Arc<Pod>>> {
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let deleting = rs.metadata.deletion_timestamp.is_some();
+        let ns = rs.namespace().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let mut owned = Vec::new();
+        let mut fresh_checked = false;
+        for pod in candidates {
+            match owner::claim(&uid, deleting, selector, &pod.metadata) {
+                Claim::Owned => owned.push(pod),
+                Claim::Ignore => {}
+                Claim::Adopt => {
+                    // Adopt only if the RS (read from the API, not the cache) still is
+                    // the same live object: never adopt for a deleted controller.
+                    if !fresh_checked {
+                        let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
+                        let fresh = rs_api.get(&rs.name_any()).await?;
+                        if fresh.metadata.uid.as_deref() != Some(uid.as_str())
+                            || fresh.metadata.deletion_timestamp.is_some()
+                        {
+                            return Err(Error::Other(format!(
+                                "original ReplicaSet {ns}/{} is gone or being deleted",
+                                rs.name_any()
+                            )));
+                        }
+                        fresh_checked = true;
+                    }
+                    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+                    refs.push(owner::controller_ref(rs));
+                    let patch = owner::owner_refs_patch(&pod.metadata, refs)?;
+                    match api
+                        .patch(
+                            &pod.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Json::<()>(patch),
+                        )
+                        .await
+                    {
+                        Ok(adopted) => {
+                            tracing::info!(pod = %key_of(pod.as_ref()), rs = %key_of(rs), "adopted pod");
+                            owned.push(Arc::new(adopted));
+                        }
+                        // Gone, or changed since the cache saw it: the next sync decides again.
+                        Err(e)
+                            if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Claim::Release => {
+                    let refs: Vec<OwnerReference> = pod
+                        .metadata
+                        .owner_references
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|r| r.uid != uid)
+                        .collect();
+                    let patch = owner::owner_refs_patch(&pod.metadata, refs)?;
+                    match api
+                        .patch(
+                            &pod.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Json::<()>(patch),
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(pod = %key_of(pod.as_ref()), rs = %key_of(rs), "released pod")
+                        }
+                        Err(e)
+                            if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn manage_replicas(&self, key: &str, rs: &ReplicaSet, owned: &[&Pod]) -> Result<()> {
+        let wanted = rs.spec.replicas.unwrap_or(1).max(0) as usize;
+        let ns = rs.namespace().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        if owned.len() < wanted {
+            let count = (wanted - owned.len()).min(BURST_REPLICAS);
+            // Expect them all before the first create: its watch event may come back
+            // before the create call returns.
+            self.expectations.expect_creations(key, count);
+            let template = rs.spec.template.clone().unwrap_or_default();
+            let pod = pod_from_template(&template, rs, &ns)?;
+            tracing::info!(
+                rs = key,
+                need = wanted,
+                creating = count,
+                "too few replicas"
+            );
+            let (created, error) = slow_start_batch(count, 1, || {
+                let api = api.clone();
+                let pod = pod.clone();
+                async move { api.create(&PostParams::default(), &pod).await.map(|_| ()) }
+            })
+            .await;
+            // The pods never asked for will never be observed.
+            for _ in created..count {
+                self.expectations.creation_observed(key);
+            }
+            if let Some(error) = error {
+                return Err(error.into());
+            }
+        } else if owned.len() > wanted {
+            let count = (owned.len() - wanted).min(BURST_REPLICAS);
+            let victims = pods::pods_to_delete(owned, owned, count, Timestamp::now());
+            let victim_keys: Vec<String> = victims.iter().map(|p| key_of(*p)).collect();
+            self.expectations.expect_deletions(key, victim_keys.clone());
+            tracing::info!(
+                rs = key,
+                need = wanted,
+                deleting = count,
+                "too many replicas"
+            );
+            let results = join_all(victims.iter().map(|pod| {
+                let api = api.clone();
+                let name = pod.name_any();
+                async move { api.delete(&name, &DeleteParams::default()).await }
+            }))
+            .await;
+            let mut first_error = None;
+            for (result, pod_key) in results.into_iter().zip(victim_keys) {
+                if let Err(e) = result {
+                    self.expectations.deletion_observed(key, &pod_key);
+                    if !is_status(&e, 404) && first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+            }
+            if let Some(error) = first_error {
+                return Err(error.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
+        if rs.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let ns = rs.namespace().unwrap_or_default();
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
+        let mut updated = rs.clone();
+        updated.status = Some(status.clone());
+        match api
+            .replace_status(&rs.name_any(), &PostParams::default(), &updated)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                // The cache was behind: one more try on the current object, as upstream.
+                let mut fresh = api.get(&rs.name_any()).await?;
+                fresh.status = Some(status);
+                api.replace_status(&rs.name_any(), &PostParams::default(), &fresh)
+                    .await?;
+                Ok(())
+            }
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Runs `count` calls of `make` in batches of 1, 2, 4, … while they all succeed;
+/// returns how many succeeded and the first error.
+pub async fn slow_start_batch<F, Fut, E>(
+    count: usize,
+    initial: usize,
+    make: F,
+) -> (usize, Option<E>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), E>>,
+{
+    let mut remaining = count;
+    let mut successes = 0;
+    let mut batch = remaining.min(initial.max(1));
+    while batch > 0 {
+        let results = join_all((0..batch).map(|_| make())).await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(()) => successes += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if first_error.is_some() {
+            return (successes, first_error);
+        }
+        remaining -= batch;
+        batch = remaining.min(2 * batch);
+    }
+    (successes, None)
+}
+
+/// The pod a controller creates from its template.
+pub fn pod_from_template(template: &PodTemplateSpec, rs: &ReplicaSet, ns: &str) -> Result<Pod> {
+    let meta = template.metadata.clone().unwrap_or_default();
+    if meta.labels.as_ref().is_none_or(|l| l.is_empty()) {
+        return Err(Error::Other("unable to create pods, no labels".into()));
+    }
+    Ok(Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.name_any())),
+            namespace: Some(ns.to_string()),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![owner::controller_ref(rs)]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    })
+}
+
+/// The status a sync writes (upstream's `calculateStatus`).
+pub fn calculate_status(
+    rs: &ReplicaSet,
+    owned: &[&Pod],
+    manage_error: Option<&Error>,
+    now: Timestamp,
+) -> ReplicaSetStatus {
+    let spec = rs.spec.clone();
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let mut fully_labeled = 0;
+    let mut ready = 0;
+    let mut available = 0;
+    for pod in owned {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
+            fully_labeled += 1;
+        }
+        if pods::is_ready(pod) {
+            ready += 1;
+            if pods::is_available(pod, min_ready, now) {
+                available += 1;
+            }
+        }
+    }
+    let previous = rs.status.clone().unwrap_or_default();
+    let mut conditions = previous.conditions.clone().unwrap_or_default();
+    let has_failure = conditions
+        .iter()
+        .any(|c| c.type_.as_deref() == Some("ReplicaFailure"));
+    match manage_error {
+        Some(error) if !has_failure => {
+            let wanted = spec.replicas.unwrap_or(1);
+            let reason = if (owned.len() as i32) < wanted {
+                "FailedCreate"
+            } else {
+                "FailedDelete"
+            };
+            conditions.push(ReplicaSetCondition {
+                type_: Some("ReplicaFailure".into()),
+                status: Some("True".into()),
+                reason: Some(reason.into()),
+                message: Some(error.to_string()),
+                last_transition_time: Some(Time(now)),
+            });
+        }
+        None if has_failure => conditions.retain(|c| c.type_.as_deref() != Some("ReplicaFailure")),
+        _ => {}
+    }
+    ReplicaSetStatus {
+        replicas: owned.len() as i32,
+        fully_labeled_replicas: Some(fully_labeled),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        observed_generation: rs.metadata.generation,
+        conditions: (!conditions.is_empty()).then_some(conditions),
+        terminating_replicas: previous.terminating_replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::tests::pod;
+    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn slow_start_doubles_and_stops_at_first_failure() {
+        let calls = AtomicUsize::new(0);
+        let (ok, err) = slow_start_batch(10, 1, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n >= 4 {
+                    Err(n)
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        // Batches 1, 2, then 4 of which the last fails... 1+2 = 3 ok, batch of 4: calls 3..6.
+        assert_eq!(ok, 4);
+        assert_eq!(err, Some(4));
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+
+        let (ok, err) = slow_start_batch(10, 1, || async { Ok::<(), ()>(()) }).await;
+        assert_eq!((ok, err), (10, None));
+    }
+
+    fn rs(replicas: i32, min_ready: i32) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some("rs".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            spec: ReplicaSetSpec {
+                replicas: Some(replicas),
+                min_ready_seconds: Some(min_ready),
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some([("app".to_string(), "a".to_string())].into()),
+                        ..Default::default()
+                    }),
+                    spec: None,
+                }),
+                ..Default::default()
+            },
+            status: None,
+        }
+    }
+
+    #[test]
+    fn status_counts() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let mut a = pod("a", "", "Running", Some(900), 0);
+        a.metadata.labels = Some([("app".to_string(), "a".to_string())].into());
+        let b = pod("b", "", "Running", Some(995), 0);
+        let c = pod("c", "", "Pending", None, 0);
+        let set = rs(3, 10);
+        let status = calculate_status(&set, &[&a, &b, &c], None, now);
+        assert_eq!(status.replicas, 3);
+        assert_eq!(status.fully_labeled_replicas, Some(1));
+        assert_eq!(status.ready_replicas, Some(2));
+        assert_eq!(status.available_replicas, Some(1));
+        assert_eq!(status.observed_generation, Some(3));
+        assert!(status.conditions.is_none());
+
+        let error = Error::Other("quota".into());
+        let failed = calculate_status(&set, &[&a], Some(&error), now);
+        let cond = &failed.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                cond.type_.as_deref().unwrap_or_default(),
+                cond.reason.as_deref()
+            ),
+            ("ReplicaFailure", Some("FailedCreate"))
+        );
+        let mut set = set;
+        set.status = Some(failed);
+        assert!(calculate_status(&set, &[&a], None, now)
+            .conditions
+            .is_none());
+    }
+}

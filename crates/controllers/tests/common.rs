@@ -1,0 +1,141 @@
+//! Shared test helpers: a server with the controllers running in-process, and a "node"
+//! that marks pods Running and Ready (there is no kubelet yet).
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::Client;
+use skiff_e2e::Server;
+
+pub struct Cluster {
+    pub server: Server,
+    pub client: Client,
+    _controllers: tokio::task::JoinHandle<()>,
+}
+
+pub async fn client_for(server: &Server) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+/// A fresh server with every controller running.
+pub async fn cluster() -> Cluster {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let server = tokio::task::spawn_blocking(|| Server::start(&[]))
+        .await
+        .expect("server");
+    let client = client_for(&server).await;
+    let controllers = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = skiff_controllers::run(client, Default::default()).await {
+                panic!("controllers failed: {e}");
+            }
+        })
+    };
+    Cluster {
+        server,
+        client,
+        _controllers: controllers,
+    }
+}
+
+impl Cluster {
+    /// kubectl, on a blocking thread.
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.server.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        self.server.ok_with_input(&["apply", "-f", "-"], yaml);
+    }
+
+    pub fn namespace(&self, prefix: &str) -> String {
+        self.server.namespace(prefix)
+    }
+
+    /// Plays the kubelet of a node: marks every new pod of `ns` Running and Ready.
+    pub fn run_node(&self, ns: &str) -> tokio::task::JoinHandle<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        tokio::spawn(async move {
+            let stream = watcher(api.clone(), watcher::Config::default());
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let pods = match event {
+                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => vec![pod],
+                    _ => continue,
+                };
+                for pod in pods {
+                    if pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod) {
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let _ = mark_ready(&api, &name).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub async fn mark_ready(api: &Api<Pod>, name: &str) -> kube::Result<Pod> {
+    let now = jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The active (not being deleted) pods of a namespace.
+pub async fn active_pods(client: &Client, ns: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
