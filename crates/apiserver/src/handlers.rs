@@ -520,6 +520,13 @@ async fn handle_resource(
             let patch_type = PatchType::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let dry_run = query.dry_run()?;
+            if resource.group == "rbac.authorization.k8s.io" {
+                // The escalation check needs the object the patch would produce; the
+                // registry re-applies the patch to whatever is current when it writes.
+                let current = registry.get(resource, namespace, name).await?;
+                let preview = crate::patch::apply(patch_type, &current, &body)?;
+                check_escalation(state, user, resource, namespace, &preview)?;
+            }
             if sub == Some("scale") {
                 let current =
                     convert::from_storage(resource, registry.get(resource, namespace, name).await?);
