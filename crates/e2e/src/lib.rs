@@ -205,6 +205,25 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a watching kubectl (`args` should include `--watch`) while `changes` runs,
+    /// then stops it and returns what it printed.
+    pub fn watch_output(&self, args: &[&str], changes: impl FnOnce()) -> String {
+        let mut watcher = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl on PATH");
+        // Give the watch time to start, and the last event time to arrive.
+        std::thread::sleep(Duration::from_millis(1500));
+        changes();
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = watcher.kill();
+        let out = watcher.wait_with_output().expect("kubectl output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs kubectl, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);

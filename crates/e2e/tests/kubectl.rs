@@ -400,30 +400,21 @@ fn chunked_list_of_a_thousand() {
 fn watch_sees_added_modified_deleted() {
     let s = shared();
     let ns = s.namespace("watch");
-    let mut watcher = std::process::Command::new("kubectl")
-        .args([
-            "get",
-            "configmaps",
-            "-n",
-            &ns,
-            "--watch",
-            "--output-watch-events",
-            "-o",
-            "json",
-        ])
-        .env("KUBECONFIG", s.kubeconfig())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    s.ok(&["create", "configmap", "w", "-n", &ns]);
-    s.ok(&["label", "configmap", "w", "-n", &ns, "x=y"]);
-    s.ok(&["delete", "configmap", "w", "-n", &ns]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let _ = watcher.kill();
-    let out = watcher.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let args = [
+        "get",
+        "configmaps",
+        "-n",
+        &ns,
+        "--watch",
+        "--output-watch-events",
+        "-o",
+        "json",
+    ];
+    let text = s.watch_output(&args, || {
+        s.ok(&["create", "configmap", "w", "-n", &ns]);
+        s.ok(&["label", "configmap", "w", "-n", &ns, "x=y"]);
+        s.ok(&["delete", "configmap", "w", "-n", &ns]);
+    });
     let events: Vec<Value> = serde_json::Deserializer::from_str(&text)
         .into_iter::<Value>()
         .map(|v| v.unwrap())
@@ -895,34 +886,25 @@ fn service_addresses() {
 fn watch_prints_server_side_columns() {
     let s = shared();
     let ns = s.namespace("wtable");
-    let mut watcher = std::process::Command::new("kubectl")
-        .args([
-            "get",
-            "configmaps",
-            "-n",
-            &ns,
-            "--watch",
-            "--output-watch-events",
-        ])
-        .env("KUBECONFIG", s.kubeconfig())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    s.ok(&[
-        "create",
-        "configmap",
-        "t",
+    let args = [
+        "get",
+        "configmaps",
         "-n",
         &ns,
-        "--from-literal=a=1",
-        "--from-literal=b=2",
-    ]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let _ = watcher.kill();
-    let out = watcher.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+        "--watch",
+        "--output-watch-events",
+    ];
+    let text = s.watch_output(&args, || {
+        s.ok(&[
+            "create",
+            "configmap",
+            "t",
+            "-n",
+            &ns,
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+        ]);
+    });
     let rows = lines(&text);
     assert_eq!(
         rows[0].split_whitespace().collect::<Vec<_>>(),
