@@ -1,7 +1,5 @@
 //! The real kubectl 1.37 against one shared `skiff server`, command by command.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use skiff_e2e::shared;
 
