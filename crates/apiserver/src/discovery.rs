@@ -70,6 +70,7 @@ pub fn api_group(catalogue: &Catalogue, group: &str) -> Option<Value> {
 fn subresource_verbs(name: &str) -> &'static [&'static str] {
     match name {
         "binding" | "eviction" | "token" => &["create"],
+        "log" => &["get"],
         _ => &["get", "patch", "update"],
     }
 }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub server_address: String,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub signer: Arc<crate::tokens::TokenSigner>,
+    /// How `pods/log` reaches kubelets.
+    pub kubelet: Arc<crate::proxy::KubeletClient>,
 }
 
 /// A request path that names resources.
@@ -416,6 +418,9 @@ async fn handle_resource(
         }
         (Method::GET, Some(name)) if watching => {
             serve_watch(state, resource, namespace, Some(name), query, headers)
+        }
+        (Method::GET, Some(name)) if sub == Some("log") => {
+            crate::proxy::pod_log(state, namespace, name, query).await
         }
         (Method::GET, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod object;
 pub mod patch;
+pub mod proxy;
 pub mod registry;
 pub mod resources;
 pub mod selectors;
@@ -148,6 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         server_address: server_address.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
         signer: signer.clone(),
+        kubelet: Arc::new(proxy::KubeletClient::new(&pki).context("kubelet client certificate")?),
     });
     let authenticator = server::Authenticator {
         tokens,

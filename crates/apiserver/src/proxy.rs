@@ -1,0 +1,455 @@
+//! Requests the API server passes on to a node's kubelet: today `pods/log`
+//! (upstream's `LogREST` + `LocationStreamer`).
+//!
+//! The kubelet is reached at the Node's InternalIP (then ExternalIP, then
+//! Hostname; upstream's default order starts with Hostname, which Skiff
+//! nodes report as a bare node name that need not resolve) and the port in
+//! `status.daemonEndpoints.kubeletEndpoint`. The API server presents a
+//! client certificate of its own (CN `kube-apiserver-kubelet-client`, O
+//! `system:masters`), issued by the cluster CA at start. It does not verify
+//! the kubelet's serving certificate, as upstream does not unless
+//! `--kubelet-certificate-authority` is given.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::{json, Value};
+use skiff_pki::{ClientIdentity, ClusterPki};
+
+use crate::handlers::{AppState, Query};
+use crate::status::{ApiError, ApiResult, Cause};
+
+/// Upstream's default kubelet port, for nodes that report none.
+const DEFAULT_KUBELET_PORT: u16 = 10250;
+/// Upstream's `HTTPTimeout` for kubelet connections (dial and TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much of a kubelet's error body becomes the error message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// TLS settings for talking to kubelets.
+pub struct KubeletClient {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl KubeletClient {
+    /// Issues the API server's kubelet client certificate from the cluster CA.
+    pub fn new(pki: &ClusterPki) -> anyhow::Result<KubeletClient> {
+        use rustls::pki_types::pem::PemObject;
+        let (cert_pem, key_pem) = pki.issue_client(&ClientIdentity {
+            user: "kube-apiserver-kubelet-client",
+            groups: &["system:masters"],
+        })?;
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("kubelet client certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("kubelet client key: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+            .with_client_auth_cert(certs, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(KubeletClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+}
+
+/// Accepts any serving certificate, still checking the handshake signatures
+/// (see the module comment for why).
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Ends the connection task when the response body is dropped (the client
+/// went away), so that a followed log does not outlive its reader.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every container name of a pod: init, regular, ephemeral (upstream's
+/// `VisitContainers` order).
+fn container_names(pod: &Value) -> Vec<String> {
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|field| pod.pointer(&format!("/spec/{field}"))?.as_array())
+        .flatten()
+        .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The container a log request is for (upstream's `validateContainer`).
+fn choose_container(pod: &Value, name: &str, requested: Option<&str>) -> ApiResult<String> {
+    if let Some(container) = requested.filter(|c| !c.is_empty()) {
+        if container_names(pod).iter().any(|c| c == container) {
+            return Ok(container.to_string());
+        }
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
+    }
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match containers {
+        [only] => Ok(only
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()),
+        [] => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}"
+        ))),
+        _ => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            container_names(pod).join(" ")
+        ))),
+    }
+}
+
+/// The query for the kubelet: upstream's `PodLogOptions`, validated as
+/// upstream's `ValidatePodLogOptions` does.
+fn kubelet_query(name: &str, query: &Query) -> ApiResult<String> {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut causes = Vec::new();
+    for flag in ["follow", "previous", "timestamps"] {
+        match query.get(flag) {
+            Some("true" | "1") => {
+                out.append_pair(flag, "true");
+            }
+            None | Some("" | "false" | "0") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid value for {flag}: {other}"
+                )))
+            }
+        }
+    }
+    let int = |field: &str| -> ApiResult<Option<i64>> {
+        query
+            .get(field)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid value for {field}: {v}")))
+            })
+            .transpose()
+    };
+    let since_seconds = int("sinceSeconds")?;
+    let tail_lines = int("tailLines")?;
+    let limit_bytes = int("limitBytes")?;
+    let since_time = query.get("sinceTime").filter(|v| !v.is_empty());
+    if let Some(s) = since_seconds {
+        if s < 1 {
+            causes.push(Cause::invalid(
+                "sinceSeconds",
+                &s.to_string(),
+                "must be greater than 0",
+            ));
+        }
+        out.append_pair("sinceSeconds", &s.to_string());
+    }
+    if let Some(t) = since_time {
+        if t.parse::<jiff::Timestamp>().is_err() {
+            return Err(ApiError::bad_request(format!(
+                "invalid value for sinceTime: {t}"
+            )));
+        }
+        if since_seconds.is_some() {
+            causes.push(Cause::forbidden(
+                "",
+                "at most one of `sinceTime` or `sinceSeconds` may be specified",
+            ));
+        }
+        out.append_pair("sinceTime", t);
+    }
+    if let Some(t) = tail_lines {
+        if t < 0 {
+            causes.push(Cause::invalid(
+                "tailLines",
+                &t.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+        out.append_pair("tailLines", &t.to_string());
+    }
+    if let Some(l) = limit_bytes {
+        if l < 1 {
+            causes.push(Cause::invalid(
+                "limitBytes",
+                &l.to_string(),
+                "must be greater than 0",
+            ));
+        }
+        out.append_pair("limitBytes", &l.to_string());
+    }
+    if let Some(stream) = query.get("stream").filter(|v| !v.is_empty()) {
+        out.append_pair("stream", stream);
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("PodLogOptions", "", name, causes));
+    }
+    Ok(out.finish())
+}
+
+/// Where a node's kubelet listens: `host:port`.
+fn kubelet_address(node: &Value) -> Option<(String, u16)> {
+    let addresses = node.pointer("/status/addresses")?.as_array()?;
+    let host = ["InternalIP", "ExternalIP", "Hostname"]
+        .iter()
+        .find_map(|kind| {
+            addresses
+                .iter()
+                .find(|a| a.get("type").and_then(Value::as_str) == Some(kind))?
+                .get("address")?
+                .as_str()
+        })?
+        .to_string();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_KUBELET_PORT);
+    Some((host, port))
+}
+
+fn plain_text(body: Body) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+/// A kubelet's error answer as the API error upstream's
+/// `GenericHttpResponseChecker` makes of it.
+fn kubelet_error(code: StatusCode, body: &[u8], name: &str) -> ApiError {
+    let text = String::from_utf8_lossy(body).to_string();
+    let details = json!({"name": name, "kind": "pods/log"});
+    let mut error = match code.as_u16() {
+        400 => return ApiError::bad_request(text),
+        500 => return ApiError::internal(text),
+        401 => ApiError::new(
+            401,
+            "Unauthorized",
+            format!("the server has asked for the client to provide credentials ( pods/log {name})"),
+        ),
+        403 => ApiError::new(403, "Forbidden", text),
+        404 => ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ( pods/log {name})"),
+        ),
+        other => ApiError::new(
+            other,
+            "Unknown",
+            format!(
+                "the server responded with the status code {other} but did not return more information ( pods/log {name})"
+            ),
+        ),
+    };
+    error.details = Some(Box::new(details));
+    error
+}
+
+/// `GET /api/v1/namespaces/{ns}/pods/{name}/log`: the container's log,
+/// streamed from the kubelet of the pod's node.
+pub async fn pod_log(
+    state: &AppState,
+    namespace: Option<&str>,
+    name: &str,
+    query: &Query,
+) -> ApiResult<Response> {
+    let catalogue = &state.registry.catalogue;
+    let pods = catalogue
+        .get("", "v1", "pods")
+        .ok_or_else(|| ApiError::internal("pods are not served"))?;
+    let nodes = catalogue
+        .get("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
+    let pod = state.registry.get(pods, namespace, name).await?;
+    let params = kubelet_query(name, query)?;
+    let container = choose_container(&pod, name, query.get("container"))?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if node_name.is_empty() {
+        // Upstream answers an unscheduled pod's log with an empty body.
+        return Ok(plain_text(Body::empty()));
+    }
+    let node = state.registry.get(nodes, None, node_name).await?;
+    let (host, port) = kubelet_address(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no address")))?;
+    let namespace = namespace.unwrap_or("default");
+    let mut path = format!("/containerLogs/{namespace}/{name}/{container}");
+    if !params.is_empty() {
+        path.push('?');
+        path.push_str(&params);
+    }
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let url = format!("https://{authority}{path}");
+    let transport = |e: &dyn std::fmt::Display| ApiError::internal(format!("Get \"{url}\": {e}"));
+
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| transport(&"dial tcp: i/o timeout"))?
+    .map_err(|e| transport(&format!("dial tcp {authority}: {e}")))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| transport(&e))?;
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        state.kubelet.connector.connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| transport(&"net/http: TLS handshake timeout"))?
+    .map_err(|e| transport(&e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| transport(&e))?;
+    let connection = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "kubelet connection ended with an error");
+        }
+    }));
+    let request = http::Request::get(path)
+        .header(http::header::HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(ApiError::internal)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| transport(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body = &body[..body.len().min(MAX_ERROR_BODY)];
+        return Err(kubelet_error(status, body, name));
+    }
+    tracing::debug!(pod = %name, %container, %url, "streaming pod log from the kubelet");
+    let stream = futures::stream::unfold(
+        (response.into_body(), connection),
+        |(mut body, connection)| async move {
+            loop {
+                match body.frame().await? {
+                    Ok(frame) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok::<_, hyper::Error>(data), (body, connection)));
+                        }
+                    }
+                    Err(e) => return Some((Err(e), (body, connection))),
+                }
+            }
+        },
+    );
+    Ok(plain_text(Body::from_stream(stream)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn picks_the_container_as_upstream() {
+        let pod = json!({"spec": {"initContainers": [{"name": "i"}],
+                                  "containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(choose_container(&pod, "p", Some("b")).unwrap(), "b");
+        assert_eq!(choose_container(&pod, "p", Some("i")).unwrap(), "i");
+        assert_eq!(
+            choose_container(&pod, "p", None).unwrap_err().message,
+            "a container name must be specified for pod p, choose one of: [i a b]"
+        );
+        assert_eq!(
+            choose_container(&pod, "p", Some("x")).unwrap_err().message,
+            "container x is not valid for pod p"
+        );
+        let one = json!({"spec": {"containers": [{"name": "c"}]}});
+        assert_eq!(choose_container(&one, "p", None).unwrap(), "c");
+    }
+
+    #[test]
+    fn finds_the_kubelet() {
+        let node = json!({"status": {
+            "addresses": [{"type": "Hostname", "address": "n1"},
+                          {"type": "InternalIP", "address": "10.0.0.5"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 12345}}}});
+        assert_eq!(kubelet_address(&node), Some(("10.0.0.5".into(), 12345)));
+        let bare = json!({"status": {"addresses": [{"type": "Hostname", "address": "n1"}]}});
+        assert_eq!(kubelet_address(&bare), Some(("n1".into(), 10250)));
+    }
+}
