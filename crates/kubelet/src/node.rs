@@ -23,7 +23,8 @@ pub const KUBELET_VERSION: &str = "v1.37.0";
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 pub const STATUS_UPDATE_FREQUENCY: Duration = Duration::from_secs(10);
 pub const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(300);
-pub const KUBELET_PORT: i32 = 10250;
+/// Upstream's default for the kubelet's HTTPS port (`--kubelet-port`).
+pub const KUBELET_PORT: u16 = 10250;
 
 /// What the node reports about itself.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct NodeConfig {
     pub reserved_memory: i64,
     pub root_dir: std::path::PathBuf,
     pub labels: BTreeMap<String, String>,
+    /// The port the kubelet's HTTPS server is bound to, for
+    /// `status.daemonEndpoints` (the API server proxies `pods/log` there).
+    pub kubelet_port: u16,
 }
 
 /// Facts read from the machine (`/proc`, `statvfs`).
@@ -253,7 +257,9 @@ pub fn node_status(
             },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: KUBELET_PORT }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(cfg.kubelet_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             architecture: go_arch().into(),
@@ -503,6 +509,7 @@ mod tests {
             reserved_memory: 100 * 1024 * 1024,
             root_dir: "/tmp".into(),
             labels: BTreeMap::new(),
+            kubelet_port: KUBELET_PORT,
         }
     }
 

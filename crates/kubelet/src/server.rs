@@ -1,0 +1,542 @@
+//! The kubelet's HTTPS server (upstream's `:10250`): today `GET
+//! /containerLogs/{namespace}/{pod}/{container}`, which the API server's
+//! `pods/log` proxies to.
+//!
+//! Authentication is by client certificate, checked against the cluster CA
+//! (the one in the kubelet's kubeconfig). Authorization is a fixed rule: a
+//! certificate with O=`system:masters` or CN=`kube-apiserver-kubelet-client`
+//! may read logs. Upstream's kubelet asks the API server instead, with a
+//! SubjectAccessReview for `nodes/proxy` (verb `get`); until Skiff's kubelet
+//! does the same, nobody else gets in. The serving certificate is
+//! self-signed, made at start: upstream's API server does not verify kubelet
+//! serving certificates unless `--kubelet-certificate-authority` is given.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::api::Api;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use skiff_runtime::proto;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::cri::Cri;
+use crate::logs::{self, LogOptions, LogReader, OptionsError};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// How often a followed log is polled for growth (upstream waits on fsnotify
+/// with a one-second timeout; polling is simpler and close enough).
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How often a followed container is checked for having exited.
+const FOLLOW_STATUS_CHECK: Duration = Duration::from_secs(1);
+
+/// What requests need.
+pub struct ServerState {
+    pub client: kube::Client,
+    pub cri: Cri,
+    pub node_name: String,
+}
+
+/// Who a verified client certificate names.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    user: String,
+    groups: Vec<String>,
+}
+
+/// TLS settings: a fresh self-signed serving certificate for `names` (host
+/// names and IPs), client certificates verified against `client_ca_pem` when
+/// there is one. Without a CA nobody can authenticate, so every request gets
+/// 401, as upstream's kubelet without `--client-ca-file` does for
+/// certificate users.
+pub fn tls_config(
+    names: &[String],
+    client_ca_pem: Option<&[u8]>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    // Upstream's self-signed kubelet certificate is named `<host>@<unix time>`.
+    let cn = format!(
+        "{}@{}",
+        names.first().map(String::as_str).unwrap_or("kubelet"),
+        jiff::Timestamp::now().as_second()
+    );
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let certs = vec![cert.der().clone()];
+    let key = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca_pem {
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(pem) {
+                roots.add(ca.map_err(|e| anyhow::anyhow!("client CA: {e}"))?)?;
+            }
+            // Unauthenticated connections are let through TLS so that they
+            // get upstream's 401 rather than a failed handshake.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The CA to verify clients with: the kubeconfig's `certificate-authority-data`
+/// (or `certificate-authority` file) of its current context's cluster.
+pub fn client_ca_from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let kc = match path {
+        Some(p) => kube::config::Kubeconfig::read_from(p)?,
+        None => kube::config::Kubeconfig::read()?,
+    };
+    let cluster_name = kc
+        .current_context
+        .as_ref()
+        .and_then(|current| kc.contexts.iter().find(|c| &c.name == current))
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| cluster_name.as_ref().is_none_or(|n| &c.name == n))
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("kubeconfig names no cluster"))?;
+    if let Some(data) = &cluster.certificate_authority_data {
+        return Ok(base64::engine::general_purpose::STANDARD.decode(data.trim())?);
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        return Ok(std::fs::read(file)?);
+    }
+    anyhow::bail!("kubeconfig has no certificate authority")
+}
+
+/// Accepts connections until dropped.
+pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, state: Arc<ServerState>) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet server: accepting connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move { serve_connection(acceptor, tcp, peer, state).await });
+    }
+}
+
+fn peer_of(der: &[u8]) -> Option<Peer> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(str::to_string)
+        .collect();
+    Some(Peer { user, groups })
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+) {
+    let tls = match acceptor.accept(tcp).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "kubelet server: TLS handshake failed");
+            return;
+        }
+    };
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| peer_of(cert.as_ref()));
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        let identity = identity.clone();
+        async move { Ok::<_, Infallible>(handle(&state, identity.as_ref(), request).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+        tracing::debug!(%peer, error = %e, "kubelet server: connection ended with an error");
+    }
+}
+
+fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(message.into())).boxed());
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn handle(
+    state: &ServerState,
+    peer: Option<&Peer>,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let Some(peer) = peer else {
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let allowed = peer.user == "kube-apiserver-kubelet-client"
+        || peer.groups.iter().any(|g| g == "system:masters");
+    if !allowed {
+        // Upstream's wording: containerLogs is authorized as nodes/proxy.
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Forbidden (user={}, verb=get, resource=nodes, subresource=proxy)",
+                peer.user
+            ),
+        );
+    }
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method(), segments.as_slice()) {
+        (&Method::GET, ["containerLogs", namespace, pod, container]) => {
+            let query: Vec<(String, String)> =
+                form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            container_logs(state, namespace, pod, container, &query).await
+        }
+        (&Method::GET, ["containerLogs", ..]) => {
+            text(StatusCode::BAD_REQUEST, "missing container name")
+        }
+        _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+fn container_id(status: &str) -> &str {
+    status.split_once("://").map_or(status, |(_, id)| id)
+}
+
+/// Which container's log to read, from the pod's status (upstream's
+/// `validateContainerLogStatus`, word for word in its errors).
+fn pick_container(
+    pod_name: &str,
+    name: &str,
+    statuses: &[ContainerStatus],
+    previous: bool,
+) -> Result<String, String> {
+    let Some(status) = statuses.iter().find(|s| s.name == name) else {
+        return Err(format!(
+            "container {name:?} in pod {pod_name:?} is not available"
+        ));
+    };
+    let last_terminated = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.container_id.clone())
+        .filter(|id| !id.is_empty());
+    let state = status.state.clone().unwrap_or_default();
+    let id = if previous {
+        last_terminated.ok_or_else(|| {
+            format!("previous terminated container {name:?} in pod {pod_name:?} not found")
+        })?
+    } else if state.running.is_some() {
+        status.container_id.clone().unwrap_or_default()
+    } else if let Some(terminated) = &state.terminated {
+        match terminated.container_id.clone().filter(|id| !id.is_empty()) {
+            Some(id) => id,
+            None => last_terminated
+                .ok_or_else(|| format!("container {name:?} in pod {pod_name:?} is terminated"))?,
+        }
+    } else if let Some(id) = last_terminated {
+        id
+    } else if let Some(waiting) = &state.waiting {
+        let reason = waiting.reason.clone().unwrap_or_default();
+        return Err(match reason.as_str() {
+            "ErrImagePull" => format!(
+                "container {name:?} in pod {pod_name:?} is waiting to start: image can't be pulled"
+            ),
+            "ImagePullBackOff" => format!(
+                "container {name:?} in pod {pod_name:?} is waiting to start: trying and failing to pull image"
+            ),
+            _ => format!("container {name:?} in pod {pod_name:?} is waiting to start: {reason}"),
+        });
+    } else {
+        return Err(format!(
+            "container {name:?} in pod {pod_name:?} is waiting to start - no logs yet"
+        ));
+    };
+    if id.is_empty() {
+        return Err(format!(
+            "container {name:?} in pod {pod_name:?} is waiting to start - no logs yet"
+        ));
+    }
+    Ok(container_id(&id).to_string())
+}
+
+async fn container_logs(
+    state: &ServerState,
+    namespace: &str,
+    pod_name: &str,
+    container: &str,
+    query: &[(String, String)],
+) -> Response<Body> {
+    let opts = match LogOptions::from_query(query, jiff::Timestamp::now()) {
+        Ok(opts) => opts,
+        Err(OptionsError::Decode) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                r#"{"message": "Unable to decode query."}"#,
+            )
+        }
+        Err(OptionsError::Invalid) => {
+            return text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                r#"{"message": "Invalid request."}"#,
+            )
+        }
+    };
+    // The pod as the API has it; only pods bound to this node are ours.
+    let pods: Api<Pod> = Api::namespaced(state.client.clone(), namespace);
+    let pod = match pods.get_opt(pod_name).await {
+        Ok(Some(pod))
+            if pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                == Some(state.node_name.as_str()) =>
+        {
+            pod
+        }
+        Ok(_) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("pod {pod_name:?} does not exist"),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(pod = %pod_name, error = %e, "container logs: reading the pod");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    let spec = pod.spec.clone().unwrap_or_default();
+    let in_spec = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == container)
+        || spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == container);
+    if !in_spec {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} not found in pod {pod_name:?}"),
+        );
+    }
+    let status = pod.status.clone().unwrap_or_default();
+    let statuses: Vec<ContainerStatus> = status
+        .container_statuses
+        .into_iter()
+        .flatten()
+        .chain(status.init_container_statuses.into_iter().flatten())
+        .chain(status.ephemeral_container_statuses.into_iter().flatten())
+        .collect();
+    let id = match pick_container(pod_name, container, &statuses, opts.previous) {
+        Ok(id) => id,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let log_path = match state.cri.container_status(&id).await {
+        Ok(s) if !s.log_path.is_empty() => std::path::PathBuf::from(s.log_path),
+        Ok(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("container {container:?} in pod {pod_name:?} has no log"),
+            )
+        }
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("failed to get container status {id:?}: {e}"),
+            )
+        }
+    };
+    tracing::debug!(pod = %pod_name, %container, path = %log_path.display(), follow = opts.follow, "serving container logs");
+    if !opts.follow {
+        return match logs::read_all(&log_path, opts) {
+            Ok(out) => stream_response(Full::new(Bytes::from(out)).boxed()),
+            Err(e) => text(
+                StatusCode::BAD_REQUEST,
+                format!("failed to open log file {:?}: {e}", log_path.display()),
+            ),
+        };
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(follow(
+        state.cri.clone(),
+        id,
+        LogReader::new(&log_path, opts),
+        tx,
+    ));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(Frame::data(chunk)), rx))
+    });
+    stream_response(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+fn stream_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+async fn is_running(cri: &Cri, id: &str) -> bool {
+    match cri.container_status(id).await {
+        Ok(s) => s.state == proto::ContainerState::ContainerRunning as i32,
+        Err(_) => false,
+    }
+}
+
+/// Streams a log as it grows until the container stops running, the client
+/// goes away (the receiver is dropped), or `limitBytes` is used up.
+async fn follow(cri: Cri, id: String, mut reader: LogReader, tx: mpsc::Sender<Bytes>) {
+    let mut last_check = tokio::time::Instant::now();
+    let mut running = true;
+    loop {
+        let chunk = if running {
+            reader.read_new()
+        } else {
+            reader.finish()
+        };
+        match chunk {
+            Ok(chunk) if !chunk.is_empty() => {
+                if tx.send(Bytes::from(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "following log ended");
+                return;
+            }
+        }
+        if !running || reader.exhausted() {
+            return;
+        }
+        if last_check.elapsed() >= FOLLOW_STATUS_CHECK {
+            last_check = tokio::time::Instant::now();
+            // One more pass reads what the container wrote before it exited.
+            running = is_running(&cri, &id).await;
+            if !running {
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    };
+
+    fn status(state: ContainerState, last: Option<ContainerState>) -> ContainerStatus {
+        ContainerStatus {
+            name: "c".into(),
+            container_id: Some("skiff://now".into()),
+            state: Some(state),
+            last_state: last,
+            ..Default::default()
+        }
+    }
+
+    fn terminated(id: &str) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                container_id: Some(id.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn picks_containers_as_upstream() {
+        let running = ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        };
+        let s = [status(running.clone(), Some(terminated("skiff://old")))];
+        assert_eq!(pick_container("p", "c", &s, false).unwrap(), "now");
+        assert_eq!(pick_container("p", "c", &s, true).unwrap(), "old");
+        let s = [status(running, None)];
+        assert_eq!(
+            pick_container("p", "c", &s, true).unwrap_err(),
+            r#"previous terminated container "c" in pod "p" not found"#
+        );
+        assert_eq!(
+            pick_container("p", "x", &s, false).unwrap_err(),
+            r#"container "x" in pod "p" is not available"#
+        );
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pick_container("p", "c", &[status(waiting.clone(), None)], false).unwrap_err(),
+            r#"container "c" in pod "p" is waiting to start: ContainerCreating"#
+        );
+        // Crash-looping: the last run's log.
+        let s = [status(waiting, Some(terminated("skiff://old")))];
+        assert_eq!(pick_container("p", "c", &s, false).unwrap(), "old");
+    }
+}

@@ -1,0 +1,273 @@
+//! What the kubelet's integration tests share: a real `skiff runtime`
+//! process with a CNI bridge of its own, a kubelet run in-process against a
+//! real `skiff server`, and small kubectl helpers. Each test binary uses a
+//! different subset, hence the `dead_code` allowance.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skiff_e2e::Server;
+
+pub const NODE: &str = "kubelet-e2e-node";
+pub const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The runtime process, its root, and everything to clean up after it.
+pub struct Runtime {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    cgroup_parent: String,
+    bridge: String,
+}
+
+impl Runtime {
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+
+    pub fn start() -> Runtime {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the kubelet integration tests need root (containers): run them as root, as CI does"
+        );
+        let images = workspace().join("target/test-images");
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/build-test-images.sh"))
+            .arg(&images)
+            .status()
+            .expect("run scripts/build-test-images.sh");
+        assert!(status.success(), "scripts/build-test-images.sh failed");
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-kubelet-test")
+            .tempdir()
+            .expect("tempdir");
+        let tag = format!("{:04x}", std::process::id() % 0xffff);
+        let bridge = format!("skl{tag}");
+        let subnet = format!("10.198.{}.0/24", std::process::id() % 250);
+        let net_d = dir.path().join("net.d");
+        std::fs::create_dir_all(&net_d).expect("net.d");
+        std::fs::write(
+            net_d.join("10-test.conflist"),
+            serde_json::to_vec(&serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "skiff-kubelet-test",
+                "plugins": [{
+                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                              "dataDir": dir.path().join("root/cni/networks")},
+                }],
+            }))
+            .expect("json"),
+        )
+        .expect("conflist");
+        let skiff = skiff_e2e::skiff_binary();
+        let root = dir.path().join("root");
+        let out = Command::new(&skiff)
+            .args(["images", "--root"])
+            .arg(&root)
+            .arg("import")
+            .arg(images.join("busybox.tar"))
+            .output()
+            .expect("skiff images import");
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cgroup_parent = format!("/skiff-kubelet-test-{tag}");
+        let mut cmd = Command::new(&skiff);
+        cmd.arg("runtime")
+            .arg("--root")
+            .arg(&root)
+            .arg("--socket")
+            .arg(dir.path().join("cri.sock"))
+            .arg("--cgroup-parent")
+            .arg(&cgroup_parent)
+            .arg("--cni-conf-dir")
+            .arg(&net_d)
+            .arg("--pod-cidr")
+            .arg(&subnet)
+            .arg("--registries-config")
+            .arg(dir.path().join("registries.yaml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("runtime.log")).expect("log"));
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start skiff runtime");
+        Runtime {
+            child: Some(child),
+            dir,
+            cgroup_parent,
+            bridge,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runtime.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Best effort: kill what is left of containers and sandboxes, unmount
+        // everything under the root, remove our cgroups and bridge.
+        let root = self.root();
+        let runc_root = root.join("runc");
+        if let Ok(rd) = std::fs::read_dir(&runc_root) {
+            for e in rd.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .output();
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(root.join("sandboxes")) {
+            for e in rd.flatten() {
+                let rec: Value = serde_json::from_slice(
+                    &std::fs::read(e.path().join("sandbox.json")).unwrap_or_default(),
+                )
+                .unwrap_or(Value::Null);
+                if let Some(pid) = rec.get("holder_pid").and_then(Value::as_i64) {
+                    if pid > 0 {
+                        unsafe {
+                            libc::kill(pid as i32, libc::SIGKILL);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root_s = self.dir.path().display().to_string();
+            let mut mounts: Vec<String> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&root_s))
+                .map(str::to_string)
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mounts {
+                let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                remove_tree(&h.path().join(rel));
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn pod_json(server: &Server, ns: &str, name: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", "pod", "-n", ns, name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+pub fn condition(pod: &Value, t: &str) -> Option<String> {
+    pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+pub fn pod_yaml(name: &str, extra_spec: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 2\n{extra_spec}  containers:\n{containers}"
+    )
+}
+
+pub fn container(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    image: {IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n{extra}"
+    )
+}
+
+/// The kubelet under test, run in-process (node [`NODE`], InternalIP
+/// 127.0.0.1, its HTTPS server on a free port), with the kubeconfig whose CA
+/// it trusts for client certificates. Returns the task and the pod-logs dir.
+pub async fn start_kubelet(
+    server: &Server,
+    runtime: &Runtime,
+) -> (tokio::task::JoinHandle<anyhow::Result<()>>, PathBuf) {
+    let mut args = skiff_kubelet::KubeletArgs::new(
+        runtime.socket().display().to_string(),
+        runtime.dir.path().join("kubelet"),
+    );
+    args.kubeconfig = Some(server.kubeconfig());
+    args.node_name = Some(NODE.into());
+    args.node_ip = Some("127.0.0.1".into());
+    let client = skiff_kubelet::client(&args).await.expect("client");
+    let logs_dir = args.pod_logs_dir.clone();
+    (tokio::spawn(skiff_kubelet::run(client, args)), logs_dir)
+}
+
+/// Logs of tests to stderr (RUST_LOG, default: the kubelet at info).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "skiff_kubelet=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
