@@ -1,0 +1,281 @@
+//! The Deployment controller against a real `skiff server`, driven by real kubectl.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, watcher};
+
+fn deployment_yaml(ns: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 4\n  selector: {{matchLabels: {{app: web}}}}\n  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: {image}}}]}}\n"
+    )
+}
+
+fn annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<String> {
+    meta.annotations.as_ref()?.get(key).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_and_kubectl_rollout() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("deploy");
+    let _node = cluster.run_node(&ns);
+    let d_api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &ns);
+
+    cluster.apply(&deployment_yaml(&ns, "busybox:a")).await;
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await;
+
+    // Watch every pod change during the rollout: never more than 4+1 pods, never fewer
+    // than 4-1 ready.
+    let (reader, writer) = reflector::store::<Pod>();
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    {
+        let violations = violations.clone();
+        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                // Only single changes: during a (re-)list the cache is not yet whole.
+                if !matches!(
+                    event,
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
+                ) {
+                    continue;
+                }
+                let pods: Vec<_> = reader
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .collect();
+                let ready = pods.iter().filter(|p| is_ready(p)).count();
+                if pods.len() > 5 || ready < 3 {
+                    violations.lock().unwrap().push((pods.len(), ready));
+                }
+            }
+        });
+    }
+    reader.wait_until_ready().await.expect("pod cache");
+
+    cluster
+        .kubectl(&["set", "image", "deployment/web", "c=busybox:b", "-n", &ns])
+        .await;
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "budget violated: {:?}",
+        violations.lock().unwrap()
+    );
+
+    let d = d_api.get("web").await.expect("deployment");
+    assert_eq!(
+        annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
+        Some("2")
+    );
+    let status = d.status.clone().expect("status");
+    let cond = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_.as_deref() == Some(t))
+            .map(|c| {
+                (
+                    c.status.clone().unwrap_or_default(),
+                    c.reason.clone().unwrap_or_default(),
+                )
+            })
+    };
+    assert_eq!(
+        cond("Available"),
+        Some(("True".into(), "MinimumReplicasAvailable".into()))
+    );
+    assert_eq!(
+        cond("Progressing"),
+        Some(("True".into(), "NewReplicaSetAvailable".into()))
+    );
+    assert_eq!(
+        (
+            status.replicas,
+            status.updated_replicas,
+            status.available_replicas
+        ),
+        (Some(4), Some(4), Some(4))
+    );
+
+    let sets = rs_api
+        .list(&Default::default())
+        .await
+        .expect("rs list")
+        .items;
+    assert_eq!(sets.len(), 2);
+    for rs in &sets {
+        let hash = rs
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"))
+            .cloned()
+            .expect("hash label");
+        assert_eq!(
+            rs.metadata.name.as_deref(),
+            Some(format!("web-{hash}").as_str())
+        );
+        let revision = annotation(&rs.metadata, "deployment.kubernetes.io/revision");
+        let replicas = rs.spec.replicas;
+        match revision.as_deref() {
+            Some("1") => assert_eq!(replicas, Some(0)),
+            Some("2") => assert_eq!(replicas, Some(4)),
+            other => panic!("revision {other:?}"),
+        }
+        assert_eq!(
+            annotation(&rs.metadata, "deployment.kubernetes.io/desired-replicas").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            annotation(&rs.metadata, "deployment.kubernetes.io/max-replicas").as_deref(),
+            Some("5")
+        );
+    }
+
+    // kubectl rollout history / undo / pause / resume / restart, kubectl scale.
+    let history = cluster
+        .kubectl(&["rollout", "history", "deployment/web", "-n", &ns])
+        .await;
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    cluster
+        .kubectl(&["rollout", "undo", "deployment/web", "-n", &ns])
+        .await;
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await;
+    let d = d_api.get("web").await.expect("deployment");
+    assert_eq!(
+        annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .map(|s| s.containers[0].image.clone()),
+        Some(Some("busybox:a".into()))
+    );
+    assert_eq!(
+        rs_api
+            .list(&Default::default())
+            .await
+            .expect("rs")
+            .items
+            .len(),
+        2,
+        "undo reuses the old RS"
+    );
+
+    cluster
+        .kubectl(&["rollout", "pause", "deployment/web", "-n", &ns])
+        .await;
+    cluster
+        .kubectl(&["set", "image", "deployment/web", "c=busybox:c", "-n", &ns])
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        rs_api
+            .list(&Default::default())
+            .await
+            .expect("rs")
+            .items
+            .len(),
+        2,
+        "paused: no new RS"
+    );
+    cluster
+        .kubectl(&["rollout", "resume", "deployment/web", "-n", &ns])
+        .await;
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await;
+    cluster
+        .kubectl(&["rollout", "restart", "deployment/web", "-n", &ns])
+        .await;
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await;
+    let d = d_api.get("web").await.expect("deployment");
+    assert_eq!(
+        annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
+        Some("5")
+    );
+
+    cluster
+        .kubectl(&["scale", "deployment/web", "--replicas=6", "-n", &ns])
+        .await;
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await;
+    eventually("6 pods", Duration::from_secs(30), || async {
+        (active_pods(&cluster.client, &ns).await.len() == 6).then_some(())
+    })
+    .await;
+}
