@@ -211,6 +211,20 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
+/// The fixed rule standing in for upstream's SubjectAccessReview of
+/// `nodes/proxy`; the error is upstream's wording for a denied request.
+fn authorize(peer: &Peer) -> Result<(), String> {
+    if peer.user == "kube-apiserver-kubelet-client"
+        || peer.groups.iter().any(|g| g == "system:masters")
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "Forbidden (user={}, verb=get, resource=nodes, subresource=proxy)",
+        peer.user
+    ))
+}
+
 async fn handle(
     state: &ServerState,
     peer: Option<&Peer>,
@@ -219,17 +233,8 @@ async fn handle(
     let Some(peer) = peer else {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
-    let allowed = peer.user == "kube-apiserver-kubelet-client"
-        || peer.groups.iter().any(|g| g == "system:masters");
-    if !allowed {
-        // Upstream's wording: containerLogs is authorized as nodes/proxy.
-        return text(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Forbidden (user={}, verb=get, resource=nodes, subresource=proxy)",
-                peer.user
-            ),
-        );
+    if let Err(message) = authorize(peer) {
+        return text(StatusCode::FORBIDDEN, message);
     }
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -504,6 +509,20 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn authorizes_the_api_server_and_masters_only() {
+        let peer = |user: &str, groups: &[&str]| Peer {
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        assert!(authorize(&peer("kube-apiserver-kubelet-client", &[])).is_ok());
+        assert!(authorize(&peer("system:admin", &["system:masters"])).is_ok());
+        assert_eq!(
+            authorize(&peer("jane", &["system:authenticated"])).unwrap_err(),
+            "Forbidden (user=jane, verb=get, resource=nodes, subresource=proxy)"
+        );
     }
 
     #[test]

@@ -166,6 +166,30 @@ fn scenarios(server: &Server) {
     drop(rx);
     let _ = reader.join();
 
+    // -f ends when the container does, with everything it wrote.
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            "short",
+            "  restartPolicy: Never\n",
+            &container("c", "echo a; sleep 3; echo b", ""),
+        ),
+    );
+    running(server, ns, "short");
+    let mut follow = Command::new("kubectl")
+        .args(["logs", "-f", "-n", ns, "short"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    let status = wait_for(30, "kubectl logs -f to end with the container", || {
+        follow.try_wait().ok().flatten()
+    });
+    let out = follow.wait_with_output().expect("output");
+    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\n");
+
     // Two containers: -c picks one; a partial line is joined; stderr too.
     let spec = format!(
         "{}{}",
