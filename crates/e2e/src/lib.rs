@@ -46,31 +46,33 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A `skiff server` process with its own data dir.
+/// A `skiff apiserver` or `skiff server` process with its own data dir.
 pub struct Server {
     child: Option<Child>,
+    /// `apiserver` or `server`.
+    command: &'static str,
     pub data_dir: tempfile::TempDir,
     pub port: u16,
     pub extra_args: Vec<String>,
 }
 
 impl Server {
-    /// Starts a control plane (no node agent) and waits until it serves.
+    /// Starts an API server alone (`skiff apiserver`: no scheduler, no node agent), so
+    /// that tests control every other component, and waits until it serves.
     pub fn start(extra_args: &[&str]) -> Server {
-        let mut args = vec!["--disable-agent"];
-        args.extend_from_slice(extra_args);
-        Server::start_raw(&args)
+        Server::start_command("apiserver", extra_args)
     }
 
-    /// Starts a whole single-node cluster, node agent included (needs root, runc and
-    /// the CNI plugins, as CI has).
+    /// Starts a whole single-node cluster (`skiff server`: scheduler and node agent
+    /// included; needs root, runc and the CNI plugins, as CI has).
     pub fn start_cluster(extra_args: &[&str]) -> Server {
-        Server::start_raw(extra_args)
+        Server::start_command("server", extra_args)
     }
 
-    fn start_raw(extra_args: &[&str]) -> Server {
+    fn start_command(command: &'static str, extra_args: &[&str]) -> Server {
         let mut server = Server {
             child: None,
+            command,
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -87,7 +89,7 @@ impl Server {
             .expect("server log");
         let mut command = Command::new(skiff_binary());
         command
-            .arg("server")
+            .arg(self.command)
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--https-port")

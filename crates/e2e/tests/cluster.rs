@@ -96,4 +96,45 @@ fn a_pod_runs_on_the_single_node_cluster() {
 
     server.ok(&["delete", "pod", "hello", "--wait", "--timeout=60s"]);
     assert!(server.fails(&["get", "pod", "hello"]).contains("not found"));
+
+    // A Deployment: the controller manager makes a ReplicaSet and its pods, the scheduler
+    // places them, the kubelet runs them, and the Deployment reports them available.
+    server.ok(&[
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={IMAGE}"),
+        "--replicas=2",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    wait_for("the deployment to be available", || {
+        server
+            .kubectl(&[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            ])
+            .stdout
+            == b"2"
+    });
+    let pods = server.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].status.phase}",
+    ]);
+    assert_eq!(pods, "Running Running");
+    server.ok(&["scale", "deployment", "web", "--replicas=0"]);
+    wait_for("the pods to go", || {
+        server
+            .kubectl(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .stdout
+            .is_empty()
+    });
 }

@@ -28,6 +28,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Run only the API server.
     Apiserver(ApiServerArgs),
+    /// Run the controller manager: ReplicaSets and Deployments kept as declared.
+    ControllerManager(skiff_controllers::ControllerManagerArgs),
     /// Run the scheduler: bind each unscheduled pod to the best node.
     Scheduler(skiff_scheduler::SchedulerArgs),
     /// Run the kubelet: register this node and run the pods bound to it.
@@ -181,6 +183,8 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
+    // `skiff server` runs the whole control plane; `skiff apiserver` the API server alone.
+    let control_plane = agent.is_some();
     agent = agent.filter(|a| !a.disable_agent);
     if agent.is_some() && !is_root() {
         anyhow::bail!(
@@ -193,12 +197,19 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         server.address,
         server.kubeconfig_path.display()
     );
-    let scheduler = {
+    let (scheduler, controllers) = if control_plane {
         let client = kube_client(Some(&server.kubeconfig_path)).await?;
-        tokio::spawn(skiff_scheduler::run(
-            client,
+        let scheduler = tokio::spawn(skiff_scheduler::run(
+            client.clone(),
             skiff_scheduler::SchedulerArgs::default(),
-        ))
+        ));
+        let controllers = tokio::spawn(skiff_controllers::run(
+            client,
+            skiff_controllers::ControllerManagerArgs::default(),
+        ));
+        (Some(scheduler), Some(controllers))
+    } else {
+        (None, None)
     };
     let (runtime, kubelet) = if let Some(mut args) = agent {
         args.place_agent_state(&server.kubeconfig_path);
@@ -225,7 +236,8 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
     };
     tokio::select! {
         result = server.wait() => result,
-        result = until_ends(Some(scheduler), "scheduler") => result,
+        result = until_ends(scheduler, "scheduler") => result,
+        result = until_ends(controllers, "controller manager") => result,
         result = until_ends(runtime, "container runtime") => result,
         result = until_ends(kubelet, "kubelet") => result,
         _ = tokio::signal::ctrl_c() => {
@@ -280,6 +292,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => run_server(&args.api.clone(), Some(*args)).await,
             Command::Apiserver(args) => run_server(&args, None).await,
+            Command::ControllerManager(args) => {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                skiff_controllers::run(client, args).await
+            }
             Command::Scheduler(args) => {
                 let client = kube_client(args.kubeconfig.as_deref()).await?;
                 skiff_scheduler::run(client, args).await
