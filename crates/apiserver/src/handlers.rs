@@ -414,10 +414,10 @@ async fn handle_resource(
     let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), resource.kind);
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if watching => {
-            serve_watch(state, resource, namespace, None, query, headers)
+            serve_watch(state, resource, namespace, None, query, headers).await
         }
         (Method::GET, Some(name)) if watching => {
-            serve_watch(state, resource, namespace, Some(name), query, headers)
+            serve_watch(state, resource, namespace, Some(name), query, headers).await
         }
         (Method::GET, Some(name)) if sub == Some("log") => {
             crate::proxy::pod_log(state, namespace, name, query).await
@@ -1007,7 +1007,7 @@ fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &
     }
 }
 
-fn serve_watch(
+async fn serve_watch(
     state: &AppState,
     resource: &'static ResourceInfo,
     namespace: Option<&str>,
@@ -1030,6 +1030,11 @@ fn serve_watch(
             rv.parse::<i64>()
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
         ),
+    };
+    // No resource version means "the current state": as fresh as the store, like a list.
+    let fresh_as_of = match query.get("resourceVersion") {
+        None | Some("") => Some(state.registry.store.current_revision().await?),
+        _ => None,
     };
     let send_initial_events = query.flag("sendInitialEvents");
     if send_initial_events && query.get("resourceVersionMatch") != Some("NotOlderThan") {
@@ -1068,6 +1073,7 @@ fn serve_watch(
         timeout,
         protobuf,
         table,
+        fresh_as_of,
     };
     let frames = watch::start(state.registry.cache.clone(), request);
     let stream = tokio_stream::wrappers::ReceiverStream::new(frames);

@@ -32,6 +32,9 @@ pub struct WatchRequest {
     /// Send each object as a one-row `Table` of this `meta.k8s.io` version (`kubectl get
     /// -w`), with `includeObject` as given.
     pub table: Option<(&'static str, String)>,
+    /// For a watch with no resource version: the store revision the initial state must
+    /// include (so a client sees its own earlier writes).
+    pub fresh_as_of: Option<i64>,
 }
 
 struct Watcher {
@@ -68,7 +71,8 @@ impl Watcher {
     async fn run(&mut self, cache: &WatchCache) {
         let initial = self.request.resource_version.is_none() || self.request.send_initial_events;
         let mut live = if initial {
-            if let Some(rv) = self.request.resource_version.filter(|rv| *rv > 0) {
+            let wanted = self.request.resource_version.or(self.request.fresh_as_of);
+            if let Some(rv) = wanted.filter(|rv| *rv > 0) {
                 if let Err(e) = cache.wait_for(rv).await {
                     self.send_error(&e).await;
                     return;

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ pub fn free_port() -> u16 {
 
 /// A `skiff apiserver` or `skiff server` process with its own data dir.
 pub struct Server {
-    child: Option<Child>,
+    process: Option<Supervised>,
     /// `apiserver` or `server`.
     command: &'static str,
     pub data_dir: tempfile::TempDir,
@@ -71,7 +71,7 @@ impl Server {
 
     fn start_command(command: &'static str, extra_args: &[&str]) -> Server {
         let mut server = Server {
-            child: None,
+            process: None,
             command,
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
@@ -105,17 +105,15 @@ impl Server {
             });
         }
         let _ = std::fs::remove_file(self.kubeconfig());
-        self.child = Some(command.spawn().expect("starting skiff server"));
+        self.process = Some(Supervised::spawn(command));
         self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("skiff server exited with {status}; log:\n{}", self.log());
-                }
+            if self.process.as_ref().is_some_and(Supervised::exited) {
+                panic!("skiff {} exited; log:\n{}", self.command, self.log());
             }
             if self.kubeconfig().exists() {
                 let out = self.kubectl(&["get", "--raw", "/readyz"]);
@@ -137,14 +135,13 @@ impl Server {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().map(|p| p.pid)
     }
 
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.take() {
+            process.kill();
         }
     }
 
@@ -271,26 +268,60 @@ impl Drop for Server {
     }
 }
 
+/// A child process spawned and reaped by a thread of its own.
+///
+/// The parent-death signal the children get fires when the *thread* that spawned them
+/// ends, and test code often runs on short-lived threads (tokio's blocking pool lets idle
+/// threads go after ten seconds). A thread that lives exactly as long as the child makes
+/// the signal mean "the test process is gone", and nothing else.
+struct Supervised {
+    pid: u32,
+    reaper: std::thread::JoinHandle<()>,
+}
+
+impl Supervised {
+    fn spawn(mut command: Command) -> Supervised {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reaper = std::thread::spawn(move || match command.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.id()));
+                let _ = child.wait();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let pid = rx
+            .recv()
+            .expect("the reaper thread reports the spawn")
+            .expect("starting the skiff binary");
+        Supervised { pid, reaper }
+    }
+
+    fn exited(&self) -> bool {
+        self.reaper.is_finished()
+    }
+
+    fn kill(self) {
+        // While the reaper has not reaped the child, its pid cannot have been reused.
+        if !self.exited() {
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let _ = self.reaper.join();
+    }
+}
+
 /// The server shared by the tests of one test binary (embedded datastore).
 pub fn shared() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        // The parent-death signal fires when the *thread* that spawned the server ends,
-        // so the shared server is spawned by a thread that lives as long as the process.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(Server::start(&[]));
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv().expect("starting the shared server")
-    })
+    SERVER.get_or_init(|| Server::start(&[]))
 }
 
 /// A real etcd on free loopback ports, for the etcd datastore.
 pub struct Etcd {
-    child: Child,
+    process: Option<Supervised>,
     pub endpoint: String,
     _dir: tempfile::TempDir,
 }
@@ -322,12 +353,9 @@ impl Etcd {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .expect("etcd on PATH (apt-get install etcd-server)");
         // Owned by the guard from here on, so it is reaped however this function ends.
         let etcd = Etcd {
-            child,
+            process: Some(Supervised::spawn(command)),
             endpoint,
             _dir: dir,
         };
@@ -344,7 +372,8 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
     }
 }
