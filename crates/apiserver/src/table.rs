@@ -38,6 +38,17 @@ const NAME: Column = Column {
     description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
     wide: false,
 };
+/// The `-o wide` columns every workload with a pod template shows.
+const CONTAINERS: Column = wide(col(
+    "Containers",
+    "string",
+    "Names of each container in the template.",
+));
+const IMAGES: Column = wide(col(
+    "Images",
+    "string",
+    "Images referenced by each container in the template.",
+));
 const AGE: Column = col("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.");
 
 fn columns(kind: &str) -> Option<Vec<Column>> {
@@ -72,8 +83,8 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
             col("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
             col("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
             AGE,
-            wide(col("Containers", "string", "Names of each container in the template.")),
-            wide(col("Images", "string", "Images referenced by each container in the template.")),
+            CONTAINERS,
+            IMAGES,
             wide(col("Selector", "string", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.")),
         ],
         "ReplicaSet" | "ReplicationController" => vec![
@@ -82,16 +93,16 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
             col("Current", "integer", "Replicas is the most recently observed number of replicas."),
             col("Ready", "integer", "The number of ready replicas for this replica set."),
             AGE,
-            wide(col("Containers", "string", "Names of each container in the template.")),
-            wide(col("Images", "string", "Images referenced by each container in the template.")),
+            CONTAINERS,
+            IMAGES,
             wide(col("Selector", "string", "Selector is a label query over pods that should match the replica count.")),
         ],
         "StatefulSet" => vec![
             NAME,
             col("Ready", "string", "Number of the pod with ready state"),
             AGE,
-            wide(col("Containers", "string", "Names of each container in the template.")),
-            wide(col("Images", "string", "Images referenced by each container in the template.")),
+            CONTAINERS,
+            IMAGES,
         ],
         "DaemonSet" => vec![
             NAME,
