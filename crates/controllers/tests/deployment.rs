@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
 
 fn deployment_yaml(ns: &str, image: &str) -> String {
     format!(
@@ -55,7 +56,10 @@ async fn rolling_update_and_kubectl_rollout() {
         let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
         let reader = reader.clone();
         tokio::spawn(async move {
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
+            let stream = reflector::reflector(
+                writer,
+                watcher(api, watcher::Config::default()).default_backoff(),
+            );
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 // Only single changes: during a (re-)list the cache is not yet whole.
@@ -77,7 +81,10 @@ async fn rolling_update_and_kubectl_rollout() {
             }
         });
     }
-    reader.wait_until_ready().await.expect("pod cache");
+    tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready())
+        .await
+        .expect("the pod cache fills within 30 s")
+        .expect("pod cache");
 
     cluster
         .kubectl(&["set", "image", "deployment/web", "c=busybox:b", "-n", &ns])

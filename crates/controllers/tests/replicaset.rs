@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
 
 fn rs_yaml(ns: &str, name: &str, replicas: i32) -> String {
     format!(
@@ -142,7 +143,7 @@ async fn adopts_orphans_and_never_over_creates() {
         let seen = seen.clone();
         let api = pods_api.clone();
         tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default());
+            let stream = watcher(api, watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 if let Ok(Event::Apply(pod) | Event::InitApply(pod)) = event {

@@ -38,6 +38,22 @@ pub fn skiff_binary() -> PathBuf {
     );
 }
 
+/// How long one kubectl command may take before the test fails instead of hanging
+/// (`rollout status --timeout=60s` and friends stay well inside it).
+pub const KUBECTL_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Waits for `child` and collects its output; `None` if it is still running at `deadline`.
+pub fn wait_with_deadline(child: std::process::Child, deadline: Duration) -> Option<Output> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(result) => Some(result.expect("collecting a child's output")),
+        Err(_) => None,
+    }
+}
+
 /// A free loopback port (bound, then released for the server to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -116,7 +132,7 @@ impl Server {
                 panic!("skiff {} exited; log:\n{}", self.command, self.log());
             }
             if self.kubeconfig().exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                let out = self.kubectl(&["get", "--raw", "/readyz", "--request-timeout=5s"]);
                 if out.status.success() {
                     return;
                 }
@@ -128,6 +144,13 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -176,7 +199,21 @@ impl Server {
                 .write_all(text.as_bytes())
                 .expect("writing kubectl stdin");
         }
-        child.wait_with_output().expect("kubectl output")
+        let pid = child.id();
+        match wait_with_deadline(child, KUBECTL_DEADLINE) {
+            Some(output) => output,
+            None => {
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+                panic!(
+                    "kubectl {} did not finish within {:?}; server log tail:\n{}",
+                    args.join(" "),
+                    KUBECTL_DEADLINE,
+                    self.log_tail(40)
+                );
+            }
+        }
     }
 
     /// Runs kubectl, asserts success, returns stdout.
@@ -264,6 +301,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The data dir goes with the server: keep what it said next to the failure.
+            eprintln!(
+                "skiff {} log tail (the test failed):\n{}",
+                self.command,
+                self.log_tail(60)
+            );
+        }
         self.kill9();
     }
 }

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Client;
 use skiff_e2e::Server;
 
@@ -77,7 +78,7 @@ impl Cluster {
     pub fn run_node(&self, ns: &str) -> tokio::task::JoinHandle<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         tokio::spawn(async move {
-            let stream = watcher(api.clone(), watcher::Config::default());
+            let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 let pods = match event {
