@@ -1055,12 +1055,13 @@ async fn serve_watch(
     };
     let protobuf = encoding::wants_protobuf_stream(headers)
         && skiff_protobuf::supports(&resource.api_version(), resource.kind);
-    let table = match encoding::negotiate(headers, false) {
-        Ok(Format::Table(api_version)) => Some((
+    let view = match encoding::negotiate(headers, false) {
+        Ok(Format::Table(api_version)) => watch::WatchView::Table(
             api_version,
             query.get("includeObject").unwrap_or("Metadata").to_string(),
-        )),
-        _ => None,
+        ),
+        Ok(Format::Metadata) => watch::WatchView::Metadata,
+        _ => watch::WatchView::Object,
     };
     let request = WatchRequest {
         resource,
@@ -1072,7 +1073,7 @@ async fn serve_watch(
         allow_bookmarks: query.flag("allowWatchBookmarks"),
         timeout,
         protobuf,
-        table,
+        view,
         fresh_as_of,
     };
     let frames = watch::start(state.registry.cache.clone(), request);

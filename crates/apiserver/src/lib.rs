@@ -116,7 +116,6 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     authz::bootstrap::reconcile(&registry)
         .await
         .context("reconciling bootstrap RBAC policy")?;
-    tokio::spawn(lifecycle::finalize_namespaces(registry.clone()));
     tokio::spawn(lifecycle::compact_periodically(
         registry.clone(),
         config.compaction_interval,

@@ -29,12 +29,23 @@ pub struct WatchRequest {
     pub allow_bookmarks: bool,
     pub timeout: Duration,
     pub protobuf: bool,
-    /// Send each object as a one-row `Table` of this `meta.k8s.io` version (`kubectl get
-    /// -w`), with `includeObject` as given.
-    pub table: Option<(&'static str, String)>,
+    /// How each object is shown.
+    pub view: WatchView,
     /// For a watch with no resource version: the store revision the initial state must
     /// include (so a client sees its own earlier writes).
     pub fresh_as_of: Option<i64>,
+}
+
+/// What a watch event carries, as the client's `Accept` asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchView {
+    /// The object itself.
+    Object,
+    /// A one-row `Table` of this `meta.k8s.io` version (`kubectl get -w`), with
+    /// `includeObject` as given.
+    Table(&'static str, String),
+    /// `PartialObjectMetadata` (metadata informers, e.g. the garbage collector's).
+    Metadata,
 }
 
 struct Watcher {
@@ -174,26 +185,36 @@ impl Watcher {
     }
 
     async fn send(&mut self, event_type: &str, object: &CachedObject) -> bool {
-        if let Some((api_version, include)) = &self.request.table {
-            let Ok(value) = object.value() else {
-                return true;
-            };
-            let value = convert::from_storage(self.request.resource, value);
-            let mut row = crate::table::table(
-                api_version,
-                self.request.resource.kind,
-                std::slice::from_ref(&value),
-                Some(object.rv.to_string()),
-                None,
-                None,
-                include,
-            );
-            if self.sent_columns {
-                row["columnDefinitions"] = Value::Null;
+        match &self.request.view {
+            WatchView::Object => {}
+            WatchView::Table(api_version, include) => {
+                let Ok(value) = object.value() else {
+                    return true;
+                };
+                let value = convert::from_storage(self.request.resource, value);
+                let mut row = crate::table::table(
+                    api_version,
+                    self.request.resource.kind,
+                    std::slice::from_ref(&value),
+                    Some(object.rv.to_string()),
+                    None,
+                    None,
+                    include,
+                );
+                if self.sent_columns {
+                    row["columnDefinitions"] = Value::Null;
+                }
+                self.sent_columns = true;
+                let frame = self.frame(event_type, &row);
+                return self.tx.send(frame).await.is_ok();
             }
-            self.sent_columns = true;
-            let frame = self.frame(event_type, &row);
-            return self.tx.send(frame).await.is_ok();
+            WatchView::Metadata => {
+                let Ok(value) = object.value() else {
+                    return true;
+                };
+                let frame = self.frame(event_type, &crate::table::partial_metadata(&value));
+                return self.tx.send(frame).await.is_ok();
+            }
         }
         let frame = if self.request.protobuf || convert::needs_conversion(self.request.resource) {
             match object.value() {

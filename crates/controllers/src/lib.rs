@@ -15,16 +15,19 @@
 //! - [`expectations`]: creations/deletions asked for and not yet seen, so a burst of
 //!   events never over-creates.
 //! - [`owner`]: owner references and the adopt/release rules.
-//! - one module per controller: [`replicaset`], …
+//! - one module per controller: [`replicaset`], [`deployment`], [`garbagecollector`], …
 //!
 //! The controllers talk to the API server only through the `kube` client, as any other
 //! client would.
 
 pub mod controller;
 pub mod deployment;
+pub mod discovery;
 pub mod error;
 pub mod expectations;
+pub mod garbagecollector;
 pub mod informer;
+pub mod namespace;
 pub mod owner;
 pub mod pods;
 pub mod queue;
@@ -37,7 +40,7 @@ use std::path::PathBuf;
 use informer::InformerFactory;
 
 /// The controllers [`run`] knows, by the names `--controllers` takes.
-pub const CONTROLLERS: &[&str] = &["replicaset", "deployment"];
+pub const CONTROLLERS: &[&str] = &["replicaset", "deployment", "garbagecollector", "namespace"];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
 #[derive(clap::Args, Debug, Clone)]
@@ -55,6 +58,10 @@ pub struct ControllerManagerArgs {
     pub concurrent_replicaset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_gc_syncs: usize,
+    #[arg(long, default_value_t = 10)]
+    pub concurrent_namespace_syncs: usize,
 }
 
 impl Default for ControllerManagerArgs {
@@ -65,6 +72,8 @@ impl Default for ControllerManagerArgs {
             leader_elect: false,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_gc_syncs: 20,
+            concurrent_namespace_syncs: 10,
         }
     }
 }
@@ -93,6 +102,9 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     let deployment = args
         .enabled("deployment")
         .then(|| deployment::DeploymentController::new(&factory));
+    let namespace = args
+        .enabled("namespace")
+        .then(|| namespace::NamespaceController::new(&factory));
     factory.start();
     factory.wait_synced().await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -101,6 +113,13 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     }
     if let Some(controller) = deployment {
         tasks.spawn(controller.run(args.concurrent_deployment_syncs));
+    }
+    if let Some(controller) = namespace {
+        tasks.spawn(controller.run(args.concurrent_namespace_syncs));
+    }
+    if args.enabled("garbagecollector") {
+        let collector = garbagecollector::GarbageCollector::new(factory.client());
+        tasks.spawn(collector.run(args.concurrent_gc_syncs));
     }
     tracing::info!(controllers = ?CONTROLLERS.iter().filter(|c| args.enabled(c)).collect::<Vec<_>>(), "controller manager running");
     while let Some(result) = tasks.join_next().await {

@@ -79,16 +79,7 @@ async fn rolling_update_and_kubectl_rollout() {
     let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &ns);
 
     cluster.apply(&deployment_yaml(&ns, "busybox:a")).await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("web", &ns).await;
 
     // Through the rollout, as upstream's controller promises: the ReplicaSets never ask for
     // more than 4+1 pods, and never fewer than 4-1 pods are ready. (Pod counts themselves
@@ -119,16 +110,7 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["set", "image", "deployment/web", "c=busybox:b", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("web", &ns).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         violations.lock().unwrap().is_empty(),
@@ -215,16 +197,7 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["rollout", "undo", "deployment/web", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("web", &ns).await;
     let d = d_api.get("web").await.expect("deployment");
     assert_eq!(
         annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
@@ -269,29 +242,11 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["rollout", "resume", "deployment/web", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("web", &ns).await;
     cluster
         .kubectl(&["rollout", "restart", "deployment/web", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("web", &ns).await;
     let d = d_api.get("web").await.expect("deployment");
     assert_eq!(
         annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
@@ -301,16 +256,7 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["scale", "deployment/web", "--replicas=6", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("web", &ns).await;
     eventually("6 pods", Duration::from_secs(30), || async {
         (active_pods(&cluster.client, &ns).await.len() == 6).then_some(())
     })

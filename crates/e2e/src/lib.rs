@@ -79,6 +79,12 @@ impl Server {
         Server::start_command("apiserver", extra_args)
     }
 
+    /// Starts the control plane without a node (`skiff server --disable-agent`: API
+    /// server, scheduler, controller manager); needs no root.
+    pub fn start_control_plane(extra_args: &[&str]) -> Server {
+        Server::start_command("server", &[&["--disable-agent"], extra_args].concat())
+    }
+
     /// Starts a whole single-node cluster (`skiff server`: scheduler and node agent
     /// included; needs root, runc and the CNI plugins, as CI has).
     pub fn start_cluster(extra_args: &[&str]) -> Server {

@@ -5,7 +5,10 @@ use skiff_e2e::{Etcd, Server};
 #[test]
 fn kubectl_over_etcd() {
     let etcd = Etcd::start();
-    let server = Server::start(&["--datastore", "etcd", "--etcd-endpoints", &etcd.endpoint]);
+    // The control plane, so that deleting the namespace below is carried out (by the
+    // namespace controller) as on any cluster.
+    let server =
+        Server::start_control_plane(&["--datastore", "etcd", "--etcd-endpoints", &etcd.endpoint]);
     server.ok(&["create", "namespace", "on-etcd"]);
     server.ok(&[
         "create",

@@ -173,3 +173,33 @@ async fn pagination_is_consistent_until_compaction() {
         "{err:?}"
     );
 }
+
+/// Metadata informers (the garbage collector's) ask for `PartialObjectMetadata`; the
+/// watch answers in kind, as upstream does, rather than with whole objects.
+#[tokio::test]
+async fn metadata_only_watch() {
+    let server = shared();
+    let ns = server.namespace("metadata");
+    let client = server.client().await;
+    let full: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let meta: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(client, &ns);
+    let mut events = meta
+        .watch(&WatchParams::default().timeout(10), "0")
+        .await
+        .unwrap()
+        .boxed();
+    full.create(&PostParams::default(), &configmap("m"))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await {
+        Ok(Ok(Some(WatchEvent::Added(object)))) => {
+            assert_eq!(object.metadata.name.as_deref(), Some("m"));
+            let types = object.types.expect("type meta");
+            assert_eq!(
+                (types.api_version.as_str(), types.kind.as_str()),
+                ("meta.k8s.io/v1", "PartialObjectMetadata")
+            );
+        }
+        other => panic!("expected ADDED of m, got {other:?}"),
+    }
+}
