@@ -62,6 +62,14 @@ fn order_metadata(metadata: Value) -> Value {
         }
     }
     ordered.extend(fields);
+    // Upstream's metadata fields are `omitempty`: an emptied list or map (a patch that
+    // removed the last finalizer, say) or a null is not stored or shown.
+    ordered.retain(|_, value| match value {
+        Value::Null => false,
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(entries) => !entries.is_empty(),
+        _ => true,
+    });
     Value::Object(ordered)
 }
 
@@ -234,12 +242,22 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn empty_metadata_collections_are_left_out() {
+        let object = json!({"metadata": {"name": "a", "finalizers": [], "labels": {}, "annotations": null, "ownerReferences": [{"uid": "u"}]}});
+        let object = canonicalize(object);
+        assert_eq!(
+            object["metadata"],
+            json!({"name": "a", "ownerReferences": [{"uid": "u"}]})
+        );
+    }
+
+    #[test]
     fn canonical_order() {
-        let obj = json!({"status": {}, "data": {}, "metadata": {"labels": {}, "name": "a"}, "apiVersion": "v1", "kind": "ConfigMap"});
+        let obj = json!({"status": {}, "data": {}, "metadata": {"labels": {"x": "y"}, "name": "a"}, "apiVersion": "v1", "kind": "ConfigMap"});
         let text = serde_json::to_string(&canonicalize(obj)).unwrap();
         assert_eq!(
             text,
-            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","labels":{}},"data":{},"status":{}}"#
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","labels":{"x":"y"}},"data":{},"status":{}}"#
         );
     }
 

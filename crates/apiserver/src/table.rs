@@ -502,29 +502,57 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
         ],
         "Job" => {
             let succeeded = int(o.pointer("/status/succeeded"));
-            let completions = o.pointer("/spec/completions").and_then(Value::as_i64);
-            let status = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| {
-                    cs.iter().find(|c| {
-                        s(c.get("status")) == "True"
-                            && matches!(
-                                s(c.get("type")).as_str(),
-                                "Complete" | "Failed" | "Suspended"
-                            )
+            let completions = match (
+                o.pointer("/spec/completions").and_then(Value::as_i64),
+                o.pointer("/spec/parallelism").and_then(Value::as_i64),
+            ) {
+                (Some(c), _) => format!("{succeeded}/{c}"),
+                (None, Some(p)) if p > 1 => format!("{succeeded}/1 of {p}"),
+                _ => format!("{succeeded}/1"),
+            };
+            let time = |pointer: &str| {
+                o.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .and_then(object::parse_time)
+            };
+            let duration = match (time("/status/startTime"), time("/status/completionTime")) {
+                (None, _) => String::new(),
+                (Some(start), None) => {
+                    object::human_duration(jiff::Timestamp::now().as_second() - start.as_second())
+                }
+                (Some(start), Some(end)) => {
+                    object::human_duration(end.as_second() - start.as_second())
+                }
+            };
+            let has = |kind: &str| {
+                o.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| s(c.get("type")) == kind && s(c.get("status")) == "True")
                     })
-                })
-                .map(|c| s(c.get("type")))
-                .unwrap_or_else(|| "Running".into());
+            };
+            // Upstream's precedence of what a Job's STATUS column says.
+            let status = if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if object::meta_str(o, "deletionTimestamp").is_some() {
+                "Terminating"
+            } else if has("Suspended") {
+                "Suspended"
+            } else if has("FailureTarget") {
+                "FailureTarget"
+            } else if has("SuccessCriteriaMet") {
+                "SuccessCriteriaMet"
+            } else {
+                "Running"
+            };
             vec![
                 name,
                 json!(status),
-                json!(match completions {
-                    Some(c) => format!("{succeeded}/{c}"),
-                    None => format!("{succeeded}/1"),
-                }),
-                json!(""),
+                json!(completions),
+                json!(duration),
                 json!(age(o)),
             ]
         }
@@ -753,6 +781,28 @@ mod tests {
         assert_eq!(cells[5], "10.0.0.5");
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn job_rows_as_upstream_prints_them() {
+        let row = |job: Value| {
+            let t = table("meta.k8s.io/v1", "Job", &[job], None, None, None, "None");
+            t["rows"][0]["cells"].clone()
+        };
+        let done = row(json!({"metadata": {"name": "j"},
+            "spec": {"completions": 3, "parallelism": 1},
+            "status": {"succeeded": 3, "startTime": "2020-01-01T00:00:00Z", "completionTime": "2020-01-01T00:01:05Z",
+                "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}}));
+        assert_eq!(done[1], "Complete");
+        assert_eq!(done[2], "3/3");
+        assert_eq!(done[3], "65s");
+        let queue = row(
+            json!({"metadata": {"name": "q"}, "spec": {"parallelism": 2},
+            "status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}),
+        );
+        assert_eq!(queue[1], "FailureTarget");
+        assert_eq!(queue[2], "0/1 of 2");
+        assert_eq!(queue[3], "");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - [`expectations`]: creations/deletions asked for and not yet seen, so a burst of
 //!   events never over-creates.
 //! - [`owner`]: owner references and the adopt/release rules.
-//! - one module per controller: [`replicaset`], [`deployment`], [`garbagecollector`], …
+//! - one module per controller: [`replicaset`], [`deployment`], [`job`], [`garbagecollector`], …
 //!
 //! The controllers talk to the API server only through the `kube` client, as any other
 //! client would.
@@ -27,8 +27,11 @@ pub mod error;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
+pub mod owned_pods;
 pub mod owner;
+pub mod per_namespace;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
@@ -40,7 +43,15 @@ use std::path::PathBuf;
 use informer::InformerFactory;
 
 /// The controllers [`run`] knows, by the names `--controllers` takes.
-pub const CONTROLLERS: &[&str] = &["replicaset", "deployment", "garbagecollector", "namespace"];
+pub const CONTROLLERS: &[&str] = &[
+    "replicaset",
+    "deployment",
+    "job",
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "root-ca-cert-publisher",
+];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
 #[derive(clap::Args, Debug, Clone)]
@@ -51,6 +62,10 @@ pub struct ControllerManagerArgs {
     /// Controllers to run: `*` for all, names to pick, `-name` to leave one out.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+    /// The CA bundle published in every namespace as the `kube-root-ca.crt` ConfigMap;
+    /// without it, the CA of the kubeconfig's cluster.
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
     /// Elect a leader through a Lease before acting (not implemented yet: always acts).
     #[arg(long, default_value_t = false)]
     pub leader_elect: bool,
@@ -58,6 +73,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_replicaset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_job_syncs: usize,
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
@@ -68,10 +85,12 @@ impl Default for ControllerManagerArgs {
     fn default() -> Self {
         ControllerManagerArgs {
             kubeconfig: None,
+            root_ca_file: None,
             controllers: vec!["*".into()],
             leader_elect: false,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_job_syncs: 5,
             concurrent_gc_syncs: 20,
             concurrent_namespace_syncs: 10,
         }
@@ -102,9 +121,25 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     let deployment = args
         .enabled("deployment")
         .then(|| deployment::DeploymentController::new(&factory));
+    let job = args
+        .enabled("job")
+        .then(|| job::JobController::new(&factory));
     let namespace = args
         .enabled("namespace")
         .then(|| namespace::NamespaceController::new(&factory));
+    let service_accounts = args
+        .enabled("serviceaccount")
+        .then(|| per_namespace::service_accounts(&factory));
+    let root_ca = match args.enabled("root-ca-cert-publisher") {
+        true => match root_ca_pem(&args) {
+            Ok(pem) => Some(per_namespace::root_ca_config_maps(&factory, pem)),
+            Err(error) => {
+                tracing::warn!(%error, "not publishing kube-root-ca.crt: no CA bundle");
+                None
+            }
+        },
+        false => None,
+    };
     factory.start();
     factory.wait_synced().await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -114,8 +149,17 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     if let Some(controller) = deployment {
         tasks.spawn(controller.run(args.concurrent_deployment_syncs));
     }
+    if let Some(controller) = job {
+        tasks.spawn(controller.run(args.concurrent_job_syncs));
+    }
     if let Some(controller) = namespace {
         tasks.spawn(controller.run(args.concurrent_namespace_syncs));
+    }
+    if let Some(controller) = service_accounts {
+        tasks.spawn(controller.run(1));
+    }
+    if let Some(controller) = root_ca {
+        tasks.spawn(controller.run(1));
     }
     if args.enabled("garbagecollector") {
         let collector = garbagecollector::GarbageCollector::new(factory.client());
@@ -126,4 +170,45 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
         result?;
     }
     Ok(())
+}
+
+/// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's cluster CA.
+fn root_ca_pem(args: &ControllerManagerArgs) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if let Some(path) = &args.root_ca_file {
+        return std::fs::read_to_string(path)
+            .with_context(|| format!("reading --root-ca-file {}", path.display()));
+    }
+    let path = args
+        .kubeconfig
+        .as_ref()
+        .context("neither --root-ca-file nor --kubeconfig given")?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let context_name = kubeconfig.current_context.clone().unwrap_or_default();
+    let cluster_name = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .context("the kubeconfig's current context names no cluster")?;
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.as_ref())
+        .context("the kubeconfig's cluster is missing")?;
+    if let Some(data) = &cluster.certificate_authority_data {
+        use base64::Engine;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .context("decoding certificate-authority-data")?;
+        return String::from_utf8(pem).context("certificate-authority-data is not PEM text");
+    }
+    let file = cluster
+        .certificate_authority
+        .as_ref()
+        .context("the kubeconfig's cluster has no CA")?;
+    std::fs::read_to_string(file).with_context(|| format!("reading CA file {file}"))
 }

@@ -82,6 +82,22 @@ pub fn owner_refs_patch(meta: &ObjectMeta, refs: Vec<OwnerReference>) -> Result<
     serde_json::from_value(value).map_err(|e| Error::Other(e.to_string()))
 }
 
+/// A JSON patch that removes `finalizer` from an object, guarded by its UID and by the
+/// finalizer's place in the list as it was read; `None` if it does not hold it.
+pub fn finalizer_removal(
+    uid: &str,
+    finalizers: &[String],
+    finalizer: &str,
+) -> Option<json_patch::Patch> {
+    let index = finalizers.iter().position(|f| f == finalizer)?;
+    let value = serde_json::json!([
+        {"op": "test", "path": "/metadata/uid", "value": uid},
+        {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": finalizer},
+        {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+    ]);
+    serde_json::from_value(value).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

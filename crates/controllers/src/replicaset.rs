@@ -23,6 +23,7 @@ use crate::controller::{key_of, run_workers, split_key};
 use crate::error::{is_status, Error, Result};
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
+use crate::owned_pods::PodEvents;
 use crate::owner::{self, Claim};
 use crate::pods;
 use crate::queue::WorkQueue;
@@ -63,103 +64,14 @@ impl ReplicaSetController {
                 (None, None) => {}
             }
         });
-        let me = Arc::downgrade(&controller);
-        pod_informer.add_handler(move |old, new| {
-            if let Some(me) = me.upgrade() {
-                me.pod_event(old, new);
-            }
-        });
-        controller
-    }
-
-    /// The RS that controls `pod`, if it is in the cache with the same uid.
-    fn owner_of(&self, pod: &Pod, reference: &OwnerReference) -> Option<Arc<ReplicaSet>> {
-        if reference.kind != "ReplicaSet" {
-            return None;
-        }
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let rs = self
-            .replica_sets
-            .get(&ObjectRef::new(&reference.name).within(ns))?;
-        (rs.metadata.uid.as_deref() == Some(reference.uid.as_str())).then_some(rs)
-    }
-
-    /// Queues every RS whose selector matches an orphan pod, so one of them adopts it.
-    fn enqueue_matching(&self, pod: &Pod) {
-        for rs in self.replica_sets.state() {
-            if rs.metadata.namespace != pod.metadata.namespace {
-                continue;
-            }
-            let Ok(selector) = owner::selector(&rs.spec.selector.clone()) else {
-                continue;
-            };
-            if !selector.selects_all() && owner::matches(&selector, &pod.metadata) {
-                self.queue.add(key_of(rs.as_ref()));
-            }
-        }
-    }
-
-    fn pod_event(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        match (old, new) {
-            (_, Some(pod)) if old.is_none() => {
-                if pod.metadata.deletion_timestamp.is_some() {
-                    return self.pod_deleted(pod);
-                }
-                match owner::controller_of(&pod.metadata) {
-                    Some(reference) => {
-                        if let Some(rs) = self.owner_of(pod, reference) {
-                            let key = key_of(rs.as_ref());
-                            self.expectations.creation_observed(&key);
-                            self.queue.add(key);
-                        }
-                    }
-                    None => self.enqueue_matching(pod),
-                }
-            }
-            (Some(old), Some(pod)) => {
-                if old.metadata.resource_version == pod.metadata.resource_version {
-                    return;
-                }
-                if pod.metadata.deletion_timestamp.is_some()
-                    && old.metadata.deletion_timestamp.is_none()
-                {
-                    // A pod marked for deletion counts as deleted: its replacement may start.
-                    self.pod_deleted(pod);
-                }
-                let old_ref = owner::controller_of(&old.metadata);
-                let new_ref = owner::controller_of(&pod.metadata);
-                if old_ref.map(|r| &r.uid) != new_ref.map(|r| &r.uid) {
-                    if let Some(rs) = old_ref.and_then(|r| self.owner_of(old, r)) {
-                        self.queue.add(key_of(rs.as_ref()));
-                    }
-                }
-                match new_ref {
-                    Some(reference) => {
-                        if let Some(rs) = self.owner_of(pod, reference) {
-                            self.queue.add(key_of(rs.as_ref()));
-                        }
-                    }
-                    None => {
-                        if old.metadata.labels != pod.metadata.labels || old_ref.is_some() {
-                            self.enqueue_matching(pod);
-                        }
-                    }
-                }
-            }
-            (Some(pod), None) => self.pod_deleted(pod),
-            _ => {}
-        }
-    }
-
-    fn pod_deleted(&self, pod: &Pod) {
-        let Some(reference) = owner::controller_of(&pod.metadata) else {
-            return;
+        let pod_events = PodEvents {
+            owners: controller.replica_sets.clone(),
+            queue: controller.queue.clone(),
+            expectations: controller.expectations.clone(),
+            selector: |rs: &ReplicaSet| Some(rs.spec.selector.clone()),
         };
-        if let Some(rs) = self.owner_of(pod, reference) {
-            let key = key_of(rs.as_ref());
-            self.expectations.deletion_observed(&key, &key_of(pod));
-            self.queue.add(key);
-        }
+        pod_informer.add_handler(move |old, new| pod_events.handle(old, new));
+        controller
     }
 
     /// Runs `workers` workers until the queue shuts down.

@@ -205,7 +205,10 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         ));
         let controllers = tokio::spawn(skiff_controllers::run(
             client,
-            skiff_controllers::ControllerManagerArgs::default(),
+            skiff_controllers::ControllerManagerArgs {
+                kubeconfig: Some(server.kubeconfig_path.clone()),
+                ..Default::default()
+            },
         ));
         (Some(scheduler), Some(controllers))
     } else {

@@ -462,7 +462,8 @@ impl GarbageCollector {
                 {"op": "replace", "path": "/metadata/ownerReferences", "value": value},
             ])
         };
-        self.json_patch(api, &object.id.name, ops).await
+        let patch = serde_json::from_value(ops).map_err(|e| Error::Other(e.to_string()))?;
+        self.json_patch(api, &object.id.name, patch).await
     }
 
     /// Removes one finalizer, guarded by the UID and the finalizers as they were read.
@@ -472,25 +473,20 @@ impl GarbageCollector {
         object: &Observed,
         finalizer: &str,
     ) -> Result<()> {
-        let Some(index) = object.finalizers.iter().position(|f| f == finalizer) else {
+        let Some(patch) =
+            crate::owner::finalizer_removal(&object.id.uid, &object.finalizers, finalizer)
+        else {
             return Ok(());
         };
-        let ops = serde_json::json!([
-            {"op": "test", "path": "/metadata/uid", "value": object.id.uid},
-            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": finalizer},
-            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
-        ]);
-        self.json_patch(api, &object.id.name, ops).await
+        self.json_patch(api, &object.id.name, patch).await
     }
 
     async fn json_patch(
         &self,
         api: &Api<DynamicObject>,
         name: &str,
-        ops: serde_json::Value,
+        patch: json_patch::Patch,
     ) -> Result<()> {
-        let patch: json_patch::Patch =
-            serde_json::from_value(ops).map_err(|e| Error::Other(e.to_string()))?;
         match api
             .patch_metadata(name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await

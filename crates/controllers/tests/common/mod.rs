@@ -40,8 +40,12 @@ pub async fn cluster() -> Cluster {
     let client = client_for(&server).await;
     let controllers = {
         let client = client.clone();
+        let args = skiff_controllers::ControllerManagerArgs {
+            root_ca_file: Some(server.data_dir.path().join("tls/ca.crt")),
+            ..Default::default()
+        };
         tokio::spawn(async move {
-            if let Err(e) = skiff_controllers::run(client, Default::default()).await {
+            if let Err(e) = skiff_controllers::run(client, args).await {
                 panic!("controllers failed: {e}");
             }
         })

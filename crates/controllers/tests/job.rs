@@ -1,0 +1,275 @@
+//! The Job controller against a real `skiff apiserver`, driven by real kubectl.
+//!
+//! A stand-in node finishes each pod as its image says: `busybox:succeed` pods succeed,
+//! `busybox:fail` pods fail (the kubelet tests run real containers).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+
+/// Plays the kubelet for Job pods: each new pod finishes as its image says.
+fn run_finishing_node(cluster: &Cluster, ns: &str) -> tokio::task::JoinHandle<()> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    tokio::spawn(async move {
+        let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(Event::Apply(pod) | Event::InitApply(pod)) = event else {
+                continue;
+            };
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if pod.metadata.deletion_timestamp.is_some() || phase != Some("Pending") {
+                continue;
+            }
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let outcome = if image.ends_with(":fail") {
+                "Failed"
+            } else {
+                "Succeeded"
+            };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let patch = serde_json::json!({"status": {"phase": outcome}});
+            let _ = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
+    })
+}
+
+/// `kubectl wait --for=condition=CONDITION job/NAME` (up to a minute).
+async fn wait_for(cluster: &Cluster, ns: &str, job: &str, condition: &str) {
+    cluster
+        .kubectl(&[
+            "wait",
+            &format!("--for=condition={condition}"),
+            &format!("job/{job}"),
+            "-n",
+            ns,
+            "--timeout=60s",
+        ])
+        .await;
+}
+
+fn job_yaml(ns: &str, name: &str, spec: &str, image: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: c, image: {image}}}]\n"
+    )
+}
+
+fn condition(job: &Job, type_: &str) -> Option<(String, String)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+async fn pods_of(cluster: &Cluster, ns: &str, job: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    api.list(
+        &kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")),
+    )
+    .await
+    .expect("pods")
+    .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_with_parallelism_and_indexes() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs");
+    let _node = run_finishing_node(&cluster, &ns);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+
+    // One pod, kubectl's way.
+    cluster
+        .kubectl(&[
+            "create",
+            "job",
+            "once",
+            "--image=busybox:succeed",
+            "-n",
+            &ns,
+        ])
+        .await;
+    wait_for(&cluster, &ns, "once", "complete").await;
+    let once = jobs.get("once").await.expect("job");
+    let status = once.status.clone().expect("status");
+    assert_eq!(
+        (status.succeeded, status.failed, status.active),
+        (Some(1), None, None)
+    );
+    assert!(status.start_time.is_some() && status.completion_time.is_some());
+    assert_eq!(
+        condition(&once, "SuccessCriteriaMet"),
+        Some(("True".into(), "CompletionsReached".into()))
+    );
+    assert_eq!(
+        condition(&once, "Complete"),
+        Some(("True".into(), "CompletionsReached".into()))
+    );
+    for pod in pods_of(&cluster, &ns, "once").await {
+        assert_eq!(
+            pod.metadata.finalizers, None,
+            "tracking finalizer left on a counted pod"
+        );
+    }
+    let listed = cluster.kubectl(&["get", "job", "once", "-n", &ns]).await;
+    assert!(
+        listed.contains("Complete") && listed.contains("1/1"),
+        "{listed}"
+    );
+
+    // Four completions, two at a time.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "batch",
+            "  completions: 4\n  parallelism: 2\n",
+            "busybox:succeed",
+        ))
+        .await;
+    wait_for(&cluster, &ns, "batch", "complete").await;
+    let batch = jobs.get("batch").await.expect("job");
+    assert_eq!(batch.status.as_ref().and_then(|s| s.succeeded), Some(4));
+    assert_eq!(
+        pods_of(&cluster, &ns, "batch").await.len(),
+        4,
+        "one pod per completion"
+    );
+
+    // Indexed: every index completes once; pods carry their index.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "indexed",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n",
+            "busybox:succeed",
+        ))
+        .await;
+    wait_for(&cluster, &ns, "indexed", "complete").await;
+    let indexed = jobs.get("indexed").await.expect("job");
+    assert_eq!(
+        indexed
+            .status
+            .as_ref()
+            .and_then(|s| s.completed_indexes.as_deref()),
+        Some("0-2")
+    );
+    let mut hostnames: Vec<String> = pods_of(&cluster, &ns, "indexed")
+        .await
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.hostname.clone())
+        .collect();
+    hostnames.sort();
+    assert_eq!(hostnames, ["indexed-0", "indexed-1", "indexed-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_job_stops_at_its_backoff_limit() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-fail");
+    let _node = run_finishing_node(&cluster, &ns);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "doomed",
+            "  backoffLimit: 1\n",
+            "busybox:fail",
+        ))
+        .await;
+    // The second pod starts after the 10 s back-off that follows the first failure.
+    wait_for(&cluster, &ns, "doomed", "failed").await;
+    let doomed = jobs.get("doomed").await.expect("job");
+    assert_eq!(doomed.status.as_ref().and_then(|s| s.failed), Some(2));
+    assert_eq!(
+        condition(&doomed, "FailureTarget"),
+        Some(("True".into(), "BackoffLimitExceeded".into()))
+    );
+    assert_eq!(
+        condition(&doomed, "Failed"),
+        Some(("True".into(), "BackoffLimitExceeded".into()))
+    );
+    assert_eq!(pods_of(&cluster, &ns, "doomed").await.len(), 2);
+    let listed = cluster.kubectl(&["get", "job", "doomed", "-n", &ns]).await;
+    assert!(listed.contains("Failed"), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_job_waits_and_deleted_job_takes_its_pods() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-suspend");
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "later",
+            "  suspend: true\n",
+            "busybox:succeed",
+        ))
+        .await;
+    eventually("Suspended condition", Duration::from_secs(30), || async {
+        let job = jobs.get("later").await.ok()?;
+        (condition(&job, "Suspended") == Some(("True".into(), "JobSuspended".into()))).then_some(())
+    })
+    .await;
+    assert!(pods_of(&cluster, &ns, "later").await.is_empty());
+
+    // Resumed, with no node to finish its pod: it runs (and keeps its finalizer).
+    cluster
+        .kubectl(&[
+            "patch",
+            "job",
+            "later",
+            "-n",
+            &ns,
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ])
+        .await;
+    let pod = eventually("a pod once resumed", Duration::from_secs(30), || async {
+        pods_of(&cluster, &ns, "later").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        pod.metadata.finalizers.as_deref(),
+        Some(&["batch.kubernetes.io/job-tracking".to_string()][..])
+    );
+    eventually("JobResumed", Duration::from_secs(30), || async {
+        let job = jobs.get("later").await.ok()?;
+        (condition(&job, "Suspended") == Some(("False".into(), "JobResumed".into()))).then_some(())
+    })
+    .await;
+
+    // Deleting the Job deletes its pod: the finalizer is released for the collector.
+    cluster
+        .kubectl(&["delete", "job", "later", "-n", &ns, "--timeout=60s"])
+        .await;
+    eventually(
+        "pods gone with the job",
+        Duration::from_secs(30),
+        || async {
+            pods_of(&cluster, &ns, "later")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}
