@@ -6,6 +6,7 @@
 //! writes and single reads, the [`cache`] for lists and watches. [`resources`] is the
 //! catalogue every layer reads; [`status`] renders errors as upstream does.
 
+pub mod admission;
 pub mod auth;
 pub mod authz;
 pub mod cache;
@@ -54,6 +55,8 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// Where Services get their cluster IPs (`--service-cluster-ip-range`).
     pub service_cidr: services::Cidr,
+    /// The admission plugins that run (`--enable/disable-admission-plugins`).
+    pub admission: admission::Admission,
 }
 
 /// A running API server.
@@ -111,7 +114,9 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     let cache = cache::WatchCache::start(store.clone())
         .await
         .context("filling watch cache")?;
-    let registry = Arc::new(registry::Registry::new(store, cache, config.service_cidr));
+    let mut registry = registry::Registry::new(store, cache, config.service_cidr);
+    registry.admission = config.admission.clone();
+    let registry = Arc::new(registry);
     lifecycle::ensure_system_namespaces(&registry).await?;
     authz::bootstrap::reconcile(&registry)
         .await

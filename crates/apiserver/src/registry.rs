@@ -121,6 +121,8 @@ pub struct Registry {
     pub catalogue: Catalogue,
     /// Where Services get their cluster IPs.
     pub service_cidr: crate::services::Cidr,
+    /// The admission plugins every create goes through.
+    pub admission: crate::admission::Admission,
 }
 
 /// The stored form of an object: JSON without `resourceVersion`.
@@ -144,7 +146,7 @@ fn with_resource_version(mut object: Value, rv: i64) -> Value {
 }
 
 /// Random suffix for `generateName`, from upstream's alphabet (no vowels, no look-alikes).
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     bytes[..5]
@@ -164,6 +166,7 @@ impl Registry {
             cache,
             catalogue: Catalogue::new(),
             service_cidr,
+            admission: Default::default(),
         }
     }
 
@@ -301,13 +304,17 @@ impl Registry {
             metadata.shift_remove("generation");
         }
 
+        // Admission as upstream orders it: namespace lifecycle first, then the others
+        // (which may change the object), then the strategy's preparation and validation.
+        if let (true, Some(ns)) = (resource.namespaced, namespace) {
+            self.check_namespace_open(ns).await?;
+        }
+        self.admission
+            .admit_create(self, resource, namespace, &mut object)?;
         strategy::prepare_for_create(resource, &mut object);
         let causes = strategy::validate(resource, &object);
         if !causes.is_empty() {
             return Err(Self::invalid(resource, &object, causes));
-        }
-        if let (true, Some(ns)) = (resource.namespaced, namespace) {
-            self.check_namespace_open(ns).await?;
         }
         let name = object::name(&object).to_string();
         let key = resource.key(namespace, &name);

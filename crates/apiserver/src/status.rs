@@ -156,6 +156,20 @@ impl ApiError {
         }))
     }
 
+    /// An admission plugin refused the request (`pods "x" is forbidden: why`).
+    pub fn admission_forbidden(resource: &ResourceInfo, name: &str, why: &str) -> Self {
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} {} is forbidden: {why}",
+                qualified(resource),
+                quote(name)
+            ),
+        )
+        .with_details(name_details(resource, name))
+    }
+
     pub fn already_exists(resource: &ResourceInfo, name: &str) -> Self {
         ApiError::new(
             409,

@@ -140,6 +140,9 @@ impl TokenSigner {
     }
 }
 
+/// How long an extended token is valid (upstream's one year).
+const EXTENDED_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
+
 /// Answers a `TokenRequest` for the service account `name` (already read from the store).
 pub fn issue(
     signer: &TokenSigner,
@@ -176,12 +179,21 @@ pub fn issue(
         "namespace": namespace,
         "serviceaccount": {"name": name, "uid": object::meta_str(service_account, "uid").unwrap_or("")},
     });
+    // As upstream (`--service-account-extend-token-expiration`, on by default): the
+    // lifetime the ServiceAccount admission asks for gets a token valid for a year that
+    // only warns after the hour, so that clients which read their token once keep working.
+    let token_expires = if seconds == crate::admission::PROJECTED_TOKEN_SECONDS {
+        k8s["warnafter"] = json!(expires);
+        now.as_second() + EXTENDED_TOKEN_SECONDS
+    } else {
+        expires
+    };
     if let Some((kind, object)) = bound {
         k8s[kind] = json!({"name": object::name(object), "uid": object::meta_str(object, "uid").unwrap_or("")});
     }
     let claims = json!({
         "aud": audiences,
-        "exp": expires,
+        "exp": token_expires,
         "iat": now.as_second(),
         "iss": ISSUER,
         "jti": uuid::Uuid::new_v4().to_string(),
@@ -252,5 +264,22 @@ mod tests {
             claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
             3600
         );
+
+        // The admission plugin's 3607 s: a year-long token that warns after 3607 s, and
+        // a status that tells the 3607 s.
+        let projected = issue(&s, &sa, None, json!({"spec": {"expirationSeconds": 3607}})).unwrap();
+        let claims = s
+            .verify(projected["status"]["token"].as_str().unwrap())
+            .unwrap();
+        let iat = claims["iat"].as_i64().unwrap();
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - iat,
+            EXTENDED_TOKEN_SECONDS
+        );
+        assert_eq!(
+            claims["kubernetes.io"]["warnafter"].as_i64().unwrap() - iat,
+            3607
+        );
+        assert_eq!(projected["spec"]["expirationSeconds"], 3607);
     }
 }

@@ -75,8 +75,15 @@ pub struct Server {
 impl Server {
     /// Starts an API server alone (`skiff apiserver`: no scheduler, no node agent), so
     /// that tests control every other component, and waits until it serves.
+    ///
+    /// As upstream's integration tests do, it runs without the `ServiceAccount` admission
+    /// plugin: with no controller manager, no namespace gets its `default` account, and
+    /// every pod would be refused.
     pub fn start(extra_args: &[&str]) -> Server {
-        Server::start_command("apiserver", extra_args)
+        Server::start_command(
+            "apiserver",
+            &[&["--disable-admission-plugins=ServiceAccount"], extra_args].concat(),
+        )
     }
 
     /// Starts the control plane without a node (`skiff server --disable-agent`: API
@@ -139,7 +146,7 @@ impl Server {
             }
             if self.kubeconfig().exists() {
                 let out = self.kubectl(&["get", "--raw", "/readyz", "--request-timeout=5s"]);
-                if out.status.success() {
+                if out.status.success() && self.has_default_service_account("default") {
                     return;
                 }
             }
@@ -297,11 +304,39 @@ impl Server {
         kube::Client::try_from(config).expect("kube client")
     }
 
-    /// A fresh namespace for one test.
+    /// A fresh namespace for one test. With a controller manager running, it waits, as
+    /// upstream's e2e framework does, until the namespace has its `default` service
+    /// account (pods are refused before).
     pub fn namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{}", free_port());
         self.ok(&["create", "namespace", &name]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.has_default_service_account(&name) {
+            assert!(
+                Instant::now() < deadline,
+                "namespace {name} got no default service account within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         name
+    }
+
+    /// Whether `namespace` has its `default` service account, or needs none (the API
+    /// server alone runs without the `ServiceAccount` admission plugin).
+    fn has_default_service_account(&self, namespace: &str) -> bool {
+        self.command == "apiserver"
+            || self
+                .kubectl(&[
+                    "get",
+                    "serviceaccount",
+                    "default",
+                    "-n",
+                    namespace,
+                    "-o",
+                    "name",
+                ])
+                .status
+                .success()
     }
 }
 

@@ -65,7 +65,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     let node = server.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
     // No nodeName: the scheduler places it.
     let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  namespace: default\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo hello from skiff; sleep 3600\"]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  namespace: default\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo hello from skiff; cd /var/run/secrets/kubernetes.io/serviceaccount && echo ns=$(cat namespace) && head -1 ca.crt && echo token=$(cat token); sleep 3600\"]\n"
     );
     server.ok_with_input(&["create", "-f", "-"], &pod);
     wait_for("the pod to run", || {
@@ -74,6 +74,55 @@ fn a_pod_runs_on_the_single_node_cluster() {
             .stdout
             == b"Running"
     });
+    // The ServiceAccount admission gave the pod the `default` account's token, the
+    // cluster CA and its namespace; the token is good for the API server.
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.spec.serviceAccountName}"
+        ]),
+        "default"
+    );
+    let mut logs = String::new();
+    wait_for("the pod's output", || {
+        logs = server.ok(&["logs", "hello"]);
+        logs.contains("token=")
+    });
+    assert!(logs.contains("hello from skiff"), "{logs}");
+    assert!(logs.contains("ns=default"), "{logs}");
+    assert!(logs.contains("-----BEGIN CERTIFICATE-----"), "{logs}");
+    let token = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("token="))
+        .expect("token line")
+        .trim()
+        .to_string();
+    let whoami = Command::new("kubectl")
+        .env("KUBECONFIG", "/dev/null")
+        .args([
+            &format!("--server=https://127.0.0.1:{}", server.port),
+            &format!("--token={token}"),
+            &format!(
+                "--certificate-authority={}",
+                server.data_dir.path().join("tls/ca.crt").display()
+            ),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .expect("kubectl");
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:serviceaccount:default:default",
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
         ip.starts_with("10.88."),

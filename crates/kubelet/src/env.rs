@@ -9,11 +9,18 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use crate::quantity;
 
 /// The data of the ConfigMaps and Secrets a pod refers to, by name; `None`
-/// for one that does not exist (so `optional` can be honoured).
+/// for one that does not exist (so `optional` can be honoured). And the service-account
+/// tokens its projected volumes hold, by [`token_key`].
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
     pub config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     pub secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+    pub tokens: HashMap<String, String>,
+}
+
+/// Which token of which volume: `volume/path`.
+pub fn token_key(volume: &str, path: &str) -> String {
+    format!("{volume}/{path}")
 }
 
 /// Facts about the running pod that `fieldRef` can read but the spec lacks.

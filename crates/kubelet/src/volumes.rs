@@ -165,8 +165,15 @@ fn projected_files(
                     }
                 }
             }
-            // serviceAccountToken and clusterTrustBundle sources need the
-            // TokenRequest API; not written yet.
+            if let Some(t) = &src.service_account_token {
+                let key = crate::env::token_key(&vol.name, &t.path);
+                let token = sources
+                    .tokens
+                    .get(&key)
+                    .ok_or_else(|| Error::Config(format!("no service account token for {key}")))?;
+                // Tokens are secrets: readable by the owner only, whatever the mode.
+                files.insert(t.path.clone(), (token.clone().into_bytes(), mode & 0o600));
+            }
         }
         return Ok(Some(files));
     }

@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use skiff_runtime::proto;
 use tokio::sync::{watch, Notify};
@@ -290,7 +291,50 @@ impl PodWorker {
             });
             out.secrets.insert(name, data);
         }
+        self.request_tokens(pod, &mut out).await?;
         Ok(out)
+    }
+
+    /// Asks the API for the tokens the pod's projected volumes hold: the pod's service
+    /// account, the audience and lifetime the volume names, bound to the pod.
+    async fn request_tokens(&self, pod: &Pod, out: &mut Sources) -> Result<()> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let account = spec
+            .service_account_name
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let api: Api<ServiceAccount> =
+            Api::namespaced(self.shared.client.clone(), pod_namespace(pod));
+        for volume in spec.volumes.iter().flatten() {
+            let sources = volume
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten());
+            for source in sources.filter_map(|s| s.service_account_token.as_ref()) {
+                let request = TokenRequest {
+                    spec: Some(TokenRequestSpec {
+                        audiences: source.audience.clone().map(|a| vec![a]),
+                        expiration_seconds: source.expiration_seconds.or(Some(3600)),
+                        bound_object_ref: Some(BoundObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Pod".into()),
+                            name: Some(pod_name(pod).to_string()),
+                            uid: Some(pod_uid(pod).to_string()),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let answer: TokenRequest = api
+                    .create_subresource("token", &account, &Default::default(), &request)
+                    .await?;
+                let token = answer.status.and_then(|s| s.token).unwrap_or_default();
+                out.tokens
+                    .insert(crate::env::token_key(&volume.name, &source.path), token);
+            }
+        }
+        Ok(())
     }
 
     fn facts(&self, pod_ips: &[String]) -> PodFacts {

@@ -99,6 +99,14 @@ struct ApiServerArgs {
     /// How often to compact store history older than one interval, e.g. `5m`, `30s`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     etcd_compaction_interval: Duration,
+    /// Admission plugins to run besides the default ones (all of Skiff's are on by
+    /// default): NamespaceLifecycle, ServiceAccount.
+    #[arg(long, value_delimiter = ',')]
+    enable_admission_plugins: Vec<String>,
+    /// Admission plugins to turn off, e.g. `ServiceAccount` for an API server with no
+    /// controller manager to create service accounts.
+    #[arg(long, value_delimiter = ',')]
+    disable_admission_plugins: Vec<String>,
 }
 
 /// Go-style durations as upstream's flags take them: `300ms`, `30s`, `5m`, `1h`.
@@ -172,6 +180,11 @@ impl ApiServerArgs {
             tls_san: self.tls_san.clone(),
             compaction_interval: self.etcd_compaction_interval,
             service_cidr: self.service_cluster_ip_range,
+            admission: skiff_apiserver::admission::Admission::from_flags(
+                &self.enable_admission_plugins,
+                &self.disable_admission_plugins,
+            )
+            .map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -1,0 +1,204 @@
+//! Admission: plugins that change or refuse a write after authorization, before the
+//! registry's strategy and storage, as upstream's admission chain does.
+//!
+//! Plugins are switched with upstream's flags, `--enable-admission-plugins` and
+//! `--disable-admission-plugins`. Namespace lifecycle is enforced by the registry itself
+//! (no writes into a terminating or missing namespace); `ServiceAccount` lives here.
+
+use serde_json::{json, Value};
+
+use crate::object;
+use crate::registry::Registry;
+use crate::resources::ResourceInfo;
+use crate::status::{ApiError, ApiResult};
+
+/// The plugins Skiff implements, by upstream's names.
+pub const PLUGINS: &[&str] = &["NamespaceLifecycle", "ServiceAccount"];
+
+/// Where the service-account volume is mounted in every container.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The token lifetime the `ServiceAccount` plugin asks for: upstream's value, which the
+/// API server honours with a longer-lived token that warns after this long.
+pub const PROJECTED_TOKEN_SECONDS: i64 = 3607;
+
+#[derive(Debug, Clone)]
+pub struct Admission {
+    service_account: bool,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            service_account: true,
+        }
+    }
+}
+
+impl Admission {
+    /// Every plugin on, except those `disable` names. `enable` may name only known
+    /// plugins (they are on anyway).
+    pub fn from_flags(enable: &[String], disable: &[String]) -> Result<Admission, String> {
+        for name in enable.iter().chain(disable) {
+            if !PLUGINS.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown admission plugin {name:?}; known plugins: {}",
+                    PLUGINS.join(", ")
+                ));
+            }
+        }
+        let off = |plugin: &str| disable.iter().any(|d| d == plugin);
+        Ok(Admission {
+            service_account: !off("ServiceAccount"),
+        })
+    }
+
+    /// Admits the creation of `object` (mutating it as the plugins do).
+    pub fn admit_create(
+        &self,
+        registry: &Registry,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: &mut Value,
+    ) -> ApiResult<()> {
+        if self.service_account && resource.kind == "Pod" {
+            if let Some(ns) = namespace {
+                admit_service_account(registry, resource, ns, object)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Upstream's `ServiceAccount` plugin: the pod runs as `default` unless it names an
+/// account; the account must exist; unless automounting is off, every container gets the
+/// account's token, the cluster CA and the namespace at [`SERVICE_ACCOUNT_MOUNT`].
+fn admit_service_account(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    namespace: &str,
+    pod: &mut Value,
+) -> ApiResult<()> {
+    let name = object::name(pod).to_string();
+    let mirror = object::metadata(pod)
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get("kubernetes.io/config.mirror"))
+        .is_some();
+    if mirror {
+        // Static pods' mirrors run without the API's credentials.
+        return Ok(());
+    }
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let account = match spec.get("serviceAccountName").and_then(Value::as_str) {
+        Some(account) if !account.is_empty() => account.to_string(),
+        _ => "default".to_string(),
+    };
+    spec.insert("serviceAccountName".into(), json!(account));
+    spec.insert("serviceAccount".into(), json!(account));
+
+    let accounts = registry
+        .catalogue
+        .get("", "v1", "serviceaccounts")
+        .ok_or_else(|| ApiError::internal("serviceaccounts missing from the catalogue"))?;
+    let Some(cached) = registry.cache.get(&accounts.key(Some(namespace), &account)) else {
+        return Err(ApiError::admission_forbidden(
+            resource,
+            &name,
+            &format!(
+                "error looking up service account {namespace}/{account}: serviceaccount {} not found",
+                crate::status::quote(&account)
+            ),
+        ));
+    };
+    let account_automount = cached.value().ok().and_then(|sa| {
+        sa.get("automountServiceAccountToken")
+            .and_then(Value::as_bool)
+    });
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or(account_automount)
+        .unwrap_or(true);
+    if !automount || mounts_service_account_path(spec) {
+        return Ok(());
+    }
+
+    let volume_name = format!("kube-api-access-{}", crate::registry::random_suffix());
+    let volumes = spec
+        .entry("volumes")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+        .ok_or_else(|| ApiError::bad_request("spec.volumes must be a list"))?;
+    volumes.push(json!({
+        "name": volume_name,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": PROJECTED_TOKEN_SECONDS, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    }));
+    for list in ["initContainers", "containers"] {
+        for container in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(container) = container.as_object_mut() else {
+                continue;
+            };
+            let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
+            if let Some(mounts) = mounts.as_array_mut() {
+                mounts.push(json!({
+                    "name": volume_name,
+                    "readOnly": true,
+                    "mountPath": SERVICE_ACCOUNT_MOUNT,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether some container already mounts something at the service-account path.
+fn mounts_service_account_path(spec: &serde_json::Map<String, Value>) -> bool {
+    ["initContainers", "containers"].iter().any(|list| {
+        spec.get(*list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("volumeMounts").and_then(Value::as_array))
+            .flatten()
+            .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_name_known_plugins_only() {
+        assert!(Admission::from_flags(&[], &["ServiceAccount".into()]).is_ok());
+        let error = Admission::from_flags(&["NoSuchPlugin".into()], &[]).unwrap_err();
+        assert!(error.contains("unknown admission plugin"), "{error}");
+        assert!(
+            !Admission::from_flags(&[], &["ServiceAccount".into()])
+                .unwrap()
+                .service_account
+        );
+    }
+
+    #[test]
+    fn existing_mounts_are_respected() {
+        let spec = json!({"containers": [{"name": "c", "volumeMounts": [{"name": "mine", "mountPath": SERVICE_ACCOUNT_MOUNT}]}]});
+        assert!(mounts_service_account_path(spec.as_object().unwrap()));
+        let spec = json!({"containers": [{"name": "c"}]});
+        assert!(!mounts_service_account_path(spec.as_object().unwrap()));
+    }
+}
