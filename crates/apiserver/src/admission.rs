@@ -98,10 +98,7 @@ fn admit_service_account(
     spec.insert("serviceAccountName".into(), json!(account));
     spec.insert("serviceAccount".into(), json!(account));
 
-    let accounts = registry
-        .catalogue
-        .get("", "v1", "serviceaccounts")
-        .ok_or_else(|| ApiError::internal("serviceaccounts missing from the catalogue"))?;
+    let accounts = registry.core("serviceaccounts")?;
     let Some(cached) = registry.cache.get(&accounts.key(Some(namespace), &account)) else {
         return Err(ApiError::admission_forbidden(
             resource,

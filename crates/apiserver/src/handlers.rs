@@ -115,6 +115,15 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeated parameter (`command=sh&command=-c`).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     fn flag(&self, name: &str) -> bool {
         matches!(self.get(name), Some("true" | "1"))
     }
@@ -161,6 +170,7 @@ impl Query {
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     user: Option<Extension<UserInfo>>,
+    upgrade: Option<Extension<hyper::upgrade::OnUpgrade>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -179,9 +189,12 @@ pub async fn handle(
     let (response, resource) = match ResourcePath::parse(&path) {
         Some(target) => {
             let resource = target.resource.clone();
-            let response = handle_resource(&state, &user, &method, target, &query, &headers, body)
-                .await
-                .unwrap_or_else(IntoResponse::into_response);
+            let upgrade = upgrade.map(|Extension(upgrade)| upgrade);
+            let response = handle_resource(
+                &state, &user, &method, target, &query, &headers, body, upgrade,
+            )
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
             (response, resource)
         }
         None => {
@@ -292,6 +305,14 @@ fn impersonate(state: &AppState, user: UserInfo, headers: &HeaderMap) -> ApiResu
 
 /// The RBAC verb of a resource request.
 fn verb_of(method: &Method, target: &ResourcePath, watching: bool) -> &'static str {
+    // Streaming into a pod needs `create`, whether the WebSocket handshake came as a
+    // GET or (SPDY) as a POST, as upstream requires since WebSockets became the default.
+    if matches!(
+        target.subresource.as_deref(),
+        Some("exec" | "attach" | "portforward")
+    ) {
+        return "create";
+    }
     match (method.as_str(), target.name.is_some()) {
         ("GET" | "HEAD", _) if watching => "watch",
         ("GET" | "HEAD", true) => "get",
@@ -381,6 +402,7 @@ fn lookup(state: &AppState, target: &ResourcePath) -> ApiResult<&'static Resourc
     Ok(resource)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle_resource(
     state: &AppState,
     user: &UserInfo,
@@ -389,6 +411,7 @@ async fn handle_resource(
     query: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> ApiResult<Response> {
     let resource = lookup(state, &target)?;
     let watching = target.legacy_watch || query.flag("watch");
@@ -421,6 +444,9 @@ async fn handle_resource(
         }
         (Method::GET, Some(name)) if sub == Some("log") => {
             crate::proxy::pod_log(state, namespace, name, query).await
+        }
+        (Method::GET | Method::POST, Some(name)) if sub == Some("exec") => {
+            crate::proxy::pod_exec(state, namespace, name, query, headers, upgrade).await
         }
         (Method::GET, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
@@ -759,11 +785,7 @@ async fn bind(
     binding: &Value,
     query: &Query,
 ) -> ApiResult<Response> {
-    let pods = state
-        .registry
-        .catalogue
-        .get("", "v1", "pods")
-        .ok_or_else(|| ApiError::internal("pods are not served"))?;
+    let pods = state.registry.core("pods")?;
     state
         .registry
         .bind(

@@ -1,4 +1,4 @@
-//! Requests the API server passes on to a node's kubelet: today `pods/log`
+//! Requests the API server passes on to a node's kubelet: `pods/log` and `pods/exec`
 //! (upstream's `LogREST` + `LocationStreamer`).
 //!
 //! The kubelet is reached at the Node's InternalIP (then ExternalIP, then
@@ -323,14 +323,10 @@ pub async fn pod_log(
     name: &str,
     query: &Query,
 ) -> ApiResult<Response> {
-    let catalogue = &state.registry.catalogue;
-    let pods = catalogue
-        .get("", "v1", "pods")
-        .ok_or_else(|| ApiError::internal("pods are not served"))?;
-    let nodes = catalogue
-        .get("", "v1", "nodes")
-        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
-    let pod = state.registry.get(pods, namespace, name).await?;
+    let pod = state
+        .registry
+        .get(state.registry.core("pods")?, namespace, name)
+        .await?;
     let params = kubelet_query(name, query)?;
     let container = choose_container(&pod, name, query.get("container"))?;
     let node_name = pod
@@ -341,38 +337,18 @@ pub async fn pod_log(
         // Upstream answers an unscheduled pod's log with an empty body.
         return Ok(plain_text(Body::empty()));
     }
-    let node = state.registry.get(nodes, None, node_name).await?;
-    let (host, port) = kubelet_address(&node)
-        .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no address")))?;
     let namespace = namespace.unwrap_or("default");
     let mut path = format!("/containerLogs/{namespace}/{name}/{container}");
     if !params.is_empty() {
         path.push('?');
         path.push_str(&params);
     }
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let url = format!("https://{authority}{path}");
+    let KubeletConnection {
+        tls,
+        authority,
+        url,
+    } = connect_kubelet(state, node_name, &path).await?;
     let transport = |e: &dyn std::fmt::Display| ApiError::internal(format!("Get \"{url}\": {e}"));
-
-    let tcp = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| transport(&"dial tcp: i/o timeout"))?
-    .map_err(|e| transport(&format!("dial tcp {authority}: {e}")))?;
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| transport(&e))?;
-    let tls = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        state.kubelet.connector.connect(server_name, tcp),
-    )
-    .await
-    .map_err(|_| transport(&"net/http: TLS handshake timeout"))?
-    .map_err(|e| transport(&e))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| transport(&e))?;
@@ -417,6 +393,128 @@ pub async fn pod_log(
         },
     );
     Ok(plain_text(Body::from_stream(stream)))
+}
+
+/// A TLS connection to a node's kubelet, and where it goes.
+struct KubeletConnection {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    authority: String,
+    url: String,
+}
+
+/// Dials the kubelet of `node_name` (its address from the Node object) for `path`.
+async fn connect_kubelet(
+    state: &AppState,
+    node_name: &str,
+    path: &str,
+) -> ApiResult<KubeletConnection> {
+    let nodes = state.registry.core("nodes")?;
+    let node = state.registry.get(nodes, None, node_name).await?;
+    let (host, port) = kubelet_address(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no address")))?;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let url = format!("https://{authority}{path}");
+    let transport = |e: &dyn std::fmt::Display| ApiError::internal(format!("Get \"{url}\": {e}"));
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| transport(&"dial tcp: i/o timeout"))?
+    .map_err(|e| transport(&format!("dial tcp {authority}: {e}")))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| transport(&e))?;
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        state.kubelet.connector.connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| transport(&"net/http: TLS handshake timeout"))?
+    .map_err(|e| transport(&e))?;
+    Ok(KubeletConnection {
+        tls,
+        authority,
+        url,
+    })
+}
+
+/// `GET|POST /api/v1/namespaces/{ns}/pods/{name}/exec`: the client's WebSocket, passed
+/// through the kubelet of the pod's node to the container runtime.
+pub async fn pod_exec(
+    state: &AppState,
+    namespace: Option<&str>,
+    name: &str,
+    query: &Query,
+    headers: &http::HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> ApiResult<Response> {
+    let pods = state.registry.core("pods")?;
+    let pod = state.registry.get(pods, namespace, name).await?;
+    let commands: Vec<&str> = query.all("command");
+    if commands.is_empty() {
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
+    }
+    let flag = |name: &str| matches!(query.get(name), Some("true" | "1"));
+    if !(flag("stdin") || flag("stdout") || flag("stderr")) {
+        return Err(ApiError::bad_request(
+            "you must specify at least 1 of stdin, stdout, stderr",
+        ));
+    }
+    let container = choose_container(&pod, name, query.get("container"))?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if node_name.is_empty() || matches!(phase, "Succeeded" | "Failed") {
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let Some(upgrade) = upgrade else {
+        return Err(ApiError::bad_request(
+            "Upgrade request required: exec streams over a WebSocket (or SPDY) connection",
+        ));
+    };
+    let namespace = namespace.unwrap_or("default");
+    let params = {
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        for command in &commands {
+            params.append_pair("command", command);
+        }
+        for stream in ["stdin", "stdout", "stderr", "tty"] {
+            if flag(stream) {
+                params.append_pair(stream, "true");
+            }
+        }
+        params.finish()
+    };
+    let path = format!("/exec/{namespace}/{name}/{container}?{params}");
+    let KubeletConnection {
+        tls,
+        authority,
+        url,
+    } = connect_kubelet(state, node_name, &path).await?;
+    let mut request = http::Request::get(path.as_str());
+    for (header, value) in headers {
+        request = request.header(header, value);
+    }
+    let mut request = request.body(()).map_err(ApiError::internal)?;
+    request.extensions_mut().insert(upgrade);
+    let response = skiff_streaming::proxy::upgrade(request, tls, &authority, &path)
+        .await
+        .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response.map(Body::from));
+    }
+    let (parts, body) = response.into_parts();
+    Err(kubelet_error(parts.status, &body, name))
 }
 
 #[cfg(test)]

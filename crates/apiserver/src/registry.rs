@@ -170,6 +170,13 @@ impl Registry {
         }
     }
 
+    /// A resource of the core group (`v1`), by plural.
+    pub fn core(&self, plural: &str) -> ApiResult<&'static ResourceInfo> {
+        self.catalogue
+            .get("", "v1", plural)
+            .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
+    }
+
     fn namespaces(&self) -> &'static ResourceInfo {
         self.catalogue
             .get("", "v1", "namespaces")

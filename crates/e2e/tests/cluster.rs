@@ -123,6 +123,36 @@ fn a_pod_runs_on_the_single_node_cluster() {
         String::from_utf8_lossy(&whoami.stderr)
     );
 
+    // kubectl exec: output on its streams, the exit code passed on, stdin passed in.
+    let exec = server.kubectl(&[
+        "exec",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("err"),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    assert_eq!(
+        exec.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    let echoed =
+        server.kubectl_with_input(&["exec", "-i", "hello", "--", "cat"], Some("piped in\n"));
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "piped in\n");
+    assert!(
+        echoed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&echoed.stderr)
+    );
+
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
         ip.starts_with("10.88."),

@@ -239,6 +239,17 @@ impl Cri {
         }
     }
 
+    /// `Exec`: the runtime's one-time streaming URL for a command.
+    pub async fn exec(&self, request: proto::ExecRequest) -> Result<String> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .exec(request)
+            .await
+            .map_err(Error::cri("Exec"))?
+            .into_inner()
+            .url)
+    }
+
     pub async fn exec_sync(
         &self,
         id: &str,

@@ -196,7 +196,10 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(handle(&state, identity.as_ref(), request).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
         tracing::debug!(%peer, error = %e, "kubelet server: connection ended with an error");
     }
 }
@@ -249,7 +252,99 @@ async fn handle(
         (&Method::GET, ["containerLogs", ..]) => {
             text(StatusCode::BAD_REQUEST, "missing container name")
         }
+        (&Method::GET | &Method::POST, ["exec", namespace, pod, container]) => {
+            let (namespace, pod, container) = (
+                namespace.to_string(),
+                pod.to_string(),
+                container.to_string(),
+            );
+            exec(state, &namespace, &pod, &container, request).await
+        }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+/// `/exec/{namespace}/{pod}/{container}?command=…`: asks the runtime for a streaming
+/// URL (CRI `Exec`) and proxies the client's WebSocket to it.
+async fn exec(
+    state: &ServerState,
+    namespace: &str,
+    pod_name: &str,
+    container: &str,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let flag = |name: &str| {
+        query
+            .iter()
+            .any(|(k, v)| k == name && matches!(v.as_str(), "1" | "true"))
+    };
+    let cmd: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if cmd.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command",
+        );
+    }
+    let pods: Api<Pod> = Api::namespaced(state.client.clone(), namespace);
+    let pod = match pods.get_opt(pod_name).await {
+        Ok(Some(pod)) => pod,
+        Ok(None) => return text(StatusCode::NOT_FOUND, format!("pod {pod_name:?} not found")),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    let id = match pick_container(pod_name, container, &statuses, false) {
+        Ok(id) => id,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let url = match state
+        .cri
+        .exec(proto::ExecRequest {
+            container_id: id,
+            cmd,
+            tty: flag("tty"),
+            stdin: flag("stdin"),
+            stdout: flag("stdout"),
+            stderr: flag("stderr"),
+        })
+        .await
+    {
+        Ok(url) => url,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Some((authority, path)) = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("runtime gave an unusable streaming URL {url:?}"),
+        );
+    };
+    let connection = match tokio::net::TcpStream::connect(authority).await {
+        Ok(connection) => connection,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("dialing the runtime's streaming server {authority}: {e}"),
+            )
+        }
+    };
+    match skiff_streaming::proxy::upgrade(request, connection, authority, &format!("/{path}")).await
+    {
+        Ok(response) => response.map(|body| Full::new(body).boxed()),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

@@ -24,6 +24,8 @@ pub const CRI_VERSION: &str = "v1";
 pub struct Cri {
     pub runtime: Arc<Runtime>,
     pub registries: Arc<RegistriesConfig>,
+    /// Where `Exec` URLs point.
+    pub streaming: Arc<crate::streaming::StreamingServer>,
 }
 
 fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
@@ -460,6 +462,35 @@ impl RuntimeService for Cri {
             .reopen_container_log(&req.into_inner().container_id)
             .await?;
         Ok(Response::new(proto::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<proto::ExecRequest>,
+    ) -> Result<Response<proto::ExecResponse>, Status> {
+        let req = req.into_inner();
+        if req.tty {
+            return Err(Status::unimplemented(
+                "exec with a terminal is not supported yet; run without -t",
+            ));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout, or stderr must be set",
+            ));
+        }
+        // Fail now, not on connect, for a container that is gone or not running.
+        let prepared = self
+            .runtime
+            .prepare_exec(&req.container_id, req.cmd.clone())
+            .await?;
+        self.runtime.finish_exec(&prepared);
+        let url = self.streaming.prepare_exec(
+            prepared.container_id,
+            req.cmd,
+            (req.stdin, req.stdout, req.stderr),
+        );
+        Ok(Response::new(proto::ExecResponse { url }))
     }
 
     async fn exec_sync(

@@ -46,6 +46,7 @@ pub mod runtime;
 pub mod server;
 pub mod shim;
 pub mod spec;
+pub mod streaming;
 pub mod sys;
 
 /// Generated CRI v1 messages and services (`runtime.v1`).

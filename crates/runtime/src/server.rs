@@ -131,9 +131,13 @@ pub async fn serve(
     let listener = tokio::net::UnixListener::bind(socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "CRI server listening");
+    let streaming = crate::streaming::StreamingServer::start(runtime.clone())
+        .await
+        .context("starting the CRI streaming server")?;
     let cri = Cri {
         runtime,
         registries: Arc::new(registries),
+        streaming,
     };
     tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(cri.clone()))

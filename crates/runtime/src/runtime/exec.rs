@@ -6,16 +6,18 @@ use super::Runtime;
 use crate::error::{Error, IoContext, Result};
 use crate::runc::ExecOutput;
 
+/// A command ready for `runc exec`: its process file in the container's directory.
+pub struct PreparedExec {
+    pub container_id: String,
+    pub process_json: std::path::PathBuf,
+    pub pid_file: std::path::PathBuf,
+}
+
 impl Runtime {
-    /// Runs `cmd` in the container with its environment, user and working
-    /// directory (the process of its `config.json` with other args). A timeout
-    /// of 0 waits forever.
-    pub async fn exec_sync(
-        &self,
-        id: &str,
-        cmd: Vec<String>,
-        timeout_secs: i64,
-    ) -> Result<ExecOutput> {
+    /// Writes the process `runc exec` runs: the container's own process settings
+    /// (environment, user, working directory) with `cmd` as its arguments. The container
+    /// must be running.
+    pub async fn prepare_exec(&self, id: &str, cmd: Vec<String>) -> Result<PreparedExec> {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec command is empty".into()));
         }
@@ -38,15 +40,45 @@ impl Runtime {
         process.set_args(Some(cmd));
         process.set_terminal(Some(false));
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        let pjson = dir.join(format!("exec-{tag}.json"));
+        let process_json = dir.join(format!("exec-{tag}.json"));
         let pid_file = dir.join(format!("exec-{tag}.pid"));
         let data =
             serde_json::to_vec(&process).map_err(|e| Error::json("encode exec process", e))?;
-        std::fs::write(&pjson, data).path_ctx("write", &pjson)?;
+        std::fs::write(&process_json, data).path_ctx("write", &process_json)?;
+        Ok(PreparedExec {
+            container_id: rec.id,
+            process_json,
+            pid_file,
+        })
+    }
+
+    /// Removes what [`Runtime::prepare_exec`] wrote.
+    pub fn finish_exec(&self, prepared: &PreparedExec) {
+        let _ = std::fs::remove_file(&prepared.process_json);
+        let _ = std::fs::remove_file(&prepared.pid_file);
+    }
+
+    /// Runs `cmd` in the container with its environment, user and working
+    /// directory (the process of its `config.json` with other args). A timeout
+    /// of 0 waits forever.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_secs: i64,
+    ) -> Result<ExecOutput> {
+        let prepared = self.prepare_exec(id, cmd).await?;
         let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
-        let res = self.runc.exec(&rec.id, &pjson, &pid_file, timeout).await;
-        let _ = std::fs::remove_file(&pjson);
-        let _ = std::fs::remove_file(&pid_file);
+        let res = self
+            .runc
+            .exec(
+                &prepared.container_id,
+                &prepared.process_json,
+                &prepared.pid_file,
+                timeout,
+            )
+            .await;
+        self.finish_exec(&prepared);
         res
     }
 }
