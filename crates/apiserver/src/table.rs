@@ -560,10 +560,12 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
             name,
             json!(s(o.pointer("/spec/schedule"))),
             json!(or_none(s(o.pointer("/spec/timeZone")))),
-            json!(o
-                .pointer("/spec/suspend")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)),
+            // Upstream's `printBoolPtr`: a word, not a JSON boolean.
+            json!(match o.pointer("/spec/suspend").and_then(Value::as_bool) {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "<unset>",
+            }),
             json!(count(o.pointer("/status/active"))),
             json!(o
                 .pointer("/status/lastScheduleTime")

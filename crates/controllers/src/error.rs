@@ -24,3 +24,13 @@ impl Error {
 pub fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
+
+/// A request whose target may already be gone (a delete, a finalizer removal): `404`
+/// means the work is done.
+pub fn ignore_not_found<T>(result: kube::Result<T>) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

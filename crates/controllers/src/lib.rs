@@ -15,12 +15,13 @@
 //! - [`expectations`]: creations/deletions asked for and not yet seen, so a burst of
 //!   events never over-creates.
 //! - [`owner`]: owner references and the adopt/release rules.
-//! - one module per controller: [`replicaset`], [`deployment`], [`job`], [`garbagecollector`], …
+//! - one module per controller: [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`garbagecollector`], …
 //!
 //! The controllers talk to the API server only through the `kube` client, as any other
 //! client would.
 
 pub mod controller;
+pub mod cronjob;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
     "job",
+    "cronjob",
     "garbagecollector",
     "namespace",
     "serviceaccount",
@@ -75,6 +77,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_cron_job_syncs: usize,
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
@@ -91,6 +95,7 @@ impl Default for ControllerManagerArgs {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_job_syncs: 5,
+            concurrent_cron_job_syncs: 5,
             concurrent_gc_syncs: 20,
             concurrent_namespace_syncs: 10,
         }
@@ -124,6 +129,9 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     let job = args
         .enabled("job")
         .then(|| job::JobController::new(&factory));
+    let cron_job = args
+        .enabled("cronjob")
+        .then(|| cronjob::CronJobController::new(&factory));
     let namespace = args
         .enabled("namespace")
         .then(|| namespace::NamespaceController::new(&factory));
@@ -151,6 +159,9 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     }
     if let Some(controller) = job {
         tasks.spawn(controller.run(args.concurrent_job_syncs));
+    }
+    if let Some(controller) = cron_job {
+        tasks.spawn(controller.run(args.concurrent_cron_job_syncs));
     }
     if let Some(controller) = namespace {
         tasks.spawn(controller.run(args.concurrent_namespace_syncs));

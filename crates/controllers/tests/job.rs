@@ -273,3 +273,70 @@ async fn suspended_job_waits_and_deleted_job_takes_its_pods() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_job_starts_a_job_each_minute() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("cron");
+    let _node = run_finishing_node(&cluster, &ns);
+    cluster
+        .kubectl(&[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox:succeed",
+            "--schedule=* * * * *",
+            "-n",
+            &ns,
+        ])
+        .await;
+    // kubectl's manual run: a Job from the template, outside the schedule.
+    cluster
+        .kubectl(&["create", "job", "by-hand", "--from=cronjob/tick", "-n", &ns])
+        .await;
+    wait_for(&cluster, &ns, "by-hand", "complete").await;
+
+    // The scheduled run comes at the next minute.
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let scheduled = eventually("a scheduled job", Duration::from_secs(75), || async {
+        jobs.list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|j| j.metadata.name.as_deref() != Some("by-hand"))
+    })
+    .await;
+    let name = scheduled.metadata.name.clone().unwrap_or_default();
+    let stamp = scheduled
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("batch.kubernetes.io/cronjob-scheduled-timestamp"))
+        .cloned()
+        .expect("scheduled-timestamp annotation");
+    let due: jiff::Timestamp = stamp.parse().expect("RFC 3339");
+    assert_eq!(name, format!("tick-{}", due.as_second() / 60));
+    let owner = &scheduled.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("CronJob", "tick")
+    );
+
+    wait_for(&cluster, &ns, &name, "complete").await;
+    let cron_jobs: Api<k8s_openapi::api::batch::v1::CronJob> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    let status = eventually("last successful time", Duration::from_secs(30), || async {
+        let status = cron_jobs.get("tick").await.ok()?.status?;
+        status.last_successful_time.is_some().then_some(status)
+    })
+    .await;
+    assert_eq!(status.last_schedule_time.map(|t| t.0), Some(due));
+    let listed = cluster
+        .kubectl(&["get", "cronjob", "tick", "-n", &ns])
+        .await;
+    assert!(
+        listed.contains("* * * * *") && listed.contains("False"),
+        "{listed}"
+    );
+}

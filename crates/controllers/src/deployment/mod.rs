@@ -781,15 +781,11 @@ impl DeploymentController {
                 continue;
             }
             tracing::info!(deployment = %key_of(d), rs = %rs.name_any(), "deleting old replica set");
-            match self
-                .rs_api(&ns)
-                .delete(&rs.name_any(), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+            crate::error::ignore_not_found(
+                self.rs_api(&ns)
+                    .delete(&rs.name_any(), &DeleteParams::default())
+                    .await,
+            )?;
         }
         Ok(())
     }
