@@ -153,6 +153,25 @@ fn a_pod_runs_on_the_single_node_cluster() {
         String::from_utf8_lossy(&echoed.stderr)
     );
 
+    // With a terminal (kubectl needs one of its own to ask for it: `script` gives it).
+    let terminal = Command::new("script")
+        .env("KUBECONFIG", server.kubeconfig())
+        .args([
+            "-qec",
+            "kubectl exec -it hello -- sh -c 'tty; echo on-a-terminal'",
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert!(
+        shown.contains("/dev/pts/") && shown.contains("on-a-terminal"),
+        "{shown}{}",
+        String::from_utf8_lossy(&terminal.stderr)
+    );
+    assert!(terminal.status.success(), "{shown}");
+
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
         ip.starts_with("10.88."),

@@ -469,11 +469,6 @@ impl RuntimeService for Cri {
         req: Request<proto::ExecRequest>,
     ) -> Result<Response<proto::ExecResponse>, Status> {
         let req = req.into_inner();
-        if req.tty {
-            return Err(Status::unimplemented(
-                "exec with a terminal is not supported yet; run without -t",
-            ));
-        }
         if !(req.stdin || req.stdout || req.stderr) {
             return Err(Status::invalid_argument(
                 "one of stdin, stdout, or stderr must be set",
@@ -482,13 +477,14 @@ impl RuntimeService for Cri {
         // Fail now, not on connect, for a container that is gone or not running.
         let prepared = self
             .runtime
-            .prepare_exec(&req.container_id, req.cmd.clone())
+            .prepare_exec(&req.container_id, req.cmd.clone(), req.tty)
             .await?;
         self.runtime.finish_exec(&prepared);
         let url = self.streaming.prepare_exec(
             prepared.container_id,
             req.cmd,
             (req.stdin, req.stdout, req.stderr),
+            req.tty,
         );
         Ok(Response::new(proto::ExecResponse { url }))
     }

@@ -35,6 +35,7 @@ pub struct PendingExec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    pub tty: bool,
     created: Instant,
 }
 
@@ -71,6 +72,7 @@ impl StreamingServer {
         container_id: String,
         cmd: Vec<String>,
         streams: (bool, bool, bool),
+        tty: bool,
     ) -> String {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut pending = self.lock();
@@ -83,6 +85,7 @@ impl StreamingServer {
                 stdin: streams.0,
                 stdout: streams.1,
                 stderr: streams.2,
+                tty,
                 created: Instant::now(),
             },
         );
@@ -121,7 +124,10 @@ async fn exec(
 async fn run(runtime: Arc<Runtime>, request: PendingExec, mut socket: WebSocket, v5: bool) {
     let status = match pump(&runtime, &request, &mut socket, v5).await {
         Ok(code) => channel::exit_status(&request.cmd, code),
-        Err(e) => channel::internal_error(&e.to_string()),
+        Err(e) => {
+            tracing::warn!(container = %request.container_id, tty = request.tty, error = %e, "exec failed");
+            channel::internal_error(&e.to_string())
+        }
     };
     let message = channel::frame(channel::ERROR, status.to_string().as_bytes());
     let _ = socket.send(Message::Binary(message.into())).await;
@@ -141,8 +147,26 @@ async fn pump(
     v5: bool,
 ) -> Result<i32> {
     let prepared = runtime
-        .prepare_exec(&request.container_id, request.cmd.clone())
+        .prepare_exec(&request.container_id, request.cmd.clone(), request.tty)
         .await?;
+    let result = if request.tty {
+        pump_terminal(runtime, &prepared, request, socket).await
+    } else {
+        pump_pipes(runtime, &prepared, request, socket, v5).await
+    };
+    runtime.finish_exec(&prepared);
+    result
+}
+
+/// A command with plain pipes: stdout and stderr apart, stdin closed when the client
+/// says so.
+async fn pump_pipes(
+    runtime: &Runtime,
+    prepared: &crate::runtime::PreparedExec,
+    request: &PendingExec,
+    socket: &mut WebSocket,
+    v5: bool,
+) -> Result<i32> {
     let mut child = runtime
         .runc
         .command()
@@ -217,14 +241,119 @@ async fn pump(
         }
     }
     drop(stdin);
+    exit_code(&mut child).await
+}
+
+async fn exit_code(child: &mut tokio::process::Child) -> Result<i32> {
     let status = child
         .wait()
         .await
         .map_err(|e| Error::Internal(format!("runc exec: {e}")))?;
-    runtime.finish_exec(&prepared);
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1))
+}
+
+/// A command on a terminal. runc, not detached, makes the container's terminal and
+/// copies between it and its own stdio; its stdio is a terminal of ours, so that it
+/// copies raw bytes and follows our size (it re-reads it on SIGWINCH). The terminal's
+/// output goes out as stdout, stdin goes in, resize messages set the size.
+async fn pump_terminal(
+    runtime: &Runtime,
+    prepared: &crate::runtime::PreparedExec,
+    request: &PendingExec,
+    socket: &mut WebSocket,
+) -> Result<i32> {
+    let terminal =
+        nix::pty::openpty(None, None).map_err(|e| Error::Internal(format!("openpty: {e}")))?;
+    let slave = |what: &str| {
+        terminal
+            .slave
+            .try_clone()
+            .map(Stdio::from)
+            .map_err(|e| Error::Internal(format!("terminal {what}: {e}")))
+    };
+    let mut child = runtime
+        .runc
+        .command()
+        .arg("exec")
+        .arg("--tty")
+        .arg("--process")
+        .arg(&prepared.process_json)
+        .arg(&prepared.container_id)
+        .stdin(slave("stdin")?)
+        .stdout(slave("stdout")?)
+        .stderr(slave("stderr")?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Internal(format!("runc exec: {e}")))?;
+    drop(terminal.slave);
+    let master = terminal.master;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&master);
+    let runc_pid = child.id();
+    let mut output = tokio::fs::File::from_std(std::fs::File::from(
+        master
+            .try_clone()
+            .map_err(|e| Error::Internal(format!("terminal: {e}")))?,
+    ));
+    let mut input = tokio::fs::File::from_std(std::fs::File::from(master));
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        tokio::select! {
+            read = output.read(&mut buf) => match read {
+                // EIO once runc and the command have gone.
+                Ok(n) if n > 0 => {
+                    if request.stdout {
+                        let frame = channel::frame(channel::STDOUT, &buf[..n]);
+                        if socket.send(Message::Binary(frame.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                _ => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Binary(data))) => match data.first() {
+                    Some(&channel::STDIN) => {
+                        let _ = input.write_all(&data[1..]).await;
+                        let _ = input.flush().await;
+                    }
+                    Some(&channel::RESIZE) => {
+                        if let (Some((width, height)), Some(pid)) =
+                            (channel::terminal_size(&data[1..]), runc_pid)
+                        {
+                            resize(raw, width, height);
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGWINCH,
+                            );
+                        }
+                    }
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => {
+                    let _ = child.start_kill();
+                    break;
+                }
+            },
+        }
+    }
+    exit_code(&mut child).await
+}
+
+/// Sets the terminal's size (the client's window changed).
+fn resize(master: std::os::fd::RawFd, width: u16, height: u16) {
+    let size = nix::libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
+    unsafe {
+        nix::libc::ioctl(master, nix::libc::TIOCSWINSZ, &size);
+    }
 }

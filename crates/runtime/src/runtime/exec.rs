@@ -17,7 +17,12 @@ impl Runtime {
     /// Writes the process `runc exec` runs: the container's own process settings
     /// (environment, user, working directory) with `cmd` as its arguments. The container
     /// must be running.
-    pub async fn prepare_exec(&self, id: &str, cmd: Vec<String>) -> Result<PreparedExec> {
+    pub async fn prepare_exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+    ) -> Result<PreparedExec> {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec command is empty".into()));
         }
@@ -38,7 +43,7 @@ impl Runtime {
             .clone()
             .ok_or_else(|| Error::Internal("config.json has no process".into()))?;
         process.set_args(Some(cmd));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(tty));
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let process_json = dir.join(format!("exec-{tag}.json"));
         let pid_file = dir.join(format!("exec-{tag}.pid"));
@@ -67,7 +72,7 @@ impl Runtime {
         cmd: Vec<String>,
         timeout_secs: i64,
     ) -> Result<ExecOutput> {
-        let prepared = self.prepare_exec(id, cmd).await?;
+        let prepared = self.prepare_exec(id, cmd, false).await?;
         let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
         let res = self
             .runc

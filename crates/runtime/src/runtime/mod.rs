@@ -28,6 +28,7 @@ use crate::images::ImageStore;
 use crate::runc::Runc;
 
 pub use container::{ContainerRecord, ContainerState};
+pub use exec::PreparedExec;
 pub use sandbox::SandboxRecord;
 
 /// Settings of a [`Runtime`].
