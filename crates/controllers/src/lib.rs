@@ -15,13 +15,14 @@
 //! - [`expectations`]: creations/deletions asked for and not yet seen, so a burst of
 //!   events never over-creates.
 //! - [`owner`]: owner references and the adopt/release rules.
-//! - one module per controller: [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`garbagecollector`], …
+//! - one module per controller: [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`cronjob`], [`garbagecollector`], …
 //!
 //! The controllers talk to the API server only through the `kube` client, as any other
 //! client would.
 
 pub mod controller;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
@@ -47,6 +48,7 @@ use informer::InformerFactory;
 pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
+    "daemonset",
     "job",
     "cronjob",
     "garbagecollector",
@@ -75,6 +77,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_replicaset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub concurrent_daemonset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_job_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -94,6 +98,7 @@ impl Default for ControllerManagerArgs {
             leader_elect: false,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_daemonset_syncs: 2,
             concurrent_job_syncs: 5,
             concurrent_cron_job_syncs: 5,
             concurrent_gc_syncs: 20,
@@ -129,6 +134,9 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     let job = args
         .enabled("job")
         .then(|| job::JobController::new(&factory));
+    let daemon_set = args
+        .enabled("daemonset")
+        .then(|| daemonset::DaemonSetController::new(&factory));
     let cron_job = args
         .enabled("cronjob")
         .then(|| cronjob::CronJobController::new(&factory));
@@ -159,6 +167,9 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     }
     if let Some(controller) = job {
         tasks.spawn(controller.run(args.concurrent_job_syncs));
+    }
+    if let Some(controller) = daemon_set {
+        tasks.spawn(controller.run(args.concurrent_daemonset_syncs));
     }
     if let Some(controller) = cron_job {
         tasks.spawn(controller.run(args.concurrent_cron_job_syncs));

@@ -463,3 +463,37 @@ impl Drop for Etcd {
         }
     }
 }
+
+/// Registers a simulated node: a Node object with `cpu` CPUs, 8 GiB, 110 pods, Ready, and
+/// the given labels and spec (taints, …). No kubelet runs behind it.
+pub async fn add_simulated_node(
+    client: &kube::Client,
+    name: &str,
+    cpu: &str,
+    labels: Value,
+    spec: Value,
+) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }))
+    .expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    let status = serde_json::json!({"status": {
+        "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "simulated", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("node status");
+}

@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::{json, Value};
@@ -31,27 +31,7 @@ async fn client(server: &Server) -> Client {
 }
 
 async fn add_node(client: &Client, name: &str, cpu: &str, labels: Value, spec: Value) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": spec,
-    }))
-    .expect("node");
-    nodes
-        .create(&PostParams::default(), &node)
-        .await
-        .expect("create node");
-    let status = json!({"status": {
-        "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-        "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                        "message": "simulated", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]
-    }});
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("node status");
+    skiff_e2e::add_simulated_node(client, name, cpu, labels, spec).await;
 }
 
 async fn add_pod(client: &Client, ns: &str, name: &str, spec: Value) {
