@@ -28,6 +28,23 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// A controller as upstream's are: keys in a work queue, and an idempotent reconcile of
+/// each key that says when, if at all, to look at it again.
+pub trait Reconcile: Send + Sync + 'static {
+    fn queue(&self) -> &Arc<WorkQueue>;
+    fn reconcile(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
+}
+
+/// Runs `workers` workers of `controller` until its queue shuts down.
+pub async fn run<C: Reconcile>(controller: Arc<C>, workers: usize) {
+    let queue = controller.queue().clone();
+    run_workers(queue, workers, move |key| {
+        let controller = controller.clone();
+        async move { controller.reconcile(&key).await }
+    })
+    .await;
+}
+
 /// Runs `workers` workers over `queue` until it shuts down. `reconcile` returns when to
 /// look at the key again, if it should be (e.g. when a pod becomes available).
 pub async fn run_workers<F, Fut>(queue: Arc<WorkQueue>, workers: usize, reconcile: F)

@@ -24,7 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use skiff_scheduler::plugins::helpers::{term_matches, tolerated_by_any};
 
-use crate::controller::{key_of, run_workers, split_key};
+use crate::controller::{key_of, split_key};
 use crate::deployment::util::{compute_hash, scaled_value};
 use crate::error::{ignore_not_found, Error, Result};
 use crate::expectations::Expectations;
@@ -84,15 +84,6 @@ impl DaemonSetController {
             }
         });
         controller
-    }
-
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |key| {
-            let me = me.clone();
-            async move { me.sync(&key).await }
-        })
-        .await;
     }
 
     pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
@@ -551,6 +542,16 @@ fn calculate_status(
         observed_generation: set.metadata.generation,
         collision_count: set.status.as_ref().and_then(|s| s.collision_count),
         conditions: set.status.as_ref().and_then(|s| s.conditions.clone()),
+    }
+}
+
+impl crate::controller::Reconcile for DaemonSetController {
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
+        self.sync(key).await
     }
 }
 

@@ -160,28 +160,34 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
     factory.wait_synced().await;
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(controller) = replicaset {
-        tasks.spawn(controller.run(args.concurrent_replicaset_syncs));
+        tasks.spawn(controller::run(
+            controller,
+            args.concurrent_replicaset_syncs,
+        ));
     }
     if let Some(controller) = deployment {
-        tasks.spawn(controller.run(args.concurrent_deployment_syncs));
+        tasks.spawn(controller::run(
+            controller,
+            args.concurrent_deployment_syncs,
+        ));
     }
     if let Some(controller) = job {
-        tasks.spawn(controller.run(args.concurrent_job_syncs));
+        tasks.spawn(controller::run(controller, args.concurrent_job_syncs));
     }
     if let Some(controller) = daemon_set {
-        tasks.spawn(controller.run(args.concurrent_daemonset_syncs));
+        tasks.spawn(controller::run(controller, args.concurrent_daemonset_syncs));
     }
     if let Some(controller) = cron_job {
-        tasks.spawn(controller.run(args.concurrent_cron_job_syncs));
+        tasks.spawn(controller::run(controller, args.concurrent_cron_job_syncs));
     }
     if let Some(controller) = namespace {
-        tasks.spawn(controller.run(args.concurrent_namespace_syncs));
+        tasks.spawn(controller::run(controller, args.concurrent_namespace_syncs));
     }
     if let Some(controller) = service_accounts {
-        tasks.spawn(controller.run(1));
+        tasks.spawn(controller::run(controller, 1));
     }
     if let Some(controller) = root_ca {
-        tasks.spawn(controller.run(1));
+        tasks.spawn(controller::run(controller, 1));
     }
     if args.enabled("garbagecollector") {
         let collector = garbagecollector::GarbageCollector::new(factory.client());

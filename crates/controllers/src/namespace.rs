@@ -16,7 +16,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::discovery::verbs;
 use kube::Client;
 
-use crate::controller::run_workers;
 use crate::discovery::served_resources;
 use crate::error::Result;
 use crate::informer::InformerFactory;
@@ -144,15 +143,6 @@ impl NamespaceController {
             }
         });
         me
-    }
-
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |name| {
-            let me = me.clone();
-            async move { me.sync(&name).await }
-        })
-        .await;
     }
 
     async fn sync(&self, name: &str) -> Result<Option<Duration>> {
@@ -295,6 +285,16 @@ fn has_finalizer(namespace: &Namespace) -> bool {
         .as_ref()
         .and_then(|s| s.finalizers.as_ref())
         .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+impl crate::controller::Reconcile for NamespaceController {
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
+        self.sync(key).await
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::controller::run_workers;
 use crate::error::{is_status, Result};
 use crate::informer::InformerFactory;
 use crate::queue::WorkQueue;
@@ -31,6 +30,31 @@ type Desired<K> = Box<dyn Fn(&str) -> K + Send + Sync>;
 /// differ in what the controller owns.
 type Repair<K> = Box<dyn Fn(&K, &K) -> Option<K> + Send + Sync>;
 
+/// What a per-namespace controller can keep: a namespaced API type.
+pub trait NamespacedObject:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> NamespacedObject for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 pub struct PerNamespaceController<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
@@ -46,14 +70,7 @@ where
 
 impl<K> PerNamespaceController<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Serialize
-        + Send
-        + Sync
-        + 'static,
+    K: NamespacedObject,
 {
     fn new(
         factory: &InformerFactory,
@@ -91,15 +108,6 @@ where
         controller
     }
 
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |ns| {
-            let me = me.clone();
-            async move { me.sync(&ns).await.map(|()| None) }
-        })
-        .await;
-    }
-
     async fn sync(&self, namespace: &str) -> Result<()> {
         let active = self
             .namespaces
@@ -133,6 +141,19 @@ where
             Err(e) if is_status(&e, 409) || is_status(&e, 403) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl<K> crate::controller::Reconcile for PerNamespaceController<K>
+where
+    K: NamespacedObject,
+{
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, namespace: &str) -> Result<Option<std::time::Duration>> {
+        self.sync(namespace).await.map(|()| None)
     }
 }
 

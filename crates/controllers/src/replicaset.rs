@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::controller::{key_of, run_workers, split_key};
+use crate::controller::{key_of, split_key};
 use crate::error::{is_status, Error, Result};
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
@@ -72,20 +72,6 @@ impl ReplicaSetController {
         };
         pod_informer.add_handler(move |old, new| pod_events.handle(old, new));
         controller
-    }
-
-    /// Runs `workers` workers until the queue shuts down.
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |key| {
-            let me = me.clone();
-            async move { me.sync(&key).await }
-        })
-        .await;
-    }
-
-    pub fn queue(&self) -> &Arc<WorkQueue> {
-        &self.queue
     }
 
     /// Reconciles one ReplicaSet.
@@ -426,6 +412,16 @@ pub fn calculate_status(
         observed_generation: rs.metadata.generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
         terminating_replicas: previous.terminating_replicas,
+    }
+}
+
+impl crate::controller::Reconcile for ReplicaSetController {
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
+        self.sync(key).await
     }
 }
 

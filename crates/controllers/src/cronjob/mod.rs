@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::controller::{key_of, run_workers, split_key};
+use crate::controller::{key_of, split_key};
 use crate::error::{is_status, Result};
 use crate::informer::InformerFactory;
 use crate::job::util::{condition, is_finished};
@@ -70,15 +70,6 @@ impl CronJobController {
             }
         });
         controller
-    }
-
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |key| {
-            let me = me.clone();
-            async move { me.sync(&key).await }
-        })
-        .await;
     }
 
     pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
@@ -333,5 +324,15 @@ fn job_for(cron_job: &CronJob, name: &str, due: Timestamp, zone: &TimeZone) -> J
         },
         spec: template.spec.clone(),
         status: None,
+    }
+}
+
+impl crate::controller::Reconcile for CronJobController {
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
+        self.sync(key).await
     }
 }

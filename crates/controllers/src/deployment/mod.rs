@@ -26,7 +26,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::controller::{key_of, run_workers, split_key};
+use crate::controller::{key_of, split_key};
 use crate::error::{is_status, Error, Result};
 use crate::informer::InformerFactory;
 use crate::owner::{self, Claim};
@@ -135,19 +135,6 @@ impl DeploymentController {
                 }
             }
         }
-    }
-
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |key| {
-            let me = me.clone();
-            async move { me.sync(&key).await }
-        })
-        .await;
-    }
-
-    pub fn queue(&self) -> &Arc<WorkQueue> {
-        &self.queue
     }
 
     fn rs_api(&self, ns: &str) -> Api<ReplicaSet> {
@@ -878,4 +865,14 @@ fn requeue_after(d: &Deployment, status: &DeploymentStatus, now: Timestamp) -> O
     let from = current.last_update_time.as_ref()?.0.as_second();
     let left = from + i64::from(deadline) - now.as_second();
     Some(Duration::from_secs(left.max(0).unsigned_abs() + 1))
+}
+
+impl crate::controller::Reconcile for DeploymentController {
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
+        self.sync(key).await
+    }
 }

@@ -28,7 +28,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::controller::{key_of, run_workers, split_key};
+use crate::controller::{key_of, split_key};
 use crate::error::{is_status, Error, Result};
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
@@ -90,20 +90,6 @@ impl JobController {
             }
         });
         controller
-    }
-
-    pub async fn run(self: Arc<Self>, workers: usize) {
-        let me = self.clone();
-        run_workers(self.queue.clone(), workers, move |key| {
-            let me = me.clone();
-            async move {
-                match key.strip_prefix(ORPHAN_PREFIX) {
-                    Some(pod_key) => me.release_orphan(pod_key).await.map(|()| None),
-                    None => me.sync(&key).await,
-                }
-            }
-        })
-        .await;
     }
 
     /// The Job that controls `pod`, if it is cached.
@@ -512,6 +498,19 @@ impl JobController {
 /// there, so they show zero.
 fn nonzero(count: i32) -> Option<i32> {
     (count != 0).then_some(count)
+}
+
+impl crate::controller::Reconcile for JobController {
+    fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
+        match key.strip_prefix(ORPHAN_PREFIX) {
+            Some(pod_key) => self.release_orphan(pod_key).await.map(|()| None),
+            None => self.sync(key).await,
+        }
+    }
 }
 
 /// Keys of orphaned tracked pods share the Job queue, marked by this prefix.
