@@ -41,6 +41,7 @@ pub mod replicaset;
 pub use error::{Error, Result};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use informer::InformerFactory;
 
@@ -70,9 +71,19 @@ pub struct ControllerManagerArgs {
     /// without it, the CA of the kubeconfig's cluster.
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
-    /// Elect a leader through a Lease before acting (not implemented yet: always acts).
-    #[arg(long, default_value_t = false)]
+    /// Act only while holding the `kube-system/kube-controller-manager` Lease, so that
+    /// several controller managers can run and one acts.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
+    /// How long a lease holder that stopped renewing keeps it (upstream's 15s).
+    #[arg(long, default_value = "15s", value_parser = parse_seconds)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up (upstream's 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try to acquire or renew (upstream's 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_seconds)]
+    pub leader_elect_retry_period: Duration,
     #[arg(long, default_value_t = 5)]
     pub concurrent_replicaset_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -95,7 +106,10 @@ impl Default for ControllerManagerArgs {
             kubeconfig: None,
             root_ca_file: None,
             controllers: vec!["*".into()],
-            leader_elect: false,
+            leader_elect: true,
+            leader_elect_lease_duration: Duration::from_secs(15),
+            leader_elect_renew_deadline: Duration::from_secs(10),
+            leader_elect_retry_period: Duration::from_secs(2),
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_daemonset_syncs: 2,
@@ -117,12 +131,43 @@ impl ControllerManagerArgs {
     }
 }
 
-/// Runs the enabled controllers until the task is cancelled (dropped).
+/// `15s`, `500ms`, or bare seconds.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n >= 0.0)
+        .map(|n| Duration::from_secs_f64(n * unit))
+        .ok_or_else(|| format!("invalid duration {text:?}: use e.g. 15s or 500ms"))
+}
+
+/// Runs the enabled controllers until the task is cancelled (dropped); with
+/// `--leader-elect`, only while holding the controller manager's Lease (losing it ends
+/// the run with an error, as upstream's controller manager exits).
 pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if args.leader_elect {
-        tracing::warn!("--leader-elect is not implemented yet; acting without a lease");
+    if !args.leader_elect {
+        return run_controllers(client, args).await;
     }
+    let mut lease = skiff_leaderelection::LeaseConfig::new(
+        "kube-system",
+        "kube-controller-manager",
+        skiff_leaderelection::identity(),
+    );
+    lease.lease_duration = args.leader_elect_lease_duration;
+    lease.renew_deadline = args.leader_elect_renew_deadline;
+    lease.retry_period = args.leader_elect_retry_period;
+    tracing::info!(identity = %lease.identity, "waiting to lead (Lease kube-system/kube-controller-manager)");
+    skiff_leaderelection::run_as_leader(client.clone(), lease, run_controllers(client, args))
+        .await?
+}
+
+async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> anyhow::Result<()> {
     let factory = InformerFactory::new(client);
     // Every controller registers its handlers before the watches start.
     let replicaset = args

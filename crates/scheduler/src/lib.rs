@@ -12,15 +12,15 @@
 //!   upstream's verdicts and scores.
 //! - [`cache`]: nodes with the pods placed on them, and per-cycle snapshots.
 //! - [`feedback`]: the `PodScheduled` condition and events, in upstream's words.
-//! - [`leader`]: Lease-based leader election (meant to be shared with the controller
-//!   manager).
+//! - [`leader`]: Lease-based leader election (the `skiff-leaderelection` crate, shared
+//!   with the controller manager).
 //! - [`config`]: the `KubeSchedulerConfiguration` file.
 
 pub mod cache;
 pub mod config;
 pub mod feedback;
 pub mod framework;
-pub mod leader;
+pub use skiff_leaderelection as leader;
 pub mod plugins;
 pub mod quantity;
 pub mod queue;
@@ -69,17 +69,6 @@ impl Default for SchedulerArgs {
 }
 
 /// This process's leader-election identity: host name plus a unique suffix, as upstream.
-fn identity() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{host}_{}_{nanos:08x}", std::process::id())
-}
-
 /// Runs the scheduler until cancelled (or until it loses its lease, which is an error, as
 /// upstream exits then).
 pub async fn run(client: kube::Client, args: SchedulerArgs) -> anyhow::Result<()> {
@@ -100,7 +89,7 @@ pub async fn run(client: kube::Client, args: SchedulerArgs) -> anyhow::Result<()
     let lease = leader::LeaseConfig::new(
         &args.leader_elect_resource_namespace,
         &args.leader_elect_resource_name,
-        identity(),
+        leader::identity(),
     );
     leader::run_as_leader(client, lease, scheduler.run()).await?
 }

@@ -16,7 +16,7 @@ use skiff_e2e::Server;
 pub struct Cluster {
     pub server: Server,
     pub client: Client,
-    _controllers: tokio::task::JoinHandle<()>,
+    _controllers: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub async fn client_for(server: &Server) -> Client {
@@ -53,11 +53,20 @@ pub async fn cluster() -> Cluster {
     Cluster {
         server,
         client,
-        _controllers: controllers,
+        _controllers: Some(controllers),
     }
 }
 
 impl Cluster {
+    /// A cluster whose controllers the test runs itself.
+    pub fn attach(server: Server, client: Client) -> Cluster {
+        Cluster {
+            server,
+            client,
+            _controllers: None,
+        }
+    }
+
     /// kubectl, on a blocking thread.
     pub async fn kubectl(&self, args: &[&str]) -> String {
         let out = self.server.kubectl(args);

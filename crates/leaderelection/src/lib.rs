@@ -5,8 +5,8 @@
 //! matter). Writes are compare-and-swap on `resourceVersion`, so two candidates cannot
 //! both win.
 //!
-//! Nothing here is scheduler-specific: the controller manager should reuse it (it belongs
-//! in a shared crate once a second user exists).
+//! The scheduler and the controller manager both use it, each with its own Lease in
+//! `kube-system`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -21,6 +21,18 @@ use thiserror::Error;
 pub enum LeaderError {
     #[error("lost the lease {0}: could not renew it within the renew deadline")]
     Lost(String),
+}
+
+/// A candidate's identity, as upstream forms it: unique per process on this host.
+pub fn identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}_{}_{nanos:08x}", std::process::id())
 }
 
 /// Upstream's defaults: 15s lease, 10s renew deadline, 2s retry period.
