@@ -37,6 +37,7 @@ pub mod per_namespace;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod ttlafterfinished;
 
 pub use error::{Error, Result};
 
@@ -56,6 +57,7 @@ pub const CONTROLLERS: &[&str] = &[
     "namespace",
     "serviceaccount",
     "root-ca-cert-publisher",
+    "ttl-after-finished",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -94,6 +96,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_job_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_cron_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_ttl_after_finished_syncs: usize,
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
@@ -115,6 +119,7 @@ impl Default for ControllerManagerArgs {
             concurrent_daemonset_syncs: 2,
             concurrent_job_syncs: 5,
             concurrent_cron_job_syncs: 5,
+            concurrent_ttl_after_finished_syncs: 5,
             concurrent_gc_syncs: 20,
             concurrent_namespace_syncs: 10,
         }
@@ -185,6 +190,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let cron_job = args
         .enabled("cronjob")
         .then(|| cronjob::CronJobController::new(&factory));
+    let ttl = args
+        .enabled("ttl-after-finished")
+        .then(|| ttlafterfinished::TtlAfterFinishedController::new(&factory));
     let namespace = args
         .enabled("namespace")
         .then(|| namespace::NamespaceController::new(&factory));
@@ -224,6 +232,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     }
     if let Some(controller) = cron_job {
         tasks.spawn(controller::run(controller, args.concurrent_cron_job_syncs));
+    }
+    if let Some(controller) = ttl {
+        tasks.spawn(controller::run(
+            controller,
+            args.concurrent_ttl_after_finished_syncs,
+        ));
     }
     if let Some(controller) = namespace {
         tasks.spawn(controller::run(controller, args.concurrent_namespace_syncs));

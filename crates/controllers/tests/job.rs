@@ -340,3 +340,38 @@ async fn cron_job_starts_a_job_each_minute() {
         "{listed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_job_goes_after_its_ttl() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-ttl");
+    let _node = run_finishing_node(&cluster, &ns);
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "brief",
+            "  ttlSecondsAfterFinished: 2\n",
+            "busybox:succeed",
+        ))
+        .await;
+    wait_for(&cluster, &ns, "brief", "complete").await;
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let finished = jiff::Timestamp::now();
+    eventually(
+        "the job deleted after its TTL",
+        Duration::from_secs(30),
+        || async { jobs.get_opt("brief").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        jiff::Timestamp::now().as_millisecond() - finished.as_millisecond() >= 1000,
+        "deleted before its TTL"
+    );
+    eventually("its pods gone too", Duration::from_secs(30), || async {
+        pods_of(&cluster, &ns, "brief")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
