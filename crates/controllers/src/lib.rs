@@ -26,6 +26,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod informer;

@@ -21,6 +21,7 @@ use kube::{Client, ResourceExt};
 
 use crate::controller::{key_of, split_key};
 use crate::error::{is_status, Error, Result};
+use crate::events::Events;
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
 use crate::owned_pods::PodEvents;
@@ -37,6 +38,7 @@ pub struct ReplicaSetController {
     pods: Store<Pod>,
     queue: Arc<WorkQueue>,
     expectations: Arc<Expectations>,
+    events: Events,
 }
 
 impl ReplicaSetController {
@@ -50,6 +52,7 @@ impl ReplicaSetController {
             pods: pod_informer.store(),
             queue: WorkQueue::new("replicaset"),
             expectations: Arc::new(Expectations::new()),
+            events: Events::new(factory.client(), "replicaset-controller"),
         });
         let me = Arc::downgrade(&controller);
         rs_informer.add_handler(move |old, new| {
@@ -219,17 +222,34 @@ impl ReplicaSetController {
                 creating = count,
                 "too few replicas"
             );
+            let names = std::sync::Mutex::new(Vec::new());
             let (created, error) = slow_start_batch(count, 1, || {
                 let api = api.clone();
                 let pod = pod.clone();
-                async move { api.create(&PostParams::default(), &pod).await.map(|_| ()) }
+                let names = &names;
+                async move {
+                    let made = api.create(&PostParams::default(), &pod).await?;
+                    names
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(made.name_any());
+                    Ok::<(), kube::Error>(())
+                }
             })
             .await;
             // The pods never asked for will never be observed.
             for _ in created..count {
                 self.expectations.creation_observed(key);
             }
+            for name in names.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                self.events
+                    .normal(rs, "SuccessfulCreate", format!("Created pod: {name}"))
+                    .await;
+            }
             if let Some(error) = error {
+                self.events
+                    .warning(rs, "FailedCreate", format!("Error creating: {error}"))
+                    .await;
                 return Err(error.into());
             }
         } else if owned.len() > wanted {
@@ -250,7 +270,16 @@ impl ReplicaSetController {
             }))
             .await;
             let mut first_error = None;
-            for (result, pod_key) in results.into_iter().zip(victim_keys) {
+            for ((result, pod_key), pod) in results.into_iter().zip(victim_keys).zip(&victims) {
+                if result.is_ok() {
+                    self.events
+                        .normal(
+                            rs,
+                            "SuccessfulDelete",
+                            format!("Deleted pod: {}", pod.name_any()),
+                        )
+                        .await;
+                }
                 if let Err(e) = result {
                     self.expectations.deletion_observed(key, &pod_key);
                     if !is_status(&e, 404) && first_error.is_none() {

@@ -123,6 +123,25 @@ async fn rolling_update_and_kubectl_rollout() {
         annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
         Some("2")
     );
+    // What the controllers did, as kubectl describe shows it.
+    let described = cluster
+        .kubectl(&["describe", "deployment", "web", "-n", &ns])
+        .await;
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"),
+        "{described}"
+    );
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    assert!(events.contains("SuccessfulCreate"), "{events}");
     let status = d.status.clone().expect("status");
     let cond = |t: &str| {
         status

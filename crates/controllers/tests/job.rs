@@ -129,6 +129,13 @@ async fn jobs_complete_with_parallelism_and_indexes() {
             "tracking finalizer left on a counted pod"
         );
     }
+    let described = cluster
+        .kubectl(&["describe", "job", "once", "-n", &ns])
+        .await;
+    assert!(
+        described.contains("SuccessfulCreate") && described.contains("Completed"),
+        "{described}"
+    );
     let listed = cluster.kubectl(&["get", "job", "once", "-n", &ns]).await;
     assert!(
         listed.contains("Complete") && listed.contains("1/1"),

@@ -41,6 +41,7 @@ pub struct CronJobController {
     cron_jobs: Store<CronJob>,
     jobs: Store<Job>,
     queue: Arc<WorkQueue>,
+    events: crate::events::Events,
 }
 
 impl CronJobController {
@@ -52,6 +53,7 @@ impl CronJobController {
             cron_jobs: cron_informer.store(),
             jobs: job_informer.store(),
             queue: WorkQueue::new("cronjob"),
+            events: crate::events::Events::new(factory.client(), "cronjob-controller"),
         });
         let queue = controller.queue.clone();
         cron_informer.add_handler(move |old, new| {
@@ -101,7 +103,24 @@ impl CronJobController {
             .map(|j| job_reference(j))
             .collect();
         active.sort_by(|a, b| a.name.cmp(&b.name));
+        let was_active: Vec<String> = status
+            .active
+            .iter()
+            .flatten()
+            .filter_map(|a| a.name.clone())
+            .collect();
         for job in owned.iter().filter(|j| is_finished(j)) {
+            if was_active.contains(&job.name_any()) {
+                let how = if condition(job, "Complete").is_some_and(|c| c.status == "True") {
+                    "Complete"
+                } else {
+                    "Failed"
+                };
+                let note = format!("Saw completed job: {}, condition: {how}", job.name_any());
+                self.events
+                    .normal(cron_job.as_ref(), "SawCompletedJob", note)
+                    .await;
+            }
             if condition(job, "Complete").is_some_and(|c| c.status == "True") {
                 let done = job.status.as_ref().and_then(|s| s.completion_time.clone());
                 if done.as_ref().map(|t| t.0) > status.last_successful_time.as_ref().map(|t| t.0) {
@@ -236,6 +255,9 @@ impl CronJobController {
         match jobs.create(&PostParams::default(), &job).await {
             Ok(created) => {
                 tracing::info!(cronjob = %key_of(cron_job), job = %name, "created job");
+                self.events
+                    .normal(cron_job, "SuccessfulCreate", format!("Created job {name}"))
+                    .await;
                 Ok(Some(job_reference(&created)))
             }
             // Made by an earlier sync whose cache had not caught up.
@@ -279,6 +301,13 @@ impl CronJobController {
                     jobs.delete(&job.name_any(), &DeleteParams::background())
                         .await,
                 )?;
+                self.events
+                    .normal(
+                        cron_job,
+                        "SuccessfulDelete",
+                        format!("Deleted job {}", job.name_any()),
+                    )
+                    .await;
             }
         }
         Ok(())

@@ -39,6 +39,7 @@ pub struct DeploymentController {
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
     queue: Arc<WorkQueue>,
+    events: crate::events::Events,
 }
 
 /// The replica sets of one deployment, split.
@@ -64,6 +65,7 @@ impl DeploymentController {
             replica_sets: rs_informer.store(),
             pods: pod_informer.store(),
             queue: WorkQueue::new("deployment"),
+            events: crate::events::Events::new(factory.client(), "deployment-controller"),
         });
         let me = Arc::downgrade(&controller);
         d_informer.add_handler(move |old, new| {
@@ -614,7 +616,13 @@ impl DeploymentController {
             .await?;
         if size_changed {
             let direction = if size > rs_replicas(rs) { "up" } else { "down" };
-            tracing::info!(deployment = %key_of(d), "Scaled {direction} replica set {} from {} to {size}", rs.name_any(), rs_replicas(rs));
+            let note = format!(
+                "Scaled {direction} replica set {} from {} to {size}",
+                rs.name_any(),
+                rs_replicas(rs)
+            );
+            tracing::info!(deployment = %key_of(d), "{note}");
+            self.events.normal(d, "ScalingReplicaSet", note).await;
         }
         Ok(written)
     }

@@ -49,6 +49,7 @@ pub struct JobController {
     expectations: Arc<Expectations>,
     /// When each Job last saw new failures (for the pod failure back-off).
     last_failure: Mutex<HashMap<String, Instant>>,
+    events: crate::events::Events,
     /// The resource version of each Job's last status write: a cache older than that
     /// would count finished pods again, so the sync waits for it.
     written: Mutex<HashMap<String, u64>>,
@@ -65,6 +66,7 @@ impl JobController {
             queue: WorkQueue::new("job"),
             expectations: Arc::new(Expectations::new()),
             last_failure: Mutex::new(HashMap::new()),
+            events: crate::events::Events::new(factory.client(), "job-controller"),
             written: Mutex::new(HashMap::new()),
         });
         let queue = controller.queue.clone();
@@ -207,6 +209,7 @@ impl JobController {
             deleted = self.delete_pods(key, &pod_api, &active).await?;
             if active.is_empty() && terminating == 0 {
                 util::set_condition(&mut conditions, "Failed", "True", &reason, &message, now);
+                self.events.warning(&job, &reason, message.clone()).await;
             }
         } else if succeeding || success {
             let (reason, message) = (
@@ -225,6 +228,9 @@ impl JobController {
             if active.is_empty() && terminating == 0 {
                 util::set_condition(&mut conditions, "Complete", "True", reason, message, now);
                 status.completion_time = Some(Time(now));
+                self.events
+                    .normal(&job, "Completed", "Job completed".into())
+                    .await;
             }
         } else if suspended {
             deleted = self.delete_pods(key, &pod_api, &active).await?;
@@ -420,17 +426,28 @@ impl JobController {
     ) -> Result<usize> {
         let count = want.count - active;
         let indexes = Mutex::new(want.indexes.into_iter());
+        let names = Mutex::new(Vec::new());
         self.expectations.expect_creations(key, count);
         let (created, error) = slow_start_batch(count, 1, || {
             let index = indexes.lock().unwrap_or_else(|e| e.into_inner()).next();
             let pod = pod_for(job, index);
+            let names = &names;
             async move {
                 let pod = pod?;
-                pod_api.create(&PostParams::default(), &pod).await?;
+                let made = pod_api.create(&PostParams::default(), &pod).await?;
+                names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(made.name_any());
                 Ok::<(), Error>(())
             }
         })
         .await;
+        for name in names.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            self.events
+                .normal(job, "SuccessfulCreate", format!("Created pod: {name}"))
+                .await;
+        }
         // Creations that did not happen will not be observed.
         for _ in created..count {
             self.expectations.creation_observed(key);
