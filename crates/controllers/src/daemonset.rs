@@ -17,8 +17,6 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -26,7 +24,7 @@ use skiff_scheduler::plugins::helpers::{term_matches, tolerated_by_any};
 
 use crate::controller::{key_of, split_key};
 use crate::deployment::util::{compute_hash, scaled_value};
-use crate::error::{ignore_not_found, Error, Result};
+use crate::error::{ignore_not_found, Result};
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
 use crate::owned_pods::PodEvents;
@@ -34,8 +32,7 @@ use crate::owner;
 use crate::pods;
 use crate::queue::WorkQueue;
 
-/// The label that ties a daemon pod (and a ControllerRevision) to a template version.
-pub const REVISION_HASH: &str = "controller-revision-hash";
+use crate::history::REVISION_HASH;
 
 pub struct DaemonSetController {
     client: Client,
@@ -100,7 +97,16 @@ impl DaemonSetController {
             set.status.as_ref().and_then(|s| s.collision_count),
         );
         if set.metadata.deletion_timestamp.is_none() {
-            self.record_revision(&set, &hash).await?;
+            let labels = set.spec.selector.match_labels.clone().unwrap_or_default();
+            crate::history::record(
+                &self.client,
+                &self.revisions,
+                set.as_ref(),
+                &spec.template,
+                &labels,
+                &hash,
+            )
+            .await?;
         }
         let owned: Vec<Arc<Pod>> = self
             .pods
@@ -224,63 +230,6 @@ impl DaemonSetController {
             .into_iter()
             .chain(available_old.into_iter().take(budget))
             .collect()
-    }
-
-    /// Makes sure the template is recorded as a ControllerRevision.
-    async fn record_revision(&self, set: &DaemonSet, hash: &str) -> Result<()> {
-        let ns = set.namespace().unwrap_or_default();
-        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &ns);
-        let name = format!("{}-{hash}", set.name_any());
-        let selector = set.spec.selector.clone();
-        let labels = selector.match_labels.clone().unwrap_or_default();
-        let uid = set.metadata.uid.as_deref();
-        let ours: Vec<Arc<ControllerRevision>> = self
-            .revisions
-            .state()
-            .into_iter()
-            .filter(|r| {
-                r.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && owner::controller_of(&r.metadata)
-                        .is_some_and(|o| Some(o.uid.as_str()) == uid)
-            })
-            .collect();
-        let newest = ours.iter().filter_map(|r| r.revision).max().unwrap_or(0);
-        if let Some(existing) = ours
-            .iter()
-            .find(|r| r.metadata.name.as_deref() == Some(name.as_str()))
-        {
-            if existing.revision == Some(newest) {
-                return Ok(());
-            }
-            // Back to an older template (a rollback): it becomes the newest revision.
-            let mut bumped = existing.as_ref().clone();
-            bumped.revision = Some(newest + 1);
-            api.replace(&name, &PostParams::default(), &bumped).await?;
-            return Ok(());
-        }
-        let template = set.spec.template.clone();
-        let mut template_json =
-            serde_json::to_value(&template).map_err(|e| Error::Other(e.to_string()))?;
-        // Upstream's form: a strategic merge patch that replaces the template.
-        template_json["$patch"] = serde_json::json!("replace");
-        let mut revision_labels = labels.clone();
-        revision_labels.insert(REVISION_HASH.into(), hash.to_string());
-        let revision = ControllerRevision {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: Some(ns),
-                labels: Some(revision_labels),
-                owner_references: Some(vec![owner::controller_ref(set)]),
-                ..Default::default()
-            },
-            data: RawExtension(serde_json::json!({"spec": {"template": template_json}})),
-            revision: Some(newest + 1),
-        };
-        match api.create(&PostParams::default(), &revision).await {
-            Ok(_) => Ok(()),
-            Err(e) if crate::error::is_status(&e, 409) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     async fn create_pods(
@@ -443,7 +392,7 @@ fn daemon_pod(set: &DaemonSet, node: &str, hash: &str) -> Result<Pod> {
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels = meta.labels.unwrap_or_default();
     labels.insert(REVISION_HASH.into(), hash.to_string());
-    let mut spec = template.spec.unwrap_or_default();
+    let mut spec = template.spec.clone().unwrap_or_default();
     let mut tolerations = spec.tolerations.take().unwrap_or_default();
     for extra in daemon_tolerations(spec.host_network == Some(true)) {
         if !tolerations
@@ -470,18 +419,14 @@ fn daemon_pod(set: &DaemonSet, node: &str, hash: &str) -> Result<Pod> {
     node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: vec![this_node],
     });
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", set.name_any())),
-            namespace: set.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: meta.annotations,
-            owner_references: Some(vec![owner::controller_ref(set)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    })
+    let mut pod = pods::from_template(
+        &template,
+        set,
+        pods::PodName::Generated(format!("{}-", set.name_any())),
+    );
+    pod.metadata.labels = Some(labels);
+    pod.spec = Some(spec);
+    Ok(pod)
 }
 
 /// Upstream's DaemonSet status counts.
@@ -559,6 +504,7 @@ impl crate::controller::Reconcile for DaemonSetController {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, Taint};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> Node {
         Node {

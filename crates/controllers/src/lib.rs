@@ -15,7 +15,7 @@
 //! - [`expectations`]: creations/deletions asked for and not yet seen, so a burst of
 //!   events never over-creates.
 //! - [`owner`]: owner references and the adopt/release rules.
-//! - one module per controller: [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`cronjob`], [`garbagecollector`], …
+//! - one module per controller: [`replicaset`], [`deployment`], [`daemonset`], [`statefulset`], [`job`], [`cronjob`], [`garbagecollector`], …
 //!
 //! The controllers talk to the API server only through the `kube` client, as any other
 //! client would.
@@ -29,6 +29,7 @@ pub mod error;
 pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
@@ -38,6 +39,7 @@ pub mod per_namespace;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod statefulset;
 pub mod ttlafterfinished;
 
 pub use error::{Error, Result};
@@ -52,6 +54,7 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
     "daemonset",
+    "statefulset",
     "job",
     "cronjob",
     "garbagecollector",
@@ -94,6 +97,8 @@ pub struct ControllerManagerArgs {
     #[arg(long, default_value_t = 2)]
     pub concurrent_daemonset_syncs: usize,
     #[arg(long, default_value_t = 5)]
+    pub concurrent_statefulset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
     pub concurrent_job_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_cron_job_syncs: usize,
@@ -118,6 +123,7 @@ impl Default for ControllerManagerArgs {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_daemonset_syncs: 2,
+            concurrent_statefulset_syncs: 5,
             concurrent_job_syncs: 5,
             concurrent_cron_job_syncs: 5,
             concurrent_ttl_after_finished_syncs: 5,
@@ -188,6 +194,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let daemon_set = args
         .enabled("daemonset")
         .then(|| daemonset::DaemonSetController::new(&factory));
+    let stateful_set = args
+        .enabled("statefulset")
+        .then(|| statefulset::StatefulSetController::new(&factory));
     let cron_job = args
         .enabled("cronjob")
         .then(|| cronjob::CronJobController::new(&factory));
@@ -230,6 +239,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     }
     if let Some(controller) = daemon_set {
         tasks.spawn(controller::run(controller, args.concurrent_daemonset_syncs));
+    }
+    if let Some(controller) = stateful_set {
+        tasks.spawn(controller::run(
+            controller,
+            args.concurrent_statefulset_syncs,
+        ));
     }
     if let Some(controller) = cron_job {
         tasks.spawn(controller::run(controller, args.concurrent_cron_job_syncs));

@@ -6,6 +6,46 @@ use std::cmp::Ordering;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 
+/// What a controller calls the pods it makes.
+pub enum PodName {
+    /// `generateName`: the API server appends a random suffix.
+    Generated(String),
+    /// A fixed name (a StatefulSet's `<set>-<ordinal>`).
+    Fixed(String),
+}
+
+/// A pod made from `template` and controlled by `owner`: the template's labels,
+/// annotations, finalizers and spec, the owner's controller reference. Callers add what
+/// is theirs (revision labels, node affinity, …).
+pub fn from_template<K>(
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    owner: &K,
+    name: PodName,
+) -> Pod
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let meta = template.metadata.clone().unwrap_or_default();
+    let (name, generate_name) = match name {
+        PodName::Generated(prefix) => (None, Some(prefix)),
+        PodName::Fixed(name) => (Some(name), None),
+    };
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name,
+            generate_name,
+            namespace: owner.meta().namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![crate::owner::controller_ref(owner)]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
 /// The annotation that lowers or raises a pod's cost of deletion.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 

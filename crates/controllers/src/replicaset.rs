@@ -14,7 +14,7 @@ use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -215,7 +215,7 @@ impl ReplicaSetController {
             // before the create call returns.
             self.expectations.expect_creations(key, count);
             let template = rs.spec.template.clone().unwrap_or_default();
-            let pod = pod_from_template(&template, rs, &ns)?;
+            let pod = pod_from_template(&template, rs)?;
             tracing::info!(
                 rs = key,
                 need = wanted,
@@ -355,25 +355,21 @@ where
     (successes, None)
 }
 
-/// The pod a controller creates from its template.
-pub fn pod_from_template(template: &PodTemplateSpec, rs: &ReplicaSet, ns: &str) -> Result<Pod> {
-    let meta = template.metadata.clone().unwrap_or_default();
-    if meta.labels.as_ref().is_none_or(|l| l.is_empty()) {
+/// The pod a ReplicaSet creates from its template (which must select it by labels).
+pub fn pod_from_template(template: &PodTemplateSpec, rs: &ReplicaSet) -> Result<Pod> {
+    let labelled = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .is_some_and(|l| !l.is_empty());
+    if !labelled {
         return Err(Error::Other("unable to create pods, no labels".into()));
     }
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.name_any())),
-            namespace: Some(ns.to_string()),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            finalizers: meta.finalizers,
-            owner_references: Some(vec![owner::controller_ref(rs)]),
-            ..Default::default()
-        },
-        spec: template.spec.clone(),
-        status: None,
-    })
+    Ok(pods::from_template(
+        template,
+        rs,
+        pods::PodName::Generated(format!("{}-", rs.name_any())),
+    ))
 }
 
 /// The status a sync writes (upstream's `calculateStatus`).
@@ -459,6 +455,7 @@ mod tests {
     use super::*;
     use crate::pods::tests::pod;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]

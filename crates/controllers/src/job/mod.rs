@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -584,7 +584,7 @@ fn pod_for(job: &Job, index: Option<i32>) -> Result<Pod> {
     let mut annotations = meta.annotations.unwrap_or_default();
     let mut finalizers = meta.finalizers.unwrap_or_default();
     finalizers.push(TRACKING_FINALIZER.into());
-    let mut spec = template.spec.unwrap_or_default();
+    let mut spec = template.spec.clone().unwrap_or_default();
     let generate_name = match index {
         Some(index) => {
             labels.insert(COMPLETION_INDEX.into(), index.to_string());
@@ -617,17 +617,14 @@ fn pod_for(job: &Job, index: Option<i32>) -> Result<Pod> {
         }
         None => format!("{name}-"),
     };
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(generate_name),
-            namespace: job.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            finalizers: Some(finalizers),
-            owner_references: Some(vec![owner::controller_ref(job)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    })
+    let mut pod = crate::pods::from_template(
+        &template,
+        job,
+        crate::pods::PodName::Generated(generate_name),
+    );
+    pod.metadata.labels = Some(labels);
+    pod.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
+    pod.metadata.finalizers = Some(finalizers);
+    pod.spec = Some(spec);
+    Ok(pod)
 }
