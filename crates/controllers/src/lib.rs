@@ -36,6 +36,7 @@ pub mod namespace;
 pub mod owned_pods;
 pub mod owner;
 pub mod per_namespace;
+pub mod podgc;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
@@ -62,6 +63,7 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount",
     "root-ca-cert-publisher",
     "ttl-after-finished",
+    "pod-garbage-collector",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -106,6 +108,15 @@ pub struct ControllerManagerArgs {
     pub concurrent_ttl_after_finished_syncs: usize,
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
+    /// Finished pods kept before the oldest are deleted; 0 keeps them all.
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector runs (upstream's fixed 20s; for tests).
+    #[arg(long, default_value = "20s", value_parser = parse_seconds, hide = true)]
+    pub pod_gc_period: Duration,
+    /// How long a pod's node must be missing before the pod goes (upstream's fixed 40s).
+    #[arg(long, default_value = "40s", value_parser = parse_seconds, hide = true)]
+    pub pod_gc_quarantine: Duration,
     #[arg(long, default_value_t = 10)]
     pub concurrent_namespace_syncs: usize,
 }
@@ -128,6 +139,9 @@ impl Default for ControllerManagerArgs {
             concurrent_cron_job_syncs: 5,
             concurrent_ttl_after_finished_syncs: 5,
             concurrent_gc_syncs: 20,
+            terminated_pod_gc_threshold: 12500,
+            pod_gc_period: Duration::from_secs(20),
+            pod_gc_quarantine: Duration::from_secs(40),
             concurrent_namespace_syncs: 10,
         }
     }
@@ -203,6 +217,16 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let ttl = args
         .enabled("ttl-after-finished")
         .then(|| ttlafterfinished::TtlAfterFinishedController::new(&factory));
+    let pod_gc = args.enabled("pod-garbage-collector").then(|| {
+        podgc::PodGcController::new(
+            &factory,
+            podgc::PodGcSettings {
+                period: args.pod_gc_period,
+                quarantine: args.pod_gc_quarantine,
+                terminated_threshold: args.terminated_pod_gc_threshold,
+            },
+        )
+    });
     let namespace = args
         .enabled("namespace")
         .then(|| namespace::NamespaceController::new(&factory));
@@ -263,6 +287,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     }
     if let Some(controller) = root_ca {
         tasks.spawn(controller::run(controller, 1));
+    }
+    if let Some(controller) = pod_gc {
+        tasks.spawn(controller.run());
     }
     if args.enabled("garbagecollector") {
         let collector = garbagecollector::GarbageCollector::new(factory.client());

@@ -30,6 +30,11 @@ pub async fn client_for(server: &Server) -> Client {
 
 /// A fresh server with every controller running.
 pub async fn cluster() -> Cluster {
+    cluster_with(skiff_controllers::ControllerManagerArgs::default()).await
+}
+
+/// A fresh server with every controller running, as `args` configure them.
+pub async fn cluster_with(args: skiff_controllers::ControllerManagerArgs) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -42,7 +47,7 @@ pub async fn cluster() -> Cluster {
         let client = client.clone();
         let args = skiff_controllers::ControllerManagerArgs {
             root_ca_file: Some(server.data_dir.path().join("tls/ca.crt")),
-            ..Default::default()
+            ..args
         };
         tokio::spawn(async move {
             if let Err(e) = skiff_controllers::run(client, args).await {
