@@ -106,6 +106,11 @@ impl TokenAuthenticator {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))?
             .trim();
+        self.lookup(token)
+    }
+
+    /// The user of one static token.
+    pub fn lookup(&self, token: &str) -> Option<UserInfo> {
         self.tokens.get(token).cloned()
     }
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub signer: Arc<crate::tokens::TokenSigner>,
     /// How `pods/log` reaches kubelets.
     pub kubelet: Arc<crate::proxy::KubeletClient>,
+    /// Who a token is (for `TokenReview`): the same authenticator requests pass.
+    pub authenticator: Arc<crate::server::Authenticator>,
 }
 
 /// A request path that names resources.
@@ -477,6 +479,10 @@ async fn handle_resource(
         (Method::POST, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let object = encoding::decode_body(headers, &body)?;
+            if resource.kind == "TokenReview" {
+                let review = state.authenticator.token_review(object);
+                return Ok(encoding::respond(StatusCode::CREATED, format, &review));
+            }
             if resource.ephemeral {
                 let authorizer = Authorizer {
                     cache: &registry.cache,

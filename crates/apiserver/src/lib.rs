@@ -148,19 +148,20 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         tokens::TokenSigner::from_pem(&pki.service_account_key_pem)
             .context("loading the service-account signing key")?,
     );
+    let authenticator = Arc::new(server::Authenticator {
+        tokens,
+        service_accounts: signer.clone(),
+        cache: registry.cache.clone(),
+    });
     let state = Arc::new(handlers::AppState {
         registry: registry.clone(),
         server_address: server_address.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
         signer: signer.clone(),
         kubelet: Arc::new(proxy::KubeletClient::new(&pki).context("kubelet client certificate")?),
+        authenticator: authenticator.clone(),
     });
-    let authenticator = server::Authenticator {
-        tokens,
-        service_accounts: signer,
-        cache: registry.cache.clone(),
-    };
-    let app = server::router(state, Arc::new(authenticator));
+    let app = server::router(state, authenticator);
     let tls = server::tls_config(
         &pki.serving.cert_pem,
         &pki.serving.key_pem,

@@ -330,6 +330,15 @@ pub static BUILTIN: &[ResourceInfo] = &[
     resource(
         "authentication.k8s.io",
         "v1",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        CLUSTER,
+    )
+    .review(),
+    resource(
+        "authentication.k8s.io",
+        "v1",
         "SelfSubjectReview",
         "selfsubjectreviews",
         "selfsubjectreview",

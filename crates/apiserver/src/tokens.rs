@@ -84,9 +84,20 @@ impl TokenSigner {
         serde_json::from_slice(&B64.decode(claims).ok()?).ok()
     }
 
-    /// The user a bearer token proves, checking expiry, audience and that the service
-    /// account (and any bound object) still exist with the uids the token names.
+    /// The user a bearer token proves to the API server itself.
     pub fn authenticate(&self, token: &str, cache: &WatchCache) -> Option<UserInfo> {
+        self.review(token, &[], cache).map(|reviewed| reviewed.user)
+    }
+
+    /// What a token proves for `audiences` (the API server's own when empty), checking
+    /// expiry, audience and that the service account (and any bound object) still exist
+    /// with the uids the token names.
+    pub fn review(
+        &self,
+        token: &str,
+        audiences: &[String],
+        cache: &WatchCache,
+    ) -> Option<Reviewed> {
         let claims = self.verify(token)?;
         if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
             return None;
@@ -97,8 +108,20 @@ impl TokenSigner {
         if now >= exp || now < nbf - 60 {
             return None;
         }
-        let audiences = claims.get("aud").and_then(Value::as_array)?;
-        if !audiences.iter().any(|a| a.as_str() == Some(ISSUER)) {
+        let wanted: Vec<String> = if audiences.is_empty() {
+            vec![ISSUER.to_string()]
+        } else {
+            audiences.to_vec()
+        };
+        let granted: Vec<String> = claims
+            .get("aud")
+            .and_then(Value::as_array)?
+            .iter()
+            .filter_map(|a| a.as_str())
+            .filter(|a| wanted.iter().any(|w| w == a))
+            .map(str::to_string)
+            .collect();
+        if granted.is_empty() {
             return None;
         }
         let k8s = claims.get("kubernetes.io")?;
@@ -128,16 +151,46 @@ impl TokenSigner {
                 }
             }
         }
-        Some(UserInfo {
-            name: format!("system:serviceaccount:{namespace}:{sa_name}"),
-            uid: sa_uid.to_string(),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".into(),
-            ],
+        // Upstream's extra for bound tokens: the pod, and the token's own id.
+        let mut extra = std::collections::BTreeMap::new();
+        if let Some(pod) = k8s.get("pod") {
+            for (field, key) in [("name", "pod-name"), ("uid", "pod-uid")] {
+                if let Some(value) = pod.get(field).and_then(Value::as_str) {
+                    extra.insert(
+                        format!("authentication.kubernetes.io/{key}"),
+                        vec![value.to_string()],
+                    );
+                }
+            }
+        }
+        if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
+            extra.insert(
+                "authentication.kubernetes.io/credential-id".to_string(),
+                vec![format!("JTI={jti}")],
+            );
+        }
+        Some(Reviewed {
+            user: UserInfo {
+                name: format!("system:serviceaccount:{namespace}:{sa_name}"),
+                uid: sa_uid.to_string(),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated".into(),
+                ],
+            },
+            extra,
+            audiences: granted,
         })
     }
+}
+
+/// What a token proves: who, with which extra facts, for which audiences.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    pub user: UserInfo,
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+    pub audiences: Vec<String>,
 }
 
 /// How long an extended token is valid (upstream's one year).

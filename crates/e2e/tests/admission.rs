@@ -68,3 +68,51 @@ fn service_account_admission() {
         .fails(&["get", "pod", "ghost", "-n", &ns])
         .contains("not found"));
 }
+
+/// `TokenReview`, as webhook authenticators and delegating servers use it: a token from
+/// `kubectl create token` is the service account; a bound pod shows in `extra`; a wrong
+/// audience or a forged token is not authenticated.
+#[test]
+fn token_review() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("review");
+    let review = |token: &str, audiences: &str| {
+        let body = format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {{token: \"{token}\", audiences: [{audiences}]}}\n"
+        );
+        let out = server.ok_with_input(&["create", "-f", "-", "-o", "json"], &body);
+        serde_json::from_str::<serde_json::Value>(&out).expect("TokenReview JSON")
+    };
+    let token = server.ok(&["create", "token", "default", "-n", &ns]);
+    let answer = review(token.trim(), "");
+    let status = &answer["status"];
+    assert_eq!(status["authenticated"], true, "{answer}");
+    assert_eq!(
+        status["user"]["username"],
+        format!("system:serviceaccount:{ns}:default")
+    );
+    assert!(status["user"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g == "system:serviceaccounts"));
+    assert!(
+        status["user"]["extra"]["authentication.kubernetes.io/credential-id"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("JTI=")
+    );
+
+    // For an audience of its own.
+    let scoped = server.ok(&["create", "token", "default", "-n", &ns, "--audience=vault"]);
+    assert_eq!(
+        review(scoped.trim(), "vault")["status"]["audiences"][0],
+        "vault"
+    );
+    assert_ne!(review(scoped.trim(), "")["status"]["authenticated"], true);
+
+    // Forged or garbage: not authenticated, and no user.
+    let forged = review("eyJhbGciOiJub25lIn0.e30.", "");
+    assert_ne!(forged["status"]["authenticated"], true, "{forged}");
+    assert!(forged["status"]["user"].get("username").is_none());
+}
