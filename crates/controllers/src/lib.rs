@@ -33,6 +33,7 @@ pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod owned_pods;
 pub mod owner;
 pub mod per_namespace;
@@ -64,6 +65,7 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-cert-publisher",
     "ttl-after-finished",
     "pod-garbage-collector",
+    "nodelifecycle",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -108,6 +110,12 @@ pub struct ControllerManagerArgs {
     pub concurrent_ttl_after_finished_syncs: usize,
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
+    /// How often node heartbeats are checked.
+    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
+    pub node_monitor_period: Duration,
+    /// How long a node may go without renewing its Lease before it is `Unknown`.
+    #[arg(long, default_value = "50s", value_parser = parse_seconds)]
+    pub node_monitor_grace_period: Duration,
     /// Finished pods kept before the oldest are deleted; 0 keeps them all.
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
@@ -139,6 +147,8 @@ impl Default for ControllerManagerArgs {
             concurrent_cron_job_syncs: 5,
             concurrent_ttl_after_finished_syncs: 5,
             concurrent_gc_syncs: 20,
+            node_monitor_period: Duration::from_secs(5),
+            node_monitor_grace_period: Duration::from_secs(50),
             terminated_pod_gc_threshold: 12500,
             pod_gc_period: Duration::from_secs(20),
             pod_gc_quarantine: Duration::from_secs(40),
@@ -227,6 +237,15 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
             },
         )
     });
+    let node_lifecycle = args.enabled("nodelifecycle").then(|| {
+        nodelifecycle::NodeLifecycleController::new(
+            &factory,
+            nodelifecycle::NodeLifecycleSettings {
+                monitor_period: args.node_monitor_period,
+                grace_period: args.node_monitor_grace_period,
+            },
+        )
+    });
     let namespace = args
         .enabled("namespace")
         .then(|| namespace::NamespaceController::new(&factory));
@@ -287,6 +306,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     }
     if let Some(controller) = root_ca {
         tasks.spawn(controller::run(controller, 1));
+    }
+    if let Some(controller) = node_lifecycle {
+        tasks.spawn(controller.run());
     }
     if let Some(controller) = pod_gc {
         tasks.spawn(controller.run());
