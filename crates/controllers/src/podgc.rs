@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -114,8 +114,13 @@ impl PodGcController {
             for pod in pods.iter().filter(|p| {
                 p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
             }) {
-                self.mark_disrupted(pod, "PodGC: node no longer exists")
-                    .await;
+                crate::pods::mark_disruption_target(
+                    &self.client,
+                    pod,
+                    "DeletionByPodGC",
+                    "PodGC: node no longer exists",
+                )
+                .await;
                 self.delete(pod, "bound to a node that no longer exists")
                     .await;
             }
@@ -132,30 +137,6 @@ impl PodGcController {
                     .is_none_or(str::is_empty)
         }) {
             self.delete(pod, "unscheduled and terminating").await;
-        }
-    }
-
-    /// Upstream's `DisruptionTarget` condition, so that the pod's owner (a Job's failure
-    /// policy, say) can tell why it went.
-    async fn mark_disrupted(&self, pod: &Pod, message: &str) {
-        let api: Api<Pod> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"status": {"conditions": [{
-            "type": "DisruptionTarget",
-            "status": "True",
-            "reason": "DeletionByPodGC",
-            "message": message,
-            "lastTransitionTime": jiff::Timestamp::now().to_string(),
-        }]}});
-        if let Err(e) = api
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
-            tracing::debug!(pod = %key_of(pod), error = %e, "could not mark the pod disrupted");
         }
     }
 

@@ -46,6 +46,31 @@ where
     }
 }
 
+/// Upstream's `DisruptionTarget` condition, set before a controller deletes a pod, so
+/// that its owner (a Job's failure policy, say) can tell why it went. Best effort.
+pub async fn mark_disruption_target(client: &kube::Client, pod: &Pod, reason: &str, message: &str) {
+    use kube::ResourceExt;
+    let api: kube::Api<Pod> =
+        kube::Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"status": {"conditions": [{
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": Timestamp::now().to_string(),
+    }]}});
+    if let Err(e) = api
+        .patch_status(
+            &pod.name_any(),
+            &Default::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+    {
+        tracing::debug!(pod = %pod.name_any(), error = %e, "could not set DisruptionTarget");
+    }
+}
+
 /// The annotation that lowers or raises a pod's cost of deletion.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
