@@ -26,7 +26,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
-pub mod events;
+pub use skiff_events as events;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;

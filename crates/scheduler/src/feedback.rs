@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use serde_json::json;
 
 use crate::cache::{PodInfo, Snapshot};
@@ -132,36 +131,14 @@ pub fn preemption_message(
 #[derive(Clone)]
 pub struct Feedback {
     client: Client,
-    recorder: std::sync::Arc<Recorder>,
+    events: skiff_events::Events,
 }
 
 impl Feedback {
     pub fn new(client: Client, scheduler_name: &str) -> Feedback {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|| "localhost".into());
-        let reporter = Reporter {
-            controller: scheduler_name.to_string(),
-            instance: Some(format!("{scheduler_name}-{host}")),
-        };
         Feedback {
-            recorder: std::sync::Arc::new(Recorder::new(client.clone(), reporter)),
+            events: skiff_events::Events::new(client.clone(), scheduler_name),
             client,
-        }
-    }
-
-    async fn publish(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &pod.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not write event");
         }
     }
 
@@ -171,21 +148,15 @@ impl Feedback {
             pod.metadata.namespace.as_deref().unwrap_or("default"),
             pod.metadata.name.as_deref().unwrap_or("")
         );
-        self.publish(pod, EventType::Normal, "Scheduled", "Binding", note)
-            .await;
+        self.events.normal(pod, "Scheduled", note).await;
     }
 
     /// Event plus `PodScheduled=False` condition (patched only when it changes, as
     /// upstream avoids needless writes).
     pub async fn failed(&self, pod: &Pod, reason: &str, message: &str) {
-        self.publish(
-            pod,
-            EventType::Warning,
-            "FailedScheduling",
-            "Scheduling",
-            message.to_string(),
-        )
-        .await;
+        self.events
+            .warning(pod, "FailedScheduling", message.to_string())
+            .await;
         let current = pod
             .status
             .as_ref()

@@ -1,5 +1,5 @@
-//! The events controllers write, with upstream's reasons and messages, so that
-//! `kubectl describe` and `kubectl events` tell what a controller did and why.
+//! The events the scheduler and the controllers write, with upstream's reasons and
+//! messages, so that `kubectl describe` and `kubectl events` tell what they did and why.
 //!
 //! As client-go's recorder: a repeat of the same event (same object, reason and message)
 //! within ten minutes bumps the first one's `count` and `lastTimestamp` instead of adding
@@ -28,7 +28,8 @@ struct Written {
     at: Instant,
 }
 
-/// One controller's voice (upstream's component names: `replicaset-controller`, …).
+/// One component's voice (upstream's names: `default-scheduler`,
+/// `replicaset-controller`, …).
 #[derive(Clone)]
 pub struct Events {
     client: Client,
@@ -119,7 +120,7 @@ impl Events {
             {
                 Ok(_) => return Ok(()),
                 // Gone (expired, or its namespace went): write a fresh one.
-                Err(e) if crate::error::is_status(&e, 404) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(e) => return Err(e),
             }
         }
