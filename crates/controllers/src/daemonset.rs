@@ -58,19 +58,14 @@ impl DaemonSetController {
             queue: WorkQueue::new("daemonset"),
             expectations: Arc::new(Expectations::new()),
         });
-        let queue = controller.queue.clone();
-        set_informer.add_handler(move |old, new| {
-            if let Some(set) = new.or(old) {
-                queue.add(key_of(set));
-            }
-        });
-        let pod_events = PodEvents {
+        set_informer.enqueue_into(controller.queue.clone());
+        PodEvents {
             owners: controller.sets.clone(),
             queue: controller.queue.clone(),
             expectations: controller.expectations.clone(),
             selector: |set: &DaemonSet| Some(set.spec.selector.clone()),
-        };
-        pod_informer.add_handler(move |old, new| pod_events.handle(old, new));
+        }
+        .register(&pod_informer);
         // Any node change may change where daemons should run.
         let me = Arc::downgrade(&controller);
         node_informer.add_handler(move |_, _| {
@@ -81,106 +76,6 @@ impl DaemonSetController {
             }
         });
         controller
-    }
-
-    pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
-        let (ns, name) = split_key(key);
-        let ns = ns.unwrap_or_default();
-        let Some(set) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
-            self.expectations.delete(key);
-            return Ok(None);
-        };
-        let spec = set.spec.clone();
-        let uid = set.metadata.uid.clone().unwrap_or_default();
-        let hash = compute_hash(
-            &spec.template,
-            set.status.as_ref().and_then(|s| s.collision_count),
-        );
-        if set.metadata.deletion_timestamp.is_none() {
-            let labels = set.spec.selector.match_labels.clone().unwrap_or_default();
-            crate::history::record(
-                &self.client,
-                &self.revisions,
-                set.as_ref(),
-                &spec.template,
-                &labels,
-                &hash,
-            )
-            .await?;
-        }
-        let owned: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.metadata.namespace.as_deref() == Some(ns)
-                    && owner::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
-            })
-            .collect();
-        let mut by_node: HashMap<String, Vec<&Pod>> = HashMap::new();
-        for pod in &owned {
-            if pod.metadata.deletion_timestamp.is_none() {
-                by_node.entry(node_of(pod)).or_default().push(pod);
-            }
-        }
-        let nodes = self.nodes.state();
-        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-
-        let mut create_on = Vec::new();
-        let mut delete = Vec::new();
-        for node in &nodes {
-            let node_name = node.name_any();
-            let mut here = by_node.remove(&node_name).unwrap_or_default();
-            if !should_run(&spec.template, node) {
-                delete.extend(here);
-                continue;
-            }
-            // A failed daemon pod goes, so that a new one replaces it.
-            let (failed, mut running): (Vec<&Pod>, Vec<&Pod>) =
-                here.drain(..).partition(|p| pods::phase(p) == "Failed");
-            delete.extend(failed);
-            if running.is_empty() {
-                create_on.push(node_name);
-            } else if running.len() > 1 {
-                // Keep the oldest (upstream keeps the one created first).
-                running.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-                delete.extend(running.drain(1..));
-            }
-        }
-        // Pods on nodes that no longer exist, or not bound to any known node.
-        delete.extend(
-            by_node
-                .into_iter()
-                .filter(|(node, _)| !node.is_empty())
-                .flat_map(|(_, pods)| pods),
-        );
-
-        if set.metadata.deletion_timestamp.is_none() && self.expectations.satisfied(key) {
-            self.delete_pods(key, &pod_api, &delete).await?;
-            self.create_pods(key, &set, &pod_api, &create_on, &hash)
-                .await?;
-            if is_rolling_update(&set) {
-                let surplus = self.rolling_update_victims(&set, &owned, &nodes, &hash);
-                self.delete_pods(key, &pod_api, &surplus).await?;
-            }
-        }
-
-        let status = calculate_status(&set, &owned, &nodes, &hash, Timestamp::now());
-        if set.status.as_ref() != Some(&status) {
-            let mut updated = (*set).clone();
-            updated.status = Some(status);
-            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
-            api.replace_status(&set.name_any(), &PostParams::default(), &updated)
-                .await?;
-        }
-        // Come back when a ready pod becomes available.
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let now = Timestamp::now();
-        let wait = owned
-            .iter()
-            .filter_map(|p| pods::until_available(p, min_ready, now))
-            .min();
-        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
     }
 
     /// Out-of-date pods to delete now: as many as `maxUnavailable` allows, counting the
@@ -496,7 +391,95 @@ impl crate::controller::Reconcile for DaemonSetController {
     }
 
     async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
-        self.sync(key).await
+        let (ns, name) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        let Some(set) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
+            self.expectations.delete(key);
+            return Ok(None);
+        };
+        let spec = set.spec.clone();
+        let uid = set.metadata.uid.clone().unwrap_or_default();
+        let hash = compute_hash(
+            &spec.template,
+            set.status.as_ref().and_then(|s| s.collision_count),
+        );
+        if set.metadata.deletion_timestamp.is_none() {
+            let labels = set.spec.selector.match_labels.clone().unwrap_or_default();
+            crate::history::record(
+                &self.client,
+                &self.revisions,
+                set.as_ref(),
+                &spec.template,
+                &labels,
+                &hash,
+            )
+            .await?;
+        }
+        let owned: Vec<Arc<Pod>> = owner::controlled_by(&self.pods, ns, &uid);
+        let mut by_node: HashMap<String, Vec<&Pod>> = HashMap::new();
+        for pod in &owned {
+            if pod.metadata.deletion_timestamp.is_none() {
+                by_node.entry(node_of(pod)).or_default().push(pod);
+            }
+        }
+        let nodes = self.nodes.state();
+        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+
+        let mut create_on = Vec::new();
+        let mut delete = Vec::new();
+        for node in &nodes {
+            let node_name = node.name_any();
+            let mut here = by_node.remove(&node_name).unwrap_or_default();
+            if !should_run(&spec.template, node) {
+                delete.extend(here);
+                continue;
+            }
+            // A failed daemon pod goes, so that a new one replaces it.
+            let (failed, mut running): (Vec<&Pod>, Vec<&Pod>) =
+                here.drain(..).partition(|p| pods::phase(p) == "Failed");
+            delete.extend(failed);
+            if running.is_empty() {
+                create_on.push(node_name);
+            } else if running.len() > 1 {
+                // Keep the oldest (upstream keeps the one created first).
+                running.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                delete.extend(running.drain(1..));
+            }
+        }
+        // Pods on nodes that no longer exist, or not bound to any known node.
+        delete.extend(
+            by_node
+                .into_iter()
+                .filter(|(node, _)| !node.is_empty())
+                .flat_map(|(_, pods)| pods),
+        );
+
+        if set.metadata.deletion_timestamp.is_none() && self.expectations.satisfied(key) {
+            self.delete_pods(key, &pod_api, &delete).await?;
+            self.create_pods(key, &set, &pod_api, &create_on, &hash)
+                .await?;
+            if is_rolling_update(&set) {
+                let surplus = self.rolling_update_victims(&set, &owned, &nodes, &hash);
+                self.delete_pods(key, &pod_api, &surplus).await?;
+            }
+        }
+
+        let status = calculate_status(&set, &owned, &nodes, &hash, Timestamp::now());
+        if set.status.as_ref() != Some(&status) {
+            let mut updated = (*set).clone();
+            updated.status = Some(status);
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
+            api.replace_status(&set.name_any(), &PostParams::default(), &updated)
+                .await?;
+        }
+        // Come back when a ready pod becomes available.
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let now = Timestamp::now();
+        let wait = owned
+            .iter()
+            .filter_map(|p| pods::until_available(p, min_ready, now))
+            .min();
+        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
     }
 }
 

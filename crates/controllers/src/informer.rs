@@ -78,6 +78,16 @@ where
             .push(Arc::new(handler));
     }
 
+    /// Queues the key (`namespace/name`) of every object that is added, changes or goes:
+    /// the handler most controllers need for their own kind.
+    pub fn enqueue_into(&self, queue: Arc<crate::queue::WorkQueue>) {
+        self.add_handler(move |old, new| {
+            if let Some(object) = new.or(old) {
+                queue.add(crate::controller::key_of(object));
+            }
+        });
+    }
+
     /// Starts the watch (once; later calls do nothing).
     pub fn start(self: &Arc<Self>) {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -145,30 +145,6 @@ impl NamespaceController {
         me
     }
 
-    async fn sync(&self, name: &str) -> Result<Option<Duration>> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let Some(namespace) = namespaces.get_opt(name).await? else {
-            return Ok(None);
-        };
-        if namespace.metadata.deletion_timestamp.is_none() || !has_finalizer(&namespace) {
-            return Ok(None);
-        }
-        let (remaining, discovery_failure) = match self.delete_content(name).await {
-            Ok(remaining) => (remaining, None),
-            Err(e) => (Remaining::default(), Some(e.to_string())),
-        };
-        let conditions = remaining.conditions(discovery_failure.as_deref());
-        self.update_conditions(&namespaces, namespace.clone(), conditions)
-            .await?;
-        if discovery_failure.is_some() || !remaining.is_empty() {
-            tracing::debug!(namespace = name, ?remaining, "namespace content remains");
-            return Ok(Some(RECHECK));
-        }
-        self.finalize(&namespaces, name).await?;
-        tracing::info!(namespace = name, "namespace emptied and finalized");
-        Ok(None)
-    }
-
     /// One pass over every namespaced resource: delete what is there, count what stays.
     async fn delete_content(&self, namespace: &str) -> Result<Remaining> {
         let resources = served_resources(&self.client, &[verbs::LIST, verbs::DELETE]).await?;
@@ -268,14 +244,11 @@ impl NamespaceController {
                 finalizers.retain(|f| f != FINALIZER);
             }
         }
-        match namespaces
-            .replace_subresource("finalize", name, &PostParams::default(), &namespace)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::error::is_status(&e, 404) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        crate::error::ignore_not_found(
+            namespaces
+                .replace_subresource("finalize", name, &PostParams::default(), &namespace)
+                .await,
+        )
     }
 }
 
@@ -292,8 +265,28 @@ impl crate::controller::Reconcile for NamespaceController {
         &self.queue
     }
 
-    async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
-        self.sync(key).await
+    async fn reconcile(&self, name: &str) -> Result<Option<Duration>> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let Some(namespace) = namespaces.get_opt(name).await? else {
+            return Ok(None);
+        };
+        if namespace.metadata.deletion_timestamp.is_none() || !has_finalizer(&namespace) {
+            return Ok(None);
+        }
+        let (remaining, discovery_failure) = match self.delete_content(name).await {
+            Ok(remaining) => (remaining, None),
+            Err(e) => (Remaining::default(), Some(e.to_string())),
+        };
+        let conditions = remaining.conditions(discovery_failure.as_deref());
+        self.update_conditions(&namespaces, namespace.clone(), conditions)
+            .await?;
+        if discovery_failure.is_some() || !remaining.is_empty() {
+            tracing::debug!(namespace = name, ?remaining, "namespace content remains");
+            return Ok(Some(RECHECK));
+        }
+        self.finalize(&namespaces, name).await?;
+        tracing::info!(namespace = name, "namespace emptied and finalized");
+        Ok(None)
     }
 }
 

@@ -31,6 +31,14 @@ impl<K> PodEvents<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + 'static,
 {
+    /// Routes the pod informer's events through this router.
+    pub fn register(self, pods: &crate::informer::Informer<Pod>)
+    where
+        K: Send + Sync,
+    {
+        pods.add_handler(move |old, new| self.handle(old, new));
+    }
+
     /// The handler for the pod informer: `(old, new)` as the informer gives them.
     pub fn handle(&self, old: Option<&Pod>, new: Option<&Pod>) {
         match (old, new) {

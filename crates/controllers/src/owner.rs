@@ -17,6 +17,26 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// The cached objects in `namespace` whose controller is the object with `uid`.
+pub fn controlled_by<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: &str,
+    uid: &str,
+) -> Vec<std::sync::Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace)
+                && controller_of(o.meta()).is_some_and(|r| r.uid == uid)
+        })
+        .collect()
+}
+
 /// The reference a controller puts on what it creates.
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     OwnerReference {

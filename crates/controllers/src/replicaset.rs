@@ -67,57 +67,14 @@ impl ReplicaSetController {
                 (None, None) => {}
             }
         });
-        let pod_events = PodEvents {
+        PodEvents {
             owners: controller.replica_sets.clone(),
             queue: controller.queue.clone(),
             expectations: controller.expectations.clone(),
             selector: |rs: &ReplicaSet| Some(rs.spec.selector.clone()),
-        };
-        pod_informer.add_handler(move |old, new| pod_events.handle(old, new));
-        controller
-    }
-
-    /// Reconciles one ReplicaSet.
-    pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
-        let (ns, name) = split_key(key);
-        let ns = ns.unwrap_or_default();
-        let Some(rs) = self.replica_sets.get(&ObjectRef::new(name).within(ns)) else {
-            self.expectations.delete(key);
-            return Ok(None);
-        };
-        let spec = rs.spec.clone();
-        let selector = owner::selector(&spec.selector)?;
-        let needs_sync = self.expectations.satisfied(key);
-
-        let candidates: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && pods::is_active(p))
-            .collect();
-        let owned = self.claim_pods(&rs, &selector, candidates).await?;
-
-        let owned_refs: Vec<&Pod> = owned.iter().map(AsRef::as_ref).collect();
-        let manage_error = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
-            self.manage_replicas(key, &rs, &owned_refs).await.err()
-        } else {
-            None
-        };
-
-        let now = Timestamp::now();
-        let status = calculate_status(&rs, &owned_refs, manage_error.as_ref(), now);
-        self.update_status(&rs, status).await?;
-
-        if let Some(error) = manage_error {
-            return Err(error);
         }
-        // Come back when the next ready pod becomes available.
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let wait = owned_refs
-            .iter()
-            .filter_map(|p| pods::until_available(p, min_ready, now))
-            .min();
-        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
+        .register(&pod_informer);
+        controller
     }
 
     /// Upstream's `ClaimPods`: the pods this RS owns after adopting and releasing.
@@ -445,8 +402,47 @@ impl crate::controller::Reconcile for ReplicaSetController {
         &self.queue
     }
 
+    /// Reconciles one ReplicaSet.
     async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
-        self.sync(key).await
+        let (ns, name) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        let Some(rs) = self.replica_sets.get(&ObjectRef::new(name).within(ns)) else {
+            self.expectations.delete(key);
+            return Ok(None);
+        };
+        let spec = rs.spec.clone();
+        let selector = owner::selector(&spec.selector)?;
+        let needs_sync = self.expectations.satisfied(key);
+
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && pods::is_active(p))
+            .collect();
+        let owned = self.claim_pods(&rs, &selector, candidates).await?;
+
+        let owned_refs: Vec<&Pod> = owned.iter().map(AsRef::as_ref).collect();
+        let manage_error = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
+            self.manage_replicas(key, &rs, &owned_refs).await.err()
+        } else {
+            None
+        };
+
+        let now = Timestamp::now();
+        let status = calculate_status(&rs, &owned_refs, manage_error.as_ref(), now);
+        self.update_status(&rs, status).await?;
+
+        if let Some(error) = manage_error {
+            return Err(error);
+        }
+        // Come back when the next ready pod becomes available.
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let wait = owned_refs
+            .iter()
+            .filter_map(|p| pods::until_available(p, min_ready, now))
+            .min();
+        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
     }
 }
 

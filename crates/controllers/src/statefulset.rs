@@ -62,159 +62,15 @@ impl StatefulSetController {
             expectations: Arc::new(Expectations::new()),
             events: Events::new(factory.client(), "statefulset-controller"),
         });
-        let queue = controller.queue.clone();
-        set_informer.add_handler(move |old, new| {
-            if let Some(set) = new.or(old) {
-                queue.add(key_of(set));
-            }
-        });
-        let pod_events = PodEvents {
+        set_informer.enqueue_into(controller.queue.clone());
+        PodEvents {
             owners: controller.sets.clone(),
             queue: controller.queue.clone(),
             expectations: controller.expectations.clone(),
             selector: |set: &StatefulSet| Some(set.spec.selector.clone()),
-        };
-        pod_informer.add_handler(move |old, new| pod_events.handle(old, new));
+        }
+        .register(&pod_informer);
         controller
-    }
-
-    async fn sync(&self, key: &str) -> Result<Option<Duration>> {
-        let (ns, name) = split_key(key);
-        let ns = ns.unwrap_or_default();
-        let Some(set) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
-            self.expectations.delete(key);
-            return Ok(None);
-        };
-        let spec = set.spec.clone();
-        let uid = set.metadata.uid.clone().unwrap_or_default();
-        let hash = compute_hash(
-            &spec.template,
-            set.status.as_ref().and_then(|s| s.collision_count),
-        );
-        let labels = spec.selector.match_labels.clone().unwrap_or_default();
-        let update_revision = if set.metadata.deletion_timestamp.is_none() {
-            history::record(
-                &self.client,
-                &self.revisions,
-                set.as_ref(),
-                &spec.template,
-                &labels,
-                &hash,
-            )
-            .await?
-        } else {
-            format!("{}-{hash}", set.name_any())
-        };
-        // Ordinal → the live pod with it.
-        let mut by_ordinal: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
-        let mut terminating = 0;
-        for pod in self.pods.state() {
-            if pod.metadata.namespace.as_deref() != Some(ns)
-                || owner::controller_of(&pod.metadata).is_none_or(|r| r.uid != uid)
-            {
-                continue;
-            }
-            if pod.metadata.deletion_timestamp.is_some() {
-                terminating += 1;
-                continue;
-            }
-            if let Some(ordinal) = ordinal_of(&set.name_any(), &pod.name_any()) {
-                by_ordinal.insert(ordinal, pod);
-            }
-        }
-        let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
-        let replicas = spec.replicas.unwrap_or(1);
-        let wanted = start..start + replicas;
-        let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let now = Timestamp::now();
-        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-
-        if set.metadata.deletion_timestamp.is_none() && self.expectations.satisfied(key) {
-            // Failed pods go first: they are made again below.
-            if let Some(pod) = by_ordinal.values().find(|p| pods::phase(p) == "Failed") {
-                self.delete_pod(key, &set, &pod_api, pod).await?;
-                return Ok(None);
-            }
-            // Scale down: the highest surplus ordinal first; in order, one at a time, and
-            // only once nothing else is terminating.
-            let surplus: Vec<&Arc<Pod>> = by_ordinal
-                .iter()
-                .rev()
-                .filter(|(o, _)| !wanted.contains(o))
-                .map(|(_, p)| p)
-                .collect();
-            if !surplus.is_empty() {
-                if parallel {
-                    for pod in surplus {
-                        self.delete_pod(key, &set, &pod_api, pod).await?;
-                    }
-                } else if terminating == 0 {
-                    self.delete_pod(key, &set, &pod_api, surplus[0]).await?;
-                }
-            } else {
-                // Scale up: the missing ordinals, lowest first.
-                for ordinal in wanted.clone() {
-                    if let Some(pod) = by_ordinal.get(&ordinal) {
-                        if !parallel && !pods::is_available(pod, min_ready, now) {
-                            // OrderedReady: wait for this one before the next.
-                            break;
-                        }
-                        continue;
-                    }
-                    if !parallel && terminating > 0 {
-                        break;
-                    }
-                    self.create_pod(key, &set, &pod_api, ordinal, &update_revision)
-                        .await?;
-                    if !parallel {
-                        break;
-                    }
-                }
-                // Rolling update: the highest out-of-date ordinal at or above the
-                // partition, once every pod is there and available.
-                let all_available = wanted.clone().all(|o| {
-                    by_ordinal
-                        .get(&o)
-                        .is_some_and(|p| pods::is_available(p, min_ready, now))
-                });
-                let rolling = spec
-                    .update_strategy
-                    .as_ref()
-                    .and_then(|s| s.type_.as_deref())
-                    .is_none_or(|t| t == "RollingUpdate");
-                let partition = spec
-                    .update_strategy
-                    .as_ref()
-                    .and_then(|s| s.rolling_update.as_ref())
-                    .and_then(|r| r.partition)
-                    .unwrap_or(0);
-                if rolling && all_available && terminating == 0 {
-                    let stale = by_ordinal
-                        .iter()
-                        .rev()
-                        .filter(|(o, _)| wanted.contains(o) && **o >= start + partition)
-                        .find(|(_, p)| revision_of(p) != Some(update_revision.as_str()));
-                    if let Some((_, pod)) = stale {
-                        self.delete_pod(key, &set, &pod_api, pod).await?;
-                    }
-                }
-            }
-        }
-
-        let status = calculate_status(&set, &by_ordinal, &update_revision, min_ready, now);
-        if set.status.as_ref() != Some(&status) {
-            let mut updated = (*set).clone();
-            updated.status = Some(status);
-            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-            api.replace_status(&set.name_any(), &PostParams::default(), &updated)
-                .await?;
-        }
-        let wait = by_ordinal
-            .values()
-            .filter_map(|p| pods::until_available(p, min_ready, now))
-            .min();
-        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
     }
 
     async fn create_pod(
@@ -317,7 +173,137 @@ impl Reconcile for StatefulSetController {
     }
 
     async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
-        self.sync(key).await
+        let (ns, name) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        let Some(set) = self.sets.get(&ObjectRef::new(name).within(ns)) else {
+            self.expectations.delete(key);
+            return Ok(None);
+        };
+        let spec = set.spec.clone();
+        let uid = set.metadata.uid.clone().unwrap_or_default();
+        let hash = compute_hash(
+            &spec.template,
+            set.status.as_ref().and_then(|s| s.collision_count),
+        );
+        let labels = spec.selector.match_labels.clone().unwrap_or_default();
+        let update_revision = if set.metadata.deletion_timestamp.is_none() {
+            history::record(
+                &self.client,
+                &self.revisions,
+                set.as_ref(),
+                &spec.template,
+                &labels,
+                &hash,
+            )
+            .await?
+        } else {
+            format!("{}-{hash}", set.name_any())
+        };
+        // Ordinal → the live pod with it.
+        let mut by_ordinal: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
+        let mut terminating = 0;
+        for pod in owner::controlled_by(&self.pods, ns, &uid) {
+            if pod.metadata.deletion_timestamp.is_some() {
+                terminating += 1;
+                continue;
+            }
+            if let Some(ordinal) = ordinal_of(&set.name_any(), &pod.name_any()) {
+                by_ordinal.insert(ordinal, pod);
+            }
+        }
+        let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
+        let replicas = spec.replicas.unwrap_or(1);
+        let wanted = start..start + replicas;
+        let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let now = Timestamp::now();
+        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+
+        if set.metadata.deletion_timestamp.is_none() && self.expectations.satisfied(key) {
+            // Failed pods go first: they are made again below.
+            if let Some(pod) = by_ordinal.values().find(|p| pods::phase(p) == "Failed") {
+                self.delete_pod(key, &set, &pod_api, pod).await?;
+                return Ok(None);
+            }
+            // Scale down: the highest surplus ordinal first; in order, one at a time, and
+            // only once nothing else is terminating.
+            let surplus: Vec<&Arc<Pod>> = by_ordinal
+                .iter()
+                .rev()
+                .filter(|(o, _)| !wanted.contains(o))
+                .map(|(_, p)| p)
+                .collect();
+            if !surplus.is_empty() {
+                if parallel {
+                    for pod in surplus {
+                        self.delete_pod(key, &set, &pod_api, pod).await?;
+                    }
+                } else if terminating == 0 {
+                    self.delete_pod(key, &set, &pod_api, surplus[0]).await?;
+                }
+            } else {
+                // Scale up: the missing ordinals, lowest first.
+                for ordinal in wanted.clone() {
+                    if let Some(pod) = by_ordinal.get(&ordinal) {
+                        if !parallel && !pods::is_available(pod, min_ready, now) {
+                            // OrderedReady: wait for this one before the next.
+                            break;
+                        }
+                        continue;
+                    }
+                    if !parallel && terminating > 0 {
+                        break;
+                    }
+                    self.create_pod(key, &set, &pod_api, ordinal, &update_revision)
+                        .await?;
+                    if !parallel {
+                        break;
+                    }
+                }
+                // Rolling update: the highest out-of-date ordinal at or above the
+                // partition, once every pod is there and available.
+                let all_available = wanted.clone().all(|o| {
+                    by_ordinal
+                        .get(&o)
+                        .is_some_and(|p| pods::is_available(p, min_ready, now))
+                });
+                let rolling = spec
+                    .update_strategy
+                    .as_ref()
+                    .and_then(|s| s.type_.as_deref())
+                    .is_none_or(|t| t == "RollingUpdate");
+                let partition = spec
+                    .update_strategy
+                    .as_ref()
+                    .and_then(|s| s.rolling_update.as_ref())
+                    .and_then(|r| r.partition)
+                    .unwrap_or(0);
+                if rolling && all_available && terminating == 0 {
+                    let stale = by_ordinal
+                        .iter()
+                        .rev()
+                        .filter(|(o, _)| wanted.contains(o) && **o >= start + partition)
+                        .find(|(_, p)| revision_of(p) != Some(update_revision.as_str()));
+                    if let Some((_, pod)) = stale {
+                        self.delete_pod(key, &set, &pod_api, pod).await?;
+                    }
+                }
+            }
+        }
+
+        let status = calculate_status(&set, &by_ordinal, &update_revision, min_ready, now);
+        if set.status.as_ref() != Some(&status) {
+            let mut updated = (*set).clone();
+            updated.status = Some(status);
+            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+            api.replace_status(&set.name_any(), &PostParams::default(), &updated)
+                .await?;
+        }
+        let wait = by_ordinal
+            .values()
+            .filter_map(|p| pods::until_available(p, min_ready, now))
+            .min();
+        Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
     }
 }
 

@@ -57,16 +57,7 @@ async fn one_pod_per_node_rolling_update_and_undo() {
     let _node = cluster.run_node(&ns);
 
     cluster.apply(&daemon_set(&ns, "busybox:a")).await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "daemonset/agent",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("daemonset/agent", &ns).await;
     assert_eq!(
         placement(&cluster, &ns).await,
         [
@@ -79,16 +70,7 @@ async fn one_pod_per_node_rolling_update_and_undo() {
     cluster
         .kubectl(&["set", "image", "daemonset/agent", "c=busybox:b", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "daemonset/agent",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("daemonset/agent", &ns).await;
     eventually("all daemons updated", Duration::from_secs(30), || async {
         let placed = placement(&cluster, &ns).await;
         (placed

@@ -79,7 +79,7 @@ async fn rolling_update_and_kubectl_rollout() {
     let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &ns);
 
     cluster.apply(&deployment_yaml(&ns, "busybox:a")).await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
 
     // Through the rollout, as upstream's controller promises: the ReplicaSets never ask for
     // more than 4+1 pods, and never fewer than 4-1 pods are ready. (Pod counts themselves
@@ -110,7 +110,7 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["set", "image", "deployment/web", "c=busybox:b", "-n", &ns])
         .await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         violations.lock().unwrap().is_empty(),
@@ -216,7 +216,7 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["rollout", "undo", "deployment/web", "-n", &ns])
         .await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
     let d = d_api.get("web").await.expect("deployment");
     assert_eq!(
         annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
@@ -261,11 +261,11 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["rollout", "resume", "deployment/web", "-n", &ns])
         .await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
     cluster
         .kubectl(&["rollout", "restart", "deployment/web", "-n", &ns])
         .await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
     let d = d_api.get("web").await.expect("deployment");
     assert_eq!(
         annotation(&d.metadata, "deployment.kubernetes.io/revision").as_deref(),
@@ -275,7 +275,7 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster
         .kubectl(&["scale", "deployment/web", "--replicas=6", "-n", &ns])
         .await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
     eventually("6 pods", Duration::from_secs(30), || async {
         (active_pods(&cluster.client, &ns).await.len() == 6).then_some(())
     })

@@ -169,7 +169,7 @@ async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
             &ns,
         ])
         .await;
-    cluster.rollout_status("web", &ns).await;
+    cluster.rollout_status("deployment/web", &ns).await;
     cluster
         .kubectl(&["delete", "deployment", "web", "-n", &ns])
         .await;
@@ -197,7 +197,7 @@ async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
             &ns,
         ])
         .await;
-    cluster.rollout_status("kept", &ns).await;
+    cluster.rollout_status("deployment/kept", &ns).await;
     cluster
         .kubectl(&[
             "delete",

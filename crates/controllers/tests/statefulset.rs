@@ -68,16 +68,7 @@ async fn ordered_pods_stable_identity_rolling_update_and_undo() {
     let history = record_pod_history(&cluster, &ns);
 
     cluster.apply(&stateful_set(&ns, 3, "busybox:a")).await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "statefulset/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("statefulset/web", &ns).await;
     assert_eq!(
         history.lock().unwrap().clone(),
         ["+web-0", "+web-1", "+web-2"]
@@ -117,16 +108,7 @@ async fn ordered_pods_stable_identity_rolling_update_and_undo() {
     cluster
         .kubectl(&["set", "image", "statefulset/web", "c=busybox:b", "-n", &ns])
         .await;
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            "statefulset/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .await;
+    cluster.rollout_status("statefulset/web", &ns).await;
     assert_eq!(
         images(&cluster, &ns).await,
         [

@@ -229,7 +229,8 @@ impl PodWorker {
         }
     }
 
-    /// Fetches the ConfigMaps and Secrets the pod refers to.
+    /// Fetches the ConfigMaps and Secrets the pod refers to (for environment variables
+    /// and volumes).
     async fn sources(&self, pod: &Pod) -> Result<Sources> {
         let ns = pod_namespace(pod);
         let mut cms: Vec<String> = vec![];
@@ -291,8 +292,16 @@ impl PodWorker {
             });
             out.secrets.insert(name, data);
         }
-        self.request_tokens(pod, &mut out).await?;
         Ok(out)
+    }
+
+    /// What the pod's volumes need: its ConfigMaps and Secrets, and fresh service-account
+    /// tokens for its projected volumes (asked for only here, where volumes are written,
+    /// not on every container start).
+    async fn volume_sources(&self, pod: &Pod) -> Result<Sources> {
+        let mut sources = self.sources(pod).await?;
+        self.request_tokens(pod, &mut sources).await?;
+        Ok(sources)
     }
 
     /// Asks the API for the tokens the pod's projected volumes hold: the pod's service
@@ -377,7 +386,7 @@ impl PodWorker {
             }
             let ips = self.sandbox_ips.get(&s.id).cloned().unwrap_or_default();
             if self.volumes.is_none() {
-                let sources = self.sources(pod).await?;
+                let sources = self.volume_sources(pod).await?;
                 self.volumes = Some(volumes::prepare(
                     &self.shared.root_dir,
                     pod,
@@ -402,7 +411,7 @@ impl PodWorker {
             }
             cri.stop_sandbox(&s.id).await?;
         }
-        let sources = self.sources(pod).await?;
+        let sources = self.volume_sources(pod).await?;
         self.volumes = Some(volumes::prepare(
             &self.shared.root_dir,
             pod,

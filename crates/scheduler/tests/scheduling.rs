@@ -30,9 +30,7 @@ async fn client(server: &Server) -> Client {
     Client::try_from(config).expect("client")
 }
 
-async fn add_node(client: &Client, name: &str, cpu: &str, labels: Value, spec: Value) {
-    skiff_e2e::add_simulated_node(client, name, cpu, labels, spec).await;
-}
+use skiff_e2e::add_simulated_node as add_node;
 
 async fn add_pod(client: &Client, ns: &str, name: &str, spec: Value) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);

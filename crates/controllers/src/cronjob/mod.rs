@@ -55,12 +55,7 @@ impl CronJobController {
             queue: WorkQueue::new("cronjob"),
             events: crate::events::Events::new(factory.client(), "cronjob-controller"),
         });
-        let queue = controller.queue.clone();
-        cron_informer.add_handler(move |old, new| {
-            if let Some(cron_job) = new.or(old) {
-                queue.add(key_of(cron_job));
-            }
-        });
+        cron_informer.enqueue_into(controller.queue.clone());
         let queue = controller.queue.clone();
         job_informer.add_handler(move |old, new| {
             let Some(job) = new.or(old) else { return };
@@ -72,107 +67,6 @@ impl CronJobController {
             }
         });
         controller
-    }
-
-    pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
-        let (ns, name) = split_key(key);
-        let ns = ns.unwrap_or_default();
-        let Some(cron_job) = self.cron_jobs.get(&ObjectRef::new(name).within(ns)) else {
-            return Ok(None);
-        };
-        if cron_job.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let uid = cron_job.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<Arc<Job>> = self
-            .jobs
-            .state()
-            .into_iter()
-            .filter(|j| {
-                j.metadata.namespace.as_deref() == Some(ns)
-                    && owner::controller_of(&j.metadata).is_some_and(|r| r.uid == uid)
-            })
-            .collect();
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), ns);
-        let mut status = cron_job.status.clone().unwrap_or_default();
-
-        // What runs now: the owned Jobs that have not finished.
-        let mut active: Vec<ObjectReference> = owned
-            .iter()
-            .filter(|j| !is_finished(j))
-            .map(|j| job_reference(j))
-            .collect();
-        active.sort_by(|a, b| a.name.cmp(&b.name));
-        let was_active: Vec<String> = status
-            .active
-            .iter()
-            .flatten()
-            .filter_map(|a| a.name.clone())
-            .collect();
-        for job in owned.iter().filter(|j| is_finished(j)) {
-            if was_active.contains(&job.name_any()) {
-                let how = if condition(job, "Complete").is_some_and(|c| c.status == "True") {
-                    "Complete"
-                } else {
-                    "Failed"
-                };
-                let note = format!("Saw completed job: {}, condition: {how}", job.name_any());
-                self.events
-                    .normal(cron_job.as_ref(), "SawCompletedJob", note)
-                    .await;
-            }
-            if condition(job, "Complete").is_some_and(|c| c.status == "True") {
-                let done = job.status.as_ref().and_then(|s| s.completion_time.clone());
-                if done.as_ref().map(|t| t.0) > status.last_successful_time.as_ref().map(|t| t.0) {
-                    status.last_successful_time = done;
-                }
-            }
-        }
-        self.clean_up_history(&cron_job, &jobs, &owned).await?;
-
-        let spec = &cron_job.spec;
-        let mut requeue = None;
-        if spec.suspend != Some(true) {
-            let zone = match spec.time_zone.as_deref() {
-                Some(name) => TimeZone::get(name).ok(),
-                None => Some(TimeZone::system()),
-            };
-            match (Schedule::parse(&spec.schedule), zone) {
-                (Ok(schedule), Some(zone)) => {
-                    let now = Timestamp::now();
-                    if let Some(due) = self.due_run(&cron_job, &schedule, &zone, &status, now) {
-                        if let Some(created) = self
-                            .start_run(&cron_job, &jobs, &mut active, due, &zone)
-                            .await?
-                        {
-                            active.push(created);
-                        }
-                        status.last_schedule_time = Some(Time(due));
-                    }
-                    requeue = schedule.next_after(now, &zone).map(|next| {
-                        Duration::from_millis(
-                            (next.as_millisecond() - now.as_millisecond()).max(0) as u64 + 100,
-                        )
-                    });
-                }
-                (Err(error), _) => {
-                    tracing::warn!(cronjob = key, %error, "unparseable schedule");
-                }
-                (_, None) => {
-                    tracing::warn!(cronjob = key, zone = ?spec.time_zone, "unknown time zone");
-                }
-            }
-        }
-
-        status.active = (!active.is_empty()).then_some(active);
-        if cron_job.status.clone().unwrap_or_default() != status {
-            let mut updated = (*cron_job).clone();
-            updated.status = Some(status);
-            let api: Api<CronJob> = Api::namespaced(self.client.clone(), ns);
-            api.replace_status(&cron_job.name_any(), &PostParams::default(), &updated)
-                .await?;
-        }
-        Ok(requeue)
     }
 
     /// The most recent scheduled time that has passed without a run, if one should start
@@ -362,6 +256,95 @@ impl crate::controller::Reconcile for CronJobController {
     }
 
     async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
-        self.sync(key).await
+        let (ns, name) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        let Some(cron_job) = self.cron_jobs.get(&ObjectRef::new(name).within(ns)) else {
+            return Ok(None);
+        };
+        if cron_job.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let uid = cron_job.metadata.uid.clone().unwrap_or_default();
+        let owned: Vec<Arc<Job>> = owner::controlled_by(&self.jobs, ns, &uid);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        let mut status = cron_job.status.clone().unwrap_or_default();
+
+        // What runs now: the owned Jobs that have not finished.
+        let mut active: Vec<ObjectReference> = owned
+            .iter()
+            .filter(|j| !is_finished(j))
+            .map(|j| job_reference(j))
+            .collect();
+        active.sort_by(|a, b| a.name.cmp(&b.name));
+        let was_active: Vec<String> = status
+            .active
+            .iter()
+            .flatten()
+            .filter_map(|a| a.name.clone())
+            .collect();
+        for job in owned.iter().filter(|j| is_finished(j)) {
+            if was_active.contains(&job.name_any()) {
+                let how = if condition(job, "Complete").is_some_and(|c| c.status == "True") {
+                    "Complete"
+                } else {
+                    "Failed"
+                };
+                let note = format!("Saw completed job: {}, condition: {how}", job.name_any());
+                self.events
+                    .normal(cron_job.as_ref(), "SawCompletedJob", note)
+                    .await;
+            }
+            if condition(job, "Complete").is_some_and(|c| c.status == "True") {
+                let done = job.status.as_ref().and_then(|s| s.completion_time.clone());
+                if done.as_ref().map(|t| t.0) > status.last_successful_time.as_ref().map(|t| t.0) {
+                    status.last_successful_time = done;
+                }
+            }
+        }
+        self.clean_up_history(&cron_job, &jobs, &owned).await?;
+
+        let spec = &cron_job.spec;
+        let mut requeue = None;
+        if spec.suspend != Some(true) {
+            let zone = match spec.time_zone.as_deref() {
+                Some(name) => TimeZone::get(name).ok(),
+                None => Some(TimeZone::system()),
+            };
+            match (Schedule::parse(&spec.schedule), zone) {
+                (Ok(schedule), Some(zone)) => {
+                    let now = Timestamp::now();
+                    if let Some(due) = self.due_run(&cron_job, &schedule, &zone, &status, now) {
+                        if let Some(created) = self
+                            .start_run(&cron_job, &jobs, &mut active, due, &zone)
+                            .await?
+                        {
+                            active.push(created);
+                        }
+                        status.last_schedule_time = Some(Time(due));
+                    }
+                    requeue = schedule.next_after(now, &zone).map(|next| {
+                        Duration::from_millis(
+                            (next.as_millisecond() - now.as_millisecond()).max(0) as u64 + 100,
+                        )
+                    });
+                }
+                (Err(error), _) => {
+                    tracing::warn!(cronjob = key, %error, "unparseable schedule");
+                }
+                (_, None) => {
+                    tracing::warn!(cronjob = key, zone = ?spec.time_zone, "unknown time zone");
+                }
+            }
+        }
+
+        status.active = (!active.is_empty()).then_some(active);
+        if cron_job.status.clone().unwrap_or_default() != status {
+            let mut updated = (*cron_job).clone();
+            updated.status = Some(status);
+            let api: Api<CronJob> = Api::namespaced(self.client.clone(), ns);
+            api.replace_status(&cron_job.name_any(), &PostParams::default(), &updated)
+                .await?;
+        }
+        Ok(requeue)
     }
 }

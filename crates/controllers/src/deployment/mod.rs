@@ -147,40 +147,6 @@ impl DeploymentController {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Reconciles one deployment.
-    pub async fn sync(&self, key: &str) -> Result<Option<Duration>> {
-        let (ns, name) = split_key(key);
-        let ns = ns.unwrap_or_default();
-        let Some(cached) = self.deployments.get(&ObjectRef::new(name).within(ns)) else {
-            return Ok(None);
-        };
-        let mut d = (*cached).clone();
-        let spec = d.spec.clone();
-        if spec.selector == LabelSelector::default() {
-            // Upstream: a deployment selecting everything is left alone, only observed.
-            tracing::warn!(deployment = key, "selecting all pods is not allowed");
-            return Ok(None);
-        }
-        let rs_list = self.claim_replica_sets(&d).await?;
-
-        if d.metadata.deletion_timestamp.is_some() {
-            let family = self.family(&mut d, rs_list, false).await?;
-            return self.sync_status_only(&d, &family).await;
-        }
-        self.check_paused_conditions(&mut d).await?;
-        if spec.paused == Some(true) {
-            return self.sync_scale(&mut d, rs_list).await;
-        }
-        if self.is_scaling_event(&mut d, &rs_list).await? {
-            return self.sync_scale(&mut d, rs_list).await;
-        }
-        if is_rolling(&d) {
-            self.rollout_rolling(&mut d, rs_list).await
-        } else {
-            self.rollout_recreate(&mut d, rs_list).await
-        }
-    }
-
     /// Adopts and releases replica sets as the RS controller does pods.
     async fn claim_replica_sets(&self, d: &Deployment) -> Result<Vec<ReplicaSet>> {
         let ns = d.namespace().unwrap_or_default();
@@ -880,7 +846,37 @@ impl crate::controller::Reconcile for DeploymentController {
         &self.queue
     }
 
+    /// Reconciles one deployment.
     async fn reconcile(&self, key: &str) -> Result<Option<Duration>> {
-        self.sync(key).await
+        let (ns, name) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        let Some(cached) = self.deployments.get(&ObjectRef::new(name).within(ns)) else {
+            return Ok(None);
+        };
+        let mut d = (*cached).clone();
+        let spec = d.spec.clone();
+        if spec.selector == LabelSelector::default() {
+            // Upstream: a deployment selecting everything is left alone, only observed.
+            tracing::warn!(deployment = key, "selecting all pods is not allowed");
+            return Ok(None);
+        }
+        let rs_list = self.claim_replica_sets(&d).await?;
+
+        if d.metadata.deletion_timestamp.is_some() {
+            let family = self.family(&mut d, rs_list, false).await?;
+            return self.sync_status_only(&d, &family).await;
+        }
+        self.check_paused_conditions(&mut d).await?;
+        if spec.paused == Some(true) {
+            return self.sync_scale(&mut d, rs_list).await;
+        }
+        if self.is_scaling_event(&mut d, &rs_list).await? {
+            return self.sync_scale(&mut d, rs_list).await;
+        }
+        if is_rolling(&d) {
+            self.rollout_rolling(&mut d, rs_list).await
+        } else {
+            self.rollout_recreate(&mut d, rs_list).await
+        }
     }
 }

@@ -487,16 +487,12 @@ impl GarbageCollector {
         name: &str,
         patch: json_patch::Patch,
     ) -> Result<()> {
-        match api
-            .patch_metadata(name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Gone: nothing left to change.
-            Err(e) if is_status(&e, 404) => Ok(()),
-            // A failed `test`: the object changed since it was read; look again.
-            Err(e) => Err(e.into()),
-        }
+        // Gone: nothing left to change. A failed `test` (the object changed since it was
+        // read) is an error: the key is looked at again.
+        crate::error::ignore_not_found(
+            api.patch_metadata(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await,
+        )
     }
 }
 

@@ -69,12 +69,7 @@ impl JobController {
             events: crate::events::Events::new(factory.client(), "job-controller"),
             written: Mutex::new(HashMap::new()),
         });
-        let queue = controller.queue.clone();
-        job_informer.add_handler(move |old, new| {
-            if let Some(job) = new.or(old) {
-                queue.add(key_of(job));
-            }
-        });
+        job_informer.enqueue_into(controller.queue.clone());
         let pod_events = PodEvents {
             owners: controller.jobs.clone(),
             queue: controller.queue.clone(),
@@ -116,15 +111,7 @@ impl JobController {
             return Ok(Some(Duration::from_millis(100)));
         }
         let uid = job.metadata.uid.clone().unwrap_or_default();
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.metadata.namespace.as_deref() == Some(ns)
-                    && owner::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
-            })
-            .collect();
+        let pods: Vec<Arc<Pod>> = owner::controlled_by(&self.pods, ns, &uid);
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
 
@@ -557,18 +544,15 @@ async fn remove_tracking_finalizer(pod_api: &Api<Pod>, pod: &Pod) -> Result<()> 
     ) else {
         return Ok(());
     };
-    match pod_api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    crate::error::ignore_not_found(
+        pod_api
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await,
+    )
 }
 
 /// The pod the Job creates from its template (with `index` for Indexed Jobs).

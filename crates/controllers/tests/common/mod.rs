@@ -84,17 +84,10 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `kubectl rollout status deployment/NAME`: waits (up to a minute) for the rollout.
-    pub async fn rollout_status(&self, deployment: &str, ns: &str) {
-        self.kubectl(&[
-            "rollout",
-            "status",
-            &format!("deployment/{deployment}"),
-            "-n",
-            ns,
-            "--timeout=60s",
-        ])
-        .await;
+    /// `kubectl rollout status KIND/NAME`: waits (up to a minute) for the rollout.
+    pub async fn rollout_status(&self, target: &str, ns: &str) {
+        self.kubectl(&["rollout", "status", target, "-n", ns, "--timeout=60s"])
+            .await;
     }
 
     pub async fn apply(&self, yaml: &str) {
