@@ -23,6 +23,7 @@ use skiff_store::{Event, KeyValue, RangeRequest, Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
 use crate::object;
+use crate::selectors::LabelSet;
 use crate::status::{ApiError, ApiResult};
 use crate::strategy;
 
@@ -32,18 +33,23 @@ const HISTORY_LIMIT: usize = 20_000;
 const BROADCAST_CAPACITY: usize = 16_384;
 
 /// One object as the cache holds it.
+///
+/// The cache holds every object of the cluster, so the parts beside the JSON are packed:
+/// a pod's labels and selectable fields in one allocation each, its type fields shared
+/// with every object of its kind (`tests/cache_footprint.rs` keeps the overhead in check).
 #[derive(Debug)]
 pub struct CachedObject {
-    pub key: String,
+    pub key: Arc<str>,
     pub rv: i64,
     /// `"kind":"…","apiVersion":"…"`, the type fields that lead the full object.
-    pub type_fields: String,
+    type_fields: Arc<str>,
     /// The object's JSON without its type fields (as list items are written),
     /// `resourceVersion` included.
     pub body: Bytes,
-    pub labels: BTreeMap<String, String>,
-    /// Values of the fields that field selectors may name, for this object's resource.
-    pub fields: Vec<(&'static str, String)>,
+    pub labels: Labels,
+    /// The field selectors' names for this object's resource, and their values in order.
+    field_names: &'static [&'static str],
+    field_values: PackedStrs,
 }
 
 impl CachedObject {
@@ -55,11 +61,13 @@ impl CachedObject {
     /// Builds the cached form of `value`, setting its `resourceVersion` to `rv`.
     pub fn from_value(key: &str, rv: i64, value: &mut Value) -> Self {
         object::set_resource_version(value, rv);
-        let fields = strategy::selectable_fields_for_key(key)
-            .iter()
-            .map(|f| (*f, strategy::field_value(value, f).unwrap_or_default()))
-            .collect();
-        let labels = object::labels(value);
+        let field_names = strategy::selectable_fields_for_key(key);
+        let field_values = PackedStrs::new(
+            field_names
+                .iter()
+                .map(|f| strategy::field_value(value, f).unwrap_or_default()),
+        );
+        let labels = Labels::new(&object::labels(value));
         let mut type_fields = String::new();
         if let Some(map) = value.as_object_mut() {
             for field in ["kind", "apiVersion"] {
@@ -71,14 +79,21 @@ impl CachedObject {
                 }
             }
         }
-        let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        // A boxed slice, not the serializer's Vec: its spare capacity (up to half of it)
+        // would stay allocated for as long as the object is cached.
+        let body = Bytes::from(
+            serde_json::to_vec(value)
+                .unwrap_or_default()
+                .into_boxed_slice(),
+        );
         CachedObject {
-            key: key.to_string(),
+            key: key.into(),
             rv,
-            type_fields,
+            type_fields: intern(type_fields),
             body,
             labels,
-            fields,
+            field_names,
+            field_values,
         }
     }
 
@@ -96,14 +111,91 @@ impl CachedObject {
     }
 
     pub fn field(&self, name: &str) -> Option<String> {
-        self.fields
-            .iter()
-            .find(|(f, _)| *f == name)
-            .map(|(_, v)| v.clone())
+        let index = self.field_names.iter().position(|f| *f == name)?;
+        self.field_values.get(index).map(str::to_string)
     }
 
     pub fn value(&self) -> ApiResult<Value> {
         serde_json::from_slice(&self.json()).map_err(ApiError::internal)
+    }
+}
+
+/// One shared copy of each distinct type-fields string (there is one per kind).
+fn intern(text: String) -> Arc<str> {
+    static INTERNED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::OnceLock::new();
+    let mut set = INTERNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(shared) = set.get(text.as_str()) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = text.into();
+    set.insert(shared.clone());
+    shared
+}
+
+/// Short strings in one allocation, found by index.
+#[derive(Debug, Default)]
+pub struct PackedStrs {
+    text: Box<str>,
+    /// Where each string ends in `text`.
+    ends: Box<[u32]>,
+}
+
+impl PackedStrs {
+    pub fn new<S: AsRef<str>>(strings: impl IntoIterator<Item = S>) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for s in strings {
+            text.push_str(s.as_ref());
+            // Objects are bounded far below 4 GiB by the request size limit.
+            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+        }
+        PackedStrs {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)? as usize;
+        let start = match index {
+            0 => 0,
+            _ => self.ends[index - 1] as usize,
+        };
+        self.text.get(start..end)
+    }
+}
+
+/// An object's labels, sorted by key, packed.
+#[derive(Debug, Default)]
+pub struct Labels(PackedStrs);
+
+impl Labels {
+    pub fn new(labels: &BTreeMap<String, String>) -> Self {
+        Labels(PackedStrs::new(
+            labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+        ))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        (0..self.0.len() / 2).filter_map(|i| Some((self.0.get(2 * i)?, self.0.get(2 * i + 1)?)))
+    }
+}
+
+impl LabelSet for Labels {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
@@ -120,7 +212,8 @@ mod tests {
             r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","resourceVersion":"7","labels":{"x":"y"}},"data":{"k":"v"}}"#
         );
         assert!(cached.body.starts_with(b"{\"metadata\""));
-        assert_eq!(cached.labels.get("x").map(String::as_str), Some("y"));
+        assert_eq!(cached.labels.label("x"), Some("y"));
+        assert_eq!(cached.field("metadata.name").as_deref(), Some("a"));
         let mut bare = serde_json::json!({"kind": "X"});
         let cached = CachedObject::from_value("/registry/x/a", 1, &mut bare);
         assert!(serde_json::from_slice::<Value>(&cached.json()).is_ok());
@@ -155,7 +248,7 @@ pub struct CacheEvent {
 }
 
 struct State {
-    objects: BTreeMap<String, Arc<CachedObject>>,
+    objects: BTreeMap<Arc<str>, Arc<CachedObject>>,
     history: VecDeque<Arc<CacheEvent>>,
     /// Watches may start at this revision or later.
     oldest_rv: i64,
@@ -209,7 +302,7 @@ impl WatchCache {
         for kv in &response.kvs {
             match CachedObject::from_kv(kv) {
                 Ok(cached) => {
-                    objects.insert(kv.key.clone(), Arc::new(cached));
+                    objects.insert(cached.key.clone(), Arc::new(cached));
                 }
                 Err(e) => tracing::error!(key = %kv.key, error = %e, "undecodable object in store"),
             }
@@ -280,7 +373,7 @@ impl WatchCache {
                         return;
                     }
                 };
-                let prev = state.objects.insert(kv.key.clone(), cached.clone());
+                let prev = state.objects.insert(cached.key.clone(), cached.clone());
                 CacheEvent {
                     kind: if prev.is_some() {
                         EventType::Modified
@@ -293,7 +386,7 @@ impl WatchCache {
                 }
             }
             Event::Delete { prev, revision } => {
-                let Some(old) = state.objects.remove(&prev.key) else {
+                let Some(old) = state.objects.remove(prev.key.as_str()) else {
                     return;
                 };
                 // A deleted object is reported at the revision of its deletion.
