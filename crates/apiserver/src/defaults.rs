@@ -20,9 +20,36 @@ pub fn apply(kind: &str, object: &mut Value) {
         }
         "PodTemplate" => template(fields.get_mut("template")),
         "ReplicationController" => {
+            // Upstream's: an empty selector and empty labels are the template's labels.
+            let template_labels = fields
+                .get("spec")
+                .and_then(|s| s.get("template"))
+                .and_then(|t| t.get("metadata"))
+                .and_then(|m| m.get("labels"))
+                .filter(|l| l.as_object().is_some_and(|l| !l.is_empty()))
+                .cloned();
             let spec = object_entry(fields, "spec");
             set(spec, "replicas", json!(1));
+            if let Some(labels) = &template_labels {
+                if spec
+                    .get("selector")
+                    .and_then(Value::as_object)
+                    .is_none_or(|s| s.is_empty())
+                {
+                    spec.insert("selector".into(), labels.clone());
+                }
+            }
             template(spec.get_mut("template"));
+            if let Some(labels) = template_labels {
+                let metadata = object_entry(fields, "metadata");
+                if metadata
+                    .get("labels")
+                    .and_then(Value::as_object)
+                    .is_none_or(|l| l.is_empty())
+                {
+                    metadata.insert("labels".into(), labels);
+                }
+            }
         }
         "ReplicaSet" => {
             let spec = object_entry(fields, "spec");

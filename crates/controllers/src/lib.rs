@@ -54,6 +54,7 @@ use informer::InformerFactory;
 /// The controllers [`run`] knows, by the names `--controllers` takes.
 pub const CONTROLLERS: &[&str] = &[
     "replicaset",
+    "replicationcontroller",
     "deployment",
     "daemonset",
     "statefulset",
@@ -96,6 +97,8 @@ pub struct ControllerManagerArgs {
     pub leader_elect_retry_period: Duration,
     #[arg(long, default_value_t = 5)]
     pub concurrent_replicaset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_rc_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 2)]
@@ -140,6 +143,7 @@ impl Default for ControllerManagerArgs {
             leader_elect_renew_deadline: Duration::from_secs(10),
             leader_elect_retry_period: Duration::from_secs(2),
             concurrent_replicaset_syncs: 5,
+            concurrent_rc_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_daemonset_syncs: 2,
             concurrent_statefulset_syncs: 5,
@@ -209,6 +213,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let replicaset = args
         .enabled("replicaset")
         .then(|| replicaset::ReplicaSetController::new(&factory));
+    let replication_manager = args
+        .enabled("replicationcontroller")
+        .then(|| replicaset::ReplicationManager::new(&factory));
     let deployment = args
         .enabled("deployment")
         .then(|| deployment::DeploymentController::new(&factory));
@@ -270,6 +277,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
             controller,
             args.concurrent_replicaset_syncs,
         ));
+    }
+    if let Some(controller) = replication_manager {
+        tasks.spawn(controller::run(controller, args.concurrent_rc_syncs));
     }
     if let Some(controller) = deployment {
         tasks.spawn(controller::run(

@@ -2,11 +2,17 @@
 //! match a controller's selector, release owned objects that stop matching) of upstream's
 //! `ControllerRefManager`.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::core::{Selector, SelectorExt};
-use kube::Resource;
+use std::fmt::Debug;
+use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::error::{is_status, Error, Result};
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -90,6 +96,90 @@ pub fn claim(
         None if owner_deleting || !matching || meta.deletion_timestamp.is_some() => Claim::Ignore,
         None => Claim::Adopt,
     }
+}
+
+/// Upstream's `ControllerRefManager`: of `candidates` (objects of one namespace), the ones
+/// `owner` controls once matching orphans are adopted and owned objects that no longer
+/// match are released. Adoption happens only after a fresh read shows the owner still
+/// live, so a deleted controller never adopts. Objects that changed or vanished since the
+/// cache saw them are skipped; the next sync decides again.
+pub async fn claim_objects<O, D>(
+    client: &Client,
+    owner: &O,
+    selector: &Selector,
+    candidates: impl IntoIterator<Item = Arc<D>>,
+) -> Result<Vec<Arc<D>>>
+where
+    O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    D: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let api: Api<D> = Api::namespaced(client.clone(), &ns);
+    let mut owned = Vec::new();
+    let mut owner_checked = false;
+    for object in candidates {
+        let meta = object.meta();
+        let refs = meta.owner_references.clone().unwrap_or_default();
+        let refs: Vec<OwnerReference> = match claim(&uid, deleting, selector, meta) {
+            Claim::Owned => {
+                owned.push(object);
+                continue;
+            }
+            Claim::Ignore => continue,
+            Claim::Adopt => {
+                if !owner_checked {
+                    let owners: Api<O> = Api::namespaced(client.clone(), &ns);
+                    let fresh = owners.get(&owner.name_any()).await?;
+                    if fresh.meta().uid.as_deref() != Some(uid.as_str())
+                        || fresh.meta().deletion_timestamp.is_some()
+                    {
+                        return Err(Error::Other(format!(
+                            "original {} {ns}/{} is gone or being deleted",
+                            O::kind(&()),
+                            owner.name_any()
+                        )));
+                    }
+                    owner_checked = true;
+                }
+                refs.into_iter().chain([controller_ref(owner)]).collect()
+            }
+            Claim::Release => refs.into_iter().filter(|r| r.uid != uid).collect(),
+        };
+        let adopting = refs.iter().any(|r| r.uid == uid);
+        let patch = owner_refs_patch(meta, refs)?;
+        match api
+            .patch(
+                &object.name_any(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await
+        {
+            Ok(patched) => {
+                let action = if adopting { "adopted" } else { "released" };
+                tracing::info!(
+                    kind = %D::kind(&()),
+                    object = %format!("{ns}/{}", object.name_any()),
+                    owner = %owner.name_any(),
+                    "{action}"
+                );
+                if adopting {
+                    owned.push(Arc::new(patched));
+                }
+            }
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(owned)
 }
 
 /// A JSON patch that sets `ownerReferences`, guarded by the object's `resourceVersion` so

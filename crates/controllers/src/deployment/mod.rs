@@ -29,7 +29,7 @@ use kube::{Client, ResourceExt};
 use crate::controller::{key_of, split_key};
 use crate::error::{is_status, Error, Result};
 use crate::informer::InformerFactory;
-use crate::owner::{self, Claim};
+use crate::owner;
 use crate::queue::WorkQueue;
 use util::*;
 
@@ -151,71 +151,13 @@ impl DeploymentController {
     async fn claim_replica_sets(&self, d: &Deployment) -> Result<Vec<ReplicaSet>> {
         let ns = d.namespace().unwrap_or_default();
         let selector = owner::selector(&d.spec.selector.clone())?;
-        let uid = d.metadata.uid.clone().unwrap_or_default();
-        let deleting = d.metadata.deletion_timestamp.is_some();
-        let api = self.rs_api(&ns);
-        let mut owned = Vec::new();
-        for rs in self.replica_sets.state() {
-            if rs.metadata.namespace.as_deref() != Some(ns.as_str()) {
-                continue;
-            }
-            match owner::claim(&uid, deleting, &selector, &rs.metadata) {
-                Claim::Owned => owned.push((*rs).clone()),
-                Claim::Ignore => {}
-                Claim::Adopt => {
-                    let fresh = self.d_api(&ns).get(&d.name_any()).await?;
-                    if fresh.metadata.uid != d.metadata.uid
-                        || fresh.metadata.deletion_timestamp.is_some()
-                    {
-                        return Err(Error::Other(format!(
-                            "deployment {ns}/{} is gone or being deleted",
-                            d.name_any()
-                        )));
-                    }
-                    let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(owner::controller_ref(d));
-                    let patch = owner::owner_refs_patch(&rs.metadata, refs)?;
-                    match api
-                        .patch(
-                            &rs.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Json::<()>(patch),
-                        )
-                        .await
-                    {
-                        Ok(adopted) => owned.push(adopted),
-                        Err(e)
-                            if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Claim::Release => {
-                    let refs = rs
-                        .metadata
-                        .owner_references
-                        .clone()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|r| r.uid != uid)
-                        .collect();
-                    let patch = owner::owner_refs_patch(&rs.metadata, refs)?;
-                    match api
-                        .patch(
-                            &rs.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Json::<()>(patch),
-                        )
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e)
-                            if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        Ok(owned)
+        let candidates = self
+            .replica_sets
+            .state()
+            .into_iter()
+            .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()));
+        let owned = owner::claim_objects(&self.client, d, &selector, candidates).await?;
+        Ok(owned.iter().map(|rs| (**rs).clone()).collect())
     }
 
     /// Splits the replica sets into new and old, creating the new one if asked, and

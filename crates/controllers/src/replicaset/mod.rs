@@ -1,4 +1,5 @@
-//! The ReplicaSet controller (upstream's `pkg/controller/replicaset`).
+//! The ReplicaSet controller (upstream's `pkg/controller/replicaset`), which also runs
+//! ReplicationControllers ([`kinds`]).
 //!
 //! `sync(key)`: claim the namespace's active pods (adopt matching orphans, release owned
 //! pods that stop matching), then, if the expectations of the last sync are met, create
@@ -13,9 +14,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -25,34 +26,42 @@ use crate::events::Events;
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
 use crate::owned_pods::PodEvents;
-use crate::owner::{self, Claim};
+use crate::owner;
 use crate::pods;
 use crate::queue::WorkQueue;
+
+pub mod kinds;
+pub use kinds::Replicated;
 
 /// At most this many pods are created or deleted in one sync (upstream's `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
 
-pub struct ReplicaSetController {
+/// Keeps each ReplicaSet's pods at its `replicas`.
+pub type ReplicaSetController = ReplicaController<ReplicaSet>;
+/// Upstream's replication manager: the same controller for ReplicationControllers.
+pub type ReplicationManager = ReplicaController<ReplicationController>;
+
+pub struct ReplicaController<K: Replicated> {
     client: Client,
-    replica_sets: Store<ReplicaSet>,
+    replica_sets: Store<K>,
     pods: Store<Pod>,
     queue: Arc<WorkQueue>,
     expectations: Arc<Expectations>,
     events: Events,
 }
 
-impl ReplicaSetController {
+impl<K: Replicated> ReplicaController<K> {
     /// Registers the controller's handlers on the shared informers.
-    pub fn new(factory: &InformerFactory) -> Arc<ReplicaSetController> {
-        let rs_informer = factory.informer::<ReplicaSet>();
+    pub fn new(factory: &InformerFactory) -> Arc<Self> {
+        let rs_informer = factory.informer::<K>();
         let pod_informer = factory.informer::<Pod>();
-        let controller = Arc::new(ReplicaSetController {
+        let controller = Arc::new(ReplicaController {
             client: factory.client(),
             replica_sets: rs_informer.store(),
             pods: pod_informer.store(),
-            queue: WorkQueue::new("replicaset"),
+            queue: WorkQueue::new(K::QUEUE),
             expectations: Arc::new(Expectations::new()),
-            events: Events::new(factory.client(), "replicaset-controller"),
+            events: Events::new(factory.client(), K::COMPONENT),
         });
         let me = Arc::downgrade(&controller);
         rs_informer.add_handler(move |old, new| {
@@ -71,99 +80,14 @@ impl ReplicaSetController {
             owners: controller.replica_sets.clone(),
             queue: controller.queue.clone(),
             expectations: controller.expectations.clone(),
-            selector: |rs: &ReplicaSet| Some(rs.spec.selector.clone()),
+            selector: K::pod_selector,
         }
         .register(&pod_informer);
         controller
     }
 
-    /// Upstream's `ClaimPods`: the pods this RS owns after adopting and releasing.
-    async fn claim_pods(
-        &self,
-        rs: &ReplicaSet,
-        selector: &kube::core::Selector,
-        candidates: Vec<Arc<Pod>>,
-    ) -> Result<Vec<Arc<Pod>>> {
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let deleting = rs.metadata.deletion_timestamp.is_some();
-        let ns = rs.namespace().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut owned = Vec::new();
-        let mut fresh_checked = false;
-        for pod in candidates {
-            match owner::claim(&uid, deleting, selector, &pod.metadata) {
-                Claim::Owned => owned.push(pod),
-                Claim::Ignore => {}
-                Claim::Adopt => {
-                    // Adopt only if the RS (read from the API, not the cache) still is
-                    // the same live object: never adopt for a deleted controller.
-                    if !fresh_checked {
-                        let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
-                        let fresh = rs_api.get(&rs.name_any()).await?;
-                        if fresh.metadata.uid.as_deref() != Some(uid.as_str())
-                            || fresh.metadata.deletion_timestamp.is_some()
-                        {
-                            return Err(Error::Other(format!(
-                                "original ReplicaSet {ns}/{} is gone or being deleted",
-                                rs.name_any()
-                            )));
-                        }
-                        fresh_checked = true;
-                    }
-                    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(owner::controller_ref(rs));
-                    let patch = owner::owner_refs_patch(&pod.metadata, refs)?;
-                    match api
-                        .patch(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Json::<()>(patch),
-                        )
-                        .await
-                    {
-                        Ok(adopted) => {
-                            tracing::info!(pod = %key_of(pod.as_ref()), rs = %key_of(rs), "adopted pod");
-                            owned.push(Arc::new(adopted));
-                        }
-                        // Gone, or changed since the cache saw it: the next sync decides again.
-                        Err(e)
-                            if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Claim::Release => {
-                    let refs: Vec<OwnerReference> = pod
-                        .metadata
-                        .owner_references
-                        .clone()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|r| r.uid != uid)
-                        .collect();
-                    let patch = owner::owner_refs_patch(&pod.metadata, refs)?;
-                    match api
-                        .patch(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Json::<()>(patch),
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::info!(pod = %key_of(pod.as_ref()), rs = %key_of(rs), "released pod")
-                        }
-                        Err(e)
-                            if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        Ok(owned)
-    }
-
-    async fn manage_replicas(&self, key: &str, rs: &ReplicaSet, owned: &[&Pod]) -> Result<()> {
-        let wanted = rs.spec.replicas.unwrap_or(1).max(0) as usize;
+    async fn manage_replicas(&self, key: &str, rs: &K, owned: &[&Pod]) -> Result<()> {
+        let wanted = rs.replicas().max(0) as usize;
         let ns = rs.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         if owned.len() < wanted {
@@ -171,7 +95,7 @@ impl ReplicaSetController {
             // Expect them all before the first create: its watch event may come back
             // before the create call returns.
             self.expectations.expect_creations(key, count);
-            let template = rs.spec.template.clone().unwrap_or_default();
+            let template = rs.template().cloned().unwrap_or_default();
             let pod = pod_from_template(&template, rs)?;
             tracing::info!(
                 rs = key,
@@ -251,14 +175,14 @@ impl ReplicaSetController {
         Ok(())
     }
 
-    async fn update_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
-        if rs.status.as_ref() == Some(&status) {
+    async fn update_status(&self, rs: &K, status: ReplicaSetStatus) -> Result<()> {
+        if rs.replica_status().as_ref() == Some(&status) {
             return Ok(());
         }
         let ns = rs.namespace().unwrap_or_default();
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
         let mut updated = rs.clone();
-        updated.status = Some(status.clone());
+        updated.set_replica_status(status.clone());
         match api
             .replace_status(&rs.name_any(), &PostParams::default(), &updated)
             .await
@@ -267,7 +191,7 @@ impl ReplicaSetController {
             Err(e) if is_status(&e, 409) => {
                 // The cache was behind: one more try on the current object, as upstream.
                 let mut fresh = api.get(&rs.name_any()).await?;
-                fresh.status = Some(status);
+                fresh.set_replica_status(status);
                 api.replace_status(&rs.name_any(), &PostParams::default(), &fresh)
                     .await?;
                 Ok(())
@@ -313,7 +237,7 @@ where
 }
 
 /// The pod a ReplicaSet creates from its template (which must select it by labels).
-pub fn pod_from_template(template: &PodTemplateSpec, rs: &ReplicaSet) -> Result<Pod> {
+pub fn pod_from_template<K: Replicated>(template: &PodTemplateSpec, rs: &K) -> Result<Pod> {
     let labelled = template
         .metadata
         .as_ref()
@@ -330,20 +254,18 @@ pub fn pod_from_template(template: &PodTemplateSpec, rs: &ReplicaSet) -> Result<
 }
 
 /// The status a sync writes (upstream's `calculateStatus`).
-pub fn calculate_status(
-    rs: &ReplicaSet,
+pub fn calculate_status<K: Replicated>(
+    rs: &K,
     owned: &[&Pod],
     manage_error: Option<&Error>,
     now: Timestamp,
 ) -> ReplicaSetStatus {
-    let spec = rs.spec.clone();
-    let template_labels = spec
-        .template
-        .as_ref()
+    let template_labels = rs
+        .template()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let min_ready = rs.min_ready_seconds();
     let mut fully_labeled = 0;
     let mut ready = 0;
     let mut available = 0;
@@ -362,14 +284,14 @@ pub fn calculate_status(
             }
         }
     }
-    let previous = rs.status.clone().unwrap_or_default();
+    let previous = rs.replica_status().unwrap_or_default();
     let mut conditions = previous.conditions.clone().unwrap_or_default();
     let has_failure = conditions
         .iter()
         .any(|c| c.type_.as_deref() == Some("ReplicaFailure"));
     match manage_error {
         Some(error) if !has_failure => {
-            let wanted = spec.replicas.unwrap_or(1);
+            let wanted = rs.replicas();
             let reason = if (owned.len() as i32) < wanted {
                 "FailedCreate"
             } else {
@@ -391,13 +313,13 @@ pub fn calculate_status(
         fully_labeled_replicas: Some(fully_labeled),
         ready_replicas: Some(ready),
         available_replicas: Some(available),
-        observed_generation: rs.metadata.generation,
+        observed_generation: rs.meta().generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
         terminating_replicas: previous.terminating_replicas,
     }
 }
 
-impl crate::controller::Reconcile for ReplicaSetController {
+impl<K: Replicated> crate::controller::Reconcile for ReplicaController<K> {
     fn queue(&self) -> &Arc<WorkQueue> {
         &self.queue
     }
@@ -410,8 +332,10 @@ impl crate::controller::Reconcile for ReplicaSetController {
             self.expectations.delete(key);
             return Ok(None);
         };
-        let spec = rs.spec.clone();
-        let selector = owner::selector(&spec.selector)?;
+        let Some(pod_selector) = rs.pod_selector() else {
+            return Ok(None);
+        };
+        let selector = owner::selector(&pod_selector)?;
         let needs_sync = self.expectations.satisfied(key);
 
         let candidates: Vec<Arc<Pod>> = self
@@ -420,24 +344,24 @@ impl crate::controller::Reconcile for ReplicaSetController {
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && pods::is_active(p))
             .collect();
-        let owned = self.claim_pods(&rs, &selector, candidates).await?;
+        let owned = owner::claim_objects(&self.client, rs.as_ref(), &selector, candidates).await?;
 
         let owned_refs: Vec<&Pod> = owned.iter().map(AsRef::as_ref).collect();
-        let manage_error = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
+        let manage_error = if needs_sync && rs.meta().deletion_timestamp.is_none() {
             self.manage_replicas(key, &rs, &owned_refs).await.err()
         } else {
             None
         };
 
         let now = Timestamp::now();
-        let status = calculate_status(&rs, &owned_refs, manage_error.as_ref(), now);
+        let status = calculate_status(rs.as_ref(), &owned_refs, manage_error.as_ref(), now);
         self.update_status(&rs, status).await?;
 
         if let Some(error) = manage_error {
             return Err(error);
         }
         // Come back when the next ready pod becomes available.
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let min_ready = rs.min_ready_seconds();
         let wait = owned_refs
             .iter()
             .filter_map(|p| pods::until_available(p, min_ready, now))

@@ -1,0 +1,168 @@
+//! ReplicationControllers (the ReplicaSet code behind the older kind) against a real API
+//! server and real kubectl, following upstream's `rc.go` conformance tests: lifecycle and
+//! scale, adopting matching pods, releasing pods that stop matching.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn rc_yaml(ns: &str, name: &str, replicas: i32) -> String {
+    // No selector: the API server defaults it (and the RC's labels) from the template.
+    format!(
+        "apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  template:\n    metadata: {{labels: {{name: {name}}}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n"
+    )
+}
+
+fn owner_uid(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_status_and_scale() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("rc");
+    let _node = cluster.run_node(&ns);
+    let rcs: Api<ReplicationController> = Api::namespaced(cluster.client.clone(), &ns);
+
+    cluster.apply(&rc_yaml(&ns, "web", 2)).await;
+    let rc = rcs.get("web").await.expect("rc");
+    let spec = rc.spec.clone().expect("spec");
+    let template_labels = Some([("name".to_string(), "web".to_string())].into());
+    assert_eq!(spec.selector, template_labels, "selector defaulted");
+    assert_eq!(rc.metadata.labels, template_labels, "labels defaulted");
+
+    let uid = rc.metadata.uid.clone();
+    let pods = eventually("2 pods owned by the RC", WAIT, || async {
+        let pods = active_pods(&cluster.client, &ns).await;
+        (pods.len() == 2 && pods.iter().all(|p| owner_uid(p) == uid)).then_some(pods)
+    })
+    .await;
+    for pod in &pods {
+        let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.api_version.as_str()),
+            ("ReplicationController", "v1")
+        );
+        assert!(pod
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("web-"));
+    }
+
+    // Status, as upstream writes it for RCs.
+    eventually("2 available replicas", WAIT, || async {
+        let status = rcs.get_status("web").await.ok()?.status?;
+        (status.replicas == 2
+            && status.ready_replicas == Some(2)
+            && status.available_replicas == Some(2)
+            && status.fully_labeled_replicas == Some(2)
+            && status.observed_generation == rc.metadata.generation)
+            .then_some(())
+    })
+    .await;
+    let wide = cluster.kubectl(&["get", "rc", "web", "-n", &ns]).await;
+    assert!(
+        wide.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().collect::<Vec<_>>()[1..4] == ["2", "2", "2"]),
+        "{wide}"
+    );
+
+    // The scale subresource, through kubectl and directly.
+    cluster
+        .kubectl(&["scale", "rc", "web", "--replicas=3", "-n", &ns])
+        .await;
+    // Settled (status written for all 3), so the scale read below is not overtaken by
+    // a status write and its resourceVersion stays current.
+    eventually("3 available replicas", WAIT, || async {
+        let status = rcs.get_status("web").await.ok()?.status?;
+        (status.available_replicas == Some(3)).then_some(())
+    })
+    .await;
+    let mut scale = rcs.get_scale("web").await.expect("scale");
+    assert_eq!(scale.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    scale.spec.as_mut().expect("spec").replicas = Some(1);
+    rcs.replace_scale("web", &PostParams::default(), &scale)
+        .await
+        .expect("update scale");
+    eventually("1 pod", WAIT, || async {
+        (active_pods(&cluster.client, &ns).await.len() == 1).then_some(())
+    })
+    .await;
+    let events = cluster
+        .kubectl(&["events", "-n", &ns, "--for", "rc/web"])
+        .await;
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"),
+        "{events}"
+    );
+
+    // Foreground deletion (upstream's "delete RC after owned pods"): kubectl waits for the
+    // RC to be gone, and the garbage collector removes it only after its pods.
+    cluster
+        .kubectl(&["delete", "rc", "web", "-n", &ns, "--cascade=foreground"])
+        .await;
+    assert!(rcs.get_opt("web").await.expect("get").is_none());
+    assert!(active_pods(&cluster.client, &ns).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_matching_pods_and_releases_pods_that_stop_matching() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("rc-adopt");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let rcs: Api<ReplicationController> = Api::namespaced(cluster.client.clone(), &ns);
+
+    // An orphan that the RC's selector matches is adopted, not duplicated.
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-adoption, namespace: {ns}, labels: {{name: pod-adoption}}}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        ))
+        .await;
+    cluster.apply(&rc_yaml(&ns, "pod-adoption", 1)).await;
+    let uid = rcs.get("pod-adoption").await.expect("rc").metadata.uid;
+    eventually("the orphan adopted", WAIT, || async {
+        let pod = pods.get("pod-adoption").await.ok()?;
+        (owner_uid(&pod) == uid).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        active_pods(&cluster.client, &ns).await.len(),
+        1,
+        "no extra pod"
+    );
+
+    // A pod relabelled out of the selector is released and replaced.
+    pods.patch(
+        "pod-adoption",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"name": "not-matching"}}})),
+    )
+    .await
+    .expect("relabel");
+    eventually("the pod released", WAIT, || async {
+        let pod = pods.get("pod-adoption").await.ok()?;
+        owner_uid(&pod).is_none().then_some(())
+    })
+    .await;
+    eventually("a replacement", WAIT, || async {
+        let active = active_pods(&cluster.client, &ns).await;
+        (active.len() == 2 && active.iter().filter(|p| owner_uid(p) == uid).count() == 1)
+            .then_some(())
+    })
+    .await;
+}
