@@ -82,6 +82,7 @@ fn subresource_kind(
     match name {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "eviction" => ("policy", "v1", "Eviction"),
         "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
         _ => (resource.group, resource.version, resource.kind),
     }
@@ -113,7 +114,9 @@ pub fn api_resource_list(catalogue: &Catalogue, group: &str, version: &str) -> O
             entry.insert("name".into(), json!(format!("{}/{sub}", r.plural)));
             entry.insert("singularName".into(), json!(""));
             entry.insert("namespaced".into(), json!(r.namespaced));
-            if matches!(*sub, "scale" | "token") {
+            // Named only where the subresource's kind lives in another group version
+            // (kubectl drain finds policy/v1 evictions this way).
+            if (g, v) != (r.group, r.version) {
                 entry.insert("group".into(), json!(g));
                 entry.insert("version".into(), json!(v));
             }

@@ -519,6 +519,20 @@ async fn handle_resource(
             let answer = crate::tokens::issue(&state.signer, &account, bound, request)?;
             Ok(encoding::respond(StatusCode::CREATED, format, &answer))
         }
+        (Method::POST, Some(name)) if sub == Some("eviction") => {
+            let format = encoding::negotiate(headers, true)?;
+            let eviction = encoding::decode_body(headers, &body)?;
+            crate::eviction::evict(
+                registry,
+                namespace.unwrap_or("default"),
+                name,
+                &eviction,
+                query.dry_run()?,
+            )
+            .await?;
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+            Ok(encoding::respond(StatusCode::CREATED, format, &status))
+        }
         (Method::POST, Some(name)) if sub == Some("binding") => {
             let object = encoding::decode_body(headers, &body)?;
             bind(state, namespace, name, &object, query).await

@@ -14,6 +14,7 @@ pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod encoding;
+pub mod eviction;
 pub mod handlers;
 pub mod lifecycle;
 pub mod metrics;

@@ -208,7 +208,7 @@ pub static BUILTIN: &[ResourceInfo] = &[
     resource("", "v1", "Pod", "pods", "pod", NS)
         .short(&["po"])
         .all()
-        .sub(&["binding", "exec", "log", "status"])
+        .sub(&["binding", "eviction", "exec", "log", "status"])
         .generation()
         .returns_object(),
     resource("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS),

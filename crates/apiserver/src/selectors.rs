@@ -37,6 +37,43 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// A structured selector (`matchLabels`, `matchExpressions`), as objects hold them.
+    pub fn from_object(selector: &serde_json::Value) -> ApiResult<Self> {
+        let mut requirements: Vec<Requirement> =
+            crate::object::string_map(selector.get("matchLabels"))
+                .into_iter()
+                .map(|(k, v)| Requirement::Equals(k, v))
+                .collect();
+        let expressions = selector
+            .get("matchExpressions")
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for expression in expressions {
+            let key = expression["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = expression["values"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            requirements.push(match expression["operator"].as_str() {
+                Some("In") => Requirement::In(key, values),
+                Some("NotIn") => Requirement::NotIn(key, values),
+                Some("Exists") => Requirement::Exists(key),
+                Some("DoesNotExist") => Requirement::DoesNotExist(key),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )))
+                }
+            });
+        }
+        Ok(LabelSelector { requirements })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }

@@ -97,6 +97,13 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
             IMAGES,
             wide(col("Selector", "string", "Selector is a label query over pods that should match the replica count.")),
         ],
+        "PodDisruptionBudget" => vec![
+            NAME,
+            col("Min Available", "string", "The minimum number of pods that must be available."),
+            col("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+            col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+            AGE,
+        ],
         "StatefulSet" => vec![
             NAME,
             col("Ready", "string", "Number of the pod with ready state"),
@@ -477,6 +484,20 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                 map_selector(o.pointer("/spec/selector"))
             }),
         ],
+        "PodDisruptionBudget" => {
+            let int_or_percent = |field: &str| match o.pointer(field) {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(text)) => text.clone(),
+                _ => "N/A".into(),
+            };
+            vec![
+                name,
+                json!(int_or_percent("/spec/minAvailable")),
+                json!(int_or_percent("/spec/maxUnavailable")),
+                json!(int(o.pointer("/status/disruptionsAllowed"))),
+                json!(age(o)),
+            ]
+        }
         "StatefulSet" => vec![
             name,
             json!(format!(

@@ -27,6 +27,7 @@ pub mod deployment;
 pub mod discovery;
 pub mod error;
 pub use skiff_events as events;
+pub mod disruption;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
@@ -67,6 +68,7 @@ pub const CONTROLLERS: &[&str] = &[
     "ttl-after-finished",
     "pod-garbage-collector",
     "nodelifecycle",
+    "disruption",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -101,6 +103,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_rc_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_disruption_syncs: usize,
     #[arg(long, default_value_t = 2)]
     pub concurrent_daemonset_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -145,6 +149,7 @@ impl Default for ControllerManagerArgs {
             concurrent_replicaset_syncs: 5,
             concurrent_rc_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_disruption_syncs: 5,
             concurrent_daemonset_syncs: 2,
             concurrent_statefulset_syncs: 5,
             concurrent_job_syncs: 5,
@@ -216,6 +221,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let replication_manager = args
         .enabled("replicationcontroller")
         .then(|| replicaset::ReplicationManager::new(&factory));
+    let disruption = args
+        .enabled("disruption")
+        .then(|| disruption::DisruptionController::new(&factory));
     let deployment = args
         .enabled("deployment")
         .then(|| deployment::DeploymentController::new(&factory));
@@ -280,6 +288,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     }
     if let Some(controller) = replication_manager {
         tasks.spawn(controller::run(controller, args.concurrent_rc_syncs));
+    }
+    if let Some(controller) = disruption {
+        tasks.spawn(controller::run(
+            controller,
+            args.concurrent_disruption_syncs,
+        ));
     }
     if let Some(controller) = deployment {
         tasks.spawn(controller::run(

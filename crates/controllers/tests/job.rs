@@ -8,44 +8,33 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 
 /// Plays the kubelet for Job pods: each new pod finishes as its image says.
 fn run_finishing_node(cluster: &Cluster, ns: &str) -> tokio::task::JoinHandle<()> {
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    tokio::spawn(async move {
-        let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            let Ok(Event::Apply(pod) | Event::InitApply(pod)) = event else {
-                continue;
-            };
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if pod.metadata.deletion_timestamp.is_some() || phase != Some("Pending") {
-                continue;
-            }
-            let image = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first())
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default();
-            let outcome = if image.ends_with(":fail") {
-                "Failed"
-            } else {
-                "Succeeded"
-            };
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let patch = serde_json::json!({"status": {"phase": outcome}});
-            let _ = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
+    cluster.play_kubelet(ns, |api, pod| async move {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if pod.metadata.deletion_timestamp.is_some() || phase != Some("Pending") {
+            return;
         }
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let outcome = if image.ends_with(":fail") {
+            "Failed"
+        } else {
+            "Succeeded"
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({"status": {"phase": outcome}});
+        let _ = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
     })
 }
 

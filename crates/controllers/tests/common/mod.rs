@@ -100,20 +100,27 @@ impl Cluster {
 
     /// Plays the kubelet of a node: marks every new pod of `ns` Running and Ready.
     pub fn run_node(&self, ns: &str) -> tokio::task::JoinHandle<()> {
+        self.play_kubelet(ns, |api, pod| async move {
+            if pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod) {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let _ = mark_ready(&api, &name).await;
+            }
+        })
+    }
+
+    /// Plays a kubelet: `act` sees every pod of `ns` as it is added or changes.
+    pub fn play_kubelet<F, Fut>(&self, ns: &str, act: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(Api<Pod>, Pod) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         tokio::spawn(async move {
             let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
-                let pods = match event {
-                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => vec![pod],
-                    _ => continue,
-                };
-                for pod in pods {
-                    if pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod) {
-                        let name = pod.metadata.name.clone().unwrap_or_default();
-                        let _ = mark_ready(&api, &name).await;
-                    }
+                if let Ok(Event::Apply(pod) | Event::InitApply(pod)) = event {
+                    act(api.clone(), pod).await;
                 }
             }
         })
