@@ -1,7 +1,8 @@
 //! The Job controller against a real `skiff apiserver`, driven by real kubectl.
 //!
 //! A stand-in node finishes each pod as its image says: `busybox:succeed` pods succeed,
-//! `busybox:fail` pods fail (the kubelet tests run real containers).
+//! `busybox:fail` pods fail, `busybox:exit42` pods fail with that exit code, `busybox:run`
+//! pods run until deleted (the kubelet tests run real containers).
 
 mod common;
 
@@ -10,31 +11,44 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
 
 /// Plays the kubelet for Job pods: each new pod finishes as its image says.
 fn run_finishing_node(cluster: &Cluster, ns: &str) -> tokio::task::JoinHandle<()> {
     cluster.play_kubelet(ns, |api, pod| async move {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if pod.metadata.deletion_timestamp.is_some() || phase != Some("Pending") {
-            return;
-        }
         let image = pod
             .spec
             .as_ref()
             .and_then(|s| s.containers.first())
             .and_then(|c| c.image.clone())
             .unwrap_or_default();
-        let outcome = if image.ends_with(":fail") {
-            "Failed"
-        } else {
-            "Succeeded"
-        };
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let patch = serde_json::json!({"status": {"phase": outcome}});
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let status = match image.rsplit(':').next().unwrap_or_default() {
+            // Runs until it is deleted, then fails, as a killed container does.
+            "run" if deleting && phase == Some("Running") => {
+                serde_json::json!({"status": {"phase": "Failed"}})
+            }
+            "run" if phase == Some("Pending") => {
+                serde_json::json!({"status": {"phase": "Running"}})
+            }
+            _ if deleting || phase != Some("Pending") => return,
+            "exit42" => serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{
+                "name": "c", "image": image, "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 42, "reason": "Error"}}
+            }]}}),
+            "fail" => serde_json::json!({"status": {"phase": "Failed"}}),
+            _ => serde_json::json!({"status": {"phase": "Succeeded"}}),
+        };
         let _ = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await;
+        if deleting {
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
+        }
     })
 }
 
@@ -382,4 +396,87 @@ async fn finished_job_goes_after_its_ttl() {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_failure_policy_fails_fast_or_ignores_disruptions() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-policy");
+    let _node = run_finishing_node(&cluster, &ns);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+
+    // FailJob on exit code 42: the first such failure fails the Job, whatever the
+    // back-off limit.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "fast",
+            "  backoffLimit: 6\n  podFailurePolicy:\n    rules:\n    - action: FailJob\n      onExitCodes: {containerName: c, operator: In, values: [42]}\n",
+            "busybox:exit42",
+        ))
+        .await;
+    wait_for(&cluster, &ns, "fast", "failed").await;
+    let fast = jobs.get("fast").await.expect("job");
+    assert_eq!(fast.status.as_ref().and_then(|s| s.failed), Some(1));
+    assert_eq!(
+        condition(&fast, "Failed"),
+        Some(("True".into(), "PodFailurePolicy".into()))
+    );
+    let pod = &pods_of(&cluster, &ns, "fast").await[0];
+    let message = fast
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+        .and_then(|c| c.message.clone());
+    assert_eq!(
+        message,
+        Some(format!(
+            "Container c for pod {ns}/{} failed with exit code 42 matching FailJob rule at index 0",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ))
+    );
+
+    // Ignore on DisruptionTarget (upstream's "ignore DisruptionTarget" conformance test):
+    // an evicted pod does not count against a back-off limit of 0; it is replaced once it
+    // has failed, and the replacement completes the Job.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "tolerant",
+            "  backoffLimit: 0\n  podFailurePolicy:\n    rules:\n    - action: Ignore\n      onPodConditions: [{type: DisruptionTarget}]\n",
+            "busybox:run",
+        ))
+        .await;
+    let first = eventually("the first pod running", Duration::from_secs(30), || async {
+        let pods = pods_of(&cluster, &ns, "tolerant").await;
+        pods.into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    let first_name = first.metadata.name.clone().expect("name");
+    pods.evict(&first_name, &EvictParams::default())
+        .await
+        .expect("evict");
+    let second = eventually("a replacement running", Duration::from_secs(30), || async {
+        let pods = pods_of(&cluster, &ns, "tolerant").await;
+        pods.into_iter().find(|p| {
+            p.metadata.name.as_deref() != Some(first_name.as_str())
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+    })
+    .await;
+    let finished = serde_json::json!({"status": {"phase": "Succeeded"}});
+    pods.patch_status(
+        second.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&finished),
+    )
+    .await
+    .expect("finish the replacement");
+    wait_for(&cluster, &ns, "tolerant", "complete").await;
+    let tolerant = jobs.get("tolerant").await.expect("job");
+    let status = tolerant.status.expect("status");
+    assert_eq!((status.succeeded, status.failed), (Some(1), None));
 }

@@ -14,6 +14,7 @@
 //! `suspend` → pods deleted, `Suspended`; otherwise pods created (after the failure
 //! back-off) or deleted to reach the wanted number.
 
+pub mod failure_policy;
 pub mod util;
 
 use std::collections::{BTreeSet, HashMap};
@@ -131,7 +132,9 @@ impl JobController {
         let active: Vec<&Pod> = pods
             .iter()
             .map(AsRef::as_ref)
-            .filter(|p| util::finished(p).is_none())
+            .filter(|p| {
+                util::finished(p, &job).is_none() && p.metadata.deletion_timestamp.is_none()
+            })
             .collect();
         let terminating = pods
             .iter()
@@ -242,6 +245,13 @@ impl JobController {
                 // As upstream: the active deadline counts from the resumption.
                 status.start_time = Some(Time(now));
             }
+            // Under a pod failure policy a terminating pod is replaced only once it has
+            // failed (upstream's `podReplacementPolicy: Failed`, implied by the policy).
+            let replacing = if failure_policy::has_policy(&job) {
+                terminating
+            } else {
+                0
+            };
             if self.expectations.satisfied(key) {
                 let active_indexes: BTreeSet<i32> =
                     active.iter().filter_map(|p| util::pod_index(p)).collect();
@@ -252,11 +262,11 @@ impl JobController {
                     let surplus =
                         crate::pods::pods_to_delete(&active, &[], active.len() - want.count, now);
                     deleted = self.delete_pods(key, &pod_api, &surplus).await?;
-                } else if want.count > active.len() {
+                } else if want.count > active.len() + replacing {
                     let wait = self.backoff_left(key, failed);
                     if wait.is_zero() {
                         created = self
-                            .create_pods(key, &job, &pod_api, want, active.len())
+                            .create_pods(key, &job, &pod_api, want, active.len() + replacing)
                             .await?;
                     } else {
                         requeue = Some(wait);
@@ -291,11 +301,25 @@ impl JobController {
         let status = job.status.get_or_insert_with(JobStatus::default);
         let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
         let before = uncounted.clone();
+        let mut ignored = Vec::new();
+        let mut fail_job = None;
         for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
-            let Some(success) = util::finished(pod) else {
+            let Some(success) = util::finished(pod, job) else {
                 continue;
             };
             let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if !success {
+                match failure_policy::judge(job, pod) {
+                    failure_policy::Verdict::Ignore => {
+                        ignored.push(pod.clone());
+                        continue;
+                    }
+                    failure_policy::Verdict::FailJob(message) => {
+                        fail_job.get_or_insert(message);
+                    }
+                    failure_policy::Verdict::Count => {}
+                }
+            }
             let list = if success {
                 uncounted.succeeded.get_or_insert_with(Vec::new)
             } else {
@@ -309,13 +333,30 @@ impl JobController {
             u.succeeded.as_ref().is_none_or(Vec::is_empty)
                 && u.failed.as_ref().is_none_or(Vec::is_empty)
         };
+        // Ignored failures count for nothing: the pod just goes, and is replaced.
+        for pod in &ignored {
+            remove_tracking_finalizer(pod_api, pod).await?;
+        }
         if is_empty(&uncounted) {
             return Ok(());
         }
         if uncounted != before {
-            job.status
-                .get_or_insert_with(JobStatus::default)
-                .uncounted_terminated_pods = Some(uncounted.clone());
+            let status = job.status.get_or_insert_with(JobStatus::default);
+            status.uncounted_terminated_pods = Some(uncounted.clone());
+            // Written with the pods it is about, so a restart cannot lose the verdict.
+            if let Some(message) = fail_job {
+                let conditions = status.conditions.get_or_insert_with(Vec::new);
+                if !conditions.iter().any(|c| c.type_ == "FailureTarget") {
+                    util::set_condition(
+                        conditions,
+                        "FailureTarget",
+                        "True",
+                        failure_policy::REASON,
+                        &message,
+                        Timestamp::now(),
+                    );
+                }
+            }
             *job = self.write_status(key, api, job).await?;
         }
         let listed =

@@ -77,11 +77,16 @@ pub fn is_indexed(job: &Job) -> bool {
 
 /// A pod that will not run again: it finished, or is being deleted without having
 /// succeeded (upstream counts that as a failure).
-pub fn finished(pod: &Pod) -> Option<bool> {
+pub fn finished(pod: &Pod, job: &Job) -> Option<bool> {
     match crate::pods::phase(pod) {
         "Succeeded" => Some(true),
         "Failed" => Some(false),
-        _ if pod.metadata.deletion_timestamp.is_some() => Some(false),
+        // A pod failure policy judges how the pod ended, so it waits for the end.
+        _ if pod.metadata.deletion_timestamp.is_some()
+            && !super::failure_policy::has_policy(job) =>
+        {
+            Some(false)
+        }
         _ => None,
     }
 }
