@@ -480,3 +480,61 @@ async fn pod_failure_policy_fails_fast_or_ignores_disruptions() {
     let status = tolerant.status.expect("status");
     assert_eq!((status.succeeded, status.failed), (Some(1), None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_policy_completes_an_indexed_job_early() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-success");
+    let _node = run_finishing_node(&cluster, &ns);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    // Upstream's "succeededIndexes rule": index 0 succeeding is enough.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "leader",
+            "  completionMode: Indexed\n  completions: 3\n  parallelism: 3\n  successPolicy:\n    rules:\n    - succeededIndexes: \"0\"\n",
+            "busybox:run",
+        ))
+        .await;
+    let leader = eventually("index 0 running", Duration::from_secs(30), || async {
+        let running = pods_of(&cluster, &ns, "leader").await;
+        (running.len() == 3).then_some(())?;
+        running.into_iter().find(|p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("batch.kubernetes.io/job-completion-index"))
+                .is_some_and(|i| i == "0")
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+    })
+    .await;
+    let finished = serde_json::json!({"status": {"phase": "Succeeded"}});
+    pods.patch_status(
+        leader.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&finished),
+    )
+    .await
+    .expect("finish index 0");
+    wait_for(&cluster, &ns, "leader", "complete").await;
+    let job = jobs.get("leader").await.expect("job");
+    assert_eq!(
+        condition(&job, "SuccessCriteriaMet"),
+        Some(("True".into(), "SuccessPolicy".into()))
+    );
+    assert_eq!(
+        condition(&job, "Complete"),
+        Some(("True".into(), "SuccessPolicy".into()))
+    );
+    let status = job.status.expect("status");
+    assert_eq!(status.succeeded, Some(1));
+    assert_eq!(status.completed_indexes.as_deref(), Some("0"));
+    // The other indexes were stopped, not left running.
+    assert!(pods_of(&cluster, &ns, "leader").await.iter().all(|p| p
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        != Some("Running")));
+}

@@ -145,7 +145,7 @@ impl JobController {
         let succeeded = counted.succeeded.unwrap_or(0);
         let failed = counted.failed.unwrap_or(0);
         let completed = util::parse_indexes(counted.completed_indexes.as_deref().unwrap_or(""));
-        let success = util::succeeded(&job, succeeded, &completed, active.len());
+        let success = util::success(&job, succeeded, &completed, active.len());
         let status = job.status.get_or_insert_with(JobStatus::default);
         let mut conditions = status.conditions.take().unwrap_or_default();
         let spec = job.spec.clone().unwrap_or_default();
@@ -180,9 +180,17 @@ impl JobController {
                     c.message.clone().unwrap_or_default(),
                 )
             });
+        // Once met, the success criteria stay met, with the reason first recorded.
         let succeeding = conditions
             .iter()
-            .any(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True");
+            .find(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True")
+            .map(|c| {
+                (
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default(),
+                )
+            })
+            .or(success);
 
         let mut deleted = 0;
         let mut created = 0;
@@ -201,22 +209,18 @@ impl JobController {
                 util::set_condition(&mut conditions, "Failed", "True", &reason, &message, now);
                 self.events.warning(&job, &reason, message.clone()).await;
             }
-        } else if succeeding || success {
-            let (reason, message) = (
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
+        } else if let Some((reason, message)) = succeeding {
             util::set_condition(
                 &mut conditions,
                 "SuccessCriteriaMet",
                 "True",
-                reason,
-                message,
+                &reason,
+                &message,
                 now,
             );
             deleted = self.delete_pods(key, &pod_api, &active).await?;
             if active.is_empty() && terminating == 0 {
-                util::set_condition(&mut conditions, "Complete", "True", reason, message, now);
+                util::set_condition(&mut conditions, "Complete", "True", &reason, &message, now);
                 status.completion_time = Some(Time(now));
                 self.events
                     .normal(&job, "Completed", "Job completed".into())

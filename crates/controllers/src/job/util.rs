@@ -147,6 +147,49 @@ pub fn succeeded(job: &Job, succeeded: i32, completed: &BTreeSet<i32>, active: u
     }
 }
 
+/// The first `successPolicy` rule the completed indexes meet (Indexed Jobs): enough of
+/// the rule's `succeededIndexes` (all of them without a `succeededCount`), or at least
+/// `succeededCount` indexes of any.
+pub fn success_policy_rule(job: &Job, completed: &BTreeSet<i32>) -> Option<usize> {
+    if !is_indexed(job) {
+        return None;
+    }
+    let rules = &job.spec.as_ref()?.success_policy.as_ref()?.rules;
+    rules.iter().position(
+        |rule| match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(indexes), count) => {
+                let wanted = parse_indexes(indexes);
+                let done = wanted.intersection(completed).count() as i32;
+                done >= count.unwrap_or(wanted.len() as i32)
+            }
+            (None, Some(count)) => completed.len() as i32 >= count,
+            (None, None) => false,
+        },
+    )
+}
+
+/// Why the Job succeeded, as the reason and message of `SuccessCriteriaMet` and
+/// `Complete`; `None` while it has not.
+pub fn success(
+    job: &Job,
+    count: i32,
+    completed: &BTreeSet<i32>,
+    active: usize,
+) -> Option<(String, String)> {
+    if let Some(rule) = success_policy_rule(job, completed) {
+        return Some((
+            "SuccessPolicy".into(),
+            format!("Matched rules at index {rule}"),
+        ));
+    }
+    succeeded(job, count, completed, active).then(|| {
+        (
+            "CompletionsReached".into(),
+            "Reached expected number of succeeded pods".into(),
+        )
+    })
+}
+
 pub fn condition(job: &Job, type_: &str) -> Option<JobCondition> {
     job.status
         .as_ref()?
@@ -291,6 +334,40 @@ mod tests {
             &BTreeSet::from([0, 1]),
             0
         ));
+    }
+
+    #[test]
+    fn success_policy_rules() {
+        let mut indexed = job(3, Some(5), true);
+        indexed.spec.as_mut().unwrap().success_policy = Some(
+            serde_json::from_value(serde_json::json!({
+                "rules": [{"succeededIndexes": "0,2-3"}, {"succeededCount": 4}]
+            }))
+            .unwrap(),
+        );
+        assert_eq!(success_policy_rule(&indexed, &BTreeSet::from([0, 2])), None);
+        assert_eq!(
+            success_policy_rule(&indexed, &BTreeSet::from([0, 2, 3])),
+            Some(0)
+        );
+        assert_eq!(
+            success_policy_rule(&indexed, &BTreeSet::from([0, 1, 3, 4])),
+            Some(1)
+        );
+        let counted = serde_json::from_value(serde_json::json!({
+            "rules": [{"succeededIndexes": "1-4", "succeededCount": 2}]
+        }))
+        .unwrap();
+        indexed.spec.as_mut().unwrap().success_policy = Some(counted);
+        assert_eq!(success_policy_rule(&indexed, &BTreeSet::from([0, 4])), None);
+        assert_eq!(
+            success_policy_rule(&indexed, &BTreeSet::from([0, 3, 4])),
+            Some(0)
+        );
+        assert_eq!(
+            success(&indexed, 3, &BTreeSet::from([0, 3, 4]), 2),
+            Some(("SuccessPolicy".into(), "Matched rules at index 0".into()))
+        );
     }
 
     #[test]
