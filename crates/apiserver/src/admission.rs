@@ -3,7 +3,8 @@
 //!
 //! Plugins are switched with upstream's flags, `--enable-admission-plugins` and
 //! `--disable-admission-plugins`. Namespace lifecycle is enforced by the registry itself
-//! (no writes into a terminating or missing namespace); `ServiceAccount` lives here.
+//! (no writes into a terminating or missing namespace); `ServiceAccount` lives here;
+//! `ResourceQuota` in `quota.rs`, called last, on the final object.
 
 use serde_json::{json, Value};
 
@@ -13,7 +14,7 @@ use crate::resources::ResourceInfo;
 use crate::status::{ApiError, ApiResult};
 
 /// The plugins Skiff implements, by upstream's names.
-pub const PLUGINS: &[&str] = &["NamespaceLifecycle", "ServiceAccount"];
+pub const PLUGINS: &[&str] = &["NamespaceLifecycle", "ServiceAccount", "ResourceQuota"];
 
 /// Where the service-account volume is mounted in every container.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -25,12 +26,15 @@ pub const PROJECTED_TOKEN_SECONDS: i64 = 3607;
 #[derive(Debug, Clone)]
 pub struct Admission {
     service_account: bool,
+    /// Charged by the registry itself, last, once the object is final (`quota.rs`).
+    pub resource_quota: bool,
 }
 
 impl Default for Admission {
     fn default() -> Self {
         Admission {
             service_account: true,
+            resource_quota: true,
         }
     }
 }
@@ -50,6 +54,7 @@ impl Admission {
         let off = |plugin: &str| disable.iter().any(|d| d == plugin);
         Ok(Admission {
             service_account: !off("ServiceAccount"),
+            resource_quota: !off("ResourceQuota"),
         })
     }
 

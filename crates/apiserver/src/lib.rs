@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod object;
 pub mod patch;
 pub mod proxy;
+pub mod quota;
 pub mod registry;
 pub mod resources;
 pub mod selectors;

@@ -323,6 +323,12 @@ impl Registry {
         if !causes.is_empty() {
             return Err(Self::invalid(resource, &object, causes));
         }
+        if let (true, Some(ns)) = (
+            self.admission.resource_quota && resource.namespaced,
+            namespace,
+        ) {
+            crate::quota::charge(self, resource, ns, &object, dry_run).await?;
+        }
         let name = object::name(&object).to_string();
         let key = resource.key(namespace, &name);
         let is_service = resource.kind == "Service";

@@ -42,6 +42,7 @@ pub mod podgc;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod statefulset;
 pub mod ttlafterfinished;
 
@@ -69,6 +70,7 @@ pub const CONTROLLERS: &[&str] = &[
     "pod-garbage-collector",
     "nodelifecycle",
     "disruption",
+    "resourcequota",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -105,6 +107,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_disruption_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_resource_quota_syncs: usize,
     #[arg(long, default_value_t = 2)]
     pub concurrent_daemonset_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -150,6 +154,7 @@ impl Default for ControllerManagerArgs {
             concurrent_rc_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_disruption_syncs: 5,
+            concurrent_resource_quota_syncs: 5,
             concurrent_daemonset_syncs: 2,
             concurrent_statefulset_syncs: 5,
             concurrent_job_syncs: 5,
@@ -221,6 +226,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let replication_manager = args
         .enabled("replicationcontroller")
         .then(|| replicaset::ReplicationManager::new(&factory));
+    let resource_quota = args
+        .enabled("resourcequota")
+        .then(|| resourcequota::ResourceQuotaController::new(&factory));
     let disruption = args
         .enabled("disruption")
         .then(|| disruption::DisruptionController::new(&factory));
@@ -288,6 +296,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     }
     if let Some(controller) = replication_manager {
         tasks.spawn(controller::run(controller, args.concurrent_rc_syncs));
+    }
+    if let Some(controller) = resource_quota {
+        tasks.spawn(controller::run(
+            controller,
+            args.concurrent_resource_quota_syncs,
+        ));
     }
     if let Some(controller) = disruption {
         tasks.spawn(controller::run(

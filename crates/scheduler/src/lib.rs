@@ -22,7 +22,7 @@ pub mod feedback;
 pub mod framework;
 pub use skiff_leaderelection as leader;
 pub mod plugins;
-pub mod quantity;
+pub use skiff_quantity as quantity;
 pub mod queue;
 pub mod resources;
 pub mod scheduler;

@@ -123,3 +123,57 @@ mod tests {
         assert!(parse_milli("1..2").is_err());
     }
 }
+
+/// Thousandths of a unit written as upstream writes a sum of decimal quantities: whole
+/// units with an SI suffix when exact (`2`, `3k`), else millis (`500m`).
+pub fn format_milli(milli: i64) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    format_decimal(milli / 1000)
+}
+
+/// Whole units (bytes) written with the largest binary suffix that divides them exactly
+/// (`128Mi`), as memory sums are written; decimal otherwise.
+pub fn format_binary(value: i64) -> String {
+    if value % 1024 != 0 {
+        return format_decimal(value);
+    }
+    with_suffix(value, 1024, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+}
+
+fn format_decimal(value: i64) -> String {
+    with_suffix(value, 1000, &["k", "M", "G", "T", "P", "E"])
+}
+
+/// `value` divided by `base` as often as it divides exactly, with the matching suffix.
+fn with_suffix(value: i64, base: i64, suffixes: &[&str]) -> String {
+    let mut scaled = value;
+    let mut suffix = "";
+    for next in suffixes {
+        if scaled == 0 || scaled % base != 0 {
+            break;
+        }
+        scaled /= base;
+        suffix = next;
+    }
+    format!("{scaled}{suffix}")
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn sums_are_written_as_upstream_writes_them() {
+        assert_eq!(format_milli(500), "500m");
+        assert_eq!(format_milli(2000), "2");
+        assert_eq!(format_milli(3_000_000), "3k");
+        assert_eq!(format_milli(0), "0");
+        assert_eq!(format_binary(128 * 1024 * 1024), "128Mi");
+        assert_eq!(format_binary(1536 * 1024), "1536Ki");
+        assert_eq!(format_binary(1_000_000_000), "1G");
+        assert_eq!(format_binary(1000), "1k");
+        assert_eq!(format_binary(7), "7");
+    }
+}
