@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::quantity;
+use skiff_quantity::parse_milli;
 
 /// The data of the ConfigMaps and Secrets a pod refers to, by name; `None`
 /// for one that does not exist (so `optional` can be honoured). And the service-account
@@ -270,19 +270,22 @@ pub fn resource_value(
         "requests" => res.and_then(|r| r.requests.as_ref()),
         _ => return Err(format!("unsupported container resource : {resource}")),
     };
+    // In thousandths, so that CPU fractions divide exactly.
     let value = map
         .and_then(|m| m.get(name))
-        .and_then(|q| quantity::parse(&q.0));
+        .and_then(|q| parse_milli(&q.0).ok());
     let value = match (value, name) {
         (Some(v), _) => v,
-        (None, "cpu") if kind == "limits" => facts.node_allocatable_cpu_millis as f64 / 1000.0,
-        (None, "memory") if kind == "limits" => facts.node_allocatable_memory as f64,
-        (None, "cpu") if kind == "requests" => 0.0,
-        (None, _) => 0.0,
+        (None, "cpu") if kind == "limits" => facts.node_allocatable_cpu_millis,
+        (None, "memory") if kind == "limits" => facts.node_allocatable_memory.saturating_mul(1000),
+        (None, _) => 0,
     };
-    let divisor = divisor.and_then(|d| quantity::parse(&d.0)).unwrap_or(1.0);
-    let divisor = if divisor <= 0.0 { 1.0 } else { divisor };
-    Ok(format!("{}", (value / divisor).ceil() as i64))
+    let divisor = divisor
+        .and_then(|d| parse_milli(&d.0).ok())
+        .filter(|d| *d > 0)
+        .unwrap_or(1000);
+    // Rounded up, as upstream's downward API writes resources.
+    Ok(format!("{}", (value + divisor - 1).div_euclid(divisor)))
 }
 
 #[cfg(test)]
@@ -410,5 +413,39 @@ mod tests {
             Ok("10.88.0.2".into())
         );
         assert!(field_value(&pod, "spec.bogus", &facts).is_err());
+    }
+
+    #[test]
+    fn resource_fields_divide_and_round_up() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let container: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}, "requests": {"cpu": "250m"}}
+        }))
+        .unwrap();
+        let facts = PodFacts {
+            node_allocatable_cpu_millis: 2000,
+            node_allocatable_memory: 1 << 30,
+            ..Default::default()
+        };
+        let q = |s: &str| Quantity(s.into());
+        let value = |resource: &str, divisor: Option<Quantity>| {
+            resource_value(&container, resource, divisor.as_ref(), &facts)
+        };
+        assert_eq!(value("limits.cpu", None), Ok("1".into()));
+        assert_eq!(value("limits.cpu", Some(q("1m"))), Ok("500".into()));
+        assert_eq!(value("requests.cpu", Some(q("100m"))), Ok("3".into()));
+        assert_eq!(value("limits.memory", Some(q("1Mi"))), Ok("128".into()));
+        assert_eq!(value("requests.memory", None), Ok("0".into()));
+        let unlimited: Container =
+            serde_json::from_value(serde_json::json!({"name": "c"})).unwrap();
+        assert_eq!(
+            resource_value(&unlimited, "limits.memory", Some(&q("1Gi")), &facts),
+            Ok("1".into())
+        );
+        assert_eq!(
+            resource_value(&unlimited, "limits.cpu", None, &facts),
+            Ok("2".into())
+        );
     }
 }

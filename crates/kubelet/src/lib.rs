@@ -44,7 +44,6 @@ pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod probe;
-pub mod quantity;
 pub mod server;
 pub mod spec;
 pub mod status;

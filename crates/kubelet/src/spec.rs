@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use skiff_runtime::proto;
 
 use crate::cri::labels;
-use crate::quantity;
+use skiff_quantity as quantity;
 
 /// Upstream's CPU shares and CFS period constants.
 const MIN_SHARES: i64 = 2;
@@ -276,11 +276,11 @@ pub fn linux_resources(
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     >,
                k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
-    let cpu_request = get(&res.requests, "cpu").and_then(|q| quantity::milli(&q));
-    let cpu_limit = get(&res.limits, "cpu").and_then(|q| quantity::milli(&q));
-    let mem_limit = get(&res.limits, "memory").and_then(|q| quantity::value(&q));
+    let cpu_request = get(&res.requests, "cpu").and_then(|q| quantity::parse_milli(&q).ok());
+    let cpu_limit = get(&res.limits, "cpu").and_then(|q| quantity::parse_milli(&q).ok());
+    let mem_limit = get(&res.limits, "memory").and_then(|q| quantity::parse_value(&q).ok());
     let mem_request = get(&res.requests, "memory")
-        .and_then(|q| quantity::value(&q))
+        .and_then(|q| quantity::parse_value(&q).ok())
         .or(mem_limit)
         .unwrap_or(0);
     // Requests default to limits (API defaulting does this; repeat it here).

@@ -1,7 +1,9 @@
 //! Kubernetes resource quantities (`100m`, `1.5Gi`, `2e3`) as integers.
 //!
-//! The scheduler compares CPU in millicores and everything else in whole units, as
-//! upstream's `resource.Quantity.MilliValue()` / `Value()` do (both round up).
+//! CPU is compared in millicores and everything else in whole units, as upstream's
+//! `resource.Quantity.MilliValue()` / `Value()` do (both round up): the scheduler fits
+//! pods with these, the kubelet sets cgroup limits and the downward API, the quota code
+//! sums usage.
 
 use thiserror::Error;
 
