@@ -422,7 +422,7 @@ mod tests {
             "name": "c",
             "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}, "requests": {"cpu": "250m"}}
         }))
-        .unwrap();
+        .expect("container");
         let facts = PodFacts {
             node_allocatable_cpu_millis: 2000,
             node_allocatable_memory: 1 << 30,
@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(value("limits.memory", Some(q("1Mi"))), Ok("128".into()));
         assert_eq!(value("requests.memory", None), Ok("0".into()));
         let unlimited: Container =
-            serde_json::from_value(serde_json::json!({"name": "c"})).unwrap();
+            serde_json::from_value(serde_json::json!({"name": "c"})).expect("container");
         assert_eq!(
             resource_value(&unlimited, "limits.memory", Some(&q("1Gi")), &facts),
             Ok("1".into())
