@@ -3,7 +3,8 @@
 //!
 //! Plugins are switched with upstream's flags, `--enable-admission-plugins` and
 //! `--disable-admission-plugins`. Namespace lifecycle is enforced by the registry itself
-//! (no writes into a terminating or missing namespace); `ServiceAccount` lives here;
+//! (no writes into a terminating or missing namespace); `LimitRanger` is in
+//! `limitranger.rs`, `ServiceAccount` here;
 //! `ResourceQuota` in `quota.rs`, called last, on the final object.
 
 use serde_json::{json, Value};
@@ -14,7 +15,12 @@ use crate::resources::ResourceInfo;
 use crate::status::{ApiError, ApiResult};
 
 /// The plugins Skiff implements, by upstream's names.
-pub const PLUGINS: &[&str] = &["NamespaceLifecycle", "ServiceAccount", "ResourceQuota"];
+pub const PLUGINS: &[&str] = &[
+    "NamespaceLifecycle",
+    "LimitRanger",
+    "ServiceAccount",
+    "ResourceQuota",
+];
 
 /// Where the service-account volume is mounted in every container.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -25,6 +31,7 @@ pub const PROJECTED_TOKEN_SECONDS: i64 = 3607;
 
 #[derive(Debug, Clone)]
 pub struct Admission {
+    limit_ranger: bool,
     service_account: bool,
     /// Charged by the registry itself, last, once the object is final (`quota.rs`).
     pub resource_quota: bool,
@@ -33,6 +40,7 @@ pub struct Admission {
 impl Default for Admission {
     fn default() -> Self {
         Admission {
+            limit_ranger: true,
             service_account: true,
             resource_quota: true,
         }
@@ -53,6 +61,7 @@ impl Admission {
         }
         let off = |plugin: &str| disable.iter().any(|d| d == plugin);
         Ok(Admission {
+            limit_ranger: !off("LimitRanger"),
             service_account: !off("ServiceAccount"),
             resource_quota: !off("ResourceQuota"),
         })
@@ -66,10 +75,14 @@ impl Admission {
         namespace: Option<&str>,
         object: &mut Value,
     ) -> ApiResult<()> {
-        if self.service_account && resource.kind == "Pod" {
-            if let Some(ns) = namespace {
-                admit_service_account(registry, resource, ns, object)?;
-            }
+        let (Some(ns), "Pod") = (namespace, resource.kind) else {
+            return Ok(());
+        };
+        if self.limit_ranger {
+            crate::limitranger::admit_pod(registry, resource, ns, object)?;
+        }
+        if self.service_account {
+            admit_service_account(registry, resource, ns, object)?;
         }
         Ok(())
     }

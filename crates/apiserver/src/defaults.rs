@@ -19,6 +19,17 @@ pub fn apply(kind: &str, object: &mut Value) {
             }
         }
         "PodTemplate" => template(fields.get_mut("template")),
+        "LimitRange" => {
+            let items = fields
+                .get_mut("spec")
+                .and_then(|s| s.get_mut("limits"))
+                .and_then(Value::as_array_mut);
+            for item in items.into_iter().flatten() {
+                if let Some(item) = item.as_object_mut() {
+                    limit_range_item(item);
+                }
+            }
+        }
         "ReplicationController" => {
             // Upstream's: an empty selector and empty labels are the template's labels.
             let template_labels = fields
@@ -143,6 +154,28 @@ pub fn apply(kind: &str, object: &mut Value) {
 }
 
 /// The map under `key`, created (or replaced, if it is not a map) when needed.
+/// Upstream's: a container item's default limit comes from `max`, its default request
+/// from the default limit, or else from `min`.
+fn limit_range_item(item: &mut Map<String, Value>) {
+    if item.get("type").and_then(Value::as_str) != Some("Container") {
+        return;
+    }
+    let inherit = |item: &mut Map<String, Value>, into: &str, from: &str| {
+        let source = item
+            .get(from)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let target = object_entry(item, into);
+        for (name, quantity) in source {
+            target.entry(name).or_insert(quantity);
+        }
+    };
+    inherit(item, "default", "max");
+    inherit(item, "defaultRequest", "default");
+    inherit(item, "defaultRequest", "min");
+}
+
 fn object_entry<'a>(fields: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
     let entry = fields.entry(key).or_insert_with(|| json!({}));
     if !entry.is_object() {

@@ -17,6 +17,7 @@ pub mod encoding;
 pub mod eviction;
 pub mod handlers;
 pub mod lifecycle;
+pub mod limitranger;
 pub mod metrics;
 pub mod object;
 pub mod patch;

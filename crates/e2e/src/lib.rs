@@ -275,7 +275,16 @@ impl Server {
 
     /// Runs kubectl, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
+        self.fails_on(args, None)
+    }
+
+    /// Like [`Server::fails`], with `input` on kubectl's stdin.
+    pub fn fails_with_input(&self, args: &[&str], input: &str) -> String {
+        self.fails_on(args, Some(input))
+    }
+
+    fn fails_on(&self, args: &[&str], input: Option<&str>) -> String {
+        let out = self.kubectl_with_input(args, input);
         assert!(
             !out.status.success(),
             "kubectl {} unexpectedly succeeded: {}",

@@ -116,3 +116,79 @@ fn token_review() {
     assert_ne!(forged["status"]["authenticated"], true, "{forged}");
     assert!(forged["status"]["user"].get("username").is_none());
 }
+
+/// Upstream's "LimitRange, defaults applied to pods": a namespace's LimitRange fills in
+/// what containers leave out and bounds what they ask for.
+#[test]
+fn limit_ranges_default_and_bound_pods() {
+    let server = Server::start(&[]);
+    let ns = server.namespace("limits");
+    server.ok_with_input(
+        &["create", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: LimitRange\nmetadata: {{name: limits, namespace: {ns}}}\nspec:\n  limits:\n  - type: Container\n    min: {{cpu: 100m, memory: 100Mi}}\n    max: {{cpu: 500m, memory: 500Mi}}\n    defaultRequest: {{cpu: 200m}}\n"
+        ),
+    );
+    // Defaulted as upstream: the default limit from max, the default request from it.
+    let range = server.json(&["limitrange", "limits", "-n", &ns]);
+    let item = &range["spec"]["limits"][0];
+    assert_eq!(
+        item["default"],
+        serde_json::json!({"cpu": "500m", "memory": "500Mi"})
+    );
+    assert_eq!(
+        item["defaultRequest"],
+        serde_json::json!({"cpu": "200m", "memory": "500Mi"})
+    );
+
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  containers: [{{name: c, image: busybox, resources: {resources}}}]\n"
+        )
+    };
+    server.ok_with_input(&["create", "-f", "-"], &pod("bare", "{}"));
+    let bare = server.json(&["pod", "bare", "-n", &ns]);
+    let resources = &bare["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        resources["requests"],
+        serde_json::json!({"cpu": "200m", "memory": "500Mi"})
+    );
+    assert_eq!(
+        resources["limits"],
+        serde_json::json!({"cpu": "500m", "memory": "500Mi"})
+    );
+    assert_eq!(
+        bare["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c"
+    );
+
+    server.ok_with_input(
+        &["create", "-f", "-"],
+        &pod("partial", "{requests: {cpu: 300m}}"),
+    );
+    let partial = server.json(&["pod", "partial", "-n", &ns]);
+    let resources = &partial["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        resources["requests"],
+        serde_json::json!({"cpu": "300m", "memory": "500Mi"})
+    );
+
+    // Out of bounds: refused, with upstream's words.
+    let greedy = pod("greedy", "{limits: {cpu: 600m}}");
+    let refused = server.fails_with_input(&["create", "-f", "-"], &greedy);
+    assert!(
+        refused.contains("pods \"greedy\" is forbidden")
+            && refused.contains("maximum cpu usage per Container is 500m, but limit is 600m"),
+        "{refused}"
+    );
+    let tiny = pod("tiny", "{requests: {cpu: 50m}, limits: {cpu: 50m}}");
+    let refused = server.fails_with_input(&["create", "-f", "-"], &tiny);
+    assert!(
+        refused.contains("minimum cpu usage per Container is 100m, but request is 50m"),
+        "{refused}"
+    );
+
+    // Without the LimitRange, the same pod is admitted.
+    server.ok(&["delete", "limitrange", "limits", "-n", &ns]);
+    server.ok_with_input(&["create", "-f", "-"], &greedy);
+}
