@@ -6,6 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::object::object_entry;
+
 /// Fills in the defaults for an object of `kind`.
 pub fn apply(kind: &str, object: &mut Value) {
     let Some(fields) = object.as_object_mut() else {
@@ -174,17 +176,6 @@ fn limit_range_item(item: &mut Map<String, Value>) {
     inherit(item, "default", "max");
     inherit(item, "defaultRequest", "default");
     inherit(item, "defaultRequest", "min");
-}
-
-fn object_entry<'a>(fields: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let entry = fields.entry(key).or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    match entry {
-        Value::Object(map) => map,
-        _ => unreachable!("made an object above"),
-    }
 }
 
 /// Sets `key` unless the client set it (to anything but null).

@@ -217,7 +217,7 @@ async fn spend_disruption(
                 return Err(ApiError::new(409, "Conflict", "budget changed"));
             }
             let mut next = current;
-            let status = object_entry(&mut next, "status");
+            let status = object::field_object(&mut next, "status");
             let allowed = status
                 .get("disruptionsAllowed")
                 .and_then(Value::as_i64)
@@ -264,16 +264,6 @@ fn set_disruption_allowed_false(status: &mut serde_json::Map<String, Value>, now
     }
 }
 
-fn object_entry<'a>(object: &'a mut Value, field: &str) -> &'a mut serde_json::Map<String, Value> {
-    if !object.get(field).is_some_and(Value::is_object) {
-        object[field] = json!({});
-    }
-    match object.get_mut(field) {
-        Some(Value::Object(map)) => map,
-        _ => unreachable!("made an object above"),
-    }
-}
-
 fn too_many_requests(cause: String, retry_after: Option<u64>) -> ApiError {
     let mut error = ApiError::new(
         429,
@@ -311,7 +301,7 @@ async fn delete_pod(
             .to_string();
         registry
             .guaranteed_update(pods, Some(namespace), &name, false, |mut current| {
-                let status = object_entry(&mut current, "status");
+                let status = object::field_object(&mut current, "status");
                 let conditions = status.entry("conditions").or_insert_with(|| json!([]));
                 if let Some(list) = conditions.as_array_mut() {
                     list.retain(|c| c["type"] != "DisruptionTarget");

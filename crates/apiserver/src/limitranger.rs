@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use skiff_quantity::parse_milli;
 
 use crate::object;
@@ -151,8 +151,8 @@ fn fill(container: &mut Value, what: &str, wanted: &List) -> Vec<String> {
     let Some(container) = container.as_object_mut() else {
         return Vec::new();
     };
-    let resources = entry(container, "resources");
-    let present = entry(resources, what);
+    let resources = object::object_entry(container, "resources");
+    let present = object::object_entry(resources, what);
     let mut filled = Vec::new();
     for (name, quantity) in wanted {
         if !present.contains_key(name) {
@@ -161,17 +161,6 @@ fn fill(container: &mut Value, what: &str, wanted: &List) -> Vec<String> {
         }
     }
     filled
-}
-
-fn entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let value = map.entry(key).or_insert_with(|| json!({}));
-    if !value.is_object() {
-        *value = json!({});
-    }
-    match value {
-        Value::Object(inner) => inner,
-        _ => unreachable!("made an object above"),
-    }
 }
 
 /// A pod's requests and limits: its containers' sums, or an init container's if larger.

@@ -236,6 +236,29 @@ pub fn age(object: &Value) -> String {
     }
 }
 
+/// The object under `key` in `map`, made (or replaced, if not an object) when missing.
+pub fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let entry = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    match entry {
+        Value::Object(inner) => inner,
+        _ => unreachable!("made an object above"),
+    }
+}
+
+/// [`object_entry`] at the top level of `object` (which is made an object if it is not).
+pub fn field_object<'a>(object: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
+    if !object.is_object() {
+        *object = Value::Object(Map::new());
+    }
+    match object {
+        Value::Object(map) => object_entry(map, field),
+        _ => unreachable!("made an object above"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

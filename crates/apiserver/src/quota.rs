@@ -6,7 +6,7 @@
 //! controller later recounts from the objects themselves (returning what deleted objects
 //! and failed creates held). The counting rules are `skiff_quota`'s, shared with it.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use skiff_quota::{quantity, read_list, scopes_select, usage, write_list, Usage};
 
 use crate::object;
@@ -91,11 +91,7 @@ pub async fn charge(
                     *used.entry(name.clone()).or_insert(0) += wanted[name];
                 }
                 let mut next = current;
-                if let Some(status) = next.get_mut("status").and_then(Value::as_object_mut) {
-                    status.insert("used".into(), write_list(&used));
-                } else {
-                    next["status"] = json!({"used": write_list(&used)});
-                }
+                object::field_object(&mut next, "status").insert("used".into(), write_list(&used));
                 Ok(Action::Replace(next))
             })
             .await?;
