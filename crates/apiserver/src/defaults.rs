@@ -208,10 +208,22 @@ fn job_spec(spec: &mut Map<String, Value>) {
     } else if parallelism.is_none() {
         spec.insert("parallelism".into(), json!(1));
     }
-    set(spec, "backoffLimit", json!(6));
+    let given = |field: &str| spec.get(field).is_some_and(|v| !v.is_null());
+    // Per-index limits leave the total unlimited; a failure policy waits for failed pods.
+    let backoff_limit = if given("backoffLimitPerIndex") {
+        i32::MAX
+    } else {
+        6
+    };
+    let replacement = if given("podFailurePolicy") {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    set(spec, "backoffLimit", json!(backoff_limit));
     set(spec, "completionMode", json!("NonIndexed"));
     set(spec, "suspend", json!(false));
-    set(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    set(spec, "podReplacementPolicy", json!(replacement));
     template(spec.get_mut("template"));
 }
 

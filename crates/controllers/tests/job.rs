@@ -2,7 +2,8 @@
 //!
 //! A stand-in node finishes each pod as its image says: `busybox:succeed` pods succeed,
 //! `busybox:fail` pods fail, `busybox:exit42` pods fail with that exit code, `busybox:run`
-//! pods run until deleted (the kubelet tests run real containers).
+//! pods run until deleted; `busybox:odd-fail` and `busybox:exit42-index0` fail by index
+//! (the kubelet tests run real containers).
 
 mod common;
 
@@ -25,6 +26,16 @@ fn run_finishing_node(cluster: &Cluster, ns: &str) -> tokio::task::JoinHandle<()
             .unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let deleting = pod.metadata.deletion_timestamp.is_some();
+        let index: Option<i32> = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("batch.kubernetes.io/job-completion-index"))
+            .and_then(|i| i.parse().ok());
+        let exit42 = serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{
+            "name": "c", "image": image, "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 42, "reason": "Error"}}
+        }]}});
         let status = match image.rsplit(':').next().unwrap_or_default() {
             // Runs until it is deleted, then fails, as a killed container does.
             "run" if deleting && phase == Some("Running") => {
@@ -34,10 +45,12 @@ fn run_finishing_node(cluster: &Cluster, ns: &str) -> tokio::task::JoinHandle<()
                 serde_json::json!({"status": {"phase": "Running"}})
             }
             _ if deleting || phase != Some("Pending") => return,
-            "exit42" => serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{
-                "name": "c", "image": image, "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 42, "reason": "Error"}}
-            }]}}),
+            "exit42" => exit42,
+            // Indexed Jobs: index 0 exits 42, odd indexes fail, the rest succeed.
+            "exit42-index0" if index == Some(0) => exit42,
+            "odd-fail" if index.is_some_and(|i| i % 2 == 1) => {
+                serde_json::json!({"status": {"phase": "Failed"}})
+            }
             "fail" => serde_json::json!({"status": {"phase": "Failed"}}),
             _ => serde_json::json!({"status": {"phase": "Succeeded"}}),
         };
@@ -537,4 +550,104 @@ async fn success_policy_completes_an_indexed_job_early() {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         != Some("Running")));
+}
+
+fn indexes_of(job: &Job) -> (String, String, Option<i32>, Option<i32>) {
+    let status = job.status.clone().unwrap_or_default();
+    (
+        status.completed_indexes.unwrap_or_default(),
+        status.failed_indexes.unwrap_or_default(),
+        status.succeeded,
+        status.failed,
+    )
+}
+
+/// Upstream's `backoffLimitPerIndex` conformance tests: indexes fail on their own, the
+/// others run to the end; `maxFailedIndexes` stops the Job; `FailIndex` gives up an index
+/// at its first matching failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_index_back_off_limits() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-per-index");
+    let _node = run_finishing_node(&cluster, &ns);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let indexed = |extra: &str| {
+        format!("  completionMode: Indexed\n  completions: 4\n  parallelism: 4\n{extra}")
+    };
+
+    // Odd indexes fail twice each (the retry after the back-off, then over the limit of
+    // 1); even ones succeed; the Job fails for its failed indexes once all are done.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "odd",
+            &indexed("  backoffLimitPerIndex: 1\n"),
+            "busybox:odd-fail",
+        ))
+        .await;
+    // FailIndex: index 0's exit code 42 gives it up at once, without its retry.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "fail-index",
+            &indexed("  backoffLimitPerIndex: 1\n  podFailurePolicy:\n    rules:\n    - action: FailIndex\n      onExitCodes: {operator: In, values: [42]}\n"),
+            "busybox:exit42-index0",
+        ))
+        .await;
+    // maxFailedIndexes 0: the first failed index fails the Job.
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "strict",
+            &indexed("  backoffLimitPerIndex: 0\n  maxFailedIndexes: 0\n"),
+            "busybox:fail",
+        ))
+        .await;
+
+    wait_for(&cluster, &ns, "strict", "failed").await;
+    let strict = jobs.get("strict").await.expect("job");
+    assert_eq!(
+        condition(&strict, "Failed"),
+        Some(("True".into(), "MaxFailedIndexesExceeded".into()))
+    );
+    assert_eq!(
+        strict.spec.as_ref().and_then(|s| s.backoff_limit),
+        Some(i32::MAX)
+    );
+
+    wait_for(&cluster, &ns, "fail-index", "failed").await;
+    let fail_index = jobs.get("fail-index").await.expect("job");
+    assert_eq!(
+        condition(&fail_index, "Failed"),
+        Some(("True".into(), "FailedIndexes".into()))
+    );
+    assert_eq!(
+        indexes_of(&fail_index),
+        ("1-3".into(), "0".into(), Some(3), Some(1))
+    );
+
+    wait_for(&cluster, &ns, "odd", "failed").await;
+    let odd = jobs.get("odd").await.expect("job");
+    assert_eq!(
+        condition(&odd, "Failed"),
+        Some(("True".into(), "FailedIndexes".into()))
+    );
+    assert_eq!(
+        indexes_of(&odd),
+        ("0,2".into(), "1,3".into(), Some(2), Some(4))
+    );
+    // The retries carry their index's failure count.
+    let retried: Vec<String> = pods_of(&cluster, &ns, "odd")
+        .await
+        .iter()
+        .filter_map(|p| {
+            p.metadata
+                .annotations
+                .as_ref()?
+                .get("batch.kubernetes.io/job-index-failure-count")
+                .cloned()
+        })
+        .filter(|count| count == "1")
+        .collect();
+    assert_eq!(retried.len(), 2, "one retry for each odd index");
 }

@@ -13,6 +13,8 @@ pub const REASON: &str = "PodFailurePolicy";
 pub enum Verdict {
     /// Fail the Job, with this message.
     FailJob(String),
+    /// Fail the pod's index at once (`backoffLimitPerIndex` Jobs).
+    FailIndex,
     Ignore,
     Count,
 }
@@ -40,8 +42,7 @@ pub fn judge(job: &Job, pod: &Pod) -> Verdict {
                 Verdict::FailJob(format!("{matched} matching FailJob rule at index {index}"))
             }
             "Ignore" => Verdict::Ignore,
-            // FailIndex needs per-index back-off limits, which Skiff does not run yet:
-            // the failure counts as usual.
+            "FailIndex" => Verdict::FailIndex,
             _ => Verdict::Count,
         };
     }

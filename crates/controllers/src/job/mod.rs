@@ -17,7 +17,7 @@
 pub mod failure_policy;
 pub mod util;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,8 @@ impl JobController {
         let succeeded = counted.succeeded.unwrap_or(0);
         let failed = counted.failed.unwrap_or(0);
         let completed = util::parse_indexes(counted.completed_indexes.as_deref().unwrap_or(""));
+        let failed_indexes = util::parse_indexes(counted.failed_indexes.as_deref().unwrap_or(""));
+        let per_index = util::per_index_limit(&job).is_some();
         let success = util::success(&job, succeeded, &completed, active.len());
         let status = job.status.get_or_insert_with(JobStatus::default);
         let mut conditions = status.conditions.take().unwrap_or_default();
@@ -158,11 +160,28 @@ impl JobController {
             Some(limit - (now.as_second() - started.as_second()))
         });
 
-        let failure = if failed > spec.backoff_limit.unwrap_or(6) {
+        let all_indexes_done =
+            completed.len() + failed_indexes.len() >= spec.completions.unwrap_or(0).max(0) as usize;
+        // With per-index limits the total is unlimited unless set (upstream's default).
+        let backoff_limit = spec
+            .backoff_limit
+            .unwrap_or(if per_index { i32::MAX } else { 6 });
+        let failure = if per_index
+            && spec
+                .max_failed_indexes
+                .is_some_and(|max| failed_indexes.len() as i32 > max)
+        {
+            Some((
+                "MaxFailedIndexesExceeded",
+                "Job has exceeded the specified maximal number of failed indexes",
+            ))
+        } else if failed > backoff_limit {
             Some((
                 "BackoffLimitExceeded",
                 "Job has reached the specified backoff limit",
             ))
+        } else if per_index && !failed_indexes.is_empty() && all_indexes_done && active.is_empty() {
+            Some(("FailedIndexes", "Job has failed indexes"))
         } else if deadline_left.is_some_and(|left| left <= 0) && !suspended {
             Some((
                 "DeadlineExceeded",
@@ -249,9 +268,11 @@ impl JobController {
                 // As upstream: the active deadline counts from the resumption.
                 status.start_time = Some(Time(now));
             }
-            // Under a pod failure policy a terminating pod is replaced only once it has
-            // failed (upstream's `podReplacementPolicy: Failed`, implied by the policy).
-            let replacing = if failure_policy::has_policy(&job) {
+            // With `podReplacementPolicy: Failed` (implied by a pod failure policy) a
+            // terminating pod is replaced only once it has failed.
+            let replacing = if failure_policy::has_policy(&job)
+                || spec.pod_replacement_policy.as_deref() == Some("Failed")
+            {
                 terminating
             } else {
                 0
@@ -259,18 +280,45 @@ impl JobController {
             if self.expectations.satisfied(key) {
                 let active_indexes: BTreeSet<i32> =
                     active.iter().filter_map(|p| util::pod_index(p)).collect();
-                let want =
-                    util::wanted_active(&job, succeeded, &completed, &active_indexes, active.len());
+                // Failed indexes are as finished as completed ones: never started again.
+                let finished_indexes: BTreeSet<i32> =
+                    completed.union(&failed_indexes).copied().collect();
+                let want = util::wanted_active(
+                    &job,
+                    succeeded,
+                    &finished_indexes,
+                    &active_indexes,
+                    active.len(),
+                );
+                let index_failures = util::index_failures(&pods);
                 if want.count < active.len() {
                     let now = Timestamp::now();
                     let surplus =
                         crate::pods::pods_to_delete(&active, &[], active.len() - want.count, now);
                     deleted = self.delete_pods(key, &pod_api, &surplus).await?;
                 } else if want.count > active.len() + replacing {
-                    let wait = self.backoff_left(key, failed);
+                    // Per-index limits back off by the failures of the indexes to restart.
+                    let failures = match per_index {
+                        true => want
+                            .indexes
+                            .iter()
+                            .filter_map(|i| index_failures.get(i))
+                            .copied()
+                            .max()
+                            .unwrap_or(0),
+                        false => failed,
+                    };
+                    let wait = self.backoff_left(key, failures);
                     if wait.is_zero() {
                         created = self
-                            .create_pods(key, &job, &pod_api, want, active.len() + replacing)
+                            .create_pods(
+                                key,
+                                &job,
+                                &pod_api,
+                                want,
+                                active.len() + replacing,
+                                &index_failures,
+                            )
                             .await?;
                     } else {
                         requeue = Some(wait);
@@ -307,12 +355,19 @@ impl JobController {
         let before = uncounted.clone();
         let mut ignored = Vec::new();
         let mut fail_job = None;
+        let mut failed_indexes = util::parse_indexes(
+            job.status
+                .as_ref()
+                .and_then(|s| s.failed_indexes.as_deref())
+                .unwrap_or(""),
+        );
         for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
             let Some(success) = util::finished(pod, job) else {
                 continue;
             };
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             if !success {
+                let mut fail_index = false;
                 match failure_policy::judge(job, pod) {
                     failure_policy::Verdict::Ignore => {
                         ignored.push(pod.clone());
@@ -321,7 +376,16 @@ impl JobController {
                     failure_policy::Verdict::FailJob(message) => {
                         fail_job.get_or_insert(message);
                     }
+                    failure_policy::Verdict::FailIndex => fail_index = true,
                     failure_policy::Verdict::Count => {}
+                }
+                // Past its own limit, an index is given up (and its pod not replaced).
+                if let (Some(limit), Some(index)) =
+                    (util::per_index_limit(job), util::pod_index(pod))
+                {
+                    if fail_index || util::index_failures_before(pod) + 1 > limit {
+                        failed_indexes.insert(index);
+                    }
                 }
             }
             let list = if success {
@@ -343,6 +407,11 @@ impl JobController {
         }
         if is_empty(&uncounted) {
             return Ok(());
+        }
+        if util::per_index_limit(job).is_some() {
+            job.status
+                .get_or_insert_with(JobStatus::default)
+                .failed_indexes = Some(util::format_indexes(&failed_indexes));
         }
         if uncounted != before {
             let status = job.status.get_or_insert_with(JobStatus::default);
@@ -455,6 +524,7 @@ impl JobController {
         pod_api: &Api<Pod>,
         want: Want,
         active: usize,
+        index_failures: &BTreeMap<i32, i32>,
     ) -> Result<usize> {
         let count = want.count - active;
         let indexes = Mutex::new(want.indexes.into_iter());
@@ -462,7 +532,7 @@ impl JobController {
         self.expectations.expect_creations(key, count);
         let (created, error) = slow_start_batch(count, 1, || {
             let index = indexes.lock().unwrap_or_else(|e| e.into_inner()).next();
-            let pod = pod_for(job, index);
+            let pod = pod_for(job, index, index_failures);
             let names = &names;
             async move {
                 let pod = pod?;
@@ -601,7 +671,7 @@ async fn remove_tracking_finalizer(pod_api: &Api<Pod>, pod: &Pod) -> Result<()> 
 }
 
 /// The pod the Job creates from its template (with `index` for Indexed Jobs).
-fn pod_for(job: &Job, index: Option<i32>) -> Result<Pod> {
+fn pod_for(job: &Job, index: Option<i32>, index_failures: &BTreeMap<i32, i32>) -> Result<Pod> {
     let template = job
         .spec
         .as_ref()
@@ -618,6 +688,10 @@ fn pod_for(job: &Job, index: Option<i32>) -> Result<Pod> {
         Some(index) => {
             labels.insert(COMPLETION_INDEX.into(), index.to_string());
             annotations.insert(COMPLETION_INDEX.into(), index.to_string());
+            if util::per_index_limit(job).is_some() {
+                let failures = index_failures.get(&index).copied().unwrap_or(0);
+                annotations.insert(util::INDEX_FAILURE_COUNT.into(), failures.to_string());
+            }
             if spec.hostname.is_none() {
                 spec.hostname = Some(format!("{name}-{index}"));
             }

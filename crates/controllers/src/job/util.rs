@@ -11,6 +11,38 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The annotation (and label) that gives an Indexed Job's pod its index.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// How many times a pod's index failed before it (`backoffLimitPerIndex` Jobs).
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+
+/// The Job limits failures per index (`backoffLimitPerIndex`), not in total.
+pub fn per_index_limit(job: &Job) -> Option<i32> {
+    job.spec.as_ref()?.backoff_limit_per_index
+}
+
+/// The failures of a pod's index before this pod, from its annotation.
+pub fn index_failures_before(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Per index, the failures so far: the most of any of its pods (a failed pod adds its own).
+pub fn index_failures(pods: &[std::sync::Arc<Pod>]) -> std::collections::BTreeMap<i32, i32> {
+    let mut failures = std::collections::BTreeMap::new();
+    for pod in pods {
+        let Some(index) = pod_index(pod) else {
+            continue;
+        };
+        let own = i32::from(crate::pods::phase(pod) == "Failed");
+        let count = index_failures_before(pod) + own;
+        let slot = failures.entry(index).or_insert(0);
+        *slot = (*slot).max(count);
+    }
+    failures
+}
 
 /// Upstream's pod failure back-off: 10 s, doubled per failure, at most 6 minutes.
 pub fn backoff_delay(failures: i32) -> Duration {
