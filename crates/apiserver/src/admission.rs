@@ -4,7 +4,7 @@
 //! Plugins are switched with upstream's flags, `--enable-admission-plugins` and
 //! `--disable-admission-plugins`. Namespace lifecycle is enforced by the registry itself
 //! (no writes into a terminating or missing namespace); `LimitRanger` is in
-//! `limitranger.rs`, `ServiceAccount` here;
+//! `limitranger.rs`, `ServiceAccount` here, `Priority` in `priority.rs`;
 //! `ResourceQuota` in `quota.rs`, called last, on the final object.
 
 use serde_json::{json, Value};
@@ -19,6 +19,7 @@ pub const PLUGINS: &[&str] = &[
     "NamespaceLifecycle",
     "LimitRanger",
     "ServiceAccount",
+    "Priority",
     "ResourceQuota",
 ];
 
@@ -33,6 +34,7 @@ pub const PROJECTED_TOKEN_SECONDS: i64 = 3607;
 pub struct Admission {
     limit_ranger: bool,
     service_account: bool,
+    priority: bool,
     /// Charged by the registry itself, last, once the object is final (`quota.rs`).
     pub resource_quota: bool,
 }
@@ -42,6 +44,7 @@ impl Default for Admission {
         Admission {
             limit_ranger: true,
             service_account: true,
+            priority: true,
             resource_quota: true,
         }
     }
@@ -63,6 +66,7 @@ impl Admission {
         Ok(Admission {
             limit_ranger: !off("LimitRanger"),
             service_account: !off("ServiceAccount"),
+            priority: !off("Priority"),
             resource_quota: !off("ResourceQuota"),
         })
     }
@@ -83,6 +87,9 @@ impl Admission {
         }
         if self.service_account {
             admit_service_account(registry, resource, ns, object)?;
+        }
+        if self.priority {
+            crate::priority::admit_pod(registry, resource, object)?;
         }
         Ok(())
     }

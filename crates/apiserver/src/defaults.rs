@@ -155,7 +155,6 @@ pub fn apply(kind: &str, object: &mut Value) {
     }
 }
 
-/// The map under `key`, created (or replaced, if it is not a map) when needed.
 /// Upstream's: a container item's default limit comes from `max`, its default request
 /// from the default limit, or else from `min`.
 fn limit_range_item(item: &mut Map<String, Value>) {

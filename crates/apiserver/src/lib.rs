@@ -21,6 +21,7 @@ pub mod limitranger;
 pub mod metrics;
 pub mod object;
 pub mod patch;
+pub mod priority;
 pub mod proxy;
 pub mod quota;
 pub mod registry;
@@ -121,6 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     registry.admission = config.admission.clone();
     let registry = Arc::new(registry);
     lifecycle::ensure_system_namespaces(&registry).await?;
+    lifecycle::ensure_system_priority_classes(&registry).await?;
     authz::bootstrap::reconcile(&registry)
         .await
         .context("reconciling bootstrap RBAC policy")?;

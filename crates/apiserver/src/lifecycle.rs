@@ -1,5 +1,5 @@
-//! Background duties of the API server itself: the namespaces that exist from the start,
-//! and store compaction. (Emptying a namespace being deleted is the namespace
+//! Background duties of the API server itself: the namespaces and priority classes that
+//! exist from the start, and store compaction. (Emptying a namespace being deleted is the namespace
 //! controller's work, in the controller manager, as upstream.)
 
 use std::sync::Arc;
@@ -15,16 +15,40 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 
 /// Creates the system namespaces that are missing.
 pub async fn ensure_system_namespaces(registry: &Registry) -> anyhow::Result<()> {
-    let namespaces = registry
+    let namespaces = SYSTEM_NAMESPACES
+        .iter()
+        .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+    ensure_objects(registry, ("", "v1", "namespaces"), namespaces).await
+}
+
+/// Creates the built-in PriorityClasses that are missing.
+pub async fn ensure_system_priority_classes(registry: &Registry) -> anyhow::Result<()> {
+    let classes = crate::priority::system_class_objects();
+    ensure_objects(
+        registry,
+        ("scheduling.k8s.io", "v1", "priorityclasses"),
+        classes,
+    )
+    .await
+}
+
+/// Creates each of `objects` (cluster-scoped, of the resource `group/version/plural`)
+/// unless it exists.
+async fn ensure_objects(
+    registry: &Registry,
+    (group, version, plural): (&str, &str, &str),
+    objects: impl Iterator<Item = serde_json::Value>,
+) -> anyhow::Result<()> {
+    let resource = registry
         .catalogue
-        .get("", "v1", "namespaces")
-        .ok_or_else(|| anyhow::anyhow!("namespaces missing from the catalogue"))?;
-    for name in SYSTEM_NAMESPACES {
-        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match registry.create(namespaces, None, object, false).await {
-            Ok(_) => tracing::info!(namespace = name, "created system namespace"),
+        .get(group, version, plural)
+        .ok_or_else(|| anyhow::anyhow!("{plural} missing from the catalogue"))?;
+    for object in objects {
+        let name = crate::object::name(&object).to_string();
+        match registry.create(resource, None, object, false).await {
+            Ok(_) => tracing::info!(%name, kind = resource.kind, "created system object"),
             Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => anyhow::bail!("creating namespace {name}: {e}"),
+            Err(e) => anyhow::bail!("creating {plural} {name}: {e}"),
         }
     }
     Ok(())

@@ -192,3 +192,88 @@ fn limit_ranges_default_and_bound_pods() {
     server.ok(&["delete", "limitrange", "limits", "-n", &ns]);
     server.ok_with_input(&["create", "-f", "-"], &greedy);
 }
+
+/// The `Priority` plugin: system classes from the start, a pod's class resolved to its
+/// priority, the global default, and upstream's refusals.
+#[test]
+fn priority_classes_set_pod_priority() {
+    let server = Server::start(&[]);
+    let ns = server.namespace("priority");
+    let classes = server.ok(&[
+        "get",
+        "priorityclasses",
+        "-o",
+        "custom-columns=NAME:.metadata.name,VALUE:.value",
+        "--no-headers",
+    ]);
+    assert!(
+        classes.contains("system-cluster-critical   2000000000")
+            && classes.contains("system-node-critical      2000001000"),
+        "{classes}"
+    );
+    server.ok(&["create", "priorityclass", "high", "--value=1000"]);
+    let pod = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}  containers: [{{name: c, image: busybox}}]\n"
+        )
+    };
+    let priority = |name: &str| {
+        let pod = server.json(&["pod", name, "-n", &ns]);
+        (
+            pod["spec"]["priority"].as_i64(),
+            pod["spec"]["priorityClassName"]
+                .as_str()
+                .map(str::to_string),
+            pod["spec"]["preemptionPolicy"].as_str().map(str::to_string),
+        )
+    };
+    server.ok_with_input(&["create", "-f", "-"], &pod("plain", ""));
+    assert_eq!(
+        priority("plain"),
+        (Some(0), None, Some("PreemptLowerPriority".into()))
+    );
+    server.ok_with_input(
+        &["create", "-f", "-"],
+        &pod("important", "  priorityClassName: high\n"),
+    );
+    assert_eq!(
+        priority("important"),
+        (
+            Some(1000),
+            Some("high".into()),
+            Some("PreemptLowerPriority".into())
+        )
+    );
+
+    let refused = server.fails_with_input(
+        &["create", "-f", "-"],
+        &pod("lost", "  priorityClassName: nope\n"),
+    );
+    assert!(
+        refused.contains("pods \"lost\" is forbidden: no PriorityClass with name nope was found"),
+        "{refused}"
+    );
+    let refused = server.fails_with_input(
+        &["create", "-f", "-"],
+        &pod("liar", "  priorityClassName: high\n  priority: 5\n"),
+    );
+    assert!(
+        refused.contains("the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"),
+        "{refused}"
+    );
+
+    // A global default class applies to pods that name none.
+    server.ok(&[
+        "create",
+        "priorityclass",
+        "everyday",
+        "--value=10",
+        "--global-default=true",
+        "--preemption-policy=Never",
+    ]);
+    server.ok_with_input(&["create", "-f", "-"], &pod("ordinary", ""));
+    assert_eq!(
+        priority("ordinary"),
+        (Some(10), Some("everyday".into()), Some("Never".into()))
+    );
+}
