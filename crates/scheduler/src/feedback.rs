@@ -62,12 +62,7 @@ pub fn preemption_message(
     err: &FitError,
     snapshot: &Snapshot,
 ) -> Result<String, String> {
-    let policy = pod
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.preemption_policy.as_deref());
-    if policy == Some("Never") {
+    if !crate::preemption::eligible(pod) {
         return Ok("preemption: not eligible due to preemptionPolicy=Never.".into());
     }
     let mut statuses: Vec<Status> = Vec::new();
@@ -86,24 +81,14 @@ pub fn preemption_message(
         let Some(node) = snapshot.get(name) else {
             continue;
         };
-        let victims: Vec<String> = node
-            .pods
-            .iter()
-            .filter(|p| p.priority < pod.priority)
-            .map(|p| p.key.clone())
-            .collect();
-        if victims.is_empty() {
+        let Some((without, _)) = crate::preemption::without_lower_priority(pod, node) else {
             statuses.push(Status::new(
                 Code::UnschedulableAndUnresolvable,
                 "",
                 NO_VICTIMS,
             ));
             continue;
-        }
-        let mut without = (**node).clone();
-        for v in &victims {
-            without.remove_pod(v);
-        }
+        };
         let mut state = crate::framework::CycleState::default();
         let _ = profile.run_pre_filters(&mut state, pod, snapshot);
         let again = profile.run_filters(&state, pod, &without);

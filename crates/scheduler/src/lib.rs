@@ -22,6 +22,7 @@ pub mod feedback;
 pub mod framework;
 pub use skiff_leaderelection as leader;
 pub mod plugins;
+pub mod preemption;
 pub use skiff_quantity as quantity;
 pub mod queue;
 pub mod resources;

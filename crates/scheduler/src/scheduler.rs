@@ -269,11 +269,22 @@ impl Scheduler {
             }
             Err(mut fit) => {
                 self.stats.unschedulable.fetch_add(1, Relaxed);
-                match feedback::preemption_message(&profile, &pod, &fit, &snapshot) {
-                    Ok(post) => fit.post_filter_msg = Some(post),
-                    Err(node) => {
-                        // Preemption is not implemented yet; say where it would help.
-                        tracing::info!(pod = %pod.key, node, "preemption would help, but is not implemented");
+                match crate::preemption::find_candidate(&profile, &pod, &fit, &snapshot) {
+                    Some(candidate) => {
+                        tracing::info!(pod = %pod.key, node = %candidate.node, victims = candidate.victims.len(), "preempting");
+                        let client = self.client.clone();
+                        let name = profile.scheduler_name.clone();
+                        let preemptor = pod.clone();
+                        tokio::spawn(async move {
+                            crate::preemption::preempt(&client, &name, &preemptor, candidate).await
+                        });
+                    }
+                    None => {
+                        if let Ok(post) =
+                            feedback::preemption_message(&profile, &pod, &fit, &snapshot)
+                        {
+                            fit.post_filter_msg = Some(post);
+                        }
                     }
                 }
                 let message = feedback::fit_error_message(&fit);

@@ -366,3 +366,73 @@ async fn only_the_leader_schedules() {
         .unwrap_or_default();
     assert_eq!(holder, if counts[0] == 5 { "one" } else { "two" });
 }
+
+/// Upstream's "Basic preemption" and "DisruptionTarget condition on preempted pod": a
+/// higher-priority pod that fits nowhere evicts the lower-priority pod in its way, which
+/// is marked before it is deleted, and takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_pods_preempt_lower_ones() {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    use kube::api::DeleteParams;
+
+    let server = Server::start(&[]);
+    let client = client(&server).await;
+    let ns = server.namespace("preempt");
+    add_node(&client, "only", "1", json!({}), json!({})).await;
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    for (name, value) in [("low", 10), ("high", 1000)] {
+        let class: PriorityClass =
+            serde_json::from_value(json!({"metadata": {"name": name}, "value": value}))
+                .expect("class");
+        classes
+            .create(&PostParams::default(), &class)
+            .await
+            .expect("priority class");
+    }
+    let _scheduler = start_scheduler(&client, None);
+    let with_class = |class: &str, cpu: &str| {
+        let mut spec = cpu_pod(cpu);
+        spec["priorityClassName"] = json!(class);
+        spec
+    };
+    add_pod(&client, &ns, "victim", with_class("low", "800m")).await;
+    assert_eq!(node_of(&client, &ns, "victim").await, "only");
+
+    add_pod(&client, &ns, "preemptor", with_class("high", "500m")).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // The victim is marked and deleted (gracefully: this test plays its kubelet).
+    let victim = eventually("the victim being deleted", || async {
+        let pod = pods.get("victim").await.ok()?;
+        pod.metadata.deletion_timestamp.is_some().then_some(pod)
+    })
+    .await;
+    let condition = victim
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.type_ == "DisruptionTarget"))
+        .expect("DisruptionTarget condition");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_deref()),
+        ("True", Some("PreemptionByScheduler"))
+    );
+    let nominated = pods
+        .get_status("preemptor")
+        .await
+        .ok()
+        .and_then(|p| p.status?.nominated_node_name);
+    pods.delete("victim", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("finish the victim");
+    assert_eq!(node_of(&client, &ns, "preemptor").await, "only");
+    // Nominated before any victim was deleted.
+    assert_eq!(nominated.as_deref(), Some("only"));
+    let preempted = eventually("the Preempted event", || async {
+        let events = events_for(&client, &ns, "victim", "Preempted").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert!(preempted[0]
+        .note
+        .as_deref()
+        .is_some_and(|n| n.starts_with("Preempted by pod ") && n.ends_with(" on node only")));
+}
