@@ -46,12 +46,22 @@ where
 /// The reference a controller puts on what it creates.
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     OwnerReference {
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+        ..plain_ref(owner)
+    }
+}
+
+/// A reference that is not a controller's: the garbage collector deletes the dependent
+/// with its owner, nothing more.
+pub fn plain_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
         api_version: K::api_version(&()).into_owned(),
         kind: K::kind(&()).into_owned(),
         name: owner.meta().name.clone().unwrap_or_default(),
         uid: owner.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
+        controller: None,
+        block_owner_deletion: None,
     }
 }
 

@@ -7,7 +7,9 @@
 //! with `Parallel`, all at once. A `RollingUpdate` replaces pods of an older revision
 //! from the highest ordinal down to `partition`, one at a time, each once the others are
 //! ready; `OnDelete` only when they are deleted. PVCs from `volumeClaimTemplates` are made
-//! before their pod (bound later by the storage work).
+//! before their pod (bound later by the storage work); `persistentVolumeClaimRetentionPolicy`
+//! hands them to the garbage collector through owner references: to the set
+//! (`whenDeleted: Delete`) and, for ordinals scaled away, to their pod (`whenScaled: Delete`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +20,8 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSta
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -44,6 +46,7 @@ pub struct StatefulSetController {
     sets: Store<StatefulSet>,
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
+    claims: Store<PersistentVolumeClaim>,
     queue: Arc<WorkQueue>,
     expectations: Arc<Expectations>,
     events: Events,
@@ -58,6 +61,7 @@ impl StatefulSetController {
             sets: set_informer.store(),
             pods: pod_informer.store(),
             revisions: factory.informer::<ControllerRevision>().store(),
+            claims: factory.informer::<PersistentVolumeClaim>().store(),
             queue: WorkQueue::new("statefulset"),
             expectations: Arc::new(Expectations::new()),
             events: Events::new(factory.client(), "statefulset-controller"),
@@ -165,6 +169,76 @@ impl StatefulSetController {
         }
         result
     }
+}
+
+impl StatefulSetController {
+    /// Keeps each live pod's claims owned as the retention policy says.
+    async fn apply_claim_retention(
+        &self,
+        set: &StatefulSet,
+        by_ordinal: &BTreeMap<i32, Arc<Pod>>,
+        wanted: &std::ops::Range<i32>,
+    ) -> Result<()> {
+        let ns = set.namespace().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        for (ordinal, pod) in by_ordinal {
+            let condemned = (!wanted.contains(ordinal)).then_some(pod.as_ref());
+            for template in set.spec.volume_claim_templates.iter().flatten() {
+                let name = claim_name(set, template, *ordinal);
+                let Some(claim) = self.claims.get(&ObjectRef::new(&name).within(&ns)) else {
+                    continue;
+                };
+                let current = claim.metadata.owner_references.clone().unwrap_or_default();
+                let desired = retained_owner_refs(set, condemned, *ordinal, &current);
+                if desired == current {
+                    continue;
+                }
+                let patch = owner::owner_refs_patch(&claim.metadata, desired)?;
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    // Changed or gone since the cache saw it: the next sync decides again.
+                    Err(e) if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {
+                        tracing::debug!(claim = %name, error = %e, "claim changed; next sync");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The owner references a claim of `ordinal` should carry: its others, plus its pod if
+/// the pod is condemned under `whenScaled: Delete`, else the set under
+/// `whenDeleted: Delete` (upstream's rules).
+fn retained_owner_refs(
+    set: &StatefulSet,
+    condemned: Option<&Pod>,
+    ordinal: i32,
+    current: &[OwnerReference],
+) -> Vec<OwnerReference> {
+    let policy = set.spec.persistent_volume_claim_retention_policy.as_ref();
+    let deletes = |rule: Option<&String>| rule.is_some_and(|r| r == "Delete");
+    let pod_name = format!("{}-{ordinal}", set.name_any());
+    let set_uid = set.metadata.uid.clone().unwrap_or_default();
+    let mut refs: Vec<OwnerReference> = current
+        .iter()
+        .filter(|r| r.uid != set_uid && !(r.kind == "Pod" && r.name == pod_name))
+        .cloned()
+        .collect();
+    // A condemned pod's claim belongs to the pod alone: with the set still there as an
+    // owner, the garbage collector would only drop the pod's reference, not the claim.
+    match condemned.filter(|_| deletes(policy.and_then(|p| p.when_scaled.as_ref()))) {
+        Some(pod) => refs.push(owner::plain_ref(pod)),
+        None if deletes(policy.and_then(|p| p.when_deleted.as_ref())) => {
+            refs.push(owner::plain_ref(set))
+        }
+        None => {}
+    }
+    refs
 }
 
 impl Reconcile for StatefulSetController {
@@ -291,6 +365,10 @@ impl Reconcile for StatefulSetController {
             }
         }
 
+        if set.metadata.deletion_timestamp.is_none() {
+            self.apply_claim_retention(&set, &by_ordinal, &wanted)
+                .await?;
+        }
         let status = calculate_status(&set, &by_ordinal, &update_revision, min_ready, now);
         if set.status.as_ref() != Some(&status) {
             let mut updated = (*set).clone();
@@ -328,13 +406,11 @@ fn claim_for(
 ) -> PersistentVolumeClaim {
     let mut labels = template.metadata.labels.clone().unwrap_or_default();
     labels.extend(set.spec.selector.match_labels.clone().unwrap_or_default());
+    let owner_references = retained_owner_refs(set, None, ordinal, &[]);
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(format!(
-                "{}-{}-{ordinal}",
-                template.name_any(),
-                set.name_any()
-            )),
+            name: Some(claim_name(set, template, ordinal)),
+            owner_references: (!owner_references.is_empty()).then_some(owner_references),
             namespace: set.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: template.metadata.annotations.clone(),
@@ -343,6 +419,11 @@ fn claim_for(
         spec: template.spec.clone(),
         status: None,
     }
+}
+
+/// `<template>-<set>-<ordinal>`, as upstream names claims.
+fn claim_name(set: &StatefulSet, template: &PersistentVolumeClaim, ordinal: i32) -> String {
+    format!("{}-{}-{ordinal}", template.name_any(), set.name_any())
 }
 
 /// The pod of `ordinal`: the template, with its stable identity (name, hostname,

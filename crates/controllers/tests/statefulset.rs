@@ -155,3 +155,69 @@ async fn ordered_pods_stable_identity_rolling_update_and_undo() {
         .collect();
     assert_eq!(removed, ["-web-2", "-web-1"]);
 }
+
+/// `persistentVolumeClaimRetentionPolicy` with both rules `Delete`: the claims of ordinals
+/// scaled away go with their pods, the rest with the set (the garbage collector deletes
+/// them through the owner references the controller sets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_retention_policy_deletes_claims_with_their_owners() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("sts-retention");
+    let _node = cluster.run_node(&ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), &ns);
+    let claim_names = || async {
+        let mut names: Vec<String> = claims
+            .list(&Default::default())
+            .await
+            .expect("claims")
+            .items
+            .into_iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        names.sort();
+        names
+    };
+    let policy =
+        "  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}\n";
+    cluster
+        .apply(&(stateful_set(&ns, 3, "busybox") + policy))
+        .await;
+    eventually(
+        "three claims owned by the set",
+        Duration::from_secs(60),
+        || async {
+            let list = claims.list(&Default::default()).await.ok()?.items;
+            (list.len() == 3
+                && list.iter().all(|c| {
+                    c.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|r| r.kind == "StatefulSet" && r.name == "web")
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+
+    cluster
+        .kubectl(&["scale", "statefulset", "web", "--replicas=1", "-n", &ns])
+        .await;
+    eventually(
+        "the scaled-away claims gone",
+        Duration::from_secs(60),
+        || async { (claim_names().await == ["data-web-0"]).then_some(()) },
+    )
+    .await;
+
+    cluster
+        .kubectl(&["delete", "statefulset", "web", "-n", &ns])
+        .await;
+    eventually(
+        "the last claim gone with the set",
+        Duration::from_secs(60),
+        || async { claim_names().await.is_empty().then_some(()) },
+    )
+    .await;
+}
