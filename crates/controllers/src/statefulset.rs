@@ -5,11 +5,12 @@
 //! (the default), create the lowest missing ordinal only once every lower pod is running
 //! and ready, and remove surplus pods from the highest ordinal down, one at a time;
 //! with `Parallel`, all at once. A `RollingUpdate` replaces pods of an older revision
-//! from the highest ordinal down to `partition`, one at a time, each once the others are
-//! ready; `OnDelete` only when they are deleted. PVCs from `volumeClaimTemplates` are made
-//! before their pod (bound later by the storage work); `persistentVolumeClaimRetentionPolicy`
-//! hands them to the garbage collector through owner references: to the set
-//! (`whenDeleted: Delete`) and, for ordinals scaled away, to their pod (`whenScaled: Delete`).
+//! from the highest ordinal down to `partition`, as many at a time as `maxUnavailable`
+//! allows (one by default) counting pods not yet available; `OnDelete` only when they
+//! are deleted. PVCs from `volumeClaimTemplates` are made before their pod (bound later
+//! by the storage work); `persistentVolumeClaimRetentionPolicy` hands them to the garbage
+//! collector through owner references: to the set (`whenDeleted: Delete`) and, for
+//! ordinals scaled away, to their pod (`whenScaled: Delete`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -334,31 +335,43 @@ impl Reconcile for StatefulSetController {
                         break;
                     }
                 }
-                // Rolling update: the highest out-of-date ordinal at or above the
-                // partition, once every pod is there and available.
-                let all_available = wanted.clone().all(|o| {
-                    by_ordinal
-                        .get(&o)
-                        .is_some_and(|p| pods::is_available(p, min_ready, now))
-                });
+                // Rolling update: out-of-date ordinals at or above the partition, highest
+                // first, while fewer than `maxUnavailable` (default 1) pods are
+                // unavailable, missing or terminating.
                 let rolling = spec
                     .update_strategy
                     .as_ref()
                     .and_then(|s| s.type_.as_deref())
                     .is_none_or(|t| t == "RollingUpdate");
-                let partition = spec
+                let rolling_update = spec
                     .update_strategy
                     .as_ref()
-                    .and_then(|s| s.rolling_update.as_ref())
-                    .and_then(|r| r.partition)
-                    .unwrap_or(0);
-                if rolling && all_available && terminating == 0 {
+                    .and_then(|s| s.rolling_update.as_ref());
+                let partition = rolling_update.and_then(|r| r.partition).unwrap_or(0);
+                let max_unavailable = crate::deployment::util::scaled_value(
+                    rolling_update.and_then(|r| r.max_unavailable.as_ref()),
+                    replicas,
+                    true,
+                )
+                .max(1) as usize;
+                let unavailable = terminating
+                    + wanted
+                        .clone()
+                        .filter(|o| {
+                            by_ordinal
+                                .get(o)
+                                .is_none_or(|p| !pods::is_available(p, min_ready, now))
+                        })
+                        .count();
+                if rolling {
                     let stale = by_ordinal
                         .iter()
                         .rev()
                         .filter(|(o, _)| wanted.contains(o) && **o >= start + partition)
-                        .find(|(_, p)| revision_of(p) != Some(update_revision.as_str()));
-                    if let Some((_, pod)) = stale {
+                        .filter(|(_, p)| revision_of(p) != Some(update_revision.as_str()))
+                        // An unavailable stale pod costs nothing more to replace.
+                        .take(max_unavailable.saturating_sub(unavailable));
+                    for (_, pod) in stale {
                         self.delete_pod(key, &set, &pod_api, pod).await?;
                     }
                 }

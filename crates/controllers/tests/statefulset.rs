@@ -221,3 +221,30 @@ async fn claim_retention_policy_deletes_claims_with_their_owners() {
     )
     .await;
 }
+
+/// `maxUnavailable: 2`: a rolling update replaces two pods at a time, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_takes_max_unavailable_pods_at_a_time() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("sts-unavailable");
+    let _node = cluster.run_node(&ns);
+    let strategy = "  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 2}}\n";
+    cluster
+        .apply(&(stateful_set(&ns, 4, "busybox:1") + strategy))
+        .await;
+    cluster.rollout_status("statefulset/web", &ns).await;
+    let fewest = track_fewest_ready(&cluster, &ns);
+    cluster
+        .kubectl(&["set", "image", "statefulset/web", "c=busybox:2", "-n", &ns])
+        .await;
+    cluster.rollout_status("statefulset/web", &ns).await;
+    assert!(images(&cluster, &ns)
+        .await
+        .iter()
+        .all(|(_, image)| image == "busybox:2"));
+    assert_eq!(
+        *fewest.lock().unwrap(),
+        Some(2),
+        "two pods at a time are replaced, never more"
+    );
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -170,4 +172,37 @@ pub async fn active_pods(client: &Client, ns: &str) -> Vec<Pod> {
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
+}
+
+/// Follows the pods of `ns` and records the fewest that were ready and not being deleted
+/// at any point after the first count (every watch event is one point).
+pub fn track_fewest_ready(cluster: &Cluster, ns: &str) -> Arc<Mutex<Option<usize>>> {
+    let fewest = Arc::new(Mutex::new(None));
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let record = fewest.clone();
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        let mut healthy: HashMap<String, bool> = HashMap::new();
+        let mut synced = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                    let ok = pod.metadata.deletion_timestamp.is_none() && is_ready(&pod);
+                    healthy.insert(pod.metadata.name.clone().unwrap_or_default(), ok);
+                }
+                Ok(Event::Delete(pod)) => {
+                    healthy.remove(&pod.metadata.name.clone().unwrap_or_default());
+                }
+                Ok(Event::InitDone) => synced = true,
+                _ => continue,
+            }
+            if synced {
+                let now = healthy.values().filter(|ok| **ok).count();
+                let mut fewest = record.lock().unwrap();
+                *fewest = Some(fewest.map_or(now, |f: usize| f.min(now)));
+            }
+        }
+    });
+    fewest
 }
