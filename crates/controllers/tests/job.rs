@@ -651,3 +651,74 @@ async fn per_index_back_off_limits() {
         .collect();
     assert_eq!(retried.len(), 2, "one retry for each odd index");
 }
+
+/// Upstream's "CronJob ForbidConcurrent" and "CronJob ReplaceConcurrent": with the first
+/// run still going at the next scheduled time, Forbid starts nothing and Replace swaps
+/// the running Job for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_job_concurrency_forbid_and_replace() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("cron-policy");
+    let _node = run_finishing_node(&cluster, &ns);
+    for (name, policy) in [("forbid", "Forbid"), ("replace", "Replace")] {
+        cluster
+            .apply(&format!(
+                "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  schedule: '* * * * *'\n  concurrencyPolicy: {policy}\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: c, image: 'busybox:run'}}]\n"
+            ))
+            .await;
+    }
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let live_jobs = |prefix: &'static str| {
+        let jobs = jobs.clone();
+        async move {
+            let mut names: Vec<String> = jobs
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|j| j.metadata.deletion_timestamp.is_none())
+                .filter_map(|j| j.metadata.name)
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    // The first scheduled run of each.
+    let first = eventually("the first replace run", Duration::from_secs(75), || async {
+        let names = live_jobs("replace-").await;
+        (names.len() == 1).then(|| names[0].clone())
+    })
+    .await;
+    let minute: i64 = first
+        .trim_start_matches("replace-")
+        .parse()
+        .expect("minute in the name");
+    // The next minute: Replace swaps its Job for the new one.
+    let next = format!("replace-{}", minute + 1);
+    eventually("the replacement run", Duration::from_secs(75), || async {
+        (live_jobs("replace-").await == [next.clone()]).then_some(())
+    })
+    .await;
+    // Forbid kept its first run and said why it started no other.
+    let events = eventually(
+        "Forbid's JobAlreadyActive event",
+        Duration::from_secs(30),
+        || async {
+            let text = cluster
+                .server
+                .kubectl(&["events", "-n", &ns, "--for", "cronjob/forbid"]);
+            let text = String::from_utf8_lossy(&text.stdout).into_owned();
+            text.contains("JobAlreadyActive").then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        events.contains(
+            "Not starting job because prior execution is running and concurrency policy is Forbid"
+        ),
+        "{events}"
+    );
+    assert_eq!(live_jobs("forbid-").await.len(), 1);
+}

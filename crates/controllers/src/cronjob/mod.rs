@@ -133,6 +133,13 @@ impl CronJobController {
         match cron_job.spec.concurrency_policy.as_deref() {
             Some("Forbid") if !active.is_empty() => {
                 tracing::info!(cronjob = %key_of(cron_job), "previous run still active; skipping (Forbid)");
+                self.events
+                    .normal(
+                        cron_job,
+                        "JobAlreadyActive",
+                        "Not starting job because prior execution is running and concurrency policy is Forbid".into(),
+                    )
+                    .await;
                 return Ok(None);
             }
             Some("Replace") => {
@@ -141,6 +148,9 @@ impl CronJobController {
                     crate::error::ignore_not_found(
                         jobs.delete(&old, &DeleteParams::background()).await,
                     )?;
+                    self.events
+                        .normal(cron_job, "SuccessfulDelete", format!("Deleted job {old}"))
+                        .await;
                 }
             }
             _ => {}
