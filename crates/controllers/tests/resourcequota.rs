@@ -153,3 +153,64 @@ async fn quotas_count_refuse_and_give_back() {
         "{described}"
     );
 }
+
+/// Upstream's scope tests: a quota with scopes counts only the pods they select.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_quotas_count_only_their_pods() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("quota-scopes");
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    for (name, scopes) in [
+        ("best-effort", "[BestEffort]"),
+        ("terminating", "[Terminating, NotBestEffort]"),
+    ] {
+        cluster
+            .apply(&format!(
+                "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hard: {{pods: '1'}}\n  scopes: {scopes}\n"
+            ))
+            .await;
+        wait_used(&quotas, name, "pods=0").await;
+    }
+    let plain = |name: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .expect("pod")
+    };
+    // Best-effort pods: one fits, the second is refused by the BestEffort quota.
+    pods.create(&PostParams::default(), &plain("free-1"))
+        .await
+        .expect("first best-effort pod");
+    let refused = pods.create(&PostParams::default(), &plain("free-2")).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("exceeded quota: best-effort")),
+        "{refused:?}"
+    );
+    // Pods with requests are not best-effort: without a deadline no quota counts them.
+    pods.create(&PostParams::default(), &pod("steady-1", "100m"))
+        .await
+        .expect("not counted");
+    pods.create(&PostParams::default(), &pod("steady-2", "100m"))
+        .await
+        .expect("not counted either");
+    // With a deadline they are Terminating: the second is refused.
+    let with_deadline = |name: &str| {
+        let mut pod = pod(name, "100m");
+        pod.spec.as_mut().expect("spec").active_deadline_seconds = Some(600);
+        pod
+    };
+    pods.create(&PostParams::default(), &with_deadline("batch-1"))
+        .await
+        .expect("first terminating pod");
+    let refused = pods
+        .create(&PostParams::default(), &with_deadline("batch-2"))
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("exceeded quota: terminating")),
+        "{refused:?}"
+    );
+    wait_used(&quotas, "best-effort", "pods=1").await;
+    wait_used(&quotas, "terminating", "pods=1").await;
+}
