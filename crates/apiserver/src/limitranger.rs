@@ -163,52 +163,15 @@ fn fill(container: &mut Value, what: &str, wanted: &List) -> Vec<String> {
     filled
 }
 
-/// A pod's requests and limits: its containers' sums, or an init container's if larger.
+/// A pod's requests and limits, as the quota code totals them.
 fn pod_totals(pod: &Value) -> (List, List) {
-    let mut totals = (
-        BTreeMap::<String, i64>::new(),
-        BTreeMap::<String, i64>::new(),
-    );
-    let mut init_max = (
-        BTreeMap::<String, i64>::new(),
-        BTreeMap::<String, i64>::new(),
-    );
-    for (field, into_sum) in [("containers", true), ("initContainers", false)] {
-        for container in pod
-            .pointer(&format!("/spec/{field}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let (requests, limits) = resources_of(container);
-            for (source, sum, max) in [
-                (requests, &mut totals.0, &mut init_max.0),
-                (limits, &mut totals.1, &mut init_max.1),
-            ] {
-                for (name, quantity) in source {
-                    let amount = parse_milli(&quantity).unwrap_or(0);
-                    if into_sum {
-                        *sum.entry(name).or_insert(0) += amount;
-                    } else {
-                        let slot = max.entry(name).or_insert(0);
-                        *slot = (*slot).max(amount);
-                    }
-                }
-            }
-        }
-    }
-    let merge = |sum: BTreeMap<String, i64>, max: BTreeMap<String, i64>| -> List {
-        let mut merged = sum;
-        for (name, amount) in max {
-            let slot = merged.entry(name).or_insert(0);
-            *slot = (*slot).max(amount);
-        }
-        merged
+    let written = |kind: &str| -> List {
+        skiff_quota::pod_resources(pod, kind)
             .into_iter()
             .map(|(name, amount)| (name, skiff_quantity::format_milli(amount)))
             .collect()
     };
-    (merge(totals.0, init_max.0), merge(totals.1, init_max.1))
+    (written("requests"), written("limits"))
 }
 
 /// Upstream's min, max and ratio constraints of one LimitRange item.

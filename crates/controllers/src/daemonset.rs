@@ -23,7 +23,7 @@ use kube::{Client, ResourceExt};
 use skiff_scheduler::plugins::helpers::{term_matches, tolerated_by_any};
 
 use crate::controller::{key_of, split_key};
-use crate::deployment::util::{compute_hash, scaled_value};
+use crate::deployment::util::scaled_value;
 use crate::error::{ignore_not_found, Result};
 use crate::expectations::Expectations;
 use crate::informer::InformerFactory;
@@ -399,22 +399,16 @@ impl crate::controller::Reconcile for DaemonSetController {
         };
         let spec = set.spec.clone();
         let uid = set.metadata.uid.clone().unwrap_or_default();
-        let hash = compute_hash(
+        let labels = set.spec.selector.match_labels.clone().unwrap_or_default();
+        let (hash, _) = crate::history::current(
+            &self.client,
+            &self.revisions,
+            set.as_ref(),
             &spec.template,
+            &labels,
             set.status.as_ref().and_then(|s| s.collision_count),
-        );
-        if set.metadata.deletion_timestamp.is_none() {
-            let labels = set.spec.selector.match_labels.clone().unwrap_or_default();
-            crate::history::record(
-                &self.client,
-                &self.revisions,
-                set.as_ref(),
-                &spec.template,
-                &labels,
-                &hash,
-            )
-            .await?;
-        }
+        )
+        .await?;
         let owned: Vec<Arc<Pod>> = owner::controlled_by(&self.pods, ns, &uid);
         let mut by_node: HashMap<String, Vec<&Pod>> = HashMap::new();
         for pod in &owned {

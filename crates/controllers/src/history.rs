@@ -37,6 +37,27 @@ pub fn revisions_of<K: Resource>(
         .collect()
 }
 
+/// The owner's current template as a revision: its hash (with the owner's collision
+/// count) and its name, recorded as the newest revision unless the owner is being deleted.
+pub async fn current<K>(
+    client: &Client,
+    revisions: &Store<ControllerRevision>,
+    owner: &K,
+    template: &PodTemplateSpec,
+    labels: &BTreeMap<String, String>,
+    collision_count: Option<i32>,
+) -> Result<(String, String)>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    let hash = crate::deployment::util::compute_hash(template, collision_count);
+    let name = match owner.meta().deletion_timestamp {
+        None => record(client, revisions, owner, template, labels, &hash).await?,
+        Some(_) => format!("{}-{hash}", owner.name_any()),
+    };
+    Ok((hash, name))
+}
+
 /// Makes sure `template` (whose hash is `hash`) is recorded as `owner`'s newest revision;
 /// returns the revision's name.
 pub async fn record<K>(

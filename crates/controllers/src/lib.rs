@@ -49,6 +49,7 @@ pub mod ttlafterfinished;
 pub use error::{Error, Result};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use informer::InformerFactory;
@@ -288,63 +289,23 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     factory.start();
     factory.wait_synced().await;
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(controller) = replicaset {
-        tasks.spawn(controller::run(
-            controller,
-            args.concurrent_replicaset_syncs,
-        ));
-    }
-    if let Some(controller) = replication_manager {
-        tasks.spawn(controller::run(controller, args.concurrent_rc_syncs));
-    }
-    if let Some(controller) = resource_quota {
-        tasks.spawn(controller::run(
-            controller,
-            args.concurrent_resource_quota_syncs,
-        ));
-    }
-    if let Some(controller) = disruption {
-        tasks.spawn(controller::run(
-            controller,
-            args.concurrent_disruption_syncs,
-        ));
-    }
-    if let Some(controller) = deployment {
-        tasks.spawn(controller::run(
-            controller,
-            args.concurrent_deployment_syncs,
-        ));
-    }
-    if let Some(controller) = job {
-        tasks.spawn(controller::run(controller, args.concurrent_job_syncs));
-    }
-    if let Some(controller) = daemon_set {
-        tasks.spawn(controller::run(controller, args.concurrent_daemonset_syncs));
-    }
-    if let Some(controller) = stateful_set {
-        tasks.spawn(controller::run(
-            controller,
-            args.concurrent_statefulset_syncs,
-        ));
-    }
-    if let Some(controller) = cron_job {
-        tasks.spawn(controller::run(controller, args.concurrent_cron_job_syncs));
-    }
-    if let Some(controller) = ttl {
-        tasks.spawn(controller::run(
-            controller,
-            args.concurrent_ttl_after_finished_syncs,
-        ));
-    }
-    if let Some(controller) = namespace {
-        tasks.spawn(controller::run(controller, args.concurrent_namespace_syncs));
-    }
-    if let Some(controller) = service_accounts {
-        tasks.spawn(controller::run(controller, 1));
-    }
-    if let Some(controller) = root_ca {
-        tasks.spawn(controller::run(controller, 1));
-    }
+    spawn_reconciler(&mut tasks, replicaset, args.concurrent_replicaset_syncs);
+    spawn_reconciler(&mut tasks, replication_manager, args.concurrent_rc_syncs);
+    spawn_reconciler(
+        &mut tasks,
+        resource_quota,
+        args.concurrent_resource_quota_syncs,
+    );
+    spawn_reconciler(&mut tasks, disruption, args.concurrent_disruption_syncs);
+    spawn_reconciler(&mut tasks, deployment, args.concurrent_deployment_syncs);
+    spawn_reconciler(&mut tasks, job, args.concurrent_job_syncs);
+    spawn_reconciler(&mut tasks, daemon_set, args.concurrent_daemonset_syncs);
+    spawn_reconciler(&mut tasks, stateful_set, args.concurrent_statefulset_syncs);
+    spawn_reconciler(&mut tasks, cron_job, args.concurrent_cron_job_syncs);
+    spawn_reconciler(&mut tasks, ttl, args.concurrent_ttl_after_finished_syncs);
+    spawn_reconciler(&mut tasks, namespace, args.concurrent_namespace_syncs);
+    spawn_reconciler(&mut tasks, service_accounts, 1);
+    spawn_reconciler(&mut tasks, root_ca, 1);
     if let Some(controller) = node_lifecycle {
         tasks.spawn(controller.run());
     }
@@ -360,6 +321,19 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         result?;
     }
     Ok(())
+}
+
+/// Runs an enabled controller's reconcile workers in `tasks`.
+fn spawn_reconciler<C>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    controller: Option<Arc<C>>,
+    workers: usize,
+) where
+    C: controller::Reconcile + Send + Sync + 'static,
+{
+    if let Some(controller) = controller {
+        tasks.spawn(controller::run(controller, workers));
+    }
 }
 
 /// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's cluster CA.

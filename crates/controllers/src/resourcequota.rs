@@ -28,8 +28,10 @@ pub struct ResourceQuotaController {
     client: Client,
     quotas: Store<ResourceQuota>,
     queue: Arc<WorkQueue>,
-    /// Served resources by `(group, plural)`, refreshed when a quota names an unknown one.
-    served: Mutex<HashMap<(String, String), ServedResource>>,
+    /// Served resources by `(group, plural)`, refreshed when a quota names an unknown one
+    /// (at most every [`RESYNC`], so a quota naming an unserved resource does not run
+    /// discovery on each recount).
+    served: Mutex<Served>,
 }
 
 impl ResourceQuotaController {
@@ -40,7 +42,7 @@ impl ResourceQuotaController {
             client: factory.client(),
             quotas: quota_informer.store(),
             queue: WorkQueue::new("resourcequota_primary"),
-            served: Mutex::new(HashMap::new()),
+            served: Mutex::new(Served::default()),
         });
         // As upstream, a quota is recounted when it is new or its `spec.hard` changed, not
         // when admission charges it: a recount racing a create it has charged but not yet
@@ -82,24 +84,35 @@ impl ResourceQuotaController {
 
     async fn resource(&self, group: &str, plural: &str) -> Result<Option<ServedResource>> {
         let key = (group.to_string(), plural.to_string());
-        if let Some(found) = self.lock_served().get(&key) {
-            return Ok(Some(found.clone()));
+        {
+            let served = self.lock_served();
+            let fresh = served.refreshed.is_some_and(|at| at.elapsed() < RESYNC);
+            if let Some(found) = served.by_name.get(&key) {
+                return Ok(Some(found.clone()));
+            }
+            if fresh {
+                return Ok(None);
+            }
         }
-        let fresh = served_resources(&self.client, &["list"]).await?;
+        let found = served_resources(&self.client, &["list"]).await?;
         let mut served = self.lock_served();
-        served.clear();
-        for resource in fresh {
-            served.insert(
-                (resource.api.group.clone(), resource.api.plural.clone()),
-                resource,
-            );
-        }
-        Ok(served.get(&key).cloned())
+        served.refreshed = Some(std::time::Instant::now());
+        served.by_name = found
+            .into_iter()
+            .map(|r| ((r.api.group.clone(), r.api.plural.clone()), r))
+            .collect();
+        Ok(served.by_name.get(&key).cloned())
     }
 
-    fn lock_served(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ServedResource>> {
+    fn lock_served(&self) -> std::sync::MutexGuard<'_, Served> {
         self.served.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+#[derive(Default)]
+struct Served {
+    refreshed: Option<std::time::Instant>,
+    by_name: HashMap<(String, String), ServedResource>,
 }
 
 /// The `(group, plural)` whose objects a quota's resource name counts.

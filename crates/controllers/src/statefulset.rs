@@ -27,7 +27,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::controller::{key_of, split_key, Reconcile};
-use crate::deployment::util::compute_hash;
 use crate::error::{ignore_not_found, is_status, Result};
 use crate::events::Events;
 use crate::expectations::Expectations;
@@ -256,24 +255,16 @@ impl Reconcile for StatefulSetController {
         };
         let spec = set.spec.clone();
         let uid = set.metadata.uid.clone().unwrap_or_default();
-        let hash = compute_hash(
-            &spec.template,
-            set.status.as_ref().and_then(|s| s.collision_count),
-        );
         let labels = spec.selector.match_labels.clone().unwrap_or_default();
-        let update_revision = if set.metadata.deletion_timestamp.is_none() {
-            history::record(
-                &self.client,
-                &self.revisions,
-                set.as_ref(),
-                &spec.template,
-                &labels,
-                &hash,
-            )
-            .await?
-        } else {
-            format!("{}-{hash}", set.name_any())
-        };
+        let (_, update_revision) = history::current(
+            &self.client,
+            &self.revisions,
+            set.as_ref(),
+            &spec.template,
+            &labels,
+            set.status.as_ref().and_then(|s| s.collision_count),
+        )
+        .await?;
         // Ordinal → the live pod with it.
         let mut by_ordinal: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
         let mut terminating = 0;

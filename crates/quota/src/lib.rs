@@ -71,40 +71,53 @@ fn phase(pod: &Value) -> &str {
 /// A pod's requests and limits: the sum over its containers, or the largest init
 /// container's if that is more (init containers run one at a time, before the others).
 fn pod_compute(pod: &Value, usage: &mut Usage) {
-    for (kind, names) in [
-        ("requests", ["requests.cpu", "requests.memory"]),
-        ("limits", ["limits.cpu", "limits.memory"]),
-    ] {
-        for (resource, name) in ["cpu", "memory"].into_iter().zip(names) {
-            let amount = |container: &Value| {
-                container
-                    .pointer(&format!("/resources/{kind}/{resource}"))
-                    .and_then(Value::as_str)
-                    .and_then(|q| parse_milli(q).ok())
-                    .unwrap_or(0)
+    for kind in ["requests", "limits"] {
+        let totals = pod_resources(pod, kind);
+        for resource in ["cpu", "memory"] {
+            let Some(total) = totals.get(resource).copied().filter(|t| *t > 0) else {
+                continue;
             };
-            let containers = |field: &str| {
-                pod.pointer(&format!("/spec/{field}"))
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let regular: i64 = containers("containers").iter().map(amount).sum();
-            let init = containers("initContainers")
-                .iter()
-                .map(amount)
-                .max()
-                .unwrap_or(0);
-            let total = regular.max(init);
-            if total > 0 {
-                usage.insert(name.to_string(), total);
-                // `cpu` and `memory` are upstream's older names for the requests.
-                if kind == "requests" {
-                    usage.insert(resource.to_string(), total);
-                }
+            usage.insert(format!("{kind}.{resource}"), total);
+            // `cpu` and `memory` are upstream's older names for the requests.
+            if kind == "requests" {
+                usage.insert(resource.to_string(), total);
             }
         }
     }
+}
+
+/// What a pod asks for in `resources.<kind>` (`requests` or `limits`), per resource: its
+/// containers' sum, or an init container's amount if larger (init containers run one
+/// at a time, before the others), as upstream's `PodRequests` computes it.
+pub fn pod_resources(pod: &Value, kind: &str) -> Usage {
+    let containers = |field: &str| {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(move |c| c.pointer(&format!("/resources/{kind}"))?.as_object())
+    };
+    let amounts = |list: &serde_json::Map<String, Value>| {
+        list.iter()
+            .map(|(name, q)| {
+                let amount = q.as_str().and_then(|q| parse_milli(q).ok()).unwrap_or(0);
+                (name.clone(), amount)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut totals = Usage::new();
+    for list in containers("containers") {
+        for (name, amount) in amounts(list) {
+            *totals.entry(name).or_insert(0) += amount;
+        }
+    }
+    for list in containers("initContainers") {
+        for (name, amount) in amounts(list) {
+            let slot = totals.entry(name).or_insert(0);
+            *slot = (*slot).max(amount);
+        }
+    }
+    totals
 }
 
 /// Whether the quota's scopes (`spec.scopes`) select the object. Scopes describe pods;
