@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod error;
 pub use skiff_events as events;
 pub mod disruption;
+pub mod endpoints;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
@@ -72,6 +73,8 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "disruption",
     "resourcequota",
+    "endpoint",
+    "endpointslice",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -139,6 +142,13 @@ pub struct ControllerManagerArgs {
     pub pod_gc_quarantine: Duration,
     #[arg(long, default_value_t = 10)]
     pub concurrent_namespace_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_endpoint_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_service_endpoint_syncs: usize,
+    /// Endpoints per EndpointSlice before another slice is started.
+    #[arg(long, default_value_t = endpoints::slices::DEFAULT_MAX_ENDPOINTS_PER_SLICE)]
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for ControllerManagerArgs {
@@ -168,6 +178,9 @@ impl Default for ControllerManagerArgs {
             pod_gc_period: Duration::from_secs(20),
             pod_gc_quarantine: Duration::from_secs(40),
             concurrent_namespace_syncs: 10,
+            concurrent_endpoint_syncs: 5,
+            concurrent_service_endpoint_syncs: 5,
+            max_endpoints_per_slice: endpoints::slices::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
         }
     }
 }
@@ -233,6 +246,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let disruption = args
         .enabled("disruption")
         .then(|| disruption::DisruptionController::new(&factory));
+    let endpoints = args
+        .enabled("endpoint")
+        .then(|| endpoints::legacy::EndpointsController::new(&factory));
+    let endpoint_slices = args.enabled("endpointslice").then(|| {
+        endpoints::slices::EndpointSliceController::new(&factory, args.max_endpoints_per_slice)
+    });
     let deployment = args
         .enabled("deployment")
         .then(|| deployment::DeploymentController::new(&factory));
@@ -297,6 +316,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         args.concurrent_resource_quota_syncs,
     );
     spawn_reconciler(&mut tasks, disruption, args.concurrent_disruption_syncs);
+    spawn_reconciler(&mut tasks, endpoints, args.concurrent_endpoint_syncs);
+    spawn_reconciler(
+        &mut tasks,
+        endpoint_slices,
+        args.concurrent_service_endpoint_syncs,
+    );
     spawn_reconciler(&mut tasks, deployment, args.concurrent_deployment_syncs);
     spawn_reconciler(&mut tasks, job, args.concurrent_job_syncs);
     spawn_reconciler(&mut tasks, daemon_set, args.concurrent_daemonset_syncs);
