@@ -432,8 +432,11 @@ fn new_slice(service: &Service, address_type: &str, ports: &[ResolvedPort]) -> E
 /// written, or `None` for a deletion.
 #[derive(Default)]
 struct Written {
-    inner: Mutex<HashMap<String, (Instant, HashMap<String, Option<u64>>)>>,
+    inner: Mutex<HashMap<String, (Instant, SliceRevisions)>>,
 }
+
+/// Slice name → the revision written, or `None` for a deletion.
+type SliceRevisions = HashMap<String, Option<u64>>;
 
 impl Written {
     fn record(&self, service: &str, slice: &str, revision: Option<u64>) {
