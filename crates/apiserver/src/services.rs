@@ -360,11 +360,12 @@ pub async fn ensure_kubernetes_service(
     address: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let catalogue = &registry.catalogue;
-    let (Some(services), Some(endpoints)) = (
+    let (Some(services), Some(endpoints), Some(slices)) = (
         catalogue.get("", "v1", "services"),
         catalogue.get("", "v1", "endpoints"),
+        catalogue.get("discovery.k8s.io", "v1", "endpointslices"),
     ) else {
-        anyhow::bail!("services or endpoints missing from the catalogue");
+        anyhow::bail!("services, endpoints or endpointslices missing from the catalogue");
     };
     let ip = registry.service_cidr.nth(1).to_string();
     let service = json!({
@@ -403,6 +404,27 @@ pub async fn ensure_kubernetes_service(
         )
         .await
         .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {e}"))?;
+    // The slice the service proxy and DNS read; no controller manages it but this.
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "https", "port": address.port(), "protocol": "TCP"}],
+    });
+    // Unlike Endpoints, slices are not created by an update.
+    let written = match registry
+        .create(slices, Some("default"), slice.clone(), false)
+        .await
+    {
+        Err(e) if e.reason == "AlreadyExists" => registry
+            .update(slices, Some("default"), "kubernetes", None, slice, false)
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    };
+    written.map_err(|e| anyhow::anyhow!("writing the kubernetes endpoint slice: {e}"))?;
     Ok(())
 }
 

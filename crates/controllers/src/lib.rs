@@ -75,6 +75,7 @@ pub const CONTROLLERS: &[&str] = &[
     "resourcequota",
     "endpoint",
     "endpointslice",
+    "endpointslicemirroring",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -149,6 +150,11 @@ pub struct ControllerManagerArgs {
     /// Endpoints per EndpointSlice before another slice is started.
     #[arg(long, default_value_t = endpoints::slices::DEFAULT_MAX_ENDPOINTS_PER_SLICE)]
     pub max_endpoints_per_slice: usize,
+    #[arg(long, default_value_t = 5)]
+    pub mirroring_concurrent_service_endpoint_syncs: usize,
+    /// Endpoints per mirrored EndpointSlice (upstream's default 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub mirroring_max_endpoints_per_subset: usize,
 }
 
 impl Default for ControllerManagerArgs {
@@ -181,6 +187,8 @@ impl Default for ControllerManagerArgs {
             concurrent_endpoint_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             max_endpoints_per_slice: endpoints::slices::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+            mirroring_concurrent_service_endpoint_syncs: 5,
+            mirroring_max_endpoints_per_subset: 1000,
         }
     }
 }
@@ -252,6 +260,12 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let endpoint_slices = args.enabled("endpointslice").then(|| {
         endpoints::slices::EndpointSliceController::new(&factory, args.max_endpoints_per_slice)
     });
+    let mirroring = args.enabled("endpointslicemirroring").then(|| {
+        endpoints::slices::EndpointSliceController::mirroring(
+            &factory,
+            args.mirroring_max_endpoints_per_subset,
+        )
+    });
     let deployment = args
         .enabled("deployment")
         .then(|| deployment::DeploymentController::new(&factory));
@@ -321,6 +335,11 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         &mut tasks,
         endpoint_slices,
         args.concurrent_service_endpoint_syncs,
+    );
+    spawn_reconciler(
+        &mut tasks,
+        mirroring,
+        args.mirroring_concurrent_service_endpoint_syncs,
     );
     spawn_reconciler(&mut tasks, deployment, args.concurrent_deployment_syncs);
     spawn_reconciler(&mut tasks, job, args.concurrent_job_syncs);

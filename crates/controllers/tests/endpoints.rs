@@ -274,7 +274,7 @@ async fn endpoints_follow_the_pods_of_a_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_without_selectors_and_external_names_are_left_alone() {
+async fn endpoints_of_services_without_selectors_are_mirrored() {
     let cluster = cluster().await;
     let ns = cluster.namespace("manual");
     cluster
@@ -282,9 +282,55 @@ async fn services_without_selectors_and_external_names_are_left_alone() {
             "apiVersion: v1\nkind: Service\nmetadata: {{name: manual, namespace: {ns}}}\nspec:\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual, namespace: {ns}}}\nsubsets: [{{addresses: [{{ip: 192.0.2.10}}], ports: [{{port: 80}}]}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  type: ExternalName\n  externalName: example.com\n  selector: {{app: web}}\n"
         ))
         .await;
-    // The controllers have seen both (the default account proves the manager runs);
-    // give them a moment, then check nothing was written over or made.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The controllers have seen the Services by the time the mirror is made: nothing
+    // was written over, and nothing made for the ExternalName Service.
+    // Hand-written Endpoints are mirrored into a slice of their own.
+    let mirrored = eventually("the mirrored slice", WAIT, || async {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "endpointslices",
+                "-n",
+                &ns,
+                "-l",
+                "kubernetes.io/service-name=manual",
+                "-o",
+                "json",
+            ])
+            .await;
+        let list: Value = serde_json::from_str(&out).expect("slice list");
+        list["items"]
+            .as_array()
+            .and_then(|items| items.first().cloned())
+    })
+    .await;
+    assert_eq!(
+        mirrored["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io"
+    );
+    assert_eq!(mirrored["endpoints"][0]["addresses"][0], "192.0.2.10");
+    assert_eq!(mirrored["endpoints"][0]["conditions"]["ready"], true);
+    assert_eq!(mirrored["ports"][0]["port"], 80);
+    cluster
+        .kubectl(&["patch", "endpoints", "manual", "-n", &ns, "--type=merge", "-p",
+            r#"{"subsets": [{"addresses": [{"ip": "192.0.2.11"}], "notReadyAddresses": [{"ip": "192.0.2.12"}], "ports": [{"port": 80}]}]}"#])
+        .await;
+    eventually("the mirror to follow the Endpoints", WAIT, || async {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "endpointslices",
+                "-n",
+                &ns,
+                "-l",
+                "kubernetes.io/service-name=manual",
+                "-o",
+                "jsonpath={range .items[*].endpoints[*]}{.addresses[0]}={.conditions.ready} {end}",
+            ])
+            .await;
+        (out.trim() == "192.0.2.11=true 192.0.2.12=false").then_some(())
+    })
+    .await;
     let manual = cluster
         .kubectl(&[
             "get",
@@ -296,7 +342,7 @@ async fn services_without_selectors_and_external_names_are_left_alone() {
             "jsonpath={.subsets[0].addresses[0].ip}",
         ])
         .await;
-    assert_eq!(manual, "192.0.2.10");
+    assert_eq!(manual, "192.0.2.11");
     assert!(
         slices(&cluster, &ns).await.is_empty(),
         "no slices for an ExternalName Service"

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::{endpoint_labels, pod_endpoint, pod_ports, selector, ResolvedPort, ServicePods};
+use super::{
+    endpoint_labels, pod_endpoint, pod_ports, pods_of, selector, ResolvedPort, ServicePods,
+};
 use crate::controller::{split_key, Reconcile};
 use crate::error::{ignore_not_found, Result};
 use crate::informer::InformerFactory;
@@ -77,7 +79,7 @@ impl Reconcile for EndpointsController {
             // Someone else's to write (or an ExternalName Service's: none).
             return Ok(None);
         }
-        let (subsets, truncated) = desired_subsets(&service, &self.service_pods);
+        let (subsets, truncated) = desired_subsets(&service, &self.service_pods.pods);
         let mut annotations = existing
             .as_ref()
             .and_then(|e| e.metadata.annotations.clone())
@@ -123,7 +125,7 @@ impl Reconcile for EndpointsController {
 type Repacked = BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)>;
 
 /// The Service's subsets, and whether addresses were dropped to fit the limit.
-fn desired_subsets(service: &Service, view: &ServicePods) -> (Vec<EndpointSubset>, bool) {
+fn desired_subsets(service: &Service, pods: &Store<Pod>) -> (Vec<EndpointSubset>, bool) {
     let publish_not_ready = service
         .spec
         .as_ref()
@@ -135,7 +137,7 @@ fn desired_subsets(service: &Service, view: &ServicePods) -> (Vec<EndpointSubset
         .and_then(|s| s.ports.as_ref())
         .is_some_and(|p| !p.is_empty());
     let mut repacked: Repacked = BTreeMap::new();
-    for pod in view.pods_of(service) {
+    for pod in pods_of(pods, service) {
         let Some(endpoint) = pod_endpoint(service, &pod, publish_not_ready) else {
             continue;
         };

@@ -55,16 +55,15 @@ impl ServicePods {
             pods: pod_informer.store(),
         }
     }
+}
 
-    /// The pods of the Service's namespace its selector picks.
-    pub fn pods_of(&self, service: &Service) -> Vec<Arc<Pod>> {
-        let ns = service.metadata.namespace.as_deref();
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == ns && selects(service, p))
-            .collect()
-    }
+/// The pods of the Service's namespace its selector picks.
+pub(crate) fn pods_of(pods: &Store<Pod>, service: &Service) -> Vec<Arc<Pod>> {
+    let ns = service.metadata.namespace.as_deref();
+    pods.state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == ns && selects(service, p))
+        .collect()
 }
 
 fn selecting(services: &Store<Service>, pod: &Pod) -> Vec<Arc<Service>> {

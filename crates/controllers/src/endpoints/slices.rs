@@ -8,6 +8,11 @@
 //! Service with no endpoints keeps one empty "placeholder" slice, so that readers can
 //! tell "no endpoints" from "not yet synced".
 //!
+//! The same controller, fed by `v1` Endpoints instead of pods, is upstream's EndpointSlice
+//! mirroring controller: Services without a selector whose Endpoints someone writes by
+//! hand get slices too (under their own `managed-by`), so that the proxy and DNS, which
+//! read only slices, see them.
+//!
 //! Writes the informer has not shown yet are remembered ([`Written`]): until the cache
 //! has caught up with them, the Service is not synced again, so slices are never made
 //! twice from a stale cache.
@@ -16,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -24,8 +29,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
+use super::legacy::SKIP_MIRROR_LABEL;
 use super::{
-    endpoint_labels, pod_endpoint, pod_ports, selector, ResolvedPort, ServicePods,
+    endpoint_labels, pod_endpoint, pod_ports, pods_of, selector, ResolvedPort, ServicePods,
     SERVICE_NAME_LABEL,
 };
 use crate::controller::{split_key, Reconcile};
@@ -37,6 +43,7 @@ use crate::queue::WorkQueue;
 /// Which controller manages a slice; others' slices are left alone.
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
+pub const MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.k8s.io";
 /// Upstream's default `--max-endpoints-per-slice`.
 pub const DEFAULT_MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
@@ -47,24 +54,76 @@ const WRITTEN_TTL: Duration = Duration::from_secs(30);
 
 pub struct EndpointSliceController {
     client: Client,
-    service_pods: ServicePods,
+    services: Store<Service>,
+    source: Source,
     slices: Store<EndpointSlice>,
     queue: Arc<WorkQueue>,
     written: Written,
     max_per_slice: usize,
+    managed_by: &'static str,
+}
+
+/// Where a Service's endpoints come from.
+enum Source {
+    /// The pods its selector picks (the EndpointSlice controller).
+    Pods(Store<Pod>),
+    /// Its hand-written Endpoints (the mirroring controller).
+    Endpoints(Store<Endpoints>),
 }
 
 impl EndpointSliceController {
+    /// Upstream's EndpointSlice controller: slices from the pods Services select.
     pub fn new(factory: &InformerFactory, max_per_slice: usize) -> Arc<EndpointSliceController> {
         let queue = WorkQueue::new("endpoint_slice");
-        let service_pods = ServicePods::watch(factory, &queue);
+        let view = ServicePods::watch(factory, &queue);
+        let source = Source::Pods(view.pods);
+        Self::with_source(
+            factory,
+            queue,
+            view.services,
+            source,
+            max_per_slice,
+            CONTROLLER_NAME,
+        )
+    }
+
+    /// Upstream's EndpointSlice mirroring controller: slices from the Endpoints of
+    /// Services without a selector.
+    pub fn mirroring(
+        factory: &InformerFactory,
+        max_per_slice: usize,
+    ) -> Arc<EndpointSliceController> {
+        let queue = WorkQueue::new("endpoint_slice_mirroring");
+        let services = factory.informer::<Service>();
+        services.enqueue_into(queue.clone());
+        let endpoints = factory.informer::<Endpoints>();
+        endpoints.enqueue_into(queue.clone());
+        let source = Source::Endpoints(endpoints.store());
+        Self::with_source(
+            factory,
+            queue,
+            services.store(),
+            source,
+            max_per_slice,
+            MIRRORING_CONTROLLER_NAME,
+        )
+    }
+
+    fn with_source(
+        factory: &InformerFactory,
+        queue: Arc<WorkQueue>,
+        services: Store<Service>,
+        source: Source,
+        max_per_slice: usize,
+        managed_by: &'static str,
+    ) -> Arc<EndpointSliceController> {
         let slice_informer = factory.informer::<EndpointSlice>();
         let slice_queue = queue.clone();
         slice_informer.add_handler(move |old, new| {
             // Someone changing or deleting a slice of ours: put it back as it should be.
             for slice in [old, new].into_iter().flatten() {
                 if let (true, Some(service), Some(ns)) = (
-                    managed_by_us(slice),
+                    managed_by_label(slice) == Some(managed_by),
                     slice.labels().get(SERVICE_NAME_LABEL),
                     slice.metadata.namespace.as_deref(),
                 ) {
@@ -74,12 +133,44 @@ impl EndpointSliceController {
         });
         Arc::new(EndpointSliceController {
             client: factory.client(),
-            service_pods,
+            services,
+            source,
             slices: slice_informer.store(),
             queue,
             written: Written::default(),
             max_per_slice: max_per_slice.max(1),
+            managed_by,
         })
+    }
+
+    /// The endpoints `service` should have, by group; `None` when this controller has
+    /// no slices to keep for it.
+    fn desired(&self, service: &Service) -> Option<BTreeMap<GroupKey, Vec<Endpoint>>> {
+        match &self.source {
+            Source::Pods(pods) => {
+                selector(service)?;
+                Some(desired_endpoints(service, pods))
+            }
+            Source::Endpoints(endpoints) => {
+                let spec = service.spec.as_ref()?;
+                if spec.selector.as_ref().is_some_and(|s| !s.is_empty())
+                    || spec.type_.as_deref() == Some("ExternalName")
+                {
+                    return None;
+                }
+                let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+                let endpoints = endpoints.get(&ObjectRef::new(&service.name_any()).within(ns))?;
+                if endpoints
+                    .labels()
+                    .get(SKIP_MIRROR_LABEL)
+                    .map(String::as_str)
+                    == Some("true")
+                {
+                    return None;
+                }
+                Some(mirrored_endpoints(&endpoints))
+            }
+        }
     }
 
     fn slices_of(&self, ns: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
@@ -88,7 +179,7 @@ impl EndpointSliceController {
             .into_iter()
             .filter(|s| {
                 s.metadata.namespace.as_deref() == Some(ns)
-                    && managed_by_us(s)
+                    && managed_by_label(s) == Some(self.managed_by)
                     && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(service)
             })
             .collect()
@@ -117,8 +208,8 @@ impl EndpointSliceController {
     }
 }
 
-fn managed_by_us(slice: &EndpointSlice) -> bool {
-    slice.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(CONTROLLER_NAME)
+fn managed_by_label(slice: &EndpointSlice) -> Option<&str> {
+    slice.labels().get(MANAGED_BY_LABEL).map(String::as_str)
 }
 
 fn revision(slice: &EndpointSlice) -> Option<u64> {
@@ -137,13 +228,12 @@ impl Reconcile for EndpointSliceController {
             return Ok(Some(CACHE_CATCH_UP));
         }
         let existing = self.slices_of(ns, name);
-        let service = self
-            .service_pods
-            .services
-            .get(&ObjectRef::new(name).within(ns));
-        let Some(service) = service.filter(|s| selector(s).is_some()) else {
+        let service = self.services.get(&ObjectRef::new(name).within(ns));
+        let desired = service.as_ref().and_then(|s| Some((s, self.desired(s)?)));
+        let Some((service, desired)) = desired else {
             // Gone (the garbage collector follows the owner references too), turned into
-            // an ExternalName Service, or its selector removed: its slices go.
+            // an ExternalName Service, its selector removed (or, when mirroring, added),
+            // or its Endpoints gone: its slices go.
             let plan = Plan {
                 delete: existing,
                 ..Plan::default()
@@ -151,8 +241,13 @@ impl Reconcile for EndpointSliceController {
             self.apply(key, ns, plan).await?;
             return Ok(None);
         };
-        let desired = desired_endpoints(&service, &self.service_pods);
-        let plan = plan(&service, existing, desired, self.max_per_slice);
+        let plan = plan(
+            service,
+            existing,
+            desired,
+            self.max_per_slice,
+            self.managed_by,
+        );
         self.apply(key, ns, plan).await?;
         Ok(None)
     }
@@ -163,10 +258,10 @@ impl Reconcile for EndpointSliceController {
 type GroupKey = (String, Vec<ResolvedPort>);
 
 /// The endpoints the Service should have, by group, each group sorted by address.
-fn desired_endpoints(service: &Service, view: &ServicePods) -> BTreeMap<GroupKey, Vec<Endpoint>> {
+fn desired_endpoints(service: &Service, pods: &Store<Pod>) -> BTreeMap<GroupKey, Vec<Endpoint>> {
     let families = address_types(service);
     let mut groups: BTreeMap<GroupKey, Vec<Endpoint>> = BTreeMap::new();
-    for pod in view.pods_of(service) {
+    for pod in pods_of(pods, service) {
         let Some(endpoint) = pod_endpoint(service, &pod, true) else {
             continue;
         };
@@ -200,6 +295,53 @@ fn desired_endpoints(service: &Service, view: &ServicePods) -> BTreeMap<GroupKey
 }
 
 /// The address types of the Service's IP families (IPv4 when none is set yet).
+/// The endpoints of hand-written Endpoints, by group: one group per subset's ports.
+fn mirrored_endpoints(endpoints: &Endpoints) -> BTreeMap<GroupKey, Vec<Endpoint>> {
+    let mut groups: BTreeMap<GroupKey, Vec<Endpoint>> = BTreeMap::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let mut ports: Vec<ResolvedPort> = subset
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| ResolvedPort {
+                name: p.name.clone().filter(|n| !n.is_empty()),
+                port: p.port,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                app_protocol: p.app_protocol.clone(),
+            })
+            .collect();
+        ports.sort();
+        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| (a, false));
+        for (address, ready) in ready.chain(not_ready) {
+            groups
+                .entry((family_of(&address.ip).to_string(), ports.clone()))
+                .or_default()
+                .push(Endpoint {
+                    addresses: vec![address.ip.clone()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(ready),
+                        serving: Some(ready),
+                        terminating: Some(false),
+                    }),
+                    hostname: address.hostname.clone(),
+                    node_name: address.node_name.clone(),
+                    target_ref: address.target_ref.clone(),
+                    ..Default::default()
+                });
+        }
+    }
+    for endpoints in groups.values_mut() {
+        endpoints.sort_by(|a, b| a.addresses.cmp(&b.addresses));
+        endpoints.dedup_by(|a, b| a.addresses == b.addresses);
+    }
+    groups
+}
+
 fn address_types(service: &Service) -> Vec<&'static str> {
     let families = service.spec.as_ref().and_then(|s| s.ip_families.as_ref());
     let types: Vec<&'static str> = families
@@ -275,6 +417,7 @@ fn plan(
     existing: Vec<Arc<EndpointSlice>>,
     desired: BTreeMap<GroupKey, Vec<Endpoint>>,
     max_per_slice: usize,
+    managed_by: &str,
 ) -> Plan {
     let uid = service.metadata.uid.as_deref();
     let (owned, foreign): (Vec<_>, Vec<_>) = existing.into_iter().partition(|s| {
@@ -289,7 +432,7 @@ fn plan(
         service,
         &[
             (SERVICE_NAME_LABEL, &service.name_any()),
-            (MANAGED_BY_LABEL, CONTROLLER_NAME),
+            (MANAGED_BY_LABEL, managed_by),
         ],
     );
     let mut by_group: BTreeMap<GroupKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
@@ -526,7 +669,13 @@ mod tests {
         let wanted: Vec<Endpoint> = (1..=5)
             .map(|i| endpoint(&format!("10.0.0.{i}"), true))
             .collect();
-        let first = plan(&svc, vec![], BTreeMap::from([(group(), wanted.clone())]), 2);
+        let first = plan(
+            &svc,
+            vec![],
+            BTreeMap::from([(group(), wanted.clone())]),
+            2,
+            CONTROLLER_NAME,
+        );
         assert_eq!(first.create.len(), 3, "5 endpoints at 2 per slice");
         assert!(first.update.is_empty() && first.delete.is_empty());
         let slice = &first.create[0];
@@ -552,6 +701,7 @@ mod tests {
             existing.clone(),
             BTreeMap::from([(group(), wanted.clone())]),
             2,
+            CONTROLLER_NAME,
         );
         assert!(again.create.is_empty() && again.update.is_empty() && again.delete.is_empty());
 
@@ -563,6 +713,7 @@ mod tests {
             existing.clone(),
             BTreeMap::from([(group(), changed)]),
             2,
+            CONTROLLER_NAME,
         );
         assert_eq!(one.update.len(), 1);
         assert!(one.create.is_empty() && one.delete.is_empty());
@@ -571,7 +722,13 @@ mod tests {
         // Two endpoints go and one comes: the newcomer fills a slice being rewritten.
         let mut moved: Vec<Endpoint> = wanted[2..].to_vec();
         moved.push(endpoint("10.0.0.9", true));
-        let shuffled = plan(&svc, existing, BTreeMap::from([(group(), moved)]), 2);
+        let shuffled = plan(
+            &svc,
+            existing,
+            BTreeMap::from([(group(), moved)]),
+            2,
+            CONTROLLER_NAME,
+        );
         assert!(shuffled.create.is_empty(), "{shuffled:?}");
         assert_eq!(shuffled.delete.len(), 0);
         assert_eq!(
@@ -593,16 +750,23 @@ mod tests {
             vec![],
             BTreeMap::from([(group(), vec![endpoint("10.0.0.1", true)])]),
             100,
+            CONTROLLER_NAME,
         );
         let existing = stored(&first, 0);
-        let empty = plan(&svc, existing, BTreeMap::new(), 100);
+        let empty = plan(&svc, existing, BTreeMap::new(), 100, CONTROLLER_NAME);
         assert_eq!(empty.delete.len(), 1);
         assert_eq!(empty.create.len(), 1);
         let placeholder = &empty.create[0];
         assert_eq!(placeholder.endpoints, Some(vec![]));
         assert_eq!(placeholder.ports, Some(vec![]));
         // The placeholder, once stored, stays as it is.
-        let kept = plan(&svc, stored(&empty, 1), BTreeMap::new(), 100);
+        let kept = plan(
+            &svc,
+            stored(&empty, 1),
+            BTreeMap::new(),
+            100,
+            CONTROLLER_NAME,
+        );
         assert!(
             kept.create.is_empty() && kept.update.is_empty() && kept.delete.is_empty(),
             "{kept:?}"
@@ -613,6 +777,7 @@ mod tests {
             stored(&empty, 1),
             BTreeMap::from([(group(), vec![endpoint("10.0.0.1", true)])]),
             100,
+            CONTROLLER_NAME,
         );
         assert_eq!((back.create.len(), back.delete.len()), (1, 1));
     }
@@ -625,6 +790,7 @@ mod tests {
             vec![],
             BTreeMap::from([(group(), vec![endpoint("10.0.0.1", true)])]),
             100,
+            CONTROLLER_NAME,
         );
         let existing = stored(&first, 0);
         let mut newer = web();
@@ -634,6 +800,7 @@ mod tests {
             existing.clone(),
             BTreeMap::from([(group(), vec![endpoint("10.0.0.1", true)])]),
             100,
+            CONTROLLER_NAME,
         );
         assert_eq!((replaced.create.len(), replaced.delete.len()), (1, 1));
 
@@ -645,6 +812,7 @@ mod tests {
             existing,
             BTreeMap::from([(group(), vec![endpoint("10.0.0.1", true)])]),
             100,
+            CONTROLLER_NAME,
         );
         assert_eq!(labels.update.len(), 1);
         assert_eq!(
@@ -675,7 +843,7 @@ mod tests {
                 .or_default()
                 .push(endpoint(&e.ips[0], e.ready));
         }
-        let planned = plan(&svc, vec![], groups, 100);
+        let planned = plan(&svc, vec![], groups, 100, CONTROLLER_NAME);
         let mut numbers: Vec<i32> = planned
             .create
             .iter()
