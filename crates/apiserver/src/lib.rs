@@ -79,6 +79,16 @@ impl ApiServer {
     }
 }
 
+/// The address the `kubernetes` Service's endpoints name: the bind address, or this
+/// machine's own when bound to every address.
+fn advertise_address(config: &Config) -> std::net::IpAddr {
+    if config.bind_address.is_unspecified() {
+        skiff_pki::default_host_ip()
+    } else {
+        config.bind_address
+    }
+}
+
 fn serving_names(config: &Config) -> Vec<String> {
     let mut names = vec![
         "127.0.0.1".to_string(),
@@ -88,8 +98,16 @@ fn serving_names(config: &Config) -> Vec<String> {
     if let Ok(host) = hostname() {
         names.push(host);
     }
-    if !config.bind_address.is_unspecified() {
-        names.push(config.bind_address.to_string());
+    names.push(advertise_address(config).to_string());
+    // In-cluster clients reach the API server through the `kubernetes` Service.
+    names.push(config.service_cidr.nth(1).to_string());
+    for name in [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        names.push(name.into());
     }
     names.extend(config.tls_san.iter().cloned());
     names.dedup();
@@ -173,7 +191,10 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         &pki.ca.cert_pem,
     )?;
     let task = tokio::spawn(server::serve(listener, tls, app));
-    services::ensure_kubernetes_service(&registry, address)
+    services::ensure_kubernetes_service(
+        &registry,
+        std::net::SocketAddr::new(advertise_address(&config), address.port()),
+    )
         .await
         .context("creating the kubernetes service")?;
 

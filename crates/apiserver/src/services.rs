@@ -354,7 +354,8 @@ pub fn keep_allocations(new: &mut Value, old: &Value) -> Vec<Cause> {
     causes
 }
 
-/// The `kubernetes` Service in `default`, pointing at this API server.
+/// The `kubernetes` Service in `default`, pointing at this API server's advertised
+/// address.
 pub async fn ensure_kubernetes_service(
     registry: &Registry,
     address: std::net::SocketAddr,
@@ -382,11 +383,7 @@ pub async fn ensure_kubernetes_service(
         Err(e) if e.reason == "AlreadyExists" => {}
         Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
     }
-    let host = if address.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        address.ip().to_string()
-    };
+    let host = address.ip().to_string();
     let endpoint = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default",

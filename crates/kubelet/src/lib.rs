@@ -139,7 +139,10 @@ pub async fn client(args: &KubeletArgs) -> anyhow::Result<kube::Client> {
 pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let name = args.node_name.clone().unwrap_or_else(node::hostname);
-    let node_ip = args.node_ip.clone().unwrap_or_else(node::default_node_ip);
+    let node_ip = args
+        .node_ip
+        .clone()
+        .unwrap_or_else(|| skiff_pki::default_host_ip().to_string());
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&args.pod_logs_dir)

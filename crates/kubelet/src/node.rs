@@ -117,18 +117,6 @@ pub fn go_arch() -> &'static str {
     }
 }
 
-/// The node's default address: the source address of the default route
-/// (no packet is sent), else loopback.
-pub fn default_node_ip() -> String {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("10.255.255.255:53")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
-}
-
 /// The host name as the kernel reports it, lowercased (upstream lowercases
 /// node names).
 pub fn hostname() -> String {

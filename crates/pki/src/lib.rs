@@ -122,6 +122,19 @@ impl ClusterPki {
 
 /// A kubeconfig with one cluster, one user and one context, all named `skiff` (the user
 /// is named `user`), with certificates embedded as base64 so that the file stands alone.
+/// The address other machines reach this one at: the source address of the default
+/// route (no packet is sent), else loopback. Kubelets register it as the node's
+/// InternalIP; an API server bound to every address advertises it.
+pub fn default_host_ip() -> std::net::IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("10.255.255.255:53")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
 pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     format!(
