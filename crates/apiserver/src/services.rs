@@ -178,16 +178,26 @@ async fn allocate_ip(
             Err(e) => Err(e),
         };
     }
-    // Random probing from a random start, skipping the network and broadcast addresses
-    // and the first address (reserved for the `kubernetes` Service).
-    let usable = cidr.size() - 3;
-    let start = random_u32() % usable;
-    for step in 0..usable.min(4096) {
-        let ip = cidr.nth(2 + (start + step) % usable).to_string();
-        match Box::pin(registry.create(ipaddresses, None, record(&ip), dry_run)).await {
-            Ok(_) => return Ok(ip),
-            Err(e) if e.reason == "AlreadyExists" => continue,
-            Err(e) => return Err(e),
+    // Random probing from a random start. As upstream (KEP-3070), dynamic addresses come
+    // from above a reserved lower band first, so that addresses chosen by hand there
+    // (the cluster DNS's, say) stay free; the lower band is used when the upper is full.
+    // Skipped: the network and broadcast addresses, and the first address (the
+    // `kubernetes` Service's).
+    let size = cidr.size();
+    let reserved = (size / 16).clamp(16, 256).min(size - 1);
+    for (first, end) in [(reserved, size - 1), (2, reserved)] {
+        let usable = end.saturating_sub(first);
+        if usable == 0 {
+            continue;
+        }
+        let start = random_u32() % usable;
+        for step in 0..usable.min(4096) {
+            let ip = cidr.nth(first + (start + step) % usable).to_string();
+            match Box::pin(registry.create(ipaddresses, None, record(&ip), dry_run)).await {
+                Ok(_) => return Ok(ip),
+                Err(e) if e.reason == "AlreadyExists" => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
     Err(ApiError::internal(format!(
