@@ -1,0 +1,183 @@
+//! Cluster DNS: the Kubernetes DNS-based service discovery specification
+//! (<https://github.com/kubernetes/dns/blob/master/docs/specification.md>), served as
+//! CoreDNS's `kubernetes` plugin serves it, so pods find Services by name.
+//!
+//! Three layers, each usable alone:
+//!
+//! 1. **The view** ([`view`]): Services and EndpointSlices, reduced to what DNS needs,
+//!    kept current by two `kube` watchers ([`watch()`]). Nothing calls the API server per
+//!    query; a query only takes a read lock on this view.
+//! 2. **The lookup** ([`lookup()`]): a pure function from (view, zone, name, type) to an
+//!    answer: records, NXDOMAIN or NODATA with the zone's SOA, or "not ours, forward".
+//!    All the specification's names live here and are unit-tested over hand-built views.
+//! 3. **The server** ([`Dns`]): a `hickory-server` request handler on UDP and TCP that
+//!    sends the lookup's answer, or forwards the question to the node's resolvers
+//!    ([`forward`]) and relays theirs; SERVFAIL if none answers.
+//!
+//! Records served under the zone (`cluster.local` unless `--cluster-domain` says
+//! otherwise), every one with the `--ttl`:
+//!
+//! | name | records |
+//! | --- | --- |
+//! | `<svc>.<ns>.svc` | A/AAAA: cluster IPs; for headless Services the ready endpoints' addresses; CNAME for ExternalName |
+//! | `<host>.<svc>.<ns>.svc` | A/AAAA of the headless endpoint whose hostname (or dashed address) is `<host>` |
+//! | `_<port>._<proto>.<svc>.<ns>.svc` | SRV: the Service name and port, or per ready endpoint for headless Services (with A glue) |
+//! | `<a-b-c-d>.<ns>.pod` | A/AAAA of the address spelled in the label (`pods insecure`) |
+//! | `dns-version` | TXT `1.1.0` |
+//! | `<reversed ip>.in-addr.arpa` / `ip6.arpa` | PTR to the Service (or headless endpoint) holding that address |
+//!
+//! Start with [`run`] (what `skiff` calls, configured by [`DnsArgs`]); tests and
+//! benchmarks build a [`Dns`] on sockets of their own with [`Dns::serve`].
+
+pub mod bench;
+pub mod forward;
+pub mod lookup;
+pub mod metrics;
+mod server;
+pub mod view;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use forward::Forwarder;
+pub use lookup::{lookup, Answer, Outcome, Zone};
+pub use metrics::Metrics;
+pub use server::Dns;
+pub use view::{SharedView, View};
+pub use watch::{watch, Synced};
+
+/// How long `run` waits for the first list of Services and EndpointSlices before it
+/// serves anyway (CoreDNS waits five seconds too).
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid DNS configuration: {0}")]
+    Config(String),
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    ResolvConf {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("DNS server: {0}")]
+    Serve(String),
+}
+
+/// The cluster DNS server's flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DnsArgs {
+    /// The cluster's DNS domain: Services are `<svc>.<ns>.svc.<domain>`
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Where the DNS server listens, on both UDP and TCP
+    #[arg(long, default_value = "0.0.0.0:53")]
+    pub dns_bind_address: SocketAddr,
+    /// Seconds clients may cache cluster answers (and misses: the SOA minimum)
+    #[arg(long, default_value_t = 5)]
+    pub ttl: u32,
+    /// Resolvers for names outside the cluster, as IP[:PORT] (comma-separated); default:
+    /// the nameservers of --dns-resolv-conf
+    #[arg(long, value_delimiter = ',')]
+    pub dns_upstream: Vec<String>,
+    /// The resolv.conf whose nameservers answer names outside the cluster
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub dns_resolv_conf: PathBuf,
+    /// Seconds to wait for an upstream resolver before trying the next one
+    #[arg(long, default_value_t = 2)]
+    pub dns_upstream_timeout: u64,
+    /// Serve the DNS server's Prometheus metrics on GET /metrics at this address
+    #[arg(long)]
+    pub dns_metrics_address: Option<SocketAddr>,
+}
+
+impl Default for DnsArgs {
+    fn default() -> Self {
+        DnsArgs {
+            cluster_domain: "cluster.local".into(),
+            dns_bind_address: ([0, 0, 0, 0], 53).into(),
+            ttl: 5,
+            dns_upstream: Vec::new(),
+            dns_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            dns_upstream_timeout: 2,
+            dns_metrics_address: None,
+        }
+    }
+}
+
+impl DnsArgs {
+    /// The upstream resolvers the flags name, or those of the resolv.conf.
+    pub fn upstreams(&self) -> Result<Vec<SocketAddr>, Error> {
+        if self.dns_upstream.is_empty() {
+            return forward::resolv_conf_nameservers(&self.dns_resolv_conf).map_err(|source| {
+                Error::ResolvConf {
+                    path: self.dns_resolv_conf.clone(),
+                    source,
+                }
+            });
+        }
+        self.dns_upstream
+            .iter()
+            .map(|upstream| {
+                upstream
+                    .parse::<SocketAddr>()
+                    .or_else(|_| upstream.parse().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| Error::Config(format!("upstream {upstream:?} is not IP[:PORT]")))
+            })
+            .collect()
+    }
+
+    /// A server configured by these flags, over an empty view.
+    pub fn build(&self) -> Result<Dns, Error> {
+        let zone = Zone::new(&self.cluster_domain, self.ttl)?;
+        let upstreams = self.upstreams()?;
+        if upstreams.is_empty() {
+            tracing::warn!("no upstream resolvers: names outside the cluster will fail");
+        }
+        let forwarder = Forwarder::new(upstreams, Duration::from_secs(self.dns_upstream_timeout));
+        Ok(Dns::new(View::shared(), zone, forwarder))
+    }
+}
+
+/// Runs the cluster DNS server until the process ends: watches Services and
+/// EndpointSlices, waits (a few seconds at most) for their first list, then serves on
+/// `--dns-bind-address`.
+pub async fn run(client: kube::Client, args: DnsArgs) -> Result<(), Error> {
+    let dns = args.build()?;
+    let address = args.dns_bind_address;
+    let udp = tokio::net::UdpSocket::bind(address)
+        .await
+        .map_err(|source| Error::Bind { address, source })?;
+    let tcp = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Bind { address, source })?;
+    let (watchers, mut synced) = watch(client, dns.view().clone());
+    let watchers = tokio::spawn(watchers);
+    if !synced.wait(SYNC_WAIT).await {
+        tracing::warn!("serving DNS before Services and EndpointSlices were listed");
+    }
+    if let Some(metrics_address) = args.dns_metrics_address {
+        let listener = tokio::net::TcpListener::bind(metrics_address)
+            .await
+            .map_err(|source| Error::Bind {
+                address: metrics_address,
+                source,
+            })?;
+        let router = dns.metrics().router();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::warn!(%error, "DNS metrics server stopped");
+            }
+        });
+    }
+    tracing::info!(%address, zone = %dns.zone.domain, upstreams = ?dns.forwarder.upstreams(), "cluster DNS serving");
+    let served = dns.serve(udp, tcp).await;
+    watchers.abort();
+    served
+}
