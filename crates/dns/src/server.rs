@@ -192,7 +192,7 @@ impl RequestHandler for Handler {
         };
         dns.metrics.observe(
             &record_type_name(qtype),
-            info.response_code.to_str(),
+            &rcode_name(info.response_code),
             source,
             started.elapsed(),
         );
@@ -202,6 +202,19 @@ impl RequestHandler for Handler {
 
 fn record_type_name(qtype: RecordType) -> String {
     qtype.to_string()
+}
+
+/// The mnemonic dig prints and CoreDNS's metrics use (hickory's own names are prose).
+fn rcode_name(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        other => format!("RCODE{}", u16::from(other)),
+    }
 }
 
 async fn send<'a, R: ResponseHandler>(
