@@ -120,3 +120,72 @@ pub async fn measure(
         p99: percentile(0.99),
     })
 }
+
+/// A server on loopback over a synthetic view of `services` ClusterIP Services (and as
+/// many headless ones with three ready endpoints each), measured for a ClusterIP name, a
+/// headless name and a missing name: what skiff-bench reports.
+pub async fn in_process(
+    services: usize,
+    queries: usize,
+    concurrency: usize,
+) -> std::io::Result<Vec<(&'static str, BenchResult)>> {
+    use crate::view::{EndpointInfo, ServiceInfo, ServiceKind, SliceInfo, View};
+
+    let view = View::shared();
+    {
+        let mut view = view.write().unwrap_or_else(|p| p.into_inner());
+        for i in 0..services {
+            let [_, _, hi, lo] = (i as u32).to_be_bytes();
+            let info = ServiceInfo {
+                kind: ServiceKind::ClusterIp(vec![std::net::IpAddr::from([10, 96, hi, lo])]),
+                ports: vec![],
+            };
+            view.apply_service("bench", &format!("svc-{i}"), info);
+            let headless = ServiceInfo {
+                kind: ServiceKind::Headless,
+                ports: vec![],
+            };
+            view.apply_service("bench", &format!("headless-{i}"), headless);
+            let endpoints = (1..=3)
+                .map(|n| EndpointInfo {
+                    addresses: vec![std::net::IpAddr::from([10, n, hi, lo])],
+                    hostname: None,
+                    ready: true,
+                })
+                .collect();
+            let slice = SliceInfo {
+                service: format!("headless-{i}"),
+                ports: vec![],
+                endpoints,
+            };
+            view.apply_slice("bench", &format!("headless-{i}-x"), slice);
+        }
+    }
+    let zone = crate::Zone::new("cluster.local", 5).map_err(std::io::Error::other)?;
+    let dns = crate::Dns::new(
+        view,
+        zone,
+        crate::Forwarder::new(Vec::new(), Duration::from_secs(1)),
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").await?;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = udp.local_addr()?;
+    let serving = tokio::spawn(dns.serve(udp, tcp));
+    let last = services.saturating_sub(1);
+    let mut results = Vec::new();
+    for (label, name) in [
+        ("clusterip", format!("svc-{last}.bench.svc.cluster.local.")),
+        (
+            "headless",
+            format!("headless-{last}.bench.svc.cluster.local."),
+        ),
+        ("nxdomain", "missing.bench.svc.cluster.local.".to_string()),
+    ] {
+        results.push((
+            label,
+            measure(server, &name, RecordType::A, queries, concurrency).await?,
+        ));
+    }
+    serving.abort();
+    Ok(results)
+}

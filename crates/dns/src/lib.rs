@@ -149,35 +149,101 @@ impl DnsArgs {
 /// EndpointSlices, waits (a few seconds at most) for their first list, then serves on
 /// `--dns-bind-address`.
 pub async fn run(client: kube::Client, args: DnsArgs) -> Result<(), Error> {
-    let dns = args.build()?;
-    let address = args.dns_bind_address;
-    let udp = tokio::net::UdpSocket::bind(address)
-        .await
-        .map_err(|source| Error::Bind { address, source })?;
-    let tcp = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| Error::Bind { address, source })?;
-    let (watchers, mut synced) = watch(client, dns.view().clone());
-    let watchers = tokio::spawn(watchers);
-    if !synced.wait(SYNC_WAIT).await {
-        tracing::warn!("serving DNS before Services and EndpointSlices were listed");
-    }
-    if let Some(metrics_address) = args.dns_metrics_address {
-        let listener = tokio::net::TcpListener::bind(metrics_address)
+    args.build()?.run(client, &args).await
+}
+
+impl Dns {
+    /// As [`run`], for a server already built (to mount [`Dns::metrics`] elsewhere first).
+    pub async fn run(self, client: kube::Client, args: &DnsArgs) -> Result<(), Error> {
+        let address = args.dns_bind_address;
+        let udp = tokio::net::UdpSocket::bind(address)
             .await
-            .map_err(|source| Error::Bind {
-                address: metrics_address,
-                source,
-            })?;
-        let router = dns.metrics().router();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::warn!(%error, "DNS metrics server stopped");
-            }
-        });
+            .map_err(|source| Error::Bind { address, source })?;
+        let tcp = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Bind { address, source })?;
+        let (watchers, mut synced) = watch(client, self.view().clone());
+        let watchers = tokio::spawn(watchers);
+        if !synced.wait(SYNC_WAIT).await {
+            tracing::warn!("serving DNS before Services and EndpointSlices were listed");
+        }
+        if let Some(metrics_address) = args.dns_metrics_address {
+            let listener = tokio::net::TcpListener::bind(metrics_address)
+                .await
+                .map_err(|source| Error::Bind {
+                    address: metrics_address,
+                    source,
+                })?;
+            let router = self.metrics().router();
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::warn!(%error, "DNS metrics server stopped");
+                }
+            });
+        }
+        tracing::info!(
+            %address,
+            zone = %self.zone.domain,
+            upstreams = ?self.forwarder.upstreams(),
+            "cluster DNS serving"
+        );
+        let served = self.serve(udp, tcp).await;
+        watchers.abort();
+        served
     }
-    tracing::info!(%address, zone = %dns.zone.domain, upstreams = ?dns.forwarder.upstreams(), "cluster DNS serving");
-    let served = dns.serve(udp, tcp).await;
-    watchers.abort();
-    served
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dns: DnsArgs,
+    }
+
+    #[test]
+    fn flags_parse_and_default_as_documented() {
+        let cli = Cli::try_parse_from(["skiff"]).expect("defaults");
+        assert_eq!(cli.dns.cluster_domain, "cluster.local");
+        assert_eq!(
+            cli.dns.dns_bind_address,
+            "0.0.0.0:53".parse().expect("addr")
+        );
+        assert_eq!(cli.dns.ttl, 5);
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "--cluster-domain=corp.example",
+            "--ttl=30",
+            "--dns-bind-address=127.0.0.1:5353",
+            "--dns-upstream=10.0.0.2,10.0.0.3:5300,fd00::53",
+        ])
+        .expect("flags");
+        assert_eq!(
+            cli.dns.upstreams().expect("upstreams"),
+            vec![
+                "10.0.0.2:53".parse().expect("addr"),
+                "10.0.0.3:5300".parse().expect("addr"),
+                "[fd00::53]:53".parse().expect("addr"),
+            ]
+        );
+        assert!(Cli::try_parse_from(["skiff", "--dns-upstream=nonsense"])
+            .expect("parses as text")
+            .dns
+            .upstreams()
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn bench_hook_answers_every_query() {
+        let results = bench::in_process(10, 200, 2).await.expect("bench");
+        assert_eq!(results.len(), 3);
+        for (name, result) in results {
+            assert_eq!(result.failures, 0, "{name}");
+            assert_eq!(result.queries, 200, "{name}");
+        }
+    }
 }
