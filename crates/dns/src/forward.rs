@@ -184,3 +184,100 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod exchange_tests {
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn answer_to(request: &Message, truncated: bool) -> Vec<u8> {
+        let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+        response.add_queries(request.queries.clone());
+        response.metadata.truncation = truncated;
+        if !truncated {
+            for n in 1..=3 {
+                response.add_answer(Record::from_rdata(
+                    request.queries[0].name().clone(),
+                    30,
+                    RData::A(A::new(192, 0, 2, n)),
+                ));
+            }
+        }
+        response.to_vec().expect("encode")
+    }
+
+    /// An upstream whose UDP answers are truncated (no records, TC set) and whose TCP
+    /// answers are whole, on the same port as real resolvers use.
+    async fn truncating_upstream() -> SocketAddr {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+        let address = tcp.local_addr().expect("address");
+        let udp = UdpSocket::bind(address).await.expect("bind udp");
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok((n, from)) = udp.recv_from(&mut buffer).await {
+                if let Ok(request) = Message::from_vec(&buffer[..n]) {
+                    let _ = udp.send_to(&answer_to(&request, true), from).await;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                let Ok(length) = stream.read_u16().await else {
+                    continue;
+                };
+                let mut request = vec![0u8; usize::from(length)];
+                if stream.read_exact(&mut request).await.is_err() {
+                    continue;
+                }
+                let Ok(request) = Message::from_vec(&request) else {
+                    continue;
+                };
+                let answer = answer_to(&request, false);
+                let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&answer);
+                let _ = stream.write_all(&framed).await;
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
+        let upstream = truncating_upstream().await;
+        let forwarder = Forwarder::new(vec![upstream], Duration::from_secs(2));
+        let query = Query::query(
+            Name::from_ascii("big.example.").expect("name"),
+            RecordType::A,
+        );
+        let answer = forwarder.forward(&query).await.expect("answer");
+        assert!(!answer.metadata.truncation);
+        assert_eq!(answer.answers.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_next_upstream_answers_when_the_first_is_silent() {
+        // Bound but never read: the query times out there.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let upstream = truncating_upstream().await;
+        let forwarder = Forwarder::new(
+            vec![silent.local_addr().expect("address"), upstream],
+            Duration::from_millis(300),
+        );
+        let query = Query::query(
+            Name::from_ascii("big.example.").expect("name"),
+            RecordType::A,
+        );
+        assert_eq!(
+            forwarder
+                .forward(&query)
+                .await
+                .expect("answer")
+                .answers
+                .len(),
+            3
+        );
+    }
+}

@@ -343,6 +343,36 @@ async fn serves_the_cluster_from_a_real_api_server() {
     let absent = udp(dns_udp, "missing.example.test.", RecordType::A).await;
     assert_eq!(absent.metadata.response_code, ResponseCode::NXDomain);
 
+    // The entry point the binary calls, on fixed ports, with its metrics endpoint.
+    let bind: SocketAddr = format!("127.0.0.1:{}", skiff_e2e::free_port())
+        .parse()
+        .expect("address");
+    let metrics_address: SocketAddr = format!("127.0.0.1:{}", skiff_e2e::free_port())
+        .parse()
+        .expect("address");
+    let run_args = DnsArgs {
+        dns_bind_address: bind,
+        dns_upstream: vec![upstream.to_string()],
+        dns_metrics_address: Some(metrics_address),
+        ..DnsArgs::default()
+    };
+    tokio::spawn(skiff_dns::run(client.clone(), run_args));
+    let until = Instant::now() + Duration::from_secs(10);
+    let headless = loop {
+        if let Ok(answer) = skiff_dns::bench::query_udp(bind, &db, RecordType::A, TIMEOUT).await {
+            break answer;
+        }
+        assert!(Instant::now() < until, "run() never answered on {bind}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answers(&headless), set(&["10.1.0.2", "10.1.0.3"]));
+    let exposition = http_get(metrics_address, "/metrics").await;
+    assert!(exposition.starts_with("HTTP/1.1 200"), "{exposition}");
+    assert!(
+        exposition.contains(r#"skiff_dns_requests_total{type="A",rcode="NOERROR"} "#),
+        "{exposition}"
+    );
+
     // The metrics counted what was asked.
     let metrics = dns.metrics().render();
     assert!(
@@ -353,6 +383,65 @@ async fn serves_the_cluster_from_a_real_api_server() {
         metrics.contains(r#"skiff_dns_requests_total{type="A",rcode="NXDOMAIN"}"#),
         "{metrics}"
     );
+}
+
+async fn http_get(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
+        .await
+        .expect("HTTP answer in time")
+        .expect("read");
+    response
+}
+
+#[tokio::test]
+async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
+    use skiff_dns::view::{EndpointInfo, ServiceInfo, ServiceKind, SliceInfo};
+    let dns = DnsArgs {
+        dns_upstream: vec!["127.0.0.1:9".into()],
+        ..DnsArgs::default()
+    }
+    .build()
+    .expect("dns config");
+    {
+        let mut view = dns.view().write().expect("view");
+        let headless = ServiceInfo {
+            kind: ServiceKind::Headless,
+            ports: vec![],
+        };
+        view.apply_service("big", "many", headless);
+        let endpoints = (1..=100u8)
+            .map(|n| EndpointInfo {
+                addresses: vec![[10, 9, 0, n].into()],
+                hostname: None,
+                ready: true,
+            })
+            .collect();
+        let slice = SliceInfo {
+            service: "many".into(),
+            ports: vec![],
+            endpoints,
+        };
+        view.apply_slice("big", "many-1", slice);
+    }
+    let udp_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+    let tcp_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+    let (udp_address, tcp_address) = (
+        udp_socket.local_addr().expect("address"),
+        tcp_listener.local_addr().expect("address"),
+    );
+    tokio::spawn(dns.serve(udp_socket, tcp_listener));
+    let name = "many.big.svc.cluster.local.";
+    // 100 A records do not fit the 512 bytes of a client without EDNS.
+    let over_udp = udp(udp_address, name, RecordType::A).await;
+    assert!(over_udp.metadata.truncation, "TC set");
+    assert!(over_udp.answers.len() < 100);
+    let over_tcp = tcp(tcp_address, name, RecordType::A).await;
+    assert!(!over_tcp.metadata.truncation);
+    assert_eq!(over_tcp.answers.len(), 100);
 }
 
 #[tokio::test]
