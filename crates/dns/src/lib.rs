@@ -82,7 +82,7 @@ pub struct DnsArgs {
     /// Seconds clients may cache cluster answers (and misses: the SOA minimum)
     #[arg(long, default_value_t = 5)]
     pub ttl: u32,
-    /// Resolvers for names outside the cluster, as IP[:PORT] (comma-separated); default:
+    /// Resolvers for names outside the cluster, as IP or IP:PORT (comma-separated); default:
     /// the nameservers of --dns-resolv-conf
     #[arg(long, value_delimiter = ',')]
     pub dns_upstream: Vec<String>,

@@ -2,7 +2,7 @@
 //! specification, as CoreDNS's `kubernetes` plugin serves them (`pods insecure`, no
 //! wildcards).
 //!
-//! A name is resolved to a [`Node`] (every record that lives at it, of all types) or to
+//! A name is resolved to a node (every record that lives at it, of all types) or to
 //! nothing (NXDOMAIN); the query type then filters the node. Doing it in that order is
 //! what makes NODATA and NXDOMAIN fall out right: a name with records of other types, or
 //! an empty non-terminal such as `svc.<zone>`, exists.

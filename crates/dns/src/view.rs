@@ -1,7 +1,7 @@
 //! The in-memory view of the cluster that every answer is computed from: Services and
 //! EndpointSlices reduced to the few fields DNS needs, plus a reverse index for PTR.
 //!
-//! The view knows nothing of DNS wire formats; [`crate::lookup`] turns it into records.
+//! The view knows nothing of DNS wire formats; [`crate::lookup()`] turns it into records.
 //! It keeps slices whose Service is not (yet) known, since the two watches race.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
