@@ -33,6 +33,7 @@ pub mod bench;
 pub mod forward;
 pub mod lookup;
 pub mod metrics;
+pub mod publish;
 mod server;
 pub mod view;
 mod watch;

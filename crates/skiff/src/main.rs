@@ -210,57 +210,112 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         server.address,
         server.kubeconfig_path.display()
     );
-    let (scheduler, controllers) = if control_plane {
+    // Every component runs until the process ends; the first to stop stops the server.
+    let mut components = Components::default();
+    if control_plane {
         let client = kube_client(Some(&server.kubeconfig_path)).await?;
-        let scheduler = tokio::spawn(skiff_scheduler::run(
-            client.clone(),
-            skiff_scheduler::SchedulerArgs::default(),
-        ));
-        let controllers = tokio::spawn(skiff_controllers::run(
-            client,
-            skiff_controllers::ControllerManagerArgs {
-                kubeconfig: Some(server.kubeconfig_path.clone()),
-                ..Default::default()
-            },
-        ));
-        (Some(scheduler), Some(controllers))
-    } else {
-        (None, None)
-    };
-    let (runtime, kubelet) = if let Some(mut args) = agent {
+        components.spawn(
+            "scheduler",
+            skiff_scheduler::run(client.clone(), skiff_scheduler::SchedulerArgs::default()),
+        );
+        components.spawn(
+            "controller manager",
+            skiff_controllers::run(
+                client.clone(),
+                skiff_controllers::ControllerManagerArgs {
+                    kubeconfig: Some(server.kubeconfig_path.clone()),
+                    ..Default::default()
+                },
+            ),
+        );
+        let cluster_domain = agent
+            .as_ref()
+            .map(|a| a.kubelet.cluster_domain.clone())
+            .unwrap_or_else(|| "cluster.local".into());
+        let dns_ip = cluster_dns_ip(api).into();
+        components.spawn(
+            "cluster DNS",
+            run_cluster_dns(client, dns_ip, cluster_domain),
+        );
+    }
+    if let Some(mut args) = agent {
         args.place_agent_state(&server.kubeconfig_path);
         eprintln!(
             "skiff: starting the node agent (runtime socket {})",
             args.runtime.socket.display()
         );
-        let runtime = tokio::spawn(skiff_runtime::run(args.runtime));
+        components.spawn("container runtime", skiff_runtime::run(args.runtime));
         let client = skiff_kubelet::client(&args.kubelet).await?;
-        let kubelet = tokio::spawn(skiff_kubelet::run(client, args.kubelet));
-        (Some(runtime), Some(kubelet))
-    } else {
-        (None, None)
-    };
-    let until_ends = |task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-                      name: &'static str| async move {
-        match task {
-            Some(task) => match task.await {
-                Ok(result) => result.with_context(|| format!("{name} stopped")),
-                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
-            },
-            None => std::future::pending().await,
-        }
-    };
+        components.spawn("kubelet", skiff_kubelet::run(client, args.kubelet));
+    }
     tokio::select! {
         result = server.wait() => result,
-        result = until_ends(scheduler, "scheduler") => result,
-        result = until_ends(controllers, "controller manager") => result,
-        result = until_ends(runtime, "container runtime") => result,
-        result = until_ends(kubelet, "kubelet") => result,
+        result = components.first_to_stop() => result,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted; stopping");
             Ok(())
         }
     }
+}
+
+/// The components a `skiff server` runs beside the API server, by name.
+#[derive(Default)]
+struct Components {
+    tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+impl Components {
+    fn spawn<E>(
+        &mut self,
+        name: &'static str,
+        component: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) where
+        E: Into<anyhow::Error> + 'static,
+    {
+        self.tasks
+            .spawn(async move { (name, component.await.map_err(Into::into)) });
+    }
+
+    /// Waits for the first component to stop (never, if none runs): a component stops
+    /// only on an error, or by panicking.
+    async fn first_to_stop(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok((name, result))) => result.with_context(|| format!("{name} stopped")),
+            Some(Err(e)) => Err(anyhow::anyhow!("a component panicked: {e}")),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The cluster DNS of `skiff server`: on this machine's address, port 53, behind the
+/// `kube-dns` Service at the address the kubelets give pods.
+async fn run_cluster_dns(
+    client: kube::Client,
+    cluster_ip: std::net::IpAddr,
+    cluster_domain: String,
+) -> anyhow::Result<()> {
+    let serving = std::net::SocketAddr::new(skiff_pki::default_host_ip(), 53);
+    let args = skiff_dns::DnsArgs {
+        cluster_domain,
+        dns_bind_address: serving,
+        ..Default::default()
+    };
+    let dns = args.build()?;
+    let publish = client.clone();
+    tokio::spawn(async move {
+        // The API server is up; retry only what a restart races with.
+        for attempt in 1..=10 {
+            match skiff_dns::publish::publish_service(&publish, cluster_ip, serving).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "publishing the kube-dns Service");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    dns.run(client, &args).await?;
+    Ok(())
 }
 
 /// A client for the API from a kubeconfig file (or, without one, the usual defaults:
@@ -338,4 +393,11 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3d").is_err());
     }
+}
+
+/// The cluster DNS's Service address: the tenth of the service range, as kubeadm and k3s
+/// choose it (10.96.0.10 by default), inside the band the allocator keeps for such
+/// chosen addresses.
+fn cluster_dns_ip(api: &ApiServerArgs) -> std::net::Ipv4Addr {
+    api.service_cluster_ip_range.nth(10)
 }
