@@ -195,8 +195,8 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         &registry,
         std::net::SocketAddr::new(advertise_address(&config), address.port()),
     )
-        .await
-        .context("creating the kubernetes service")?;
+    .await
+    .context("creating the kubernetes service")?;
 
     let kubeconfig_path = config.data_dir.join("admin.kubeconfig");
     let kubeconfig = pki.admin_kubeconfig(&format!("https://{server_address}"));

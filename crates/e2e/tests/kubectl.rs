@@ -794,7 +794,10 @@ fn service_addresses() {
     assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
     assert_eq!(kubernetes["spec"]["ports"][0]["port"], 443);
     let slice = s.json(&["endpointslice", "kubernetes", "-n", "default"]);
-    assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "kubernetes");
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kubernetes"
+    );
     assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
     assert_eq!(slice["ports"][0]["port"], s.port);
 
