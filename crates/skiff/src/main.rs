@@ -381,6 +381,13 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// The cluster DNS's Service address: the tenth of the service range, as kubeadm and k3s
+/// choose it (10.96.0.10 by default), inside the band the allocator keeps for such
+/// chosen addresses.
+fn cluster_dns_ip(api: &ApiServerArgs) -> std::net::Ipv4Addr {
+    api.service_cluster_ip_range.nth(10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,11 +400,4 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3d").is_err());
     }
-}
-
-/// The cluster DNS's Service address: the tenth of the service range, as kubeadm and k3s
-/// choose it (10.96.0.10 by default), inside the band the allocator keeps for such
-/// chosen addresses.
-fn cluster_dns_ip(api: &ApiServerArgs) -> std::net::Ipv4Addr {
-    api.service_cluster_ip_range.nth(10)
 }
