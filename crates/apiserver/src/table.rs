@@ -184,6 +184,13 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
         ],
         "Lease" => vec![NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
         "Endpoints" => vec![NAME, col("Endpoints", "string", "Endpoints of the service"), AGE],
+        "EndpointSlice" => vec![
+            NAME,
+            col("AddressType", "string", "The IP protocol for this slice"),
+            col("Ports", "string", "The ports exposed by this slice"),
+            col("Endpoints", "string", "The endpoints in this slice"),
+            AGE,
+        ],
         "PriorityClass" => vec![
             NAME,
             col("Value", "integer", "The integer value of this priority class."),
@@ -206,6 +213,14 @@ fn s(value: Option<&Value>) -> String {
 
 fn int(value: Option<&Value>) -> i64 {
     value.and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The first three items, and how many more there are, as kubectl prints endpoints.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0..=3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
+    }
 }
 
 fn or_none(text: String) -> String {
@@ -689,7 +704,34 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                     }
                 }
             }
-            vec![name, json!(or_none(endpoints.join(","))), json!(age(o))]
+            vec![name, json!(or_none(first_three(&endpoints))), json!(age(o))]
+        }
+        "EndpointSlice" => {
+            let list = |field: &str| o.get(field).and_then(Value::as_array).into_iter().flatten();
+            let ports: Vec<String> = list("ports").map(|p| s(p.get("port"))).collect();
+            let addresses: Vec<String> = list("endpoints")
+                .flat_map(|e| {
+                    e.get("addresses")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                })
+                .map(|a| s(Some(a)))
+                .collect();
+            let unset = |text: String| {
+                if text.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    text
+                }
+            };
+            vec![
+                name,
+                json!(s(o.get("addressType"))),
+                json!(unset(ports.join(","))),
+                json!(unset(first_three(&addresses))),
+                json!(age(o)),
+            ]
         }
         "PriorityClass" => vec![
             name,
@@ -826,6 +868,37 @@ mod tests {
         assert_eq!(queue[1], "FailureTarget");
         assert_eq!(queue[2], "0/1 of 2");
         assert_eq!(queue[3], "");
+    }
+
+    #[test]
+    fn endpoint_rows_show_three_addresses() {
+        let row = |kind: &str, object: Value| {
+            let t = table("meta.k8s.io/v1", kind, &[object], None, None, None, "None");
+            t["rows"][0]["cells"].clone()
+        };
+        let slice = row(
+            "EndpointSlice",
+            json!({"metadata": {"name": "web-abc"}, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "m", "port": 9090}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}, {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]}),
+        );
+        assert_eq!(slice[1], "IPv4");
+        assert_eq!(slice[2], "8080,9090");
+        assert_eq!(slice[3], "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...");
+        let placeholder = row(
+            "EndpointSlice",
+            json!({"metadata": {"name": "p"}, "addressType": "IPv4", "endpoints": []}),
+        );
+        assert_eq!(
+            (placeholder[2].as_str(), placeholder[3].as_str()),
+            (Some("<unset>"), Some("<unset>"))
+        );
+        let endpoints = row(
+            "Endpoints",
+            json!({"metadata": {"name": "web"},
+            "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "ports": [{"port": 80}]}]}),
+        );
+        assert_eq!(endpoints[1], "10.0.0.1:80,10.0.0.2:80");
     }
 
     #[test]
