@@ -1,0 +1,74 @@
+//! Prometheus metrics, named after upstream kube-proxy's where one exists.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// `full` (whole table), `partial` (only changes) or `noop` (nothing to apply).
+    pub kind: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// The proxy's metrics; register them in the registry the binary serves.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub syncs: Family<SyncLabels, Counter>,
+    pub sync_duration: Histogram,
+    pub chains: Gauge,
+    pub rules: Gauge,
+    pub map_elements: Gauge,
+    pub services: Gauge,
+}
+
+impl Metrics {
+    /// New metrics, registered under the `skiff_proxy_` prefix.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            syncs: Family::default(),
+            // 1 ms … ~33 s.
+            sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            chains: Gauge::default(),
+            rules: Gauge::default(),
+            map_elements: Gauge::default(),
+            services: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("skiff_proxy");
+        r.register(
+            "sync_proxy_rules",
+            "Syncs of the proxy rules, by kind and result",
+            m.syncs.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_duration_seconds",
+            "Time to compute and apply one sync of the proxy rules",
+            m.sync_duration.clone(),
+        );
+        r.register(
+            "nftables_chains",
+            "Chains in the proxy's nftables table after the last sync",
+            m.chains.clone(),
+        );
+        r.register(
+            "nftables_rules",
+            "Rules in the proxy's nftables table after the last sync",
+            m.rules.clone(),
+        );
+        r.register(
+            "nftables_map_elements",
+            "Verdict map elements in the proxy's nftables table after the last sync",
+            m.map_elements.clone(),
+        );
+        r.register(
+            "service_ports",
+            "Service ports in the last synced model",
+            m.services.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,124 @@
+//! One sync: model → render → diff against what was last applied → apply. Holds the only
+//! state that survives between syncs: the last ruleset the kernel accepted.
+
+use std::time::{Duration, Instant};
+
+use crate::apply::Apply;
+use crate::metrics::{Metrics, SyncLabels};
+use crate::model::Model;
+use crate::nftables::{full_transaction, render, update_transaction, RenderConfig, Ruleset};
+use crate::Error;
+
+/// How often the whole table is rewritten even when nothing seems to have changed, to
+/// repair edits made behind the proxy's back (upstream's nftables mode uses one hour).
+pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// The whole table was written.
+    Full,
+    /// Only what changed was written.
+    Partial,
+    /// Nothing changed; nft was not run.
+    Noop,
+}
+
+impl SyncKind {
+    fn label(self) -> &'static str {
+        match self {
+            SyncKind::Full => "full",
+            SyncKind::Partial => "partial",
+            SyncKind::Noop => "noop",
+        }
+    }
+}
+
+pub struct Proxier<A: Apply> {
+    config: RenderConfig,
+    applier: A,
+    /// What the kernel holds, as far as we know; `None` at start and after a failure,
+    /// which makes the next sync replace the whole table.
+    applied: Option<Ruleset>,
+    last_full: Option<Instant>,
+    full_sync_period: Duration,
+    metrics: Option<Metrics>,
+}
+
+impl<A: Apply> Proxier<A> {
+    pub fn new(config: RenderConfig, applier: A) -> Proxier<A> {
+        Proxier {
+            config,
+            applier,
+            applied: None,
+            last_full: None,
+            full_sync_period: FULL_SYNC_PERIOD,
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn with_full_sync_period(mut self, period: Duration) -> Self {
+        self.full_sync_period = period;
+        self
+    }
+
+    /// The ruleset last applied successfully.
+    pub fn applied(&self) -> Option<&Ruleset> {
+        self.applied.as_ref()
+    }
+
+    /// Brings the kernel to the state `model` describes.
+    pub fn sync(&mut self, model: &Model) -> Result<SyncKind, Error> {
+        let start = Instant::now();
+        let desired = render(model, &self.config);
+        let (kind, transaction) = match &self.applied {
+            None => (SyncKind::Full, Some(full_transaction(&desired))),
+            Some(old) => {
+                let rewrite = self
+                    .last_full
+                    .is_none_or(|t| t.elapsed() >= self.full_sync_period);
+                match update_transaction(old, &desired, rewrite) {
+                    Some(tx) if rewrite => (SyncKind::Full, Some(tx)),
+                    Some(tx) => (SyncKind::Partial, Some(tx)),
+                    None => (SyncKind::Noop, None),
+                }
+            }
+        };
+        let result = match &transaction {
+            Some(tx) => self.applier.apply(tx),
+            None => Ok(()),
+        };
+        if let Some(m) = &self.metrics {
+            m.syncs
+                .get_or_create(&SyncLabels {
+                    kind: kind.label().into(),
+                    result: if result.is_ok() { "ok" } else { "error" }.into(),
+                })
+                .inc();
+            m.sync_duration.observe(start.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(()) => {
+                if kind == SyncKind::Full {
+                    self.last_full = Some(Instant::now());
+                }
+                if let Some(m) = &self.metrics {
+                    m.chains.set(desired.chains.len() as i64);
+                    m.rules.set(desired.rule_count() as i64);
+                    m.map_elements.set(desired.element_count() as i64);
+                    m.services.set(model.services.len() as i64);
+                }
+                self.applied = Some(desired);
+                Ok(kind)
+            }
+            Err(e) => {
+                self.applied = None;
+                Err(e)
+            }
+        }
+    }
+}
