@@ -35,6 +35,8 @@ pub mod metrics;
 pub mod model;
 pub mod nftables;
 pub mod proxier;
+#[cfg(test)]
+mod testutil;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

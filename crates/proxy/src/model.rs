@@ -376,3 +376,229 @@ fn select(candidates: &[Candidate], local_only: bool) -> Vec<Endpoint> {
     chosen.sort();
     chosen
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{ready, service, slice};
+    use serde_json::json;
+
+    fn ep(ip: &str, port: u16) -> Endpoint {
+        Endpoint {
+            ip: ip.parse().expect("ip"),
+            port,
+        }
+    }
+
+    fn one(model: &Model) -> &ServicePort {
+        assert_eq!(model.services.len(), 1, "{model:#?}");
+        model.services.values().next().expect("one")
+    }
+
+    #[test]
+    fn matches_endpoint_ports_by_name_and_protocol() {
+        let svc = service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": [
+                {"name": "http", "port": 80, "targetPort": "web"},
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+            ]}),
+        );
+        let s = slice(
+            "ns",
+            "web",
+            "web-1",
+            json!([
+                {"name": "http", "port": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 5353, "protocol": "UDP"},
+                // Same name, wrong protocol: must not be picked for the UDP port.
+                {"name": "dns", "port": 9999, "protocol": "TCP"},
+            ]),
+            &[ready("10.88.0.2", "n1"), ready("10.88.0.3", "n2")],
+        );
+        let other = slice(
+            "ns",
+            "other",
+            "other-1",
+            json!([{"name": "http", "port": 1}]),
+            &[ready("10.88.0.9", "n1")],
+        );
+        let model = build([&svc], [&s, &other], "n1");
+        assert_eq!(model.services.len(), 2);
+        let http = model
+            .services
+            .values()
+            .find(|p| p.name.port == "http")
+            .expect("http");
+        assert_eq!(http.port, 80);
+        assert_eq!(http.name.protocol, Protocol::Tcp);
+        assert_eq!(
+            http.cluster_endpoints,
+            vec![ep("10.88.0.2", 8080), ep("10.88.0.3", 8080)]
+        );
+        let dns = model
+            .services
+            .values()
+            .find(|p| p.name.port == "dns")
+            .expect("dns");
+        assert_eq!(dns.name.protocol, Protocol::Udp);
+        assert_eq!(
+            dns.cluster_endpoints,
+            vec![ep("10.88.0.2", 5353), ep("10.88.0.3", 5353)]
+        );
+    }
+
+    #[test]
+    fn only_ready_endpoints_unless_none_then_serving_terminating() {
+        let svc = service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+        );
+        let ports = json!([{"port": 8080}]);
+        let mixed = slice(
+            "ns",
+            "web",
+            "a",
+            ports.clone(),
+            &[
+                ("10.88.0.2", "n1", true, true, false),
+                ("10.88.0.3", "n1", false, true, true),
+                ("10.88.0.4", "n1", false, false, false),
+            ],
+        );
+        let model = build([&svc], [&mixed], "n1");
+        assert_eq!(one(&model).cluster_endpoints, vec![ep("10.88.0.2", 8080)]);
+
+        let terminating = slice(
+            "ns",
+            "web",
+            "a",
+            ports,
+            &[
+                ("10.88.0.3", "n1", false, true, true),
+                // Terminating and no longer serving: never used.
+                ("10.88.0.5", "n1", false, false, true),
+                ("10.88.0.4", "n1", false, false, false),
+            ],
+        );
+        let model = build([&svc], [&terminating], "n1");
+        let sp = one(&model);
+        assert_eq!(sp.cluster_endpoints, vec![ep("10.88.0.3", 8080)]);
+        assert!(sp.any_endpoints);
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_this_nodes_endpoints() {
+        let slices = [slice(
+            "ns",
+            "web",
+            "a",
+            json!([{"port": 8080}]),
+            &[ready("10.88.0.2", "n1"), ready("10.88.1.2", "n2")],
+        )];
+        let itp = service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "internalTrafficPolicy": "Local",
+                   "ports": [{"port": 80}]}),
+        );
+        let model = build([&itp], &slices, "n1");
+        assert_eq!(one(&model).cluster_endpoints, vec![ep("10.88.0.2", 8080)]);
+        let model = build([&itp], &slices, "n3");
+        let sp = one(&model);
+        assert!(sp.cluster_endpoints.is_empty());
+        assert!(
+            sp.any_endpoints,
+            "others exist, so Local traffic is dropped"
+        );
+
+        let etp = service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "type": "NodePort",
+                   "externalTrafficPolicy": "Local",
+                   "ports": [{"port": 80, "nodePort": 30080}]}),
+        );
+        let model = build([&etp], &slices, "n2");
+        let sp = one(&model);
+        assert_eq!(sp.node_port, Some(30080));
+        assert!(sp.external_local);
+        assert_eq!(sp.cluster_endpoints.len(), 2);
+        assert_eq!(sp.external_endpoints, vec![ep("10.88.1.2", 8080)]);
+    }
+
+    #[test]
+    fn skips_headless_external_name_and_foreign_families() {
+        let headless = service(
+            "ns",
+            "h",
+            json!({"clusterIP": "None", "ports": [{"port": 80}]}),
+        );
+        let external = service(
+            "ns",
+            "e",
+            json!({"type": "ExternalName", "externalName": "example.com"}),
+        );
+        let mut v6: EndpointSlice = slice(
+            "ns",
+            "web",
+            "v6",
+            json!([{"port": 8080}]),
+            &[ready("fd00::1", "n1")],
+        );
+        v6.address_type = "IPv6".into();
+        let web = service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+        );
+        let model = build([&headless, &external, &web], [&v6], "n1");
+        let sp = one(&model);
+        assert!(sp.cluster_endpoints.is_empty());
+        assert!(!sp.any_endpoints);
+    }
+
+    #[test]
+    fn external_ips_load_balancer_ingress_and_affinity() {
+        let mut svc = service(
+            "ns",
+            "lb",
+            json!({"clusterIP": "10.96.0.10", "type": "LoadBalancer",
+                   "externalIPs": ["192.0.2.1"],
+                   "sessionAffinity": "ClientIP",
+                   "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                   "ports": [{"port": 80, "nodePort": 30080}]}),
+        );
+        svc.status = Some(
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [
+                {"ip": "198.51.100.7"}, {"ip": "198.51.100.8", "ipMode": "Proxy"}
+            ]}}))
+            .expect("status"),
+        );
+        let model = build([&svc], [], "n1");
+        let sp = one(&model);
+        assert_eq!(
+            sp.external_ips,
+            vec![
+                "192.0.2.1".parse::<Ipv4Addr>().expect("ip"),
+                "198.51.100.7".parse().expect("ip")
+            ]
+        );
+        assert_eq!(sp.affinity_timeout, Some(60));
+        assert_eq!(sp.node_port, Some(30080));
+    }
+
+    #[test]
+    fn cidr_parsing_and_containment() {
+        let c: Ipv4Cidr = "10.88.0.0/16".parse().expect("cidr");
+        assert!(c.contains("10.88.200.1".parse().expect("ip")));
+        assert!(!c.contains("10.89.0.1".parse().expect("ip")));
+        assert!("10.0.0.0/33".parse::<Ipv4Cidr>().is_err());
+        assert_eq!(
+            "10.0.0.1".parse::<Ipv4Cidr>().expect("host").to_string(),
+            "10.0.0.1/32"
+        );
+    }
+}

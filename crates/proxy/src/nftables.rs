@@ -589,3 +589,266 @@ pub fn update_transaction(old: &Ruleset, new: &Ruleset, rewrite: bool) -> Option
 
     (tx.statements > 0).then_some(tx.text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{model_of, service_port};
+
+    fn config() -> RenderConfig {
+        RenderConfig {
+            cluster_cidr: Some("10.88.0.0/16".parse().expect("cidr")),
+            ..RenderConfig::default()
+        }
+    }
+
+    fn statements(tx: &str) -> Vec<&str> {
+        tx.lines().skip(1).collect()
+    }
+
+    #[test]
+    fn renders_cluster_ip_load_balancing_and_masquerade() {
+        let sp = service_port("ns", "web", "10.96.0.50", &["10.88.1.2", "10.88.2.2"]);
+        let rs = render(&model_of([sp.clone()]), &config());
+        let svc = service_chain(&sp.name);
+        assert!(svc.starts_with("service-") && svc.ends_with("-ns/web/tcp/http"));
+        assert_eq!(
+            rs.maps[SERVICE_IPS].elements["10.96.0.50 . tcp . 80"],
+            format!("goto {svc}")
+        );
+        let ep1 = endpoint_chain(&sp.name, &sp.cluster_endpoints[0]);
+        let ep2 = endpoint_chain(&sp.name, &sp.cluster_endpoints[1]);
+        assert_eq!(
+            rs.chains[&svc].rules,
+            vec![
+                "ip daddr 10.96.0.50 tcp dport 80 ip saddr != 10.88.0.0/16 jump mark-for-masquerade"
+                    .to_string(),
+                format!("numgen random mod 2 vmap {{ 0 : goto {ep1}, 1 : goto {ep2} }}"),
+            ]
+        );
+        assert_eq!(
+            rs.chains[&ep1].rules,
+            vec![
+                "ip saddr 10.88.1.2 jump mark-for-masquerade".to_string(),
+                "meta l4proto tcp dnat to 10.88.1.2:8080".to_string(),
+            ]
+        );
+        assert_eq!(
+            rs.chains["masquerading"].rules,
+            vec![
+                "meta mark and 0x4000 == 0 return",
+                "meta mark set meta mark xor 0x4000",
+                "masquerade fully-random"
+            ]
+        );
+        assert!(rs.maps[NO_ENDPOINT_SERVICES].elements.is_empty());
+    }
+
+    #[test]
+    fn no_endpoints_rejects_and_local_policy_without_local_endpoints_drops() {
+        let empty = service_port("ns", "empty", "10.96.0.51", &[]);
+        let mut local = service_port("ns", "local", "10.96.0.52", &[]);
+        local.any_endpoints = true;
+        local.node_port = Some(30052);
+        let rs = render(&model_of([empty.clone(), local]), &config());
+        let none = &rs.maps[NO_ENDPOINT_SERVICES].elements;
+        assert_eq!(none["10.96.0.51 . tcp . 80"], "goto reject-chain");
+        assert_eq!(none["10.96.0.52 . tcp . 80"], "drop");
+        assert_eq!(
+            rs.maps[NO_ENDPOINT_NODEPORTS].elements["tcp . 30052"],
+            "drop"
+        );
+        assert!(!rs.chains.contains_key(&service_chain(&empty.name)));
+        assert!(rs.maps[SERVICE_IPS].elements.is_empty());
+    }
+
+    #[test]
+    fn nodeports_and_external_ips_go_through_the_external_chain() {
+        let mut sp = service_port("ns", "np", "10.96.0.53", &["10.88.1.2"]);
+        sp.node_port = Some(30080);
+        sp.external_ips = vec!["192.0.2.1".parse().expect("ip")];
+        let rs = render(&model_of([sp.clone()]), &config());
+        let ext = external_chain(&sp.name);
+        assert_eq!(
+            rs.maps[SERVICE_NODEPORTS].elements["tcp . 30080"],
+            format!("goto {ext}")
+        );
+        assert_eq!(
+            rs.maps[SERVICE_IPS].elements["192.0.2.1 . tcp . 80"],
+            format!("goto {ext}")
+        );
+        assert_eq!(rs.chains[&ext].rules[0], "jump mark-for-masquerade");
+
+        sp.external_local = true;
+        let rs = render(&model_of([sp.clone()]), &config());
+        let svc = service_chain(&sp.name);
+        assert_eq!(
+            rs.chains[&ext].rules[..3],
+            [
+                format!("ip saddr 10.88.0.0/16 goto {svc}"),
+                "fib saddr type local jump mark-for-masquerade".to_string(),
+                format!("fib saddr type local goto {svc}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn session_affinity_uses_a_timeout_set_per_endpoint() {
+        let mut sp = service_port("ns", "sticky", "10.96.0.54", &["10.88.1.2"]);
+        sp.affinity_timeout = Some(60);
+        let rs = render(&model_of([sp.clone()]), &config());
+        let set = affinity_set(&sp.name, &sp.cluster_endpoints[0]);
+        let ep = endpoint_chain(&sp.name, &sp.cluster_endpoints[0]);
+        assert_eq!(
+            rs.sets[&set],
+            "type ipv4_addr ; flags dynamic,timeout ; timeout 60s ;"
+        );
+        assert!(rs.chains[&service_chain(&sp.name)]
+            .rules
+            .contains(&format!("ip saddr @{set} goto {ep}")));
+        assert!(rs.chains[&ep]
+            .rules
+            .contains(&format!("update @{set} {{ ip saddr }}")));
+    }
+
+    #[test]
+    fn chain_names_stay_short_and_distinct() {
+        let long = "n".repeat(63);
+        let a = service_port(&long, &long, "10.96.0.55", &["10.88.1.2"]);
+        let mut b = a.clone();
+        b.name.port = format!("{}x", "p".repeat(14));
+        let (ca, cb) = (
+            endpoint_chain(&a.name, &a.cluster_endpoints[0]),
+            endpoint_chain(&b.name, &b.cluster_endpoints[0]),
+        );
+        assert!(ca.len() <= MAX_NAME && cb.len() <= MAX_NAME);
+        assert_ne!(ca, cb);
+    }
+
+    #[test]
+    fn one_endpoint_change_touches_only_that_service() {
+        let web = service_port("ns", "web", "10.96.0.50", &["10.88.1.2", "10.88.2.2"]);
+        let db = service_port("ns", "db", "10.96.0.60", &["10.88.3.2"]);
+        let old = render(&model_of([web.clone(), db.clone()]), &config());
+        let mut web2 = web.clone();
+        web2.cluster_endpoints.pop();
+        web2.external_endpoints.pop();
+        let new = render(&model_of([web2, db.clone()]), &config());
+
+        let tx = update_transaction(&old, &new, false).expect("changes");
+        let svc = service_chain(&web.name);
+        let gone = endpoint_chain(&web.name, &web.cluster_endpoints[1]);
+        let kept = endpoint_chain(&web.name, &web.cluster_endpoints[0]);
+        let ep1 = kept.clone();
+        assert_eq!(
+            statements(&tx),
+            vec![
+                format!("flush chain ip skiff-proxy {svc}"),
+                format!("add rule ip skiff-proxy {svc} ip daddr 10.96.0.50 tcp dport 80 ip saddr != 10.88.0.0/16 jump mark-for-masquerade"),
+                format!("add rule ip skiff-proxy {svc} numgen random mod 1 vmap {{ 0 : goto {ep1} }}"),
+                format!("flush chain ip skiff-proxy {gone}"),
+                format!("delete chain ip skiff-proxy {gone}"),
+            ]
+        );
+        assert!(!tx.contains("db"), "{tx}");
+        assert!(
+            !tx.contains(&format!("chain ip skiff-proxy {kept}")),
+            "{tx}"
+        );
+        assert!(!tx.contains(&format!("rule ip skiff-proxy {kept}")), "{tx}");
+        assert_eq!(update_transaction(&new, &new, false), None);
+    }
+
+    #[test]
+    fn removing_a_service_deletes_its_chains_and_elements() {
+        let web = service_port("ns", "web", "10.96.0.50", &["10.88.1.2"]);
+        let db = service_port("ns", "db", "10.96.0.60", &["10.88.3.2"]);
+        let old = render(&model_of([web.clone(), db.clone()]), &config());
+        let new = render(&model_of([db]), &config());
+        let tx = update_transaction(&old, &new, false).expect("changes");
+        let svc = service_chain(&web.name);
+        let ep = endpoint_chain(&web.name, &web.cluster_endpoints[0]);
+        assert_eq!(
+            statements(&tx),
+            vec![
+                "delete element ip skiff-proxy service-ips { 10.96.0.50 . tcp . 80 }".to_string(),
+                format!("flush chain ip skiff-proxy {ep}"),
+                format!("flush chain ip skiff-proxy {svc}"),
+                format!("delete chain ip skiff-proxy {ep}"),
+                format!("delete chain ip skiff-proxy {svc}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn losing_all_endpoints_moves_the_element_to_reject() {
+        let web = service_port("ns", "web", "10.96.0.50", &["10.88.1.2"]);
+        let old = render(&model_of([web.clone()]), &config());
+        let new = render(
+            &model_of([service_port("ns", "web", "10.96.0.50", &[])]),
+            &config(),
+        );
+        let tx = update_transaction(&old, &new, false).expect("changes");
+        let lines = statements(&tx);
+        assert!(
+            lines.contains(&"delete element ip skiff-proxy service-ips { 10.96.0.50 . tcp . 80 }")
+        );
+        assert!(lines.contains(&"add element ip skiff-proxy no-endpoint-services { 10.96.0.50 . tcp . 80 : goto reject-chain }"));
+        let svc = service_chain(&web.name);
+        assert!(tx.contains(&format!("delete chain ip skiff-proxy {svc}")));
+    }
+
+    #[test]
+    fn changed_affinity_timeout_recreates_the_set_around_its_rules() {
+        let mut sp = service_port("ns", "sticky", "10.96.0.54", &["10.88.1.2"]);
+        sp.affinity_timeout = Some(60);
+        let old = render(&model_of([sp.clone()]), &config());
+        sp.affinity_timeout = Some(120);
+        let new = render(&model_of([sp.clone()]), &config());
+        let tx = update_transaction(&old, &new, false).expect("changes");
+        let set = affinity_set(&sp.name, &sp.cluster_endpoints[0]);
+        let ep = endpoint_chain(&sp.name, &sp.cluster_endpoints[0]);
+        let pos = |needle: &str| {
+            tx.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing in {tx}"))
+        };
+        assert!(
+            pos(&format!("flush chain ip skiff-proxy {ep}"))
+                < pos(&format!("delete set ip skiff-proxy {set}"))
+        );
+        assert!(pos(&format!("delete set ip skiff-proxy {set}")) < pos("timeout 120s"));
+        assert!(pos("timeout 120s") < pos(&format!("add rule ip skiff-proxy {ep} update")));
+    }
+
+    #[test]
+    fn full_transaction_replaces_the_table_atomically() {
+        let web = service_port("ns", "web", "10.96.0.50", &["10.88.1.2"]);
+        let rs = render(&model_of([web]), &config());
+        let tx = full_transaction(&rs);
+        let lines: Vec<&str> = tx.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "add table ip skiff-proxy",
+                "delete table ip skiff-proxy",
+                "add table ip skiff-proxy"
+            ]
+        );
+        assert!(tx.contains(
+            "add chain ip skiff-proxy nat-prerouting { type nat hook prerouting priority dstnat ; }"
+        ));
+        // Chains are declared before any rule or element names them.
+        let last_decl = lines
+            .iter()
+            .rposition(|l| l.starts_with("add chain"))
+            .expect("decl");
+        let first_use = lines
+            .iter()
+            .position(|l| l.starts_with("add rule") || l.starts_with("add element"))
+            .expect("use");
+        assert!(last_decl < first_use);
+        let rewrite = update_transaction(&rs, &rs, true).expect("rewrite");
+        assert!(rewrite.contains("flush map ip skiff-proxy service-ips"));
+        assert!(!rewrite.contains("delete table"));
+    }
+}

@@ -122,3 +122,48 @@ impl<A: Apply> Proxier<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::Recorder;
+    use crate::testutil::{model_of, service_port};
+
+    #[test]
+    fn full_then_partial_then_noop_and_full_again_after_failure() {
+        let recorder = Recorder::default();
+        let mut proxier = Proxier::new(RenderConfig::default(), recorder.clone());
+        let one = model_of([service_port("ns", "web", "10.96.0.50", &["10.88.1.2"])]);
+        let two = model_of([service_port(
+            "ns",
+            "web",
+            "10.96.0.50",
+            &["10.88.1.2", "10.88.2.2"],
+        )]);
+        assert_eq!(proxier.sync(&one).expect("sync"), SyncKind::Full);
+        assert_eq!(proxier.sync(&two).expect("sync"), SyncKind::Partial);
+        assert_eq!(proxier.sync(&two).expect("sync"), SyncKind::Noop);
+        assert_eq!(recorder.transactions().len(), 2);
+        assert!(!recorder.transactions()[1].contains("delete table"));
+
+        recorder.fail_next();
+        assert!(proxier.sync(&one).is_err());
+        assert!(proxier.applied().is_none());
+        assert_eq!(proxier.sync(&one).expect("sync"), SyncKind::Full);
+        let txs = recorder.transactions();
+        assert!(txs[txs.len() - 1].contains("delete table ip skiff-proxy"));
+    }
+
+    #[test]
+    fn periodic_full_resync_rewrites_without_dropping_the_table() {
+        let recorder = Recorder::default();
+        let mut proxier = Proxier::new(RenderConfig::default(), recorder.clone())
+            .with_full_sync_period(Duration::ZERO);
+        let one = model_of([service_port("ns", "web", "10.96.0.50", &["10.88.1.2"])]);
+        proxier.sync(&one).expect("sync");
+        assert_eq!(proxier.sync(&one).expect("sync"), SyncKind::Full);
+        let tx = recorder.transactions().pop().expect("tx");
+        assert!(!tx.contains("delete table"));
+        assert!(tx.contains("flush chain ip skiff-proxy services"));
+    }
+}
