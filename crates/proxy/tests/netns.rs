@@ -1,0 +1,326 @@
+//! The rules in a real kernel: a "node" network namespace routes to two "pod" namespaces
+//! (one veth and one /24 each, as a routed CNI would), the proxy's transactions are
+//! applied there with `ip netns exec NODE nft`, and TCP connections to the Service's
+//! addresses show which backend answered and which source address it saw.
+//!
+//! Needs root, `ip` and `nft`; skipped with a message otherwise. Touches only namespaces
+//! it creates, and deletes them even when an assertion fails.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+use skiff_proxy::{model, NftCommand, Proxier, RenderConfig, SyncKind};
+
+const CLUSTER_IP: &str = "10.96.0.50:80";
+const NODE_IP: &str = "192.168.77.1";
+const NODE_PORT: u16 = 30080;
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    for tool in [["ip", "-V"], ["nft", "--version"]] {
+        if Command::new(tool[0]).arg(tool[1]).output().is_err() {
+            return Some(format!("`{}` not found", tool[0]));
+        }
+    }
+    None
+}
+
+/// Runs a command given as one whitespace-separated line.
+fn sh(line: &str) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test's namespaces and responder threads; dropping it removes them all.
+struct Lab {
+    node: String,
+    pods: Vec<String>,
+    stop: Arc<AtomicBool>,
+    servers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for server in self.servers.drain(..) {
+            let _ = server.join();
+        }
+        for ns in std::iter::once(&self.node).chain(&self.pods) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn enter(ns: &str) -> io::Result<()> {
+    let file = File::open(format!("/var/run/netns/{ns}"))?;
+    // SAFETY: a valid fd for a netns file; only the calling thread changes namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let id = std::process::id();
+        let mut lab = Lab {
+            node: format!("skp-node-{id}"),
+            pods: vec![format!("skp-a-{id}"), format!("skp-b-{id}")],
+            stop: Arc::new(AtomicBool::new(false)),
+            servers: Vec::new(),
+        };
+        let node = lab.node.clone();
+        sh(&format!("ip netns add {node}"));
+        sh(&format!("ip -n {node} link set lo up"));
+        sh(&format!(
+            "ip netns exec {node} sysctl -qw net.ipv4.ip_forward=1"
+        ));
+        // The node's own address (NodePorts) and a default route, which a real node has:
+        // without a route, connecting to a cluster IP fails before any hook runs. A veth
+        // pair with both ends in the node stands for its uplink.
+        sh(&format!(
+            "ip -n {node} link add up0 type veth peer name up1"
+        ));
+        sh(&format!("ip -n {node} link set up1 up"));
+        sh(&format!("ip -n {node} link set up0 up"));
+        sh(&format!("ip -n {node} addr add {NODE_IP}/24 dev up0"));
+        sh(&format!("ip -n {node} route add default dev up0"));
+        for (i, pod) in lab.pods.clone().iter().enumerate() {
+            let n = i + 1;
+            sh(&format!("ip netns add {pod}"));
+            sh(&format!("ip -n {pod} link set lo up"));
+            sh(&format!(
+                "ip -n {node} link add veth{n} type veth peer name eth0 netns {pod}"
+            ));
+            sh(&format!("ip -n {node} addr add 10.88.{n}.1/24 dev veth{n}"));
+            sh(&format!("ip -n {node} link set veth{n} up"));
+            sh(&format!("ip -n {pod} addr add 10.88.{n}.2/24 dev eth0"));
+            sh(&format!("ip -n {pod} link set eth0 up"));
+            sh(&format!("ip -n {pod} route add default via 10.88.{n}.1"));
+            lab.serve(pod, if i == 0 { "A" } else { "B" });
+        }
+        lab
+    }
+
+    /// A responder on port 8080 in `ns` that answers `NAME PEER-IP` and closes.
+    fn serve(&mut self, ns: &str, name: &'static str) {
+        let (ns, stop) = (ns.to_string(), self.stop.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        self.servers.push(thread::spawn(move || {
+            enter(&ns).expect("enter pod netns");
+            let listener = TcpListener::bind("0.0.0.0:8080").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            ready_tx.send(()).expect("ready");
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        let _ = conn.write_all(format!("{name} {}\n", peer.ip()).as_bytes());
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }));
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("server ready");
+    }
+
+    /// Connects from namespace `ns` to `addr`; the backend's answer, as `(name, peer)`.
+    fn connect(&self, ns: &str, addr: &str) -> io::Result<(String, String)> {
+        let (ns, addr): (String, SocketAddr) = (ns.to_string(), addr.parse().expect("addr"));
+        thread::spawn(move || {
+            enter(&ns)?;
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer)?;
+            let mut words = answer.split_whitespace().map(str::to_string);
+            match (words.next(), words.next()) {
+                (Some(name), Some(peer)) => Ok((name, peer)),
+                _ => Err(io::Error::other(format!("odd answer {answer:?}"))),
+            }
+        })
+        .join()
+        .expect("client thread")
+    }
+
+    /// `n` connections; how many each (backend, peer address) pair answered.
+    fn tally(&self, ns: &str, addr: &str, n: usize) -> BTreeMap<(String, String), usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let answer = self
+                .connect(ns, addr)
+                .unwrap_or_else(|e| panic!("connect {addr} from {ns}: {e}"));
+            *seen.entry(answer).or_insert(0) += 1;
+        }
+        seen
+    }
+
+    fn backends(&self, ns: &str, addr: &str, n: usize) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tally(ns, addr, n)
+            .into_keys()
+            .map(|(name, _)| name)
+            .collect();
+        names.dedup();
+        names
+    }
+
+    fn assert_refused(&self, ns: &str, addr: &str) {
+        let start = Instant::now();
+        let err = self
+            .connect(ns, addr)
+            .expect_err("a service without endpoints must refuse");
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{addr} from {ns}: {err}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "refused, not hung"
+        );
+    }
+
+    fn nft_list(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "skiff-proxy",
+            ])
+            .output()
+            .expect("nft list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn web(affinity: bool) -> Service {
+    let mut spec = json!({
+        "type": "NodePort",
+        "clusterIP": "10.96.0.50",
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT}],
+    });
+    if affinity {
+        spec["sessionAffinity"] = json!("ClientIP");
+    }
+    serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "web"}, "spec": spec}))
+        .expect("service")
+}
+
+fn slice(ips: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "nodeName": "node", "conditions": {"ready": true}}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "web-x",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .expect("slice")
+}
+
+#[test]
+fn cluster_ip_nodeport_hairpin_incremental_removal_and_reject() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED: the real-kernel proxy test needs root, ip and nft: {reason}");
+        return;
+    }
+    let lab = Lab::new();
+    let (node, pod_a) = (lab.node.clone(), lab.pods[0].clone());
+    let nft = NftCommand::new(["ip", "netns", "exec", node.as_str(), "nft"]);
+    let mut proxier = Proxier::new(
+        RenderConfig {
+            cluster_cidr: Some("10.88.0.0/16".parse().expect("cidr")),
+            ..RenderConfig::default()
+        },
+        nft,
+    );
+    let sync = |proxier: &mut Proxier<NftCommand>, svc: &Service, ips: &[&str]| {
+        let model = model::build([svc], [&slice(ips)], "node");
+        proxier.sync(&model).expect("sync")
+    };
+
+    let both = ["10.88.1.2", "10.88.2.2"];
+    assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Full);
+
+    // From the node: both backends answer the cluster IP.
+    assert_eq!(lab.backends(&node, CLUSTER_IP, 40), ["A", "B"]);
+
+    // From pod A: B sees A's own address (pod to pod needs no masquerade); A reaching
+    // itself (hairpin) sees the node's address, or its reply would bypass the NAT.
+    let from_a = lab.tally(&pod_a, CLUSTER_IP, 40);
+    let peers: BTreeMap<&str, &str> = from_a
+        .keys()
+        .map(|(name, peer)| (name.as_str(), peer.as_str()))
+        .collect();
+    assert_eq!(peers.get("B"), Some(&"10.88.1.2"), "{from_a:?}");
+    assert_eq!(peers.get("A"), Some(&"10.88.1.1"), "{from_a:?}");
+
+    // NodePort on the node's address, from the node and from a pod; external traffic
+    // under policy Cluster is masqueraded, so no backend sees pod A's address.
+    let node_port = format!("{NODE_IP}:{NODE_PORT}");
+    assert_eq!(lab.backends(&node, &node_port, 30), ["A", "B"]);
+    let via_node_port = lab.tally(&pod_a, &node_port, 30);
+    assert!(
+        via_node_port.keys().all(|(_, peer)| peer != "10.88.1.2"),
+        "{via_node_port:?}"
+    );
+
+    // ClientIP affinity: every connection from one client sticks to one backend.
+    assert_eq!(sync(&mut proxier, &web(true), &both), SyncKind::Partial);
+    assert!(lab.nft_list().contains("flags dynamic,timeout"));
+    assert_eq!(lab.backends(&node, CLUSTER_IP, 20).len(), 1);
+    assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Partial);
+
+    // One endpoint removed incrementally: only A answers, B's chain is gone.
+    assert_eq!(
+        sync(&mut proxier, &web(false), &["10.88.1.2"]),
+        SyncKind::Partial
+    );
+    assert_eq!(lab.backends(&node, CLUSTER_IP, 20), ["A"]);
+    assert_eq!(lab.backends(&pod_a, CLUSTER_IP, 10), ["A"]);
+    let listed = lab.nft_list();
+    assert!(!listed.contains("10.88.2.2"), "{listed}");
+
+    // No endpoints: refused at once from the node (output hook), from a pod (forward
+    // hook) and on the NodePort (input hook).
+    assert_eq!(sync(&mut proxier, &web(false), &[]), SyncKind::Partial);
+    lab.assert_refused(&node, CLUSTER_IP);
+    lab.assert_refused(&pod_a, CLUSTER_IP);
+    lab.assert_refused(&pod_a, &node_port);
+
+    // And back.
+    assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Partial);
+    assert_eq!(lab.backends(&node, CLUSTER_IP, 40), ["A", "B"]);
+}
