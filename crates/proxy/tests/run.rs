@@ -1,0 +1,145 @@
+//! The whole loop against a real API server (`skiff apiserver`, found through `SKIFF_BIN`
+//! or the target directory): Services and EndpointSlices written with kubectl, the
+//! watches, batching and diffing, with transactions captured instead of run through nft.
+
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use skiff_e2e::Server;
+use skiff_proxy::{run_with, Metrics, ProxyArgs, Recorder};
+
+fn slice(ns: &str, ips: &[&str]) -> String {
+    let endpoints: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "nodeName": "node1", "conditions": {"ready": true}}))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"namespace": ns, "name": "web-abc",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    })
+    .to_string()
+}
+
+/// Waits for a transaction after the first `skip` that satisfies `want`; returns its index.
+async fn wait_for(
+    recorder: &Recorder,
+    skip: usize,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let txs = recorder.transactions();
+        if let Some(i) = txs.iter().skip(skip).position(|tx| want(tx)) {
+            return skip + i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transaction {what} within 30 s; got:\n{}",
+            txs.join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_services_and_endpoint_slices() {
+    if std::env::var_os("SKIFF_BIN").is_none()
+        && std::panic::catch_unwind(skiff_e2e::skiff_binary).is_err()
+    {
+        eprintln!("SKIPPED: no skiff binary; build it or set SKIFF_BIN");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| Server::start(&[]))
+        .await
+        .expect("server");
+    let client = server.client().await;
+    let ns = "proxy-run";
+    server.ok(&["create", "namespace", ns]);
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": ns, "name": "web"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    });
+    server.ok_with_input(&["apply", "-f", "-"], &service.to_string());
+    server.ok_with_input(&["apply", "-f", "-"], &slice(ns, &["10.88.1.2"]));
+    let svc = server.json(&["service", "-n", ns, "web"]);
+    let cluster_ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .expect("cluster IP")
+        .to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .expect("node port");
+
+    let recorder = Recorder::default();
+    let args = ProxyArgs {
+        hostname_override: Some("node1".into()),
+        cluster_cidr: Some("10.88.0.0/16".parse().expect("cidr")),
+        min_sync_period: Duration::from_millis(2000),
+        ..ProxyArgs::default()
+    };
+    let metrics = Metrics::new(&mut Registry::default());
+    let proxy = tokio::spawn(run_with(client, args, recorder.clone(), metrics.clone()));
+
+    // The first sync writes the whole table, with the service already in it.
+    let first = wait_for(&recorder, 0, "with the service", |tx| {
+        tx.contains(&format!("{cluster_ip} . tcp . 80 : goto service-"))
+    })
+    .await;
+    let tx = &recorder.transactions()[first];
+    assert!(tx.contains("delete table ip skiff-proxy"), "{tx}");
+    assert!(tx.contains("dnat to 10.88.1.2:8080"), "{tx}");
+    assert!(
+        tx.contains(&format!("tcp . {node_port} : goto external-")),
+        "{tx}"
+    );
+
+    // A burst of changes within the minimum sync period becomes at most two syncs (one
+    // may already be due when the burst starts), and the result is incremental.
+    let before = recorder.transactions().len();
+    for ips in [
+        &["10.88.1.2", "10.88.2.2"][..],
+        &["10.88.1.2", "10.88.2.2", "10.88.3.2"],
+        &["10.88.1.2", "10.88.2.2", "10.88.3.2", "10.88.4.2"],
+    ] {
+        server.ok_with_input(&["apply", "-f", "-"], &slice(ns, ips));
+    }
+    let i = wait_for(&recorder, before, "with the fourth endpoint", |tx| {
+        tx.contains("dnat to 10.88.4.2:8080")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let txs = recorder.transactions();
+    assert!(
+        txs.len() - before <= 2,
+        "{} syncs for a burst",
+        txs.len() - before
+    );
+    assert!(!txs[i].contains("delete table"), "{}", txs[i]);
+    assert!(
+        !txs[i].contains("dnat to 10.88.1.2:8080"),
+        "unchanged endpoint rewritten: {}",
+        txs[i]
+    );
+
+    // Deleting the service removes its map elements and chains.
+    let before = txs.len();
+    server.ok(&["delete", "service", "-n", ns, "web"]);
+    wait_for(&recorder, before, "removing the service", |tx| {
+        tx.contains(&format!(
+            "delete element ip skiff-proxy service-ips {{ {cluster_ip} . tcp . 80 }}"
+        )) && tx.contains("delete chain ip skiff-proxy service-")
+    })
+    .await;
+
+    assert!(!proxy.is_finished(), "run returned early");
+    proxy.abort();
+}
