@@ -17,18 +17,18 @@
 //!   none is ready; only this node's under a `Local` traffic policy).
 //! - [`nftables`] renders the model into a [`nftables::Ruleset`] in table
 //!   `ip skiff-proxy` (upstream's layout: verdict maps keyed by address, protocol and
-//!   port, one chain per service and per endpoint, `numgen` load balancing), and writes
-//!   transactions: the whole table at start and after a failure, otherwise only the
-//!   chains and map elements that differ from the last applied ruleset.
+//!   port, one chain per service and per endpoint, random load balancing with `numgen`),
+//!   and writes transactions: the whole table at start and after a failure, otherwise
+//!   only the chains and map elements that differ from the last applied ruleset.
 //! - [`proxier::Proxier`] holds that last ruleset and does one sync; [`run`] watches the
 //!   API, batches bursts of events into one sync at most every `--min-sync-period`, and
 //!   syncs every `--sync-period` regardless.
 //! - [`apply::Apply`] is the kernel boundary: [`apply::NftCommand`] runs `nft`,
 //!   [`apply::Recorder`] captures transactions for tests.
 //!
-//! Start reading at [`run`]. For benchmarks, [`model::build`], [`nftables::render`],
-//! [`nftables::full_transaction`] and [`nftables::update_transaction`] are the pure
-//! pieces. Only IPv4 and the nftables mode exist so far.
+//! Start reading at [`run`]. For benchmarks, [`model::synthetic`], [`full_sync`] and
+//! [`incremental_sync`] (or [`nftables::render`] and the transaction functions it feeds)
+//! are the pure pieces. Only IPv4 and the nftables mode exist so far.
 
 pub mod apply;
 pub mod metrics;
@@ -219,6 +219,21 @@ pub fn metrics_router(registry: Arc<Registry>) -> axum::Router {
                 }
             }
         }),
+    )
+}
+
+/// The transaction that writes the whole table for `model` (what a first sync sends).
+pub fn full_sync(model: &Model, config: &RenderConfig) -> String {
+    nftables::full_transaction(&nftables::render(model, config))
+}
+
+/// The transaction that moves the table from `old` to `new`, touching only what differs
+/// (what a later sync sends); `None` when they render the same.
+pub fn incremental_sync(old: &Model, new: &Model, config: &RenderConfig) -> Option<String> {
+    nftables::update_transaction(
+        &nftables::render(old, config),
+        &nftables::render(new, config),
+        false,
     )
 }
 

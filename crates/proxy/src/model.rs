@@ -377,6 +377,46 @@ fn select(candidates: &[Candidate], local_only: bool) -> Vec<Endpoint> {
     chosen
 }
 
+/// A made-up model for benchmarks: `services` TCP services `bench/svc-N` on port 80,
+/// cluster IPs from 10.96.0.0/12 (at most about a million), each with `endpoints`
+/// endpoints on port 8080 in 10.64.0.0/10.
+pub fn synthetic(services: usize, endpoints: usize) -> Model {
+    let mut model = Model::default();
+    for s in 0..services {
+        let cluster_ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + s as u32);
+        let eps: Vec<Endpoint> = (0..endpoints)
+            .map(|e| Endpoint {
+                ip: Ipv4Addr::from(
+                    u32::from(Ipv4Addr::new(10, 64, 0, 0)) + (s * endpoints + e) as u32,
+                ),
+                port: 8080,
+            })
+            .collect();
+        let name = ServicePortName {
+            namespace: "bench".into(),
+            name: format!("svc-{s}"),
+            port: "http".into(),
+            protocol: Protocol::Tcp,
+        };
+        model.services.insert(
+            name.clone(),
+            ServicePort {
+                name,
+                cluster_ip,
+                port: 80,
+                node_port: None,
+                external_ips: Vec::new(),
+                affinity_timeout: None,
+                external_local: false,
+                any_endpoints: !eps.is_empty(),
+                cluster_endpoints: eps.clone(),
+                external_endpoints: eps,
+            },
+        );
+    }
+    model
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
