@@ -359,3 +359,43 @@ where
 mod serde_json_compat {
     pub use k8s_openapi::serde::de::DeserializeOwned;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    }
+
+    #[test]
+    fn flags_parse_with_upstream_defaults() {
+        let cli = Cli::try_parse_from(["skiff"]).expect("defaults");
+        assert_eq!(cli.proxy.proxy_mode, ProxyMode::Nftables);
+        assert_eq!(cli.proxy.min_sync_period, Duration::from_secs(1));
+        assert_eq!(cli.proxy.sync_period, Duration::from_secs(30));
+        assert_eq!(cli.proxy.masquerade_bit, 14);
+
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "--proxy-mode=iptables",
+            "--hostname-override=Node-1",
+            "--cluster-cidr=10.88.0.0/16",
+            "--nodeport-addresses=192.168.0.0/16,10.0.0.1/32",
+            "--min-sync-period=250ms",
+            "--sync-period=1m30s",
+        ])
+        .expect("flags");
+        assert_eq!(cli.proxy.proxy_mode, ProxyMode::Iptables);
+        assert_eq!(cli.proxy.node_name().expect("name"), "node-1");
+        assert_eq!(cli.proxy.nodeport_addresses.len(), 2);
+        assert_eq!(cli.proxy.min_sync_period, Duration::from_millis(250));
+        assert_eq!(cli.proxy.sync_period, Duration::from_secs(90));
+        assert!(Cli::try_parse_from(["skiff", "--cluster-cidr=10.88.0.0/40"]).is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("1d").is_err());
+    }
+}
