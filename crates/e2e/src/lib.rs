@@ -98,6 +98,36 @@ impl Server {
         Server::start_command("server", extra_args)
     }
 
+    /// `skiff server` with its node agent and the busybox test image imported
+    /// (`scripts/build-test-images.sh` builds it once): ready for real pods. The agent's
+    /// CNI config goes to a directory of the test's own; the network is the default one
+    /// (bridge `skiff0`, 10.88.0.0/16) that `skiff server` sets up on any machine.
+    pub fn start_node() -> Server {
+        let workspace = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let images = workspace.join("target/test-images");
+        let built = Command::new("bash")
+            .arg(workspace.join("scripts/build-test-images.sh"))
+            .arg(&images)
+            .status()
+            .expect("scripts/build-test-images.sh");
+        assert!(built.success(), "building the test images failed");
+        let net_d = tempfile::tempdir().expect("temp dir").keep();
+        let server = Server::start_cluster(&["--cni-conf-dir", &net_d.display().to_string()]);
+        let imported = Command::new(skiff_binary())
+            .args(["images", "--root"])
+            .arg(server.data_dir.path().join("runtime"))
+            .arg("import")
+            .arg(images.join("busybox.tar"))
+            .output()
+            .expect("skiff images import");
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        server
+    }
+
     fn start_command(command: &'static str, extra_args: &[&str]) -> Server {
         let mut server = Server {
             process: None,
@@ -359,7 +389,51 @@ impl Drop for Server {
                 self.log_tail(60)
             );
         }
+        if self.command == "server" {
+            self.stop_pods();
+        }
         self.kill9();
+    }
+}
+
+impl Server {
+    /// Stops every pod of a server with a node agent before the server goes. Containers
+    /// outlive their runtime (as with any CRI runtime), and each server's IP allocations
+    /// live in its own data dir: left running, they would hold addresses on the shared
+    /// bridge that the next server on this machine hands out again.
+    fn stop_pods(&self) {
+        if self.process.is_none() {
+            return;
+        }
+        let _ = self.kubectl(&[
+            "delete",
+            "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs,replicationcontrollers",
+            "--all",
+            "--all-namespaces",
+            "--wait=false",
+        ]);
+        let _ = self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--all-namespaces",
+            "--force",
+            "--grace-period=0",
+            "--wait=false",
+        ]);
+        let sandboxes = self.data_dir.path().join("runtime/sandboxes");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let left = std::fs::read_dir(&sandboxes).map_or(0, |d| d.count());
+            if left == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        eprintln!(
+            "pods of the server at {} still running after 60 s",
+            sandboxes.display()
+        );
     }
 }
 

@@ -1,17 +1,12 @@
 //! `skiff server` with its node agent: a real pod runs on this machine and goes away
 //! again, driven by the real kubectl.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skiff_e2e::Server;
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
-
-fn workspace() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -26,30 +21,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn a_pod_runs_on_the_single_node_cluster() {
-    let images = workspace().join("target/test-images");
-    let built = Command::new("bash")
-        .arg(workspace().join("scripts/build-test-images.sh"))
-        .arg(&images)
-        .status()
-        .expect("scripts/build-test-images.sh");
-    assert!(built.success());
-
-    // The agent's CNI config lives in the test's own dir; the network is the default one
-    // (bridge `skiff0`, 10.88.0.0/16) that `skiff server` sets up on any machine.
-    let net_d = tempfile::tempdir().unwrap();
-    let server = Server::start_cluster(&["--cni-conf-dir", net_d.path().to_str().unwrap()]);
-    let imported = Command::new(skiff_e2e::skiff_binary())
-        .args(["images", "--root"])
-        .arg(server.data_dir.path().join("runtime"))
-        .arg("import")
-        .arg(images.join("busybox.tar"))
-        .output()
-        .unwrap();
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    let server = Server::start_node();
 
     wait_for("the node to be Ready", || {
         server

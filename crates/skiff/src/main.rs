@@ -38,6 +38,32 @@ enum Command {
     Runtime(skiff_runtime::RuntimeArgs),
     /// Manage the runtime's images: import an archive, list, remove, pull.
     Images(skiff_runtime::ImagesArgs),
+    /// Run the service proxy: this node's nftables rules for Services.
+    Proxy(ProxyCommand),
+    /// Run the cluster DNS server: Services and pods by name.
+    Dns(DnsCommand),
+}
+
+#[derive(Args, Debug)]
+struct ProxyCommand {
+    /// Kubeconfig to reach the API server.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    proxy: skiff_proxy::ProxyArgs,
+}
+
+#[derive(Args, Debug)]
+struct DnsCommand {
+    /// Kubeconfig to reach the API server.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Also create the kube-system/kube-dns Service at this cluster IP, its Endpoints
+    /// pointing at --dns-bind-address (which must then name a reachable address).
+    #[arg(long)]
+    publish_service_ip: Option<IpAddr>,
+    #[command(flatten)]
+    dns: skiff_dns::DnsArgs,
 }
 
 /// The agent's flags with nothing given: their defaults, to tell which ones were set.
@@ -155,6 +181,10 @@ impl ServerArgs {
         if self.kubelet.kubeconfig.is_none() {
             self.kubelet.kubeconfig = Some(kubeconfig.to_path_buf());
         }
+        // The cluster DNS this server runs, at the kube-dns Service's address.
+        if self.kubelet.cluster_dns.is_empty() {
+            self.kubelet.cluster_dns = vec![cluster_dns_ip(&self.api).to_string()];
+        }
     }
 }
 
@@ -232,11 +262,14 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             .as_ref()
             .map(|a| a.kubelet.cluster_domain.clone())
             .unwrap_or_else(|| "cluster.local".into());
+        // On this machine's address, port 53: what the kube-dns Service points at.
+        let dns = skiff_dns::DnsArgs {
+            cluster_domain,
+            dns_bind_address: std::net::SocketAddr::new(skiff_pki::default_host_ip(), 53),
+            ..Default::default()
+        };
         let dns_ip = cluster_dns_ip(api).into();
-        components.spawn(
-            "cluster DNS",
-            run_cluster_dns(client, dns_ip, cluster_domain),
-        );
+        components.spawn("cluster DNS", run_cluster_dns(client, dns, Some(dns_ip)));
     }
     if let Some(mut args) = agent {
         args.place_agent_state(&server.kubeconfig_path);
@@ -244,7 +277,14 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             "skiff: starting the node agent (runtime socket {})",
             args.runtime.socket.display()
         );
+        let proxy = skiff_proxy::ProxyArgs {
+            hostname_override: args.kubelet.node_name.clone(),
+            cluster_cidr: args.runtime.pod_cidr.parse().ok(),
+            ..Default::default()
+        };
         components.spawn("container runtime", skiff_runtime::run(args.runtime));
+        let client = kube_client(Some(&server.kubeconfig_path)).await?;
+        components.spawn("service proxy", skiff_proxy::run(client, proxy));
         let client = skiff_kubelet::client(&args.kubelet).await?;
         components.spawn("kubelet", skiff_kubelet::run(client, args.kubelet));
     }
@@ -287,33 +327,30 @@ impl Components {
     }
 }
 
-/// The cluster DNS of `skiff server`: on this machine's address, port 53, behind the
-/// `kube-dns` Service at the address the kubelets give pods.
+/// Runs the cluster DNS server; with `publish`, behind a `kube-dns` Service at that
+/// cluster IP whose endpoints are the server's own address.
 async fn run_cluster_dns(
     client: kube::Client,
-    cluster_ip: std::net::IpAddr,
-    cluster_domain: String,
+    args: skiff_dns::DnsArgs,
+    publish: Option<std::net::IpAddr>,
 ) -> anyhow::Result<()> {
-    let serving = std::net::SocketAddr::new(skiff_pki::default_host_ip(), 53);
-    let args = skiff_dns::DnsArgs {
-        cluster_domain,
-        dns_bind_address: serving,
-        ..Default::default()
-    };
     let dns = args.build()?;
-    let publish = client.clone();
-    tokio::spawn(async move {
-        // The API server is up; retry only what a restart races with.
-        for attempt in 1..=10 {
-            match skiff_dns::publish::publish_service(&publish, cluster_ip, serving).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(%error, attempt, "publishing the kube-dns Service");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    if let Some(cluster_ip) = publish {
+        let serving = args.dns_bind_address;
+        let client = client.clone();
+        tokio::spawn(async move {
+            // The API server may still be starting (or restarting): retry a while.
+            for attempt in 1..=30 {
+                match skiff_dns::publish::publish_service(&client, cluster_ip, serving).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, attempt, "publishing the kube-dns Service");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
                 }
             }
-        }
-    });
+        });
+    }
     dns.run(client, &args).await?;
     Ok(())
 }
@@ -377,6 +414,14 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Runtime(args) => skiff_runtime::run(args).await,
             Command::Images(args) => skiff_runtime::images(args).await,
+            Command::Proxy(args) => {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                Ok(skiff_proxy::run(client, args.proxy).await?)
+            }
+            Command::Dns(args) => {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                run_cluster_dns(client, args.dns, args.publish_service_ip).await
+            }
         }
     })
 }

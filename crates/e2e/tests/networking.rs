@@ -1,0 +1,267 @@
+//! Services and DNS on a real `skiff server`: real pods behind a Service, reached from
+//! another pod through the service proxy's nftables rules by the Service's DNS names,
+//! load-balanced over every ready backend; headless Services answered with pod IPs; a
+//! NodePort reached from the host; backends that go stop being used. Driven by the real
+//! kubectl; name lookups and requests are busybox's `nslookup` and `nc` in the pods.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skiff_e2e::Server;
+
+const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+
+/// Polls `check` until it returns `Some`, or panics after `within`.
+fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A field (`metadata.name`, `status.podIP`) of every `app=web` pod in `ns`.
+fn web_pods(server: &Server, ns: &str, field: &str) -> BTreeSet<String> {
+    let jsonpath = format!("jsonpath={{.items[*].{field}}}");
+    server
+        .ok(&["get", "pods", "-n", ns, "-l", "app=web", "-o", &jsonpath])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// `kubectl exec POD -- sh -c SCRIPT` in `ns`: its stdout if it succeeded.
+fn exec(server: &Server, ns: &str, pod: &str, script: &str) -> Option<String> {
+    let out = server.kubectl(&["exec", "-n", ns, pod, "--", "sh", "-c", script]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One HTTP request to `host:port` with busybox's `nc` (its static `wget` crashes),
+/// printing the body's last line, or `FAILED`.
+fn http_get(host: &str, port: u16) -> String {
+    format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | tail -n 1 | grep . || echo FAILED"
+    )
+}
+
+/// The backends (pod names) that answer `count` requests to `host:port` from the client
+/// pod.
+fn backends_reached(
+    server: &Server,
+    ns: &str,
+    host: &str,
+    port: u16,
+    count: usize,
+) -> BTreeSet<String> {
+    let request = http_get(host, port);
+    let script = format!("for i in $(seq {count}); do {request}; done");
+    let out = exec(server, ns, "client", &script).unwrap_or_default();
+    out.lines().map(|l| l.trim().to_string()).collect()
+}
+
+#[test]
+fn services_reach_their_pods_by_name_and_address() {
+    let server = Server::start_node();
+    let ns = server.namespace("net");
+    server.ok_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: {IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe:
+          tcpSocket: {{port: http}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-nodes, namespace: {ns}}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-headless, namespace: {ns}}}
+spec:
+  clusterIP: None
+  selector: {{app: web}}
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+"#
+        ),
+    );
+    server.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        &ns,
+        "--timeout=120s",
+    ]);
+    server.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "-n",
+        &ns,
+        "--timeout=120s",
+    ]);
+    let pods = web_pods(&server, &ns, "metadata.name");
+    assert_eq!(pods.len(), 2);
+
+    // The pod's resolv.conf points at the cluster DNS with upstream's search path.
+    let resolv = exec(&server, &ns, "client", "cat /etc/resolv.conf").expect("resolv.conf");
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(
+        resolv.contains(&format!(
+            "search {ns}.svc.cluster.local svc.cluster.local cluster.local"
+        )),
+        "{resolv}"
+    );
+    assert!(resolv.contains("ndots:5"), "{resolv}");
+
+    // The Service's every name, through DNS and the proxy, reaches both backends.
+    let cluster_ip = server.ok(&[
+        "get",
+        "service",
+        "web",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    for name in [
+        "web".to_string(),
+        format!("web.{ns}"),
+        format!("web.{ns}.svc.cluster.local"),
+    ] {
+        let reached = eventually(
+            &format!("both backends through {name}"),
+            Duration::from_secs(60),
+            || {
+                let reached = backends_reached(&server, &ns, &name, 80, 12);
+                (reached == pods).then_some(reached)
+            },
+        );
+        assert_eq!(reached, pods);
+    }
+    let looked_up = exec(
+        &server,
+        &ns,
+        "client",
+        &format!("nslookup web.{ns}.svc.cluster.local"),
+    )
+    .expect("nslookup");
+    assert!(looked_up.contains(&cluster_ip), "{looked_up}");
+
+    // A headless Service's name gives the pods' own addresses.
+    let pod_ips = web_pods(&server, &ns, "status.podIP");
+    let headless = exec(
+        &server,
+        &ns,
+        "client",
+        &format!("nslookup web-headless.{ns}.svc.cluster.local"),
+    )
+    .expect("nslookup headless");
+    for ip in &pod_ips {
+        assert!(headless.contains(ip.as_str()), "{ip} in {headless}");
+    }
+    assert!(!headless.contains(&cluster_ip), "{headless}");
+
+    // From the host: the cluster IP and the node port.
+    let node_ip = server.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let node_port = server.ok(&[
+        "get",
+        "service",
+        "web-nodes",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    for url in [
+        format!("http://{cluster_ip}/"),
+        format!("http://{node_ip}:{node_port}/"),
+    ] {
+        let body = eventually(
+            &format!("{url} from the host"),
+            Duration::from_secs(30),
+            || {
+                let out = Command::new("curl")
+                    .args(["-sS", "--max-time", "3", &url])
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            },
+        );
+        assert!(pods.contains(&body), "{url} answered {body:?}");
+    }
+
+    // Scaled down to one: only the survivor answers.
+    server.ok(&["scale", "deployment/web", "-n", &ns, "--replicas=1"]);
+    let survivor: BTreeSet<String> = eventually("one pod left", Duration::from_secs(60), || {
+        let names = web_pods(&server, &ns, "metadata.name");
+        (names.len() == 1).then_some(names)
+    });
+    eventually(
+        "only the survivor answering",
+        Duration::from_secs(30),
+        || (backends_reached(&server, &ns, "web", 80, 6) == survivor).then_some(()),
+    );
+
+    // No ready backend at all: the connection is refused at once, not left to time out.
+    server.ok(&["scale", "deployment/web", "-n", &ns, "--replicas=0"]);
+    eventually("refused without backends", Duration::from_secs(60), || {
+        let started = Instant::now();
+        let out = exec(
+            &server,
+            &ns,
+            "client",
+            "nc -w 5 web 80 </dev/null 2>&1; echo rc=$?",
+        )?;
+        (out.contains("rc=1") && started.elapsed() < Duration::from_secs(4)).then_some(())
+    });
+}
