@@ -138,7 +138,21 @@ async fn run(runtime: Arc<Runtime>, request: PendingExec, mut socket: WebSocket,
         reason: "".into(),
     };
     let _ = socket.send(Message::Close(Some(close))).await;
+    // Wait for the client's close, reading what it still sends (terminal resizes, stdin):
+    // a connection closed with unread input is reset, and a reset can make the client
+    // drop the status and close frames before it reads them.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// How long an exec's connection waits for the client to answer its close.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn pump(
     runtime: &Runtime,
