@@ -146,6 +146,32 @@ impl DnsArgs {
     }
 }
 
+/// Binds UDP and TCP at `address`; with port 0, at one port free for both.
+pub async fn bind(
+    address: SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), Error> {
+    let fail = |address, source| Error::Bind { address, source };
+    for _ in 0..10 {
+        let udp = tokio::net::UdpSocket::bind(address)
+            .await
+            .map_err(|e| fail(address, e))?;
+        let bound = udp.local_addr().map_err(|e| fail(address, e))?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // The UDP port chosen for us may be taken for TCP: choose again.
+            Err(e) if address.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(fail(bound, e)),
+        }
+    }
+    Err(fail(
+        address,
+        std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no port free for both UDP and TCP",
+        ),
+    ))
+}
+
 /// Runs the cluster DNS server until the process ends: watches Services and
 /// EndpointSlices, waits (a few seconds at most) for their first list, then serves on
 /// `--dns-bind-address`.
@@ -156,13 +182,22 @@ pub async fn run(client: kube::Client, args: DnsArgs) -> Result<(), Error> {
 impl Dns {
     /// As [`run`], for a server already built (to mount [`Dns::metrics`] elsewhere first).
     pub async fn run(self, client: kube::Client, args: &DnsArgs) -> Result<(), Error> {
-        let address = args.dns_bind_address;
-        let udp = tokio::net::UdpSocket::bind(address)
-            .await
-            .map_err(|source| Error::Bind { address, source })?;
-        let tcp = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| Error::Bind { address, source })?;
+        let (udp, tcp) = bind(args.dns_bind_address).await?;
+        self.run_on(client, args, udp, tcp).await
+    }
+
+    /// As [`Dns::run`], on sockets already bound (see [`bind`]).
+    pub async fn run_on(
+        self,
+        client: kube::Client,
+        args: &DnsArgs,
+        udp: tokio::net::UdpSocket,
+        tcp: tokio::net::TcpListener,
+    ) -> Result<(), Error> {
+        let address = udp.local_addr().map_err(|source| Error::Bind {
+            address: args.dns_bind_address,
+            source,
+        })?;
         let (watchers, mut synced) = watch(client, self.view().clone());
         let watchers = tokio::spawn(watchers);
         if !synced.wait(SYNC_WAIT).await {

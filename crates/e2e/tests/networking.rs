@@ -190,6 +190,34 @@ spec:
     .expect("nslookup");
     assert!(looked_up.contains(&cluster_ip), "{looked_up}");
 
+    // Pods started after a Service get its variables (and the API server's).
+    server.ok(&[
+        "run",
+        "env",
+        "-n",
+        &ns,
+        "--image",
+        IMAGE,
+        "--restart=Never",
+        "--",
+        "env",
+    ]);
+    let env = eventually("the env pod's output", Duration::from_secs(60), || {
+        let logs = server.kubectl(&["logs", "env", "-n", &ns]);
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+        text.contains("WEB_SERVICE_HOST").then_some(text)
+    });
+    for expected in [
+        format!("WEB_SERVICE_HOST={cluster_ip}"),
+        "WEB_SERVICE_PORT=80".to_string(),
+        "WEB_SERVICE_PORT_HTTP=80".to_string(),
+        format!("WEB_PORT=tcp://{cluster_ip}:80"),
+        "KUBERNETES_SERVICE_HOST=10.96.0.1".to_string(),
+        "KUBERNETES_SERVICE_PORT=443".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == expected), "{expected} in {env}");
+    }
+
     // A headless Service's name gives the pods' own addresses.
     let pod_ips = web_pods(&server, &ns, "status.podIP");
     let headless = exec(

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 
 use skiff_quantity::parse_milli;
 
@@ -16,6 +16,8 @@ pub struct Sources {
     pub config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     pub secrets: HashMap<String, Option<BTreeMap<String, String>>>,
     pub tokens: HashMap<String, String>,
+    /// The Service variables every container starts with ([`service_env`]).
+    pub service_env: Vec<(String, String)>,
 }
 
 /// Which token of which volume: `volume/path`.
@@ -116,6 +118,10 @@ pub fn container_env(
     facts: &PodFacts,
 ) -> Result<Vec<(String, String)>, String> {
     let mut env = EnvList::default();
+    // First, so that the container's own variables override them and can refer to them.
+    for (k, v) in &sources.service_env {
+        env.set(k.clone(), v.clone());
+    }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(cm) = &from.config_map_ref {
@@ -195,6 +201,82 @@ pub fn container_env(
         env.set(var.name.clone(), value);
     }
     Ok(env.into_vec())
+}
+
+/// The Service variables of a pod (upstream's `getServiceEnvVarMap` and
+/// `envvars.FromServices`): for the `kubernetes` Service of `default` always, and, unless
+/// the pod sets `enableServiceLinks: false`, for every Service of its namespace with a
+/// cluster IP, `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT>]` and the Docker-link
+/// `<NAME>_PORT*` variables. Sorted by Service name, so a container's environment does
+/// not change with the order Services were listed in.
+pub fn service_env(pod: &Pod, services: &[&Service]) -> Vec<(String, String)> {
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let ns = namespace(pod);
+    let mut chosen: BTreeMap<&str, &Service> = BTreeMap::new();
+    for service in services {
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let service_ns = service.metadata.namespace.as_deref().unwrap_or_default();
+        if !has_cluster_ip(service) {
+            continue;
+        }
+        if service_ns == "default" && name == "kubernetes" {
+            // A Service of the pod's own namespace of that name wins.
+            chosen.entry(name).or_insert(service);
+        } else if links && service_ns == ns {
+            chosen.insert(name, service);
+        }
+    }
+    let mut env = Vec::new();
+    for (name, service) in chosen {
+        let spec = service.spec.clone().unwrap_or_default();
+        let ip = spec.cluster_ip.unwrap_or_default();
+        let prefix = env_name(name);
+        let ports = spec.ports.unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for port in &ports {
+            if let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                env.push((
+                    format!("{prefix}_SERVICE_PORT_{}", env_name(port_name)),
+                    port.port.to_string(),
+                ));
+            }
+        }
+        let protocol = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        let url = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            format!("{}://{ip}:{}", protocol(p).to_lowercase(), p.port)
+        };
+        env.push((format!("{prefix}_PORT"), url(first)));
+        for port in &ports {
+            let link = format!(
+                "{prefix}_PORT_{}_{}",
+                port.port,
+                protocol(port).to_uppercase()
+            );
+            env.push((link.clone(), url(port)));
+            env.push((format!("{link}_PROTO"), protocol(port).to_lowercase()));
+            env.push((format!("{link}_PORT"), port.port.to_string()));
+            env.push((format!("{link}_ADDR"), ip.clone()));
+        }
+    }
+    env
+}
+
+fn has_cluster_ip(service: &Service) -> bool {
+    let ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+    !matches!(ip, None | Some("") | Some("None"))
+}
+
+/// A Service or port name as an environment variable name: upper case, `-` as `_`.
+fn env_name(name: &str) -> String {
+    name.to_uppercase().replace('-', "_")
 }
 
 fn namespace(pod: &Pod) -> &str {
@@ -447,5 +529,91 @@ mod tests {
             resource_value(&unlimited, "limits.cpu", None, &facts),
             Ok("2".into())
         );
+    }
+
+    #[test]
+    fn service_variables_as_upstream_writes_them() {
+        let service = |ns: &str, name: &str, ip: &str, ports: serde_json::Value| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": ports},
+            }))
+            .expect("service")
+        };
+        let kubernetes = service(
+            "default",
+            "kubernetes",
+            "10.96.0.1",
+            serde_json::json!([{"name": "https", "port": 443, "protocol": "TCP"}]),
+        );
+        let web = service(
+            "app",
+            "my-web",
+            "10.96.0.20",
+            serde_json::json!([{"name": "http-alt", "port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]),
+        );
+        let headless = service("app", "headless", "None", serde_json::json!([{"port": 80}]));
+        let elsewhere = service(
+            "other",
+            "db",
+            "10.96.0.30",
+            serde_json::json!([{"port": 5432}]),
+        );
+        let pod = |links: Option<bool>| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "app"},
+                "spec": {"containers": [], "enableServiceLinks": links},
+            }))
+            .expect("pod")
+        };
+        let all = [&kubernetes, &web, &headless, &elsewhere];
+        let env: HashMap<String, String> = service_env(&pod(None), &all).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://10.96.0.1:443");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_ADDR"], "10.96.0.1");
+        assert_eq!(env["MY_WEB_SERVICE_HOST"], "10.96.0.20");
+        assert_eq!(env["MY_WEB_SERVICE_PORT"], "80");
+        assert_eq!(env["MY_WEB_SERVICE_PORT_HTTP_ALT"], "80");
+        assert_eq!(env["MY_WEB_PORT_53_UDP"], "udp://10.96.0.20:53");
+        assert_eq!(env["MY_WEB_PORT_53_UDP_PROTO"], "udp");
+        assert_eq!(env["MY_WEB_PORT_53_UDP_PORT"], "53");
+        assert!(
+            !env.contains_key("HEADLESS_SERVICE_HOST"),
+            "no cluster IP, no variables"
+        );
+        assert!(
+            !env.contains_key("DB_SERVICE_HOST"),
+            "another namespace's Service"
+        );
+        // Without service links, only the master Service's.
+        let env: HashMap<String, String> =
+            service_env(&pod(Some(false)), &all).into_iter().collect();
+        assert!(env.contains_key("KUBERNETES_SERVICE_HOST"));
+        assert!(!env.contains_key("MY_WEB_SERVICE_HOST"));
+        // A container's own variable overrides a Service's and can refer to it.
+        let mut container = Container::default();
+        container.env = Some(vec![
+            serde_json::from_value(
+                serde_json::json!({"name": "MY_WEB_SERVICE_PORT", "value": "8080"}),
+            )
+            .expect("var"),
+            serde_json::from_value(
+                serde_json::json!({"name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST)"}),
+            )
+            .expect("var"),
+        ]);
+        let sources = Sources {
+            service_env: service_env(&pod(None), &all),
+            ..Default::default()
+        };
+        let env: HashMap<String, String> =
+            container_env(&pod(None), &container, &sources, &PodFacts::default())
+                .expect("env")
+                .into_iter()
+                .collect();
+        assert_eq!(env["MY_WEB_SERVICE_PORT"], "8080");
+        assert_eq!(env["URL"], "http://10.96.0.20");
     }
 }

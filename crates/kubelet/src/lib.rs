@@ -55,6 +55,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
 
 pub use error::{Error, Result};
 
@@ -184,6 +186,19 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         labels,
         kubelet_port,
     };
+    let (services, services_writer) = kube::runtime::reflector::store();
+    let service_watch = kube::runtime::watcher(
+        kube::Api::<k8s_openapi::api::core::v1::Service>::all(client.clone()),
+        Default::default(),
+    )
+    .default_backoff();
+    tokio::spawn(
+        kube::runtime::reflector(services_writer, service_watch).for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "service watch failed; retrying");
+            }
+        }),
+    );
     let shared = Arc::new(worker::Shared {
         client: client.clone(),
         cri: cri.clone(),
@@ -199,6 +214,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         },
         memory_capacity: machine.memory_bytes,
         cpu_millis: machine.cpus * 1000,
+        services,
     });
     let server_state = Arc::new(server::ServerState {
         client: client.clone(),

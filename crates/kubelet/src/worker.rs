@@ -41,11 +41,15 @@ pub struct Shared {
     pub settings: SandboxSettings,
     pub memory_capacity: i64,
     pub cpu_millis: i64,
+    /// Every Service, for the pods' Service variables.
+    pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
 }
 
 /// How often a live pod is re-synced without any event (upstream relies on
 /// PLEG relisting every second).
 const RESYNC: Duration = Duration::from_secs(1);
+/// How long a container start waits for the first list of Services.
+const SERVICES_SYNC: Duration = Duration::from_secs(10);
 /// Upstream's minimum grace period after a preStop hook.
 const MIN_GRACE_AFTER_HOOK: i64 = 2;
 
@@ -260,7 +264,10 @@ impl PodWorker {
                 secrets.extend(s.secret.as_ref().map(|c| c.name.clone()));
             }
         }
-        let mut out = Sources::default();
+        let mut out = Sources {
+            service_env: self.service_env(pod).await,
+            ..Sources::default()
+        };
         let cm_api: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), ns);
         for name in cms {
             if out.config_maps.contains_key(&name) {
@@ -293,6 +300,20 @@ impl PodWorker {
             out.secrets.insert(name, data);
         }
         Ok(out)
+    }
+
+    /// The pod's Service variables. As upstream's kubelet, containers wait (a while) for
+    /// the first list of Services, so that none starts without them.
+    async fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let services = &self.shared.services;
+        if tokio::time::timeout(SERVICES_SYNC, services.wait_until_ready())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Services not listed yet: starting containers without their variables");
+        }
+        let listed = services.state();
+        crate::env::service_env(pod, &listed.iter().map(|s| s.as_ref()).collect::<Vec<_>>())
     }
 
     /// What the pod's volumes need: its ConfigMaps and Secrets, and fresh service-account

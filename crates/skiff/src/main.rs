@@ -269,7 +269,10 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             ..Default::default()
         };
         let dns_ip = cluster_dns_ip(api).into();
-        components.spawn("cluster DNS", run_cluster_dns(client, dns, Some(dns_ip)));
+        components.spawn(
+            "cluster DNS",
+            run_cluster_dns(client, dns, Some(dns_ip), true),
+        );
     }
     if let Some(mut args) = agent {
         args.place_agent_state(&server.kubeconfig_path);
@@ -328,15 +331,27 @@ impl Components {
 }
 
 /// Runs the cluster DNS server; with `publish`, behind a `kube-dns` Service at that
-/// cluster IP whose endpoints are the server's own address.
+/// cluster IP whose endpoints are the server's own address. With `fallback_port`, a
+/// taken port (another resolver on this machine, say) is no failure: the server takes
+/// any free port, which the Service's endpoints then name.
 async fn run_cluster_dns(
     client: kube::Client,
     args: skiff_dns::DnsArgs,
     publish: Option<std::net::IpAddr>,
+    fallback_port: bool,
 ) -> anyhow::Result<()> {
     let dns = args.build()?;
+    let (udp, tcp) = match skiff_dns::bind(args.dns_bind_address).await {
+        Err(error) if fallback_port => {
+            let any_port = std::net::SocketAddr::new(args.dns_bind_address.ip(), 0);
+            let bound = skiff_dns::bind(any_port).await?;
+            tracing::warn!(%error, "cluster DNS on another port: the kube-dns Service points at it");
+            bound
+        }
+        bound => bound?,
+    };
     if let Some(cluster_ip) = publish {
-        let serving = args.dns_bind_address;
+        let serving = udp.local_addr()?;
         let client = client.clone();
         tokio::spawn(async move {
             // The API server may still be starting (or restarting): retry a while.
@@ -351,7 +366,7 @@ async fn run_cluster_dns(
             }
         });
     }
-    dns.run(client, &args).await?;
+    dns.run_on(client, &args, udp, tcp).await?;
     Ok(())
 }
 
@@ -420,7 +435,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Dns(args) => {
                 let client = kube_client(args.kubeconfig.as_deref()).await?;
-                run_cluster_dns(client, args.dns, args.publish_service_ip).await
+                run_cluster_dns(client, args.dns, args.publish_service_ip, false).await
             }
         }
     })
