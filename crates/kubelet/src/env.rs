@@ -593,17 +593,19 @@ mod tests {
         assert!(env.contains_key("KUBERNETES_SERVICE_HOST"));
         assert!(!env.contains_key("MY_WEB_SERVICE_HOST"));
         // A container's own variable overrides a Service's and can refer to it.
-        let mut container = Container::default();
-        container.env = Some(vec![
-            serde_json::from_value(
-                serde_json::json!({"name": "MY_WEB_SERVICE_PORT", "value": "8080"}),
-            )
-            .expect("var"),
-            serde_json::from_value(
-                serde_json::json!({"name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST)"}),
-            )
-            .expect("var"),
-        ]);
+        let container = Container {
+            env: Some(vec![
+                serde_json::from_value(
+                    serde_json::json!({"name": "MY_WEB_SERVICE_PORT", "value": "8080"}),
+                )
+                .expect("var"),
+                serde_json::from_value(
+                    serde_json::json!({"name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST)"}),
+                )
+                .expect("var"),
+            ]),
+            ..Default::default()
+        };
         let sources = Sources {
             service_env: service_env(&pod(None), &all),
             ..Default::default()
