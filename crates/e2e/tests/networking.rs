@@ -85,7 +85,8 @@ spec:
       containers:
       - name: httpd
         image: {IMAGE}
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        # index.html names the pod; cgi-bin/peer echoes the address the request came from.
+        command: ["sh", "-c", "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www"]
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe:
           tcpSocket: {{port: http}}
@@ -104,6 +105,14 @@ metadata: {{name: web-nodes, namespace: {ns}}}
 spec:
   type: NodePort
   selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-sticky, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  sessionAffinity: ClientIP
   ports: [{{port: 80, targetPort: 8080}}]
 ---
 apiVersion: v1
@@ -231,6 +240,32 @@ spec:
         assert!(headless.contains(ip.as_str()), "{ip} in {headless}");
     }
     assert!(!headless.contains(&cluster_ip), "{headless}");
+
+    // ClientIP affinity pins the client to one backend.
+    let sticky = backends_reached(&server, &ns, "web-sticky", 80, 8);
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    assert!(sticky.is_subset(&pods), "{sticky:?}");
+
+    // Pod to pod through a Service is not masqueraded: the backend sees the client's IP.
+    let client_ip = server.ok(&[
+        "get",
+        "pod",
+        "client",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    let peer = exec(
+        &server,
+        &ns,
+        "client",
+        "printf 'GET /cgi-bin/peer HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web 80 | tail -n 1",
+    )
+    .expect("request to cgi-bin/peer");
+    // busybox httpd listens on IPv6 and writes IPv4 peers mapped: `[::ffff:10.88.0.3]`.
+    let peer = peer.trim().trim_start_matches("[::ffff:").trim_end_matches(']');
+    assert_eq!(peer, client_ip);
 
     // From the host: the cluster IP and the node port.
     let node_ip = server.ok(&[
