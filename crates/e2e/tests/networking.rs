@@ -264,7 +264,10 @@ spec:
     )
     .expect("request to cgi-bin/peer");
     // busybox httpd listens on IPv6 and writes IPv4 peers mapped: `[::ffff:10.88.0.3]`.
-    let peer = peer.trim().trim_start_matches("[::ffff:").trim_end_matches(']');
+    let peer = peer
+        .trim()
+        .trim_start_matches("[::ffff:")
+        .trim_end_matches(']');
     assert_eq!(peer, client_ip);
 
     // From the host: the cluster IP and the node port.
