@@ -374,6 +374,11 @@ impl Registry {
                 Action::Keep => return Ok(Outcome::Stored(current)),
                 Action::Replace(mut new) => {
                     object::metadata_mut(&mut new).shift_remove("resourceVersion");
+                    let is_service = resource.kind == "Service";
+                    if is_service {
+                        crate::services::allocate_for_update(self, &mut new, &current, dry_run)
+                            .await?;
+                    }
                     let new = object::canonicalize(new);
                     let mut current_without_rv = current.clone();
                     object::metadata_mut(&mut current_without_rv).shift_remove("resourceVersion");
@@ -381,11 +386,20 @@ impl Registry {
                         let rv = kv.mod_revision;
                         return Ok(Outcome::Stored(with_resource_version(new, rv)));
                     }
-                    match self
+                    let written = self
                         .store
                         .update(&key, encode_stored(&new)?, kv.mod_revision)
-                        .await
-                    {
+                        .await;
+                    if is_service {
+                        // Stored: what only the old version held goes; not stored: what
+                        // only the new one would have held.
+                        let (from, to) = match &written {
+                            Ok(_) => (&current, &new),
+                            Err(_) => (&new, &current),
+                        };
+                        crate::services::release_dropped(self, from, to).await;
+                    }
+                    match written {
                         Ok(rv) => return Ok(Outcome::Stored(with_resource_version(new, rv))),
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(StoreError::NotFound(_)) => {

@@ -108,7 +108,7 @@ pub async fn allocate(registry: &Registry, service: &mut Value, dry_run: bool) -
         spec.insert("clusterIPs".into(), json!(["None"]));
     }
     if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
-        if let Err(e) = allocate_node_ports(registry, service, dry_run).await {
+        if let Err(e) = allocate_node_ports(registry, service, &[], dry_run).await {
             release(registry, service).await;
             return Err(e);
         }
@@ -205,9 +205,12 @@ async fn allocate_ip(
     )))
 }
 
+/// Gives every port a node port: a requested one is claimed unless `held` (the
+/// Service's already), an unset one is chosen at random.
 async fn allocate_node_ports(
     registry: &Registry,
     service: &mut Value,
+    held: &[u64],
     dry_run: bool,
 ) -> ApiResult<()> {
     let owner = format!(
@@ -227,6 +230,7 @@ async fn allocate_node_ports(
             .and_then(Value::as_u64)
             .map(|p| p as u16);
         let port = match requested {
+            Some(port) if held.contains(&u64::from(port)) => port,
             Some(port) => {
                 if !NODE_PORTS.contains(&port) {
                     return Err(invalid(service, vec![Cause::invalid(
@@ -282,6 +286,67 @@ async fn allocate_node_ports(
     Ok(())
 }
 
+/// Allocates what an updated Service needs and its old version did not hold: a cluster
+/// IP when it stops being an ExternalName Service, node ports when it becomes a NodePort
+/// or LoadBalancer Service or gains ports. On error nothing new stays allocated. Once
+/// the update is stored, [`release_dropped`] gives back what only the old version held;
+/// if it is not, the caller gives back what only the new one holds.
+pub async fn allocate_for_update(
+    registry: &Registry,
+    new: &mut Value,
+    old: &Value,
+    dry_run: bool,
+) -> ApiResult<()> {
+    let kind = service_type(new).to_string();
+    if kind == "ExternalName" {
+        return Ok(());
+    }
+    let requested = new
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if requested != "None" && !cluster_ips(old).contains(&requested) {
+        let ip = allocate_ip(registry, new, &requested, dry_run).await?;
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("clusterIP".into(), json!(ip));
+            spec.insert("clusterIPs".into(), json!([ip]));
+        }
+    }
+    if needs_node_ports(&kind) {
+        let held = node_ports(old);
+        if let Err(e) = allocate_node_ports(registry, new, &held, dry_run).await {
+            release_dropped(registry, new, old).await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Gives back the cluster IPs and node ports `from` holds and `to` does not.
+pub async fn release_dropped(registry: &Registry, from: &Value, to: &Value) {
+    let kept_ips = cluster_ips(to);
+    let kept_ports = node_ports(to);
+    for ip in cluster_ips(from)
+        .into_iter()
+        .filter(|ip| !kept_ips.contains(ip))
+    {
+        let key = format!("/registry/ipaddresses/{ip}");
+        if let Err(e) = registry.store.delete(&key, None).await {
+            tracing::debug!(ip, error = %e, "releasing cluster IP");
+        }
+    }
+    for port in node_ports(from)
+        .into_iter()
+        .filter(|p| !kept_ports.contains(p))
+    {
+        let _ = registry
+            .store
+            .delete(&format!("{NODE_PORT_PREFIX}{port}"), None)
+            .await;
+    }
+}
+
 /// Releases what a deleted Service held.
 pub async fn release(registry: &Registry, service: &Value) {
     if let Some(ips) = service
@@ -313,9 +378,75 @@ pub async fn release(registry: &Registry, service: &Value) {
     }
 }
 
+fn needs_node_ports(service_type: &str) -> bool {
+    matches!(service_type, "NodePort" | "LoadBalancer")
+}
+
+/// The node ports a Service's ports hold.
+fn node_ports(service: &Value) -> Vec<u64> {
+    service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+        .collect()
+}
+
+fn cluster_ips(service: &Value) -> Vec<String> {
+    service
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|ip| *ip != "None")
+        .map(String::from)
+        .collect()
+}
+
+fn drop_node_ports(spec: &mut serde_json::Map<String, Value>) {
+    for port in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        port.remove("nodePort");
+    }
+}
+
 /// An update keeps the addresses a Service holds: omitted ones are carried over,
-/// changed cluster IPs are refused as upstream refuses them.
+/// changed cluster IPs are refused as upstream refuses them. What the new type has no
+/// use for is dropped first, as upstream's `dropTypeDependentFields` does: everything
+/// address-related for an ExternalName Service, node ports and the external traffic
+/// policy for a ClusterIP one.
 pub fn keep_allocations(new: &mut Value, old: &Value) -> Vec<Cause> {
+    let new_type = service_type(new).to_string();
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        if new_type == "ExternalName" {
+            for field in [
+                "clusterIP",
+                "clusterIPs",
+                "ipFamilies",
+                "ipFamilyPolicy",
+                "internalTrafficPolicy",
+                "externalTrafficPolicy",
+                "healthCheckNodePort",
+                "allocateLoadBalancerNodePorts",
+            ] {
+                spec.remove(field);
+            }
+            drop_node_ports(spec);
+            return Vec::new();
+        }
+        if !needs_node_ports(&new_type) {
+            spec.remove("externalTrafficPolicy");
+            spec.remove("healthCheckNodePort");
+            drop_node_ports(spec);
+        }
+    }
     let old_ip = old
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
@@ -346,7 +477,11 @@ pub fn keep_allocations(new: &mut Value, old: &Value) -> Vec<Cause> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+    let ports = new
+        .pointer_mut("/spec/ports")
+        .and_then(Value::as_array_mut)
+        .filter(|_| needs_node_ports(&new_type));
+    if let Some(ports) = ports {
         for port in ports.iter_mut() {
             if port.get("nodePort").is_some() {
                 continue;

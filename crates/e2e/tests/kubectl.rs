@@ -880,6 +880,56 @@ fn service_addresses() {
         s.json(&["service", "dup", "-n", &ns])["spec"]["clusterIP"],
         ip.as_str()
     );
+
+    // Changing type (upstream's "change type" tests): to ExternalName gives the
+    // addresses back, from it takes a new one, to and from NodePort takes and gives
+    // back node ports.
+    let patch = |patch: &str| {
+        s.ok(&[
+            "patch",
+            "service",
+            "np",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            patch,
+        ]);
+        s.json(&["service", "np", "-n", &ns])
+    };
+    let held_ip = after["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let external = patch(
+        r#"{"spec":{"type":"ExternalName","externalName":"example.com","clusterIP":"","clusterIPs":null,"ports":null}}"#,
+    );
+    assert_eq!(external["spec"].get("clusterIP"), None, "{external}");
+    assert_eq!(external["spec"].get("ipFamilies"), None, "{external}");
+    assert!(s
+        .fails(&["get", "ipaddresses.networking.k8s.io", &held_ip])
+        .contains("not found"));
+    let cluster = patch(
+        r#"{"spec":{"type":"ClusterIP","externalName":null,"ports":[{"port":80,"targetPort":8080}]}}"#,
+    );
+    let new_ip = cluster["spec"]["clusterIP"].as_str().unwrap().to_string();
+    s.ok(&["get", "ipaddresses.networking.k8s.io", &new_ip]);
+    assert_eq!(cluster["spec"].get("externalTrafficPolicy"), None);
+    let node = patch(r#"{"spec":{"type":"NodePort"}}"#);
+    let taken_port = node["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&taken_port));
+    assert_eq!(node["spec"]["externalTrafficPolicy"], "Cluster");
+    let back = patch(r#"{"spec":{"type":"ClusterIP"}}"#);
+    assert_eq!(back["spec"]["ports"][0].get("nodePort"), None, "{back}");
+    assert_eq!(back["spec"]["clusterIP"], new_ip.as_str());
+    // The node port is free again.
+    s.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "reuse",
+        "-n",
+        &ns,
+        "--tcp=80:80",
+        &format!("--node-port={taken_port}"),
+    ]);
 }
 
 /// `kubectl get -w` asks for watch events as Tables and prints the server's columns.
