@@ -587,12 +587,23 @@ mod tests {
 
     #[test]
     fn updates_keep_addresses() {
-        let old = json!({"spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"], "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}});
-        let mut new = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"], "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}});
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         assert!(keep_allocations(&mut new, &old).is_empty());
         assert_eq!(new["spec"]["clusterIP"], "10.96.0.5");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30001);
         let mut changed = json!({"spec": {"clusterIP": "10.96.0.6"}});
         assert_eq!(keep_allocations(&mut changed, &old).len(), 1);
+        // A ClusterIP Service holds no node ports; an ExternalName one no address.
+        let mut cluster = json!({"spec": {"type": "ClusterIP", "externalTrafficPolicy": "Cluster", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}});
+        assert!(keep_allocations(&mut cluster, &old).is_empty());
+        assert_eq!(cluster["spec"]["ports"][0].get("nodePort"), None);
+        assert_eq!(cluster["spec"].get("externalTrafficPolicy"), None);
+        assert_eq!(cluster["spec"]["clusterIP"], "10.96.0.5");
+        let mut external = json!({"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": "10.96.0.5", "ipFamilies": ["IPv4"]}});
+        assert!(keep_allocations(&mut external, &old).is_empty());
+        assert_eq!(external["spec"].get("clusterIP"), None);
+        assert_eq!(external["spec"].get("ipFamilies"), None);
     }
 }
