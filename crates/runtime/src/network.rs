@@ -261,6 +261,31 @@ pub fn ips(result: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The kernel settings pod networking relies on, as k3s's agent sets them: forwarding,
+/// and bridged traffic passing through netfilter (`br_netfilter`), without which a reply
+/// between two pods on one bridge skips the connection tracking that undoes a Service's
+/// DNAT (and NetworkPolicy never sees pod-to-pod traffic). Failures are logged, not
+/// fatal: the module may be built in, or the settings made by the host's owner.
+pub fn prepare_host() {
+    let _ = std::process::Command::new("modprobe")
+        .arg("br_netfilter")
+        .stderr(std::process::Stdio::null())
+        .status();
+    for (setting, value) in [
+        ("/proc/sys/net/ipv4/ip_forward", "1"),
+        ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
+        ("/proc/sys/net/bridge/bridge-nf-call-ip6tables", "1"),
+    ] {
+        let current = std::fs::read_to_string(setting).unwrap_or_default();
+        if current.trim() == value {
+            continue;
+        }
+        if let Err(error) = std::fs::write(setting, value) {
+            tracing::warn!(setting, %error, "could not set a kernel setting pod networking needs");
+        }
+    }
+}
+
 pub fn default_conflist(c: &CniConfig) -> Value {
     json!({
         "cniVersion": "1.0.0",

@@ -164,7 +164,10 @@ impl Runtime {
             "runtime state recovered"
         );
         let cni = match &config.cni {
-            Some(c) => Some(crate::network::Cni::load_or_init(c.clone())?),
+            Some(c) => {
+                crate::network::prepare_host();
+                Some(crate::network::Cni::load_or_init(c.clone())?)
+            }
             None => None,
         };
         Ok(Runtime {
