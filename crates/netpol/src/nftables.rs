@@ -1,0 +1,281 @@
+//! The model rendered into table `inet skiff-netpol`, and that table written as one
+//! atomic `nft -f -` transaction.
+//!
+//! ```text
+//! forward (filter hook forward, priority filter)
+//!   ct state established,related accept      replies of allowed connections
+//!   ip saddr vmap @egress-pods               isolated senders on this node
+//!   ip daddr vmap @ingress-pods              isolated receivers on this node
+//! egress-HASH-ns/pod:   clause … return   (go on to the receiver's check)   … drop
+//! ingress-HASH-ns/pod:  clause … accept                                      … drop
+//! peers-HASH-ns/policy/direction/rule/…    sets of peer pod addresses, one per rule
+//! ```
+//!
+//! Why the forward hook, and what it sees:
+//! - Pods on one node are ports of the Linux bridge `skiff0`; frames between them are
+//!   bridged, not routed, and reach the `inet` hooks only through `br_netfilter` with
+//!   `net.bridge.bridge-nf-call-iptables = 1` ([`crate::ensure_bridge_netfilter`]).
+//!   This kernel has `br_netfilter` built in (the sysctl defaults to 1 in every netns)
+//!   but lacks `nf_conntrack_bridge`, so a `bridge`-family table could not track
+//!   connections: the `inet` table behind `br_netfilter` is what works here. Traffic to
+//!   and from other nodes is routed and crosses the same hook.
+//! - Service traffic is already translated (the proxy's DNAT runs at prerouting), so the
+//!   rules see the backend pod's address, as NetworkPolicy requires.
+//! - Traffic the node itself sends (kubelet probes, host processes) leaves through the
+//!   output hook and is never filtered, as upstream CNIs allow it; traffic from a pod to
+//!   the node's own addresses goes to the input hook and is not filtered either.
+//! - Only IPv4 is enforced.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::model::{Clause, Direction, Model, Peer, PortMatch, Ports, Protocol};
+
+/// The one table this enforcer owns; nothing else in the host's ruleset is touched.
+pub const TABLE: &str = "skiff-netpol";
+pub const FAMILY: &str = "inet";
+
+const INGRESS_MAP: &str = "ingress-pods";
+const EGRESS_MAP: &str = "egress-pods";
+
+/// nftables allows 256 bytes per name; stay well under it.
+const MAX_NAME: usize = 200;
+
+/// Elements per `add element` statement: nft parses one huge statement slower than many.
+const ELEMENT_BATCH: usize = 1000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// `type … hook … priority …;` for base chains.
+    pub hook: Option<String>,
+    pub rules: Vec<String>,
+}
+
+/// The complete desired content of the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub chains: BTreeMap<String, Chain>,
+    /// Verdict map name → address → verdict.
+    pub maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Address set name → addresses.
+    pub sets: BTreeMap<String, Vec<String>>,
+}
+
+impl Ruleset {
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(|c| c.rules.len()).sum()
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.maps.values().map(BTreeMap::len).sum::<usize>()
+            + self.sets.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// FNV-1a: stable across builds, so names survive a restart.
+fn hash(input: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in input.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..8)
+        .map(|i| char::from(ALPHABET[((h >> (i * 5)) & 31) as usize]))
+        .collect()
+}
+
+/// `kind-HASH-readable`: the hash keeps names unique when the readable part is cut.
+/// nft names allow letters, digits, `/`, `\`, `_`, `.` and `-`; object names and label
+/// values stay within those, and anything else becomes `_`.
+fn object_name(kind: &str, readable: &str) -> String {
+    let clean: String = readable
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "/_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = format!("{kind}-{}-{clean}", hash(&format!("{kind}/{readable}")));
+    name.truncate(MAX_NAME);
+    name
+}
+
+pub fn pod_chain(direction: Direction, pod: &str) -> String {
+    object_name(&direction.to_string(), pod)
+}
+
+pub fn peer_set(id: &str) -> String {
+    object_name("peers", id)
+}
+
+/// `tcp dport`-style matches for a rule's ports, one line per protocol.
+fn port_matches(ports: &Ports) -> Vec<String> {
+    let Ports::Only(list) = ports else {
+        return vec![String::new()];
+    };
+    let mut by_protocol: BTreeMap<Protocol, Option<Vec<String>>> = BTreeMap::new();
+    for PortMatch { protocol, range } in list {
+        let entry = by_protocol.entry(*protocol).or_insert_with(|| Some(Vec::new()));
+        match (range, entry.as_mut()) {
+            // Every port of the protocol wins over any list of them.
+            (None, _) => *entry = None,
+            (Some((first, last)), Some(ports)) if first == last => ports.push(first.to_string()),
+            (Some((first, last)), Some(ports)) => ports.push(format!("{first}-{last}")),
+            (Some(_), None) => {}
+        }
+    }
+    by_protocol
+        .into_iter()
+        .map(|(protocol, ports)| match ports {
+            None => format!("meta l4proto {}", protocol.nft()),
+            Some(mut ports) => {
+                ports.sort();
+                ports.dedup();
+                format!(
+                    "meta l4proto {} th dport {{ {} }}",
+                    protocol.nft(),
+                    ports.join(", ")
+                )
+            }
+        })
+        .collect()
+}
+
+fn clause_rules(clause: &Clause, direction: Direction) -> Vec<String> {
+    let addr = match direction {
+        Direction::Ingress => "ip saddr",
+        Direction::Egress => "ip daddr",
+    };
+    let verdict = match direction {
+        // The receiver, if isolated too, still has its say.
+        Direction::Egress => "return",
+        Direction::Ingress => "accept",
+    };
+    let peer = match &clause.peer {
+        Peer::Any => String::new(),
+        Peer::Pods(set) => format!("{addr} @{}", peer_set(set)),
+        Peer::Block { cidr, except } => {
+            // One match per exception: overlapping exceptions in one anonymous set would
+            // make nft refuse the transaction.
+            let mut m = format!("{addr} {cidr}");
+            for e in except {
+                let _ = write!(m, " {addr} != {e}");
+            }
+            m
+        }
+    };
+    port_matches(&clause.ports)
+        .into_iter()
+        .map(|ports| {
+            [peer.as_str(), ports.as_str(), verdict]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Renders the whole desired table.
+pub fn render(model: &Model) -> Ruleset {
+    let mut rs = Ruleset::default();
+    rs.chains.insert(
+        "forward".into(),
+        Chain {
+            hook: Some("type filter hook forward priority filter ; policy accept ;".into()),
+            rules: vec![
+                "ct state established,related accept".into(),
+                format!("ip saddr vmap @{EGRESS_MAP}"),
+                format!("ip daddr vmap @{INGRESS_MAP}"),
+            ],
+        },
+    );
+    rs.maps.insert(INGRESS_MAP.into(), BTreeMap::new());
+    rs.maps.insert(EGRESS_MAP.into(), BTreeMap::new());
+    for (name, ips) in &model.peer_sets {
+        rs.sets
+            .insert(peer_set(name), ips.iter().map(|ip| ip.to_string()).collect());
+    }
+    for (pod, rules) in &model.pods {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let Some(clauses) = rules.rules(direction) else {
+                continue;
+            };
+            let chain = pod_chain(direction, pod);
+            let mut lines: Vec<String> = clauses
+                .iter()
+                .flat_map(|c| clause_rules(c, direction))
+                .collect();
+            lines.push("drop".into());
+            rs.chains.insert(
+                chain.clone(),
+                Chain {
+                    hook: None,
+                    rules: lines,
+                },
+            );
+            let map = match direction {
+                Direction::Ingress => INGRESS_MAP,
+                Direction::Egress => EGRESS_MAP,
+            };
+            if let Some(map) = rs.maps.get_mut(map) {
+                map.insert(rules.ip.to_string(), format!("jump {chain}"));
+            }
+        }
+    }
+    // Sets no rule refers to (a pod left, its policy stays) are still declared: harmless,
+    // and the model keeps them only while a policy selects some pod here.
+    rs
+}
+
+/// The transaction that replaces the whole table with `rs`, atomically: a packet sees
+/// either the old table or the new one.
+pub fn full_transaction(rs: &Ruleset) -> String {
+    let t = format!("{FAMILY} {TABLE}");
+    let mut tx = String::new();
+    // `add` first, so `delete` succeeds when the table does not exist yet.
+    let _ = writeln!(tx, "add table {t}");
+    let _ = writeln!(tx, "delete table {t}");
+    let _ = writeln!(tx, "add table {t}");
+    for (name, elements) in &rs.sets {
+        let _ = writeln!(tx, "add set {t} {name} {{ type ipv4_addr ; }}");
+        for batch in elements.chunks(ELEMENT_BATCH) {
+            let _ = writeln!(tx, "add element {t} {name} {{ {} }}", batch.join(", "));
+        }
+    }
+    for (name, chain) in &rs.chains {
+        match &chain.hook {
+            Some(hook) => {
+                let _ = writeln!(tx, "add chain {t} {name} {{ {hook} }}");
+            }
+            None => {
+                let _ = writeln!(tx, "add chain {t} {name}");
+            }
+        }
+    }
+    for name in rs.maps.keys() {
+        let _ = writeln!(tx, "add map {t} {name} {{ type ipv4_addr : verdict ; }}");
+    }
+    for (name, chain) in &rs.chains {
+        for rule in &chain.rules {
+            let _ = writeln!(tx, "add rule {t} {name} {rule}");
+        }
+    }
+    for (name, elements) in &rs.maps {
+        let elements: Vec<String> = elements.iter().map(|(k, v)| format!("{k} : {v}")).collect();
+        for batch in elements.chunks(ELEMENT_BATCH) {
+            let _ = writeln!(tx, "add element {t} {name} {{ {} }}", batch.join(", "));
+        }
+    }
+    tx
+}
+
+/// The transaction that removes the table (when the enforcer is turned off).
+pub fn delete_transaction() -> String {
+    format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+}
