@@ -116,7 +116,10 @@ pub enum Peer {
     /// policy selects).
     Pods(String),
     /// An `ipBlock`: `cidr` less every `except`.
-    Block { cidr: Ipv4Cidr, except: Vec<Ipv4Cidr> },
+    Block {
+        cidr: Ipv4Cidr,
+        except: Vec<Ipv4Cidr>,
+    },
 }
 
 /// Traffic with `peer` on `ports` is allowed.
@@ -506,8 +509,7 @@ pub fn build<'a>(
         let mut ingress: Option<Vec<Clause>> = None;
         let mut egress: Option<Vec<Clause>> = None;
         for policy in &policies {
-            let (Some(ns), Some(name)) = (&policy.metadata.namespace, &policy.metadata.name)
-            else {
+            let (Some(ns), Some(name)) = (&policy.metadata.namespace, &policy.metadata.name) else {
                 continue;
             };
             if ns != target.namespace {
@@ -559,4 +561,337 @@ pub fn build<'a>(
     }
     model.peer_sets = builder.peer_sets;
     model
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    pub(crate) fn pod(ns: &str, name: &str, labels: Value, ip: &str, node: &str) -> Pod {
+        pod_with_ports(ns, name, labels, ip, node, json!([]))
+    }
+
+    pub(crate) fn pod_with_ports(
+        ns: &str,
+        name: &str,
+        labels: Value,
+        ip: &str,
+        node: &str,
+        ports: Value,
+    ) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i", "ports": ports}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+        }))
+        .expect("pod")
+    }
+
+    pub(crate) fn namespace(name: &str, labels: Value) -> Namespace {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+            .expect("namespace")
+    }
+
+    pub(crate) fn policy(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
+        serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}, "spec": spec}))
+            .expect("policy")
+    }
+
+    const A1: &str = "10.88.0.11"; // ns a, app=web, on node1
+    const A2: &str = "10.88.0.12"; // ns a, app=client, on node1
+    const B1: &str = "10.88.0.21"; // ns b, app=client, on node1
+    const C1: &str = "10.88.0.31"; // ns c, app=client, on node2
+    const EXT: &str = "192.0.2.7";
+
+    struct World {
+        pods: Vec<Pod>,
+        namespaces: Vec<Namespace>,
+    }
+
+    fn world() -> World {
+        World {
+            pods: vec![
+                pod_with_ports(
+                    "a",
+                    "web",
+                    json!({"app": "web"}),
+                    A1,
+                    "node1",
+                    json!([{"name": "http", "containerPort": 8080},
+                           {"name": "dns", "containerPort": 5353, "protocol": "UDP"}]),
+                ),
+                pod_with_ports(
+                    "a",
+                    "client",
+                    json!({"app": "client"}),
+                    A2,
+                    "node1",
+                    json!([{"name": "http", "containerPort": 9090}]),
+                ),
+                pod("b", "client", json!({"app": "client"}), B1, "node1"),
+                pod("c", "client", json!({"app": "client"}), C1, "node2"),
+            ],
+            namespaces: vec![
+                namespace("a", json!({"team": "x"})),
+                namespace("b", json!({"team": "y", "env": "prod"})),
+                namespace("c", json!({"team": "x"})),
+            ],
+        }
+    }
+
+    impl World {
+        fn model(&self, policies: &[NetworkPolicy]) -> Model {
+            build(policies, &self.pods, &self.namespaces, "node1")
+        }
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("ip")
+    }
+
+    fn tcp(m: &Model, src: &str, dst: &str, port: u16) -> bool {
+        m.allows(ip(src), ip(dst), Protocol::Tcp, port)
+    }
+
+    fn deny_web_ingress() -> NetworkPolicy {
+        policy(
+            "a",
+            "deny",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}),
+        )
+    }
+
+    #[test]
+    fn without_policies_everything_is_allowed() {
+        let m = world().model(&[]);
+        assert!(m.pods.is_empty());
+        for (src, dst) in [(A1, A2), (A2, A1), (B1, A1), (EXT, A1), (A1, EXT)] {
+            assert!(tcp(&m, src, dst, 80));
+        }
+    }
+
+    #[test]
+    fn default_deny_ingress_isolates_only_the_selected_pod_and_only_inbound() {
+        let m = world().model(&[deny_web_ingress()]);
+        assert_eq!(m.pods.len(), 1);
+        assert_eq!(m.pods["a/web"].ingress, Some(vec![]));
+        assert_eq!(m.pods["a/web"].egress, None);
+        for src in [A2, B1, C1, EXT] {
+            assert!(!tcp(&m, src, A1, 8080), "{src} reached web");
+        }
+        assert!(tcp(&m, A1, A2, 80), "web's egress is not isolated");
+        assert!(tcp(&m, B1, A2, 80), "other pods stay open");
+    }
+
+    #[test]
+    fn pod_selector_peers_are_of_the_policy_namespace_and_policies_add_up() {
+        let from_clients = policy(
+            "a",
+            "from-clients",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}),
+        );
+        let m = world().model(&[deny_web_ingress(), from_clients.clone()]);
+        assert!(tcp(&m, A2, A1, 8080));
+        assert!(!tcp(&m, B1, A1, 8080), "same labels, other namespace");
+        assert!(!tcp(&m, EXT, A1, 8080));
+
+        let from_ext = policy(
+            "a",
+            "from-ext",
+            json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}),
+        );
+        let m = world().model(&[from_clients, from_ext]);
+        assert!(tcp(&m, A2, A1, 8080), "union of both policies");
+        assert!(tcp(&m, EXT, A1, 8080), "union of both policies");
+        assert!(!tcp(&m, B1, A1, 8080));
+        // The second policy selects every pod of namespace a: client is isolated too.
+        assert!(!tcp(&m, A1, A2, 8080));
+    }
+
+    #[test]
+    fn namespace_selector_alone_and_with_a_pod_selector() {
+        let by_ns = policy(
+            "a",
+            "by-ns",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "x"}}}]}]}),
+        );
+        let m = world().model(&[by_ns]);
+        assert!(tcp(&m, A2, A1, 80), "namespace a has team=x");
+        assert!(
+            tcp(&m, C1, A1, 80),
+            "namespace c has team=x, pod on another node"
+        );
+        assert!(!tcp(&m, B1, A1, 80));
+
+        let both = policy(
+            "a",
+            "both",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{
+                       "namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Exists"}]},
+                       "podSelector": {"matchLabels": {"app": "client"}}}]}]}),
+        );
+        let m = world().model(&[both]);
+        assert!(tcp(&m, B1, A1, 80));
+        assert!(!tcp(&m, A2, A1, 80), "client, but namespace a has no env");
+        assert!(!tcp(&m, C1, A1, 80));
+
+        let all_namespaces = policy(
+            "a",
+            "any-ns",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
+        );
+        let m = world().model(&[all_namespaces]);
+        for src in [A2, B1, C1] {
+            assert!(tcp(&m, src, A1, 80));
+        }
+        assert!(!tcp(&m, EXT, A1, 80), "pods only, not outside addresses");
+    }
+
+    #[test]
+    fn ip_block_with_except() {
+        let p = policy(
+            "a",
+            "block",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{"ipBlock": {"cidr": "10.88.0.0/16",
+                                                      "except": ["10.88.0.16/28"]}}]}]}),
+        );
+        let m = world().model(&[p]);
+        assert!(tcp(&m, A2, A1, 80), "10.88.0.12 is outside the exception");
+        assert!(!tcp(&m, B1, A1, 80), "10.88.0.21 is in 10.88.0.16/28");
+        assert!(!tcp(&m, EXT, A1, 80));
+        assert_eq!(
+            m.pods["a/web"].ingress.as_ref().expect("isolated")[0].peer,
+            Peer::Block {
+                cidr: "10.88.0.0/16".parse().expect("cidr"),
+                except: vec!["10.88.0.16/28".parse().expect("cidr")],
+            }
+        );
+    }
+
+    #[test]
+    fn ports_protocols_ranges_and_named_ports() {
+        let p = policy(
+            "a",
+            "ports",
+            json!({"podSelector": {},
+            "ingress": [{"ports": [
+                {"port": 80},
+                {"protocol": "UDP", "port": 1000, "endPort": 1010},
+                {"port": "http"},
+                {"protocol": "SCTP"},
+            ]}]}),
+        );
+        let m = world().model(&[p]);
+        for (dst, named) in [(A1, 8080), (A2, 9090)] {
+            assert!(tcp(&m, B1, dst, 80));
+            assert!(!tcp(&m, B1, dst, 81));
+            assert!(tcp(&m, B1, dst, named), "http is {named} at {dst}");
+            assert!(!m.allows(ip(B1), ip(dst), Protocol::Udp, 80), "80 is TCP");
+            assert!(m.allows(ip(B1), ip(dst), Protocol::Udp, 1000));
+            assert!(m.allows(ip(B1), ip(dst), Protocol::Udp, 1010));
+            assert!(!m.allows(ip(B1), ip(dst), Protocol::Udp, 1011));
+            assert!(m.allows(ip(B1), ip(dst), Protocol::Sctp, 4242));
+        }
+        assert!(!tcp(&m, B1, A1, 9090), "web's http is 8080");
+        assert!(!tcp(&m, B1, A2, 8080), "client's http is 9090");
+
+        // A named port no container has matches nothing, leaving the pod isolated.
+        let p = policy(
+            "a",
+            "nothing",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"ports": [{"port": "metrics"}]}]}),
+        );
+        let m = world().model(&[p]);
+        assert_eq!(m.pods["a/web"].ingress, Some(vec![]));
+    }
+
+    #[test]
+    fn empty_rule_allows_everything_and_no_rules_deny() {
+        let allow_all = policy("a", "all", json!({"podSelector": {}, "ingress": [{}]}));
+        let m = world().model(&[deny_web_ingress(), allow_all]);
+        for src in [A2, B1, C1, EXT] {
+            assert!(tcp(&m, src, A1, 1234));
+        }
+        let deny_all = policy(
+            "a",
+            "none",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        );
+        let m = world().model(&[deny_all]);
+        assert!(!tcp(&m, A2, A1, 80));
+        assert!(!tcp(&m, A1, A2, 80));
+        assert!(tcp(&m, A1, B1, 80), "namespace b is untouched");
+    }
+
+    #[test]
+    fn egress_isolation_defaulting_and_named_ports_at_the_destination() {
+        let deny = policy(
+            "a",
+            "deny-egress",
+            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+        );
+        let m = world().model(&[deny.clone()]);
+        assert!(!tcp(&m, A1, B1, 80));
+        assert!(!tcp(&m, A1, EXT, 80));
+        assert!(tcp(&m, B1, A1, 80), "ingress of namespace a stays open");
+        assert_eq!(m.pods["a/web"].ingress, None);
+
+        // Without policyTypes, egress rules make it an Egress policy (and Ingress too).
+        let dns = policy(
+            "a",
+            "dns",
+            json!({"podSelector": {"matchLabels": {"app": "client"}},
+                   "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "y"}}}],
+                               "ports": [{"protocol": "UDP", "port": 53}]}]}),
+        );
+        assert_eq!(
+            policy_types(&dns),
+            BTreeSet::from([Direction::Ingress, Direction::Egress])
+        );
+        let m = world().model(&[dns]);
+        assert!(m.allows(ip(A2), ip(B1), Protocol::Udp, 53));
+        assert!(!m.allows(ip(A2), ip(B1), Protocol::Tcp, 53));
+        assert!(!m.allows(ip(A2), ip(C1), Protocol::Udp, 53));
+        assert!(!tcp(&m, A1, A2, 80), "ingress isolated by default type");
+
+        // Egress to a named port: the number is the destination's.
+        let named = policy(
+            "a",
+            "to-http",
+            json!({"podSelector": {}, "policyTypes": ["Egress"],
+                   "egress": [{"ports": [{"port": "http"}]}]}),
+        );
+        let m = world().model(&[named]);
+        assert!(tcp(&m, A1, A2, 9090));
+        assert!(!tcp(&m, A1, A2, 8080));
+        assert!(tcp(&m, A2, A1, 8080));
+        assert!(!tcp(&m, A2, A1, 9090));
+        assert!(!tcp(&m, A1, B1, 9090), "b/client has no port named http");
+        assert!(!tcp(&m, A1, EXT, 8080));
+    }
+
+    #[test]
+    fn only_this_nodes_running_pods_are_enforced() {
+        let mut w = world();
+        let mut host = pod("a", "host", json!({"app": "web"}), "192.168.1.5", "node1");
+        host.spec.as_mut().expect("spec").host_network = Some(true);
+        let mut done = pod("a", "done", json!({"app": "web"}), "10.88.0.99", "node1");
+        done.status.as_mut().expect("status").phase = Some("Succeeded".into());
+        w.pods.extend([host, done]);
+        let deny_all = policy(
+            "c",
+            "none",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        );
+        let m = w.model(&[deny_web_ingress(), deny_all]);
+        assert_eq!(m.pods.keys().collect::<Vec<_>>(), ["a/web"]);
+        assert!(tcp(&m, A1, C1, 80), "c/client is enforced by node2");
+    }
 }

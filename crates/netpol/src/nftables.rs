@@ -119,7 +119,9 @@ fn port_matches(ports: &Ports) -> Vec<String> {
     };
     let mut by_protocol: BTreeMap<Protocol, Option<Vec<String>>> = BTreeMap::new();
     for PortMatch { protocol, range } in list {
-        let entry = by_protocol.entry(*protocol).or_insert_with(|| Some(Vec::new()));
+        let entry = by_protocol
+            .entry(*protocol)
+            .or_insert_with(|| Some(Vec::new()));
         match (range, entry.as_mut()) {
             // Every port of the protocol wins over any list of them.
             (None, _) => *entry = None,
@@ -198,8 +200,10 @@ pub fn render(model: &Model) -> Ruleset {
     rs.maps.insert(INGRESS_MAP.into(), BTreeMap::new());
     rs.maps.insert(EGRESS_MAP.into(), BTreeMap::new());
     for (name, ips) in &model.peer_sets {
-        rs.sets
-            .insert(peer_set(name), ips.iter().map(|ip| ip.to_string()).collect());
+        rs.sets.insert(
+            peer_set(name),
+            ips.iter().map(|ip| ip.to_string()).collect(),
+        );
     }
     for (pod, rules) in &model.pods {
         for direction in [Direction::Ingress, Direction::Egress] {
@@ -278,4 +282,140 @@ pub fn full_transaction(rs: &Ruleset) -> String {
 /// The transaction that removes the table (when the enforcer is turned off).
 pub fn delete_transaction() -> String {
     format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::build;
+    use crate::model::tests::{namespace, pod, pod_with_ports, policy};
+    use serde_json::json;
+
+    #[test]
+    fn renders_dispatch_per_pod_chains_and_peer_sets() {
+        let pods = [
+            pod_with_ports(
+                "a",
+                "web",
+                json!({"app": "web"}),
+                "10.88.0.11",
+                "node1",
+                json!([{"name": "http", "containerPort": 8080}]),
+            ),
+            pod(
+                "a",
+                "client",
+                json!({"app": "client"}),
+                "10.88.0.12",
+                "node1",
+            ),
+            pod(
+                "b",
+                "client",
+                json!({"app": "client"}),
+                "10.88.0.21",
+                "node2",
+            ),
+        ];
+        let namespaces = [namespace("a", json!({})), namespace("b", json!({"t": "b"}))];
+        let policies = [
+            policy(
+                "a",
+                "web",
+                json!({"podSelector": {"matchLabels": {"app": "web"}},
+                       "ingress": [
+                           {"from": [{"podSelector": {"matchLabels": {"app": "client"}}},
+                                     {"namespaceSelector": {"matchLabels": {"t": "b"}}}],
+                            "ports": [{"port": "http"}, {"port": 9000, "endPort": 9010},
+                                      {"protocol": "UDP", "port": 53}, {"protocol": "UDP"}]},
+                           {"from": [{"ipBlock": {"cidr": "192.0.2.9/24",
+                                                  "except": ["192.0.2.0/28", "192.0.2.64/26"]}}]}]}),
+            ),
+            policy(
+                "a",
+                "egress",
+                json!({"podSelector": {"matchLabels": {"app": "client"}},
+                       "policyTypes": ["Egress"], "egress": [{}]}),
+            ),
+        ];
+        let model = build(&policies, &pods, &namespaces, "node1");
+        let rs = render(&model);
+        let ingress = pod_chain(Direction::Ingress, "a/web");
+        let egress = pod_chain(Direction::Egress, "a/client");
+        let peers = peer_set("a/web/ingress/0/peers");
+        assert!(ingress.starts_with("ingress-") && ingress.ends_with("-a/web"));
+
+        assert_eq!(
+            rs.chains["forward"].rules,
+            [
+                "ct state established,related accept",
+                "ip saddr vmap @egress-pods",
+                "ip daddr vmap @ingress-pods"
+            ]
+        );
+        assert_eq!(
+            rs.chains[&ingress].rules,
+            [
+                format!("ip saddr @{peers} meta l4proto tcp th dport {{ 8080, 9000-9010 }} accept"),
+                format!("ip saddr @{peers} meta l4proto udp accept"),
+                "ip saddr 192.0.2.0/24 ip saddr != 192.0.2.0/28 ip saddr != 192.0.2.64/26 accept"
+                    .to_string(),
+                "drop".to_string(),
+            ]
+        );
+        assert_eq!(rs.chains[&egress].rules, ["return", "drop"]);
+        assert_eq!(rs.sets[&peers], ["10.88.0.12", "10.88.0.21"]);
+        assert_eq!(
+            rs.maps["ingress-pods"],
+            BTreeMap::from([("10.88.0.11".to_string(), format!("jump {ingress}"))])
+        );
+        assert_eq!(
+            rs.maps["egress-pods"],
+            BTreeMap::from([("10.88.0.12".to_string(), format!("jump {egress}"))])
+        );
+
+        let tx = full_transaction(&rs);
+        let lines: Vec<&str> = tx.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "add table inet skiff-netpol",
+                "delete table inet skiff-netpol",
+                "add table inet skiff-netpol"
+            ]
+        );
+        // Everything is declared before it is referred to.
+        let at = |needle: &str| {
+            tx.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing in\n{tx}"))
+        };
+        assert!(at(&format!("add set inet skiff-netpol {peers}")) < at(&format!("@{peers}")));
+        assert!(at("add map inet skiff-netpol ingress-pods") < at("vmap @ingress-pods"));
+        assert!(
+            at(&format!("add chain inet skiff-netpol {ingress}\n"))
+                < at(&format!(": jump {ingress}"))
+        );
+        assert!(tx.contains(
+            "add chain inet skiff-netpol forward { type filter hook forward priority filter ; policy accept ; }"
+        ));
+    }
+
+    #[test]
+    fn names_stay_short_and_nft_safe() {
+        let long = format!("ns/{}", "x".repeat(300));
+        assert!(pod_chain(Direction::Egress, &long).len() <= MAX_NAME);
+        assert_ne!(
+            pod_chain(Direction::Egress, &long),
+            pod_chain(Direction::Egress, &format!("{long}y"))
+        );
+        assert!(peer_set("a/p:q/ingress/0").ends_with("a/p_q/ingress/0"));
+    }
+
+    #[test]
+    fn without_policies_the_table_only_dispatches() {
+        let rs = render(&Model::default());
+        assert_eq!(rs.chains.len(), 1);
+        assert_eq!(rs.element_count(), 0);
+        assert!(delete_transaction().contains("delete table inet skiff-netpol"));
+    }
 }

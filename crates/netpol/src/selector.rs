@@ -57,8 +57,14 @@ mod tests {
         let db = labels(&[("app", "db")]);
         assert!(matches(&sel(json!({})), None));
         assert!(matches(&sel(json!({})), Some(&web)));
-        assert!(matches(&sel(json!({"matchLabels": {"app": "web"}})), Some(&web)));
-        assert!(!matches(&sel(json!({"matchLabels": {"app": "web"}})), Some(&db)));
+        assert!(matches(
+            &sel(json!({"matchLabels": {"app": "web"}})),
+            Some(&web)
+        ));
+        assert!(!matches(
+            &sel(json!({"matchLabels": {"app": "web"}})),
+            Some(&db)
+        ));
         assert!(!matches(&sel(json!({"matchLabels": {"app": "web"}})), None));
 
         let expr = |op: &str, values: &[&str]| {
