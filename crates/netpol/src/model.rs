@@ -837,7 +837,7 @@ pub(crate) mod tests {
             "deny-egress",
             json!({"podSelector": {}, "policyTypes": ["Egress"]}),
         );
-        let m = world().model(&[deny.clone()]);
+        let m = world().model(&[deny]);
         assert!(!tcp(&m, A1, B1, 80));
         assert!(!tcp(&m, A1, EXT, 80));
         assert!(tcp(&m, B1, A1, 80), "ingress of namespace a stays open");
