@@ -9,8 +9,8 @@
 //!  watch Pods ────────────┼─► model::build ─► nftables::render ─► same as last applied?
 //!  watch Namespaces ──────┘     (pure)          (a Ruleset)             │ no
 //!        (reflector stores)                                             ▼
-//!                                        Apply: one `nft -f -` transaction replacing
-//!                                        table `inet skiff-netpol` atomically
+//!                                        Apply: one `nft -f -` transaction with what
+//!                                        differs in table `inet skiff-netpol`
 //! ```
 //!
 //! - [`model`] reduces the API objects to, for each pod of this node, whether it is
@@ -19,13 +19,13 @@
 //! - [`nftables`] renders that into a forward-hook chain, per-pod chains dispatched by
 //!   verdict maps keyed by pod address, and one set of peer addresses per rule; its
 //!   module docs say why the hook sees bridged pod traffic (`br_netfilter`).
-//! - [`Enforcer`] does one sync; [`run`] watches the API and syncs at most every
+//! - [`Enforcer`] does one sync, writing only the chains, sets and map elements that
+//!   changed (the whole table at start, after a failure and hourly); [`run`] watches the API and syncs at most every
 //!   `--network-policy-min-sync-period`, and every `--network-policy-sync-period`.
 //! - The kernel boundary is the proxy's [`skiff_proxy::Apply`]: [`NftCommand`] runs
 //!   `nft`, [`Recorder`] captures transactions for tests.
 //!
-//! Start reading at [`run`]. Only IPv4 is enforced so far, and each change rewrites the
-//! whole table (in one transaction) instead of only what changed.
+//! Start reading at [`run`]. Only IPv4 is enforced so far.
 
 pub mod enforcer;
 pub mod metrics;

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SyncLabels {
-    /// `full` (table written) or `noop` (nothing changed, nft not run).
+    /// `full` (whole table), `partial` (only changes) or `noop` (nothing to apply).
     pub kind: String,
     /// `ok` or `error`.
     pub result: String,

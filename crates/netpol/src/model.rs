@@ -162,7 +162,11 @@ pub struct Model {
 impl Model {
     /// Whether a new connection from `src` to `dst` on `protocol`/`port` is allowed by
     /// the policies this node enforces (its pods' egress and ingress).
+    /// A pod reaching itself (through a Service) is always allowed.
     pub fn allows(&self, src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, port: u16) -> bool {
+        if src == dst {
+            return true;
+        }
         let permitted = |pod: Ipv4Addr, peer: Ipv4Addr, direction: Direction| {
             let Some(rules) = self.pods.values().find(|p| p.ip == pod) else {
                 return true;
@@ -680,6 +684,7 @@ pub(crate) mod tests {
         for src in [A2, B1, C1, EXT] {
             assert!(!tcp(&m, src, A1, 8080), "{src} reached web");
         }
+        assert!(tcp(&m, A1, A1, 8080), "web reaches itself (hairpin)");
         assert!(tcp(&m, A1, A2, 80), "web's egress is not isolated");
         assert!(tcp(&m, B1, A2, 80), "other pods stay open");
     }

@@ -26,7 +26,7 @@
 //!   the node's own addresses goes to the input hook and is not filtered either.
 //! - Only IPv4 is enforced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::model::{Clause, Direction, Model, Peer, PortMatch, Ports, Protocol};
@@ -211,9 +211,14 @@ pub fn render(model: &Model) -> Ruleset {
                 continue;
             };
             let chain = pod_chain(direction, pod);
-            let mut lines: Vec<String> = clauses
-                .iter()
-                .flat_map(|c| clause_rules(c, direction))
+            // A pod reaching itself through a Service (hairpin) is not policed, as
+            // upstream implementations (Cilium's hairpin case, for one) leave it open.
+            let own = match direction {
+                Direction::Ingress => format!("ip saddr {} accept", rules.ip),
+                Direction::Egress => format!("ip daddr {} return", rules.ip),
+            };
+            let mut lines: Vec<String> = std::iter::once(own)
+                .chain(clauses.iter().flat_map(|c| clause_rules(c, direction)))
                 .collect();
             lines.push("drop".into());
             rs.chains.insert(
@@ -277,6 +282,97 @@ pub fn full_transaction(rs: &Ruleset) -> String {
         }
     }
     tx
+}
+
+/// The transaction that moves the kernel from `old` to `new`, touching only the chains,
+/// sets and map elements that differ; `None` when nothing does. Ordered so that nothing
+/// is referred to before it exists or deleted while still referred to.
+pub fn update_transaction(old: &Ruleset, new: &Ruleset) -> Option<String> {
+    if old == new {
+        return None;
+    }
+    let hooks = |rs: &Ruleset| -> Vec<(String, Option<String>)> {
+        rs.chains
+            .iter()
+            .filter(|(_, c)| c.hook.is_some())
+            .map(|(n, c)| (n.clone(), c.hook.clone()))
+            .collect()
+    };
+    if hooks(old) != hooks(new) || old.maps.keys().ne(new.maps.keys()) {
+        return Some(full_transaction(new));
+    }
+    let t = format!("{FAMILY} {TABLE}");
+    let mut tx = String::new();
+    let elements = |tx: &mut String, verb: &str, name: &str, items: &[String]| {
+        for batch in items.chunks(ELEMENT_BATCH) {
+            let _ = writeln!(tx, "{verb} element {t} {name} {{ {} }}", batch.join(", "));
+        }
+    };
+
+    // Sets first: new rules may refer to new sets.
+    for (name, items) in &new.sets {
+        match old.sets.get(name) {
+            None => {
+                let _ = writeln!(tx, "add set {t} {name} {{ type ipv4_addr ; }}");
+                elements(&mut tx, "add", name, items);
+            }
+            Some(before) if before != items => {
+                let (was, is): (BTreeSet<&String>, BTreeSet<&String>) =
+                    (before.iter().collect(), items.iter().collect());
+                let gone: Vec<String> = was.difference(&is).map(|i| (*i).clone()).collect();
+                let added: Vec<String> = is.difference(&was).map(|i| (*i).clone()).collect();
+                elements(&mut tx, "delete", name, &gone);
+                elements(&mut tx, "add", name, &added);
+            }
+            Some(_) => {}
+        }
+    }
+    // Dispatch entries that go or change, before the chains they jump to.
+    for (map, entries) in &new.maps {
+        let before = old.maps.get(map).cloned().unwrap_or_default();
+        let gone: Vec<String> = before
+            .iter()
+            .filter(|(k, v)| entries.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        elements(&mut tx, "delete", map, &gone);
+    }
+    for (name, chain) in &new.chains {
+        match old.chains.get(name) {
+            None => {
+                let _ = writeln!(tx, "add chain {t} {name}");
+            }
+            Some(before) if before.rules != chain.rules => {
+                let _ = writeln!(tx, "flush chain {t} {name}");
+            }
+            Some(_) => continue,
+        }
+    }
+    for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
+        let _ = writeln!(tx, "delete chain {t} {name}");
+    }
+    for (name, chain) in &new.chains {
+        if old.chains.get(name).is_some_and(|c| c.rules == chain.rules) {
+            continue;
+        }
+        for rule in &chain.rules {
+            let _ = writeln!(tx, "add rule {t} {name} {rule}");
+        }
+    }
+    // Sets no rule refers to any more.
+    for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+        let _ = writeln!(tx, "delete set {t} {name}");
+    }
+    for (map, entries) in &new.maps {
+        let before = old.maps.get(map).cloned().unwrap_or_default();
+        let added: Vec<String> = entries
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k} : {v}"))
+            .collect();
+        elements(&mut tx, "add", map, &added);
+    }
+    Some(tx)
 }
 
 /// The transaction that removes the table (when the enforcer is turned off).
@@ -356,6 +452,7 @@ mod tests {
         assert_eq!(
             rs.chains[&ingress].rules,
             [
+                "ip saddr 10.88.0.11 accept".to_string(),
                 format!("ip saddr @{peers} meta l4proto tcp th dport {{ 8080, 9000-9010 }} accept"),
                 format!("ip saddr @{peers} meta l4proto udp accept"),
                 "ip saddr 192.0.2.0/24 ip saddr != 192.0.2.0/28 ip saddr != 192.0.2.64/26 accept"
@@ -363,7 +460,10 @@ mod tests {
                 "drop".to_string(),
             ]
         );
-        assert_eq!(rs.chains[&egress].rules, ["return", "drop"]);
+        assert_eq!(
+            rs.chains[&egress].rules,
+            ["ip daddr 10.88.0.12 return", "return", "drop"]
+        );
         assert_eq!(rs.sets[&peers], ["10.88.0.12", "10.88.0.21"]);
         assert_eq!(
             rs.maps["ingress-pods"],
