@@ -125,7 +125,7 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: client, namespace: {ns}}}
+metadata: {{name: client, namespace: {ns}, labels: {{role: client}}}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -305,6 +305,49 @@ spec:
         );
         assert!(pods.contains(&body), "{url} answered {body:?}");
     }
+
+    // NetworkPolicy: a default deny for the web pods blocks the client; a rule that lets
+    // pods labelled role=client in opens the way again.
+    server.ok_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web-deny, namespace: {ns}}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  policyTypes: [Ingress]
+"#
+        ),
+    );
+    eventually(
+        "the default deny to block the client",
+        Duration::from_secs(30),
+        || {
+            let reached = backends_reached(&server, &ns, "web", 80, 2);
+            (reached == BTreeSet::from(["FAILED".to_string()])).then_some(())
+        },
+    );
+    server.ok_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web-allow-clients, namespace: {ns}}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{role: client}}}}}}]
+    ports: [{{port: http}}]
+"#
+        ),
+    );
+    eventually(
+        "the allow rule to let the client in",
+        Duration::from_secs(30),
+        || (backends_reached(&server, &ns, "web", 80, 8) == pods).then_some(()),
+    );
+    server.ok(&["delete", "networkpolicy", "--all", "-n", &ns]);
 
     // Scaled down to one: only the survivor answers.
     server.ok(&["scale", "deployment/web", "-n", &ns, "--replicas=1"]);

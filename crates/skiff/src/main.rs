@@ -42,6 +42,20 @@ enum Command {
     Proxy(ProxyCommand),
     /// Run the cluster DNS server: Services and pods by name.
     Dns(DnsCommand),
+    /// Run the NetworkPolicy enforcer: this node's pods' nftables rules.
+    NetworkPolicy(NetworkPolicyCommand),
+}
+
+#[derive(Args, Debug)]
+struct NetworkPolicyCommand {
+    /// Kubeconfig to reach the API server.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The node whose pods are enforced (default: the host name).
+    #[arg(long)]
+    hostname_override: Option<String>,
+    #[command(flatten)]
+    policy: skiff_netpol::NetworkPolicyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -287,7 +301,12 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         };
         components.spawn("container runtime", skiff_runtime::run(args.runtime));
         let client = kube_client(Some(&server.kubeconfig_path)).await?;
-        components.spawn("service proxy", skiff_proxy::run(client, proxy));
+        let policy = skiff_netpol::NetworkPolicyArgs {
+            node_name: args.kubelet.node_name.clone(),
+            ..Default::default()
+        };
+        components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
+        components.spawn("network policy", skiff_netpol::run(client, policy));
         let client = skiff_kubelet::client(&args.kubelet).await?;
         components.spawn("kubelet", skiff_kubelet::run(client, args.kubelet));
     }
@@ -432,6 +451,14 @@ fn main() -> anyhow::Result<()> {
             Command::Proxy(args) => {
                 let client = kube_client(args.kubeconfig.as_deref()).await?;
                 Ok(skiff_proxy::run(client, args.proxy).await?)
+            }
+            Command::NetworkPolicy(args) => {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let policy = skiff_netpol::NetworkPolicyArgs {
+                    node_name: args.hostname_override,
+                    ..args.policy
+                };
+                Ok(skiff_netpol::run(client, policy).await?)
             }
             Command::Dns(args) => {
                 let client = kube_client(args.kubeconfig.as_deref()).await?;
