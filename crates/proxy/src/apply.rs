@@ -11,6 +11,11 @@ use crate::Error;
 /// Applies one `nft -f -` transaction atomically, or fails without changing anything.
 pub trait Apply: Send + 'static {
     fn apply(&mut self, transaction: &str) -> Result<(), Error>;
+
+    /// Called before a transaction that writes everything, for appliers that keep state
+    /// outside their transactions (iptables' jumps from the built-in chains) and should
+    /// check it again then.
+    fn before_full_sync(&mut self) {}
 }
 
 /// Runs `nft -f -` (or any command line ending in an `nft`, such as

@@ -17,6 +17,43 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
+/// What rendering needs besides the model.
+#[derive(Clone, Debug)]
+pub struct RenderConfig {
+    /// The pod network: traffic to a cluster IP from outside it is masqueraded, so replies
+    /// come back through this node. Without it, only hairpin and external traffic is.
+    pub cluster_cidr: Option<Ipv4Cidr>,
+    /// The bit of the packet mark that means "masquerade me" (upstream's default 14).
+    pub masquerade_bit: u8,
+    /// Local addresses NodePorts answer on; empty means every local address but loopback.
+    pub nodeport_addresses: Vec<Ipv4Cidr>,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            cluster_cidr: None,
+            masquerade_bit: 14,
+            nodeport_addresses: Vec::new(),
+        }
+    }
+}
+
+/// FNV-1a, base32-encoded to `len` characters (at most 13, the 64 bits): stable across
+/// builds and Rust versions, unlike `DefaultHasher`, so chain names are the same after a
+/// restart.
+pub fn stable_hash(input: &str, len: usize) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in input.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..len.min(13))
+        .map(|i| char::from(ALPHABET[((h >> (i * 5)) & 31) as usize]))
+        .collect()
+}
+
 /// An IPv4 network such as `10.88.0.0/16`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {

@@ -24,7 +24,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::model::{Endpoint, Ipv4Cidr, Model, ServicePort, ServicePortName};
+use crate::metrics::Metrics;
+pub use crate::model::RenderConfig;
+use crate::model::{stable_hash, Endpoint, Model, ServicePort, ServicePortName};
+use crate::proxier::Backend;
 
 /// The one table the proxy owns; nothing else in the host's ruleset is touched.
 pub const TABLE: &str = "skiff-proxy";
@@ -41,28 +44,6 @@ const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_CHAIN: &str = "mark-for-masquerade";
-
-/// What rendering needs besides the model.
-#[derive(Clone, Debug)]
-pub struct RenderConfig {
-    /// The pod network: traffic to a cluster IP from outside it is masqueraded, so replies
-    /// come back through this node. Without it, only hairpin and external traffic is.
-    pub cluster_cidr: Option<Ipv4Cidr>,
-    /// The bit of the packet mark that means "masquerade me" (upstream's default 14).
-    pub masquerade_bit: u8,
-    /// Local addresses NodePorts answer on; empty means every local address but loopback.
-    pub nodeport_addresses: Vec<Ipv4Cidr>,
-}
-
-impl Default for RenderConfig {
-    fn default() -> Self {
-        RenderConfig {
-            cluster_cidr: None,
-            masquerade_bit: 14,
-            nodeport_addresses: Vec::new(),
-        }
-    }
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
@@ -99,18 +80,8 @@ impl Ruleset {
     }
 }
 
-/// FNV-1a: stable across builds and Rust versions, unlike `DefaultHasher`, so chain names
-/// are the same after a restart.
 fn hash(input: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in input.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    (0..8)
-        .map(|i| char::from(ALPHABET[((h >> (i * 5)) & 31) as usize]))
-        .collect()
+    stable_hash(input, 8)
 }
 
 /// `kind-HASH-readable`: the hash keeps names unique when the readable part is cut to fit.
@@ -151,6 +122,33 @@ fn base_chain(hook: &str, rules: &[&str]) -> Chain {
 
 fn chain(rules: Vec<String>) -> Chain {
     Chain { hook: None, rules }
+}
+
+/// The nftables mode, for [`crate::Proxier`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Nftables;
+
+impl Backend for Nftables {
+    type Rules = Ruleset;
+    const NAME: &'static str = "nftables";
+
+    fn render(&self, model: &Model, config: &RenderConfig) -> Ruleset {
+        render(model, config)
+    }
+
+    fn full_transaction(&self, new: &Ruleset) -> String {
+        full_transaction(new)
+    }
+
+    fn update_transaction(&self, old: &Ruleset, new: &Ruleset, rewrite: bool) -> Option<String> {
+        update_transaction(old, new, rewrite)
+    }
+
+    fn record(&self, rules: &Ruleset, metrics: &Metrics) {
+        metrics.chains.set(rules.chains.len() as i64);
+        metrics.rules.set(rules.rule_count() as i64);
+        metrics.map_elements.set(rules.element_count() as i64);
+    }
 }
 
 /// Renders the whole desired ruleset.

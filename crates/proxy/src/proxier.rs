@@ -1,17 +1,46 @@
 //! One sync: model → render → diff against what was last applied → apply. Holds the only
-//! state that survives between syncs: the last ruleset the kernel accepted.
+//! state that survives between syncs: the rules the kernel last accepted. The kernel
+//! mechanism is a [`Backend`] (nftables or iptables); everything else (when to rewrite
+//! everything, failure handling, metrics) is shared.
 
 use std::time::{Duration, Instant};
 
 use crate::apply::Apply;
 use crate::metrics::{Metrics, SyncLabels};
-use crate::model::Model;
-use crate::nftables::{full_transaction, render, update_transaction, RenderConfig, Ruleset};
+use crate::model::{Model, RenderConfig};
+use crate::nftables::Nftables;
 use crate::Error;
 
 /// How often the whole table is rewritten even when nothing seems to have changed, to
 /// repair edits made behind the proxy's back (upstream's nftables mode uses one hour).
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// A kernel mechanism for Services: renders the model into rules and writes the
+/// transactions that move the kernel from one rendering to the next.
+pub trait Backend: Send + 'static {
+    /// The complete desired state, as a value that can be diffed against the last one.
+    type Rules: Send + 'static;
+
+    /// What logs call the mode.
+    const NAME: &'static str;
+
+    fn render(&self, model: &Model, config: &RenderConfig) -> Self::Rules;
+
+    /// Writes everything when what the kernel holds is unknown (at start, after a failure).
+    fn full_transaction(&self, new: &Self::Rules) -> String;
+
+    /// Moves the kernel from `old` to `new`: only what differs, or with `rewrite` everything
+    /// (repairing edits made behind our back). `None` when there is nothing to do.
+    fn update_transaction(
+        &self,
+        old: &Self::Rules,
+        new: &Self::Rules,
+        rewrite: bool,
+    ) -> Option<String>;
+
+    /// Sets the mode's gauges after `rules` were applied.
+    fn record(&self, rules: &Self::Rules, metrics: &Metrics);
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncKind {
@@ -33,20 +62,29 @@ impl SyncKind {
     }
 }
 
-pub struct Proxier<A: Apply> {
+pub struct Proxier<A: Apply, B: Backend = Nftables> {
+    backend: B,
     config: RenderConfig,
     applier: A,
     /// What the kernel holds, as far as we know; `None` at start and after a failure,
     /// which makes the next sync replace the whole table.
-    applied: Option<Ruleset>,
+    applied: Option<B::Rules>,
     last_full: Option<Instant>,
     full_sync_period: Duration,
     metrics: Option<Metrics>,
 }
 
-impl<A: Apply> Proxier<A> {
-    pub fn new(config: RenderConfig, applier: A) -> Proxier<A> {
+impl<A: Apply> Proxier<A, Nftables> {
+    /// A proxier in nftables mode.
+    pub fn new(config: RenderConfig, applier: A) -> Proxier<A, Nftables> {
+        Proxier::with_backend(Nftables, config, applier)
+    }
+}
+
+impl<A: Apply, B: Backend> Proxier<A, B> {
+    pub fn with_backend(backend: B, config: RenderConfig, applier: A) -> Proxier<A, B> {
         Proxier {
+            backend,
             config,
             applier,
             applied: None,
@@ -66,28 +104,34 @@ impl<A: Apply> Proxier<A> {
         self
     }
 
-    /// The ruleset last applied successfully.
-    pub fn applied(&self) -> Option<&Ruleset> {
+    /// The rules last applied successfully.
+    pub fn applied(&self) -> Option<&B::Rules> {
         self.applied.as_ref()
     }
 
     /// Brings the kernel to the state `model` describes.
     pub fn sync(&mut self, model: &Model) -> Result<SyncKind, Error> {
         let start = Instant::now();
-        let desired = render(model, &self.config);
+        let desired = self.backend.render(model, &self.config);
         let (kind, transaction) = match &self.applied {
-            None => (SyncKind::Full, Some(full_transaction(&desired))),
+            None => (
+                SyncKind::Full,
+                Some(self.backend.full_transaction(&desired)),
+            ),
             Some(old) => {
                 let rewrite = self
                     .last_full
                     .is_none_or(|t| t.elapsed() >= self.full_sync_period);
-                match update_transaction(old, &desired, rewrite) {
+                match self.backend.update_transaction(old, &desired, rewrite) {
                     Some(tx) if rewrite => (SyncKind::Full, Some(tx)),
                     Some(tx) => (SyncKind::Partial, Some(tx)),
                     None => (SyncKind::Noop, None),
                 }
             }
         };
+        if kind == SyncKind::Full {
+            self.applier.before_full_sync();
+        }
         let result = match &transaction {
             Some(tx) => self.applier.apply(tx),
             None => Ok(()),
@@ -107,9 +151,7 @@ impl<A: Apply> Proxier<A> {
                     self.last_full = Some(Instant::now());
                 }
                 if let Some(m) = &self.metrics {
-                    m.chains.set(desired.chains.len() as i64);
-                    m.rules.set(desired.rule_count() as i64);
-                    m.map_elements.set(desired.element_count() as i64);
+                    self.backend.record(&desired, m);
                     m.services.set(model.services.len() as i64);
                 }
                 self.applied = Some(desired);
