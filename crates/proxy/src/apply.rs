@@ -1,14 +1,15 @@
 //! Handing transactions to the kernel. Behind a trait so the sync logic is tested by
-//! capturing transactions, and the real-kernel test can run `nft` inside a network
-//! namespace.
+//! capturing transactions, and the real-kernel test can run `nft` or `iptables-restore`
+//! inside a network namespace.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
+use crate::iptables::{delete_stale_chains, JUMPS};
 use crate::Error;
 
-/// Applies one `nft -f -` transaction atomically, or fails without changing anything.
+/// Applies one transaction (an `nft -f -` script, or `iptables-restore` input), or fails.
 pub trait Apply: Send + 'static {
     fn apply(&mut self, transaction: &str) -> Result<(), Error>;
 
@@ -72,6 +73,126 @@ impl Apply for NftCommand {
         }
         // nft reads all of stdin before it answers, so a short write shows as its failure.
         written.map_err(spawn_error)
+    }
+}
+
+/// Runs `iptables-restore --noflush` (and `iptables`, `iptables-save`) behind a command
+/// prefix such as `ip netns exec NAME`. Before a full sync it also deletes the
+/// per-service chains an earlier run left (found with `iptables-save`), and after it makes
+/// sure the built-in chains jump to ours ([`JUMPS`]): those are the host's chains, so
+/// each jump is checked with `-C` and inserted only when missing, never rewritten.
+#[derive(Clone, Debug)]
+pub struct IptablesCommand {
+    prefix: Vec<String>,
+    /// Whether the next transaction is a full sync after which the jumps are checked.
+    full: bool,
+}
+
+impl IptablesCommand {
+    /// `prefix` runs before each iptables tool; empty for the host's own tables.
+    pub fn new<I, S>(prefix: I) -> IptablesCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        IptablesCommand {
+            prefix: prefix.into_iter().map(Into::into).collect(),
+            full: true,
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str], input: Option<&str>) -> Result<Output, Error> {
+        let argv: Vec<&str> = self
+            .prefix
+            .iter()
+            .map(String::as_str)
+            .chain([program])
+            .chain(args.iter().copied())
+            .collect();
+        let spawn_error = |source| Error::Spawn {
+            program: argv[0].to_string(),
+            source,
+        };
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        let written = match (child.stdin.take(), input) {
+            (Some(mut stdin), Some(input)) => stdin.write_all(input.as_bytes()),
+            _ => Ok(()),
+        };
+        let output = child.wait_with_output().map_err(spawn_error)?;
+        written.map_err(spawn_error)?;
+        Ok(output)
+    }
+
+    fn run_ok(&self, program: &str, args: &[&str], input: Option<&str>) -> Result<String, Error> {
+        let output = self.run(program, args, input)?;
+        if !output.status.success() {
+            return Err(Error::Iptables {
+                command: format!("{program} {}", args.join(" ")),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn ensure_jumps(&self) -> Result<(), Error> {
+        for jump in JUMPS {
+            let mut args = vec!["-w", "-t", jump.table, "-C", jump.chain];
+            args.extend_from_slice(jump.rule);
+            if self.run("iptables", &args, None)?.status.success() {
+                continue;
+            }
+            args[3] = "-I";
+            self.run_ok("iptables", &args, None)?;
+            tracing::info!(
+                table = jump.table,
+                chain = jump.chain,
+                "inserted the jump to the service proxy's chains"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for IptablesCommand {
+    fn default() -> Self {
+        IptablesCommand::new(Vec::<String>::new())
+    }
+}
+
+impl Apply for IptablesCommand {
+    fn apply(&mut self, transaction: &str) -> Result<(), Error> {
+        let full = std::mem::take(&mut self.full);
+        let input = if full {
+            let mut saved = String::new();
+            for table in ["filter", "nat"] {
+                saved.push_str(&self.run_ok("iptables-save", &["-t", table], None)?);
+            }
+            delete_stale_chains(transaction, &saved)
+        } else {
+            transaction.to_string()
+        };
+        let result = self
+            .run_ok("iptables-restore", &["-w", "--noflush"], Some(&input))
+            .and_then(|_| if full { self.ensure_jumps() } else { Ok(()) });
+        if result.is_err() {
+            self.full = true;
+        }
+        result
+    }
+
+    fn before_full_sync(&mut self) {
+        self.full = true;
     }
 }
 

@@ -1,36 +1,42 @@
-//! The service proxy: kube-proxy's job, nftables mode.
+//! The service proxy: kube-proxy's job, in nftables or iptables mode.
 //!
 //! Every node runs one. It makes a Service's virtual addresses (cluster IP, NodePorts,
 //! external and load-balancer IPs) lead to the Service's endpoints, by programming the
 //! node's kernel.
 //!
 //! ```text
-//!  watch Services ───────┐
-//!  watch EndpointSlices ─┴─► model::build ─► nftables::render ─► diff with last applied
-//!        (reflector stores)   (pure)           (a Ruleset value)        │
-//!                                                                       ▼
-//!                                               Apply: one `nft -f -` transaction
+//!  watch Services ───────┐                  Backend::render
+//!  watch EndpointSlices ─┴─► model::build ─► (nftables | iptables) ─► diff with last applied
+//!        (reflector stores)   (pure)           (a Ruleset / Tables value)      │
+//!                                                                              ▼
+//!                          Apply: one `nft -f -` transaction, or `iptables-restore --noflush`
 //! ```
 //!
 //! - [`model`] reduces the API objects to one [`model::ServicePort`] per service port,
 //!   with endpoints chosen as upstream does (ready ones; serving-and-terminating ones when
-//!   none is ready; only this node's under a `Local` traffic policy).
-//! - [`nftables`] renders the model into a [`nftables::Ruleset`] in table
-//!   `ip skiff-proxy` (upstream's layout: verdict maps keyed by address, protocol and
-//!   port, one chain per service and per endpoint, random load balancing with `numgen`),
-//!   and writes transactions: the whole table at start and after a failure, otherwise
-//!   only the chains and map elements that differ from the last applied ruleset.
-//! - [`proxier::Proxier`] holds that last ruleset and does one sync; [`run`] watches the
-//!   API, batches bursts of events into one sync at most every `--min-sync-period`, and
-//!   syncs every `--sync-period` regardless.
+//!   none is ready; only this node's under a `Local` traffic policy). Both modes render
+//!   the same model.
+//! - [`nftables`] (the default mode) renders the model into a [`nftables::Ruleset`] in
+//!   table `ip skiff-proxy` (upstream's layout: verdict maps keyed by address, protocol
+//!   and port, one chain per service and per endpoint, random load balancing with
+//!   `numgen`), and writes transactions: the whole table at start and after a failure,
+//!   otherwise only the chains and map elements that differ from the last applied ruleset.
+//! - [`iptables`] (`--proxy-mode iptables`) renders upstream's `KUBE-SERVICES`,
+//!   `KUBE-SVC-*`, `KUBE-SEP-*`… chains of the nat and filter tables into
+//!   [`iptables::Tables`], written the same way: every chain, or only those that differ.
+//! - [`proxier::Proxier`] holds the last applied rules and does one sync, for either
+//!   [`proxier::Backend`]; [`run`] watches the API, batches bursts of events into one sync
+//!   at most every `--min-sync-period`, and syncs every `--sync-period` regardless.
 //! - [`apply::Apply`] is the kernel boundary: [`apply::NftCommand`] runs `nft`,
-//!   [`apply::Recorder`] captures transactions for tests.
+//!   [`apply::IptablesCommand`] runs `iptables-restore` (and keeps the built-in chains'
+//!   jumps to ours), [`apply::Recorder`] captures transactions for tests.
 //!
 //! Start reading at [`run`]. For benchmarks, [`model::synthetic`], [`full_sync`] and
-//! [`incremental_sync`] (or [`nftables::render`] and the transaction functions it feeds)
-//! are the pure pieces. Only IPv4 and the nftables mode exist so far.
+//! [`incremental_sync`] (or a backend's `render` and the transaction functions it feeds)
+//! are the pure pieces. Only IPv4 exists so far.
 
 pub mod apply;
+pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod nftables;
@@ -53,16 +59,16 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use apply::{Apply, NftCommand, Recorder};
+pub use apply::{Apply, IptablesCommand, NftCommand, Recorder};
+pub use iptables::{Iptables, Tables};
 pub use metrics::Metrics;
+pub use model::RenderConfig;
 pub use model::{Ipv4Cidr, Model};
-pub use nftables::{RenderConfig, Ruleset};
-pub use proxier::{Proxier, SyncKind};
+pub use nftables::{Nftables, Ruleset};
+pub use proxier::{Backend, Proxier, SyncKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("proxy mode {0:?} is not implemented yet; use --proxy-mode nftables")]
-    UnsupportedMode(ProxyMode),
     #[error("cannot determine the node name: {0}; pass --hostname-override")]
     NodeName(std::io::Error),
     #[error("running {program}: {source}")]
@@ -72,6 +78,12 @@ pub enum Error {
     },
     #[error("nft refused the transaction ({status}): {stderr}")]
     Nft { status: String, stderr: String },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Iptables {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("the {0} watch stopped before its first list")]
     WatchStopped(&'static str),
     #[error("sync task failed: {0}")]
@@ -91,8 +103,8 @@ pub enum ProxyMode {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProxyArgs {
-    /// Which kernel mechanism programs Services. Only `nftables` is implemented; `iptables`
-    /// is accepted by the parser but refused at start.
+    /// Which kernel mechanism programs Services: `nftables` (table `ip skiff-proxy`) or
+    /// `iptables` (upstream's `KUBE-*` chains in the nat and filter tables).
     #[arg(long = "proxy-mode", value_enum, default_value = "nftables")]
     pub proxy_mode: ProxyMode,
 
@@ -222,24 +234,35 @@ pub fn metrics_router(registry: Arc<Registry>) -> axum::Router {
     )
 }
 
-/// The transaction that writes the whole table for `model` (what a first sync sends).
-pub fn full_sync(model: &Model, config: &RenderConfig) -> String {
-    nftables::full_transaction(&nftables::render(model, config))
+/// The transaction that writes everything for `model` in `mode` (what a first sync
+/// sends): an `nft -f -` script, or `iptables-restore --noflush` input.
+pub fn full_sync(mode: ProxyMode, model: &Model, config: &RenderConfig) -> String {
+    match mode {
+        ProxyMode::Nftables => Nftables.full_transaction(&Nftables.render(model, config)),
+        ProxyMode::Iptables => Iptables.full_transaction(&Iptables.render(model, config)),
+    }
 }
 
-/// The transaction that moves the table from `old` to `new`, touching only what differs
-/// (what a later sync sends); `None` when they render the same.
-pub fn incremental_sync(old: &Model, new: &Model, config: &RenderConfig) -> Option<String> {
-    nftables::update_transaction(
-        &nftables::render(old, config),
-        &nftables::render(new, config),
-        false,
-    )
+/// The transaction that moves the kernel from `old` to `new` in `mode`, touching only
+/// what differs (what a later sync sends); `None` when they render the same.
+pub fn incremental_sync(
+    mode: ProxyMode,
+    old: &Model,
+    new: &Model,
+    config: &RenderConfig,
+) -> Option<String> {
+    fn diff<B: Backend>(b: B, old: &Model, new: &Model, config: &RenderConfig) -> Option<String> {
+        b.update_transaction(&b.render(old, config), &b.render(new, config), false)
+    }
+    match mode {
+        ProxyMode::Nftables => diff(Nftables, old, new, config),
+        ProxyMode::Iptables => diff(Iptables, old, new, config),
+    }
 }
 
 /// Runs the proxy until the process ends: watches Services and EndpointSlices and keeps
-/// the node's nftables table in step, serving metrics if `--proxy-metrics-bind-address`
-/// is set.
+/// the node's nftables table (or iptables chains, with `--proxy-mode iptables`) in step,
+/// serving metrics if `--proxy-metrics-bind-address` is set.
 pub async fn run(client: Client, args: ProxyArgs) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
@@ -254,20 +277,39 @@ pub async fn run(client: Client, args: ProxyArgs) -> Result<(), Error> {
             }
         });
     }
-    run_with(client, args, NftCommand::default(), metrics).await
+    match args.proxy_mode {
+        ProxyMode::Nftables => run_with(client, args, NftCommand::default(), metrics).await,
+        ProxyMode::Iptables => run_with(client, args, IptablesCommand::default(), metrics).await,
+    }
 }
 
-/// [`run`] with the kernel boundary and metrics supplied: tests pass a [`Recorder`] or
-/// an [`NftCommand`] that enters a network namespace.
+/// [`run`] with the kernel boundary and metrics supplied: tests pass a [`Recorder`], or
+/// an [`NftCommand`] / [`IptablesCommand`] that enters a network namespace. The applier
+/// must match `args.proxy_mode`.
 pub async fn run_with<A: Apply>(
     client: Client,
     args: ProxyArgs,
     applier: A,
     metrics: Metrics,
 ) -> Result<(), Error> {
-    if args.proxy_mode != ProxyMode::Nftables {
-        return Err(Error::UnsupportedMode(args.proxy_mode));
+    let config = args.render_config();
+    match args.proxy_mode {
+        ProxyMode::Nftables => {
+            let proxier = Proxier::with_backend(Nftables, config, applier);
+            sync_loop(client, args, proxier.with_metrics(metrics)).await
+        }
+        ProxyMode::Iptables => {
+            let proxier = Proxier::with_backend(Iptables, config, applier);
+            sync_loop(client, args, proxier.with_metrics(metrics)).await
+        }
     }
+}
+
+async fn sync_loop<A: Apply, B: Backend>(
+    client: Client,
+    args: ProxyArgs,
+    proxier: Proxier<A, B>,
+) -> Result<(), Error> {
     let node_name = args.node_name()?;
     let notify = Arc::new(Notify::new());
     let services = watch::<Service>(Api::all(client.clone()), notify.clone());
@@ -281,9 +323,9 @@ pub async fn run_with<A: Apply>(
         .wait_until_ready()
         .await
         .map_err(|_| Error::WatchStopped("EndpointSlice"))?;
-    tracing::info!(node = %node_name, "service proxy started (nftables)");
+    tracing::info!(node = %node_name, mode = B::NAME, "service proxy started");
 
-    let mut proxier = Some(Proxier::new(args.render_config(), applier).with_metrics(metrics));
+    let mut proxier = Some(proxier);
     let mut last_sync: Option<Instant> = None;
     let mut failed = false;
     loop {
@@ -309,7 +351,8 @@ pub async fn run_with<A: Apply>(
         let Some(mut p) = proxier.take() else {
             return Err(Error::SyncTask("proxier lost".into()));
         };
-        // nft and rendering of large rulesets block; keep them off the async workers.
+        // The kernel tools and rendering of large rulesets block; keep them off the async
+        // workers.
         let (p, result) = tokio::task::spawn_blocking(move || {
             let result = p.sync(&model);
             (p, result)

@@ -15,6 +15,12 @@ pub struct SyncLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// `nat` or `filter`.
+    pub table: String,
+}
+
 /// The proxy's metrics; register them in the registry the binary serves.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -23,6 +29,7 @@ pub struct Metrics {
     pub chains: Gauge,
     pub rules: Gauge,
     pub map_elements: Gauge,
+    pub iptables_rules: Family<TableLabels, Gauge>,
     pub services: Gauge,
 }
 
@@ -36,6 +43,7 @@ impl Metrics {
             chains: Gauge::default(),
             rules: Gauge::default(),
             map_elements: Gauge::default(),
+            iptables_rules: Family::default(),
             services: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("skiff_proxy");
@@ -63,6 +71,11 @@ impl Metrics {
             "nftables_map_elements",
             "Verdict map elements in the proxy's nftables table after the last sync",
             m.map_elements.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_iptables",
+            "Rules in the proxy's chains of each iptables table after the last sync",
+            m.iptables_rules.clone(),
         );
         r.register(
             "service_ports",
