@@ -1,10 +1,12 @@
 //! The rules in a real kernel: a "node" network namespace routes to two "pod" namespaces
 //! (one veth and one /24 each, as a routed CNI would), the proxy's transactions are
-//! applied there with `ip netns exec NODE nft`, and TCP connections to the Service's
-//! addresses show which backend answered and which source address it saw.
+//! applied there with `ip netns exec NODE nft` (or `… iptables-restore`), and TCP
+//! connections to the Service's addresses show which backend answered and which source
+//! address it saw. The same scenario runs in both proxy modes.
 //!
-//! Needs root, `ip` and `nft`; skipped with a message otherwise. Touches only namespaces
-//! it creates, and deletes them even when an assertion fails.
+//! Needs root, `ip` and `nft` (and the iptables tools for iptables mode); skipped with a
+//! message otherwise. Touches only namespaces it creates, and deletes them even when an
+//! assertion fails.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,18 +22,25 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-use skiff_proxy::{model, NftCommand, Proxier, RenderConfig, SyncKind};
+use skiff_proxy::{
+    model, Apply, Backend, Iptables, IptablesCommand, NftCommand, Proxier, ProxyMode, RenderConfig,
+    SyncKind,
+};
 
 const CLUSTER_IP: &str = "10.96.0.50:80";
 const NODE_IP: &str = "192.168.77.1";
 const NODE_PORT: u16 = 30080;
 
-fn skip_reason() -> Option<String> {
+fn skip_reason(mode: ProxyMode) -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root".into());
     }
-    for tool in [["ip", "-V"], ["nft", "--version"]] {
+    let kernel_tool = match mode {
+        ProxyMode::Nftables => ["nft", "--version"],
+        ProxyMode::Iptables => ["iptables-restore", "--version"],
+    };
+    for tool in [["ip", "-V"], kernel_tool] {
         if Command::new(tool[0]).arg(tool[1]).output().is_err() {
             return Some(format!("`{}` not found", tool[0]));
         }
@@ -83,11 +92,12 @@ fn enter(ns: &str) -> io::Result<()> {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    /// `tag` keeps the namespaces of tests running at once apart.
+    fn new(tag: &str) -> Lab {
         let id = std::process::id();
         let mut lab = Lab {
-            node: format!("skp-node-{id}"),
-            pods: vec![format!("skp-a-{id}"), format!("skp-b-{id}")],
+            node: format!("skp-node-{tag}-{id}"),
+            pods: vec![format!("skp-a-{tag}-{id}"), format!("skp-b-{tag}-{id}")],
             stop: Arc::new(AtomicBool::new(false)),
             servers: Vec::new(),
         };
@@ -204,21 +214,22 @@ impl Lab {
         );
     }
 
-    fn nft_list(&self) -> String {
+    /// The output of `args` run in the node namespace.
+    fn node_exec(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.node,
-                "nft",
-                "list",
-                "table",
-                "ip",
-                "skiff-proxy",
-            ])
+            .args(["netns", "exec", &self.node])
+            .args(args)
             .output()
-            .expect("nft list");
+            .expect("run in the node namespace");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The proxy's rules as the kernel lists them.
+    fn rules(&self, mode: ProxyMode) -> String {
+        match mode {
+            ProxyMode::Nftables => self.node_exec(&["nft", "list", "table", "ip", "skiff-proxy"]),
+            ProxyMode::Iptables => self.node_exec(&["iptables-save"]),
+        }
     }
 }
 
@@ -250,29 +261,93 @@ fn slice(ips: &[&str]) -> EndpointSlice {
     .expect("slice")
 }
 
+fn config() -> RenderConfig {
+    RenderConfig {
+        cluster_cidr: Some("10.88.0.0/16".parse().expect("cidr")),
+        ..RenderConfig::default()
+    }
+}
+
+fn sync<A: Apply, B: Backend>(
+    proxier: &mut Proxier<A, B>,
+    svc: &Service,
+    ips: &[&str],
+) -> SyncKind {
+    let model = model::build([svc], [&slice(ips)], "node");
+    proxier.sync(&model).expect("sync")
+}
+
 #[test]
-fn cluster_ip_nodeport_hairpin_incremental_removal_and_reject() {
-    if let Some(reason) = skip_reason() {
+fn nftables_cluster_ip_nodeport_hairpin_incremental_removal_and_reject() {
+    let mode = ProxyMode::Nftables;
+    if let Some(reason) = skip_reason(mode) {
         eprintln!("SKIPPED: the real-kernel proxy test needs root, ip and nft: {reason}");
         return;
     }
-    let lab = Lab::new();
-    let (node, pod_a) = (lab.node.clone(), lab.pods[0].clone());
-    let nft = NftCommand::new(["ip", "netns", "exec", node.as_str(), "nft"]);
-    let mut proxier = Proxier::new(
-        RenderConfig {
-            cluster_cidr: Some("10.88.0.0/16".parse().expect("cidr")),
-            ..RenderConfig::default()
-        },
-        nft,
+    let lab = Lab::new("nft");
+    let nft = NftCommand::new(["ip", "netns", "exec", lab.node.as_str(), "nft"]);
+    scenario(&lab, mode, &mut Proxier::new(config(), nft));
+}
+
+#[test]
+fn iptables_cluster_ip_nodeport_hairpin_incremental_removal_and_reject() {
+    let mode = ProxyMode::Iptables;
+    if let Some(reason) = skip_reason(mode) {
+        eprintln!("SKIPPED: the real-kernel proxy test needs root, ip and iptables: {reason}");
+        return;
+    }
+    let lab = Lab::new("ipt");
+    let prefix = ["ip", "netns", "exec", lab.node.as_str()];
+    let mut proxier = Proxier::with_backend(Iptables, config(), IptablesCommand::new(prefix));
+    scenario(&lab, mode, &mut proxier);
+
+    // A restart: a new proxier knows nothing of the chains the last one wrote. Its full
+    // sync finds the stale service chains with iptables-save and deletes them, and does
+    // not duplicate the jumps from the built-in chains.
+    let mut restarted = Proxier::with_backend(Iptables, config(), IptablesCommand::new(prefix));
+    let other: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "other"},
+        "spec": {"clusterIP": "10.96.0.60", "ports": [{"name": "http", "port": 80}]},
+    }))
+    .expect("service");
+    assert_eq!(sync(&mut restarted, &other, &[]), SyncKind::Full);
+    let saved = lab.rules(mode);
+    for gone in ["KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "10.96.0.50"] {
+        assert!(!saved.contains(gone), "{gone} left in\n{saved}");
+    }
+    assert!(
+        saved.contains(
+            "-d 10.96.0.60/32 -p tcp -m comment --comment \"ns/other:http has no endpoints\""
+        ),
+        "{saved}"
     );
-    let sync = |proxier: &mut Proxier<NftCommand>, svc: &Service, ips: &[&str]| {
-        let model = model::build([svc], [&slice(ips)], "node");
-        proxier.sync(&model).expect("sync")
-    };
+    for (table, chain) in [
+        ("nat", "PREROUTING"),
+        ("nat", "OUTPUT"),
+        ("nat", "POSTROUTING"),
+        ("filter", "INPUT"),
+        ("filter", "OUTPUT"),
+    ] {
+        let listed = lab.node_exec(&["iptables", "-t", table, "-S", chain]);
+        assert_eq!(
+            listed.matches("-j KUBE-").count(),
+            1,
+            "{table} {chain}:\n{listed}"
+        );
+    }
+    let forward = lab.node_exec(&["iptables", "-t", "filter", "-S", "FORWARD"]);
+    assert_eq!(forward.matches("-j KUBE-").count(), 2, "{forward}");
+    lab.assert_refused(&lab.node, "10.96.0.60:80");
+}
+
+/// Everything both modes must do, in one sequence of syncs: each step changes the rules
+/// incrementally from the last.
+fn scenario<A: Apply, B: Backend>(lab: &Lab, mode: ProxyMode, proxier: &mut Proxier<A, B>) {
+    let (node, pod_a) = (lab.node.clone(), lab.pods[0].clone());
+    let proxier = &mut *proxier;
 
     let both = ["10.88.1.2", "10.88.2.2"];
-    assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Full);
+    assert_eq!(sync(proxier, &web(false), &both), SyncKind::Full);
 
     // From the node: both backends answer the cluster IP.
     assert_eq!(lab.backends(&node, CLUSTER_IP, 40), ["A", "B"]);
@@ -298,29 +373,33 @@ fn cluster_ip_nodeport_hairpin_incremental_removal_and_reject() {
     );
 
     // ClientIP affinity: every connection from one client sticks to one backend.
-    assert_eq!(sync(&mut proxier, &web(true), &both), SyncKind::Partial);
-    assert!(lab.nft_list().contains("flags dynamic,timeout"));
+    assert_eq!(sync(proxier, &web(true), &both), SyncKind::Partial);
+    let affinity = match mode {
+        ProxyMode::Nftables => "flags dynamic,timeout",
+        ProxyMode::Iptables => "--rcheck --seconds 10800 --reap",
+    };
+    assert!(lab.rules(mode).contains(affinity));
     assert_eq!(lab.backends(&node, CLUSTER_IP, 20).len(), 1);
-    assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Partial);
+    assert_eq!(sync(proxier, &web(false), &both), SyncKind::Partial);
 
     // One endpoint removed incrementally: only A answers, B's chain is gone.
     assert_eq!(
-        sync(&mut proxier, &web(false), &["10.88.1.2"]),
+        sync(proxier, &web(false), &["10.88.1.2"]),
         SyncKind::Partial
     );
     assert_eq!(lab.backends(&node, CLUSTER_IP, 20), ["A"]);
     assert_eq!(lab.backends(&pod_a, CLUSTER_IP, 10), ["A"]);
-    let listed = lab.nft_list();
+    let listed = lab.rules(mode);
     assert!(!listed.contains("10.88.2.2"), "{listed}");
 
     // No endpoints: refused at once from the node (output hook), from a pod (forward
     // hook) and on the NodePort (input hook).
-    assert_eq!(sync(&mut proxier, &web(false), &[]), SyncKind::Partial);
+    assert_eq!(sync(proxier, &web(false), &[]), SyncKind::Partial);
     lab.assert_refused(&node, CLUSTER_IP);
     lab.assert_refused(&pod_a, CLUSTER_IP);
     lab.assert_refused(&pod_a, &node_port);
 
     // And back.
-    assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Partial);
+    assert_eq!(sync(proxier, &web(false), &both), SyncKind::Partial);
     assert_eq!(lab.backends(&node, CLUSTER_IP, 40), ["A", "B"]);
 }
