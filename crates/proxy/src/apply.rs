@@ -77,15 +77,21 @@ impl Apply for NftCommand {
 }
 
 /// Runs `iptables-restore --noflush` (and `iptables`, `iptables-save`) behind a command
-/// prefix such as `ip netns exec NAME`. Before a full sync it also deletes the
-/// per-service chains an earlier run left (found with `iptables-save`), and after it makes
-/// sure the built-in chains jump to ours ([`JUMPS`]): those are the host's chains, so
-/// each jump is checked with `-C` and inserted only when missing, never rewritten.
+/// prefix such as `ip netns exec NAME`. Its first transaction (and the first after a
+/// failure) also deletes the per-service chains an earlier run left, found with
+/// `iptables-save`; after each full sync it makes sure the built-in chains jump to ours
+/// ([`JUMPS`]): those are the host's chains, so each jump is checked with `-C` and
+/// inserted only when missing, never rewritten.
 #[derive(Clone, Debug)]
 pub struct IptablesCommand {
     prefix: Vec<String>,
+    /// `-legacy` for the legacy (x_tables) tools, empty for the system's default.
+    variant: &'static str,
+    /// Whether what earlier runs left is unknown: iptables-save is slow with many rules,
+    /// so it runs only then, not on the periodic full syncs, which know the last state.
+    scan_stale: bool,
     /// Whether the next transaction is a full sync after which the jumps are checked.
-    full: bool,
+    check_jumps: bool,
 }
 
 impl IptablesCommand {
@@ -97,16 +103,30 @@ impl IptablesCommand {
     {
         IptablesCommand {
             prefix: prefix.into_iter().map(Into::into).collect(),
-            full: true,
+            variant: "",
+            scan_stale: true,
+            check_jumps: true,
         }
     }
 
-    fn run(&self, program: &str, args: &[&str], input: Option<&str>) -> Result<Output, Error> {
+    /// The same with the legacy x_tables tools (`iptables-legacy-restore`…), for hosts
+    /// whose other rules live there: both backends at once make a confusing firewall.
+    pub fn legacy(mut self) -> IptablesCommand {
+        self.variant = "-legacy";
+        self
+    }
+
+    fn run(&self, tool: &str, args: &[&str], input: Option<&str>) -> Result<Output, Error> {
+        // `iptables-save` → `iptables-legacy-save`.
+        let program = match tool.split_once('-') {
+            Some((base, rest)) => format!("{base}{}-{rest}", self.variant),
+            None => format!("{tool}{}", self.variant),
+        };
         let argv: Vec<&str> = self
             .prefix
             .iter()
             .map(String::as_str)
-            .chain([program])
+            .chain([program.as_str()])
             .chain(args.iter().copied())
             .collect();
         let spawn_error = |source| Error::Spawn {
@@ -172,8 +192,22 @@ impl Default for IptablesCommand {
 
 impl Apply for IptablesCommand {
     fn apply(&mut self, transaction: &str) -> Result<(), Error> {
-        let full = std::mem::take(&mut self.full);
-        let input = if full {
+        let result = self.apply_inner(transaction);
+        if result.is_err() {
+            self.scan_stale = true;
+            self.check_jumps = true;
+        }
+        result
+    }
+
+    fn before_full_sync(&mut self) {
+        self.check_jumps = true;
+    }
+}
+
+impl IptablesCommand {
+    fn apply_inner(&mut self, transaction: &str) -> Result<(), Error> {
+        let input = if self.scan_stale {
             let mut saved = String::new();
             for table in ["filter", "nat"] {
                 saved.push_str(&self.run_ok("iptables-save", &["-t", table], None)?);
@@ -182,17 +216,12 @@ impl Apply for IptablesCommand {
         } else {
             transaction.to_string()
         };
-        let result = self
-            .run_ok("iptables-restore", &["-w", "--noflush"], Some(&input))
-            .and_then(|_| if full { self.ensure_jumps() } else { Ok(()) });
-        if result.is_err() {
-            self.full = true;
+        self.run_ok("iptables-restore", &["-w", "--noflush"], Some(&input))?;
+        self.scan_stale = false;
+        if std::mem::take(&mut self.check_jumps) {
+            self.ensure_jumps()?;
         }
-        result
-    }
-
-    fn before_full_sync(&mut self) {
-        self.full = true;
+        Ok(())
     }
 }
 
@@ -207,11 +236,17 @@ pub struct Recorder {
 struct RecorderState {
     transactions: Vec<String>,
     fail_next: bool,
+    full_syncs: usize,
 }
 
 impl Recorder {
     pub fn transactions(&self) -> Vec<String> {
         self.lock().transactions.clone()
+    }
+
+    /// How many times a full sync was announced ([`Apply::before_full_sync`]).
+    pub fn full_syncs(&self) -> usize {
+        self.lock().full_syncs
     }
 
     pub fn fail_next(&self) {
@@ -234,5 +269,9 @@ impl Apply for Recorder {
             });
         }
         Ok(())
+    }
+
+    fn before_full_sync(&mut self) {
+        self.lock().full_syncs += 1;
     }
 }

@@ -208,4 +208,40 @@ mod tests {
         assert!(!tx.contains("delete table"));
         assert!(tx.contains("flush chain ip skiff-proxy services"));
     }
+
+    #[test]
+    fn iptables_mode_goes_through_the_same_sync_machinery() {
+        use crate::iptables::Iptables;
+        let recorder = Recorder::default();
+        let mut proxier =
+            Proxier::with_backend(Iptables, RenderConfig::default(), recorder.clone());
+        let one = model_of([service_port("ns", "web", "10.96.0.50", &["10.88.1.2"])]);
+        let two = model_of([service_port(
+            "ns",
+            "web",
+            "10.96.0.50",
+            &["10.88.1.2", "10.88.2.2"],
+        )]);
+        assert_eq!(proxier.sync(&one).expect("sync"), SyncKind::Full);
+        assert_eq!(proxier.sync(&two).expect("sync"), SyncKind::Partial);
+        assert_eq!(proxier.sync(&two).expect("sync"), SyncKind::Noop);
+        let txs = recorder.transactions();
+        assert_eq!(txs.len(), 2);
+        assert!(txs[0].contains(":KUBE-MARK-MASQ - [0:0]"));
+        assert!(
+            !txs[1].contains("KUBE-MARK-MASQ - [0:0]") && !txs[1].contains("*filter"),
+            "{}",
+            txs[1]
+        );
+        assert_eq!(recorder.full_syncs(), 1);
+
+        recorder.fail_next();
+        assert!(proxier.sync(&one).is_err());
+        assert_eq!(proxier.sync(&one).expect("sync"), SyncKind::Full);
+        assert_eq!(
+            recorder.full_syncs(),
+            2,
+            "announced again after the failure"
+        );
+    }
 }

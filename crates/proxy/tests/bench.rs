@@ -1,63 +1,100 @@
 //! Programming time at scale, run by hand (`--ignored --nocapture`, as root): computing
 //! and applying a full sync and a one-endpoint change for 1,000 and 10,000 services with
-//! 10 endpoints each, with nft in a throwaway network namespace.
+//! 10 endpoints each, in both proxy modes, each run in a throwaway network namespace.
 
 use std::process::Command;
 use std::time::Instant;
 
-use skiff_proxy::nftables::{full_transaction, render, update_transaction};
-use skiff_proxy::{model, Apply, NftCommand, RenderConfig};
+use skiff_proxy::{
+    model, Apply, Backend, Iptables, IptablesCommand, NftCommand, Nftables, RenderConfig,
+};
 
-#[test]
-#[ignore = "benchmark: run with --ignored --nocapture as root"]
-fn programming_time() {
-    let ns = format!("skp-bench-{}", std::process::id());
-    let created = Command::new("ip").args(["netns", "add", &ns]).status();
-    assert!(created.is_ok_and(|s| s.success()), "ip netns add");
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let created = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(created.is_ok_and(|s| s.success()), "ip netns add {name}");
+        Netns(name)
     }
-    let _cleanup = Cleanup(ns.clone());
-    let mut nft = NftCommand::new(["ip", "netns", "exec", ns.as_str(), "nft"]);
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// One mode at one size; the line to print.
+fn measure<B: Backend, A: Apply>(backend: B, mut applier: A, services: usize) -> String {
     let config = RenderConfig {
         cluster_cidr: Some("10.0.0.0/8".parse().expect("cidr")),
         ..RenderConfig::default()
     };
-    for services in [1_000, 10_000] {
-        let old = model::synthetic(services, 10);
-        let mut new = old.clone();
-        if let Some(sp) = new.services.values_mut().nth(services / 2) {
-            sp.cluster_endpoints.pop();
-            sp.external_endpoints.pop();
-        }
-
-        let t = Instant::now();
-        let old_rs = render(&old, &config);
-        let full = full_transaction(&old_rs);
-        let compute_full = t.elapsed();
-        let t = Instant::now();
-        nft.apply(&full).expect("full sync");
-        let apply_full = t.elapsed();
-
-        let t = Instant::now();
-        let new_rs = render(&new, &config);
-        let update = update_transaction(&old_rs, &new_rs, false).expect("update");
-        let compute_update = t.elapsed();
-        let t = Instant::now();
-        nft.apply(&update).expect("partial sync");
-        let apply_update = t.elapsed();
-
-        println!(
-            "{services} services x 10 endpoints: {} chains, {} rules; full sync: {} KiB, \
-             compute {compute_full:?}, nft {apply_full:?}; one endpoint removed: {} lines, \
-             compute (render + diff) {compute_update:?}, nft {apply_update:?}",
-            old_rs.chains.len(),
-            old_rs.rule_count(),
-            full.len() / 1024,
-            update.lines().count(),
-        );
+    let old = model::synthetic(services, 10);
+    let mut new = old.clone();
+    if let Some(sp) = new.services.values_mut().nth(services / 2) {
+        sp.cluster_endpoints.pop();
+        sp.external_endpoints.pop();
     }
+
+    let t = Instant::now();
+    let old_rules = backend.render(&old, &config);
+    let full = backend.full_transaction(&old_rules);
+    let compute_full = t.elapsed();
+    let t = Instant::now();
+    applier.apply(&full).expect("full sync");
+    let apply_full = t.elapsed();
+
+    let t = Instant::now();
+    let new_rules = backend.render(&new, &config);
+    let update = backend
+        .update_transaction(&old_rules, &new_rules, false)
+        .expect("update");
+    let compute_update = t.elapsed();
+    let t = Instant::now();
+    applier.apply(&update).expect("partial sync");
+    let apply_update = t.elapsed();
+
+    format!(
+        "{:<8} {services:>6} services x 10 endpoints: full sync: {:>6} lines, {:>6} KiB, \
+         compute {compute_full:>10.1?}, kernel {apply_full:>10.1?}; one endpoint removed: \
+         {:>3} lines, compute (render + diff) {compute_update:>10.1?}, kernel {apply_update:>8.1?}",
+        B::NAME,
+        full.lines().count(),
+        full.len() / 1024,
+        update.lines().count(),
+    )
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture as root"]
+fn programming_time() {
+    let id = std::process::id();
+    let mut lines = Vec::new();
+    for services in [1_000, 10_000] {
+        let ns = Netns::new(format!("skp-bench-nft-{services}-{id}"));
+        let nft = NftCommand::new(["ip", "netns", "exec", ns.0.as_str(), "nft"]);
+        lines.push(measure(Nftables, nft, services));
+        println!("{}", lines[lines.len() - 1]);
+
+        // The kernel time of iptables' full sync includes its iptables-save (looking for
+        // stale chains) and the `iptables -C` checks of the built-in chains' jumps. Both
+        // backends of the iptables tools, as hosts have either.
+        for legacy in [false, true] {
+            let ns = Netns::new(format!("skp-bench-ipt-{services}-{id}"));
+            let ipt = IptablesCommand::new(["ip", "netns", "exec", ns.0.as_str()]);
+            let (ipt, tools) = if legacy {
+                (ipt.legacy(), "legacy")
+            } else {
+                (ipt, "nft")
+            };
+            lines.push(format!(
+                "{} ({tools} tools)",
+                measure(Iptables, ipt, services)
+            ));
+            println!("{}", lines[lines.len() - 1]);
+        }
+    }
+    println!("\n{}", lines.join("\n"));
 }

@@ -1,13 +1,14 @@
 //! The whole loop against a real API server (`skiff apiserver`, found through `SKIFF_BIN`
 //! or the target directory): Services and EndpointSlices written with kubectl, the
-//! watches, batching and diffing, with transactions captured instead of run through nft.
+//! watches, batching and diffing, with transactions captured instead of run through nft
+//! or iptables-restore, in both proxy modes.
 
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use skiff_e2e::Server;
-use skiff_proxy::{run_with, Metrics, ProxyArgs, Recorder};
+use skiff_proxy::{run_with, Metrics, ProxyArgs, ProxyMode, Recorder};
 
 fn slice(ns: &str, ips: &[&str]) -> String {
     let endpoints: Vec<_> = ips
@@ -48,8 +49,53 @@ async fn wait_for(
     }
 }
 
+/// What each mode's transactions say about the test's service.
+struct Texts {
+    /// The cluster IP leads to the service's chain.
+    service: String,
+    /// A transaction that writes everything.
+    full: &'static str,
+    /// DNAT to an endpoint, followed by `IP:PORT`.
+    dnat: &'static str,
+    /// The NodePort leads to the external chain.
+    node_port: String,
+    /// The service's deletion.
+    removed: [String; 2],
+}
+
+fn texts(mode: ProxyMode, cluster_ip: &str, node_port: i64) -> Texts {
+    match mode {
+        ProxyMode::Nftables => Texts {
+            service: format!("{cluster_ip} . tcp . 80 : goto service-"),
+            full: "delete table ip skiff-proxy",
+            dnat: "dnat to ",
+            node_port: format!("tcp . {node_port} : goto external-"),
+            removed: [
+                format!("delete element ip skiff-proxy service-ips {{ {cluster_ip} . tcp . 80 }}"),
+                "delete chain ip skiff-proxy service-".into(),
+            ],
+        },
+        ProxyMode::Iptables => Texts {
+            service: format!("-d {cluster_ip}/32 --dport 80 -j KUBE-SVC-"),
+            full: ":KUBE-MARK-MASQ - [0:0]",
+            dnat: "-j DNAT --to-destination ",
+            node_port: format!("--dport {node_port} -j KUBE-EXT-"),
+            removed: ["-X KUBE-EXT-".into(), "-X KUBE-SVC-".into()],
+        },
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_follows_services_and_endpoint_slices() {
+async fn run_follows_services_and_endpoint_slices_nftables() {
+    run_follows_services_and_endpoint_slices(ProxyMode::Nftables).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_services_and_endpoint_slices_iptables() {
+    run_follows_services_and_endpoint_slices(ProxyMode::Iptables).await;
+}
+
+async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
     if std::env::var_os("SKIFF_BIN").is_none()
         && std::panic::catch_unwind(skiff_e2e::skiff_binary).is_err()
     {
@@ -84,23 +130,22 @@ async fn run_follows_services_and_endpoint_slices() {
         hostname_override: Some("node1".into()),
         cluster_cidr: Some("10.88.0.0/16".parse().expect("cidr")),
         min_sync_period: Duration::from_millis(2000),
+        proxy_mode: mode,
         ..ProxyArgs::default()
     };
     let metrics = Metrics::new(&mut Registry::default());
     let proxy = tokio::spawn(run_with(client, args, recorder.clone(), metrics.clone()));
 
     // The first sync writes the whole table, with the service already in it.
+    let want = texts(mode, &cluster_ip, node_port);
     let first = wait_for(&recorder, 0, "with the service", |tx| {
-        tx.contains(&format!("{cluster_ip} . tcp . 80 : goto service-"))
+        tx.contains(&want.service)
     })
     .await;
     let tx = &recorder.transactions()[first];
-    assert!(tx.contains("delete table ip skiff-proxy"), "{tx}");
-    assert!(tx.contains("dnat to 10.88.1.2:8080"), "{tx}");
-    assert!(
-        tx.contains(&format!("tcp . {node_port} : goto external-")),
-        "{tx}"
-    );
+    assert!(tx.contains(want.full), "{tx}");
+    assert!(tx.contains(&format!("{}10.88.1.2:8080", want.dnat)), "{tx}");
+    assert!(tx.contains(&want.node_port), "{tx}");
 
     // A burst of changes within the minimum sync period becomes at most two syncs (one
     // may already be due when the burst starts), and the result is incremental.
@@ -113,7 +158,7 @@ async fn run_follows_services_and_endpoint_slices() {
         server.ok_with_input(&["apply", "-f", "-"], &slice(ns, ips));
     }
     let i = wait_for(&recorder, before, "with the fourth endpoint", |tx| {
-        tx.contains("dnat to 10.88.4.2:8080")
+        tx.contains(&format!("{}10.88.4.2:8080", want.dnat))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -123,9 +168,9 @@ async fn run_follows_services_and_endpoint_slices() {
         "{} syncs for a burst",
         txs.len() - before
     );
-    assert!(!txs[i].contains("delete table"), "{}", txs[i]);
+    assert!(!txs[i].contains(want.full), "{}", txs[i]);
     assert!(
-        !txs[i].contains("dnat to 10.88.1.2:8080"),
+        !txs[i].contains(&format!("{}10.88.1.2:8080", want.dnat)),
         "unchanged endpoint rewritten: {}",
         txs[i]
     );
@@ -134,9 +179,7 @@ async fn run_follows_services_and_endpoint_slices() {
     let before = txs.len();
     server.ok(&["delete", "service", "-n", ns, "web"]);
     wait_for(&recorder, before, "removing the service", |tx| {
-        tx.contains(&format!(
-            "delete element ip skiff-proxy service-ips {{ {cluster_ip} . tcp . 80 }}"
-        )) && tx.contains("delete chain ip skiff-proxy service-")
+        want.removed.iter().all(|text| tx.contains(text.as_str()))
     })
     .await;
 
