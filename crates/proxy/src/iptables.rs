@@ -24,6 +24,12 @@
 //! and deletes (`-X`) the ones no longer rendered. The jumps from the built-in chains are
 //! not ours to rewrite: [`crate::apply::IptablesCommand`] ensures them with `iptables -C`
 //! and `-I` (see [`JUMPS`]).
+//!
+//! Scale: with the nf_tables iptables tools (1.8.9), `iptables-restore --noflush` costs
+//! time quadratic in the chains it names (the tool keeps them in a sorted list, one
+//! `strcmp` per entry), so a full sync of 10,000 services x 10 endpoints (110,000 chains)
+//! takes about 8 minutes against 11 s with the legacy tools; partial syncs name a few
+//! chains and stay under half a second. Upstream's answer is the same: nftables mode.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;

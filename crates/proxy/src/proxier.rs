@@ -44,11 +44,11 @@ pub trait Backend: Send + 'static {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncKind {
-    /// The whole table was written.
+    /// Everything was written.
     Full,
     /// Only what changed was written.
     Partial,
-    /// Nothing changed; nft was not run.
+    /// Nothing changed; the kernel tool was not run.
     Noop,
 }
 
