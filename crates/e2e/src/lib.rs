@@ -103,6 +103,11 @@ impl Server {
     /// CNI config goes to a directory of the test's own; the network is the default one
     /// (bridge `skiff0`, 10.88.0.0/16) that `skiff server` sets up on any machine.
     pub fn start_node() -> Server {
+        Server::start_node_with(&[])
+    }
+
+    /// [`Server::start_node`] with more flags for `skiff server`.
+    pub fn start_node_with(extra_args: &[&str]) -> Server {
         let workspace = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let images = workspace.join("target/test-images");
         let built = Command::new("bash")
@@ -112,7 +117,10 @@ impl Server {
             .expect("scripts/build-test-images.sh");
         assert!(built.success(), "building the test images failed");
         let net_d = tempfile::tempdir().expect("temp dir").keep();
-        let server = Server::start_cluster(&["--cni-conf-dir", &net_d.display().to_string()]);
+        let conf_dir = net_d.display().to_string();
+        let mut args = vec!["--cni-conf-dir", conf_dir.as_str()];
+        args.extend_from_slice(extra_args);
+        let server = Server::start_cluster(&args);
         let imported = Command::new(skiff_binary())
             .args(["images", "--root"])
             .arg(server.data_dir.path().join("runtime"))

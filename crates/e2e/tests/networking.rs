@@ -65,9 +65,18 @@ fn backends_reached(
     out.lines().map(|l| l.trim().to_string()).collect()
 }
 
+/// The whole suite once per proxy mode, one cluster at a time (each programs this
+/// machine's rules).
 #[test]
 fn services_reach_their_pods_by_name_and_address() {
-    let server = Server::start_node();
+    for mode in ["nftables", "iptables"] {
+        eprintln!("networking: proxy mode {mode}");
+        services_in_proxy_mode(mode);
+    }
+}
+
+fn services_in_proxy_mode(mode: &str) {
+    let server = Server::start_node_with(&["--proxy-mode", mode]);
     let ns = server.namespace("net");
     server.ok_with_input(
         &["apply", "-f", "-"],

@@ -277,9 +277,55 @@ pub async fn run(client: Client, args: ProxyArgs) -> Result<(), Error> {
             }
         });
     }
+    remove_other_mode(args.proxy_mode);
     match args.proxy_mode {
         ProxyMode::Nftables => run_with(client, args, NftCommand::default(), metrics).await,
         ProxyMode::Iptables => run_with(client, args, IptablesCommand::default(), metrics).await,
+    }
+}
+
+/// Removes what the other mode left on this host (a node that switched modes), as
+/// upstream's proxy cleans up after its other modes: two sets of rules for the same
+/// Services would both match, the stale one first perhaps. Best effort: nothing there,
+/// or no tool for it, is no error.
+fn remove_other_mode(mode: ProxyMode) {
+    let quiet = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    match mode {
+        ProxyMode::Iptables => {
+            let _ = quiet("nft", &["delete", "table", "ip", nftables::TABLE]);
+        }
+        ProxyMode::Nftables => {
+            for jump in iptables::JUMPS {
+                let mut args = vec!["-w", "-t", jump.table, "-D", jump.chain];
+                args.extend_from_slice(jump.rule);
+                while quiet("iptables", &args).is_some() {}
+            }
+            for table in ["nat", "filter"] {
+                let Some(saved) = quiet("iptables-save", &["-t", table]) else {
+                    continue;
+                };
+                let chains: Vec<String> = String::from_utf8_lossy(&saved.stdout)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(':'))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter(|c| c.starts_with("KUBE-"))
+                    .map(String::from)
+                    .collect();
+                for flag in ["-F", "-X"] {
+                    for chain in &chains {
+                        let _ = quiet("iptables", &["-w", "-t", table, flag, chain]);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -108,6 +108,9 @@ struct ServerArgs {
     runtime: skiff_runtime::RuntimeArgs,
     #[command(flatten)]
     kubelet: skiff_kubelet::KubeletArgs,
+    /// How the service proxy programs Services: nftables or iptables.
+    #[arg(long, value_enum, default_value = "nftables")]
+    proxy_mode: skiff_proxy::ProxyMode,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -295,6 +298,7 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             args.runtime.socket.display()
         );
         let proxy = skiff_proxy::ProxyArgs {
+            proxy_mode: args.proxy_mode,
             hostname_override: args.kubelet.node_name.clone(),
             cluster_cidr: args.runtime.pod_cidr.parse().ok(),
             ..Default::default()
