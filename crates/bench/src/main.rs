@@ -1,11 +1,15 @@
 //! `skiff-bench`: benchmarks of Skiff, measured against real processes.
 //!
+//! `skiff-bench network` measures the service proxy's rule programming and the cluster
+//! DNS ([`network`]).
+//!
 //! `skiff-bench apiserver` starts one etcd and two `skiff server`s (embedded datastore and
 //! etcd datastore) side by side, drives each in turn with the `kube` client over HTTPS,
 //! and prints one markdown table with both backends and their ratio. Start reading at
 //! [`run_apiserver`]; the workloads are in [`workloads`], the processes in [`procs`].
 //! Results are recorded in `docs/benchmarks.md`.
 
+mod network;
 mod procs;
 mod stats;
 mod workloads;
@@ -33,6 +37,9 @@ struct Cli {
 enum Command {
     /// API server latency, throughput, list, watch and memory, embedded vs etcd datastore.
     Apiserver(ApiserverArgs),
+    /// Service proxy rule programming (nftables vs iptables) and cluster DNS throughput
+    /// (as root: network namespaces).
+    Network(network::NetworkArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -124,6 +131,7 @@ fn main() -> Result<()> {
                     _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
                 }
             }
+            Command::Network(args) => network::run(args).await,
         }
     })
 }
@@ -324,7 +332,7 @@ async fn run_backend(
 }
 
 /// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
@@ -335,7 +343,7 @@ fn mb(bytes: u64) -> f64 {
 }
 
 /// Date, CPU, memory and kernel of this machine, as markdown lines.
-fn machine_report() -> String {
+pub(crate) fn machine_report() -> String {
     let date = std::process::Command::new("date")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
