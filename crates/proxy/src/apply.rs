@@ -17,6 +17,10 @@ pub trait Apply: Send + 'static {
     /// outside their transactions (iptables' jumps from the built-in chains) and should
     /// check it again then.
     fn before_full_sync(&mut self) {}
+
+    /// Deletes connection-tracking entries that would keep UDP traffic on a stale path
+    /// (see [`crate::conntrack`]), in the kernel this applier programs.
+    fn forget_flows(&mut self, _deletions: &[crate::conntrack::Deletion]) {}
 }
 
 /// Runs `nft -f -` (or any command line ending in an `nft`, such as
@@ -46,6 +50,12 @@ impl Default for NftCommand {
 }
 
 impl Apply for NftCommand {
+    fn forget_flows(&mut self, deletions: &[crate::conntrack::Deletion]) {
+        // Whatever runs nft, minus nft: the same namespace for conntrack.
+        let prefix = &self.argv[..self.argv.len().saturating_sub(1)];
+        crate::conntrack::delete(prefix, deletions);
+    }
+
     fn apply(&mut self, transaction: &str) -> Result<(), Error> {
         let program = self.argv.first().map_or("nft", String::as_str);
         let spawn_error = |source| Error::Spawn {
@@ -202,6 +212,10 @@ impl Apply for IptablesCommand {
 
     fn before_full_sync(&mut self) {
         self.check_jumps = true;
+    }
+
+    fn forget_flows(&mut self, deletions: &[crate::conntrack::Deletion]) {
+        crate::conntrack::delete(&self.prefix, deletions);
     }
 }
 

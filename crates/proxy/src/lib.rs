@@ -36,6 +36,7 @@
 //! are the pure pieces. Only IPv4 exists so far.
 
 pub mod apply;
+pub mod conntrack;
 pub mod iptables;
 pub mod metrics;
 pub mod model;

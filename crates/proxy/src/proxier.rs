@@ -69,6 +69,8 @@ pub struct Proxier<A: Apply, B: Backend = Nftables> {
     /// What the kernel holds, as far as we know; `None` at start and after a failure,
     /// which makes the next sync replace the whole table.
     applied: Option<B::Rules>,
+    /// The model behind `applied`: what UDP flows may still be NATed to.
+    applied_model: Option<Model>,
     last_full: Option<Instant>,
     full_sync_period: Duration,
     metrics: Option<Metrics>,
@@ -88,6 +90,7 @@ impl<A: Apply, B: Backend> Proxier<A, B> {
             config,
             applier,
             applied: None,
+            applied_model: None,
             last_full: None,
             full_sync_period: FULL_SYNC_PERIOD,
             metrics: None,
@@ -155,6 +158,14 @@ impl<A: Apply, B: Backend> Proxier<A, B> {
                     m.services.set(model.services.len() as i64);
                 }
                 self.applied = Some(desired);
+                // Known even across failed syncs: the flows were made by rules once applied.
+                if let Some(previous) = &self.applied_model {
+                    let stale = crate::conntrack::stale_entries(previous, model);
+                    if !stale.is_empty() {
+                        self.applier.forget_flows(&stale);
+                    }
+                }
+                self.applied_model = Some(model.clone());
                 Ok(kind)
             }
             Err(e) => {
