@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,8 +135,8 @@ impl Lab {
     }
 
     /// A responder on port 8080 in `ns` that answers `NAME PEER-IP` and closes.
-    fn serve(&mut self, ns: &str, name: &'static str) {
-        let (ns, stop) = (ns.to_string(), self.stop.clone());
+    fn serve(&mut self, namespace: &str, name: &'static str) {
+        let (ns, stop) = (namespace.to_string(), self.stop.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         self.servers.push(thread::spawn(move || {
             enter(&ns).expect("enter pod netns");
@@ -155,6 +155,26 @@ impl Lab {
         ready_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("server ready");
+        // The same on UDP: every datagram answered with the name.
+        let (ns, stop) = (namespace.to_string(), self.stop.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        self.servers.push(thread::spawn(move || {
+            enter(&ns).expect("enter pod netns");
+            let socket = UdpSocket::bind("0.0.0.0:8080").expect("bind udp");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            ready_tx.send(()).expect("ready");
+            let mut buffer = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
+                    let _ = socket.send_to(name.as_bytes(), peer);
+                }
+            }
+        }));
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("udp server ready");
     }
 
     /// Connects from namespace `ns` to `addr`; the backend's answer, as `(name, peer)`.
@@ -402,4 +422,86 @@ fn scenario<A: Apply, B: Backend>(lab: &Lab, mode: ProxyMode, proxier: &mut Prox
     // And back.
     assert_eq!(sync(proxier, &web(false), &both), SyncKind::Partial);
     assert_eq!(lab.backends(&node, CLUSTER_IP, 40), ["A", "B"]);
+}
+
+/// A UDP client keeps its source port, and with it its conntrack entry and the NAT
+/// chosen when the entry was made: once its backend is removed, the proxy must delete
+/// that entry, or the client keeps talking to a pod that is no longer an endpoint.
+#[test]
+fn udp_flows_leave_a_removed_endpoint() {
+    if let Some(reason) = skip_reason(ProxyMode::Nftables) {
+        eprintln!("SKIPPED: the real-kernel UDP test needs root, ip and nft: {reason}");
+        return;
+    }
+    if Command::new("conntrack").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: the real-kernel UDP test needs the conntrack tool");
+        return;
+    }
+    let lab = Lab::new("udp");
+    let node = lab.node.clone();
+    let nft = NftCommand::new(["ip", "netns", "exec", node.as_str(), "nft"]);
+    let mut proxier = Proxier::new(config(), nft);
+    let dns: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "dns"},
+        "spec": {"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"}]},
+    }))
+    .expect("service");
+    let slice = |ips: &[&str]| -> EndpointSlice {
+        let endpoints: Vec<_> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "nodeName": "node", "conditions": {"ready": true}}))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "dns-x", "labels": {"kubernetes.io/service-name": "dns"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": 8080, "protocol": "UDP"}],
+            "endpoints": endpoints,
+        }))
+        .expect("slice")
+    };
+    let both = ["10.88.1.2", "10.88.2.2"];
+    proxier
+        .sync(&model::build([&dns], [&slice(&both)], "node"))
+        .expect("sync");
+    // One socket in the node's namespace, asking before and after the change.
+    let (first, after) = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter(&node).expect("enter node netns");
+                let socket = UdpSocket::bind("0.0.0.0:40053").expect("bind client");
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                let ask = || {
+                    socket.send_to(b"?", "10.96.0.53:53").expect("send");
+                    let mut buffer = [0u8; 16];
+                    let (n, _) = socket.recv_from(&mut buffer).expect("an answer");
+                    String::from_utf8_lossy(&buffer[..n]).into_owned()
+                };
+                let first: Vec<String> = (0..5).map(|_| ask()).collect();
+                // Drop whichever backend the flow is pinned to.
+                let keep = if first[0] == "A" {
+                    "10.88.2.2"
+                } else {
+                    "10.88.1.2"
+                };
+                proxier
+                    .sync(&model::build([&dns], [&slice(&[keep])], "node"))
+                    .expect("sync");
+                let after: Vec<String> = (0..5).map(|_| ask()).collect();
+                (first, after)
+            })
+            .join()
+            .expect("client thread")
+    });
+    assert!(
+        first.iter().all(|b| b == &first[0]),
+        "one flow, one backend: {first:?}"
+    );
+    let other = if first[0] == "A" { "B" } else { "A" };
+    assert!(
+        after.iter().all(|b| b == other),
+        "after removing {}: {after:?}",
+        first[0]
+    );
 }
