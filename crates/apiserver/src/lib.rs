@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     let registry = Arc::new(registry);
     lifecycle::ensure_system_namespaces(&registry).await?;
     lifecycle::ensure_system_priority_classes(&registry).await?;
+    lifecycle::ensure_default_service_cidr(&registry).await?;
     authz::bootstrap::reconcile(&registry)
         .await
         .context("reconciling bootstrap RBAC policy")?;

@@ -32,6 +32,44 @@ pub async fn ensure_system_priority_classes(registry: &Registry) -> anyhow::Resu
     .await
 }
 
+/// The `kubernetes` ServiceCIDR, as upstream's API server keeps it: the range its
+/// `--service-cluster-ip-range` gives, reported Ready.
+pub async fn ensure_default_service_cidr(registry: &Registry) -> anyhow::Result<()> {
+    let cidr = registry.service_cidr.to_string();
+    let object = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+        "metadata": {"name": "kubernetes"},
+        "spec": {"cidrs": [cidr]},
+    });
+    ensure_objects(
+        registry,
+        ("networking.k8s.io", "v1", "servicecidrs"),
+        std::iter::once(object),
+    )
+    .await?;
+    let resource = registry
+        .catalogue
+        .get("networking.k8s.io", "v1", "servicecidrs")
+        .ok_or_else(|| anyhow::anyhow!("servicecidrs missing from the catalogue"))?;
+    let current = registry
+        .get(resource, None, "kubernetes")
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the kubernetes ServiceCIDR: {e}"))?;
+    if current.pointer("/status/conditions").is_some() {
+        return Ok(());
+    }
+    let mut ready = current;
+    ready["status"] = json!({"conditions": [{
+        "type": "Ready", "status": "True", "reason": "", "message": "Kubernetes Service CIDR is ready",
+        "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }]});
+    registry
+        .update(resource, None, "kubernetes", Some("status"), ready, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("marking the kubernetes ServiceCIDR ready: {e}"))?;
+    Ok(())
+}
+
 /// Creates each of `objects` (cluster-scoped, of the resource `group/version/plural`)
 /// unless it exists.
 async fn ensure_objects(

@@ -129,7 +129,14 @@ async fn endpoints_follow_the_pods_of_a_service() {
     })
     .await;
     let ns = cluster.namespace("endpoints");
-    skiff_e2e::add_simulated_node(&cluster.client, "ep-node", "4", json!({}), json!({})).await;
+    skiff_e2e::add_simulated_node(
+        &cluster.client,
+        "ep-node",
+        "4",
+        json!({"topology.kubernetes.io/zone": "zone-a"}),
+        json!({}),
+    )
+    .await;
     let _kubelet = play_kubelet(&cluster, &ns);
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
 
@@ -190,6 +197,7 @@ async fn endpoints_follow_the_pods_of_a_service() {
                 "hostname from the pod: {endpoint}"
             );
             assert_eq!(endpoint["nodeName"], "ep-node");
+            assert_eq!(endpoint["zone"], "zone-a", "the node's zone: {endpoint}");
             assert_eq!(endpoint["targetRef"]["kind"], "Pod");
         }
     }

@@ -800,6 +800,11 @@ fn service_addresses() {
     );
     assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
     assert_eq!(slice["ports"][0]["port"], s.port);
+    // The range itself, as a ServiceCIDR object.
+    let range = s.json(&["servicecidr", "kubernetes"]);
+    assert_eq!(range["spec"]["cidrs"][0], "10.96.0.0/12");
+    assert_eq!(range["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(range["status"]["conditions"][0]["status"], "True");
 
     s.ok(&[
         "create",

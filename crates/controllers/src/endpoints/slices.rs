@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -44,6 +44,9 @@ use crate::queue::WorkQueue;
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
 pub const MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.k8s.io";
+/// The node label whose value an endpoint carries as its `zone` (read when the Service
+/// syncs: a node's zone changing later shows at the Service's next sync).
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// Upstream's default `--max-endpoints-per-slice`.
 pub const DEFAULT_MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
@@ -66,7 +69,8 @@ pub struct EndpointSliceController {
 /// Where a Service's endpoints come from.
 enum Source {
     /// The pods its selector picks (the EndpointSlice controller).
-    Pods(Store<Pod>),
+    /// With the nodes, whose zone each endpoint carries.
+    Pods(Store<Pod>, Store<Node>),
     /// Its hand-written Endpoints (the mirroring controller).
     Endpoints(Store<Endpoints>),
 }
@@ -76,7 +80,7 @@ impl EndpointSliceController {
     pub fn new(factory: &InformerFactory, max_per_slice: usize) -> Arc<EndpointSliceController> {
         let queue = WorkQueue::new("endpoint_slice");
         let view = ServicePods::watch(factory, &queue);
-        let source = Source::Pods(view.pods);
+        let source = Source::Pods(view.pods, factory.informer::<Node>().store());
         Self::with_source(
             factory,
             queue,
@@ -147,9 +151,9 @@ impl EndpointSliceController {
     /// no slices to keep for it.
     fn desired(&self, service: &Service) -> Option<BTreeMap<GroupKey, Vec<Endpoint>>> {
         match &self.source {
-            Source::Pods(pods) => {
+            Source::Pods(pods, nodes) => {
                 selector(service)?;
-                Some(desired_endpoints(service, pods))
+                Some(desired_endpoints(service, pods, nodes))
             }
             Source::Endpoints(endpoints) => {
                 let spec = service.spec.as_ref()?;
@@ -258,7 +262,11 @@ impl Reconcile for EndpointSliceController {
 type GroupKey = (String, Vec<ResolvedPort>);
 
 /// The endpoints the Service should have, by group, each group sorted by address.
-fn desired_endpoints(service: &Service, pods: &Store<Pod>) -> BTreeMap<GroupKey, Vec<Endpoint>> {
+fn desired_endpoints(
+    service: &Service,
+    pods: &Store<Pod>,
+    nodes: &Store<Node>,
+) -> BTreeMap<GroupKey, Vec<Endpoint>> {
     let families = address_types(service);
     let mut groups: BTreeMap<GroupKey, Vec<Endpoint>> = BTreeMap::new();
     for pod in pods_of(pods, service) {
@@ -282,6 +290,11 @@ fn desired_endpoints(service: &Service, pods: &Store<Pod>) -> BTreeMap<GroupKey,
                         terminating: Some(endpoint.terminating),
                     }),
                     hostname: endpoint.hostname.clone(),
+                    zone: endpoint
+                        .node_name
+                        .as_deref()
+                        .and_then(|n| nodes.get(&ObjectRef::new(n)))
+                        .and_then(|n| n.labels().get(ZONE_LABEL).cloned()),
                     node_name: endpoint.node_name.clone(),
                     target_ref: Some(endpoint.target_ref.clone()),
                     ..Default::default()
