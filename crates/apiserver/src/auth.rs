@@ -26,7 +26,7 @@ impl UserInfo {
     }
 
     /// Every authenticated user is also in `system:authenticated`, as upstream adds it.
-    fn authenticated(name: String, uid: String, mut groups: Vec<String>) -> Self {
+    pub fn authenticated(name: String, uid: String, mut groups: Vec<String>) -> Self {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }
@@ -109,6 +109,11 @@ impl TokenAuthenticator {
         self.lookup(token)
     }
 
+    /// Adds one token (the node join token, say) for `user`.
+    pub fn insert(&mut self, token: String, user: UserInfo) {
+        self.tokens.insert(token, user);
+    }
+
     /// The user of one static token.
     pub fn lookup(&self, token: &str) -> Option<UserInfo> {
         self.tokens.get(token).cloned()
@@ -135,7 +140,7 @@ fn split_csv(line: &str) -> Vec<String> {
 pub fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" | skiff_pki::join::CA_PATH
     ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")

@@ -150,10 +150,21 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         config.compaction_interval,
     ));
 
-    let tokens = match &config.token_auth_file {
+    let mut tokens = match &config.token_auth_file {
         Some(path) => auth::TokenAuthenticator::from_file(path)?,
         None => auth::TokenAuthenticator::default(),
     };
+    // Agents join with the node token (`skiff agent --server URL --token T`).
+    let node_token = skiff_pki::join::node_token(&config.data_dir, &pki.ca.cert_pem)
+        .context("the node join token")?;
+    tokens.insert(
+        node_token,
+        auth::UserInfo::authenticated(
+            "skiff:agent".into(),
+            "skiff-agent".into(),
+            vec!["system:masters".into()],
+        ),
+    );
     let listen = SocketAddr::new(config.bind_address, config.https_port);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -185,7 +196,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         kubelet: Arc::new(proxy::KubeletClient::new(&pki).context("kubelet client certificate")?),
         authenticator: authenticator.clone(),
     });
-    let app = server::router(state, authenticator);
+    let app = server::router(state, authenticator, pki.ca.cert_pem.clone());
     let tls = server::tls_config(
         &pki.serving.cert_pem,
         &pki.serving.key_pem,

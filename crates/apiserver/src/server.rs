@@ -148,8 +148,11 @@ async fn metrics(
         .into_response()
 }
 
-pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>) -> Router {
+pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>, ca_pem: String) -> Router {
     Router::new()
+        // The cluster CA, public as k3s serves it: joining agents check it against the
+        // hash their token carries.
+        .route(skiff_pki::join::CA_PATH, get(move || async move { ca_pem }))
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))

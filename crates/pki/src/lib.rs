@@ -16,6 +16,8 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+pub mod join;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{action} {path}: {source}")]
@@ -26,6 +28,8 @@ pub enum PkiError {
     },
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("joining the cluster: {0}")]
+    Join(String),
 }
 
 pub type Result<T> = std::result::Result<T, PkiError>;

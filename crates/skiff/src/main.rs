@@ -26,6 +26,9 @@ enum Command {
     /// Run a whole single-node cluster: the API server and, unless --disable-agent, this
     /// machine's node agent (container runtime and kubelet).
     Server(Box<ServerArgs>),
+    /// Run a node agent that joins a running cluster: container runtime, kubelet,
+    /// service proxy and NetworkPolicy enforcer for this machine.
+    Agent(Box<AgentArgs>),
     /// Run only the API server.
     Apiserver(ApiServerArgs),
     /// Run the controller manager: ReplicaSets and Deployments kept as declared.
@@ -80,13 +83,102 @@ struct DnsCommand {
     dns: skiff_dns::DnsArgs,
 }
 
-/// The agent's flags with nothing given: their defaults, to tell which ones were set.
-#[derive(Parser)]
-struct AgentDefaults {
+/// The flags of a node agent (in `skiff server` and `skiff agent`): what runs on every
+/// node.
+#[derive(Args, Debug)]
+struct NodeArgs {
     #[command(flatten)]
     runtime: skiff_runtime::RuntimeArgs,
     #[command(flatten)]
     kubelet: skiff_kubelet::KubeletArgs,
+    /// How the service proxy programs Services: nftables or iptables.
+    #[arg(long, value_enum, default_value = "nftables")]
+    proxy_mode: skiff_proxy::ProxyMode,
+}
+
+/// The agent's flags with nothing given: their defaults, to tell which ones were set.
+#[derive(Parser)]
+struct AgentDefaults {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+impl NodeArgs {
+    /// The agent keeps its state under the data dir (unless its flags say otherwise),
+    /// reaches the API with `kubeconfig`, and gives pods `cluster_dns` unless told
+    /// another.
+    fn place_state(
+        &mut self,
+        data_dir: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        cluster_dns: Option<IpAddr>,
+    ) {
+        let defaults = <AgentDefaults as clap::Parser>::parse_from(["skiff"]).node;
+        if self.runtime.root == defaults.runtime.root {
+            self.runtime.root = data_dir.join("runtime");
+        }
+        if self.runtime.socket == defaults.runtime.socket {
+            self.runtime.socket = data_dir.join("cri.sock");
+        }
+        if self.kubelet.runtime_endpoint == defaults.kubelet.runtime_endpoint {
+            self.kubelet.runtime_endpoint = format!("unix://{}", self.runtime.socket.display());
+        }
+        if self.kubelet.root_dir == defaults.kubelet.root_dir {
+            self.kubelet.root_dir = data_dir.join("kubelet");
+        }
+        if self.kubelet.kubeconfig.is_none() {
+            self.kubelet.kubeconfig = Some(kubeconfig.to_path_buf());
+        }
+        if self.kubelet.cluster_dns.is_empty() {
+            self.kubelet.cluster_dns = cluster_dns.iter().map(IpAddr::to_string).collect();
+        }
+    }
+
+    /// Starts the node's components: runtime, kubelet, service proxy and NetworkPolicy
+    /// enforcer, reaching the API with `kubeconfig`.
+    async fn spawn(
+        self,
+        components: &mut Components,
+        kubeconfig: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        eprintln!(
+            "skiff: starting the node agent (runtime socket {})",
+            self.runtime.socket.display()
+        );
+        let proxy = skiff_proxy::ProxyArgs {
+            proxy_mode: self.proxy_mode,
+            hostname_override: self.kubelet.node_name.clone(),
+            cluster_cidr: self.runtime.pod_cidr.parse().ok(),
+            ..Default::default()
+        };
+        let policy = skiff_netpol::NetworkPolicyArgs {
+            node_name: self.kubelet.node_name.clone(),
+            ..Default::default()
+        };
+        components.spawn("container runtime", skiff_runtime::run(self.runtime));
+        let client = kube_client(Some(kubeconfig)).await?;
+        components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
+        components.spawn("network policy", skiff_netpol::run(client, policy));
+        let client = skiff_kubelet::client(&self.kubelet).await?;
+        components.spawn("kubelet", skiff_kubelet::run(client, self.kubelet));
+        Ok(())
+    }
+}
+
+/// `skiff agent`: one more node for a running cluster.
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// The cluster's API server, e.g. `https://192.0.2.2:6443`.
+    #[arg(long, env = "SKIFF_URL")]
+    server: String,
+    /// The server's node token: the contents of its `DATA_DIR/node-token`.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Where this node keeps its runtime, kubelet state and kubeconfig.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -105,12 +197,7 @@ struct ServerArgs {
     #[arg(long)]
     disable_agent: bool,
     #[command(flatten)]
-    runtime: skiff_runtime::RuntimeArgs,
-    #[command(flatten)]
-    kubelet: skiff_kubelet::KubeletArgs,
-    /// How the service proxy programs Services: nftables or iptables.
-    #[arg(long, value_enum, default_value = "nftables")]
-    proxy_mode: skiff_proxy::ProxyMode,
+    node: NodeArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -176,33 +263,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(seconds))
-}
-
-impl ServerArgs {
-    /// In `skiff server`, the agent keeps its state under the data dir (unless its flags
-    /// say otherwise) and reaches the API with the admin kubeconfig.
-    fn place_agent_state(&mut self, kubeconfig: &std::path::Path) {
-        let defaults = <AgentDefaults as clap::Parser>::parse_from(["skiff"]);
-        if self.runtime.root == defaults.runtime.root {
-            self.runtime.root = self.api.data_dir.join("runtime");
-        }
-        if self.runtime.socket == defaults.runtime.socket {
-            self.runtime.socket = self.api.data_dir.join("cri.sock");
-        }
-        if self.kubelet.runtime_endpoint == defaults.kubelet.runtime_endpoint {
-            self.kubelet.runtime_endpoint = format!("unix://{}", self.runtime.socket.display());
-        }
-        if self.kubelet.root_dir == defaults.kubelet.root_dir {
-            self.kubelet.root_dir = self.api.data_dir.join("kubelet");
-        }
-        if self.kubelet.kubeconfig.is_none() {
-            self.kubelet.kubeconfig = Some(kubeconfig.to_path_buf());
-        }
-        // The cluster DNS this server runs, at the kube-dns Service's address.
-        if self.kubelet.cluster_dns.is_empty() {
-            self.kubelet.cluster_dns = vec![cluster_dns_ip(&self.api).to_string()];
-        }
-    }
 }
 
 impl ApiServerArgs {
@@ -277,7 +337,7 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         );
         let cluster_domain = agent
             .as_ref()
-            .map(|a| a.kubelet.cluster_domain.clone())
+            .map(|a| a.node.kubelet.cluster_domain.clone())
             .unwrap_or_else(|| "cluster.local".into());
         // On this machine's address, port 53: what the kube-dns Service points at.
         let dns = skiff_dns::DnsArgs {
@@ -291,28 +351,11 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             run_cluster_dns(client, dns, Some(dns_ip), true),
         );
     }
-    if let Some(mut args) = agent {
-        args.place_agent_state(&server.kubeconfig_path);
-        eprintln!(
-            "skiff: starting the node agent (runtime socket {})",
-            args.runtime.socket.display()
-        );
-        let proxy = skiff_proxy::ProxyArgs {
-            proxy_mode: args.proxy_mode,
-            hostname_override: args.kubelet.node_name.clone(),
-            cluster_cidr: args.runtime.pod_cidr.parse().ok(),
-            ..Default::default()
-        };
-        components.spawn("container runtime", skiff_runtime::run(args.runtime));
-        let client = kube_client(Some(&server.kubeconfig_path)).await?;
-        let policy = skiff_netpol::NetworkPolicyArgs {
-            node_name: args.kubelet.node_name.clone(),
-            ..Default::default()
-        };
-        components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
-        components.spawn("network policy", skiff_netpol::run(client, policy));
-        let client = skiff_kubelet::client(&args.kubelet).await?;
-        components.spawn("kubelet", skiff_kubelet::run(client, args.kubelet));
+    if let Some(args) = agent {
+        let mut node = args.node;
+        let dns = IpAddr::V4(cluster_dns_ip(api));
+        node.place_state(&api.data_dir, &server.kubeconfig_path, Some(dns));
+        node.spawn(&mut components, &server.kubeconfig_path).await?;
     }
     tokio::select! {
         result = server.wait() => result,
@@ -349,6 +392,45 @@ impl Components {
             Some(Ok((name, result))) => result.with_context(|| format!("{name} stopped")),
             Some(Err(e)) => Err(anyhow::anyhow!("a component panicked: {e}")),
             None => std::future::pending().await,
+        }
+    }
+}
+
+/// `skiff agent`: fetches the cluster's CA (checked against the token), writes this
+/// node's kubeconfig, and runs the node's components until one stops.
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    if !is_root() {
+        anyhow::bail!("the node agent runs containers and needs root: run it as root");
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    eprintln!("skiff: joining the cluster at {}", args.server);
+    let ca = skiff_pki::join::fetch_ca(&args.server, &args.token)
+        .await
+        .context("fetching the cluster CA")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let kubeconfig = args.data_dir.join("agent.kubeconfig");
+    let contents = skiff_pki::join::token_kubeconfig(&args.server, &ca, &args.token);
+    skiff_pki::write_private_file(&kubeconfig, contents.as_bytes())?;
+    let client = kube_client(Some(&kubeconfig)).await?;
+    // The cluster DNS's address, as its Service has it (none yet: pods use the host's).
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client, "kube-system");
+    let dns = services
+        .get_opt("kube-dns")
+        .await
+        .context("reaching the API server with the token")?
+        .and_then(|s| s.spec?.cluster_ip)
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let mut node = args.node;
+    node.place_state(&args.data_dir, &kubeconfig, dns);
+    let mut components = Components::default();
+    node.spawn(&mut components, &kubeconfig).await?;
+    tokio::select! {
+        result = components.first_to_stop() => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            Ok(())
         }
     }
 }
@@ -438,6 +520,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => run_server(&args.api.clone(), Some(*args)).await,
             Command::Apiserver(args) => run_server(&args, None).await,
+            Command::Agent(args) => run_agent(*args).await,
             Command::ControllerManager(args) => {
                 let client = kube_client(args.kubeconfig.as_deref()).await?;
                 skiff_controllers::run(client, args).await
