@@ -35,6 +35,7 @@ pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owned_pods;
 pub mod owner;
@@ -71,6 +72,7 @@ pub const CONTROLLERS: &[&str] = &[
     "ttl-after-finished",
     "pod-garbage-collector",
     "nodelifecycle",
+    "nodeipam",
     "disruption",
     "resourcequota",
     "endpoint",
@@ -155,6 +157,15 @@ pub struct ControllerManagerArgs {
     /// Endpoints per mirrored EndpointSlice (upstream's default 1000).
     #[arg(long, default_value_t = 1000)]
     pub mirroring_max_endpoints_per_subset: usize,
+    /// Give every Node a pod subnet of `--cluster-cidr` (upstream's default: off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+    /// The range node pod subnets come from, e.g. `10.42.0.0/16` (IPv4).
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// The prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for ControllerManagerArgs {
@@ -189,6 +200,9 @@ impl Default for ControllerManagerArgs {
             max_endpoints_per_slice: endpoints::slices::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
             mirroring_concurrent_service_endpoint_syncs: 5,
             mirroring_max_endpoints_per_subset: 1000,
+            allocate_node_cidrs: false,
+            cluster_cidr: None,
+            node_cidr_mask_size: 24,
         }
     }
 }
@@ -303,6 +317,18 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
             },
         )
     });
+    let node_ipam = (args.enabled("nodeipam") && args.allocate_node_cidrs)
+        .then(|| {
+            nodeipam::NodeIpamController::new(
+                &factory,
+                args.cluster_cidr.as_deref(),
+                args.node_cidr_mask_size,
+            )
+        })
+        .and_then(|made| {
+            made.inspect_err(|error| tracing::error!(%error, "not allocating node CIDRs"))
+                .ok()
+        });
     let namespace = args
         .enabled("namespace")
         .then(|| namespace::NamespaceController::new(&factory));
@@ -350,6 +376,7 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     spawn_reconciler(&mut tasks, namespace, args.concurrent_namespace_syncs);
     spawn_reconciler(&mut tasks, service_accounts, 1);
     spawn_reconciler(&mut tasks, root_ca, 1);
+    spawn_reconciler(&mut tasks, node_ipam, nodeipam::WORKERS);
     if let Some(controller) = node_lifecycle {
         tasks.spawn(controller.run());
     }
