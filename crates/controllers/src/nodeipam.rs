@@ -504,4 +504,35 @@ mod tests {
         assert!(CidrSet::new("10.0.0.0/8".parse().expect("cidr"), 25).is_err());
         assert!(CidrSet::new("10.0.0.0/8".parse().expect("cidr"), 24).is_ok());
     }
+
+    /// The flags parse as upstream's: a bare `--allocate-node-cidrs` is true.
+    #[test]
+    fn flags() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: crate::ControllerManagerArgs,
+        }
+        let parse = |argv: &[&str]| {
+            let cli = Cli::try_parse_from([&["cm"], argv].concat()).expect("flags parse");
+            (
+                cli.args.allocate_node_cidrs,
+                cli.args.cluster_cidr,
+                cli.args.node_cidr_mask_size,
+            )
+        };
+        assert_eq!(parse(&[]), (false, None, 24));
+        assert_eq!(
+            parse(&["--allocate-node-cidrs", "--cluster-cidr", "10.42.0.0/16"]),
+            (true, Some("10.42.0.0/16".into()), 24)
+        );
+        assert_eq!(
+            parse(&["--allocate-node-cidrs=false", "--node-cidr-mask-size=26"]),
+            (false, None, 26)
+        );
+        let defaults = crate::ControllerManagerArgs::default();
+        assert!(!defaults.allocate_node_cidrs);
+        assert_eq!(defaults.node_cidr_mask_size, 24);
+    }
 }
