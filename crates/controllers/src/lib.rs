@@ -45,6 +45,7 @@ pub mod pods;
 pub mod queue;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod servicelb;
 pub mod statefulset;
 pub mod ttlafterfinished;
 
@@ -78,6 +79,7 @@ pub const CONTROLLERS: &[&str] = &[
     "endpoint",
     "endpointslice",
     "endpointslicemirroring",
+    "service-lb",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -166,6 +168,10 @@ pub struct ControllerManagerArgs {
     /// The prefix length of each node's pod subnet.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// Addresses for LoadBalancer Services: IPv4 CIDRs or `first-last` ranges, comma
+    /// separated; empty leaves them `<pending>`, as upstream without a cloud provider.
+    #[arg(long, default_value = "", value_parser = servicelb::Pool::parse)]
+    pub service_lb_pool: servicelb::Pool,
 }
 
 impl Default for ControllerManagerArgs {
@@ -203,6 +209,7 @@ impl Default for ControllerManagerArgs {
             allocate_node_cidrs: false,
             cluster_cidr: None,
             node_cidr_mask_size: 24,
+            service_lb_pool: servicelb::Pool::default(),
         }
     }
 }
@@ -345,6 +352,8 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         },
         false => None,
     };
+    let service_lb = (args.enabled("service-lb") && !args.service_lb_pool.is_empty())
+        .then(|| servicelb::ServiceLbController::new(&factory, args.service_lb_pool.clone()));
     factory.start();
     factory.wait_synced().await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -377,6 +386,7 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     spawn_reconciler(&mut tasks, service_accounts, 1);
     spawn_reconciler(&mut tasks, root_ca, 1);
     spawn_reconciler(&mut tasks, node_ipam, nodeipam::WORKERS);
+    spawn_reconciler(&mut tasks, service_lb, 2);
     if let Some(controller) = node_lifecycle {
         tasks.spawn(controller.run());
     }
