@@ -474,6 +474,22 @@ mod tests {
     }
 
     #[test]
+    fn the_flag() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: crate::ControllerManagerArgs,
+        }
+        let parse = |argv: &[&str]| Cli::try_parse_from([&["cm"], argv].concat());
+        let none = parse(&[]).expect("no flag");
+        assert!(none.args.service_lb_pool.is_empty());
+        let some = parse(&["--service-lb-pool", "10.0.0.0/31,10.0.0.5-10.0.0.5"]).expect("flag");
+        assert_eq!(some.args.service_lb_pool.size(), 3);
+        assert!(parse(&["--service-lb-pool", "10.0.0.0/40"]).is_err());
+    }
+
+    #[test]
     fn merges_overlapping_and_adjacent_ranges() {
         let pool = Pool::parse("10.0.0.4-10.0.0.9,10.0.0.0/30,10.0.0.8/31").expect("pool");
         assert_eq!(pool.to_string(), "10.0.0.0-10.0.0.9");
