@@ -613,12 +613,29 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
         ],
         "Service" => {
             let svc_type = s(o.pointer("/spec/type"));
-            let external = match o.pointer("/spec/externalIPs").and_then(Value::as_array) {
-                Some(ips) if !ips.is_empty() => {
-                    ips.iter().map(|i| s(Some(i))).collect::<Vec<_>>().join(",")
+            let external_ips: Vec<String> = o
+                .pointer("/spec/externalIPs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|i| s(Some(i)))
+                .collect();
+            // As kubectl's printer: a load balancer's ingress first, then external IPs.
+            let ingress: Vec<String> = o
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|i| s(i.get("ip").or_else(|| i.get("hostname"))))
+                .filter(|i| !i.is_empty())
+                .collect();
+            let external = match svc_type.as_str() {
+                "ExternalName" => s(o.pointer("/spec/externalName")),
+                "LoadBalancer" if ingress.is_empty() && external_ips.is_empty() => {
+                    "<pending>".into()
                 }
-                _ if svc_type == "ExternalName" => s(o.pointer("/spec/externalName")),
-                _ if svc_type == "LoadBalancer" => "<pending>".into(),
+                "LoadBalancer" => [ingress, external_ips].concat().join(","),
+                _ if !external_ips.is_empty() => external_ips.join(","),
                 _ => "<none>".into(),
             };
             vec![
@@ -899,6 +916,36 @@ mod tests {
             "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "ports": [{"port": 80}]}]}),
         );
         assert_eq!(endpoints[1], "10.0.0.1:80,10.0.0.2:80");
+    }
+
+    #[test]
+    fn service_external_ips_as_kubectl_prints_them() {
+        let external = |service: Value| {
+            let t = table(
+                "meta.k8s.io/v1",
+                "Service",
+                &[service],
+                None,
+                None,
+                None,
+                "None",
+            );
+            t["rows"][0]["cells"][3].clone()
+        };
+        let lb = |status: Value, ips: Value| {
+            json!({"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", "externalIPs": ips},
+                "status": {"loadBalancer": status}})
+        };
+        assert_eq!(external(lb(json!({}), json!([]))), "<pending>");
+        assert_eq!(
+            external(lb(
+                json!({"ingress": [{"ip": "10.77.0.1"}]}),
+                json!(["192.0.2.9"])
+            )),
+            "10.77.0.1,192.0.2.9"
+        );
+        let cluster = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP"}});
+        assert_eq!(external(cluster), "<none>");
     }
 
     #[test]

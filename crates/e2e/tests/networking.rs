@@ -76,7 +76,8 @@ fn services_reach_their_pods_by_name_and_address() {
 }
 
 fn services_in_proxy_mode(mode: &str) {
-    let server = Server::start_node_with(&["--proxy-mode", mode]);
+    let server =
+        Server::start_node_with(&["--proxy-mode", mode, "--service-lb-pool", "10.77.0.0/29"]);
     let ns = server.namespace("net");
     server.ok_with_input(
         &["apply", "-f", "-"],
@@ -113,6 +114,14 @@ kind: Service
 metadata: {{name: web-nodes, namespace: {ns}}}
 spec:
   type: NodePort
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-lb, namespace: {ns}}}
+spec:
+  type: LoadBalancer
   selector: {{app: web}}
   ports: [{{port: 80, targetPort: 8080}}]
 ---
@@ -279,7 +288,24 @@ spec:
         .trim_end_matches(']');
     assert_eq!(peer, client_ip);
 
-    // From the host: the cluster IP and the node port.
+    // A LoadBalancer Service gets an address from the pool, shown by kubectl get.
+    let lb_ip = eventually("a load-balancer address", Duration::from_secs(30), || {
+        let ip = server.ok(&[
+            "get",
+            "service",
+            "web-lb",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(lb_ip.starts_with("10.77.0."), "{lb_ip}");
+    let table = server.ok(&["get", "service", "web-lb", "-n", &ns]);
+    assert!(table.contains(&lb_ip), "{table}");
+
+    // From the host: the cluster IP, the node port and the load balancer's address.
     let node_ip = server.ok(&[
         "get",
         "nodes",
@@ -298,6 +324,7 @@ spec:
     for url in [
         format!("http://{cluster_ip}/"),
         format!("http://{node_ip}:{node_port}/"),
+        format!("http://{lb_ip}/"),
     ] {
         let body = eventually(
             &format!("{url} from the host"),

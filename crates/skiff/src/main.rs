@@ -196,6 +196,10 @@ struct ServerArgs {
     /// Run no node agent (container runtime and kubelet) on this machine.
     #[arg(long)]
     disable_agent: bool,
+    /// Addresses for LoadBalancer Services (IPv4 CIDRs or `first-last` ranges, comma
+    /// separated); none leaves them `<pending>`.
+    #[arg(long, default_value = "", value_parser = skiff_controllers::servicelb::Pool::parse)]
+    service_lb_pool: skiff_controllers::servicelb::Pool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -305,6 +309,10 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
     }
     // `skiff server` runs the whole control plane; `skiff apiserver` the API server alone.
     let control_plane = agent.is_some();
+    let service_lb_pool = agent
+        .as_ref()
+        .map(|a| a.service_lb_pool.clone())
+        .unwrap_or_default();
     agent = agent.filter(|a| !a.disable_agent);
     if agent.is_some() && !is_root() {
         anyhow::bail!(
@@ -331,6 +339,7 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
                 client.clone(),
                 skiff_controllers::ControllerManagerArgs {
                     kubeconfig: Some(server.kubeconfig_path.clone()),
+                    service_lb_pool,
                     ..Default::default()
                 },
             ),
