@@ -38,6 +38,35 @@ pub fn skiff_binary() -> PathBuf {
     );
 }
 
+/// The busybox test image archive, built once by `scripts/build-test-images.sh`.
+pub fn busybox_archive() -> PathBuf {
+    let workspace = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let images = workspace.join("target/test-images");
+    let built = Command::new("bash")
+        .arg(workspace.join("scripts/build-test-images.sh"))
+        .arg(&images)
+        .status()
+        .expect("scripts/build-test-images.sh");
+    assert!(built.success(), "building the test images failed");
+    images.join("busybox.tar")
+}
+
+/// Loads an image archive into the runtime whose state is `runtime_root`.
+pub fn import_image(runtime_root: &Path, archive: &Path) {
+    let imported = Command::new(skiff_binary())
+        .args(["images", "--root"])
+        .arg(runtime_root)
+        .arg("import")
+        .arg(archive)
+        .output()
+        .expect("skiff images import");
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+}
+
 /// How long one kubectl command may take before the test fails instead of hanging
 /// (`rollout status --timeout=60s` and friends stay well inside it).
 pub const KUBECTL_DEADLINE: Duration = Duration::from_secs(180);
@@ -108,31 +137,13 @@ impl Server {
 
     /// [`Server::start_node`] with more flags for `skiff server`.
     pub fn start_node_with(extra_args: &[&str]) -> Server {
-        let workspace = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-        let images = workspace.join("target/test-images");
-        let built = Command::new("bash")
-            .arg(workspace.join("scripts/build-test-images.sh"))
-            .arg(&images)
-            .status()
-            .expect("scripts/build-test-images.sh");
-        assert!(built.success(), "building the test images failed");
+        let busybox = busybox_archive();
         let net_d = tempfile::tempdir().expect("temp dir").keep();
         let conf_dir = net_d.display().to_string();
         let mut args = vec!["--cni-conf-dir", conf_dir.as_str()];
         args.extend_from_slice(extra_args);
         let server = Server::start_cluster(&args);
-        let imported = Command::new(skiff_binary())
-            .args(["images", "--root"])
-            .arg(server.data_dir.path().join("runtime"))
-            .arg("import")
-            .arg(images.join("busybox.tar"))
-            .output()
-            .expect("skiff images import");
-        assert!(
-            imported.status.success(),
-            "{}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
+        import_image(&server.data_dir.path().join("runtime"), &busybox);
         server
     }
 
@@ -398,7 +409,7 @@ impl Drop for Server {
             );
         }
         if self.command == "server" {
-            self.stop_pods();
+            self.stop_pods(&self.data_dir.path().join("runtime"));
         }
         self.kill9();
     }
@@ -409,7 +420,10 @@ impl Server {
     /// outlive their runtime (as with any CRI runtime), and each server's IP allocations
     /// live in its own data dir: left running, they would hold addresses on the shared
     /// bridge that the next server on this machine hands out again.
-    fn stop_pods(&self) {
+    ///
+    /// `runtime_root` is the node's runtime state (`DATA_DIR/runtime`): its sandboxes are
+    /// waited for. A test with an agent of its own calls this for the agent's node.
+    pub fn stop_pods(&self, runtime_root: &Path) {
         if self.process.is_none() {
             return;
         }
@@ -429,7 +443,7 @@ impl Server {
             "--grace-period=0",
             "--wait=false",
         ]);
-        let sandboxes = self.data_dir.path().join("runtime/sandboxes");
+        let sandboxes = runtime_root.join("sandboxes");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             let left = std::fs::read_dir(&sandboxes).map_or(0, |d| d.count());
