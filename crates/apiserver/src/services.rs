@@ -223,67 +223,101 @@ async fn allocate_node_ports(
         .pointer("/spec/ports")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    for index in 0..count {
-        let pointer = format!("/spec/ports/{index}/nodePort");
+    let mut fields: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            (
+                format!("/spec/ports/{i}/nodePort"),
+                format!("spec.ports[{i}].nodePort"),
+            )
+        })
+        .collect();
+    // Upstream's health-check port, for load balancers to find the nodes with endpoints.
+    if needs_health_check_port(service) {
+        fields.push((
+            "/spec/healthCheckNodePort".into(),
+            "spec.healthCheckNodePort".into(),
+        ));
+    }
+    for (pointer, field) in fields {
         let requested = service
             .pointer(&pointer)
             .and_then(Value::as_u64)
             .map(|p| p as u16);
         let port = match requested {
             Some(port) if held.contains(&u64::from(port)) => port,
-            Some(port) => {
-                if !NODE_PORTS.contains(&port) {
-                    return Err(invalid(service, vec![Cause::invalid(
-                        format!("spec.ports[{index}].nodePort"),
-                        &port.to_string(),
-                        &format!("provided port is not in the valid range. The range of valid ports is {}-{}", NODE_PORTS.start(), NODE_PORTS.end()),
-                    )]));
-                }
-                if !dry_run {
-                    let key = format!("{NODE_PORT_PREFIX}{port}");
-                    if registry.store.create(&key, value.clone()).await.is_err() {
-                        return Err(invalid(
-                            service,
-                            vec![Cause::invalid(
-                                format!("spec.ports[{index}].nodePort"),
-                                &port.to_string(),
-                                "provided port is already allocated",
-                            )],
-                        ));
-                    }
-                }
-                port
-            }
-            None => {
-                let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
-                let start = random_u32() % span;
-                let mut chosen = None;
-                for step in 0..span {
-                    let port = NODE_PORTS.start() + ((start + step) % span) as u16;
-                    if dry_run
-                        || registry
-                            .store
-                            .create(&format!("{NODE_PORT_PREFIX}{port}"), value.clone())
-                            .await
-                            .is_ok()
-                    {
-                        chosen = Some(port);
-                        break;
-                    }
-                }
-                chosen.ok_or_else(|| {
-                    ApiError::internal("failed to allocate a nodePort: range is full")
-                })?
-            }
+            Some(port) => claim_node_port(registry, service, port, &field, &value, dry_run).await?,
+            None => claim_free_node_port(registry, &value, dry_run).await?,
         };
-        if let Some(p) = service
-            .pointer_mut(&format!("/spec/ports/{index}"))
-            .and_then(Value::as_object_mut)
-        {
-            p.insert("nodePort".into(), json!(port));
+        if let Some((parent, key)) = pointer.rsplit_once('/') {
+            if let Some(fields) = service.pointer_mut(parent).and_then(Value::as_object_mut) {
+                fields.insert(key.into(), json!(port));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether the Service is a load balancer sending external traffic only to local
+/// endpoints: the kind upstream gives a health-check node port.
+fn needs_health_check_port(service: &Value) -> bool {
+    service_type(service) == "LoadBalancer"
+        && service
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local")
+}
+
+/// Claims `port`, asked for in `field`.
+async fn claim_node_port(
+    registry: &Registry,
+    service: &Value,
+    port: u16,
+    field: &str,
+    owner: &Bytes,
+    dry_run: bool,
+) -> ApiResult<u16> {
+    if !NODE_PORTS.contains(&port) {
+        return Err(invalid(
+            service,
+            vec![Cause::invalid(
+                field,
+                &port.to_string(),
+                &format!(
+                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                    NODE_PORTS.start(),
+                    NODE_PORTS.end()
+                ),
+            )],
+        ));
+    }
+    let key = format!("{NODE_PORT_PREFIX}{port}");
+    if !dry_run && registry.store.create(&key, owner.clone()).await.is_err() {
+        return Err(invalid(
+            service,
+            vec![Cause::invalid(
+                field,
+                &port.to_string(),
+                "provided port is already allocated",
+            )],
+        ));
+    }
+    Ok(port)
+}
+
+/// Claims a free node port, probing from a random start.
+async fn claim_free_node_port(registry: &Registry, owner: &Bytes, dry_run: bool) -> ApiResult<u16> {
+    let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+    let start = random_u32() % span;
+    for step in 0..span {
+        let port = NODE_PORTS.start() + ((start + step) % span) as u16;
+        let key = format!("{NODE_PORT_PREFIX}{port}");
+        if dry_run || registry.store.create(&key, owner.clone()).await.is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(ApiError::internal(
+        "failed to allocate a nodePort: range is full",
+    ))
 }
 
 /// Allocates what an updated Service needs and its old version did not hold: a cluster
@@ -349,40 +383,14 @@ pub async fn release_dropped(registry: &Registry, from: &Value, to: &Value) {
 
 /// Releases what a deleted Service held.
 pub async fn release(registry: &Registry, service: &Value) {
-    if let Some(ips) = service
-        .pointer("/spec/clusterIPs")
-        .and_then(Value::as_array)
-    {
-        for ip in ips
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|ip| *ip != "None")
-        {
-            let key = format!("/registry/ipaddresses/{ip}");
-            if let Err(e) = registry.store.delete(&key, None).await {
-                tracing::debug!(ip, error = %e, "releasing cluster IP");
-            }
-        }
-    }
-    for port in service
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
-    {
-        let _ = registry
-            .store
-            .delete(&format!("{NODE_PORT_PREFIX}{port}"), None)
-            .await;
-    }
+    release_dropped(registry, service, &Value::Null).await;
 }
 
 fn needs_node_ports(service_type: &str) -> bool {
     matches!(service_type, "NodePort" | "LoadBalancer")
 }
 
-/// The node ports a Service's ports hold.
+/// The node ports a Service holds: its ports' and its health-check port.
 fn node_ports(service: &Value) -> Vec<u64> {
     service
         .pointer("/spec/ports")
@@ -390,6 +398,11 @@ fn node_ports(service: &Value) -> Vec<u64> {
         .into_iter()
         .flatten()
         .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+        .chain(
+            service
+                .pointer("/spec/healthCheckNodePort")
+                .and_then(Value::as_u64),
+        )
         .collect()
 }
 
@@ -446,6 +459,22 @@ pub fn keep_allocations(new: &mut Value, old: &Value) -> Vec<Cause> {
             spec.remove("healthCheckNodePort");
             drop_node_ports(spec);
         }
+    }
+    if needs_health_check_port(new) {
+        let kept = old
+            .pointer("/spec/healthCheckNodePort")
+            .cloned()
+            .filter(|_| needs_health_check_port(old));
+        let asked = new.pointer("/spec/healthCheckNodePort").is_some();
+        if let (Some(port), Some(spec), false) = (
+            kept,
+            new.get_mut("spec").and_then(Value::as_object_mut),
+            asked,
+        ) {
+            spec.insert("healthCheckNodePort".into(), port);
+        }
+    } else if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("healthCheckNodePort");
     }
     let old_ip = old
         .pointer("/spec/clusterIP")

@@ -127,6 +127,15 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {{name: web-local, namespace: {ns}}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
 metadata: {{name: web-sticky, namespace: {ns}}}
 spec:
   selector: {{app: web}}
@@ -321,6 +330,31 @@ spec:
         "-o",
         "jsonpath={.spec.ports[0].nodePort}",
     ]);
+    // A Local load balancer's health-check port says this node has both endpoints.
+    let check_port = server.ok(&[
+        "get",
+        "service",
+        "web-local",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.healthCheckNodePort}",
+    ]);
+    let health = eventually(
+        "the health check to count both endpoints",
+        Duration::from_secs(30),
+        || {
+            let url = format!("http://{node_ip}:{check_port}/healthz");
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "3", &url])
+                .output()
+                .ok()?;
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            body.contains(r#""localEndpoints":2"#).then_some(body)
+        },
+    );
+    assert!(health.contains(r#""name":"web-local""#), "{health}");
+
     for url in [
         format!("http://{cluster_ip}/"),
         format!("http://{node_ip}:{node_port}/"),

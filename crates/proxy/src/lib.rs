@@ -37,6 +37,7 @@
 
 pub mod apply;
 pub mod conntrack;
+pub mod healthcheck;
 pub mod iptables;
 pub mod metrics;
 pub mod model;
@@ -372,6 +373,7 @@ async fn sync_loop<A: Apply, B: Backend>(
         .map_err(|_| Error::WatchStopped("EndpointSlice"))?;
     tracing::info!(node = %node_name, mode = B::NAME, "service proxy started");
 
+    let mut health_checks = healthcheck::HealthChecks::default();
     let mut proxier = Some(proxier);
     let mut last_sync: Option<Instant> = None;
     let mut failed = false;
@@ -395,6 +397,7 @@ async fn sync_loop<A: Apply, B: Backend>(
             slices.state().iter().map(|s| s.as_ref()),
             &node_name,
         );
+        health_checks.update(&model).await;
         let Some(mut p) = proxier.take() else {
             return Err(Error::SyncTask("proxier lost".into()));
         };

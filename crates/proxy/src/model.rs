@@ -170,6 +170,9 @@ pub struct ServicePort {
     pub affinity_timeout: Option<u32>,
     /// `externalTrafficPolicy: Local`.
     pub external_local: bool,
+    /// The port an external load balancer checks this node's endpoints on (a
+    /// LoadBalancer Service with `externalTrafficPolicy: Local`).
+    pub health_check_node_port: Option<u16>,
     /// Endpoints for traffic to the cluster IP (only this node's with
     /// `internalTrafficPolicy: Local`).
     pub cluster_endpoints: Vec<Endpoint>,
@@ -343,6 +346,10 @@ fn service_ports(
             external_ips: external_ips.clone(),
             affinity_timeout,
             external_local,
+            health_check_node_port: spec
+                .health_check_node_port
+                .filter(|_| external_local)
+                .and_then(|p| u16::try_from(p).ok()),
             cluster_endpoints,
             external_endpoints,
             any_endpoints,
@@ -445,6 +452,7 @@ pub fn synthetic(services: usize, endpoints: usize) -> Model {
                 external_ips: Vec::new(),
                 affinity_timeout: None,
                 external_local: false,
+                health_check_node_port: None,
                 any_endpoints: !eps.is_empty(),
                 cluster_endpoints: eps.clone(),
                 external_endpoints: eps,

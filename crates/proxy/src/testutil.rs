@@ -75,6 +75,7 @@ pub fn service_port(ns: &str, name: &str, cluster_ip: &str, ips: &[&str]) -> Ser
         external_ips: Vec::new(),
         affinity_timeout: None,
         external_local: false,
+        health_check_node_port: None,
         any_endpoints: !endpoints.is_empty(),
         cluster_endpoints: endpoints.clone(),
         external_endpoints: endpoints,
