@@ -37,11 +37,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
@@ -176,9 +173,9 @@ pub async fn run_with<A: Apply>(
 ) -> Result<(), Error> {
     let node_name = args.node_name()?;
     let notify = Arc::new(Notify::new());
-    let policies = watch::<NetworkPolicy>(Api::all(client.clone()), notify.clone());
-    let pods = watch::<Pod>(Api::all(client.clone()), notify.clone());
-    let namespaces = watch::<Namespace>(Api::all(client), notify.clone());
+    let policies = skiff_proxy::watch::<NetworkPolicy>(Api::all(client.clone()), notify.clone());
+    let pods = skiff_proxy::watch::<Pod>(Api::all(client.clone()), notify.clone());
+    let namespaces = skiff_proxy::watch::<Namespace>(Api::all(client), notify.clone());
     // Syncing before every list arrived could open a policy's pods for a moment (no
     // policies yet) or shut out peers (no pods yet).
     policies
@@ -237,35 +234,6 @@ pub async fn run_with<A: Apply>(
             Err(error) => tracing::warn!(%error, "network policy rules sync failed; retrying"),
         }
     }
-}
-
-fn watch<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + k8s_openapi::serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (store, writer) = reflector::store::<K>();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                // The backoff retries; the store keeps its last state meanwhile.
-                tracing::warn!(%error, "network policy watch failed");
-                continue;
-            }
-            notify.notify_one();
-        }
-    });
-    store
 }
 
 #[cfg(test)]

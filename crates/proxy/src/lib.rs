@@ -420,17 +420,21 @@ async fn sync_loop<A: Apply, B: Backend>(
     }
 }
 
-fn watch<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
+/// A cache of `K` kept by a watch (retrying with back-off), waking `notify` on every
+/// change: what a node program that resyncs everything on any change needs. Shared with
+/// the NetworkPolicy enforcer.
+pub fn watch<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource
         + Clone
         + std::fmt::Debug
-        + serde_json_compat::DeserializeOwned
+        + k8s_openapi::serde::de::DeserializeOwned
         + Send
         + Sync
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    let kind = K::kind(&Default::default()).to_string();
     let (store, writer) = reflector::store::<K>();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -440,17 +444,13 @@ where
         while let Some(event) = stream.next().await {
             if let Err(error) = event {
                 // The backoff retries; the store keeps its last state meanwhile.
-                tracing::warn!(%error, "proxy watch failed");
+                tracing::warn!(%error, %kind, "watch failed");
                 continue;
             }
             notify.notify_one();
         }
     });
     store
-}
-
-mod serde_json_compat {
-    pub use k8s_openapi::serde::de::DeserializeOwned;
 }
 
 #[cfg(test)]
