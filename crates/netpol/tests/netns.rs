@@ -9,10 +9,8 @@
 //! Needs root, `ip` and `nft`; skipped with a message otherwise. Touches only namespaces
 //! it creates, and deletes them even when an assertion fails.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +20,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
+use skiff_e2e::netns::{enter, sh};
 use skiff_netpol::{model, Enforcer, NftCommand, SyncKind};
 
 const WEB: &str = "10.88.0.11";
@@ -29,39 +28,7 @@ const CLIENT_A: &str = "10.88.0.12";
 const CLIENT_B: &str = "10.88.0.21";
 
 fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for tool in [["ip", "-V"], ["nft", "--version"]] {
-        if Command::new(tool[0]).arg(tool[1]).output().is_err() {
-            return Some(format!("`{}` not found", tool[0]));
-        }
-    }
-    None
-}
-
-/// Runs a command given as one whitespace-separated line.
-fn sh(line: &str) {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn enter(ns: &str) -> io::Result<()> {
-    let file = File::open(format!("/var/run/netns/{ns}"))?;
-    // SAFETY: a valid fd for a netns file; only the calling thread changes namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    skiff_e2e::netns::unavailable(&[["ip", "-V"], ["nft", "--version"]])
 }
 
 /// The test's namespaces and responder threads; dropping it removes them all.

@@ -9,10 +9,8 @@
 //! assertion fails.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +20,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
+use skiff_e2e::netns::{enter, sh};
 use skiff_proxy::{
     model, Apply, Backend, Iptables, IptablesCommand, NftCommand, Proxier, ProxyMode, RenderConfig,
     SyncKind,
@@ -32,34 +31,11 @@ const NODE_IP: &str = "192.168.77.1";
 const NODE_PORT: u16 = 30080;
 
 fn skip_reason(mode: ProxyMode) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
     let kernel_tool = match mode {
         ProxyMode::Nftables => ["nft", "--version"],
         ProxyMode::Iptables => ["iptables-restore", "--version"],
     };
-    for tool in [["ip", "-V"], kernel_tool] {
-        if Command::new(tool[0]).arg(tool[1]).output().is_err() {
-            return Some(format!("`{}` not found", tool[0]));
-        }
-    }
-    None
-}
-
-/// Runs a command given as one whitespace-separated line.
-fn sh(line: &str) {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skiff_e2e::netns::unavailable(&[["ip", "-V"], kernel_tool])
 }
 
 /// The test's namespaces and responder threads; dropping it removes them all.
@@ -80,15 +56,6 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn enter(ns: &str) -> io::Result<()> {
-    let file = File::open(format!("/var/run/netns/{ns}"))?;
-    // SAFETY: a valid fd for a netns file; only the calling thread changes namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 impl Lab {
