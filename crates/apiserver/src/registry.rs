@@ -839,6 +839,15 @@ fn prepare_update(
         }
         _ => {
             strategy::prepare_for_update(resource, new, current);
+            let causes = strategy::validate_update(resource, new, current);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(
+                    resource.kind,
+                    resource.group,
+                    &name,
+                    causes,
+                ));
+            }
             if resource.kind == "Service" {
                 let causes = crate::services::keep_allocations(new, current);
                 if !causes.is_empty() {

@@ -179,6 +179,42 @@ pub fn prepare_for_update(resource: &ResourceInfo, new: &mut Value, old: &Value)
     apply_defaults(resource, new);
 }
 
+/// Fields an update may not change, by kind (as upstream's `ValidateUpdate`s refuse
+/// them), as (JSON pointer, field path).
+fn immutable_fields(kind: &str, old: &Value) -> Vec<(&'static str, &'static str)> {
+    let mut fields = match kind {
+        "EndpointSlice" => vec![("/addressType", "addressType")],
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
+            vec![("/spec/selector", "spec.selector")]
+        }
+        _ => Vec::new(),
+    };
+    // An immutable ConfigMap or Secret keeps its data (and stays immutable).
+    if matches!(kind, "ConfigMap" | "Secret") && old.get("immutable") == Some(&Value::Bool(true)) {
+        fields.extend([
+            ("/data", "data"),
+            ("/binaryData", "binaryData"),
+            ("/immutable", "immutable"),
+        ]);
+    }
+    fields
+}
+
+/// What an update changes that may not change: one `field is immutable` cause each.
+pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
+    immutable_fields(resource.kind, old)
+        .into_iter()
+        .filter(|(pointer, _)| new.pointer(pointer) != old.pointer(pointer))
+        .map(|(pointer, field)| {
+            let value = new.pointer(pointer).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
+        })
+        .collect()
+}
+
 /// A status update changes the status only: everything else comes from the stored object,
 /// except labels and annotations as upstream allows.
 pub fn prepare_for_status_update(new: &mut Value, old: &Value) {

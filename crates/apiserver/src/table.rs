@@ -184,6 +184,20 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
         ],
         "Lease" => vec![NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
         "Endpoints" => vec![NAME, col("Endpoints", "string", "Endpoints of the service"), AGE],
+        "Ingress" => vec![
+            NAME,
+            col("Class", "string", "The name of the IngressClass resource that should be used"),
+            col("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
+            col("Address", "string", "Address is a list containing ingress points for the load-balancer"),
+            col("Ports", "string", "Ports of TLS configurations that open"),
+            AGE,
+        ],
+        "IngressClass" => vec![
+            NAME,
+            col("Controller", "string", "Controller that is responsible for handling this class"),
+            col("Parameters", "string", "A reference to a resource with additional parameters"),
+            AGE,
+        ],
         "EndpointSlice" => vec![
             NAME,
             col("AddressType", "string", "The IP protocol for this slice"),
@@ -722,6 +736,56 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                 }
             }
             vec![name, json!(or_none(first_three(&endpoints))), json!(age(o))]
+        }
+        "Ingress" => {
+            let hosts: Vec<String> = o
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("host").and_then(Value::as_str).map(String::from))
+                .collect();
+            let address: Vec<String> = o
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|i| s(i.get("ip").or_else(|| i.get("hostname"))))
+                .collect();
+            let tls = o
+                .pointer("/spec/tls")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty());
+            vec![
+                name,
+                json!(or_none(s(o.pointer("/spec/ingressClassName")))),
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    first_three(&hosts)
+                }),
+                json!(address.join(",")),
+                json!(if tls { "80, 443" } else { "80" }),
+                json!(age(o)),
+            ]
+        }
+        "IngressClass" => {
+            let parameters = o.pointer("/spec/parameters").map(|p| {
+                let group = s(p.get("apiGroup"));
+                let kind = s(p.get("kind"));
+                let name = s(p.get("name"));
+                if group.is_empty() {
+                    format!("{kind}/{name}")
+                } else {
+                    format!("{group}/{kind}/{name}")
+                }
+            });
+            vec![
+                name,
+                json!(s(o.pointer("/spec/controller"))),
+                json!(parameters.unwrap_or_else(|| "<none>".into())),
+                json!(age(o)),
+            ]
         }
         "EndpointSlice" => {
             let list = |field: &str| o.get(field).and_then(Value::as_array).into_iter().flatten();
