@@ -474,6 +474,48 @@ mod tests {
     }
 
     #[test]
+    fn fields_that_may_not_change() {
+        let catalogue = crate::resources::Catalogue::new();
+        let resource = |group, plural| catalogue.get(group, "v1", plural).expect("served");
+        let slice = resource("discovery.k8s.io", "endpointslices");
+        let old = json!({"addressType": "IPv4", "endpoints": []});
+        let moved = json!({"addressType": "IPv6", "endpoints": []});
+        let causes = validate_update(slice, &moved, &old);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "addressType");
+        assert!(validate_update(
+            slice,
+            &json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}]}),
+            &old
+        )
+        .is_empty());
+
+        let deployments = resource("apps", "deployments");
+        let old = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 1}});
+        let scaled = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 3}});
+        assert!(validate_update(deployments, &scaled, &old).is_empty());
+        let reselected = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}}});
+        assert_eq!(
+            validate_update(deployments, &reselected, &old)[0].field,
+            "spec.selector"
+        );
+
+        let config_maps = resource("", "configmaps");
+        let frozen = json!({"immutable": true, "data": {"k": "v"}});
+        assert_eq!(
+            validate_update(
+                config_maps,
+                &json!({"immutable": true, "data": {"k": "w"}}),
+                &frozen
+            )
+            .len(),
+            1
+        );
+        let open = json!({"data": {"k": "v"}});
+        assert!(validate_update(config_maps, &json!({"data": {"k": "w"}}), &open).is_empty());
+    }
+
+    #[test]
     fn names() {
         assert!(is_dns1123_label("web-1"));
         assert!(!is_dns1123_label("Web"));
