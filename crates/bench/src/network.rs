@@ -6,6 +6,8 @@
 //!   tool sets); repeated, medians reported. The nftables mode's promise is an update
 //!   costing in proportion to the change, not to the number of Services: the ratio
 //!   column shows it.
+//! - **Request latency**: a request on a new connection to a pod's address and to its
+//!   Service's cluster IP (through the proxy's nftables rules), in network namespaces.
 //! - **DNS**: queries per second and latency of the DNS server in process on loopback,
 //!   against a bare UDP echo measured the same way (the floor the client and the loopback
 //!   set).
@@ -30,6 +32,9 @@ pub struct NetworkArgs {
     /// sync takes minutes at 10,000.
     #[arg(long, default_value_t = 3000)]
     iptables_nft_max: usize,
+    /// Requests for the latency through the proxy against the pod's address.
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
     /// Services in the DNS server's view (and as many headless ones).
     #[arg(long, default_value_t = 1000)]
     dns_services: usize,
@@ -49,6 +54,8 @@ pub async fn run(args: NetworkArgs) -> Result<()> {
     report.push_str(&crate::machine_report());
     writeln!(report, "- Load average before: {}\n", crate::loadavg())?;
     report.push_str(&proxy_table(&args)?);
+    writeln!(report)?;
+    report.push_str(&latency_table(args.requests)?);
     writeln!(report)?;
     report.push_str(&dns_table(&args).await?);
     println!("{report}");
@@ -114,9 +121,8 @@ async fn echo_baseline(queries: usize, clients: usize) -> Result<skiff_dns::benc
 }
 
 /// The median of `samples`.
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    percentile(&samples, 0.5)
+fn median(samples: Vec<Duration>) -> Duration {
+    percentile(&samples, 50.0)
 }
 
 /// A proxy mode as measured: the renderer, and the tools that load its rules.
@@ -254,8 +260,9 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(rep: usize) -> Result<Lab> {
-        let namespace = format!("skiff-bench-{}-{rep}", std::process::id());
+    /// `tag` tells apart the namespaces one run makes.
+    fn new(tag: impl std::fmt::Display) -> Result<Lab> {
+        let namespace = format!("skiff-bench-{}-{tag}", std::process::id());
         let status = std::process::Command::new("ip")
             .args(["netns", "add", &namespace])
             .status()
@@ -271,4 +278,152 @@ impl Drop for Lab {
             .args(["netns", "del", &self.namespace])
             .status();
     }
+}
+
+/// Request latency through the proxy's rules against the pod's own address: a "node"
+/// network namespace routing to a "pod" namespace whose server answers one byte per
+/// connection; a client in the node opens a connection, sends a byte and reads the answer,
+/// `requests` times to each address. Each request is a new connection, so every one goes
+/// through the Service's NAT decision (established flows would only hit conntrack).
+pub fn latency_table(requests: usize) -> Result<String> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use skiff_e2e::netns::{enter, sh};
+
+    if let Some(why) = skiff_e2e::netns::unavailable(&[["ip", "-V"], ["nft", "--version"]]) {
+        return Ok(format!("Service request latency: not measured ({why})\n"));
+    }
+    let lab = Lab::new("latency")?;
+    let node = lab.namespace.clone();
+    let pod = format!("{node}-pod");
+    let pod_guard = Lab {
+        namespace: pod.clone(),
+    };
+    sh(&format!("ip netns add {pod}"));
+    for ns in [&node, &pod] {
+        sh(&format!("ip -n {ns} link set lo up"));
+    }
+    sh(&format!(
+        "ip netns exec {node} sysctl -qw net.ipv4.ip_forward=1"
+    ));
+    // An uplink with a default route, as a node has: a cluster IP is routed before NAT.
+    sh(&format!(
+        "ip -n {node} link add up0 type veth peer name up1"
+    ));
+    sh(&format!("ip -n {node} link set up0 up"));
+    sh(&format!("ip -n {node} link set up1 up"));
+    sh(&format!("ip -n {node} addr add 192.168.77.1/24 dev up0"));
+    sh(&format!("ip -n {node} route add default dev up0"));
+    sh(&format!(
+        "ip -n {node} link add veth0 type veth peer name eth0 netns {pod}"
+    ));
+    sh(&format!("ip -n {node} addr add 10.88.1.1/24 dev veth0"));
+    sh(&format!("ip -n {node} link set veth0 up"));
+    sh(&format!("ip -n {pod} addr add 10.88.1.2/24 dev eth0"));
+    sh(&format!("ip -n {pod} link set eth0 up"));
+    sh(&format!("ip -n {pod} route add default via 10.88.1.1"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = {
+        let (pod, stop) = (pod.clone(), stop.clone());
+        std::thread::spawn(move || -> std::io::Result<()> {
+            enter(&pod)?;
+            let listener = std::net::TcpListener::bind("0.0.0.0:8080")?;
+            listener.set_nonblocking(true)?;
+            let _ = ready_tx.send(());
+            let mut byte = [0u8; 1];
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false)?;
+                        if conn.read_exact(&mut byte).is_ok() {
+                            let _ = conn.write_all(&byte);
+                        }
+                    }
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+            Ok(())
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("the pod's server did not start")?;
+
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "bench", "name": "echo"},
+        "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80, "targetPort": 8080}]},
+    }))?;
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "bench", "name": "echo-x",
+                         "labels": {"kubernetes.io/service-name": "echo"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.88.1.2"], "conditions": {"ready": true}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        }))?;
+    let config = skiff_proxy::RenderConfig {
+        cluster_cidr: Some("10.88.0.0/16".parse().map_err(anyhow::Error::msg)?),
+        ..Default::default()
+    };
+    let nft = skiff_proxy::NftCommand::new(["ip", "netns", "exec", node.as_str(), "nft"]);
+    skiff_proxy::Proxier::new(config, nft)
+        .sync(&skiff_proxy::model::build([&service], [&slice], "node"))
+        .map_err(|e| anyhow::anyhow!("loading the Service's rules: {e}"))?;
+
+    let client = std::thread::spawn(move || -> std::io::Result<Vec<(String, Vec<Duration>)>> {
+        enter(&node)?;
+        let mut results = Vec::new();
+        for (path, address) in [
+            ("pod IP, direct", "10.88.1.2:8080"),
+            (
+                "cluster IP, through the proxy's nftables rules",
+                "10.96.0.50:80",
+            ),
+        ] {
+            let address: std::net::SocketAddr = address.parse().map_err(std::io::Error::other)?;
+            let mut samples = Vec::with_capacity(requests);
+            for round in 0..requests + 100 {
+                let started = Instant::now();
+                let mut conn =
+                    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+                conn.write_all(b"x")?;
+                let mut byte = [0u8; 1];
+                conn.read_exact(&mut byte)?;
+                // The first hundred warm up caches and the scheduler.
+                if round >= 100 {
+                    samples.push(started.elapsed());
+                }
+            }
+            results.push((path.to_string(), samples));
+        }
+        Ok(results)
+    });
+    let results = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))??;
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    drop(pod_guard);
+    drop(lab);
+
+    let direct = percentile(&results[0].1, 50.0);
+    let mut table = format!(
+        "Service request latency, {requests} requests, each on a new TCP connection (connect, one byte each way)\n\n\
+         | path | p50 µs | p99 µs | p50 vs direct |\n| --- | --- | --- | --- |\n"
+    );
+    for (path, samples) in &results {
+        let p50 = percentile(samples, 50.0);
+        writeln!(
+            table,
+            "| {path} | {:.0} | {:.0} | {:.2} |",
+            p50.as_secs_f64() * 1e6,
+            percentile(samples, 99.0).as_secs_f64() * 1e6,
+            p50.as_secs_f64() / direct.as_secs_f64().max(1e-9),
+        )?;
+    }
+    Ok(table)
 }
