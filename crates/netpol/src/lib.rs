@@ -41,8 +41,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
+use skiff_proxy::SyncPacer;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 pub use enforcer::{Enforcer, SyncKind};
 pub use metrics::Metrics;
@@ -192,23 +192,9 @@ pub async fn run_with<A: Apply>(
     tracing::info!(node = %node_name, "network policy enforcer started (nftables)");
 
     let mut enforcer = Some(Enforcer::new(applier).with_metrics(metrics));
-    let mut last_sync: Option<Instant> = None;
-    let mut failed = false;
+    let mut pacer = SyncPacer::new(notify, args.min_sync_period, args.sync_period);
     loop {
-        if let Some(last) = last_sync {
-            let wake = if failed {
-                last + args.min_sync_period
-            } else {
-                last + args.sync_period
-            };
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-            // Events arriving meanwhile are in the stores when the sync reads them.
-            tokio::time::sleep_until(last + args.min_sync_period).await;
-        }
-        last_sync = Some(Instant::now());
+        pacer.wait().await;
         let (policy_list, pod_list, namespace_list) =
             (policies.state(), pods.state(), namespaces.state());
         let model = model::build(
@@ -228,7 +214,7 @@ pub async fn run_with<A: Apply>(
         .await
         .map_err(|e| Error::SyncTask(e.to_string()))?;
         enforcer = Some(e);
-        failed = result.is_err();
+        pacer.done(result.is_ok());
         match result {
             Ok(kind) => tracing::debug!(?kind, "network policy rules synced"),
             Err(error) => tracing::warn!(%error, "network policy rules sync failed; retrying"),

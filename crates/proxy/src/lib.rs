@@ -42,6 +42,7 @@ pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod nftables;
+pub mod pacer;
 pub mod proxier;
 #[cfg(test)]
 mod testutil;
@@ -59,7 +60,6 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 pub use apply::{Apply, IptablesCommand, NftCommand, Recorder};
 pub use iptables::{Iptables, Tables};
@@ -67,6 +67,7 @@ pub use metrics::Metrics;
 pub use model::RenderConfig;
 pub use model::{Ipv4Cidr, Model};
 pub use nftables::{Nftables, Ruleset};
+pub use pacer::SyncPacer;
 pub use proxier::{Backend, Proxier, SyncKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -375,23 +376,9 @@ async fn sync_loop<A: Apply, B: Backend>(
 
     let mut health_checks = healthcheck::HealthChecks::default();
     let mut proxier = Some(proxier);
-    let mut last_sync: Option<Instant> = None;
-    let mut failed = false;
+    let mut pacer = SyncPacer::new(notify, args.min_sync_period, args.sync_period);
     loop {
-        if let Some(last) = last_sync {
-            let wake = if failed {
-                last + args.min_sync_period
-            } else {
-                last + args.sync_period
-            };
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-            // Events arriving meanwhile are in the stores when the sync reads them.
-            tokio::time::sleep_until(last + args.min_sync_period).await;
-        }
-        last_sync = Some(Instant::now());
+        pacer.wait().await;
         let model = model::build(
             services.state().iter().map(|s| s.as_ref()),
             slices.state().iter().map(|s| s.as_ref()),
@@ -410,7 +397,7 @@ async fn sync_loop<A: Apply, B: Backend>(
         .await
         .map_err(|e| Error::SyncTask(e.to_string()))?;
         proxier = Some(p);
-        failed = result.is_err();
+        pacer.done(result.is_ok());
         match result {
             Ok(kind) => tracing::debug!(?kind, "proxy rules synced"),
             Err(error) => {
