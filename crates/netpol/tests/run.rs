@@ -2,7 +2,7 @@
 //! or the target directory): namespaces, pods and NetworkPolicies written with kubectl,
 //! the watches and batching, with transactions captured instead of run through nft.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -10,28 +10,6 @@ use skiff_e2e::Server;
 use skiff_netpol::model::Direction;
 use skiff_netpol::nftables::{peer_set, pod_chain};
 use skiff_netpol::{run_with, Metrics, NetworkPolicyArgs, Recorder};
-
-/// Waits for a transaction after the first `skip` that satisfies `want`; returns its index.
-async fn wait_for(
-    recorder: &Recorder,
-    skip: usize,
-    what: &str,
-    want: impl Fn(&str) -> bool,
-) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let txs = recorder.transactions();
-        if let Some(i) = txs.iter().skip(skip).position(|tx| want(tx)) {
-            return skip + i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no transaction {what} within 30 s; got:\n{}",
-            txs.join("\n----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A pod bound to `node` with `ip`, as a kubelet would have reported it.
 fn create_pod(server: &Server, ns: &str, name: &str, app: &str, node: &str, ip: &str) {
@@ -83,10 +61,11 @@ async fn run_follows_policies_pods_and_namespaces() {
     let enforcer = tokio::spawn(run_with(client, args, recorder.clone(), metrics.clone()));
 
     // The first sync writes the table, with nothing isolated yet.
-    let first = wait_for(&recorder, 0, "creating the table", |tx| {
-        tx.contains("add table inet skiff-netpol")
-    })
-    .await;
+    let first = recorder
+        .wait_for(0, "creating the table", |tx| {
+            tx.contains("add table inet skiff-netpol")
+        })
+        .await;
     assert!(!recorder.transactions()[first].contains(": jump "));
 
     // A policy isolating web, open to namespaces labelled team=y (none yet).
@@ -101,12 +80,13 @@ async fn run_follows_policies_pods_and_namespaces() {
     });
     let before = recorder.transactions().len();
     server.ok_with_input(&["apply", "-f", "-"], &policy.to_string());
-    let i = wait_for(&recorder, before, "isolating web", |tx| {
-        tx.contains(&format!(
-            "add element inet skiff-netpol ingress-pods {{ 10.88.0.11 : jump {ingress} }}"
-        ))
-    })
-    .await;
+    let i = recorder
+        .wait_for(before, "isolating web", |tx| {
+            tx.contains(&format!(
+                "add element inet skiff-netpol ingress-pods {{ 10.88.0.11 : jump {ingress} }}"
+            ))
+        })
+        .await;
     let tx = &recorder.transactions()[i];
     assert!(
         tx.contains(&format!(
@@ -122,12 +102,13 @@ async fn run_follows_policies_pods_and_namespaces() {
     // Labelling namespace b puts its pod (on another node) into the peer set.
     let before = recorder.transactions().len();
     server.ok(&["label", "namespace", "np-b", "team=y"]);
-    wait_for(&recorder, before, "with client as a peer", |tx| {
-        tx.contains(&format!(
-            "add element inet skiff-netpol {peers} {{ 10.88.0.21 }}"
-        ))
-    })
-    .await;
+    recorder
+        .wait_for(before, "with client as a peer", |tx| {
+            tx.contains(&format!(
+                "add element inet skiff-netpol {peers} {{ 10.88.0.21 }}"
+            ))
+        })
+        .await;
 
     // A new pod in a matching namespace joins the set once it has an address; changes
     // that leave the rules as they were (the pod without an address, a label no policy
@@ -135,12 +116,13 @@ async fn run_follows_policies_pods_and_namespaces() {
     let before = recorder.transactions().len();
     create_pod(&server, "np-b", "client2", "client", "node2", "10.88.0.22");
     server.ok(&["label", "pod", "-n", "np-b", "client2", "extra=1"]);
-    wait_for(&recorder, before, "with client2 as a peer", |tx| {
-        tx.contains(&format!(
-            "add element inet skiff-netpol {peers} {{ 10.88.0.22 }}"
-        ))
-    })
-    .await;
+    recorder
+        .wait_for(before, "with client2 as a peer", |tx| {
+            tx.contains(&format!(
+                "add element inet skiff-netpol {peers} {{ 10.88.0.22 }}"
+            ))
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let after = recorder.transactions().len();
     assert_eq!(
@@ -153,10 +135,11 @@ async fn run_follows_policies_pods_and_namespaces() {
     // Deleting the policy opens web again.
     let before = recorder.transactions().len();
     server.ok(&["delete", "networkpolicy", "-n", "np-a", "web-allow"]);
-    let i = wait_for(&recorder, before, "without web's chain", |tx| {
-        tx.contains(&format!("delete chain inet skiff-netpol {ingress}"))
-    })
-    .await;
+    let i = recorder
+        .wait_for(before, "without web's chain", |tx| {
+            tx.contains(&format!("delete chain inet skiff-netpol {ingress}"))
+        })
+        .await;
     let tx = &recorder.transactions()[i];
     assert!(
         tx.contains("delete element inet skiff-netpol ingress-pods { 10.88.0.11 }"),

@@ -267,6 +267,25 @@ impl Recorder {
         self.lock().fail_next = true;
     }
 
+    /// Waits (30 s at most) for a transaction after the first `skip` that satisfies
+    /// `want`, and returns its index; panics with every transaction seen otherwise. For
+    /// tests that drive a whole sync loop.
+    pub async fn wait_for(&self, skip: usize, what: &str, want: impl Fn(&str) -> bool) -> usize {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let txs = self.transactions();
+            if let Some(i) = txs.iter().skip(skip).position(|tx| want(tx)) {
+                return skip + i;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no transaction {what} within 30 s; got:\n{}",
+                txs.join("\n----\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -3,7 +3,7 @@
 //! watches, batching and diffing, with transactions captured instead of run through nft
 //! or iptables-restore, in both proxy modes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -25,28 +25,6 @@ fn slice(ns: &str, ips: &[&str]) -> String {
         "endpoints": endpoints,
     })
     .to_string()
-}
-
-/// Waits for a transaction after the first `skip` that satisfies `want`; returns its index.
-async fn wait_for(
-    recorder: &Recorder,
-    skip: usize,
-    what: &str,
-    want: impl Fn(&str) -> bool,
-) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let txs = recorder.transactions();
-        if let Some(i) = txs.iter().skip(skip).position(|tx| want(tx)) {
-            return skip + i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no transaction {what} within 30 s; got:\n{}",
-            txs.join("\n----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// What each mode's transactions say about the test's service.
@@ -138,10 +116,9 @@ async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
 
     // The first sync writes the whole table, with the service already in it.
     let want = texts(mode, &cluster_ip, node_port);
-    let first = wait_for(&recorder, 0, "with the service", |tx| {
-        tx.contains(&want.service)
-    })
-    .await;
+    let first = recorder
+        .wait_for(0, "with the service", |tx| tx.contains(&want.service))
+        .await;
     let tx = &recorder.transactions()[first];
     assert!(tx.contains(want.full), "{tx}");
     assert!(tx.contains(&format!("{}10.88.1.2:8080", want.dnat)), "{tx}");
@@ -157,10 +134,11 @@ async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
     ] {
         server.ok_with_input(&["apply", "-f", "-"], &slice(ns, ips));
     }
-    let i = wait_for(&recorder, before, "with the fourth endpoint", |tx| {
-        tx.contains(&format!("{}10.88.4.2:8080", want.dnat))
-    })
-    .await;
+    let i = recorder
+        .wait_for(before, "with the fourth endpoint", |tx| {
+            tx.contains(&format!("{}10.88.4.2:8080", want.dnat))
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let txs = recorder.transactions();
     assert!(
@@ -178,10 +156,11 @@ async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
     // Deleting the service removes its map elements and chains.
     let before = txs.len();
     server.ok(&["delete", "service", "-n", ns, "web"]);
-    wait_for(&recorder, before, "removing the service", |tx| {
-        want.removed.iter().all(|text| tx.contains(text.as_str()))
-    })
-    .await;
+    recorder
+        .wait_for(before, "removing the service", |tx| {
+            want.removed.iter().all(|text| tx.contains(text.as_str()))
+        })
+        .await;
 
     assert!(!proxy.is_finished(), "run returned early");
     proxy.abort();
