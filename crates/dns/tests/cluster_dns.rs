@@ -18,15 +18,6 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-async fn client_for(server: &Server) -> kube::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("client config");
-    kube::Client::try_from(config).expect("client")
-}
-
 /// A stand-in for the node's resolver: answers every A question with 192.0.2.7, except
 /// names starting with `missing`, which do not exist.
 async fn fake_upstream() -> SocketAddr {
@@ -192,7 +183,7 @@ async fn serves_the_cluster_from_a_real_api_server() {
     let server = tokio::task::spawn_blocking(|| Server::start(&[]))
         .await
         .expect("server");
-    let client = client_for(&server).await;
+    let client = server.client().await;
     let upstream = fake_upstream().await;
     let args = DnsArgs {
         dns_upstream: vec![upstream.to_string()],

@@ -14,21 +14,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::{json, Value};
 use skiff_e2e::Server;
 use skiff_scheduler::config::FileConfig;
 use skiff_scheduler::{leader, Scheduler, SchedulerArgs};
-
-async fn client(server: &Server) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
-}
 
 use skiff_e2e::add_simulated_node as add_node;
 
@@ -123,7 +113,7 @@ fn start_scheduler(client: &Client, config: Option<&str>) -> tokio::task::JoinHa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_allocated_spreads_and_events_are_written() {
     let server = Server::start(&[]);
-    let client = client(&server).await;
+    let client = server.client().await;
     let ns = server.namespace("spread");
     for n in ["n1", "n2", "n3"] {
         add_node(&client, n, "4", json!({}), json!({})).await;
@@ -162,7 +152,7 @@ async fn least_allocated_spreads_and_events_are_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_with_upstreams_message_until_a_fitting_node_joins() {
     let server = Server::start(&[]);
-    let client = client(&server).await;
+    let client = server.client().await;
     let ns = server.namespace("pending");
     add_node(&client, "small-1", "2", json!({}), json!({})).await;
     add_node(&client, "small-2", "2", json!({}), json!({})).await;
@@ -199,7 +189,7 @@ async fn pending_with_upstreams_message_until_a_fitting_node_joins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selectors_affinity_taints_and_cordons() {
     let server = Server::start(&[]);
-    let client = client(&server).await;
+    let client = server.client().await;
     let ns = server.namespace("constraints");
     add_node(&client, "zone-a", "4", json!({"zone": "a"}), json!({})).await;
     add_node(
@@ -284,7 +274,7 @@ async fn selectors_affinity_taints_and_cordons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn most_allocated_profile_packs_pods() {
     let server = Server::start(&[]);
-    let client = client(&server).await;
+    let client = server.client().await;
     let ns = server.namespace("pack");
     for n in ["n1", "n2", "n3"] {
         add_node(&client, n, "8", json!({}), json!({})).await;
@@ -320,7 +310,7 @@ profiles:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_schedules() {
     let server = Server::start(&[]);
-    let client = client(&server).await;
+    let client = server.client().await;
     let ns = server.namespace("leader");
     add_node(&client, "n1", "64", json!({}), json!({})).await;
     let args = SchedulerArgs::default();
@@ -376,7 +366,7 @@ async fn higher_priority_pods_preempt_lower_ones() {
     use kube::api::DeleteParams;
 
     let server = Server::start(&[]);
-    let client = client(&server).await;
+    let client = server.client().await;
     let ns = server.namespace("preempt");
     add_node(&client, "only", "1", json!({}), json!({})).await;
     let classes: Api<PriorityClass> = Api::all(client.clone());

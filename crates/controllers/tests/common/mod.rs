@@ -22,12 +22,7 @@ pub struct Cluster {
 }
 
 pub async fn client_for(server: &Server) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
+    server.client().await
 }
 
 /// A fresh server with every controller running.
