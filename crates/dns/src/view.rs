@@ -312,19 +312,19 @@ pub fn service_info(service: &Service) -> Option<ServiceInfo> {
         .ports
         .iter()
         .flatten()
-        .filter_map(|port| {
-            Some(PortInfo {
-                name: port.name.clone().unwrap_or_default().to_ascii_lowercase(),
-                protocol: port
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .to_ascii_lowercase(),
-                port: u16::try_from(port.port).ok()?,
-            })
-        })
+        .filter_map(|port| port_info(port.name.as_deref(), port.protocol.as_deref(), port.port))
         .collect();
     Some(ServiceInfo { kind, ports })
+}
+
+/// A Service's or a slice's port as SRV names spell it: lower-case name and protocol
+/// (TCP when unset); `None` for a number no port can have.
+fn port_info(name: Option<&str>, protocol: Option<&str>, port: i32) -> Option<PortInfo> {
+    Some(PortInfo {
+        name: name.unwrap_or_default().to_ascii_lowercase(),
+        protocol: protocol.unwrap_or("TCP").to_ascii_lowercase(),
+        port: u16::try_from(port).ok()?,
+    })
 }
 
 /// The DNS-relevant part of an EndpointSlice; `None` for slices that belong to no Service
@@ -338,17 +338,7 @@ pub fn slice_info(slice: &EndpointSlice) -> Option<SliceInfo> {
         .ports
         .iter()
         .flatten()
-        .filter_map(|port| {
-            Some(PortInfo {
-                name: port.name.clone().unwrap_or_default().to_ascii_lowercase(),
-                protocol: port
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .to_ascii_lowercase(),
-                port: u16::try_from(port.port?).ok()?,
-            })
-        })
+        .filter_map(|port| port_info(port.name.as_deref(), port.protocol.as_deref(), port.port?))
         .collect();
     let endpoints = slice
         .endpoints
