@@ -67,6 +67,22 @@ impl Cri {
         })
     }
 
+    /// Tells the runtime the node's pod CIDRs (comma-separated), as upstream's kubelet
+    /// does once its Node has them.
+    pub async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<()> {
+        let mut rt = self.rt.clone();
+        rt.update_runtime_config(proto::UpdateRuntimeConfigRequest {
+            runtime_config: Some(proto::RuntimeConfig {
+                network_config: Some(proto::NetworkConfig {
+                    pod_cidr: pod_cidr.to_string(),
+                }),
+            }),
+        })
+        .await
+        .map_err(Error::cri("UpdateRuntimeConfig"))?;
+        Ok(())
+    }
+
     pub async fn version(&self) -> Result<proto::VersionResponse> {
         let mut rt = self.rt.clone();
         Ok(rt

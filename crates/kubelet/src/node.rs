@@ -3,9 +3,18 @@
 //! As upstream's kubelet with node leases: the Lease in `kube-node-lease` is
 //! renewed every 10 s (40 s duration); the node status is computed every
 //! 10 s and written when it changed, or at least every 5 minutes.
+//!
+//! The Node's `spec.podCIDR` (given by the node IPAM controller) goes to the runtime
+//! through CRI `UpdateRuntimeConfig`, as upstream's kubelet sends it: the runtime's
+//! pod network takes its addresses from that range ([`follow_pod_cidr`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::sync::Notify;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
@@ -438,8 +447,20 @@ impl NodeAgent {
         Ok(())
     }
 
-    /// Registers (retrying until it works), then keeps lease and status fresh.
+    /// Registers (retrying until it works), then keeps lease and status fresh, and the
+    /// runtime's pod range the Node's.
     pub async fn run(self) {
+        let pod_cidr_applied = Arc::new(Notify::new());
+        tokio::select! {
+            _ = self.heartbeat(pod_cidr_applied.clone()) => {}
+            _ = follow_pod_cidr(self.client.clone(), self.cfg.name.clone(), self.cri.clone(), pod_cidr_applied) => {}
+        }
+    }
+
+    /// Registers (retrying until it works), then keeps lease and status fresh: every
+    /// status period, and at once when `nudge` fires (the runtime took a pod range, so
+    /// its network may just have become ready).
+    async fn heartbeat(&self, nudge: Arc<Notify>) {
         let mut delay = Duration::from_millis(200);
         let mut node = loop {
             match self.register().await {
@@ -480,7 +501,61 @@ impl NodeAgent {
                     Err(e) => tracing::warn!(error = %e, "updating node status failed"),
                 }
             }
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = nudge.notified() => {}
+            }
+        }
+    }
+}
+
+/// How often a pod range the runtime refused (pods still hold addresses from the old
+/// one) is offered again.
+const POD_CIDR_RETRY: Duration = Duration::from_secs(5);
+
+/// The pod CIDRs of a Node as the kubelet sends them to the runtime: `spec.podCIDRs`
+/// joined by commas (upstream's form), else `spec.podCIDR`.
+pub fn pod_cidrs(node: &Node) -> Option<String> {
+    let spec = node.spec.as_ref()?;
+    match spec.pod_cidrs.as_deref() {
+        Some(all) if !all.is_empty() => Some(all.join(",")),
+        _ => spec.pod_cidr.clone().filter(|c| !c.is_empty()),
+    }
+}
+
+/// Watches this node's Node and sends each new pod range to the runtime until it takes
+/// it; notifies `applied` each time it does.
+pub async fn follow_pod_cidr(client: kube::Client, name: String, cri: Cri, applied: Arc<Notify>) {
+    let nodes: Api<Node> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(nodes, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut retry = tokio::time::interval(POD_CIDR_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut wanted, mut sent): (Option<String>, Option<String>) = (None, None);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(node)) => wanted = pod_cidrs(&node),
+                Some(Err(error)) => tracing::warn!(%error, "watching this node for its pod CIDR"),
+                None => return,
+            },
+            _ = retry.tick() => {}
+        }
+        let Some(cidr) = wanted.as_ref().filter(|w| sent.as_ref() != Some(*w)) else {
+            continue;
+        };
+        match cri.update_pod_cidr(cidr).await {
+            Ok(()) => {
+                tracing::info!(pod_cidr = %cidr, "runtime given the node's pod CIDR");
+                sent = Some(cidr.clone());
+                applied.notify_one();
+            }
+            Err(error) => {
+                tracing::warn!(%error, pod_cidr = %cidr, "the runtime did not take the node's pod CIDR; retrying")
+            }
         }
     }
 }
@@ -553,6 +628,32 @@ mod tests {
         assert_eq!(
             down.conditions.expect("c")[3].reason.as_deref(),
             Some("KubeletNotReady")
+        );
+    }
+
+    #[test]
+    fn pod_cidrs_as_the_runtime_gets_them() {
+        let node = |cidr: Option<&str>, cidrs: Option<Vec<&str>>| Node {
+            spec: Some(k8s_openapi::api::core::v1::NodeSpec {
+                pod_cidr: cidr.map(str::to_string),
+                pod_cidrs: cidrs.map(|c| c.into_iter().map(str::to_string).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(pod_cidrs(&Node::default()), None);
+        assert_eq!(pod_cidrs(&node(Some(""), None)), None);
+        assert_eq!(
+            pod_cidrs(&node(Some("10.42.1.0/24"), None)).as_deref(),
+            Some("10.42.1.0/24")
+        );
+        assert_eq!(
+            pod_cidrs(&node(
+                Some("10.42.1.0/24"),
+                Some(vec!["10.42.1.0/24", "fd00:1::/64"])
+            ))
+            .as_deref(),
+            Some("10.42.1.0/24,fd00:1::/64")
         );
     }
 

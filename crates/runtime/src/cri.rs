@@ -133,16 +133,14 @@ impl RuntimeService for Cri {
                 },
             },
             // With CNI disabled, pods get loopback only, by choice: ready.
-            match self.runtime.cni.as_ref().map(|c| c.missing_plugins()) {
-                Some(missing) if !missing.is_empty() => proto::RuntimeCondition {
+            match self.runtime.cni.as_ref().and_then(|n| n.not_ready()) {
+                Some(message) => proto::RuntimeCondition {
                     r#type: "NetworkReady".into(),
                     status: false,
                     reason: "NetworkPluginNotReady".into(),
-                    message: format!(
-                        "CNI plugins {missing:?} not found; install containernetworking-plugins"
-                    ),
+                    message,
                 },
-                _ => proto::RuntimeCondition {
+                None => proto::RuntimeCondition {
                     r#type: "NetworkReady".into(),
                     status: true,
                     reason: String::new(),
@@ -181,9 +179,26 @@ impl RuntimeService for Cri {
 
     async fn update_runtime_config(
         &self,
-        _req: Request<proto::UpdateRuntimeConfigRequest>,
+        req: Request<proto::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<proto::UpdateRuntimeConfigResponse>, Status> {
-        // The kubelet sends the pod CIDR here; CNI's host-local config will use it.
+        // The kubelet sends its Node's spec.podCIDR (comma-separated when dual-stack):
+        // the IPv4 range becomes the default network's subnet.
+        let cidrs = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        let ipv4 = cidrs
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.is_empty() && !c.contains(':'));
+        if let (Some(network), Some(cidr)) = (self.runtime.cni.as_ref(), ipv4) {
+            let change = network.set_pod_cidr(cidr)?;
+            if change == crate::network::PodCidrChange::NotOurs {
+                tracing::info!(pod_cidr = cidr, "the CNI network in use is not Skiff's default one: its IPAM keeps its own range");
+            }
+        }
         Ok(Response::new(proto::UpdateRuntimeConfigResponse {}))
     }
 

@@ -3,6 +3,11 @@
 //! bridge + host-local one on first start if there is none), runs each plugin
 //! with `ADD` when a sandbox is created, caches the result, and runs `DEL` in
 //! reverse order with the cached result when the sandbox stops.
+//!
+//! The default network's subnet is `--pod-cidr` unless the node brings its own: the
+//! kubelet sends the Node's `spec.podCIDR` through CRI `UpdateRuntimeConfig`, and
+//! [`PodNetwork::set_pod_cidr`] rewrites the network Skiff wrote (as containerd renders
+//! its CNI config template) — never a config someone else put in the directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,7 +32,14 @@ pub struct CniConfig {
     pub default_bridge: String,
     /// Masquerade pod traffic leaving the node (iptables).
     pub ip_masq: bool,
+    /// Write the default network only once the node's pod CIDR arrives (UpdateRuntimeConfig);
+    /// until then the network is not ready.
+    pub subnet_from_node: bool,
 }
+
+/// The file the default network is written to; only this one is rewritten when the
+/// node's pod CIDR arrives.
+pub const DEFAULT_CONFLIST: &str = "10-skiff.conflist";
 
 /// What the pod needs to tell the plugins about itself.
 #[derive(Debug, Clone)]
@@ -49,33 +61,174 @@ pub struct Cni {
     pub config: CniConfig,
     pub list: Value,
     pub name: String,
+    /// The file it was read from.
+    pub path: PathBuf,
+}
+
+/// What [`PodNetwork::set_pod_cidr`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodCidrChange {
+    /// The network already used that range.
+    Unchanged,
+    /// The default network was (re)written for the range.
+    Applied,
+    /// The network in use is not Skiff's default one: its own IPAM decides.
+    NotOurs,
+}
+
+/// The runtime's pod network: the CNI config in use, which the node's pod CIDR may
+/// replace while the runtime runs.
+#[derive(Debug)]
+pub struct PodNetwork {
+    config: CniConfig,
+    /// `None` while waiting for the node's pod CIDR.
+    current: std::sync::RwLock<Option<std::sync::Arc<Cni>>>,
+}
+
+impl PodNetwork {
+    /// Loads the network in `conf_dir`; with none there, writes the default one at once,
+    /// or (with `subnet_from_node`) once the node's pod CIDR arrives.
+    pub fn open(config: CniConfig) -> Result<PodNetwork> {
+        let current = match first_conflist(&config)? {
+            Some(path) => Some(Cni::load(config.clone(), path)?),
+            None if config.subnet_from_node => None,
+            None => Some(Cni::load_or_init(config.clone())?),
+        };
+        Ok(PodNetwork {
+            config,
+            current: std::sync::RwLock::new(current.map(std::sync::Arc::new)),
+        })
+    }
+
+    /// The network pods join now.
+    pub fn current(&self) -> Result<std::sync::Arc<Cni>> {
+        self.current
+            .read()
+            .map_err(|_| Error::Internal("pod network lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "network not ready: waiting for the node's pod CIDR (UpdateRuntimeConfig)"
+                        .into(),
+                )
+            })
+    }
+
+    /// Why pods cannot get a network now (the `NetworkReady` condition), if they cannot.
+    pub fn not_ready(&self) -> Option<String> {
+        match self.current() {
+            Err(e) => Some(e.to_string()),
+            Ok(cni) => {
+                let missing = cni.missing_plugins();
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "CNI plugins {missing:?} not found; install containernetworking-plugins"
+                    )
+                })
+            }
+        }
+    }
+
+    /// Makes `cidr` (the node's `spec.podCIDR`) the default network's subnet. A network
+    /// someone else wrote is left alone. The range changes only while no pod holds an
+    /// address from the old one: their routes point at the bridge's old gateway address,
+    /// which the new network takes away (`forceAddress`), so the change waits (an
+    /// error the kubelet retries) until they are gone.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<PodCidrChange> {
+        validate_cidr(cidr)?;
+        let mut current = self
+            .current
+            .write()
+            .map_err(|_| Error::Internal("pod network lock poisoned".into()))?;
+        if let Some(cni) = current.as_ref() {
+            if cni.path != self.config.conf_dir.join(DEFAULT_CONFLIST) {
+                return Ok(PodCidrChange::NotOurs);
+            }
+            let old = subnet(&cni.list);
+            if old.as_deref() == Some(cidr) {
+                return Ok(PodCidrChange::Unchanged);
+            }
+            let attached = cni.attachments();
+            if attached > 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "{attached} pod sandboxes hold addresses from {}; the pod network moves to {cidr} once they are gone",
+                    old.unwrap_or_default()
+                )));
+            }
+        }
+        let replacing = current.is_some();
+        let path = write_default(&self.config, cidr, replacing)?;
+        tracing::info!(subnet = cidr, path = %path.display(), "pod network set to the node's pod CIDR");
+        *current = Some(std::sync::Arc::new(Cni::load(self.config.clone(), path)?));
+        Ok(PodCidrChange::Applied)
+    }
+}
+
+/// The subnet of a network's first IPAM range.
+fn subnet(list: &Value) -> Option<String> {
+    list.pointer("/plugins/0/ipam/ranges/0/0/subnet")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn validate_cidr(cidr: &str) -> Result<()> {
+    let valid = cidr.split_once('/').is_some_and(|(address, prefix)| {
+        address.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "pod CIDR {cidr:?} is not an IPv4 CIDR"
+        )))
+    }
+}
+
+/// The first conflist (by name) in the config directory, if any.
+fn first_conflist(config: &CniConfig) -> Result<Option<PathBuf>> {
+    std::fs::create_dir_all(&config.conf_dir).path_ctx("create", &config.conf_dir)?;
+    let mut lists: Vec<PathBuf> = std::fs::read_dir(&config.conf_dir)
+        .path_ctx("read", &config.conf_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
+        .collect();
+    lists.sort();
+    Ok(lists.into_iter().next())
+}
+
+/// Writes the default network for `subnet`; returns its path.
+fn write_default(config: &CniConfig, subnet: &str, force_address: bool) -> Result<PathBuf> {
+    let p = config.conf_dir.join(DEFAULT_CONFLIST);
+    let mut list = default_conflist(config);
+    list["plugins"][0]["ipam"]["ranges"] = json!([[{ "subnet": subnet }]]);
+    if force_address {
+        list["plugins"][0]["forceAddress"] = json!(true);
+    }
+    let data = serde_json::to_vec_pretty(&list).map_err(|e| Error::json("encode conflist", e))?;
+    crate::images::store::write_atomic(&p, &data)?;
+    Ok(p)
 }
 
 impl Cni {
     /// Loads the first conflist (by name) in `conf_dir`, writing the default
     /// one if the directory holds none.
     pub fn load_or_init(config: CniConfig) -> Result<Cni> {
-        std::fs::create_dir_all(&config.conf_dir).path_ctx("create", &config.conf_dir)?;
-        std::fs::create_dir_all(config.state_dir.join("results"))
-            .path_ctx("create", &config.state_dir)?;
-        let mut lists: Vec<PathBuf> = std::fs::read_dir(&config.conf_dir)
-            .path_ctx("read", &config.conf_dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
-            .collect();
-        lists.sort();
-        let path = match lists.into_iter().next() {
+        let path = match first_conflist(&config)? {
             Some(p) => p,
             None => {
-                let p = config.conf_dir.join("10-skiff.conflist");
-                let data = serde_json::to_vec_pretty(&default_conflist(&config))
-                    .map_err(|e| Error::json("encode conflist", e))?;
-                std::fs::write(&p, data).path_ctx("write", &p)?;
+                let p = write_default(&config, &config.default_subnet, false)?;
                 tracing::info!(path = %p.display(), "wrote default CNI network");
                 p
             }
         };
+        Cni::load(config, path)
+    }
+
+    /// Loads the conflist at `path`.
+    fn load(config: CniConfig, path: PathBuf) -> Result<Cni> {
+        std::fs::create_dir_all(config.state_dir.join("results"))
+            .path_ctx("create", &config.state_dir)?;
         let data = std::fs::read(&path).path_ctx("read", &path)?;
         let list: Value = serde_json::from_slice(&data)
             .map_err(|e| Error::json(format!("parse {}", path.display()), e))?;
@@ -90,7 +243,24 @@ impl Cni {
                 path.display()
             )));
         }
-        Ok(Cni { config, list, name })
+        Ok(Cni {
+            config,
+            list,
+            name,
+            path,
+        })
+    }
+
+    /// How many sandboxes hold an address on this network (a cached ADD result each,
+    /// which DEL removes).
+    fn attachments(&self) -> usize {
+        let prefix = format!("{}-", self.name);
+        std::fs::read_dir(self.config.state_dir.join("results")).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .count()
+        })
     }
 
     /// Plugin types of the network that no plugin directory holds.
@@ -330,11 +500,87 @@ mod tests {
             default_subnet: "10.88.0.0/16".into(),
             default_bridge: "skiff0".into(),
             ip_masq: true,
+            subnet_from_node: false,
         };
         let c = Cni::load_or_init(cfg.clone()).expect("init");
         assert_eq!(c.name, "skiff");
         assert_eq!(c.plugins()[0]["type"], "bridge");
         let again = Cni::load_or_init(cfg).expect("reload");
         assert_eq!(again.list, c.list);
+    }
+
+    fn from_node_config(dir: &Path) -> CniConfig {
+        CniConfig {
+            conf_dir: dir.join("net.d"),
+            plugin_dirs: vec![dir.join("bin")],
+            state_dir: dir.join("state"),
+            default_subnet: "10.88.0.0/16".into(),
+            default_bridge: "skiff0".into(),
+            ip_masq: false,
+            subnet_from_node: true,
+        }
+    }
+
+    #[test]
+    fn waits_for_the_node_pod_cidr_then_follows_it_while_no_pod_holds_an_address() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cfg = from_node_config(d.path());
+        let net = PodNetwork::open(cfg.clone()).expect("open");
+        assert!(net.current().is_err(), "no network before the pod CIDR");
+        assert!(net.not_ready().is_some_and(|m| m.contains("pod CIDR")));
+        assert!(net.set_pod_cidr("10.42.0.0/x").is_err());
+
+        assert_eq!(
+            net.set_pod_cidr("10.42.1.0/24").expect("pod CIDR"),
+            PodCidrChange::Applied
+        );
+        let cni = net.current().expect("network");
+        assert_eq!(subnet(&cni.list).as_deref(), Some("10.42.1.0/24"));
+        assert_eq!(cni.list["plugins"][0]["ipMasq"], false);
+        assert_eq!(
+            net.set_pod_cidr("10.42.1.0/24").expect("pod CIDR"),
+            PodCidrChange::Unchanged
+        );
+
+        // A pod holds an address from the range: the move waits for it.
+        let cache = cni.cache_path("sandbox1");
+        std::fs::write(&cache, "{}").expect("cache");
+        assert!(net.set_pod_cidr("10.42.7.0/24").is_err());
+        assert_eq!(
+            subnet(&net.current().expect("net").list).as_deref(),
+            Some("10.42.1.0/24")
+        );
+        std::fs::remove_file(&cache).expect("rm");
+        assert_eq!(
+            net.set_pod_cidr("10.42.7.0/24").expect("pod CIDR"),
+            PodCidrChange::Applied
+        );
+        let moved = net.current().expect("network");
+        assert_eq!(subnet(&moved.list).as_deref(), Some("10.42.7.0/24"));
+        assert_eq!(moved.list["plugins"][0]["forceAddress"], true);
+
+        // A restarted runtime finds the node's range on disk and is ready at once.
+        let again = PodNetwork::open(cfg).expect("reopen");
+        assert_eq!(
+            subnet(&again.current().expect("net").list).as_deref(),
+            Some("10.42.7.0/24")
+        );
+    }
+
+    #[test]
+    fn leaves_a_network_it_did_not_write_alone() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cfg = from_node_config(d.path());
+        std::fs::create_dir_all(&cfg.conf_dir).expect("mkdir");
+        let own = json!({"cniVersion": "1.0.0", "name": "theirs", "plugins": [{"type": "bridge",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "192.168.5.0/24"}]]}}]});
+        std::fs::write(cfg.conf_dir.join("05-theirs.conflist"), own.to_string()).expect("write");
+        let net = PodNetwork::open(cfg.clone()).expect("open");
+        assert_eq!(
+            net.set_pod_cidr("10.42.1.0/24").expect("pod CIDR"),
+            PodCidrChange::NotOurs
+        );
+        assert_eq!(net.current().expect("net").name, "theirs");
+        assert!(!cfg.conf_dir.join(DEFAULT_CONFLIST).exists());
     }
 }

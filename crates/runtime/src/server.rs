@@ -42,6 +42,12 @@ pub struct RuntimeArgs {
     /// Pod subnet of the default CNI network.
     #[arg(long, default_value = "10.88.0.0/16")]
     pub pod_cidr: String,
+    /// Take the default network's subnet from the node's `spec.podCIDR`, which the
+    /// kubelet sends (CRI UpdateRuntimeConfig); until it arrives the network is not
+    /// ready, so the node is NotReady. The network written then does not masquerade:
+    /// the node agent's pod-network controller does that, sparing the cluster's range.
+    #[arg(long)]
+    pub pod_cidr_from_node: bool,
     /// Give pods loopback only (no CNI).
     #[arg(long)]
     pub disable_cni: bool,
@@ -88,7 +94,8 @@ impl RuntimeArgs {
                 state_dir: self.root.join("cni"),
                 default_subnet: self.pod_cidr.clone(),
                 default_bridge: "skiff0".into(),
-                ip_masq: true,
+                ip_masq: !self.pod_cidr_from_node,
+                subnet_from_node: self.pod_cidr_from_node,
             }),
         })
     }

@@ -822,6 +822,7 @@ async fn pods_reach_each_other_over_cni() {
         default_subnet: subnet.clone(),
         default_bridge: bridge.clone(),
         ip_masq: false,
+        subnet_from_node: false,
     });
     let mut h = Harness::serve_with(dir, cgroup_parent, Default::default(), config).await;
     let st = h.runtime.images.clone();

@@ -2,6 +2,8 @@
 //! `skiff server` starts them all on one machine. The components live in their own
 //! crates; this crate only parses the command line and starts them.
 
+mod cluster;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,9 @@ enum Command {
     /// Run a node agent that joins a running cluster: container runtime, kubelet,
     /// service proxy and NetworkPolicy enforcer for this machine.
     Agent(Box<AgentArgs>),
+    /// Run a multi-node cluster on this machine, each node in network namespaces of its
+    /// own (as kind does with containers): `cluster create`, `cluster delete`.
+    Cluster(cluster::ClusterCommand),
     /// Run only the API server.
     Apiserver(ApiServerArgs),
     /// Run the controller manager: ReplicaSets and Deployments kept as declared.
@@ -94,6 +99,13 @@ struct NodeArgs {
     /// How the service proxy programs Services: nftables or iptables.
     #[arg(long, value_enum, default_value = "nftables")]
     proxy_mode: skiff_proxy::ProxyMode,
+    /// The whole cluster's pod range (e.g. 10.42.0.0/16), for pod networking across
+    /// nodes: `skiff server` gives each Node a part of it (`spec.podCIDR`), the runtime
+    /// takes its pods' addresses from its node's part, every node routes the other nodes'
+    /// parts to them and masquerades only pod traffic leaving the range. Without it, each
+    /// node's pods get addresses from `--pod-cidr` and reach only their own node's pods.
+    #[arg(long)]
+    cluster_cidr: Option<skiff_proxy::Ipv4Cidr>,
 }
 
 /// The agent's flags with nothing given: their defaults, to tell which ones were set.
@@ -145,18 +157,27 @@ impl NodeArgs {
             "skiff: starting the node agent (runtime socket {})",
             self.runtime.socket.display()
         );
+        let mut runtime = self.runtime;
+        // With a cluster range, the node's pod range is the Node's part of it, and the pod
+        // network controller (not the CNI bridge plugin) masquerades.
+        runtime.pod_cidr_from_node |= self.cluster_cidr.is_some();
         let proxy = skiff_proxy::ProxyArgs {
             proxy_mode: self.proxy_mode,
             hostname_override: self.kubelet.node_name.clone(),
-            cluster_cidr: self.runtime.pod_cidr.parse().ok(),
+            cluster_cidr: self.cluster_cidr.or_else(|| runtime.pod_cidr.parse().ok()),
             ..Default::default()
         };
         let policy = skiff_netpol::NetworkPolicyArgs {
             node_name: self.kubelet.node_name.clone(),
             ..Default::default()
         };
-        components.spawn("container runtime", skiff_runtime::run(self.runtime));
+        components.spawn("container runtime", skiff_runtime::run(runtime));
         let client = kube_client(Some(kubeconfig)).await?;
+        if let Some(cluster_cidr) = self.cluster_cidr {
+            let podnet =
+                skiff_podnet::PodNetArgs::new(self.kubelet.node_name.clone(), cluster_cidr);
+            components.spawn("pod network", skiff_podnet::run(client.clone(), podnet));
+        }
         components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
         components.spawn("network policy", skiff_netpol::run(client, policy));
         let client = skiff_kubelet::client(&self.kubelet).await?;
@@ -313,6 +334,8 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         .as_ref()
         .map(|a| a.service_lb_pool.clone())
         .unwrap_or_default();
+    // Nodes get their pod ranges from the cluster range when one is given.
+    let cluster_cidr = agent.as_ref().and_then(|a| a.node.cluster_cidr);
     agent = agent.filter(|a| !a.disable_agent);
     if agent.is_some() && !is_root() {
         anyhow::bail!(
@@ -340,6 +363,8 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
                 skiff_controllers::ControllerManagerArgs {
                     kubeconfig: Some(server.kubeconfig_path.clone()),
                     service_lb_pool,
+                    allocate_node_cidrs: cluster_cidr.is_some(),
+                    cluster_cidr: cluster_cidr.map(|c| c.to_string()),
                     ..Default::default()
                 },
             ),
@@ -530,6 +555,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => run_server(&args.api.clone(), Some(*args)).await,
             Command::Apiserver(args) => run_server(&args, None).await,
             Command::Agent(args) => run_agent(*args).await,
+            Command::Cluster(args) => cluster::run(args).await,
             Command::ControllerManager(args) => {
                 let client = kube_client(args.kubeconfig.as_deref()).await?;
                 skiff_controllers::run(client, args).await

@@ -51,7 +51,7 @@ pub struct Runtime {
     pub runc: Runc,
     pub(crate) state: Mutex<State>,
     pub(crate) min_oom_score_adj: i64,
-    pub cni: Option<crate::network::Cni>,
+    pub cni: Option<crate::network::PodNetwork>,
 }
 
 #[derive(Default)]
@@ -166,7 +166,7 @@ impl Runtime {
         let cni = match &config.cni {
             Some(c) => {
                 crate::network::prepare_host();
-                Some(crate::network::Cni::load_or_init(c.clone())?)
+                Some(crate::network::PodNetwork::open(c.clone())?)
             }
             None => None,
         };

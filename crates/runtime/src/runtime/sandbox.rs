@@ -255,7 +255,8 @@ impl Runtime {
             std::fs::File::create(&target).path_ctx("create", &target)?;
             sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target)?;
         }
-        if let (Some(cni), false) = (&self.cni, rec.host_network) {
+        if let (Some(network), false) = (&self.cni, rec.host_network) {
+            let cni = network.current()?;
             let netns = nsdir.join("net");
             let ips = cni.add(&attachment(rec, &netns, config)).await?;
             if let Some(ip) = ips.first() {
@@ -281,7 +282,9 @@ impl Runtime {
             );
         }
         let nsdir = self.sandbox_dir(&rec.id).join("ns");
-        if let (Some(cni), false) = (&self.cni, rec.host_network) {
+        // Without a network yet, no sandbox can have joined one.
+        let network = self.cni.as_ref().and_then(|n| n.current().ok());
+        if let (Some(cni), false) = (network, rec.host_network) {
             let netns = nsdir.join("net");
             // DEL needs the namespace (for the veth); the cached result is
             // enough for IPAM if it is already gone.
