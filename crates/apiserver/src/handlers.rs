@@ -27,7 +27,7 @@ use crate::patch::PatchType;
 use crate::registry::{DeleteOptions, ListOptions, ListPage, Patch, Registry};
 use crate::resources::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, Cause};
 use crate::table;
 use crate::watch::{self, WatchRequest};
 
@@ -138,6 +138,50 @@ impl Query {
                 "Invalid dryRun value: {other}; the only valid value is All"
             ))),
         }
+    }
+
+    /// The field manager a write is recorded under (`fieldManager`, else from the
+    /// User-Agent).
+    fn manager(&self, headers: &HeaderMap) -> String {
+        let user_agent = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        crate::managedfields::manager_name(self.get("fieldManager"), user_agent)
+    }
+
+    /// A PATCH's manager and `force`, checked as upstream checks `PatchOptions`.
+    fn patch_options(
+        &self,
+        patch_type: PatchType,
+        headers: &HeaderMap,
+    ) -> ApiResult<(String, bool)> {
+        let force =
+            match self.get("force") {
+                None | Some("") => None,
+                Some(value) => Some(value.parse::<bool>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid value for force: {value}"))
+                })?),
+            };
+        let mut causes = Vec::new();
+        if patch_type == PatchType::Apply {
+            if self.get("fieldManager").is_none_or(str::is_empty) {
+                causes.push(Cause {
+                    reason: "FieldValueRequired",
+                    message: "Required value: is required for apply patch".into(),
+                    field: "fieldManager".into(),
+                });
+            }
+        } else if force.is_some() {
+            causes.push(Cause::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            ));
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", causes));
+        }
+        Ok((self.manager(headers), force.unwrap_or(false)))
     }
 
     fn int(&self, name: &str) -> ApiResult<Option<i64>> {
@@ -495,8 +539,9 @@ async fn handle_resource(
                 let name = object::name(&object).to_string();
                 return bind(state, namespace, &name, &object, query).await;
             }
+            let manager = query.manager(headers);
             let created = registry
-                .create(resource, namespace, object, query.dry_run()?)
+                .create(resource, namespace, object, &manager, query.dry_run()?)
                 .await?;
             let created = convert::from_storage(resource, created);
             Ok(render_object(
@@ -541,13 +586,16 @@ async fn handle_resource(
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let object = encoding::decode_body(headers, &body)?;
             let dry_run = query.dry_run()?;
+            let manager = query.manager(headers);
             if sub == Some("scale") {
-                let scale =
-                    write_scale(registry, resource, namespace, name, &object, dry_run).await?;
+                let scale = write_scale(
+                    registry, resource, namespace, name, &object, &manager, dry_run,
+                )
+                .await?;
                 return Ok(encoding::respond(StatusCode::OK, format, &scale));
             }
             let (object, created) = registry
-                .update(resource, namespace, name, sub, object, dry_run)
+                .update(resource, namespace, name, sub, object, &manager, dry_run)
                 .await?;
             let code = if created {
                 StatusCode::CREATED
@@ -571,10 +619,15 @@ async fn handle_resource(
             let patch_type = PatchType::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let dry_run = query.dry_run()?;
+            let (manager, force) = query.patch_options(patch_type, headers)?;
             if resource.group == "rbac.authorization.k8s.io" {
                 // The escalation check needs the object the patch would produce; the
                 // registry re-applies the patch to whatever is current when it writes.
-                let current = registry.get(resource, namespace, name).await?;
+                let current = match registry.get(resource, namespace, name).await {
+                    // An apply may create the object.
+                    Err(e) if e.code == 404 && patch_type == PatchType::Apply => json!({}),
+                    other => other?,
+                };
                 let preview = crate::patch::apply(patch_type, &current, &body)?;
                 check_escalation(state, user, resource, namespace, &preview)?;
             }
@@ -583,20 +636,30 @@ async fn handle_resource(
                     convert::from_storage(resource, registry.get(resource, namespace, name).await?);
                 let patched =
                     crate::patch::apply(patch_type, &scale_of(resource, &current), &body)?;
-                let scale =
-                    write_scale(registry, resource, namespace, name, &patched, dry_run).await?;
+                let scale = write_scale(
+                    registry, resource, namespace, name, &patched, &manager, dry_run,
+                )
+                .await?;
                 return Ok(encoding::respond(StatusCode::OK, format, &scale));
             }
             let patch = Patch {
                 patch_type,
                 body: &body,
+                manager: &manager,
+                force,
+                via: None,
             };
-            let object = registry
+            let (object, created) = registry
                 .patch(resource, namespace, name, sub, patch, dry_run)
                 .await?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(render_object(
                 resource,
-                StatusCode::OK,
+                code,
                 format,
                 convert::from_storage(resource, object),
                 query,
@@ -898,6 +961,7 @@ async fn write_scale(
     namespace: Option<&str>,
     name: &str,
     scale: &Value,
+    manager: &str,
     dry_run: bool,
 ) -> ApiResult<Value> {
     let replicas = scale
@@ -927,8 +991,11 @@ async fn write_scale(
     let patch = Patch {
         patch_type: PatchType::Merge,
         body: &body,
+        manager,
+        force: false,
+        via: Some("scale"),
     };
-    let stored = registry
+    let (stored, _) = registry
         .patch(resource, namespace, name, None, patch, dry_run)
         .await?;
     Ok(scale_of(resource, &convert::from_storage(resource, stored)))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, SERVER_MANAGER};
 
 /// The namespaces every cluster has.
 pub const SYSTEM_NAMESPACES: &[&str] =
@@ -64,7 +64,15 @@ pub async fn ensure_default_service_cidr(registry: &Registry) -> anyhow::Result<
         "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
     }]});
     registry
-        .update(resource, None, "kubernetes", Some("status"), ready, false)
+        .update(
+            resource,
+            None,
+            "kubernetes",
+            Some("status"),
+            ready,
+            SERVER_MANAGER,
+            false,
+        )
         .await
         .map_err(|e| anyhow::anyhow!("marking the kubernetes ServiceCIDR ready: {e}"))?;
     Ok(())
@@ -83,7 +91,10 @@ async fn ensure_objects(
         .ok_or_else(|| anyhow::anyhow!("{plural} missing from the catalogue"))?;
     for object in objects {
         let name = crate::object::name(&object).to_string();
-        match registry.create(resource, None, object, false).await {
+        match registry
+            .create(resource, None, object, SERVER_MANAGER, false)
+            .await
+        {
             Ok(_) => tracing::info!(%name, kind = resource.kind, "created system object"),
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => anyhow::bail!("creating {plural} {name}: {e}"),

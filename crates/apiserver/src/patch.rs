@@ -4,7 +4,7 @@
 //! maps merge, `null` deletes, lists of objects merge by their merge key where the
 //! field is known to have one, other lists are replaced, and the `$patch`,
 //! `$retainKeys`, `$deleteFromPrimitiveList` and `$setElementOrder` directives are
-//! honoured. The full per-type metadata comes with the apply work.
+//! honoured. Which lists merge, and by which key, comes from [`crate::schema`].
 
 use serde_json::{Map, Value};
 
@@ -57,48 +57,42 @@ pub fn apply(patch_type: PatchType, original: &Value, patch: &[u8]) -> ApiResult
         }
         PatchType::StrategicMerge => {
             let patch = parse_object(patch)?;
-            Ok(strategic_merge(original, &patch))
+            Ok(strategic_merge(original, &patch, &mut Vec::new()))
         }
-        PatchType::Apply => Err(ApiError::unsupported_media_type(
-            "application/apply-patch+yaml",
-        )),
+        // The merge alone, for previews: the registry applies through
+        // `crate::managedfields::apply`, which also prunes and checks ownership.
+        PatchType::Apply => Ok(crate::managedfields::merge(original, &parse_apply(patch)?)),
     }
+}
+
+/// An apply patch's body: the configuration, in YAML or JSON.
+pub fn parse_apply(patch: &[u8]) -> ApiResult<Value> {
+    let value = serde_yaml::from_slice(patch)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    require_object(
+        value,
+        "error decoding YAML: the applied configuration must be an object",
+    )
 }
 
 fn parse_object(patch: &[u8]) -> ApiResult<Value> {
-    let value: Value = serde_json::from_slice(patch)
+    let value = serde_json::from_slice(patch)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "error decoding patch: the patch must be a JSON object",
-        ));
+    require_object(
+        value,
+        "error decoding patch: the patch must be a JSON object",
+    )
+}
+
+fn require_object(value: Value, message: &str) -> ApiResult<Value> {
+    match value {
+        Value::Object(_) => Ok(value),
+        _ => Err(ApiError::bad_request(message)),
     }
-    Ok(value)
 }
 
-/// The merge key of a list field, by the field's name (the names are unambiguous across
-/// the built-in types for the lists that have one).
-fn merge_key(field: &str) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims"
-        | "schedulingGates" => "name",
-        "hostAliases" => "ip",
-        "ports" => "containerPort",
-        "volumeMounts" => "mountPath",
-        "volumeDevices" => "devicePath",
-        "conditions" => "type",
-        "ownerReferences" => "uid",
-        _ => return None,
-    })
-}
-
-fn strategic_merge(original: &Value, patch: &Value) -> Value {
+/// Merges `patch` into `original`, the object at `path` (field names from the root).
+fn strategic_merge<'a>(original: &Value, patch: &'a Value, path: &mut Vec<&'a str>) -> Value {
     let (Some(orig), Some(patch_map)) = (original.as_object(), patch.as_object()) else {
         return patch.clone();
     };
@@ -135,15 +129,17 @@ fn strategic_merge(original: &Value, patch: &Value) -> Value {
             result.shift_remove(key);
             continue;
         }
+        path.push(key);
         let merged = match (result.get(key), value) {
             (Some(existing @ Value::Object(_)), Value::Object(_)) => {
-                strategic_merge(existing, value)
+                strategic_merge(existing, value, path)
             }
             (Some(Value::Array(existing)), Value::Array(patch_items)) => {
-                merge_list(existing, patch_items, key)
+                merge_list(existing, patch_items, path)
             }
             _ => strip_directives(value),
         };
+        path.pop();
         if merged.is_null() {
             result.shift_remove(key);
         } else {
@@ -153,14 +149,10 @@ fn strategic_merge(original: &Value, patch: &Value) -> Value {
     Value::Object(result)
 }
 
-fn merge_list(existing: &[Value], patch: &[Value], field: &str) -> Value {
-    let Some(mut key) = merge_key(field) else {
+fn merge_list<'a>(existing: &[Value], patch: &'a [Value], path: &mut Vec<&'a str>) -> Value {
+    let Some(key) = crate::schema::merge_key(path) else {
         return Value::Array(patch.iter().map(strip_directives).collect());
     };
-    // Service ports merge on `port`, container ports on `containerPort`.
-    if field == "ports" && existing.iter().all(|e| e.get("containerPort").is_none()) {
-        key = "port";
-    }
     if patch
         .iter()
         .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
@@ -183,7 +175,7 @@ fn merge_list(existing: &[Value], patch: &[Value], field: &str) -> Value {
                 result.remove(i);
             }
             (Some(i), false) => {
-                result[i] = strategic_merge(&result[i], item);
+                result[i] = strategic_merge(&result[i], item, path);
             }
             (None, true) => {}
             (None, false) => result.push(strip_directives(item)),

@@ -16,7 +16,9 @@ use skiff_store::{KeyValue, RangeRequest, Store, StoreError};
 
 use crate::cache::{CachedObject, WatchCache};
 use crate::convert;
+use crate::managedfields::{self, Writer};
 use crate::object;
+use crate::patch::PatchType;
 use crate::resources::{Catalogue, ResourceInfo};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{quote, ApiError, ApiResult, Cause};
@@ -93,12 +95,30 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     Ok(token)
 }
 
-/// A PATCH request's body and how to read it.
+/// A PATCH request's body, how to read it, and who sends it.
 #[derive(Clone, Copy)]
 pub struct Patch<'a> {
     pub patch_type: crate::patch::PatchType,
     pub body: &'a [u8],
+    /// The field manager the write is recorded under.
+    pub manager: &'a str,
+    /// Server-side apply only: take fields other managers own.
+    pub force: bool,
+    /// The subresource the request came through, when it differs from the part written
+    /// (`scale` writes the main resource's `spec.replicas`).
+    pub via: Option<&'a str>,
 }
+
+/// Whether a create records its writer in `managedFields`, or carries the ones an apply
+/// computed.
+#[derive(Clone, Copy)]
+enum CreateFields<'a> {
+    Record(&'a str),
+    Applied,
+}
+
+/// The manager the API server's own writes are recorded under.
+pub const SERVER_MANAGER: &str = "kube-apiserver";
 
 /// What a read-modify-write decided to do with the current object.
 pub enum Action {
@@ -274,11 +294,31 @@ impl Registry {
         ApiError::invalid(resource.kind, resource.group, object::name(object), causes)
     }
 
+    /// Creates an object; `manager` is recorded as its first field manager.
     pub async fn create(
         &self,
         resource: &ResourceInfo,
         namespace: Option<&str>,
         object: Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        self.create_with(
+            resource,
+            namespace,
+            object,
+            CreateFields::Record(manager),
+            dry_run,
+        )
+        .await
+    }
+
+    async fn create_with(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: Value,
+        fields: CreateFields<'_>,
         dry_run: bool,
     ) -> ApiResult<Value> {
         let mut object = object;
@@ -309,6 +349,26 @@ impl Registry {
             metadata.insert("generation".into(), json!(1));
         } else {
             metadata.shift_remove("generation");
+        }
+
+        if let CreateFields::Record(manager) = fields {
+            // Upstream records the decoded, defaulted object, before admission changes it.
+            let mut recorded = object.clone();
+            strategy::apply_defaults(resource, &mut recorded);
+            let api_version = resource.api_version();
+            let writer = Writer {
+                manager,
+                subresource: None,
+                api_version: &api_version,
+            };
+            let reset = managedfields::reset_field(resource.has_subresource("status"), None);
+            managedfields::record_update(None, &mut recorded, &writer, reset);
+            let managed = object::metadata_mut(&mut recorded).shift_remove("managedFields");
+            let metadata = object::metadata_mut(&mut object);
+            match managed {
+                Some(list) => metadata.insert("managedFields".into(), list),
+                None => metadata.shift_remove("managedFields"),
+            };
         }
 
         // Admission as upstream orders it: namespace lifecycle first, then the others
@@ -437,6 +497,7 @@ impl Registry {
 
     /// Replaces an object (PUT), or one of its subresources (`status`, `finalize`).
     /// Returns the stored object and whether it was created.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
         resource: &ResourceInfo,
@@ -444,6 +505,7 @@ impl Registry {
         name: &str,
         subresource: Option<&str>,
         mut object: Value,
+        manager: &str,
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
         Self::check_identity(resource, namespace, &mut object)?;
@@ -459,7 +521,7 @@ impl Registry {
             let key = resource.key(namespace, name);
             if self.store.get(&key).await?.is_none() {
                 let created = self
-                    .create(resource, namespace, object.clone(), dry_run)
+                    .create(resource, namespace, object.clone(), manager, dry_run)
                     .await;
                 match created {
                     Err(e) if e.reason == "AlreadyExists" => {}
@@ -468,17 +530,25 @@ impl Registry {
             }
         }
         let object = convert::to_storage(resource, object);
+        let api_version = resource.api_version();
+        let writer = Writer {
+            manager,
+            subresource,
+            api_version: &api_version,
+        };
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let mut new = object.clone();
                 prepare_update(resource, subresource, &mut new, &current)?;
+                record_update(resource, &writer, &current, &mut new);
                 Ok(finish_or_replace(resource, new))
             })
             .await?;
         Ok((outcome_object(outcome), false))
     }
 
-    /// Applies a patch to the stored object (or to its `status`).
+    /// Applies a patch to the stored object (or to its `status`). A server-side apply
+    /// creates the object if it does not exist; the flag says whether it did.
     pub async fn patch(
         &self,
         resource: &ResourceInfo,
@@ -487,11 +557,63 @@ impl Registry {
         subresource: Option<&str>,
         patch: Patch<'_>,
         dry_run: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<(Value, bool)> {
+        let api_version = resource.api_version();
+        let writer = Writer {
+            manager: patch.manager,
+            subresource: patch.via.or(subresource),
+            api_version: &api_version,
+        };
+        let reset = managedfields::reset_field(resource.has_subresource("status"), subresource);
+        let applied = match patch.patch_type {
+            PatchType::Apply => Some(crate::patch::parse_apply(patch.body)?),
+            _ => None,
+        };
+        if let Some(config) = &applied {
+            if subresource.is_none()
+                && self
+                    .store
+                    .get(&resource.key(namespace, name))
+                    .await?
+                    .is_none()
+            {
+                let mut object =
+                    managedfields::apply(None, config.clone(), &writer, patch.force, reset)?;
+                Self::check_identity(resource, namespace, &mut object)?;
+                match object::name(&object) {
+                    "" => {
+                        object::metadata_mut(&mut object).insert("name".into(), json!(name));
+                    }
+                    body_name if body_name != name => {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                        )))
+                    }
+                    _ => {}
+                }
+                let created = self
+                    .create_with(resource, namespace, object, CreateFields::Applied, dry_run)
+                    .await;
+                match created {
+                    // Created meanwhile by someone else: apply to theirs.
+                    Err(e) if e.reason == "AlreadyExists" => {}
+                    other => return other.map(|o| (o, true)),
+                }
+            }
+        }
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let served = convert::from_storage(resource, current.clone());
-                let mut new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
+                let mut new = match &applied {
+                    Some(config) => managedfields::apply(
+                        Some(&served),
+                        config.clone(),
+                        &writer,
+                        patch.force,
+                        reset,
+                    )?,
+                    None => crate::patch::apply(patch.patch_type, &served, patch.body)?,
+                };
                 // A patch that names no resourceVersion applies to whatever is current.
                 if object::meta_str(&new, "resourceVersion").is_none() {
                     if let Some(rv) = object::meta_str(&current, "resourceVersion") {
@@ -508,10 +630,13 @@ impl Registry {
                     )));
                 }
                 prepare_update(resource, subresource, &mut new, &current)?;
+                if applied.is_none() {
+                    record_update(resource, &writer, &current, &mut new);
+                }
                 Ok(finish_or_replace(resource, new))
             })
             .await?;
-        Ok(outcome_object(outcome))
+        Ok((outcome_object(outcome), false))
     }
 
     /// Deletes an object as upstream does: at once, or by marking it (finalizers, graceful
@@ -793,6 +918,12 @@ fn set_condition(object: &mut Value, condition: Value) {
         list.retain(|c| c.get("type") != condition.get("type"));
         list.push(condition);
     }
+}
+
+/// Records an update by `writer` in `new`'s `managedFields`.
+fn record_update(resource: &ResourceInfo, writer: &Writer, current: &Value, new: &mut Value) {
+    let reset = managedfields::reset_field(resource.has_subresource("status"), writer.subresource);
+    managedfields::record_update(Some(current), new, writer, reset);
 }
 
 fn outcome_object(outcome: Outcome) -> Value {

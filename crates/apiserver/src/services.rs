@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::object;
-use crate::registry::Registry;
+use crate::registry::{Registry, SERVER_MANAGER};
 use crate::status::{ApiError, ApiResult, Cause};
 
 /// Upstream's default node port range.
@@ -164,7 +164,14 @@ async fn allocate_ip(
                 &format!("failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {cidr}"),
             )]));
         }
-        return match Box::pin(registry.create(ipaddresses, None, record(requested), dry_run)).await
+        return match Box::pin(registry.create(
+            ipaddresses,
+            None,
+            record(requested),
+            SERVER_MANAGER,
+            dry_run,
+        ))
+        .await
         {
             Ok(_) => Ok(requested.to_string()),
             Err(e) if e.reason == "AlreadyExists" => Err(invalid(
@@ -193,7 +200,9 @@ async fn allocate_ip(
         let start = random_u32() % usable;
         for step in 0..usable.min(4096) {
             let ip = cidr.nth(first + (start + step) % usable).to_string();
-            match Box::pin(registry.create(ipaddresses, None, record(&ip), dry_run)).await {
+            match Box::pin(registry.create(ipaddresses, None, record(&ip), SERVER_MANAGER, dry_run))
+                .await
+            {
                 Ok(_) => return Ok(ip),
                 Err(e) if e.reason == "AlreadyExists" => continue,
                 Err(e) => return Err(e),
@@ -550,7 +559,7 @@ pub async fn ensure_kubernetes_service(
         "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": address.port()}]},
     });
     match registry
-        .create(services, Some("default"), service, false)
+        .create(services, Some("default"), service, SERVER_MANAGER, false)
         .await
     {
         Ok(_) => tracing::info!(%ip, "created the kubernetes service"),
@@ -571,6 +580,7 @@ pub async fn ensure_kubernetes_service(
             "kubernetes",
             None,
             endpoint,
+            SERVER_MANAGER,
             false,
         )
         .await
@@ -586,11 +596,25 @@ pub async fn ensure_kubernetes_service(
     });
     // Unlike Endpoints, slices are not created by an update.
     let written = match registry
-        .create(slices, Some("default"), slice.clone(), false)
+        .create(
+            slices,
+            Some("default"),
+            slice.clone(),
+            SERVER_MANAGER,
+            false,
+        )
         .await
     {
         Err(e) if e.reason == "AlreadyExists" => registry
-            .update(slices, Some("default"), "kubernetes", None, slice, false)
+            .update(
+                slices,
+                Some("default"),
+                "kubernetes",
+                None,
+                slice,
+                SERVER_MANAGER,
+                false,
+            )
             .await
             .map(|_| ()),
         other => other.map(|_| ()),

@@ -192,6 +192,11 @@ impl ApiError {
         .with_details(name_details(resource, name))
     }
 
+    /// A server-side apply that would take fields other managers own.
+    pub fn apply_conflict(message: String, causes: Vec<Value>) -> Self {
+        ApiError::new(409, "Conflict", message).with_details(json!({ "causes": causes }))
+    }
+
     pub fn stale(resource: &ResourceInfo, name: &str) -> Self {
         ApiError::conflict(
             resource,

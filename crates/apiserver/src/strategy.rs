@@ -243,7 +243,8 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
     strip(new) != strip(old)
 }
 
-fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
+/// Fills in upstream's defaults (what decoding a request body does upstream).
+pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     if resource.kind == "Secret" && object.get("type").is_none() {
         set(object, "type", json!("Opaque"));
     }

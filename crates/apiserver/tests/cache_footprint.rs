@@ -57,6 +57,21 @@ fn pod(i: usize) -> Value {
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "name": "web-7c9f8d6b5d", "uid": "6f1c2e4a-0b7d-4c1e-9a3f-000000000001",
                 "controller": true, "blockOwnerDeletion": true
+            }],
+            // What the ReplicaSet controller's create and the kubelet's status writes
+            // record, as upstream's would.
+            "managedFields": [{
+                "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                "time": "2026-11-27T10:00:00Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {
+                    "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app.kubernetes.io/instance": {}, "f:app.kubernetes.io/name": {}, "f:pod-template-hash": {}, "f:tier": {}}, "f:ownerReferences": {".": {}, "k:{\"uid\":\"6f1c2e4a-0b7d-4c1e-9a3f-000000000001\"}": {}}},
+                    "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:imagePullPolicy": {}, "f:name": {}, "f:ports": {".": {}, "k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:name": {}, "f:protocol": {}}}, "f:resources": {".": {}, "f:requests": {".": {}, "f:cpu": {}, "f:memory": {}}}, "f:terminationMessagePath": {}, "f:terminationMessagePolicy": {}}}, "f:dnsPolicy": {}, "f:enableServiceLinks": {}, "f:restartPolicy": {}, "f:schedulerName": {}, "f:securityContext": {}, "f:terminationGracePeriodSeconds": {}}
+                }
+            }, {
+                "manager": "kubelet", "operation": "Update", "apiVersion": "v1",
+                "time": "2026-11-27T10:00:05Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:status": {"f:phase": {}, "f:podIP": {}}},
+                "subresource": "status"
             }]
         },
         "spec": {

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::object;
-use crate::registry::{Action, Registry};
+use crate::registry::{Action, Registry, SERVER_MANAGER};
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
@@ -329,7 +329,7 @@ pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
     for (resource, desired, owned_fields) in wanted {
         let name = object::name(&desired).to_string();
         match registry
-            .create(resource, None, desired.clone(), false)
+            .create(resource, None, desired.clone(), SERVER_MANAGER, false)
             .await
         {
             Ok(_) => continue,

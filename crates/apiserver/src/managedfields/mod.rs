@@ -1,0 +1,460 @@
+//! Field management: `metadata.managedFields` on every object, and server-side apply.
+//!
+//! Every create, update and patch records which manager set which fields
+//! ([`record_update`]); an apply ([`apply`]) merges a configuration into the object,
+//! removes what the applier set before and no longer sets (unless another manager owns
+//! it), and refuses to change fields other managers own unless forced. The behaviour is
+//! upstream's (k8s.io/apiserver's fieldmanager over sigs.k8s.io/structured-merge-diff):
+//!
+//! - An update's manager gains the fields it added or changed and every other manager
+//!   loses them; removed fields leave every set; a manager left with nothing is dropped.
+//! - Entries are identified by manager, operation, subresource and (for updates) API
+//!   version; an update that changes nothing leaves the entries (and times) alone.
+//! - `managedFields` a client sends on an update replace the stored ones if they decode;
+//!   `[]` or `[{}]` resets them; invalid ones, or any sent to a subresource, are ignored.
+//! - Identity fields (`apiVersion`, `kind`, `metadata.name`, `uid`, …) are never owned,
+//!   and a write through the main resource does not own `status` (nor one through
+//!   `status` the `spec`), as upstream's strategies reset those.
+
+mod fieldpath;
+mod typed;
+
+use serde_json::{json, Map, Value};
+
+pub use fieldpath::{path_string, PathElement, Set};
+pub use typed::{compare, field_set, merge};
+
+use crate::object;
+use crate::status::ApiError;
+
+/// Upstream's limit on a manager's name.
+const MAX_MANAGER_LENGTH: usize = 128;
+
+/// Who writes, for the `managedFields` entry the write records.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    /// `status`, `scale`, … when the write came through a subresource.
+    pub subresource: Option<&'a str>,
+    /// The version the request addressed (`apps/v1`).
+    pub api_version: &'a str,
+}
+
+/// The manager of a request: its `fieldManager`, else what precedes the first `/` of its
+/// User-Agent (printable characters, at most 128 bytes), as upstream derives it.
+pub fn manager_name(field_manager: Option<&str>, user_agent: &str) -> String {
+    if let Some(manager) = field_manager.filter(|m| !m.is_empty()) {
+        return manager.to_string();
+    }
+    let prefix = user_agent.split('/').next().unwrap_or("");
+    let mut out = String::new();
+    for c in prefix.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_MANAGER_LENGTH {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Operation {
+    Apply,
+    Update,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Apply => "Apply",
+            Operation::Update => "Update",
+        }
+    }
+}
+
+/// One `managedFields` entry, decoded.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    manager: String,
+    operation: Operation,
+    api_version: String,
+    time: Option<String>,
+    subresource: String,
+    set: Set,
+}
+
+impl Entry {
+    /// Whether this entry is the one `writer` records with `operation` (appliers are one
+    /// entry whatever version they apply).
+    fn is(&self, writer: &Writer, operation: Operation) -> bool {
+        self.manager == writer.manager
+            && self.operation == operation
+            && self.subresource == writer.subresource.unwrap_or("")
+            && (operation == Operation::Apply || self.api_version == writer.api_version)
+    }
+
+    /// How conflict messages name the manager.
+    fn describe(&self) -> String {
+        let mut text = crate::status::quote(&self.manager);
+        if !self.subresource.is_empty() {
+            text.push_str(&format!(
+                " with subresource {}",
+                crate::status::quote(&self.subresource)
+            ));
+        }
+        if self.operation == Operation::Update {
+            text.push_str(&format!(" using {}", self.api_version));
+        }
+        text
+    }
+
+    fn encode(&self) -> Value {
+        let mut entry = Map::new();
+        entry.insert("manager".into(), json!(self.manager));
+        entry.insert("operation".into(), json!(self.operation.as_str()));
+        entry.insert("apiVersion".into(), json!(self.api_version));
+        if let Some(time) = &self.time {
+            entry.insert("time".into(), json!(time));
+        }
+        entry.insert("fieldsType".into(), json!("FieldsV1"));
+        entry.insert("fieldsV1".into(), self.set.to_fields_v1());
+        if !self.subresource.is_empty() {
+            entry.insert("subresource".into(), json!(self.subresource));
+        }
+        Value::Object(entry)
+    }
+
+    fn decode(value: &Value) -> Result<Entry, String> {
+        let text = |field: &str| value.get(field).and_then(Value::as_str).unwrap_or("");
+        let operation = match text("operation") {
+            "Apply" => Operation::Apply,
+            "Update" => Operation::Update,
+            _ => return Err("operation must be `Apply` or `Update`".into()),
+        };
+        if text("apiVersion").is_empty() {
+            return Err("apiVersion must not be empty".into());
+        }
+        match text("fieldsType") {
+            "FieldsV1" => {}
+            "" => return Err("missing fieldsType in managed fields entry".into()),
+            other => return Err(format!("invalid fieldsType {other:?}")),
+        }
+        let set = match value.get("fieldsV1") {
+            Some(fields) => Set::from_fields_v1(fields)?,
+            None => Set::new(),
+        };
+        Ok(Entry {
+            manager: text("manager").to_string(),
+            operation,
+            api_version: text("apiVersion").to_string(),
+            time: value
+                .get("time")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            subresource: text("subresource").to_string(),
+            set,
+        })
+    }
+}
+
+/// An object's managers, decoded.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Managers(Vec<Entry>);
+
+impl Managers {
+    fn decode(list: Option<&Value>) -> Result<Managers, String> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for value in list.and_then(Value::as_array).into_iter().flatten() {
+            let entry = Entry::decode(value)?;
+            // A later entry with the same identity wins, as upstream's map of managers.
+            entries.retain(|e| {
+                !(e.manager == entry.manager
+                    && e.operation == entry.operation
+                    && e.subresource == entry.subresource
+                    && (e.operation == Operation::Apply || e.api_version == entry.api_version))
+            });
+            entries.push(entry);
+        }
+        Ok(Managers(entries))
+    }
+
+    fn of(object: &Value) -> Managers {
+        Managers::decode(object::metadata(object).and_then(|m| m.get("managedFields")))
+            .unwrap_or_default()
+    }
+
+    /// Writes the entries into the object in upstream's order (operation, time, manager,
+    /// version, subresource), or removes `managedFields` when there are none.
+    fn write_into(mut self, object: &mut Value) {
+        self.0.retain(|e| !e.set.is_empty());
+        self.0.sort_by(|a, b| {
+            let seconds = |e: &Entry| {
+                e.time
+                    .as_deref()
+                    .and_then(object::parse_time)
+                    .map(|t| t.as_second())
+                    .unwrap_or(0)
+            };
+            (
+                a.operation,
+                seconds(a),
+                &a.manager,
+                &a.api_version,
+                &a.subresource,
+            )
+                .cmp(&(
+                    b.operation,
+                    seconds(b),
+                    &b.manager,
+                    &b.api_version,
+                    &b.subresource,
+                ))
+        });
+        let metadata = object::metadata_mut(object);
+        if self.0.is_empty() {
+            metadata.shift_remove("managedFields");
+        } else {
+            let list: Vec<Value> = self.0.iter().map(Entry::encode).collect();
+            metadata.insert("managedFields".into(), Value::Array(list));
+        }
+    }
+
+    fn position(&self, writer: &Writer, operation: Operation) -> Option<usize> {
+        self.0.iter().position(|e| e.is(writer, operation))
+    }
+}
+
+/// `[]` and `[{}]` ask for the managed fields to be reset.
+fn is_reset(list: Option<&Value>) -> bool {
+    match list.and_then(Value::as_array).map(Vec::as_slice) {
+        Some([]) => true,
+        Some([only]) => only.as_object().is_some_and(Map::is_empty),
+        _ => false,
+    }
+}
+
+/// Paths nobody owns: the object's identity and what the server sets.
+fn strip(set: &mut Set) {
+    let field = |name: &str| PathElement::Field(name.to_string());
+    let meta = |name: &str| vec![field("metadata"), field(name)];
+    let paths: Vec<Vec<PathElement>> = vec![
+        vec![field("apiVersion")],
+        vec![field("kind")],
+        vec![field("metadata")],
+        meta("name"),
+        meta("namespace"),
+        meta("creationTimestamp"),
+        meta("selfLink"),
+        meta("uid"),
+        meta("clusterName"),
+        meta("generation"),
+        meta("managedFields"),
+        meta("resourceVersion"),
+    ];
+    let refs: Vec<&[PathElement]> = paths.iter().map(Vec::as_slice).collect();
+    set.remove_members(&refs);
+}
+
+/// The top-level field a write through `subresource` may not own (its strategy resets
+/// it): `status` through the main resource of a kind with a status endpoint, `spec`
+/// through `status`.
+pub fn reset_field(has_status: bool, subresource: Option<&str>) -> Option<&'static str> {
+    match subresource {
+        None if has_status => Some("status"),
+        Some("status") => Some("spec"),
+        _ => None,
+    }
+}
+
+fn without_reset(mut set: Set, reset: Option<&str>) -> Set {
+    if let Some(field) = reset {
+        set.remove_subtree(&PathElement::Field(field.to_string()));
+    }
+    set
+}
+
+/// The object as field management compares it: no `managedFields`, no `resourceVersion`.
+fn view(object: &Value) -> Value {
+    let mut object = object.clone();
+    if object.is_object() {
+        let metadata = object::metadata_mut(&mut object);
+        metadata.shift_remove("managedFields");
+        metadata.shift_remove("resourceVersion");
+    }
+    object
+}
+
+/// Records a create (`live` is `None`) or an update by `writer` in `new`'s
+/// `managedFields`: the writer's entry gains the fields it added or changed, the others
+/// lose them, removed fields leave every entry.
+pub fn record_update(live: Option<&Value>, new: &mut Value, writer: &Writer, reset: Option<&str>) {
+    let empty = json!({});
+    let live = live.unwrap_or(&empty);
+    let sent = object::metadata(new).and_then(|m| m.get("managedFields"));
+    let mut managers = if writer.subresource.is_some() {
+        Managers::of(live)
+    } else if is_reset(sent) {
+        Managers::default()
+    } else {
+        match Managers::decode(sent) {
+            Ok(managers) if !managers.0.is_empty() => managers,
+            _ => Managers::of(live),
+        }
+    };
+    let before = typed::with_zero_structs(&view(live));
+    let after = typed::with_zero_structs(&view(new));
+    let comparison = typed::compare(&before, &after);
+    let changed = comparison.changed();
+    for entry in &mut managers.0 {
+        entry.set = entry
+            .set
+            .difference(&changed)
+            .difference(&comparison.removed);
+    }
+    let mut owned = without_reset(changed, reset);
+    strip(&mut owned);
+    if !owned.is_empty() {
+        let now = object::now_rfc3339();
+        match managers.position(writer, Operation::Update) {
+            Some(i) => {
+                let entry = &mut managers.0[i];
+                entry.set = entry.set.union(&owned);
+                entry.time = Some(now);
+            }
+            None => managers.0.push(Entry {
+                manager: writer.manager.to_string(),
+                operation: Operation::Update,
+                api_version: writer.api_version.to_string(),
+                time: Some(now),
+                subresource: writer.subresource.unwrap_or("").to_string(),
+                set: owned,
+            }),
+        }
+    }
+    managers.write_into(new);
+}
+
+/// Server-side apply of `config` by `writer` to `live` (`None`: the object does not exist
+/// yet). Returns the new object, its `managedFields` written, or upstream's `409` when the
+/// apply would change fields other managers own and `force` is not set.
+pub fn apply(
+    live: Option<&Value>,
+    mut config: Value,
+    writer: &Writer,
+    force: bool,
+    reset: Option<&str>,
+) -> Result<Value, ApiError> {
+    if object::metadata(&config).is_some_and(|m| m.get("managedFields").is_some()) {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    if let (Some(field), Some(fields)) = (reset, config.as_object_mut()) {
+        fields.shift_remove(field);
+    }
+    let empty = json!({});
+    let live = live.unwrap_or(&empty);
+    let mut managers = Managers::of(live);
+    let live_view = view(live);
+    let merged = typed::merge(&live_view, &config);
+    let config_set = without_reset(typed::field_set(&config), reset);
+    let applier = match managers.position(writer, Operation::Apply) {
+        Some(i) => i,
+        None => {
+            managers.0.push(Entry {
+                manager: writer.manager.to_string(),
+                operation: Operation::Apply,
+                api_version: String::new(),
+                time: None,
+                subresource: writer.subresource.unwrap_or("").to_string(),
+                set: Set::new(),
+            });
+            managers.0.len() - 1
+        }
+    };
+    let last = std::mem::replace(&mut managers.0[applier].set, config_set);
+    managers.0[applier].api_version = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(writer.api_version)
+        .to_string();
+
+    // Prune: what the applier set before and nobody (the applier's new configuration
+    // included) owns now goes.
+    let mut result = merged;
+    if !last.is_empty() {
+        let owned = managers
+            .0
+            .iter()
+            .fold(Set::new(), |all, e| all.union(&e.set))
+            .with_named_fields(&mut Vec::new());
+        let remove = last.with_named_fields(&mut Vec::new()).difference(&owned);
+        typed::remove_items(&mut result, &remove);
+    }
+
+    let comparison = typed::compare(
+        &typed::with_zero_structs(&live_view),
+        &typed::with_zero_structs(&result),
+    );
+    let changed = comparison.changed();
+    let mut conflicts: Vec<(String, Vec<fieldpath::Path>)> = Vec::new();
+    for (i, entry) in managers.0.iter().enumerate() {
+        if i == applier {
+            continue;
+        }
+        let taken = entry.set.intersection(&changed);
+        if !taken.is_empty() {
+            conflicts.push((entry.describe(), taken.paths()));
+        }
+    }
+    if !force && !conflicts.is_empty() {
+        return Err(conflict_error(&conflicts));
+    }
+    for (i, entry) in managers.0.iter_mut().enumerate() {
+        if i != applier {
+            entry.set = entry
+                .set
+                .difference(&changed)
+                .difference(&comparison.removed);
+        }
+        strip(&mut entry.set);
+    }
+    if result != live_view {
+        managers.0[applier].time = Some(object::now_rfc3339());
+    }
+    managers.write_into(&mut result);
+    Ok(result)
+}
+
+/// Upstream's `409` for an apply that conflicts: one cause per conflicting field.
+fn conflict_error(conflicts: &[(String, Vec<fieldpath::Path>)]) -> ApiError {
+    let total: usize = conflicts.iter().map(|(_, paths)| paths.len()).sum();
+    let mut causes = Vec::new();
+    for (manager, paths) in conflicts {
+        for path in paths {
+            causes.push(json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with {manager}"),
+                "field": path_string(path),
+            }));
+        }
+    }
+    let message = if total == 1 {
+        let (manager, paths) = &conflicts[0];
+        format!(
+            "Apply failed with 1 conflict: conflict with {manager}: {}",
+            path_string(&paths[0])
+        )
+    } else {
+        let mut sorted: Vec<&(String, Vec<fieldpath::Path>)> = conflicts.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut lines = Vec::new();
+        for (manager, paths) in sorted {
+            lines.push(format!("conflicts with {manager}:"));
+            lines.extend(paths.iter().map(|p| format!("- {}", path_string(p))));
+        }
+        format!("Apply failed with {total} conflicts: {}", lines.join("\n"))
+    };
+    ApiError::apply_conflict(message, causes)
+}
+
+#[cfg(test)]
+mod tests;

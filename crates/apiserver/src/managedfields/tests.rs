@@ -1,0 +1,295 @@
+//! Field management scenarios, each pinning upstream's behaviour.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const APPS: &str = "apps/v1";
+
+fn writer(manager: &str) -> Writer<'_> {
+    Writer {
+        manager,
+        subresource: None,
+        api_version: APPS,
+    }
+}
+
+fn entries(object: &Value) -> Vec<Value> {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn entry<'a>(object: &'a Value, manager: &str) -> &'a Value {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["manager"] == manager))
+        .unwrap_or(&Value::Null)
+}
+
+fn deployment(replicas: i64, image: &str) -> Value {
+    json!({
+        "apiVersion": APPS, "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "nginx", "image": image}]},
+            },
+        },
+    })
+}
+
+#[test]
+fn create_records_the_creator_as_upstream_encodes_it() {
+    let mut object = deployment(1, "nginx");
+    object["status"] = json!({"replicas": 0});
+    record_update(None, &mut object, &writer("kubectl-create"), Some("status"));
+    let list = entries(&object);
+    assert_eq!(list.len(), 1);
+    let e = &list[0];
+    let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "manager",
+            "operation",
+            "apiVersion",
+            "time",
+            "fieldsType",
+            "fieldsV1"
+        ]
+    );
+    assert_eq!(e["operation"], "Update");
+    assert_eq!(e["apiVersion"], APPS);
+    assert_eq!(
+        e["fieldsV1"],
+        json!({
+            "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {
+                "f:replicas": {},
+                "f:selector": {},
+                "f:template": {
+                    "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                    "f:spec": {"f:containers": {
+                        "k:{\"name\":\"nginx\"}": {".": {}, "f:image": {}, "f:name": {}},
+                    }},
+                },
+            },
+        })
+    );
+}
+
+#[test]
+fn updates_move_ownership_and_drop_empty_managers() {
+    let mut live = deployment(1, "nginx");
+    record_update(None, &mut live, &writer("creator"), None);
+    // A second manager changes the replicas: they move to it.
+    let mut scaled = live.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    record_update(Some(&live), &mut scaled, &writer("scaler"), None);
+    let replicas = [
+        PathElement::Field("spec".into()),
+        PathElement::Field("replicas".into()),
+    ];
+    let set_of = |o: &Value, m: &str| Set::from_fields_v1(&entry(o, m)["fieldsV1"]).unwrap();
+    assert!(set_of(&scaled, "scaler").has(&replicas));
+    assert!(!set_of(&scaled, "creator").has(&replicas));
+    assert_eq!(
+        entry(&scaled, "scaler")["fieldsV1"],
+        json!({"f:spec": {"f:replicas": {}}})
+    );
+    // An update that changes nothing records nothing.
+    let mut same = scaled.clone();
+    record_update(Some(&scaled), &mut same, &writer("idle"), None);
+    assert_eq!(same, scaled);
+    // Removing the only field a manager owns drops the manager.
+    let mut removed = scaled.clone();
+    removed["spec"].as_object_mut().unwrap().remove("replicas");
+    record_update(Some(&scaled), &mut removed, &writer("creator"), None);
+    assert!(entry(&removed, "scaler").is_null());
+    // A status write is its own entry and owns only the status.
+    let mut status = removed.clone();
+    status["status"] = json!({"replicas": 1});
+    let status_writer = Writer {
+        subresource: Some("status"),
+        ..writer("controller")
+    };
+    record_update(Some(&removed), &mut status, &status_writer, Some("spec"));
+    let e = entry(&status, "controller");
+    assert_eq!(e["subresource"], "status");
+    assert_eq!(e["fieldsV1"], json!({"f:status": {"f:replicas": {}}}));
+}
+
+#[test]
+fn managed_fields_sent_by_clients() {
+    let mut live = deployment(1, "nginx");
+    record_update(None, &mut live, &writer("creator"), None);
+    // Invalid entries are ignored: the stored ones stay.
+    let mut new = live.clone();
+    new["metadata"]["managedFields"] = json!([{"manager": "x", "operation": "Bogus"}]);
+    record_update(Some(&live), &mut new, &writer("editor"), None);
+    assert_eq!(entries(&new), entries(&live));
+    // `[{}]` resets them.
+    let mut reset = live.clone();
+    reset["metadata"]["managedFields"] = json!([{}]);
+    record_update(Some(&live), &mut reset, &writer("editor"), None);
+    assert!(reset["metadata"].get("managedFields").is_none());
+    // Valid ones replace the stored ones.
+    let mut edited = live.clone();
+    edited["metadata"]["managedFields"] = json!([{
+        "manager": "someone", "operation": "Update", "apiVersion": APPS,
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }]);
+    record_update(Some(&live), &mut edited, &writer("editor"), None);
+    assert_eq!(entries(&edited).len(), 1);
+    assert_eq!(entries(&edited)[0]["manager"], "someone");
+}
+
+#[test]
+fn apply_creates_owns_and_prunes() {
+    let created = apply(
+        None,
+        deployment(2, "nginx"),
+        &writer("kubectl"),
+        false,
+        Some("status"),
+    )
+    .unwrap();
+    let e = entry(&created, "kubectl");
+    assert_eq!(e["operation"], "Apply");
+    assert_eq!(e["apiVersion"], APPS);
+    assert_eq!(
+        e["fieldsV1"],
+        json!({
+            "f:metadata": {"f:labels": {"f:app": {}}},
+            "f:spec": {
+                "f:replicas": {},
+                "f:selector": {},
+                "f:template": {
+                    "f:metadata": {"f:labels": {"f:app": {}}},
+                    "f:spec": {"f:containers": {"k:{\"name\":\"nginx\"}": {
+                        ".": {}, "f:image": {}, "f:name": {},
+                    }}},
+                },
+            },
+        })
+    );
+    // A field left out of the next apply goes; one another manager owns stays.
+    let mut live = created.clone();
+    live["metadata"]["annotations"] = json!({"note": "kept"});
+    record_update(Some(&created), &mut live, &writer("annotator"), None);
+    let mut config = deployment(2, "nginx");
+    config["metadata"].as_object_mut().unwrap().remove("labels");
+    config["spec"].as_object_mut().unwrap().remove("replicas");
+    let applied = apply(Some(&live), config, &writer("kubectl"), false, None).unwrap();
+    assert!(applied["metadata"].get("labels").is_none());
+    assert!(applied["spec"].get("replicas").is_none());
+    assert_eq!(applied["metadata"]["annotations"]["note"], "kept");
+    assert_eq!(
+        applied["spec"]["template"]["metadata"]["labels"]["app"],
+        "web"
+    );
+}
+
+#[test]
+fn apply_conflicts_with_other_managers_unless_forced() {
+    let created = apply(
+        None,
+        deployment(2, "nginx"),
+        &writer("kubectl"),
+        false,
+        None,
+    )
+    .unwrap();
+    let mut scaled = created.clone();
+    scaled["spec"]["replicas"] = json!(5);
+    let scaler = Writer {
+        subresource: Some("scale"),
+        ..writer("kubectl-scale")
+    };
+    record_update(Some(&created), &mut scaled, &scaler, None);
+
+    let err = apply(
+        Some(&scaled),
+        deployment(2, "nginx"),
+        &writer("kubectl"),
+        false,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, 409);
+    assert_eq!(err.reason, "Conflict");
+    assert_eq!(
+        err.message,
+        r#"Apply failed with 1 conflict: conflict with "kubectl-scale" with subresource "scale" using apps/v1: .spec.replicas"#
+    );
+    assert_eq!(
+        err.to_status()["details"],
+        json!({"causes": [{
+            "reason": "FieldManagerConflict",
+            "message": r#"conflict with "kubectl-scale" with subresource "scale" using apps/v1"#,
+            "field": ".spec.replicas",
+        }]})
+    );
+    // Applying the value the other manager set is no conflict: both own it.
+    let shared = apply(
+        Some(&scaled),
+        deployment(5, "nginx"),
+        &writer("kubectl"),
+        false,
+        None,
+    )
+    .unwrap();
+    assert!(!entry(&shared, "kubectl-scale").is_null());
+
+    // Two conflicts, two managers' worth of message.
+    let mut imaged = scaled.clone();
+    imaged["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
+    record_update(Some(&scaled), &mut imaged, &writer("kubectl-set"), None);
+    let err = apply(
+        Some(&imaged),
+        deployment(2, "nginx"),
+        &writer("kubectl"),
+        false,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Apply failed with 2 conflicts: conflicts with \"kubectl-scale\" with subresource \"scale\" using apps/v1:\n- .spec.replicas\nconflicts with \"kubectl-set\" using apps/v1:\n- .spec.template.spec.containers[name=\"nginx\"].image"
+    );
+
+    // Forced, the applier takes the field and the other manager, left with nothing, goes.
+    let forced = apply(
+        Some(&scaled),
+        deployment(2, "nginx"),
+        &writer("kubectl"),
+        true,
+        None,
+    )
+    .unwrap();
+    assert_eq!(forced["spec"]["replicas"], 2);
+    assert!(entry(&forced, "kubectl-scale").is_null());
+}
+
+#[test]
+fn apply_refuses_managed_fields_and_manager_names_come_from_user_agents() {
+    let mut config = deployment(1, "nginx");
+    config["metadata"]["managedFields"] = json!([]);
+    let err = apply(None, config, &writer("kubectl"), false, None).unwrap_err();
+    assert_eq!(err.code, 400);
+    assert_eq!(err.message, "metadata.managedFields must be nil");
+    assert_eq!(
+        manager_name(None, "kubectl/v1.37.1 (linux/amd64) kubernetes/abcdef"),
+        "kubectl"
+    );
+    assert_eq!(manager_name(Some("mine"), "kubectl/v1.37.1"), "mine");
+    assert_eq!(
+        manager_name(Some(""), "OpenAPI-Generator/37.0.2/python"),
+        "OpenAPI-Generator"
+    );
+}
