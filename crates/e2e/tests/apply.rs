@@ -1,0 +1,327 @@
+//! `kubectl apply`, server-side and client-side, with the real kubectl 1.37 against one
+//! shared API server: field ownership in `managedFields`, pruning of fields dropped from
+//! the file, conflicts between managers, `--force-conflicts`, server dry runs.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use skiff_e2e::{shared, Server};
+
+fn deployment(ns: &str, replicas: u32, env: &str, labels: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web{labels}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx
+        ports: [{{containerPort: 80}}]
+        env: [{env}]
+"#
+    )
+}
+
+fn configmap(ns: &str, data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {ns}\ndata: {{{data}}}\n"
+    )
+}
+
+/// The object with its `managedFields` (kubectl hides them unless asked).
+fn with_fields(s: &Server, kind: &str, ns: &str) -> Value {
+    s.json(&[kind, "-n", ns, "--show-managed-fields"])
+}
+
+fn entry<'a>(object: &'a Value, manager: &str, operation: &str) -> Option<&'a Value> {
+    object["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|e| e["manager"] == manager && e["operation"] == operation)
+}
+
+#[test]
+fn server_side_apply_creates_updates_and_prunes() {
+    let s = shared();
+    let ns = s.namespace("ssa");
+    let first = deployment(
+        &ns,
+        2,
+        r#"{name: A, value: "1"}, {name: B, value: "2"}"#,
+        ", tier: web",
+    );
+    let out = s.ok_with_input(&["apply", "--server-side", "-f", "-"], &first);
+    assert_eq!(out.trim(), "deployment.apps/web serverside-applied");
+
+    let object = with_fields(s, "deployment/web", &ns);
+    assert_eq!(object["spec"]["replicas"], 2);
+    // Defaults are filled in, and owned by nobody.
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
+    let applied = entry(&object, "kubectl", "Apply").expect("kubectl's Apply entry");
+    assert_eq!(applied["apiVersion"], "apps/v1");
+    assert_eq!(applied["fieldsType"], "FieldsV1");
+    assert!(applied["time"].is_string());
+    assert_eq!(
+        applied["fieldsV1"],
+        json!({
+            "f:metadata": {"f:labels": {"f:app": {}, "f:tier": {}}},
+            "f:spec": {
+                "f:replicas": {},
+                "f:selector": {},
+                "f:template": {
+                    "f:metadata": {"f:labels": {"f:app": {}}},
+                    "f:spec": {"f:containers": {"k:{\"name\":\"nginx\"}": {
+                        ".": {},
+                        "f:env": {
+                            "k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}},
+                            "k:{\"name\":\"B\"}": {".": {}, "f:name": {}, "f:value": {}},
+                        },
+                        "f:image": {},
+                        "f:name": {},
+                        "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {
+                            ".": {}, "f:containerPort": {},
+                        }},
+                    }}},
+                },
+            },
+        })
+    );
+    // Without --show-managed-fields kubectl hides them, as it does against upstream.
+    let plain = s.ok(&["get", "deployment/web", "-n", &ns, "-o", "yaml"]);
+    assert!(!plain.contains("managedFields"));
+    let shown = s.ok(&[
+        "get",
+        "deployment/web",
+        "-n",
+        &ns,
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
+    assert!(
+        shown.contains("manager: kubectl\n    operation: Apply"),
+        "{shown}"
+    );
+
+    // An env var and a label dropped from the file go from the object.
+    let second = deployment(&ns, 3, r#"{name: A, value: "1"}"#, "");
+    s.ok_with_input(&["apply", "--server-side", "-f", "-"], &second);
+    let object = s.json(&["deployment/web", "-n", &ns]);
+    assert_eq!(object["spec"]["replicas"], 3);
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([{"name": "A", "value": "1"}])
+    );
+    assert_eq!(object["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(object["metadata"]["generation"], 2);
+
+    // A server dry run changes nothing.
+    let third = deployment(&ns, 9, r#"{name: A, value: "1"}"#, "");
+    let out = s.ok_with_input(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        &third,
+    );
+    assert!(out.contains("serverside-applied (server dry run)"), "{out}");
+    assert_eq!(
+        s.json(&["deployment/web", "-n", &ns])["spec"]["replicas"],
+        3
+    );
+    // Nor does one that would create.
+    s.ok_with_input(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        &configmap(&ns, "a: '1'"),
+    );
+    let err = s.fails(&["get", "configmap/settings", "-n", &ns]);
+    assert!(err.contains(r#"configmaps "settings" not found"#), "{err}");
+}
+
+#[test]
+fn conflicts_between_managers_and_forcing() {
+    let s = shared();
+    let ns = s.namespace("ssa-conflict");
+    let file = deployment(&ns, 2, r#"{name: A, value: "1"}"#, "");
+    s.ok_with_input(&["apply", "--server-side", "-f", "-"], &file);
+
+    // kubectl scale takes spec.replicas through the scale subresource.
+    s.ok(&["scale", "deployment/web", "-n", &ns, "--replicas=5"]);
+    let object = with_fields(s, "deployment/web", &ns);
+    let scaler = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subresource"] == "scale")
+        .expect("the scale entry");
+    assert_eq!(scaler["operation"], "Update");
+    assert_eq!(scaler["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+    let applied = entry(&object, "kubectl", "Apply").unwrap();
+    assert!(applied["fieldsV1"]["f:spec"].get("f:replicas").is_none());
+
+    // Re-applying the file's replicas conflicts.
+    let err = s.fails_with_input(&["apply", "--server-side", "-f", "-"], &file);
+    assert!(
+        err.contains(r#"error: Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using apps/v1: .spec.replicas"#),
+        "{err}"
+    );
+    assert!(err.contains("--force-conflicts"), "{err}");
+    assert_eq!(
+        s.json(&["deployment/web", "-n", &ns])["spec"]["replicas"],
+        5
+    );
+
+    // Forced, the file wins and the scaler, left with nothing, is dropped.
+    s.ok_with_input(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &file,
+    );
+    let object = with_fields(s, "deployment/web", &ns);
+    assert_eq!(object["spec"]["replicas"], 2);
+    let managers: Vec<&Value> = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["manager"])
+        .collect();
+    assert_eq!(managers, [&json!("kubectl")]);
+
+    // Two appliers: the second one's different value conflicts with the first.
+    s.ok_with_input(
+        &["apply", "--server-side", "-f", "-"],
+        &configmap(&ns, "a: '1', b: '2'"),
+    );
+    let err = s.fails_with_input(
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        &configmap(&ns, "a: '9'"),
+    );
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl": .data.a"#),
+        "{err}"
+    );
+    // The same value is shared ownership, no conflict.
+    s.ok_with_input(
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        &configmap(&ns, "a: '1'"),
+    );
+    // The first applier drops `a`: the other manager still owns it, so it stays; `b`
+    // is nobody's any more and goes.
+    s.ok_with_input(
+        &["apply", "--server-side", "-f", "-"],
+        &configmap(&ns, "c: '3'"),
+    );
+    assert_eq!(
+        s.json(&["configmap/settings", "-n", &ns])["data"],
+        json!({"a": "1", "c": "3"})
+    );
+}
+
+/// The exact `409` body an apply conflict returns, through the official Python client.
+#[test]
+fn conflict_status_body() {
+    let s = shared();
+    let ns = s.namespace("ssa-body");
+    s.ok_with_input(
+        &["apply", "--server-side", "-f", "-"],
+        &configmap(&ns, "a: '1'"),
+    );
+    let script = r#"
+import json, os
+from kubernetes import client, config
+config.load_kube_config()
+api = client.CoreV1Api()
+body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "2"}}
+try:
+    api.patch_namespaced_config_map("settings", os.environ["NS"], body, field_manager="other",
+                                    _content_type="application/apply-patch+yaml")
+    print("no conflict")
+except client.exceptions.ApiException as e:
+    print(e.status)
+    print(e.body if isinstance(e.body, str) else e.body.decode())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("NS", &ns)
+        .output()
+        .expect("python3 on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = stdout.split_once('\n').unwrap();
+    assert_eq!(code, "409");
+    assert_eq!(
+        body.trim_end(),
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Apply failed with 1 conflict: conflict with \"kubectl\": .data.a","reason":"Conflict","details":{"causes":[{"reason":"FieldManagerConflict","message":"conflict with \"kubectl\"","field":".data.a"}]},"code":409}"#
+    );
+}
+
+#[test]
+fn client_side_apply_still_removes_dropped_fields() {
+    let s = shared();
+    let ns = s.namespace("csa");
+    let out = s.ok_with_input(&["apply", "-f", "-"], &configmap(&ns, "a: '1', b: '2'"));
+    assert_eq!(out.trim(), "configmap/settings created");
+    s.ok_with_input(&["apply", "-f", "-"], &configmap(&ns, "a: '1'"));
+    let object = with_fields(s, "configmap/settings", &ns);
+    assert_eq!(object["data"], json!({"a": "1"}));
+    assert!(
+        object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+    let csa = entry(&object, "kubectl-client-side-apply", "Update").expect("CSA entry");
+    assert_eq!(
+        csa["fieldsV1"],
+        json!({
+            "f:data": {".": {}, "f:a": {}},
+            "f:metadata": {"f:annotations": {
+                ".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {},
+            }},
+        })
+    );
+    // Edits by other commands move the fields they change to their own entries.
+    s.ok(&["label", "configmap/settings", "-n", &ns, "tier=web"]);
+    let object = with_fields(s, "configmap/settings", &ns);
+    let label = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["fieldsV1"]["f:metadata"].get("f:labels").is_some())
+        .expect("an entry for the label");
+    assert_eq!(label["operation"], "Update");
+    assert_eq!(
+        label["fieldsV1"],
+        json!({"f:metadata": {"f:labels": {".": {}, "f:tier": {}}}})
+    );
+}
+
+#[test]
+fn creates_record_their_manager() {
+    let s = shared();
+    let ns = s.namespace("mf");
+    s.ok(&["create", "deployment", "d", "--image=nginx", "-n", &ns]);
+    let object = with_fields(s, "deployment/d", &ns);
+    let created = entry(&object, "kubectl-create", "Update").expect("kubectl-create's entry");
+    assert_eq!(created["apiVersion"], "apps/v1");
+    let spec = &created["fieldsV1"]["f:spec"];
+    assert_eq!(spec["f:selector"], json!({}));
+    assert_eq!(spec["f:strategy"]["f:rollingUpdate"]["."], json!({}));
+    assert_eq!(
+        spec["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"nginx\"}"]["f:imagePullPolicy"],
+        json!({})
+    );
+    assert!(created["fieldsV1"]["f:metadata"]["f:labels"]
+        .get(".")
+        .is_some());
+}
