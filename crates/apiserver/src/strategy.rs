@@ -96,13 +96,6 @@ pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
     let has_status = resource.has_subresource("status");
     match resource.kind {
         "Namespace" => {
-            let name = object::name(object).to_string();
-            let labels = object::metadata_mut(object)
-                .entry("labels")
-                .or_insert_with(|| json!({}));
-            if let Some(labels) = labels.as_object_mut() {
-                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
             set(object, "spec", json!({"finalizers": ["kubernetes"]}));
             set(object, "status", json!({"phase": "Active"}));
         }
@@ -247,6 +240,16 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
 pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     if resource.kind == "Secret" && object.get("type").is_none() {
         set(object, "type", json!("Opaque"));
+    }
+    // Upstream's `SetDefaults_Namespace`: a namespace is labelled with its name.
+    let name = object::name(object).to_string();
+    if resource.kind == "Namespace" && !name.is_empty() {
+        let labels = object::metadata_mut(object)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
     }
     crate::defaults::apply(resource.kind, object);
 }

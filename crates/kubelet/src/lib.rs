@@ -125,7 +125,7 @@ impl KubeletArgs {
 /// Builds a client from `--kubeconfig` (or the usual defaults without it).
 pub async fn client(args: &KubeletArgs) -> anyhow::Result<kube::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match &args.kubeconfig {
+    let mut config = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -133,7 +133,24 @@ pub async fn client(args: &KubeletArgs) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
+    config.headers.push(user_agent("kubelet")?);
     Ok(kube::Client::try_from(config)?)
+}
+
+/// The User-Agent header a component's client sends, in upstream's form
+/// (`kubelet/v1.37.0 (linux/amd64) …`): the API server names the field manager of the
+/// component's writes after what precedes the first `/`.
+pub fn user_agent(
+    component: &str,
+) -> anyhow::Result<(http::header::HeaderName, http::header::HeaderValue)> {
+    let value = format!(
+        "{component}/v1.37.0 (linux/amd64) skiff/{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok((
+        http::header::USER_AGENT,
+        http::header::HeaderValue::from_str(&value)?,
+    ))
 }
 
 /// Runs the kubelet until cancelled (drop the future) or until the pod

@@ -316,7 +316,7 @@ async fn build(dir: &Path, args: &CreateArgs, state: &mut State) -> anyhow::Resu
         println!("  starting {}", state.nodes[index].name);
     }
 
-    let client = crate::kube_client(Some(&kubeconfig)).await?;
+    let client = crate::kube_client(Some(&kubeconfig), "skiff-cluster").await?;
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
     let wanted = state.nodes.len();
     let mut reported = 0;

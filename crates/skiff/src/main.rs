@@ -172,7 +172,7 @@ impl NodeArgs {
             ..Default::default()
         };
         components.spawn("container runtime", skiff_runtime::run(runtime));
-        let client = kube_client(Some(kubeconfig)).await?;
+        let client = kube_client(Some(kubeconfig), "kube-proxy").await?;
         if let Some(cluster_cidr) = self.cluster_cidr {
             let podnet =
                 skiff_podnet::PodNetArgs::new(self.kubelet.node_name.clone(), cluster_cidr);
@@ -351,15 +351,18 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
     // Every component runs until the process ends; the first to stop stops the server.
     let mut components = Components::default();
     if control_plane {
-        let client = kube_client(Some(&server.kubeconfig_path)).await?;
+        let kubeconfig = Some(server.kubeconfig_path.as_path());
         components.spawn(
             "scheduler",
-            skiff_scheduler::run(client.clone(), skiff_scheduler::SchedulerArgs::default()),
+            skiff_scheduler::run(
+                kube_client(kubeconfig, SCHEDULER).await?,
+                skiff_scheduler::SchedulerArgs::default(),
+            ),
         );
         components.spawn(
             "controller manager",
             skiff_controllers::run(
-                client.clone(),
+                kube_client(kubeconfig, CONTROLLER_MANAGER).await?,
                 skiff_controllers::ControllerManagerArgs {
                     kubeconfig: Some(server.kubeconfig_path.clone()),
                     service_lb_pool,
@@ -382,7 +385,12 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
         let dns_ip = cluster_dns_ip(api).into();
         components.spawn(
             "cluster DNS",
-            run_cluster_dns(client, dns, Some(dns_ip), true),
+            run_cluster_dns(
+                kube_client(kubeconfig, "coredns").await?,
+                dns,
+                Some(dns_ip),
+                true,
+            ),
         );
     }
     if let Some(args) = agent {
@@ -446,7 +454,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let kubeconfig = args.data_dir.join("agent.kubeconfig");
     let contents = skiff_pki::join::token_kubeconfig(&args.server, &ca, &args.token);
     skiff_pki::write_private_file(&kubeconfig, contents.as_bytes())?;
-    let client = kube_client(Some(&kubeconfig)).await?;
+    let client = kube_client(Some(&kubeconfig), "skiff-agent").await?;
     // The cluster DNS's address, as its Service has it (none yet: pods use the host's).
     let services: kube::Api<k8s_openapi::api::core::v1::Service> =
         kube::Api::namespaced(client, "kube-system");
@@ -509,11 +517,20 @@ async fn run_cluster_dns(
     Ok(())
 }
 
+/// The names upstream's control-plane components give themselves (and so their writes).
+const SCHEDULER: &str = "kube-scheduler";
+const CONTROLLER_MANAGER: &str = "kube-controller-manager";
+
 /// A client for the API from a kubeconfig file (or, without one, the usual defaults:
-/// `$KUBECONFIG`, `~/.kube/config`, in-cluster).
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+/// `$KUBECONFIG`, `~/.kube/config`, in-cluster), identifying itself as `component` in
+/// its User-Agent, as upstream's components do (the API server records that name as the
+/// field manager of what the component writes).
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    component: &str,
+) -> anyhow::Result<kube::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -521,6 +538,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
         }
         None => kube::Config::infer().await?,
     };
+    config.headers.push(skiff_kubelet::user_agent(component)?);
     kube::Client::try_from(config).context("building the API client")
 }
 
@@ -557,11 +575,11 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(args) => run_agent(*args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::ControllerManager(args) => {
-                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let client = kube_client(args.kubeconfig.as_deref(), CONTROLLER_MANAGER).await?;
                 skiff_controllers::run(client, args).await
             }
             Command::Scheduler(args) => {
-                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let client = kube_client(args.kubeconfig.as_deref(), SCHEDULER).await?;
                 skiff_scheduler::run(client, args).await
             }
             Command::Kubelet(args) => {
@@ -571,11 +589,11 @@ fn main() -> anyhow::Result<()> {
             Command::Runtime(args) => skiff_runtime::run(args).await,
             Command::Images(args) => skiff_runtime::images(args).await,
             Command::Proxy(args) => {
-                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let client = kube_client(args.kubeconfig.as_deref(), "kube-proxy").await?;
                 Ok(skiff_proxy::run(client, args.proxy).await?)
             }
             Command::NetworkPolicy(args) => {
-                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let client = kube_client(args.kubeconfig.as_deref(), "kube-proxy").await?;
                 let policy = skiff_netpol::NetworkPolicyArgs {
                     node_name: args.hostname_override,
                     ..args.policy
@@ -583,7 +601,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(skiff_netpol::run(client, policy).await?)
             }
             Command::Dns(args) => {
-                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let client = kube_client(args.kubeconfig.as_deref(), "coredns").await?;
                 run_cluster_dns(client, args.dns, args.publish_service_ip, false).await
             }
         }
