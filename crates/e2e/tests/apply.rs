@@ -325,3 +325,48 @@ fn creates_record_their_manager() {
         .get(".")
         .is_some());
 }
+
+/// Upstream's conformance test "Kubectl, server-side dry-run Pod": a patch sent with
+/// `--dry-run=server` answers as if applied and changes nothing.
+#[test]
+fn server_side_dry_run_of_a_pod() {
+    let s = shared();
+    let ns = s.namespace("dry-run");
+    let pod = "e2e-test-httpd-pod";
+    s.ok(&[
+        "run",
+        pod,
+        "-n",
+        &ns,
+        "--image=registry.k8s.io/e2e-test-images/httpd:2.4.38-4",
+        "--pod-running-timeout=2m0s",
+        &format!("--labels=run={pod}"),
+    ]);
+    let image = r#"{"spec":{"containers":[{"name": "e2e-test-httpd-pod","image": "registry.k8s.io/e2e-test-images/busybox:1.36.1-1"}]}}"#;
+    let out = s.ok(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        &ns,
+        "-p",
+        image,
+        "--dry-run=server",
+    ]);
+    assert_eq!(out.trim(), format!("pod/{pod} patched"));
+    let stored = s.json(&["pod", pod, "-n", &ns]);
+    assert_eq!(
+        stored["spec"]["containers"][0]["image"],
+        "registry.k8s.io/e2e-test-images/httpd:2.4.38-4"
+    );
+    // The dry run recorded no manager either.
+    let fields = with_fields(s, &format!("pod/{pod}"), &ns);
+    let managers: Vec<&Value> = fields["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["manager"])
+        .collect();
+    assert_eq!(managers, [&json!("kubectl-run")]);
+    s.ok(&["delete", "pods", pod, "-n", &ns]);
+}
