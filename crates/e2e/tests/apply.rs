@@ -370,3 +370,31 @@ fn server_side_dry_run_of_a_pod() {
     assert_eq!(managers, [&json!("kubectl-run")]);
     s.ok(&["delete", "pods", pod, "-n", &ns]);
 }
+
+/// Moving from `kubectl apply` to `kubectl apply --server-side`, as upstream supports it.
+#[test]
+fn server_side_apply_takes_over_from_client_side_apply() {
+    let s = shared();
+    let ns = s.namespace("csa-to-ssa");
+    s.ok_with_input(&["apply", "-f", "-"], &configmap(&ns, "a: '1', b: '2'"));
+    // A changed value the client-side apply set is no conflict for kubectl.
+    s.ok_with_input(
+        &["apply", "--server-side", "-f", "-"],
+        &configmap(&ns, "a: '9', b: '2'"),
+    );
+    let object = with_fields(s, "configmap/settings", &ns);
+    assert_eq!(object["data"], json!({"a": "9", "b": "2"}));
+    let annotation = object["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/last-applied-configuration"]
+        .as_str()
+        .unwrap();
+    let last: Value = serde_json::from_str(annotation).unwrap();
+    assert_eq!(last["data"], json!({"a": "9", "b": "2"}));
+    assert!(entry(&object, "kubectl", "Apply").is_some());
+    // Another manager's change is a conflict for it all the same.
+    let err = s.fails_with_input(
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        &configmap(&ns, "a: '7'"),
+    );
+    assert!(err.contains(r#"conflict with "kubectl": .data.a"#), "{err}");
+}

@@ -12,6 +12,9 @@
 //!   version; an update that changes nothing leaves the entries (and times) alone.
 //! - `managedFields` a client sends on an update replace the stored ones if they decode;
 //!   `[]` or `[{}]` resets them; invalid ones, or any sent to a subresource, are ignored.
+//! - `kubectl apply --server-side` (manager `kubectl`) on an object client-side applied
+//!   before takes over the fields the last-applied annotation still describes, and keeps
+//!   that annotation in step with the applied configuration.
 //! - Identity fields (`apiVersion`, `kind`, `metadata.name`, `uid`, …) are never owned,
 //!   and a write through the main resource does not own `status` (nor one through
 //!   `status` the `spec`), as upstream's strategies reset those.
@@ -406,7 +409,19 @@ pub fn apply(
         }
     }
     if !force && !conflicts.is_empty() {
-        return Err(conflict_error(&conflicts));
+        // kubectl's move from client-side to server-side apply: conflicts on fields the
+        // last client-side apply set, still as it set them, are taken over.
+        let allowed = (writer.manager == KUBECTL)
+            .then(|| fields_of_last_applied(&live_view))
+            .flatten()
+            .unwrap_or_default();
+        conflicts.retain_mut(|(_, paths)| {
+            paths.retain(|p| !allowed.has(p));
+            !paths.is_empty()
+        });
+        if !conflicts.is_empty() {
+            return Err(conflict_error(&conflicts));
+        }
     }
     for (i, entry) in managers.0.iter_mut().enumerate() {
         if i != applier {
@@ -417,11 +432,79 @@ pub fn apply(
         }
         strip(&mut entry.set);
     }
+    if writer.manager == KUBECTL {
+        sync_last_applied(&mut result, &config);
+    }
     if result != live_view {
         managers.0[applier].time = Some(object::now_rfc3339());
     }
     managers.write_into(&mut result);
     Ok(result)
+}
+
+/// The manager `kubectl apply --server-side` uses, for which upstream keeps client-side
+/// apply's annotation in step.
+const KUBECTL: &str = "kubectl";
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn last_applied(object: &Value) -> Option<&str> {
+    object::metadata(object)?
+        .get("annotations")?
+        .get(LAST_APPLIED)?
+        .as_str()
+        .filter(|text| !text.is_empty())
+}
+
+/// The fields the last client-side apply set that still hold the values it set.
+fn fields_of_last_applied(live: &Value) -> Option<Set> {
+    let applied: Value = serde_json::from_str(last_applied(live)?).ok()?;
+    let comparison = typed::compare(&applied, live);
+    Some(
+        typed::field_set(&applied)
+            .difference(&comparison.modified)
+            .difference(&comparison.added)
+            .difference(&comparison.removed),
+    )
+}
+
+/// An object client-side applied before keeps its annotation in step with what is now
+/// applied server-side, so a later client-side apply computes from it.
+fn sync_last_applied(object: &mut Value, config: &Value) {
+    if last_applied(object).is_none() {
+        return;
+    }
+    let mut applied = config.clone();
+    if let Some(annotations) = applied
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_object_mut)
+    {
+        annotations.shift_remove(LAST_APPLIED);
+    }
+    // Upstream encodes the configuration as Go encodes a map: keys sorted, newline last.
+    let text = format!("{}\n", sorted_keys(&applied));
+    let annotations = object::metadata_mut(object)
+        .entry("annotations")
+        .or_insert_with(|| json!({}));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(LAST_APPLIED.into(), Value::String(text));
+    }
+}
+
+fn sorted_keys(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted_keys(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted_keys).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Upstream's `409` for an apply that conflicts: one cause per conflicting field.

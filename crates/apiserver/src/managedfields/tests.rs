@@ -293,3 +293,57 @@ fn apply_refuses_managed_fields_and_manager_names_come_from_user_agents() {
         "OpenAPI-Generator"
     );
 }
+
+#[test]
+fn kubectl_takes_over_from_client_side_apply() {
+    let annotation = "kubectl.kubernetes.io/last-applied-configuration";
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "namespace": "default"}, "data": {"a": "1"}});
+    let mut live = applied.clone();
+    live["metadata"]["annotations"] = json!({annotation: format!("{applied}\n")});
+    let csa = Writer {
+        manager: "kubectl-client-side-apply",
+        subresource: None,
+        api_version: "v1",
+    };
+    record_update(None, &mut live, &csa, None);
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c"}, "data": {"a": "2"}});
+    let kubectl = Writer {
+        manager: "kubectl",
+        subresource: None,
+        api_version: "v1",
+    };
+    // Another applier conflicts with the client-side apply's field.
+    let other = Writer {
+        manager: "other",
+        ..kubectl
+    };
+    assert_eq!(
+        apply(Some(&live), config.clone(), &other, false, None)
+            .unwrap_err()
+            .code,
+        409
+    );
+    // kubectl takes it over and keeps the annotation in step, keys sorted.
+    let moved = apply(Some(&live), config, &kubectl, false, None).unwrap();
+    assert_eq!(moved["data"]["a"], "2");
+    assert_eq!(
+        moved["metadata"]["annotations"][annotation],
+        "{\"apiVersion\":\"v1\",\"data\":{\"a\":\"2\"},\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"}}\n"
+    );
+    let csa_entry = entry(&moved, "kubectl-client-side-apply");
+    // It keeps the map it made, not the value it set.
+    assert_eq!(csa_entry["fieldsV1"]["f:data"], json!({}));
+    // A field the annotation no longer describes as it is stays a conflict.
+    let mut drifted = live.clone();
+    drifted["data"]["a"] = json!("5");
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c"}, "data": {"a": "2"}});
+    assert_eq!(
+        apply(Some(&drifted), config, &kubectl, false, None)
+            .unwrap_err()
+            .code,
+        409
+    );
+}
