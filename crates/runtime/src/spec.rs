@@ -351,6 +351,9 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     // No rlimits: raising RLIMIT_NOFILE past the runtime's own hard limit
     // needs CAP_SYS_RESOURCE, which this kind of host lacks; containers inherit
     // the runtime's limits instead.
+    // A container sharing the host's UTS namespace (host network) keeps the host's name:
+    // runc refuses to set one without a private namespace.
+    let hostname = input.namespaces.uts.as_ref().map(|_| input.hostname);
     let v = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -364,7 +367,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
             "oomScoreAdj": oom,
         },
         "root": {"path": input.rootfs, "readonly": sc.readonly_rootfs},
-        "hostname": input.hostname,
+        "hostname": hostname,
         "mounts": mounts,
         "annotations": cfg.annotations,
         "linux": {
@@ -514,6 +517,24 @@ mod tests {
             uts: Some("/u".into()),
             host_pid: false,
         }
+    }
+
+    #[test]
+    fn host_uts_namespace_keeps_the_host_name() {
+        let img = ContainerDefaults {
+            cmd: Some(vec!["sh".into()]),
+            ..Default::default()
+        };
+        let cfg = proto::ContainerConfig::default();
+        let own = build_spec(&input(&cfg, &img, &ns())).expect("spec");
+        assert_eq!(own.hostname().as_deref(), Some("pod"));
+        let host = SandboxNamespaces {
+            net: None,
+            uts: None,
+            ..ns()
+        };
+        let shared = build_spec(&input(&cfg, &img, &host)).expect("spec");
+        assert_eq!(shared.hostname(), &None);
     }
 
     #[test]
