@@ -4,22 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use skiff_e2e::{skiff_binary, Server};
+use skiff_e2e::{eventually, skiff_binary, Server};
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
-
-fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// The agent process; its pods are stopped and it is killed when the test ends.
 struct Agent<'a> {

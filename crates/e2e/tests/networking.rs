@@ -8,21 +8,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_e2e::Server;
+use skiff_e2e::{eventually, Server};
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
-
-/// Polls `check` until it returns `Some`, or panics after `within`.
-fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// A field (`metadata.name`, `status.podIP`) of every `app=web` pod in `ns`.
 fn web_pods(server: &Server, ns: &str, field: &str) -> BTreeSet<String> {

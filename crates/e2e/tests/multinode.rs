@@ -1,0 +1,419 @@
+//! A 3-node `skiff cluster` on this machine (each node in network namespaces of its own):
+//! pods on different nodes reach each other by pod IP and see the true source pod IP; a
+//! ClusterIP Service and the cluster DNS work from a node other than the server's and the
+//! endpoints'; a NodePort answers on every node's address; pod traffic leaving the
+//! cluster range is masqueraded to its node's address; `cluster delete` leaves nothing
+//! behind.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skiff_e2e::{eventually, skiff_binary, wait_with_deadline};
+
+const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+
+/// A cluster made by `skiff cluster create`; deleted when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    deleted: bool,
+}
+
+impl Cluster {
+    fn create(nodes: u8, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(skiff_binary())
+            .args([
+                "cluster",
+                "create",
+                "--nodes",
+                &nodes.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(["--wait", "90s"])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("skiff cluster create");
+        let mut cluster = Cluster {
+            dir,
+            deleted: false,
+        };
+        let out = wait_with_deadline(child, Duration::from_secs(150))
+            .expect("skiff cluster create finishes");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            cluster.deleted = true; // a failed create cleans up after itself
+            panic!("skiff cluster create failed:\n{said}");
+        }
+        assert!(
+            said.contains(&format!("{nodes}/{nodes} nodes Ready")),
+            "{said}"
+        );
+        cluster
+    }
+
+    fn state(&self) -> Value {
+        let data = std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json");
+        serde_json::from_slice(&data).expect("cluster.json parses")
+    }
+
+    fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(node)
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        wait_with_deadline(child, skiff_e2e::KUBECTL_DEADLINE).expect("kubectl finishes")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, manifest: &str) {
+        let mut child = Command::new("kubectl")
+            .args(["apply", "-f", "-"])
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write manifest");
+        let out = wait_with_deadline(child, skiff_e2e::KUBECTL_DEADLINE).expect("kubectl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs a shell line in a pod; its stdout.
+    fn sh(&self, pod: &str, line: &str) -> String {
+        self.ok(&["exec", pod, "--", "sh", "-c", line])
+    }
+
+    fn delete(&mut self) -> Output {
+        self.deleted = true;
+        Command::new(skiff_binary())
+            .args(["cluster", "delete", "--data-dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("skiff cluster delete")
+    }
+
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            out += &format!(
+                "--- {}\n{}\n",
+                entry.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails());
+        }
+        if !self.deleted {
+            let out = self.delete();
+            if !out.status.success() {
+                eprintln!("cluster delete: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, prefix) = cidr.split_once('/').expect("a CIDR");
+    let (ip, net): (Ipv4Addr, Ipv4Addr) = (ip.parse().expect("ip"), net.parse().expect("net"));
+    let prefix: u32 = prefix.parse().expect("prefix");
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+const GET: &str = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3";
+
+/// A pod serving its own name over HTTP on 8080 (busybox httpd logs each peer), pinned
+/// to `node`.
+fn web_pod(name: &str, node: &str, labels: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+  "metadata": {{"name": "{name}", "labels": {labels}}},
+  "spec": {{"nodeName": "{node}", "terminationGracePeriodSeconds": 1,
+    "containers": [{{"name": "web", "image": "{IMAGE}", "ports": [{{"containerPort": 8080}}],
+      "command": ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -vv -p 8080 -h /www"]}}]}}}}
+"#
+    )
+}
+
+#[test]
+fn pods_reach_each_other_across_nodes_without_nat() {
+    across_nodes("nftables");
+}
+
+#[test]
+fn pods_reach_each_other_across_nodes_in_iptables_mode() {
+    across_nodes("iptables");
+}
+
+fn across_nodes(proxy_mode: &str) {
+    if let Some(why) = skiff_e2e::netns::unavailable(&[["ip", "-V"], ["nft", "--version"]]) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let started = Instant::now();
+    let mut cluster = Cluster::create(3, &["--proxy-mode", proxy_mode]);
+    let state = cluster.state();
+    let nodes: Vec<(String, String)> = state["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().expect("name").to_string(),
+                n["ip"].as_str().expect("ip").to_string(),
+            )
+        })
+        .collect();
+    let [(server, _), (agent1, agent1_ip), (agent2, _)] = &nodes[..] else {
+        panic!("three nodes: {nodes:?}");
+    };
+    // Upstream's conformance suite wants at least two untainted nodes.
+    let taints = cluster.ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.taints}"]);
+    assert_eq!(taints.trim(), "", "tainted nodes");
+    let archive = skiff_e2e::busybox_archive();
+    for (name, _) in &nodes {
+        skiff_e2e::import_image(&cluster.node_dir(name).join("runtime"), &archive);
+    }
+
+    // Every node has its own part of the cluster range, and the others route it to it.
+    let ranges: Vec<String> = cluster
+        .ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR} {end}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let range_of = |node: &str| -> String {
+        ranges
+            .iter()
+            .find_map(|r| r.strip_prefix(&format!("{node}=")))
+            .unwrap_or_else(|| panic!("{node} has no pod range: {ranges:?}"))
+            .to_string()
+    };
+    let mut distinct: Vec<String> = nodes.iter().map(|(n, _)| range_of(n)).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{ranges:?}");
+    assert!(distinct
+        .iter()
+        .all(|r| in_cidr(&r[..r.find('/').expect("/")], "10.42.0.0/16")));
+
+    cluster.apply(&web_pod("web-server", server, r#"{"app": "on-server"}"#));
+    cluster.apply(&web_pod("web-agent2", agent2, r#"{"app": "web"}"#));
+    cluster.apply(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client"}},
+  "spec": {{"nodeName": "{agent1}", "terminationGracePeriodSeconds": 1,
+    "containers": [{{"name": "c", "image": "{IMAGE}", "command": ["sleep", "3600"]}}]}}}}"#
+    ));
+    cluster.apply(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "node-client"}},
+  "spec": {{"nodeName": "{agent1}", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
+    "containers": [{{"name": "c", "image": "{IMAGE}", "command": ["sleep", "3600"]}}]}}}}"#
+    ));
+    cluster.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+  "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    cluster.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "--all",
+        "--timeout=90s",
+    ]);
+    let pods: Value =
+        serde_json::from_str(&cluster.ok(&["get", "pods", "-o", "json"])).expect("pod list");
+    let ip_of = |pod: &str| -> String {
+        let found = pods["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|p| p["metadata"]["name"] == pod)
+            .unwrap_or_else(|| panic!("pod {pod}"));
+        let ip = found["status"]["podIP"]
+            .as_str()
+            .expect("pod IP")
+            .to_string();
+        let node = found["spec"]["nodeName"].as_str().expect("node");
+        // Each pod's address comes from its own node's range.
+        assert!(in_cidr(&ip, &range_of(node)), "{pod} on {node} has {ip}");
+        ip
+    };
+    let (server_pod, agent2_pod, client) =
+        (ip_of("web-server"), ip_of("web-agent2"), ip_of("client"));
+
+    // Pod to pod across nodes by pod IP; the server sees the client pod's own address.
+    for (pod, ip) in [("web-server", &server_pod), ("web-agent2", &agent2_pod)] {
+        let page = cluster.sh("client", &format!("{GET} {ip} 8080"));
+        assert!(
+            page.trim_end().ends_with(pod),
+            "{pod} at {ip} answered {page:?}"
+        );
+        let log = cluster.ok(&["logs", pod]);
+        assert!(
+            log.contains(&format!("[::ffff:{client}]")),
+            "{pod} saw another source than the client pod {client}:\n{log}"
+        );
+    }
+
+    // From a node (host network) to a pod on another node: the node's own address.
+    let page = cluster.sh("node-client", &format!("{GET} {server_pod} 8080"));
+    assert!(page.trim_end().ends_with("web-server"), "{page:?}");
+    let log = cluster.ok(&["logs", "web-server"]);
+    assert!(log.contains(&format!("[::ffff:{agent1_ip}]")), "{log}");
+
+    // The Service by name, from a node that is neither the server's (where the DNS
+    // runs) nor the endpoint's.
+    let cluster_ip = cluster.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let lookup = cluster.sh("client", "nslookup web.default.svc.cluster.local");
+    assert!(
+        lookup.contains(&format!("Address: {cluster_ip}")),
+        "{lookup}"
+    );
+    let page = cluster.sh("client", &format!("{GET} web 80"));
+    assert!(page.trim_end().ends_with("web-agent2"), "{page:?}");
+
+    // The NodePort on every node's address, from the host.
+    let node_port: u16 = cluster
+        .ok(&[
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .expect("node port");
+    for (name, ip) in &nodes {
+        let addr = SocketAddr::new(ip.parse().expect("node ip"), node_port);
+        let page = eventually(
+            &format!("the NodePort on {name}"),
+            Duration::from_secs(20),
+            || {
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+                stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+                let mut page = String::new();
+                stream.read_to_string(&mut page).ok()?;
+                Some(page)
+            },
+        );
+        assert!(page.trim_end().ends_with("web-agent2"), "{name}: {page:?}");
+    }
+
+    // Leaving the cluster range, a pod's traffic takes its node's address.
+    let gateway = state["gateway"].as_str().expect("gateway");
+    let listener = TcpListener::bind((gateway, 0)).expect("listen on the nodes' bridge");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let peer = std::thread::scope(|scope| {
+        let sent =
+            scope.spawn(|| cluster.sh("client", &format!("echo hi | nc -w 3 {gateway} {port}")));
+        let (stream, peer) = eventually(
+            "the pod's connection to the host",
+            Duration::from_secs(10),
+            || listener.accept().ok(),
+        );
+        // Closing the connection ends the pod's nc.
+        drop(stream);
+        sent.join().expect("the pod's nc");
+        peer
+    });
+    assert_eq!(
+        peer.ip().to_string(),
+        *agent1_ip,
+        "masqueraded to the client's node"
+    );
+
+    // Delete: no namespace, bridge, cgroup, mount or process of the cluster is left.
+    let id = state["id"].as_str().expect("id").to_string();
+    let dir = cluster.dir.path().to_path_buf();
+    let out = cluster.delete();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains(&format!("sk-{id}-")));
+    assert!(!Path::new("/sys/class/net")
+        .join(format!("skb-{id}"))
+        .exists());
+    assert!(!Path::new("/sys/fs/cgroup/pids")
+        .join(format!("skiff-{id}"))
+        .exists());
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
+    assert!(!mounts.contains(dir.to_str().expect("utf-8")));
+    let processes = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir.to_str().unwrap_or("-")))
+        })
+        .count();
+    assert_eq!(processes, 0, "processes of the cluster left running");
+    eprintln!(
+        "multi-node test ({proxy_mode}) took {:?}",
+        started.elapsed()
+    );
+}
