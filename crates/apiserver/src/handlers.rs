@@ -494,6 +494,9 @@ async fn handle_resource(
         (Method::GET | Method::POST, Some(name)) if sub == Some("exec") => {
             crate::proxy::pod_exec(state, namespace, name, query, headers, upgrade).await
         }
+        (Method::GET | Method::POST, Some(name)) if sub == Some("portforward") => {
+            crate::proxy::pod_port_forward(state, namespace, name, query, headers, upgrade).await
+        }
         (Method::GET, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let page = registry

@@ -329,10 +329,7 @@ pub async fn pod_log(
         .await?;
     let params = kubelet_query(name, query)?;
     let container = choose_container(&pod, name, query.get("container"))?;
-    let node_name = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let node_name = node_of(&pod);
     if node_name.is_empty() {
         // Upstream answers an unscheduled pod's log with an empty body.
         return Ok(plain_text(Body::empty()));
@@ -464,10 +461,7 @@ pub async fn pod_exec(
         ));
     }
     let container = choose_container(&pod, name, query.get("container"))?;
-    let node_name = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let node_name = node_of(&pod);
     let phase = pod
         .pointer("/status/phase")
         .and_then(Value::as_str)
@@ -477,11 +471,7 @@ pub async fn pod_exec(
             "cannot exec into a container in a completed pod; current phase is {phase}"
         )));
     }
-    let Some(upgrade) = upgrade else {
-        return Err(ApiError::bad_request(
-            "Upgrade request required: exec streams over a WebSocket (or SPDY) connection",
-        ));
-    };
+    let upgrade = upgrade_required(upgrade, "exec streams")?;
     let namespace = namespace.unwrap_or("default");
     let params = {
         let mut params = form_urlencoded::Serializer::new(String::new());
@@ -496,25 +486,140 @@ pub async fn pod_exec(
         params.finish()
     };
     let path = format!("/exec/{namespace}/{name}/{container}?{params}");
+    upgrade_through_kubelet(state, node_name, name, &path, headers, upgrade).await
+}
+
+/// `GET|POST /api/v1/namespaces/{ns}/pods/{name}/portforward`: the client's SPDY
+/// connection, passed through the kubelet of the pod's node to the container runtime.
+pub async fn pod_port_forward(
+    state: &AppState,
+    namespace: Option<&str>,
+    name: &str,
+    query: &Query,
+    headers: &http::HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> ApiResult<Response> {
+    let pods = state.registry.core("pods")?;
+    let pod = state.registry.get(pods, namespace, name).await?;
+    for port in query.all("ports") {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid port {port:?}: ports must be between 1 and 65535"
+                )))
+            }
+        }
+    }
+    let node_name = node_of(&pod);
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let upgrade = upgrade_required(upgrade, "port forwarding streams")?;
+    let namespace = namespace.unwrap_or("default");
+    let params = {
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        for port in query.all("ports") {
+            params.append_pair("ports", port);
+        }
+        params.finish()
+    };
+    let path = format!("/portForward/{namespace}/{name}?{params}");
+    if skiff_streaming::tunnel::requested(headers) {
+        return tunnel_through_kubelet(state, node_name, name, &path, headers, upgrade).await;
+    }
+    upgrade_through_kubelet(state, node_name, name, &path, headers, upgrade).await
+}
+
+/// A port forward whose SPDY session comes tunnelled in a WebSocket: the kubelet gets a
+/// plain SPDY upgrade, and the session's bytes move between the two.
+async fn tunnel_through_kubelet(
+    state: &AppState,
+    node_name: &str,
+    pod_name: &str,
+    path: &str,
+    headers: &http::HeaderMap,
+    upgrade: hyper::upgrade::OnUpgrade,
+) -> ApiResult<Response> {
+    use skiff_streaming::tunnel;
     let KubeletConnection {
         tls,
         authority,
         url,
-    } = connect_kubelet(state, node_name, &path).await?;
-    let mut request = http::Request::get(path.as_str());
+    } = connect_kubelet(state, node_name, path).await?;
+    let spdy_headers = tunnel::spdy_request_headers(headers);
+    let (response, backend) = skiff_streaming::proxy::handshake(
+        &http::Method::POST,
+        &spdy_headers,
+        tls,
+        &authority,
+        path,
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?;
+    let Some(backend) = backend else {
+        let (parts, body) = response.into_parts();
+        return Err(kubelet_error(parts.status, &body, pod_name));
+    };
+    let accepted = tunnel::accept(headers).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tokio::spawn(async move {
+        match tokio::try_join!(upgrade, backend) {
+            Ok((client, backend)) => tunnel::bridge(client, backend).await,
+            Err(e) => tracing::debug!(error = %e, "port forward tunnel: a side did not upgrade"),
+        }
+    });
+    Ok(accepted.map(Body::from))
+}
+
+fn node_of(pod: &Value) -> &str {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Streaming subresources answer only an upgrade request.
+fn upgrade_required(
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    what: &str,
+) -> ApiResult<hyper::upgrade::OnUpgrade> {
+    upgrade.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Upgrade request required: {what} over a WebSocket (or SPDY) connection"
+        ))
+    })
+}
+
+/// Passes the client's upgrade request to `path` on the node's kubelet and, once the
+/// kubelet switches protocols, splices the two connections.
+async fn upgrade_through_kubelet(
+    state: &AppState,
+    node_name: &str,
+    pod_name: &str,
+    path: &str,
+    headers: &http::HeaderMap,
+    upgrade: hyper::upgrade::OnUpgrade,
+) -> ApiResult<Response> {
+    let KubeletConnection {
+        tls,
+        authority,
+        url,
+    } = connect_kubelet(state, node_name, path).await?;
+    let mut request = http::Request::get(path);
     for (header, value) in headers {
         request = request.header(header, value);
     }
     let mut request = request.body(()).map_err(ApiError::internal)?;
     request.extensions_mut().insert(upgrade);
-    let response = skiff_streaming::proxy::upgrade(request, tls, &authority, &path)
+    let response = skiff_streaming::proxy::upgrade(request, tls, &authority, path)
         .await
         .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response.map(Body::from));
     }
     let (parts, body) = response.into_parts();
-    Err(kubelet_error(parts.status, &body, name))
+    Err(kubelet_error(parts.status, &body, pod_name))
 }
 
 #[cfg(test)]

@@ -208,7 +208,14 @@ pub static BUILTIN: &[ResourceInfo] = &[
     resource("", "v1", "Pod", "pods", "pod", NS)
         .short(&["po"])
         .all()
-        .sub(&["binding", "eviction", "exec", "log", "status"])
+        .sub(&[
+            "binding",
+            "eviction",
+            "exec",
+            "log",
+            "portforward",
+            "status",
+        ])
         .generation()
         .returns_object(),
     resource("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS),

@@ -144,6 +144,8 @@ fn a_pod_runs_on_the_single_node_cluster() {
     );
     assert!(terminal.status.success(), "{shown}");
 
+    port_forward_reaches_the_pod(&server);
+
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
         ip.starts_with("10.88."),
@@ -207,4 +209,87 @@ fn a_pod_runs_on_the_single_node_cluster() {
             .stdout
             .is_empty()
     });
+}
+
+/// `kubectl port-forward` to a web server in the pod, the way kubectl 1.37 does it by
+/// default (SPDY tunnelled in a WebSocket) and with plain SPDY: two requests on their own
+/// connections (one large response, which no flow-control window may stall), then a port
+/// nothing listens on, which kubectl reports.
+fn port_forward_reaches_the_pod(server: &Server) {
+    server.ok(&[
+        "exec",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/www && echo forwarded > /tmp/www/index.html && \
+         dd if=/dev/zero of=/tmp/www/big bs=1024 count=2048 2>/dev/null && \
+         httpd -p 8080 -h /tmp/www",
+    ]);
+    for websockets in ["true", "false"] {
+        let local = skiff_e2e::free_port();
+        let unused = skiff_e2e::free_port();
+        let mut forward = Command::new("kubectl")
+            .env("KUBECONFIG", server.kubeconfig())
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .args([
+                "port-forward",
+                "-v=4",
+                "pod/hello",
+                &format!("{local}:8080"),
+                &format!("{unused}:9999"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        wait_for("kubectl port-forward to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", local)).is_ok()
+        });
+        let page = String::from_utf8_lossy(&http_get(local, "/")).into_owned();
+        let big = http_get(local, "/big");
+        // Nothing listens on 9999 in the pod: the connection closes empty, kubectl says why.
+        let refused = http_get(unused, "/");
+        let _ = forward.kill();
+        let output = forward
+            .wait_with_output()
+            .expect("kubectl port-forward output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            page.starts_with("HTTP/1.1 200 OK") && page.ends_with("forwarded\n"),
+            "websockets={websockets}: {page}; kubectl: {stderr}"
+        );
+        let body = big
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| big.len() - at - 4);
+        assert_eq!(body, Some(2048 * 1024), "the whole 2 MiB body came through");
+        assert!(refused.is_empty());
+        assert!(
+            stderr.contains("error forwarding port 9999 to pod"),
+            "kubectl's report of the refused port: {stderr}"
+        );
+        // The tunnel was taken, not refused and fallen back from.
+        assert!(!stderr.contains("fallback"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!("Forwarding from 127.0.0.1:{local} -> 8080")),
+            "{stdout}"
+        );
+    }
+}
+
+/// An HTTP/1.0 GET on loopback `port`: the whole answer, or what came before the
+/// connection closed.
+fn http_get(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut connection = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(connection, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = Vec::new();
+    let _ = connection.read_to_end(&mut answer);
+    answer
 }

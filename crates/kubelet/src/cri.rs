@@ -266,6 +266,20 @@ impl Cri {
             .url)
     }
 
+    /// A streaming URL for forwarding ports into the sandbox.
+    pub async fn port_forward(&self, sandbox_id: &str) -> Result<String> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .port_forward(proto::PortForwardRequest {
+                pod_sandbox_id: sandbox_id.into(),
+                port: Vec::new(),
+            })
+            .await
+            .map_err(Error::cri("PortForward"))?
+            .into_inner()
+            .url)
+    }
+
     pub async fn exec_sync(
         &self,
         id: &str,

@@ -260,6 +260,16 @@ async fn handle(
             );
             exec(state, &namespace, &pod, &container, request).await
         }
+        (&Method::GET | &Method::POST, ["portForward", namespace, pod, rest @ ..])
+            if rest.len() <= 1 =>
+        {
+            let (namespace, pod, uid) = (
+                namespace.to_string(),
+                pod.to_string(),
+                rest.first().map(|uid| uid.to_string()),
+            );
+            port_forward(state, &namespace, &pod, uid.as_deref(), request).await
+        }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
@@ -323,6 +333,57 @@ async fn exec(
         Ok(url) => url,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    to_runtime(&url, request).await
+}
+
+/// `/portForward/{namespace}/{pod}[/{uid}]`: asks the runtime for a streaming URL into
+/// the pod's sandbox (CRI `PortForward`) and proxies the client's SPDY connection to it.
+async fn port_forward(
+    state: &ServerState,
+    namespace: &str,
+    pod_name: &str,
+    uid: Option<&str>,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let pods: Api<Pod> = Api::namespaced(state.client.clone(), namespace);
+    let pod = match pods.get_opt(pod_name).await {
+        Ok(Some(pod)) => pod,
+        Ok(None) => return text(StatusCode::NOT_FOUND, format!("pod {pod_name:?} not found")),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let pod_uid = pod.metadata.uid.unwrap_or_default();
+    if uid.is_some_and(|uid| uid != pod_uid) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pod {pod_name:?} with uid {uid:?} not found",
+                uid = uid.unwrap_or_default()
+            ),
+        );
+    }
+    let sandboxes = match state.cri.sandboxes(Some(&pod_uid)).await {
+        Ok(sandboxes) => sandboxes,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let ready = sandboxes
+        .into_iter()
+        .filter(|s| s.state == proto::PodSandboxState::SandboxReady as i32)
+        .max_by_key(|s| s.metadata.as_ref().map_or(0, |m| m.attempt));
+    let Some(sandbox) = ready else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {pod_name:?} has no running sandbox on this node"),
+        );
+    };
+    let url = match state.cri.port_forward(&sandbox.id).await {
+        Ok(url) => url,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    to_runtime(&url, request).await
+}
+
+/// Passes the client's upgrade request on to the runtime's streaming server at `url`.
+async fn to_runtime(url: &str, request: Request<hyper::body::Incoming>) -> Response<Body> {
     let Some((authority, path)) = url
         .strip_prefix("http://")
         .and_then(|rest| rest.split_once('/'))

@@ -504,6 +504,24 @@ impl RuntimeService for Cri {
         Ok(Response::new(proto::ExecResponse { url }))
     }
 
+    async fn port_forward(
+        &self,
+        req: Request<proto::PortForwardRequest>,
+    ) -> Result<Response<proto::PortForwardResponse>, Status> {
+        let req = req.into_inner();
+        // Fail now, not on connect, for a sandbox that is gone. The ports come with
+        // each stream, as upstream's server reads them.
+        let sandbox = self.runtime.sandbox(&req.pod_sandbox_id).await?;
+        if !sandbox.ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let url = self.streaming.prepare_port_forward(sandbox.id);
+        Ok(Response::new(proto::PortForwardResponse { url }))
+    }
+
     async fn exec_sync(
         &self,
         req: Request<proto::ExecSyncRequest>,

@@ -1,10 +1,12 @@
-//! The CRI streaming server: `Exec` answers with a one-time URL here, and the kubelet
-//! proxies the client's WebSocket to it (see `skiff-streaming`). Serves on loopback
-//! only: nothing but the node's kubelet should reach it.
+//! The CRI streaming server: `Exec` and `PortForward` answer with a one-time URL here,
+//! and the kubelet proxies the client's connection to it (see `skiff-streaming`). Serves
+//! on loopback only: nothing but the node's kubelet should reach it.
 //!
-//! A command runs through `runc exec` with the container's process settings; its stdout
-//! and stderr go out on their channels, the client's stdin comes in, and the exit status
-//! ends the stream.
+//! - exec (a WebSocket, `channel.k8s.io`): a command runs through `runc exec` with the
+//!   container's process settings; its stdout and stderr go out on their channels, the
+//!   client's stdin comes in, and the exit status ends the stream;
+//! - port forward (SPDY, `portforward.k8s.io`): each forwarded connection is a pair of
+//!   streams, carried to the port on the sandbox's loopback.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,13 +19,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use skiff_streaming::channel;
+use skiff_streaming::{channel, portforward, spdy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 
-/// How long an `Exec` URL stays good (upstream's `StreamIdleTimeout` for the request
+/// How long a streaming URL stays good (upstream's `StreamIdleTimeout` for the request
 /// cache is a minute too).
 const URL_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -36,12 +38,18 @@ pub struct PendingExec {
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
-    created: Instant,
+}
+
+/// A session the kubelet asked for and has not connected to yet.
+#[derive(Debug, Clone)]
+enum Pending {
+    Exec(PendingExec),
+    PortForward { sandbox_id: String },
 }
 
 pub struct StreamingServer {
     address: SocketAddr,
-    pending: Mutex<HashMap<String, PendingExec>>,
+    pending: Mutex<HashMap<String, (Pending, Instant)>>,
     runtime: Arc<Runtime>,
 }
 
@@ -56,6 +64,7 @@ impl StreamingServer {
         });
         let app = Router::new()
             .route("/exec/{token}", any(exec))
+            .route("/portforward/{token}", any(port_forward))
             .with_state(server.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -74,42 +83,141 @@ impl StreamingServer {
         streams: (bool, bool, bool),
         tty: bool,
     ) -> String {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut pending = self.lock();
-        pending.retain(|_, p| p.created.elapsed() < URL_LIFETIME);
-        pending.insert(
-            token.clone(),
-            PendingExec {
+        self.register(
+            "exec",
+            Pending::Exec(PendingExec {
                 container_id,
                 cmd,
                 stdin: streams.0,
                 stdout: streams.1,
                 stderr: streams.2,
                 tty,
-                created: Instant::now(),
-            },
-        );
-        format!("http://{}/exec/{token}", self.address)
+            }),
+        )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingExec>> {
+    /// Registers a `PortForward` into a sandbox and returns its URL.
+    pub fn prepare_port_forward(&self, sandbox_id: String) -> String {
+        self.register("portforward", Pending::PortForward { sandbox_id })
+    }
+
+    fn register(&self, kind: &str, request: Pending) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut pending = self.lock();
+        pending.retain(|_, (_, created)| created.elapsed() < URL_LIFETIME);
+        pending.insert(token.clone(), (request, Instant::now()));
+        format!("http://{}/{kind}/{token}", self.address)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Pending, Instant)>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, token: &str) -> Option<PendingExec> {
+    fn take(&self, token: &str) -> Option<Pending> {
         self.lock()
             .remove(token)
-            .filter(|p| p.created.elapsed() < URL_LIFETIME)
+            .filter(|(_, created)| created.elapsed() < URL_LIFETIME)
+            .map(|(request, _)| request)
     }
 }
+
+fn expired(kind: &str) -> Response {
+    (
+        http::StatusCode::NOT_FOUND,
+        format!("unknown or expired {kind} URL"),
+    )
+        .into_response()
+}
+
+/// `/portforward/{token}`: switches the connection to SPDY and forwards its streams'
+/// ports into the sandbox.
+async fn port_forward(
+    State(server): State<Arc<StreamingServer>>,
+    Path(token): Path<String>,
+    mut request: axum::extract::Request,
+) -> Response {
+    let Some(Pending::PortForward { sandbox_id }) = server.take(&token) else {
+        return expired("port forward");
+    };
+    let headers = request.headers();
+    let upgrade = headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !skiff_streaming::proxy::is_upgrade(headers) || !upgrade.eq_ignore_ascii_case(spdy::PROTOCOL)
+    {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            "port forwarding needs an upgrade to SPDY/3.1",
+        )
+            .into_response();
+    }
+    // A client that names protocols must name ours (upstream's handshake); one that
+    // names none gets it anyway.
+    let offered: Vec<&str> = headers
+        .get_all(STREAM_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if !offered.is_empty() && !offered.contains(&portforward::PROTOCOL) {
+        return (
+            http::StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{:?}]",
+                portforward::PROTOCOL
+            ),
+        )
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let runtime = server.runtime.clone();
+    tokio::spawn(async move {
+        let connection = match on_upgrade.await {
+            Ok(connection) => hyper_util::rt::TokioIo::new(connection),
+            Err(e) => {
+                tracing::debug!(error = %e, "port forward: the upgrade did not complete");
+                return;
+            }
+        };
+        let sandbox = sandbox_id.clone();
+        let dial = move |port: u16| {
+            let (runtime, sandbox) = (runtime.clone(), sandbox.clone());
+            async move { runtime.connect_to_port(&sandbox, port).await }
+        };
+        if let Err(e) = portforward::serve(connection, sandbox_id.clone(), dial).await {
+            tracing::debug!(sandbox = %sandbox_id, error = %e, "port forward session ended");
+        }
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static(spdy::PROTOCOL),
+    );
+    headers.insert(
+        STREAM_PROTOCOL,
+        http::HeaderValue::from_static(portforward::PROTOCOL),
+    );
+    response
+}
+
+/// The header a streaming client offers and a server picks its subprotocol in.
+const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
 
 async fn exec(
     State(server): State<Arc<StreamingServer>>,
     Path(token): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Some(request) = server.take(&token) else {
-        return (http::StatusCode::NOT_FOUND, "unknown or expired exec URL").into_response();
+    let Some(Pending::Exec(request)) = server.take(&token) else {
+        return expired("exec");
     };
     let runtime = server.runtime.clone();
     upgrade

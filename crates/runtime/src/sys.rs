@@ -107,3 +107,31 @@ pub fn process_runs(pid: i32, arg: &str) -> bool {
         .map(|c| c.split(|b| *b == 0).nth(1) == Some(arg.as_bytes()))
         .unwrap_or(false)
 }
+
+/// Connects to `port` on the loopback of the network namespace at `netns` (IPv4 first,
+/// then IPv6), as a port forward into a pod does. The namespace switch happens on a
+/// thread of its own, which ends with the connection made: threads that go on running
+/// other work must stay in the host's namespace.
+pub async fn connect_in_netns(netns: &Path, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let netns = netns.to_path_buf();
+    let (answer, connected) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-connect".into())
+        .spawn(move || {
+            let _ = answer.send(connect_from_this_thread(&netns, port));
+        })?;
+    connected
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("netns connect thread died")))
+}
+
+fn connect_from_this_thread(netns: &Path, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let namespace = std::fs::File::open(netns)?;
+    nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(std::io::Error::from)?;
+    let timeout = std::time::Duration::from_secs(10);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    std::net::TcpStream::connect_timeout(&v4, timeout)
+        .or_else(|_| std::net::TcpStream::connect_timeout(&v6, timeout))
+}

@@ -13,4 +13,7 @@
 //!   numbers, the exit status message kubectl turns into its exit code).
 
 pub mod channel;
+pub mod portforward;
 pub mod proxy;
+pub mod spdy;
+pub mod tunnel;

@@ -52,6 +52,46 @@ where
         return Err(ProxyError::NotAnUpgrade);
     }
     let client_side = hyper::upgrade::on(&mut request);
+    let (response, backend_side) = handshake(
+        request.method(),
+        request.headers(),
+        connection,
+        authority,
+        path_and_query,
+    )
+    .await?;
+    if let Some(backend_side) = backend_side {
+        tokio::spawn(async move {
+            let (client, backend) = match tokio::try_join!(client_side, backend_side) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade proxy: a side did not upgrade");
+                    return;
+                }
+            };
+            let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                tracing::debug!(error = %e, "upgrade proxy: stream ended");
+            }
+        });
+    }
+    Ok(response)
+}
+
+/// Sends an upgrade request with `headers` (less those of one hop) to the backend on
+/// `connection`. Returns the backend's answer (`101` with its headers, or its refusal
+/// with the start of its body) and, on `101`, the backend's side of the switched
+/// connection.
+pub async fn handshake<S>(
+    method: &http::Method,
+    headers: &http::HeaderMap,
+    connection: S,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<(http::Response<Bytes>, Option<hyper::upgrade::OnUpgrade>), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(connection))
         .await
         .map_err(|e| ProxyError::Backend(e.to_string()))?;
@@ -61,10 +101,10 @@ where
         }
     });
     let mut outgoing = http::Request::builder()
-        .method(request.method().clone())
+        .method(method.clone())
         .uri(path_and_query)
         .header(http::header::HOST, authority);
-    for (name, value) in request.headers() {
+    for (name, value) in headers {
         if !HOP_HEADERS.contains(&name.as_str()) {
             outgoing = outgoing.header(name, value);
         }
@@ -92,27 +132,16 @@ where
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let body = body.slice(..body.len().min(MAX_REFUSAL_BYTES));
-        return response
+        let response = response
             .body(body)
-            .map_err(|e| ProxyError::Backend(e.to_string()));
+            .map_err(|e| ProxyError::Backend(e.to_string()))?;
+        return Ok((response, None));
     }
     let backend_side = hyper::upgrade::on(&mut answer);
-    tokio::spawn(async move {
-        let (client, backend) = match tokio::try_join!(client_side, backend_side) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade proxy: a side did not upgrade");
-                return;
-            }
-        };
-        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-            tracing::debug!(error = %e, "upgrade proxy: stream ended");
-        }
-    });
-    response
+    let response = response
         .body(Bytes::new())
-        .map_err(|e| ProxyError::Backend(e.to_string()))
+        .map_err(|e| ProxyError::Backend(e.to_string()))?;
+    Ok((response, Some(backend_side)))
 }
 
 #[cfg(test)]

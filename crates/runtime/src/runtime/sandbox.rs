@@ -388,6 +388,30 @@ impl Runtime {
             .collect()
     }
 
+    /// A connection to `port` on the sandbox's loopback (the host's for a sandbox on the
+    /// host network): what a port forward carries.
+    pub async fn connect_to_port(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let sandbox = self
+            .sandbox(id)
+            .await
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+        if !sandbox.ready {
+            return Err(std::io::Error::other(format!(
+                "pod sandbox {id} is not ready"
+            )));
+        }
+        let Some(netns) = self.sandbox_namespaces(&sandbox).net else {
+            return tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+        };
+        let connection = sys::connect_in_netns(&netns, port).await?;
+        connection.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(connection)
+    }
+
     /// Re-reads a record from disk (used by tests of recovery).
     pub fn load_sandbox_record(&self, id: &str) -> Result<SandboxRecord> {
         load(&self.sandbox_dir(id).join(RECORD))
