@@ -629,9 +629,20 @@ impl Registry {
                         object::name(&new)
                     )));
                 }
+                // What an apply recorded survives the strategy (a status write starts
+                // from the stored object); other patches are recorded now.
+                let recorded = object::metadata(&new)
+                    .and_then(|m| m.get("managedFields"))
+                    .cloned();
                 prepare_update(resource, subresource, &mut new, &current)?;
-                if applied.is_none() {
-                    record_update(resource, &writer, &current, &mut new);
+                match (&applied, recorded) {
+                    (None, _) => record_update(resource, &writer, &current, &mut new),
+                    (Some(_), Some(fields)) => {
+                        object::metadata_mut(&mut new).insert("managedFields".into(), fields);
+                    }
+                    (Some(_), None) => {
+                        object::metadata_mut(&mut new).shift_remove("managedFields");
+                    }
                 }
                 Ok(finish_or_replace(resource, new))
             })

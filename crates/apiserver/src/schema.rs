@@ -54,6 +54,10 @@ pub fn list_type(path: &[&str]) -> ListType {
         "topologySpreadConstraints" => ListType::Map(&["topologyKey", "whenUnsatisfiable"]),
         "ownerReferences" if path.len() == 2 => ListType::Map(&["uid"]),
         "finalizers" if path == ["metadata", "finalizers"] => ListType::Set,
+        "podCIDRs" if path == ["spec", "podCIDRs"] => ListType::Set,
+        "failed" | "succeeded" if path.ends_with(&["uncountedTerminatedPods", *field]) => {
+            ListType::Set
+        }
         "addresses" if path == ["status", "addresses"] => ListType::Map(&["type"]),
         "secrets" if path.len() == 1 => ListType::Map(NAME),
         _ => ListType::Atomic,
@@ -78,30 +82,37 @@ pub fn key_default(key: &str) -> Option<serde_json::Value> {
 }
 
 /// Whether the object at `path` is one value (`x-kubernetes-map-type: atomic`, or a struct
-/// upstream marks `+structType=atomic`): label selectors, references.
+/// upstream marks `+structType=atomic`): label and node selectors, references. For the
+/// items of a list, `path` is the list's: owner references and local object references
+/// are atomic items.
 pub fn is_atomic_map(path: &[&str]) -> bool {
     let Some(field) = path.last() else {
         return false;
     };
-    if path.len() >= 2 && path[path.len() - 2] == "ownerReferences" {
-        return false;
-    }
     matches!(
         *field,
         "selector"
             | "labelSelector"
             | "namespaceSelector"
             | "podSelector"
+            | "nodeSelector"
+            | "scopeSelector"
             | "fieldRef"
             | "configMapKeyRef"
             | "secretKeyRef"
             | "resourceFieldRef"
+            | "fileKeyRef"
+            | "secretRef"
             | "claimRef"
             | "targetRef"
+            | "roleRef"
+            | "dataSource"
             | "involvedObject"
             | "regarding"
             | "related"
-    )
+            | "ownerReferences"
+            | "imagePullSecrets"
+    ) || path == ["secrets"]
 }
 
 /// Whether the object at `path` is a free-form map (its keys are data, not the type's named
@@ -117,7 +128,6 @@ pub fn is_free_form_map(path: &[&str]) -> bool {
             | "data"
             | "binaryData"
             | "stringData"
-            | "nodeSelector"
             | "matchLabels"
             | "limits"
             | "requests"
@@ -147,6 +157,9 @@ mod tests {
         assert_eq!(list_type(&["spec", "finalizers"]), ListType::Atomic);
         assert_eq!(list_type(&["spec", "containers", "args"]), ListType::Atomic);
         assert!(is_atomic_map(&["spec", "selector"]));
+        assert!(is_atomic_map(&["spec", "template", "spec", "nodeSelector"]));
+        assert!(is_atomic_map(&["metadata", "ownerReferences"]));
+        assert!(!is_atomic_map(&["spec", "template"]));
         assert!(is_free_form_map(&["metadata", "labels"]));
     }
 }

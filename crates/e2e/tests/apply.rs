@@ -398,3 +398,37 @@ fn server_side_apply_takes_over_from_client_side_apply() {
     );
     assert!(err.contains(r#"conflict with "kubectl": .data.a"#), "{err}");
 }
+
+/// An apply through the status subresource owns the status only, in its own entry.
+#[test]
+fn server_side_apply_of_the_status() {
+    let s = shared();
+    let ns = s.namespace("ssa-status");
+    s.ok_with_input(
+        &["apply", "--server-side", "-f", "-"],
+        &deployment(&ns, 2, r#"{name: A, value: "1"}"#, ""),
+    );
+    let status = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{replicas: 99}}\nstatus: {{replicas: 7, observedGeneration: 1}}\n"
+    );
+    s.ok_with_input(
+        &[
+            "apply",
+            "--server-side",
+            "--subresource=status",
+            "--field-manager=status-writer",
+            "-f",
+            "-",
+        ],
+        &status,
+    );
+    let object = with_fields(s, "deployment/web", &ns);
+    assert_eq!(object["spec"]["replicas"], 2);
+    assert_eq!(object["status"]["replicas"], 7);
+    let entry = entry(&object, "status-writer", "Apply").expect("the status applier's entry");
+    assert_eq!(entry["subresource"], "status");
+    assert_eq!(
+        entry["fieldsV1"],
+        json!({"f:status": {"f:observedGeneration": {}, "f:replicas": {}}})
+    );
+}

@@ -32,6 +32,9 @@ use crate::status::ApiError;
 
 /// Upstream's limit on a manager's name.
 const MAX_MANAGER_LENGTH: usize = 128;
+/// How many update entries an object keeps, and the entry older ones are merged into.
+const MAX_UPDATE_MANAGERS: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
 
 /// Who writes, for the `managedFields` entry the write records.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +112,15 @@ impl Entry {
             text.push_str(&format!(" using {}", self.api_version));
         }
         text
+    }
+
+    /// The entry's time in whole seconds (none counts as the epoch), for ordering.
+    fn seconds(&self) -> i64 {
+        self.time
+            .as_deref()
+            .and_then(object::parse_time)
+            .map(|t| t.as_second())
+            .unwrap_or(0)
     }
 
     fn encode(&self) -> Value {
@@ -190,29 +202,17 @@ impl Managers {
     /// version, subresource), or removes `managedFields` when there are none.
     fn write_into(mut self, object: &mut Value) {
         self.0.retain(|e| !e.set.is_empty());
-        self.0.sort_by(|a, b| {
-            let seconds = |e: &Entry| {
-                e.time
-                    .as_deref()
-                    .and_then(object::parse_time)
-                    .map(|t| t.as_second())
-                    .unwrap_or(0)
-            };
+        self.cap_updaters();
+        let key = |e: &Entry| {
             (
-                a.operation,
-                seconds(a),
-                &a.manager,
-                &a.api_version,
-                &a.subresource,
+                e.operation,
+                e.seconds(),
+                e.manager.clone(),
+                e.api_version.clone(),
+                e.subresource.clone(),
             )
-                .cmp(&(
-                    b.operation,
-                    seconds(b),
-                    &b.manager,
-                    &b.api_version,
-                    &b.subresource,
-                ))
-        });
+        };
+        self.0.sort_by_key(key);
         let metadata = object::metadata_mut(object);
         if self.0.is_empty() {
             metadata.shift_remove("managedFields");
@@ -220,6 +220,65 @@ impl Managers {
             let list: Vec<Value> = self.0.iter().map(Entry::encode).collect();
             metadata.insert("managedFields".into(), Value::Array(list));
         }
+    }
+
+    /// Keeps at most ten update entries, as upstream does: the oldest are merged, per API
+    /// version, into one `ancient-changes` entry.
+    fn cap_updaters(&mut self) {
+        let mut updaters: Vec<usize> = (0..self.0.len())
+            .filter(|&i| self.0[i].operation == Operation::Update)
+            .collect();
+        if updaters.len() <= MAX_UPDATE_MANAGERS {
+            return;
+        }
+        updaters.sort_by_key(|&i| {
+            let e = &self.0[i];
+            (
+                e.seconds(),
+                e.manager.clone(),
+                e.api_version.clone(),
+                e.subresource.clone(),
+            )
+        });
+        let mut remaining = updaters.len();
+        let mut first_of_version: Vec<(String, usize)> = Vec::new();
+        let mut merged = vec![false; self.0.len()];
+        for i in updaters {
+            if remaining <= MAX_UPDATE_MANAGERS {
+                break;
+            }
+            let version = self.0[i].api_version.clone();
+            let Some(&(_, first)) = first_of_version.iter().find(|(v, _)| *v == version) else {
+                first_of_version.push((version, i));
+                continue;
+            };
+            let bucket = (0..self.0.len()).find(|&b| {
+                let e = &self.0[b];
+                !merged[b]
+                    && e.manager == ANCIENT_CHANGES
+                    && e.operation == Operation::Update
+                    && e.api_version == version
+                    && e.subresource.is_empty()
+            });
+            let bucket = bucket.unwrap_or_else(|| {
+                self.0[first].manager = ANCIENT_CHANGES.to_string();
+                self.0[first].subresource.clear();
+                first
+            });
+            if bucket == i {
+                continue;
+            }
+            let (set, time) = (self.0[i].set.clone(), self.0[i].time.clone());
+            self.0[bucket].set = self.0[bucket].set.union(&set);
+            self.0[bucket].time = time;
+            merged[i] = true;
+            remaining -= 1;
+        }
+        let mut index = 0;
+        self.0.retain(|_| {
+            index += 1;
+            !merged[index - 1]
+        });
     }
 
     fn position(&self, writer: &Writer, operation: Operation) -> Option<usize> {

@@ -347,3 +347,29 @@ fn kubectl_takes_over_from_client_side_apply() {
         409
     );
 }
+
+#[test]
+fn at_most_ten_update_entries() {
+    let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    for i in 0..12 {
+        let before = object.clone();
+        object["metadata"]["labels"][format!("l{i:02}")] = json!("x");
+        let manager = format!("m{i:02}");
+        let w = Writer {
+            manager: &manager,
+            subresource: None,
+            api_version: "v1",
+        };
+        record_update(Some(&before), &mut object, &w, None);
+    }
+    let list = entries(&object);
+    assert_eq!(list.len(), 10);
+    // The three oldest (m00, m01, m02; same second, so by name) became one entry.
+    let ancient = entry(&object, "ancient-changes");
+    assert_eq!(
+        ancient["fieldsV1"],
+        json!({"f:metadata": {"f:labels": {".": {}, "f:l00": {}, "f:l01": {}, "f:l02": {}}}})
+    );
+    assert!(entry(&object, "m02").is_null());
+    assert!(!entry(&object, "m03").is_null());
+}
