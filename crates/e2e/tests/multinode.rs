@@ -1,9 +1,12 @@
 //! A 3-node `skiff cluster` on this machine (each node in network namespaces of its own):
 //! pods on different nodes reach each other by pod IP and see the true source pod IP; a
 //! ClusterIP Service and the cluster DNS work from a node other than the server's and the
-//! endpoints'; a NodePort answers on every node's address; pod traffic leaving the
-//! cluster range is masqueraded to its node's address; `cluster delete` leaves nothing
-//! behind.
+//! endpoints'; a Service by each of its names spreads requests over backends on every
+//! node; a NodePort answers on every node's address (with `externalTrafficPolicy:
+//! Local`, only on the endpoint's, keeping the client's address); a NetworkPolicy on one
+//! node blocks and then admits a client on another; pod traffic leaving the cluster
+//! range is masqueraded to its node's address; `cluster delete` leaves nothing behind.
+//! Both proxy modes.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -188,6 +191,16 @@ fn web_pod(name: &str, node: &str, labels: &str) -> String {
     )
 }
 
+/// `GET /` from the host; the response, if one came within `timeout`.
+fn http_get(addr: SocketAddr, timeout: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).ok()?;
+    (!page.is_empty()).then_some(page)
+}
+
 #[test]
 fn pods_reach_each_other_across_nodes_without_nat() {
     across_nodes("nftables");
@@ -257,7 +270,7 @@ fn across_nodes(proxy_mode: &str) {
     cluster.apply(&web_pod("web-server", server, r#"{"app": "on-server"}"#));
     cluster.apply(&web_pod("web-agent2", agent2, r#"{"app": "web"}"#));
     cluster.apply(&format!(
-        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client"}},
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client", "labels": {{"role": "client"}}}},
   "spec": {{"nodeName": "{agent1}", "terminationGracePeriodSeconds": 1,
     "containers": [{{"name": "c", "image": "{IMAGE}", "command": ["sleep", "3600"]}}]}}}}"#
     ));
@@ -270,6 +283,27 @@ fn across_nodes(proxy_mode: &str) {
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
   "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
     );
+    cluster.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-local"},
+  "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+    "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    // Three web servers, one per node, behind one Service.
+    cluster.apply(&format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "spread"}},
+  "spec": {{"replicas": 3, "selector": {{"matchLabels": {{"app": "spread"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "spread"}}}},
+      "spec": {{"terminationGracePeriodSeconds": 1,
+        "topologySpreadConstraints": [{{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+          "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {{"matchLabels": {{"app": "spread"}}}}}}],
+        "containers": [{{"name": "web", "image": "{IMAGE}",
+          "command": ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}}"#
+    ));
+    cluster.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "spread"},
+  "spec": {"selector": {"app": "spread"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    cluster.ok(&["rollout", "status", "deployment/spread", "--timeout=90s"]);
     cluster.ok(&[
         "wait",
         "--for=condition=Ready",
@@ -345,20 +379,65 @@ fn across_nodes(proxy_mode: &str) {
         let page = eventually(
             &format!("the NodePort on {name}"),
             Duration::from_secs(20),
-            || {
-                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-                stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-                let mut page = String::new();
-                stream.read_to_string(&mut page).ok()?;
-                Some(page)
-            },
+            || http_get(addr, Duration::from_secs(3)),
         );
         assert!(page.trim_end().ends_with("web-agent2"), "{name}: {page:?}");
     }
 
-    // Leaving the cluster range, a pod's traffic takes its node's address.
+    // externalTrafficPolicy Local: answered only on the endpoint's node, where the
+    // server sees the real client (the host's address on the bridge).
     let gateway = state["gateway"].as_str().expect("gateway");
+    let local_port: u16 = cluster
+        .ok(&[
+            "get",
+            "service",
+            "web-local",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .expect("node port");
+    let agent2_ip = &nodes[2].1;
+    let addr = SocketAddr::new(agent2_ip.parse().expect("ip"), local_port);
+    let page = eventually("the Local NodePort", Duration::from_secs(20), || {
+        http_get(addr, Duration::from_secs(3))
+    });
+    assert!(page.trim_end().ends_with("web-agent2"), "{page:?}");
+    let log = cluster.ok(&["logs", "web-agent2"]);
+    assert!(log.contains(&format!("[::ffff:{gateway}]")), "{log}");
+    let elsewhere = SocketAddr::new(nodes[0].1.parse().expect("ip"), local_port);
+    assert_eq!(http_get(elsewhere, Duration::from_secs(2)), None);
+
+    // The Service by each of its names reaches all three backends, one per node.
+    let names = cluster.sh(
+        "client",
+        &format!(
+            "for i in $(seq 15); do for n in spread spread.default spread.default.svc.cluster.local; do {GET} $n 80 | tail -1; echo; done; done"
+        ),
+    );
+    let backends: std::collections::BTreeSet<&str> = names
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("spread-"))
+        .collect();
+    assert_eq!(backends.len(), 3, "{names}");
+    assert_eq!(
+        names.lines().filter(|l| l.starts_with("spread-")).count(),
+        45,
+        "{names}"
+    );
+    let spread_nodes = cluster.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=spread",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    let distinct: std::collections::BTreeSet<&str> = spread_nodes.split_whitespace().collect();
+    assert_eq!(distinct.len(), 3, "{spread_nodes}");
+
+    // Leaving the cluster range, a pod's traffic takes its node's address.
     let listener = TcpListener::bind((gateway, 0)).expect("listen on the nodes' bridge");
     let port = listener.local_addr().expect("addr").port();
     listener.set_nonblocking(true).expect("nonblocking");
@@ -379,6 +458,40 @@ fn across_nodes(proxy_mode: &str) {
         peer.ip().to_string(),
         *agent1_ip,
         "masqueraded to the client's node"
+    );
+
+    // NetworkPolicy, enforced on the endpoint's node for a client on another node:
+    // default deny, then allowed from the client's label.
+    cluster.apply(
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny"},
+  "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}"#,
+    );
+    let get_agent2 = format!("{GET} {agent2_pod} 8080 | tail -1; true");
+    eventually(
+        "the policy to block the client",
+        Duration::from_secs(20),
+        || {
+            cluster
+                .sh("client", &get_agent2)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    cluster.apply(
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-client"},
+  "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+    "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]}}"#,
+    );
+    eventually(
+        "the policy to let the client in",
+        Duration::from_secs(20),
+        || {
+            cluster
+                .sh("client", &get_agent2)
+                .contains("web-agent2")
+                .then_some(())
+        },
     );
 
     // Delete: no namespace, bridge, cgroup, mount or process of the cluster is left.
