@@ -432,3 +432,73 @@ fn server_side_apply_of_the_status() {
         json!({"f:status": {"f:observedGeneration": {}, "f:replicas": {}}})
     );
 }
+
+/// The Rust ecosystem's client: kube's `Patch::Apply`, forced, and on metadata alone.
+#[tokio::test]
+async fn kube_rs_server_side_apply() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+    use kube::core::PartialObjectMetaExt;
+    use kube::ResourceExt;
+
+    let s = shared();
+    let ns = s.namespace("kube-ssa");
+    let client = s.client().await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let config = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "rs"},
+        "data": {"mode": "fast"},
+    });
+    let params = PatchParams::apply("operator");
+    let created = maps
+        .patch("rs", &params, &Patch::Apply(&config))
+        .await
+        .expect("apply creates");
+    assert_eq!(created.data.unwrap()["mode"], "fast");
+    let entry = &created.metadata.managed_fields.unwrap()[0];
+    assert_eq!(entry.manager.as_deref(), Some("operator"));
+    assert_eq!(entry.operation.as_deref(), Some("Apply"));
+
+    // Another applier changing the value conflicts, then forces.
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rs"}, "data": {"mode": "slow"}});
+    let err = maps
+        .patch("rs", &PatchParams::apply("rival"), &Patch::Apply(&other))
+        .await
+        .expect_err("a conflict");
+    match err {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 409);
+            assert_eq!(
+                status.message,
+                r#"Apply failed with 1 conflict: conflict with "operator": .data.mode"#
+            );
+        }
+        other => panic!("expected a 409, got {other}"),
+    }
+    let forced = maps
+        .patch("rs", &PatchParams::apply("rival").force(), &Patch::Apply(&other))
+        .await
+        .expect("forced apply");
+    assert_eq!(forced.data.unwrap()["mode"], "slow");
+    let managers: Vec<String> = forced
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.manager)
+        .collect();
+    assert_eq!(managers, ["rival"]);
+
+    // Metadata alone, as kube's `patch_metadata` sends it.
+    let labels = ObjectMeta {
+        labels: Some([("team".to_string(), "a".to_string())].into()),
+        ..Default::default()
+    }
+    .into_request_partial::<ConfigMap>();
+    let meta = maps
+        .patch_metadata("rs", &PatchParams::apply("labeller"), &Patch::Apply(&labels))
+        .await
+        .expect("metadata apply");
+    assert_eq!(meta.labels()["team"], "a");
+}
