@@ -238,8 +238,11 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
 
 /// Fills in upstream's defaults (what decoding a request body does upstream).
 pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
-    if resource.kind == "Secret" && object.get("type").is_none() {
-        set(object, "type", json!("Opaque"));
+    if resource.kind == "Secret" {
+        if object.get("type").is_none() {
+            set(object, "type", json!("Opaque"));
+        }
+        merge_string_data(object);
     }
     // Upstream's `SetDefaults_Namespace`: a namespace is labelled with its name.
     let name = object::name(object).to_string();
@@ -252,6 +255,26 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
         }
     }
     crate::defaults::apply(resource.kind, object);
+}
+
+/// A Secret's `stringData` is write-only: upstream's conversion merges it into `data`
+/// (base64, overriding keys `data` has) before anything else sees the object.
+fn merge_string_data(secret: &mut Value) {
+    use base64::Engine;
+    let Some(fields) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = fields.shift_remove("stringData") else {
+        return;
+    };
+    let data = fields.entry("data").or_insert_with(|| json!({}));
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, Value::String(encoded));
+        }
+    }
 }
 
 fn set(object: &mut Value, field: &str, value: Value) {
@@ -456,6 +479,17 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_goes_into_data() {
+        let mut secret = json!({"kind": "Secret", "data": {"a": "eA==", "b": "eQ=="},
+            "stringData": {"b": "hunter2", "c": "z"}});
+        merge_string_data(&mut secret);
+        assert_eq!(
+            secret,
+            json!({"kind": "Secret", "data": {"a": "eA==", "b": "aHVudGVyMg==", "c": "eg=="}})
+        );
+    }
 
     #[test]
     fn fields_by_key() {

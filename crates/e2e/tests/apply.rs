@@ -477,7 +477,11 @@ async fn kube_rs_server_side_apply() {
         other => panic!("expected a 409, got {other}"),
     }
     let forced = maps
-        .patch("rs", &PatchParams::apply("rival").force(), &Patch::Apply(&other))
+        .patch(
+            "rs",
+            &PatchParams::apply("rival").force(),
+            &Patch::Apply(&other),
+        )
         .await
         .expect("forced apply");
     assert_eq!(forced.data.unwrap()["mode"], "slow");
@@ -497,8 +501,37 @@ async fn kube_rs_server_side_apply() {
     }
     .into_request_partial::<ConfigMap>();
     let meta = maps
-        .patch_metadata("rs", &PatchParams::apply("labeller"), &Patch::Apply(&labels))
+        .patch_metadata(
+            "rs",
+            &PatchParams::apply("labeller"),
+            &Patch::Apply(&labels),
+        )
         .await
         .expect("metadata apply");
     assert_eq!(meta.labels()["team"], "a");
+}
+
+/// A Secret's write-only `stringData` lands in `data`, on create and on every apply.
+#[test]
+fn secret_string_data_through_apply() {
+    let s = shared();
+    let ns = s.namespace("ssa-secret");
+    let secret = |password: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: sec, namespace: {ns}}}\nstringData: {{password: {password}}}\n")
+    };
+    for password in ["hunter2", "hunter3"] {
+        s.ok_with_input(&["apply", "--server-side", "-f", "-"], &secret(password));
+        let stored = s.json(&["secret/sec", "-n", &ns]);
+        assert!(stored.get("stringData").is_none());
+        let encoded = stored["data"]["password"].as_str().unwrap();
+        let decoded = s.ok(&[
+            "get",
+            "secret/sec",
+            "-n",
+            &ns,
+            "-o",
+            "go-template={{.data.password | base64decode}}",
+        ]);
+        assert_eq!(decoded, password, "{encoded}");
+    }
 }
