@@ -767,6 +767,139 @@ async fn reopen_container_log_after_rotation() {
     h.assert_clean();
 }
 
+/// The bridge plugin never deletes its bridge: a test deletes it when done, even if it
+/// panics.
+struct DelBridge(String);
+
+impl Drop for DelBridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+async fn network_ready(h: &mut Harness) -> proto::RuntimeCondition {
+    h.rt.status(proto::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady")
+}
+
+async fn update_pod_cidr(h: &mut Harness, cidr: &str) -> Result<(), tonic::Status> {
+    h.rt.update_runtime_config(proto::UpdateRuntimeConfigRequest {
+        runtime_config: Some(proto::RuntimeConfig {
+            network_config: Some(proto::NetworkConfig {
+                pod_cidr: cidr.into(),
+            }),
+        }),
+    })
+    .await
+    .map(drop)
+}
+
+async fn sandbox_ip(h: &mut Harness, id: &str) -> String {
+    h.rt.pod_sandbox_status(proto::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("PodSandboxStatus")
+    .into_inner()
+    .status
+    .and_then(|s| s.network)
+    .map(|n| n.ip)
+    .unwrap_or_default()
+}
+
+/// `--pod-cidr-from-node`: no pod gets a network until the kubelet sends the node's pod
+/// CIDR (UpdateRuntimeConfig); then pods get addresses from it; a new range waits until
+/// no pod holds an address from the old one.
+#[tokio::test]
+async fn pod_network_follows_the_node_pod_cidr() {
+    common::require_prerequisites();
+    assert!(
+        std::path::Path::new("/usr/lib/cni/bridge").exists(),
+        "CNI plugins missing: install the Debian package 'containernetworking-plugins'"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-rt-test")
+        .tempdir()
+        .expect("tempdir");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let cgroup_parent = format!("/skiff-test-{}", &tag[..8]);
+    let bridge = format!("skt{}", &tag[..8]);
+    let _bridge_guard = DelBridge(bridge.clone());
+    let third = u8::from_str_radix(&tag[..2], 16).expect("hex") % 200;
+    let (first, second) = (
+        format!("10.198.{third}.0/24"),
+        format!("10.198.{}.0/24", third + 1),
+    );
+    let mut config = common::runtime_config(&dir.path().join("root"), &cgroup_parent);
+    config.cni = Some(skiff_runtime::network::CniConfig {
+        conf_dir: dir.path().join("net.d"),
+        plugin_dirs: vec!["/usr/lib/cni".into()],
+        state_dir: dir.path().join("root/cni"),
+        default_subnet: "10.88.0.0/16".into(),
+        default_bridge: bridge.clone(),
+        ip_masq: false,
+        subnet_from_node: true,
+    });
+    let mut h = Harness::serve_with(dir, cgroup_parent, Default::default(), config).await;
+
+    let waiting = network_ready(&mut h).await;
+    assert!(!waiting.status, "{waiting:?}");
+    assert_eq!(waiting.reason, "NetworkPluginNotReady");
+    assert!(waiting.message.contains("pod CIDR"), "{waiting:?}");
+    let refused =
+        h.rt.run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sandbox_config("early", &h.dir.path().join("logs"))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no network yet");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    // Dual-stack form: the IPv4 range is the one used.
+    update_pod_cidr(&mut h, &format!("{first},fd00:42::/64"))
+        .await
+        .expect("UpdateRuntimeConfig");
+    assert!(network_ready(&mut h).await.status);
+    let (a, _) = run_sandbox(&mut h, "net-a").await;
+    let ip_a = sandbox_ip(&mut h, &a).await;
+    assert!(
+        ip_a.starts_with(first.trim_end_matches("0/24")),
+        "{ip_a} not in {first}"
+    );
+
+    let busy = update_pod_cidr(&mut h, &second)
+        .await
+        .expect_err("a pod still has an address of the old range");
+    assert_eq!(busy.code(), tonic::Code::FailedPrecondition, "{busy:?}");
+    remove_sandbox(&mut h, &a).await;
+    update_pod_cidr(&mut h, &second)
+        .await
+        .expect("UpdateRuntimeConfig once no pod holds an old address");
+    let (b, _) = run_sandbox(&mut h, "net-b").await;
+    let ip_b = sandbox_ip(&mut h, &b).await;
+    assert!(
+        ip_b.starts_with(second.trim_end_matches("0/24")),
+        "{ip_b} not in {second}"
+    );
+    remove_sandbox(&mut h, &b).await;
+    h.assert_clean();
+}
+
 #[tokio::test]
 async fn pods_reach_each_other_over_cni() {
     common::require_prerequisites();
@@ -781,15 +914,6 @@ async fn pods_reach_each_other_over_cni() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let cgroup_parent = format!("/skiff-test-{}", &tag[..8]);
     let bridge = format!("skt{}", &tag[..8]);
-    // The bridge plugin never deletes its bridge: do it even if we panic.
-    struct DelBridge(String);
-    impl Drop for DelBridge {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.0])
-                .status();
-        }
-    }
     let _bridge_guard = DelBridge(bridge.clone());
     // A network of our own: a bridge only this test uses, no masquerading (the
     // test's traffic stays between its own namespaces), IPAM state in the tempdir.
@@ -835,24 +959,8 @@ async fn pods_reach_each_other_over_cni() {
 
     let (a, a_cfg) = run_sandbox(&mut h, "net-a").await;
     let (b, b_cfg) = run_sandbox(&mut h, "net-b").await;
-    let ip = |h: &mut Harness, id: String| {
-        let mut rt = h.rt.clone();
-        async move {
-            rt.pod_sandbox_status(proto::PodSandboxStatusRequest {
-                pod_sandbox_id: id,
-                verbose: false,
-            })
-            .await
-            .expect("PodSandboxStatus")
-            .into_inner()
-            .status
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .unwrap_or_default()
-        }
-    };
-    let ip_a = ip(&mut h, a.clone()).await;
-    let ip_b = ip(&mut h, b.clone()).await;
+    let ip_a = sandbox_ip(&mut h, &a).await;
+    let ip_b = sandbox_ip(&mut h, &b).await;
     let prefix = subnet.trim_end_matches("0/24");
     assert!(
         ip_a.starts_with(prefix) && ip_b.starts_with(prefix),
