@@ -779,6 +779,39 @@ impl Drop for DelBridge {
     }
 }
 
+/// What a test with a CNI network of its own needs: a state dir, a random tag, a cgroup
+/// parent and a bridge name of its own (the bridge deleted when the test ends).
+struct CniTest {
+    dir: tempfile::TempDir,
+    tag: String,
+    cgroup_parent: String,
+    bridge: String,
+    _bridge_guard: DelBridge,
+}
+
+impl CniTest {
+    fn new() -> CniTest {
+        common::require_prerequisites();
+        assert!(
+            std::path::Path::new("/usr/lib/cni/bridge").exists(),
+            "CNI plugins missing: install the Debian package 'containernetworking-plugins'"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-rt-test")
+            .tempdir()
+            .expect("tempdir");
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let bridge = format!("skt{}", &tag[..8]);
+        CniTest {
+            dir,
+            cgroup_parent: format!("/skiff-test-{}", &tag[..8]),
+            _bridge_guard: DelBridge(bridge.clone()),
+            bridge,
+            tag,
+        }
+    }
+}
+
 async fn network_ready(h: &mut Harness) -> proto::RuntimeCondition {
     h.rt.status(proto::StatusRequest { verbose: false })
         .await
@@ -823,19 +856,9 @@ async fn sandbox_ip(h: &mut Harness, id: &str) -> String {
 /// no pod holds an address from the old one.
 #[tokio::test]
 async fn pod_network_follows_the_node_pod_cidr() {
-    common::require_prerequisites();
-    assert!(
-        std::path::Path::new("/usr/lib/cni/bridge").exists(),
-        "CNI plugins missing: install the Debian package 'containernetworking-plugins'"
-    );
-    let dir = tempfile::Builder::new()
-        .prefix("skiff-rt-test")
-        .tempdir()
-        .expect("tempdir");
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let cgroup_parent = format!("/skiff-test-{}", &tag[..8]);
-    let bridge = format!("skt{}", &tag[..8]);
-    let _bridge_guard = DelBridge(bridge.clone());
+    let test = CniTest::new();
+    // The bridge guard stays in `test` until the end.
+    let (dir, tag, cgroup_parent, bridge) = (test.dir, test.tag, test.cgroup_parent, test.bridge);
     let third = u8::from_str_radix(&tag[..2], 16).expect("hex") % 200;
     let (first, second) = (
         format!("10.198.{third}.0/24"),
@@ -902,19 +925,9 @@ async fn pod_network_follows_the_node_pod_cidr() {
 
 #[tokio::test]
 async fn pods_reach_each_other_over_cni() {
-    common::require_prerequisites();
-    assert!(
-        std::path::Path::new("/usr/lib/cni/bridge").exists(),
-        "CNI plugins missing: install the Debian package 'containernetworking-plugins'"
-    );
-    let dir = tempfile::Builder::new()
-        .prefix("skiff-rt-test")
-        .tempdir()
-        .expect("tempdir");
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let cgroup_parent = format!("/skiff-test-{}", &tag[..8]);
-    let bridge = format!("skt{}", &tag[..8]);
-    let _bridge_guard = DelBridge(bridge.clone());
+    let test = CniTest::new();
+    // The bridge guard stays in `test` until the end.
+    let (dir, tag, cgroup_parent, bridge) = (test.dir, test.tag, test.cgroup_parent, test.bridge);
     // A network of our own: a bridge only this test uses, no masquerading (the
     // test's traffic stays between its own namespaces), IPAM state in the tempdir.
     let net_d = dir.path().join("net.d");
