@@ -35,6 +35,8 @@ const MAX_MANAGER_LENGTH: usize = 128;
 /// How many update entries an object keeps, and the entry older ones are merged into.
 const MAX_UPDATE_MANAGERS: usize = 10;
 const ANCIENT_CHANGES: &str = "ancient-changes";
+/// Who owns the fields of an object without managed fields when it is first applied to.
+const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 
 /// Who writes, for the `managedFields` entry the write records.
 #[derive(Debug, Clone, Copy)]
@@ -413,8 +415,21 @@ pub fn apply(
         fields.shift_remove(field);
     }
     let empty = json!({});
+    let existing = live.is_some();
     let live = live.unwrap_or(&empty);
     let mut managers = Managers::of(live);
+    if existing && managers.0.is_empty() {
+        // An object nobody is recorded as managing: upstream gives what it holds to a
+        // `before-first-apply` manager first, so the apply sees those fields as owned.
+        let mut owned = live.clone();
+        let before = Writer {
+            manager: BEFORE_FIRST_APPLY,
+            subresource: None,
+            api_version: writer.api_version,
+        };
+        record_update(None, &mut owned, &before, reset);
+        managers = Managers::of(&owned);
+    }
     let live_view = view(live);
     let merged = typed::merge(&live_view, &config);
     let config_set = without_reset(typed::field_set(&config), reset);

@@ -373,3 +373,30 @@ fn at_most_ten_update_entries() {
     assert!(entry(&object, "m02").is_null());
     assert!(!entry(&object, "m03").is_null());
 }
+
+#[test]
+fn objects_without_managers_are_owned_before_the_first_apply() {
+    let live = deployment(3, "nginx");
+    let err = apply(
+        Some(&live),
+        deployment(2, "nginx"),
+        &writer("kubectl"),
+        false,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        r#"Apply failed with 1 conflict: conflict with "before-first-apply" using apps/v1: .spec.replicas"#
+    );
+    let applied = apply(
+        Some(&live),
+        deployment(3, "nginx"),
+        &writer("kubectl"),
+        false,
+        None,
+    )
+    .unwrap();
+    assert!(!entry(&applied, "before-first-apply").is_null());
+    assert!(!entry(&applied, "kubectl").is_null());
+}
