@@ -258,6 +258,9 @@ fn merge_at<'a>(
     }
 }
 
+/// Merges two granular lists item by item, ordered as upstream orders them: the items
+/// both hold keep the configuration's order, items only the live list holds stay where
+/// they were relative to those, items only the configuration holds come where it puts them.
 fn merge_list<'a>(live: &'a [Value], config: &'a [Value], fields: &mut Vec<&'a str>) -> Vec<Value> {
     let list = schema::list_type(fields);
     let key = |items: &'a [Value]| -> Vec<PathElement> {
@@ -267,34 +270,51 @@ fn merge_list<'a>(live: &'a [Value], config: &'a [Value], fields: &mut Vec<&'a s
             .map(|(i, v)| item_element(list, v, i))
             .collect()
     };
-    let (live_keys, config_keys) = (key(live), key(config));
+    let (lk, rk) = (key(live), key(config));
+    let in_live = |pe: &PathElement| lk.iter().position(|k| k == pe);
+    let in_config = |pe: &PathElement| rk.iter().any(|k| k == pe);
+    // The shared items in the configuration's order: the next one is the only shared
+    // item the walk may take from the live list.
+    let mut shared = rk.iter().filter(|pe| in_live(pe).is_some());
+    let mut next_shared = shared.next();
+    let mut taken: Vec<&PathElement> = Vec::new();
     let mut out = Vec::with_capacity(live.len().max(config.len()));
-    let mut emitted = vec![false; config.len()];
-    let mut emit_config_until = |upto: usize, out: &mut Vec<Value>, fields: &mut Vec<&'a str>| {
-        for j in 0..=upto {
-            if emitted[j] {
+    let (mut l, mut r) = (0, 0);
+    while l < lk.len() || r < rk.len() {
+        if l < lk.len() && r < rk.len() {
+            if lk[l] == rk[r] {
+                taken.push(&rk[r]);
+                out.extend(merge_at(Some(&live[l]), &config[r], fields));
+                l += 1;
+                r += 1;
+                next_shared = shared.next();
                 continue;
             }
-            emitted[j] = true;
-            let existing = live_keys
-                .iter()
-                .position(|k| *k == config_keys[j])
-                .map(|i| &live[i]);
-            if let Some(merged) = merge_at(existing, &config[j], fields) {
-                out.push(merged);
+            if in_config(&lk[l]) && next_shared.is_some_and(|n| *n != lk[l]) {
+                l += 1;
+                continue;
             }
         }
-    };
-    for (i, item) in live.iter().enumerate() {
-        match config_keys.iter().position(|k| *k == live_keys[i]) {
-            // Shared items take the configuration's order, with the configuration's new
-            // items before them.
-            Some(j) => emit_config_until(j, &mut out, fields),
-            None => out.push(item.clone()),
+        if l < lk.len() {
+            if !in_config(&lk[l]) {
+                out.push(live[l].clone());
+                l += 1;
+                continue;
+            }
+            if taken.contains(&&lk[l]) {
+                l += 1;
+                continue;
+            }
         }
-    }
-    if !config.is_empty() {
-        emit_config_until(config.len() - 1, &mut out, fields);
+        if r < rk.len() {
+            let pe = &rk[r];
+            taken.push(pe);
+            out.extend(merge_at(in_live(pe).map(|i| &live[i]), &config[r], fields));
+            r += 1;
+            if next_shared == Some(pe) {
+                next_shared = shared.next();
+            }
+        }
     }
     out
 }
@@ -537,6 +557,14 @@ mod tests {
                 {"name": "a", "image": "9", "tty": true},
                 {"name": "b", "image": "2"},
             ])
+        );
+        // Reordered shared items follow the configuration; the live-only item keeps its
+        // place before them.
+        let live = json!({"spec": {"volumes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
+        let config = json!({"spec": {"volumes": [{"name": "c"}, {"name": "a"}]}});
+        assert_eq!(
+            merge(&live, &config)["spec"]["volumes"],
+            json!([{"name": "b"}, {"name": "c"}, {"name": "a"}])
         );
     }
 
