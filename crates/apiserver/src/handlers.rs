@@ -142,7 +142,17 @@ impl Query {
 
     /// The field manager a write is recorded under (`fieldManager`, else from the
     /// User-Agent).
-    fn manager(&self, headers: &HeaderMap) -> String {
+    /// `options` names the request's options kind (`CreateOptions`, `UpdateOptions`) for
+    /// the error a bad `fieldManager` gets.
+    fn manager(&self, headers: &HeaderMap, options: &str) -> ApiResult<String> {
+        let causes = crate::managedfields::check_manager(self.get("fieldManager").unwrap_or(""));
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(options, "meta.k8s.io", "", causes));
+        }
+        Ok(self.unchecked_manager(headers))
+    }
+
+    fn unchecked_manager(&self, headers: &HeaderMap) -> String {
         let user_agent = headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -163,7 +173,8 @@ impl Query {
                     ApiError::bad_request(format!("invalid value for force: {value}"))
                 })?),
             };
-        let mut causes = Vec::new();
+        let mut causes =
+            crate::managedfields::check_manager(self.get("fieldManager").unwrap_or(""));
         if patch_type == PatchType::Apply {
             if self.get("fieldManager").is_none_or(str::is_empty) {
                 causes.push(Cause {
@@ -181,7 +192,7 @@ impl Query {
         if !causes.is_empty() {
             return Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", causes));
         }
-        Ok((self.manager(headers), force.unwrap_or(false)))
+        Ok((self.unchecked_manager(headers), force.unwrap_or(false)))
     }
 
     fn int(&self, name: &str) -> ApiResult<Option<i64>> {
@@ -542,7 +553,7 @@ async fn handle_resource(
                 let name = object::name(&object).to_string();
                 return bind(state, namespace, &name, &object, query).await;
             }
-            let manager = query.manager(headers);
+            let manager = query.manager(headers, "CreateOptions")?;
             let created = registry
                 .create(resource, namespace, object, &manager, query.dry_run()?)
                 .await?;
@@ -589,7 +600,7 @@ async fn handle_resource(
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let object = encoding::decode_body(headers, &body)?;
             let dry_run = query.dry_run()?;
-            let manager = query.manager(headers);
+            let manager = query.manager(headers, "UpdateOptions")?;
             if sub == Some("scale") {
                 let scale = write_scale(
                     registry, resource, namespace, name, &object, &manager, dry_run,

@@ -324,6 +324,15 @@ fn creates_record_their_manager() {
     assert!(created["fieldsV1"]["f:metadata"]["f:labels"]
         .get(".")
         .is_some());
+
+    // A manager name past upstream's 128 bytes is refused, and nothing is created.
+    let long = format!("--field-manager={}", "m".repeat(129));
+    let err = s.fails(&["create", "configmap", "long", "-n", &ns, &long]);
+    assert!(
+        err.contains(r#"CreateOptions.meta.k8s.io "" is invalid: fieldManager: Too long: may not be more than 128 bytes"#),
+        "{err}"
+    );
+    s.fails(&["get", "configmap/long", "-n", &ns]);
 }
 
 /// Upstream's conformance test "Kubectl, server-side dry-run Pod": a patch sent with

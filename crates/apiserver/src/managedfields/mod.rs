@@ -65,6 +65,27 @@ pub fn manager_name(field_manager: Option<&str>, user_agent: &str) -> String {
     out
 }
 
+/// What is wrong with a request's `fieldManager` (upstream's `ValidateFieldManager`): too
+/// long, or holding characters that do not print.
+pub fn check_manager(manager: &str) -> Vec<crate::status::Cause> {
+    let mut causes = Vec::new();
+    if manager.len() > MAX_MANAGER_LENGTH {
+        causes.push(crate::status::Cause {
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {MAX_MANAGER_LENGTH} bytes"),
+            field: "fieldManager".into(),
+        });
+    }
+    for (i, c) in manager.char_indices().filter(|(_, c)| c.is_control()) {
+        causes.push(crate::status::Cause::invalid(
+            "fieldManager",
+            manager,
+            &format!("invalid character U+{:04X} (at position {i})", c as u32),
+        ));
+    }
+    causes
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Operation {
     Apply,

@@ -288,6 +288,14 @@ fn apply_refuses_managed_fields_and_manager_names_come_from_user_agents() {
         "kubectl"
     );
     assert_eq!(manager_name(Some("mine"), "kubectl/v1.37.1"), "mine");
+    assert!(check_manager("kubectl").is_empty());
+    let long = check_manager(&"m".repeat(129));
+    assert_eq!(long[0].message, "Too long: may not be more than 128 bytes");
+    let bell = check_manager("a\u{7}");
+    assert_eq!(
+        bell[0].message,
+        r#"Invalid value: "a\u0007": invalid character U+0007 (at position 1)"#
+    );
     assert_eq!(
         manager_name(Some(""), "OpenAPI-Generator/37.0.2/python"),
         "OpenAPI-Generator"
