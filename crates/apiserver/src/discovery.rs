@@ -71,6 +71,8 @@ fn subresource_verbs(name: &str) -> &'static [&'static str] {
     match name {
         "binding" | "eviction" | "token" => &["create"],
         "log" => &["get"],
+        // Streams: a WebSocket handshake is a GET, a SPDY one a POST.
+        "attach" | "exec" | "portforward" => &["create", "get"],
         _ => &["get", "patch", "update"],
     }
 }
@@ -84,6 +86,10 @@ fn subresource_kind(
         "binding" => ("", "v1", "Binding"),
         "eviction" => ("policy", "v1", "Eviction"),
         "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
+        "attach" => ("", "v1", "PodAttachOptions"),
+        "exec" => ("", "v1", "PodExecOptions"),
+        "portforward" => ("", "v1", "PodPortForwardOptions"),
+        "log" => ("", "v1", "Pod"),
         _ => (resource.group, resource.version, resource.kind),
     }
 }

@@ -502,8 +502,9 @@ async fn handle_resource(
         (Method::GET, Some(name)) if sub == Some("log") => {
             crate::proxy::pod_log(state, namespace, name, query).await
         }
-        (Method::GET | Method::POST, Some(name)) if sub == Some("exec") => {
-            crate::proxy::pod_exec(state, namespace, name, query, headers, upgrade).await
+        (Method::GET | Method::POST, Some(name)) if matches!(sub, Some("exec" | "attach")) => {
+            let attach = sub == Some("attach");
+            crate::proxy::pod_exec(state, namespace, name, query, headers, upgrade, attach).await
         }
         (Method::GET | Method::POST, Some(name)) if sub == Some("portforward") => {
             crate::proxy::pod_port_forward(state, namespace, name, query, headers, upgrade).await

@@ -438,8 +438,9 @@ async fn connect_kubelet(
     })
 }
 
-/// `GET|POST /api/v1/namespaces/{ns}/pods/{name}/exec`: the client's WebSocket, passed
-/// through the kubelet of the pod's node to the container runtime.
+/// `GET|POST /api/v1/namespaces/{ns}/pods/{name}/exec` (a command) and `…/attach` (the
+/// container's own process, `attach: true`): the client's WebSocket, passed through the
+/// kubelet of the pod's node to the container runtime.
 pub async fn pod_exec(
     state: &AppState,
     namespace: Option<&str>,
@@ -447,11 +448,12 @@ pub async fn pod_exec(
     query: &Query,
     headers: &http::HeaderMap,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    attach: bool,
 ) -> ApiResult<Response> {
     let pods = state.registry.core("pods")?;
     let pod = state.registry.get(pods, namespace, name).await?;
     let commands: Vec<&str> = query.all("command");
-    if commands.is_empty() {
+    if commands.is_empty() && !attach {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
     let flag = |name: &str| matches!(query.get(name), Some("true" | "1"));
@@ -467,11 +469,19 @@ pub async fn pod_exec(
         .and_then(Value::as_str)
         .unwrap_or_default();
     if node_name.is_empty() || matches!(phase, "Succeeded" | "Failed") {
+        let action = if attach { "attach to" } else { "exec into" };
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
+            "cannot {action} a container in a completed pod; current phase is {phase}"
         )));
     }
-    let upgrade = upgrade_required(upgrade, "exec streams")?;
+    let upgrade = upgrade_required(
+        upgrade,
+        if attach {
+            "attach streams"
+        } else {
+            "exec streams"
+        },
+    )?;
     let namespace = namespace.unwrap_or("default");
     let params = {
         let mut params = form_urlencoded::Serializer::new(String::new());
@@ -485,7 +495,8 @@ pub async fn pod_exec(
         }
         params.finish()
     };
-    let path = format!("/exec/{namespace}/{name}/{container}?{params}");
+    let kind = if attach { "attach" } else { "exec" };
+    let path = format!("/{kind}/{namespace}/{name}/{container}?{params}");
     upgrade_through_kubelet(state, node_name, name, &path, headers, upgrade).await
 }
 

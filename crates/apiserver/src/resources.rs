@@ -209,6 +209,7 @@ pub static BUILTIN: &[ResourceInfo] = &[
         .short(&["po"])
         .all()
         .sub(&[
+            "attach",
             "binding",
             "eviction",
             "exec",

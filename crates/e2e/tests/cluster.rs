@@ -145,6 +145,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     assert!(terminal.status.success(), "{shown}");
 
     port_forward_reaches_the_pod(&server);
+    attach_reaches_the_containers_own_process(&server);
 
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
@@ -292,4 +293,53 @@ fn http_get(port: u16, path: &str) -> Vec<u8> {
     let mut answer = Vec::new();
     let _ = connection.read_to_end(&mut answer);
     answer
+}
+
+/// `kubectl attach` to a running container's output, and `kubectl run -i --rm`, which
+/// attaches to a `stdinOnce` container's stdin, then deletes the pod.
+fn attach_reaches_the_containers_own_process(server: &Server) {
+    let ticker = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ticker\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"sleep 4; for i in 1 2 3; do echo tick $i; echo tock $i >&2; sleep 0.3; done\"]\n"
+    );
+    server.ok_with_input(&["create", "-f", "-"], &ticker);
+    wait_for("the ticker to run", || {
+        server
+            .kubectl(&["get", "pod", "ticker", "-o", "jsonpath={.status.phase}"])
+            .stdout
+            == b"Running"
+    });
+    let attached = server.kubectl(&["attach", "ticker"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&attached.stdout),
+        String::from_utf8_lossy(&attached.stderr),
+    );
+    assert!(attached.status.success(), "{out}{err}");
+    assert!(out.contains("tick 1\ntick 2\ntick 3\n"), "{out}{err}");
+    assert!(err.contains("tock 3"), "{out}{err}");
+
+    let run = server.kubectl_with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            &format!("--image={IMAGE}"),
+            "reader",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo got $line",
+        ],
+        Some("hello through attach\n"),
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.contains("got hello through attach"),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success());
+    assert!(server
+        .fails(&["get", "pod", "reader"])
+        .contains("not found"));
 }

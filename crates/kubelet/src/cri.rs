@@ -266,6 +266,16 @@ impl Cri {
             .url)
     }
 
+    pub async fn attach(&self, request: proto::AttachRequest) -> Result<String> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .attach(request)
+            .await
+            .map_err(Error::cri("Attach"))?
+            .into_inner()
+            .url)
+    }
+
     /// A streaming URL for forwarding ports into the sandbox.
     pub async fn port_forward(&self, sandbox_id: &str) -> Result<String> {
         let mut rt = self.rt.clone();

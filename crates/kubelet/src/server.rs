@@ -258,7 +258,15 @@ async fn handle(
                 pod.to_string(),
                 container.to_string(),
             );
-            exec(state, &namespace, &pod, &container, request).await
+            exec(state, &namespace, &pod, &container, request, false).await
+        }
+        (&Method::GET | &Method::POST, ["attach", namespace, pod, container]) => {
+            let (namespace, pod, container) = (
+                namespace.to_string(),
+                pod.to_string(),
+                container.to_string(),
+            );
+            exec(state, &namespace, &pod, &container, request, true).await
         }
         (&Method::GET | &Method::POST, ["portForward", namespace, pod, rest @ ..])
             if rest.len() <= 1 =>
@@ -274,14 +282,16 @@ async fn handle(
     }
 }
 
-/// `/exec/{namespace}/{pod}/{container}?command=…`: asks the runtime for a streaming
-/// URL (CRI `Exec`) and proxies the client's WebSocket to it.
+/// `/exec/{namespace}/{pod}/{container}?command=…` (or `/attach/…`, to the container's
+/// own process): asks the runtime for a streaming URL (CRI `Exec` or `Attach`) and
+/// proxies the client's WebSocket to it.
 async fn exec(
     state: &ServerState,
     namespace: &str,
     pod_name: &str,
     container: &str,
     request: Request<hyper::body::Incoming>,
+    attach: bool,
 ) -> Response<Body> {
     let query: Vec<(String, String)> =
         form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
@@ -297,7 +307,7 @@ async fn exec(
         .filter(|(k, _)| k == "command")
         .map(|(_, v)| v.clone())
         .collect();
-    if cmd.is_empty() {
+    if cmd.is_empty() && !attach {
         return text(
             StatusCode::BAD_REQUEST,
             "you must specify at least 1 command",
@@ -318,18 +328,31 @@ async fn exec(
         Ok(id) => id,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    let url = match state
-        .cri
-        .exec(proto::ExecRequest {
-            container_id: id,
-            cmd,
-            tty: flag("tty"),
-            stdin: flag("stdin"),
-            stdout: flag("stdout"),
-            stderr: flag("stderr"),
-        })
-        .await
-    {
+    let streaming = if attach {
+        state
+            .cri
+            .attach(proto::AttachRequest {
+                container_id: id,
+                tty: flag("tty"),
+                stdin: flag("stdin"),
+                stdout: flag("stdout"),
+                stderr: flag("stderr"),
+            })
+            .await
+    } else {
+        state
+            .cri
+            .exec(proto::ExecRequest {
+                container_id: id,
+                cmd,
+                tty: flag("tty"),
+                stdin: flag("stdin"),
+                stdout: flag("stdout"),
+                stderr: flag("stderr"),
+            })
+            .await
+    };
+    let url = match streaming {
         Ok(url) => url,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

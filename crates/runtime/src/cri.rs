@@ -504,6 +504,34 @@ impl RuntimeService for Cri {
         Ok(Response::new(proto::ExecResponse { url }))
     }
 
+    async fn attach(
+        &self,
+        req: Request<proto::AttachRequest>,
+    ) -> Result<Response<proto::AttachResponse>, Status> {
+        let req = req.into_inner();
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout, or stderr must be set",
+            ));
+        }
+        if req.tty {
+            return Err(Status::unimplemented(
+                "attaching to a container's terminal is not supported yet",
+            ));
+        }
+        // Fail now, not on connect, for a container that is gone or not running.
+        let container_id = self.runtime.attachable(&req.container_id).await?;
+        let url = self
+            .streaming
+            .prepare_attach(crate::streaming::PendingAttach {
+                container_id,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            });
+        Ok(Response::new(proto::AttachResponse { url }))
+    }
+
     async fn port_forward(
         &self,
         req: Request<proto::PortForwardRequest>,

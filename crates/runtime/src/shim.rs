@@ -37,6 +37,13 @@ pub struct ShimConfig {
     pub log_path: Option<PathBuf>,
     /// The container's memory cgroup directory, read for OOM kills at exit.
     pub memory_cgroup: Option<PathBuf>,
+    /// The container reads stdin: the monitor holds a pipe to it, fed by attached
+    /// clients.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Stdin closes when the first attached client closes its side.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// Written by the monitor when the container's init exits.
@@ -56,6 +63,14 @@ pub const PID_FILE: &str = "init.pid";
 pub const SHIM_CONFIG: &str = "shim.json";
 /// The monitor's pid, written by the runtime when it starts one.
 pub const SHIM_PID_FILE: &str = "shim.pid";
+/// The monitor's attach socket in STATE_DIR. Each client gets the container's output
+/// from then on, framed as `[stream][length: u32 big-endian][bytes]` with stream 1 for
+/// stdout and 2 for stderr, until the container exits; what a client sends goes to the
+/// container's stdin (if it has one), and shutting down its sending side closes stdin
+/// for a `stdin_once` container.
+pub const ATTACH_SOCKET: &str = "attach.sock";
+pub const ATTACH_STDOUT: u8 = 1;
+pub const ATTACH_STDERR: u8 = 2;
 
 /// If this process was started as a shim or sandbox holder, runs it and
 /// returns its exit code; otherwise returns `None` at once.
@@ -98,7 +113,12 @@ pub fn format_log_line(
 /// Longest line written before splitting it into `P` records, as containerd.
 const MAX_LINE: usize = 16 * 1024;
 
-fn copy_log(mut from: impl Read, stream: &'static str, to: Arc<Mutex<Option<std::fs::File>>>) {
+fn copy_log(
+    mut from: impl Read,
+    stream: &'static str,
+    to: Arc<Mutex<Option<std::fs::File>>>,
+    attached: Option<&Attached>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     let emit = |line: &[u8], partial: bool| {
@@ -116,6 +136,14 @@ fn copy_log(mut from: impl Read, stream: &'static str, to: Arc<Mutex<Option<std:
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if let Some(attached) = attached {
+            let number = if stream == "stdout" {
+                ATTACH_STDOUT
+            } else {
+                ATTACH_STDERR
+            };
+            attached.broadcast(number, &buf[..n]);
+        }
         pending.extend_from_slice(&buf[..n]);
         while let Some(i) = pending.iter().position(|b| *b == b'\n') {
             emit(&pending[..i], false);
@@ -128,6 +156,77 @@ fn copy_log(mut from: impl Read, stream: &'static str, to: Arc<Mutex<Option<std:
     }
     if !pending.is_empty() {
         emit(&pending, false);
+    }
+}
+
+/// The clients attached to a container's stdio.
+struct Attached {
+    clients: Mutex<Vec<std::os::unix::net::UnixStream>>,
+    stdin: Mutex<Option<std::fs::File>>,
+    stdin_once: bool,
+}
+
+/// How long a write to an attached client may block the container's output before the
+/// client is dropped.
+const ATTACH_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Attached {
+    fn broadcast(&self, stream: u8, data: &[u8]) {
+        let mut frame = Vec::with_capacity(data.len() + 5);
+        frame.push(stream);
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(data);
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.retain_mut(|client| client.write_all(&frame).is_ok());
+        }
+    }
+
+    /// Accepts clients until the listener fails (the monitor exits with the container).
+    fn serve(self: Arc<Self>, listener: std::os::unix::net::UnixListener) {
+        for client in listener.incoming().flatten() {
+            let Ok(writer) = client.try_clone() else {
+                continue;
+            };
+            let _ = writer.set_write_timeout(Some(ATTACH_WRITE_TIMEOUT));
+            if let Ok(mut clients) = self.clients.lock() {
+                clients.push(writer);
+            }
+            let attached = self.clone();
+            std::thread::spawn(move || attached.feed_stdin(client));
+        }
+    }
+
+    /// Copies what a client sends into the container's stdin.
+    fn feed_stdin(&self, mut client: std::os::unix::net::UnixStream) {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let Ok(mut stdin) = self.stdin.lock() else {
+                return;
+            };
+            if let Some(pipe) = stdin.as_mut() {
+                if pipe.write_all(&buf[..n]).is_err() {
+                    *stdin = None;
+                }
+            }
+        }
+        if self.stdin_once {
+            if let Ok(mut stdin) = self.stdin.lock() {
+                *stdin = None;
+            }
+        }
+    }
+
+    /// The container has exited and its output is complete: clients are let go.
+    fn close(&self) {
+        if let Ok(mut clients) = self.clients.lock() {
+            for client in clients.drain(..) {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -172,6 +271,26 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
     usr1.add(nix::sys::signal::Signal::SIGUSR1);
     usr1.thread_block().context("block SIGUSR1")?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let (stdin_for_container, stdin_pipe) = if cfg.stdin {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+        (std::process::Stdio::from(r), Some(std::fs::File::from(w)))
+    } else {
+        (std::process::Stdio::null(), None)
+    };
+    let attached = Arc::new(Attached {
+        clients: Mutex::new(Vec::new()),
+        stdin: Mutex::new(stdin_pipe),
+        stdin_once: cfg.stdin_once,
+    });
+    let socket = dir.join(ATTACH_SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        crate::sys::with_short_path(&socket, |path| std::os::unix::net::UnixListener::bind(path))
+            .context("bind the attach socket")?;
+    {
+        let attached = attached.clone();
+        std::thread::spawn(move || attached.serve(listener));
+    }
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let runc = Runc {
         binary: cfg.runc_binary.clone(),
@@ -189,7 +308,7 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
         .arg("--pid-file")
         .arg(&pid_file)
         .arg(&cfg.id)
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin_for_container)
         .stdout(std::process::Stdio::from(out_w))
         .stderr(std::process::Stdio::from(err_w))
         .status()
@@ -198,13 +317,15 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
     // stay open only in the container, so EOF means its output is complete.
     let t_out = {
         let log = log.clone();
+        let attached = attached.clone();
         let f = std::fs::File::from(out_r);
-        std::thread::spawn(move || copy_log(f, "stdout", log))
+        std::thread::spawn(move || copy_log(f, "stdout", log, Some(&attached)))
     };
     let t_err = {
         let log = log.clone();
+        let attached = attached.clone();
         let f = std::fs::File::from(err_r);
-        std::thread::spawn(move || copy_log(f, "stderr", log))
+        std::thread::spawn(move || copy_log(f, "stderr", log, Some(&attached)))
     };
     let mut report = std::io::stdout();
     if !status.success() {
@@ -291,6 +412,8 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
         });
     let _ = t_out.join();
     let _ = t_err.join();
+    attached.close();
+    let _ = std::fs::remove_file(&socket);
     if let Ok(mut g) = log.lock() {
         if let Some(f) = g.as_mut() {
             let _ = f.sync_all();
@@ -376,7 +499,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Some(tempfile::tempfile().expect("tmp"))));
         let mut input = b"a\nbb\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', MAX_LINE + 3));
-        copy_log(&input[..], "stderr", log.clone());
+        copy_log(&input[..], "stderr", log.clone(), None);
         let mut f = log.lock().expect("lock").take().expect("file");
         use std::io::Seek;
         f.seek(std::io::SeekFrom::Start(0)).expect("seek");

@@ -40,10 +40,20 @@ pub struct PendingExec {
     pub tty: bool,
 }
 
+/// An `Attach` the kubelet asked for and has not connected to yet.
+#[derive(Debug, Clone)]
+pub struct PendingAttach {
+    pub container_id: String,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
 /// A session the kubelet asked for and has not connected to yet.
 #[derive(Debug, Clone)]
 enum Pending {
     Exec(PendingExec),
+    Attach(PendingAttach),
     PortForward { sandbox_id: String },
 }
 
@@ -65,6 +75,7 @@ impl StreamingServer {
         let app = Router::new()
             .route("/exec/{token}", any(exec))
             .route("/portforward/{token}", any(port_forward))
+            .route("/attach/{token}", any(attach))
             .with_state(server.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -94,6 +105,11 @@ impl StreamingServer {
                 tty,
             }),
         )
+    }
+
+    /// Registers an `Attach` and returns its URL.
+    pub fn prepare_attach(&self, request: PendingAttach) -> String {
+        self.register("attach", Pending::Attach(request))
     }
 
     /// Registers a `PortForward` into a sandbox and returns its URL.
@@ -228,8 +244,91 @@ async fn exec(
         })
 }
 
+/// `/attach/{token}`: the container's output from now on, and the client's stdin into
+/// it, until the container exits.
+async fn attach(
+    State(server): State<Arc<StreamingServer>>,
+    Path(token): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(Pending::Attach(request)) = server.take(&token) else {
+        return expired("attach");
+    };
+    let runtime = server.runtime.clone();
+    upgrade
+        .protocols(channel::PROTOCOLS.iter().copied())
+        .on_upgrade(move |mut socket| async move {
+            let v5 = socket.protocol().and_then(|p| p.to_str().ok()) == Some(channel::PROTOCOLS[0]);
+            let status = match pump_attach(&runtime, &request, &mut socket, v5).await {
+                Ok(()) => channel::success(),
+                Err(e) => {
+                    tracing::warn!(container = %request.container_id, error = %e, "attach failed");
+                    channel::internal_error(&e.to_string())
+                }
+            };
+            finish(socket, status).await
+        })
+}
+
+/// Carries the monitor's framed output to the client's channels and the client's stdin
+/// to the monitor, until the monitor lets go (the container exited) or the client goes.
+async fn pump_attach(
+    runtime: &Runtime,
+    request: &PendingAttach,
+    socket: &mut WebSocket,
+    v5: bool,
+) -> Result<()> {
+    let (connection, has_stdin) = runtime.attach(&request.container_id).await?;
+    let (mut from_monitor, mut to_monitor) = connection.into_split();
+    let mut stdin_open = request.stdin && has_stdin;
+    let mut header = [0u8; 5];
+    let mut data = Vec::new();
+    loop {
+        tokio::select! {
+            read = from_monitor.read_exact(&mut header) => {
+                if read.is_err() {
+                    return Ok(());
+                }
+                let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+                data.resize(length as usize, 0);
+                if from_monitor.read_exact(&mut data).await.is_err() {
+                    return Ok(());
+                }
+                let wanted = match header[0] {
+                    crate::shim::ATTACH_STDOUT => request.stdout.then_some(channel::STDOUT),
+                    _ => request.stderr.then_some(channel::STDERR),
+                };
+                if let Some(stream) = wanted {
+                    let frame = channel::frame(stream, &data);
+                    if socket.send(Message::Binary(frame.into())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Binary(message))) => match message.first() {
+                    Some(&channel::STDIN)
+                        if stdin_open && to_monitor.write_all(&message[1..]).await.is_err() =>
+                    {
+                        stdin_open = false;
+                    }
+                    Some(&channel::CLOSE) if v5 && message.get(1) == Some(&channel::STDIN) => {
+                        let _ = to_monitor.shutdown().await;
+                        stdin_open = false;
+                    }
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+                // The client went away; the container goes on.
+                None | Some(Err(_)) => return Ok(()),
+            },
+        }
+    }
+}
+
 /// Runs the command, pumping the streams, then sends the exit status and closes.
-async fn run(runtime: Arc<Runtime>, request: PendingExec, mut socket: WebSocket, v5: bool) {
+async fn run(runtime: Arc<Runtime>, request: PendingExec, socket: WebSocket, v5: bool) {
+    let mut socket = socket;
     let status = match pump(&runtime, &request, &mut socket, v5).await {
         Ok(code) => channel::exit_status(&request.cmd, code),
         Err(e) => {
@@ -237,6 +336,11 @@ async fn run(runtime: Arc<Runtime>, request: PendingExec, mut socket: WebSocket,
             channel::internal_error(&e.to_string())
         }
     };
+    finish(socket, status).await
+}
+
+/// Sends the final status, closes, and waits for the client's close.
+async fn finish(mut socket: WebSocket, status: serde_json::Value) {
     let message = channel::frame(channel::ERROR, status.to_string().as_bytes());
     let _ = socket.send(Message::Binary(message.into())).await;
     // A normal closure (1000): kubectl reads the error stream to its end, and takes a

@@ -135,3 +135,25 @@ fn connect_from_this_thread(netns: &Path, port: u16) -> std::io::Result<std::net
     std::net::TcpStream::connect_timeout(&v4, timeout)
         .or_else(|_| std::net::TcpStream::connect_timeout(&v6, timeout))
 }
+
+/// Runs `use_path` with a short name for `path` (`/proc/self/fd/N/<file name>`, through
+/// an open handle on its directory): a unix socket's path may not exceed 107 bytes, and
+/// state directories named by 64-digit ids under a test's temporary root do.
+pub fn with_short_path<T>(
+    path: &Path,
+    use_path: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return use_path(path);
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd())).join(name);
+    let result = use_path(&short);
+    drop(handle);
+    result
+}

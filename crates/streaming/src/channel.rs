@@ -24,11 +24,17 @@ pub fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
     message
 }
 
+/// The status message that ends a stream that went well (an attach whose container
+/// exited).
+pub fn success() -> Value {
+    json!({"metadata": {}, "status": "Success"})
+}
+
 /// The status message that ends a command: success, or upstream's `NonZeroExitCode`
 /// failure whose cause carries the exit code (kubectl exits with it).
 pub fn exit_status(command: &[String], exit_code: i32) -> Value {
     if exit_code == 0 {
-        return json!({"metadata": {}, "status": "Success"});
+        return success();
     }
     json!({
         "metadata": {},

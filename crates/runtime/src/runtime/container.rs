@@ -260,6 +260,8 @@ impl Runtime {
             runc_root: self.runc.root.clone(),
             log_path: (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
             memory_cgroup: Some(sys::memory_cgroup(&rec.cgroups_path)),
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
         };
         save(&dir.join(SHIM_CONFIG), &shim_cfg)?;
         self.spawn_monitor(&rec.id, &dir).await

@@ -26,16 +26,7 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec command is empty".into()));
         }
-        let rec = self.container(id).await?;
-        if !matches!(
-            self.container_state(&rec.id),
-            super::ContainerState::Running { .. }
-        ) {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                rec.id
-            )));
-        }
+        let rec = self.running_container(id).await?;
         let dir = self.container_dir(&rec.id);
         let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))?;
         let mut process = spec
@@ -85,5 +76,54 @@ impl Runtime {
             .await;
         self.finish_exec(&prepared);
         res
+    }
+}
+
+impl Runtime {
+    async fn running_container(&self, id: &str) -> Result<super::ContainerRecord> {
+        let rec = self.container(id).await?;
+        if !matches!(
+            self.container_state(&rec.id),
+            super::ContainerState::Running { .. }
+        ) {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// Checks that a container can be attached to, without connecting (a connection
+    /// that closes at once would close a `stdinOnce` container's stdin). Returns its id.
+    pub async fn attachable(&self, id: &str) -> Result<String> {
+        let rec = self.running_container(id).await?;
+        let socket = self.container_dir(&rec.id).join(crate::shim::ATTACH_SOCKET);
+        if !socket.exists() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} cannot be attached to: its monitor started before attach existed",
+                rec.id
+            )));
+        }
+        Ok(rec.id)
+    }
+
+    /// Connects to the monitor of a running container to attach to its stdio (see
+    /// [`crate::shim::ATTACH_SOCKET`]). Returns the connection and whether the container
+    /// reads stdin.
+    pub async fn attach(&self, id: &str) -> Result<(tokio::net::UnixStream, bool)> {
+        let id = self.attachable(id).await?;
+        let dir = self.container_dir(&id);
+        let shim: crate::shim::ShimConfig = super::load(&dir.join(crate::shim::SHIM_CONFIG))?;
+        let socket = dir.join(crate::shim::ATTACH_SOCKET);
+        let connection = crate::sys::with_short_path(&socket, |path| {
+            std::os::unix::net::UnixStream::connect(path)
+        })
+        .and_then(|c| {
+            c.set_nonblocking(true)?;
+            tokio::net::UnixStream::from_std(c)
+        })
+        .map_err(|e| Error::Internal(format!("attach to container {id}: {e}")))?;
+        Ok((connection, shim.stdin))
     }
 }
