@@ -6,7 +6,7 @@
 //! Local`, only on the endpoint's, keeping the client's address); a NetworkPolicy on one
 //! node blocks and then admits a client on another; pod traffic leaving the cluster
 //! range is masqueraded to its node's address; `cluster delete` leaves nothing behind.
-//! Both proxy modes.
+//! Both proxy modes, and both pod network backends (host-gw routes, VXLAN tunnel).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -203,21 +203,29 @@ fn http_get(addr: SocketAddr, timeout: Duration) -> Option<String> {
 
 #[test]
 fn pods_reach_each_other_across_nodes_without_nat() {
-    across_nodes("nftables");
+    across_nodes("nftables", "host-gw");
 }
 
 #[test]
 fn pods_reach_each_other_across_nodes_in_iptables_mode() {
-    across_nodes("iptables");
+    across_nodes("iptables", "host-gw");
 }
 
-fn across_nodes(proxy_mode: &str) {
+#[test]
+fn pods_reach_each_other_across_nodes_through_vxlan() {
+    across_nodes("nftables", "vxlan");
+}
+
+fn across_nodes(proxy_mode: &str, backend: &str) {
     if let Some(why) = skiff_e2e::netns::unavailable(&[["ip", "-V"], ["nft", "--version"]]) {
         eprintln!("skipped: {why}");
         return;
     }
     let started = Instant::now();
-    let mut cluster = Cluster::create(3, &["--proxy-mode", proxy_mode]);
+    let mut cluster = Cluster::create(
+        3,
+        &["--proxy-mode", proxy_mode, "--pod-network-backend", backend],
+    );
     let state = cluster.state();
     let nodes: Vec<(String, String)> = state["nodes"]
         .as_array()
@@ -266,6 +274,29 @@ fn across_nodes(proxy_mode: &str) {
     assert!(distinct
         .iter()
         .all(|r| in_cidr(&r[..r.find('/').expect("/")], "10.42.0.0/16")));
+
+    // The other nodes' ranges go through the backend's device.
+    let device = if backend == "vxlan" {
+        "dev skiff.vxlan"
+    } else {
+        "dev eth0"
+    };
+    let netns = state["nodes"][1]["netns"].as_str().expect("netns");
+    let routes = eventually(
+        "routes to the other nodes' pods",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new("ip")
+                .args(["-n", netns, "route", "show", "proto", "94"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.lines().filter(|l| l.contains(device)).count() == 2).then_some(text)
+        },
+    );
+    for (name, _) in [&nodes[0], &nodes[2]] {
+        assert!(routes.contains(&range_of(name)), "{routes}");
+    }
 
     cluster.apply(&web_pod("web-server", server, r#"{"app": "on-server"}"#));
     cluster.apply(&web_pod("web-agent2", agent2, r#"{"app": "web"}"#));
@@ -346,11 +377,17 @@ fn across_nodes(proxy_mode: &str) {
         );
     }
 
-    // From a node (host network) to a pod on another node: the node's own address.
+    // From a node (host network) to a pod on another node: the node's own address (its
+    // InternalIP, or with VXLAN its tunnel device's, its range's network address).
     let page = cluster.sh("node-client", &format!("{GET} {server_pod} 8080"));
     assert!(page.trim_end().ends_with("web-server"), "{page:?}");
     let log = cluster.ok(&["logs", "web-server"]);
-    assert!(log.contains(&format!("[::ffff:{agent1_ip}]")), "{log}");
+    let agent1_range = range_of(agent1);
+    let node_source = match backend {
+        "vxlan" => agent1_range.split('/').next().expect("network address"),
+        _ => agent1_ip.as_str(),
+    };
+    assert!(log.contains(&format!("[::ffff:{node_source}]")), "{log}");
 
     // The Service by name, from a node that is neither the server's (where the DNS
     // runs) nor the endpoint's.
@@ -526,7 +563,7 @@ fn across_nodes(proxy_mode: &str) {
         .count();
     assert_eq!(processes, 0, "processes of the cluster left running");
     eprintln!(
-        "multi-node test ({proxy_mode}) took {:?}",
+        "multi-node test ({proxy_mode}, {backend}) took {:?}",
         started.elapsed()
     );
 }

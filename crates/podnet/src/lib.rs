@@ -17,19 +17,25 @@
 //!
 //! - [`routes`]: the route table wanted from the Nodes, and its sync behind the
 //!   [`routes::RouteTable`] trait ([`routes::IpRoute`] runs `ip`).
+//! - [`vxlan`]: the other backend, for nodes on different networks: the same routes
+//!   through a VXLAN device, with the neighbour and forwarding entries it needs
+//!   (flannel's `vxlan` backend); each node publishes its device's MAC on its Node.
 //! - [`masq`]: the masquerade rules (the CNI bridge plugin's own `ipMasq` would
 //!   masquerade everything leaving the node's subnet, other nodes' pods included, so the
 //!   runtime turns it off when this crate runs).
 //!
-//! Start reading at [`run`]. IPv4 only; nodes must share an L2 network (no VXLAN yet).
+//! Start reading at [`run`]. IPv4 only. With [`Backend::HostGw`] nodes must share an L2
+//! network; with [`Backend::Vxlan`] their InternalIPs need only reach each other.
 
 pub mod masq;
 pub mod routes;
+pub mod vxlan;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use skiff_proxy::{Apply, Ipv4Cidr, NftCommand, SyncPacer};
 use tokio::sync::Notify;
@@ -44,6 +50,20 @@ pub enum Error {
     Ip { command: String, message: String },
     #[error("sync task failed: {0}")]
     SyncTask(String),
+    #[error("publishing this node's VXLAN address: {0}")]
+    Publish(#[from] kube::Error),
+}
+
+/// How packets reach other nodes' pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Routes via the other nodes' InternalIPs: nodes on one L2 network (flannel's
+    /// `host-gw`).
+    #[default]
+    HostGw,
+    /// A VXLAN tunnel between the nodes' InternalIPs (UDP 8472): any network that routes
+    /// between them (flannel's `vxlan`).
+    Vxlan,
 }
 
 /// What the pod network of one node needs to know.
@@ -57,14 +77,16 @@ pub struct PodNetArgs {
     /// Longest time between two route syncs, even without Node changes (routes someone
     /// deleted come back).
     pub sync_period: Duration,
+    pub backend: Backend,
 }
 
 impl PodNetArgs {
-    pub fn new(node_name: Option<String>, cluster_cidr: Ipv4Cidr) -> PodNetArgs {
+    pub fn new(node_name: Option<String>, cluster_cidr: Ipv4Cidr, backend: Backend) -> PodNetArgs {
         PodNetArgs {
             node_name,
             cluster_cidr,
             sync_period: Duration::from_secs(30),
+            backend,
         }
     }
 
@@ -92,15 +114,19 @@ pub async fn run(client: Client, args: PodNetArgs) -> Result<(), Error> {
         .map_err(|e| Error::SyncTask(e.to_string()))??;
     tracing::info!(cluster_cidr = %args.cluster_cidr, node = %node_name, "pod network: masquerading traffic leaving the cluster range");
     let changed = Arc::new(Notify::new());
-    let nodes = skiff_proxy::watch(Api::<Node>::all(client), changed.clone());
+    let api = Api::<Node>::all(client);
+    let nodes = skiff_proxy::watch(api.clone(), changed.clone());
     let mut pacer = SyncPacer::new(changed, MIN_SYNC_PERIOD, args.sync_period);
     loop {
         pacer.wait().await;
-        let wanted = routes::desired(&nodes.state(), &node_name);
-        let result =
-            tokio::task::spawn_blocking(move || routes::sync(&mut routes::IpRoute, &wanted))
-                .await
-                .map_err(|e| Error::SyncTask(e.to_string()))?;
+        let state = nodes.state();
+        let result = match args.backend {
+            Backend::HostGw => {
+                let wanted = routes::desired(&state, &node_name);
+                blocking(move || routes::sync(&mut routes::IpRoute::default(), &wanted)).await
+            }
+            Backend::Vxlan => sync_vxlan(&api, &state, &node_name).await,
+        };
         pacer.done(result.is_ok());
         match result {
             Ok(changes) if changes.is_empty() => {}
@@ -108,4 +134,53 @@ pub async fn run(client: Client, args: PodNetArgs) -> Result<(), Error> {
             Err(error) => tracing::warn!(%error, "syncing routes to other nodes' pods; retrying"),
         }
     }
+}
+
+/// Runs a sync that calls `ip` off the async threads.
+async fn blocking<T: Send + 'static>(
+    sync: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(sync)
+        .await
+        .map_err(|e| Error::SyncTask(e.to_string()))?
+}
+
+/// One VXLAN sync: this node's device (once its Node has a range and an address) and
+/// its MAC published, then the entries and routes for every peer that published its own.
+async fn sync_vxlan(
+    api: &Api<Node>,
+    nodes: &[Arc<Node>],
+    node_name: &str,
+) -> Result<routes::Changes, Error> {
+    let own = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node_name));
+    let Some((own, range, address)) =
+        own.and_then(|n| Some((n, routes::pod_cidr(n)?, routes::internal_ip(n)?)))
+    else {
+        // Not registered, or no range yet: nothing to tunnel from.
+        return Ok(routes::Changes::default());
+    };
+    let mac = blocking(move || vxlan::ensure_device(range, address)).await?;
+    let published = own
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(vxlan::MAC_ANNOTATION));
+    if published != Some(&mac) {
+        let patch = serde_json::json!({"metadata": {"annotations": {vxlan::MAC_ANNOTATION: mac}}});
+        api.patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(%mac, device = vxlan::DEVICE, "published this node's VXLAN device");
+    }
+    let peers = vxlan::peers(nodes, node_name);
+    let wanted = vxlan::routes(&peers);
+    blocking(move || {
+        vxlan::sync_entries(&peers)?;
+        let mut table = routes::IpRoute {
+            onlink_device: Some(vxlan::DEVICE),
+        };
+        routes::sync(&mut table, &wanted)
+    })
+    .await
 }

@@ -33,7 +33,8 @@ pub fn desired(nodes: &[std::sync::Arc<Node>], own: &str) -> Routes {
         .collect()
 }
 
-fn pod_cidr(node: &Node) -> Option<Ipv4Cidr> {
+/// A node's IPv4 pod range.
+pub fn pod_cidr(node: &Node) -> Option<Ipv4Cidr> {
     let spec = node.spec.as_ref()?;
     spec.pod_cidrs
         .iter()
@@ -42,7 +43,8 @@ fn pod_cidr(node: &Node) -> Option<Ipv4Cidr> {
         .find_map(|c| c.parse::<Ipv4Cidr>().ok().filter(|_| c.contains('/')))
 }
 
-fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
+/// A node's IPv4 InternalIP.
+pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
     node.status
         .as_ref()?
         .addresses
@@ -107,23 +109,32 @@ pub fn sync(table: &mut impl RouteTable, wanted: &Routes) -> Result<Changes, Err
 
 /// The real table, through `ip` (iproute2) in the process's network namespace.
 #[derive(Debug, Default)]
-pub struct IpRoute;
+pub struct IpRoute {
+    /// Routes go through this device, their gateways taken as on-link (the VXLAN
+    /// device, whose gateways are the other nodes' tunnel addresses); `None`: the kernel
+    /// finds the device from the gateway (host-gw).
+    pub onlink_device: Option<&'static str>,
+}
 
-impl IpRoute {
-    fn ip(args: &[String]) -> Result<String, Error> {
-        let output = Command::new("ip").args(args).output();
-        let failed = |message: String| Error::Ip {
-            command: format!("ip {}", args.join(" ")),
-            message,
-        };
-        let output = output.map_err(|e| failed(e.to_string()))?;
-        if !output.status.success() {
-            return Err(failed(
-                String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            ));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+/// Runs `ip` with `args`; its stdout.
+pub(crate) fn ip(args: &[String]) -> Result<String, Error> {
+    run("ip", args)
+}
+
+/// Runs an iproute2 program; its stdout, or its stderr as the error.
+pub(crate) fn run(program: &str, args: &[String]) -> Result<String, Error> {
+    let output = Command::new(program).args(args).output();
+    let failed = |message: String| Error::Ip {
+        command: format!("{program} {}", args.join(" ")),
+        message,
+    };
+    let output = output.map_err(|e| failed(e.to_string()))?;
+    if !output.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
     }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Routes from `ip -j route show` output: `dst` and `gateway` of each.
@@ -143,7 +154,7 @@ pub fn parse_routes(json: &str) -> Routes {
 
 impl RouteTable for IpRoute {
     fn ours(&mut self) -> Result<Routes, Error> {
-        let out = IpRoute::ip(&[
+        let out = ip(&[
             "-j".into(),
             "-4".into(),
             "route".into(),
@@ -155,7 +166,7 @@ impl RouteTable for IpRoute {
     }
 
     fn replace(&mut self, destination: Ipv4Cidr, gateway: Ipv4Addr) -> Result<(), Error> {
-        IpRoute::ip(&[
+        let mut args: Vec<String> = vec![
             "-4".into(),
             "route".into(),
             "replace".into(),
@@ -164,12 +175,15 @@ impl RouteTable for IpRoute {
             gateway.to_string(),
             "proto".into(),
             ROUTE_PROTOCOL.to_string(),
-        ])
-        .map(drop)
+        ];
+        if let Some(device) = self.onlink_device {
+            args.extend(["dev".into(), device.into(), "onlink".into()]);
+        }
+        ip(&args).map(drop)
     }
 
     fn delete(&mut self, destination: Ipv4Cidr) -> Result<(), Error> {
-        IpRoute::ip(&[
+        ip(&[
             "-4".into(),
             "route".into(),
             "del".into(),

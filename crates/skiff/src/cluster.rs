@@ -17,7 +17,6 @@
 //! What was made is recorded in `DIR/cluster.json` as it is made, so `delete` also
 //! cleans up after a `create` that failed halfway.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -59,6 +58,10 @@ struct CreateArgs {
     /// How every node's service proxy programs Services.
     #[arg(long, value_enum, default_value = "nftables")]
     proxy_mode: skiff_proxy::ProxyMode,
+    /// How pods reach other nodes' pods: routes via the nodes' addresses, or a VXLAN
+    /// tunnel between them.
+    #[arg(long, value_enum, default_value = "host-gw")]
+    pod_network_backend: skiff_podnet::Backend,
     /// How long to wait for every node to be Ready.
     #[arg(long, default_value = "180s", value_parser = crate::parse_duration)]
     wait: Duration,
@@ -397,6 +400,10 @@ fn plug_in(node: &NodeState, bridge: &str, gateway: Ipv4Addr, index: usize) -> a
 fn node_command(node: &NodeState, state: &State, args: &CreateArgs, role: &[&str]) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap_or_else(|_| "skiff".into()));
     let dir = &node.data_dir;
+    let backend = match args.pod_network_backend {
+        skiff_podnet::Backend::HostGw => "host-gw",
+        skiff_podnet::Backend::Vxlan => "vxlan",
+    };
     let proxy_mode = match args.proxy_mode {
         skiff_proxy::ProxyMode::Nftables => "nftables",
         skiff_proxy::ProxyMode::Iptables => "iptables",
@@ -412,7 +419,8 @@ fn node_command(node: &NodeState, state: &State, args: &CreateArgs, role: &[&str
         .arg("--pod-logs-dir")
         .arg(dir.join("logs"))
         .args(["--cgroup-parent", &node.cgroup(&state.id)])
-        .args(["--proxy-mode", proxy_mode]);
+        .args(["--proxy-mode", proxy_mode])
+        .args(["--pod-network-backend", backend]);
     command
 }
 
@@ -541,10 +549,9 @@ fn write_host_kubeconfig(admin: &Path, out: &Path, server_url: &str) -> anyhow::
         }
     }
     let text = serde_yaml::to_string(&config)?;
-    let mut file =
-        std::fs::File::create(out).with_context(|| format!("writing {}", out.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
+    // It carries the cluster admin's credentials.
+    skiff_pki::write_private_file(out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 /// Everything of the cluster goes: node processes and all they started, cgroups,

@@ -106,6 +106,11 @@ struct NodeArgs {
     /// node's pods get addresses from `--pod-cidr` and reach only their own node's pods.
     #[arg(long)]
     cluster_cidr: Option<skiff_proxy::Ipv4Cidr>,
+    /// How pods reach other nodes' pods (with --cluster-cidr): `host-gw` routes via the
+    /// nodes' addresses (nodes on one L2 network), `vxlan` tunnels between them (any
+    /// network that routes between the nodes; UDP 8472).
+    #[arg(long, value_enum, default_value = "host-gw")]
+    pod_network_backend: skiff_podnet::Backend,
 }
 
 /// The agent's flags with nothing given: their defaults, to tell which ones were set.
@@ -174,8 +179,11 @@ impl NodeArgs {
         components.spawn("container runtime", skiff_runtime::run(runtime));
         let client = kube_client(Some(kubeconfig), "kube-proxy").await?;
         if let Some(cluster_cidr) = self.cluster_cidr {
-            let podnet =
-                skiff_podnet::PodNetArgs::new(self.kubelet.node_name.clone(), cluster_cidr);
+            let podnet = skiff_podnet::PodNetArgs::new(
+                self.kubelet.node_name.clone(),
+                cluster_cidr,
+                self.pod_network_backend,
+            );
             components.spawn("pod network", skiff_podnet::run(client.clone(), podnet));
         }
         components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
