@@ -544,3 +544,24 @@ fn secret_string_data_through_apply() {
         assert_eq!(decoded, password, "{encoded}");
     }
 }
+
+/// `kubectl diff` (a server-side dry run of the apply it would make), both kinds of apply.
+#[test]
+fn kubectl_diff_shows_the_change_and_changes_nothing() {
+    let s = shared();
+    let ns = s.namespace("diff");
+    s.ok_with_input(&["apply", "-f", "-"], &configmap(&ns, "a: '1'"));
+    for args in [
+        &["diff", "-f", "-"][..],
+        &["diff", "--server-side", "-f", "-"][..],
+    ] {
+        let out = s.kubectl_with_input(args, Some(&configmap(&ns, "a: '2'")));
+        // kubectl diff exits 1 when there are differences.
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let diff = String::from_utf8_lossy(&out.stdout);
+        assert!(diff.contains("-  a: \"1\"\n+  a: \"2\""), "{diff}");
+        assert_eq!(s.json(&["configmap/settings", "-n", &ns])["data"]["a"], "1");
+    }
+    let same = s.kubectl_with_input(&["diff", "-f", "-"], Some(&configmap(&ns, "a: '1'")));
+    assert_eq!(same.status.code(), Some(0), "{same:?}");
+}
