@@ -13,12 +13,108 @@ use crate::images::ImageRecord;
 use crate::proto::{
     self, image_service_server::ImageService, runtime_service_server::RuntimeService,
 };
+use crate::runtime::stats::Usage;
 use crate::runtime::{
     container::exit_reason, ContainerRecord, ContainerState, Runtime, SandboxRecord,
 };
 
 pub const RUNTIME_NAME: &str = "skiff";
 pub const CRI_VERSION: &str = "v1";
+
+fn u64_value(value: u64) -> Option<proto::UInt64Value> {
+    Some(proto::UInt64Value { value })
+}
+
+fn cpu_usage(u: &Usage) -> proto::CpuUsage {
+    proto::CpuUsage {
+        timestamp: u.timestamp,
+        usage_core_nano_seconds: u64_value(u.cpu_core_nanoseconds),
+        usage_nano_cores: u.cpu_nano_cores.and_then(u64_value),
+    }
+}
+
+fn memory_usage(u: &Usage) -> proto::MemoryUsage {
+    proto::MemoryUsage {
+        timestamp: u.timestamp,
+        working_set_bytes: u64_value(u.memory_working_set_bytes),
+        available_bytes: None,
+        usage_bytes: u64_value(u.memory_usage_bytes),
+        rss_bytes: u64_value(u.memory_rss_bytes),
+        page_faults: u64_value(u.page_faults),
+        major_page_faults: u64_value(u.major_page_faults),
+    }
+}
+
+impl Cri {
+    /// Containers whose id and sandbox id start with the given ones (empty matches all)
+    /// and whose labels carry `labels`: CRI's filters.
+    async fn containers_matching(
+        &self,
+        id: &str,
+        sandbox_id: &str,
+        labels: &HashMap<String, String>,
+    ) -> Vec<ContainerRecord> {
+        let mut containers = self.runtime.containers().await;
+        containers.retain(|r| {
+            r.id.starts_with(id)
+                && r.sandbox_id.starts_with(sandbox_id)
+                && labels_match(labels, &r.labels)
+        });
+        containers
+    }
+
+    /// A container's stats; `None` once its cgroup is gone (it exited and was cleaned up).
+    fn container_stats(&self, r: &ContainerRecord) -> Option<proto::ContainerStats> {
+        let (usage, (bytes, inodes)) = self.runtime.container_usage(&r.cgroups_path, &r.id)?;
+        Some(proto::ContainerStats {
+            attributes: Some(proto::ContainerAttributes {
+                id: r.id.clone(),
+                metadata: Some(container_meta(r)),
+                labels: r.labels.clone(),
+                annotations: r.annotations.clone(),
+            }),
+            cpu: Some(cpu_usage(&usage)),
+            memory: Some(memory_usage(&usage)),
+            writable_layer: Some(proto::FilesystemUsage {
+                timestamp: usage.timestamp,
+                fs_id: Some(proto::FilesystemIdentifier {
+                    mountpoint: self.runtime.config.root.display().to_string(),
+                }),
+                used_bytes: u64_value(bytes),
+                inodes_used: u64_value(inodes),
+            }),
+            swap: None,
+        })
+    }
+
+    fn sandbox_stats(
+        &self,
+        r: &SandboxRecord,
+        containers: &[ContainerRecord],
+    ) -> proto::PodSandboxStats {
+        let usage = self.runtime.sandbox_usage(&r.cgroup_parent);
+        proto::PodSandboxStats {
+            attributes: Some(proto::PodSandboxAttributes {
+                id: r.id.clone(),
+                metadata: Some(sandbox_meta(r)),
+                labels: r.labels.clone(),
+                annotations: r.annotations.clone(),
+            }),
+            linux: Some(proto::LinuxPodSandboxStats {
+                cpu: usage.as_ref().map(cpu_usage),
+                memory: usage.as_ref().map(memory_usage),
+                network: None,
+                process: None,
+                containers: containers
+                    .iter()
+                    .filter(|c| c.sandbox_id == r.id)
+                    .filter_map(|c| self.container_stats(c))
+                    .collect(),
+            }),
+            windows: None,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Cri {
@@ -372,15 +468,9 @@ impl RuntimeService for Cri {
     ) -> Result<Response<proto::ListContainersResponse>, Status> {
         let filter = req.into_inner().filter.unwrap_or_default();
         let containers = self
-            .runtime
-            .containers()
+            .containers_matching(&filter.id, &filter.pod_sandbox_id, &filter.label_selector)
             .await
             .into_iter()
-            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
-            .filter(|r| {
-                filter.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.pod_sandbox_id)
-            })
-            .filter(|r| labels_match(&filter.label_selector, &r.labels))
             .filter_map(|r| {
                 let state = self.runtime.container_state(&r.id).cri() as i32;
                 if filter.state.as_ref().is_some_and(|s| s.state != state) {
@@ -502,6 +592,78 @@ impl RuntimeService for Cri {
             req.tty,
         );
         Ok(Response::new(proto::ExecResponse { url }))
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<proto::ContainerStatsRequest>,
+    ) -> Result<Response<proto::ContainerStatsResponse>, Status> {
+        let container = self
+            .runtime
+            .container(&req.into_inner().container_id)
+            .await?;
+        let stats = self.container_stats(&container).ok_or_else(|| {
+            Status::not_found(format!(
+                "no stats for container {}: its cgroup is gone",
+                container.id
+            ))
+        })?;
+        Ok(Response::new(proto::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<proto::ListContainerStatsRequest>,
+    ) -> Result<Response<proto::ListContainerStatsResponse>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let stats = self
+            .containers_matching(&filter.id, &filter.pod_sandbox_id, &filter.label_selector)
+            .await
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    self.runtime.container_state(&r.id),
+                    ContainerState::Running { .. }
+                )
+            })
+            .filter_map(|r| self.container_stats(&r))
+            .collect();
+        Ok(Response::new(proto::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<proto::PodSandboxStatsRequest>,
+    ) -> Result<Response<proto::PodSandboxStatsResponse>, Status> {
+        let sandbox = self
+            .runtime
+            .sandbox(&req.into_inner().pod_sandbox_id)
+            .await?;
+        let containers = self.runtime.containers().await;
+        Ok(Response::new(proto::PodSandboxStatsResponse {
+            stats: Some(self.sandbox_stats(&sandbox, &containers)),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<proto::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<proto::ListPodSandboxStatsResponse>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let containers = self.runtime.containers().await;
+        let stats = self
+            .runtime
+            .sandboxes()
+            .await
+            .into_iter()
+            .filter(|r| r.ready)
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| labels_match(&filter.label_selector, &r.labels))
+            .map(|r| self.sandbox_stats(&r, &containers))
+            .collect();
+        Ok(Response::new(proto::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn attach(

@@ -1102,3 +1102,104 @@ async fn containers_whose_monitor_died_are_reported_exited() {
     remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }
+
+#[tokio::test]
+async fn stats_come_from_the_cgroups_and_the_writable_layer() {
+    let mut h = Harness::start().await;
+    let (sb, sb_cfg) = run_sandbox(&mut h, "stats").await;
+    let spinner = container_config(
+        "spinner",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/ballast bs=1024 count=5120 2>/dev/null; while :; do :; done",
+        ],
+    );
+    let id = create_and_start(&mut h, &sb, &sb_cfg, spinner).await;
+    let stats = |h: &mut Harness| {
+        let mut rt = h.rt.clone();
+        let id = id.clone();
+        async move {
+            rt.container_stats(proto::ContainerStatsRequest { container_id: id })
+                .await
+                .expect("ContainerStats")
+                .into_inner()
+                .stats
+                .expect("stats")
+        }
+    };
+    let value = |v: &Option<proto::UInt64Value>| v.as_ref().map(|v| v.value);
+    // The ballast lands in the writable layer before long.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let first = loop {
+        let s = stats(&mut h).await;
+        let layer = value(&s.writable_layer.as_ref().expect("layer").used_bytes).unwrap_or(0);
+        if layer >= 5 << 20 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(first.attributes.as_ref().expect("attributes").id, id);
+    let layer = first.writable_layer.as_ref().expect("layer");
+    assert!(
+        value(&layer.used_bytes).unwrap_or(0) >= 5 << 20,
+        "{layer:?}"
+    );
+    let memory = first.memory.as_ref().expect("memory");
+    assert!(
+        value(&memory.working_set_bytes).unwrap_or(0) > 0,
+        "{memory:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let second = stats(&mut h).await;
+    let cpu = second.cpu.as_ref().expect("cpu");
+    let (total_before, total_after) = (
+        value(&first.cpu.as_ref().expect("cpu").usage_core_nano_seconds).unwrap_or(0),
+        value(&cpu.usage_core_nano_seconds).unwrap_or(0),
+    );
+    assert!(
+        total_after > total_before,
+        "{total_before} -> {total_after}"
+    );
+    // A spinning shell uses a good part of a core (even on a busy machine).
+    assert!(
+        value(&cpu.usage_nano_cores).unwrap_or(0) > 50_000_000,
+        "{cpu:?}"
+    );
+
+    let listed =
+        h.rt.list_container_stats(proto::ListContainerStatsRequest {
+            filter: Some(proto::ContainerStatsFilter {
+                pod_sandbox_id: sb.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let pod =
+        h.rt.pod_sandbox_stats(proto::PodSandboxStatsRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let linux = pod.linux.expect("linux");
+    assert_eq!(linux.containers.len(), 1);
+    // The pod's cgroup holds its container's usage.
+    let pod_cpu = value(&linux.cpu.expect("pod cpu").usage_core_nano_seconds).unwrap_or(0);
+    assert!(pod_cpu >= total_after, "{pod_cpu} < {total_after}");
+
+    h.rt.stop_container(proto::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}

@@ -15,6 +15,7 @@
 pub mod container;
 pub mod exec;
 pub mod sandbox;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub struct Runtime {
     pub(crate) state: Mutex<State>,
     pub(crate) min_oom_score_adj: i64,
     pub cni: Option<crate::network::PodNetwork>,
+    pub(crate) cpu_samples: stats::CpuSamples,
 }
 
 #[derive(Default)]
@@ -176,6 +178,7 @@ impl Runtime {
             runc,
             state: Mutex::new(state),
             min_oom_score_adj: crate::sys::own_oom_score_adj().max(0),
+            cpu_samples: stats::CpuSamples::default(),
             config,
         })
     }
