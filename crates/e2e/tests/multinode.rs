@@ -377,6 +377,11 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         );
     }
 
+    // Pods' interfaces leave room for the tunnel's headers.
+    let mtu = cluster.sh("client", "cat /sys/class/net/eth0/mtu");
+    let wanted_mtu = if backend == "vxlan" { "1450" } else { "1500" };
+    assert_eq!(mtu.trim(), wanted_mtu);
+
     // From a node (host network) to a pod on another node: the node's own address (its
     // InternalIP, or with VXLAN its tunnel device's, its range's network address).
     let page = cluster.sh("node-client", &format!("{GET} {server_pod} 8080"));

@@ -29,8 +29,9 @@ pub const MAC_ANNOTATION: &str = "skiff.io/vxlan-mac";
 /// The VXLAN network identifier and UDP port (flannel's and the kernel's usual ones).
 const VNI: &str = "1";
 const PORT: &str = "8472";
-/// 50 bytes of outer headers (IPv4, UDP, VXLAN, Ethernet) inside a 1500-byte path.
-const MTU: &str = "1450";
+/// The device's MTU: 50 bytes of outer headers (IPv4, UDP, VXLAN, Ethernet) inside a
+/// 1500-byte path. Pods' interfaces get the same.
+pub const MTU: u32 = 1450;
 
 /// Another node as this node's tunnel sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,7 +104,14 @@ pub fn ensure_device(own_range: Ipv4Cidr, node_ip: Ipv4Addr) -> Result<String, E
             "nolearning",
         ]))?;
     }
-    ip(&strings(&["link", "set", DEVICE, "mtu", MTU, "up"]))?;
+    ip(&strings(&[
+        "link",
+        "set",
+        DEVICE,
+        "mtu",
+        &MTU.to_string(),
+        "up",
+    ]))?;
     let address = format!("{}/32", tunnel_address(own_range));
     ip(&strings(&["addr", "replace", &address, "dev", DEVICE]))?;
     device_mac()?.ok_or_else(|| Error::Ip {

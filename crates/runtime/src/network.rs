@@ -35,6 +35,9 @@ pub struct CniConfig {
     /// Write the default network only once the node's pod CIDR arrives (UpdateRuntimeConfig);
     /// until then the network is not ready.
     pub subnet_from_node: bool,
+    /// MTU of pods' interfaces and the bridge (`None`: the plugin's, the link default).
+    /// Below the node's own when pod traffic is tunnelled (VXLAN takes 50 bytes).
+    pub mtu: Option<u32>,
 }
 
 /// The file the default network is written to; only this one is rewritten when the
@@ -457,7 +460,7 @@ pub fn prepare_host() {
 }
 
 pub fn default_conflist(c: &CniConfig) -> Value {
-    json!({
+    let mut list = json!({
         "cniVersion": "1.0.0",
         "name": "skiff",
         "plugins": [
@@ -476,7 +479,11 @@ pub fn default_conflist(c: &CniConfig) -> Value {
             },
             {"type": "portmap", "capabilities": {"portMappings": true}},
         ],
-    })
+    });
+    if let Some(mtu) = c.mtu {
+        list["plugins"][0]["mtu"] = json!(mtu);
+    }
+    list
 }
 
 #[cfg(test)]
@@ -501,10 +508,12 @@ mod tests {
             default_bridge: "skiff0".into(),
             ip_masq: true,
             subnet_from_node: false,
+            mtu: None,
         };
         let c = Cni::load_or_init(cfg.clone()).expect("init");
         assert_eq!(c.name, "skiff");
         assert_eq!(c.plugins()[0]["type"], "bridge");
+        assert!(c.plugins()[0].get("mtu").is_none(), "the plugin's own MTU");
         let again = Cni::load_or_init(cfg).expect("reload");
         assert_eq!(again.list, c.list);
     }
@@ -518,6 +527,7 @@ mod tests {
             default_bridge: "skiff0".into(),
             ip_masq: false,
             subnet_from_node: true,
+            mtu: Some(1450),
         }
     }
 
@@ -537,6 +547,7 @@ mod tests {
         let cni = net.current().expect("network");
         assert_eq!(subnet(&cni.list).as_deref(), Some("10.42.1.0/24"));
         assert_eq!(cni.list["plugins"][0]["ipMasq"], false);
+        assert_eq!(cni.list["plugins"][0]["mtu"], 1450);
         assert_eq!(
             net.set_pod_cidr("10.42.1.0/24").expect("pod CIDR"),
             PodCidrChange::Unchanged

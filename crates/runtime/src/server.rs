@@ -48,6 +48,10 @@ pub struct RuntimeArgs {
     /// the node agent's pod-network controller does that, sparing the cluster's range.
     #[arg(long)]
     pub pod_cidr_from_node: bool,
+    /// MTU of pods' interfaces on the default network (default: the link's, 1500);
+    /// lower it when pod traffic is tunnelled between nodes.
+    #[arg(long)]
+    pub pod_mtu: Option<u32>,
     /// Give pods loopback only (no CNI).
     #[arg(long)]
     pub disable_cni: bool,
@@ -96,6 +100,7 @@ impl RuntimeArgs {
                 default_bridge: "skiff0".into(),
                 ip_masq: !self.pod_cidr_from_node,
                 subnet_from_node: self.pod_cidr_from_node,
+                mtu: self.pod_mtu,
             }),
         })
     }

@@ -873,6 +873,7 @@ async fn pod_network_follows_the_node_pod_cidr() {
         default_bridge: bridge.clone(),
         ip_masq: false,
         subnet_from_node: true,
+        mtu: None,
     });
     let mut h = Harness::serve_with(dir, cgroup_parent, Default::default(), config).await;
 
@@ -960,6 +961,7 @@ async fn pods_reach_each_other_over_cni() {
         default_bridge: bridge.clone(),
         ip_masq: false,
         subnet_from_node: false,
+        mtu: None,
     });
     let mut h = Harness::serve_with(dir, cgroup_parent, Default::default(), config).await;
     let st = h.runtime.images.clone();

@@ -166,6 +166,10 @@ impl NodeArgs {
         // With a cluster range, the node's pod range is the Node's part of it, and the pod
         // network controller (not the CNI bridge plugin) masquerades.
         runtime.pod_cidr_from_node |= self.cluster_cidr.is_some();
+        if self.pod_network_backend == skiff_podnet::Backend::Vxlan {
+            // The tunnel's headers come out of every pod packet's room.
+            runtime.pod_mtu = runtime.pod_mtu.or(Some(skiff_podnet::vxlan::MTU));
+        }
         let proxy = skiff_proxy::ProxyArgs {
             proxy_mode: self.proxy_mode,
             hostname_override: self.kubelet.node_name.clone(),
