@@ -8,7 +8,8 @@
 //!
 //! - [`run`] / [`KubeletArgs`]: the entry point `skiff kubelet` (and the agent
 //!   side of `skiff server`) calls with a `kube::Client`.
-//! - [`node`]: Node registration, status (capacity, conditions, nodeInfo) and
+//! - [`node`]: Node registration, the Node's `podCIDR` passed to the runtime,
+//!   status (capacity, conditions, nodeInfo) and
 //!   the heartbeat Lease.
 //! - [`pods`]: the watch on `spec.nodeName=<node>`, one worker per pod.
 //! - [`worker`]: the per-pod sync loop — sandbox, image pulls, init and app

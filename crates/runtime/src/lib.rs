@@ -14,7 +14,8 @@
 //!   owns sandboxes ([`runtime::sandbox`]), containers ([`runtime::container`])
 //!   and exec ([`runtime::exec`]).
 //! - [`images`]: content-addressed store, archive import, registry pulls.
-//! - [`network`]: CNI plugins (bridge + host-local by default).
+//! - [`network`]: CNI plugins (bridge + host-local by default); the default network's
+//!   range follows the node's `podCIDR` (CRI `UpdateRuntimeConfig`).
 //! - [`spec`]: CRI config → OCI `config.json` (pure, unit-tested).
 //! - [`runc`], [`sys`]: the only places that run runc or make mount/cgroup calls.
 //!
