@@ -536,6 +536,32 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         },
     );
 
+    // A node leaves: the others stop routing (and tunnelling) to its range.
+    cluster.ok(&["delete", "node", agent2]);
+    let gone = range_of(agent2);
+    eventually(
+        "the routes to the deleted node to go",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new("ip")
+                .args(["-n", netns, "route", "show", "proto", "94"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (!text.contains(&gone) && text.contains(&range_of(server))).then_some(())
+        },
+    );
+    if backend == "vxlan" {
+        let neighbours = Command::new("ip")
+            .args(["-n", netns, "neigh", "show", "dev", "skiff.vxlan"])
+            .output()
+            .expect("ip neigh");
+        let neighbours = String::from_utf8_lossy(&neighbours.stdout);
+        let tunnel = gone.split('/').next().expect("network address");
+        assert!(!neighbours.contains(&format!("{tunnel} ")), "{neighbours}");
+        assert_eq!(neighbours.lines().count(), 1, "{neighbours}");
+    }
+
     // Delete: no namespace, bridge, cgroup, mount or process of the cluster is left.
     let id = state["id"].as_str().expect("id").to_string();
     let dir = cluster.dir.path().to_path_buf();
