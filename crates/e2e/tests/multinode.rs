@@ -191,6 +191,15 @@ fn web_pod(name: &str, node: &str, labels: &str) -> String {
     )
 }
 
+/// The routes Skiff's pod network controller made (protocol 94) in a node's namespace.
+fn skiff_routes(netns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", netns, "route", "show", "proto", "94"])
+        .output()
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `GET /` from the host; the response, if one came within `timeout`.
 fn http_get(addr: SocketAddr, timeout: Duration) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
@@ -286,11 +295,7 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         "routes to the other nodes' pods",
         Duration::from_secs(20),
         || {
-            let out = Command::new("ip")
-                .args(["-n", netns, "route", "show", "proto", "94"])
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = skiff_routes(netns);
             (text.lines().filter(|l| l.contains(device)).count() == 2).then_some(text)
         },
     );
@@ -543,11 +548,7 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         "the routes to the deleted node to go",
         Duration::from_secs(20),
         || {
-            let out = Command::new("ip")
-                .args(["-n", netns, "route", "show", "proto", "94"])
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = skiff_routes(netns);
             (!text.contains(&gone) && text.contains(&range_of(server))).then_some(())
         },
     );
