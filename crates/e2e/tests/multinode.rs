@@ -191,6 +191,109 @@ fn web_pod(name: &str, node: &str, labels: &str) -> String {
     )
 }
 
+/// A pod on `node` with one host port.
+fn host_port_pod(name: &str, node_selector: &str, port: &str, command: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+  "spec": {{"nodeSelector": {{"kubernetes.io/hostname": "{node_selector}"}}, "terminationGracePeriodSeconds": 1,
+    "containers": [{{"name": "c", "image": "{IMAGE}", "ports": [{port}],
+      "command": ["sh", "-c", "{command}"]}}]}}}}"#
+    )
+}
+
+/// Upstream's "HostPort no conflict with different hostIP/protocol" and "hostPort
+/// conflict with 0.0.0.0 hostIP": one host port taken by three pods on one node (TCP on
+/// 127.0.0.1, TCP on the node's address, UDP on the node's address), the TCP ones
+/// reached there from the node (the test image's busybox has no UDP server); a pod whose
+/// port clashes with a 0.0.0.0 one is not scheduled.
+fn host_ports(cluster: &Cluster, node: &str, node_ip: &str) {
+    let serve = |text: &str| {
+        format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")
+    };
+    let tcp = |host_ip: &str| {
+        format!(r#"{{"containerPort": 8080, "hostPort": 54323, "hostIP": "{host_ip}"}}"#)
+    };
+    cluster.apply(&host_port_pod(
+        "hp-local",
+        node,
+        &tcp("127.0.0.1"),
+        &serve("hp-local"),
+    ));
+    cluster.apply(&host_port_pod(
+        "hp-node",
+        node,
+        &tcp(node_ip),
+        &serve("hp-node"),
+    ));
+    cluster.apply(&host_port_pod(
+        "hp-udp",
+        node,
+        &format!(
+            r#"{{"containerPort": 8081, "hostPort": 54323, "hostIP": "{node_ip}", "protocol": "UDP"}}"#
+        ),
+        "exec sleep 3600",
+    ));
+    cluster.apply(&host_port_pod(
+        "hp-any",
+        node,
+        r#"{"containerPort": 8080, "hostPort": 54322}"#,
+        "exec sleep 3600",
+    ));
+    for pod in ["hp-local", "hp-node", "hp-udp", "hp-any"] {
+        cluster.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=60s",
+        ]);
+    }
+    let nodes = cluster.ok(&[
+        "get",
+        "pods",
+        "hp-local",
+        "hp-node",
+        "hp-udp",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    assert_eq!(
+        nodes.split_whitespace().filter(|n| *n == node).count(),
+        3,
+        "{nodes}"
+    );
+    // From the node itself (a host-network pod there).
+    let local = cluster.sh("node-client", &format!("{GET} 127.0.0.1 54323 | tail -1"));
+    assert_eq!(local.trim(), "hp-local");
+    let on_node = cluster.sh("node-client", &format!("{GET} {node_ip} 54323 | tail -1"));
+    assert_eq!(on_node.trim(), "hp-node");
+    // 54322 on every address is taken: the same port on 127.0.0.1 cannot go there.
+    cluster.apply(&host_port_pod(
+        "hp-clash",
+        node,
+        r#"{"containerPort": 8080, "hostPort": 54322, "hostIP": "127.0.0.1"}"#,
+        "exec sleep 3600",
+    ));
+    let reason = eventually(
+        "the clashing pod to be refused",
+        Duration::from_secs(20),
+        || {
+            let message = cluster.ok(&[
+                "get",
+                "pod",
+                "hp-clash",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            ]);
+            (!message.is_empty()).then_some(message)
+        },
+    );
+    assert!(reason.contains("free ports"), "{reason}");
+    assert_eq!(
+        cluster.ok(&["get", "pod", "hp-clash", "-o", "jsonpath={.spec.nodeName}"]),
+        ""
+    );
+}
+
 /// The routes Skiff's pod network controller made (protocol 94) in a node's namespace.
 fn skiff_routes(netns: &str) -> String {
     let out = Command::new("ip")
@@ -540,6 +643,11 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
                 .then_some(())
         },
     );
+
+    // HostPorts are the portmap plugin's, the same under every mode and backend: once.
+    if proxy_mode == "nftables" && backend == "host-gw" {
+        host_ports(&cluster, agent1, agent1_ip);
+    }
 
     // A node leaves: the others stop routing (and tunnelling) to its range.
     cluster.ok(&["delete", "node", agent2]);
