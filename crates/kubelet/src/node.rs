@@ -524,7 +524,8 @@ pub fn pod_cidrs(node: &Node) -> Option<String> {
 }
 
 /// Watches this node's Node and sends each new pod range to the runtime until it takes
-/// it; notifies `applied` each time it does.
+/// it; notifies `applied` each time it does. Runs until cancelled (the heartbeat it runs
+/// beside ends with it).
 pub async fn follow_pod_cidr(client: kube::Client, name: String, cri: Cri, applied: Arc<Notify>) {
     let nodes: Api<Node> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -540,7 +541,9 @@ pub async fn follow_pod_cidr(client: kube::Client, name: String, cri: Cri, appli
             event = events.next() => match event {
                 Some(Ok(node)) => wanted = pod_cidrs(&node),
                 Some(Err(error)) => tracing::warn!(%error, "watching this node for its pod CIDR"),
-                None => return,
+                // The watch retries forever; were it to end, the range last seen is
+                // still offered until the runtime takes it.
+                None => events = futures::stream::pending().boxed(),
             },
             _ = retry.tick() => {}
         }
