@@ -353,14 +353,22 @@ async fn build(dir: &Path, args: &CreateArgs, state: &mut State) -> anyhow::Resu
     Ok(())
 }
 
-/// A node counts once the kubelet reports Ready (its runtime took the pod range) and
-/// the node has its range.
+/// A node counts once the kubelet reports Ready (its runtime took the pod range), the
+/// node has its range, and the node lifecycle controller has lifted the not-ready taint
+/// it may have set in between (so pods can be scheduled there at once).
 fn ready_with_range(node: &k8s_openapi::api::core::v1::Node) -> bool {
     let has_range = node
         .spec
         .as_ref()
         .and_then(|s| s.pod_cidr.as_deref())
         .is_some_and(|c| !c.is_empty());
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|t| t.key.starts_with("node.kubernetes.io/"));
     let ready = node
         .status
         .as_ref()
@@ -368,7 +376,7 @@ fn ready_with_range(node: &k8s_openapi::api::core::v1::Node) -> bool {
         .into_iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    has_range && ready
+    has_range && ready && !tainted
 }
 
 /// Makes the node's network namespace and plugs it into the bridge.
@@ -733,6 +741,45 @@ mod tests {
                 .action,
             ClusterAction::Delete(_)
         ));
+    }
+
+    #[test]
+    fn a_node_counts_once_ready_with_a_range_and_untainted() {
+        use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
+        let node = |range: Option<&str>, ready: &str, taint: Option<&str>| Node {
+            spec: Some(NodeSpec {
+                pod_cidr: range.map(str::to_string),
+                taints: taint.map(|key| {
+                    vec![Taint {
+                        key: key.into(),
+                        effect: "NoSchedule".into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(ready_with_range(&node(Some("10.42.0.0/24"), "True", None)));
+        assert!(!ready_with_range(&node(None, "True", None)));
+        assert!(!ready_with_range(&node(
+            Some("10.42.0.0/24"),
+            "False",
+            None
+        )));
+        assert!(!ready_with_range(&node(
+            Some("10.42.0.0/24"),
+            "True",
+            Some("node.kubernetes.io/not-ready")
+        )));
     }
 
     #[test]
