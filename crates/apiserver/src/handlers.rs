@@ -1156,11 +1156,15 @@ async fn serve_watch(
         ),
     };
     // No resource version means "the current state": as fresh as the store, like a list.
+    // Initial events "not older than 0" may be any state, stale included; they are made
+    // as fresh as the store too, so that a client's own writes just before are in them
+    // (kube-rs's streaming lists ask that way).
+    let send_initial_events = query.flag("sendInitialEvents");
     let fresh_as_of = match query.get("resourceVersion") {
         None | Some("") => Some(state.registry.store.current_revision().await?),
+        Some("0") if send_initial_events => Some(state.registry.store.current_revision().await?),
         _ => None,
     };
-    let send_initial_events = query.flag("sendInitialEvents");
     if send_initial_events && query.get("resourceVersionMatch") != Some("NotOlderThan") {
         return Err(ApiError::invalid(
             "ListOptions",

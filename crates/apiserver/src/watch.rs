@@ -82,7 +82,8 @@ impl Watcher {
     async fn run(&mut self, cache: &WatchCache) {
         let initial = self.request.resource_version.is_none() || self.request.send_initial_events;
         let mut live = if initial {
-            let wanted = self.request.resource_version.or(self.request.fresh_as_of);
+            // The later of the asked version and the store's when freshness is owed.
+            let wanted = self.request.resource_version.max(self.request.fresh_as_of);
             if let Some(rv) = wanted.filter(|rv| *rv > 0) {
                 if let Err(e) = cache.wait_for(rv).await {
                     self.send_error(&e).await;
