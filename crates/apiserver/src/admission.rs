@@ -4,8 +4,10 @@
 //! Plugins are switched with upstream's flags, `--enable-admission-plugins` and
 //! `--disable-admission-plugins`. Namespace lifecycle is enforced by the registry itself
 //! (no writes into a terminating or missing namespace); `LimitRanger` is in
-//! `limitranger.rs`, `ServiceAccount` here, `Priority` in `priority.rs`;
-//! `ResourceQuota` in `quota.rs`, called last, on the final object.
+//! `limitranger.rs`, `ServiceAccount` here, `Priority` in `priority.rs`; the validating
+//! ones run from the registry on the final object, after the strategy's validation:
+//! `PodSecurity` (`podsecurity.rs`, on creates and updates), then `ResourceQuota`
+//! (`quota.rs`).
 
 use serde_json::{json, Value};
 
@@ -19,6 +21,7 @@ pub const PLUGINS: &[&str] = &[
     "NamespaceLifecycle",
     "LimitRanger",
     "ServiceAccount",
+    "PodSecurity",
     "Priority",
     "ResourceQuota",
 ];
@@ -35,6 +38,8 @@ pub struct Admission {
     limit_ranger: bool,
     service_account: bool,
     priority: bool,
+    /// Run by the registry on creates and updates, after validation (`podsecurity.rs`).
+    pub pod_security: Option<crate::podsecurity::PodSecurity>,
     /// Charged by the registry itself, last, once the object is final (`quota.rs`).
     pub resource_quota: bool,
 }
@@ -45,6 +50,7 @@ impl Default for Admission {
             limit_ranger: true,
             service_account: true,
             priority: true,
+            pod_security: Some(Default::default()),
             resource_quota: true,
         }
     }
@@ -67,6 +73,7 @@ impl Admission {
             limit_ranger: !off("LimitRanger"),
             service_account: !off("ServiceAccount"),
             priority: !off("Priority"),
+            pod_security: (!off("PodSecurity")).then(Default::default),
             resource_quota: !off("ResourceQuota"),
         })
     }

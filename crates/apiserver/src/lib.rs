@@ -22,6 +22,7 @@ pub mod managedfields;
 pub mod metrics;
 pub mod object;
 pub mod patch;
+pub mod podsecurity;
 pub mod priority;
 pub mod proxy;
 pub mod quota;
@@ -35,6 +36,7 @@ pub mod status;
 pub mod strategy;
 pub mod table;
 pub mod tokens;
+pub mod warnings;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr};

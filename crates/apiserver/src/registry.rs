@@ -217,20 +217,61 @@ impl Registry {
         }
     }
 
-    /// Fails unless `namespace` exists and is not being deleted.
-    async fn check_namespace_open(&self, namespace: &str) -> ApiResult<()> {
+    /// The namespace object, unless it does not exist.
+    async fn namespace_object(&self, namespace: &str) -> ApiResult<Option<Value>> {
         let key = self.namespaces().key(None, namespace);
-        let object = match self.cache.get(&key) {
-            Some(cached) => cached.value()?,
+        match self.cache.get(&key) {
+            Some(cached) => cached.value().map(Some),
             None => match self.store.get(&key).await? {
-                Some(kv) => decode_stored(&kv)?,
-                None => return Err(ApiError::namespace_not_found(namespace)),
+                Some(kv) => decode_stored(&kv).map(Some),
+                None => Ok(None),
             },
+        }
+    }
+
+    /// Fails unless `namespace` exists and is not being deleted; returns it.
+    async fn check_namespace_open(&self, namespace: &str) -> ApiResult<Value> {
+        let Some(object) = self.namespace_object(namespace).await? else {
+            return Err(ApiError::namespace_not_found(namespace));
         };
         if object::meta_str(&object, "deletionTimestamp").is_some() {
             return Err(ApiError::namespace_terminating(namespace));
         }
-        Ok(())
+        Ok(object)
+    }
+
+    /// What the `PodSecurity` plugin needs before a write of `resource`: whether it
+    /// looks at it, and the namespace whose labels choose the policy.
+    async fn pod_security_namespace(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+    ) -> ApiResult<Option<Value>> {
+        match (&self.admission.pod_security, namespace) {
+            (Some(_), Some(ns))
+                if resource.namespaced && crate::podsecurity::PodSecurity::watches(resource) =>
+            {
+                self.namespace_object(ns).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The `PodSecurity` plugin on a create (`old` is `None`) or an update.
+    fn admit_pod_security(
+        &self,
+        resource: &ResourceInfo,
+        subresource: Option<&str>,
+        namespace: Option<&Value>,
+        new: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        match &self.admission.pod_security {
+            Some(plugin) if crate::podsecurity::PodSecurity::watches(resource) => {
+                plugin.admit(self, resource, subresource, namespace, new, old)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Checks the identity a request body claims against the URL it was sent to.
@@ -373,9 +414,10 @@ impl Registry {
 
         // Admission as upstream orders it: namespace lifecycle first, then the others
         // (which may change the object), then the strategy's preparation and validation.
-        if let (true, Some(ns)) = (resource.namespaced, namespace) {
-            self.check_namespace_open(ns).await?;
-        }
+        let namespace_object = match (resource.namespaced, namespace) {
+            (true, Some(ns)) => Some(self.check_namespace_open(ns).await?),
+            _ => None,
+        };
         self.admission
             .admit_create(self, resource, namespace, &mut object)?;
         strategy::prepare_for_create(resource, &mut object);
@@ -383,6 +425,7 @@ impl Registry {
         if !causes.is_empty() {
             return Err(Self::invalid(resource, &object, causes));
         }
+        self.admit_pod_security(resource, None, namespace_object.as_ref(), &object, None)?;
         if let (true, Some(ns)) = (
             self.admission.resource_quota && resource.namespaced,
             namespace,
@@ -536,10 +579,18 @@ impl Registry {
             subresource,
             api_version: &api_version,
         };
+        let namespace_object = self.pod_security_namespace(resource, namespace).await?;
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let mut new = object.clone();
                 prepare_update(resource, subresource, &mut new, &current)?;
+                self.admit_pod_security(
+                    resource,
+                    subresource,
+                    namespace_object.as_ref(),
+                    &new,
+                    Some(&current),
+                )?;
                 record_update(resource, &writer, &current, &mut new);
                 Ok(finish_or_replace(resource, new))
             })
@@ -601,6 +652,7 @@ impl Registry {
                 }
             }
         }
+        let namespace_object = self.pod_security_namespace(resource, namespace).await?;
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let served = convert::from_storage(resource, current.clone());
@@ -635,6 +687,13 @@ impl Registry {
                     .and_then(|m| m.get("managedFields"))
                     .cloned();
                 prepare_update(resource, subresource, &mut new, &current)?;
+                self.admit_pod_security(
+                    resource,
+                    subresource,
+                    namespace_object.as_ref(),
+                    &new,
+                    Some(&current),
+                )?;
                 match (&applied, recorded) {
                     (None, _) => record_update(resource, &writer, &current, &mut new),
                     (Some(_), Some(fields)) => {

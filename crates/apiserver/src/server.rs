@@ -163,6 +163,7 @@ pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>, ca_pem: String) ->
         .fallback(handlers::handle)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::warnings::record))
         .layer(axum::middleware::from_fn_with_state(auth, authenticate))
 }
 
