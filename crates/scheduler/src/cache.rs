@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
+use crate::plugins::interpod_affinity::AffinityTerms;
 use crate::resources::{pod_requests, Resource};
 
 /// `namespace/name`, the key pods are known by everywhere in the scheduler.
@@ -49,6 +51,8 @@ pub struct PodInfo {
     pub non_zero: Resource,
     pub host_ports: Vec<HostPort>,
     pub priority: i32,
+    /// Pod affinity and anti-affinity terms; `None` if the pod has neither.
+    pub affinity: Option<Arc<AffinityTerms>>,
 }
 
 impl PodInfo {
@@ -77,7 +81,15 @@ impl PodInfo {
                 }
             }
         }
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        let affinity = AffinityTerms::of(
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.labels.as_ref().unwrap_or(&EMPTY),
+            pod.spec.as_ref().and_then(|s| s.affinity.as_ref()),
+        )
+        .map(Arc::new);
         PodInfo {
+            affinity,
             key: pod_key(&pod),
             requests: pod_requests(&pod, false),
             non_zero: pod_requests(&pod, true),
@@ -110,6 +122,10 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Normalised image name → size in bytes, from `status.images`.
     pub images: HashMap<String, i64>,
+    /// Pods with any pod affinity or anti-affinity, and those with required
+    /// anti-affinity: InterPodAffinity skips nodes without them.
+    pub pods_with_affinity: usize,
+    pub pods_with_required_anti_affinity: usize,
 }
 
 impl NodeInfo {
@@ -154,6 +170,9 @@ impl NodeInfo {
         self.non_zero_requested.milli_cpu += pod.non_zero.milli_cpu;
         self.non_zero_requested.memory += pod.non_zero.memory;
         self.used_ports.extend(pod.host_ports.iter().cloned());
+        let (with, anti) = affinity_counts(&pod);
+        self.pods_with_affinity += with;
+        self.pods_with_required_anti_affinity += anti;
         self.pods.push(pod);
     }
 
@@ -165,12 +184,23 @@ impl NodeInfo {
         self.requested.sub(&pod.requests);
         self.non_zero_requested.milli_cpu -= pod.non_zero.milli_cpu;
         self.non_zero_requested.memory -= pod.non_zero.memory;
+        let (with, anti) = affinity_counts(&pod);
+        self.pods_with_affinity -= with;
+        self.pods_with_required_anti_affinity -= anti;
         for port in &pod.host_ports {
             if let Some(i) = self.used_ports.iter().position(|p| p == port) {
                 self.used_ports.swap_remove(i);
             }
         }
         true
+    }
+}
+
+/// (has pod affinity terms, has required anti-affinity terms) as 0 or 1.
+fn affinity_counts(pod: &PodInfo) -> (usize, usize) {
+    match &pod.affinity {
+        Some(a) => (1, usize::from(!a.required_anti_affinity.is_empty())),
+        None => (0, 0),
     }
 }
 
@@ -207,7 +237,11 @@ pub struct Snapshot {
     pub nodes: Vec<Arc<NodeInfo>>,
     /// Normalised image name → how many nodes have it (for ImageLocality's spread factor).
     pub image_nodes: HashMap<String, usize>,
+    /// Namespace name → its labels (InterPodAffinity's `namespaceSelector`s).
+    pub namespace_labels: Arc<NamespaceLabels>,
 }
+
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
 
 impl Snapshot {
     pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
@@ -231,6 +265,9 @@ struct PlacedPod {
 pub struct Cache {
     nodes: HashMap<String, Arc<NodeInfo>>,
     pods: HashMap<String, PlacedPod>,
+    namespaces: Arc<NamespaceLabels>,
+    /// PodDisruptionBudgets by `namespace/name`, for preemption.
+    pdbs: HashMap<String, Arc<PodDisruptionBudget>>,
     snapshot: Option<Arc<Snapshot>>,
 }
 
@@ -264,6 +301,52 @@ impl Cache {
         } else {
             self.nodes.remove(name);
         }
+    }
+
+    /// Records a namespace's labels; returns whether they changed.
+    pub fn apply_namespace(&mut self, name: &str, labels: BTreeMap<String, String>) -> bool {
+        if self.namespaces.get(name) == Some(&labels) {
+            return false;
+        }
+        self.snapshot = None;
+        Arc::make_mut(&mut self.namespaces).insert(name.to_string(), labels);
+        true
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) {
+        if self.namespaces.contains_key(name) {
+            self.snapshot = None;
+            Arc::make_mut(&mut self.namespaces).remove(name);
+        }
+    }
+
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
+    pub fn apply_pdb(&mut self, pdb: PodDisruptionBudget) {
+        let key = format!(
+            "{}/{}",
+            pdb.metadata.namespace.as_deref().unwrap_or(""),
+            pdb.metadata.name.as_deref().unwrap_or("")
+        );
+        self.pdbs.insert(key, Arc::new(pdb));
+    }
+
+    pub fn remove_pdb(&mut self, key: &str) {
+        self.pdbs.remove(key);
+    }
+
+    pub fn pdb_keys(&self) -> Vec<String> {
+        self.pdbs.keys().cloned().collect()
+    }
+
+    /// The budgets, in key order (upstream lists them in an arbitrary order; a fixed one
+    /// keeps victim choice reproducible).
+    pub fn pdbs(&self) -> Vec<Arc<PodDisruptionBudget>> {
+        let mut keys: Vec<&String> = self.pdbs.keys().collect();
+        keys.sort();
+        keys.into_iter().map(|k| self.pdbs[k].clone()).collect()
     }
 
     pub fn node_names(&self) -> Vec<String> {
@@ -352,7 +435,11 @@ impl Cache {
                 *image_nodes.entry(image.clone()).or_default() += 1;
             }
         }
-        let s = Arc::new(Snapshot { nodes, image_nodes });
+        let s = Arc::new(Snapshot {
+            nodes,
+            image_nodes,
+            namespace_labels: self.namespaces.clone(),
+        });
         self.snapshot = Some(s.clone());
         s
     }

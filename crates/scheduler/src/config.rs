@@ -8,7 +8,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::framework::Profile;
-use crate::plugins::{self, default_profile, NodeResourcesFit, ResourceSpec, ShapePoint, Strategy};
+use crate::plugins::{
+    self, default_profile, InterPodAffinity, NodeResourcesFit, PluginArgs, ResourceSpec,
+    ShapePoint, Strategy,
+};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -27,6 +30,10 @@ pub enum ConfigError {
     DuplicateProfile(usize, String),
     #[error("pluginConfig NodeResourcesFit: unknown scoringStrategy.type {0:?}")]
     UnknownStrategy(String),
+    #[error("pluginConfig InterPodAffinity: hardPodAffinityWeight: Invalid value: {0}: not in valid range [0-100]")]
+    HardPodAffinityWeight(i64),
+    #[error("pluginConfig {0}: {1}")]
+    Args(&'static str, serde_json::Error),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +135,32 @@ fn fit_from_args(args: &serde_json::Value) -> Result<NodeResourcesFit, ConfigErr
     })
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InterPodAffinityArgs {
+    #[serde(default)]
+    hard_pod_affinity_weight: Option<i64>,
+    #[serde(default)]
+    ignore_preferred_terms_of_existing_pods: bool,
+}
+
+fn inter_pod_affinity_from_args(args: &serde_json::Value) -> Result<InterPodAffinity, ConfigError> {
+    let parsed: InterPodAffinityArgs = if args.is_null() {
+        InterPodAffinityArgs::default()
+    } else {
+        serde_json::from_value(args.clone())
+            .map_err(|e| ConfigError::Args("InterPodAffinity", e))?
+    };
+    let weight = parsed.hard_pod_affinity_weight.unwrap_or(1);
+    if !(0..=100).contains(&weight) {
+        return Err(ConfigError::HardPodAffinityWeight(weight));
+    }
+    Ok(InterPodAffinity {
+        hard_pod_affinity_weight: weight,
+        ignore_preferred_terms_of_existing_pods: parsed.ignore_preferred_terms_of_existing_pods,
+    })
+}
+
 /// Applies `disabled` then `enabled` to a list of (name, weight), as upstream merges a
 /// profile's plugin set with the defaults (`*` disables every default).
 fn merge(defaults: &[(&str, i64)], set: &PluginSet) -> Vec<(String, i64)> {
@@ -180,21 +213,30 @@ impl FileConfig {
             if out.iter().any(|p| p.scheduler_name == name) {
                 return Err(ConfigError::DuplicateProfile(i, name));
             }
-            let fit = match pc
-                .plugin_config
-                .iter()
-                .find(|c| c.name == "NodeResourcesFit")
-            {
-                Some(c) => fit_from_args(&c.args)?,
+            let args_of = |plugin: &str| {
+                pc.plugin_config
+                    .iter()
+                    .find(|c| c.name == plugin)
+                    .map(|c| &c.args)
+            };
+            let fit = match args_of("NodeResourcesFit") {
+                Some(args) => fit_from_args(args)?,
                 None => NodeResourcesFit::default(),
             };
-            let fit = Arc::new(fit);
+            let inter_pod_affinity = match args_of("InterPodAffinity") {
+                Some(args) => inter_pod_affinity_from_args(args)?,
+                None => InterPodAffinity::default(),
+            };
+            let args = PluginArgs {
+                fit: Arc::new(fit),
+                inter_pod_affinity: Arc::new(inter_pod_affinity),
+            };
             let filter_defaults: Vec<(&str, i64)> =
                 plugins::DEFAULT_FILTERS.iter().map(|n| (*n, 0)).collect();
             let build = |list: Vec<(String, i64)>| {
                 list.into_iter()
                     .map(|(n, w)| {
-                        plugins::by_name(&n, &fit)
+                        plugins::by_name(&n, &args)
                             .map(|p| (p, w))
                             .ok_or(ConfigError::UnknownPlugin(i, n))
                     })
@@ -260,11 +302,39 @@ profiles:
             [
                 ("TaintToleration", 3),
                 ("NodeAffinity", 2),
-                ("NodeResourcesFit", 5)
+                ("NodeResourcesFit", 5),
+                ("InterPodAffinity", 2)
             ]
         );
-        assert_eq!(profiles[0].filters.len(), 7);
+        assert_eq!(profiles[0].filters.len(), 8);
         assert!(profiles[1].scorers.is_empty());
+    }
+
+    #[test]
+    fn inter_pod_affinity_args() {
+        let c = FileConfig::parse(
+            "profiles: [{pluginConfig: [{name: InterPodAffinity, args: {hardPodAffinityWeight: 7}}]}]",
+        )
+        .expect("parses");
+        let profiles = c.profiles("x").expect("valid");
+        assert!(profiles[0].plugin("InterPodAffinity").is_some());
+        let bad = FileConfig::parse(
+            "profiles: [{pluginConfig: [{name: InterPodAffinity, args: {hardPodAffinityWeight: 101}}]}]",
+        )
+        .expect("parses");
+        let err = bad.profiles("x").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("pluginConfig InterPodAffinity: hardPodAffinityWeight: Invalid value: 101: not in valid range [0-100]")
+        );
+        // The plugin can be disabled like any other.
+        let off = FileConfig::parse(
+            "profiles: [{plugins: {filter: {disabled: [{name: InterPodAffinity}]}, score: {disabled: [{name: InterPodAffinity}]}}}]",
+        )
+        .expect("parses");
+        assert!(off.profiles("x").expect("valid")[0]
+            .plugin("InterPodAffinity")
+            .is_none());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub fn preemption_message(
     if !crate::preemption::eligible(pod) {
         return Ok("preemption: not eligible due to preemptionPolicy=Never.".into());
     }
+    let mut state = crate::framework::CycleState::default();
+    let _ = profile.run_pre_filters(&mut state, pod, snapshot);
     let mut statuses: Vec<Status> = Vec::new();
     let mut names: Vec<&String> = err.diagnosis.node_status.keys().collect();
     names.sort();
@@ -81,7 +83,8 @@ pub fn preemption_message(
         let Some(node) = snapshot.get(name) else {
             continue;
         };
-        let Some((without, _)) = crate::preemption::without_lower_priority(pod, node) else {
+        let Some(without) = crate::preemption::without_lower_priority(profile, &state, pod, node)
+        else {
             statuses.push(Status::new(
                 Code::UnschedulableAndUnresolvable,
                 "",
@@ -89,9 +92,7 @@ pub fn preemption_message(
             ));
             continue;
         };
-        let mut state = crate::framework::CycleState::default();
-        let _ = profile.run_pre_filters(&mut state, pod, snapshot);
-        let again = profile.run_filters(&state, pod, &without);
+        let again = profile.run_filters(&without.state, pod, &without.node);
         if again.is_success() {
             return Err(name.clone());
         }

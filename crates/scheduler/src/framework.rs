@@ -63,6 +63,9 @@ pub enum ClusterEvent {
     AssignedPodAdd,
     AssignedPodUpdate,
     AssignedPodDelete,
+    /// A namespace added or relabelled (only `namespaceSelector`s care, so it is not
+    /// among [`ALL_EVENTS`]).
+    NamespaceChange,
 }
 
 pub const ALL_EVENTS: &[ClusterEvent] = &[
@@ -73,19 +76,67 @@ pub const ALL_EVENTS: &[ClusterEvent] = &[
     ClusterEvent::AssignedPodDelete,
 ];
 
+/// One plugin's per-cycle data. Cloneable, because preemption asks "what if these pods
+/// were gone" on a copy of the cycle's state for each candidate node (upstream's
+/// `StateData.Clone`).
+pub trait StateData: Any + Send + Sync {
+    fn clone_data(&self) -> Box<dyn StateData>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any + Clone + Send + Sync> StateData for T {
+    fn clone_data(&self) -> Box<dyn StateData> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Which PreFilter extension [`Profile::run_pod_change`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodChange {
+    Added,
+    Removed,
+}
+
 /// Data plugins compute once per cycle (PreFilter, PreScore) and read per node.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    data: HashMap<&'static str, Box<dyn StateData>>,
+}
+
+impl Clone for CycleState {
+    fn clone(&self) -> Self {
+        CycleState {
+            data: self
+                .data
+                .iter()
+                .map(|(k, v)| (*k, (**v).clone_data()))
+                .collect(),
+        }
+    }
 }
 
 impl CycleState {
-    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
+    pub fn write<T: Any + Clone + Send + Sync>(&mut self, key: &'static str, value: T) {
         self.data.insert(key, Box::new(value));
     }
 
     pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key).and_then(|v| v.downcast_ref())
+        self.data
+            .get(key)
+            .and_then(|v| (**v).as_any().downcast_ref())
+    }
+
+    pub fn read_mut<T: Any + Send + Sync>(&mut self, key: &'static str) -> Option<&mut T> {
+        self.data
+            .get_mut(key)
+            .and_then(|v| (**v).as_any_mut().downcast_mut())
     }
 }
 
@@ -106,6 +157,21 @@ pub trait Plugin: Send + Sync {
 
     fn filter(&self, _state: &CycleState, _pod: &PodInfo, _node: &NodeInfo) -> Status {
         Status::success()
+    }
+
+    /// PreFilter extension: updates this cycle's precomputed state as if `other` were
+    /// placed on `node` (preemption's reprieve step; upstream's `AddPod`).
+    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo) {
+    }
+
+    /// PreFilter extension: as if `other` were gone from `node` (upstream's `RemovePod`).
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _other: &PodInfo,
+        _node: &NodeInfo,
+    ) {
     }
 
     /// Once per cycle before scoring, with the nodes that passed the filters.
@@ -225,6 +291,23 @@ impl Profile {
             }
         }
         Status::success()
+    }
+
+    /// Runs every filter's `add_pod` or `remove_pod` extension for `other` on `node`.
+    pub fn run_pod_change(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        change: PodChange,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) {
+        for plugin in &self.filters {
+            match change {
+                PodChange::Added => plugin.add_pod(state, pod, other, node),
+                PodChange::Removed => plugin.remove_pod(state, pod, other, node),
+            }
+        }
     }
 
     pub fn run_pre_filters(

@@ -3,40 +3,78 @@
 //! those victims `DisruptionTarget`, delete them and nominate the node for the pod, which
 //! is scheduled there once they are gone.
 //!
-//! Victims are chosen as upstream does: every lower-priority pod of the node is removed,
-//! then the most important are put back one by one while the pod still fits. Among
-//! candidate nodes the one with the least important highest victim wins, then the
-//! smallest sum of victim priorities, then the fewest victims. PodDisruptionBudgets are
-//! not weighed yet.
+//! Victims are chosen as upstream does: every lower-priority pod of the node is removed
+//! (the filters' precomputed state follows through their `remove_pod` extensions), then
+//! pods are put back one by one while the pod still fits, most important first — first
+//! those whose eviction would violate a PodDisruptionBudget, then the others. Among
+//! candidate nodes the winner has the fewest PDB violations, then the least important
+//! highest victim, the smallest sum of victim priorities, the fewest victims, and the
+//! latest start among its most important victims.
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Client;
 use serde_json::json;
 
 use crate::cache::{NodeInfo, PodInfo, Snapshot};
-use crate::framework::{Code, CycleState, FitError, Profile};
+use crate::framework::{Code, CycleState, FitError, PodChange, Profile};
+use crate::plugins::helpers::label_selector_matches;
 
 /// A node and the pods to evict from it.
 #[derive(Debug)]
 pub struct Candidate {
     pub node: String,
+    /// Most important first.
     pub victims: Vec<Arc<PodInfo>>,
+    /// Victims whose eviction violates a PodDisruptionBudget.
+    pub pdb_violations: usize,
+}
+
+/// A pod's start time in nanoseconds; a pod not started yet counts as starting now, as
+/// upstream's `GetPodStartTime`.
+fn start_time(pod: &PodInfo, now: i128) -> i128 {
+    pod.pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map_or(now, |t| t.0.as_nanosecond())
+}
+
+/// Upstream's `MoreImportantPod` as a sort key: higher priority, then earlier start.
+fn importance(pod: &PodInfo, now: i128) -> (Reverse<i32>, i128) {
+    (Reverse(pod.priority), start_time(pod, now))
 }
 
 impl Candidate {
-    /// Upstream's ordering of candidates, smallest first.
-    fn cost(&self) -> (i32, i64, usize) {
-        let highest = self
+    /// Upstream's `pickOneNodeForPreemption` criteria as a key, smallest best.
+    fn cost(&self, now: i128) -> (usize, i32, i64, usize, Reverse<i128>) {
+        let highest = self.victims.iter().map(|v| v.priority).max();
+        // Upstream shifts each priority by 2^31 so that sums of negative ones compare.
+        let sum = self
             .victims
             .iter()
-            .map(|v| v.priority)
-            .max()
-            .unwrap_or(i32::MIN);
-        let sum = self.victims.iter().map(|v| i64::from(v.priority)).sum();
-        (highest, sum, self.victims.len())
+            .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
+            .sum();
+        // The earliest start among the most important victims; later is better.
+        let earliest = highest.map_or(i128::MIN, |top| {
+            self.victims
+                .iter()
+                .filter(|v| v.priority == top)
+                .map(|v| start_time(v, now))
+                .min()
+                .unwrap_or(i128::MIN)
+        });
+        (
+            self.pdb_violations,
+            highest.unwrap_or(i32::MIN),
+            sum,
+            self.victims.len(),
+            Reverse(earliest),
+        )
     }
 }
 
@@ -55,6 +93,7 @@ pub fn find_candidate(
     pod: &PodInfo,
     fit: &FitError,
     snapshot: &Snapshot,
+    pdbs: &[Arc<PodDisruptionBudget>],
 ) -> Option<Candidate> {
     if !eligible(pod) {
         return None;
@@ -74,47 +113,88 @@ pub fn find_candidate(
         .map(|(name, _)| name)
         .collect();
     names.sort();
+    let now = jiff::Timestamp::now().as_nanosecond();
     names
         .into_iter()
         .filter_map(|name| snapshot.get(name))
-        .filter_map(|node| victims_on(profile, &state, pod, node))
-        .min_by_key(Candidate::cost)
+        .filter_map(|node| victims_on(profile, &state, pod, node, pdbs, now))
+        .min_by_key(|c| c.cost(now))
 }
 
-/// The fewest, least important lower-priority pods of `node` whose eviction lets the pod
-/// fit, or `None` if evicting them all would not.
-fn victims_on(
-    profile: &Profile,
-    state: &CycleState,
-    pod: &PodInfo,
-    node: &NodeInfo,
-) -> Option<Candidate> {
-    let (mut without, mut lower) = without_lower_priority(pod, node)?;
-    if !profile.run_filters(state, pod, &without).is_success() {
-        return None;
-    }
-    // Most important first: each one that can stay, stays.
-    lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
-    let mut victims = Vec::new();
-    for candidate in lower {
-        without.add_pod(candidate.clone());
-        if !profile.run_filters(state, pod, &without).is_success() {
-            without.remove_pod(&candidate.key);
-            victims.push(candidate);
+/// Upstream's `filterPodsWithPDBViolation`: walking the pods in order, each one matching
+/// a budget uses up one of its allowed disruptions; a pod for which some budget goes below
+/// zero would violate it. Returns (violating, not violating), order kept.
+pub fn split_by_pdb_violation(
+    pods: Vec<Arc<PodInfo>>,
+    pdbs: &[Arc<PodDisruptionBudget>],
+) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut allowed: Vec<i32> = pdbs
+        .iter()
+        .map(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.disruptions_allowed)
+                .unwrap_or(0)
+        })
+        .collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for pod in pods {
+        let mut violated = false;
+        let name = pod.pod.metadata.name.as_deref().unwrap_or("");
+        // A pod without labels matches no budget.
+        if !pod.labels().is_empty() {
+            for (pdb, left) in pdbs.iter().zip(allowed.iter_mut()) {
+                let selector = pdb.spec.as_ref().and_then(|s| s.selector.as_ref());
+                // A missing or empty selector matches nothing here, as upstream.
+                let empty = selector.is_none_or(|s| {
+                    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+                });
+                if pdb.metadata.namespace.as_deref() != Some(pod.namespace())
+                    || empty
+                    || !label_selector_matches(selector, pod.labels())
+                {
+                    continue;
+                }
+                // Already counted by the API server's eviction: not a new violation.
+                let disrupted = pdb
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.disrupted_pods.as_ref())
+                    .is_some_and(|d| d.contains_key(name));
+                if disrupted {
+                    continue;
+                }
+                *left -= 1;
+                if *left < 0 {
+                    violated = true;
+                }
+            }
+        }
+        if violated {
+            violating.push(pod);
+        } else {
+            fine.push(pod);
         }
     }
-    Some(Candidate {
-        node: node.name.clone(),
-        victims,
-    })
+    (violating, fine)
+}
+
+/// A node, and the cycle state, as they would be without the pods a pod may preempt.
+pub struct WithoutLower {
+    pub node: NodeInfo,
+    pub state: CycleState,
+    pub lower: Vec<Arc<PodInfo>>,
 }
 
 /// The node as it would be without the pods `pod` may preempt, and those pods; `None`
 /// if there are none.
 pub fn without_lower_priority(
+    profile: &Profile,
+    state: &CycleState,
     pod: &PodInfo,
     node: &NodeInfo,
-) -> Option<(NodeInfo, Vec<Arc<PodInfo>>)> {
+) -> Option<WithoutLower> {
     let lower: Vec<Arc<PodInfo>> = node
         .pods
         .iter()
@@ -125,10 +205,62 @@ pub fn without_lower_priority(
         return None;
     }
     let mut without = node.clone();
+    let mut state = state.clone();
     for victim in &lower {
         without.remove_pod(&victim.key);
+        profile.run_pod_change(&mut state, pod, PodChange::Removed, victim, &without);
     }
-    Some((without, lower))
+    Some(WithoutLower {
+        node: without,
+        state,
+        lower,
+    })
+}
+
+/// The fewest, least important lower-priority pods of `node` whose eviction lets the pod
+/// fit, or `None` if evicting them all would not.
+fn victims_on(
+    profile: &Profile,
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    pdbs: &[Arc<PodDisruptionBudget>],
+    now: i128,
+) -> Option<Candidate> {
+    let WithoutLower {
+        node: mut without,
+        mut state,
+        mut lower,
+    } = without_lower_priority(profile, state, pod, node)?;
+    if !profile.run_filters(&state, pod, &without).is_success() {
+        return None;
+    }
+    lower.sort_by_key(|p| importance(p, now));
+    let (violating, fine) = split_by_pdb_violation(lower, pdbs);
+    let mut victims = Vec::new();
+    let mut pdb_violations = 0;
+    // Most important first, budget-violating ones before the rest: each that can stay,
+    // stays.
+    for (candidate, violates) in violating
+        .into_iter()
+        .map(|p| (p, true))
+        .chain(fine.into_iter().map(|p| (p, false)))
+    {
+        without.add_pod(candidate.clone());
+        profile.run_pod_change(&mut state, pod, PodChange::Added, &candidate, &without);
+        if !profile.run_filters(&state, pod, &without).is_success() {
+            without.remove_pod(&candidate.key);
+            profile.run_pod_change(&mut state, pod, PodChange::Removed, &candidate, &without);
+            pdb_violations += usize::from(violates);
+            victims.push(candidate);
+        }
+    }
+    victims.sort_by_key(|p| importance(p, now));
+    Some(Candidate {
+        node: node.name.clone(),
+        victims,
+        pdb_violations,
+    })
 }
 
 /// Carries out a preemption: the pod is nominated to the node, each victim is marked a
@@ -231,7 +363,8 @@ mod tests {
         let fit = profile
             .schedule(&urgent, &snapshot, &mut start, &mut seed)
             .expect_err("full");
-        let candidate = find_candidate(&profile, &urgent, &fit, &snapshot).expect("a candidate");
+        let candidate =
+            find_candidate(&profile, &urgent, &fit, &snapshot, &[]).expect("a candidate");
         assert_eq!(candidate.node, "a");
         let mut victims: Vec<&str> = candidate.victims.iter().map(|v| v.key.as_str()).collect();
         victims.sort();
@@ -250,6 +383,161 @@ mod tests {
             .get_or_insert_with(Default::default)
             .preemption_policy = Some("Never".into());
         polite.pod = Arc::new(pod);
-        assert!(find_candidate(&profile, &polite, &fit, &snapshot).is_none());
+        assert!(find_candidate(&profile, &polite, &fit, &snapshot, &[]).is_none());
+    }
+
+    fn labelled(
+        name: &str,
+        labels: serde_json::Value,
+        milli_cpu: i64,
+        priority: i32,
+    ) -> Arc<PodInfo> {
+        let base = sized(name, milli_cpu, 10);
+        let mut pod = (*base.pod).clone();
+        pod.metadata.labels = serde_json::from_value(labels).expect("labels");
+        let mut info = PodInfo::new(Arc::new(pod));
+        info.priority = priority;
+        Arc::new(info)
+    }
+
+    fn pdb(name: &str, selector: serde_json::Value, allowed: i32) -> Arc<PodDisruptionBudget> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"selector": selector},
+                "status": {"disruptionsAllowed": allowed, "currentHealthy": 1,
+                           "desiredHealthy": 1, "expectedPods": 1}
+            }))
+            .expect("pdb"),
+        )
+    }
+
+    fn two_nodes() -> Cache {
+        let mut cache = Cache::default();
+        for name in ["a", "b"] {
+            if let Some(n) = node(name, json!({}), json!({"kubernetes.io/hostname": name})).node() {
+                cache.apply_node(n.clone());
+            }
+        }
+        cache
+    }
+
+    /// The default profile, the cache's snapshot and the pod's failure to fit there.
+    fn unschedulable(cache: &mut Cache, pod: &PodInfo) -> (Profile, Arc<Snapshot>, FitError) {
+        let snapshot = cache.snapshot();
+        let profile = default_profile("default-scheduler", NodeResourcesFit::default());
+        let (mut start, mut seed) = (0, 1);
+        let fit = profile
+            .schedule(pod, &snapshot, &mut start, &mut seed)
+            .expect_err("no node fits");
+        (profile, snapshot, *fit)
+    }
+
+    #[test]
+    fn budgets_are_used_up_in_order_and_empty_selectors_match_nothing() {
+        let pods = vec![
+            labelled("p1", json!({"app": "db"}), 100, 1),
+            labelled("p2", json!({"app": "db"}), 100, 1),
+            labelled("p3", json!({"app": "web"}), 100, 1),
+            labelled("p4", json!({}), 100, 1),
+        ];
+        let pdbs = [
+            pdb("db", json!({"matchLabels": {"app": "db"}}), 1),
+            pdb("everything", json!({}), 0),
+        ];
+        let (violating, fine) = split_by_pdb_violation(pods, &pdbs);
+        let names = |v: &[Arc<PodInfo>]| v.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&violating), ["default/p2"]);
+        assert_eq!(names(&fine), ["default/p1", "default/p3", "default/p4"]);
+        // A pod the API server already counted as disrupted uses no budget.
+        let mut counted = (*pdbs[0]).clone();
+        if let Some(s) = counted.status.as_mut() {
+            s.disrupted_pods = Some(
+                [(
+                    "p1".to_string(),
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+                )]
+                .into(),
+            );
+        }
+        let (violating, _) = split_by_pdb_violation(
+            vec![
+                labelled("p1", json!({"app": "db"}), 100, 1),
+                labelled("p2", json!({"app": "db"}), 100, 1),
+            ],
+            &[Arc::new(counted)],
+        );
+        assert!(violating.is_empty());
+    }
+
+    #[test]
+    fn the_node_whose_victims_break_no_budget_wins() {
+        let mut cache = two_nodes();
+        // Without budgets, a (victim priority 1) beats b (victim priority 5).
+        cache.assume(labelled("guarded", json!({"app": "db"}), 4000, 1), "a");
+        cache.assume(labelled("free", json!({"app": "batch"}), 4000, 5), "b");
+        let urgent = labelled("urgent", json!({}), 2000, 10);
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &urgent);
+        let pick = |pdbs: &[Arc<PodDisruptionBudget>]| {
+            find_candidate(&profile, &urgent, &fit, &snapshot, pdbs).expect("a candidate")
+        };
+        assert_eq!(pick(&[]).node, "a");
+        let guarded = pick(&[pdb("db", json!({"matchLabels": {"app": "db"}}), 0)]);
+        assert_eq!((guarded.node.as_str(), guarded.pdb_violations), ("b", 0));
+        // If every node breaks a budget, the other criteria decide again.
+        let both = pick(&[
+            pdb("db", json!({"matchLabels": {"app": "db"}}), 0),
+            pdb("batch", json!({"matchLabels": {"app": "batch"}}), 0),
+        ]);
+        assert_eq!((both.node.as_str(), both.pdb_violations), ("a", 1));
+    }
+
+    #[test]
+    fn budget_violating_victims_are_reprieved_first() {
+        let mut cache = two_nodes();
+        // On a, evicting either 2-cpu pod makes room; the guarded one is more important
+        // to keep, so the unguarded one goes even though its priority is higher.
+        cache.assume(labelled("guarded", json!({"app": "db"}), 2000, 1), "a");
+        cache.assume(labelled("plain", json!({"app": "web"}), 2000, 2), "a");
+        cache.assume(labelled("big", json!({}), 4000, 9), "b");
+        let urgent = labelled("urgent", json!({}), 2000, 10);
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &urgent);
+        let pdbs = [pdb("db", json!({"matchLabels": {"app": "db"}}), 0)];
+        let c = find_candidate(&profile, &urgent, &fit, &snapshot, &pdbs).expect("a candidate");
+        let victims: Vec<&str> = c.victims.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(
+            (c.node.as_str(), victims, c.pdb_violations),
+            ("a", vec!["default/plain"], 0)
+        );
+        // Without the budget the lower-priority pod goes.
+        let c = find_candidate(&profile, &urgent, &fit, &snapshot, &[]).expect("a candidate");
+        assert_eq!(c.victims[0].key, "default/guarded");
+    }
+
+    #[test]
+    fn evicting_a_pod_whose_anti_affinity_rejects_the_preemptor() {
+        let mut cache = two_nodes();
+        let term = json!({"labelSelector": {"matchLabels": {"app": "web"}},
+                          "topologyKey": "kubernetes.io/hostname"});
+        // a: a small low-priority pod that refuses "web" neighbours; b: a big pod that
+        // leaves no room for the preemptor and outranks the one on a.
+        let mut loner = (*labelled("loner", json!({"app": "loner"}), 100, 1)).clone();
+        let mut pod = (*loner.pod).clone();
+        pod.spec.get_or_insert_with(Default::default).affinity = Some(
+            serde_json::from_value(json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [term]}}))
+            .expect("affinity"),
+        );
+        loner = PodInfo {
+            priority: 1,
+            ..PodInfo::new(Arc::new(pod))
+        };
+        cache.assume(Arc::new(loner), "a");
+        cache.assume(labelled("big", json!({}), 4000, 5), "b");
+        let web = labelled("web", json!({"app": "web"}), 1000, 10);
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &web);
+        let c = find_candidate(&profile, &web, &fit, &snapshot, &[]).expect("a candidate");
+        let victims: Vec<&str> = c.victims.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!((c.node.as_str(), victims), ("a", vec!["default/loner"]));
     }
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -194,37 +195,42 @@ impl Scheduler {
     }
 
     async fn watch_nodes(self: Arc<Self>) -> anyhow::Result<()> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut relisted: Option<HashSet<String>> = None;
-        while let Some(event) = stream.try_next().await? {
-            match event {
-                Event::Init => relisted = Some(HashSet::new()),
-                Event::InitApply(node) | Event::Apply(node) => {
-                    if let Some(seen) = relisted.as_mut() {
-                        seen.insert(node.metadata.name.clone().unwrap_or_default());
-                    }
-                    self.on_node(node);
+        let this = self.clone();
+        follow(
+            Api::<Node>::all(self.client.clone()),
+            |node| self.on_node(node),
+            |name| this.cache().remove_node(name),
+            || self.cache().node_names(),
+        )
+        .await
+    }
+
+    /// Keeps the namespaces' labels, which `namespaceSelector`s in pod affinity terms read.
+    async fn watch_namespaces(self: Arc<Self>) -> anyhow::Result<()> {
+        follow(
+            Api::<Namespace>::all(self.client.clone()),
+            |ns| {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                let labels = ns.metadata.labels.unwrap_or_default();
+                if self.cache().apply_namespace(&name, labels) {
+                    self.emit(ClusterEvent::NamespaceChange);
                 }
-                Event::Delete(node) => {
-                    self.cache()
-                        .remove_node(node.metadata.name.as_deref().unwrap_or(""));
-                }
-                Event::InitDone => {
-                    if let Some(seen) = relisted.take() {
-                        let mut cache = self.cache();
-                        for name in cache.node_names() {
-                            if !seen.contains(&name) {
-                                cache.remove_node(&name);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+            },
+            |name| self.cache().remove_namespace(name),
+            || self.cache().namespace_names(),
+        )
+        .await
+    }
+
+    /// Keeps the PodDisruptionBudgets, which preemption tries not to violate.
+    async fn watch_pdbs(self: Arc<Self>) -> anyhow::Result<()> {
+        follow(
+            Api::<PodDisruptionBudget>::all(self.client.clone()),
+            |pdb| self.cache().apply_pdb(pdb),
+            |key| self.cache().remove_pdb(key),
+            || self.cache().pdb_keys(),
+        )
+        .await
     }
 
     /// Schedules pods until the queue closes.
@@ -269,7 +275,8 @@ impl Scheduler {
             }
             Err(mut fit) => {
                 self.stats.unschedulable.fetch_add(1, Relaxed);
-                match crate::preemption::find_candidate(&profile, &pod, &fit, &snapshot) {
+                let pdbs = self.cache().pdbs();
+                match crate::preemption::find_candidate(&profile, &pod, &fit, &snapshot, &pdbs) {
                     Some(candidate) => {
                         tracing::info!(pod = %pod.key, node = %candidate.node, victims = candidate.victims.len(), "preempting");
                         let client = self.client.clone();
@@ -373,6 +380,8 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let pods = tokio::spawn(self.clone().watch_pods());
         let nodes = tokio::spawn(self.clone().watch_nodes());
+        let namespaces = tokio::spawn(self.clone().watch_namespaces());
+        let pdbs = tokio::spawn(self.clone().watch_pdbs());
         let flush = {
             let this = self.clone();
             tokio::spawn(async move {
@@ -386,12 +395,16 @@ impl Scheduler {
         let guard = AbortOnDrop(vec![
             pods.abort_handle(),
             nodes.abort_handle(),
+            namespaces.abort_handle(),
+            pdbs.abort_handle(),
             flush.abort_handle(),
             looping.abort_handle(),
         ]);
         let outcome = tokio::select! {
             r = pods => r.map_err(anyhow::Error::from).and_then(|r| r),
             r = nodes => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = namespaces => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = pdbs => r.map_err(anyhow::Error::from).and_then(|r| r),
         };
         self.queue.close();
         drop(guard);
@@ -402,6 +415,51 @@ impl Scheduler {
     pub fn queue_lengths(&self) -> (usize, usize, usize, usize) {
         self.queue.lengths()
     }
+}
+
+/// Follows one kind of object: `apply` for each one listed or changed, `remove` (by
+/// `namespace/name`, or name for cluster-scoped kinds) for each deleted, and after a
+/// relist for each `known` key the list no longer has.
+async fn follow<K>(
+    api: Api<K>,
+    apply: impl Fn(K),
+    remove: impl Fn(&str),
+    known: impl Fn() -> Vec<String>,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let key = |o: &K| {
+        let name = o.meta().name.clone().unwrap_or_default();
+        match o.meta().namespace.as_deref() {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name,
+        }
+    };
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut relisted: Option<HashSet<String>> = None;
+    while let Some(event) = stream.try_next().await? {
+        match event {
+            Event::Init => relisted = Some(HashSet::new()),
+            Event::InitApply(o) | Event::Apply(o) => {
+                if let Some(seen) = relisted.as_mut() {
+                    seen.insert(key(&o));
+                }
+                apply(o);
+            }
+            Event::Delete(o) => remove(&key(&o)),
+            Event::InitDone => {
+                if let Some(seen) = relisted.take() {
+                    for gone in known().into_iter().filter(|k| !seen.contains(k)) {
+                        remove(&gone);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Stops the spawned tasks when `run` is cancelled.

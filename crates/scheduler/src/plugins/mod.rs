@@ -4,6 +4,7 @@
 //! upstream's verdicts and scores.
 
 pub mod helpers;
+pub mod interpod_affinity;
 pub mod node_resources;
 pub mod simple;
 #[cfg(test)]
@@ -12,6 +13,7 @@ pub mod topology_spread;
 
 use std::sync::Arc;
 
+pub use interpod_affinity::InterPodAffinity;
 pub use node_resources::{
     default_resources, BalancedAllocation, NodeResourcesFit, ResourceSpec, ShapePoint, Strategy,
 };
@@ -26,6 +28,7 @@ pub const DEFAULT_SCORE_WEIGHTS: &[(&str, i64)] = &[
     ("TaintToleration", 3),
     ("NodeAffinity", 2),
     ("NodeResourcesFit", 1),
+    ("InterPodAffinity", 2),
     ("NodeResourcesBalancedAllocation", 1),
     ("ImageLocality", 1),
 ];
@@ -39,10 +42,18 @@ pub const DEFAULT_FILTERS: &[&str] = &[
     "NodePorts",
     "NodeResourcesFit",
     "PodTopologySpread",
+    "InterPodAffinity",
 ];
 
-/// A plugin by upstream name, built with `fit` as NodeResourcesFit's configuration.
-pub fn by_name(name: &str, fit: &Arc<NodeResourcesFit>) -> Option<Arc<dyn Plugin>> {
+/// Plugins that take arguments (`pluginConfig`), built once per profile.
+#[derive(Clone, Default)]
+pub struct PluginArgs {
+    pub fit: Arc<NodeResourcesFit>,
+    pub inter_pod_affinity: Arc<InterPodAffinity>,
+}
+
+/// A plugin by upstream name, built with the profile's arguments.
+pub fn by_name(name: &str, args: &PluginArgs) -> Option<Arc<dyn Plugin>> {
     let p: Arc<dyn Plugin> = match name {
         "NodeName" => Arc::new(NodeName),
         "NodeUnschedulable" => Arc::new(NodeUnschedulable),
@@ -50,9 +61,10 @@ pub fn by_name(name: &str, fit: &Arc<NodeResourcesFit>) -> Option<Arc<dyn Plugin
         "TaintToleration" => Arc::new(TaintToleration),
         "NodeAffinity" => Arc::new(NodeAffinity),
         "ImageLocality" => Arc::new(ImageLocality),
-        "NodeResourcesFit" => fit.clone(),
+        "NodeResourcesFit" => args.fit.clone(),
         "NodeResourcesBalancedAllocation" => Arc::new(BalancedAllocation::default()),
         "PodTopologySpread" => Arc::new(topology_spread::PodTopologySpread),
+        "InterPodAffinity" => args.inter_pod_affinity.clone(),
         _ => return None,
     };
     Some(p)
@@ -60,16 +72,19 @@ pub fn by_name(name: &str, fit: &Arc<NodeResourcesFit>) -> Option<Arc<dyn Plugin
 
 /// The default profile for `scheduler_name` with the given resource scoring.
 pub fn default_profile(scheduler_name: &str, fit: NodeResourcesFit) -> Profile {
-    let fit = Arc::new(fit);
+    let args = PluginArgs {
+        fit: Arc::new(fit),
+        ..PluginArgs::default()
+    };
     Profile {
         scheduler_name: scheduler_name.to_string(),
         filters: DEFAULT_FILTERS
             .iter()
-            .filter_map(|n| by_name(n, &fit))
+            .filter_map(|n| by_name(n, &args))
             .collect(),
         scorers: DEFAULT_SCORE_WEIGHTS
             .iter()
-            .filter_map(|(n, w)| by_name(n, &fit).map(|p| (p, *w)))
+            .filter_map(|(n, w)| by_name(n, &args).map(|p| (p, *w)))
             .collect(),
         percentage_of_nodes_to_score: 0,
     }

@@ -19,6 +19,7 @@ pub const ERR_SKEW: &str = "node(s) didn't match pod topology spread constraints
 
 const STATE_KEY: &str = "PreFilterPodTopologySpread";
 
+#[derive(Clone)]
 struct Constraint {
     key: String,
     max_skew: i64,
@@ -28,6 +29,7 @@ struct Constraint {
     honor_taints: bool,
 }
 
+#[derive(Clone)]
 struct PreFilterState {
     constraints: Vec<Constraint>,
     /// Per constraint: domain value → matching pods.
@@ -96,6 +98,28 @@ fn node_counts(c: &Constraint, pod: &PodInfo, node: &NodeInfo) -> bool {
     true
 }
 
+/// Whether `other` counts towards the incoming pod's constraint `c`.
+fn counted_pod(c: &Constraint, pod: &PodInfo, other: &PodInfo) -> bool {
+    other.namespace() == pod.namespace()
+        && other.pod.metadata.deletion_timestamp.is_none()
+        && label_selector_matches(Some(&c.selector), other.labels())
+}
+
+impl PreFilterState {
+    /// Counts `other` on `node` in (`delta` 1) or out (`delta` -1), as pre_filter would.
+    fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
+        let labels = node.labels();
+        if !self.constraints.iter().all(|c| labels.contains_key(&c.key)) {
+            return;
+        }
+        for (c, counts) in self.constraints.iter().zip(self.counts.iter_mut()) {
+            if node_counts(c, pod, node) && counted_pod(c, pod, other) {
+                *counts.entry(labels[&c.key].clone()).or_default() += delta;
+            }
+        }
+    }
+}
+
 pub struct PodTopologySpread;
 
 impl Plugin for PodTopologySpread {
@@ -119,15 +143,7 @@ impl Plugin for PodTopologySpread {
                 if !node_counts(c, pod, node) {
                     continue;
                 }
-                let matching = node
-                    .pods
-                    .iter()
-                    .filter(|p| {
-                        p.namespace() == pod.namespace()
-                            && p.pod.metadata.deletion_timestamp.is_none()
-                            && label_selector_matches(Some(&c.selector), p.labels())
-                    })
-                    .count() as i64;
+                let matching = node.pods.iter().filter(|p| counted_pod(c, pod, p)).count() as i64;
                 *count.entry(labels[&c.key].clone()).or_default() += matching;
             }
         }
@@ -139,6 +155,18 @@ impl Plugin for PodTopologySpread {
             },
         );
         Status::success()
+    }
+
+    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) {
+        if let Some(s) = state.read_mut::<PreFilterState>(STATE_KEY) {
+            s.update(pod, other, node, 1);
+        }
+    }
+
+    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) {
+        if let Some(s) = state.read_mut::<PreFilterState>(STATE_KEY) {
+            s.update(pod, other, node, -1);
+        }
     }
 
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
