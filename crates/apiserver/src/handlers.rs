@@ -491,6 +491,18 @@ async fn handle_resource(
             "the server does not allow this method on the requested resource",
         ));
     }
+    if resource.metrics {
+        if *method != Method::GET || watching || sub.is_some() {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        let selector = query.list_options()?.label_selector;
+        let value =
+            crate::metrics_api::serve(state, resource, namespace, target.name.as_deref(), selector)
+                .await?;
+        return Ok(encoding::respond(StatusCode::OK, Format::Json, &value));
+    }
     let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), resource.kind);
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if watching => {

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod limitranger;
 pub mod managedfields;
 pub mod metrics;
+pub mod metrics_api;
 pub mod object;
 pub mod patch;
 pub mod podsecurity;

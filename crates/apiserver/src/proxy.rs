@@ -340,11 +340,40 @@ pub async fn pod_log(
         path.push('?');
         path.push_str(&params);
     }
+    let (response, connection, url) = kubelet_get(state, node_name, &path, name).await?;
+    tracing::debug!(pod = %name, %container, %url, "streaming pod log from the kubelet");
+    let stream = futures::stream::unfold(
+        (response.into_body(), connection),
+        |(mut body, connection)| async move {
+            loop {
+                match body.frame().await? {
+                    Ok(frame) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok::<_, hyper::Error>(data), (body, connection)));
+                        }
+                    }
+                    Err(e) => return Some((Err(e), (body, connection))),
+                }
+            }
+        },
+    );
+    Ok(plain_text(Body::from_stream(stream)))
+}
+
+/// `GET path` on a node's kubelet: its successful answer (whose body is read while the
+/// returned connection guard lives) and the URL asked, or the kubelet's refusal as an
+/// error about `subject`.
+async fn kubelet_get(
+    state: &AppState,
+    node_name: &str,
+    path: &str,
+    subject: &str,
+) -> ApiResult<(http::Response<hyper::body::Incoming>, AbortOnDrop, String)> {
     let KubeletConnection {
         tls,
         authority,
         url,
-    } = connect_kubelet(state, node_name, &path).await?;
+    } = connect_kubelet(state, node_name, path).await?;
     let transport = |e: &dyn std::fmt::Display| ApiError::internal(format!("Get \"{url}\": {e}"));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -371,25 +400,22 @@ pub async fn pod_log(
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let body = &body[..body.len().min(MAX_ERROR_BODY)];
-        return Err(kubelet_error(status, body, name));
+        return Err(kubelet_error(status, body, subject));
     }
-    tracing::debug!(pod = %name, %container, %url, "streaming pod log from the kubelet");
-    let stream = futures::stream::unfold(
-        (response.into_body(), connection),
-        |(mut body, connection)| async move {
-            loop {
-                match body.frame().await? {
-                    Ok(frame) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Some((Ok::<_, hyper::Error>(data), (body, connection)));
-                        }
-                    }
-                    Err(e) => return Some((Err(e), (body, connection))),
-                }
-            }
-        },
-    );
-    Ok(plain_text(Body::from_stream(stream)))
+    Ok((response, connection, url))
+}
+
+/// `GET path` on a node's kubelet, read as JSON.
+pub async fn kubelet_get_json(state: &AppState, node_name: &str, path: &str) -> ApiResult<Value> {
+    let (response, _connection, url) = kubelet_get(state, node_name, path, node_name).await?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::internal(format!("Get \"{url}\": invalid JSON: {e}")))
 }
 
 /// A TLS connection to a node's kubelet, and where it goes.

@@ -33,6 +33,8 @@ pub struct ResourceInfo {
     pub returns_deleted_object: bool,
     /// Answered, never stored (the review APIs).
     pub ephemeral: bool,
+    /// Read from the kubelets when asked, never stored (`metrics.k8s.io`).
+    pub metrics: bool,
 }
 
 impl ResourceInfo {
@@ -61,7 +63,9 @@ impl ResourceInfo {
     }
 
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.create_only {
+        if self.metrics {
+            &["get", "list"]
+        } else if self.create_only {
             &["create"]
         } else {
             &[
@@ -112,6 +116,7 @@ const fn resource(
         create_on_update: false,
         returns_deleted_object: false,
         ephemeral: false,
+        metrics: false,
     }
 }
 
@@ -150,6 +155,10 @@ impl ResourceInfo {
     }
     const fn create_only(mut self) -> Self {
         self.create_only = true;
+        self
+    }
+    const fn metrics(mut self) -> Self {
+        self.metrics = true;
         self
     }
     const fn review(mut self) -> Self {
@@ -616,6 +625,20 @@ pub static BUILTIN: &[ResourceInfo] = &[
         CLUSTER,
     )
     .short(&["vac"]),
+    // Never stored: storage names of their own, so that no stored object is taken for one.
+    resource(
+        "metrics.k8s.io",
+        "v1beta1",
+        "NodeMetrics",
+        "nodes",
+        "",
+        CLUSTER,
+    )
+    .stored_as("metrics.k8s.io/nodes")
+    .metrics(),
+    resource("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", "", NS)
+        .stored_as("metrics.k8s.io/pods")
+        .metrics(),
 ];
 
 /// The preferred version of each group, in discovery order (core first).
@@ -637,6 +660,7 @@ pub static GROUPS: &[(&str, &[&str])] = &[
     ("rbac.authorization.k8s.io", &["v1"]),
     ("scheduling.k8s.io", &["v1"]),
     ("storage.k8s.io", &["v1"]),
+    ("metrics.k8s.io", &["v1beta1"]),
 ];
 
 /// Lookup of resources by group, version and plural name.

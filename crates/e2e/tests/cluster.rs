@@ -146,6 +146,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
 
     port_forward_reaches_the_pod(&server);
     attach_reaches_the_containers_own_process(&server);
+    top_shows_usage(&server, &node);
 
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
@@ -342,4 +343,54 @@ fn attach_reaches_the_containers_own_process(server: &Server) {
     assert!(server
         .fails(&["get", "pod", "reader"])
         .contains("not found"));
+}
+
+/// `kubectl top`: the metrics API, made from the kubelet's usage summary, shows a
+/// spinning container's CPU and its memory, and the node's.
+fn top_shows_usage(server: &Server, node: &str) {
+    server.ok(&[
+        "exec",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "while :; do :; done >/dev/null 2>&1 &",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // CPU rates need two samples after the spinner started.
+    let (millicores, shown) = loop {
+        let top = server.kubectl(&["top", "pod", "hello", "--no-headers"]);
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&top.stdout),
+            String::from_utf8_lossy(&top.stderr)
+        );
+        let cpu = shown
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.strip_suffix('m'))
+            .and_then(|c| c.parse::<u64>().ok());
+        match cpu {
+            Some(m) if m >= 50 => break (m, shown),
+            _ if Instant::now() > deadline => panic!("kubectl top pod hello: {shown}"),
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    };
+    assert!(shown.starts_with("hello "), "{shown}");
+    let memory = shown.split_whitespace().nth(2).unwrap_or_default();
+    assert!(memory.ends_with("Mi"), "memory of hello in {shown}");
+    assert!(
+        millicores <= 2000,
+        "at most the machine's two cores: {shown}"
+    );
+    let nodes = server.ok(&["top", "node", "--no-headers"]);
+    assert!(nodes.starts_with(node), "{nodes}");
+    let raw = server.ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/hello",
+    ]);
+    let metrics: serde_json::Value = serde_json::from_str(&raw).expect("PodMetrics JSON");
+    assert_eq!(metrics["kind"], "PodMetrics");
+    assert_eq!(metrics["containers"][0]["name"], "c");
 }

@@ -276,6 +276,17 @@ impl Cri {
             .url)
     }
 
+    /// Usage of every ready sandbox and its containers.
+    pub async fn pod_sandbox_stats(&self) -> Result<Vec<proto::PodSandboxStats>> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .list_pod_sandbox_stats(proto::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .map_err(Error::cri("ListPodSandboxStats"))?
+            .into_inner()
+            .stats)
+    }
+
     /// A streaming URL for forwarding ports into the sandbox.
     pub async fn port_forward(&self, sandbox_id: &str) -> Result<String> {
         let mut rt = self.rt.clone();

@@ -47,6 +47,7 @@ pub mod pods;
 pub mod probe;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 pub mod worker;
@@ -234,10 +235,17 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         cpu_millis: machine.cpus * 1000,
         services,
     });
+    let stats = stats::Stats::new(
+        cri.clone(),
+        shared.node_name.clone(),
+        machine.memory_bytes.max(0) as u64,
+    );
+    tokio::spawn(stats.clone().run());
     let server_state = Arc::new(server::ServerState {
         client: client.clone(),
         cri: cri.clone(),
         node_name: shared.node_name.clone(),
+        stats,
     });
     let agent = node::NodeAgent {
         client,

@@ -46,6 +46,7 @@ pub struct ServerState {
     pub client: kube::Client,
     pub cri: Cri,
     pub node_name: String,
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Who a verified client certificate names.
@@ -249,6 +250,17 @@ async fn handle(
                     .collect();
             container_logs(state, namespace, pod, container, &query).await
         }
+        (&Method::GET, ["stats", "summary"]) => match state.stats.summary().await {
+            Ok(summary) => {
+                let mut response = text(StatusCode::OK, summary.to_string());
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
         (&Method::GET, ["containerLogs", ..]) => {
             text(StatusCode::BAD_REQUEST, "missing container name")
         }
