@@ -36,8 +36,78 @@ const IGNORED_POD_SUBRESOURCES: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct PodSecurity {
     pub defaults: Policy,
+    pub exempt_usernames: HashSet<String>,
     pub exempt_namespaces: HashSet<String>,
     pub exempt_runtime_classes: HashSet<String>,
+}
+
+/// Why an admission configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("admission configuration is not YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("PodSecurity configuration: defaults.{field}: {value:?}: {error}")]
+    Default {
+        field: String,
+        value: String,
+        error: pss::ParseError,
+    },
+}
+
+impl PodSecurity {
+    /// The `PodSecurity` entry of upstream's `AdmissionConfiguration` file
+    /// (`--admission-control-config-file`), with its `PodSecurityConfiguration` inline:
+    /// `defaults` (`enforce`, `enforce-version`, … as the labels) and `exemptions`
+    /// (`usernames`, `runtimeClasses`, `namespaces`). No entry: upstream's defaults.
+    pub fn from_admission_configuration(text: &str) -> Result<PodSecurity, ConfigError> {
+        let file: Value = serde_yaml::from_str(text)?;
+        let configuration = file
+            .get("plugins")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some("PodSecurity"))
+            .and_then(|p| p.get("configuration"));
+        let Some(configuration) = configuration else {
+            return Ok(PodSecurity::default());
+        };
+        // The defaults read as labels would, but a bad value is an error here.
+        let mut labels = Map::new();
+        let defaults = configuration.get("defaults").and_then(Value::as_object);
+        for (field, value) in defaults.into_iter().flatten() {
+            let text = value.as_str().unwrap_or_default();
+            let label = format!("pod-security.kubernetes.io/{field}");
+            let error = if field.ends_with("-version") {
+                text.parse::<pss::Version>().err()
+            } else {
+                text.parse::<Level>().err()
+            };
+            if let Some(error) = error {
+                return Err(ConfigError::Default {
+                    field: field.clone(),
+                    value: text.to_string(),
+                    error,
+                });
+            }
+            labels.insert(label, Value::String(text.to_string()));
+        }
+        let (defaults, _) = pss::policy_from_labels(Some(&labels), &Policy::default());
+        let exempt = |list: &str| -> HashSet<String> {
+            configuration
+                .pointer(&format!("/exemptions/{list}"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        Ok(PodSecurity {
+            defaults,
+            exempt_usernames: exempt("usernames"),
+            exempt_namespaces: exempt("namespaces"),
+            exempt_runtime_classes: exempt("runtimeClasses"),
+        })
+    }
 }
 
 /// Where a kind keeps its pod template: (metadata, spec) paths.
@@ -106,7 +176,9 @@ impl PodSecurity {
             return Ok(());
         };
         let namespace_name = object::name(namespace);
-        if self.exempt_namespaces.contains(namespace_name) {
+        if self.exempt_namespaces.contains(namespace_name)
+            || crate::warnings::user().is_some_and(|u| self.exempt_usernames.contains(&u))
+        {
             return Ok(());
         }
         let (policy, errors) = self.policy(namespace);
@@ -412,6 +484,34 @@ fn significant_pod_update(new: &Value, old: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn admission_configuration_sets_defaults_and_exemptions() {
+        let text = r#"
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: PodSecurity
+  configuration:
+    apiVersion: pod-security.admission.config.k8s.io/v1
+    kind: PodSecurityConfiguration
+    defaults: {enforce: baseline, enforce-version: v1.30, warn: restricted}
+    exemptions: {usernames: [ci], runtimeClasses: [kata], namespaces: [kube-system]}
+"#;
+        let config = PodSecurity::from_admission_configuration(text).unwrap();
+        assert_eq!(config.defaults.enforce.to_string(), "baseline:v1.30");
+        assert_eq!(config.defaults.warn.to_string(), "restricted:latest");
+        assert_eq!(config.defaults.audit.to_string(), "privileged:latest");
+        assert!(config.exempt_usernames.contains("ci"));
+        assert!(config.exempt_runtime_classes.contains("kata"));
+        assert!(config.exempt_namespaces.contains("kube-system"));
+
+        let bad = text.replace("enforce: baseline", "enforce: strict");
+        let error = PodSecurity::from_admission_configuration(&bad).unwrap_err();
+        assert!(error.to_string().contains("defaults.enforce"), "{error}");
+        let none = PodSecurity::from_admission_configuration("plugins: []").unwrap();
+        assert!(none.defaults.fully_privileged());
+    }
 
     #[test]
     fn only_spec_changes_that_matter_are_rechecked() {

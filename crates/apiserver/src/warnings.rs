@@ -1,6 +1,8 @@
 //! Warnings for the client, as upstream's warning recorder returns them: whatever a
 //! request's path records (admission, mostly) goes back as `Warning: 299 - "text"`
-//! headers, each text once, which kubectl prints as `Warning: text`.
+//! headers, each text once, which kubectl prints as `Warning: text`. The same request
+//! scope also tells admission plugins who asks (upstream's admission attributes carry
+//! the user; Skiff's registry calls do not).
 
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +13,12 @@ use http::HeaderValue;
 
 tokio::task_local! {
     static RECORDED: Arc<Mutex<Vec<String>>>;
+    static USER: Option<String>;
+}
+
+/// The authenticated user of the current request, if any.
+pub fn user() -> Option<String> {
+    USER.try_with(Clone::clone).ok().flatten()
 }
 
 /// Records a warning for the current request (nothing happens outside one).
@@ -29,7 +37,13 @@ pub fn add(text: impl Into<String>) {
 /// the response's headers.
 pub async fn record(request: Request, next: Next) -> Response {
     let recorded = Arc::new(Mutex::new(Vec::new()));
-    let mut response = RECORDED.scope(recorded.clone(), next.run(request)).await;
+    let user = request
+        .extensions()
+        .get::<crate::auth::UserInfo>()
+        .map(|u| u.name.clone());
+    let mut response = USER
+        .scope(user, RECORDED.scope(recorded.clone(), next.run(request)))
+        .await;
     let texts = recorded.lock().map(|r| r.clone()).unwrap_or_default();
     for text in texts {
         if let Some(value) = header(&text) {

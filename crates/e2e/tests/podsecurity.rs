@@ -234,3 +234,49 @@ fn bad_labels_are_invalid() {
         "{labels}"
     );
 }
+
+#[test]
+fn cluster_defaults_and_exemptions_come_from_the_admission_configuration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("admission.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults: {enforce: baseline, warn: restricted}\n    exemptions: {namespaces: [trusted], runtimeClasses: [sandboxed]}\n",
+    )
+    .expect("writing the admission configuration");
+    let server = Server::start(&[
+        "--admission-control-config-file",
+        path.to_str().expect("utf-8 path"),
+    ]);
+
+    // Unlabelled namespaces get the configured defaults.
+    let ns = labelled(&server, "psa-default", &[]);
+    let err = server.fails_with_input(
+        &["create", "-n", &ns, "-f", "-"],
+        &pod("priv", "privileged: true"),
+    );
+    assert!(
+        err.contains("violates PodSecurity \"baseline:latest\": privileged"),
+        "{err}"
+    );
+    let (ok, err) = run(
+        &server,
+        &["create", "-n", &ns, "-f", "-"],
+        &pod("plain", ""),
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("Warning: would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"), "{err}");
+
+    // An exempt runtime class and an exempt namespace are not checked.
+    let sandboxed = pod("sandboxed", "privileged: true")
+        .replace("spec:\n", "spec:\n  runtimeClassName: sandboxed\n");
+    let (ok, err) = run(&server, &["create", "-n", &ns, "-f", "-"], &sandboxed);
+    assert!(ok && !err.contains("Warning"), "{err}");
+    server.ok(&["create", "namespace", "trusted"]);
+    let (ok, err) = run(
+        &server,
+        &["create", "-n", "trusted", "-f", "-"],
+        &pod("priv", "privileged: true"),
+    );
+    assert!(ok && !err.contains("Warning"), "{err}");
+}

@@ -274,6 +274,10 @@ struct ApiServerArgs {
     /// controller manager to create service accounts.
     #[arg(long, value_delimiter = ',')]
     disable_admission_plugins: Vec<String>,
+    /// Upstream's `AdmissionConfiguration` file; its `PodSecurity` entry sets the policy
+    /// of unlabelled namespaces and the exempt users, runtime classes and namespaces.
+    #[arg(long)]
+    admission_control_config_file: Option<PathBuf>,
 }
 
 /// Go-style durations as upstream's flags take them: `300ms`, `30s`, `5m`, `1h`.
@@ -315,6 +319,21 @@ impl ApiServerArgs {
                 StoreConfig::Etcd(self.etcd_endpoints.clone())
             }
         };
+        let mut admission = skiff_apiserver::admission::Admission::from_flags(
+            &self.enable_admission_plugins,
+            &self.disable_admission_plugins,
+        )
+        .map_err(anyhow::Error::msg)?;
+        if let (Some(path), Some(plugin)) = (
+            &self.admission_control_config_file,
+            admission.pod_security.as_mut(),
+        ) {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            *plugin =
+                skiff_apiserver::podsecurity::PodSecurity::from_admission_configuration(&text)
+                    .with_context(|| format!("in {}", path.display()))?;
+        }
         Ok(skiff_apiserver::Config {
             data_dir: self.data_dir.clone(),
             bind_address: self.bind_address,
@@ -324,11 +343,7 @@ impl ApiServerArgs {
             tls_san: self.tls_san.clone(),
             compaction_interval: self.etcd_compaction_interval,
             service_cidr: self.service_cluster_ip_range,
-            admission: skiff_apiserver::admission::Admission::from_flags(
-                &self.enable_admission_plugins,
-                &self.disable_admission_plugins,
-            )
-            .map_err(anyhow::Error::msg)?,
+            admission,
         })
     }
 }
