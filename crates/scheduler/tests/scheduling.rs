@@ -23,13 +23,18 @@ use skiff_scheduler::{leader, Scheduler, SchedulerArgs};
 use skiff_e2e::add_simulated_node as add_node;
 
 async fn add_pod(client: &Client, ns: &str, name: &str, spec: Value) {
+    add_labelled_pod(client, ns, name, json!({}), spec).await
+}
+
+async fn add_labelled_pod(client: &Client, ns: &str, name: &str, labels: Value, spec: Value) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut spec = spec;
     if spec.get("containers").is_none() {
         spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
     }
     let pod: Pod =
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod");
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": spec}))
+            .expect("pod");
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("create pod");
@@ -362,23 +367,13 @@ async fn only_the_leader_schedules() {
 /// is marked before it is deleted, and takes its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_pods_preempt_lower_ones() {
-    use k8s_openapi::api::scheduling::v1::PriorityClass;
     use kube::api::DeleteParams;
 
     let server = Server::start(&[]);
     let client = server.client().await;
     let ns = server.namespace("preempt");
     add_node(&client, "only", "1", json!({}), json!({})).await;
-    let classes: Api<PriorityClass> = Api::all(client.clone());
-    for (name, value) in [("low", 10), ("high", 1000)] {
-        let class: PriorityClass =
-            serde_json::from_value(json!({"metadata": {"name": name}, "value": value}))
-                .expect("class");
-        classes
-            .create(&PostParams::default(), &class)
-            .await
-            .expect("priority class");
-    }
+    add_priority_classes(&client, &[("low", 10), ("high", 1000)]).await;
     let _scheduler = start_scheduler(&client, None);
     let with_class = |class: &str, cpu: &str| {
         let mut spec = cpu_pod(cpu);
@@ -425,4 +420,285 @@ async fn higher_priority_pods_preempt_lower_ones() {
         .note
         .as_deref()
         .is_some_and(|n| n.starts_with("Preempted by pod ") && n.ends_with(" on node only")));
+}
+
+/// Creates PriorityClasses (name, value).
+async fn add_priority_classes(client: &Client, classes: &[(&str, i32)]) {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let api: Api<PriorityClass> = Api::all(client.clone());
+    for (name, value) in classes {
+        let class: PriorityClass =
+            serde_json::from_value(json!({"metadata": {"name": name}, "value": value}))
+                .expect("class");
+        api.create(&PostParams::default(), &class)
+            .await
+            .expect("priority class");
+    }
+}
+
+/// Three nodes, one per zone, labelled as the kubelet labels them.
+async fn three_zones(client: &Client) {
+    for (node, zone) in [
+        ("node-a", "zone-a"),
+        ("node-b", "zone-b"),
+        ("node-c", "zone-c"),
+    ] {
+        add_node(
+            client,
+            node,
+            "4",
+            json!({"kubernetes.io/hostname": node, "topology.kubernetes.io/zone": zone}),
+            json!({}),
+        )
+        .await;
+    }
+}
+
+/// Upstream's pod anti-affinity spreading: a Deployment whose pods refuse to share a
+/// host puts one replica on each node; the replica left over stays Pending with
+/// upstream's message (the whole control plane runs: Deployment and ReplicaSet
+/// controllers, the scheduler inside `skiff server`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_anti_affinity_spreads_a_deployment_one_per_node() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let server = Server::start_control_plane(&[]);
+    let client = server.client().await;
+    let ns = server.namespace("anti");
+    three_zones(&client).await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [{"name": "c", "image": "busybox"}],
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "web"}},
+                         "topologyKey": "kubernetes.io/hostname"}]}}
+                }
+            }
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (bound, pending) = eventually("three replicas bound and one pending", || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let (bound, pending): (Vec<Pod>, Vec<Pod>) = list
+            .items
+            .into_iter()
+            .partition(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some());
+        (bound.len() == 3 && pending.len() == 1).then_some((bound, pending))
+    })
+    .await;
+    let mut nodes: Vec<String> = bound
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node-a", "node-b", "node-c"]);
+    let name = pending[0].metadata.name.clone().expect("name");
+    assert_eq!(
+        unschedulable_message(&client, &ns, &name).await,
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+    );
+}
+
+/// Upstream's "validates that InterPodAffinity is respected if matching" and the
+/// first-pod exception: required affinity puts pods in the zone of the pod they follow;
+/// one with nothing to follow is Pending with upstream's message until a pod it follows
+/// appears, or an existing pod is relabelled to match, when it is re-queued and bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_affinity_colocates_and_waits_for_its_pods() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let ns = server.namespace("affinity");
+    three_zones(&client).await;
+    let _scheduler = start_scheduler(&client, None);
+    let follow = |app: &str, key: &str| {
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}}})
+    };
+    add_labelled_pod(
+        &client,
+        &ns,
+        "cache",
+        json!({"app": "cache"}),
+        json!({"nodeSelector": {"kubernetes.io/hostname": "node-b"}}),
+    )
+    .await;
+    assert_eq!(node_of(&client, &ns, "cache").await, "node-b");
+    for i in 0..3 {
+        add_pod(
+            &client,
+            &ns,
+            &format!("near-{i}"),
+            follow("cache", "topology.kubernetes.io/zone"),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        assert_eq!(node_of(&client, &ns, &format!("near-{i}")).await, "node-b");
+    }
+
+    // Nothing matches "queue" yet: Pending, with the reason upstream gives.
+    add_pod(
+        &client,
+        &ns,
+        "waiting",
+        follow("queue", "kubernetes.io/hostname"),
+    )
+    .await;
+    assert_eq!(
+        unschedulable_message(&client, &ns, "waiting").await,
+        "0/3 nodes are available: 3 node(s) didn't match pod affinity rules. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+    );
+    // A matching pod appears on node-c: the waiting pod follows it there.
+    add_labelled_pod(
+        &client,
+        &ns,
+        "queue",
+        json!({"app": "queue"}),
+        json!({"nodeSelector": {"kubernetes.io/hostname": "node-c"}}),
+    )
+    .await;
+    assert_eq!(node_of(&client, &ns, "waiting").await, "node-c");
+
+    // Relabelling a bound pod also re-queues a pod that follows that label.
+    add_pod(
+        &client,
+        &ns,
+        "relabel-wait",
+        follow("late", "kubernetes.io/hostname"),
+    )
+    .await;
+    unschedulable_message(&client, &ns, "relabel-wait").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.patch(
+        "near-0",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"app": "late"}}})),
+    )
+    .await
+    .expect("relabel");
+    assert_eq!(node_of(&client, &ns, "relabel-wait").await, "node-b");
+
+    // A group's first pod, whose term selects itself, may start anywhere; the rest join it.
+    add_labelled_pod(
+        &client,
+        &ns,
+        "group-0",
+        json!({"app": "group"}),
+        follow("group", "topology.kubernetes.io/zone"),
+    )
+    .await;
+    let first = node_of(&client, &ns, "group-0").await;
+    add_labelled_pod(
+        &client,
+        &ns,
+        "group-1",
+        json!({"app": "group"}),
+        follow("group", "topology.kubernetes.io/zone"),
+    )
+    .await;
+    assert_eq!(node_of(&client, &ns, "group-1").await, first);
+}
+
+/// Preemption honours PodDisruptionBudgets as upstream: of two nodes where evicting one
+/// pod makes room, the one whose victim no budget protects is chosen, even though the
+/// protected victim has the lower priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_prefers_the_node_where_no_budget_breaks() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let ns = server.namespace("pdb");
+    for node in ["a", "b"] {
+        add_node(
+            &client,
+            node,
+            "1",
+            json!({"kubernetes.io/hostname": node}),
+            json!({}),
+        )
+        .await;
+    }
+    add_priority_classes(&client, &[("low", 10), ("mid", 20), ("high", 1000)]).await;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "guard"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}
+    }))
+    .expect("pdb");
+    pdbs.create(&PostParams::default(), &pdb)
+        .await
+        .expect("create pdb");
+    // No disruption controller runs here: state the budget as it would.
+    pdbs.patch_status(
+        "guard",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"status": {"disruptionsAllowed": 0, "currentHealthy": 1,
+            "desiredHealthy": 1, "expectedPods": 1, "observedGeneration": 1}}),
+        ),
+    )
+    .await
+    .expect("pdb status");
+    let _scheduler = start_scheduler(&client, None);
+    let with_class = |class: &str, node: &str| {
+        let mut spec = cpu_pod("800m");
+        spec["priorityClassName"] = json!(class);
+        spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+        spec
+    };
+    add_labelled_pod(
+        &client,
+        &ns,
+        "guarded",
+        json!({"app": "guarded"}),
+        with_class("low", "a"),
+    )
+    .await;
+    add_labelled_pod(
+        &client,
+        &ns,
+        "other",
+        json!({"app": "other"}),
+        with_class("mid", "b"),
+    )
+    .await;
+    assert_eq!(node_of(&client, &ns, "guarded").await, "a");
+    assert_eq!(node_of(&client, &ns, "other").await, "b");
+
+    let mut spec = cpu_pod("500m");
+    spec["priorityClassName"] = json!("high");
+    add_pod(&client, &ns, "preemptor", spec).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    eventually("the unprotected pod being deleted", || async {
+        let pod = pods.get("other").await.ok()?;
+        pod.metadata.deletion_timestamp.is_some().then_some(())
+    })
+    .await;
+    let nominated = pods
+        .get_status("preemptor")
+        .await
+        .ok()
+        .and_then(|p| p.status?.nominated_node_name);
+    assert_eq!(nominated.as_deref(), Some("b"));
+    let guarded = pods.get("guarded").await.expect("guarded pod");
+    assert!(guarded.metadata.deletion_timestamp.is_none());
+    pods.delete("other", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .expect("finish the victim");
+    assert_eq!(node_of(&client, &ns, "preemptor").await, "b");
 }
