@@ -57,6 +57,24 @@ fn restricted_enforcement_refuses_a_default_pod_and_admits_a_compliant_one() {
         .status
         .success());
 
+    // A privileged pod: the baseline violation first, then the restricted ones.
+    let err = server.fails_with_input(
+        &["create", "-n", &ns, "-f", "-"],
+        &pod("priv", "privileged: true"),
+    );
+    assert!(
+        err.contains(&format!(
+            "pods \"priv\" is forbidden: violates PodSecurity \"restricted:latest\": privileged (container \"c\" must not set securityContext.privileged=true), {RESTRICTED_VIOLATIONS}\n"
+        )),
+        "{err}"
+    );
+    // `kubectl run` is refused the same way.
+    let err = server.fails(&["run", "bb", "--image=busybox", "-n", &ns]);
+    assert!(
+        err.contains("Error from server (Forbidden): pods \"bb\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"bb\" must set"),
+        "{err}"
+    );
+
     // Compliant: admitted, with no warning.
     let (ok, err) = run(
         server,
