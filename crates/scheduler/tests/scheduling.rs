@@ -702,3 +702,46 @@ async fn preemption_prefers_the_node_where_no_budget_breaks() {
         .expect("finish the victim");
     assert_eq!(node_of(&client, &ns, "preemptor").await, "b");
 }
+
+/// A `namespaceSelector` in an affinity term reads namespace labels: a pod that follows
+/// pods in namespaces labelled `team=data` waits while the one such pod's namespace lacks
+/// the label, and is re-queued and bound when the namespace is labelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_selectors_follow_namespace_labels() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let ns = server.namespace("follower");
+    let data = server.namespace("data");
+    three_zones(&client).await;
+    let _scheduler = start_scheduler(&client, None);
+    add_labelled_pod(
+        &client,
+        &data,
+        "db",
+        json!({"app": "db"}),
+        json!({"nodeSelector": {"kubernetes.io/hostname": "node-a"}}),
+    )
+    .await;
+    assert_eq!(node_of(&client, &data, "db").await, "node-a");
+    add_pod(
+        &client,
+        &ns,
+        "app",
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}},
+             "namespaceSelector": {"matchLabels": {"team": "data"}},
+             "topologyKey": "kubernetes.io/hostname"}]}}}),
+    )
+    .await;
+    unschedulable_message(&client, &ns, "app").await;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &data,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "data"}}})),
+        )
+        .await
+        .expect("label the namespace");
+    assert_eq!(node_of(&client, &ns, "app").await, "node-a");
+}
