@@ -40,6 +40,7 @@ pub mod nodelifecycle;
 pub mod owned_pods;
 pub mod owner;
 pub mod per_namespace;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod pods;
 pub mod queue;
@@ -80,6 +81,7 @@ pub const CONTROLLERS: &[&str] = &[
     "endpointslice",
     "endpointslicemirroring",
     "service-lb",
+    "horizontalpodautoscaling",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -124,6 +126,8 @@ pub struct ControllerManagerArgs {
     pub concurrent_statefulset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_horizontal_pod_autoscaler_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_cron_job_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -192,6 +196,7 @@ impl Default for ControllerManagerArgs {
             concurrent_daemonset_syncs: 2,
             concurrent_statefulset_syncs: 5,
             concurrent_job_syncs: 5,
+            concurrent_horizontal_pod_autoscaler_syncs: 5,
             concurrent_cron_job_syncs: 5,
             concurrent_ttl_after_finished_syncs: 5,
             concurrent_gc_syncs: 20,
@@ -352,6 +357,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         },
         false => None,
     };
+    let autoscaler = args
+        .enabled("horizontalpodautoscaling")
+        .then(|| podautoscaler::HorizontalController::new(&factory));
     let service_lb = (args.enabled("service-lb") && !args.service_lb_pool.is_empty())
         .then(|| servicelb::ServiceLbController::new(&factory, args.service_lb_pool.clone()));
     factory.start();
@@ -378,6 +386,11 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     );
     spawn_reconciler(&mut tasks, deployment, args.concurrent_deployment_syncs);
     spawn_reconciler(&mut tasks, job, args.concurrent_job_syncs);
+    spawn_reconciler(
+        &mut tasks,
+        autoscaler,
+        args.concurrent_horizontal_pod_autoscaler_syncs,
+    );
     spawn_reconciler(&mut tasks, daemon_set, args.concurrent_daemonset_syncs);
     spawn_reconciler(&mut tasks, stateful_set, args.concurrent_statefulset_syncs);
     spawn_reconciler(&mut tasks, cron_job, args.concurrent_cron_job_syncs);

@@ -147,6 +147,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     port_forward_reaches_the_pod(&server);
     attach_reaches_the_containers_own_process(&server);
     top_shows_usage(&server, &node);
+    autoscaler_scales_a_busy_deployment(&server);
 
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
@@ -393,4 +394,63 @@ fn top_shows_usage(server: &Server, node: &str) {
     let metrics: serde_json::Value = serde_json::from_str(&raw).expect("PodMetrics JSON");
     assert_eq!(metrics["kind"], "PodMetrics");
     assert_eq!(metrics["containers"][0]["name"], "c");
+}
+
+/// `kubectl autoscale`: a Deployment whose one pod spins far above half its CPU request
+/// is scaled up to the autoscaler's maximum, which reports why.
+fn autoscaler_scales_a_busy_deployment(server: &Server) {
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: burner\nspec:\n  selector:\n    matchLabels: {{app: burner}}\n  template:\n    metadata:\n      labels: {{app: burner}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {IMAGE}\n        command: [\"sh\", \"-c\", \"while :; do :; done\"]\n        resources:\n          requests: {{cpu: 100m}}\n"
+    );
+    server.ok_with_input(&["apply", "-f", "-"], &deployment);
+    server.ok(&[
+        "autoscale",
+        "deployment",
+        "burner",
+        "--cpu=50%",
+        "--min=1",
+        "--max=3",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let replicas = server.ok(&[
+            "get",
+            "deployment",
+            "burner",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]);
+        if replicas == "3" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "burner has {replicas} replicas; autoscaler: {}",
+            server.ok(&["get", "hpa", "burner", "-o", "yaml"])
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let hpa = server.ok(&["get", "hpa", "burner", "-o", "json"]);
+    let hpa: serde_json::Value = serde_json::from_str(&hpa).expect("HPA JSON");
+    let utilization = hpa["status"]["currentMetrics"][0]["resource"]["current"]
+        ["averageUtilization"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(utilization > 50, "{hpa}");
+    let limited = hpa["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "ScalingLimited").cloned())
+        .unwrap_or_default();
+    assert_eq!(limited["reason"], "TooManyReplicas", "{hpa}");
+    let events = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=burner",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("SuccessfulRescale"), "{events}");
+    server.ok(&["delete", "hpa", "burner"]);
+    server.ok(&["delete", "deployment", "burner", "--wait=false"]);
 }
