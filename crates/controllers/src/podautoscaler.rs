@@ -279,31 +279,41 @@ impl HorizontalController {
                 .and_then(|r| r.stabilization_window_seconds),
             0,
         );
-        let now = Timestamp::now();
         let mut all = self
             .recommendations
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let history = all.entry(key.to_string()).or_default();
-        history.push((now, recommended));
-        let longest = down.max(up);
-        history.retain(|(at, _)| now.duration_since(*at).as_secs() <= longest);
-        let within = |seconds: i64| {
-            history
-                .iter()
-                .filter(move |(at, _)| now.duration_since(*at).as_secs() <= seconds)
-                .map(|(_, r)| *r)
-        };
-        // Down only to the highest recent recommendation, up only to the lowest.
-        let floor = within(down).max().unwrap_or(recommended);
-        let ceiling = within(up).min().unwrap_or(recommended);
-        let mut desired = recommended
-            .min(floor.max(current))
-            .max(ceiling.min(current));
-        if desired > current {
-            // Upstream's default scale-up policies: 100 % or 4 pods per period.
-            desired = desired.min((current * 2).max(current + 4));
-        }
+        stabilized(history, Timestamp::now(), (up, down), current, recommended)
+    }
+}
+
+/// Upstream's stabilization: with this recommendation added to `history`, scale up
+/// only to the lowest recommendation of the scale-up window and down only to the highest
+/// of the scale-down window (`windows` in seconds, up then down), then limit a scale-up
+/// to upstream's default policies (100 % or 4 pods per period).
+fn stabilized(
+    history: &mut Vec<(Timestamp, i32)>,
+    now: Timestamp,
+    windows: (i64, i64),
+    current: i32,
+    recommended: i32,
+) -> i32 {
+    let (up, down) = windows;
+    history.push((now, recommended));
+    history.retain(|(at, _)| now.duration_since(*at).as_secs() <= up.max(down));
+    let within = |seconds: i64| {
+        history
+            .iter()
+            .filter(move |(at, _)| now.duration_since(*at).as_secs() <= seconds)
+            .map(|(_, r)| *r)
+    };
+    let lowest_recent = within(up).min().unwrap_or(recommended);
+    let highest_recent = within(down).max().unwrap_or(recommended);
+    let desired = current.max(lowest_recent).min(highest_recent);
+    if desired > current {
+        desired.min((current * 2).max(current + 4))
+    } else {
         desired
     }
 }
@@ -537,6 +547,7 @@ impl HorizontalController {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -549,6 +560,28 @@ mod tests {
         // Half the goal on 4 pods: 2.
         assert_eq!(replicas_for(0.5, 4, 4), 2);
         assert_eq!(replicas_for(0.3, 3, 3), 1);
+    }
+
+    #[test]
+    fn stabilization_windows_hold_back_scale_down_not_scale_up() {
+        let start: Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        let at = |seconds: i64| start + jiff::SignedDuration::from_secs(seconds);
+        let mut history = Vec::new();
+        // 5 pods wanted, then only 1: the scale-down waits for the 300 s window.
+        assert_eq!(stabilized(&mut history, at(0), (0, 300), 5, 5), 5);
+        assert_eq!(stabilized(&mut history, at(15), (0, 300), 5, 1), 5);
+        assert_eq!(stabilized(&mut history, at(200), (0, 300), 5, 2), 5);
+        // Once the 5 is older than the window, the highest left (2) wins.
+        assert_eq!(stabilized(&mut history, at(301), (0, 300), 5, 1), 2);
+        // Scaling up is immediate, but at most doubles (or adds 4).
+        let mut history = Vec::new();
+        assert_eq!(stabilized(&mut history, at(0), (0, 300), 2, 20), 6);
+        assert_eq!(stabilized(&mut history, at(0), (0, 300), 10, 30), 20);
+        // A scale-up window waits for the lowest recent recommendation.
+        let mut history = Vec::new();
+        assert_eq!(stabilized(&mut history, at(0), (60, 300), 2, 2), 2);
+        assert_eq!(stabilized(&mut history, at(10), (60, 300), 2, 4), 2);
+        assert_eq!(stabilized(&mut history, at(61), (60, 300), 2, 4), 4);
     }
 
     #[test]
