@@ -73,6 +73,8 @@ fn subresource_verbs(name: &str) -> &'static [&'static str] {
         "log" => &["get"],
         // Streams: a WebSocket handshake is a GET, a SPDY one a POST.
         "attach" | "exec" | "portforward" => &["create", "get"],
+        // Only GETs are passed on so far.
+        "proxy" => &["get"],
         _ => &["get", "patch", "update"],
     }
 }
@@ -89,6 +91,7 @@ fn subresource_kind(
         "attach" => ("", "v1", "PodAttachOptions"),
         "exec" => ("", "v1", "PodExecOptions"),
         "portforward" => ("", "v1", "PodPortForwardOptions"),
+        "proxy" => ("", "v1", "NodeProxyOptions"),
         "log" => ("", "v1", "Pod"),
         _ => (resource.group, resource.version, resource.kind),
     }

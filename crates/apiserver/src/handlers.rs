@@ -54,6 +54,8 @@ pub struct ResourcePath {
     pub subresource: Option<String>,
     /// The legacy `/api/v1/watch/...` form.
     pub legacy_watch: bool,
+    /// For the `proxy` subresource: the path after it (`/stats/summary`).
+    pub proxy_path: Option<String>,
 }
 
 impl ResourcePath {
@@ -77,10 +79,16 @@ impl ResourcePath {
             }
             other => (None, other),
         };
-        let (resource, name, subresource) = match rest {
-            [resource] => (*resource, None, None),
-            [resource, name] => (*resource, Some(*name), None),
-            [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
+        let (resource, name, subresource, proxy_path) = match rest {
+            [resource] => (*resource, None, None, None),
+            [resource, name] => (*resource, Some(*name), None, None),
+            [resource, name, sub] => (*resource, Some(*name), Some(*sub), None),
+            [resource, name, "proxy", tail @ ..] => (
+                *resource,
+                Some(*name),
+                Some("proxy"),
+                Some(format!("/{}", tail.join("/"))),
+            ),
             _ => return None,
         };
         if resource.is_empty() || name == Some("") {
@@ -94,6 +102,7 @@ impl ResourcePath {
             name: name.map(str::to_string),
             subresource: subresource.map(str::to_string),
             legacy_watch,
+            proxy_path,
         })
     }
 }
@@ -118,6 +127,15 @@ impl Query {
     }
 
     /// Every value of a repeated parameter (`command=sh&command=-c`).
+    /// The parameters encoded again, to pass on.
+    pub fn encoded(&self) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &self.0 {
+            out.append_pair(key, value);
+        }
+        out.finish()
+    }
+
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0
             .iter()
@@ -517,6 +535,10 @@ async fn handle_resource(
         (Method::GET | Method::POST, Some(name)) if matches!(sub, Some("exec" | "attach")) => {
             let attach = sub == Some("attach");
             crate::proxy::pod_exec(state, namespace, name, query, headers, upgrade, attach).await
+        }
+        (Method::GET, Some(name)) if sub == Some("proxy") && resource.plural == "nodes" => {
+            let path = target.proxy_path.as_deref().unwrap_or("/");
+            crate::proxy::node_proxy(state, name, path, query).await
         }
         (Method::GET | Method::POST, Some(name)) if sub == Some("portforward") => {
             crate::proxy::pod_port_forward(state, namespace, name, query, headers, upgrade).await
@@ -1258,6 +1280,11 @@ mod tests {
         assert_eq!((deploys.group.as_str(), deploys.name), ("apps", None));
         let w = ResourcePath::parse("/api/v1/watch/namespaces/x/pods").unwrap();
         assert!(w.legacy_watch);
+        let proxy = ResourcePath::parse("/api/v1/nodes/n1/proxy/stats/summary").unwrap();
+        assert_eq!(
+            (proxy.subresource.as_deref(), proxy.proxy_path.as_deref()),
+            (Some("proxy"), Some("/stats/summary"))
+        );
         assert!(ResourcePath::parse("/api/v1").is_none());
         assert!(ResourcePath::parse("/apis/apps").is_none());
     }

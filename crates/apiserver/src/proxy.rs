@@ -405,6 +405,37 @@ async fn kubelet_get(
     Ok((response, connection, url))
 }
 
+/// `GET /api/v1/nodes/{name}/proxy/{path}`: a GET passed to the node's kubelet (its
+/// Summary API, say), answered with the kubelet's body and content type.
+pub async fn node_proxy(
+    state: &AppState,
+    node_name: &str,
+    path: &str,
+    query: &Query,
+) -> ApiResult<Response> {
+    let mut target = path.to_string();
+    let params = query.encoded();
+    if !params.is_empty() {
+        target.push('?');
+        target.push_str(&params);
+    }
+    let (response, _connection, url) = kubelet_get(state, node_name, &target, node_name).await?;
+    let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?
+        .to_bytes();
+    let mut answer = Response::new(Body::from(body));
+    if let Some(content_type) = content_type {
+        answer
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, content_type);
+    }
+    Ok(answer)
+}
+
 /// `GET path` on a node's kubelet, read as JSON.
 pub async fn kubelet_get_json(state: &AppState, node_name: &str, path: &str) -> ApiResult<Value> {
     let (response, _connection, url) = kubelet_get(state, node_name, path, node_name).await?;

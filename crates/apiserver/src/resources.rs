@@ -192,7 +192,7 @@ pub static BUILTIN: &[ResourceInfo] = &[
         .returns_object(),
     resource("", "v1", "Node", "nodes", "node", CLUSTER)
         .short(&["no"])
-        .sub(STATUS)
+        .sub(&["proxy", "status"])
         .stored_as("minions"),
     resource(
         "",

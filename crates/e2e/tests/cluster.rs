@@ -394,6 +394,29 @@ fn top_shows_usage(server: &Server, node: &str) {
     let metrics: serde_json::Value = serde_json::from_str(&raw).expect("PodMetrics JSON");
     assert_eq!(metrics["kind"], "PodMetrics");
     assert_eq!(metrics["containers"][0]["name"], "c");
+    // The kubelet's Summary, through the API server's node proxy.
+    let raw = server.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&raw).expect("Summary JSON");
+    assert_eq!(summary["node"]["nodeName"], node);
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|pods| {
+            pods.iter()
+                .find(|p| p["podRef"]["name"] == "hello")
+                .cloned()
+        })
+        .expect("hello in the summary");
+    assert!(
+        pod["containers"][0]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{pod}"
+    );
 }
 
 /// `kubectl autoscale`: a Deployment whose one pod spins far above half its CPU request
