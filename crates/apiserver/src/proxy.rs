@@ -595,50 +595,7 @@ pub async fn pod_port_forward(
         params.finish()
     };
     let path = format!("/portForward/{namespace}/{name}?{params}");
-    if skiff_streaming::tunnel::requested(headers) {
-        return tunnel_through_kubelet(state, node_name, name, &path, headers, upgrade).await;
-    }
     upgrade_through_kubelet(state, node_name, name, &path, headers, upgrade).await
-}
-
-/// A port forward whose SPDY session comes tunnelled in a WebSocket: the kubelet gets a
-/// plain SPDY upgrade, and the session's bytes move between the two.
-async fn tunnel_through_kubelet(
-    state: &AppState,
-    node_name: &str,
-    pod_name: &str,
-    path: &str,
-    headers: &http::HeaderMap,
-    upgrade: hyper::upgrade::OnUpgrade,
-) -> ApiResult<Response> {
-    use skiff_streaming::tunnel;
-    let KubeletConnection {
-        tls,
-        authority,
-        url,
-    } = connect_kubelet(state, node_name, path).await?;
-    let spdy_headers = tunnel::spdy_request_headers(headers);
-    let (response, backend) = skiff_streaming::proxy::handshake(
-        &http::Method::POST,
-        &spdy_headers,
-        tls,
-        &authority,
-        path,
-    )
-    .await
-    .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?;
-    let Some(backend) = backend else {
-        let (parts, body) = response.into_parts();
-        return Err(kubelet_error(parts.status, &body, pod_name));
-    };
-    let accepted = tunnel::accept(headers).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    tokio::spawn(async move {
-        match tokio::try_join!(upgrade, backend) {
-            Ok((client, backend)) => tunnel::bridge(client, backend).await,
-            Err(e) => tracing::debug!(error = %e, "port forward tunnel: a side did not upgrade"),
-        }
-    });
-    Ok(accepted.map(Body::from))
 }
 
 fn node_of(pod: &Value) -> &str {
@@ -660,7 +617,9 @@ fn upgrade_required(
 }
 
 /// Passes the client's upgrade request to `path` on the node's kubelet and, once the
-/// kubelet switches protocols, splices the two connections.
+/// kubelet switches protocols, splices the two connections. A port forward whose SPDY
+/// session comes tunnelled in a WebSocket is unwrapped here: the kubelet gets a plain
+/// SPDY upgrade, and the session's bytes move between WebSocket messages and it.
 async fn upgrade_through_kubelet(
     state: &AppState,
     node_name: &str,
@@ -669,25 +628,40 @@ async fn upgrade_through_kubelet(
     headers: &http::HeaderMap,
     upgrade: hyper::upgrade::OnUpgrade,
 ) -> ApiResult<Response> {
+    use skiff_streaming::{proxy, tunnel};
+    let tunnelled = tunnel::requested(headers);
+    if !tunnelled && !proxy::is_upgrade(headers) {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    }
     let KubeletConnection {
         tls,
         authority,
         url,
     } = connect_kubelet(state, node_name, path).await?;
-    let mut request = http::Request::get(path);
-    for (header, value) in headers {
-        request = request.header(header, value);
-    }
-    let mut request = request.body(()).map_err(ApiError::internal)?;
-    request.extensions_mut().insert(upgrade);
-    let response = skiff_streaming::proxy::upgrade(request, tls, &authority, path)
+    let (method, forwarded) = if tunnelled {
+        (http::Method::POST, tunnel::spdy_request_headers(headers))
+    } else {
+        (http::Method::GET, headers.clone())
+    };
+    let (response, backend) = proxy::handshake(&method, &forwarded, tls, &authority, path)
         .await
         .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+    let Some(backend) = backend else {
+        let (parts, body) = response.into_parts();
+        return Err(kubelet_error(parts.status, &body, pod_name));
+    };
+    if !tunnelled {
+        proxy::splice(upgrade, backend);
         return Ok(response.map(Body::from));
     }
-    let (parts, body) = response.into_parts();
-    Err(kubelet_error(parts.status, &body, pod_name))
+    let accepted = tunnel::accept(headers).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tokio::spawn(async move {
+        match tokio::try_join!(upgrade, backend) {
+            Ok((client, backend)) => tunnel::bridge(client, backend).await,
+            Err(e) => tracing::debug!(error = %e, "port forward tunnel: a side did not upgrade"),
+        }
+    });
+    Ok(accepted.map(Body::from))
 }
 
 #[cfg(test)]

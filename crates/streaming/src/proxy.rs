@@ -61,21 +61,26 @@ where
     )
     .await?;
     if let Some(backend_side) = backend_side {
-        tokio::spawn(async move {
-            let (client, backend) = match tokio::try_join!(client_side, backend_side) {
-                Ok(both) => both,
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade proxy: a side did not upgrade");
-                    return;
-                }
-            };
-            let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-                tracing::debug!(error = %e, "upgrade proxy: stream ended");
-            }
-        });
+        splice(client_side, backend_side);
     }
     Ok(response)
+}
+
+/// Once both sides have switched protocols, copies bytes between them until either ends.
+pub fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, backend) = match tokio::try_join!(client, backend) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade proxy: a side did not upgrade");
+                return;
+            }
+        };
+        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+            tracing::debug!(error = %e, "upgrade proxy: stream ended");
+        }
+    });
 }
 
 /// Sends an upgrade request with `headers` (less those of one hop) to the backend on
