@@ -14,6 +14,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
+use tokio::sync::oneshot;
 
 use crate::cache::{pod_key, Cache, PodInfo};
 use crate::feedback::{self, Feedback};
@@ -158,7 +159,7 @@ impl Scheduler {
     }
 
     /// Keeps the cache and queue in step with the API's pods.
-    async fn watch_pods(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn watch_pods(self: Arc<Self>, mut synced: SyncSignal) -> anyhow::Result<()> {
         let api: Api<Pod> = Api::all(self.client.clone());
         let mut stream = watcher(api, watcher::Config::default())
             .default_backoff()
@@ -188,25 +189,27 @@ impl Scheduler {
                         }
                         self.queue.retain(|k| seen.contains(k));
                     }
+                    synced.done();
                 }
             }
         }
         Ok(())
     }
 
-    async fn watch_nodes(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn watch_nodes(self: Arc<Self>, synced: SyncSignal) -> anyhow::Result<()> {
         let this = self.clone();
         follow(
             Api::<Node>::all(self.client.clone()),
             |node| self.on_node(node),
             |name| this.cache().remove_node(name),
             || self.cache().node_names(),
+            synced,
         )
         .await
     }
 
     /// Keeps the namespaces' labels, which `namespaceSelector`s in pod affinity terms read.
-    async fn watch_namespaces(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn watch_namespaces(self: Arc<Self>, synced: SyncSignal) -> anyhow::Result<()> {
         follow(
             Api::<Namespace>::all(self.client.clone()),
             |ns| {
@@ -218,23 +221,32 @@ impl Scheduler {
             },
             |name| self.cache().remove_namespace(name),
             || self.cache().namespace_names(),
+            synced,
         )
         .await
     }
 
     /// Keeps the PodDisruptionBudgets, which preemption tries not to violate.
-    async fn watch_pdbs(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn watch_pdbs(self: Arc<Self>, synced: SyncSignal) -> anyhow::Result<()> {
         follow(
             Api::<PodDisruptionBudget>::all(self.client.clone()),
             |pdb| self.cache().apply_pdb(pdb),
             |key| self.cache().remove_pdb(key),
             || self.cache().pdb_keys(),
+            synced,
         )
         .await
     }
 
     /// Schedules pods until the queue closes.
-    async fn scheduling_loop(self: Arc<Self>) {
+    async fn scheduling_loop(self: Arc<Self>, synced: Vec<oneshot::Receiver<()>>) {
+        // As upstream waits for its informers' caches: a pod judged against a partial
+        // list of nodes would be reported unschedulable for no reason.
+        for informer in synced {
+            if informer.await.is_err() {
+                return;
+            }
+        }
         let mut start = 0usize;
         let mut seed: u64 = Instant::now().elapsed().as_nanos() as u64 | 0x9E37_79B9_7F4A_7C15;
         while let Some(queued) = self.queue.pop().await {
@@ -378,10 +390,16 @@ impl Scheduler {
     /// Runs informers, the periodic flushes and the scheduling loop until cancelled or an
     /// informer fails for good.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let pods = tokio::spawn(self.clone().watch_pods());
-        let nodes = tokio::spawn(self.clone().watch_nodes());
-        let namespaces = tokio::spawn(self.clone().watch_namespaces());
-        let pdbs = tokio::spawn(self.clone().watch_pdbs());
+        let mut synced = Vec::new();
+        let mut signal = || {
+            let (tx, rx) = oneshot::channel();
+            synced.push(rx);
+            SyncSignal(Some(tx))
+        };
+        let pods = tokio::spawn(self.clone().watch_pods(signal()));
+        let nodes = tokio::spawn(self.clone().watch_nodes(signal()));
+        let namespaces = tokio::spawn(self.clone().watch_namespaces(signal()));
+        let pdbs = tokio::spawn(self.clone().watch_pdbs(signal()));
         let flush = {
             let this = self.clone();
             tokio::spawn(async move {
@@ -391,7 +409,7 @@ impl Scheduler {
                 }
             })
         };
-        let looping = tokio::spawn(self.clone().scheduling_loop());
+        let looping = tokio::spawn(self.clone().scheduling_loop(synced));
         let guard = AbortOnDrop(vec![
             pods.abort_handle(),
             nodes.abort_handle(),
@@ -425,6 +443,7 @@ async fn follow<K>(
     apply: impl Fn(K),
     remove: impl Fn(&str),
     known: impl Fn() -> Vec<String>,
+    mut synced: SyncSignal,
 ) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
@@ -456,10 +475,22 @@ where
                         remove(&gone);
                     }
                 }
+                synced.done();
             }
         }
     }
     Ok(())
+}
+
+/// Tells the scheduling loop, once, that an informer has listed everything.
+struct SyncSignal(Option<oneshot::Sender<()>>);
+
+impl SyncSignal {
+    fn done(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// Stops the spawned tasks when `run` is cancelled.
