@@ -86,7 +86,7 @@ impl Admission {
         namespace: Option<&str>,
         object: &mut Value,
     ) -> ApiResult<()> {
-        let (Some(ns), "Pod") = (namespace, resource.kind) else {
+        let (Some(ns), "Pod") = (namespace, resource.builtin_kind()) else {
             return Ok(());
         };
         if self.limit_ranger {

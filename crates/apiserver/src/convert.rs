@@ -39,7 +39,15 @@ fn rename(object: Value, api_version: &str, pairs: &[(&str, &str)], forward: boo
 
 /// From the served version of `resource` to its storage version.
 pub fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
-    match (resource.group, resource.version, resource.kind) {
+    if resource.custom.is_some() {
+        // Conversion strategy `None`: only the apiVersion changes.
+        return with_api_version(object, &resource.storage_version);
+    }
+    match (
+        resource.group.as_str(),
+        resource.version.as_str(),
+        resource.builtin_kind(),
+    ) {
         ("events.k8s.io", _, "Event") => rename(object, "v1", EVENT_FIELDS, false),
         ("autoscaling", "v1", _) => hpa_v1_to_v2(object),
         _ => object,
@@ -48,7 +56,14 @@ pub fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
 
 /// From the storage version to the version `resource` serves.
 pub fn from_storage(resource: &ResourceInfo, object: Value) -> Value {
-    match (resource.group, resource.version, resource.kind) {
+    if resource.custom.is_some() {
+        return with_api_version(object, &resource.api_version());
+    }
+    match (
+        resource.group.as_str(),
+        resource.version.as_str(),
+        resource.builtin_kind(),
+    ) {
         ("events.k8s.io", _, "Event") => rename(object, "events.k8s.io/v1", EVENT_FIELDS, true),
         ("autoscaling", "v1", _) => hpa_v2_to_v1(object),
         _ => object,
@@ -57,7 +72,19 @@ pub fn from_storage(resource: &ResourceInfo, object: Value) -> Value {
 
 /// Whether objects of `resource` need converting on their way in and out.
 pub fn needs_conversion(resource: &ResourceInfo) -> bool {
-    !resource.storage_version.is_empty() && resource.storage_version != resource.api_version()
+    // A custom object may have been stored in an earlier storage version.
+    resource.custom.is_some()
+        || !resource.storage_version.is_empty()
+            && resource.storage_version != resource.api_version()
+}
+
+fn with_api_version(mut object: Value, api_version: &str) -> Value {
+    if let Some(fields) = object.as_object_mut() {
+        if fields.contains_key("apiVersion") {
+            fields.insert("apiVersion".into(), json!(api_version));
+        }
+    }
+    object
 }
 
 fn hpa_v1_to_v2(mut object: Value) -> Value {
@@ -125,11 +152,11 @@ mod tests {
         let catalogue = Catalogue::new();
         let new_events = catalogue.get("events.k8s.io", "v1", "events").unwrap();
         let stored = json!({"kind": "Event", "apiVersion": "v1", "metadata": {"name": "e"}, "involvedObject": {"name": "p"}, "message": "hi", "reason": "X"});
-        let served = from_storage(new_events, stored.clone());
+        let served = from_storage(&new_events, stored.clone());
         assert_eq!(served["apiVersion"], "events.k8s.io/v1");
         assert_eq!(served["regarding"]["name"], "p");
         assert_eq!(served["note"], "hi");
-        assert_eq!(to_storage(new_events, served), stored);
+        assert_eq!(to_storage(&new_events, served), stored);
     }
 
     #[test]
@@ -139,11 +166,11 @@ mod tests {
             .get("autoscaling", "v1", "horizontalpodautoscalers")
             .unwrap();
         let old = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "spec": {"maxReplicas": 5, "targetCPUUtilizationPercentage": 80}});
-        let stored = to_storage(v1, old.clone());
+        let stored = to_storage(&v1, old.clone());
         assert_eq!(
             stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
             80
         );
-        assert_eq!(from_storage(v1, stored), old);
+        assert_eq!(from_storage(&v1, stored), old);
     }
 }

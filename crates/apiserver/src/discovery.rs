@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::{group_version, Catalogue, ResourceInfo, GROUPS};
+use crate::resources::{group_version, Catalogue, ResourceInfo};
 
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -35,7 +35,7 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_entry(group: &str, versions: &[&str]) -> Value {
+fn group_entry(group: &str, versions: &[String]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| json!({"groupVersion": group_version(group, v), "version": v}))
@@ -47,8 +47,9 @@ fn group_entry(group: &str, versions: &[&str]) -> Value {
     })
 }
 
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = GROUPS
+pub fn api_group_list(catalogue: &Catalogue) -> Value {
+    let groups: Vec<Value> = catalogue
+        .groups()
         .iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| group_entry(g, v))
@@ -58,7 +59,7 @@ pub fn api_group_list() -> Value {
 
 pub fn api_group(catalogue: &Catalogue, group: &str) -> Option<Value> {
     let versions = catalogue.versions(group)?;
-    let mut entry = group_entry(group, versions);
+    let mut entry = group_entry(group, &versions);
     let fields = entry.as_object_mut()?;
     let mut out = Map::new();
     out.insert("kind".into(), json!("APIGroup"));
@@ -79,10 +80,7 @@ fn subresource_verbs(name: &str) -> &'static [&'static str] {
     }
 }
 
-fn subresource_kind(
-    resource: &ResourceInfo,
-    name: &str,
-) -> (&'static str, &'static str, &'static str) {
+fn subresource_kind<'a>(resource: &'a ResourceInfo, name: &str) -> (&'a str, &'a str, &'a str) {
     match name {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
@@ -93,14 +91,15 @@ fn subresource_kind(
         "portforward" => ("", "v1", "PodPortForwardOptions"),
         "proxy" => ("", "v1", "NodeProxyOptions"),
         "log" => ("", "v1", "Pod"),
-        _ => (resource.group, resource.version, resource.kind),
+        _ => (&resource.group, &resource.version, &resource.kind),
     }
 }
 
 pub fn api_resource_list(catalogue: &Catalogue, group: &str, version: &str) -> Option<Value> {
     catalogue
         .versions(group)?
-        .contains(&version)
+        .iter()
+        .any(|v| v == version)
         .then_some(())?;
     let mut resources = Vec::new();
     for r in catalogue.in_group_version(group, version) {
@@ -117,15 +116,15 @@ pub fn api_resource_list(catalogue: &Catalogue, group: &str, version: &str) -> O
             entry.insert("categories".into(), json!(r.categories));
         }
         resources.push(Value::Object(entry));
-        for sub in r.subresources {
-            let (g, v, k) = subresource_kind(r, sub);
+        for sub in &r.subresources {
+            let (g, v, k) = subresource_kind(&r, sub);
             let mut entry = Map::new();
             entry.insert("name".into(), json!(format!("{}/{sub}", r.plural)));
             entry.insert("singularName".into(), json!(""));
             entry.insert("namespaced".into(), json!(r.namespaced));
             // Named only where the subresource's kind lives in another group version
             // (kubectl drain finds policy/v1 evictions this way).
-            if (g, v) != (r.group, r.version) {
+            if (g, v) != (&r.group, &r.version) {
                 entry.insert("group".into(), json!(g));
                 entry.insert("version".into(), json!(v));
             }
@@ -185,7 +184,8 @@ fn discovery_resource(r: &ResourceInfo) -> Value {
 
 /// The aggregated discovery document for the core group (`/api`) or the named groups (`/apis`).
 pub fn aggregated(catalogue: &Catalogue, core: bool) -> Value {
-    let items: Vec<Value> = GROUPS
+    let items: Vec<Value> = catalogue
+        .groups()
         .iter()
         .filter(|(g, _)| g.is_empty() == core)
         .map(|(group, versions)| {
@@ -194,7 +194,8 @@ pub fn aggregated(catalogue: &Catalogue, core: bool) -> Value {
                 .map(|v| {
                     let resources: Vec<Value> = catalogue
                         .in_group_version(group, v)
-                        .map(discovery_resource)
+                        .iter()
+                        .map(|r| discovery_resource(r))
                         .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
@@ -221,10 +222,10 @@ pub fn aggregated(catalogue: &Catalogue, core: bool) -> Value {
 pub const OPENAPI_V2_PROTOBUF: &[u8] = b"\x0a\x032.0\x12\x15\x0a\x0aKubernetes\x12\x07v1.37.0";
 
 /// `/openapi/v3`: the index of per-group-version documents.
-pub fn openapi_v3_index() -> Value {
+pub fn openapi_v3_index(catalogue: &Catalogue) -> Value {
     let mut paths = Map::new();
-    for (group, versions) in GROUPS {
-        for version in *versions {
+    for (group, versions) in catalogue.groups() {
+        for version in &versions {
             let path = if group.is_empty() {
                 format!("api/{version}")
             } else {
@@ -248,7 +249,8 @@ pub fn openapi_v3_group_version(
 ) -> Option<Value> {
     catalogue
         .versions(group)?
-        .contains(&version)
+        .iter()
+        .any(|v| v == version)
         .then_some(())?;
     let base = if group.is_empty() {
         format!("/api/{version}")

@@ -51,25 +51,25 @@ pub async fn evict(
         .ok_or_else(|| ApiError::internal("poddisruptionbudgets are not served"))?;
 
     for _ in 0..ATTEMPTS {
-        let pod = registry.get(pods, Some(namespace), name).await?;
+        let pod = registry.get(&pods, Some(namespace), name).await?;
         if can_ignore_budget(&pod) {
-            return delete_pod(registry, pods, namespace, &pod, &options, dry_run).await;
+            return delete_pod(registry, &pods, namespace, &pod, &options, dry_run).await;
         }
-        let mut covering = budgets_covering(registry, budgets, namespace, &pod).await?;
+        let mut covering = budgets_covering(registry, &budgets, namespace, &pod).await?;
         if covering.len() > 1 {
             return Err(ApiError::internal(
                 "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
             ));
         }
         let Some(budget) = covering.pop() else {
-            return delete_pod(registry, pods, namespace, &pod, &options, dry_run).await;
+            return delete_pod(registry, &pods, namespace, &pod, &options, dry_run).await;
         };
         if !is_ready(&pod) && unready_may_go(&budget) {
-            return delete_pod(registry, pods, namespace, &pod, &options, dry_run).await;
+            return delete_pod(registry, &pods, namespace, &pod, &options, dry_run).await;
         }
-        match spend_disruption(registry, budgets, namespace, &budget, name, dry_run).await? {
+        match spend_disruption(registry, &budgets, namespace, &budget, name, dry_run).await? {
             Spent::Yes => {
-                return delete_pod(registry, pods, namespace, &pod, &options, dry_run).await
+                return delete_pod(registry, &pods, namespace, &pod, &options, dry_run).await
             }
             Spent::Raced => continue,
         }

@@ -422,7 +422,7 @@ fn handle_discovery(
             return Ok(aggregated_response(discovery::aggregated(catalogue, false)))
         }
         ["api"] => discovery::api_versions(&state.server_address),
-        ["apis"] => discovery::api_group_list(),
+        ["apis"] => discovery::api_group_list(catalogue),
         ["api", version] => {
             discovery::api_resource_list(catalogue, "", version).ok_or_else(ApiError::no_route)?
         }
@@ -436,7 +436,7 @@ fn handle_discovery(
                 Bytes::from_static(discovery::OPENAPI_V2_PROTOBUF),
             ))
         }
-        ["openapi", "v3"] => discovery::openapi_v3_index(),
+        ["openapi", "v3"] => discovery::openapi_v3_index(catalogue),
         ["openapi", "v3", "api", version] => {
             discovery::openapi_v3_group_version(catalogue, "", version)
                 .ok_or_else(ApiError::no_route)?
@@ -460,7 +460,7 @@ fn aggregated_response(value: Value) -> Response {
     response
 }
 
-fn lookup(state: &AppState, target: &ResourcePath) -> ApiResult<&'static ResourceInfo> {
+fn lookup(state: &AppState, target: &ResourcePath) -> ApiResult<Arc<ResourceInfo>> {
     let resource = state
         .registry
         .catalogue
@@ -516,12 +516,17 @@ async fn handle_resource(
             ));
         }
         let selector = query.list_options()?.label_selector;
-        let value =
-            crate::metrics_api::serve(state, resource, namespace, target.name.as_deref(), selector)
-                .await?;
+        let value = crate::metrics_api::serve(
+            state,
+            &resource,
+            namespace,
+            target.name.as_deref(),
+            selector,
+        )
+        .await?;
         return Ok(encoding::respond(StatusCode::OK, Format::Json, &value));
     }
-    let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), resource.kind);
+    let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), &resource.kind);
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if watching => {
             serve_watch(state, resource, namespace, None, query, headers).await
@@ -546,22 +551,22 @@ async fn handle_resource(
         (Method::GET, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let page = registry
-                .list(resource, namespace, &query.list_options()?)
+                .list(&resource, namespace, &query.list_options()?)
                 .await?;
-            Ok(render_list(resource, page, format, query))
+            Ok(render_list(&resource, page, format, query))
         }
         (Method::GET, Some(name)) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
-            let object = registry.get(resource, namespace, name).await?;
-            let object = convert::from_storage(resource, object);
+            let object = registry.get(&resource, namespace, name).await?;
+            let object = convert::from_storage(&resource, object);
             match sub {
                 Some("scale") => Ok(encoding::respond(
                     StatusCode::OK,
                     format,
-                    &scale_of(resource, &object),
+                    &scale_of(&resource, &object),
                 )),
                 _ => Ok(render_object(
-                    resource,
+                    &resource,
                     StatusCode::OK,
                     format,
                     object,
@@ -572,7 +577,7 @@ async fn handle_resource(
         (Method::POST, None) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let object = encoding::decode_body(headers, &body)?;
-            if resource.kind == "TokenReview" {
+            if resource.builtin_kind() == "TokenReview" {
                 let review = state.authenticator.token_review(object);
                 return Ok(encoding::respond(StatusCode::CREATED, format, &review));
             }
@@ -580,21 +585,27 @@ async fn handle_resource(
                 let authorizer = Authorizer {
                     cache: &registry.cache,
                 };
-                let review = review::answer(&authorizer, resource, namespace, user, object)?;
+                let review = review::answer(&authorizer, &resource, namespace, user, object)?;
                 return Ok(encoding::respond(StatusCode::CREATED, format, &review));
             }
-            check_escalation(state, user, resource, namespace, &object)?;
+            check_escalation(state, user, &resource, namespace, &object)?;
+            if resource.custom.as_ref().is_some_and(|c| c.terminating) {
+                return Err(ApiError::method_not_allowed(
+                    "create not allowed while custom resource definition is terminating",
+                ));
+            }
+            check_unknown_fields(&resource, &object, query)?;
             if resource.plural == "bindings" {
                 let name = object::name(&object).to_string();
                 return bind(state, namespace, &name, &object, query).await;
             }
             let manager = query.manager(headers, "CreateOptions")?;
             let created = registry
-                .create(resource, namespace, object, &manager, query.dry_run()?)
+                .create(&resource, namespace, object, &manager, query.dry_run()?)
                 .await?;
-            let created = convert::from_storage(resource, created);
+            let created = convert::from_storage(&resource, created);
             Ok(render_object(
-                resource,
+                &resource,
                 StatusCode::CREATED,
                 format,
                 created,
@@ -604,7 +615,7 @@ async fn handle_resource(
         (Method::POST, Some(name)) if sub == Some("token") => {
             let format = encoding::negotiate(headers, false)?;
             let request = encoding::decode_body(headers, &body)?;
-            let account = registry.get(resource, namespace, name).await?;
+            let account = registry.get(&resource, namespace, name).await?;
             let bound = match request.pointer("/spec/boundObjectRef") {
                 Some(reference) => Some(bound_object(state, namespace, reference).await?),
                 None => None,
@@ -636,15 +647,16 @@ async fn handle_resource(
             let object = encoding::decode_body(headers, &body)?;
             let dry_run = query.dry_run()?;
             let manager = query.manager(headers, "UpdateOptions")?;
+            check_unknown_fields(&resource, &object, query)?;
             if sub == Some("scale") {
                 let scale = write_scale(
-                    registry, resource, namespace, name, &object, &manager, dry_run,
+                    registry, &resource, namespace, name, &object, &manager, dry_run,
                 )
                 .await?;
                 return Ok(encoding::respond(StatusCode::OK, format, &scale));
             }
             let (object, created) = registry
-                .update(resource, namespace, name, sub, object, &manager, dry_run)
+                .update(&resource, namespace, name, sub, object, &manager, dry_run)
                 .await?;
             let code = if created {
                 StatusCode::CREATED
@@ -652,10 +664,10 @@ async fn handle_resource(
                 StatusCode::OK
             };
             Ok(render_object(
-                resource,
+                &resource,
                 code,
                 format,
-                convert::from_storage(resource, object),
+                convert::from_storage(&resource, object),
                 query,
             ))
         }
@@ -667,26 +679,45 @@ async fn handle_resource(
                 .unwrap_or("");
             let patch_type = PatchType::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            if resource.custom.is_some() && patch_type == PatchType::StrategicMerge {
+                // Custom resources have no patch strategies to merge by.
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
+            if resource.custom.is_some() && sub.is_none() && patch_type != PatchType::Apply {
+                // Unknown fields are judged on what the patch produces.
+                if let Ok(current) = registry.get(&resource, namespace, name).await {
+                    let current = convert::from_storage(&resource, current);
+                    if let Ok(preview) = crate::patch::apply(patch_type, &current, &body) {
+                        check_unknown_fields(&resource, &preview, query)?;
+                    }
+                }
+            }
             let dry_run = query.dry_run()?;
             let (manager, force) = query.patch_options(patch_type, headers)?;
             if resource.group == "rbac.authorization.k8s.io" {
                 // The escalation check needs the object the patch would produce; the
                 // registry re-applies the patch to whatever is current when it writes.
-                let current = match registry.get(resource, namespace, name).await {
+                let current = match registry.get(&resource, namespace, name).await {
                     // An apply may create the object.
                     Err(e) if e.code == 404 && patch_type == PatchType::Apply => json!({}),
                     other => other?,
                 };
                 let preview = crate::patch::apply(patch_type, &current, &body)?;
-                check_escalation(state, user, resource, namespace, &preview)?;
+                check_escalation(state, user, &resource, namespace, &preview)?;
             }
             if sub == Some("scale") {
-                let current =
-                    convert::from_storage(resource, registry.get(resource, namespace, name).await?);
+                let current = convert::from_storage(
+                    &resource,
+                    registry.get(&resource, namespace, name).await?,
+                );
                 let patched =
-                    crate::patch::apply(patch_type, &scale_of(resource, &current), &body)?;
+                    crate::patch::apply(patch_type, &scale_of(&resource, &current), &body)?;
                 let scale = write_scale(
-                    registry, resource, namespace, name, &patched, &manager, dry_run,
+                    registry, &resource, namespace, name, &patched, &manager, dry_run,
                 )
                 .await?;
                 return Ok(encoding::respond(StatusCode::OK, format, &scale));
@@ -699,7 +730,7 @@ async fn handle_resource(
                 via: None,
             };
             let (object, created) = registry
-                .patch(resource, namespace, name, sub, patch, dry_run)
+                .patch(&resource, namespace, name, sub, patch, dry_run)
                 .await?;
             let code = if created {
                 StatusCode::CREATED
@@ -707,10 +738,10 @@ async fn handle_resource(
                 StatusCode::OK
             };
             Ok(render_object(
-                resource,
+                &resource,
                 code,
                 format,
-                convert::from_storage(resource, object),
+                convert::from_storage(&resource, object),
                 query,
             ))
         }
@@ -719,12 +750,12 @@ async fn handle_resource(
             let options = delete_options(headers, &body, query)?;
             let dry_run = query.dry_run()? || options.dry_run.iter().any(|d| d == "All");
             let (object, gone) = registry
-                .delete(resource, namespace, name, &options, dry_run)
+                .delete(&resource, namespace, name, &options, dry_run)
                 .await?;
-            let object = convert::from_storage(resource, object);
+            let object = convert::from_storage(&resource, object);
             if resource.returns_deleted_object || !gone {
                 return Ok(render_object(
-                    resource,
+                    &resource,
                     StatusCode::OK,
                     format,
                     object,
@@ -755,7 +786,7 @@ async fn handle_resource(
             let dry_run = query.dry_run()? || options.dry_run.iter().any(|d| d == "All");
             let (rv, deleted) = registry
                 .delete_collection(
-                    resource,
+                    &resource,
                     namespace,
                     &query.list_options()?,
                     &options,
@@ -764,7 +795,7 @@ async fn handle_resource(
                 .await?;
             let items: Vec<Value> = deleted
                 .into_iter()
-                .map(|o| convert::from_storage(resource, o))
+                .map(|o| convert::from_storage(&resource, o))
                 .collect();
             let list = json!({
                 "kind": resource.list_kind(),
@@ -799,7 +830,7 @@ fn check_escalation(
         cache: &state.registry.cache,
     };
     let namespace = namespace.unwrap_or("");
-    let (wanted, shortcut_verb, role_resource, role_name) = match resource.kind {
+    let (wanted, shortcut_verb, role_resource, role_name) = match resource.builtin_kind() {
         "Role" | "ClusterRole" => (
             rbac::rules_of(object),
             "escalate",
@@ -897,11 +928,11 @@ async fn bound_object(
         .catalogue
         .get("", "v1", plural)
         .ok_or_else(|| ApiError::internal("core resources missing"))?;
-    let object = state.registry.get(resource, namespace, name).await?;
+    let object = state.registry.get(&resource, namespace, name).await?;
     if let Some(uid) = reference.get("uid").and_then(Value::as_str) {
         if object::meta_str(&object, "uid") != Some(uid) {
             return Err(ApiError::conflict(
-                resource,
+                &resource,
                 name,
                 &format!("the UID in the bound object reference ({uid}) does not match the UID in record"),
             ));
@@ -921,7 +952,7 @@ async fn bind(
     state
         .registry
         .bind(
-            pods,
+            &pods,
             namespace.unwrap_or("default"),
             name,
             binding,
@@ -966,9 +997,58 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
     Ok(options)
 }
 
+/// The `fieldValidation` of a write of a custom object: fields its schema does not
+/// know are refused (`Strict`), warned about (`Warn`, the default) or dropped silently
+/// (`Ignore`); pruning drops them in every case.
+fn check_unknown_fields(resource: &ResourceInfo, object: &Value, query: &Query) -> ApiResult<()> {
+    let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
+        return Ok(());
+    };
+    let mode = query.get("fieldValidation").unwrap_or("Warn");
+    if mode == "Ignore" {
+        return Ok(());
+    }
+    let unknown = crate::crd::schema::prune(&mut object.clone(), schema);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|path| format!("unknown field {}", crate::status::quote(path)))
+        .collect();
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(format!(
+            "{} in version {} cannot be handled as a {}: strict decoding error: {}",
+            resource.kind,
+            crate::status::quote(&resource.version),
+            resource.kind,
+            texts.join(", ")
+        )));
+    }
+    for text in texts {
+        crate::warnings::add(text);
+    }
+    Ok(())
+}
+
 /// The `autoscaling/v1` `Scale` view of a scalable object.
 fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
-    let selector = if resource.kind == "ReplicationController" {
+    if let Some(paths) = resource.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        let read = |path: &str| crate::crd::jsonpath::get(object, path).and_then(Value::as_i64);
+        let selector = paths
+            .label_selector
+            .as_deref()
+            .and_then(|p| crate::crd::jsonpath::get(object, p))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return scale_view(
+            object,
+            read(&paths.spec_replicas).unwrap_or(0),
+            read(&paths.status_replicas).unwrap_or(0),
+            selector,
+        );
+    }
+    let selector = if resource.builtin_kind() == "ReplicationController" {
         let labels: Vec<String> = object::string_map(object.pointer("/spec/selector"))
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -977,6 +1057,21 @@ fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
     } else {
         table::format_label_selector(object.pointer("/spec/selector")).replace("<none>", "")
     };
+    scale_view(
+        object,
+        object
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        object
+            .pointer("/status/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        &selector,
+    )
+}
+
+fn scale_view(object: &Value, spec: i64, status: i64, selector: &str) -> Value {
     let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let mut scale_metadata = serde_json::Map::new();
     for field in [
@@ -994,11 +1089,8 @@ fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": scale_metadata,
-        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {
-            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
-        },
+        "spec": {"replicas": spec},
+        "status": {"replicas": status, "selector": selector},
     })
 }
 
@@ -1032,7 +1124,13 @@ async fn write_scale(
                 )],
             )
         })?;
-    let mut change = json!({"spec": {"replicas": replicas}});
+    let mut change = json!({});
+    let path = resource
+        .custom
+        .as_ref()
+        .and_then(|c| c.scale.as_ref())
+        .map_or(".spec.replicas", |s| s.spec_replicas.as_str());
+    crate::crd::jsonpath::set(&mut change, path, json!(replicas));
     if let Some(rv) = object::meta_str(scale, "resourceVersion").filter(|rv| !rv.is_empty()) {
         change["metadata"] = json!({"resourceVersion": rv});
     }
@@ -1061,7 +1159,7 @@ fn render_object(
         Format::Table(api_version) => {
             let table = table::table(
                 api_version,
-                resource.kind,
+                resource,
                 std::slice::from_ref(&object),
                 object::meta_str(&object, "resourceVersion").map(str::to_string),
                 None,
@@ -1122,7 +1220,7 @@ fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &
         Format::Table(api_version) => {
             let table = table::table(
                 api_version,
-                resource.kind,
+                resource,
                 &items,
                 Some(page.rv.to_string()),
                 page.continue_token.clone(),
@@ -1145,7 +1243,9 @@ fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &
             let items: Vec<Value> = items
                 .into_iter()
                 .map(|mut v| {
-                    if other == Format::Json {
+                    // Built-in list items leave their type to the list; custom ones
+                    // (unstructured upstream) carry it.
+                    if other == Format::Json && resource.custom.is_none() {
                         if let Some(fields) = v.as_object_mut() {
                             fields.shift_remove("kind");
                             fields.shift_remove("apiVersion");
@@ -1167,7 +1267,7 @@ fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &
 
 async fn serve_watch(
     state: &AppState,
-    resource: &'static ResourceInfo,
+    resource: Arc<ResourceInfo>,
     namespace: Option<&str>,
     name: Option<&str>,
     query: &Query,
@@ -1181,7 +1281,7 @@ async fn serve_watch(
         field_selector_text.push_str(&format!("metadata.name={name}"));
     }
     let field_selector = FieldSelector::parse(&field_selector_text)?;
-    field_selector.check_supported(crate::strategy::selectable_fields(resource.kind))?;
+    field_selector.check_supported(crate::strategy::selectable_fields_of(&resource))?;
     let resource_version = match query.get("resourceVersion") {
         None | Some("") | Some("0") => None,
         Some(rv) => Some(
@@ -1216,7 +1316,7 @@ async fn serve_watch(
         _ => Duration::from_secs(1800 + (uuid::Uuid::new_v4().as_u128() % 1800) as u64),
     };
     let protobuf = encoding::wants_protobuf_stream(headers)
-        && skiff_protobuf::supports(&resource.api_version(), resource.kind);
+        && skiff_protobuf::supports(&resource.api_version(), &resource.kind);
     let view = match encoding::negotiate(headers, false) {
         Ok(Format::Table(api_version)) => watch::WatchView::Table(
             api_version,
@@ -1226,8 +1326,8 @@ async fn serve_watch(
         _ => watch::WatchView::Object,
     };
     let request = WatchRequest {
-        resource,
         prefix: resource.key_prefix(namespace),
+        resource,
         label_selector: LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?,
         field_selector,
         resource_version,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod authz;
 pub mod cache;
 pub mod convert;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod encoding;
@@ -150,6 +151,9 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     authz::bootstrap::reconcile(&registry)
         .await
         .context("reconciling bootstrap RBAC policy")?;
+    crd::controller::start(registry.clone())
+        .await
+        .context("serving CustomResourceDefinitions")?;
     tokio::spawn(lifecycle::compact_periodically(
         registry.clone(),
         config.compaction_interval,

@@ -52,7 +52,7 @@ pub async fn ensure_default_service_cidr(registry: &Registry) -> anyhow::Result<
         .get("networking.k8s.io", "v1", "servicecidrs")
         .ok_or_else(|| anyhow::anyhow!("servicecidrs missing from the catalogue"))?;
     let current = registry
-        .get(resource, None, "kubernetes")
+        .get(&resource, None, "kubernetes")
         .await
         .map_err(|e| anyhow::anyhow!("reading the kubernetes ServiceCIDR: {e}"))?;
     if current.pointer("/status/conditions").is_some() {
@@ -65,7 +65,7 @@ pub async fn ensure_default_service_cidr(registry: &Registry) -> anyhow::Result<
     }]});
     registry
         .update(
-            resource,
+            &resource,
             None,
             "kubernetes",
             Some("status"),
@@ -92,7 +92,7 @@ async fn ensure_objects(
     for object in objects {
         let name = crate::object::name(&object).to_string();
         match registry
-            .create(resource, None, object, SERVER_MANAGER, false)
+            .create(&resource, None, object, SERVER_MANAGER, false)
             .await
         {
             Ok(_) => tracing::info!(%name, kind = resource.kind, "created system object"),

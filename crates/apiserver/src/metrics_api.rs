@@ -90,7 +90,7 @@ async fn objects(
         label_selector: selector,
         ..Default::default()
     };
-    let page = state.registry.list(resource, namespace, &options).await?;
+    let page = state.registry.list(&resource, namespace, &options).await?;
     page.items.iter().map(|o| o.value()).collect()
 }
 

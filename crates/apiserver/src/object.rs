@@ -227,7 +227,12 @@ pub fn human_duration(seconds: i64) -> String {
 
 /// The age of an object from its `creationTimestamp`, as a table cell.
 pub fn age(object: &Value) -> String {
-    match meta_str(object, "creationTimestamp").and_then(parse_time) {
+    age_of(meta_str(object, "creationTimestamp").unwrap_or(""))
+}
+
+/// How long ago a timestamp was, as kubectl shows ages (`5m`, `3d`).
+pub fn age_of(timestamp: &str) -> String {
+    match parse_time(timestamp) {
         Some(created) => {
             let seconds = jiff::Timestamp::now().as_second() - created.as_second();
             human_duration(seconds)

@@ -138,7 +138,7 @@ fn labels(object: &Value) -> Option<&Map<String, Value>> {
 impl PodSecurity {
     /// Whether this plugin looks at writes of `resource` at all.
     pub fn watches(resource: &ResourceInfo) -> bool {
-        resource.kind == "Namespace" || template_paths(resource.kind).is_some()
+        resource.builtin_kind() == "Namespace" || template_paths(&resource.kind).is_some()
     }
 
     fn policy(&self, namespace: &Value) -> (Policy, Vec<LabelError>) {
@@ -157,16 +157,16 @@ impl PodSecurity {
         object: &Value,
         old: Option<&Value>,
     ) -> ApiResult<()> {
-        if resource.kind == "Namespace" {
+        if resource.builtin_kind() == "Namespace" {
             if subresource.is_some() {
                 return Ok(());
             }
             return self.admit_namespace(registry, resource, object, old);
         }
-        let Some((metadata_path, spec_path)) = template_paths(resource.kind) else {
+        let Some((metadata_path, spec_path)) = template_paths(&resource.kind) else {
             return Ok(());
         };
-        let is_pod = resource.kind == "Pod";
+        let is_pod = resource.builtin_kind() == "Pod";
         match subresource {
             Some(sub) if is_pod && IGNORED_POD_SUBRESOURCES.contains(&sub) => return Ok(()),
             Some(_) if !is_pod => return Ok(()),
@@ -283,8 +283,8 @@ impl PodSecurity {
                 })
                 .collect();
             return Err(ApiError::invalid(
-                resource.kind,
-                resource.group,
+                &resource.kind,
+                &resource.group,
                 name,
                 causes,
             ));

@@ -325,7 +325,7 @@ pub async fn pod_log(
 ) -> ApiResult<Response> {
     let pod = state
         .registry
-        .get(state.registry.core("pods")?, namespace, name)
+        .get(&*state.registry.core("pods")?, namespace, name)
         .await?;
     let params = kubelet_query(name, query)?;
     let container = choose_container(&pod, name, query.get("container"))?;
@@ -463,7 +463,7 @@ async fn connect_kubelet(
     path: &str,
 ) -> ApiResult<KubeletConnection> {
     let nodes = state.registry.core("nodes")?;
-    let node = state.registry.get(nodes, None, node_name).await?;
+    let node = state.registry.get(&nodes, None, node_name).await?;
     let (host, port) = kubelet_address(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no address")))?;
     let authority = if host.contains(':') {
@@ -508,7 +508,7 @@ pub async fn pod_exec(
     attach: bool,
 ) -> ApiResult<Response> {
     let pods = state.registry.core("pods")?;
-    let pod = state.registry.get(pods, namespace, name).await?;
+    let pod = state.registry.get(&pods, namespace, name).await?;
     let commands: Vec<&str> = query.all("command");
     if commands.is_empty() && !attach {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
@@ -568,7 +568,7 @@ pub async fn pod_port_forward(
     upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> ApiResult<Response> {
     let pods = state.registry.core("pods")?;
-    let pod = state.registry.get(pods, namespace, name).await?;
+    let pod = state.registry.get(&pods, namespace, name).await?;
     for port in query.all("ports") {
         match port.parse::<u16>() {
             Ok(p) if p > 0 => {}

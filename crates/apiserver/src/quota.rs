@@ -22,7 +22,7 @@ pub async fn charge(
     object: &Value,
     dry_run: bool,
 ) -> ApiResult<()> {
-    let wanted = usage(resource.group, resource.plural, object);
+    let wanted = usage(&resource.group, &resource.plural, object);
     if wanted.is_empty() {
         return Ok(());
     }
@@ -35,13 +35,13 @@ pub async fn charge(
         let quota = cached.value()?;
         let hard = read_list(quota.pointer("/spec/hard"));
         if !hard.keys().any(|name| wanted.contains_key(name))
-            || !scopes_select(&quota, resource.group, resource.plural, object)
+            || !scopes_select(&quota, &resource.group, &resource.plural, object)
         {
             continue;
         }
         let quota_name = object::name(&quota).to_string();
         registry
-            .guaranteed_update(quotas, Some(namespace), &quota_name, dry_run, |current| {
+            .guaranteed_update(&quotas, Some(namespace), &quota_name, dry_run, |current| {
                 let hard = read_list(current.pointer("/spec/hard"));
                 let status_hard = read_list(current.pointer("/status/hard"));
                 let mut used = read_list(current.pointer("/status/used"));

@@ -191,13 +191,13 @@ impl Registry {
     }
 
     /// A resource of the core group (`v1`), by plural.
-    pub fn core(&self, plural: &str) -> ApiResult<&'static ResourceInfo> {
+    pub fn core(&self, plural: &str) -> ApiResult<Arc<ResourceInfo>> {
         self.catalogue
             .get("", "v1", plural)
             .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
     }
 
-    fn namespaces(&self) -> &'static ResourceInfo {
+    fn namespaces(&self) -> Arc<ResourceInfo> {
         self.catalogue
             .get("", "v1", "namespaces")
             .expect("namespaces are in the catalogue")
@@ -332,7 +332,12 @@ impl Registry {
     }
 
     fn invalid(resource: &ResourceInfo, object: &Value, causes: Vec<Cause>) -> ApiError {
-        ApiError::invalid(resource.kind, resource.group, object::name(object), causes)
+        ApiError::invalid(
+            &resource.kind,
+            &resource.group,
+            object::name(object),
+            causes,
+        )
     }
 
     /// Creates an object; `manager` is recorded as its first field manager.
@@ -434,7 +439,7 @@ impl Registry {
         }
         let name = object::name(&object).to_string();
         let key = resource.key(namespace, &name);
-        let is_service = resource.kind == "Service";
+        let is_service = resource.builtin_kind() == "Service";
         if is_service && !dry_run && self.store.get(&key).await?.is_some() {
             // Allocating first would hold addresses for a create that must fail.
             return Err(ApiError::already_exists(resource, &name));
@@ -477,7 +482,7 @@ impl Registry {
                 Action::Keep => return Ok(Outcome::Stored(current)),
                 Action::Replace(mut new) => {
                     object::metadata_mut(&mut new).shift_remove("resourceVersion");
-                    let is_service = resource.kind == "Service";
+                    let is_service = resource.builtin_kind() == "Service";
                     if is_service {
                         crate::services::allocate_for_update(self, &mut new, &current, dry_run)
                             .await?;
@@ -517,7 +522,7 @@ impl Registry {
                     }
                     match self.store.delete(&key, Some(kv.mod_revision)).await {
                         Ok((rv, _)) => {
-                            if resource.kind == "Service" {
+                            if resource.builtin_kind() == "Service" {
                                 crate::services::release(self, &current).await;
                             }
                             return Ok(Outcome::Deleted(with_resource_version(current, rv)));
@@ -773,7 +778,7 @@ impl Registry {
     ) -> ApiResult<ListPage> {
         options
             .field_selector
-            .check_supported(strategy::selectable_fields(resource.kind))?;
+            .check_supported(strategy::selectable_fields_of(resource))?;
         let prefix = resource.key_prefix(namespace);
         if let Some(token) = &options.continue_token {
             let token = decode_continue(token)?;
@@ -1020,15 +1025,21 @@ fn prepare_update(
     if let Some(uid) = object::meta_str(new, "uid") {
         if Some(uid) != object::meta_str(current, "uid") {
             return Err(ApiError::invalid(
-                resource.kind,
-                resource.group,
+                &resource.kind,
+                &resource.group,
                 &name,
                 vec![Cause::invalid("metadata.uid", uid, "field is immutable")],
             ));
         }
     }
     match subresource {
-        Some("status") => strategy::prepare_for_status_update(new, current),
+        Some("status") => {
+            strategy::prepare_for_status_update(new, current);
+            if resource.custom.is_some() {
+                // Custom objects are pruned and defaulted on every write.
+                strategy::apply_defaults(resource, new);
+            }
+        }
         Some("finalize") => {
             // Only the namespace's spec.finalizers change through `finalize`.
             let finalizers = new.pointer("/spec/finalizers").cloned();
@@ -1043,18 +1054,18 @@ fn prepare_update(
             let causes = strategy::validate_update(resource, new, current);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(
-                    resource.kind,
-                    resource.group,
+                    &resource.kind,
+                    &resource.group,
                     &name,
                     causes,
                 ));
             }
-            if resource.kind == "Service" {
+            if resource.builtin_kind() == "Service" {
                 let causes = crate::services::keep_allocations(new, current);
                 if !causes.is_empty() {
                     return Err(ApiError::invalid(
-                        resource.kind,
-                        resource.group,
+                        &resource.kind,
+                        &resource.group,
                         &name,
                         causes,
                     ));
@@ -1086,7 +1097,7 @@ fn prepare_update(
     if let Some(generate_name) = current_meta.get("generateName") {
         metadata.insert("generateName".into(), generate_name.clone());
     }
-    if resource.tracks_generation && strategy::spec_changed(new, current) {
+    if resource.tracks_generation && strategy::spec_changed(resource, new, current) {
         let generation = current_meta
             .get("generation")
             .and_then(Value::as_i64)
@@ -1101,8 +1112,8 @@ fn prepare_update(
             .collect();
         if !added.is_empty() {
             return Err(ApiError::invalid(
-                resource.kind,
-                resource.group,
+                &resource.kind,
+                &resource.group,
                 &name,
                 vec![Cause::forbidden(
                     "metadata.finalizers",
@@ -1114,8 +1125,8 @@ fn prepare_update(
     let causes = strategy::validate(resource, new);
     if !causes.is_empty() {
         return Err(ApiError::invalid(
-            resource.kind,
-            resource.group,
+            &resource.kind,
+            &resource.group,
             &name,
             causes,
         ));
@@ -1139,7 +1150,7 @@ fn ready_to_go(resource: &ResourceInfo, object: &Value) -> bool {
     {
         return false;
     }
-    if resource.kind == "Namespace" {
+    if resource.builtin_kind() == "Namespace" {
         return object
             .pointer("/spec/finalizers")
             .and_then(Value::as_array)
@@ -1189,11 +1200,14 @@ fn check_preconditions(
 /// Decides how a DELETE treats the current object.
 fn deletion_action(resource: &ResourceInfo, mut current: Value, options: &DeleteOptions) -> Action {
     let already_deleting = object::meta_str(&current, "deletionTimestamp").is_some();
-    let grace = match resource.kind {
+    if resource.builtin_kind() == "CustomResourceDefinition" && !already_deleting {
+        crate::crd::controller::mark_terminating(&mut current);
+    }
+    let grace = match resource.builtin_kind() {
         "Pod" => pod_grace_period(&current, options.grace_period_seconds),
         _ => 0,
     };
-    if resource.kind == "Namespace" {
+    if resource.builtin_kind() == "Namespace" {
         if already_deleting {
             return Action::Keep;
         }

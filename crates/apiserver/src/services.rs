@@ -165,7 +165,7 @@ async fn allocate_ip(
             )]));
         }
         return match Box::pin(registry.create(
-            ipaddresses,
+            &ipaddresses,
             None,
             record(requested),
             SERVER_MANAGER,
@@ -200,8 +200,14 @@ async fn allocate_ip(
         let start = random_u32() % usable;
         for step in 0..usable.min(4096) {
             let ip = cidr.nth(first + (start + step) % usable).to_string();
-            match Box::pin(registry.create(ipaddresses, None, record(&ip), SERVER_MANAGER, dry_run))
-                .await
+            match Box::pin(registry.create(
+                &ipaddresses,
+                None,
+                record(&ip),
+                SERVER_MANAGER,
+                dry_run,
+            ))
+            .await
             {
                 Ok(_) => return Ok(ip),
                 Err(e) if e.reason == "AlreadyExists" => continue,
@@ -559,7 +565,7 @@ pub async fn ensure_kubernetes_service(
         "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": address.port()}]},
     });
     match registry
-        .create(services, Some("default"), service, SERVER_MANAGER, false)
+        .create(&services, Some("default"), service, SERVER_MANAGER, false)
         .await
     {
         Ok(_) => tracing::info!(%ip, "created the kubernetes service"),
@@ -575,7 +581,7 @@ pub async fn ensure_kubernetes_service(
     });
     registry
         .update(
-            endpoints,
+            &endpoints,
             Some("default"),
             "kubernetes",
             None,
@@ -597,7 +603,7 @@ pub async fn ensure_kubernetes_service(
     // Unlike Endpoints, slices are not created by an update.
     let written = match registry
         .create(
-            slices,
+            &slices,
             Some("default"),
             slice.clone(),
             SERVER_MANAGER,
@@ -607,7 +613,7 @@ pub async fn ensure_kubernetes_service(
     {
         Err(e) if e.reason == "AlreadyExists" => registry
             .update(
-                slices,
+                &slices,
                 Some("default"),
                 "kubernetes",
                 None,

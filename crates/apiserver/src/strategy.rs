@@ -8,7 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::object;
-use crate::resources::{ResourceInfo, BUILTIN};
+use crate::resources::{builtin, ResourceInfo};
 use crate::status::Cause;
 
 /// Field selectors every resource supports.
@@ -62,21 +62,37 @@ pub fn selectable_fields(kind: &str) -> &'static [&'static str] {
     }
 }
 
-/// The selectable fields of whatever resource is stored under `key`.
+/// The selectable fields of whatever resource is stored under `key`; custom resources
+/// (stored under `<group>/<plural>`, which no built-in storage name starts) have the
+/// common ones.
 pub fn selectable_fields_for_key(key: &str) -> &'static [&'static str] {
+    /// Each built-in storage name with its kind, longest first, so that the first
+    /// prefix that matches is the most specific (`services/endpoints` before `services`).
+    static STORAGE: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
+        let mut storage: Vec<(String, String)> = builtin()
+            .into_iter()
+            .filter(|r| r.storage_version.is_empty() || r.storage_version == r.api_version())
+            .map(|r| (r.storage, r.kind))
+            .collect();
+        storage.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        storage
+    });
     let Some(rest) = key.strip_prefix("/registry/") else {
         return COMMON_FIELDS;
     };
-    BUILTIN
+    STORAGE
         .iter()
-        .filter(|r| r.storage_version.is_empty() || r.storage_version == r.api_version())
-        .filter(|r| {
-            rest.strip_prefix(r.storage)
+        .find(|(storage, _)| {
+            rest.strip_prefix(storage.as_str())
                 .is_some_and(|tail| tail.starts_with('/'))
         })
-        .max_by_key(|r| r.storage.len())
-        .map(|r| selectable_fields(r.kind))
+        .map(|(_, kind)| selectable_fields(kind))
         .unwrap_or(COMMON_FIELDS)
+}
+
+/// The fields a field selector may name for objects of `resource`.
+pub fn selectable_fields_of(resource: &ResourceInfo) -> &'static [&'static str] {
+    selectable_fields(resource.builtin_kind())
 }
 
 /// The value of a selectable field; fields not held at their path are derived here.
@@ -94,7 +110,7 @@ pub fn field_value(object: &Value, field: &str) -> Option<String> {
 /// Resets what a create may not set and fills in what the server owns.
 pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
     let has_status = resource.has_subresource("status");
-    match resource.kind {
+    match resource.builtin_kind() {
         "Namespace" => {
             set(object, "spec", json!({"finalizers": ["kubernetes"]}));
             set(object, "status", json!({"phase": "Active"}));
@@ -105,6 +121,7 @@ pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
                 fields.shift_remove("status");
             }
         }
+        "CustomResourceDefinition" => crate::crd::definition::prepare_for_create(object),
         "Pod" => {
             let qos = qos_class(object);
             set(
@@ -163,11 +180,14 @@ fn generate_job_selector(job: &mut Value) {
 /// Carries over what an update of the main resource may not change: the status, for
 /// resources whose status has its own endpoint.
 pub fn prepare_for_update(resource: &ResourceInfo, new: &mut Value, old: &Value) {
-    if resource.has_subresource("status") || resource.kind == "Namespace" {
+    if resource.has_subresource("status") || resource.builtin_kind() == "Namespace" {
         copy_field(new, old, "status");
     }
-    if resource.kind == "Namespace" {
+    if resource.builtin_kind() == "Namespace" {
         copy_field(new, old, "spec");
+    }
+    if resource.builtin_kind() == "CustomResourceDefinition" {
+        crate::crd::definition::prepare_for_update(new);
     }
     apply_defaults(resource, new);
 }
@@ -195,7 +215,10 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<(&'static str, &'static str)
 
 /// What an update changes that may not change: one `field is immutable` cause each.
 pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
-    immutable_fields(resource.kind, old)
+    if resource.builtin_kind() == "CustomResourceDefinition" {
+        return crate::crd::definition::validate_update(new, old);
+    }
+    immutable_fields(resource.builtin_kind(), old)
         .into_iter()
         .filter(|(pointer, _)| new.pointer(pointer) != old.pointer(pointer))
         .map(|(pointer, field)| {
@@ -225,10 +248,15 @@ pub fn prepare_for_status_update(new: &mut Value, old: &Value) {
 }
 
 /// Whether an update changed anything a controller acts on (so `generation` moves).
-pub fn spec_changed(new: &Value, old: &Value) -> bool {
+/// A custom resource without a `status` subresource counts its status too, as upstream.
+pub fn spec_changed(resource: &ResourceInfo, new: &Value, old: &Value) -> bool {
+    let status_apart = resource.custom.is_none() || resource.has_subresource("status");
     let strip = |v: &Value| -> Map<String, Value> {
         let mut fields = v.as_object().cloned().unwrap_or_default();
         for skipped in ["metadata", "status", "kind", "apiVersion"] {
+            if skipped == "status" && !status_apart {
+                continue;
+            }
             fields.shift_remove(skipped);
         }
         fields
@@ -238,7 +266,17 @@ pub fn spec_changed(new: &Value, old: &Value) -> bool {
 
 /// Fills in upstream's defaults (what decoding a request body does upstream).
 pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
-    if resource.kind == "Secret" {
+    if let Some(custom) = &resource.custom {
+        if let Some(schema) = &custom.schema {
+            crate::crd::schema::prune(object, schema);
+            crate::crd::schema::apply_defaults(object, schema);
+        }
+        return;
+    }
+    if resource.builtin_kind() == "CustomResourceDefinition" {
+        crate::crd::definition::apply_defaults(object);
+    }
+    if resource.builtin_kind() == "Secret" {
         if object.get("type").is_none() {
             set(object, "type", json!("Opaque"));
         }
@@ -246,7 +284,7 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     }
     // Upstream's `SetDefaults_Namespace`: a namespace is labelled with its name.
     let name = object::name(object).to_string();
-    if resource.kind == "Namespace" && !name.is_empty() {
+    if resource.builtin_kind() == "Namespace" && !name.is_empty() {
         let labels = object::metadata_mut(object)
             .entry("labels")
             .or_insert_with(|| json!({}));
@@ -254,7 +292,7 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
             labels.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
-    crate::defaults::apply(resource.kind, object);
+    crate::defaults::apply(&resource.kind, object);
 }
 
 /// A Secret's `stringData` is write-only: upstream's conversion merges it into `data`
@@ -336,7 +374,7 @@ pub fn qos_class(pod: &Value) -> &'static str {
 }
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub(crate) const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 pub fn is_dns1123_label(name: &str) -> bool {
     !name.is_empty()
@@ -389,7 +427,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
             message: "Required value: name or generateName is required".into(),
             field: "metadata.name".into(),
         });
-    } else if let Err(detail) = name_is_valid(resource.kind, name) {
+    } else if let Err(detail) = name_is_valid(resource.builtin_kind(), name) {
         causes.push(Cause::invalid("metadata.name", name, &detail));
     }
     for (key, value) in object::labels(object) {
@@ -401,7 +439,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
             ));
         }
     }
-    match resource.kind {
+    match resource.builtin_kind() {
         "ConfigMap" | "Secret" => {
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(data) = object.get(field).and_then(Value::as_object) {
@@ -418,6 +456,12 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
             }
         }
         "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
+        "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),
+        "" => {
+            if let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+                causes.extend(crate::crd::schema::validate(object, schema));
+            }
+        }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
             let spec = object.get("spec");
             if spec.and_then(|s| s.get("selector")).is_none() {
@@ -518,11 +562,11 @@ mod tests {
         let slice = resource("discovery.k8s.io", "endpointslices");
         let old = json!({"addressType": "IPv4", "endpoints": []});
         let moved = json!({"addressType": "IPv6", "endpoints": []});
-        let causes = validate_update(slice, &moved, &old);
+        let causes = validate_update(&slice, &moved, &old);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "addressType");
         assert!(validate_update(
-            slice,
+            &slice,
             &json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}]}),
             &old
         )
@@ -531,10 +575,10 @@ mod tests {
         let deployments = resource("apps", "deployments");
         let old = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 1}});
         let scaled = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 3}});
-        assert!(validate_update(deployments, &scaled, &old).is_empty());
+        assert!(validate_update(&deployments, &scaled, &old).is_empty());
         let reselected = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}}});
         assert_eq!(
-            validate_update(deployments, &reselected, &old)[0].field,
+            validate_update(&deployments, &reselected, &old)[0].field,
             "spec.selector"
         );
 
@@ -542,7 +586,7 @@ mod tests {
         let frozen = json!({"immutable": true, "data": {"k": "v"}});
         assert_eq!(
             validate_update(
-                config_maps,
+                &config_maps,
                 &json!({"immutable": true, "data": {"k": "w"}}),
                 &frozen
             )
@@ -550,7 +594,7 @@ mod tests {
             1
         );
         let open = json!({"data": {"k": "v"}});
-        assert!(validate_update(config_maps, &json!({"data": {"k": "w"}}), &open).is_empty());
+        assert!(validate_update(&config_maps, &json!({"data": {"k": "w"}}), &open).is_empty());
     }
 
     #[test]

@@ -3,9 +3,14 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::crd::definition::{PrinterColumn, AGE_COLUMN};
+use crate::crd::{jsonpath, CustomVersion};
 use crate::object::{self, age};
+use crate::resources::ResourceInfo;
 
 type Cell = Value;
+/// A table's column definitions and how a row's cells are read from an object.
+type Columns = (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Cell>>);
 
 struct Column {
     name: &'static str,
@@ -843,32 +848,31 @@ pub fn partial_metadata(object: &Value) -> Value {
 /// Builds a `Table` for `objects` of `kind`.
 pub fn table(
     api_version: &str,
-    kind: &str,
+    resource: &ResourceInfo,
     objects: &[Value],
     resource_version: Option<String>,
     continue_token: Option<String>,
     remaining: Option<i64>,
     include_object: &str,
 ) -> Value {
-    let columns = columns(kind).unwrap_or_else(|| vec![NAME, col("Created At", "date", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.")]);
-    let definitions: Vec<Value> = columns
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "type": c.kind,
-                "format": c.format,
-                "description": c.description,
-                "priority": if c.wide { 1 } else { 0 },
-            })
-        })
-        .collect();
+    let (definitions, cells_of): Columns = match &resource.custom {
+        Some(custom) => custom_columns(custom),
+        None => {
+            let kind = resource.builtin_kind().to_string();
+            let columns = columns(&kind).unwrap_or_else(|| vec![NAME, col("Created At", "date", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.")]);
+            let definitions = columns
+                .iter()
+                .map(|c| definition(c.name, c.kind, c.format, c.description, i64::from(c.wide)))
+                .collect();
+            (definitions, Box::new(move |o| cells(&kind, o)))
+        }
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
             let mut row = Map::new();
-            let mut cells = cells(kind, o);
-            cells.truncate(columns.len());
+            let mut cells = cells_of(o);
+            cells.truncate(definitions.len());
             row.insert("cells".into(), Value::Array(cells));
             match include_object {
                 "None" => {}
@@ -901,9 +905,81 @@ pub fn table(
     })
 }
 
+fn definition(name: &str, kind: &str, format: &str, description: &str, priority: i64) -> Value {
+    json!({
+        "name": name,
+        "type": kind,
+        "format": format,
+        "description": description,
+        "priority": priority,
+    })
+}
+
+/// A custom resource's columns: its name, then its `additionalPrinterColumns` (or
+/// `Age`, upstream's default), cells read by each column's JSONPath; `date` cells are
+/// shown as ages, as upstream's table convertor shows them.
+fn custom_columns(custom: &CustomVersion) -> Columns {
+    let mut columns: Vec<PrinterColumn> = custom.columns.clone();
+    if columns.is_empty() {
+        columns.push(PrinterColumn {
+            name: AGE_COLUMN.into(),
+            kind: "date".into(),
+            format: String::new(),
+            description: AGE.description.into(),
+            priority: 0,
+            json_path: ".metadata.creationTimestamp".into(),
+        });
+    }
+    let mut definitions = vec![definition(
+        NAME.name,
+        NAME.kind,
+        NAME.format,
+        NAME.description,
+        0,
+    )];
+    definitions.extend(
+        columns
+            .iter()
+            .map(|c| definition(&c.name, &c.kind, &c.format, &c.description, c.priority)),
+    );
+    let cells = move |o: &Value| {
+        let mut row = vec![json!(object::name(o))];
+        for column in &columns {
+            let found = jsonpath::select(o, &column.json_path);
+            let cell = match (found.as_slice(), column.kind.as_str()) {
+                ([], _) => Value::Null,
+                ([Value::String(t)], "date") => json!(object::age_of(t)),
+                ([one], "string") => match one {
+                    Value::String(_) => (*one).clone(),
+                    other => json!(other.to_string()),
+                },
+                ([one], _) => (*one).clone(),
+                (many, _) => json!(many
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")),
+            };
+            row.push(cell);
+        }
+        row
+    };
+    (definitions, Box::new(cells))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kind(kind: &str) -> ResourceInfo {
+        crate::resources::builtin()
+            .into_iter()
+            .find(|r| r.kind == kind)
+            .expect("a built-in kind")
+    }
 
     #[test]
     fn pod_row() {
@@ -912,7 +988,7 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"ready": true, "restartCount": 2}]}});
         let t = table(
             "meta.k8s.io/v1",
-            "Pod",
+            &kind("Pod"),
             &[pod],
             Some("5".into()),
             None,
@@ -932,7 +1008,15 @@ mod tests {
     #[test]
     fn job_rows_as_upstream_prints_them() {
         let row = |job: Value| {
-            let t = table("meta.k8s.io/v1", "Job", &[job], None, None, None, "None");
+            let t = table(
+                "meta.k8s.io/v1",
+                &kind("Job"),
+                &[job],
+                None,
+                None,
+                None,
+                "None",
+            );
             t["rows"][0]["cells"].clone()
         };
         let done = row(json!({"metadata": {"name": "j"},
@@ -954,7 +1038,15 @@ mod tests {
     #[test]
     fn endpoint_rows_show_three_addresses() {
         let row = |kind: &str, object: Value| {
-            let t = table("meta.k8s.io/v1", kind, &[object], None, None, None, "None");
+            let t = table(
+                "meta.k8s.io/v1",
+                &super::tests::kind(kind),
+                &[object],
+                None,
+                None,
+                None,
+                "None",
+            );
             t["rows"][0]["cells"].clone()
         };
         let slice = row(
@@ -987,7 +1079,7 @@ mod tests {
         let external = |service: Value| {
             let t = table(
                 "meta.k8s.io/v1",
-                "Service",
+                &kind("Service"),
                 &[service],
                 None,
                 None,

@@ -19,7 +19,7 @@ use crate::status::ApiError;
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
 pub struct WatchRequest {
-    pub resource: &'static ResourceInfo,
+    pub resource: Arc<ResourceInfo>,
     pub prefix: String,
     pub label_selector: LabelSelector,
     pub field_selector: FieldSelector,
@@ -192,10 +192,10 @@ impl Watcher {
                 let Ok(value) = object.value() else {
                     return true;
                 };
-                let value = convert::from_storage(self.request.resource, value);
+                let value = convert::from_storage(&self.request.resource, value);
                 let mut row = crate::table::table(
                     api_version,
-                    self.request.resource.kind,
+                    &self.request.resource,
                     std::slice::from_ref(&value),
                     Some(object.rv.to_string()),
                     None,
@@ -217,11 +217,11 @@ impl Watcher {
                 return self.tx.send(frame).await.is_ok();
             }
         }
-        let frame = if self.request.protobuf || convert::needs_conversion(self.request.resource) {
+        let frame = if self.request.protobuf || convert::needs_conversion(&self.request.resource) {
             match object.value() {
                 Ok(value) => self.frame(
                     event_type,
-                    &convert::from_storage(self.request.resource, value),
+                    &convert::from_storage(&self.request.resource, value),
                 ),
                 Err(_) => return true,
             }
@@ -248,7 +248,7 @@ impl Watcher {
     }
 
     async fn bookmark(&self, initial_events_end: bool) -> bool {
-        let resource = self.request.resource;
+        let resource = &self.request.resource;
         let mut metadata =
             json!({"resourceVersion": self.rv.to_string(), "creationTimestamp": null});
         if initial_events_end {

@@ -320,16 +320,16 @@ pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("clusterrolebindings missing from the catalogue"))?;
     let wanted = cluster_roles()
         .into_iter()
-        .map(|r| (roles, r, ["rules", "aggregationRule"].as_slice()))
+        .map(|r| (roles.clone(), r, ["rules", "aggregationRule"].as_slice()))
         .chain(
             cluster_role_bindings()
                 .into_iter()
-                .map(|b| (bindings, b, ["roleRef", "subjects"].as_slice())),
+                .map(|b| (bindings.clone(), b, ["roleRef", "subjects"].as_slice())),
         );
     for (resource, desired, owned_fields) in wanted {
         let name = object::name(&desired).to_string();
         match registry
-            .create(resource, None, desired.clone(), SERVER_MANAGER, false)
+            .create(&resource, None, desired.clone(), SERVER_MANAGER, false)
             .await
         {
             Ok(_) => continue,
@@ -337,7 +337,7 @@ pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("creating {} {name}: {e}", resource.kind),
         }
         registry
-            .guaranteed_update(resource, None, &name, false, |mut current| {
+            .guaranteed_update(&resource, None, &name, false, |mut current| {
                 let opted_out = object::metadata(&current)
                     .and_then(|m| m.get("annotations"))
                     .and_then(|a| a.get("rbac.authorization.kubernetes.io/autoupdate"))

@@ -45,7 +45,7 @@ pub fn answer(
     mut review: Value,
 ) -> ApiResult<Value> {
     let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let status = match resource.kind {
+    let status = match resource.builtin_kind() {
         "SelfSubjectReview" => json!({"userInfo": {
             "username": user.name,
             "uid": if user.uid.is_empty() { Value::Null } else { json!(user.uid) },
@@ -82,8 +82,8 @@ pub fn answer(
         "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview" => {
             let Some(request) = attributes(&spec) else {
                 return Err(ApiError::invalid(
-                    resource.kind,
-                    resource.group,
+                    &resource.kind,
+                    &resource.group,
                     "",
                     vec![Cause::invalid(
                         "spec.resourceAttributes",
@@ -92,12 +92,12 @@ pub fn answer(
                     )],
                 ));
             };
-            if resource.kind == "LocalSubjectAccessReview"
+            if resource.builtin_kind() == "LocalSubjectAccessReview"
                 && Some(request.namespace.as_str()) != namespace
             {
                 return Err(ApiError::invalid(
-                    resource.kind,
-                    resource.group,
+                    &resource.kind,
+                    &resource.group,
                     "",
                     vec![Cause::invalid(
                         "spec.resourceAttributes.namespace",
@@ -106,7 +106,7 @@ pub fn answer(
                     )],
                 ));
             }
-            let subject = if resource.kind == "SelfSubjectAccessReview" {
+            let subject = if resource.builtin_kind() == "SelfSubjectAccessReview" {
                 user.clone()
             } else {
                 UserInfo {

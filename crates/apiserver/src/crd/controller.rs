@@ -1,0 +1,371 @@
+//! The CRD controller, in the API server as upstream's apiextensions controllers are:
+//! for each CustomResourceDefinition it accepts the names (`NamesAccepted`,
+//! `status.acceptedNames`), puts the served versions in the catalogue, and only then
+//! says `Established`, so a client that waited for the condition finds the resources.
+//! A deleted CRD (held by the `customresourcecleanup` finalizer) stops taking creates,
+//! has every custom object deleted, and goes once they are all gone.
+//!
+//! Fed by the watch cache (the CRDs' prefix); terminating CRDs are looked at again
+//! every few seconds, since objects with finalizers of their own go in their own time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::definition::{self, condition_true};
+use super::CLEANUP_FINALIZER;
+use crate::object;
+use crate::registry::{Action, DeleteOptions, Registry};
+use crate::resources::ResourceInfo;
+use crate::status::ApiResult;
+
+const RETRY: Duration = Duration::from_secs(2);
+
+fn crds(registry: &Registry) -> ApiResult<Arc<ResourceInfo>> {
+    registry
+        .catalogue
+        .get(super::GROUP, "v1", "customresourcedefinitions")
+        .ok_or_else(|| crate::status::ApiError::internal("CRDs are not served"))
+}
+
+/// Serves every CRD already stored (before the server listens, so custom resources are
+/// routable from the first request), then follows changes in the background.
+pub async fn start(registry: Arc<Registry>) -> anyhow::Result<()> {
+    let resource = crds(&registry)?;
+    let prefix = resource.key_prefix(None);
+    let (snapshot, subscription) = registry.cache.subscribe_with_state(&prefix);
+    for cached in &snapshot.objects {
+        let name = cached.key.trim_start_matches(prefix.as_str()).to_string();
+        if let Err(e) = reconcile(&registry, &name).await {
+            tracing::warn!(crd = %name, error = %e.message, "CustomResourceDefinition not served yet");
+        }
+    }
+    tokio::spawn(follow(registry, prefix, subscription.live));
+    Ok(())
+}
+
+async fn follow(
+    registry: Arc<Registry>,
+    prefix: String,
+    mut live: tokio::sync::broadcast::Receiver<Arc<crate::cache::CacheEvent>>,
+) {
+    let mut tick = tokio::time::interval(RETRY);
+    loop {
+        let names: Vec<String> = tokio::select! {
+            event = live.recv() => match event {
+                Ok(event) => match event.object.key.strip_prefix(prefix.as_str()) {
+                    Some(name) => vec![name.to_string()],
+                    None => continue,
+                },
+                // Missed events: look at every CRD again.
+                Err(RecvError::Lagged(_)) => all_names(&registry, &prefix),
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => terminating_names(&registry, &prefix),
+        };
+        for name in names {
+            if let Err(e) = reconcile(&registry, &name).await {
+                tracing::warn!(crd = %name, error = %e.message, "reconciling CustomResourceDefinition");
+            }
+        }
+    }
+}
+
+fn all_names(registry: &Registry, prefix: &str) -> Vec<String> {
+    registry
+        .cache
+        .snapshot(prefix, None)
+        .objects
+        .iter()
+        .map(|o| o.key.trim_start_matches(prefix).to_string())
+        .collect()
+}
+
+fn terminating_names(registry: &Registry, prefix: &str) -> Vec<String> {
+    registry
+        .cache
+        .snapshot(prefix, None)
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let value = o.value().ok()?;
+            object::meta_str(&value, "deletionTimestamp")?;
+            Some(o.key.trim_start_matches(prefix).to_string())
+        })
+        .collect()
+}
+
+/// Brings one CRD's status and the catalogue in line with its spec.
+async fn reconcile(registry: &Registry, name: &str) -> ApiResult<()> {
+    let resource = crds(registry)?;
+    let crd = match registry.get(&resource, None, name).await {
+        Ok(crd) => crd,
+        Err(e) if e.code == 404 => {
+            registry.catalogue.set_custom(name, None);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if object::meta_str(&crd, "deletionTimestamp").is_some() {
+        return clean_up(registry, &resource, name, crd).await;
+    }
+    let others: Vec<Value> = registry
+        .cache
+        .snapshot(&resource.key_prefix(None), None)
+        .objects
+        .iter()
+        .filter_map(|o| o.value().ok())
+        .filter(|o| object::name(o) != name)
+        .collect();
+    let conflict = name_conflict(&crd, &others);
+    let mut desired = crd.clone();
+    set_names_status(&mut desired, conflict.as_deref());
+    if conflict.is_none() {
+        // Served before `Established` is written: whoever sees the condition can use it.
+        registry
+            .catalogue
+            .set_custom(name, definition::served(&desired));
+        set_condition(
+            &mut desired,
+            "Established",
+            "True",
+            "InitialNamesAccepted",
+            "the initial names have been accepted",
+        );
+    }
+    if desired.get("status") != crd.get("status") {
+        write_status(registry, &resource, name, desired.get("status").cloned()).await?;
+    }
+    Ok(())
+}
+
+/// The accepted names and the `NamesAccepted` condition.
+fn set_names_status(crd: &mut Value, conflict: Option<&str>) {
+    match conflict {
+        None => {
+            let accepted = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+            status_mut(crd).insert("acceptedNames".into(), accepted);
+            set_condition(
+                crd,
+                "NamesAccepted",
+                "True",
+                "NoConflicts",
+                "no conflicts found",
+            );
+        }
+        Some(why) => set_condition(
+            crd,
+            "NamesAccepted",
+            "False",
+            "MultipleNamesNotAllowed",
+            why,
+        ),
+    }
+}
+
+/// Another CRD of the same group already serving one of these names.
+fn name_conflict(crd: &Value, others: &[Value]) -> Option<String> {
+    let group = crd.pointer("/spec/group").and_then(Value::as_str)?;
+    let names = crd.pointer("/spec/names")?;
+    for other in others {
+        if other.pointer("/spec/group").and_then(Value::as_str) != Some(group) {
+            continue;
+        }
+        let Some(accepted) = other.pointer("/status/acceptedNames") else {
+            continue;
+        };
+        for (field, what) in [
+            ("plural", "plural"),
+            ("singular", "singular"),
+            ("kind", "kind"),
+            ("listKind", "listKind"),
+        ] {
+            let mine = names.get(field).and_then(Value::as_str).unwrap_or("");
+            if !mine.is_empty() && accepted.get(field).and_then(Value::as_str) == Some(mine) {
+                return Some(format!("{what} {mine:?} is already in use"));
+            }
+        }
+    }
+    None
+}
+
+fn status_mut(crd: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !crd.get("status").is_some_and(Value::is_object) {
+        crd["status"] = json!({});
+    }
+    crd["status"]
+        .as_object_mut()
+        .expect("status was just made an object")
+}
+
+/// Sets a condition, keeping its transition time unless its status changes.
+pub fn set_condition(crd: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    let conditions = status_mut(crd)
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(list) = conditions.as_array_mut() else {
+        return;
+    };
+    let existing = list
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind));
+    let since = match &existing {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some(status) => c
+            .get("lastTransitionTime")
+            .cloned()
+            .unwrap_or_else(|| json!(object::now_rfc3339())),
+        _ => json!(object::now_rfc3339()),
+    };
+    let condition = json!({
+        "type": kind,
+        "status": status,
+        "lastTransitionTime": since,
+        "reason": reason,
+        "message": message,
+    });
+    match existing {
+        Some(c) => *c = condition,
+        None => list.push(condition),
+    }
+}
+
+async fn write_status(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    name: &str,
+    status: Option<Value>,
+) -> ApiResult<()> {
+    registry
+        .guaranteed_update(resource, None, name, false, |mut current| {
+            match &status {
+                Some(s) => current["status"] = s.clone(),
+                None => return Ok(Action::Keep),
+            }
+            Ok(Action::Replace(current))
+        })
+        .await
+        .map(|_| ())
+}
+
+/// What a DELETE of a CRD does first (upstream's CRD storage): hold it with the cleanup
+/// finalizer and say it is terminating.
+pub fn mark_terminating(crd: &mut Value) {
+    let mut finalizers = object::finalizers(crd);
+    if !finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
+        finalizers.push(CLEANUP_FINALIZER.to_string());
+    }
+    object::metadata_mut(crd).insert("finalizers".into(), json!(finalizers));
+    set_condition(
+        crd,
+        "Terminating",
+        "True",
+        "InstanceDeletionPending",
+        "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+    );
+}
+
+/// A terminating CRD: creates refused (the catalogue says so), every object deleted,
+/// and the finalizer lifted once none is left.
+async fn clean_up(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    name: &str,
+    crd: Value,
+) -> ApiResult<()> {
+    let served = definition::served(&crd);
+    registry.catalogue.set_custom(name, served.clone());
+    if !object::finalizers(&crd)
+        .iter()
+        .any(|f| f == CLEANUP_FINALIZER)
+    {
+        return Ok(());
+    }
+    let Some(storage) = served
+        .as_ref()
+        .and_then(|s| {
+            s.resources
+                .iter()
+                .find(|r| r.api_version() == r.storage_version)
+                .or(s.resources.first())
+        })
+        .cloned()
+    else {
+        // Never served: nothing can have been stored.
+        return finish(registry, resource, name).await;
+    };
+    let mut in_progress = crd.clone();
+    set_condition(
+        &mut in_progress,
+        "Terminating",
+        "True",
+        "InstanceDeletionInProgress",
+        "CustomResource deletion is in progress",
+    );
+    if in_progress.get("status") != crd.get("status") {
+        write_status(registry, resource, name, in_progress.get("status").cloned()).await?;
+    }
+    let prefix = storage.key_prefix(None);
+    let remaining = registry.cache.snapshot(&prefix, None).objects;
+    let options = DeleteOptions::default();
+    for cached in &remaining {
+        let rest = cached.key.trim_start_matches(prefix.as_str());
+        let (namespace, object_name) = match rest.split_once('/') {
+            Some((ns, n)) if storage.namespaced => (Some(ns), n),
+            _ => (None, rest),
+        };
+        match registry
+            .delete(&storage, namespace, object_name, &options, false)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let left = registry.cache.snapshot(&prefix, None).objects.len();
+    if left > 0 && !remaining.is_empty() {
+        // Some hold finalizers of their own (or the cache has not caught up): later.
+        let current = registry.store.current_revision().await?;
+        registry.cache.wait_for(current).await?;
+        if !registry.cache.snapshot(&prefix, None).objects.is_empty() {
+            return Ok(());
+        }
+    }
+    finish(registry, resource, name).await
+}
+
+/// Lifts the cleanup finalizer; with no other finalizer the CRD then goes.
+async fn finish(registry: &Registry, resource: &ResourceInfo, name: &str) -> ApiResult<()> {
+    registry
+        .guaranteed_update(resource, None, name, false, |mut current| {
+            let finalizers: Vec<String> = object::finalizers(&current)
+                .into_iter()
+                .filter(|f| f != CLEANUP_FINALIZER)
+                .collect();
+            set_condition(
+                &mut current,
+                "Terminating",
+                "True",
+                "InstanceDeletionCompleted",
+                "removed all instances",
+            );
+            object::metadata_mut(&mut current).insert("finalizers".into(), json!(finalizers));
+            if finalizers.is_empty() {
+                Ok(Action::Delete)
+            } else {
+                Ok(Action::Replace(current))
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// Whether a CRD is established (for tests and callers that wait on it).
+pub fn established(crd: &Value) -> bool {
+    condition_true(crd, "Established")
+}
