@@ -28,14 +28,10 @@
 //!
 //! ## Not done yet
 //!
-//! The kubelet server's other endpoints (exec/attach/port-forward, which
-//! need the runtime's streaming server; `/stats/summary`, `/metrics`) and
-//! SubjectAccessReview authorization (see [`server`]); sidecar init containers
-//! (`restartPolicy: Always`); `activeDeadlineSeconds`; termination messages;
-//! service-account token projection and `kube-root-ca.crt`; in-place
-//! ConfigMap/Secret volume updates; `emptyDir.medium: Memory` as tmpfs and
-//! `sizeLimit`; `subPathExpr`; HTTPS and gRPC probes; httpGet hooks; static
-//! pods; eviction; `kubectl top` metrics; service environment variables.
+//! `activeDeadlineSeconds`; termination messages (`terminationMessagePath`,
+//! `FallbackToLogsOnError`); `emptyDir.medium: Memory` as tmpfs and `sizeLimit`;
+//! `subPathExpr`; httpGet hooks; static pods; ephemeral containers; node-pressure
+//! eviction; terminal (`-t`) exec and attach.
 
 pub mod backoff;
 pub mod cri;

@@ -4,8 +4,8 @@
 //! [`ContainerView`]s and writes the result through `pods/status`.
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -47,6 +47,9 @@ pub struct ContainerView {
     pub waiting: Option<(String, String)>,
     pub ready: bool,
     pub started: bool,
+    /// An init container with `restartPolicy: Always`: it keeps running beside the app
+    /// containers instead of completing before them.
+    pub sidecar: bool,
 }
 
 /// Everything [`pod_status`] needs besides the pod.
@@ -171,17 +174,37 @@ pub fn container_status(
     }
 }
 
-/// Whether an init container has completed successfully.
-pub fn init_succeeded(v: &ContainerView) -> bool {
-    v.current
-        .as_ref()
-        .is_some_and(|a| a.state == RunState::Exited && a.exit_code == 0)
+/// Whether an init container is a sidecar (`restartPolicy: Always`).
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
 }
 
-/// Upstream's `getPhase` for the pod's containers.
+/// Whether an init container no longer holds back the ones after it: a regular one has
+/// completed successfully, a sidecar is running and has passed its startup probe.
+pub fn init_done(v: &ContainerView) -> bool {
+    v.current.as_ref().is_some_and(|a| {
+        if v.sidecar {
+            a.state == RunState::Running && v.started
+        } else {
+            a.state == RunState::Exited && a.exit_code == 0
+        }
+    })
+}
+
+fn terminated_before(s: &ContainerStatus) -> bool {
+    s.last_state
+        .as_ref()
+        .and_then(|l| l.terminated.as_ref())
+        .is_some()
+}
+
+/// Upstream's `getPhase`: regular init containers gate the pod; sidecars count as
+/// running beside the app containers, but not once they have stopped, so that a
+/// finished job's pod completes while its sidecars are being shut down.
 pub fn phase(
     restart_policy: &str,
     init: &[ContainerStatus],
+    sidecars: &[ContainerStatus],
     containers: &[ContainerStatus],
     init_failed: bool,
 ) -> &'static str {
@@ -198,6 +221,23 @@ pub fn phase(
         return "Pending";
     }
     let (mut running, mut waiting, mut stopped, mut succeeded, mut unknown) = (0, 0, 0, 0, 0);
+    let mut sidecars_pending = false;
+    for s in sidecars {
+        let st = s.state.clone().unwrap_or_default();
+        if st.running.is_some() {
+            sidecars_pending |= s.started != Some(true);
+            running += 1;
+        } else if st.terminated.is_some() || terminated_before(s) {
+            // A stopped sidecar says nothing about the pod's phase.
+        } else if st.waiting.is_some() {
+            sidecars_pending = true;
+            waiting += 1;
+        } else {
+            sidecars_pending = true;
+            unknown += 1;
+        }
+    }
+    let sidecars_running = running;
     for s in containers {
         let st = s.state.clone().unwrap_or_default();
         if st.running.is_some() {
@@ -208,11 +248,7 @@ pub fn phase(
                 succeeded += 1;
             }
         } else if st.waiting.is_some() {
-            if s.last_state
-                .as_ref()
-                .and_then(|l| l.terminated.as_ref())
-                .is_some()
-            {
+            if terminated_before(s) {
                 stopped += 1;
             } else {
                 waiting += 1;
@@ -221,7 +257,10 @@ pub fn phase(
             unknown += 1;
         }
     }
-    if waiting > 0 {
+    // A sidecar not yet started holds the pod in Pending, unless the app containers
+    // have already run (the sidecar is restarting beside them).
+    let apps_ran = running > sidecars_running || stopped > 0;
+    if waiting > 0 || (sidecars_pending && !apps_ran) {
         return "Pending";
     }
     if running > 0 && unknown == 0 {
@@ -285,12 +324,23 @@ pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Times
         .as_ref()
         .and_then(|s| s.restart_policy.clone())
         .unwrap_or_else(|| "Always".into());
-    let initialized = view.init.iter().all(init_succeeded);
+    // Once an app container exists the pod has been initialized, whatever its sidecars
+    // do since (upstream keeps `Initialized` so, too).
+    let initialized =
+        view.containers.iter().any(|v| v.current.is_some()) || view.init.iter().all(init_done);
     let init_statuses: Vec<ContainerStatus> = view
         .init
         .iter()
         .map(|v| container_status(v, &view.runtime_name, "PodInitializing"))
         .collect();
+    let (mut sidecar_statuses, mut regular_init_statuses) = (Vec::new(), Vec::new());
+    for (v, st) in view.init.iter().zip(&init_statuses) {
+        if v.sidecar {
+            sidecar_statuses.push(st.clone());
+        } else {
+            regular_init_statuses.push(st.clone());
+        }
+    }
     let app_default = if initialized {
         "ContainerCreating"
     } else {
@@ -301,22 +351,31 @@ pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Times
         .iter()
         .map(|v| container_status(v, &view.runtime_name, app_default))
         .collect();
-    let mut phase = phase(&restart_policy, &init_statuses, &statuses, init_failed).to_string();
+    let mut phase = phase(
+        &restart_policy,
+        &regular_init_statuses,
+        &sidecar_statuses,
+        &statuses,
+        init_failed,
+    )
+    .to_string();
     // A pod never leaves a terminal phase.
     if matches!(old.phase.as_deref(), Some("Succeeded" | "Failed")) {
         phase = old.phase.clone().unwrap_or_default();
     }
     let terminal = phase == "Succeeded" || phase == "Failed";
 
-    let not_ready: Vec<&str> = statuses
+    // Sidecars are named first, as upstream lists init containers before the others.
+    let not_ready: Vec<&str> = sidecar_statuses
         .iter()
+        .chain(&statuses)
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
     let incomplete: Vec<&str> = view
         .init
         .iter()
-        .filter(|v| !init_succeeded(v))
+        .filter(|v| !init_done(v))
         .map(|v| v.name.as_str())
         .collect();
     let (ready_reason, ready_message) = if terminal {
@@ -621,5 +680,107 @@ mod tests {
         let later = now() + jiff::SignedDuration::from_secs(60);
         let s2 = pod_status(&p, &v, false, later);
         assert_eq!(p.status, Some(s2));
+    }
+
+    fn sidecar(current: Option<Attempt>, started: bool, ready: bool) -> ContainerView {
+        ContainerView {
+            started,
+            ready,
+            sidecar: true,
+            ..view("proxy", current)
+        }
+    }
+
+    #[test]
+    fn a_sidecar_gates_the_app_until_it_has_started() {
+        let v = PodView {
+            sandbox_ready: true,
+            init: vec![sidecar(
+                Some(attempt(RunState::Running, 0, 0)),
+                false,
+                false,
+            )],
+            containers: vec![view("app", None)],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        let init = cond(&s, "Initialized");
+        assert_eq!(init.status, "False");
+        assert_eq!(
+            init.message.as_deref(),
+            Some("containers with incomplete status: [proxy]")
+        );
+        let sidecar_status = &s.init_container_statuses.as_ref().expect("init")[0];
+        assert_eq!(sidecar_status.started, Some(false));
+        assert!(sidecar_status
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some());
+    }
+
+    #[test]
+    fn a_running_sidecar_counts_for_readiness() {
+        let mut v = PodView {
+            sandbox_ready: true,
+            init: vec![sidecar(Some(attempt(RunState::Running, 0, 0)), true, false)],
+            containers: vec![view("app", Some(attempt(RunState::Running, 0, 0)))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Initialized").status, "True");
+        let ready = cond(&s, "Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [proxy]")
+        );
+        v.init[0].ready = true;
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert!(s.init_container_statuses.expect("init")[0].ready);
+    }
+
+    #[test]
+    fn a_crashing_sidecar_does_not_uninitialize_the_pod() {
+        let mut crashed = sidecar(Some(attempt(RunState::Exited, 1, 2)), false, false);
+        crashed.waiting = Some(("CrashLoopBackOff".into(), "back-off".into()));
+        let v = PodView {
+            sandbox_ready: true,
+            init: vec![crashed],
+            containers: vec![view("app", Some(attempt(RunState::Running, 0, 0)))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Initialized").status, "True");
+        assert_eq!(cond(&s, "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_job_completes_when_its_app_containers_have_whatever_the_sidecars_do() {
+        let v = |sidecar_state| PodView {
+            sandbox_ready: true,
+            init: vec![sidecar(Some(sidecar_state), true, true)],
+            containers: vec![view("app", Some(attempt(RunState::Exited, 0, 0)))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let phase = |a| pod_status(&pod("Never"), &v(a), false, now()).phase;
+        // Still running beside the finished app: the kubelet is about to stop it.
+        assert_eq!(
+            phase(attempt(RunState::Running, 0, 0)).as_deref(),
+            Some("Running")
+        );
+        // Stopped (SIGTERM's exit code): the app containers decide.
+        assert_eq!(
+            phase(attempt(RunState::Exited, 143, 0)).as_deref(),
+            Some("Succeeded")
+        );
     }
 }

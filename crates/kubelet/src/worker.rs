@@ -654,6 +654,65 @@ impl PodWorker {
         Ok(())
     }
 
+    /// Stops a running container whose liveness or startup probe has failed, so that it
+    /// restarts. Returns whether the container is still running.
+    async fn kill_on_failed_probe(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        a: &Attempt,
+    ) -> Result<bool> {
+        let failed = self
+            .probes
+            .get(&a.id)
+            .is_some_and(|p| p.results.failed.load(Ordering::SeqCst));
+        if !failed {
+            return Ok(true);
+        }
+        tracing::info!(container = %c.name, "killing container after a failed liveness/startup probe");
+        self.probes.remove(&a.id);
+        self.shared
+            .cri
+            .stop_container(&a.id, grace_period(pod))
+            .await?;
+        Ok(false)
+    }
+
+    /// Whether a running container has passed its startup probe (at once without one).
+    fn has_started(&self, c: &Container, id: &str) -> bool {
+        match self.probes.get(id) {
+            Some(p) => p.results.started.load(Ordering::SeqCst),
+            None => c.startup_probe.is_none(),
+        }
+    }
+
+    /// Stops the pod's running sidecars, the last one first, as upstream does once the
+    /// app containers have finished (or are being terminated).
+    async fn stop_sidecars(
+        &mut self,
+        pod: &Pod,
+        attempts: &HashMap<String, Attempts>,
+    ) -> Result<()> {
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        for c in spec_.init_containers.iter().flatten().rev() {
+            if !status::is_sidecar(c) {
+                continue;
+            }
+            let running = attempts
+                .get(&c.name)
+                .and_then(|a| a.first())
+                .filter(|(_, a)| a.state == RunState::Running);
+            if let Some((_, a)) = running {
+                self.probes.remove(&a.id);
+                self.shared
+                    .cri
+                    .stop_container(&a.id, grace_period(pod))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Decides whether an exited container restarts now; when in back-off
     /// records `CrashLoopBackOff` and returns the time left.
     fn restart_due(&mut self, pod: &Pod, name: &str, a: &Attempt) -> Option<Duration> {
@@ -710,13 +769,65 @@ impl PodWorker {
         let mut next = RESYNC;
         let mut init_failed = false;
 
-        // Init containers, one at a time, in order.
+        let latest = |attempts: &HashMap<String, Attempts>, name: &str| {
+            attempts
+                .get(name)
+                .and_then(|a| a.first())
+                .map(|(_, a)| a.clone())
+        };
+        // Whether the app containers have run and none of them will run again: the pod
+        // is done and its sidecars are shut down instead of being kept alive.
+        let apps_done = restart_policy != "Always"
+            && spec_.containers.iter().all(|c| {
+                latest(&attempts, &c.name).is_some_and(|a| {
+                    a.state == RunState::Exited && !should_restart(&restart_policy, a.exit_code)
+                })
+            });
+        // Once an app container exists, the pod is past its initialization: a sidecar
+        // restarting later holds nothing back (upstream's `hasAnyRegularContainerCreated`).
+        let apps_created = spec_
+            .containers
+            .iter()
+            .any(|c| attempts.contains_key(&c.name));
+
+        // Init containers, one at a time, in order; a sidecar stays running and lets the
+        // next one start once it has started.
         let mut initialized = true;
         for c in spec_.init_containers.iter().flatten() {
-            let latest = attempts
-                .get(&c.name)
-                .and_then(|a| a.first())
-                .map(|(_, a)| a.clone());
+            let latest = latest(&attempts, &c.name);
+            if status::is_sidecar(c) {
+                if apps_done {
+                    continue;
+                }
+                let started = match latest {
+                    None => {
+                        self.start_container(pod, c, 0, true, &sandbox).await?;
+                        c.startup_probe.is_none()
+                    }
+                    Some(a) if a.state == RunState::Running => {
+                        self.kill_on_failed_probe(pod, c, &a).await? && self.has_started(c, &a.id)
+                    }
+                    // Sidecars restart whatever the pod's restart policy says.
+                    Some(a) if a.state == RunState::Exited => {
+                        if let Some(left) = self.restart_due(pod, &c.name, &a) {
+                            next = next.min(left);
+                        } else {
+                            self.start_container(pod, c, a.attempt + 1, true, &sandbox)
+                                .await?;
+                        }
+                        false
+                    }
+                    Some(_) => false,
+                };
+                if !started && !apps_created {
+                    initialized = false;
+                    break;
+                }
+                continue;
+            }
+            if apps_created {
+                continue;
+            }
             match latest {
                 Some(a) if a.state == RunState::Exited && a.exit_code == 0 => continue,
                 Some(a) if a.state == RunState::Exited => {
@@ -745,25 +856,10 @@ impl PodWorker {
 
         if initialized {
             for c in &spec_.containers {
-                let latest = attempts
-                    .get(&c.name)
-                    .and_then(|a| a.first())
-                    .map(|(_, a)| a.clone());
-                match latest {
+                match latest(&attempts, &c.name) {
                     None => self.start_container(pod, c, 0, false, &sandbox).await?,
                     Some(a) if a.state == RunState::Running => {
-                        let failed = self
-                            .probes
-                            .get(&a.id)
-                            .is_some_and(|p| p.results.failed.load(Ordering::SeqCst));
-                        if failed {
-                            tracing::info!(container = %c.name, "killing container after a failed liveness/startup probe");
-                            self.probes.remove(&a.id);
-                            self.shared
-                                .cri
-                                .stop_container(&a.id, grace_period(pod))
-                                .await?;
-                        }
+                        self.kill_on_failed_probe(pod, c, &a).await?;
                     }
                     Some(a) if a.state == RunState::Exited => {
                         if !should_restart(&restart_policy, a.exit_code) {
@@ -780,15 +876,21 @@ impl PodWorker {
                     Some(_) => {}
                 }
             }
-            // Re-read what changed this pass, so the status shows it now.
-            attempts = self.attempts(&uid).await?;
         }
+        if apps_done {
+            self.stop_sidecars(pod, &attempts).await?;
+        }
+        // Re-read what changed this pass, so the status shows it now.
+        attempts = self.attempts(&uid).await?;
 
         // Probes follow running containers.
         let pod_ip = sandbox.2.first().cloned().unwrap_or_default();
         let running: HashMap<String, &Container> = spec_
-            .containers
+            .init_containers
             .iter()
+            .flatten()
+            .filter(|c| status::is_sidecar(c))
+            .chain(&spec_.containers)
             .filter_map(|c| {
                 attempts
                     .get(&c.name)
@@ -842,7 +944,7 @@ impl PodWorker {
         init_failed: bool,
     ) -> PodStatus {
         let spec_ = pod.spec.clone().unwrap_or_default();
-        let view_of = |c: &Container| {
+        let view_of = |c: &Container, sidecar: bool| {
             let list = attempts.get(&c.name);
             let current = list.and_then(|l| l.first()).map(|(_, a)| a.clone());
             let previous = list.and_then(|l| l.get(1)).map(|(_, a)| a.clone());
@@ -871,6 +973,7 @@ impl PodWorker {
                 started: results
                     .as_ref()
                     .is_none_or(|r| r.started.load(Ordering::SeqCst)),
+                sidecar,
             }
         };
         let view = PodView {
@@ -881,9 +984,9 @@ impl PodWorker {
                 .init_containers
                 .iter()
                 .flatten()
-                .map(view_of)
+                .map(|c| view_of(c, status::is_sidecar(c)))
                 .collect(),
-            containers: spec_.containers.iter().map(view_of).collect(),
+            containers: spec_.containers.iter().map(|c| view_of(c, false)).collect(),
             runtime_name: self.shared.runtime_name.clone(),
             terminal: false,
         };
@@ -926,38 +1029,49 @@ impl PodWorker {
         let cri = self.shared.cri.clone();
         let spec_ = pod.spec.clone().unwrap_or_default();
         let containers = cri.containers(&uid).await?;
-        let stops = containers
+        let live = containers
             .iter()
-            .filter(|c| {
-                run_state(c.state) == RunState::Running || run_state(c.state) == RunState::Created
-            })
-            .map(|c| {
-                let cri = cri.clone();
-                let name = c
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default();
-                let hook = spec_
-                    .containers
-                    .iter()
-                    .find(|sc| sc.name == name)
-                    .and_then(|sc| sc.lifecycle.as_ref())
-                    .and_then(|l| l.pre_stop.clone());
-                let id = c.id.clone();
-                async move {
-                    let start = Instant::now();
-                    let mut after_hook = grace;
-                    if let Some(hook) = hook {
-                        run_pre_stop(&cri, &id, &hook, grace).await;
-                        let used = start.elapsed().as_secs() as i64;
-                        after_hook = (grace - used).max(MIN_GRACE_AFTER_HOOK);
-                    }
-                    cri.stop_container(&id, after_hook).await
-                }
-            });
+            .filter(|c| matches!(run_state(c.state), RunState::Running | RunState::Created));
+        // App containers stop together; sidecars after them, the last one first, in
+        // what is left of the grace period (upstream's order since sidecars went GA).
+        let sidecar_rank = |name: &str| {
+            spec_
+                .init_containers
+                .iter()
+                .flatten()
+                .position(|c| c.name == name && status::is_sidecar(c))
+        };
+        let mut sidecars = Vec::new();
+        let mut apps = Vec::new();
+        for c in live {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.as_str())
+                .unwrap_or_default();
+            let hook = spec_
+                .containers
+                .iter()
+                .chain(spec_.init_containers.iter().flatten())
+                .find(|sc| sc.name == name)
+                .and_then(|sc| sc.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.clone());
+            match sidecar_rank(name) {
+                Some(rank) => sidecars.push((rank, c.id.clone(), hook)),
+                None => apps.push((c.id.clone(), hook)),
+            }
+        }
+        let started = Instant::now();
+        let stops = apps
+            .into_iter()
+            .map(|(id, hook)| stop_with_hook(&cri, id, hook, grace));
         for r in futures::future::join_all(stops).await {
             r?;
+        }
+        sidecars.sort_by_key(|(rank, ..)| std::cmp::Reverse(*rank));
+        for (_, id, hook) in sidecars {
+            let left = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_AFTER_HOOK);
+            stop_with_hook(&cri, id, hook, left).await?;
         }
         if report {
             let attempts = self.attempts(&uid).await?;
@@ -1013,6 +1127,23 @@ impl PodWorker {
 
 /// Runs a preStop hook (exec, httpGet against the pod IP is not known
 /// here so only exec and sleep are run), bounded by the grace period.
+/// Runs a container's preStop hook, if any, then stops it within what is left of `grace`.
+async fn stop_with_hook(
+    cri: &Cri,
+    id: String,
+    hook: Option<k8s_openapi::api::core::v1::LifecycleHandler>,
+    grace: i64,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut after_hook = grace;
+    if let Some(hook) = hook {
+        run_pre_stop(cri, &id, &hook, grace).await;
+        let used = start.elapsed().as_secs() as i64;
+        after_hook = (grace - used).max(MIN_GRACE_AFTER_HOOK);
+    }
+    cri.stop_container(&id, after_hook).await
+}
+
 async fn run_pre_stop(
     cri: &Cri,
     id: &str,

@@ -236,6 +236,8 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
                 .then_some(())
         });
 
+        sidecars(server, ns, logs_dir);
+
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
             .as_str()
@@ -282,4 +284,93 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
             (n == 0).then_some(())
         });
     });
+}
+
+/// Sidecars (init containers with `restartPolicy: Always`): started before the init
+/// containers after them, kept running beside the app, stopped after it.
+fn sidecars(server: &Server, ns: &str, logs_dir: &Path) {
+    let work = "    volumeMounts:\n    - name: work\n      mountPath: /work\n";
+    // The sidecar's startup probe passes only once it has written its file: the init
+    // container after it may start only then, and finds the file.
+    let sidecar = format!(
+        "{}    restartPolicy: Always\n    startupProbe:\n      exec:\n        command: [\"test\", \"-f\", \"/work/up\"]\n      periodSeconds: 1\n{work}",
+        container(
+            "proxy",
+            "trap 'echo proxy-term; exit 0' TERM; sleep 2; echo up > /work/up; sleep 3600 & wait",
+            ""
+        )
+    );
+    let spec = format!(
+        "  volumes:\n  - name: work\n    emptyDir: {{}}\n  initContainers:\n{sidecar}{}",
+        container("check", "cat /work/up", work)
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            "mesh",
+            &spec,
+            &container(
+                "app",
+                "trap 'echo app-term; exit 0' TERM; sleep 3600 & wait",
+                "",
+            ),
+        ),
+    );
+    let pod = wait_for(60, "mesh Running and Ready", || {
+        let p = pod_json(server, ns, "mesh")?;
+        (p["status"]["phase"] == "Running" && condition(&p, "Ready").as_deref() == Some("True"))
+            .then_some(p)
+    });
+    let proxy = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!(proxy["name"], "proxy");
+    assert!(proxy["state"]["running"].is_object(), "{proxy}");
+    assert_eq!(proxy["started"], true, "{proxy}");
+    assert_eq!(proxy["ready"], true, "{proxy}");
+    let check = &pod["status"]["initContainerStatuses"][1];
+    assert_eq!(
+        check["state"]["terminated"]["reason"], "Completed",
+        "{check}"
+    );
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let check_log = std::fs::read_to_string(logs_dir.join(format!("{ns}_mesh_{uid}/check/0.log")))
+        .expect("check log");
+    assert!(check_log.contains(" stdout F up"), "{check_log}");
+
+    // On deletion the app stops first, then the sidecar.
+    server.ok(&["delete", "pod", "-n", ns, "mesh", "--timeout=60s"]);
+    let stamp_of = |container: &str, line: &str| {
+        let path = logs_dir.join(format!("{ns}_mesh_{uid}/{container}/0.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines()
+            .find(|l| l.ends_with(line))
+            .and_then(|l| l.split(' ').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{container} did not log {line:?}: {text}"))
+    };
+    let app_stopped = stamp_of("app", "app-term");
+    let proxy_stopped = stamp_of("proxy", "proxy-term");
+    let parse = |t: &str| t.parse::<jiff::Timestamp>().expect("CRI log timestamp");
+    assert!(
+        parse(&app_stopped) <= parse(&proxy_stopped),
+        "the sidecar stopped at {proxy_stopped}, before the app at {app_stopped}"
+    );
+
+    // A run-to-completion pod finishes when its app containers do; its sidecar, which
+    // would run forever, is stopped and does not count.
+    let spec = format!(
+        "  restartPolicy: Never\n  initContainers:\n{}    restartPolicy: Always\n",
+        container("logger", "sleep 3600", "")
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml("job", &spec, &container("work", "sleep 1; exit 0", "")),
+    );
+    let pod = wait_for(60, "job Succeeded", || {
+        let p = pod_json(server, ns, "job")?;
+        (p["status"]["phase"] == "Succeeded").then_some(p)
+    });
+    let logger = &pod["status"]["initContainerStatuses"][0];
+    assert!(logger["state"]["terminated"].is_object(), "{logger}");
+    let work = &pod["status"]["containerStatuses"][0];
+    assert_eq!(work["state"]["terminated"]["exitCode"], 0, "{work}");
 }
