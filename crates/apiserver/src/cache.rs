@@ -111,8 +111,12 @@ impl CachedObject {
     }
 
     pub fn field(&self, name: &str) -> Option<String> {
-        let index = self.field_names.iter().position(|f| *f == name)?;
-        self.field_values.get(index).map(str::to_string)
+        match self.field_names.iter().position(|f| *f == name) {
+            Some(index) => self.field_values.get(index).map(str::to_string),
+            // A custom resource's `selectableFields` are not packed (the cache knows
+            // fields by storage key, not by definition): read from the JSON.
+            None => strategy::field_value(&self.value().ok()?, name),
+        }
     }
 
     pub fn value(&self) -> ApiResult<Value> {

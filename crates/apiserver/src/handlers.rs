@@ -1281,7 +1281,7 @@ async fn serve_watch(
         field_selector_text.push_str(&format!("metadata.name={name}"));
     }
     let field_selector = FieldSelector::parse(&field_selector_text)?;
-    field_selector.check_supported(crate::strategy::selectable_fields_of(&resource))?;
+    field_selector.check_supported(&crate::strategy::selectable_fields_of(&resource))?;
     let resource_version = match query.get("resourceVersion") {
         None | Some("") | Some("0") => None,
         Some(rv) => Some(

@@ -778,7 +778,7 @@ impl Registry {
     ) -> ApiResult<ListPage> {
         options
             .field_selector
-            .check_supported(strategy::selectable_fields_of(resource))?;
+            .check_supported(&strategy::selectable_fields_of(resource))?;
         let prefix = resource.key_prefix(namespace);
         if let Some(token) = &options.continue_token {
             let token = decode_continue(token)?;

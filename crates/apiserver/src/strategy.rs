@@ -90,9 +90,14 @@ pub fn selectable_fields_for_key(key: &str) -> &'static [&'static str] {
         .unwrap_or(COMMON_FIELDS)
 }
 
-/// The fields a field selector may name for objects of `resource`.
-pub fn selectable_fields_of(resource: &ResourceInfo) -> &'static [&'static str] {
-    selectable_fields(resource.builtin_kind())
+/// The fields a field selector may name for objects of `resource`: a custom resource's
+/// `selectableFields` besides the common ones.
+pub fn selectable_fields_of(resource: &ResourceInfo) -> Vec<&str> {
+    let mut fields = selectable_fields(resource.builtin_kind()).to_vec();
+    if let Some(custom) = &resource.custom {
+        fields.extend(custom.selectable_fields.iter().map(String::as_str));
+    }
+    fields
 }
 
 /// The value of a selectable field; fields not held at their path are derived here.

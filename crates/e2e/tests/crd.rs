@@ -75,6 +75,8 @@ spec:
         specReplicasPath: .spec.replicas
         statusReplicasPath: .status.replicas
         labelSelectorPath: .status.selector
+    selectableFields:
+    - {{jsonPath: .spec.color}}
     additionalPrinterColumns:
     - {{name: Size, type: integer, jsonPath: .spec.size}}
     - {{name: Color, type: string, jsonPath: .spec.color}}
@@ -401,6 +403,33 @@ fn custom_objects_are_validated_defaulted_pruned_and_patched() {
         .trim(),
         format!("{}.{group}/w2", n.kind.to_lowercase())
     );
+    // `selectableFields` (w1 turned green above; w2 and w3 are red).
+    let green = s.ok(&[
+        "get",
+        &n.plural,
+        "-n",
+        &ns,
+        "--field-selector",
+        "spec.color=green",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        green.trim(),
+        format!("{}.{group}/w1", n.kind.to_lowercase())
+    );
+    let err = s.fails(&[
+        "get",
+        &n.plural,
+        "-n",
+        &ns,
+        "--field-selector",
+        "spec.size=4",
+    ]);
+    assert!(
+        err.contains("field label not supported: spec.size"),
+        "{err}"
+    );
 
     // Deletion, one and all.
     s.ok(&["delete", &n.plural, "w3", "-n", &ns]);
@@ -708,4 +737,67 @@ fn owned_custom_objects_are_garbage_collected() {
             names.trim().is_empty().then_some(())
         },
     );
+}
+
+#[test]
+fn custom_resources_are_served_again_after_a_restart() {
+    // A server of its own: it is killed and started again.
+    let mut s = Server::start(&[]);
+    let group = "restart.example.com";
+    let n = establish(&s, &widget_crd(group, "Cluster"), group);
+    s.ok_with_input(&["create", "-f", "-"], &widget(group, "kept", "{size: 2}"));
+    s.restart();
+    // Served from the first request: the CRD is read before the server listens.
+    let kept = s.json(&[&n.plural, "kept"]);
+    assert_eq!(kept["spec"], serde_json::json!({"size": 2, "color": "red"}));
+    let err = s.fails_with_input(&["create", "-f", "-"], &widget(group, "bad", "{size: 0}"));
+    assert!(
+        err.contains("spec.size in body should be greater than or equal to 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn names_taken_by_another_crd_are_not_accepted() {
+    let s = server();
+    let group = "clash.example.com";
+    let n = establish(s, &widget_crd(group, "Namespaced"), group);
+    // Another CRD of the group with the same kind under another plural.
+    let other = widget_crd(group, "Namespaced")
+        .replace(
+            &format!("name: {}", n.crd),
+            &format!("name: others.{group}"),
+        )
+        .replace(&format!("plural: {}", n.plural), "plural: others")
+        .replace("singular: clashwidget", "singular: other")
+        .replace(&format!("shortNames: [{}]", n.short), "shortNames: [oth]");
+    s.ok_with_input(&["create", "-f", "-"], &other);
+    let crd = eventually(
+        "NamesAccepted on the second CRD",
+        Duration::from_secs(20),
+        || {
+            let crd = s.json(&["crd", &format!("others.{group}")]);
+            crd["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "NamesAccepted")
+                .then_some(crd)
+        },
+    );
+    let conditions = crd["status"]["conditions"].as_array().expect("conditions");
+    let names = conditions
+        .iter()
+        .find(|c| c["type"] == "NamesAccepted")
+        .expect("NamesAccepted");
+    assert_eq!(names["status"], "False", "{crd}");
+    assert_eq!(names["reason"], "ListKindConflict");
+    assert_eq!(names["message"], "\"ClashWidgetList\" is already in use");
+    assert!(
+        !conditions
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True"),
+        "{crd}"
+    );
+    let raw = s.ok(&["get", "--raw", &format!("/apis/{group}/v1")]);
+    assert!(!raw.contains("\"others\""), "{raw}");
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::definition::{self, condition_true};
+use super::definition::{self, condition_true, strings};
 use super::CLEANUP_FINALIZER;
 use crate::object;
 use crate::registry::{Action, DeleteOptions, Registry};
@@ -119,10 +119,10 @@ async fn reconcile(registry: &Registry, name: &str) -> ApiResult<()> {
         .filter_map(|o| o.value().ok())
         .filter(|o| object::name(o) != name)
         .collect();
-    let conflict = name_conflict(&crd, &others);
     let mut desired = crd.clone();
-    set_names_status(&mut desired, conflict.as_deref());
-    if conflict.is_none() {
+    let accepted = accept_names(&mut desired, &others);
+    let was_established = condition_true(&crd, "Established");
+    if accepted || was_established {
         // Served before `Established` is written: whoever sees the condition can use it.
         registry
             .catalogue
@@ -134,6 +134,14 @@ async fn reconcile(registry: &Registry, name: &str) -> ApiResult<()> {
             "InitialNamesAccepted",
             "the initial names have been accepted",
         );
+    } else {
+        set_condition(
+            &mut desired,
+            "Established",
+            "False",
+            "NotAccepted",
+            "not all names are accepted",
+        );
     }
     if desired.get("status") != crd.get("status") {
         write_status(registry, &resource, name, desired.get("status").cloned()).await?;
@@ -141,12 +149,78 @@ async fn reconcile(registry: &Registry, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The accepted names and the `NamesAccepted` condition.
-fn set_names_status(crd: &mut Value, conflict: Option<&str>) {
+/// Upstream's naming rules: each requested name is accepted unless another CRD of the
+/// group already holds it (plurals, singulars and short names share one space, kinds and
+/// list kinds another); a name in conflict keeps what was accepted before. Sets
+/// `status.acceptedNames` and `NamesAccepted`; says whether every name was accepted.
+fn accept_names(crd: &mut Value, others: &[Value]) -> bool {
+    let group = crd.pointer("/spec/group").cloned().unwrap_or(Value::Null);
+    let mut resources: Vec<String> = Vec::new();
+    let mut kinds: Vec<String> = Vec::new();
+    for other in others
+        .iter()
+        .filter(|o| o.pointer("/spec/group") == Some(&group))
+    {
+        let Some(accepted) = other.pointer("/status/acceptedNames") else {
+            continue;
+        };
+        let text = |field: &str| {
+            accepted
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        resources.extend(text("plural"));
+        resources.extend(text("singular"));
+        resources.extend(strings(accepted.get("shortNames")));
+        kinds.extend(text("kind"));
+        kinds.extend(text("listKind"));
+    }
+    let requested = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let mut accepted = crd
+        .pointer("/status/acceptedNames")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    let mut conflict: Option<(&str, String)> = None;
+    for (field, reason) in [
+        ("plural", "PluralConflict"),
+        ("singular", "SingularConflict"),
+    ] {
+        if let Some(c) = claim(field, &requested, &mut accepted, &resources, reason) {
+            conflict = Some(c);
+        }
+    }
+    let held_short = strings(accepted.get("shortNames"));
+    let clashes: Vec<String> = strings(requested.get("shortNames"))
+        .into_iter()
+        .filter(|s| !held_short.contains(s) && resources.contains(s))
+        .map(|s| format!("{s:?} is already in use"))
+        .collect();
+    if clashes.is_empty() {
+        if let Some(short) = requested.get("shortNames") {
+            accepted["shortNames"] = short.clone();
+        }
+    } else {
+        // Upstream's aggregate of several errors: `[a, b]`.
+        let message = match clashes.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        conflict = Some(("ShortNamesConflict", message));
+    }
+    // Checked in upstream's order: the last conflict found is the one reported.
+    for (field, reason) in [("kind", "KindConflict"), ("listKind", "ListKindConflict")] {
+        if let Some(c) = claim(field, &requested, &mut accepted, &kinds, reason) {
+            conflict = Some(c);
+        }
+    }
+    if let Some(categories) = requested.get("categories") {
+        accepted["categories"] = categories.clone();
+    }
+    status_mut(crd).insert("acceptedNames".into(), accepted);
     match conflict {
         None => {
-            let accepted = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
-            status_mut(crd).insert("acceptedNames".into(), accepted);
             set_condition(
                 crd,
                 "NamesAccepted",
@@ -154,40 +228,29 @@ fn set_names_status(crd: &mut Value, conflict: Option<&str>) {
                 "NoConflicts",
                 "no conflicts found",
             );
+            true
         }
-        Some(why) => set_condition(
-            crd,
-            "NamesAccepted",
-            "False",
-            "MultipleNamesNotAllowed",
-            why,
-        ),
+        Some((reason, message)) => {
+            set_condition(crd, "NamesAccepted", "False", reason, &message);
+            false
+        }
     }
 }
 
-/// Another CRD of the same group already serving one of these names.
-fn name_conflict(crd: &Value, others: &[Value]) -> Option<String> {
-    let group = crd.pointer("/spec/group").and_then(Value::as_str)?;
-    let names = crd.pointer("/spec/names")?;
-    for other in others {
-        if other.pointer("/spec/group").and_then(Value::as_str) != Some(group) {
-            continue;
-        }
-        let Some(accepted) = other.pointer("/status/acceptedNames") else {
-            continue;
-        };
-        for (field, what) in [
-            ("plural", "plural"),
-            ("singular", "singular"),
-            ("kind", "kind"),
-            ("listKind", "listKind"),
-        ] {
-            let mine = names.get(field).and_then(Value::as_str).unwrap_or("");
-            if !mine.is_empty() && accepted.get(field).and_then(Value::as_str) == Some(mine) {
-                return Some(format!("{what} {mine:?} is already in use"));
-            }
-        }
+/// Accepts the requested `field` unless another CRD holds it: the conflict otherwise.
+fn claim(
+    field: &str,
+    requested: &Value,
+    accepted: &mut Value,
+    taken: &[String],
+    reason: &'static str,
+) -> Option<(&'static str, String)> {
+    let wanted = requested.get(field).and_then(Value::as_str).unwrap_or("");
+    let held = accepted.get(field).and_then(Value::as_str).unwrap_or("");
+    if wanted != held && taken.iter().any(|t| t == wanted) {
+        return Some((reason, format!("{wanted:?} is already in use")));
     }
+    accepted[field] = json!(wanted);
     None
 }
 

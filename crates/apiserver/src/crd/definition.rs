@@ -22,6 +22,8 @@ pub struct CustomVersion {
     pub schema: Option<Value>,
     pub scale: Option<ScalePaths>,
     pub columns: Vec<PrinterColumn>,
+    /// `selectableFields`, as field selectors name them (`spec.color`).
+    pub selectable_fields: Vec<String>,
     /// The CRD is being deleted: creates are refused.
     pub terminating: bool,
 }
@@ -52,7 +54,7 @@ fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn strings(value: Option<&Value>) -> Vec<String> {
+pub(crate) fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
         .map(|items| {
@@ -120,8 +122,16 @@ pub fn condition_true(crd: &Value, kind: &str) -> bool {
 pub fn served(crd: &Value) -> Option<CustomGroup> {
     let group = text(crd, "/spec/group").to_string();
     let names = crd.pointer("/status/acceptedNames")?;
-    let plural = names.get("plural")?.as_str()?.to_string();
-    let kind = names.get("kind")?.as_str()?.to_string();
+    let plural = names
+        .get("plural")?
+        .as_str()
+        .filter(|p| !p.is_empty())?
+        .to_string();
+    let kind = names
+        .get("kind")?
+        .as_str()
+        .filter(|k| !k.is_empty())?
+        .to_string();
     let storage = group_version(&group, &storage_version(crd)?);
     let namespaced = text(crd, "/spec/scope") != "Cluster";
     let terminating = crate::object::meta_str(crd, "deletionTimestamp").is_some();
@@ -176,6 +186,16 @@ pub fn served(crd: &Value) -> Option<CustomGroup> {
             schema: version.pointer("/schema/openAPIV3Schema").cloned(),
             scale,
             columns: printer_columns(version),
+            selectable_fields: version
+                .get("selectableFields")
+                .and_then(Value::as_array)
+                .map(|fields| {
+                    fields
+                        .iter()
+                        .map(|f| text(f, "/jsonPath").trim_start_matches('.').to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
             terminating,
         }));
         resources.push(info);

@@ -326,6 +326,7 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
                     ));
                 }
             }
+            check_list_type(items, schema, shown_path, causes);
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     check(item, item_schema, &format!("{shown_path}[{i}]"), causes);
@@ -393,6 +394,57 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
         _ => {}
+    }
+}
+
+/// `x-kubernetes-list-type`: a `set` holds each value once, a `map` each key once.
+fn check_list_type(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let keys: Vec<&str> = schema
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .map(|k| k.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let identity = |item: &Value| -> Value {
+        match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("map") => Value::Object(
+                keys.iter()
+                    .filter_map(|k| Some((k.to_string(), item.get(*k)?.clone())))
+                    .collect(),
+            ),
+            _ => item.clone(),
+        }
+    };
+    if !matches!(
+        schema.get("x-kubernetes-list-type").and_then(Value::as_str),
+        Some("set" | "map")
+    ) {
+        return;
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let id = identity(item);
+        if seen.contains(&id) {
+            let shown = match &id {
+                Value::String(s) => quote(s),
+                // Upstream prints a map key as Go prints the map.
+                Value::Object(fields) => format!(
+                    "map[string]interface {{}}{{{}}}",
+                    fields
+                        .iter()
+                        .map(|(k, v)| format!("{}:{v}", quote(k)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                other => other.to_string(),
+            };
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: {shown}"),
+                field: format!("{path}[{i}]"),
+            });
+        } else {
+            seen.push(id);
+        }
     }
 }
 
@@ -735,6 +787,27 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"size": 1, "labels": {"a": 1}}})),
             ["spec.labels.a: Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\""]
+        );
+    }
+
+    #[test]
+    fn list_types_refuse_duplicates() {
+        let schema = json!({"type": "object", "properties": {
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
+        }});
+        let object = json!({"tags": ["a", "b", "a"], "ports": [{"name": "x", "port": 1}, {"name": "x", "port": 2}]});
+        let messages: Vec<String> = validate(&object, &schema)
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "ports[1]: Duplicate value: map[string]interface {}{\"name\":\"x\"}",
+                "tags[2]: Duplicate value: \"a\"",
+            ]
         );
     }
 
