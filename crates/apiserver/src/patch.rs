@@ -61,7 +61,11 @@ pub fn apply(patch_type: PatchType, original: &Value, patch: &[u8]) -> ApiResult
         }
         // The merge alone, for previews: the registry applies through
         // `crate::managedfields::apply`, which also prunes and checks ownership.
-        PatchType::Apply => Ok(crate::managedfields::merge(original, &parse_apply(patch)?)),
+        PatchType::Apply => Ok(crate::managedfields::merge(
+            original,
+            &parse_apply(patch)?,
+            crate::schema::Structure::Builtin,
+        )),
     }
 }
 

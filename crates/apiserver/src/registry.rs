@@ -406,6 +406,7 @@ impl Registry {
                 manager,
                 subresource: None,
                 api_version: &api_version,
+                structure: crate::schema::Structure::of(resource),
             };
             let reset = managedfields::reset_field(resource.has_subresource("status"), None);
             managedfields::record_update(None, &mut recorded, &writer, reset);
@@ -583,6 +584,7 @@ impl Registry {
             manager,
             subresource,
             api_version: &api_version,
+            structure: crate::schema::Structure::of(resource),
         };
         let namespace_object = self.pod_security_namespace(resource, namespace).await?;
         let outcome = self
@@ -619,6 +621,7 @@ impl Registry {
             manager: patch.manager,
             subresource: patch.via.or(subresource),
             api_version: &api_version,
+            structure: crate::schema::Structure::of(resource),
         };
         let reset = managedfields::reset_field(resource.has_subresource("status"), subresource);
         let applied = match patch.patch_type {

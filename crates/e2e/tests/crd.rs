@@ -93,6 +93,16 @@ spec:
               color: {{type: string, enum: [red, green], default: red}}
               name: {{type: string, pattern: '^[a-z]+$'}}
               replicas: {{type: integer}}
+              listeners:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string}}
+                    port: {{type: integer}}
               extra:
                 type: object
                 x-kubernetes-preserve-unknown-fields: true
@@ -380,6 +390,62 @@ fn custom_objects_are_validated_defaulted_pruned_and_patched() {
     assert_eq!(
         applied["fieldsV1"]["f:spec"]["f:size"],
         serde_json::json!({})
+    );
+
+    // Two appliers share a list the schema declares a map keyed by `name`.
+    let listener = |name: &str, port: u16| {
+        widget(
+            group,
+            "w3",
+            &format!("{{size: 5, listeners: [{{name: {name}, port: {port}}}]}}"),
+        )
+    };
+    s.ok_with_input(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=a",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        &listener("http", 80),
+    );
+    s.ok_with_input(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=b",
+            "--force-conflicts",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        &listener("https", 443),
+    );
+    let w3 = s.json(&[&n.plural, "w3", "-n", &ns]);
+    assert_eq!(
+        w3["spec"]["listeners"],
+        serde_json::json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}]),
+        "{w3}"
+    );
+    let err = s.fails_with_input(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=b",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        &listener("http", 8080),
+    );
+    assert!(
+        err.contains(r#"conflict with "a": .spec.listeners[name="http"].port"#),
+        "{err}"
     );
 
     // Selectors.

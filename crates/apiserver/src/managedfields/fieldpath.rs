@@ -249,8 +249,12 @@ impl Set {
     /// (upstream's `EnsureNamedFieldsAreMembers`): a struct field holding owned fields
     /// counts as owned; a key of a free-form map does not. `field_path` names the fields
     /// from the root to this node.
-    pub fn with_named_fields<'a>(&'a self, field_path: &mut Vec<&'a str>) -> Set {
-        let free_form = crate::schema::is_free_form_map(field_path);
+    pub fn with_named_fields<'a>(
+        &'a self,
+        s: crate::schema::Structure,
+        field_path: &mut Vec<&'a str>,
+    ) -> Set {
+        let free_form = s.is_free_form_map(field_path);
         let mut out = Set {
             members: self.members.clone(),
             children: BTreeMap::new(),
@@ -267,7 +271,7 @@ impl Set {
                 _ => false,
             };
             out.children
-                .insert(pe.clone(), child.with_named_fields(field_path));
+                .insert(pe.clone(), child.with_named_fields(s, field_path));
             if pushed {
                 field_path.pop();
             }
@@ -425,7 +429,7 @@ mod tests {
         assert_eq!(rest.paths(), vec![vec![field("spec"), field("paused")]]);
         assert!(b.difference(&a).is_empty());
         assert_eq!(rest.union(&b), a);
-        let named = a.with_named_fields(&mut Vec::new());
+        let named = a.with_named_fields(crate::schema::Structure::Builtin, &mut Vec::new());
         assert!(named.has(&[field("spec")]));
     }
 }

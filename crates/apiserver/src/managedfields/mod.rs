@@ -28,6 +28,7 @@ pub use fieldpath::{path_string, PathElement, Set};
 pub use typed::{compare, field_set, merge};
 
 use crate::object;
+use crate::schema::Structure;
 use crate::status::ApiError;
 
 /// Upstream's limit on a manager's name.
@@ -46,6 +47,8 @@ pub struct Writer<'a> {
     pub subresource: Option<&'a str>,
     /// The version the request addressed (`apps/v1`).
     pub api_version: &'a str,
+    /// The list and map semantics of the object's fields.
+    pub structure: Structure<'a>,
 }
 
 /// The manager of a request: its `fieldManager`, else what precedes the first `/` of its
@@ -388,7 +391,7 @@ pub fn record_update(live: Option<&Value>, new: &mut Value, writer: &Writer, res
     };
     let before = typed::with_zero_structs(&view(live));
     let after = typed::with_zero_structs(&view(new));
-    let comparison = typed::compare(&before, &after);
+    let comparison = typed::compare(&before, &after, writer.structure);
     let changed = comparison.changed();
     for entry in &mut managers.0 {
         entry.set = entry
@@ -446,14 +449,15 @@ pub fn apply(
         let before = Writer {
             manager: BEFORE_FIRST_APPLY,
             subresource: None,
-            api_version: writer.api_version,
+            ..*writer
         };
         record_update(None, &mut owned, &before, reset);
         managers = Managers::of(&owned);
     }
     let live_view = view(live);
-    let merged = typed::merge(&live_view, &config);
-    let config_set = without_reset(typed::field_set(&config), reset);
+    let s = writer.structure;
+    let merged = typed::merge(&live_view, &config, s);
+    let config_set = without_reset(typed::field_set(&config, s), reset);
     let applier = match managers.position(writer, Operation::Apply) {
         Some(i) => i,
         None => {
@@ -483,14 +487,17 @@ pub fn apply(
             .0
             .iter()
             .fold(Set::new(), |all, e| all.union(&e.set))
-            .with_named_fields(&mut Vec::new());
-        let remove = last.with_named_fields(&mut Vec::new()).difference(&owned);
-        typed::remove_items(&mut result, &remove);
+            .with_named_fields(s, &mut Vec::new());
+        let remove = last
+            .with_named_fields(s, &mut Vec::new())
+            .difference(&owned);
+        typed::remove_items(&mut result, &remove, s);
     }
 
     let comparison = typed::compare(
         &typed::with_zero_structs(&live_view),
         &typed::with_zero_structs(&result),
+        s,
     );
     let changed = comparison.changed();
     let mut conflicts: Vec<(String, Vec<fieldpath::Path>)> = Vec::new();
@@ -507,7 +514,7 @@ pub fn apply(
         // kubectl's move from client-side to server-side apply: conflicts on fields the
         // last client-side apply set, still as it set them, are taken over.
         let allowed = (writer.manager == KUBECTL)
-            .then(|| fields_of_last_applied(&live_view))
+            .then(|| fields_of_last_applied(&live_view, s))
             .flatten()
             .unwrap_or_default();
         conflicts.retain_mut(|(_, paths)| {
@@ -551,11 +558,11 @@ fn last_applied(object: &Value) -> Option<&str> {
 }
 
 /// The fields the last client-side apply set that still hold the values it set.
-fn fields_of_last_applied(live: &Value) -> Option<Set> {
+fn fields_of_last_applied(live: &Value, s: Structure) -> Option<Set> {
     let applied: Value = serde_json::from_str(last_applied(live)?).ok()?;
-    let comparison = typed::compare(&applied, live);
+    let comparison = typed::compare(&applied, live, s);
     Some(
-        typed::field_set(&applied)
+        typed::field_set(&applied, s)
             .difference(&comparison.modified)
             .difference(&comparison.added)
             .difference(&comparison.removed),

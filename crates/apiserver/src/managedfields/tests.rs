@@ -11,6 +11,7 @@ fn writer(manager: &str) -> Writer<'_> {
         manager,
         subresource: None,
         api_version: APPS,
+        structure: crate::schema::Structure::Builtin,
     }
 }
 
@@ -313,6 +314,7 @@ fn kubectl_takes_over_from_client_side_apply() {
         manager: "kubectl-client-side-apply",
         subresource: None,
         api_version: "v1",
+        structure: crate::schema::Structure::Builtin,
     };
     record_update(None, &mut live, &csa, None);
     let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -321,6 +323,7 @@ fn kubectl_takes_over_from_client_side_apply() {
         manager: "kubectl",
         subresource: None,
         api_version: "v1",
+        structure: crate::schema::Structure::Builtin,
     };
     // Another applier conflicts with the client-side apply's field.
     let other = Writer {
@@ -367,6 +370,7 @@ fn at_most_ten_update_entries() {
             manager: &manager,
             subresource: None,
             api_version: "v1",
+            structure: crate::schema::Structure::Builtin,
         };
         record_update(Some(&before), &mut object, &w, None);
     }
@@ -407,4 +411,30 @@ fn objects_without_managers_are_owned_before_the_first_apply() {
     .unwrap();
     assert!(!entry(&applied, "before-first-apply").is_null());
     assert!(!entry(&applied, "kubectl").is_null());
+}
+
+#[test]
+fn custom_resources_take_list_semantics_from_their_schema() {
+    // Upstream's CRD lists are atomic unless the schema gives them a list type.
+    let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "containers": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
+    }}}});
+    let writer = Writer {
+        manager: "m",
+        subresource: None,
+        api_version: "example.com/v1",
+        structure: crate::schema::Structure::Custom(Some(&schema)),
+    };
+    let config = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"containers": [{"name": "a"}], "ports": [{"name": "http", "port": 80}]}});
+    let applied = apply(None, config, &writer, false, None).unwrap();
+    assert_eq!(
+        entry(&applied, "m")["fieldsV1"]["f:spec"],
+        json!({
+            "f:containers": {},
+            "f:ports": {"k:{\"name\":\"http\"}": {".": {}, "f:name": {}, "f:port": {}}},
+        })
+    );
 }

@@ -5,15 +5,15 @@
 use serde_json::{Map, Value};
 
 use super::fieldpath::{OrdValue, Path, PathElement, Set};
-use crate::schema::{self, ListType};
+use crate::schema::{ListType, Structure};
 
 /// The path element an item of the list at `field_path` is known by.
-fn item_element(list: ListType, item: &Value, index: usize) -> PathElement {
+fn item_element(s: Structure, list: &ListType, item: &Value, index: usize) -> PathElement {
     match list {
         ListType::Map(keys) => {
             let mut fields = Vec::with_capacity(keys.len());
             for key in keys {
-                if let Some(v) = item.get(*key).cloned().or_else(|| schema::key_default(key)) {
+                if let Some(v) = item.get(*key).cloned().or_else(|| s.key_default(key)) {
                     fields.push(((*key).to_string(), OrdValue(v)));
                 }
             }
@@ -26,34 +26,40 @@ fn item_element(list: ListType, item: &Value, index: usize) -> PathElement {
 }
 
 /// Whether the value at `field_path` is a leaf: a scalar, or a list or map that is one value.
-fn is_leaf(value: &Value, field_path: &[&str]) -> bool {
+fn is_leaf(s: Structure, value: &Value, field_path: &[&str]) -> bool {
     match value {
-        Value::Object(_) => schema::is_atomic_map(field_path),
-        Value::Array(_) => schema::list_type(field_path) == ListType::Atomic,
+        Value::Object(_) => s.is_atomic_map(field_path),
+        Value::Array(_) => s.list_type(field_path) == ListType::Atomic,
         _ => true,
     }
 }
 
 /// The fields an object sets (structured-merge-diff's `ToFieldSet`): its leaves, the items
 /// of its granular lists, its empty maps and the keys of free-form maps.
-pub fn field_set(object: &Value) -> Set {
+pub fn field_set(object: &Value, s: Structure) -> Set {
     let mut set = Set::new();
-    walk_set(object, &mut Vec::new(), &mut Vec::new(), &mut set);
+    walk_set(s, object, &mut Vec::new(), &mut Vec::new(), &mut set);
     set
 }
 
-fn walk_set<'a>(value: &'a Value, fields: &mut Vec<&'a str>, path: &mut Path, set: &mut Set) {
-    if !fields.is_empty() && is_leaf(value, fields) {
+fn walk_set<'a>(
+    s: Structure,
+    value: &'a Value,
+    fields: &mut Vec<&'a str>,
+    path: &mut Path,
+    set: &mut Set,
+) {
+    if !fields.is_empty() && is_leaf(s, value, fields) {
         set.insert(path);
         return;
     }
     match value {
         Value::Object(map) => {
-            let free_form = schema::is_free_form_map(fields);
+            let free_form = s.is_free_form_map(fields);
             for (key, child) in map {
                 fields.push(key);
                 path.push(PathElement::Field(key.clone()));
-                walk_set(child, fields, path, set);
+                walk_set(s, child, fields, path, set);
                 let empty_map = matches!(child, Value::Object(m) if m.is_empty());
                 if child.is_null() || empty_map || free_form {
                     set.insert(path);
@@ -63,10 +69,10 @@ fn walk_set<'a>(value: &'a Value, fields: &mut Vec<&'a str>, path: &mut Path, se
             }
         }
         Value::Array(items) => {
-            let list = schema::list_type(fields);
+            let list = s.list_type(fields);
             for (i, item) in items.iter().enumerate() {
-                path.push(item_element(list, item, i));
-                walk_set(item, fields, path, set);
+                path.push(item_element(s, &list, item, i));
+                walk_set(s, item, fields, path, set);
                 set.insert(path);
                 path.pop();
             }
@@ -90,9 +96,10 @@ impl Comparison {
     }
 }
 
-pub fn compare(old: &Value, new: &Value) -> Comparison {
+pub fn compare(old: &Value, new: &Value, s: Structure) -> Comparison {
     let mut c = Comparison::default();
     walk_compare(
+        s,
         Some(old),
         Some(new),
         &mut Vec::new(),
@@ -103,6 +110,7 @@ pub fn compare(old: &Value, new: &Value) -> Comparison {
 }
 
 fn walk_compare<'a>(
+    s: Structure,
     lhs: Option<&'a Value>,
     rhs: Option<&'a Value>,
     fields: &mut Vec<&'a str>,
@@ -115,14 +123,14 @@ fn walk_compare<'a>(
     // A null facing a granular map or list is a wildcard (upstream's zero values hold
     // `null` for lists such as `containers`): the other side's contents are compared
     // against nothing, but the node itself was not added or removed.
-    let granular = |v: &Value| (v.is_object() || v.is_array()) && !is_leaf(v, fields);
+    let granular = |v: &Value| (v.is_object() || v.is_array()) && !is_leaf(s, v, fields);
     match (lhs, rhs) {
         (Some(Value::Null), Some(r)) if granular(r) => {
-            walk_children(None, Some(r), fields, path, c);
+            walk_children(s, None, Some(r), fields, path, c);
             return;
         }
         (Some(l), Some(Value::Null)) if granular(l) => {
-            walk_children(Some(l), None, fields, path, c);
+            walk_children(s, Some(l), None, fields, path, c);
             return;
         }
         _ => {}
@@ -134,11 +142,11 @@ fn walk_compare<'a>(
         }
         _ => true,
     };
-    let leaf = (!fields.is_empty() && is_leaf(present, fields))
+    let leaf = (!fields.is_empty() && is_leaf(s, present, fields))
         || !same_shape
         || !(present.is_object() || present.is_array());
     if !leaf {
-        walk_children(lhs, rhs, fields, path, c);
+        walk_children(s, lhs, rhs, fields, path, c);
     }
     if leaf || !path.is_empty() {
         match (lhs, rhs) {
@@ -152,6 +160,7 @@ fn walk_compare<'a>(
 
 /// Compares the fields or items of a granular map or list.
 fn walk_children<'a>(
+    s: Structure,
     lhs: Option<&'a Value>,
     rhs: Option<&'a Value>,
     fields: &mut Vec<&'a str>,
@@ -175,20 +184,20 @@ fn walk_children<'a>(
                 fields.push(key);
                 path.push(PathElement::Field(key.clone()));
                 let (lv, rv) = (l.and_then(|m| m.get(key)), r.and_then(|m| m.get(key)));
-                walk_compare(lv, rv, fields, path, c);
+                walk_compare(s, lv, rv, fields, path, c);
                 path.pop();
                 fields.pop();
             }
         }
         Value::Array(_) => {
-            let list = schema::list_type(fields);
+            let list = s.list_type(fields);
             let index = |v: Option<&'a Value>| -> Vec<(PathElement, &'a Value)> {
                 v.and_then(Value::as_array)
                     .map(|items| {
                         items
                             .iter()
                             .enumerate()
-                            .map(|(i, item)| (item_element(list, item, i), item))
+                            .map(|(i, item)| (item_element(s, &list, item, i), item))
                             .collect()
                     })
                     .unwrap_or_default()
@@ -199,13 +208,13 @@ fn walk_children<'a>(
             };
             for (pe, item) in &l {
                 path.push(pe.clone());
-                walk_compare(Some(item), find(&r, pe), fields, path, c);
+                walk_compare(s, Some(item), find(&r, pe), fields, path, c);
                 path.pop();
             }
             for (pe, item) in &r {
                 if find(&l, pe).is_none() {
                     path.push(pe.clone());
-                    walk_compare(None, Some(item), fields, path, c);
+                    walk_compare(s, None, Some(item), fields, path, c);
                     path.pop();
                 }
             }
@@ -218,11 +227,12 @@ fn walk_children<'a>(
 /// `Merge`): the configuration's leaves win, granular maps merge by field, associative
 /// lists by key (shared items in the configuration's order, others where they were),
 /// sets by value. A `null` in the configuration leaves the field unset.
-pub fn merge(live: &Value, config: &Value) -> Value {
-    merge_at(Some(live), config, &mut Vec::new()).unwrap_or(Value::Null)
+pub fn merge(live: &Value, config: &Value, s: Structure) -> Value {
+    merge_at(s, Some(live), config, &mut Vec::new()).unwrap_or(Value::Null)
 }
 
 fn merge_at<'a>(
+    s: Structure,
     live: Option<&'a Value>,
     config: &'a Value,
     fields: &mut Vec<&'a str>,
@@ -233,13 +243,13 @@ fn merge_at<'a>(
     let Some(live) = live else {
         return Some(strip_nulls(config));
     };
-    let granular = fields.is_empty() || !is_leaf(config, fields);
+    let granular = fields.is_empty() || !is_leaf(s, config, fields);
     match (live, config) {
         (Value::Object(l), Value::Object(r)) if granular => {
             let mut out = l.clone();
             for (key, value) in r {
                 fields.push(key);
-                match merge_at(l.get(key), value, fields) {
+                match merge_at(s, l.get(key), value, fields) {
                     Some(merged) => {
                         out.insert(key.clone(), merged);
                     }
@@ -252,7 +262,7 @@ fn merge_at<'a>(
             Some(Value::Object(out))
         }
         (Value::Array(l), Value::Array(r)) if granular => {
-            Some(Value::Array(merge_list(l, r, fields)))
+            Some(Value::Array(merge_list(s, l, r, fields)))
         }
         _ => Some(strip_nulls(config)),
     }
@@ -261,13 +271,18 @@ fn merge_at<'a>(
 /// Merges two granular lists item by item, ordered as upstream orders them: the items
 /// both hold keep the configuration's order, items only the live list holds stay where
 /// they were relative to those, items only the configuration holds come where it puts them.
-fn merge_list<'a>(live: &'a [Value], config: &'a [Value], fields: &mut Vec<&'a str>) -> Vec<Value> {
-    let list = schema::list_type(fields);
+fn merge_list<'a>(
+    s: Structure,
+    live: &'a [Value],
+    config: &'a [Value],
+    fields: &mut Vec<&'a str>,
+) -> Vec<Value> {
+    let list = s.list_type(fields);
     let key = |items: &'a [Value]| -> Vec<PathElement> {
         items
             .iter()
             .enumerate()
-            .map(|(i, v)| item_element(list, v, i))
+            .map(|(i, v)| item_element(s, &list, v, i))
             .collect()
     };
     let (lk, rk) = (key(live), key(config));
@@ -284,7 +299,7 @@ fn merge_list<'a>(live: &'a [Value], config: &'a [Value], fields: &mut Vec<&'a s
         if l < lk.len() && r < rk.len() {
             if lk[l] == rk[r] {
                 taken.push(&rk[r]);
-                out.extend(merge_at(Some(&live[l]), &config[r], fields));
+                out.extend(merge_at(s, Some(&live[l]), &config[r], fields));
                 l += 1;
                 r += 1;
                 next_shared = shared.next();
@@ -309,7 +324,12 @@ fn merge_list<'a>(live: &'a [Value], config: &'a [Value], fields: &mut Vec<&'a s
         if r < rk.len() {
             let pe = &rk[r];
             taken.push(pe);
-            out.extend(merge_at(in_live(pe).map(|i| &live[i]), &config[r], fields));
+            out.extend(merge_at(
+                s,
+                in_live(pe).map(|i| &live[i]),
+                &config[r],
+                fields,
+            ));
             r += 1;
             if next_shared == Some(pe) {
                 next_shared = shared.next();
@@ -334,14 +354,14 @@ fn strip_nulls(value: &Value) -> Value {
 
 /// Removes from `value` every field, map key and list item whose path is a member of
 /// `remove` (structured-merge-diff's `RemoveItems`).
-pub fn remove_items(value: &mut Value, remove: &Set) {
-    remove_at(value, remove, &mut Vec::new());
+pub fn remove_items(value: &mut Value, remove: &Set, s: Structure) {
+    remove_at(s, value, remove, &mut Vec::new());
 }
 
-fn remove_at(value: &mut Value, remove: &Set, fields: &mut Vec<String>) {
+fn remove_at(s: Structure, value: &mut Value, remove: &Set, fields: &mut Vec<String>) {
     if !fields.is_empty() {
         let names: Vec<&str> = fields.iter().map(String::as_str).collect();
-        if is_leaf(value, &names) {
+        if is_leaf(s, value, &names) {
             return;
         }
     }
@@ -354,18 +374,18 @@ fn remove_at(value: &mut Value, remove: &Set, fields: &mut Vec<String>) {
                     map.shift_remove(&key);
                 } else if let (Some(below), Some(child)) = (remove.child(&pe), map.get_mut(&key)) {
                     fields.push(key);
-                    remove_at(child, below, fields);
+                    remove_at(s, child, below, fields);
                     fields.pop();
                 }
             }
         }
         Value::Array(items) => {
             let names: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let list = schema::list_type(&names);
+            let list = s.list_type(&names);
             let elements: Vec<PathElement> = items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| item_element(list, v, i))
+                .map(|(i, v)| item_element(s, &list, v, i))
                 .collect();
             let mut kept = Vec::with_capacity(items.len());
             for (mut item, pe) in std::mem::take(items).into_iter().zip(elements) {
@@ -373,7 +393,7 @@ fn remove_at(value: &mut Value, remove: &Set, fields: &mut Vec<String>) {
                     continue;
                 }
                 if let Some(below) = remove.child(&pe) {
-                    remove_at(&mut item, below, fields);
+                    remove_at(s, &mut item, below, fields);
                 }
                 kept.push(item);
             }
@@ -443,6 +463,7 @@ pub fn with_zero_structs(object: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const B: Structure = Structure::Builtin;
     use serde_json::json;
 
     fn fields_of(set: &Set) -> Value {
@@ -467,7 +488,7 @@ mod tests {
                 },
             },
         });
-        let set = field_set(&config);
+        let set = field_set(&config, B);
         assert_eq!(
             fields_of(&set),
             json!({
@@ -503,7 +524,7 @@ mod tests {
                 {"name": "a", "image": "x", "ports": [{"containerPort": 80, "protocol": "TCP"}]}
             ]}}},
         }));
-        let c = compare(&old, &new);
+        let c = compare(&old, &new, B);
         assert!(c.removed.is_empty() && c.modified.is_empty());
         assert_eq!(
             fields_of(&c.added),
@@ -520,7 +541,7 @@ mod tests {
             })
         );
         let changed = json!({"kind": "Deployment", "spec": {"replicas": 3}, "metadata": {}});
-        let c = compare(&new, &with_zero_structs(&changed));
+        let c = compare(&new, &with_zero_structs(&changed), B);
         assert!(c.modified.has(&[
             PathElement::Field("spec".into()),
             PathElement::Field("replicas".into())
@@ -543,7 +564,7 @@ mod tests {
             "containers": [{"name": "c", "image": "3"}, {"name": "a", "image": "9", "stdin": null}],
             "args": ["z"],
         }});
-        let merged = merge(&live, &config);
+        let merged = merge(&live, &config, B);
         assert_eq!(merged["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(
             merged["spec"]["selector"],
@@ -563,7 +584,7 @@ mod tests {
         let live = json!({"spec": {"volumes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
         let config = json!({"spec": {"volumes": [{"name": "c"}, {"name": "a"}]}});
         assert_eq!(
-            merge(&live, &config)["spec"]["volumes"],
+            merge(&live, &config, B)["spec"]["volumes"],
             json!([{"name": "b"}, {"name": "c"}, {"name": "a"}])
         );
     }
@@ -574,11 +595,14 @@ mod tests {
             {"name": "a", "image": "1"}, {"name": "b", "image": "2", "tty": true}
         ]}});
         let config = json!({"data": {"b": "x"}, "spec": {"containers": [{"name": "a"}, {"name": "b", "tty": true}]}});
-        let mut remove = field_set(&config);
+        let mut remove = field_set(&config, B);
         // Keep container a and data.b, drop everything else the config names.
-        let keep = field_set(&json!({"spec": {"containers": [{"name": "a"}]}, "data": {"b": "x"}}));
+        let keep = field_set(
+            &json!({"spec": {"containers": [{"name": "a"}]}, "data": {"b": "x"}}),
+            B,
+        );
         remove = remove.difference(&keep);
-        remove_items(&mut object, &remove);
+        remove_items(&mut object, &remove, B);
         assert_eq!(
             object,
             json!({"data": {"a": "1", "b": "2"}, "spec": {"containers": [{"name": "a", "image": "1"}]}})
