@@ -28,8 +28,8 @@
 //!
 //! ## Not done yet
 //!
-//! `activeDeadlineSeconds`; termination messages (`terminationMessagePath`,
-//! `FallbackToLogsOnError`); `emptyDir.medium: Memory` as tmpfs and `sizeLimit`;
+//! Upstream's 12 KiB cap on a pod's termination messages
+//! together; `emptyDir.medium: Memory` as tmpfs and `sizeLimit`;
 //! `subPathExpr`; httpGet hooks; static pods; ephemeral containers; node-pressure
 //! eviction; terminal (`-t`) exec and attach.
 
@@ -45,6 +45,7 @@ pub mod server;
 pub mod spec;
 pub mod stats;
 pub mod status;
+pub mod termination;
 pub mod volumes;
 pub mod worker;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use skiff_runtime::proto;
 use tokio::sync::{watch, Notify};
@@ -486,7 +487,19 @@ impl PodWorker {
                     continue;
                 }
                 match cri.container_status(&c.id).await {
-                    Ok(st) => attempts.push((c, attempt_of(&st))),
+                    Ok(st) => {
+                        let mut attempt = attempt_of(&st);
+                        let written = crate::termination::message(&st);
+                        if attempt.state == RunState::Exited && !written.is_empty() {
+                            // After the runtime's own message, as upstream joins them.
+                            attempt.message = if attempt.message.is_empty() {
+                                written
+                            } else {
+                                format!("{}: {written}", attempt.message)
+                            };
+                        }
+                        attempts.push((c, attempt));
+                    }
                     Err(e) if e.is_cri_not_found() => {}
                     Err(e) => return Err(e),
                 }
@@ -589,7 +602,11 @@ impl PodWorker {
             }
         };
         let vols = self.volumes.clone().unwrap_or_default();
-        let mounts = match volumes::mounts(c, &vols) {
+        let pod_dir = volumes::pod_dir(&self.shared.root_dir, pod_uid(pod));
+        let mounts = match volumes::mounts(c, &vols).and_then(|mut m| {
+            m.extend(crate::termination::prepare_mount(&pod_dir, c, attempt)?);
+            Ok(m)
+        }) {
             Ok(m) => m,
             Err(e) => {
                 self.waiting.insert(
@@ -652,6 +669,27 @@ impl PodWorker {
             }
         }
         Ok(())
+    }
+
+    /// Ends the pod as Failed for a reason of the kubelet's own (upstream's `killPod`
+    /// after `activeDeadlineSeconds`): its containers are stopped, and its status says
+    /// why. The next pass finds the pod terminal and releases its sandbox.
+    async fn fail(&mut self, pod: &Pod, reason: &str, message: &str) -> Result<Duration> {
+        tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), reason, "failing pod");
+        self.stop_containers(pod, grace_period(pod)).await?;
+        let attempts = self.attempts(pod_uid(pod)).await?;
+        let ips = self
+            .sandbox_ips
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        let mut status = self.build_status(pod, &attempts, &ips, true, false);
+        status.phase = Some("Failed".into());
+        status.reason = Some(reason.into());
+        status.message = Some(message.into());
+        self.write_status(pod, status).await?;
+        Ok(RESYNC)
     }
 
     /// Stops a running container whose liveness or startup probe has failed, so that it
@@ -764,9 +802,24 @@ impl PodWorker {
             }
             return Ok(Duration::from_secs(3600));
         }
+        let start = self
+            .last_written
+            .as_ref()
+            .or(pod.status.as_ref())
+            .and_then(|s| s.start_time.as_ref());
+        let deadline = deadline_left(pod, start, jiff::Timestamp::now());
+        if deadline == Some(Duration::ZERO) {
+            return self
+                .fail(
+                    pod,
+                    "DeadlineExceeded",
+                    "Pod was active on the node longer than the specified deadline",
+                )
+                .await;
+        }
         let sandbox = self.ensure_sandbox(pod).await?;
         let mut attempts = self.attempts(&uid).await?;
-        let mut next = RESYNC;
+        let mut next = deadline.map_or(RESYNC, |left| left.min(RESYNC));
         let mut init_failed = false;
 
         let latest = |attempts: &HashMap<String, Attempts>, name: &str| {
@@ -1020,10 +1073,9 @@ impl PodWorker {
         }
     }
 
-    /// Stops every container (preStop hooks first, then SIGTERM, SIGKILL
-    /// after the grace period), the sandbox, and removes them and the
-    /// pod's volumes. With `report`, writes the final status first.
-    async fn terminate(&mut self, pod: &Pod, grace: i64, report: bool) -> Result<()> {
+    /// Stops the pod's running containers: preStop hooks first, then SIGTERM, SIGKILL
+    /// after the grace period; app containers together, then sidecars.
+    async fn stop_containers(&mut self, pod: &Pod, grace: i64) -> Result<()> {
         self.probes.clear();
         let uid = pod_uid(pod).to_string();
         let cri = self.shared.cri.clone();
@@ -1073,6 +1125,15 @@ impl PodWorker {
             let left = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_AFTER_HOOK);
             stop_with_hook(&cri, id, hook, left).await?;
         }
+        Ok(())
+    }
+
+    /// Stops every container ([`Self::stop_containers`]) and the sandbox, and removes
+    /// them and the pod's volumes. With `report`, writes the final status first.
+    async fn terminate(&mut self, pod: &Pod, grace: i64, report: bool) -> Result<()> {
+        self.stop_containers(pod, grace).await?;
+        let uid = pod_uid(pod).to_string();
+        let cri = self.shared.cri.clone();
         if report {
             let attempts = self.attempts(&uid).await?;
             let ips: Vec<String> = self
@@ -1127,6 +1188,16 @@ impl PodWorker {
 
 /// Runs a preStop hook (exec, httpGet against the pod IP is not known
 /// here so only exec and sleep are run), bounded by the grace period.
+/// How long the pod may still run under `activeDeadlineSeconds`, counted from its
+/// `status.startTime` (zero once it is past); `None` without a deadline.
+pub fn deadline_left(pod: &Pod, start: Option<&Time>, now: jiff::Timestamp) -> Option<Duration> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = start.map_or(now, |t| t.0);
+    let end = start + jiff::SignedDuration::from_secs(seconds);
+    let left = now.duration_until(end);
+    Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+}
+
 /// Runs a container's preStop hook, if any, then stops it within what is left of `grace`.
 async fn stop_with_hook(
     cri: &Cri,
@@ -1206,6 +1277,31 @@ mod tests {
         );
         assert_eq!(pull_policy(&c("localhost:5000/busybox")), "Always");
         assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
+    }
+
+    #[test]
+    fn deadlines_count_from_the_start_time() {
+        let mut pod = Pod::default();
+        let now = jiff::Timestamp::from_second(1_800_000_000).expect("ts");
+        let started = Time(now - jiff::SignedDuration::from_secs(25));
+        assert_eq!(deadline_left(&pod, Some(&started), now), None);
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            active_deadline_seconds: Some(30),
+            ..Default::default()
+        });
+        assert_eq!(
+            deadline_left(&pod, Some(&started), now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            deadline_left(&pod, None, now),
+            Some(Duration::from_secs(30))
+        );
+        let long_ago = Time(now - jiff::SignedDuration::from_secs(31));
+        assert_eq!(
+            deadline_left(&pod, Some(&long_ago), now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

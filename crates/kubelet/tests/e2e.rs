@@ -237,6 +237,8 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         });
 
         sidecars(server, ns, logs_dir);
+        termination_messages(server, ns);
+        active_deadline(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -373,4 +375,89 @@ fn sidecars(server: &Server, ns: &str, logs_dir: &Path) {
     assert!(logger["state"]["terminated"].is_object(), "{logger}");
     let work = &pod["status"]["containerStatuses"][0];
     assert_eq!(work["state"]["terminated"]["exitCode"], 0, "{work}");
+}
+
+/// What a container leaves in its termination message file (or, by policy after a
+/// failure, at the end of its log) is its terminated state's message.
+fn termination_messages(server: &Server, ns: &str) {
+    let cases = [
+        ("msg-file", "echo -n DONE > /dev/termination-log", "", "DONE"),
+        (
+            "msg-nonroot",
+            "echo -n custom > /dev/termination-custom-log",
+            "    terminationMessagePath: /dev/termination-custom-log\n    securityContext:\n      runAsUser: 1000\n",
+            "custom",
+        ),
+        (
+            "msg-logs",
+            "echo to the log; exit 1",
+            "    terminationMessagePolicy: FallbackToLogsOnError\n",
+            "to the log\n",
+        ),
+        (
+            "msg-none",
+            "echo only logged",
+            "    terminationMessagePolicy: FallbackToLogsOnError\n",
+            "",
+        ),
+    ];
+    for (name, script, extra, _) in cases {
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                name,
+                "  restartPolicy: Never\n",
+                &container("c", script, extra),
+            ),
+        );
+    }
+    for (name, _, _, expected) in cases {
+        let pod = wait_for(60, &format!("{name} finished"), || {
+            let p = pod_json(server, ns, name)?;
+            matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")).then_some(p)
+        });
+        let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!(
+            terminated["message"].as_str().unwrap_or_default(),
+            expected,
+            "{name}: {terminated}"
+        );
+    }
+}
+
+/// `activeDeadlineSeconds`, set on a running pod, ends it as upstream does: Failed,
+/// `DeadlineExceeded`, its container stopped.
+fn active_deadline(server: &Server, ns: &str) {
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml("bounded", "", &container("c", "sleep 3600", "")),
+    );
+    wait_for(60, "bounded Running", || {
+        let p = pod_json(server, ns, "bounded")?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    server.ok(&[
+        "patch",
+        "pod",
+        "-n",
+        ns,
+        "bounded",
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":5}}"#,
+    ]);
+    let pod = wait_for(60, "bounded Failed", || {
+        let p = pod_json(server, ns, "bounded")?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(
+        pod["status"]["reason"], "DeadlineExceeded",
+        "{}",
+        pod["status"]
+    );
+    assert_eq!(
+        pod["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let state = &pod["status"]["containerStatuses"][0]["state"];
+    assert!(state["terminated"].is_object(), "{state}");
 }
