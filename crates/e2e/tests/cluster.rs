@@ -344,6 +344,29 @@ fn attach_reaches_the_containers_own_process(server: &Server) {
     assert!(server
         .fails(&["get", "pod", "reader"])
         .contains("not found"));
+
+    // `run -it`: the container runs on a terminal of its own, which kubectl attaches to
+    // and sizes as its own terminal (set by `stty` under `script`, which gives kubectl
+    // one).
+    let command = format!(
+        "stty cols 123 rows 45; kubectl run -it --rm --restart=Never --image={IMAGE} shell -- sh -c 'sleep 3; tty; stty size; echo on-the-pod-terminal'"
+    );
+    let terminal = Command::new("script")
+        .env("KUBECONFIG", server.kubeconfig())
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert!(
+        shown.contains("/dev/pts/")
+            && shown.contains("45 123")
+            && shown.contains("on-the-pod-terminal"),
+        "{shown}{}",
+        String::from_utf8_lossy(&terminal.stderr)
+    );
+    assert!(terminal.status.success(), "{shown}");
+    assert!(server.fails(&["get", "pod", "shell"]).contains("not found"));
 }
 
 /// `kubectl top`: the metrics API, made from the kubelet's usage summary, shows a

@@ -31,7 +31,7 @@
 //! Upstream's 12 KiB cap on a pod's termination messages
 //! together; `emptyDir.medium: Memory` as tmpfs and `sizeLimit`;
 //! `subPathExpr`; httpGet hooks; static pods; ephemeral containers; node-pressure
-//! eviction; terminal (`-t`) exec and attach.
+//! eviction.
 
 pub mod backoff;
 pub mod cri;

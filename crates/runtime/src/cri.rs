@@ -676,11 +676,6 @@ impl RuntimeService for Cri {
                 "one of stdin, stdout, or stderr must be set",
             ));
         }
-        if req.tty {
-            return Err(Status::unimplemented(
-                "attaching to a container's terminal is not supported yet",
-            ));
-        }
         // Fail now, not on connect, for a container that is gone or not running.
         let container_id = self.runtime.attachable(&req.container_id).await?;
         let url = self

@@ -24,17 +24,17 @@
 //! `RunPodSandbox` starts a holder process in new net/IPC/UTS namespaces and
 //! bind-mounts those namespaces under `ROOT/sandboxes/ID/ns/`. `CreateContainer`
 //! mounts an overlay of the image's unpacked layers, writes the bundle and
-//! starts a monitor that runs `runc create` holding the stdio pipes; it writes
+//! starts a monitor that runs `runc create` holding the stdio pipes (or, for a
+//! `tty` container, the terminal runc hands it on `--console-socket`); it writes
 //! the CRI log and, at exit, `exit.json`. `StartContainer` is `runc start`.
 //! All state is on disk, so a restarted runtime finds running containers.
 //!
 //! ## Not done yet
 //!
-//! Streaming (`Exec`, `Attach`, `PortForward`, TTY), stats
-//! (`ContainerStats`, `ListPodSandboxStats`, metrics), `GetContainerEvents`,
-//! seccomp `RuntimeDefault`, pod-level PID namespace, sysctls, image GC and
-//! pinning, zstd layers, CNI `CHECK`, QoS-class cgroup layout. These RPCs
-//! answer `UNIMPLEMENTED` or the fields are ignored.
+//! `GetContainerEvents` (the kubelet relists instead), seccomp `RuntimeDefault` (no
+//! profile is applied), pod-level PID namespaces (`shareProcessNamespace`), sysctls,
+//! image garbage collection and pinning, zstd layers, CNI `CHECK`. These RPCs answer
+//! `UNIMPLEMENTED` or the fields are ignored.
 
 pub mod cli;
 pub mod cri;

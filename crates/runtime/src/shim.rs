@@ -44,6 +44,10 @@ pub struct ShimConfig {
     /// Stdin closes when the first attached client closes its side.
     #[serde(default)]
     pub stdin_once: bool,
+    /// The container runs on a terminal: runc hands the monitor the terminal's master
+    /// side, whose output is the container's stdout and whose input is its stdin.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Written by the monitor when the container's init exits.
@@ -71,6 +75,9 @@ pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const ATTACH_SOCKET: &str = "attach.sock";
 pub const ATTACH_STDOUT: u8 = 1;
 pub const ATTACH_STDERR: u8 = 2;
+/// The monitor's resize socket in STATE_DIR, for a container on a terminal: each line
+/// a client sends, `<width> <height>`, sets the terminal's size.
+pub const RESIZE_SOCKET: &str = "resize.sock";
 
 /// If this process was started as a shim or sandbox holder, runs it and
 /// returns its exit code; otherwise returns `None` at once.
@@ -230,6 +237,71 @@ impl Attached {
     }
 }
 
+/// Where runc hands over a new container's terminal (`runc create --console-socket`).
+/// Its path is passed to runc, so it cannot be one of our `/proc/self/fd` short names:
+/// a name of its own in the temporary directory, removed once used.
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    fn listen() -> anyhow::Result<ConsoleSocket> {
+        use anyhow::Context;
+        let path = std::env::temp_dir().join(format!("skiff-console-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("bind {}", path.display()))?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// The terminal's master side, which runc has sent by the time `create` returns.
+    fn receive(&self) -> anyhow::Result<OwnedFd> {
+        use anyhow::Context;
+        self.listener
+            .set_nonblocking(true)
+            .context("console socket")?;
+        let (stream, _) = self.listener.accept().context("runc sent no terminal")?;
+        stream.set_nonblocking(false).context("console socket")?;
+        crate::sys::receive_fd(&stream).context("receive the terminal from runc")
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves [`RESIZE_SOCKET`] for the container's terminal until the monitor exits.
+fn serve_resizes(dir: &Path, master: OwnedFd) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let socket = dir.join(RESIZE_SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        crate::sys::with_short_path(&socket, |path| std::os::unix::net::UnixListener::bind(path))
+            .context("bind the resize socket")?;
+    let master = Arc::new(master);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let master = master.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(client)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut numbers = line.split_whitespace().map(str::parse::<u16>);
+                    if let (Some(Ok(width)), Some(Ok(height))) = (numbers.next(), numbers.next()) {
+                        crate::sys::set_window_size(master.as_raw_fd(), width, height);
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
 static REOPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn on_reopen(_: libc::c_int) {
@@ -270,8 +342,7 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
     let mut usr1 = nix::sys::signal::SigSet::empty();
     usr1.add(nix::sys::signal::Signal::SIGUSR1);
     usr1.thread_block().context("block SIGUSR1")?;
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
-    let (stdin_for_container, stdin_pipe) = if cfg.stdin {
+    let (stdin_for_container, stdin_pipe) = if cfg.stdin && !cfg.tty {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
         (std::process::Stdio::from(r), Some(std::fs::File::from(w)))
     } else {
@@ -291,42 +362,73 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
         let attached = attached.clone();
         std::thread::spawn(move || attached.serve(listener));
     }
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let runc = Runc {
         binary: cfg.runc_binary.clone(),
         root: cfg.runc_root.clone(),
     };
     let pid_file = dir.join(PID_FILE);
     let runc_log = dir.join("runc.log");
-    let status = runc
-        .std_command()
+    let mut create = runc.std_command();
+    create
         .arg("--log")
         .arg(&runc_log)
         .arg("create")
         .arg("--bundle")
         .arg(&cfg.bundle)
         .arg("--pid-file")
-        .arg(&pid_file)
-        .arg(&cfg.id)
-        .stdin(stdin_for_container)
-        .stdout(std::process::Stdio::from(out_w))
-        .stderr(std::process::Stdio::from(err_w))
-        .status()
-        .context("spawn runc create")?;
-    // The Command (and its copies of the write ends) is gone: the pipes now
-    // stay open only in the container, so EOF means its output is complete.
-    let t_out = {
-        let log = log.clone();
-        let attached = attached.clone();
-        let f = std::fs::File::from(out_r);
-        std::thread::spawn(move || copy_log(f, "stdout", log, Some(&attached)))
+        .arg(&pid_file);
+    // Output: the terminal's master side, or a pipe each for stdout and stderr. The
+    // Command (and its copies of the write ends) is dropped once runc has created the
+    // container, so EOF (EIO on a terminal) means the container's output is complete.
+    let (status, outputs) = if cfg.tty {
+        let console = ConsoleSocket::listen()?;
+        let status = create
+            .arg("--console-socket")
+            .arg(&console.path)
+            .arg(&cfg.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("spawn runc create")?;
+        let mut outputs = Vec::new();
+        if status.success() {
+            let master = console.receive()?;
+            if cfg.stdin {
+                let input = master.try_clone().context("terminal input")?;
+                if let Ok(mut stdin) = attached.stdin.lock() {
+                    *stdin = Some(std::fs::File::from(input));
+                }
+            }
+            serve_resizes(dir, master.try_clone().context("terminal size")?)?;
+            outputs.push(("stdout", std::fs::File::from(master)));
+        }
+        (status, outputs)
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+        let status = create
+            .arg(&cfg.id)
+            .stdin(stdin_for_container)
+            .stdout(std::process::Stdio::from(out_w))
+            .stderr(std::process::Stdio::from(err_w))
+            .status()
+            .context("spawn runc create")?;
+        let outputs = vec![
+            ("stdout", std::fs::File::from(out_r)),
+            ("stderr", std::fs::File::from(err_r)),
+        ];
+        (status, outputs)
     };
-    let t_err = {
-        let log = log.clone();
-        let attached = attached.clone();
-        let f = std::fs::File::from(err_r);
-        std::thread::spawn(move || copy_log(f, "stderr", log, Some(&attached)))
-    };
+    drop(create);
+    let copiers: Vec<_> = outputs
+        .into_iter()
+        .map(|(stream, from)| {
+            let log = log.clone();
+            let attached = attached.clone();
+            std::thread::spawn(move || copy_log(from, stream, log, Some(&attached)))
+        })
+        .collect();
     let mut report = std::io::stdout();
     if !status.success() {
         let msg = std::fs::read_to_string(&runc_log)
@@ -410,10 +512,12 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
                 .filter_map(|l| l.strip_prefix("oom_kill "))
                 .any(|n| n.trim() != "0")
         });
-    let _ = t_out.join();
-    let _ = t_err.join();
+    for copier in copiers {
+        let _ = copier.join();
+    }
     attached.close();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(dir.join(RESIZE_SOCKET));
     if let Ok(mut g) = log.lock() {
         if let Some(f) = g.as_mut() {
             let _ = f.sync_all();

@@ -278,9 +278,10 @@ async fn pump_attach(
     socket: &mut WebSocket,
     v5: bool,
 ) -> Result<()> {
-    let (connection, has_stdin) = runtime.attach(&request.container_id).await?;
-    let (mut from_monitor, mut to_monitor) = connection.into_split();
-    let mut stdin_open = request.stdin && has_stdin;
+    let attachment = runtime.attach(&request.container_id).await?;
+    let mut resize = attachment.resize;
+    let (mut from_monitor, mut to_monitor) = attachment.stdio.into_split();
+    let mut stdin_open = request.stdin && attachment.stdin;
     let mut header = [0u8; 5];
     let mut data = Vec::new();
     loop {
@@ -315,6 +316,16 @@ async fn pump_attach(
                     Some(&channel::CLOSE) if v5 && message.get(1) == Some(&channel::STDIN) => {
                         let _ = to_monitor.shutdown().await;
                         stdin_open = false;
+                    }
+                    Some(&channel::RESIZE) => {
+                        if let (Some(socket), Some((width, height))) =
+                            (resize.as_mut(), channel::terminal_size(&message[1..]))
+                        {
+                            let line = format!("{width} {height}\n");
+                            if socket.write_all(line.as_bytes()).await.is_err() {
+                                resize = None;
+                            }
+                        }
                     }
                     _ => {}
                 },
@@ -550,7 +561,7 @@ async fn pump_terminal(
                         if let (Some((width, height)), Some(pid)) =
                             (channel::terminal_size(&data[1..]), runc_pid)
                         {
-                            resize(raw, width, height);
+                            crate::sys::set_window_size(raw, width, height);
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(pid as i32),
                                 nix::sys::signal::Signal::SIGWINCH,
@@ -568,18 +579,4 @@ async fn pump_terminal(
         }
     }
     exit_code(&mut child).await
-}
-
-/// Sets the terminal's size (the client's window changed).
-fn resize(master: std::os::fd::RawFd, width: u16, height: u16) {
-    let size = nix::libc::winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
-    unsafe {
-        nix::libc::ioctl(master, nix::libc::TIOCSWINSZ, &size);
-    }
 }

@@ -157,3 +157,46 @@ pub fn with_short_path<T>(
     drop(handle);
     result
 }
+
+/// Sets a terminal's size through its master side (the process on it gets SIGWINCH).
+pub fn set_window_size(master: std::os::fd::RawFd, width: u16, height: u16) {
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
+    unsafe {
+        libc::ioctl(master, libc::TIOCSWINSZ, &size);
+    }
+}
+
+/// Receives the file descriptor another process sends over `stream` with SCM_RIGHTS
+/// (runc's `--console-socket` hands over a terminal's master side so).
+pub fn receive_fd(
+    stream: &std::os::unix::net::UnixStream,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel has just installed this descriptor in our table
+                // for us alone.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other("no file descriptor in the message"))
+}

@@ -262,6 +262,7 @@ impl Runtime {
             memory_cgroup: Some(sys::memory_cgroup(&rec.cgroups_path)),
             stdin: config.stdin,
             stdin_once: config.stdin_once,
+            tty: config.tty,
         };
         save(&dir.join(SHIM_CONFIG), &shim_cfg)?;
         self.spawn_monitor(&rec.id, &dir).await

@@ -109,21 +109,41 @@ impl Runtime {
     }
 
     /// Connects to the monitor of a running container to attach to its stdio (see
-    /// [`crate::shim::ATTACH_SOCKET`]). Returns the connection and whether the container
-    /// reads stdin.
-    pub async fn attach(&self, id: &str) -> Result<(tokio::net::UnixStream, bool)> {
+    /// [`crate::shim::ATTACH_SOCKET`]), and for a container on a terminal to the socket
+    /// that sets its size ([`crate::shim::RESIZE_SOCKET`]).
+    pub async fn attach(&self, id: &str) -> Result<Attachment> {
         let id = self.attachable(id).await?;
         let dir = self.container_dir(&id);
         let shim: crate::shim::ShimConfig = super::load(&dir.join(crate::shim::SHIM_CONFIG))?;
-        let socket = dir.join(crate::shim::ATTACH_SOCKET);
-        let connection = crate::sys::with_short_path(&socket, |path| {
-            std::os::unix::net::UnixStream::connect(path)
+        let connect = |name: &str| {
+            let socket = dir.join(name);
+            crate::sys::with_short_path(&socket, |path| {
+                std::os::unix::net::UnixStream::connect(path)
+            })
+            .and_then(|c| {
+                c.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(c)
+            })
+            .map_err(|e| Error::Internal(format!("attach to container {id}: {e}")))
+        };
+        Ok(Attachment {
+            stdio: connect(crate::shim::ATTACH_SOCKET)?,
+            stdin: shim.stdin,
+            resize: if shim.tty {
+                Some(connect(crate::shim::RESIZE_SOCKET)?)
+            } else {
+                None
+            },
         })
-        .and_then(|c| {
-            c.set_nonblocking(true)?;
-            tokio::net::UnixStream::from_std(c)
-        })
-        .map_err(|e| Error::Internal(format!("attach to container {id}: {e}")))?;
-        Ok((connection, shim.stdin))
     }
+}
+
+/// A connection to a running container's monitor.
+pub struct Attachment {
+    /// Framed output from the monitor; stdin to it.
+    pub stdio: tokio::net::UnixStream,
+    /// Whether the container reads stdin.
+    pub stdin: bool,
+    /// For a container on a terminal: where `<width> <height>` lines resize it.
+    pub resize: Option<tokio::net::UnixStream>,
 }
