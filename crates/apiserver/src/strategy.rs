@@ -465,6 +465,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
         "" => {
             if let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
                 causes.extend(crate::crd::schema::validate(object, schema));
+                causes.extend(crate::crd::cel::validate(object, schema));
             }
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {

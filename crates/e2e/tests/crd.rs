@@ -88,6 +88,9 @@ spec:
           spec:
             type: object
             required: [size]
+            x-kubernetes-validations:
+            - rule: "!has(self.replicas) || self.replicas <= self.size * 2"
+              message: replicas must be at most twice the size
             properties:
               size: {{type: integer, minimum: 1, maximum: 10}}
               color: {{type: string, enum: [red, green], default: red}}
@@ -283,6 +286,16 @@ fn custom_objects_are_validated_defaulted_pruned_and_patched() {
     ] {
         assert!(err.contains(expected), "{expected} in {err}");
     }
+    // x-kubernetes-validations (CEL) rules.
+    let err = stderr_of(
+        s,
+        &["create", "-n", &ns, "-f", "-"],
+        &widget(group, "bad", "{size: 1, replicas: 3}"),
+    );
+    assert!(
+        err.contains(r#"spec: Invalid value: "object": replicas must be at most twice the size"#),
+        "{err}"
+    );
     let err = stderr_of(
         s,
         &["create", "-n", &ns, "-f", "-"],

@@ -518,11 +518,11 @@ fn validate_versions(crd: &Value, causes: &mut Vec<Cause>) {
                 message: "Required value: schemas are required".into(),
                 field: format!("{path}.schema.openAPIV3Schema"),
             }),
-            Some(schema) => super::schema::validate_structural(
-                schema,
-                &format!("{path}.schema.openAPIV3Schema"),
-                causes,
-            ),
+            Some(schema) => {
+                let schema_path = format!("{path}.schema.openAPIV3Schema");
+                super::schema::validate_structural(schema, &schema_path, causes);
+                super::cel::check_rules(schema, &schema_path, causes);
+            }
         }
         if let Some(scale) = version.pointer("/subresources/scale") {
             validate_scale(scale, &format!("{path}.subresources.scale"), causes);

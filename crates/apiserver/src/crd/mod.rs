@@ -4,10 +4,12 @@
 //! - [`definition`]: what a CRD says, read into catalogue entries ([`CustomVersion`] per
 //!   served version), and the validation of the CRD object itself.
 //! - [`schema`]: a version's structural `openAPIV3Schema` applied to custom objects:
-//!   pruning of unknown fields, defaults, validation with upstream's messages.
+//!   pruning of unknown fields, defaults, validation with upstream's messages; [`cel`]
+//!   its `x-kubernetes-validations` rules.
 //! - [`controller`]: the in-process controller that accepts names, sets `Established`,
 //!   puts the resources in the catalogue, and empties a deleted CRD's resources.
 
+pub mod cel;
 pub mod controller;
 pub mod definition;
 pub mod jsonpath;

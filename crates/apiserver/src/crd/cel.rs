@@ -1,0 +1,295 @@
+//! `x-kubernetes-validations`: CEL rules on a schema node, evaluated with `self` bound to
+//! the value at that node, as upstream's apiextensions-apiserver does (the `cel` crate
+//! compiles and runs them). A rule that fails gives upstream's cause: the node's path,
+//! `Invalid value: "<type>": <message>` (or the rule's `reason`), the message being the
+//! rule's `message`, its `messageExpression`, or `failed rule: <rule>`.
+//!
+//! Transition rules (those naming `oldSelf`) need the object before the write, which
+//! validation does not see here; they are compiled (so a CRD with a broken one is
+//! refused) but not evaluated.
+
+use cel::{Context, Program};
+use serde_json::Value;
+
+use crate::status::{quote, Cause};
+
+fn rules(schema: &Value) -> impl Iterator<Item = &Value> {
+    schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn text<'a>(rule: &'a Value, field: &str) -> &'a str {
+    rule.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The children of a schema node with the paths upstream names them by in CRD errors.
+fn children<'a>(schema: &'a Value, path: &str) -> Vec<(String, &'a Value)> {
+    let mut out = Vec::new();
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        out.extend(
+            props
+                .iter()
+                .map(|(name, s)| (format!("{path}.properties[{name}]"), s)),
+        );
+    }
+    if let Some(items) = schema.get("items") {
+        out.push((format!("{path}.items"), items));
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        out.push((format!("{path}.additionalProperties"), values));
+    }
+    out
+}
+
+/// Compiles every rule of a CRD version's schema; a rule that does not compile is a
+/// cause at its own path.
+pub fn check_rules(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    for (i, rule) in rules(schema).enumerate() {
+        let source = text(rule, "rule");
+        let field = format!("{path}.x-kubernetes-validations[{i}].rule");
+        if source.is_empty() {
+            causes.push(Cause::required(field));
+            continue;
+        }
+        if let Err(e) = Program::compile(source) {
+            causes.push(Cause::invalid(
+                field,
+                source,
+                &format!("compilation failed: {e}"),
+            ));
+        }
+        let expression = text(rule, "messageExpression");
+        if !expression.is_empty() {
+            if let Err(e) = Program::compile(expression) {
+                causes.push(Cause::invalid(
+                    format!("{path}.x-kubernetes-validations[{i}].messageExpression"),
+                    expression,
+                    &format!("messageExpression compilation failed: {e}"),
+                ));
+            }
+        }
+    }
+    for (child_path, child) in children(schema, path) {
+        check_rules(child, &child_path, causes);
+    }
+}
+
+/// Evaluates the rules of `schema` against `object` (a custom object, its root schema).
+pub fn validate(object: &Value, schema: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    walk(object, schema, "", &mut causes);
+    causes
+}
+
+fn child(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn walk(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if value.is_null() {
+        return;
+    }
+    for rule in rules(schema) {
+        evaluate(rule, value, path, causes);
+    }
+    match value {
+        Value::Object(fields) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let values = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (name, v) in fields {
+                if path.is_empty() && name == "metadata" {
+                    continue;
+                }
+                if let Some(s) = props.and_then(|p| p.get(name)).or(values) {
+                    walk(v, s, &child(path, name), causes);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, s, &format!("{path}[{i}]"), causes);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON type name upstream's cause shows as the invalid value.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A JSON value as CEL sees a Kubernetes object: integers are `int` (int64), as
+/// upstream's are, not the unsigned integers JSON's non-negative numbers would become.
+struct Signed<'a>(&'a Value);
+
+impl serde::Serialize for Signed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => serializer.serialize_i64(i),
+                None => n.serialize(serializer),
+            },
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Signed(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, &Signed(v))?;
+                }
+                map.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+fn run(source: &str, value: &Value) -> Result<cel::Value, String> {
+    let program = Program::compile(source).map_err(|e| e.to_string())?;
+    if program.references().has_variable("oldSelf") {
+        // A transition rule: see the module's note.
+        return Ok(cel::Value::Bool(true));
+    }
+    let mut context = Context::default();
+    let bound = cel::to_value(Signed(value)).map_err(|e| e.to_string())?;
+    context
+        .add_variable("self", bound)
+        .map_err(|e| e.to_string())?;
+    program.execute(&context).map_err(|e| e.to_string())
+}
+
+fn evaluate(rule: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let source = text(rule, "rule");
+    let field = match text(rule, "fieldPath") {
+        "" => path.to_string(),
+        extra => format!("{path}{extra}"),
+    };
+    let message = match run(source, value) {
+        Ok(cel::Value::Bool(true)) => return,
+        Ok(cel::Value::Bool(false)) => {
+            let from_expression = match text(rule, "messageExpression") {
+                "" => None,
+                expression => match run(expression, value) {
+                    Ok(cel::Value::String(s)) if !s.is_empty() => Some(s.to_string()),
+                    _ => None,
+                },
+            };
+            from_expression.unwrap_or_else(|| match text(rule, "message") {
+                "" => format!("failed rule: {source}"),
+                message => message.to_string(),
+            })
+        }
+        Ok(_) => "rule did not evaluate to a bool".to_string(),
+        Err(e) => format!("rule evaluation failed: {e}"),
+    };
+    let cause = match text(rule, "reason") {
+        "FieldValueForbidden" => Cause::forbidden(field, &message),
+        "FieldValueRequired" => Cause {
+            reason: "FieldValueRequired",
+            message: format!("Required value: {message}"),
+            field,
+        },
+        "FieldValueDuplicate" => Cause {
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {}", quote(type_name(value))),
+            field,
+        },
+        _ => Cause::invalid(field, type_name(value), &message),
+    };
+    causes.push(cause);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.replicas <= self.maxReplicas", "message": "replicas must not exceed maxReplicas"},
+                {"rule": "self.replicas >= 0"},
+                {"rule": "self.replicas == oldSelf.replicas"},
+            ],
+            "properties": {
+                "replicas": {"type": "integer"},
+                "maxReplicas": {"type": "integer"},
+                "name": {"type": "string", "x-kubernetes-validations": [
+                    {"rule": "self.startsWith('w')", "reason": "FieldValueForbidden",
+                     "messageExpression": "'name ' + self + ' must start with w'"}
+                ]},
+            },
+        }}})
+    }
+
+    #[test]
+    fn failing_rules_give_upstreams_causes() {
+        let object = json!({"metadata": {"name": "x"}, "spec": {"replicas": 7, "maxReplicas": 5, "name": "abc"}});
+        let messages: Vec<String> = validate(&object, &schema())
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "spec: Invalid value: \"object\": replicas must not exceed maxReplicas",
+                "spec.name: Forbidden: name abc must start with w",
+            ]
+        );
+        let fine = json!({"spec": {"replicas": 1, "maxReplicas": 5, "name": "w"}});
+        assert!(validate(&fine, &schema()).is_empty());
+        let doubled = json!({"spec": {"replicas": 3, "maxReplicas": 1}, "x": 1});
+        let arithmetic = json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.spec.replicas <= self.spec.maxReplicas * 2"}]});
+        assert_eq!(validate(&doubled, &arithmetic).len(), 1);
+        let negative = json!({"spec": {"replicas": -1, "maxReplicas": 5}});
+        assert_eq!(
+            validate(&negative, &schema())[0].message,
+            "Invalid value: \"object\": failed rule: self.replicas >= 0"
+        );
+    }
+
+    #[test]
+    fn rules_must_compile() {
+        let mut causes = Vec::new();
+        let broken = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [{"rule": "self.a +"}]}}});
+        check_rules(&broken, "s", &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            causes[0].field,
+            "s.properties[spec].x-kubernetes-validations[0].rule"
+        );
+        assert!(
+            causes[0].message.contains("compilation failed"),
+            "{:?}",
+            causes[0]
+        );
+        let mut none = Vec::new();
+        check_rules(&schema(), "s", &mut none);
+        assert!(none.is_empty(), "{none:?}");
+    }
+}
