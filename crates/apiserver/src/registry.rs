@@ -1125,7 +1125,8 @@ fn prepare_update(
             ));
         }
     }
-    let causes = strategy::validate(resource, new);
+    let mut causes = strategy::validate(resource, new);
+    causes.extend(strategy::validate_transition(resource, new, current));
     if !causes.is_empty() {
         return Err(ApiError::invalid(
             &resource.kind,

@@ -218,6 +218,15 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<(&'static str, &'static str)
     fields
 }
 
+/// What an update of a custom object is checked against besides the object itself: its
+/// schema's transition rules (through the main resource and `status` alike).
+pub fn validate_transition(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
+    match resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        Some(schema) => crate::crd::cel::validate_transition(new, old, schema),
+        None => Vec::new(),
+    }
+}
+
 /// What an update changes that may not change: one `field is immutable` cause each.
 pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
     if resource.builtin_kind() == "CustomResourceDefinition" {

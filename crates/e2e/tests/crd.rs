@@ -94,7 +94,11 @@ spec:
             properties:
               size: {{type: integer, minimum: 1, maximum: 10}}
               color: {{type: string, enum: [red, green], default: red}}
-              name: {{type: string, pattern: '^[a-z]+$'}}
+              name:
+                type: string
+                pattern: '^[a-z]+$'
+                x-kubernetes-validations:
+                - {{rule: self == oldSelf, message: name is immutable}}
               replicas: {{type: integer}}
               listeners:
                 type: array
@@ -387,6 +391,32 @@ fn custom_objects_are_validated_defaulted_pruned_and_patched() {
     ]);
     assert!(
         err.contains("spec.size in body should be greater than or equal to 1"),
+        "{err}"
+    );
+
+    // A transition rule: `name` may be set once, then not changed.
+    s.ok(&[
+        "patch",
+        &n.plural,
+        "w1",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"name":"abc"}}"#,
+    ]);
+    let err = s.fails(&[
+        "patch",
+        &n.plural,
+        "w1",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"name":"xyz"}}"#,
+    ]);
+    assert!(
+        err.contains(r#"spec.name: Invalid value: "string": name is immutable"#),
         "{err}"
     );
 

@@ -4,9 +4,9 @@
 //! `Invalid value: "<type>": <message>` (or the rule's `reason`), the message being the
 //! rule's `message`, its `messageExpression`, or `failed rule: <rule>`.
 //!
-//! Transition rules (those naming `oldSelf`) need the object before the write, which
-//! validation does not see here; they are compiled (so a CRD with a broken one is
-//! refused) but not evaluated.
+//! Transition rules (those naming `oldSelf`) run only on updates, where the node was
+//! there before: `oldSelf` is its old value. Nodes are matched through objects' fields
+//! and the keys of `x-kubernetes-list-type: map` lists, as upstream correlates them.
 
 use cel::{Context, Program};
 use serde_json::Value;
@@ -77,10 +77,18 @@ pub fn check_rules(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Evaluates the rules of `schema` against `object` (a custom object, its root schema).
+/// Evaluates the rules of `schema` against `object` (a custom object, its root schema),
+/// but for the transition rules.
 pub fn validate(object: &Value, schema: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    walk(object, schema, "", &mut causes);
+    walk(object, None, schema, "", &mut causes);
+    causes
+}
+
+/// Evaluates the transition rules of an update from `old` to `new`.
+pub fn validate_transition(new: &Value, old: &Value, schema: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    walk(new, Some(old), schema, "", &mut causes);
     causes
 }
 
@@ -92,13 +100,16 @@ fn child(path: &str, name: &str) -> String {
     }
 }
 
-fn walk(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Walks the object with its schema: without `old`, the rules that do not name
+/// `oldSelf`; with it, only those that do, where the node has an old value.
+fn walk(value: &Value, old: Option<&Value>, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     if value.is_null() {
         return;
     }
     for rule in rules(schema) {
-        evaluate(rule, value, path, causes);
+        evaluate(rule, value, old, path, causes);
     }
+    let transition = old.is_some();
     match value {
         Value::Object(fields) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -107,16 +118,42 @@ fn walk(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
                 if path.is_empty() && name == "metadata" {
                     continue;
                 }
+                let old_child = old.and_then(|o| o.get(name));
+                if transition && old_child.is_none() {
+                    continue;
+                }
                 if let Some(s) = props.and_then(|p| p.get(name)).or(values) {
-                    walk(v, s, &child(path, name), causes);
+                    walk(v, old_child, s, &child(path, name), causes);
                 }
             }
         }
         Value::Array(items) => {
-            if let Some(s) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    walk(item, s, &format!("{path}[{i}]"), causes);
-                }
+            let Some(s) = schema.get("items") else {
+                return;
+            };
+            let keys: Vec<&str> = schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let is_map =
+                schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
+            for (i, item) in items.iter().enumerate() {
+                let old_item = match old {
+                    None => None,
+                    // Only items of a list-map are the same item before and after.
+                    Some(_) if !is_map => continue,
+                    Some(o) => {
+                        let same = |candidate: &&Value| {
+                            keys.iter().all(|k| candidate.get(*k) == item.get(*k))
+                        };
+                        match o.as_array().and_then(|a| a.iter().find(same)) {
+                            Some(found) => Some(found),
+                            None => continue,
+                        }
+                    }
+                };
+                walk(item, old_item, s, &format!("{path}[{i}]"), causes);
             }
         }
         _ => {}
@@ -167,32 +204,42 @@ impl serde::Serialize for Signed<'_> {
     }
 }
 
-fn run(source: &str, value: &Value) -> Result<cel::Value, String> {
-    let program = Program::compile(source).map_err(|e| e.to_string())?;
-    if program.references().has_variable("oldSelf") {
-        // A transition rule: see the module's note.
-        return Ok(cel::Value::Bool(true));
-    }
+/// Runs a compiled rule with `self` (and `oldSelf`, for a transition) bound.
+fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
     let mut context = Context::default();
-    let bound = cel::to_value(Signed(value)).map_err(|e| e.to_string())?;
-    context
-        .add_variable("self", bound)
-        .map_err(|e| e.to_string())?;
+    for (name, bound) in [("self", Some(value)), ("oldSelf", old)] {
+        if let Some(v) = bound {
+            let v = cel::to_value(Signed(v)).map_err(|e| e.to_string())?;
+            context.add_variable(name, v).map_err(|e| e.to_string())?;
+        }
+    }
     program.execute(&context).map_err(|e| e.to_string())
 }
 
-fn evaluate(rule: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
+fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let source = text(rule, "rule");
+    let program = match Program::compile(source) {
+        Ok(program) => program,
+        // Refused when the CRD was written; nothing to run.
+        Err(_) => return,
+    };
+    // Transition rules run in the pass that has the old value, the others in the other.
+    if program.references().has_variable("oldSelf") != old.is_some() {
+        return;
+    }
     let field = match text(rule, "fieldPath") {
         "" => path.to_string(),
         extra => format!("{path}{extra}"),
     };
-    let message = match run(source, value) {
+    let message = match run(&program, value, old) {
         Ok(cel::Value::Bool(true)) => return,
         Ok(cel::Value::Bool(false)) => {
             let from_expression = match text(rule, "messageExpression") {
                 "" => None,
-                expression => match run(expression, value) {
+                expression => match Program::compile(expression)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| run(&p, value, old))
+                {
                     Ok(cel::Value::String(s)) if !s.is_empty() => Some(s.to_string()),
                     _ => None,
                 },
@@ -265,6 +312,14 @@ mod tests {
         let doubled = json!({"spec": {"replicas": 3, "maxReplicas": 1}, "x": 1});
         let arithmetic = json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.spec.replicas <= self.spec.maxReplicas * 2"}]});
         assert_eq!(validate(&doubled, &arithmetic).len(), 1);
+        let old = json!({"spec": {"replicas": 2, "maxReplicas": 5}});
+        let changed = json!({"spec": {"replicas": 3, "maxReplicas": 5}});
+        assert!(validate(&changed, &schema()).is_empty());
+        assert_eq!(
+            validate_transition(&changed, &old, &schema())[0].message,
+            "Invalid value: \"object\": failed rule: self.replicas == oldSelf.replicas"
+        );
+        assert!(validate_transition(&old, &old, &schema()).is_empty());
         let negative = json!({"spec": {"replicas": -1, "maxReplicas": 5}});
         assert_eq!(
             validate(&negative, &schema())[0].message,
