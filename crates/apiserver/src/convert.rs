@@ -56,8 +56,14 @@ pub fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
 
 /// From the storage version to the version `resource` serves.
 pub fn from_storage(resource: &ResourceInfo, object: Value) -> Value {
-    if resource.custom.is_some() {
-        return with_api_version(object, &resource.api_version());
+    if let Some(custom) = &resource.custom {
+        let mut object = with_api_version(object, &resource.api_version());
+        // Upstream defaults custom objects when they are read too, so a default added to
+        // the schema later shows on objects stored before.
+        if let Some(schema) = &custom.schema {
+            crate::crd::schema::apply_defaults(&mut object, schema);
+        }
+        return object;
     }
     match (
         resource.group.as_str(),

@@ -703,6 +703,11 @@ fn cluster_scoped_resources_and_versions_without_conversion() {
     assert!(old["metadata"].get("namespace").is_none());
     // Each version validates by its own schema: v1beta1 keeps what v1 would prune.
     assert_eq!(old["spec"]["anything"], 1);
+    // Read through v1, the object gets v1's defaults, as upstream defaults on reads.
+    let old_as_v1 = s.json(&[&n.plural, "old"]);
+    assert_eq!(old_as_v1["apiVersion"], format!("{group}/v1"));
+    assert_eq!(old_as_v1["spec"]["color"], "red", "{old_as_v1}");
+    assert!(old["spec"].get("color").is_none(), "{old}");
     let crd = s.json(&["crd", &n.crd]);
     assert_eq!(
         crd["status"]["storedVersions"],
