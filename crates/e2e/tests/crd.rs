@@ -3,7 +3,8 @@
 //! custom objects too): a CRD applied and established, its objects created, listed with
 //! the printer columns, validated, defaulted and pruned against its schema, patched,
 //! scaled, watched, and deleted with their namespace or with the CRD. Each test has a
-//! group of its own.
+//! group of its own. The official Python client drives custom objects too
+//! (`python/test_custom_objects.py`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -914,4 +915,24 @@ fn names_taken_by_another_crd_are_not_accepted() {
     );
     let raw = s.ok(&["get", "--raw", &format!("/apis/{group}/v1")]);
     assert!(!raw.contains("\"others\""), "{raw}");
+}
+
+#[test]
+fn the_python_client_drives_custom_objects() {
+    let s = server();
+    let ns = s.namespace("py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/test_custom_objects.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("SKIFF_NS", &ns)
+        .output()
+        .expect("python3 on PATH");
+    assert!(
+        out.status.success(),
+        "python client test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
 }
