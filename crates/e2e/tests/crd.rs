@@ -936,3 +936,54 @@ fn the_python_client_drives_custom_objects() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
 }
+
+#[test]
+fn crds_are_listed_by_label_deleted_as_a_collection_and_have_a_status_subresource() {
+    let s = server();
+    let label = format!("e2e-list=l{}", skiff_e2e::free_port());
+    for group in ["lista.example.com", "listb.example.com"] {
+        let crd = widget_crd(group, "Cluster").replacen(
+            "metadata:\n",
+            &format!("metadata:\n  labels: {{{}}}\n", label.replace('=', ": ")),
+            1,
+        );
+        establish(s, &crd, group);
+    }
+    let listed = s.ok(&["get", "crd", "-l", &label, "-o", "name"]);
+    let names: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        names,
+        [
+            "customresourcedefinition.apiextensions.k8s.io/listawidgets.lista.example.com",
+            "customresourcedefinition.apiextensions.k8s.io/listbwidgets.listb.example.com",
+        ]
+    );
+
+    // The status subresource: read, and written without touching the spec.
+    let name = "listawidgets.lista.example.com";
+    let status: Value = serde_json::from_str(&s.ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}/status"),
+    ]))
+    .expect("the CRD through its status");
+    assert_eq!(status["kind"], "CustomResourceDefinition");
+    s.ok(&[
+        "patch",
+        "crd",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"storedVersions":["v1"]},"spec":{"scope":"Namespaced"}}"#,
+    ]);
+    let crd = s.json(&["crd", name]);
+    assert_eq!(
+        crd["spec"]["scope"], "Cluster",
+        "spec changed through status"
+    );
+
+    s.ok(&["delete", "crd", "-l", &label]);
+    let left = s.ok(&["get", "crd", "-l", &label, "-o", "name"]);
+    assert_eq!(left.trim(), "");
+}
