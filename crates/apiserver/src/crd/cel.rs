@@ -13,6 +13,14 @@ use serde_json::Value;
 
 use crate::status::{quote, Cause};
 
+/// Rules compiled once for all the writes that check them.
+static PROGRAMS: std::sync::LazyLock<super::Memo<Program>> =
+    std::sync::LazyLock::new(super::Memo::new);
+
+fn compile(source: &str) -> Result<std::sync::Arc<Program>, String> {
+    PROGRAMS.get(source, |s| Program::compile(s).map_err(|e| e.to_string()))
+}
+
 fn rules(schema: &Value) -> impl Iterator<Item = &Value> {
     schema
         .get("x-kubernetes-validations")
@@ -218,7 +226,7 @@ fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Val
 
 fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let source = text(rule, "rule");
-    let program = match Program::compile(source) {
+    let program = match compile(source) {
         Ok(program) => program,
         // Refused when the CRD was written; nothing to run.
         Err(_) => return,
@@ -236,10 +244,7 @@ fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes
         Ok(cel::Value::Bool(false)) => {
             let from_expression = match text(rule, "messageExpression") {
                 "" => None,
-                expression => match Program::compile(expression)
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| run(&p, value, old))
-                {
+                expression => match compile(expression).and_then(|p| run(&p, value, old)) {
                     Ok(cel::Value::String(s)) if !s.is_empty() => Some(s.to_string()),
                     _ => None,
                 },

@@ -21,3 +21,48 @@ pub use definition::{compare_versions, CustomVersion};
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 /// The group CRDs are served in.
 pub const GROUP: &str = "apiextensions.k8s.io";
+
+/// Compiled expressions (CEL rules, schema patterns) by their source text, so a write
+/// does not compile each rule again for every object and list item it checks. Bounded:
+/// when full it starts over, so rules of deleted CRDs do not stay for good.
+pub(crate) struct Memo<T> {
+    compiled: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<T>>>,
+}
+
+impl<T> Memo<T> {
+    const LIMIT: usize = 4096;
+
+    pub(crate) fn new() -> Self {
+        Memo {
+            compiled: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::sync::Arc<T>>> {
+        match self.compiled.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The compiled form of `source`, compiled now if it is not known yet.
+    pub(crate) fn get<E>(
+        &self,
+        source: &str,
+        compile: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<std::sync::Arc<T>, E> {
+        if let Some(found) = self.lock().get(source) {
+            return Ok(found.clone());
+        }
+        // Compiled outside the lock: two writers may both compile; either result serves.
+        let compiled = std::sync::Arc::new(compile(source)?);
+        let mut map = self.lock();
+        if map.len() >= Self::LIMIT {
+            map.clear();
+        }
+        map.insert(source.to_string(), compiled.clone());
+        Ok(compiled)
+    }
+}

@@ -549,7 +549,7 @@ fn check_string(
         }
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match regex::Regex::new(pattern) {
+        match PATTERNS.get(pattern, regex::Regex::new) {
             Ok(re) if !re.is_match(s) => causes.push(invalid_value(
                 path,
                 value,
@@ -568,6 +568,10 @@ fn check_string(
         }
     }
 }
+
+/// Patterns compiled once for all the writes that check them.
+static PATTERNS: std::sync::LazyLock<super::Memo<regex::Regex>> =
+    std::sync::LazyLock::new(super::Memo::new);
 
 /// The string formats upstream checks (kube-openapi's registry), the common ones.
 fn format_matches(format: &str, s: &str) -> bool {
