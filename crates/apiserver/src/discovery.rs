@@ -1,6 +1,6 @@
 //! Discovery: `/version`, `/api`, `/apis`, per-group and per-version resource lists, the
-//! aggregated discovery document (`apidiscovery.k8s.io/v2`) kubectl asks for first, and
-//! the OpenAPI v3 index kubectl reads to learn that the server validates fields itself.
+//! aggregated discovery document (`apidiscovery.k8s.io/v2`) kubectl asks for first. (The
+//! OpenAPI documents are [`crate::openapi`]'s.)
 
 use serde_json::{json, Map, Value};
 
@@ -214,86 +214,6 @@ pub fn aggregated(catalogue: &Catalogue, core: bool) -> Value {
         "metadata": {},
         "items": items,
     })
-}
-
-/// `/openapi/v2` in the protobuf form clients ask for: a document with no definitions yet
-/// (`swagger: "2.0"`, `info: {title: Kubernetes, version: v1.37.0}`), so that client-side
-/// validation finds no schema to hold an object to. Schemas come with the OpenAPI work.
-pub const OPENAPI_V2_PROTOBUF: &[u8] = b"\x0a\x032.0\x12\x15\x0a\x0aKubernetes\x12\x07v1.37.0";
-
-/// `/openapi/v3`: the index of per-group-version documents.
-pub fn openapi_v3_index(catalogue: &Catalogue) -> Value {
-    let mut paths = Map::new();
-    for (group, versions) in catalogue.groups() {
-        for version in &versions {
-            let path = if group.is_empty() {
-                format!("api/{version}")
-            } else {
-                format!("apis/{group}/{version}")
-            };
-            paths.insert(
-                path.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", env!("CARGO_PKG_VERSION"))}),
-            );
-        }
-    }
-    json!({"paths": paths})
-}
-
-/// `/openapi/v3/<gv>`: the operations of each resource, with the query parameters and
-/// `x-kubernetes-group-version-kind` extensions kubectl inspects. Schemas come later.
-pub fn openapi_v3_group_version(
-    catalogue: &Catalogue,
-    group: &str,
-    version: &str,
-) -> Option<Value> {
-    catalogue
-        .versions(group)?
-        .iter()
-        .any(|v| v == version)
-        .then_some(())?;
-    let base = if group.is_empty() {
-        format!("/api/{version}")
-    } else {
-        format!("/apis/{group}/{version}")
-    };
-    let write_params = json!([
-        {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-    ]);
-    let mut paths = Map::new();
-    for r in catalogue.in_group_version(group, version) {
-        if r.create_only {
-            continue;
-        }
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let operation = |action: &str| {
-            json!({
-                "operationId": format!("{action}{}", r.kind),
-                "parameters": write_params,
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-                "responses": {"200": {"description": "OK"}},
-            })
-        };
-        let collection = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
-        } else {
-            format!("{base}/{}", r.plural)
-        };
-        paths.insert(collection.clone(), json!({"post": operation("post")}));
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({"put": operation("put"), "patch": operation("patch")}),
-        );
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.37.0"},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }))
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl<'a> MediaType<'a> {
     }
 }
 
-fn accept_list(headers: &HeaderMap) -> Vec<&str> {
+pub(crate) fn accept_list(headers: &HeaderMap) -> Vec<&str> {
     headers
         .get_all(http::header::ACCEPT)
         .iter()

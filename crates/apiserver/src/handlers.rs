@@ -23,6 +23,7 @@ use crate::convert;
 use crate::discovery;
 use crate::encoding::{self, Format};
 use crate::object;
+use crate::openapi;
 use crate::patch::PatchType;
 use crate::registry::{DeleteOptions, ListOptions, ListPage, Patch, Registry};
 use crate::resources::ResourceInfo;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub kubelet: Arc<crate::proxy::KubeletClient>,
     /// Who a token is (for `TokenReview`): the same authenticator requests pass.
     pub authenticator: Arc<crate::server::Authenticator>,
+    /// The OpenAPI documents of the catalogue as it stands.
+    pub openapi: Arc<openapi::Documents>,
 }
 
 /// A request path that names resources.
@@ -279,7 +282,7 @@ pub async fn handle(
                 ..Default::default()
             };
             let response = match authorize(&state, &user, &request) {
-                Ok(()) => handle_discovery(&state, &method, &path, &headers),
+                Ok(()) => handle_discovery(&state, &method, &path, &query, &headers),
                 Err(e) => Err(e),
             };
             (
@@ -405,6 +408,7 @@ fn handle_discovery(
     state: &AppState,
     method: &Method,
     path: &str,
+    query: &Query,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     if method != Method::GET {
@@ -429,21 +433,28 @@ fn handle_discovery(
         ["apis", group] => discovery::api_group(catalogue, group).ok_or_else(ApiError::no_route)?,
         ["apis", group, version] => discovery::api_resource_list(catalogue, group, version)
             .ok_or_else(ApiError::no_route)?,
-        ["openapi", "v2"] => {
-            return Ok(encoding::raw(
-                StatusCode::OK,
-                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                Bytes::from_static(discovery::OPENAPI_V2_PROTOBUF),
-            ))
+        ["openapi", "v2"] => return Ok(openapi::serve_v2(&state.openapi.get(catalogue), headers)),
+        ["openapi", "v3"] => {
+            let api = state.openapi.get(catalogue);
+            return Ok(openapi::serve(
+                &api.v3_index,
+                encoding::JSON,
+                None,
+                path,
+                headers,
+            ));
         }
-        ["openapi", "v3"] => discovery::openapi_v3_index(catalogue),
-        ["openapi", "v3", "api", version] => {
-            discovery::openapi_v3_group_version(catalogue, "", version)
-                .ok_or_else(ApiError::no_route)?
-        }
-        ["openapi", "v3", "apis", group, version] => {
-            discovery::openapi_v3_group_version(catalogue, group, version)
-                .ok_or_else(ApiError::no_route)?
+        ["openapi", "v3", rest @ ..] => {
+            // kubectl asks for JSON; the protobuf form of these documents is not served.
+            let api = state.openapi.get(catalogue);
+            let document = api.v3.get(&rest.join("/")).ok_or_else(ApiError::no_route)?;
+            return Ok(openapi::serve(
+                document,
+                encoding::JSON,
+                query.get("hash"),
+                path,
+                headers,
+            ));
         }
         _ => return Err(ApiError::no_route()),
     };

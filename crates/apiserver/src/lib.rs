@@ -23,6 +23,7 @@ pub mod managedfields;
 pub mod metrics;
 pub mod metrics_api;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod podsecurity;
 pub mod priority;
@@ -204,7 +205,11 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         signer: signer.clone(),
         kubelet: Arc::new(proxy::KubeletClient::new(&pki).context("kubelet client certificate")?),
         authenticator: authenticator.clone(),
+        openapi: Arc::new(openapi::Documents::default()),
     });
+    // Rendered ahead of kubectl's first `explain` or `apply`, which would wait for it.
+    let warm = state.clone();
+    tokio::task::spawn_blocking(move || warm.openapi.get(&warm.registry.catalogue));
     let app = server::router(state, authenticator, pki.ca.cert_pem.clone());
     let tls = server::tls_config(
         &pki.serving.cert_pem,

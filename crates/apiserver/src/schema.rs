@@ -167,8 +167,11 @@ pub fn list_type(path: &[&str]) -> ListType<'static> {
         "hostAliases" | "podIPs" | "hostIPs" => ListType::Map(vec!["ip"]),
         "conditions" => ListType::Map(vec!["type"]),
         "topologySpreadConstraints" => ListType::Map(vec!["topologyKey", "whenUnsatisfiable"]),
-        "ownerReferences" if path.len() == 2 => ListType::Map(vec!["uid"]),
-        "finalizers" if path == ["metadata", "finalizers"] => ListType::Set,
+        // Any object's metadata, templates' included: `ObjectMeta` is one type.
+        "ownerReferences" if path.ends_with(&["metadata", "ownerReferences"]) => {
+            ListType::Map(vec!["uid"])
+        }
+        "finalizers" if path.ends_with(&["metadata", "finalizers"]) => ListType::Set,
         "podCIDRs" if path == ["spec", "podCIDRs"] => ListType::Set,
         "failed" | "succeeded" if path.ends_with(&["uncountedTerminatedPods", *field]) => {
             ListType::Set
@@ -188,6 +191,22 @@ pub fn merge_key(path: &[&str]) -> Option<&'static str> {
             keys.first().copied()
         }
         _ => None,
+    }
+}
+
+/// Upstream's `patchStrategy` of the field at `path`, which kubectl reads from the OpenAPI
+/// documents to compute client-side apply patches: `merge` for the lists merged by key,
+/// `retainKeys` where a patch names the keys to keep (a volume's source, a Deployment's
+/// strategy: switching to `Recreate` drops `rollingUpdate`). Lists of scalars get no
+/// `merge`: [`crate::patch`] replaces them whole.
+pub fn patch_strategy(path: &[&str]) -> Option<&'static str> {
+    let retain_keys =
+        matches!(path.last(), Some(&"volumes" | &"resourceClaims")) || path == ["spec", "strategy"];
+    match (merge_key(path).is_some(), retain_keys) {
+        (true, true) => Some("merge,retainKeys"),
+        (true, false) => Some("merge"),
+        (false, true) => Some("retainKeys"),
+        (false, false) => None,
     }
 }
 
@@ -279,6 +298,13 @@ mod tests {
         assert!(is_atomic_map(&["metadata", "ownerReferences"]));
         assert!(!is_atomic_map(&["spec", "template"]));
         assert!(is_free_form_map(&["metadata", "labels"]));
+        assert_eq!(patch_strategy(&["spec", "containers"]), Some("merge"));
+        assert_eq!(
+            patch_strategy(&["spec", "template", "spec", "volumes"]),
+            Some("merge,retainKeys")
+        );
+        assert_eq!(patch_strategy(&["spec", "strategy"]), Some("retainKeys"));
+        assert_eq!(patch_strategy(&["metadata", "finalizers"]), None);
     }
 
     #[test]
