@@ -571,11 +571,23 @@ async fn handle_resource(
             let object = registry.get(&resource, namespace, name).await?;
             let object = convert::from_storage(&resource, object);
             match sub {
-                Some("scale") => Ok(encoding::respond(
-                    StatusCode::OK,
-                    format,
-                    &scale_of(&resource, &object),
-                )),
+                Some("scale") => {
+                    // Upstream reads no Scale from a custom object without replicas.
+                    let paths = resource.custom.as_ref().and_then(|c| c.scale.as_ref());
+                    if let Some(path) = paths.map(|p| &p.spec_replicas) {
+                        if crate::crd::jsonpath::get(&object, path).is_none() {
+                            return Err(ApiError::internal(format!(
+                                "the spec replicas field {} does not exist",
+                                crate::status::quote(path)
+                            )));
+                        }
+                    }
+                    Ok(encoding::respond(
+                        StatusCode::OK,
+                        format,
+                        &scale_of(&resource, &object),
+                    ))
+                }
                 _ => Ok(render_object(
                     &resource,
                     StatusCode::OK,

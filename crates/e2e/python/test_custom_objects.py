@@ -83,7 +83,9 @@ for event in w.stream(api.list_namespaced_custom_object, group, "v1", ns, plural
                       timeout_seconds=5):
     seen.append((event["type"], event["object"]["metadata"]["name"]))
     if len(seen) == 1:
-        api.delete_namespaced_custom_object(group, "v1", ns, plural, "a")
+        # As upstream's custom resource storage: a Status, not the object.
+        deleted = api.delete_namespaced_custom_object(group, "v1", ns, plural, "a")
+        assert deleted["kind"] == "Status" and deleted["status"] == "Success", deleted
     if event["type"] == "DELETED":
         w.stop()
 assert seen == [("ADDED", "a"), ("DELETED", "a")], seen

@@ -625,6 +625,22 @@ fn status_and_scale_subresources() {
     assert_eq!(scale["spec"]["replicas"], 3);
     assert_eq!(scale["status"]["replicas"], 1);
     assert_eq!(scale["status"]["selector"], "app=w");
+    // No Scale of an object without replicas, as upstream.
+    s.ok_with_input(
+        &["create", "-n", &ns, "-f", "-"],
+        &widget(group, "bare", "{size: 1}"),
+    );
+    let out = s.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/apis/{group}/v1/namespaces/{ns}/{}/bare/scale", n.plural),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"the spec replicas field \".spec.replicas\" does not exist"#)
+            || err.contains(r#"the spec replicas field ".spec.replicas" does not exist"#),
+        "{err}"
+    );
 }
 
 #[test]

@@ -175,7 +175,6 @@ pub fn served(crd: &Value) -> Option<CustomGroup> {
         info.storage = format!("{group}/{plural}");
         info.storage_version = storage.clone();
         info.tracks_generation = true;
-        info.returns_deleted_object = true;
         info.custom = Some(Arc::new(CustomVersion {
             definition: crate::object::name(crd).to_string(),
             list_kind: names
