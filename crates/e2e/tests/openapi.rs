@@ -3,8 +3,10 @@
 //! served resource, and client-side `kubectl apply`, which computes its strategic merge
 //! patch from the v3 schema's patch extensions once it finds the kind there.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
-use skiff_e2e::shared;
+use skiff_e2e::{eventually, shared};
 
 #[test]
 fn explain_prints_kinds_and_fields_with_their_types() {
@@ -277,4 +279,72 @@ fn client_side_apply_patches_from_the_v3_schema() {
     // Applying the same file again changes nothing.
     let out = s.ok_with_input(&["apply", "-f", "-"], &second);
     assert_eq!(out.trim(), "deployment.apps/web unchanged");
+}
+
+/// A custom resource's schema joins its group-version's document once its CRD is
+/// established: `kubectl explain` shows its fields, and client-side apply (which finds no
+/// strategic merge patch offered for it) patches it with merge patches.
+#[test]
+fn custom_resources_are_explained_and_applied() {
+    let s = shared();
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.openapi.example.com}
+spec:
+  group: openapi.example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the gadget should be.
+            required: [size]
+            properties:
+              size: {type: integer, description: How big the gadget is.}
+              tags: {type: array, items: {type: string}}
+"#;
+    s.ok_with_input(&["apply", "-f", "-"], crd);
+    let out = eventually(
+        "the gadget schema in /openapi/v3",
+        Duration::from_secs(30),
+        || {
+            let out = s.kubectl(&["explain", "gadgets.spec"]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert!(
+        out.starts_with("GROUP:      openapi.example.com\nKIND:       Gadget\nVERSION:    v1\n"),
+        "{out}"
+    );
+    assert!(out.contains("FIELD: spec <Object>\n"), "{out}");
+    assert!(out.contains("    What the gadget should be.\n"), "{out}");
+    assert!(
+        out.contains("  size\t<integer> -required-\n    How big the gadget is.\n"),
+        "{out}"
+    );
+    let root = s.ok(&["explain", "gadgets"]);
+    assert!(root.contains("  metadata\t<ObjectMeta>\n"), "{root}");
+
+    let ns = s.namespace("openapi-cr");
+    let gadget = |size: u32, tags: &str| {
+        format!(
+            "apiVersion: openapi.example.com/v1\nkind: Gadget\nmetadata: {{name: g, namespace: {ns}}}\nspec: {{size: {size}, tags: [{tags}]}}\n"
+        )
+    };
+    s.ok_with_input(&["apply", "-f", "-"], &gadget(1, "a, b"));
+    let out = s.kubectl_with_input(&["apply", "-f", "-", "-v=6"], Some(&gadget(2, "b")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("error calculating patch"), "{stderr}");
+    let object = s.json(&["gadget/g", "-n", &ns]);
+    assert_eq!(object["spec"], json!({"size": 2, "tags": ["b"]}));
 }
