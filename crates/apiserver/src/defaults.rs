@@ -279,7 +279,7 @@ fn pod_spec(spec: &mut Map<String, Value>) {
             }
         }
     }
-    for list in ["containers", "initContainers"] {
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
                 container_defaults(container);

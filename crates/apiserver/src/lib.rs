@@ -15,6 +15,7 @@ pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod encoding;
+pub mod ephemeral;
 pub mod eviction;
 pub mod handlers;
 pub mod lifecycle;

@@ -1010,6 +1010,19 @@ fn outcome_object(outcome: Outcome) -> Value {
     }
 }
 
+/// A `422 Invalid` naming the causes, if there are any.
+fn refuse(resource: &ResourceInfo, name: &str, causes: Vec<Cause>) -> ApiResult<()> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &resource.kind,
+        &resource.group,
+        name,
+        causes,
+    ))
+}
+
 /// The update-time rules shared by PUT and PATCH: optimistic concurrency, immutable
 /// metadata, status/spec separation, generation.
 fn prepare_update(
@@ -1043,6 +1056,13 @@ fn prepare_update(
                 strategy::apply_defaults(resource, new);
             }
         }
+        Some("ephemeralcontainers") => {
+            refuse(
+                resource,
+                &name,
+                crate::ephemeral::prepare_update(new, current),
+            )?;
+        }
         Some("finalize") => {
             // Only the namespace's spec.finalizers change through `finalize`.
             let finalizers = new.pointer("/spec/finalizers").cloned();
@@ -1054,25 +1074,17 @@ fn prepare_update(
         }
         _ => {
             strategy::prepare_for_update(resource, new, current);
-            let causes = strategy::validate_update(resource, new, current);
-            if !causes.is_empty() {
-                return Err(ApiError::invalid(
-                    &resource.kind,
-                    &resource.group,
-                    &name,
-                    causes,
-                ));
-            }
+            refuse(
+                resource,
+                &name,
+                strategy::validate_update(resource, new, current),
+            )?;
             if resource.builtin_kind() == "Service" {
-                let causes = crate::services::keep_allocations(new, current);
-                if !causes.is_empty() {
-                    return Err(ApiError::invalid(
-                        &resource.kind,
-                        &resource.group,
-                        &name,
-                        causes,
-                    ));
-                }
+                refuse(
+                    resource,
+                    &name,
+                    crate::services::keep_allocations(new, current),
+                )?;
             }
         }
     }

@@ -250,6 +250,7 @@ pub fn builtin() -> Vec<ResourceInfo> {
             .sub(&[
                 "attach",
                 "binding",
+                "ephemeralcontainers",
                 "eviction",
                 "exec",
                 "log",

@@ -191,6 +191,9 @@ pub fn prepare_for_update(resource: &ResourceInfo, new: &mut Value, old: &Value)
     if resource.builtin_kind() == "Namespace" {
         copy_field(new, old, "spec");
     }
+    if resource.builtin_kind() == "Pod" {
+        crate::ephemeral::keep(new, old);
+    }
     if resource.builtin_kind() == "CustomResourceDefinition" {
         crate::crd::definition::prepare_for_update(new);
     }

@@ -126,17 +126,10 @@ fn a_pod_runs_on_the_single_node_cluster() {
     );
 
     // With a terminal (kubectl needs one of its own to ask for it: `script` gives it).
-    let terminal = Command::new("script")
-        .env("KUBECONFIG", server.kubeconfig())
-        .args([
-            "-qec",
-            "kubectl exec -it hello -- sh -c 'tty; echo on-a-terminal'",
-            "/dev/null",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("script");
-    let shown = String::from_utf8_lossy(&terminal.stdout);
+    let (terminal, shown) = on_a_terminal(
+        &server,
+        "kubectl exec -it hello -- sh -c 'tty; echo on-a-terminal'",
+    );
     assert!(
         shown.contains("/dev/pts/") && shown.contains("on-a-terminal"),
         "{shown}{}",
@@ -146,6 +139,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
 
     port_forward_reaches_the_pod(&server);
     attach_reaches_the_containers_own_process(&server);
+    debug_joins_the_targets_processes(&server);
     top_shows_usage(&server, &node);
     autoscaler_scales_a_busy_deployment(&server);
 
@@ -351,13 +345,7 @@ fn attach_reaches_the_containers_own_process(server: &Server) {
     let command = format!(
         "stty cols 123 rows 45; kubectl run -it --rm --restart=Never --image={IMAGE} shell -- sh -c 'sleep 3; tty; stty size; echo on-the-pod-terminal'"
     );
-    let terminal = Command::new("script")
-        .env("KUBECONFIG", server.kubeconfig())
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("script");
-    let shown = String::from_utf8_lossy(&terminal.stdout);
+    let (terminal, shown) = on_a_terminal(server, &command);
     assert!(
         shown.contains("/dev/pts/")
             && shown.contains("45 123")
@@ -367,6 +355,44 @@ fn attach_reaches_the_containers_own_process(server: &Server) {
     );
     assert!(terminal.status.success(), "{shown}");
     assert!(server.fails(&["get", "pod", "shell"]).contains("not found"));
+}
+
+/// Runs a shell command whose kubectl gets a terminal of its own (kubectl asks for one
+/// with `-t` only when its stdin is a terminal): `script` gives it one. Returns the
+/// output and what was shown on the terminal.
+fn on_a_terminal(server: &Server, command: &str) -> (std::process::Output, String) {
+    let output = Command::new("script")
+        .env("KUBECONFIG", server.kubeconfig())
+        .args(["-qec", command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, shown)
+}
+
+/// `kubectl debug`: an ephemeral container added to the running pod through
+/// `pods/ephemeralcontainers`, on a terminal kubectl attaches to, in the PID namespace of
+/// the container it targets (its PID 1 is the target's `sleep 3600`).
+fn debug_joins_the_targets_processes(server: &Server) {
+    let command = format!(
+        "kubectl debug -it hello --image={IMAGE} --image-pull-policy=IfNotPresent --target=c -c debugger -- sh -c 'sleep 3; cat /proc/1/cmdline; echo; echo debugged'"
+    );
+    let (terminal, shown) = on_a_terminal(server, &command);
+    assert!(
+        shown.contains("3600") && shown.contains("debugged"),
+        "{shown}{}",
+        String::from_utf8_lossy(&terminal.stderr)
+    );
+    wait_for("the ephemeral container's exit in the pod's status", || {
+        server.ok(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.ephemeralContainerStatuses[0].name} {.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
+        ]) == "debugger 0"
+    });
 }
 
 /// `kubectl top`: the metrics API, made from the kubelet's usage summary, shows a

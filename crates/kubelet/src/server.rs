@@ -22,7 +22,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use kube::api::Api;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use skiff_runtime::proto;
@@ -331,11 +331,7 @@ async fn exec(
         Ok(None) => return text(StatusCode::NOT_FOUND, format!("pod {pod_name:?} not found")),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.clone())
-        .unwrap_or_default();
+    let statuses = every_status(pod.status.clone().unwrap_or_default());
     let id = match pick_container(pod_name, container, &statuses, false) {
         Ok(id) => id,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
@@ -442,6 +438,18 @@ async fn to_runtime(url: &str, request: Request<hyper::body::Incoming>) -> Respo
         Ok(response) => response.map(|body| Full::new(body).boxed()),
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
+}
+
+/// The statuses of all the pod's containers: app, init (sidecars among them) and
+/// ephemeral, any of which may be exec'd into, attached to or read.
+fn every_status(status: PodStatus) -> Vec<ContainerStatus> {
+    status
+        .container_statuses
+        .into_iter()
+        .flatten()
+        .chain(status.init_container_statuses.into_iter().flatten())
+        .chain(status.ephemeral_container_statuses.into_iter().flatten())
+        .collect()
 }
 
 fn container_id(status: &str) -> &str {
@@ -565,14 +573,7 @@ async fn container_logs(
             format!("container {container:?} not found in pod {pod_name:?}"),
         );
     }
-    let status = pod.status.clone().unwrap_or_default();
-    let statuses: Vec<ContainerStatus> = status
-        .container_statuses
-        .into_iter()
-        .flatten()
-        .chain(status.init_container_statuses.into_iter().flatten())
-        .chain(status.ephemeral_container_statuses.into_iter().flatten())
-        .collect();
+    let statuses = every_status(pod.status.clone().unwrap_or_default());
     let id = match pick_container(pod_name, container, &statuses, opts.previous) {
         Ok(id) => id,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),

@@ -381,6 +381,33 @@ pub fn container_hash(c: &Container) -> String {
     format!("{:x}", h.finish() as u32)
 }
 
+/// The pod's ephemeral containers as containers (they carry the same fields and a
+/// `targetContainerName`), with their targets.
+pub fn ephemeral_containers(pod: &Pod) -> Vec<(Container, Option<String>)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter_map(|ec| {
+            let c = serde_json::to_value(ec)
+                .and_then(serde_json::from_value::<Container>)
+                .ok()?;
+            Some((c, ec.target_container_name.clone()))
+        })
+        .collect()
+}
+
+/// Which of a pod's lists a container comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerKind {
+    App,
+    Init,
+    /// An ephemeral container (`kubectl debug`); with a target, it shares the PID
+    /// namespace of the running container with this CRI id.
+    Ephemeral {
+        target: Option<String>,
+    },
+}
+
 /// Everything decided elsewhere that goes into one container's config.
 pub struct ContainerInputs<'a> {
     pub attempt: u32,
@@ -389,7 +416,7 @@ pub struct ContainerInputs<'a> {
     pub image: &'a str,
     pub qos: &'a str,
     pub memory_capacity: i64,
-    pub init: bool,
+    pub kind: ContainerKind,
 }
 
 /// The `ContainerConfig` of `c` (command and args expanded from `env`).
@@ -419,8 +446,24 @@ pub fn container_config(
         (labels::POD_UID.to_string(), pod_uid(pod).to_string()),
         (labels::CONTAINER_NAME.to_string(), c.name.clone()),
     ]);
-    if inp.init {
-        container_labels.insert(labels::CONTAINER_TYPE.into(), "init".into());
+    match inp.kind {
+        ContainerKind::App => {}
+        ContainerKind::Init => {
+            container_labels.insert(labels::CONTAINER_TYPE.into(), "init".into());
+        }
+        ContainerKind::Ephemeral { .. } => {
+            container_labels.insert(labels::CONTAINER_TYPE.into(), "ephemeral".into());
+        }
+    }
+    let mut security = linux_security(pod, c);
+    if let ContainerKind::Ephemeral {
+        target: Some(target),
+    } = &inp.kind
+    {
+        if let Some(namespaces) = security.namespace_options.as_mut() {
+            namespaces.pid = proto::NamespaceMode::Target as i32;
+            namespaces.target_id = target.clone();
+        }
     }
     let grace = pod
         .spec
@@ -470,7 +513,7 @@ pub fn container_config(
         tty: c.tty == Some(true),
         linux: Some(proto::LinuxContainerConfig {
             resources: Some(linux_resources(c, inp.qos, inp.memory_capacity)),
-            security_context: Some(linux_security(pod, c)),
+            security_context: Some(security),
         }),
         ..Default::default()
     }
@@ -584,7 +627,7 @@ mod tests {
                 image: "busybox",
                 qos: "BestEffort",
                 memory_capacity: 0,
-                init: false,
+                kind: ContainerKind::App,
             },
         );
         assert_eq!(cfg.args, ["echo hi $(MISSING)"]);

@@ -60,6 +60,8 @@ pub struct PodView {
     pub host_ip: String,
     pub init: Vec<ContainerView>,
     pub containers: Vec<ContainerView>,
+    /// Ephemeral containers: reported, but they count for neither phase nor readiness.
+    pub ephemeral: Vec<ContainerView>,
     /// `runtime_name` from CRI `Version`: container IDs are `name://id`.
     pub runtime_name: String,
     /// Set when the pod has ended (e.g. deleted): no container restarts.
@@ -470,6 +472,12 @@ pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Times
         },
         start_time: old.start_time.clone().or(Some(now)),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!view.ephemeral.is_empty()).then(|| {
+            view.ephemeral
+                .iter()
+                .map(|v| container_status(v, &view.runtime_name, "ContainerCreating"))
+                .collect()
+        }),
         container_statuses: Some(statuses),
         qos_class: old.qos_class.clone(),
         message: old.message.clone(),
@@ -782,5 +790,26 @@ mod tests {
             phase(attempt(RunState::Exited, 143, 0)).as_deref(),
             Some("Succeeded")
         );
+    }
+
+    #[test]
+    fn ephemeral_containers_are_reported_but_change_nothing() {
+        let v = PodView {
+            sandbox_ready: true,
+            containers: vec![view("app", Some(attempt(RunState::Running, 0, 0)))],
+            ephemeral: vec![view("debugger", Some(attempt(RunState::Exited, 1, 0)))],
+            runtime_name: "skiff".into(),
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Ready").status, "True");
+        let debugger = &s.ephemeral_container_statuses.expect("ephemeral")[0];
+        assert_eq!(debugger.name, "debugger");
+        assert!(debugger
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some());
     }
 }

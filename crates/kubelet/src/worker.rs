@@ -26,7 +26,7 @@ use crate::cri::{labels, Cri};
 use crate::env::{PodFacts, Sources};
 use crate::error::{Error, Result};
 use crate::probe;
-use crate::spec::{self, pod_name, pod_namespace, pod_uid, SandboxSettings};
+use crate::spec::{self, pod_name, pod_namespace, pod_uid, ContainerKind, SandboxSettings};
 use crate::status::{self, Attempt, ContainerView, PodView, RunState};
 use crate::volumes;
 
@@ -585,7 +585,7 @@ impl PodWorker {
         pod: &Pod,
         c: &Container,
         attempt: u32,
-        init: bool,
+        kind: ContainerKind,
         sandbox: &(String, proto::PodSandboxConfig, Vec<String>),
     ) -> Result<()> {
         if !self.ensure_image(c, &sandbox.1).await? {
@@ -631,7 +631,7 @@ impl PodWorker {
                 image: c.image.as_deref().unwrap_or(""),
                 qos: &qos,
                 memory_capacity: self.shared.memory_capacity,
-                init,
+                kind,
             },
         );
         let cri = self.shared.cri.clone();
@@ -854,7 +854,8 @@ impl PodWorker {
                 }
                 let started = match latest {
                     None => {
-                        self.start_container(pod, c, 0, true, &sandbox).await?;
+                        self.start_container(pod, c, 0, ContainerKind::Init, &sandbox)
+                            .await?;
                         c.startup_probe.is_none()
                     }
                     Some(a) if a.state == RunState::Running => {
@@ -865,8 +866,14 @@ impl PodWorker {
                         if let Some(left) = self.restart_due(pod, &c.name, &a) {
                             next = next.min(left);
                         } else {
-                            self.start_container(pod, c, a.attempt + 1, true, &sandbox)
-                                .await?;
+                            self.start_container(
+                                pod,
+                                c,
+                                a.attempt + 1,
+                                ContainerKind::Init,
+                                &sandbox,
+                            )
+                            .await?;
                         }
                         false
                     }
@@ -890,7 +897,7 @@ impl PodWorker {
                     } else if let Some(left) = self.restart_due(pod, &c.name, &a) {
                         next = next.min(left);
                     } else {
-                        self.start_container(pod, c, a.attempt + 1, true, &sandbox)
+                        self.start_container(pod, c, a.attempt + 1, ContainerKind::Init, &sandbox)
                             .await?;
                     }
                     break;
@@ -901,7 +908,8 @@ impl PodWorker {
                 }
                 None => {
                     initialized = false;
-                    self.start_container(pod, c, 0, true, &sandbox).await?;
+                    self.start_container(pod, c, 0, ContainerKind::Init, &sandbox)
+                        .await?;
                     break;
                 }
             }
@@ -910,7 +918,10 @@ impl PodWorker {
         if initialized {
             for c in &spec_.containers {
                 match latest(&attempts, &c.name) {
-                    None => self.start_container(pod, c, 0, false, &sandbox).await?,
+                    None => {
+                        self.start_container(pod, c, 0, ContainerKind::App, &sandbox)
+                            .await?
+                    }
                     Some(a) if a.state == RunState::Running => {
                         self.kill_on_failed_probe(pod, c, &a).await?;
                     }
@@ -922,12 +933,35 @@ impl PodWorker {
                         if let Some(left) = self.restart_due(pod, &c.name, &a) {
                             next = next.min(left);
                         } else {
-                            self.start_container(pod, c, a.attempt + 1, false, &sandbox)
-                                .await?;
+                            self.start_container(
+                                pod,
+                                c,
+                                a.attempt + 1,
+                                ContainerKind::App,
+                                &sandbox,
+                            )
+                            .await?;
                         }
                     }
                     Some(_) => {}
                 }
+            }
+            // Ephemeral containers run once each, beside the others, never restarted.
+            for (c, target) in spec::ephemeral_containers(pod) {
+                if apps_done || attempts.contains_key(&c.name) {
+                    continue;
+                }
+                let target_id = target
+                    .as_deref()
+                    .and_then(|t| latest(&attempts, t))
+                    .filter(|a| a.state == RunState::Running)
+                    .map(|a| a.id);
+                if target.is_some() && target_id.is_none() {
+                    // Its target is not running (yet): nothing to share a PID namespace with.
+                    continue;
+                }
+                let kind = ContainerKind::Ephemeral { target: target_id };
+                self.start_container(pod, &c, 0, kind, &sandbox).await?;
             }
         }
         if apps_done {
@@ -1040,6 +1074,10 @@ impl PodWorker {
                 .map(|c| view_of(c, status::is_sidecar(c)))
                 .collect(),
             containers: spec_.containers.iter().map(|c| view_of(c, false)).collect(),
+            ephemeral: spec::ephemeral_containers(pod)
+                .iter()
+                .map(|(c, _)| view_of(c, false))
+                .collect(),
             runtime_name: self.shared.runtime_name.clone(),
             terminal: false,
         };

@@ -41,6 +41,9 @@ pub struct SandboxNamespaces {
     pub uts: Option<PathBuf>,
     /// Share the host's PID namespace (hostPID).
     pub host_pid: bool,
+    /// Join another container's PID namespace (CRI `TARGET` mode: an ephemeral
+    /// container's `targetContainerName`).
+    pub pid: Option<PathBuf>,
 }
 
 pub struct SpecInput<'a> {
@@ -335,8 +338,10 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     }
     let sysctl: BTreeMap<String, String> = BTreeMap::new();
     let mut namespaces = vec![json!({"type": "mount"})];
-    if !input.namespaces.host_pid {
-        namespaces.push(json!({"type": "pid"}));
+    match &input.namespaces.pid {
+        Some(path) => namespaces.push(json!({"type": "pid", "path": path})),
+        None if !input.namespaces.host_pid => namespaces.push(json!({"type": "pid"})),
+        None => {}
     }
     for (kind, path) in [
         ("network", &input.namespaces.net),
@@ -516,6 +521,7 @@ mod tests {
             ipc: Some("/i".into()),
             uts: Some("/u".into()),
             host_pid: false,
+            pid: None,
         }
     }
 

@@ -227,12 +227,14 @@ impl Runtime {
         }
         sys::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).ok();
+        let mut namespaces = self.sandbox_namespaces(sb);
+        namespaces.pid = self.target_pid_namespace(config)?;
         let spec = build_spec(&SpecInput {
             config,
             image: defaults,
             rootfs: &rootfs,
             hostname: &sb.hostname,
-            namespaces: &self.sandbox_namespaces(sb),
+            namespaces: &namespaces,
             sandbox_files: self.sandbox_files(sb),
             cgroups_path: rec.cgroups_path.clone(),
             min_oom_score_adj: self.min_oom_score_adj,
@@ -327,6 +329,35 @@ impl Runtime {
                 message: format!("monitor failed: {}", log.trim()),
             })
         }
+    }
+
+    /// The PID namespace a container asks to share with another (CRI `TARGET` mode, an
+    /// ephemeral container's `targetContainerName`): that container's init process's,
+    /// so the target must be running.
+    fn target_pid_namespace(&self, config: &proto::ContainerConfig) -> Result<Option<PathBuf>> {
+        let Some(options) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .filter(|o| o.pid == proto::NamespaceMode::Target as i32)
+        else {
+            return Ok(None);
+        };
+        let pid_file = self
+            .container_dir(&options.target_id)
+            .join(crate::shim::PID_FILE);
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|pid| sys::process_alive(*pid))
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "target container {:?} is not running",
+                    options.target_id
+                ))
+            })?;
+        Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
     }
 
     pub async fn start_container(&self, id: &str) -> Result<()> {

@@ -85,6 +85,7 @@ impl Runtime {
             ipc: (!sb.host_ipc).then(|| ns.join("ipc")),
             uts: (!sb.host_network).then(|| ns.join("uts")),
             host_pid: sb.host_pid,
+            pid: None,
         }
     }
 
