@@ -2,7 +2,8 @@
 //!
 //! Strategic merge patch here covers what kubectl's `edit`, `label` and `annotate` send:
 //! maps merge, `null` deletes, lists of objects merge by their merge key where the
-//! field is known to have one, other lists are replaced, and the `$patch`,
+//! field is known to have one, sets of scalars (`metadata.finalizers`) take the patch's
+//! items in, other lists are replaced, and the `$patch`,
 //! `$retainKeys`, `$deleteFromPrimitiveList` and `$setElementOrder` directives are
 //! honoured. Which lists merge, and by which key, comes from [`crate::schema`].
 
@@ -155,6 +156,17 @@ fn strategic_merge<'a>(original: &Value, patch: &'a Value, path: &mut Vec<&'a st
 
 fn merge_list<'a>(existing: &[Value], patch: &'a [Value], path: &mut Vec<&'a str>) -> Value {
     let Some(key) = crate::schema::merge_key(path) else {
+        if crate::schema::merges_items(path) {
+            // A set of scalars: the patch's items join the current ones (removals come
+            // as `$deleteFromPrimitiveList`).
+            let mut merged = existing.to_vec();
+            for item in patch {
+                if !merged.contains(item) {
+                    merged.push(item.clone());
+                }
+            }
+            return Value::Array(merged);
+        }
         return Value::Array(patch.iter().map(strip_directives).collect());
     };
     if patch
@@ -239,6 +251,20 @@ mod tests {
         let delete = br#"{"spec":{"containers":[{"name":"a","$patch":"delete"}]}}"#;
         let out = apply(PatchType::StrategicMerge, &obj, delete).unwrap();
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn strategic_merges_sets_of_scalars() {
+        let obj = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"finalizers": ["x"]}});
+        // kubectl's apply adds `c` and removes `a`, keeping `b` that someone else added.
+        let patch =
+            br#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["a"],"finalizers":["b","c"]}}"#;
+        let out = apply(PatchType::StrategicMerge, &obj, patch).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["b", "c"]));
+        // A namespace's spec.finalizers is atomic: replaced.
+        let patch = br#"{"spec":{"finalizers":["y"]}}"#;
+        let out = apply(PatchType::StrategicMerge, &obj, patch).unwrap();
+        assert_eq!(out["spec"]["finalizers"], json!(["y"]));
     }
 
     #[test]

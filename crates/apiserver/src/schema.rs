@@ -159,7 +159,12 @@ pub fn list_type(path: &[&str]) -> ListType<'static> {
         | "imagePullSecrets"
         | "resourceClaims"
         | "schedulingGates"
-        | "claims" => ListType::Map(NAME.to_vec()),
+        | "claims"
+        | "evictionResponders"
+        | "webhooks"
+        | "matchConditions"
+        | "variables" => ListType::Map(NAME.to_vec()),
+        "drivers" if path == ["spec", "drivers"] => ListType::Map(NAME.to_vec()),
         "ports" if in_container(path) => ListType::Map(CONTAINER_PORT.to_vec()),
         "ports" if path == ["spec", "ports"] => ListType::Map(SERVICE_PORT.to_vec()),
         "volumeMounts" if in_container(path) => ListType::Map(vec!["mountPath"]),
@@ -195,18 +200,31 @@ pub fn merge_key(path: &[&str]) -> Option<&'static str> {
 }
 
 /// Upstream's `patchStrategy` of the field at `path`, which kubectl reads from the OpenAPI
-/// documents to compute client-side apply patches: `merge` for the lists merged by key,
-/// `retainKeys` where a patch names the keys to keep (a volume's source, a Deployment's
-/// strategy: switching to `Recreate` drops `rollingUpdate`). Lists of scalars get no
-/// `merge`: [`crate::patch`] replaces them whole.
+/// documents to compute client-side apply patches: `merge` for the lists merged by key
+/// and for sets of scalars (`metadata.finalizers`: a patch adds its items and deletes
+/// through `$deleteFromPrimitiveList`), `retainKeys` where a patch names the keys to keep
+/// (a volume's source, a Deployment's strategy: switching to `Recreate` drops
+/// `rollingUpdate`).
 pub fn patch_strategy(path: &[&str]) -> Option<&'static str> {
     let retain_keys =
         matches!(path.last(), Some(&"volumes" | &"resourceClaims")) || path == ["spec", "strategy"];
-    match (merge_key(path).is_some(), retain_keys) {
+    match (merges_items(path), retain_keys) {
         (true, true) => Some("merge,retainKeys"),
         (true, false) => Some("merge"),
         (false, true) => Some("retainKeys"),
         (false, false) => None,
+    }
+}
+
+/// Whether strategic merge patch merges the items of the list at `path` into the current
+/// ones rather than replacing the list: list-maps by their key, sets of scalars by value.
+/// The Job controller's `uncountedTerminatedPods` are sets for field management but
+/// replaced whole by patches, as upstream declares them.
+pub fn merges_items(path: &[&str]) -> bool {
+    match list_type(path) {
+        ListType::Map(_) => true,
+        ListType::Set => !path.contains(&"uncountedTerminatedPods"),
+        ListType::Atomic => false,
     }
 }
 
@@ -304,7 +322,13 @@ mod tests {
             Some("merge,retainKeys")
         );
         assert_eq!(patch_strategy(&["spec", "strategy"]), Some("retainKeys"));
-        assert_eq!(patch_strategy(&["metadata", "finalizers"]), None);
+        assert_eq!(patch_strategy(&["metadata", "finalizers"]), Some("merge"));
+        assert_eq!(
+            patch_strategy(&["status", "uncountedTerminatedPods", "failed"]),
+            None
+        );
+        assert_eq!(patch_strategy(&["spec", "containers", "args"]), None);
+        assert_eq!(merge_key(&["webhooks"]), Some("name"));
     }
 
     #[test]

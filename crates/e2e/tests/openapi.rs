@@ -281,6 +281,45 @@ fn client_side_apply_patches_from_the_v3_schema() {
     assert_eq!(out.trim(), "deployment.apps/web unchanged");
 }
 
+/// `metadata.finalizers` is a set that patches merge into (`x-kubernetes-patch-strategy:
+/// merge`): a client-side apply that changes its own finalizers keeps one that another
+/// client added.
+#[test]
+fn client_side_apply_merges_finalizers() {
+    let s = shared();
+    let ns = s.namespace("openapi-finalizers");
+    let config = |finalizer: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {ns}, finalizers: [{finalizer}]}}\ndata: {{k: v}}\n"
+        )
+    };
+    s.ok_with_input(&["apply", "-f", "-"], &config("example.com/a"));
+    s.ok(&[
+        "patch",
+        "configmap/c",
+        "-n",
+        &ns,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/other"}]"#,
+    ]);
+    s.ok_with_input(&["apply", "-f", "-"], &config("example.com/b"));
+    let object = s.json(&["configmap/c", "-n", &ns]);
+    assert_eq!(
+        object["metadata"]["finalizers"],
+        json!(["example.com/other", "example.com/b"])
+    );
+    s.ok(&[
+        "patch",
+        "configmap/c",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+}
+
 /// A custom resource's schema joins its group-version's document once its CRD is
 /// established: `kubectl explain` shows its fields, and client-side apply (which finds no
 /// strategic merge patch offered for it) patches it with merge patches.

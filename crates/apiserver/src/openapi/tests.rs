@@ -170,6 +170,7 @@ fn merge_extensions_come_from_the_schema_table() {
         "finalizers",
     );
     assert_eq!(finalizers["x-kubernetes-list-type"], "set");
+    assert_eq!(finalizers["x-kubernetes-patch-strategy"], "merge");
 
     let apps = v3("apis/apps/v1");
     let strategy = property(&apps, "io.k8s.api.apps.v1.DeploymentSpec", "strategy");
