@@ -33,25 +33,6 @@ fn text<'a>(rule: &'a Value, field: &str) -> &'a str {
     rule.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The children of a schema node with the paths upstream names them by in CRD errors.
-fn children<'a>(schema: &'a Value, path: &str) -> Vec<(String, &'a Value)> {
-    let mut out = Vec::new();
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        out.extend(
-            props
-                .iter()
-                .map(|(name, s)| (format!("{path}.properties[{name}]"), s)),
-        );
-    }
-    if let Some(items) = schema.get("items") {
-        out.push((format!("{path}.items"), items));
-    }
-    if let Some(values) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-        out.push((format!("{path}.additionalProperties"), values));
-    }
-    out
-}
-
 /// Compiles every rule of a CRD version's schema; a rule that does not compile is a
 /// cause at its own path.
 pub fn check_rules(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
@@ -80,7 +61,7 @@ pub fn check_rules(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
-    for (child_path, child) in children(schema, path) {
+    for (child_path, child) in super::schema::children(schema, path) {
         check_rules(child, &child_path, causes);
     }
 }

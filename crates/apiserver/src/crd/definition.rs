@@ -520,6 +520,7 @@ fn validate_versions(crd: &Value, causes: &mut Vec<Cause>) {
             Some(schema) => {
                 let schema_path = format!("{path}.schema.openAPIV3Schema");
                 super::schema::validate_structural(schema, &schema_path, causes);
+                super::schema::validate_defaults(schema, &schema_path, causes);
                 super::cel::check_rules(schema, &schema_path, causes);
             }
         }

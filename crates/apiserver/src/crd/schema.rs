@@ -596,6 +596,49 @@ fn format_matches(format: &str, s: &str) -> bool {
     }
 }
 
+/// The children of a schema node, with the paths upstream names them by in a CRD's
+/// errors (`….properties[spec].items`).
+pub fn children<'a>(schema: &'a Value, path: &str) -> Vec<(String, &'a Value)> {
+    let mut out = Vec::new();
+    if let Some(props) = properties(schema) {
+        out.extend(
+            props
+                .iter()
+                .map(|(name, s)| (format!("{path}.properties[{name}]"), s)),
+        );
+    }
+    if let Some(items) = schema.get("items") {
+        out.push((format!("{path}.items"), items));
+    }
+    if let Some(values) = additional(schema) {
+        out.push((format!("{path}.additionalProperties"), values));
+    }
+    out
+}
+
+/// A schema's `default`s must hold by the schema they stand in, and keep no field it
+/// would prune: upstream refuses the CRD otherwise.
+pub fn validate_defaults(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if let Some(default) = schema.get("default") {
+        let at = format!("{path}.default");
+        check(default, schema, &at, causes);
+        let mut pruned = default.clone();
+        for unknown in prune(&mut pruned, schema) {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                message: format!(
+                    "Invalid value: {}: must not have unknown fields",
+                    quote(&unknown)
+                ),
+                field: at.clone(),
+            });
+        }
+    }
+    for (child_path, child) in children(schema, path) {
+        validate_defaults(child, &child_path, causes);
+    }
+}
+
 const TYPES: &[&str] = &["array", "boolean", "integer", "number", "object", "string"];
 
 /// The structural checks of a CRD version's schema: every specified field has a type
@@ -811,6 +854,28 @@ mod tests {
             [
                 "ports[1]: Duplicate value: map[string]interface {}{\"name\":\"x\"}",
                 "tags[2]: Duplicate value: \"a\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_must_hold_by_their_schema() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "color": {"type": "string", "enum": ["red"], "default": "blue"},
+            "size": {"type": "integer", "default": 3},
+            "nested": {"type": "object", "default": {"a": 1, "b": "x"}, "properties": {"a": {"type": "integer"}}},
+        }}}});
+        let mut causes = Vec::new();
+        validate_defaults(&schema, "s", &mut causes);
+        let messages: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "s.properties[spec].properties[color].default: Unsupported value: \"blue\": supported values: \"red\"",
+                "s.properties[spec].properties[nested].default: Invalid value: \"b\": must not have unknown fields",
             ]
         );
     }
