@@ -302,3 +302,52 @@ fn custom_resources_join_their_group_versions_document() {
     assert!(content.contains_key("application/merge-patch+json"));
     assert!(!content.contains_key("application/strategic-merge-patch+json"));
 }
+
+#[test]
+fn serving_follows_the_hash() {
+    let api = api();
+    let document = &api.v3["apis/apps/v1"];
+    let path = "/openapi/v3/apis/apps/v1";
+    let none = http::HeaderMap::new();
+    let current = serve(
+        document,
+        "application/json",
+        Some(&document.hash),
+        path,
+        &none,
+    );
+    assert_eq!(current.status(), http::StatusCode::OK);
+    assert_eq!(current.headers()["cache-control"], "public, immutable");
+    let etag = current.headers()["etag"].clone();
+    assert_eq!(etag.to_str().unwrap(), format!("\"{}\"", document.hash));
+
+    let stale = serve(document, "application/json", Some("0123"), path, &none);
+    assert_eq!(stale.status(), http::StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        stale.headers()["location"].to_str().unwrap(),
+        format!("{path}?hash={}", document.hash)
+    );
+
+    let mut revalidate = http::HeaderMap::new();
+    revalidate.insert(http::header::IF_NONE_MATCH, etag);
+    let unchanged = serve(document, "application/json", None, path, &revalidate);
+    assert_eq!(unchanged.status(), http::StatusCode::NOT_MODIFIED);
+
+    let mut json = http::HeaderMap::new();
+    json.insert(http::header::ACCEPT, "application/json".parse().unwrap());
+    assert_eq!(
+        serve_v2(&api, &json).headers()["content-type"],
+        "application/json"
+    );
+    let mut protobuf = http::HeaderMap::new();
+    protobuf.insert(
+        http::header::ACCEPT,
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(
+        serve_v2(&api, &protobuf).headers()["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+}
