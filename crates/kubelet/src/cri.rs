@@ -183,6 +183,27 @@ impl Cri {
             .containers)
     }
 
+    /// The ids of the running containers.
+    pub async fn running_containers(&self) -> Result<std::collections::HashSet<String>> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .list_containers(proto::ListContainersRequest {
+                filter: Some(proto::ContainerFilter {
+                    state: Some(proto::ContainerStateValue {
+                        state: proto::ContainerState::ContainerRunning as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(Error::cri("ListContainers"))?
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+
     pub async fn container_status(&self, id: &str) -> Result<proto::ContainerStatus> {
         let mut rt = self.rt.clone();
         rt.container_status(proto::ContainerStatusRequest {

@@ -7,6 +7,7 @@
 //! reading, so a steady sampler makes them rates over that period, as cAdvisor's
 //! housekeeping does. Requests get the latest sample.
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -107,8 +108,9 @@ fn container(stats: &proto::ContainerStats) -> Value {
     ])
 }
 
-/// One pod's entry, from its sandbox's stats.
-pub fn pod(stats: &proto::PodSandboxStats) -> Option<Value> {
+/// One pod's entry, from its sandbox's stats: its running containers only, as upstream
+/// leaves out terminated ones (an exited debug container, a finished init container).
+pub fn pod(stats: &proto::PodSandboxStats, running: &HashSet<String>) -> Option<Value> {
     let metadata = stats.attributes.as_ref()?.metadata.as_ref()?;
     let linux = stats.linux.as_ref()?;
     Some(fields(&[
@@ -121,7 +123,16 @@ pub fn pod(stats: &proto::PodSandboxStats) -> Option<Value> {
         (
             "containers",
             Some(Value::Array(
-                linux.containers.iter().map(container).collect(),
+                linux
+                    .containers
+                    .iter()
+                    .filter(|c| {
+                        c.attributes
+                            .as_ref()
+                            .is_some_and(|a| running.contains(&a.id))
+                    })
+                    .map(container)
+                    .collect(),
             )),
         ),
         ("cpu", linux.cpu.as_ref().map(cpu)),
@@ -168,10 +179,11 @@ impl Stats {
     /// Takes one sample of the node and its pods.
     async fn sample(&self) -> crate::error::Result<Value> {
         let pods = self.cri.pod_sandbox_stats().await?;
+        let running = self.cri.running_containers().await?;
         let node_usage = self.node_samples.read("/");
         Ok(json!({
             "node": node(&self.node_name, node_usage, self.memory_capacity),
-            "pods": pods.iter().filter_map(pod).collect::<Vec<_>>(),
+            "pods": pods.iter().filter_map(|p| pod(p, &running)).collect::<Vec<_>>(),
         }))
     }
 
@@ -227,26 +239,31 @@ mod tests {
                     usage_core_nano_seconds: Some(proto::UInt64Value { value: 7 }),
                     usage_nano_cores: None,
                 }),
-                containers: vec![proto::ContainerStats {
-                    attributes: Some(proto::ContainerAttributes {
-                        metadata: Some(proto::ContainerMetadata {
-                            name: "c".into(),
-                            attempt: 0,
+                containers: ["c", "exited"]
+                    .into_iter()
+                    .map(|name| proto::ContainerStats {
+                        attributes: Some(proto::ContainerAttributes {
+                            id: format!("{name}-id"),
+                            metadata: Some(proto::ContainerMetadata {
+                                name: name.into(),
+                                attempt: 0,
+                            }),
+                            ..Default::default()
+                        }),
+                        memory: Some(proto::MemoryUsage {
+                            timestamp: 1_000_000_000,
+                            working_set_bytes: Some(proto::UInt64Value { value: 4096 }),
+                            ..Default::default()
                         }),
                         ..Default::default()
-                    }),
-                    memory: Some(proto::MemoryUsage {
-                        timestamp: 1_000_000_000,
-                        working_set_bytes: Some(proto::UInt64Value { value: 4096 }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             windows: None,
         };
-        let pod = pod(&stats).unwrap();
+        let running = HashSet::from(["c-id".to_string()]);
+        let pod = pod(&stats, &running).unwrap();
         assert_eq!(
             pod["podRef"],
             json!({"name": "web", "namespace": "default", "uid": "u1"})
@@ -257,6 +274,11 @@ mod tests {
         );
         assert_eq!(pod["containers"][0]["name"], "c");
         assert_eq!(pod["containers"][0]["memory"]["workingSetBytes"], 4096);
+        assert_eq!(
+            pod["containers"].as_array().map(Vec::len),
+            Some(1),
+            "terminated containers are left out"
+        );
         assert!(pod.get("memory").is_none(), "unknown fields are left out");
     }
 }
