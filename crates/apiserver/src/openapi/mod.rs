@@ -8,10 +8,10 @@
 //! - [`extensions`] puts [`crate::schema`]'s list and patch semantics on the fields.
 //! - [`v3`] and [`v2`] lay the documents out.
 //!
-//! Documents are rendered once per state of the catalogue ([`Documents::get`]) and
-//! served as bytes, each with the
-//! hash of its content, which the v3 index puts in its URLs (`?hash=`) and which is the
-//! `ETag`: clients cache a document for as long as its hash stays the same.
+//! Documents are rendered once per state of the catalogue ([`Documents::get`]) and served
+//! as bytes, each with the hash of its content, which the v3 index puts in its URLs
+//! (`?hash=`) and which is the `ETag`: clients cache a document for as long as its hash
+//! stays the same.
 
 pub mod definitions;
 pub mod extensions;
