@@ -281,6 +281,69 @@ fn client_side_apply_patches_from_the_v3_schema() {
     assert_eq!(out.trim(), "deployment.apps/web unchanged");
 }
 
+/// A volume's source is replaced, not merged, when the file changes it, even one the file
+/// never set (`x-kubernetes-patch-strategy: merge,retainKeys` on `volumes`: kubectl names
+/// the keys to keep), and a Service's ports merge by port.
+#[test]
+fn client_side_apply_retains_keys_of_volumes_and_merges_ports() {
+    let s = shared();
+    let ns = s.namespace("openapi-volumes");
+    let pod_template = |volume: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: PodTemplate
+metadata: {{name: t, namespace: {ns}}}
+template:
+  spec:
+    containers:
+    - name: app
+      image: busybox
+      volumeMounts: [{{name: data, mountPath: /data}}]
+    volumes:
+    - name: data
+      {volume}
+"#
+        )
+    };
+    // Created without apply's record of the file: only `$retainKeys` can tell the
+    // server that `emptyDir` goes.
+    s.ok_with_input(&["create", "-f", "-"], &pod_template("emptyDir: {}"));
+    let out = s.kubectl_with_input(
+        &["apply", "-f", "-", "-v=8"],
+        Some(&pod_template("configMap: {name: settings}")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"\"$retainKeys\":[\"configMap\",\"name\"]"#),
+        "{stderr}"
+    );
+    let object = s.json(&["podtemplate/t", "-n", &ns]);
+    let volume = &object["template"]["spec"]["volumes"][0];
+    assert_eq!(volume["name"], "data");
+    assert_eq!(volume["configMap"]["name"], "settings");
+    assert!(volume.get("emptyDir").is_none(), "{volume}");
+
+    let service = |ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  selector: {{app: web}}\n  ports: [{ports}]\n"
+        )
+    };
+    s.ok_with_input(
+        &["apply", "-f", "-"],
+        &service("{name: http, port: 80}, {name: https, port: 443}"),
+    );
+    s.ok_with_input(
+        &["apply", "-f", "-"],
+        &service("{name: http, port: 80, targetPort: 8080}, {name: https, port: 443}"),
+    );
+    let object = s.json(&["service/web", "-n", &ns]);
+    let ports = object["spec"]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_eq!(ports[0]["targetPort"], 8080);
+    assert_eq!(ports[1]["port"], 443);
+}
+
 /// `metadata.finalizers` is a set that patches merge into (`x-kubernetes-patch-strategy:
 /// merge`): a client-side apply that changes its own finalizers keeps one that another
 /// client added.
