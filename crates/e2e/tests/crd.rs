@@ -1003,3 +1003,82 @@ fn crds_are_listed_by_label_deleted_as_a_collection_and_have_a_status_subresourc
     let left = s.ok(&["get", "crd", "-l", &label, "-o", "name"]);
     assert_eq!(left.trim(), "");
 }
+
+/// The Rust ecosystem's client: a CRD through the typed API (the condition awaited with
+/// kube's own `conditions::is_crd_established`), its objects found through discovery and
+/// driven as `DynamicObject`s, and watched with kube's watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_dynamic_objects() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+    use kube::discovery::{Discovery, Scope};
+    use kube::runtime::{conditions, wait::await_condition, watcher, WatchStreamExt};
+
+    let s = server();
+    let ns = s.namespace("kube-rs");
+    let client = s.client().await;
+    let group = "rs.example.com";
+    let n = names(group);
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&widget_crd(group, "Namespaced")).expect("the CRD YAML");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD created");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds.clone(), &n.crd, conditions::is_crd_established()),
+    )
+    .await
+    .expect("established in time")
+    .expect("watching the CRD");
+
+    let discovery = Discovery::new(client.clone())
+        .filter(&[group])
+        .run()
+        .await
+        .expect("discovery");
+    let (resource, capabilities) = discovery
+        .resolve_gvk(&kube::api::GroupVersionKind::gvk(group, "v1", &n.kind))
+        .expect("the kind discovered");
+    assert_eq!(resource.plural, n.plural);
+    assert_eq!(capabilities.scope, Scope::Namespaced);
+    let mut subresources: Vec<&str> = capabilities
+        .subresources
+        .iter()
+        .map(|(r, _)| r.plural.as_str())
+        .collect();
+    subresources.sort();
+    assert_eq!(subresources, ["scale", "status"]);
+
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": format!("{group}/v1"), "kind": n.kind,
+        "metadata": {"name": "dyn"}, "spec": {"size": 2},
+    }))
+    .expect("a dynamic object");
+    let created = api
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("created");
+    assert_eq!(created.data["spec"]["color"], "red");
+
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+        .await
+        .expect("an event in time")
+        .expect("a watch event")
+        .expect("the object");
+    assert_eq!(first.metadata.name.as_deref(), Some("dyn"));
+    api.delete("dyn", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let listed = api.list(&Default::default()).await.expect("listed");
+    assert!(listed.items.is_empty());
+    crds.delete(&n.crd, &DeleteParams::default())
+        .await
+        .expect("CRD deleted");
+}
