@@ -816,7 +816,18 @@ impl Catalogue {
                 }
                 None => groups.push((definition.group.clone(), definition.versions.clone())),
             }
-            resources.extend(definition.resources.iter().cloned().map(Arc::new));
+            // A built-in resource is never shadowed (upstream's own handlers come first).
+            for r in &definition.resources {
+                let taken = resources.iter().any(|b| {
+                    b.custom.is_none()
+                        && b.group == r.group
+                        && b.version == r.version
+                        && b.plural == r.plural
+                });
+                if !taken {
+                    resources.push(Arc::new(r.clone()));
+                }
+            }
         }
         let snapshot = Arc::new(Snapshot::build(resources, groups));
         match self.current.write() {
@@ -887,6 +898,40 @@ mod tests {
                 Some(r.kind.clone())
             );
         }
+    }
+
+    #[test]
+    fn custom_resources_never_shadow_built_in_ones() {
+        let catalogue = Catalogue::new();
+        let mut shadow = resource("", "v1", "Imposter", "pods", "pod", true);
+        shadow.custom = None;
+        let mut custom = resource("example.com", "v1", "Widget", "widgets", "widget", true);
+        custom.storage = "example.com/widgets".into();
+        let group = |resources: Vec<ResourceInfo>| CustomGroup {
+            group: "".into(),
+            versions: vec!["v1".into()],
+            resources,
+        };
+        catalogue.set_custom("pods.core", Some(group(vec![shadow])));
+        assert_eq!(
+            catalogue.get("", "v1", "pods").map(|r| r.kind.clone()),
+            Some("Pod".into())
+        );
+        catalogue.set_custom(
+            "widgets.example.com",
+            Some(CustomGroup {
+                group: "example.com".into(),
+                ..group(vec![custom])
+            }),
+        );
+        assert!(catalogue.get("example.com", "v1", "widgets").is_some());
+        assert_eq!(
+            catalogue.versions("example.com"),
+            Some(vec!["v1".to_string()])
+        );
+        catalogue.set_custom("widgets.example.com", None);
+        assert!(catalogue.get("example.com", "v1", "widgets").is_none());
+        assert!(catalogue.versions("example.com").is_none());
     }
 
     #[test]

@@ -342,6 +342,9 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
             "should be a domain with at least one dot",
         ));
     }
+    if is_protected(group) {
+        check_approval(crd, &mut causes);
+    }
     match text(crd, "/spec/scope") {
         "Cluster" | "Namespaced" => {}
         "" => causes.push(Cause::required("spec.scope")),
@@ -389,6 +392,45 @@ pub fn validate_update(crd: &Value, old: &Value) -> Vec<Cause> {
         }
     }
     causes
+}
+
+/// Groups of the Kubernetes project itself (`*.k8s.io`, `*.kubernetes.io`).
+fn is_protected(group: &str) -> bool {
+    ["k8s.io", "kubernetes.io"]
+        .iter()
+        .any(|domain| group == *domain || group.ends_with(&format!(".{domain}")))
+}
+
+const APPROVAL: &str = "api-approved.kubernetes.io";
+
+/// A CRD in a protected group names the API review that approved it (a URL), or says
+/// why it has none (`unapproved, …`), as upstream requires.
+fn check_approval(crd: &Value, causes: &mut Vec<Cause>) {
+    let field = format!("metadata.annotations[{APPROVAL}]");
+    let see = "see https://github.com/kubernetes/enhancements/pull/1111";
+    let value = crd
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(APPROVAL))
+        .and_then(Value::as_str);
+    match value {
+        None => causes.push(Cause {
+            reason: "FieldValueRequired",
+            message: format!(
+                "Required value: protected groups must have approval annotation {}, {see}",
+                quote(APPROVAL)
+            ),
+            field,
+        }),
+        Some(v) if v.starts_with("unapproved") || v.starts_with("https://") || v.starts_with("http://") => {}
+        Some(v) => causes.push(Cause::invalid(
+            field,
+            v,
+            &format!(
+                "protected groups must have approval annotation {} with either a URL or a reason starting with \"unapproved\", {see}",
+                quote(APPROVAL)
+            ),
+        )),
+    }
 }
 
 fn validate_names(names: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
@@ -633,6 +675,27 @@ mod tests {
             .any(|m| m.starts_with("spec.versions: Invalid value")
                 && m.ends_with("must have exactly one version marked as storage version")));
         assert!(messages.contains(&"spec.names.kind: Required value".to_string()));
+    }
+
+    #[test]
+    fn protected_groups_need_an_approval() {
+        let mut crd = crd();
+        crd["metadata"]["name"] = json!("widgets.x.k8s.io");
+        crd["spec"]["group"] = json!("x.k8s.io");
+        let causes = validate(&crd);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(
+            causes[0].field,
+            "metadata.annotations[api-approved.kubernetes.io]"
+        );
+        assert!(causes[0]
+            .message
+            .starts_with("Required value: protected groups must have approval annotation"));
+        crd["metadata"]["annotations"] =
+            json!({"api-approved.kubernetes.io": "unapproved, testing"});
+        assert_eq!(validate(&crd), vec![]);
+        crd["metadata"]["annotations"] = json!({"api-approved.kubernetes.io": "yes"});
+        assert_eq!(validate(&crd).len(), 1);
     }
 
     #[test]
