@@ -164,6 +164,7 @@ impl Definitions {
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Patch>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
+        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
         let mut definitions = Definitions {
             schemas: generator.take_definitions(false).into_iter().collect(),
             kinds: Vec::new(),
@@ -184,6 +185,52 @@ impl Definitions {
     pub fn add_kind(&mut self, gvk: Gvk, name: String, schema: Value) {
         self.schemas.insert(name.clone(), schema);
         self.mark_kind(KindSchema { gvk, name });
+    }
+
+    /// Adds the list kind of `item` (`PodList` for `Pod`), named after it in the same
+    /// package (`io.k8s.api.core.v1.PodList`), as the list operations answer with.
+    pub fn add_list(&mut self, item: &Gvk, list_kind: &str) {
+        let Some(item) = self.kinds.iter().find(|k| k.gvk == *item).cloned() else {
+            return;
+        };
+        let package = item
+            .name
+            .rsplit_once('.')
+            .map_or("", |(package, _)| package);
+        let name = format!("{package}.{list_kind}");
+        if self.schemas.contains_key(&name) {
+            return;
+        }
+        let field = |field: &str| {
+            self.schemas
+                .get(&item.name)
+                .and_then(|s| s.pointer(&format!("/properties/{field}")))
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "string"}))
+        };
+        let schema = json!({
+            "description": format!("{list_kind} is a list of {} objects.", item.gvk.kind),
+            "type": "object",
+            "properties": {
+                "apiVersion": field("apiVersion"),
+                "items": {
+                    "description": format!("The {} objects.", item.gvk.kind),
+                    "type": "array",
+                    "items": {"$ref": format!("{REF_PREFIX}{}", item.name)},
+                },
+                "kind": field("kind"),
+                "metadata": {
+                    "description": "Standard list metadata.",
+                    "$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
+                },
+            },
+            "required": ["items"],
+        });
+        let gvk = Gvk {
+            kind: list_kind.to_string(),
+            ..item.gvk
+        };
+        self.add_kind(gvk, name, schema);
     }
 
     fn mark_kind(&mut self, kind: KindSchema) {

@@ -92,6 +92,10 @@ impl Documents {
             if let Some((gvk, name, schema)) = custom_kind(r) {
                 definitions.add_kind(gvk, name, schema);
             }
+            if !r.create_only {
+                let item = Gvk::new(&r.group, &r.version, &r.kind);
+                definitions.add_list(&item, &r.list_kind());
+            }
         }
         let api = Arc::new(OpenApi::build(
             &resources,

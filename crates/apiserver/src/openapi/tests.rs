@@ -351,3 +351,33 @@ fn serving_follows_the_hash() {
         "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
     );
 }
+
+#[test]
+fn list_kinds_answer_the_list_operations() {
+    let core = v3("api/v1");
+    let list = &core["components"]["schemas"]["io.k8s.api.core.v1.PodList"];
+    assert_eq!(
+        list[GVK_EXTENSION],
+        json!([{"group": "", "kind": "PodList", "version": "v1"}])
+    );
+    assert_eq!(
+        list["properties"]["items"]["items"]["$ref"],
+        "#/components/schemas/io.k8s.api.core.v1.Pod"
+    );
+    assert_eq!(list["required"], json!(["items"]));
+    let get = &core["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"];
+    assert_eq!(get["x-kubernetes-action"], "list");
+    assert_eq!(
+        get["x-kubernetes-group-version-kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    assert_eq!(
+        get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/io.k8s.api.core.v1.PodList"
+    );
+    // Reviews are only created: no list.
+    let authorization = v3("apis/authorization.k8s.io/v1");
+    assert!(authorization["components"]["schemas"]
+        .get("io.k8s.api.authorization.v1.SubjectAccessReviewList")
+        .is_none());
+}

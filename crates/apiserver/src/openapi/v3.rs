@@ -95,8 +95,21 @@ fn add_paths(paths: &mut Map<String, Value>, r: &ResourceInfo, definitions: &Def
         op
     };
     let whole_object = json!({"*/*": {"schema": body}});
+    if r.create_only {
+        paths.insert(
+            collection,
+            json!({"post": operation("post", Some(whole_object))}),
+        );
+        return;
+    }
+    // Lists answer with the list kind; the operation names the item's kind, as upstream's.
+    let mut list = operation("list", None);
+    if let Some(list_kind) = definitions.kind(&r.group, &r.version, &r.list_kind()) {
+        list["responses"]["200"]["content"]["application/json"]["schema"] =
+            schema_ref(&list_kind.name);
+    }
     if r.metrics {
-        paths.insert(collection.clone(), json!({"get": operation("list", None)}));
+        paths.insert(collection.clone(), json!({"get": list}));
         paths.insert(
             format!("{collection}/{{name}}"),
             json!({"get": operation("get", None)}),
@@ -105,11 +118,8 @@ fn add_paths(paths: &mut Map<String, Value>, r: &ResourceInfo, definitions: &Def
     }
     paths.insert(
         collection.clone(),
-        json!({"post": operation("post", Some(whole_object.clone()))}),
+        json!({"get": list, "post": operation("post", Some(whole_object.clone()))}),
     );
-    if r.create_only {
-        return;
-    }
     // Custom resources take no strategic merge patch (upstream refuses it with 415):
     // without it here, kubectl's apply sends them JSON merge patches.
     let patch_body: Map<String, Value> = PATCH_TYPES
