@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::plugins::interpod_affinity::AffinityTerms;
 use crate::resources::{pod_requests, Resource};
@@ -239,9 +240,47 @@ pub struct Snapshot {
     pub image_nodes: HashMap<String, usize>,
     /// Namespace name → its labels (InterPodAffinity's `namespaceSelector`s).
     pub namespace_labels: Arc<NamespaceLabels>,
+    /// Controllers' selectors (PodTopologySpread's default constraints).
+    pub selectors: Arc<Selectors>,
 }
 
 pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
+/// The controllers whose selectors upstream's default spreading reads, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SelectingKind {
+    Service,
+    ReplicationController,
+    ReplicaSet,
+    StatefulSet,
+}
+
+/// What upstream's default topology spreading reads to find a pod's siblings: the
+/// selectors of Services, ReplicationControllers, ReplicaSets and StatefulSets, each by
+/// `namespace/name`.
+#[derive(Debug, Clone, Default)]
+pub struct Selectors {
+    by_kind: HashMap<SelectingKind, HashMap<String, LabelSelector>>,
+}
+
+impl Selectors {
+    pub fn get(&self, kind: SelectingKind, key: &str) -> Option<&LabelSelector> {
+        self.by_kind.get(&kind)?.get(key)
+    }
+
+    /// Every selector of `kind` in `namespace`.
+    pub fn in_namespace<'a>(
+        &'a self,
+        kind: SelectingKind,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a LabelSelector> + 'a {
+        self.by_kind.get(&kind).into_iter().flat_map(move |m| {
+            m.iter()
+                .filter(move |(key, _)| key.split_once('/').is_some_and(|(ns, _)| ns == namespace))
+                .map(|(_, selector)| selector)
+        })
+    }
+}
 
 impl Snapshot {
     pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
@@ -268,6 +307,7 @@ pub struct Cache {
     namespaces: Arc<NamespaceLabels>,
     /// PodDisruptionBudgets by `namespace/name`, for preemption.
     pdbs: HashMap<String, Arc<PodDisruptionBudget>>,
+    selectors: Arc<Selectors>,
     snapshot: Option<Arc<Snapshot>>,
 }
 
@@ -322,6 +362,32 @@ impl Cache {
 
     pub fn namespace_names(&self) -> Vec<String> {
         self.namespaces.keys().cloned().collect()
+    }
+
+    /// Records (or with `None` forgets) the selector of a Service or controller.
+    pub fn apply_selector(
+        &mut self,
+        kind: SelectingKind,
+        key: &str,
+        selector: Option<LabelSelector>,
+    ) {
+        self.snapshot = None;
+        let by_key = Arc::make_mut(&mut self.selectors)
+            .by_kind
+            .entry(kind)
+            .or_default();
+        match selector {
+            Some(selector) => by_key.insert(key.to_string(), selector),
+            None => by_key.remove(key),
+        };
+    }
+
+    pub fn selector_keys(&self, kind: SelectingKind) -> Vec<String> {
+        self.selectors
+            .by_kind
+            .get(&kind)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn apply_pdb(&mut self, pdb: PodDisruptionBudget) {
@@ -439,6 +505,7 @@ impl Cache {
             nodes,
             image_nodes,
             namespace_labels: self.namespaces.clone(),
+            selectors: self.selectors.clone(),
         });
         self.snapshot = Some(s.clone());
         s

@@ -303,7 +303,8 @@ profiles:
                 ("TaintToleration", 3),
                 ("NodeAffinity", 2),
                 ("NodeResourcesFit", 5),
-                ("InterPodAffinity", 2)
+                ("InterPodAffinity", 2),
+                ("PodTopologySpread", 2)
             ]
         );
         assert_eq!(profiles[0].filters.len(), 8);

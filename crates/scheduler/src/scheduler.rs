@@ -3,20 +3,24 @@
 //! the binding to a task of its own (upstream's scheduling and binding cycles), so the
 //! next pod is scheduled while the previous binding is on the wire.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, Pod, ReplicationController, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::oneshot;
 
-use crate::cache::{pod_key, Cache, PodInfo};
+use crate::cache::{pod_key, Cache, PodInfo, SelectingKind};
 use crate::feedback::{self, Feedback};
 use crate::framework::{ClusterEvent, Profile};
 use crate::queue::SchedulingQueue;
@@ -226,6 +230,40 @@ impl Scheduler {
         .await
     }
 
+    /// Keeps the selectors of one kind of Service or controller, which default topology
+    /// spreading reads.
+    async fn watch_selectors<K>(
+        self: Arc<Self>,
+        kind: SelectingKind,
+        selector_of: fn(&K) -> Option<LabelSelector>,
+        synced: SyncSignal,
+    ) -> anyhow::Result<()>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+        K::DynamicType: Default,
+    {
+        follow(
+            Api::<K>::all(self.client.clone()),
+            |o| {
+                let key = format!(
+                    "{}/{}",
+                    o.meta().namespace.as_deref().unwrap_or_default(),
+                    o.meta().name.as_deref().unwrap_or_default()
+                );
+                self.cache().apply_selector(kind, &key, selector_of(&o));
+            },
+            |key| self.cache().apply_selector(kind, key, None),
+            || self.cache().selector_keys(kind),
+            synced,
+        )
+        .await
+    }
+
     /// Keeps the PodDisruptionBudgets, which preemption tries not to violate.
     async fn watch_pdbs(self: Arc<Self>, synced: SyncSignal) -> anyhow::Result<()> {
         follow(
@@ -400,6 +438,29 @@ impl Scheduler {
         let nodes = tokio::spawn(self.clone().watch_nodes(signal()));
         let namespaces = tokio::spawn(self.clone().watch_namespaces(signal()));
         let pdbs = tokio::spawn(self.clone().watch_pdbs(signal()));
+        let selectors = [
+            tokio::spawn(self.clone().watch_selectors::<Service>(
+                SelectingKind::Service,
+                // A Service without a selector selects nothing (an empty one, all).
+                |s| equality_selector(s.spec.as_ref()?.selector.clone()),
+                signal(),
+            )),
+            tokio::spawn(self.clone().watch_selectors::<ReplicationController>(
+                SelectingKind::ReplicationController,
+                |rc| equality_selector(rc.spec.as_ref()?.selector.clone()),
+                signal(),
+            )),
+            tokio::spawn(self.clone().watch_selectors::<ReplicaSet>(
+                SelectingKind::ReplicaSet,
+                |rs| Some(rs.spec.selector.clone()),
+                signal(),
+            )),
+            tokio::spawn(self.clone().watch_selectors::<StatefulSet>(
+                SelectingKind::StatefulSet,
+                |ss| Some(ss.spec.selector.clone()),
+                signal(),
+            )),
+        ];
         let flush = {
             let this = self.clone();
             tokio::spawn(async move {
@@ -415,6 +476,10 @@ impl Scheduler {
             nodes.abort_handle(),
             namespaces.abort_handle(),
             pdbs.abort_handle(),
+            selectors[0].abort_handle(),
+            selectors[1].abort_handle(),
+            selectors[2].abort_handle(),
+            selectors[3].abort_handle(),
             flush.abort_handle(),
             looping.abort_handle(),
         ]);
@@ -423,6 +488,7 @@ impl Scheduler {
             r = nodes => r.map_err(anyhow::Error::from).and_then(|r| r),
             r = namespaces => r.map_err(anyhow::Error::from).and_then(|r| r),
             r = pdbs => r.map_err(anyhow::Error::from).and_then(|r| r),
+            (r, _, _) = futures::future::select_all(selectors) => r.map_err(anyhow::Error::from).and_then(|r| r),
         };
         self.queue.close();
         drop(guard);
@@ -480,6 +546,14 @@ where
         }
     }
     Ok(())
+}
+
+/// A label map (a Service's or ReplicationController's selector) as a `LabelSelector`.
+fn equality_selector(labels: Option<BTreeMap<String, String>>) -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: Some(labels?),
+        ..Default::default()
+    })
 }
 
 /// Tells the scheduling loop, once, that an informer has listed everything.

@@ -460,12 +460,11 @@ async fn three_zones(client: &Client) {
 /// controllers, the scheduler inside `skiff server`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_anti_affinity_spreads_a_deployment_one_per_node() {
-    use k8s_openapi::api::apps::v1::Deployment;
     let server = Server::start_control_plane(&[]);
     let client = server.client().await;
     let ns = server.namespace("anti");
     three_zones(&client).await;
-    let deployment: Deployment = serde_json::from_value(json!({
+    create_deployment(&client, &ns, json!({
         "metadata": {"name": "web"},
         "spec": {
             "replicas": 4,
@@ -480,12 +479,7 @@ async fn required_anti_affinity_spreads_a_deployment_one_per_node() {
                 }
             }
         }
-    }))
-    .expect("deployment");
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("create deployment");
+    })).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let (bound, pending) = eventually("three replicas bound and one pending", || async {
         let list = pods
@@ -623,16 +617,7 @@ async fn preemption_prefers_the_node_where_no_budget_breaks() {
     let server = Server::start(&[]);
     let client = server.client().await;
     let ns = server.namespace("pdb");
-    for node in ["a", "b"] {
-        add_node(
-            &client,
-            node,
-            "1",
-            json!({"kubernetes.io/hostname": node}),
-            json!({}),
-        )
-        .await;
-    }
+    add_named_nodes(&client, &["a", "b"], "1").await;
     add_priority_classes(&client, &[("low", 10), ("mid", 20), ("high", 1000)]).await;
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
@@ -744,4 +729,96 @@ async fn namespace_selectors_follow_namespace_labels() {
         .await
         .expect("label the namespace");
     assert_eq!(node_of(&client, &ns, "app").await, "node-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_spreading_evens_out_a_deployment_that_packing_would_stack() {
+    let server = Server::start_control_plane(&[]);
+    let client = server.client().await;
+    let ns = server.namespace("spread");
+    add_named_nodes(&client, &["n1", "n2", "n3"], "8").await;
+    // Bin-packing alone would stack the replicas on one node (most_allocated_profile_packs_pods);
+    // the system default constraint (at most 3 apart per node, among the pods the
+    // Deployment's ReplicaSet selects) outweighs it.
+    let _scheduler = start_scheduler(
+        &client,
+        Some(
+            r#"
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: bin-packer
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: MostAllocated}}
+"#,
+        ),
+    );
+    create_deployment(
+        &client,
+        &ns,
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 6,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "schedulerName": "bin-packer",
+                        "containers": [{"name": "c", "image": "busybox",
+                                        "resources": {"requests": {"cpu": "100m"}}}]
+                    }
+                }
+            }
+        }),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let per_node = eventually("six replicas bound", || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let nodes: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        (nodes.len() == 6).then(|| {
+            let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+            for n in nodes {
+                *per_node.entry(n).or_default() += 1;
+            }
+            per_node
+        })
+    })
+    .await;
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
+}
+
+async fn create_deployment(client: &Client, ns: &str, deployment: Value) {
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(deployment).expect("deployment");
+    Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+}
+
+/// Nodes labelled with their hostnames, as kubelets label them.
+async fn add_named_nodes(client: &Client, names: &[&str], cpu: &str) {
+    for node in names {
+        add_node(
+            client,
+            node,
+            cpu,
+            json!({"kubernetes.io/hostname": node}),
+            json!({}),
+        )
+        .await;
+    }
 }

@@ -29,6 +29,7 @@ pub const DEFAULT_SCORE_WEIGHTS: &[(&str, i64)] = &[
     ("NodeAffinity", 2),
     ("NodeResourcesFit", 1),
     ("InterPodAffinity", 2),
+    ("PodTopologySpread", 2),
     ("NodeResourcesBalancedAllocation", 1),
     ("ImageLocality", 1),
 ];

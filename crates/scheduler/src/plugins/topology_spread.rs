@@ -1,7 +1,9 @@
-//! PodTopologySpread, filter half: `whenUnsatisfiable: DoNotSchedule` constraints with
-//! `maxSkew`, `minDomains`, `matchLabelKeys`, `nodeAffinityPolicy` (default Honor) and
-//! `nodeTaintsPolicy` (default Ignore). Scoring (`ScheduleAnyway` and the system default
-//! constraints) is still to do.
+//! PodTopologySpread. The filter holds `whenUnsatisfiable: DoNotSchedule` constraints
+//! with `maxSkew`, `minDomains`, `matchLabelKeys`, `nodeAffinityPolicy` (default Honor)
+//! and `nodeTaintsPolicy` (default Ignore). The score prefers the nodes whose domains
+//! have fewest matching pods under `ScheduleAnyway` constraints, or, for a pod with no
+//! constraints at all, under upstream's system defaults: at most 3 apart per node and 5
+//! per zone among the pods its Services and controller select.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,8 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 
 use super::helpers::{label_selector_matches, tolerated_by_any};
 use super::simple::matches_required_node_affinity;
-use crate::cache::{NodeInfo, PodInfo, Snapshot};
-use crate::framework::{Code, CycleState, Plugin, Status};
+use std::sync::Arc;
+
+use crate::cache::{NodeInfo, PodInfo, SelectingKind, Selectors, Snapshot};
+use crate::framework::{Code, CycleState, Plugin, Status, MAX_NODE_SCORE};
 
 pub const ERR_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
@@ -36,15 +40,19 @@ struct PreFilterState {
     counts: Vec<HashMap<String, i64>>,
 }
 
-fn hard_constraints(pod: &PodInfo) -> Vec<Constraint> {
-    let list: &[TopologySpreadConstraint] = pod
-        .pod
+fn declared(pod: &PodInfo) -> &[TopologySpreadConstraint] {
+    pod.pod
         .spec
         .as_ref()
         .and_then(|s| s.topology_spread_constraints.as_deref())
-        .unwrap_or(&[]);
-    list.iter()
-        .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+        .unwrap_or(&[])
+}
+
+/// The pod's constraints with this `whenUnsatisfiable`.
+fn constraints_of(pod: &PodInfo, when_unsatisfiable: &str) -> Vec<Constraint> {
+    declared(pod)
+        .iter()
+        .filter(|c| c.when_unsatisfiable == when_unsatisfiable)
         .map(|c| {
             let mut selector = c.label_selector.clone().unwrap_or_default();
             // matchLabelKeys: the pod's own values for these keys narrow the selector.
@@ -128,7 +136,7 @@ impl Plugin for PodTopologySpread {
     }
 
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot) -> Status {
-        let constraints = hard_constraints(pod);
+        let constraints = constraints_of(pod, "DoNotSchedule");
         if constraints.is_empty() {
             return Status::success();
         }
@@ -169,6 +177,63 @@ impl Plugin for PodTopologySpread {
         }
     }
 
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        feasible: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) {
+        if let Some(s) = Self::pre_score_state(pod, feasible, snapshot) {
+            state.write(SCORE_KEY, s);
+        }
+    }
+
+    /// Each constraint adds `matching pods × its weight + (maxSkew − 1)`: fewer is better.
+    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> i64 {
+        let Some(s) = state.read::<PreScoreState>(SCORE_KEY) else {
+            return 0;
+        };
+        let mut score = 0.0;
+        for (i, c) in s.constraints.iter().enumerate() {
+            let Some(value) = node.labels().get(&c.key) else {
+                continue;
+            };
+            let count = if c.key == HOSTNAME {
+                matching_pods(c, pod, node)
+            } else {
+                s.counts.get(&(i, value.clone())).copied().unwrap_or(0)
+            };
+            score += count as f64 * s.weights[i] + (c.max_skew - 1) as f64;
+        }
+        score.round() as i64
+    }
+
+    /// Upstream's normalisation: the lowest raw score gets the most, ignored nodes none.
+    fn normalize(&self, state: &CycleState, scores: &mut [i64]) {
+        let Some(s) = state.read::<PreScoreState>(SCORE_KEY) else {
+            return;
+        };
+        let counted = || {
+            scores
+                .iter()
+                .zip(&s.ignored)
+                .filter(|(_, ignored)| !**ignored)
+                .map(|(score, _)| *score)
+        };
+        let min = counted().min().unwrap_or(0);
+        let max = counted().max().unwrap_or(0);
+        for (score, ignored) in scores.iter_mut().zip(&s.ignored) {
+            *score = if *ignored {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *score) / max
+            };
+        }
+    }
+
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<PreFilterState>(STATE_KEY) else {
             return Status::success();
@@ -197,11 +262,178 @@ impl Plugin for PodTopologySpread {
     }
 }
 
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+/// Upstream's system default constraints: (topology key, maxSkew), both ScheduleAnyway.
+const SYSTEM_DEFAULTS: [(&str, i64); 2] = [(HOSTNAME, 3), (ZONE, 5)];
+const SCORE_KEY: &str = "PreScorePodTopologySpread";
+
+/// Upstream's `DefaultSelector`: the pods that the Services selecting this pod select,
+/// narrowed by its controller's selector (ReplicationController, ReplicaSet or
+/// StatefulSet). `None` when nothing selects it.
+fn default_selector(pod: &PodInfo, selectors: &Selectors) -> Option<LabelSelector> {
+    let namespace = pod.namespace();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut expressions: Vec<LabelSelectorRequirement> = Vec::new();
+    for service in selectors.in_namespace(SelectingKind::Service, namespace) {
+        if label_selector_matches(Some(service), pod.labels()) {
+            labels.extend(service.match_labels.clone().unwrap_or_default());
+        }
+    }
+    let owner = pod
+        .pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    if let Some(owner) = owner {
+        let kind = match (owner.api_version.as_str(), owner.kind.as_str()) {
+            ("v1", "ReplicationController") => Some(SelectingKind::ReplicationController),
+            ("apps/v1", "ReplicaSet") => Some(SelectingKind::ReplicaSet),
+            ("apps/v1", "StatefulSet") => Some(SelectingKind::StatefulSet),
+            _ => None,
+        };
+        let key = format!("{namespace}/{}", owner.name);
+        if let Some(selector) = kind.and_then(|k| selectors.get(k, &key)) {
+            // Added as requirements, so that a value differing from a Service's still
+            // narrows rather than replaces.
+            for (k, v) in selector.match_labels.iter().flatten() {
+                expressions.push(LabelSelectorRequirement {
+                    key: k.clone(),
+                    operator: "In".into(),
+                    values: Some(vec![v.clone()]),
+                });
+            }
+            expressions.extend(selector.match_expressions.clone().unwrap_or_default());
+        }
+    }
+    (!labels.is_empty() || !expressions.is_empty()).then(|| LabelSelector {
+        match_labels: (!labels.is_empty()).then_some(labels),
+        match_expressions: (!expressions.is_empty()).then_some(expressions),
+    })
+}
+
+/// The constraints the score weighs: the pod's `ScheduleAnyway` ones, or the system
+/// defaults for a pod that declares none at all. The flag says whether they are the
+/// pod's own (then a node without every topology key is ignored).
+fn soft_constraints(pod: &PodInfo, snapshot: &Snapshot) -> (Vec<Constraint>, bool) {
+    if !declared(pod).is_empty() {
+        return (constraints_of(pod, "ScheduleAnyway"), true);
+    }
+    let Some(selector) = default_selector(pod, &snapshot.selectors) else {
+        return (Vec::new(), false);
+    };
+    let defaults = SYSTEM_DEFAULTS
+        .iter()
+        .map(|(key, max_skew)| Constraint {
+            key: key.to_string(),
+            max_skew: *max_skew,
+            min_domains: 1,
+            selector: selector.clone(),
+            honor_affinity: true,
+            honor_taints: false,
+        })
+        .collect();
+    (defaults, false)
+}
+
+#[derive(Clone)]
+struct PreScoreState {
+    constraints: Vec<Constraint>,
+    /// Per feasible node (in order): left out of scoring for lacking a topology key.
+    ignored: Vec<bool>,
+    /// (constraint, domain value) → matching pods; hostname domains are counted per node.
+    counts: HashMap<(usize, String), i64>,
+    /// Per constraint: ln(number of domains + 2), so that a spread over many domains
+    /// weighs more than one over few.
+    weights: Vec<f64>,
+}
+
+fn has_every_key(constraints: &[Constraint], node: &NodeInfo) -> bool {
+    constraints
+        .iter()
+        .all(|c| node.labels().contains_key(&c.key))
+}
+
+fn matching_pods(c: &Constraint, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    node.pods.iter().filter(|p| counted_pod(c, pod, p)).count() as i64
+}
+
+impl PodTopologySpread {
+    fn pre_score_state(
+        pod: &PodInfo,
+        feasible: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Option<PreScoreState> {
+        let (constraints, own) = soft_constraints(pod, snapshot);
+        if constraints.is_empty() {
+            return None;
+        }
+        let ignored: Vec<bool> = feasible
+            .iter()
+            .map(|n| own && !has_every_key(&constraints, n))
+            .collect();
+        let mut counts: HashMap<(usize, String), i64> = HashMap::new();
+        for node in feasible
+            .iter()
+            .zip(&ignored)
+            .filter(|(_, i)| !**i)
+            .map(|(n, _)| n)
+        {
+            for (i, c) in constraints.iter().enumerate() {
+                if c.key == HOSTNAME {
+                    continue;
+                }
+                if let Some(value) = node.labels().get(&c.key) {
+                    counts.insert((i, value.clone()), 0);
+                }
+            }
+        }
+        let scored = ignored.iter().filter(|i| !**i).count();
+        let weights = constraints
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let domains = if c.key == HOSTNAME {
+                    scored
+                } else {
+                    counts.keys().filter(|(j, _)| *j == i).count()
+                };
+                ((domains + 2) as f64).ln()
+            })
+            .collect();
+        for node in &snapshot.nodes {
+            if own && !has_every_key(&constraints, node) {
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                let Some(value) = node.labels().get(&c.key) else {
+                    continue;
+                };
+                if c.key == HOSTNAME || !node_counts(c, pod, node) {
+                    continue;
+                }
+                if let Some(count) = counts.get_mut(&(i, value.clone())) {
+                    *count += matching_pods(c, pod, node);
+                }
+            }
+        }
+        Some(PreScoreState {
+            constraints,
+            ignored,
+            counts,
+            weights,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::Cache;
     use crate::plugins::testing::{node, pod_with};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -293,5 +525,136 @@ mod tests {
         let mut cache = cluster();
         let v = verdicts(&spread(json!({"maxSkew": 2})), &mut cache);
         assert_eq!(v[0], ("a1".into(), true));
+    }
+
+    fn normalized_scores(p: &PodInfo, cache: &mut Cache) -> Vec<(String, i64)> {
+        let snap = cache.snapshot();
+        let mut state = CycleState::default();
+        PodTopologySpread.pre_score(&mut state, p, &snap.nodes, &snap);
+        let mut scores: Vec<i64> = snap
+            .nodes
+            .iter()
+            .map(|n| PodTopologySpread.score(&state, p, n, &snap))
+            .collect();
+        PodTopologySpread.normalize(&state, &mut scores);
+        snap.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .zip(scores)
+            .collect()
+    }
+
+    #[test]
+    fn schedule_anyway_prefers_the_emptier_zone_and_ignores_unlabelled_nodes() {
+        let mut cache = cluster();
+        let p = spread(json!({"whenUnsatisfiable": "ScheduleAnyway"}));
+        assert_eq!(
+            normalized_scores(&p, &mut cache),
+            [
+                ("a1".into(), 0),
+                ("a2".into(), 0),
+                ("b1".into(), 100),
+                ("nozone".into(), 0)
+            ]
+        );
+    }
+
+    /// Nodes labelled as kubelets label them, three web pods' siblings placed.
+    fn labelled_cluster() -> Cache {
+        let mut cache = Cache::default();
+        for (name, zone) in [
+            ("a1", Some("a")),
+            ("a2", Some("a")),
+            ("b1", Some("b")),
+            ("nozone", None),
+        ] {
+            let mut labels = json!({"kubernetes.io/hostname": name});
+            if let Some(zone) = zone {
+                labels[ZONE] = json!(zone);
+            }
+            if let Some(n) = node(name, json!({}), labels).node() {
+                cache.apply_node(n.clone());
+            }
+        }
+        cache.assume(
+            Arc::new(pod_with("w1", json!({"app": "web"}), json!({}))),
+            "a1",
+        );
+        cache
+    }
+
+    fn owned_by_replica_set(name: &str) -> PodInfo {
+        let mut pod = (*pod_with(
+            name,
+            json!({"app": "web", "pod-template-hash": "x"}),
+            json!({}),
+        )
+        .pod)
+            .clone();
+        pod.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-x", "uid": "u", "controller": true
+        }))
+        .expect("owner")]);
+        PodInfo::new(Arc::new(pod))
+    }
+
+    #[test]
+    fn system_defaults_spread_a_replica_sets_pods_by_node_then_zone() {
+        let mut cache = labelled_cluster();
+        let p = owned_by_replica_set("new");
+        // Nothing selects the pod yet: no default constraints, no preference.
+        let snap = cache.snapshot();
+        let mut state = CycleState::default();
+        PodTopologySpread.pre_score(&mut state, &p, &snap.nodes, &snap);
+        assert!(state.read::<PreScoreState>(SCORE_KEY).is_none());
+
+        cache.apply_selector(
+            SelectingKind::ReplicaSet,
+            "default/web-x",
+            Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                ..Default::default()
+            }),
+        );
+        // Raw: a1 = 1·ln 6 + 2 + 1·ln 4 + 4 ≈ 9, a2 ≈ 7, b1 = 2 + 4 = 6, nozone = 2 (no
+        // zone: only the hostname constraint); normalised 100·(9 + 2 − raw)/9.
+        assert_eq!(
+            normalized_scores(&p, &mut cache),
+            [
+                ("a1".into(), 22),
+                ("a2".into(), 44),
+                ("b1".into(), 55),
+                ("nozone".into(), 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_default_selector_joins_services_and_the_controller() {
+        let mut cache = labelled_cluster();
+        cache.apply_selector(
+            SelectingKind::Service,
+            "default/web",
+            Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                ..Default::default()
+            }),
+        );
+        cache.apply_selector(
+            SelectingKind::Service,
+            "default/db",
+            Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_string(), "db".to_string())])),
+                ..Default::default()
+            }),
+        );
+        let snap = cache.snapshot();
+        let lone = pod_with("lone", json!({"app": "web"}), json!({}));
+        let selector = default_selector(&lone, &snap.selectors).expect("a Service selects it");
+        assert_eq!(
+            selector.match_labels,
+            Some(BTreeMap::from([("app".to_string(), "web".to_string())]))
+        );
+        assert!(selector.match_expressions.is_none());
     }
 }
