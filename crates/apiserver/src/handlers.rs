@@ -617,7 +617,11 @@ async fn handle_resource(
                     "create not allowed while custom resource definition is terminating",
                 ));
             }
-            check_unknown_fields(&resource, &object, query)?;
+            crate::crd::check_unknown_fields(
+                &resource,
+                &object,
+                query.get("fieldValidation").unwrap_or(""),
+            )?;
             if resource.plural == "bindings" {
                 let name = object::name(&object).to_string();
                 return bind(state, namespace, &name, &object, query).await;
@@ -670,7 +674,11 @@ async fn handle_resource(
             let object = encoding::decode_body(headers, &body)?;
             let dry_run = query.dry_run()?;
             let manager = query.manager(headers, "UpdateOptions")?;
-            check_unknown_fields(&resource, &object, query)?;
+            crate::crd::check_unknown_fields(
+                &resource,
+                &object,
+                query.get("fieldValidation").unwrap_or(""),
+            )?;
             if sub == Some("scale") {
                 let scale = write_scale(
                     registry, &resource, namespace, name, &object, &manager, dry_run,
@@ -710,15 +718,6 @@ async fn handle_resource(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
             }
-            if resource.custom.is_some() && sub.is_none() && patch_type != PatchType::Apply {
-                // Unknown fields are judged on what the patch produces.
-                if let Ok(current) = registry.get(&resource, namespace, name).await {
-                    let current = convert::from_storage(&resource, current);
-                    if let Ok(preview) = crate::patch::apply(patch_type, &current, &body) {
-                        check_unknown_fields(&resource, &preview, query)?;
-                    }
-                }
-            }
             let dry_run = query.dry_run()?;
             let (manager, force) = query.patch_options(patch_type, headers)?;
             if resource.group == "rbac.authorization.k8s.io" {
@@ -751,6 +750,7 @@ async fn handle_resource(
                 manager: &manager,
                 force,
                 via: None,
+                field_validation: query.get("fieldValidation").unwrap_or(""),
             };
             let (object, created) = registry
                 .patch(&resource, namespace, name, sub, patch, dry_run)
@@ -1020,40 +1020,6 @@ fn delete_options(headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<
     Ok(options)
 }
 
-/// The `fieldValidation` of a write of a custom object: fields its schema does not
-/// know are refused (`Strict`), warned about (`Warn`, the default) or dropped silently
-/// (`Ignore`); pruning drops them in every case.
-fn check_unknown_fields(resource: &ResourceInfo, object: &Value, query: &Query) -> ApiResult<()> {
-    let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
-        return Ok(());
-    };
-    let mode = query.get("fieldValidation").unwrap_or("Warn");
-    if mode == "Ignore" {
-        return Ok(());
-    }
-    let unknown = crate::crd::schema::prune(&mut object.clone(), schema);
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let texts: Vec<String> = unknown
-        .iter()
-        .map(|path| format!("unknown field {}", crate::status::quote(path)))
-        .collect();
-    if mode == "Strict" {
-        return Err(ApiError::bad_request(format!(
-            "{} in version {} cannot be handled as a {}: strict decoding error: {}",
-            resource.kind,
-            crate::status::quote(&resource.version),
-            resource.kind,
-            texts.join(", ")
-        )));
-    }
-    for text in texts {
-        crate::warnings::add(text);
-    }
-    Ok(())
-}
-
 /// The `autoscaling/v1` `Scale` view of a scalable object.
 fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
     if let Some(paths) = resource.custom.as_ref().and_then(|c| c.scale.as_ref()) {
@@ -1164,6 +1130,8 @@ async fn write_scale(
         manager,
         force: false,
         via: Some("scale"),
+        // The change is ours: one field, known.
+        field_validation: "Ignore",
     };
     let (stored, _) = registry
         .patch(resource, namespace, name, None, patch, dry_run)

@@ -107,6 +107,8 @@ pub struct Patch<'a> {
     /// The subresource the request came through, when it differs from the part written
     /// (`scale` writes the main resource's `spec.replicas`).
     pub via: Option<&'a str>,
+    /// The request's `fieldValidation` (empty: the default), for custom objects.
+    pub field_validation: &'a str,
 }
 
 /// Whether a create records its writer in `managedFields`, or carries the ones an apply
@@ -672,7 +674,12 @@ impl Registry {
                         patch.force,
                         reset,
                     )?,
-                    None => crate::patch::apply(patch.patch_type, &served, patch.body)?,
+                    None => {
+                        let new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
+                        // Unknown fields are judged on what the patch produces.
+                        crate::crd::check_unknown_fields(resource, &new, patch.field_validation)?;
+                        new
+                    }
                 };
                 // A patch that names no resourceVersion applies to whatever is current.
                 if object::meta_str(&new, "resourceVersion").is_none() {

@@ -276,6 +276,16 @@ fn custom_objects_are_validated_defaulted_pruned_and_patched() {
     assert!(stderr.contains(r#"unknown field "spec.bogus""#), "{stderr}");
     let w2 = s.json(&[&n.short, "w2", "-n", &ns]);
     assert!(w2["spec"].get("bogus").is_none(), "pruned: {w2}");
+    // The same through the patch kubectl sends for an object that exists.
+    let err = stderr_of(
+        s,
+        &["apply", "-n", &ns, "-f", "-"],
+        &widget(group, "w2", "{size: 3, bogus: true}"),
+    );
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.bogus""#),
+        "{err}"
+    );
 
     // Schema violations: 422 with upstream's texts.
     let err = stderr_of(

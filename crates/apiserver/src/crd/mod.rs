@@ -17,6 +17,44 @@ pub mod schema;
 
 pub use definition::{compare_versions, CustomVersion};
 
+use serde_json::Value;
+
+use crate::resources::ResourceInfo;
+use crate::status::{ApiError, ApiResult};
+
+/// The `fieldValidation` of a write of a custom object (`mode` as the request gave it):
+/// fields its schema does not know are refused (`Strict`), warned about (`Warn`, the
+/// default) or passed over (`Ignore`); pruning drops them in every case.
+pub fn check_unknown_fields(resource: &ResourceInfo, object: &Value, mode: &str) -> ApiResult<()> {
+    let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
+        return Ok(());
+    };
+    if mode == "Ignore" {
+        return Ok(());
+    }
+    let unknown = schema::prune(&mut object.clone(), schema);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|path| format!("unknown field {}", crate::status::quote(path)))
+        .collect();
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(format!(
+            "{} in version {} cannot be handled as a {}: strict decoding error: {}",
+            resource.kind,
+            crate::status::quote(&resource.version),
+            resource.kind,
+            texts.join(", ")
+        )));
+    }
+    for text in texts {
+        crate::warnings::add(text);
+    }
+    Ok(())
+}
+
 /// The finalizer that holds a deleted CRD until its objects are gone.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 /// The group CRDs are served in.
