@@ -2,6 +2,7 @@
 ApiextensionsV1Api, its objects through CustomObjectsApi (create, get, list, merge patch,
 status, watch, delete). Prints "all checks passed" at the end."""
 
+import json
 import os
 import time
 
@@ -51,6 +52,35 @@ while True:
     assert time.time() < deadline, f"not established: {conditions}"
     time.sleep(0.2)
 assert got.status.accepted_names.kind == "PyWidget", got.status.accepted_names
+
+# Aggregated discovery lists the new group, whichever form of the Accept header asks.
+raw = client.ApiClient()
+
+
+def get(path, accept):
+    """A GET of `path` with this Accept header: (Content-Type, parsed body)."""
+    request = raw.param_serialize(method="GET", resource_path=path,
+                                  header_params={"Accept": accept},
+                                  auth_settings=["BearerToken"])
+    response = raw.call_api(*request)
+    response.read()
+    return response.getheader("Content-Type"), json.loads(response.data)
+
+
+for accept in [
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+]:
+    content_type, document = get("/apis", accept)
+    assert "g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList" in content_type, content_type
+    groups = [item["metadata"]["name"] for item in document["items"]]
+    assert group in groups, groups
+    versions = [v["version"] for item in document["items"] if item["metadata"]["name"] == group
+                for v in item["versions"]]
+    assert versions == ["v1"], versions
+_, legacy = get("/apis", "application/json")
+assert legacy["kind"] == "APIGroupList", legacy["kind"]
+assert group in [g["name"] for g in legacy["groups"]], legacy
 
 api = client.CustomObjectsApi()
 body = {"apiVersion": f"{group}/v1", "kind": "PyWidget", "metadata": {"name": "a"},
