@@ -354,6 +354,13 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
             &["Cluster", "Namespaced"],
         )),
     }
+    if crd.pointer("/spec/preserveUnknownFields") == Some(&Value::Bool(true)) {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            message: "Invalid value: true: cannot set to true, set x-kubernetes-preserve-unknown-fields to true in spec.versions[*].schema instead".into(),
+            field: "spec.preserveUnknownFields".into(),
+        });
+    }
     validate_names(crd.pointer("/spec/names"), "spec.names", &mut causes);
     validate_versions(crd, &mut causes);
     causes

@@ -658,10 +658,36 @@ pub fn validate_structural(schema: &Value, path: &str, causes: &mut Vec<Cause>) 
             "must be object at the root",
         )),
     }
+    // The root's metadata is ObjectMeta: a schema may narrow its name, nothing more.
+    if let Some(metadata) = properties(schema).and_then(|p| p.get("metadata")) {
+        let others = properties(metadata)
+            .is_some_and(|p| p.keys().any(|k| k != "name" && k != "generateName"))
+            || metadata
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t != "object")
+            || additional(metadata).is_some()
+            || metadata
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_some();
+        if others {
+            causes.push(Cause::forbidden(
+                format!("{path}.properties[metadata]"),
+                "must not specify anything other than name and generateName, but metadata is implicitly specified",
+            ));
+        }
+    }
     structural_node(schema, path, causes);
 }
 
 fn structural_node(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(false)) {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            message: "Invalid value: false: must be true or undefined".into(),
+            field: format!("{path}.x-kubernetes-preserve-unknown-fields"),
+        });
+    }
     let ty = schema_type(schema);
     if !ty.is_empty() && !TYPES.contains(&ty) {
         causes.push(Cause::unsupported(format!("{path}.type"), ty, TYPES));
@@ -884,7 +910,11 @@ mod tests {
     fn structural_schemas_need_types() {
         let mut causes = Vec::new();
         validate_structural(
-            &json!({"type": "object", "properties": {"spec": {"properties": {"a": {"type": "strin"}}}}}),
+            &json!({"type": "object", "properties": {
+                "spec": {"properties": {"a": {"type": "strin"}}},
+                "metadata": {"type": "object", "properties": {"labels": {"type": "object"}}},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": false},
+            }}),
             "s",
             &mut causes,
         );
@@ -895,8 +925,10 @@ mod tests {
         assert_eq!(
             messages,
             [
+                "s.properties[metadata]: Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified",
                 "s.properties[spec].type: Required value: must not be empty for specified object fields",
                 "s.properties[spec].properties[a].type: Unsupported value: \"strin\": supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\"",
+                "s.properties[status].x-kubernetes-preserve-unknown-fields: Invalid value: false: must be true or undefined",
             ]
         );
     }
