@@ -699,6 +699,34 @@ fn watches_see_custom_objects_change() {
         .map(|(e, size)| (e.to_string(), size.to_string()))
         .collect();
     assert_eq!(events, expected, "{out}");
+
+    // A watch with a selectable field sees only the objects that match it.
+    let out = s.watch_output(
+        &[
+            "get",
+            &n.plural,
+            "-n",
+            &ns,
+            "--watch",
+            "--field-selector",
+            "spec.color=green",
+            "-o",
+            "name",
+        ],
+        || {
+            for (name, color) in [("red-one", "red"), ("green-one", "green")] {
+                s.ok_with_input(
+                    &["create", "-n", &ns, "-f", "-"],
+                    &widget(group, name, &format!("{{size: 1, color: {color}}}")),
+                );
+            }
+        },
+    );
+    assert_eq!(
+        out.trim(),
+        format!("{}.{group}/green-one", n.kind.to_lowercase()),
+        "{out}"
+    );
 }
 
 #[test]
