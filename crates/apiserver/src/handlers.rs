@@ -512,6 +512,13 @@ async fn handle_resource(
         ..Default::default()
     };
     authorize(state, user, &request)?;
+    if let Some(warning) = resource
+        .custom
+        .as_ref()
+        .and_then(|c| c.deprecation.as_ref())
+    {
+        crate::warnings::add(warning.clone());
+    }
     let registry = state.registry.as_ref();
     let namespace = target.namespace.as_deref();
     let sub = target.subresource.as_deref();

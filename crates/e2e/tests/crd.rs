@@ -736,7 +736,7 @@ fn cluster_scoped_resources_and_versions_without_conversion() {
     // v1beta1 served and stored; v1 served too: the same objects in both versions.
     let crd = widget_crd(group, "Cluster").replace(
         "  versions:\n  - name: v1\n    served: true\n    storage: true\n",
-        "  versions:\n  - name: v1beta1\n    served: true\n    storage: true\n    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n  - name: v1\n    served: true\n    storage: false\n",
+        "  versions:\n  - name: v1beta1\n    served: true\n    storage: true\n    deprecated: true\n    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n  - name: v1\n    served: true\n    storage: false\n",
     );
     let n = establish(s, &crd, group);
     s.ok_with_input(
@@ -756,6 +756,16 @@ fn cluster_scoped_resources_and_versions_without_conversion() {
     let old = s.json(&[&format!("{}.v1beta1.{group}", n.plural), "old"]);
     assert_eq!(old["apiVersion"], format!("{group}/v1beta1"));
     assert!(old["metadata"].get("namespace").is_none());
+    // v1beta1 is deprecated: every request to it says so.
+    let out = s.kubectl(&["get", &format!("{}.v1beta1.{group}", n.plural), "old"]);
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains(&format!(
+            "Warning: {group}/v1beta1 {kind} is deprecated; use {group}/v1 {kind}",
+            kind = n.kind
+        )),
+        "{warning}"
+    );
     // Each version validates by its own schema: v1beta1 keeps what v1 would prune.
     assert_eq!(old["spec"]["anything"], 1);
     // Read through v1, the object gets v1's defaults, as upstream defaults on reads.

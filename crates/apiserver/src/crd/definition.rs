@@ -26,6 +26,8 @@ pub struct CustomVersion {
     pub selectable_fields: Vec<String>,
     /// The CRD is being deleted: creates are refused.
     pub terminating: bool,
+    /// The warning every request to a deprecated version gets.
+    pub deprecation: Option<String>,
 }
 
 /// The `scale` subresource's paths (`.spec.replicas` and the like).
@@ -196,6 +198,7 @@ pub fn served(crd: &Value) -> Option<CustomGroup> {
                 })
                 .unwrap_or_default(),
             terminating,
+            deprecation: deprecation(crd, version, &group, name, &kind),
         }));
         resources.push(info);
     }
@@ -205,6 +208,40 @@ pub fn served(crd: &Value) -> Option<CustomGroup> {
         versions,
         resources,
     })
+}
+
+/// A deprecated version's warning: its own, or upstream's default, which names the
+/// most preferred served version that is newer and not deprecated.
+fn deprecation(
+    crd: &Value,
+    version: &Value,
+    group: &str,
+    name: &str,
+    kind: &str,
+) -> Option<String> {
+    if version.get("deprecated").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    if let Some(own) = version.get("deprecationWarning").and_then(Value::as_str) {
+        return Some(own.to_string());
+    }
+    let mut warning = format!("{group}/{name} {kind} is deprecated");
+    let newer = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            v.get("served").and_then(Value::as_bool) == Some(true)
+                && v.get("deprecated").and_then(Value::as_bool) != Some(true)
+        })
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .filter(|v| compare_versions(v, name) == Ordering::Less)
+        .min_by(|a, b| compare_versions(a, b));
+    if let Some(newer) = newer {
+        warning.push_str(&format!("; use {group}/{newer} {kind}"));
+    }
+    Some(warning)
 }
 
 fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
@@ -682,6 +719,31 @@ mod tests {
             .any(|m| m.starts_with("spec.versions: Invalid value")
                 && m.ends_with("must have exactly one version marked as storage version")));
         assert!(messages.contains(&"spec.names.kind: Required value".to_string()));
+    }
+
+    #[test]
+    fn deprecated_versions_warn_as_upstream() {
+        let mut crd = crd();
+        crd["spec"]["versions"] = json!([
+            {"name": "v1alpha1", "served": true, "storage": false, "deprecated": true},
+            {"name": "v1beta1", "served": true, "storage": false, "deprecated": true, "deprecationWarning": "use v1"},
+            {"name": "v1", "served": true, "storage": true},
+        ]);
+        crd["status"] = json!({"acceptedNames": {"plural": "widgets", "kind": "Widget"}});
+        let served = served(&crd).unwrap();
+        let warnings: Vec<Option<String>> = served
+            .resources
+            .iter()
+            .map(|r| r.custom.as_ref().unwrap().deprecation.clone())
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                Some("example.com/v1alpha1 Widget is deprecated; use example.com/v1 Widget".into()),
+                Some("use v1".into()),
+                None,
+            ]
+        );
     }
 
     #[test]
