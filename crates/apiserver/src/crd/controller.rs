@@ -218,7 +218,9 @@ fn accept_names(crd: &mut Value, others: &[Value]) -> bool {
     if let Some(categories) = requested.get("categories") {
         accepted["categories"] = categories.clone();
     }
-    status_mut(crd).insert("acceptedNames".into(), accepted);
+    if let Some(status) = status_mut(crd) {
+        status.insert("acceptedNames".into(), accepted);
+    }
     match conflict {
         None => {
             set_condition(
@@ -254,20 +256,20 @@ fn claim(
     None
 }
 
-fn status_mut(crd: &mut Value) -> &mut serde_json::Map<String, Value> {
-    if !crd.get("status").is_some_and(Value::is_object) {
-        crd["status"] = json!({});
-    }
-    crd["status"]
-        .as_object_mut()
-        .expect("status was just made an object")
+/// The CRD's status, made an object if it is missing (a CRD read from the store is
+/// always an object; anything else has no status to set).
+fn status_mut(crd: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    crd.as_object_mut()
+        .map(|fields| object::object_entry(fields, "status"))
 }
 
 /// Sets a condition, keeping its transition time unless its status changes.
 pub fn set_condition(crd: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
-    let conditions = status_mut(crd)
-        .entry("conditions")
-        .or_insert_with(|| json!([]));
+    let Some(conditions) =
+        status_mut(crd).map(|s| s.entry("conditions").or_insert_with(|| json!([])))
+    else {
+        return;
+    };
     if !conditions.is_array() {
         *conditions = json!([]);
     }
@@ -305,11 +307,13 @@ async fn write_status(
 ) -> ApiResult<()> {
     registry
         .guaranteed_update(resource, None, name, false, |mut current| {
-            match &status {
-                Some(s) => current["status"] = s.clone(),
-                None => return Ok(Action::Keep),
+            match (&status, current.as_object_mut()) {
+                (Some(s), Some(fields)) => {
+                    fields.insert("status".into(), s.clone());
+                    Ok(Action::Replace(current))
+                }
+                _ => Ok(Action::Keep),
             }
-            Ok(Action::Replace(current))
         })
         .await
         .map(|_| ())
