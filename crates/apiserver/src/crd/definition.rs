@@ -400,42 +400,58 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
     }
     validate_names(crd.pointer("/spec/names"), "spec.names", &mut causes);
     validate_versions(crd, &mut causes);
+    validate_stored_versions(crd, &mut causes);
     causes
+}
+
+/// `status.storedVersions` names the storage version and only versions still listed:
+/// objects may be stored in any of them.
+fn validate_stored_versions(crd: &Value, causes: &mut Vec<Cause>) {
+    let stored = strings(crd.pointer("/status/storedVersions"));
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if stored.is_empty() {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            message: "Invalid value: []string{}: must have at least one stored version".into(),
+            field: "status.storedVersions".into(),
+        });
+    }
+    for version in &versions {
+        let name = text(version, "/name");
+        if version.get("storage").and_then(Value::as_bool) == Some(true)
+            && !stored.iter().any(|s| s == name)
+        {
+            causes.push(Cause::invalid(
+                "status.storedVersions",
+                name,
+                &format!("must have the storage version {name}"),
+            ));
+        }
+    }
+    for (i, version) in stored.iter().enumerate() {
+        if !versions.iter().any(|v| text(v, "/name") == version) {
+            causes.push(Cause::invalid(
+                format!("status.storedVersions[{i}]"),
+                version,
+                "must appear in spec.versions",
+            ));
+        }
+    }
 }
 
 /// What an update of a CRD may not change.
 pub fn validate_update(crd: &Value, old: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    {
-        for (pointer, field) in [("/spec/group", "spec.group"), ("/spec/scope", "spec.scope")] {
-            // Upstream lets the scope change only while nothing is stored; Skiff keeps
-            // it fixed, as it cannot move stored objects between scopes.
-            if crd.pointer(pointer) != old.pointer(pointer) {
-                causes.push(Cause::invalid(
-                    field,
-                    text(crd, pointer),
-                    "field is immutable",
-                ));
-            }
-        }
-        // A version still holding objects may not vanish from the stored versions.
-        let stored = strings(crd.pointer("/status/storedVersions"));
-        let listed: Vec<String> = crd
-            .pointer("/spec/versions")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().map(|v| text(v, "/name").to_string()).collect())
-            .unwrap_or_default();
-        for version in stored {
-            if !listed.contains(&version) {
-                causes.push(Cause::invalid(
-                    "status.storedVersions",
-                    &version,
-                    "must appear in spec.versions",
-                ));
-            }
-        }
-    }
-    causes
+    // Upstream lets the scope change only while nothing is stored; Skiff keeps it fixed,
+    // as it cannot move stored objects between scopes.
+    [("/spec/group", "spec.group"), ("/spec/scope", "spec.scope")]
+        .into_iter()
+        .filter(|(pointer, _)| crd.pointer(pointer) != old.pointer(pointer))
+        .map(|(pointer, field)| Cause::invalid(field, text(crd, pointer), "field is immutable"))
+        .collect()
 }
 
 /// Groups of the Kubernetes project itself (`*.k8s.io`, `*.kubernetes.io`).
@@ -700,7 +716,26 @@ mod tests {
 
     #[test]
     fn a_valid_crd_passes() {
-        assert_eq!(validate(&crd()), vec![]);
+        let mut crd = crd();
+        prepare_for_create(&mut crd);
+        assert_eq!(validate(&crd), vec![]);
+    }
+
+    #[test]
+    fn stored_versions_hold_the_storage_version_and_listed_ones_only() {
+        let mut crd = crd();
+        crd["status"] = json!({"storedVersions": ["v0"]});
+        let messages: Vec<String> = validate(&crd)
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "status.storedVersions: Invalid value: \"v1\": must have the storage version v1",
+                "status.storedVersions[0]: Invalid value: \"v0\": must appear in spec.versions",
+            ]
+        );
     }
 
     #[test]
@@ -749,6 +784,7 @@ mod tests {
     #[test]
     fn protected_groups_need_an_approval() {
         let mut crd = crd();
+        prepare_for_create(&mut crd);
         crd["metadata"]["name"] = json!("widgets.x.k8s.io");
         crd["spec"]["group"] = json!("x.k8s.io");
         let causes = validate(&crd);
