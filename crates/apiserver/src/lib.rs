@@ -26,6 +26,7 @@ pub mod metrics_api;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod pod_update;
 pub mod podsecurity;
 pub mod priority;
 pub mod proxy;

@@ -34,6 +34,15 @@ impl Cause {
         }
     }
 
+    /// `invalid` for a number, which upstream prints unquoted.
+    pub fn invalid_number(field: impl Into<String>, value: i64, detail: &str) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {value}: {detail}"),
+            field: field.into(),
+        }
+    }
+
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Cause {
             reason: "FieldValueForbidden",

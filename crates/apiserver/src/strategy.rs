@@ -232,8 +232,10 @@ pub fn validate_transition(resource: &ResourceInfo, new: &Value, old: &Value) ->
 
 /// What an update changes that may not change: one `field is immutable` cause each.
 pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
-    if resource.builtin_kind() == "CustomResourceDefinition" {
-        return crate::crd::definition::validate_update(new, old);
+    match resource.builtin_kind() {
+        "CustomResourceDefinition" => return crate::crd::definition::validate_update(new, old),
+        "Pod" => return crate::pod_update::validate(new, old),
+        _ => {}
     }
     immutable_fields(resource.builtin_kind(), old)
         .into_iter()

@@ -973,3 +973,57 @@ fn watch_prints_server_side_columns() {
         "{text}"
     );
 }
+
+#[test]
+fn a_pods_spec_is_fixed_but_for_images_deadlines_and_tolerations() {
+    let s = shared();
+    let ns = s.namespace("podupdate");
+    s.ok(&[
+        "run",
+        "fixed",
+        "-n",
+        &ns,
+        "--image=busybox:1.36",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    s.ok(&["set", "image", "pod/fixed", "-n", &ns, "fixed=busybox:1.37"]);
+    s.ok(&[
+        "patch",
+        "pod",
+        "fixed",
+        "-n",
+        &ns,
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":100}}"#,
+    ]);
+    let cases = [
+        (
+            r#"{"spec":{"restartPolicy":"OnFailure"}}"#,
+            "The Pod \"fixed\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
+        ),
+        (
+            r#"{"spec":{"activeDeadlineSeconds":200}}"#,
+            "The Pod \"fixed\" is invalid: spec.activeDeadlineSeconds: Invalid value: 200: must be less than or equal to previous value",
+        ),
+    ];
+    for (patch, expected) in cases {
+        let err = s.fails(&["patch", "pod", "fixed", "-n", &ns, "-p", patch]);
+        assert!(
+            err.contains(expected),
+            "patch {patch}:\n got: {err}\nwant: {expected}"
+        );
+    }
+    let spec = s.ok(&[
+        "get",
+        "pod",
+        "fixed",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.containers[0].image} {.spec.restartPolicy} {.spec.activeDeadlineSeconds}",
+    ]);
+    assert_eq!(spec, "busybox:1.37 Never 100");
+}
