@@ -65,13 +65,7 @@ fn prune_node(
                     match name.as_str() {
                         "apiVersion" | "kind" => continue,
                         "metadata" => {
-                            if !root {
-                                prune_embedded_metadata(
-                                    fields.get_mut(&name),
-                                    &field_path,
-                                    unknown,
-                                );
-                            }
+                            prune_metadata(fields.get_mut(&name), &field_path, unknown);
                             continue;
                         }
                         _ => {}
@@ -102,8 +96,9 @@ fn prune_node(
     }
 }
 
-/// An embedded resource's `metadata` is an ObjectMeta: its known fields stay.
-fn prune_embedded_metadata(metadata: Option<&mut Value>, path: &str, unknown: &mut Vec<String>) {
+/// An object's (or an embedded resource's) `metadata` is an ObjectMeta: its fields stay,
+/// others go, whatever the schema says.
+fn prune_metadata(metadata: Option<&mut Value>, path: &str, unknown: &mut Vec<String>) {
     const META: &[&str] = &[
         "name",
         "generateName",
@@ -783,7 +778,7 @@ mod tests {
     fn unknown_fields_are_pruned_and_named() {
         let mut object = json!({
             "apiVersion": "example.com/v1", "kind": "Widget",
-            "metadata": {"name": "w", "labels": {"a": "b"}},
+            "metadata": {"name": "w", "labels": {"a": "b"}, "labelz": {}},
             "spec": {"size": 2, "extra": 1, "free": {"anything": [1]}, "labels": {"x": "y"},
                      "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1}, "spec": {}}},
             "other": true,
@@ -791,7 +786,12 @@ mod tests {
         let unknown = prune(&mut object, &schema());
         assert_eq!(
             unknown,
-            ["spec.extra", "spec.template.metadata.bogus", "other"]
+            [
+                "metadata.labelz",
+                "spec.extra",
+                "spec.template.metadata.bogus",
+                "other"
+            ]
         );
         assert_eq!(object["metadata"]["labels"]["a"], "b");
         assert_eq!(object["spec"]["free"]["anything"], json!([1]));
