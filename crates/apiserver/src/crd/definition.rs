@@ -445,8 +445,7 @@ fn validate_stored_versions(crd: &Value, causes: &mut Vec<Cause>) {
 
 /// What an update of a CRD may not change.
 pub fn validate_update(crd: &Value, old: &Value) -> Vec<Cause> {
-    // Upstream lets the scope change only while nothing is stored; Skiff keeps it fixed,
-    // as it cannot move stored objects between scopes.
+    // Objects are stored under the group and laid out by scope: neither may change.
     [("/spec/group", "spec.group"), ("/spec/scope", "spec.scope")]
         .into_iter()
         .filter(|(pointer, _)| crd.pointer(pointer) != old.pointer(pointer))
