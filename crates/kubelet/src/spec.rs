@@ -417,6 +417,8 @@ pub struct ContainerInputs<'a> {
     pub qos: &'a str,
     pub memory_capacity: i64,
     pub kind: ContainerKind,
+    /// Where `Localhost` seccomp profiles are found (upstream's `<root>/seccomp`).
+    pub seccomp_dir: &'a std::path::Path,
 }
 
 /// The `ContainerConfig` of `c` (command and args expanded from `env`).
@@ -456,6 +458,17 @@ pub fn container_config(
         }
     }
     let mut security = linux_security(pod, c);
+    if let Some(profile) = security
+        .seccomp
+        .as_mut()
+        .filter(|p| p.profile_type == proto::security_profile::ProfileType::Localhost as i32)
+    {
+        profile.localhost_ref = inp
+            .seccomp_dir
+            .join(&profile.localhost_ref)
+            .display()
+            .to_string();
+    }
     if let ContainerKind::Ephemeral {
         target: Some(target),
     } = &inp.kind
@@ -628,6 +641,7 @@ mod tests {
                 qos: "BestEffort",
                 memory_capacity: 0,
                 kind: ContainerKind::App,
+                seccomp_dir: std::path::Path::new("/var/lib/kubelet/seccomp"),
             },
         );
         assert_eq!(cfg.args, ["echo hi $(MISSING)"]);

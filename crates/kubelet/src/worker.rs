@@ -632,6 +632,7 @@ impl PodWorker {
                 qos: &qos,
                 memory_capacity: self.shared.memory_capacity,
                 kind,
+                seccomp_dir: &self.shared.root_dir.join("seccomp"),
             },
         );
         let cri = self.shared.cri.clone();

@@ -239,6 +239,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         sidecars(server, ns, logs_dir);
         termination_messages(server, ns);
         active_deadline(server, ns);
+        seccomp(server, ns, logs_dir);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -460,4 +461,32 @@ fn active_deadline(server: &Server, ns: &str) {
     );
     let state = &pod["status"]["containerStatuses"][0]["state"];
     assert!(state["terminated"].is_object(), "{state}");
+}
+
+/// A `RuntimeDefault` seccomp profile refuses what the default profiles refuse (a new
+/// namespace, here a user namespace), which the same container does unconfined.
+fn seccomp(server: &Server, ns: &str, logs_dir: &Path) {
+    let script = "unshare -U true && echo unshared || echo refused";
+    for (name, profile) in [("unconfined", "Unconfined"), ("confined", "RuntimeDefault")] {
+        let spec = format!(
+            "  restartPolicy: Never\n  securityContext:\n    seccompProfile:\n      type: {profile}\n"
+        );
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(name, &spec, &container("c", script, "")),
+        );
+    }
+    for (name, expected) in [("unconfined", "unshared"), ("confined", "refused")] {
+        let pod = wait_for(60, &format!("{name} Succeeded"), || {
+            let p = pod_json(server, ns, name)?;
+            (p["status"]["phase"] == "Succeeded").then_some(p)
+        });
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let log = std::fs::read_to_string(logs_dir.join(format!("{ns}_{name}_{uid}/c/0.log")))
+            .expect("log");
+        assert!(
+            log.contains(&format!(" stdout F {expected}")),
+            "{name}: {log}"
+        );
+    }
 }

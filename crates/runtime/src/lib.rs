@@ -31,8 +31,7 @@
 //!
 //! ## Not done yet
 //!
-//! `GetContainerEvents` (the kubelet relists instead), seccomp `RuntimeDefault` (no
-//! profile is applied), pod-level PID namespaces (`shareProcessNamespace`), sysctls,
+//! `GetContainerEvents` (the kubelet relists instead), pod-level PID namespaces (`shareProcessNamespace`), sysctls,
 //! image garbage collection and pinning, zstd layers, CNI `CHECK`. These RPCs answer
 //! `UNIMPLEMENTED` or the fields are ignored.
 
@@ -44,6 +43,7 @@ pub mod network;
 pub mod reference;
 pub mod runc;
 pub mod runtime;
+pub mod seccomp;
 pub mod server;
 pub mod shim;
 pub mod spec;

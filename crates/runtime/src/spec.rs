@@ -359,6 +359,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     // A container sharing the host's UTS namespace (host network) keeps the host's name:
     // runc refuses to set one without a private namespace.
     let hostname = input.namespaces.uts.as_ref().map(|_| input.hostname);
+    let seccomp = crate::seccomp::filter(&sc, &caps)?;
     let v = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -382,6 +383,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
             "namespaces": namespaces,
             "maskedPaths": masked,
             "readonlyPaths": readonly,
+            "seccomp": seccomp,
         },
     });
     serde_json::from_value(v).map_err(|e| Error::json("build runtime spec", e))
