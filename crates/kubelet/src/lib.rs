@@ -28,10 +28,10 @@
 //!
 //! ## Not done yet
 //!
-//! Upstream's 12 KiB cap on a pod's termination messages
-//! together; `emptyDir.medium: Memory` as tmpfs and `sizeLimit`;
-//! `subPathExpr`; httpGet hooks; static pods; ephemeral containers; node-pressure
-//! eviction.
+//! Upstream's 12 KiB cap on a pod's termination messages together; the size of a
+//! memory-backed `emptyDir` without a `sizeLimit` (the kernel's default, where upstream
+//! takes the pod's memory limit); `sizeLimit` on disk; httpGet hooks; static pods;
+//! node-pressure eviction.
 
 pub mod backoff;
 pub mod cri;

@@ -241,11 +241,17 @@ pub fn prepare(
     let uid = pod.metadata.uid.as_deref().unwrap_or("");
     let mut out = HashMap::new();
     for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = if vol.empty_dir.is_some() {
-            // medium: Memory is a plain directory for now (no tmpfs mount to
-            // clean up); sizeLimit is not enforced yet.
+        let path = if let Some(empty_dir) = &vol.empty_dir {
             let d = plugin_dir(root, uid, "empty-dir", &vol.name);
             std::fs::create_dir_all(&d).map_err(Error::io(format!("create {}", d.display())))?;
+            if empty_dir.medium.as_deref() == Some("Memory") {
+                let size = empty_dir
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| skiff_quantity::parse_value(&q.0).ok());
+                mount_tmpfs(&d, size)?;
+            }
+            // On disk the size limit is not enforced (upstream evicts the pod instead).
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))
                 .map_err(Error::io(format!("chmod {}", d.display())))?;
             d
@@ -306,16 +312,31 @@ pub fn prepare(
 }
 
 /// The CRI mounts of a container's `volumeMounts` (with `subPath`).
-pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<proto::Mount>> {
+pub fn mounts(
+    c: &Container,
+    volumes: &HashMap<String, PathBuf>,
+    env: &[(String, String)],
+) -> Result<Vec<proto::Mount>> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let base = volumes
             .get(&m.name)
             .ok_or_else(|| Error::Config(format!("volume {:?} not found", m.name)))?;
-        let host = match m.sub_path.as_deref() {
+        let sub_path = match m.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
+            Some(expr) => Some(expand_sub_path(expr, env)?),
+            None => m.sub_path.clone(),
+        };
+        let host = match sub_path.as_deref() {
             Some(sp) if !sp.is_empty() => {
-                if sp.split('/').any(|c| c == "..") || sp.starts_with('/') {
-                    return Err(Error::Config(format!("invalid subPath {sp:?}")));
+                if sp.starts_with('/') {
+                    return Err(Error::Config(format!(
+                        "error SubPath `{sp}` must not be an absolute path"
+                    )));
+                }
+                if sp.split('/').any(|c| c == "..") {
+                    return Err(Error::Config(format!(
+                        "unable to provision SubPath `{sp}`: must not contain '..'"
+                    )));
                 }
                 let p = base.join(sp);
                 if !p.exists() {
@@ -336,9 +357,72 @@ pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<p
     Ok(out)
 }
 
+/// A `subPathExpr` with the container's environment substituted, as upstream expands
+/// it: every variable it names must have a value.
+fn expand_sub_path(expr: &str, env: &[(String, String)]) -> Result<String> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let expanded = crate::env::expand(expr, &|name: &str| {
+        let value = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty());
+        if value.is_none() {
+            missing.borrow_mut().insert(name.to_string());
+        }
+        Some(value.unwrap_or_default())
+    });
+    let missing = missing.into_inner();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.into_iter().collect();
+        return Err(Error::Config(format!(
+            "missing value for {}",
+            names.join(", ")
+        )));
+    }
+    if expanded.contains('`') {
+        return Err(Error::Config(format!(
+            "unable to provision SubPath `{expanded}`: must not contain backticks"
+        )));
+    }
+    Ok(expanded)
+}
+
+/// Mounts a tmpfs on a memory-backed emptyDir's directory, unless one is there already
+/// (a restarted kubelet prepares the volumes of running pods again).
+fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<()> {
+    if skiff_runtime::sys::is_mounted(dir) {
+        return Ok(());
+    }
+    let options = size.map(|bytes| format!("size={bytes}"));
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        options.as_deref(),
+    )
+    .map_err(|e| Error::io(format!("mount tmpfs on {}", dir.display()))(e.into()))
+}
+
 /// Removes the pod's directory (volumes are plain directories, nothing is
 /// mounted there; hostPath volumes live elsewhere and are left alone).
 pub fn cleanup(root: &Path, uid: &str) {
+    // Memory-backed emptyDirs are tmpfs mounts: unmounted first, so that removing the
+    // directory does not stop at them.
+    let empty_dirs = pod_dir(root, uid)
+        .join("volumes")
+        .join("kubernetes.io~empty-dir");
+    for entry in std::fs::read_dir(&empty_dirs)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Err(e) = skiff_runtime::sys::unmount(&entry.path()) {
+            tracing::warn!(dir = %entry.path().display(), error = %e, "unmounting an emptyDir failed");
+        }
+    }
     let d = pod_dir(root, uid);
     if let Err(e) = std::fs::remove_dir_all(&d) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -401,10 +485,43 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let m = mounts(&c, &vols).expect("mounts");
+        let m = mounts(&c, &vols, &[]).expect("mounts");
         assert_eq!(m[0].container_path, "/etc/cfg");
         assert!(m[0].readonly);
         cleanup(root.path(), "u");
         assert!(!pod_dir(root.path(), "u").exists());
+    }
+
+    #[test]
+    fn sub_path_expressions_expand_from_the_environment() {
+        let env = vec![("POD_NAME".to_string(), "web-0".to_string())];
+        assert_eq!(
+            expand_sub_path("logs/$(POD_NAME)", &env).expect("expands"),
+            "logs/web-0"
+        );
+        assert_eq!(
+            expand_sub_path("$(NOPE)/x", &env)
+                .expect_err("missing")
+                .to_string(),
+            Error::Config("missing value for NOPE".into()).to_string()
+        );
+        assert!(expand_sub_path("$(POD_NAME)`", &env).is_err());
+        let root = tempfile::tempdir().expect("tmp");
+        let vols = HashMap::from([("v".to_string(), root.path().to_path_buf())]);
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "volumeMounts": [{"name": "v", "mountPath": "/m", "subPathExpr": "$(POD_NAME)"}]
+        }))
+        .expect("container");
+        let m = mounts(&c, &vols, &env).expect("mounts");
+        assert_eq!(
+            m[0].host_path,
+            root.path().join("web-0").display().to_string()
+        );
+        let absolute = vec![("POD_NAME".to_string(), "/etc".to_string())];
+        assert!(mounts(&c, &vols, &absolute)
+            .expect_err("absolute")
+            .to_string()
+            .contains("must not be an absolute path"));
     }
 }

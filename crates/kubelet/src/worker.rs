@@ -603,7 +603,7 @@ impl PodWorker {
         };
         let vols = self.volumes.clone().unwrap_or_default();
         let pod_dir = volumes::pod_dir(&self.shared.root_dir, pod_uid(pod));
-        let mounts = match volumes::mounts(c, &vols).and_then(|mut m| {
+        let mounts = match volumes::mounts(c, &vols, &env).and_then(|mut m| {
             m.extend(crate::termination::prepare_mount(&pod_dir, c, attempt)?);
             Ok(m)
         }) {

@@ -240,6 +240,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         termination_messages(server, ns);
         active_deadline(server, ns);
         seccomp(server, ns, logs_dir);
+        memory_volumes_and_sub_path_expressions(server, ns, logs_dir);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -489,4 +490,33 @@ fn seccomp(server: &Server, ns: &str, logs_dir: &Path) {
             "{name}: {log}"
         );
     }
+}
+
+/// An `emptyDir` with `medium: Memory` is a tmpfs of its `sizeLimit`; a `subPathExpr`
+/// mounts the subdirectory the container's environment names.
+fn memory_volumes_and_sub_path_expressions(server: &Server, ns: &str, logs_dir: &Path) {
+    let spec = "  restartPolicy: Never\n  volumes:\n  - name: cache\n    emptyDir:\n      medium: Memory\n      sizeLimit: 8Mi\n  - name: work\n    emptyDir: {}\n";
+    let extra = "    env:\n    - name: POD_NAME\n      valueFrom:\n        fieldRef:\n          fieldPath: metadata.name\n    volumeMounts:\n    - name: cache\n      mountPath: /cache\n    - name: work\n      mountPath: /all\n    - name: work\n      mountPath: /mine\n      subPathExpr: $(POD_NAME)\n";
+    let script = "grep ' /cache ' /proc/mounts; df -k /cache | tail -1; echo hi > /mine/f; cat /all/tmpfs-pod/f";
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml("tmpfs-pod", spec, &container("c", script, extra)),
+    );
+    let pod = wait_for(60, "tmpfs-pod Succeeded", || {
+        let p = pod_json(server, ns, "tmpfs-pod")?;
+        (p["status"]["phase"] == "Succeeded").then_some(p)
+    });
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log = std::fs::read_to_string(logs_dir.join(format!("{ns}_tmpfs-pod_{uid}/c/0.log")))
+        .expect("log");
+    assert!(log.contains("tmpfs /cache tmpfs"), "{log}");
+    // df's size column, in KiB: the 8Mi limit.
+    assert!(log.contains(" 8192 "), "{log}");
+    assert!(log.contains(" stdout F hi"), "{log}");
+    // Once the pod is gone, so is its tmpfs.
+    server.ok(&["delete", "pod", "-n", ns, "tmpfs-pod"]);
+    wait_for(30, "the tmpfs unmounted", || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        (!mounts.contains(uid)).then_some(())
+    });
 }
