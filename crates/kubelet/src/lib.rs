@@ -11,7 +11,11 @@
 //! - [`node`]: Node registration, the Node's `podCIDR` passed to the runtime,
 //!   status (capacity, conditions, nodeInfo) and
 //!   the heartbeat Lease.
-//! - [`pods`]: the watch on `spec.nodeName=<node>`, one worker per pod.
+//! - [`pods`]: the watch on `spec.nodeName=<node>` merged with the static pods,
+//!   one worker per pod.
+//! - [`static_pods`]: pods from the manifest directory (`--pod-manifest-path`),
+//!   their upstream identity (name, UID hash, `kubernetes.io/config.*`) and
+//!   their mirror pods in the API.
 //! - [`worker`]: the per-pod sync loop — sandbox, image pulls, init and app
 //!   containers, restarts with back-off, probes, graceful termination.
 //! - Pure logic, unit-tested without root: [`status`] (phase, conditions,
@@ -30,8 +34,10 @@
 //!
 //! Upstream's 12 KiB cap on a pod's termination messages together; the size of a
 //! memory-backed `emptyDir` without a `sizeLimit` (the kernel's default, where upstream
-//! takes the pod's memory limit); `sizeLimit` on disk; httpGet hooks; static pods;
-//! node-pressure eviction.
+//! takes the pod's memory limit); `sizeLimit` on disk; httpGet hooks;
+//! node-pressure eviction. Static pods: manifests from a URL (`--manifest-url`);
+//! refusing static pods that reference ServiceAccounts, Secrets or ConfigMaps
+//! (upstream's node admission); their status carried over a kubelet restart.
 
 pub mod backoff;
 pub mod cri;
@@ -43,6 +49,7 @@ pub mod pods;
 pub mod probe;
 pub mod server;
 pub mod spec;
+pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod termination;
@@ -98,6 +105,14 @@ pub struct KubeletArgs {
     /// Address the kubelet's HTTPS server listens on (upstream's `--address`).
     #[arg(long, default_value = "0.0.0.0")]
     pub kubelet_address: std::net::IpAddr,
+    /// Directory of static pod manifests (upstream's `--pod-manifest-path`): every
+    /// `*.yaml`, `*.yml` or `*.json` file in it is a Pod this node runs whatever the
+    /// API server says, shown in the API as a mirror pod `<name>-<node>`. Read again
+    /// on every change and every 20 s; removing a file stops its pod. `skiff kubelet`
+    /// runs none without it; `skiff server` and `skiff agent` default to
+    /// `DATA_DIR/pod-manifests`.
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 impl KubeletArgs {
@@ -117,6 +132,7 @@ impl KubeletArgs {
             // Tests run several kubelets on one machine: any free port.
             kubelet_port: 0,
             kubelet_address: std::net::IpAddr::from([127, 0, 0, 1]),
+            pod_manifest_path: None,
         }
     }
 }
@@ -254,6 +270,6 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
     tokio::select! {
         _ = agent.run() => Ok(()),
         _ = server::serve(listener, tls, server_state) => Ok(()),
-        r = pods::run(shared) => r,
+        r = pods::run(shared, args.pod_manifest_path.clone()) => r,
     }
 }

@@ -27,6 +27,7 @@ use crate::env::{PodFacts, Sources};
 use crate::error::{Error, Result};
 use crate::probe;
 use crate::spec::{self, pod_name, pod_namespace, pod_uid, ContainerKind, SandboxSettings};
+use crate::static_pods;
 use crate::status::{self, Attempt, ContainerView, PodView, RunState};
 use crate::volumes;
 
@@ -79,6 +80,8 @@ pub struct PodWorker {
     probes: HashMap<String, ProbeSet>,
     wake: Arc<Notify>,
     last_written: Option<PodStatus>,
+    /// The API object `last_written` went to: the pod's UID, or a static pod's mirror's.
+    written_to: Option<String>,
     volumes: Option<HashMap<String, PathBuf>>,
     sandbox_ips: HashMap<String, Vec<String>>,
 }
@@ -165,6 +168,7 @@ impl PodWorker {
             probes: HashMap::new(),
             wake: Arc::new(Notify::new()),
             last_written: None,
+            written_to: None,
             volumes: None,
             sandbox_ips: HashMap::new(),
         }
@@ -196,6 +200,8 @@ impl PodWorker {
                         Duration::from_secs(3600)
                     } else if pod.metadata.deletion_timestamp.is_some() {
                         match self.terminate(&pod, grace_period(&pod), true).await {
+                            // A static pod's file is gone: the pod manager owns its mirror.
+                            Ok(()) if static_pods::is_static(&pod) => return,
                             Ok(()) => {
                                 deleted_by_us = self.delete_api_object(&pod).await;
                                 if deleted_by_us {
@@ -1090,7 +1096,11 @@ impl PodWorker {
     }
 
     async fn write_status(&mut self, pod: &Pod, status: PodStatus) -> Result<()> {
-        if self.last_written.as_ref() == Some(&status) {
+        // A static pod's status goes to its mirror (same name), written again to a new one.
+        let target = static_pods::annotation(pod, static_pods::MIRROR_UID_ANNOTATION)
+            .or(pod.metadata.uid.as_deref())
+            .map(str::to_string);
+        if self.last_written.as_ref() == Some(&status) && self.written_to == target {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), pod_namespace(pod));
@@ -1105,6 +1115,7 @@ impl PodWorker {
         {
             Ok(_) => {
                 self.last_written = Some(status);
+                self.written_to = target;
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

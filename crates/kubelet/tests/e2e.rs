@@ -20,17 +20,7 @@ async fn kubelet_runs_pods_end_to_end() {
     let runtime = Runtime::start();
     let (kubelet, logs_dir) = start_kubelet(&server, &runtime).await;
 
-    let result = std::panic::AssertUnwindSafe(scenarios(&server, &runtime, &logs_dir));
-    let outcome = futures::FutureExt::catch_unwind(result).await;
-    if outcome.is_err() {
-        eprintln!("runtime log:\n{}", runtime.log());
-    }
-    kubelet.abort();
-    let _ = kubelet.await;
-    drop(runtime);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    run_scenario(&runtime, kubelet, scenarios(&server, &runtime, &logs_dir)).await;
 }
 
 async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {

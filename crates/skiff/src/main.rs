@@ -146,6 +146,15 @@ impl NodeArgs {
         if self.kubelet.kubeconfig.is_none() {
             self.kubelet.kubeconfig = Some(kubeconfig.to_path_buf());
         }
+        // Upstream's kubelet has no static pods without the flag; a server or agent of
+        // its own data dir offers one to drop manifests in, as k3s does.
+        if self.kubelet.pod_manifest_path.is_none() {
+            let dir = data_dir.join("pod-manifests");
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "creating the static pod directory failed");
+            }
+            self.kubelet.pod_manifest_path = Some(dir);
+        }
         if self.kubelet.cluster_dns.is_empty() {
             self.kubelet.cluster_dns = cluster_dns.iter().map(IpAddr::to_string).collect();
         }

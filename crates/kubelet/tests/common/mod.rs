@@ -249,6 +249,15 @@ pub async fn start_kubelet(
     server: &Server,
     runtime: &Runtime,
 ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, PathBuf) {
+    start_kubelet_with(server, runtime, None).await
+}
+
+/// [`start_kubelet`], with static pods from `pod_manifest_path`.
+pub async fn start_kubelet_with(
+    server: &Server,
+    runtime: &Runtime,
+    pod_manifest_path: Option<PathBuf>,
+) -> (tokio::task::JoinHandle<anyhow::Result<()>>, PathBuf) {
     let mut args = skiff_kubelet::KubeletArgs::new(
         runtime.socket().display().to_string(),
         runtime.dir.path().join("kubelet"),
@@ -256,6 +265,7 @@ pub async fn start_kubelet(
     args.kubeconfig = Some(server.kubeconfig());
     args.node_name = Some(NODE.into());
     args.node_ip = Some("127.0.0.1".into());
+    args.pod_manifest_path = pod_manifest_path;
     let client = skiff_kubelet::client(&args).await.expect("client");
     let logs_dir = args.pod_logs_dir.clone();
     (tokio::spawn(skiff_kubelet::run(client, args)), logs_dir)
@@ -270,4 +280,23 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// Runs a test's scenario against a started kubelet, then stops the kubelet whatever
+/// happened, with the runtime's log shown when the scenario failed (the runtime
+/// itself stops when the test drops it, on a panic too).
+pub async fn run_scenario(
+    runtime: &Runtime,
+    kubelet: tokio::task::JoinHandle<anyhow::Result<()>>,
+    scenario: impl std::future::Future<Output = ()>,
+) {
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario)).await;
+    if outcome.is_err() {
+        eprintln!("runtime log:\n{}", runtime.log());
+    }
+    kubelet.abort();
+    let _ = kubelet.await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
 }
