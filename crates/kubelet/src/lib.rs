@@ -34,7 +34,7 @@
 //!
 //! Upstream's 12 KiB cap on a pod's termination messages together; the size of a
 //! memory-backed `emptyDir` without a `sizeLimit` (the kernel's default, where upstream
-//! takes the pod's memory limit); `sizeLimit` on disk; httpGet hooks;
+//! takes the pod's memory limit); `sizeLimit` on disk;
 //! node-pressure eviction. Static pods: manifests from a URL (`--manifest-url`);
 //! refusing static pods that reference ServiceAccounts, Secrets or ConfigMaps
 //! (upstream's node admission); their status carried over a kubelet restart.

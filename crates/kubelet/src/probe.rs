@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::cri::Cri;
@@ -89,30 +89,10 @@ pub async fn run_once(probe: &Probe, t: &Target) -> bool {
         };
     }
     if let Some(h) = &probe.http_get {
-        let Some(port) = resolve_port(&h.port, &t.container) else {
+        let Some(request) = HttpGet::new(h, &t.container, &t.pod_ip, "kube-probe/1.37") else {
             return false;
         };
-        let host = h
-            .host
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| t.pod_ip.clone());
-        let path = h
-            .path
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let headers: Vec<(String, String)> = h
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|hh| (hh.name.clone(), hh.value.clone()))
-            .collect();
-        if h.scheme.as_deref() == Some("HTTPS") {
-            tracing::warn!("HTTPS probes are not supported yet; treating as success");
-            return true;
-        }
-        return tokio::time::timeout(timeout, http_get(&host, port, &path, &headers))
+        return tokio::time::timeout(timeout, request.send())
             .await
             .map(|r| r.is_some_and(|code| (200..400).contains(&code)))
             .unwrap_or(false);
@@ -135,41 +115,160 @@ pub async fn run_once(probe: &Probe, t: &Target) -> bool {
             Ok(Ok(_))
         );
     }
-    if probe.grpc.is_some() {
-        tracing::warn!("gRPC probes are not supported yet; treating as success");
-        return true;
+    if let Some(g) = &probe.grpc {
+        let Ok(port) = u16::try_from(g.port) else {
+            return false;
+        };
+        let service = g.service.clone().unwrap_or_default();
+        return grpc_serving(&t.pod_ip, port, &service, timeout).await;
     }
     true
 }
 
-/// A minimal HTTP/1.1 GET (probes need only the status code); upstream's
-/// prober sends `User-Agent: kube-probe/<major.minor>`.
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> Option<u16> {
-    let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-    let host_header = if host.contains(':') {
+/// An `httpGet` action (of a probe or a lifecycle hook), resolved against its container.
+pub struct HttpGet {
+    https: bool,
+    host: String,
+    port: u16,
+    path: String,
+    headers: Vec<(String, String)>,
+    user_agent: &'static str,
+}
+
+impl HttpGet {
+    /// `None` when the port names no port of the container.
+    pub fn new(
+        h: &HTTPGetAction,
+        c: &Container,
+        pod_ip: &str,
+        user_agent: &'static str,
+    ) -> Option<HttpGet> {
+        Some(HttpGet {
+            https: h.scheme.as_deref() == Some("HTTPS"),
+            host: h
+                .host
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| pod_ip.to_string()),
+            port: resolve_port(&h.port, c)?,
+            path: h
+                .path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            headers: h
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|hh| (hh.name.clone(), hh.value.clone()))
+                .collect(),
+            user_agent,
+        })
+    }
+
+    /// Sends the request; the response's status code. HTTPS, as upstream's prober,
+    /// does not verify the server's certificate.
+    pub async fn send(&self) -> Option<u16> {
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .ok()?;
+        if !self.https {
+            return self.exchange(stream).await;
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone()).ok()?;
+        let tls = tokio_rustls::TlsConnector::from(insecure_tls()?)
+            .connect(name, stream)
+            .await
+            .ok()?;
+        self.exchange(tls).await
+    }
+
+    /// A minimal HTTP/1.1 GET: only the status code matters.
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(&self, mut s: S) -> Option<u16> {
+        let host_header = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let mut req = format!(
+            "GET {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {}\r\nAccept: */*\r\nConnection: close\r\n",
+            self.path, self.user_agent
+        );
+        for (k, v) in &self.headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 1024];
+        let mut n = 0;
+        while n < buf.len() {
+            let r = s.read(&mut buf[n..]).await.ok()?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+            if buf[..n].contains(&b'\n') {
+                break;
+            }
+        }
+        parse_status_line(&String::from_utf8_lossy(&buf[..n]))
+    }
+}
+
+/// A TLS client that accepts any certificate, as upstream's prober and hook runner
+/// (`InsecureSkipVerify`): probes ask whether the server answers, not who it is.
+fn insecure_tls() -> Option<Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .dangerous()
+                .with_custom_certificate_verifier(skiff_pki::insecure::AnyServerCertificate::new())
+                .with_no_client_auth();
+            Some(Arc::new(config))
+        })
+        .clone()
+}
+
+/// The standard gRPC health check (`grpc.health.v1.Health/Check`), as upstream's gRPC
+/// probe sends it: healthy only when the answer is SERVING.
+async fn grpc_serving(host: &str, port: u16, service: &str, timeout: Duration) -> bool {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct HealthCheckRequest {
+        #[prost(string, tag = "1")]
+        service: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct HealthCheckResponse {
+        #[prost(int32, tag = "1")]
+        status: i32,
+    }
+    const SERVING: i32 = 1;
+    let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = vec![0u8; 1024];
-    let mut n = 0;
-    while n < buf.len() {
-        let r = s.read(&mut buf[n..]).await.ok()?;
-        if r == 0 {
-            break;
-        }
-        n += r;
-        if buf[..n].contains(&b'\n') {
-            break;
-        }
-    }
-    parse_status_line(&String::from_utf8_lossy(&buf[..n]))
+    let check = async {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
+            .ok()?
+            .user_agent("kube-probe/1.37")
+            .ok()?;
+        let mut client = tonic::client::Grpc::new(endpoint.connect().await.ok()?);
+        client.ready().await.ok()?;
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+        let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: service.to_string(),
+        });
+        let response = client.unary(request, path, codec).await.ok()?;
+        Some(response.into_inner().status == SERVING)
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
 }
 
 pub fn parse_status_line(s: &str) -> Option<u16> {
@@ -285,7 +384,96 @@ mod tests {
                     .await;
             }
         });
-        assert_eq!(http_get("127.0.0.1", port, "/ok", &[]).await, Some(200));
-        assert_eq!(http_get("127.0.0.1", port, "/bad", &[]).await, Some(500));
+        let get = |path: &str| HttpGet {
+            https: false,
+            host: "127.0.0.1".into(),
+            port,
+            path: path.into(),
+            headers: Vec::new(),
+            user_agent: "kube-probe/1.37",
+        };
+        assert_eq!(get("/ok").send().await, Some(200));
+        assert_eq!(get("/bad").send().await, Some(500));
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_ask_the_standard_health_service() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status("sick", tonic_health::ServingStatus::NotServing)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream_of(listener)),
+        );
+        let second = Duration::from_secs(1);
+        assert!(grpc_serving("127.0.0.1", port, "", second).await);
+        assert!(!grpc_serving("127.0.0.1", port, "sick", second).await);
+        assert!(!grpc_serving("127.0.0.1", port, "unknown", second).await);
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        assert!(!grpc_serving("127.0.0.1", closed, "", second).await);
+    }
+
+    fn tokio_stream_of(
+        listener: tokio::net::TcpListener,
+    ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(s, _)| s);
+            Some((accepted, listener))
+        })
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_certificate_checks() {
+        let cert = rcgen::generate_simple_self_signed(vec!["somewhere.example".into()])
+            .expect("certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let mut buf = [0u8; 512];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            }
+        });
+        let get = HttpGet {
+            https: true,
+            host: "127.0.0.1".into(),
+            port,
+            path: "/".into(),
+            headers: Vec::new(),
+            user_agent: "kube-probe/1.37",
+        };
+        assert_eq!(get.send().await, Some(204));
     }
 }

@@ -662,15 +662,15 @@ impl PodWorker {
         }
         self.waiting.remove(&c.name);
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), container = %c.name, attempt, "started container");
-        if let Some(exec) = c
+        let pod_ip = sandbox.2.first().map(String::as_str).unwrap_or_default();
+        let post_start = c
             .lifecycle
             .as_ref()
             .and_then(|l| l.post_start.as_ref())
-            .and_then(|h| h.exec.as_ref())
-        {
-            let cmd = exec.command.clone().unwrap_or_default();
-            let ok = matches!(cri.exec_sync(&id, cmd, grace_period(pod).max(1)).await, Ok(r) if r.exit_code == 0);
-            if !ok {
+            .and_then(|h| HookAction::of(h, c, pod_ip));
+        if let Some(action) = post_start {
+            let limit = Duration::from_secs(grace_period(pod).max(1) as u64);
+            if !action.run(&cri, &id, limit).await {
                 tracing::info!(container = %c.name, "postStart hook failed; killing the container");
                 cri.stop_container(&id, grace_period(pod)).await?;
             }
@@ -1145,6 +1145,12 @@ impl PodWorker {
         };
         let mut sidecars = Vec::new();
         let mut apps = Vec::new();
+        let pod_ip = self
+            .sandbox_ips
+            .values()
+            .next()
+            .and_then(|ips| ips.first().cloned())
+            .unwrap_or_default();
         for c in live {
             let name = c
                 .metadata
@@ -1156,8 +1162,10 @@ impl PodWorker {
                 .iter()
                 .chain(spec_.init_containers.iter().flatten())
                 .find(|sc| sc.name == name)
-                .and_then(|sc| sc.lifecycle.as_ref())
-                .and_then(|l| l.pre_stop.clone());
+                .and_then(|sc| {
+                    let handler = sc.lifecycle.as_ref()?.pre_stop.as_ref()?;
+                    HookAction::of(handler, sc, &pod_ip)
+                });
             match sidecar_rank(name) {
                 Some(rank) => sidecars.push((rank, c.id.clone(), hook)),
                 None => apps.push((c.id.clone(), hook)),
@@ -1249,34 +1257,64 @@ pub fn deadline_left(pod: &Pod, start: Option<&Time>, now: jiff::Timestamp) -> O
 }
 
 /// Runs a container's preStop hook, if any, then stops it within what is left of `grace`.
-async fn stop_with_hook(
-    cri: &Cri,
-    id: String,
-    hook: Option<k8s_openapi::api::core::v1::LifecycleHandler>,
-    grace: i64,
-) -> Result<()> {
+async fn stop_with_hook(cri: &Cri, id: String, hook: Option<HookAction>, grace: i64) -> Result<()> {
     let start = Instant::now();
     let mut after_hook = grace;
     if let Some(hook) = hook {
-        run_pre_stop(cri, &id, &hook, grace).await;
+        hook.run(cri, &id, Duration::from_secs(grace.max(1) as u64))
+            .await;
         let used = start.elapsed().as_secs() as i64;
         after_hook = (grace - used).max(MIN_GRACE_AFTER_HOOK);
     }
     cri.stop_container(&id, after_hook).await
 }
 
-async fn run_pre_stop(
-    cri: &Cri,
-    id: &str,
-    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
-    grace: i64,
-) {
-    let limit = Duration::from_secs(grace.max(1) as u64);
-    if let Some(exec) = &hook.exec {
-        let cmd = exec.command.clone().unwrap_or_default();
-        let _ = tokio::time::timeout(limit, cri.exec_sync(id, cmd, grace.max(1))).await;
-    } else if let Some(s) = &hook.sleep {
-        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
+/// A lifecycle hook (`postStart`, `preStop`), resolved against its container.
+enum HookAction {
+    Exec(Vec<String>),
+    Http(probe::HttpGet),
+    Sleep(Duration),
+}
+
+impl HookAction {
+    /// `None` for a handler with no action, or an `httpGet` to a port the container
+    /// does not name.
+    fn of(
+        handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+        c: &Container,
+        pod_ip: &str,
+    ) -> Option<HookAction> {
+        if let Some(exec) = &handler.exec {
+            return Some(HookAction::Exec(exec.command.clone().unwrap_or_default()));
+        }
+        if let Some(get) = &handler.http_get {
+            return probe::HttpGet::new(get, c, pod_ip, "kube-lifecycle/1.37")
+                .map(HookAction::Http);
+        }
+        let sleep = handler.sleep.as_ref()?;
+        Some(HookAction::Sleep(Duration::from_secs(
+            sleep.seconds.max(0) as u64
+        )))
+    }
+
+    /// Runs the hook for at most `limit`; whether it succeeded.
+    async fn run(&self, cri: &Cri, id: &str, limit: Duration) -> bool {
+        let run = async {
+            match self {
+                HookAction::Exec(cmd) => matches!(
+                    cri.exec_sync(id, cmd.clone(), limit.as_secs() as i64).await,
+                    Ok(r) if r.exit_code == 0
+                ),
+                // Upstream's hook runner fails only when no response comes: any status
+                // code will do.
+                HookAction::Http(get) => get.send().await.is_some(),
+                HookAction::Sleep(d) => {
+                    tokio::time::sleep(*d).await;
+                    true
+                }
+            }
+        };
+        tokio::time::timeout(limit, run).await.unwrap_or(false)
     }
 }
 

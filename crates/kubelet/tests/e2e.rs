@@ -231,6 +231,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         active_deadline(server, ns);
         seccomp(server, ns, logs_dir);
         memory_volumes_and_sub_path_expressions(server, ns, logs_dir);
+        http_hooks(server, ns, logs_dir);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -509,4 +510,44 @@ fn memory_volumes_and_sub_path_expressions(server: &Server, ns: &str, logs_dir: 
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         (!mounts.contains(uid)).then_some(())
     });
+}
+
+/// `httpGet` lifecycle hooks: the kubelet calls postStart after the container starts
+/// and preStop before it stops it, here at another pod's web server, which logs both.
+fn http_hooks(server: &Server, ns: &str, logs_dir: &Path) {
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            "hook-server",
+            "",
+            &container("c", "httpd -f -vv -p 8080 -h /tmp", ""),
+        ),
+    );
+    let web = wait_for(60, "hook-server Running", || {
+        let p = pod_json(server, ns, "hook-server")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    let hooks = format!(
+        "    lifecycle:\n      postStart:\n        httpGet:\n          host: {ip}\n          port: 8080\n          path: /hello\n      preStop:\n        httpGet:\n          host: {ip}\n          port: 8080\n          path: /goodbye\n"
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml("hooked", "", &container("c", "sleep 3600", &hooks)),
+    );
+    wait_for(60, "hooked Running", || {
+        let p = pod_json(server, ns, "hooked")?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    server.ok(&["delete", "pod", "-n", ns, "hooked"]);
+    let uid = web["metadata"]["uid"].as_str().unwrap();
+    let log_path = logs_dir.join(format!("{ns}_hook-server_{uid}/c/0.log"));
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(read().contains("/hello") && read().contains("/goodbye")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = read();
+    assert!(log.contains("/hello") && log.contains("/goodbye"), "{log}");
+    assert!(log.find("/hello") < log.find("/goodbye"), "{log}");
 }
