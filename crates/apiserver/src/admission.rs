@@ -117,8 +117,12 @@ fn admit_service_account(
         .and_then(|a| a.get("kubernetes.io/config.mirror"))
         .is_some();
     if mirror {
-        // Static pods' mirrors run without the API's credentials.
-        return Ok(());
+        // A mirror pod's spec is the kubelet's copy of a file: left as it is (the kubelet
+        // would see it differ), and refused where it would reach for the API's credentials.
+        return match mirror_pod_refusal(pod) {
+            Some(why) => Err(ApiError::admission_forbidden(resource, &name, why)),
+            None => Ok(()),
+        };
     }
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return Ok(());
@@ -194,6 +198,69 @@ fn admit_service_account(
     Ok(())
 }
 
+/// Volume sources that name a Secret, and the field that does (upstream's list of pod
+/// secret references).
+const SECRET_REFERENCES: &[(&str, &str)] = &[
+    ("secret", "secretName"),
+    ("azureFile", "secretName"),
+    ("cephfs", "secretRef"),
+    ("cinder", "secretRef"),
+    ("flexVolume", "secretRef"),
+    ("rbd", "secretRef"),
+    ("iscsi", "secretRef"),
+    ("scaleIO", "secretRef"),
+    ("storageos", "secretRef"),
+    ("csi", "nodePublishSecretRef"),
+];
+
+/// Why upstream's ServiceAccount plugin refuses a mirror pod, if it does: it names a
+/// service account, refers to a Secret anywhere, or projects a service-account token.
+fn mirror_pod_refusal(pod: &Value) -> Option<&'static str> {
+    let spec = pod.get("spec")?;
+    let named = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    if named(spec.get("serviceAccountName")) {
+        return Some("a mirror pod may not reference service accounts");
+    }
+    let list = |v: &Value, key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let volumes = list(spec, "volumes");
+    let in_volumes = volumes.iter().any(|v| {
+        SECRET_REFERENCES
+            .iter()
+            .any(|(source, field)| v.get(*source).is_some_and(|s| s.get(*field).is_some()))
+            || v.get("projected")
+                .is_some_and(|p| list(p, "sources").iter().any(|s| s.get("secret").is_some()))
+    });
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|key| list(spec, key))
+        .collect::<Vec<_>>();
+    let in_containers = containers.iter().any(|c| {
+        list(c, "envFrom")
+            .iter()
+            .any(|e| e.get("secretRef").is_some())
+            || list(c, "env").iter().any(|e| {
+                e.get("valueFrom")
+                    .is_some_and(|f| f.get("secretKeyRef").is_some())
+            })
+    });
+    if !list(spec, "imagePullSecrets").is_empty() || in_volumes || in_containers {
+        return Some("a mirror pod may not reference secrets");
+    }
+    let projects_token = volumes.iter().any(|v| {
+        v.get("projected").is_some_and(|p| {
+            list(p, "sources")
+                .iter()
+                .any(|s| s.get("serviceAccountToken").is_some())
+        })
+    });
+    projects_token.then_some("a mirror pod may not use ServiceAccountToken volume projections")
+}
+
 /// Whether some container already mounts something at the service-account path.
 fn mounts_service_account_path(spec: &serde_json::Map<String, Value>) -> bool {
     ["initContainers", "containers"].iter().any(|list| {
@@ -221,6 +288,51 @@ mod tests {
                 .unwrap()
                 .service_account
         );
+    }
+
+    #[test]
+    fn mirror_pods_may_not_reach_for_credentials() {
+        let mirror = |spec: Value| json!({"metadata": {"name": "m", "annotations": {"kubernetes.io/config.mirror": "h"}}, "spec": spec});
+        let plain = json!({"containers": [{"name": "c", "image": "busybox"}], "volumes": [{"name": "v", "configMap": {"name": "cm"}}]});
+        assert_eq!(mirror_pod_refusal(&mirror(plain)), None);
+        let cases = [
+            (
+                json!({"serviceAccountName": "sa", "containers": []}),
+                "service accounts",
+            ),
+            (
+                json!({"imagePullSecrets": [{"name": "pull"}], "containers": []}),
+                "secrets",
+            ),
+            (
+                json!({"volumes": [{"name": "v", "secret": {"secretName": "s"}}]}),
+                "secrets",
+            ),
+            (
+                json!({"volumes": [{"name": "v", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "s"}}}]}),
+                "secrets",
+            ),
+            (
+                json!({"volumes": [{"name": "v", "projected": {"sources": [{"secret": {"name": "s"}}]}}]}),
+                "secrets",
+            ),
+            (
+                json!({"initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s"}}]}]}),
+                "secrets",
+            ),
+            (
+                json!({"containers": [{"name": "c", "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}),
+                "secrets",
+            ),
+            (
+                json!({"volumes": [{"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}),
+                "ServiceAccountToken volume projections",
+            ),
+        ];
+        for (spec, what) in cases {
+            let why = mirror_pod_refusal(&mirror(spec.clone())).unwrap_or_else(|| panic!("{spec}"));
+            assert!(why.ends_with(what), "{spec}: {why}");
+        }
     }
 
     #[test]

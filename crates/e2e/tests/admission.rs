@@ -67,6 +67,42 @@ fn service_account_admission() {
     assert!(server
         .fails(&["get", "pod", "ghost", "-n", &ns])
         .contains("not found"));
+
+    // A kubelet's mirror pod: stored as sent (no account, no token), unless it reaches
+    // for credentials.
+    let mirror = |name: &str, extra: &str| {
+        pod(&ns, name, extra).replace(
+            "namespace: ",
+            "annotations: {kubernetes.io/config.mirror: abc}, namespace: ",
+        )
+    };
+    server.ok_with_input(&["create", "-f", "-"], &mirror("static", ""));
+    let stored = server.json(&["pod", "static", "-n", &ns]);
+    assert!(
+        stored["spec"]["serviceAccountName"].is_null(),
+        "{}",
+        stored["spec"]
+    );
+    assert!(stored["spec"]["volumes"].is_null(), "{}", stored["spec"]);
+    for (name, extra, why) in [
+        (
+            "with-account",
+            "  serviceAccountName: default\n",
+            "a mirror pod may not reference service accounts",
+        ),
+        (
+            "with-secret",
+            "  volumes: [{name: s, secret: {secretName: s}}]\n",
+            "a mirror pod may not reference secrets",
+        ),
+    ] {
+        let out = server.kubectl_with_input(&["create", "-f", "-"], Some(&mirror(name, extra)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("pods \"{name}\" is forbidden: {why}")),
+            "{err}"
+        );
+    }
 }
 
 /// `TokenReview`, as webhook authenticators and delegating servers use it: a token from

@@ -36,8 +36,9 @@
 //! memory-backed `emptyDir` without a `sizeLimit` (the kernel's default, where upstream
 //! takes the pod's memory limit); `sizeLimit` on disk;
 //! node-pressure eviction. Static pods: manifests from a URL (`--manifest-url`);
-//! refusing static pods that reference ServiceAccounts, Secrets or ConfigMaps
-//! (upstream's node admission); their status carried over a kubelet restart.
+//! the API refusing mirror pods that reference ConfigMaps (upstream's
+//! NodeRestriction, for kubelets with node identities); their status carried over
+//! a kubelet restart.
 
 pub mod backoff;
 pub mod cri;
