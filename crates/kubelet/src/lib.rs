@@ -37,8 +37,7 @@
 //! takes the pod's memory limit); `sizeLimit` on disk;
 //! node-pressure eviction. Static pods: manifests from a URL (`--manifest-url`);
 //! the API refusing mirror pods that reference ConfigMaps (upstream's
-//! NodeRestriction, for kubelets with node identities); their status carried over
-//! a kubelet restart.
+//! NodeRestriction, for kubelets with node identities).
 
 pub mod backoff;
 pub mod cri;

@@ -88,7 +88,7 @@ impl Manager {
             .collect();
         for (uid, pod) in statics {
             let name = full_name(&pod);
-            let pod = static_pods::with_mirror_uid(&pod, self.mirrors.get(&name));
+            let pod = static_pods::for_worker(&pod, self.mirrors.get(&name));
             match self.workers.get(&uid) {
                 Some(h) if !h.task.is_finished() => {
                     // Only a real change wakes the worker.

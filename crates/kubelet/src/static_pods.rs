@@ -419,14 +419,22 @@ impl Mirrors {
 }
 
 /// The static pod as a worker gets it: with its mirror's UID, so that a new mirror
-/// (one a user deleted, created again) gets the status written again.
-pub fn with_mirror_uid(pod: &Pod, mirror: Option<&Pod>) -> Pod {
+/// (one a user deleted, created again) gets the status written again, and with the
+/// status of a mirror of this very version, which a restarted kubelet goes on from (as
+/// it does from an API pod's).
+pub fn for_worker(pod: &Pod, mirror: Option<&Pod>) -> Pod {
     let mut pod = pod.clone();
-    if let Some(uid) = mirror.and_then(|m| m.metadata.uid.clone()) {
+    let Some(mirror) = mirror else {
+        return pod;
+    };
+    if let Some(uid) = mirror.metadata.uid.clone() {
         pod.metadata
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(MIRROR_UID_ANNOTATION.into(), uid);
+    }
+    if mirror_action(Some(&pod), Some(mirror)) == MirrorAction::Keep {
+        pod.status = mirror.status.clone();
     }
     pod
 }
@@ -581,7 +589,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let mirror = mirror_of(&with_mirror_uid(&pod, None), &node);
+        let mirror = mirror_of(&for_worker(&pod, None), &node);
         assert_eq!(mirror.metadata.name, pod.metadata.name);
         assert_eq!(mirror.spec, pod.spec);
         assert_eq!(mirror.metadata.labels, pod.metadata.labels);
@@ -608,8 +616,14 @@ mod tests {
         assert_eq!(mirror_action(Some(&pod), Some(&in_api)), delete);
 
         // The worker's copy names the mirror; the mirror never carries that.
-        let seen = with_mirror_uid(&pod, Some(&mirror_with_uid()));
+        let seen = for_worker(&pod, Some(&mirror_with_uid()));
         assert_eq!(annotation(&seen, MIRROR_UID_ANNOTATION), Some("m9"));
+        // A stale mirror's status is not this version's.
+        assert_eq!(seen.status, None);
+        let mut current = mirror_with_uid();
+        current.metadata.annotations = mirror.metadata.annotations.clone();
+        let resumed = for_worker(&pod, Some(&current));
+        assert_eq!(resumed.status, current.status);
         assert_eq!(
             annotation(&mirror_of(&seen, &node), MIRROR_UID_ANNOTATION),
             None
@@ -622,6 +636,10 @@ mod tests {
     fn mirror_with_uid() -> Pod {
         let mut p = Pod::default();
         p.metadata.uid = Some("m9".into());
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
         p
     }
 }

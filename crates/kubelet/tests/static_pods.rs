@@ -1,7 +1,7 @@
 //! Static pods end to end, as root: a real `skiff server`, a real `skiff
 //! runtime` and this kubelet in-process with a manifest directory. One test
 //! walks a static pod's life: started from its file, mirrored in the API,
-//! surviving the deletion of its mirror, replaced when its file changes,
+//! left running across a kubelet restart, surviving the deletion of its mirror, replaced when its file changes,
 //! stopped when its file goes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,7 +22,9 @@ async fn static_pods_run_from_files_with_mirror_pods() {
     let manifests = runtime.dir.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     let (kubelet, _) = start_kubelet_with(&server, &runtime, Some(manifests.clone())).await;
-
+    run_scenario(&runtime, kubelet, start(&server, &runtime, &manifests)).await;
+    // A kubelet restart: the same files are the same pods, left running.
+    let (kubelet, _) = start_kubelet_with(&server, &runtime, Some(manifests.clone())).await;
     run_scenario(&runtime, kubelet, scenario(&server, &runtime, &manifests)).await;
 }
 
@@ -63,8 +65,8 @@ async fn containers(runtime: &Runtime, uid: &str) -> Vec<(String, i32)> {
         .collect()
 }
 
-async fn scenario(server: &Server, runtime: &Runtime, manifests: &Path) {
-    let name = format!("web-{NODE}");
+/// The first kubelet: the static pod starts from its file, mirrored in the API.
+async fn start(server: &Server, runtime: &Runtime, manifests: &Path) {
     let file = manifests.join("web.yaml");
     // Not a pod, and not parseable: skipped without stopping the rest.
     std::fs::write(manifests.join("broken.yaml"), "kind: Pod\nmetadata: [").unwrap();
@@ -92,12 +94,33 @@ async fn scenario(server: &Server, runtime: &Runtime, manifests: &Path) {
     // The runtime's pod is the static pod (UID = hash), not the mirror.
     assert_ne!(mirror["metadata"]["uid"], hash.as_str());
     let running = containers(runtime, &hash).await;
-    let first_id = container_id(&mirror);
     assert_eq!(
         running,
-        vec![(first_id.clone(), 1)],
+        vec![(container_id(&mirror), 1)],
         "one running container"
     );
+}
+
+/// After a kubelet restart: the pod and its mirror go on; deleting the mirror, changing
+/// and removing the file.
+async fn scenario(server: &Server, runtime: &Runtime, manifests: &Path) {
+    let name = format!("web-{NODE}");
+    let file = manifests.join("web.yaml");
+    let before = pod_json(server, "default", &name).unwrap();
+    let hash = before["metadata"]["annotations"]["kubernetes.io/config.mirror"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_id = container_id(&before);
+    // Let the new kubelet sync a few times: nothing is restarted or recreated.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let mirror = tokio::task::block_in_place(|| running_mirror(server, None));
+    assert_eq!(mirror["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(container_id(&mirror), first_id);
+    assert_eq!(mirror["status"]["startTime"], before["status"]["startTime"]);
+    assert_eq!(mirror["status"]["containerStatuses"][0]["restartCount"], 0);
+    let running = containers(runtime, &hash).await;
+    assert_eq!(running, vec![(first_id.clone(), 1)], "the same container");
 
     // Deleting the mirror does not stop the pod: the mirror comes back, with the status
     // of the very same container.
