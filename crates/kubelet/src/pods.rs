@@ -150,6 +150,8 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
     };
     let mut statics_ready = statics_ready;
     let mut listed: HashSet<String> = HashSet::new();
+    let mut relisted_mirrors: HashMap<String, Pod> = HashMap::new();
+    let mut relisting = true;
     let mut synced = false;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,9 +159,12 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
     loop {
         tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) if is_mirror(&pod) => {
+                Some(Ok(Event::Apply(pod))) if is_mirror(&pod) => {
                     m.mirrors.insert(full_name(&pod), pod);
                     m.sync_statics();
+                }
+                Some(Ok(Event::InitApply(pod))) if is_mirror(&pod) => {
+                    relisted_mirrors.insert(full_name(&pod), pod);
                 }
                 Some(Ok(Event::Apply(pod))) => m.dispatch(pod),
                 Some(Ok(Event::InitApply(pod))) => {
@@ -175,7 +180,8 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
                 }
                 Some(Ok(Event::Init)) => {
                     listed.clear();
-                    m.mirrors.clear();
+                    relisted_mirrors.clear();
+                    relisting = true;
                 }
                 Some(Ok(Event::InitDone)) => {
                     // API pods deleted while the watch was down (static pods are not
@@ -185,6 +191,11 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
                             h.tx.send_replace(None);
                         }
                     }
+                    // The mirrors as listed, swapped in whole: no mirror looks missing
+                    // half-way through a relist.
+                    m.mirrors = std::mem::take(&mut relisted_mirrors);
+                    m.sync_statics();
+                    relisting = false;
                     synced = true;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
@@ -206,7 +217,7 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
                 if statics_ready {
                     m.sync_statics();
                 }
-                if synced && statics_ready {
+                if synced && statics_ready && !relisting {
                     mirrors.sync(&m.statics, &m.mirrors, &m.stopping_statics()).await;
                     let known: HashSet<String> = m.workers.keys().cloned().collect();
                     if let Err(e) = remove_orphans(&shared, &known).await {
