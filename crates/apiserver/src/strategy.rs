@@ -538,6 +538,72 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
             }
         }
     }
+    if let Some(spec) = spec {
+        validate_sysctls(spec, &format!("{path}.securityContext.sysctls"), causes);
+    }
+}
+
+const SYSCTL_MAX_LENGTH: usize = 253;
+const SYSCTL_PATTERN: &str =
+    r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
+
+/// Upstream's checks of a pod's sysctls: well-formed names, no repeats, and no
+/// namespaced sysctl of a namespace the pod shares with the host.
+fn validate_sysctls(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    static NAME: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let Some(pattern) = NAME.get_or_init(|| regex::Regex::new(SYSCTL_PATTERN).ok()) else {
+        return;
+    };
+    let sysctls = spec
+        .pointer("/securityContext/sysctls")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let host = |field: &str| spec.get(field).and_then(Value::as_bool) == Some(true);
+    let mut seen = std::collections::HashSet::new();
+    for (i, sysctl) in sysctls.iter().enumerate() {
+        let field = format!("{path}[{i}].name");
+        let name = sysctl.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            causes.push(Cause::required(field));
+            continue;
+        }
+        if name.len() > SYSCTL_MAX_LENGTH || !pattern.is_match(name) {
+            causes.push(Cause::invalid(
+                field,
+                name,
+                &format!("must have at most {SYSCTL_MAX_LENGTH} characters and match regex {SYSCTL_PATTERN}"),
+            ));
+            continue;
+        }
+        if !seen.insert(name) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: {}", crate::status::quote(name)),
+                field,
+            });
+            continue;
+        }
+        let shared = if host("hostNetwork") && name.starts_with("net.") {
+            Some("hostNetwork")
+        } else if host("hostIPC")
+            && (name.starts_with("kernel.shm")
+                || name.starts_with("kernel.msg")
+                || name.starts_with("kernel.sem")
+                || name.starts_with("fs.mqueue."))
+        {
+            Some("hostIPC")
+        } else {
+            None
+        };
+        if let Some(shared) = shared {
+            causes.push(Cause::invalid(
+                field,
+                name,
+                &format!("may not be specified when '{shared}' is true"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -623,5 +689,34 @@ mod tests {
         assert!(!is_dns1123_label("Web"));
         assert!(is_dns1123_subdomain("a.b-c"));
         assert!(!is_dns1123_subdomain("a..b"));
+    }
+
+    #[test]
+    fn sysctl_names_are_checked_as_upstream_checks_them() {
+        let spec = json!({"securityContext": {"sysctls": [
+            {"name": "foo-", "value": "bar"},
+            {"name": "kernel.shmmax", "value": "1"},
+            {"name": "safe-and-unsafe", "value": "1"},
+            {"name": "bar..", "value": "42"},
+            {"name": "kernel.shmmax", "value": "2"},
+        ]}, "hostNetwork": true});
+        let mut causes = Vec::new();
+        validate_sysctls(&spec, "spec.securityContext.sysctls", &mut causes);
+        let described: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(described.len(), 3, "{described:?}");
+        assert!(described[0].starts_with("spec.securityContext.sysctls[0].name: Invalid value: \"foo-\": must have at most 253 characters"));
+        assert!(described[1]
+            .starts_with("spec.securityContext.sysctls[3].name: Invalid value: \"bar..\""));
+        assert_eq!(
+            described[2],
+            "spec.securityContext.sysctls[4].name: Duplicate value: \"kernel.shmmax\""
+        );
+        let mut causes = Vec::new();
+        let net = json!({"hostNetwork": true, "securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}});
+        validate_sysctls(&net, "p", &mut causes);
+        assert_eq!(causes[0].message, "Invalid value: \"net.ipv4.tcp_syncookies\": may not be specified when 'hostNetwork' is true");
     }
 }

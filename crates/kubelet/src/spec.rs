@@ -241,12 +241,57 @@ pub fn sandbox_config(
                 .sysctls
                 .iter()
                 .flatten()
-                .map(|s| (s.name.clone(), s.value.clone()))
+                .map(|s| (dotted(&s.name), s.value.clone()))
                 .collect(),
             ..Default::default()
         }),
         windows: None,
     }
+}
+
+/// The sysctls a pod may set without the node allowing more (upstream's safe set: each
+/// is namespaced and cannot starve other pods).
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// A sysctl name with `/` separators written with dots, as the kernel's tools and runc
+/// take them (a dot inside a `/`-separated segment becomes a slash).
+fn dotted(name: &str) -> String {
+    if !name.contains('/') {
+        return name.to_string();
+    }
+    name.chars()
+        .map(|c| match c {
+            '/' => '.',
+            '.' => '/',
+            c => c,
+        })
+        .collect()
+}
+
+/// The first of the pod's sysctls the node does not allow, if any.
+pub fn forbidden_sysctl(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .sysctls
+        .iter()
+        .flatten()
+        .map(|s| dotted(&s.name))
+        .find(|name| !SAFE_SYSCTLS.contains(&name.as_str()))
 }
 
 /// Upstream's oom_score_adj by QoS class (the runtime clamps negatives on
@@ -654,5 +699,39 @@ mod tests {
         let mut p = pod();
         p.metadata.name = Some(format!("{}-x", "a".repeat(62)));
         assert_eq!(hostname(&p), "a".repeat(62));
+    }
+
+    #[test]
+    fn only_safe_sysctls_pass_and_slashes_become_dots() {
+        assert_eq!(dotted("kernel/shm_rmid_forced"), "kernel.shm_rmid_forced");
+        assert_eq!(
+            dotted("net/ipv4/conf/eth0.100/forwarding"),
+            "net.ipv4.conf.eth0/100.forwarding"
+        );
+        let with = |names: &[&str]| {
+            let mut p = pod();
+            p.spec.get_or_insert_with(Default::default).security_context =
+                Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                    sysctls: Some(
+                        names
+                            .iter()
+                            .map(|n| k8s_openapi::api::core::v1::Sysctl {
+                                name: n.to_string(),
+                                value: "1".into(),
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                });
+            forbidden_sysctl(&p)
+        };
+        assert_eq!(
+            with(&["kernel/shm_rmid_forced", "net.ipv4.tcp_syncookies"]),
+            None
+        );
+        assert_eq!(
+            with(&["kernel.shm_rmid_forced", "kernel.msgmax"]),
+            Some("kernel.msgmax".into())
+        );
     }
 }

@@ -809,6 +809,11 @@ impl PodWorker {
             }
             return Ok(Duration::from_secs(3600));
         }
+        if let Some(name) = spec::forbidden_sysctl(pod) {
+            // Upstream's node admission refuses the pod before it starts.
+            let message = format!("Pod forbidden sysctl: \"{name}\" not allowlisted");
+            return self.fail(pod, "SysctlForbidden", &message).await;
+        }
         let start = self
             .last_written
             .as_ref()

@@ -105,10 +105,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
                 &container("c", "exit 0", ""),
             ),
         );
-        let pod = wait_for(60, "once Succeeded", || {
-            let p = pod_json(server, ns, "once")?;
-            (p["status"]["phase"] == "Succeeded").then_some(p)
-        });
+        let pod = wait_for_phase(server, ns, "once", "Succeeded");
         let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
         assert_eq!(term["reason"], "Completed");
         assert_eq!(term["exitCode"], 0);
@@ -152,10 +149,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
                 &container("c", "echo \"$MSG from $POD at $IP\"", env),
             ),
         );
-        let pod = wait_for(60, "env Succeeded", || {
-            let p = pod_json(server, ns, "env")?;
-            (p["status"]["phase"] == "Succeeded").then_some(p)
-        });
+        let pod = wait_for_phase(server, ns, "env", "Succeeded");
         let uid = pod["metadata"]["uid"].as_str().unwrap();
         let ip = pod["status"]["podIP"].as_str().unwrap();
         let log = std::fs::read_to_string(logs_dir.join(format!("{ns}_env_{uid}/c/0.log")))
@@ -232,6 +226,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         seccomp(server, ns, logs_dir);
         memory_volumes_and_sub_path_expressions(server, ns, logs_dir);
         http_hooks(server, ns, logs_dir);
+        sysctls(server, ns, logs_dir);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -360,10 +355,7 @@ fn sidecars(server: &Server, ns: &str, logs_dir: &Path) {
         &["apply", "-n", ns, "-f", "-"],
         &pod_yaml("job", &spec, &container("work", "sleep 1; exit 0", "")),
     );
-    let pod = wait_for(60, "job Succeeded", || {
-        let p = pod_json(server, ns, "job")?;
-        (p["status"]["phase"] == "Succeeded").then_some(p)
-    });
+    let pod = wait_for_phase(server, ns, "job", "Succeeded");
     let logger = &pod["status"]["initContainerStatuses"][0];
     assert!(logger["state"]["terminated"].is_object(), "{logger}");
     let work = &pod["status"]["containerStatuses"][0];
@@ -438,10 +430,7 @@ fn active_deadline(server: &Server, ns: &str) {
         "-p",
         r#"{"spec":{"activeDeadlineSeconds":5}}"#,
     ]);
-    let pod = wait_for(60, "bounded Failed", || {
-        let p = pod_json(server, ns, "bounded")?;
-        (p["status"]["phase"] == "Failed").then_some(p)
-    });
+    let pod = wait_for_phase(server, ns, "bounded", "Failed");
     assert_eq!(
         pod["status"]["reason"], "DeadlineExceeded",
         "{}",
@@ -469,13 +458,8 @@ fn seccomp(server: &Server, ns: &str, logs_dir: &Path) {
         );
     }
     for (name, expected) in [("unconfined", "unshared"), ("confined", "refused")] {
-        let pod = wait_for(60, &format!("{name} Succeeded"), || {
-            let p = pod_json(server, ns, name)?;
-            (p["status"]["phase"] == "Succeeded").then_some(p)
-        });
-        let uid = pod["metadata"]["uid"].as_str().unwrap();
-        let log = std::fs::read_to_string(logs_dir.join(format!("{ns}_{name}_{uid}/c/0.log")))
-            .expect("log");
+        let pod = wait_for_phase(server, ns, name, "Succeeded");
+        let log = container_log(logs_dir, ns, &pod, "c");
         assert!(
             log.contains(&format!(" stdout F {expected}")),
             "{name}: {log}"
@@ -493,13 +477,8 @@ fn memory_volumes_and_sub_path_expressions(server: &Server, ns: &str, logs_dir: 
         &["apply", "-n", ns, "-f", "-"],
         &pod_yaml("tmpfs-pod", spec, &container("c", script, extra)),
     );
-    let pod = wait_for(60, "tmpfs-pod Succeeded", || {
-        let p = pod_json(server, ns, "tmpfs-pod")?;
-        (p["status"]["phase"] == "Succeeded").then_some(p)
-    });
-    let uid = pod["metadata"]["uid"].as_str().unwrap();
-    let log = std::fs::read_to_string(logs_dir.join(format!("{ns}_tmpfs-pod_{uid}/c/0.log")))
-        .expect("log");
+    let pod = wait_for_phase(server, ns, "tmpfs-pod", "Succeeded");
+    let log = container_log(logs_dir, ns, &pod, "c");
     assert!(log.contains("tmpfs /cache tmpfs"), "{log}");
     // df's size column, in KiB: the 8Mi limit.
     assert!(log.contains(" 8192 "), "{log}");
@@ -508,7 +487,7 @@ fn memory_volumes_and_sub_path_expressions(server: &Server, ns: &str, logs_dir: 
     server.ok(&["delete", "pod", "-n", ns, "tmpfs-pod"]);
     wait_for(30, "the tmpfs unmounted", || {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        (!mounts.contains(uid)).then_some(())
+        (!mounts.contains(pod["metadata"]["uid"].as_str().unwrap())).then_some(())
     });
 }
 
@@ -550,4 +529,54 @@ fn http_hooks(server: &Server, ns: &str, logs_dir: &Path) {
     let log = read();
     assert!(log.contains("/hello") && log.contains("/goodbye"), "{log}");
     assert!(log.find("/hello") < log.find("/goodbye"), "{log}");
+}
+
+/// A safe sysctl is set in the pod's namespaces; an unsafe one fails the pod at the
+/// kubelet's admission.
+fn sysctls(server: &Server, ns: &str, logs_dir: &Path) {
+    for (name, sysctl) in [
+        ("safe-sysctl", "kernel.shm_rmid_forced"),
+        ("unsafe-sysctl", "kernel.msgmax"),
+    ] {
+        let spec = format!(
+            "  restartPolicy: Never\n  securityContext:\n    sysctls:\n    - name: {sysctl}\n      value: \"1\"\n"
+        );
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                name,
+                &spec,
+                &container("c", "cat /proc/sys/kernel/shm_rmid_forced", ""),
+            ),
+        );
+    }
+    let pod = wait_for_phase(server, ns, "safe-sysctl", "Succeeded");
+    let log = container_log(logs_dir, ns, &pod, "c");
+    assert!(log.contains(" stdout F 1"), "{log}");
+    let pod = wait_for_phase(server, ns, "unsafe-sysctl", "Failed");
+    assert_eq!(
+        pod["status"]["reason"], "SysctlForbidden",
+        "{}",
+        pod["status"]
+    );
+    assert_eq!(
+        pod["status"]["message"],
+        "Pod forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+}
+
+/// Waits for the pod to reach `phase`; returns it.
+fn wait_for_phase(server: &Server, ns: &str, name: &str, phase: &str) -> Value {
+    wait_for(60, &format!("{name} {phase}"), || {
+        let p = pod_json(server, ns, name)?;
+        (p["status"]["phase"] == phase).then_some(p)
+    })
+}
+
+/// The CRI log of the pod's container's first attempt, where the kubelet writes it.
+fn container_log(logs_dir: &Path, ns: &str, pod: &Value, container: &str) -> String {
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    std::fs::read_to_string(logs_dir.join(format!("{ns}_{name}_{uid}/{container}/0.log")))
+        .expect("container log")
 }

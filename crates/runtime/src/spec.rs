@@ -58,6 +58,8 @@ pub struct SpecInput<'a> {
     /// The lowest `oom_score_adj` the runtime may set (its own): lowering it
     /// needs CAP_SYS_RESOURCE, which this kind of host lacks.
     pub min_oom_score_adj: i64,
+    /// The pod's sysctls.
+    pub sysctls: BTreeMap<String, String>,
     /// Contents of the image's `/etc/passwd` and `/etc/group`, for user names.
     pub passwd: Option<String>,
     pub group: Option<String>,
@@ -336,7 +338,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
             sc.readonly_paths.clone()
         };
     }
-    let sysctl: BTreeMap<String, String> = BTreeMap::new();
+    let sysctl = &input.sysctls;
     let mut namespaces = vec![json!({"type": "mount"})];
     match &input.namespaces.pid {
         Some(path) => namespaces.push(json!({"type": "pid", "path": path})),
@@ -509,6 +511,7 @@ mod tests {
             namespaces: ns,
             sandbox_files: vec![("/etc/resolv.conf".into(), "/s/resolv.conf".into())],
             cgroups_path: "/kubepods/x/y".into(),
+            sysctls: BTreeMap::new(),
             min_oom_score_adj: 0,
             passwd: Some(
                 "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n".into(),

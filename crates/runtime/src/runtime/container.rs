@@ -237,6 +237,7 @@ impl Runtime {
             namespaces: &namespaces,
             sandbox_files: self.sandbox_files(sb),
             cgroups_path: rec.cgroups_path.clone(),
+            sysctls: sb.sysctls.clone(),
             min_oom_score_adj: self.min_oom_score_adj,
             passwd: read("etc/passwd"),
             group: read("etc/group"),

@@ -43,6 +43,10 @@ pub struct SandboxRecord {
     pub host_pid: bool,
     #[serde(default)]
     pub ip: String,
+    /// The pod's sysctls, set in each of its containers (whose namespaces they concern
+    /// are the pod's).
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 impl SandboxRecord {
@@ -151,6 +155,7 @@ impl Runtime {
             host_ipc: mode(ns_opts.as_ref(), |o| o.ipc),
             host_pid: mode(ns_opts.as_ref(), |o| o.pid),
             ip: String::new(),
+            sysctls: linux.sysctls.clone().into_iter().collect(),
         };
         {
             let mut st = self.state.lock().await;
