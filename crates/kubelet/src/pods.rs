@@ -138,10 +138,7 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
     };
     // Kept so that the channel stays open without a directory.
     let _static_tx = static_tx;
-    let mirrors = Mirrors {
-        client: shared.client.clone(),
-        node_name: shared.node_name.clone(),
-    };
+    let mut mirrors = Mirrors::new(shared.client.clone(), shared.node_name.clone());
     let mut m = Manager {
         shared: shared.clone(),
         workers: HashMap::new(),

@@ -332,16 +332,27 @@ pub fn mirror_action(static_pod: Option<&Pod>, mirror: Option<&Pod>) -> MirrorAc
 
 /// Keeps the API's mirror pods in line with the static pods.
 pub struct Mirrors {
-    pub client: kube::Client,
-    pub node_name: String,
+    client: kube::Client,
+    node_name: String,
+    /// The last error of each name whose mirror cannot be synced (e.g. refused by
+    /// admission), so that a pass every 2 s logs it once, not every time.
+    failing: HashMap<String, String>,
 }
 
 impl Mirrors {
     /// One pass of [`mirror_action`] over every name that has a static pod or a mirror.
     /// `statics` are the static pods that should have a mirror; `busy` the names whose
     /// old static pod is still stopping (their mirrors are left alone until it stopped).
+    pub fn new(client: kube::Client, node_name: String) -> Mirrors {
+        Mirrors {
+            client,
+            node_name,
+            failing: HashMap::new(),
+        }
+    }
+
     pub async fn sync(
-        &self,
+        &mut self,
         statics: &HashMap<String, Arc<Pod>>,
         mirrors: &HashMap<String, Pod>,
         busy: &std::collections::HashSet<String>,
@@ -353,6 +364,7 @@ impl Mirrors {
         let mut names: Vec<&String> = by_name.keys().chain(mirrors.keys()).collect();
         names.sort();
         names.dedup();
+        self.failing.retain(|n, _| names.contains(&n));
         for name in names {
             let static_pod = by_name.get(name).copied();
             let mirror = mirrors.get(name);
@@ -369,8 +381,17 @@ impl Mirrors {
                 },
                 MirrorAction::Delete { uid } => self.delete(name, uid).await,
             };
-            if let Err(e) = result {
-                tracing::warn!(pod = %name, error = %e, "syncing mirror pod failed");
+            match result {
+                Ok(()) => {
+                    self.failing.remove(name);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.failing.get(name) != Some(&e) {
+                        tracing::warn!(pod = %name, error = %e, "syncing mirror pod failed");
+                        self.failing.insert(name.clone(), e);
+                    }
+                }
             }
         }
     }
