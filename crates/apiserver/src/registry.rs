@@ -1283,6 +1283,15 @@ fn deletion_action(resource: &ResourceInfo, mut current: Value, options: &Delete
     if !finalizers.is_empty() {
         metadata.insert("finalizers".into(), json!(finalizers));
     }
+    if grace > 0 && resource.builtin_kind() == "Pod" {
+        // A graceful deletion is a change the kubelet acts on: upstream bumps the pod's
+        // generation, so that `status.observedGeneration` tells when it has seen it.
+        let generation = metadata
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        metadata.insert("generation".into(), json!(generation + 1));
+    }
     Action::Replace(current)
 }
 
@@ -1333,5 +1342,30 @@ mod tests {
         assert_eq!(pod_grace_period(&scheduled, Some(0)), 0);
         let pending = json!({"spec": {}});
         assert_eq!(pod_grace_period(&pending, Some(30)), 0);
+    }
+
+    #[test]
+    fn a_graceful_pod_deletion_bumps_the_generation() {
+        let pods = crate::resources::builtin()
+            .into_iter()
+            .find(|r| r.plural == "pods" && r.group.is_empty())
+            .expect("pods");
+        let pod = json!({"metadata": {"name": "p", "generation": 3},
+                         "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}});
+        let Action::Replace(deleting) =
+            deletion_action(&pods, pod.clone(), &DeleteOptions::default())
+        else {
+            panic!("a scheduled pod is deleted gracefully");
+        };
+        assert_eq!(deleting["metadata"]["generation"], 4);
+        assert_eq!(deleting["metadata"]["deletionGracePeriodSeconds"], 10);
+        let immediate = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            deletion_action(&pods, pod, &immediate),
+            Action::Delete
+        ));
     }
 }

@@ -446,6 +446,14 @@ pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Times
     );
     // Upstream's order: PodReadyToStartContainers, Initialized, Ready,
     // ContainersReady, PodScheduled (kubectl describe shows them so).
+    // What the kubelet writes says which generation of the pod it has seen.
+    let generation = pod.metadata.generation;
+    for c in conditions
+        .iter_mut()
+        .filter(|c| KUBELET_CONDITIONS.contains(&c.type_.as_str()) && c.type_ != "PodScheduled")
+    {
+        c.observed_generation = generation;
+    }
 
     let pod_ips: Vec<PodIP> = view
         .pod_ips
@@ -483,6 +491,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Times
         message: old.message.clone(),
         reason: old.reason.clone(),
         nominated_node_name: old.nominated_node_name.clone(),
+        observed_generation: generation,
         ..Default::default()
     }
 }

@@ -430,6 +430,11 @@ fn active_deadline(server: &Server, ns: &str) {
         "-p",
         r#"{"spec":{"activeDeadlineSeconds":5}}"#,
     ]);
+    // The spec changed: generation 2, which the kubelet's status says it has seen.
+    wait_for(30, "bounded observed at generation 2", || {
+        let p = pod_json(server, ns, "bounded")?;
+        (p["metadata"]["generation"] == 2 && p["status"]["observedGeneration"] == 2).then_some(())
+    });
     let pod = wait_for_phase(server, ns, "bounded", "Failed");
     assert_eq!(
         pod["status"]["reason"], "DeadlineExceeded",
