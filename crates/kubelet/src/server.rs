@@ -382,8 +382,7 @@ async fn port_forward(
         Ok(None) => return text(StatusCode::NOT_FOUND, format!("pod {pod_name:?} not found")),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let pod_uid = pod.metadata.uid.unwrap_or_default();
-    if uid.is_some_and(|uid| uid != pod_uid) {
+    if uid.is_some_and(|uid| Some(uid) != pod.metadata.uid.as_deref()) {
         return text(
             StatusCode::NOT_FOUND,
             format!(
@@ -392,7 +391,9 @@ async fn port_forward(
             ),
         );
     }
-    let sandboxes = match state.cri.sandboxes(Some(&pod_uid)).await {
+    // A static pod's sandbox carries its own UID, not its mirror's.
+    let runtime_uid = crate::static_pods::runtime_uid(&pod);
+    let sandboxes = match state.cri.sandboxes(Some(runtime_uid)).await {
         Ok(sandboxes) => sandboxes,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

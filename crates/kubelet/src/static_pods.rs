@@ -80,6 +80,14 @@ pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The UID the runtime knows an API pod by: a mirror pod's is its static pod's (the
+/// hash it carries), any other pod's its own.
+pub fn runtime_uid(pod: &Pod) -> &str {
+    annotation(pod, MIRROR_ANNOTATION)
+        .or(pod.metadata.uid.as_deref())
+        .unwrap_or("")
+}
+
 /// `namespace/name`, the key a static pod and its mirror share.
 pub fn full_name(pod: &Pod) -> String {
     format!("{}/{}", pod_namespace(pod), pod_name(pod))
@@ -138,10 +146,13 @@ pub fn hash(pod: &Pod, path: &Path, node_name: &str) -> String {
 /// Gives a pod read from `path` upstream's static-pod identity on node `node_name`,
 /// and the few defaults the worker and a reader of the mirror rely on.
 pub fn static_pod(mut pod: Pod, path: &Path, node_name: &str, seen: SystemTime) -> Pod {
-    let hash = hash(&pod, path, node_name);
-    if pod.metadata.uid.as_deref().unwrap_or("").is_empty() {
-        pod.metadata.uid = Some(hash.clone());
-    }
+    // The hash is the UID, one the file gives or one from the content (upstream's
+    // rule: a file with a UID of its own is updated in place when it changes).
+    let hash = match pod.metadata.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid.to_string(),
+        _ => hash(&pod, path, node_name),
+    };
+    pod.metadata.uid = Some(hash.clone());
     let name = pod.metadata.name.take().unwrap_or_default();
     pod.metadata.name = Some(format!("{name}-{node_name}"));
     if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
@@ -563,12 +574,13 @@ mod tests {
         let path = Path::new("/etc/m/web.yaml");
         let pod = parse_manifest(path, YAML.as_bytes()).unwrap();
         assert_ne!(hash(&pod, path, "node-a"), hash(&pod, path, "node-b"));
-        // A UID of the file's own is kept (the hash still changes with the content).
+        // A UID of the file's own is kept, and is the hash.
         let own = read(
             "/etc/m/web.yaml",
             &YAML.replace("name: web\n", "name: web\n  uid: fixed\n"),
         );
         assert_eq!(own.metadata.uid.as_deref(), Some("fixed"));
+        assert_eq!(annotation(&own, HASH_ANNOTATION), Some("fixed"));
     }
 
     #[test]
@@ -618,6 +630,10 @@ mod tests {
             annotation(&mirror, MIRROR_ANNOTATION),
             annotation(&pod, HASH_ANNOTATION)
         );
+        let mut api_copy = mirror.clone();
+        api_copy.metadata.uid = Some("mirror-uid".into());
+        assert_eq!(runtime_uid(&api_copy), pod.metadata.uid.as_deref().unwrap());
+        assert_eq!(runtime_uid(&pod), pod.metadata.uid.as_deref().unwrap());
         let owner = &mirror.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),

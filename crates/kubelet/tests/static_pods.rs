@@ -28,6 +28,10 @@ async fn static_pods_run_from_files_with_mirror_pods() {
     run_scenario(&runtime, kubelet, scenario(&server, &runtime, &manifests)).await;
 }
 
+/// A web server in the pod, to reach through `kubectl port-forward`.
+const SERVE: &str =
+    "echo v1; mkdir -p /tmp/www && echo static > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
+
 fn manifest(script: &str) -> String {
     let yaml = pod_yaml("web", "", &container("c", script, ""));
     // A static pod names no node: the kubelet's own is set.
@@ -54,6 +58,38 @@ fn container_id(pod: &Value) -> String {
     id.trim_start_matches("skiff://").to_string()
 }
 
+/// `GET /` on the pod's port 8080 through `kubectl port-forward`.
+fn port_forward_get(server: &Server, pod: &str) -> String {
+    use std::io::{Read, Write};
+    let local = skiff_e2e::free_port();
+    let mut forward = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", server.kubeconfig())
+        .args([
+            "port-forward",
+            "-n",
+            "default",
+            &format!("pod/{pod}"),
+            &format!("{local}:8080"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut stream = wait_for(30, "kubectl port-forward to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", local)).ok()
+    });
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let read = stream.read_to_string(&mut answer);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    read.expect("read through port-forward");
+    answer
+}
+
 /// The static pod's containers in the runtime with their state (CRI enum value).
 async fn containers(runtime: &Runtime, uid: &str) -> Vec<(String, i32)> {
     let cri = Cri::connect(&runtime.socket().display().to_string()).unwrap();
@@ -71,7 +107,7 @@ async fn start(server: &Server, runtime: &Runtime, manifests: &Path) {
     // Not a pod, and not parseable: skipped without stopping the rest.
     std::fs::write(manifests.join("broken.yaml"), "kind: Pod\nmetadata: [").unwrap();
     std::fs::write(manifests.join("readme.txt"), "not a manifest").unwrap();
-    std::fs::write(&file, manifest("sleep 3600")).unwrap();
+    std::fs::write(&file, manifest(SERVE)).unwrap();
 
     // The pod runs and its mirror shows it, with upstream's annotations and owner.
     let mirror = tokio::task::block_in_place(|| running_mirror(server, None));
@@ -121,6 +157,24 @@ async fn scenario(server: &Server, runtime: &Runtime, manifests: &Path) {
     assert_eq!(mirror["status"]["containerStatuses"][0]["restartCount"], 0);
     let running = containers(runtime, &hash).await;
     assert_eq!(running, vec![(first_id.clone(), 1)], "the same container");
+
+    // Logs, exec and port-forward through the API server reach the static pod by its
+    // mirror's name.
+    tokio::task::block_in_place(|| {
+        let logs = server.ok(&["logs", "-n", "default", &name]);
+        assert_eq!(logs, "v1\n");
+        let page = server.ok(&[
+            "exec",
+            "-n",
+            "default",
+            &name,
+            "--",
+            "cat",
+            "/tmp/www/index.html",
+        ]);
+        assert_eq!(page, "static\n");
+        assert!(port_forward_get(server, &name).ends_with("static\n"));
+    });
 
     // Deleting the mirror does not stop the pod: the mirror comes back, with the status
     // of the very same container.
