@@ -200,6 +200,7 @@ pub fn scan(dir: &Path, node_name: &str, cache: &mut Cache) -> Vec<Pod> {
     paths.sort();
     let mut fresh = Cache::default();
     let mut pods = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for path in paths {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -222,7 +223,15 @@ pub fn scan(dir: &Path, node_name: &str, cache: &mut Cache) -> Vec<Pod> {
                 (bytes, parsed)
             }
         };
-        pods.extend(entry.1.clone());
+        match &entry.1 {
+            // Two files for one name would fight over one mirror: the first file (by
+            // name) wins, as upstream keeps the first it saw.
+            Some(pod) if !names.insert(full_name(pod)) => {
+                tracing::warn!(file = %path.display(), pod = %full_name(pod), "skipping pod manifest: another file has a pod of this name");
+            }
+            Some(pod) => pods.push(pod.clone()),
+            None => {}
+        }
         fresh.0.insert(path, entry);
     }
     *cache = fresh;
@@ -595,12 +604,21 @@ mod tests {
             YAML.replace("web", "hidden"),
         )
         .unwrap();
+        // The same pod name again, in a later file: skipped.
+        let again = YAML.replace("busybox", "nginx");
+        std::fs::write(dir.path().join("zz-web-again.yaml"), again).unwrap();
         let mut cache = Cache::default();
         let names = |pods: &[Pod]| -> Vec<String> {
             pods.iter().map(|p| pod_name(p).to_string()).collect()
         };
         let pods = scan(dir.path(), NODE, &mut cache);
         assert_eq!(names(&pods), ["db-node-a", "web-node-a"]);
+        let image = |p: &Pod| p.spec.as_ref().unwrap().containers[0].image.clone();
+        assert_eq!(
+            image(&pods[1]).as_deref(),
+            Some("busybox"),
+            "web.yaml's, the first"
+        );
         // Unchanged files give the very same pods (their `seen` time included).
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(scan(dir.path(), NODE, &mut cache), pods);
