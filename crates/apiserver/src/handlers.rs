@@ -553,7 +553,7 @@ async fn handle_resource(
             serve_watch(state, resource, namespace, Some(name), query, headers).await
         }
         (Method::GET, Some(name)) if sub == Some("log") => {
-            crate::proxy::pod_log(state, namespace, name, query).await
+            crate::proxy::pod_log(state, namespace, name, query, headers, upgrade).await
         }
         (Method::GET | Method::POST, Some(name)) if matches!(sub, Some("exec" | "attach")) => {
             let attach = sub == Some("attach");

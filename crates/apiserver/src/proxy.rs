@@ -270,6 +270,8 @@ pub async fn pod_log(
     namespace: Option<&str>,
     name: &str,
     query: &Query,
+    headers: &http::HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> ApiResult<Response> {
     let pod = state
         .registry
@@ -305,6 +307,20 @@ pub async fn pod_log(
             }
         },
     );
+    // A WebSocket handshake gets the log as messages (upstream's "logs over websocket").
+    if let (true, Some(upgrade)) = (skiff_streaming::wsstream::requested(headers), upgrade) {
+        use skiff_streaming::wsstream;
+        let (protocol, encoding) = wsstream::negotiate(headers);
+        let accepted = wsstream::accept(headers, protocol)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(client) => wsstream::send(client, stream, encoding).await,
+                Err(e) => tracing::debug!(error = %e, "log over WebSocket: no upgrade"),
+            }
+        });
+        return Ok(accepted.map(Body::from));
+    }
     Ok(plain_text(Body::from_stream(stream)))
 }
 

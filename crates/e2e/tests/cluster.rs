@@ -140,6 +140,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     port_forward_reaches_the_pod(&server);
     attach_reaches_the_containers_own_process(&server);
     debug_joins_the_targets_processes(&server);
+    logs_over_a_websocket(&server);
     top_shows_usage(&server, &node);
     autoscaler_scales_a_busy_deployment(&server);
 
@@ -355,6 +356,53 @@ fn attach_reaches_the_containers_own_process(server: &Server) {
     );
     assert!(terminal.status.success(), "{shown}");
     assert!(server.fails(&["get", "pod", "shell"]).contains("not found"));
+}
+
+/// `pods/log` answers a WebSocket handshake (upstream's "logs over websocket", as the
+/// official Python client's WebSocket support opens it) with the log as messages: raw
+/// under `binary.k8s.io`, base64 text under `base64.binary.k8s.io`.
+fn logs_over_a_websocket(server: &Server) {
+    let script = r#"
+import base64, sys
+from kubernetes import client, config
+from kubernetes.stream.ws_client import create_websocket
+cfg = client.Configuration()
+config.load_kube_config(config_file=sys.argv[1], client_configuration=cfg)
+url = cfg.host.replace("https://", "wss://") + "/api/v1/namespaces/default/pods/hello/log?container=c"
+for protocol in ["binary.k8s.io", "base64.binary.k8s.io"]:
+    ws = create_websocket(cfg, url, headers={"sec-websocket-protocol": protocol})
+    text = b""
+    while True:
+        opcode, data = ws.recv_data()
+        if opcode == 8:
+            break
+        text += data if protocol == "binary.k8s.io" else base64.b64decode(data)
+    print(protocol, ws.getheaders().get("sec-websocket-protocol"), repr(text.decode()), flush=True)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &server.kubeconfig().display().to_string()])
+        .output()
+        .expect("python3");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (line, protocol) in lines.iter().zip(["binary.k8s.io", "base64.binary.k8s.io"]) {
+        assert!(
+            line.starts_with(&format!("{protocol} {protocol} ")),
+            "{line}"
+        );
+        assert!(line.contains("hello from skiff"), "{line}");
+    }
 }
 
 /// Runs a shell command whose kubectl gets a terminal of its own (kubectl asks for one

@@ -17,3 +17,4 @@ pub mod portforward;
 pub mod proxy;
 pub mod spdy;
 pub mod tunnel;
+pub mod wsstream;

@@ -18,17 +18,10 @@ pub const PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// Whether a request is a WebSocket handshake offering the tunnelled port forward.
 pub fn requested(headers: &http::HeaderMap) -> bool {
-    let websocket = headers
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    websocket
-        && headers
-            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+    crate::wsstream::requested(headers)
+        && crate::wsstream::offered(headers)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| p.trim() == PORT_FORWARD)
+            .any(|p| p == PORT_FORWARD)
 }
 
 /// The headers of the plain SPDY upgrade that stands in for the client's WebSocket
@@ -56,18 +49,7 @@ pub fn spdy_request_headers(headers: &http::HeaderMap) -> http::HeaderMap {
 
 /// The answer to the client's WebSocket handshake, once the backend has switched to SPDY.
 pub fn accept(headers: &http::HeaderMap) -> Result<http::Response<bytes::Bytes>, ProxyError> {
-    let key = headers
-        .get(http::header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| ProxyError::Backend("WebSocket handshake without a key".into()))?;
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    http::Response::builder()
-        .status(http::StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::CONNECTION, "Upgrade")
-        .header(http::header::UPGRADE, "websocket")
-        .header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(http::header::SEC_WEBSOCKET_PROTOCOL, PORT_FORWARD)
-        .body(bytes::Bytes::new())
-        .map_err(|e| ProxyError::Backend(e.to_string()))
+    crate::wsstream::accept(headers, Some(PORT_FORWARD))
 }
 
 /// Carries the session between the client's WebSocket and the backend's SPDY connection
