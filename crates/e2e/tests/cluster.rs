@@ -141,6 +141,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     attach_reaches_the_containers_own_process(&server);
     debug_joins_the_targets_processes(&server);
     logs_over_a_websocket(&server);
+    static_pods_run_from_the_manifest_directory(&server, &node);
     top_shows_usage(&server, &node);
     autoscaler_scales_a_busy_deployment(&server);
 
@@ -403,6 +404,51 @@ for protocol in ["binary.k8s.io", "base64.binary.k8s.io"]:
         );
         assert!(line.contains("hello from skiff"), "{line}");
     }
+}
+
+/// `skiff server` runs the pods of `DATA_DIR/pod-manifests`; each shows in the API as a
+/// mirror pod named after the node, which comes back when deleted and goes with the file.
+fn static_pods_run_from_the_manifest_directory(server: &Server, node: &str) {
+    let manifest = server.data_dir.path().join("pod-manifests/static-web.yaml");
+    std::fs::write(
+        &manifest,
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo static; sleep 3600\"]\n"),
+    )
+    .expect("write the manifest");
+    let mirror = format!("static-web-{node}");
+    let phase = |server: &Server| {
+        server
+            .kubectl(&["get", "pod", &mirror, "-o", "jsonpath={.status.phase}"])
+            .stdout
+    };
+    wait_for("the mirror pod to run", || phase(server) == b"Running");
+    let annotations = server.ok(&[
+        "get",
+        "pod",
+        &mirror,
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/config\\.source} {.metadata.ownerReferences[0].kind}",
+    ]);
+    assert_eq!(annotations, "file Node");
+    wait_for("the static pod's log", || {
+        server.kubectl(&["logs", &mirror]).stdout == b"static\n"
+    });
+    let uid =
+        |server: &Server| server.ok(&["get", "pod", &mirror, "-o", "jsonpath={.metadata.uid}"]);
+    let first = uid(server);
+    server.ok(&["delete", "pod", &mirror, "--wait=false"]);
+    wait_for("a new mirror pod", || {
+        server
+            .kubectl(&["get", "pod", &mirror, "-o", "jsonpath={.metadata.uid}"])
+            .stdout
+            .as_slice()
+            .ne(first.as_bytes())
+            && phase(server) == b"Running"
+    });
+    std::fs::remove_file(&manifest).expect("remove the manifest");
+    wait_for("the mirror pod gone", || {
+        server.kubectl(&["get", "pod", &mirror]).status.code() == Some(1)
+    });
 }
 
 /// Runs a shell command whose kubectl gets a terminal of its own (kubectl asks for one

@@ -438,27 +438,29 @@ impl Scheduler {
         let nodes = tokio::spawn(self.clone().watch_nodes(signal()));
         let namespaces = tokio::spawn(self.clone().watch_namespaces(signal()));
         let pdbs = tokio::spawn(self.clone().watch_pdbs(signal()));
+        // Controllers' selectors only shape scores (default spreading): pods are not held
+        // back until they are listed.
         let selectors = [
             tokio::spawn(self.clone().watch_selectors::<Service>(
                 SelectingKind::Service,
                 // A Service without a selector selects nothing (an empty one, all).
                 |s| equality_selector(s.spec.as_ref()?.selector.clone()),
-                signal(),
+                SyncSignal::UNAWAITED,
             )),
             tokio::spawn(self.clone().watch_selectors::<ReplicationController>(
                 SelectingKind::ReplicationController,
                 |rc| equality_selector(rc.spec.as_ref()?.selector.clone()),
-                signal(),
+                SyncSignal::UNAWAITED,
             )),
             tokio::spawn(self.clone().watch_selectors::<ReplicaSet>(
                 SelectingKind::ReplicaSet,
                 |rs| Some(rs.spec.selector.clone()),
-                signal(),
+                SyncSignal::UNAWAITED,
             )),
             tokio::spawn(self.clone().watch_selectors::<StatefulSet>(
                 SelectingKind::StatefulSet,
                 |ss| Some(ss.spec.selector.clone()),
-                signal(),
+                SyncSignal::UNAWAITED,
             )),
         ];
         let flush = {
@@ -560,6 +562,9 @@ fn equality_selector(labels: Option<BTreeMap<String, String>>) -> Option<LabelSe
 struct SyncSignal(Option<oneshot::Sender<()>>);
 
 impl SyncSignal {
+    /// For an informer the scheduling loop does not wait for.
+    const UNAWAITED: SyncSignal = SyncSignal(None);
+
     fn done(&mut self) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(());
