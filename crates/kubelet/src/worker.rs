@@ -84,6 +84,8 @@ pub struct PodWorker {
     written_to: Option<String>,
     volumes: Option<HashMap<String, PathBuf>>,
     sandbox_ips: HashMap<String, Vec<String>>,
+    /// Termination messages of exited containers, by container id.
+    termination_messages: HashMap<String, String>,
 }
 
 /// One container's attempts, newest first.
@@ -171,6 +173,7 @@ impl PodWorker {
             written_to: None,
             volumes: None,
             sandbox_ips: HashMap::new(),
+            termination_messages: HashMap::new(),
         }
     }
 
@@ -468,8 +471,8 @@ impl PodWorker {
 
     /// The pod's containers by name, newest attempt first; older dead
     /// attempts beyond the previous one are removed (upstream keeps one).
-    async fn attempts(&self, uid: &str) -> Result<HashMap<String, Attempts>> {
-        let cri = &self.shared.cri;
+    async fn attempts(&mut self, uid: &str) -> Result<HashMap<String, Attempts>> {
+        let cri = self.shared.cri.clone();
         let mut by_name: HashMap<String, Vec<proto::Container>> = HashMap::new();
         for c in cri.containers(uid).await? {
             let name = c
@@ -480,6 +483,7 @@ impl PodWorker {
             by_name.entry(name).or_default().push(c);
         }
         let mut out = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         for (name, mut list) in by_name {
             list.sort_by_key(|c| {
                 std::cmp::Reverse((c.metadata.as_ref().map_or(0, |m| m.attempt), c.created_at))
@@ -495,15 +499,22 @@ impl PodWorker {
                 match cri.container_status(&c.id).await {
                     Ok(st) => {
                         let mut attempt = attempt_of(&st);
-                        let written = crate::termination::message(&st);
-                        if attempt.state == RunState::Exited && !written.is_empty() {
-                            // After the runtime's own message, as upstream joins them.
-                            attempt.message = if attempt.message.is_empty() {
-                                written
-                            } else {
-                                format!("{}: {written}", attempt.message)
-                            };
+                        if attempt.state == RunState::Exited {
+                            // An exited container's message never changes: read once.
+                            let written = self
+                                .termination_messages
+                                .entry(c.id.clone())
+                                .or_insert_with(|| crate::termination::message(&st));
+                            if !written.is_empty() {
+                                // After the runtime's own message, as upstream joins them.
+                                attempt.message = if attempt.message.is_empty() {
+                                    written.clone()
+                                } else {
+                                    format!("{}: {written}", attempt.message)
+                                };
+                            }
                         }
+                        seen.insert(c.id.clone());
                         attempts.push((c, attempt));
                     }
                     Err(e) if e.is_cri_not_found() => {}
@@ -512,6 +523,7 @@ impl PodWorker {
             }
             out.insert(name, attempts);
         }
+        self.termination_messages.retain(|id, _| seen.contains(id));
         Ok(out)
     }
 

@@ -221,9 +221,9 @@ impl SchedulingQueue {
         self.lock().pods.remove(key);
     }
 
-    /// Drops every pod whose key fails `keep` (after a relist).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().pods.retain(|k, _| keep(k));
+    /// The keys of every pod the queue holds.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().pods.keys().cloned().collect()
     }
 
     pub fn contains(&self, key: &str) -> bool {

@@ -163,41 +163,20 @@ impl Scheduler {
     }
 
     /// Keeps the cache and queue in step with the API's pods.
-    async fn watch_pods(self: Arc<Self>, mut synced: SyncSignal) -> anyhow::Result<()> {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut relisted: Option<HashSet<String>> = None;
-        while let Some(event) = stream.try_next().await? {
-            match event {
-                Event::Init => relisted = Some(HashSet::new()),
-                Event::InitApply(pod) | Event::Apply(pod) => {
-                    if let Some(seen) = relisted.as_mut() {
-                        seen.insert(pod_key(&pod));
-                    }
-                    self.on_pod(pod);
-                }
-                Event::Delete(pod) => self.on_pod_deleted(&pod_key(&pod)),
-                Event::InitDone => {
-                    // After a relist, whatever was not listed is gone.
-                    if let Some(seen) = relisted.take() {
-                        let gone: Vec<String> = self
-                            .cache()
-                            .pod_keys()
-                            .into_iter()
-                            .filter(|k| !seen.contains(k))
-                            .collect();
-                        for key in gone {
-                            self.on_pod_deleted(&key);
-                        }
-                        self.queue.retain(|k| seen.contains(k));
-                    }
-                    synced.done();
-                }
-            }
-        }
-        Ok(())
+    async fn watch_pods(self: Arc<Self>, synced: SyncSignal) -> anyhow::Result<()> {
+        follow(
+            Api::<Pod>::all(self.client.clone()),
+            |pod| self.on_pod(pod),
+            |key| self.on_pod_deleted(key),
+            // Placed pods are in the cache, pending ones in the queue.
+            || {
+                let mut keys = self.cache().pod_keys();
+                keys.extend(self.queue.keys());
+                keys
+            },
+            synced,
+        )
+        .await
     }
 
     async fn watch_nodes(self: Arc<Self>, synced: SyncSignal) -> anyhow::Result<()> {

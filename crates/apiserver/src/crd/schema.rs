@@ -300,27 +300,14 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         Value::Number(n) => check_number(value, n, schema, shown_path, &in_body, causes),
         Value::String(s) => check_string(value, s, schema, shown_path, &in_body, causes),
         Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    causes.push(Cause {
-                        reason: "FieldValueTooMany",
-                        message: format!(
-                            "Too many: {}: must have at most {max} items",
-                            items.len()
-                        ),
-                        field: shown_path.to_string(),
-                    });
-                }
-            }
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
-                    causes.push(invalid_value(
-                        shown_path,
-                        &Value::from(items.len()),
-                        format!("{in_body} should have at least {min} items"),
-                    ));
-                }
-            }
+            check_count(
+                items.len(),
+                schema,
+                Counted::Items,
+                shown_path,
+                &in_body,
+                causes,
+            );
             check_list_type(items, schema, shown_path, causes);
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -340,27 +327,14 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
                     }
                 }
             }
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-                if fields.len() as u64 > max {
-                    causes.push(Cause {
-                        reason: "FieldValueTooMany",
-                        message: format!(
-                            "Too many: {}: must have at most {max} items",
-                            fields.len()
-                        ),
-                        field: shown_path.to_string(),
-                    });
-                }
-            }
-            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
-                if (fields.len() as u64) < min {
-                    causes.push(invalid_value(
-                        shown_path,
-                        &Value::from(fields.len()),
-                        format!("{in_body} should have at least {min} properties"),
-                    ));
-                }
-            }
+            check_count(
+                fields.len(),
+                schema,
+                Counted::Properties,
+                shown_path,
+                &in_body,
+                causes,
+            );
             if flag(schema, "x-kubernetes-embedded-resource") {
                 for required in ["apiVersion", "kind"] {
                     if fields
@@ -439,6 +413,47 @@ fn check_list_type(items: &[Value], schema: &Value, path: &str, causes: &mut Vec
             });
         } else {
             seen.push(id);
+        }
+    }
+}
+
+/// What `maxItems`/`minItems` or `maxProperties`/`minProperties` count.
+#[derive(Clone, Copy)]
+enum Counted {
+    Items,
+    Properties,
+}
+
+/// A list's or object's size against the schema's bounds, with upstream's messages
+/// (the upper bound says "items" for both, as upstream's does).
+fn check_count(
+    count: usize,
+    schema: &Value,
+    counted: Counted,
+    shown_path: &str,
+    in_body: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let (max_key, min_key, noun) = match counted {
+        Counted::Items => ("maxItems", "minItems", "items"),
+        Counted::Properties => ("maxProperties", "minProperties", "properties"),
+    };
+    if let Some(max) = schema.get(max_key).and_then(Value::as_u64) {
+        if count as u64 > max {
+            causes.push(Cause {
+                reason: "FieldValueTooMany",
+                message: format!("Too many: {count}: must have at most {max} items"),
+                field: shown_path.to_string(),
+            });
+        }
+    }
+    if let Some(min) = schema.get(min_key).and_then(Value::as_u64) {
+        if (count as u64) < min {
+            causes.push(invalid_value(
+                shown_path,
+                &Value::from(count),
+                format!("{in_body} should have at least {min} {noun}"),
+            ));
         }
     }
 }
