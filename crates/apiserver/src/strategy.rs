@@ -208,17 +208,26 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<(&'static str, &'static str)
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
             vec![("/spec/selector", "spec.selector")]
         }
+        "Secret" => vec![("/type", "type")],
         _ => Vec::new(),
     };
     // An immutable ConfigMap or Secret keeps its data (and stays immutable).
-    if matches!(kind, "ConfigMap" | "Secret") && old.get("immutable") == Some(&Value::Bool(true)) {
-        fields.extend([
-            ("/data", "data"),
-            ("/binaryData", "binaryData"),
-            ("/immutable", "immutable"),
-        ]);
+    if frozen(kind, old) {
+        fields.extend(FROZEN_FIELDS);
     }
     fields
+}
+
+/// What an immutable ConfigMap or Secret may not change, refused (as upstream does) as
+/// forbidden rather than invalid.
+const FROZEN_FIELDS: [(&str, &str); 3] = [
+    ("/immutable", "immutable"),
+    ("/data", "data"),
+    ("/binaryData", "binaryData"),
+];
+
+fn frozen(kind: &str, old: &Value) -> bool {
+    matches!(kind, "ConfigMap" | "Secret") && old.get("immutable") == Some(&Value::Bool(true))
 }
 
 /// What an update of a custom object is checked against besides the object itself: its
@@ -245,7 +254,13 @@ pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             });
-            Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
+            if frozen(resource.builtin_kind(), old)
+                && FROZEN_FIELDS.iter().any(|(_, f)| *f == field)
+            {
+                Cause::forbidden(field, "field is immutable when `immutable` is set")
+            } else {
+                Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
+            }
         })
         .collect()
 }
@@ -679,8 +694,20 @@ mod tests {
             .len(),
             1
         );
+        let thawed = validate_update(&config_maps, &json!({"data": {"k": "v"}}), &frozen);
+        assert_eq!(thawed[0].field, "immutable");
+        assert_eq!(
+            thawed[0].message,
+            "Forbidden: field is immutable when `immutable` is set"
+        );
         let open = json!({"data": {"k": "v"}});
         assert!(validate_update(&config_maps, &json!({"data": {"k": "w"}}), &open).is_empty());
+        let secrets = resource("", "secrets");
+        let opaque = json!({"type": "Opaque"});
+        assert_eq!(
+            validate_update(&secrets, &json!({"type": "kubernetes.io/tls"}), &opaque)[0].field,
+            "type"
+        );
     }
 
     #[test]
