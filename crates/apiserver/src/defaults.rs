@@ -138,11 +138,29 @@ pub fn apply(kind: &str, object: &mut Value) {
                 "volumeMode",
                 json!("Filesystem"),
             );
+            set(object_entry(fields, "status"), "phase", json!("Pending"));
         }
         "PersistentVolume" => {
             let spec = object_entry(fields, "spec");
             set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
             set(spec, "volumeMode", json!("Filesystem"));
+            set(object_entry(fields, "status"), "phase", json!("Pending"));
+        }
+        "CSIDriver" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "attachRequired", json!(true));
+            set(spec, "podInfoOnMount", json!(false));
+            set(spec, "storageCapacity", json!(false));
+            set(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+            set(spec, "requiresRepublish", json!(false));
+            set(spec, "seLinuxMount", json!(false));
+            if spec
+                .get("volumeLifecycleModes")
+                .and_then(Value::as_array)
+                .is_none_or(|modes| modes.is_empty())
+            {
+                spec.insert("volumeLifecycleModes".into(), json!(["Persistent"]));
+            }
         }
         "StorageClass" => {
             set(fields, "reclaimPolicy", json!("Delete"));

@@ -1057,7 +1057,7 @@ fn prepare_update(
     }
     match subresource {
         Some("status") => {
-            strategy::prepare_for_status_update(new, current);
+            strategy::prepare_for_status_update(resource.builtin_kind(), new, current);
             if resource.custom.is_some() {
                 // Custom objects are pruned and defaulted on every write.
                 strategy::apply_defaults(resource, new);

@@ -201,33 +201,53 @@ pub fn prepare_for_update(resource: &ResourceInfo, new: &mut Value, old: &Value)
 }
 
 /// Fields an update may not change, by kind (as upstream's `ValidateUpdate`s refuse
-/// them), as (JSON pointer, field path).
-fn immutable_fields(kind: &str, old: &Value) -> Vec<(&'static str, &'static str)> {
+/// them), as (JSON pointer, field path, detail of a `Forbidden` cause where upstream
+/// words it so; an `Invalid` "field is immutable" otherwise).
+type Immutable = (&'static str, &'static str, Option<&'static str>);
+
+fn immutable_fields(kind: &str, old: &Value) -> Vec<Immutable> {
     let mut fields = match kind {
-        "EndpointSlice" => vec![("/addressType", "addressType")],
+        "EndpointSlice" => vec![("/addressType", "addressType", None)],
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
-            vec![("/spec/selector", "spec.selector")]
+            vec![("/spec/selector", "spec.selector", None)]
         }
-        "Secret" => vec![("/type", "type")],
+        "Secret" => vec![("/type", "type", None)],
+        "StorageClass" => vec![
+            (
+                "/parameters",
+                "parameters",
+                Some("updates to parameters are forbidden."),
+            ),
+            (
+                "/provisioner",
+                "provisioner",
+                Some("updates to provisioner are forbidden."),
+            ),
+            (
+                "/reclaimPolicy",
+                "reclaimPolicy",
+                Some("updates to reclaimPolicy are forbidden."),
+            ),
+            ("/volumeBindingMode", "volumeBindingMode", None),
+        ],
+        "VolumeAttributesClass" => vec![
+            ("/driverName", "driverName", None),
+            ("/parameters", "parameters", Some("field is immutable")),
+        ],
+        "VolumeAttachment" => vec![("/spec", "spec", None)],
+        "RuntimeClass" => vec![("/handler", "handler", None)],
         _ => Vec::new(),
     };
     // An immutable ConfigMap or Secret keeps its data (and stays immutable).
-    if frozen(kind, old) {
-        fields.extend(FROZEN_FIELDS);
+    if matches!(kind, "ConfigMap" | "Secret") && old.get("immutable") == Some(&Value::Bool(true)) {
+        let frozen = Some("field is immutable when `immutable` is set");
+        fields.extend([
+            ("/immutable", "immutable", frozen),
+            ("/data", "data", frozen),
+            ("/binaryData", "binaryData", frozen),
+        ]);
     }
     fields
-}
-
-/// What an immutable ConfigMap or Secret may not change, refused (as upstream does) as
-/// forbidden rather than invalid.
-const FROZEN_FIELDS: [(&str, &str); 3] = [
-    ("/immutable", "immutable"),
-    ("/data", "data"),
-    ("/binaryData", "binaryData"),
-];
-
-fn frozen(kind: &str, old: &Value) -> bool {
-    matches!(kind, "ConfigMap" | "Secret") && old.get("immutable") == Some(&Value::Bool(true))
 }
 
 /// What an update of a custom object is checked against besides the object itself: its
@@ -248,26 +268,24 @@ pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec
     }
     immutable_fields(resource.builtin_kind(), old)
         .into_iter()
-        .filter(|(pointer, _)| new.pointer(pointer) != old.pointer(pointer))
-        .map(|(pointer, field)| {
+        .filter(|(pointer, _, _)| new.pointer(pointer) != old.pointer(pointer))
+        .map(|(pointer, field, forbidden)| {
+            if let Some(detail) = forbidden {
+                return Cause::forbidden(field, detail);
+            }
             let value = new.pointer(pointer).map(|v| match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             });
-            if frozen(resource.builtin_kind(), old)
-                && FROZEN_FIELDS.iter().any(|(_, f)| *f == field)
-            {
-                Cause::forbidden(field, "field is immutable when `immutable` is set")
-            } else {
-                Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
-            }
+            Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
         })
         .collect()
 }
 
 /// A status update changes the status only: everything else comes from the stored object,
-/// except labels and annotations as upstream allows.
-pub fn prepare_for_status_update(new: &mut Value, old: &Value) {
+/// except labels and annotations, which upstream's status strategies let through (the
+/// workload controllers' kinds keep their labels, as upstream resets them there).
+pub fn prepare_for_status_update(kind: &str, new: &mut Value, old: &Value) {
     let status = new.get("status").cloned();
     let mut merged = old.clone();
     match status {
@@ -275,6 +293,28 @@ pub fn prepare_for_status_update(new: &mut Value, old: &Value) {
         None => {
             if let Some(fields) = merged.as_object_mut() {
                 fields.shift_remove("status");
+            }
+        }
+    }
+    let keeps_labels = matches!(
+        kind,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+    );
+    let passed: &[&str] = if keeps_labels {
+        &["annotations"]
+    } else {
+        &["labels", "annotations"]
+    };
+    for field in passed {
+        let value = new.pointer(&format!("/metadata/{field}")).cloned();
+        if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
+            match value {
+                Some(value) => {
+                    meta.insert(field.to_string(), value);
+                }
+                None => {
+                    meta.shift_remove(*field);
+                }
             }
         }
     }
@@ -702,12 +742,47 @@ mod tests {
         );
         let open = json!({"data": {"k": "v"}});
         assert!(validate_update(&config_maps, &json!({"data": {"k": "w"}}), &open).is_empty());
+        let classes = resource("storage.k8s.io", "storageclasses");
+        let refused = validate_update(
+            &classes,
+            &json!({"provisioner": "b", "reclaimPolicy": "Delete"}),
+            &json!({"provisioner": "a", "reclaimPolicy": "Delete"}),
+        );
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            refused[0].message,
+            "Forbidden: updates to provisioner are forbidden."
+        );
+        let runtime = resource("node.k8s.io", "runtimeclasses");
+        assert_eq!(
+            validate_update(&runtime, &json!({"handler": "b"}), &json!({"handler": "a"}))[0]
+                .message,
+            "Invalid value: \"b\": field is immutable"
+        );
         let secrets = resource("", "secrets");
         let opaque = json!({"type": "Opaque"});
         assert_eq!(
             validate_update(&secrets, &json!({"type": "kubernetes.io/tls"}), &opaque)[0].field,
             "type"
         );
+    }
+
+    #[test]
+    fn status_updates_let_labels_and_annotations_through() {
+        let old = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"x": 1}});
+        let sent = json!({"metadata": {"labels": {"a": "2"}, "annotations": {"n": "v"}},
+            "spec": {"x": 2}, "status": {"ok": true}});
+        let mut job = sent.clone();
+        prepare_for_status_update("Job", &mut job, &old);
+        assert_eq!(
+            job,
+            json!({"metadata": {"labels": {"a": "2"}, "annotations": {"n": "v"}},
+                "spec": {"x": 1}, "status": {"ok": true}})
+        );
+        let mut deployment = sent;
+        prepare_for_status_update("Deployment", &mut deployment, &old);
+        assert_eq!(deployment["metadata"]["labels"]["a"], "1");
+        assert_eq!(deployment["metadata"]["annotations"]["n"], "v");
     }
 
     #[test]
