@@ -64,6 +64,13 @@ pub(crate) fn accept_list(headers: &HeaderMap) -> Vec<&str> {
 /// Picks the response format from `Accept`, honouring the client's order.
 /// `protobuf_ok` says whether the object has a protobuf form.
 pub fn negotiate(headers: &HeaderMap, protobuf_ok: bool) -> ApiResult<Format> {
+    negotiate_as(headers, protobuf_ok, true)
+}
+
+/// [`negotiate`] for a resource that may have no `Table` form (`tables` false: the
+/// reviews, which upstream serves without a table converter), so a client that accepts
+/// nothing else gets `406`, as upstream answers.
+pub fn negotiate_as(headers: &HeaderMap, protobuf_ok: bool, tables: bool) -> ApiResult<Format> {
     let accepted = accept_list(headers);
     if accepted.is_empty() {
         return Ok(Format::Json);
@@ -72,7 +79,9 @@ pub fn negotiate(headers: &HeaderMap, protobuf_ok: bool) -> ApiResult<Format> {
         let media = MediaType::parse(entry);
         let view = media.param("as");
         match (media.essence, view) {
-            ("application/json", Some("Table")) if media.param("g") == Some("meta.k8s.io") => {
+            ("application/json", Some("Table"))
+                if tables && media.param("g") == Some("meta.k8s.io") =>
+            {
                 match media.param("v") {
                     Some("v1") => return Ok(Format::Table("meta.k8s.io/v1")),
                     Some("v1beta1") => return Ok(Format::Table("meta.k8s.io/v1beta1")),
@@ -212,6 +221,12 @@ mod tests {
         assert_eq!(negotiate(&h, true).unwrap(), Format::Protobuf);
         assert_eq!(negotiate(&h, false).unwrap(), Format::Json);
         assert!(negotiate(&headers("text/html"), true).is_err());
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
+        assert!(negotiate_as(&headers(table), true, false).is_err());
+        assert_eq!(
+            negotiate_as(&headers(&format!("{table},application/json")), true, false).unwrap(),
+            Format::Json
+        );
         assert_eq!(negotiate(&HeaderMap::new(), true).unwrap(), Format::Json);
     }
 }

@@ -605,7 +605,7 @@ async fn handle_resource(
             }
         }
         (Method::POST, None) => {
-            let format = encoding::negotiate(headers, protobuf_ok)?;
+            let format = encoding::negotiate_as(headers, protobuf_ok, !resource.ephemeral)?;
             let object = encoding::decode_body(headers, &body)?;
             if resource.builtin_kind() == "TokenReview" {
                 let review = state.authenticator.token_review(object);

@@ -72,12 +72,58 @@ pub fn apply(patch_type: PatchType, original: &Value, patch: &[u8]) -> ApiResult
 
 /// An apply patch's body: the configuration, in YAML or JSON.
 pub fn parse_apply(patch: &[u8]) -> ApiResult<Value> {
+    // Duplicate keys are refused, as upstream's YAML decoder refuses them; a JSON value
+    // would silently keep the last.
+    if let Err(e) = serde_yaml::from_slice::<serde_yaml::Value>(patch) {
+        let text = String::from_utf8_lossy(patch);
+        if let Some(message) = duplicate_key(&text, &e) {
+            return Err(ApiError::bad_request(message));
+        }
+    }
     let value = serde_yaml::from_slice(patch)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     require_object(
         value,
         "error decoding YAML: the applied configuration must be an object",
     )
+}
+
+/// go-yaml's words for a duplicate key, which name the line of its second occurrence:
+/// serde_yaml names the key and where its mapping starts, so the mapping's lines at that
+/// indentation are searched for the key (a block mapping; a flow mapping is named by its
+/// start). `None` for other errors.
+fn duplicate_key(text: &str, error: &serde_yaml::Error) -> Option<String> {
+    let message = error.to_string();
+    let key = message
+        .split_once("duplicate entry with key \"")?
+        .1
+        .split_once('"')?
+        .0
+        .to_string();
+    let location = error.location()?;
+    let indent = location.column().saturating_sub(1);
+    let at_key = |line: &str| {
+        line.len() > indent
+            && line[..indent].trim().is_empty()
+            && [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| line[indent..].starts_with(k.as_str()))
+    };
+    let line = text
+        .lines()
+        .enumerate()
+        .skip(location.line().saturating_sub(1))
+        .filter(|(_, line)| at_key(line))
+        .nth(1)
+        .map_or(location.line(), |(index, _)| index + 1);
+    Some(format!(
+        "error converting YAML to JSON: yaml: unmarshal errors:\n  line {line}: key {} already set in map",
+        crate::status::quote(&key)
+    ))
 }
 
 fn parse_object(patch: &[u8]) -> ApiResult<Value> {
@@ -217,6 +263,17 @@ fn strip_directives(value: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn duplicate_keys_in_an_apply_are_refused_with_their_line() {
+        let applied = b"\napiVersion: v1\nspec:\n  foo: a\n  bar: b\n  foo: c\n";
+        let refused = parse_apply(applied).unwrap_err();
+        assert_eq!(
+            refused.message,
+            "error converting YAML to JSON: yaml: unmarshal errors:\n  line 6: key \"foo\" already set in map"
+        );
+        assert!(parse_apply(b"spec:\n  foo: a\nother:\n  foo: b\n").is_ok());
+    }
 
     #[test]
     fn json_patch_and_merge() {

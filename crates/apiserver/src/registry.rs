@@ -640,6 +640,11 @@ impl Registry {
             {
                 let mut object =
                     managedfields::apply(None, config.clone(), &writer, patch.force, reset)?;
+                crate::crd::check_unknown_applied_fields(
+                    resource,
+                    &object,
+                    patch.field_validation,
+                )?;
                 Self::check_identity(resource, namespace, &mut object)?;
                 match object::name(&object) {
                     "" => {
@@ -667,13 +672,21 @@ impl Registry {
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let served = convert::from_storage(resource, current.clone());
                 let mut new = match &applied {
-                    Some(config) => managedfields::apply(
-                        Some(&served),
-                        config.clone(),
-                        &writer,
-                        patch.force,
-                        reset,
-                    )?,
+                    Some(config) => {
+                        let new = managedfields::apply(
+                            Some(&served),
+                            config.clone(),
+                            &writer,
+                            patch.force,
+                            reset,
+                        )?;
+                        crate::crd::check_unknown_applied_fields(
+                            resource,
+                            &new,
+                            patch.field_validation,
+                        )?;
+                        new
+                    }
                     None => {
                         let new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
                         // Unknown fields are judged on what the patch produces.

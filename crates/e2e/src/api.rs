@@ -409,14 +409,14 @@ fn fail(what: &str, refusal: Box<Refusal>) -> ! {
 }
 
 /// A request outside the typed verbs (an `Accept` header of the test's choice, a
-/// subresource kube-rs has no method for): the status code and the body as JSON
-/// (`Null` if it is not JSON).
+/// subresource kube-rs has no method for, a YAML body): the status code and the body
+/// as JSON (`Null` if it is not JSON). A body is JSON unless `headers` say otherwise.
 pub async fn raw(
     client: &kube::Client,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-    body: Option<Value>,
+    body: Option<String>,
 ) -> (u16, Value) {
     let mut request = http::Request::builder().method(method).uri(path);
     for (name, value) in headers {
@@ -429,7 +429,7 @@ pub async fn raw(
     {
         request = request.header("Content-Type", "application/json");
     }
-    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let bytes = body.map(String::into_bytes).unwrap_or_default();
     let request = request
         .body(kube::client::Body::from(bytes))
         .expect("a request");

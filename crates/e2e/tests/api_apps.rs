@@ -177,7 +177,7 @@ async fn replication_controllers() {
         "PATCH",
         &path,
         &[("Content-Type", "application/merge-patch+json")],
-        Some(json!({"spec": {"replicas": 2}})),
+        Some(json!({"spec": {"replicas": 2}}).to_string()),
     )
     .await;
     assert_eq!(code, 200, "{scale}");

@@ -624,7 +624,7 @@ async fn namespaces() {
     let mut ns = namespaces.get(&name).await;
     ns["spec"]["finalizers"] = json!(["kubernetes", "e2e.example.com/fakeFinalizer"]);
     let path = format!("/api/v1/namespaces/{name}/finalize");
-    let (code, finalized) = raw(&client, "PUT", &path, &[], Some(ns)).await;
+    let (code, finalized) = raw(&client, "PUT", &path, &[], Some(ns.to_string())).await;
     assert_eq!(code, 200, "{finalized}");
     assert_eq!(
         namespaces.get(&name).await["spec"]["finalizers"],
@@ -632,7 +632,7 @@ async fn namespaces() {
     );
     let mut ns = namespaces.get(&name).await;
     ns["spec"]["finalizers"] = json!(["kubernetes"]);
-    let (code, finalized) = raw(&client, "PUT", &path, &[], Some(ns)).await;
+    let (code, finalized) = raw(&client, "PUT", &path, &[], Some(ns.to_string())).await;
     assert_eq!(code, 200, "{finalized}");
     assert_eq!(
         namespaces.get(&name).await["spec"]["finalizers"],

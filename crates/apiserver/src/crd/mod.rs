@@ -26,13 +26,7 @@ use crate::status::{ApiError, ApiResult};
 /// fields its schema does not know are refused (`Strict`), warned about (`Warn`, the
 /// default) or passed over (`Ignore`); pruning drops them in every case.
 pub fn check_unknown_fields(resource: &ResourceInfo, object: &Value, mode: &str) -> ApiResult<()> {
-    let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
-        return Ok(());
-    };
-    if mode == "Ignore" {
-        return Ok(());
-    }
-    let unknown = schema::prune(&mut object.clone(), schema);
+    let unknown = unknown_fields(resource, object, mode);
     if unknown.is_empty() {
         return Ok(());
     }
@@ -53,6 +47,44 @@ pub fn check_unknown_fields(resource: &ResourceInfo, object: &Value, mode: &str)
         crate::warnings::add(text);
     }
     Ok(())
+}
+
+/// [`check_unknown_fields`] for a server-side apply, in the words upstream's apply uses
+/// (structured-merge-diff's, as it builds the typed patch).
+pub fn check_unknown_applied_fields(
+    resource: &ResourceInfo,
+    object: &Value,
+    mode: &str,
+) -> ApiResult<()> {
+    let unknown = unknown_fields(resource, object, mode);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|path| format!(".{path}: field not declared in schema"))
+        .collect();
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(format!(
+            "failed to create typed patch object ({}, Kind={}): {}",
+            resource.api_version(),
+            resource.kind,
+            texts.join(", ")
+        )));
+    }
+    for text in texts {
+        crate::warnings::add(text);
+    }
+    Ok(())
+}
+
+/// The paths of the fields of `object` that its schema does not know, unless `mode`
+/// passes them over or the resource has no schema.
+fn unknown_fields(resource: &ResourceInfo, object: &Value, mode: &str) -> Vec<String> {
+    match resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        Some(schema) if mode != "Ignore" => schema::prune(&mut object.clone(), schema),
+        _ => Vec::new(),
+    }
 }
 
 /// The finalizer that holds a deleted CRD until its objects are gone.
