@@ -505,6 +505,28 @@ pub fn builtin() -> Vec<ResourceInfo> {
             .short(&["ev"])
             .stored_in("v1")
             .upsert(),
+        // flowcontrol.apiserver.k8s.io/v1 (served and stored; no request is held back by
+        // them: Skiff has no priority and fairness of its own yet)
+        resource(
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "FlowSchema",
+            "flowschemas",
+            "flowschema",
+            CLUSTER,
+        )
+        .sub(STATUS)
+        .generation(),
+        resource(
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "PriorityLevelConfiguration",
+            "prioritylevelconfigurations",
+            "prioritylevelconfiguration",
+            CLUSTER,
+        )
+        .sub(STATUS)
+        .generation(),
         // networking.k8s.io/v1
         resource(
             "networking.k8s.io",
@@ -608,6 +630,53 @@ pub fn builtin() -> Vec<ResourceInfo> {
             "role",
             NS,
         ),
+        // resource.k8s.io/v1 (dynamic resource allocation: served and stored; no driver or
+        // scheduler plugin allocates claims yet)
+        resource(
+            "resource.k8s.io",
+            "v1",
+            "DeviceClass",
+            "deviceclasses",
+            "deviceclass",
+            CLUSTER,
+        )
+        .generation(),
+        resource(
+            "resource.k8s.io",
+            "v1",
+            "DeviceTaintRule",
+            "devicetaintrules",
+            "devicetaintrule",
+            CLUSTER,
+        )
+        .sub(STATUS)
+        .generation(),
+        resource(
+            "resource.k8s.io",
+            "v1",
+            "ResourceClaim",
+            "resourceclaims",
+            "resourceclaim",
+            NS,
+        )
+        .sub(STATUS),
+        resource(
+            "resource.k8s.io",
+            "v1",
+            "ResourceClaimTemplate",
+            "resourceclaimtemplates",
+            "resourceclaimtemplate",
+            NS,
+        ),
+        resource(
+            "resource.k8s.io",
+            "v1",
+            "ResourceSlice",
+            "resourceslices",
+            "resourceslice",
+            CLUSTER,
+        )
+        .generation(),
         // scheduling.k8s.io/v1
         resource(
             "scheduling.k8s.io",
@@ -670,6 +739,16 @@ pub fn builtin() -> Vec<ResourceInfo> {
             CLUSTER,
         )
         .short(&["vac"]),
+        // storagemigration.k8s.io/v1 (served and stored; no migrator acts on them yet)
+        resource(
+            "storagemigration.k8s.io",
+            "v1",
+            "StorageVersionMigration",
+            "storageversionmigrations",
+            "storageversionmigration",
+            CLUSTER,
+        )
+        .sub(STATUS),
         // Never stored: storage names of their own, so that no stored object is taken for one.
         resource(
             "metrics.k8s.io",
@@ -701,12 +780,15 @@ pub static BUILTIN_GROUPS: &[(&str, &[&str])] = &[
     ("coordination.k8s.io", &["v1"]),
     ("discovery.k8s.io", &["v1"]),
     ("events.k8s.io", &["v1"]),
+    ("flowcontrol.apiserver.k8s.io", &["v1"]),
     ("networking.k8s.io", &["v1"]),
     ("node.k8s.io", &["v1"]),
     ("policy", &["v1"]),
     ("rbac.authorization.k8s.io", &["v1"]),
+    ("resource.k8s.io", &["v1"]),
     ("scheduling.k8s.io", &["v1"]),
     ("storage.k8s.io", &["v1"]),
+    ("storagemigration.k8s.io", &["v1"]),
     ("metrics.k8s.io", &["v1beta1"]),
 ];
 

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 /// A resource of the API, in one namespace (or cluster-scoped).
 pub struct Resource {
+    client: kube::Client,
     api: Api<DynamicObject>,
     everywhere: Api<DynamicObject>,
     namespaced: bool,
@@ -67,6 +68,7 @@ impl Resource {
             None => Api::all_with(client.clone(), &resource),
         };
         Resource {
+            client: client.clone(),
             api,
             everywhere: Api::all_with(client.clone(), &resource),
             namespaced: namespace.is_some(),
@@ -341,6 +343,189 @@ impl Resource {
         .collect();
         assert_eq!(seen, expected, "the watch of {}", self.kind);
         created
+    }
+}
+
+/// What upstream's generic resource test (`e2econformance.TestResource`) needs of a
+/// kind: a valid object without status, a change to it, a status, and the same spec
+/// change as the patches of each type send it.
+pub struct Case {
+    /// The object to create (name and labels are set by the walk).
+    pub initial: Value,
+    /// A change of the spec (or the labels, where the spec is fixed), made by a PUT.
+    pub update: fn(&mut Value),
+    /// A status to write through `status`, if the kind has that subresource.
+    pub status: Option<Value>,
+    /// The change a strategic merge, JSON merge and apply patch each make, as a fragment
+    /// of the object; it must show in the result.
+    pub patch: Value,
+    /// The same as a JSON patch.
+    pub json_patch: Value,
+}
+
+/// Whether every field `expected` has is in `actual` with the same value; lists match
+/// item by item, extra fields and map entries are allowed (defaults, admission).
+pub fn contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => e
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|found| contains(found, v))),
+        (Value::Array(a), Value::Array(e)) => {
+            a.len() >= e.len() && e.iter().zip(a).all(|(e, a)| contains(a, e))
+        }
+        _ => actual == expected,
+    }
+}
+
+impl Resource {
+    /// A patch of any type, an apply with the test's field manager.
+    async fn send_patch(&self, name: &str, patch: Patch<Value>, status: bool) -> Value {
+        let params = match patch {
+            Patch::Apply(_) => PatchParams::apply("e2e-conformance").force(),
+            _ => PatchParams::default(),
+        };
+        let sent = if status {
+            self.api.patch_status(name, &params, &patch).await
+        } else {
+            self.api.patch(name, &params, &patch).await
+        };
+        sent.map(to_value).unwrap_or_else(|e| {
+            fail(
+                &format!(
+                    "{:?} patch of {} {name} (status: {status})",
+                    patch, self.kind
+                ),
+                refusal(e),
+            )
+        })
+    }
+
+    /// Upstream's generic resource test: the object created, read, listed here and
+    /// across namespaces, updated, its status updated, patched with each patch type
+    /// (spec and status, each on a fresh copy), deleted, and deleted as a collection,
+    /// while a watch sees it come and go. `label` makes cluster-scoped names unique.
+    pub async fn crud(&self, label: &str, case: Case) {
+        let name = format!("test-{label}");
+        let selector = format!("e2e-crud={label}");
+        let fresh = |name: &str| {
+            let mut object = case.initial.clone();
+            object["metadata"]["name"] = json!(name);
+            object["metadata"]["labels"] = json!({"e2e-crud": label});
+            object
+        };
+        let (_, rv) = self.list(&selector).await;
+        let mut watch = self.watch(&selector, &rv).await;
+
+        let created = self.create(fresh(&name)).await;
+        assert!(contains(&created, &fresh(&name)), "created: {created}");
+        assert_eq!(
+            self.get(&name).await["metadata"]["uid"],
+            created["metadata"]["uid"]
+        );
+        assert_eq!(names(&self.list(&selector).await.0), [name.as_str()]);
+        if self.namespaced {
+            assert_eq!(
+                names(&self.list_everywhere(&selector).await),
+                [name.as_str()]
+            );
+        }
+
+        let mut changed = self.get(&name).await;
+        (case.update)(&mut changed);
+        let updated = self.replace(changed.clone()).await;
+        changed["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"].clone();
+        changed["metadata"]["managedFields"] = updated["metadata"]["managedFields"].clone();
+        assert!(contains(&updated, &changed), "updated: {updated}");
+        if let Some(status) = &case.status {
+            let mut object = self.get(&name).await;
+            object["status"] = status.clone();
+            let written = self.replace_status(object).await;
+            assert!(contains(&written["status"], status), "status: {written}");
+            assert_eq!(
+                written["spec"], updated["spec"],
+                "a status write left the spec"
+            );
+        }
+
+        self.patch_each_type(&name, &fresh(&name), &case.patch, &case.json_patch, false)
+            .await;
+        if let Some(status) = &case.status {
+            let json_patch = json!([{"op": "add", "path": "/status", "value": status}]);
+            let fragment = json!({"status": status});
+            self.patch_each_type(&name, &fresh(&name), &fragment, &json_patch, true)
+                .await;
+        }
+
+        self.delete(&name).await;
+        assert!(self.is_gone(&name).await);
+        for n in ["a", "b"] {
+            self.create(fresh(&format!("{name}-{n}"))).await;
+        }
+        self.delete_collection(&selector).await;
+        assert!(self.list(&selector).await.0.is_empty());
+
+        let seen = watch
+            .next_events(1, |kind, _| kind == "ADDED", Duration::from_secs(20))
+            .await;
+        assert_eq!(seen[0].1["metadata"]["name"], name.as_str());
+    }
+
+    /// Patches a fresh copy of `initial` (made anew for each) with each patch type:
+    /// `fragment` as a strategic merge, JSON merge and apply patch, `json_patch` as a
+    /// JSON patch; each result must contain `fragment`. `status`: through `status`.
+    async fn patch_each_type(
+        &self,
+        name: &str,
+        initial: &Value,
+        fragment: &Value,
+        json_patch: &Value,
+        status: bool,
+    ) {
+        let patches = [
+            ("strategic", Some(Patch::Strategic(fragment.clone()))),
+            ("merge", Some(Patch::Merge(fragment.clone()))),
+            ("apply", Some(Patch::Apply(self.applied(name, fragment)))),
+            ("json", None),
+        ];
+        for (what, patch) in patches {
+            self.delete(name).await;
+            self.create(initial.clone()).await;
+            let patched = match patch {
+                Some(patch) => self.send_patch(name, patch, status).await,
+                None => self.json_patch(name, json_patch, status).await,
+            };
+            assert!(
+                contains(&patched, fragment),
+                "{what} patch (status: {status}): {patched}"
+            );
+        }
+    }
+
+    /// A JSON patch (RFC 6902) of `name` or its status.
+    async fn json_patch(&self, name: &str, patch: &Value, status: bool) -> Value {
+        let path = format!(
+            "{}/{name}{}",
+            self.api.resource_url(),
+            if status { "/status" } else { "" }
+        );
+        let content_type = [("Content-Type", "application/json-patch+json")];
+        let (code, body) = raw(
+            &self.client,
+            "PATCH",
+            &path,
+            &content_type,
+            Some(patch.to_string()),
+        )
+        .await;
+        assert_eq!(code, 200, "JSON patch of {path}: {body}");
+        body
+    }
+
+    /// `fragment` as a complete apply configuration of `name`.
+    fn applied(&self, name: &str, fragment: &Value) -> Value {
+        let mut applied = self.typed(fragment.clone());
+        applied["metadata"]["name"] = json!(name);
+        applied
     }
 }
 

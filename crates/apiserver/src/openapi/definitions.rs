@@ -120,6 +120,8 @@ builtin_kinds![
     api::coordination::v1::Lease,
     api::discovery::v1::EndpointSlice,
     api::events::v1::Event,
+    api::flowcontrol::v1::FlowSchema,
+    api::flowcontrol::v1::PriorityLevelConfiguration,
     api::networking::v1::IPAddress,
     api::networking::v1::IngressClass,
     api::networking::v1::Ingress,
@@ -132,6 +134,11 @@ builtin_kinds![
     api::rbac::v1::ClusterRole,
     api::rbac::v1::RoleBinding,
     api::rbac::v1::Role,
+    api::resource::v1::DeviceClass,
+    api::resource::v1::DeviceTaintRule,
+    api::resource::v1::ResourceClaim,
+    api::resource::v1::ResourceClaimTemplate,
+    api::resource::v1::ResourceSlice,
     api::scheduling::v1::PriorityClass,
     api::storage::v1::CSIDriver,
     api::storage::v1::CSINode,
@@ -139,6 +146,7 @@ builtin_kinds![
     api::storage::v1::StorageClass,
     api::storage::v1::VolumeAttachment,
     api::storage::v1::VolumeAttributesClass,
+    api::storagemigration::v1::StorageVersionMigration,
 ];
 
 /// Definitions every group-version's document carries, as upstream's do (its operations
