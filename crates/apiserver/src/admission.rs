@@ -102,6 +102,16 @@ impl Admission {
     }
 }
 
+/// The plugins that judge a create by who makes it: NodeRestriction, and
+/// CertificateSubjectRestriction for CertificateSigningRequests.
+pub fn admit_create_by_requester(resource: &ResourceInfo, object: &Value) -> ApiResult<()> {
+    crate::noderestriction::admit_create(resource, object)?;
+    if resource.builtin_kind() == "CertificateSigningRequest" {
+        crate::certificates::admit_create(resource, object)?;
+    }
+    Ok(())
+}
+
 /// Upstream's `ServiceAccount` plugin: the pod runs as `default` unless it names an
 /// account; the account must exist; unless automounting is off, every container gets the
 /// account's token, the cluster CA and the namespace at [`SERVICE_ACCOUNT_MOUNT`].

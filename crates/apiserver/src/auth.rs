@@ -101,12 +101,7 @@ impl TokenAuthenticator {
     }
 
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<UserInfo> {
-        let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))?
-            .trim();
-        self.lookup(token)
+        self.lookup(bearer_token(headers)?)
     }
 
     /// Adds one token (the node join token, say) for `user`.
@@ -118,6 +113,85 @@ impl TokenAuthenticator {
     pub fn lookup(&self, token: &str) -> Option<UserInfo> {
         self.tokens.get(token).cloned()
     }
+}
+
+/// The group every bootstrap token's user is in; a token's `auth-extra-groups` may add
+/// more, all under this prefix.
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+
+/// Upstream's bootstrap token authenticator: a `<id>.<secret>` token is good while the
+/// `kube-system` Secret `bootstrap-token-<id>` of type `bootstrap.kubernetes.io/token`
+/// holds that secret, allows authentication, and has not expired. Its user is
+/// `system:bootstrap:<id>`, in `system:bootstrappers` and the token's extra groups.
+pub fn bootstrap_token_user(token: &str, cache: &crate::cache::WatchCache) -> Option<UserInfo> {
+    use serde_json::Value;
+    let parts = skiff_pki::join::BootstrapToken::parse(token)?;
+    let secret = cache
+        .get(&format!(
+            "/registry/secrets/kube-system/bootstrap-token-{}",
+            parts.id
+        ))?
+        .value()
+        .ok()?;
+    if secret.get("type").and_then(Value::as_str) != Some("bootstrap.kubernetes.io/token")
+        || crate::object::meta_str(&secret, "deletionTimestamp").is_some()
+    {
+        return None;
+    }
+    let field = |name: &str| -> Option<String> {
+        use base64::Engine;
+        let encoded = secret.get("data")?.get(name)?.as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    let stored = field("token-secret")?;
+    // Compared in constant time: the secret is the credential.
+    let matches = stored.len() == parts.secret.len()
+        && stored
+            .bytes()
+            .zip(parts.secret.bytes())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0;
+    if !matches || field("token-id").as_deref() != Some(parts.id) {
+        return None;
+    }
+    if field("usage-bootstrap-authentication").as_deref() != Some("true") {
+        return None;
+    }
+    if let Some(expiration) = field("expiration") {
+        match crate::object::parse_time(&expiration) {
+            Some(at) if at > jiff::Timestamp::now() => {}
+            _ => return None,
+        }
+    }
+    let mut groups = vec![BOOTSTRAPPERS.to_string()];
+    for group in field("auth-extra-groups").unwrap_or_default().split(',') {
+        let group = group.trim();
+        // Upstream refuses the token if an extra group leaves the bootstrappers' prefix.
+        if group.is_empty() {
+            continue;
+        }
+        if !group.starts_with("system:bootstrappers:") {
+            return None;
+        }
+        groups.push(group.to_string());
+    }
+    Some(UserInfo::authenticated(
+        format!("system:bootstrap:{}", parts.id),
+        String::new(),
+        groups,
+    ))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
 }
 
 /// Splits one CSV line, honouring double quotes.

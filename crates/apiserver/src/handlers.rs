@@ -268,8 +268,11 @@ pub async fn handle(
         Some(target) => {
             let resource = target.resource.clone();
             let upgrade = upgrade.map(|Extension(upgrade)| upgrade);
-            let response = handle_resource(
-                &state, &user, &method, target, &query, &headers, body, upgrade,
+            let response = crate::warnings::acting_as(
+                user.clone(),
+                handle_resource(
+                    &state, &user, &method, target, &query, &headers, body, upgrade,
+                ),
             )
             .await
             .unwrap_or_else(IntoResponse::into_response);
@@ -304,11 +307,9 @@ pub(crate) fn authorize(state: &AppState, user: &UserInfo, request: &Attributes)
     let authorizer = Authorizer {
         cache: &state.registry.cache,
     };
-    if authorizer.allows(user, request) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(request, user))
-    }
+    authorizer
+        .decide(user, request)
+        .map_err(|reason| ApiError::forbidden_because(request, user, reason.as_deref()))
 }
 
 /// Applies `Impersonate-User`/`-Group`/`-Uid` headers, each checked with the
@@ -509,6 +510,7 @@ async fn handle_resource(
         namespace: target.namespace.clone().unwrap_or_default(),
         name: target.name.clone().unwrap_or_default(),
         resource_request: true,
+        field_selector: query.get("fieldSelector").unwrap_or_default().to_string(),
         ..Default::default()
     };
     authorize(state, user, &request)?;
@@ -655,6 +657,7 @@ async fn handle_resource(
                 None => None,
             };
             let bound = bound.as_ref().map(|(kind, object)| (*kind, object));
+            crate::noderestriction::admit_token(&resource, name, bound)?;
             let answer = crate::tokens::issue(&state.signer, &account, bound, request)?;
             Ok(encoding::respond(StatusCode::CREATED, format, &answer))
         }

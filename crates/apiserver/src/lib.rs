@@ -10,6 +10,7 @@ pub mod admission;
 pub mod auth;
 pub mod authz;
 pub mod cache;
+pub mod certificates;
 pub mod convert;
 pub mod crd;
 pub mod defaults;
@@ -23,6 +24,7 @@ pub mod limitranger;
 pub mod managedfields;
 pub mod metrics;
 pub mod metrics_api;
+pub mod noderestriction;
 pub mod object;
 pub mod openapi;
 pub mod patch;
@@ -76,11 +78,38 @@ pub struct Config {
 pub struct ApiServer {
     pub address: SocketAddr,
     pub kubeconfig_path: PathBuf,
+    /// The cluster's certificates: the controller manager signs with its CA.
+    pub pki: skiff_pki::ClusterPki,
+    server_url: String,
     pub registry: Arc<registry::Registry>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ApiServer {
+    /// Writes `DATA_DIR/<file>`, a kubeconfig for one of this server's own components,
+    /// acting as `user` in `groups` with a client certificate from the cluster CA: each
+    /// component holds only its own identity's rights. Returns the file's path.
+    pub fn component_kubeconfig(
+        &self,
+        file: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        let (cert, key) = self
+            .pki
+            .issue_client(&skiff_pki::ClientIdentity { user, groups })
+            .with_context(|| format!("a client certificate for {user}"))?;
+        let contents =
+            skiff_pki::kubeconfig(&self.server_url, &self.pki.ca.cert_pem, user, &cert, &key);
+        let path = self
+            .kubeconfig_path
+            .parent()
+            .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+        skiff_pki::write_private_file(&path, contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// Waits until the server stops (it serves until the process ends).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("API server task")?;
@@ -162,21 +191,19 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         config.compaction_interval,
     ));
 
-    let mut tokens = match &config.token_auth_file {
+    let tokens = match &config.token_auth_file {
         Some(path) => auth::TokenAuthenticator::from_file(path)?,
         None => auth::TokenAuthenticator::default(),
     };
-    // Agents join with the node token (`skiff agent --server URL --token T`).
+    // Agents join with the node token (`skiff agent --server URL --token T`), whose
+    // bootstrap token may only ask for the node's certificates.
     let node_token = skiff_pki::join::node_token(&config.data_dir, &pki.ca.cert_pem)
         .context("the node join token")?;
-    tokens.insert(
-        node_token,
-        auth::UserInfo::authenticated(
-            "skiff:agent".into(),
-            "skiff-agent".into(),
-            vec!["system:masters".into()],
-        ),
-    );
+    if let Some((_, bootstrap)) = skiff_pki::join::parse_token(&node_token) {
+        lifecycle::ensure_node_bootstrap_token(&registry, bootstrap)
+            .await
+            .context("storing the node token's bootstrap token")?;
+    }
     let listen = SocketAddr::new(config.bind_address, config.https_port);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -227,13 +254,16 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     .context("creating the kubernetes service")?;
 
     let kubeconfig_path = config.data_dir.join("admin.kubeconfig");
-    let kubeconfig = pki.admin_kubeconfig(&format!("https://{server_address}"));
+    let server_url = format!("https://{server_address}");
+    let kubeconfig = pki.admin_kubeconfig(&server_url);
     skiff_pki::write_private_file(&kubeconfig_path, kubeconfig.as_bytes())
         .context("writing admin kubeconfig")?;
     tracing::info!(%address, kubeconfig = %kubeconfig_path.display(), "API server ready");
     Ok(ApiServer {
         address,
         kubeconfig_path,
+        pki,
+        server_url,
         registry,
         task,
     })

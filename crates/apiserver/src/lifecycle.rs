@@ -21,6 +21,29 @@ pub async fn ensure_system_namespaces(registry: &Registry) -> anyhow::Result<()>
     ensure_objects(registry, ("", "v1", "namespaces"), namespaces).await
 }
 
+/// The `bootstrap-token-<id>` Secret behind the node token: it authenticates joining
+/// agents (for authentication only, never expiring) in the group the bootstrap policy
+/// lets ask for node certificates.
+pub async fn ensure_node_bootstrap_token(registry: &Registry, token: &str) -> anyhow::Result<()> {
+    use base64::Engine;
+    let parts = skiff_pki::join::BootstrapToken::parse(token)
+        .ok_or_else(|| anyhow::anyhow!("the node token's bootstrap part is malformed"))?;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("bootstrap-token-{}", parts.id), "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "data": {
+            "description": encode("the node token in the server's DATA_DIR/node-token: skiff agents join with it"),
+            "token-id": encode(parts.id),
+            "token-secret": encode(parts.secret),
+            "usage-bootstrap-authentication": encode("true"),
+            "auth-extra-groups": encode(crate::authz::components::NODE_TOKEN_GROUP),
+        },
+    });
+    ensure_objects(registry, ("", "v1", "secrets"), std::iter::once(secret)).await
+}
+
 /// Creates the built-in PriorityClasses that are missing.
 pub async fn ensure_system_priority_classes(registry: &Registry) -> anyhow::Result<()> {
     let classes = crate::priority::system_class_objects();
@@ -91,8 +114,15 @@ async fn ensure_objects(
         .ok_or_else(|| anyhow::anyhow!("{plural} missing from the catalogue"))?;
     for object in objects {
         let name = crate::object::name(&object).to_string();
+        let namespace = crate::object::namespace(&object).map(str::to_string);
         match registry
-            .create(&resource, None, object, SERVER_MANAGER, false)
+            .create(
+                &resource,
+                namespace.as_deref(),
+                object,
+                SERVER_MANAGER,
+                false,
+            )
             .await
         {
             Ok(_) => tracing::info!(%name, kind = resource.kind, "created system object"),

@@ -342,6 +342,23 @@ impl Registry {
         )
     }
 
+    /// The admission plugins that judge an update by who makes it: NodeRestriction, and
+    /// the approval and signing checks of CertificateSigningRequests.
+    fn admit_update_by_requester(
+        &self,
+        resource: &ResourceInfo,
+        subresource: Option<&str>,
+        new: &Value,
+        current: &Value,
+    ) -> ApiResult<()> {
+        crate::noderestriction::admit_update(resource, subresource, new, current)?;
+        if resource.builtin_kind() == "CertificateSigningRequest" {
+            let authorizer = crate::authz::rbac::Authorizer { cache: &self.cache };
+            crate::certificates::admit_update(&authorizer, resource, subresource, new, current)?;
+        }
+        Ok(())
+    }
+
     /// Creates an object; `manager` is recorded as its first field manager.
     pub async fn create(
         &self,
@@ -433,6 +450,7 @@ impl Registry {
         if !causes.is_empty() {
             return Err(Self::invalid(resource, &object, causes));
         }
+        crate::admission::admit_create_by_requester(resource, &object)?;
         self.admit_pod_security(resource, None, namespace_object.as_ref(), &object, None)?;
         if let (true, Some(ns)) = (
             self.admission.resource_quota && resource.namespaced,
@@ -593,6 +611,7 @@ impl Registry {
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let mut new = object.clone();
                 prepare_update(resource, subresource, &mut new, &current)?;
+                self.admit_update_by_requester(resource, subresource, &new, &current)?;
                 self.admit_pod_security(
                     resource,
                     subresource,
@@ -715,6 +734,7 @@ impl Registry {
                     .and_then(|m| m.get("managedFields"))
                     .cloned();
                 prepare_update(resource, subresource, &mut new, &current)?;
+                self.admit_update_by_requester(resource, subresource, &new, &current)?;
                 self.admit_pod_security(
                     resource,
                     subresource,
@@ -750,6 +770,7 @@ impl Registry {
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 check_preconditions(resource, name, &current, options.preconditions.as_ref())?;
+                crate::noderestriction::admit_delete(resource, &current)?;
                 Ok(deletion_action(resource, current, options))
             })
             .await?;
@@ -1068,7 +1089,16 @@ fn prepare_update(
             ));
         }
     }
+    if resource.builtin_kind() == "CertificateSigningRequest" {
+        crate::certificates::prepare_update(subresource, new, current);
+        refuse(
+            resource,
+            &name,
+            crate::certificates::validate_update(new, current),
+        )?;
+    }
     match subresource {
+        _ if resource.builtin_kind() == "CertificateSigningRequest" => {}
         Some("status") => {
             strategy::prepare_for_status_update(resource.builtin_kind(), new, current);
             if resource.custom.is_some() {

@@ -52,10 +52,15 @@ impl Authenticator {
             })
             .unwrap_or_default();
         let api_audience = || vec![crate::tokens::ISSUER.to_string()];
-        // Static tokens know no audience: they count for the API server's own only.
-        let static_user = self.tokens.lookup(&token).filter(|_| {
-            audiences.is_empty() || audiences.iter().any(|a| a == crate::tokens::ISSUER)
-        });
+        // Static and bootstrap tokens know no audience: they count for the API server's
+        // own only.
+        let static_user = self
+            .tokens
+            .lookup(&token)
+            .or_else(|| crate::auth::bootstrap_token_user(&token, &self.cache))
+            .filter(|_| {
+                audiences.is_empty() || audiences.iter().any(|a| a == crate::tokens::ISSUER)
+            });
         let reviewed = match static_user {
             Some(user) => Some(crate::tokens::Reviewed {
                 user,
@@ -90,12 +95,11 @@ impl Authenticator {
     }
 
     fn bearer(&self, headers: &http::HeaderMap) -> Option<UserInfo> {
-        if let Some(user) = self.tokens.authenticate(headers) {
-            return Some(user);
-        }
-        let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ")?.trim();
-        self.service_accounts.authenticate(token, &self.cache)
+        let token = crate::auth::bearer_token(headers)?;
+        self.tokens
+            .lookup(token)
+            .or_else(|| crate::auth::bootstrap_token_user(token, &self.cache))
+            .or_else(|| self.service_accounts.authenticate(token, &self.cache))
     }
 }
 

@@ -34,6 +34,14 @@ impl Cause {
         }
     }
 
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {}", quote(value)),
+            field: field.into(),
+        }
+    }
+
     /// `invalid` for a number, which upstream prints unquoted.
     pub fn invalid_number(field: impl Into<String>, value: i64, detail: &str) -> Self {
         Cause {
@@ -264,6 +272,15 @@ impl ApiError {
 
     /// `403 Forbidden` for a request the authorizer denied.
     pub fn forbidden(request: &crate::authz::Attributes, user: &crate::auth::UserInfo) -> Self {
+        Self::forbidden_because(request, user, None)
+    }
+
+    /// [`ApiError::forbidden`] with the authorizer's reason appended, as upstream words it.
+    pub fn forbidden_because(
+        request: &crate::authz::Attributes,
+        user: &crate::auth::UserInfo,
+        reason: Option<&str>,
+    ) -> Self {
         let mut details = Map::new();
         if request.resource_request {
             if !request.name.is_empty() {
@@ -274,8 +291,12 @@ impl ApiError {
             }
             details.insert("kind".into(), json!(request.resource));
         }
-        ApiError::new(403, "Forbidden", request.forbidden_message(user))
-            .with_details(Value::Object(details))
+        ApiError::new(
+            403,
+            "Forbidden",
+            request.forbidden_message_because(user, reason),
+        )
+        .with_details(Value::Object(details))
     }
 
     pub fn unauthorized() -> Self {

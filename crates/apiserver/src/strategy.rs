@@ -127,6 +127,7 @@ pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value) {
             }
         }
         "CustomResourceDefinition" => crate::crd::definition::prepare_for_create(object),
+        "CertificateSigningRequest" => crate::certificates::prepare_for_create(object),
         "Pod" => {
             let qos = qos_class(object);
             set(
@@ -531,6 +532,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
         }
         "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
         "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),
+        "CertificateSigningRequest" => causes.extend(crate::certificates::validate(object)),
         "" => {
             if let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
                 causes.extend(crate::crd::schema::validate(object, schema));

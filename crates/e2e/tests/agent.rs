@@ -1,6 +1,7 @@
 //! `skiff agent --server URL --token T`: a node joins a control plane started with
-//! `--disable-agent`, trusting the server's CA only because its hash is the token's, and
-//! runs a real pod; a token naming another CA is refused before anything is sent.
+//! `--disable-agent`, trusting the server's CA only because its hash is the token's, gets
+//! its kubelet's and proxy's certificates through CertificateSigningRequests, and runs a
+//! real pod; a token naming another CA is refused before anything is sent.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -54,7 +55,7 @@ fn an_agent_joins_with_the_node_token() {
 
     // A token for another CA: refused before the agent trusts or sends anything.
     let elsewhere = tempfile::tempdir().expect("temp dir");
-    let wrong = format!("K10{}::node:nope", "0".repeat(64));
+    let wrong = format!("K10{}::abcdef.0123456789abcdef", "0".repeat(64));
     let refused = agent_command(&url, &wrong, elsewhere.path())
         .output()
         .expect("skiff agent");
@@ -110,8 +111,31 @@ fn an_agent_joins_with_the_node_token() {
     });
     // The agent found the cluster DNS the server runs and gave it to the pod.
     assert!(logs.contains("nameserver 10.96.0.10"), "{logs}");
-    // The agent's kubeconfig trusts the CA and carries the token, nothing else.
+    // The token only bootstrapped: the kubelet acts with its own certificate, asked for
+    // (with the proxy's) through CertificateSigningRequests the controller manager
+    // approved and signed.
     let kubeconfig =
-        std::fs::read_to_string(agent.dir.path().join("agent.kubeconfig")).expect("kubeconfig");
-    assert!(kubeconfig.contains("certificate-authority-data") && kubeconfig.contains("token:"));
+        std::fs::read_to_string(agent.dir.path().join("kubelet.kubeconfig")).expect("kubeconfig");
+    assert!(kubeconfig.contains("client-certificate-data") && !kubeconfig.contains("token:"));
+    let requests = server.ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.signerName} {.status.conditions[0].reason} {.spec.username}{\"\\n\"}{end}",
+    ]);
+    let id = token
+        .trim()
+        .split("::")
+        .nth(1)
+        .and_then(|t| t.split('.').next())
+        .expect("token id");
+    for signer in [
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        "kubernetes.io/kube-apiserver-client",
+    ] {
+        assert!(
+            requests.contains(&format!("{signer} AutoApproved system:bootstrap:{id}")),
+            "{requests}"
+        );
+    }
 }

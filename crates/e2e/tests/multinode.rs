@@ -99,21 +99,11 @@ impl Cluster {
     }
 
     fn apply(&self, manifest: &str) {
-        let mut child = Command::new("kubectl")
-            .args(["apply", "-f", "-"])
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl on PATH");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write manifest");
-        let out = wait_with_deadline(child, skiff_e2e::KUBECTL_DEADLINE).expect("kubectl");
+        let out = skiff_e2e::kubectl_as_with_input(
+            &self.dir.path().join("kubeconfig"),
+            &["apply", "-f", "-"],
+            Some(manifest),
+        );
         assert!(
             out.status.success(),
             "{}",

@@ -1,27 +1,7 @@
 //! Authentication and RBAC as users meet them: bearer tokens, impersonation, `view` in
 //! one namespace, `kubectl auth can-i`, `whoami`, escalation prevention, anonymous refusal.
 
-use std::path::Path;
-
-use skiff_e2e::Server;
-
-/// A kubeconfig for a token user, next to the admin one (same server and CA).
-fn token_kubeconfig(server: &Server, name: &str, token: &str) -> std::path::PathBuf {
-    let admin = std::fs::read_to_string(server.kubeconfig()).unwrap();
-    let cluster_part = admin.split("users:").next().unwrap();
-    let text = format!("{cluster_part}users:\n- name: admin\n  user:\n    token: {token}\n");
-    let path = server.data_dir.path().join(format!("{name}.kubeconfig"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap()
-}
+use skiff_e2e::{kubectl_as, Server};
 
 #[test]
 fn users_get_what_they_are_bound_to() {
@@ -44,7 +24,7 @@ fn users_get_what_they_are_bound_to() {
         "--clusterrole=view",
         "--user=alice",
     ]);
-    let alice = token_kubeconfig(&server, "alice", "alice-token");
+    let alice = server.token_kubeconfig("alice", "alice-token");
 
     let whoami = kubectl_as(
         &alice,
@@ -78,7 +58,7 @@ fn users_get_what_they_are_bound_to() {
     assert!(!secrets.status.success(), "view does not read secrets");
 
     // can-i, for oneself and (as admin) for others
-    let can = |kc: &Path, args: &[&str]| {
+    let can = |kc: &std::path::Path, args: &[&str]| {
         String::from_utf8_lossy(&kubectl_as(kc, args).stdout)
             .trim()
             .to_string()
@@ -142,7 +122,7 @@ fn users_get_what_they_are_bound_to() {
         "name",
     ]);
     assert_eq!(out.trim(), "configmap/c");
-    let bob = token_kubeconfig(&server, "bob", "bob-token");
+    let bob = server.token_kubeconfig("bob", "bob-token");
     let out = kubectl_as(
         &bob,
         &["get", "configmaps", "-n", "team-a", "--as", "alice"],
@@ -224,7 +204,7 @@ fn users_get_what_they_are_bound_to() {
     );
 
     // wrong token, no token
-    let stranger = token_kubeconfig(&server, "stranger", "nope");
+    let stranger = server.token_kubeconfig("stranger", "nope");
     let out = kubectl_as(&stranger, &["get", "pods"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
@@ -262,7 +242,7 @@ fn service_account_tokens() {
     let ns = server.namespace("sa");
     server.ok(&["create", "serviceaccount", "robot", "-n", &ns]);
     let token = server.ok(&["create", "token", "robot", "-n", &ns]);
-    let robot = token_kubeconfig(server, &format!("robot-{ns}"), token.trim());
+    let robot = server.token_kubeconfig(&format!("robot-{ns}"), token.trim());
     let whoami = kubectl_as(
         &robot,
         &[
@@ -295,7 +275,7 @@ fn service_account_tokens() {
 
     // A token for another audience does not authenticate here.
     let other = server.ok(&["create", "token", "robot", "-n", &ns, "--audience=vault"]);
-    let other = token_kubeconfig(server, &format!("other-{ns}"), other.trim());
+    let other = server.token_kubeconfig(&format!("other-{ns}"), other.trim());
     assert!(
         String::from_utf8_lossy(&kubectl_as(&other, &["get", "configmaps", "-n", &ns]).stderr)
             .contains("Unauthorized")
@@ -313,7 +293,7 @@ fn service_account_tokens() {
         "--bound-object-kind=Pod",
         "--bound-object-name=holder",
     ]);
-    let bound = token_kubeconfig(server, &format!("bound-{ns}"), bound.trim());
+    let bound = server.token_kubeconfig(&format!("bound-{ns}"), bound.trim());
     assert!(kubectl_as(&bound, &["get", "configmaps", "-n", &ns])
         .status
         .success());

@@ -40,6 +40,7 @@
 //! NodeRestriction, for kubelets with node identities).
 
 pub mod backoff;
+pub mod bootstrap;
 pub mod cri;
 pub mod env;
 pub mod error;

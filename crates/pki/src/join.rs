@@ -1,12 +1,14 @@
 //! Joining a node to a cluster with one token, as k3s does: the server writes
-//! `DATA_DIR/node-token`, `K10<sha256 of the cluster CA, hex>::node:<secret>`. An agent
+//! `DATA_DIR/node-token`, `K10<sha256 of the cluster CA, hex>::<id>.<secret>`. An agent
 //! given the server's URL and that token fetches the CA from the server's public
 //! `/cacerts` without trusting anything yet, keeps it only if its hash is the token's,
-//! and from then on talks TLS verified against it, authenticated by the token.
+//! and from then on talks TLS verified against it.
 //!
-//! The token is a bearer token of the server's: whoever holds it is an agent. For now
-//! agents act with full rights (as the admin kubeconfig does); per-node identities and
-//! the Node authorizer replace that (see the authentication issue).
+//! The part after `::` is a bootstrap token (upstream's `<6 chars>.<16 chars>` form, kept
+//! as a `bootstrap-token-<id>` Secret in `kube-system`): it authenticates the agent as
+//! `system:bootstrap:<id>`, which may do one thing, ask for certificates through
+//! `CertificateSigningRequest`s. The node's components then act with the identities
+//! those certificates give them, as kubelet TLS bootstrapping does upstream.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,31 +31,73 @@ pub fn ca_hash(ca_pem: &str) -> String {
         .collect()
 }
 
-/// The server's join token: read from `data_dir`, or made (random secret) and written
-/// there readable by its owner only.
+/// The server's join token: read from `data_dir`, or made (random bootstrap token) and
+/// written there readable by its owner only.
 pub fn node_token(data_dir: &Path, ca_pem: &str) -> Result<String> {
     let path = data_dir.join(NODE_TOKEN_FILE);
     if let Ok(token) = std::fs::read_to_string(&path) {
         let token = token.trim().to_string();
-        if parse_token(&token).is_some_and(|(hash, _)| hash == ca_hash(ca_pem)) {
-            return Ok(token);
+        match parse_token(&token) {
+            Some((hash, _)) if hash == ca_hash(ca_pem) => return Ok(token),
+            Some(_) => {
+                tracing::warn!(path = %path.display(), "node token names another CA: making a new one")
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "node token of an older form: making a new one")
+            }
         }
-        tracing::warn!(path = %path.display(), "node token names another CA: making a new one");
     }
-    let mut secret = [0u8; 24];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-        .map_err(|_| Error::Join("no randomness for the node token".into()))?;
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let token = format!("K10{}::node:{secret}", ca_hash(ca_pem));
+    let bootstrap = format!("{}.{}", random_token_text(6)?, random_token_text(16)?);
+    let token = format!("K10{}::{bootstrap}", ca_hash(ca_pem));
     crate::write_private_file(&path, token.as_bytes())?;
     Ok(token)
 }
 
-/// `(CA hash, secret)` of a token in the `K10<hash>::node:<secret>` form.
+/// `(CA hash, bootstrap token)` of a token in the `K10<hash>::<id>.<secret>` form.
 pub fn parse_token(token: &str) -> Option<(&str, &str)> {
-    let (hash, credentials) = token.strip_prefix("K10")?.split_once("::")?;
-    let (_, secret) = credentials.split_once(':')?;
-    (hash.len() == 64 && !secret.is_empty()).then_some((hash, secret))
+    let (hash, bootstrap) = token.strip_prefix("K10")?.split_once("::")?;
+    (hash.len() == 64 && BootstrapToken::parse(bootstrap).is_some()).then_some((hash, bootstrap))
+}
+
+/// Upstream's bootstrap token: `[a-z0-9]{6}.[a-z0-9]{16}`, an id and a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootstrapToken<'a> {
+    pub id: &'a str,
+    pub secret: &'a str,
+}
+
+impl<'a> BootstrapToken<'a> {
+    pub fn parse(token: &'a str) -> Option<Self> {
+        let (id, secret) = token.split_once('.')?;
+        let valid = |part: &str, len: usize| {
+            part.len() == len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        (valid(id, 6) && valid(secret, 16)).then_some(BootstrapToken { id, secret })
+    }
+}
+
+/// `len` random characters of `[a-z0-9]`.
+fn random_token_text(len: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Error::Join("no randomness for the node token".into()))?;
+    // 252 is the largest multiple of 36 below 256: the rest are drawn again, so that
+    // every character is equally likely.
+    let mut text = String::with_capacity(len);
+    for mut byte in bytes {
+        while byte >= 252 {
+            let mut one = [0u8; 1];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut one)
+                .map_err(|_| Error::Join("no randomness for the node token".into()))?;
+            byte = one[0];
+        }
+        text.push(ALPHABET[(byte % 36) as usize] as char);
+    }
+    Ok(text)
 }
 
 /// Fetches the cluster CA from `server` (`https://host:port`) and returns it if its hash
@@ -61,7 +105,7 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
 /// why the answer is checked against the token before anything else is sent.
 pub async fn fetch_ca(server: &str, token: &str) -> Result<String> {
     let (want, _) = parse_token(token).ok_or_else(|| {
-        Error::Join("the token is not a node token (K10<CA hash>::node:<secret>)".into())
+        Error::Join("the token is not a node token (K10<CA hash>::<id>.<secret>, from the server's DATA_DIR/node-token)".into())
     })?;
     let authority = server
         .strip_prefix("https://")
@@ -133,14 +177,24 @@ mod tests {
     fn tokens_name_their_ca_and_survive_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = node_token(dir.path(), "CA ONE").expect("token");
-        let (hash, secret) = parse_token(&token).expect("parses");
+        let (hash, bootstrap) = parse_token(&token).expect("parses");
         assert_eq!(hash, ca_hash("CA ONE"));
-        assert_eq!(secret.len(), 48);
+        let parts = BootstrapToken::parse(bootstrap).expect("a bootstrap token");
+        assert_eq!((parts.id.len(), parts.secret.len()), (6, 16));
         assert_eq!(node_token(dir.path(), "CA ONE").expect("again"), token);
         // A new CA (a new cluster in the same dir) gets a new token.
         let other = node_token(dir.path(), "CA TWO").expect("token");
         assert_ne!(other, token);
         assert!(parse_token("not-a-token").is_none());
-        assert!(parse_token("K10abc::node:x").is_none(), "hash too short");
+        assert!(
+            parse_token("K10abc::abcdef.0123456789abcdef").is_none(),
+            "hash too short"
+        );
+        let old_form = format!("K10{}::node:{}", ca_hash("CA ONE"), "ab".repeat(24));
+        assert!(parse_token(&old_form).is_none());
+        std::fs::write(dir.path().join(NODE_TOKEN_FILE), &old_form).expect("write");
+        assert!(parse_token(&node_token(dir.path(), "CA ONE").expect("remade")).is_some());
+        assert!(BootstrapToken::parse("ABCDEF.0123456789abcdef").is_none());
+        assert!(BootstrapToken::parse("abcdef.0123456789abcde").is_none());
     }
 }

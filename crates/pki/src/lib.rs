@@ -16,6 +16,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+pub mod csr;
 pub mod insecure;
 pub mod join;
 

@@ -160,12 +160,20 @@ impl NodeArgs {
         }
     }
 
+    /// The name this node registers as.
+    fn node_name(&self) -> String {
+        self.kubelet
+            .node_name
+            .clone()
+            .unwrap_or_else(skiff_kubelet::node::hostname)
+    }
+
     /// Starts the node's components: runtime, kubelet, service proxy and NetworkPolicy
-    /// enforcer, reaching the API with `kubeconfig`.
+    /// enforcer, each reaching the API with its own identity's kubeconfig.
     async fn spawn(
         self,
         components: &mut Components,
-        kubeconfig: &std::path::Path,
+        identities: &NodeIdentities,
     ) -> anyhow::Result<()> {
         eprintln!(
             "skiff: starting the node agent (runtime socket {})",
@@ -190,22 +198,38 @@ impl NodeArgs {
             ..Default::default()
         };
         components.spawn("container runtime", skiff_runtime::run(runtime));
-        let client = kube_client(Some(kubeconfig), "kube-proxy").await?;
+        let kubelet = skiff_kubelet::client(&self.kubelet).await?;
         if let Some(cluster_cidr) = self.cluster_cidr {
             let podnet = skiff_podnet::PodNetArgs::new(
                 self.kubelet.node_name.clone(),
                 cluster_cidr,
                 self.pod_network_backend,
             );
-            components.spawn("pod network", skiff_podnet::run(client.clone(), podnet));
+            // The pod network writes only its own Node: the kubelet's identity suffices.
+            components.spawn("pod network", skiff_podnet::run(kubelet.clone(), podnet));
         }
+        let client = kube_client(Some(&identities.proxy), "kube-proxy").await?;
         components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
         components.spawn("network policy", skiff_netpol::run(client, policy));
-        let client = skiff_kubelet::client(&self.kubelet).await?;
-        components.spawn("kubelet", skiff_kubelet::run(client, self.kubelet));
+        components.spawn("kubelet", skiff_kubelet::run(kubelet, self.kubelet));
         Ok(())
     }
 }
+
+/// The kubeconfigs a node's components act with: the kubelet (and the pod network) as
+/// `system:node:<name>`, the service proxy and NetworkPolicy enforcer as
+/// `system:kube-proxy`.
+struct NodeIdentities {
+    kubelet: PathBuf,
+    proxy: PathBuf,
+}
+
+/// The kubelet's user name for a node, and its group, as the Node authorizer knows them.
+fn kubelet_user(node_name: &str) -> String {
+    format!("system:node:{node_name}")
+}
+const NODES_GROUP: &str = "system:nodes";
+const KUBE_PROXY_USER: &str = "system:kube-proxy";
 
 /// `skiff agent`: one more node for a running cluster.
 #[derive(Args, Debug)]
@@ -388,10 +412,12 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
     let mut components = Components::default();
     if control_plane {
         let kubeconfig = Some(server.kubeconfig_path.as_path());
+        let scheduler_kubeconfig =
+            server.component_kubeconfig("scheduler.kubeconfig", "system:kube-scheduler", &[])?;
         components.spawn(
             "scheduler",
             skiff_scheduler::run(
-                kube_client(kubeconfig, SCHEDULER).await?,
+                kube_client(Some(&scheduler_kubeconfig), SCHEDULER).await?,
                 skiff_scheduler::SchedulerArgs::default(),
             ),
         );
@@ -401,6 +427,8 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
                 kube_client(kubeconfig, CONTROLLER_MANAGER).await?,
                 skiff_controllers::ControllerManagerArgs {
                     kubeconfig: Some(server.kubeconfig_path.clone()),
+                    cluster_signing_cert_file: Some(server.pki.ca.cert_path.clone()),
+                    cluster_signing_key_file: Some(server.pki.ca.key_path.clone()),
                     service_lb_pool,
                     allocate_node_cidrs: cluster_cidr.is_some(),
                     cluster_cidr: cluster_cidr.map(|c| c.to_string()),
@@ -431,9 +459,18 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
     }
     if let Some(args) = agent {
         let mut node = args.node;
+        // The server holds the CA: its own node's identities are issued directly.
+        let identities = NodeIdentities {
+            kubelet: server.component_kubeconfig(
+                "kubelet.kubeconfig",
+                &kubelet_user(&node.node_name()),
+                &[NODES_GROUP],
+            )?,
+            proxy: server.component_kubeconfig("kube-proxy.kubeconfig", KUBE_PROXY_USER, &[])?,
+        };
         let dns = IpAddr::V4(cluster_dns_ip(api));
-        node.place_state(&api.data_dir, &server.kubeconfig_path, Some(dns));
-        node.spawn(&mut components, &server.kubeconfig_path).await?;
+        node.place_state(&api.data_dir, &identities.kubelet, Some(dns));
+        node.spawn(&mut components, &identities).await?;
     }
     tokio::select! {
         result = server.wait() => result,
@@ -474,8 +511,9 @@ impl Components {
     }
 }
 
-/// `skiff agent`: fetches the cluster's CA (checked against the token), writes this
-/// node's kubeconfig, and runs the node's components until one stops.
+/// `skiff agent`: fetches the cluster's CA (checked against the token), asks for the
+/// node's certificates with the token's bootstrap token (TLS bootstrapping), and runs the
+/// node's components with them until one stops.
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     if !is_root() {
         anyhow::bail!("the node agent runs containers and needs root: run it as root");
@@ -487,23 +525,50 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .context("fetching the cluster CA")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let kubeconfig = args.data_dir.join("agent.kubeconfig");
-    let contents = skiff_pki::join::token_kubeconfig(&args.server, &ca, &args.token);
-    skiff_pki::write_private_file(&kubeconfig, contents.as_bytes())?;
-    let client = kube_client(Some(&kubeconfig), "skiff-agent").await?;
+    let (_, bootstrap_token) = skiff_pki::join::parse_token(&args.token)
+        .context("the token is not a node token (K10<CA hash>::<id>.<secret>)")?;
+    let bootstrap_kubeconfig = args.data_dir.join("bootstrap.kubeconfig");
+    let contents = skiff_pki::join::token_kubeconfig(&args.server, &ca, bootstrap_token);
+    skiff_pki::write_private_file(&bootstrap_kubeconfig, contents.as_bytes())?;
+    let bootstrap = kube_client(Some(&bootstrap_kubeconfig), "kubelet").await?;
+    let mut node = args.node;
+    let identities = NodeIdentities {
+        kubelet: args.data_dir.join("kubelet.kubeconfig"),
+        proxy: args.data_dir.join("kube-proxy.kubeconfig"),
+    };
+    let kubelet_user = kubelet_user(&node.node_name());
+    let wanted = [
+        skiff_kubelet::bootstrap::Identity {
+            kubeconfig: &identities.kubelet,
+            user: &kubelet_user,
+            groups: &[NODES_GROUP],
+            signer: "kubernetes.io/kube-apiserver-client-kubelet",
+        },
+        skiff_kubelet::bootstrap::Identity {
+            kubeconfig: &identities.proxy,
+            user: KUBE_PROXY_USER,
+            groups: &[],
+            signer: "kubernetes.io/kube-apiserver-client",
+        },
+    ];
+    for identity in &wanted {
+        skiff_kubelet::bootstrap::ensure_identity(&bootstrap, &args.server, &ca, identity)
+            .await
+            .with_context(|| format!("getting a certificate for {}", identity.user))?;
+    }
+    let client = kube_client(Some(&identities.kubelet), "kubelet").await?;
     // The cluster DNS's address, as its Service has it (none yet: pods use the host's).
     let services: kube::Api<k8s_openapi::api::core::v1::Service> =
         kube::Api::namespaced(client, "kube-system");
     let dns = services
         .get_opt("kube-dns")
         .await
-        .context("reaching the API server with the token")?
+        .context("reaching the API server as the node")?
         .and_then(|s| s.spec?.cluster_ip)
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let mut node = args.node;
-    node.place_state(&args.data_dir, &kubeconfig, dns);
+    node.place_state(&args.data_dir, &identities.kubelet, dns);
     let mut components = Components::default();
-    node.spawn(&mut components, &kubeconfig).await?;
+    node.spawn(&mut components, &identities).await?;
     tokio::select! {
         result = components.first_to_stop() => result,
         _ = tokio::signal::ctrl_c() => {

@@ -10,15 +10,15 @@ use crate::registry::{Action, Registry, SERVER_MANAGER};
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
-fn url_rule(urls: &[&str], verbs: &[&str]) -> Value {
+pub(super) fn url_rule(urls: &[&str], verbs: &[&str]) -> Value {
     json!({"verbs": verbs, "nonResourceURLs": urls})
 }
 
-fn cluster_role(
+pub(super) fn cluster_role(
     name: &str,
     labels: Value,
     rules: Vec<Value>,
@@ -49,6 +49,10 @@ fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Value {
         .iter()
         .map(|g| json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": g}))
         .collect();
+    cluster_role_binding_for(name, role, subjects)
+}
+
+pub(super) fn cluster_role_binding_for(name: &str, role: &str, subjects: Vec<Value>) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
@@ -62,8 +66,15 @@ fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Value {
     })
 }
 
-/// Upstream's bootstrap ClusterRoles (the user-facing ones and the discovery roles).
+/// Upstream's bootstrap ClusterRoles: the user-facing ones, the discovery roles and the
+/// components' roles (`components.rs`).
 pub fn cluster_roles() -> Vec<Value> {
+    let mut roles = user_facing_roles();
+    roles.extend(super::components::cluster_roles());
+    roles
+}
+
+fn user_facing_roles() -> Vec<Value> {
     let view_core = [
         "bindings",
         "configmaps",
@@ -288,7 +299,7 @@ pub fn cluster_roles() -> Vec<Value> {
 }
 
 pub fn cluster_role_bindings() -> Vec<Value> {
-    vec![
+    let mut bindings = vec![
         cluster_role_binding("cluster-admin", "cluster-admin", &["system:masters"]),
         cluster_role_binding(
             "system:basic-user",
@@ -305,7 +316,9 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:public-info-viewer",
             &["system:authenticated", "system:unauthenticated"],
         ),
-    ]
+    ];
+    bindings.extend(super::components::cluster_role_bindings());
+    bindings
 }
 
 /// Creates what is missing and puts back what drifted (the rules of roles, the subjects

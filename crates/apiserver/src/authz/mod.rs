@@ -1,11 +1,14 @@
 //! Authorization: what a request asks to do ([`Attributes`]), and whether its user may.
 //!
-//! The RBAC authorizer ([`rbac`]) decides from the Roles, ClusterRoles and bindings in the
-//! watch cache, so a new binding takes effect as soon as it is stored. Members of
+//! The Node authorizer ([`node`]) speaks first, for kubelets; then the RBAC authorizer
+//! ([`rbac`]) decides from the Roles, ClusterRoles and bindings in the watch cache, so a
+//! new binding takes effect as soon as it is stored. Members of
 //! `system:masters` are allowed everything without a lookup, as upstream allows them.
 //! [`bootstrap`] holds the roles and bindings every cluster starts with.
 
 pub mod bootstrap;
+pub mod components;
+pub mod node;
 pub mod rbac;
 pub mod review;
 
@@ -24,9 +27,20 @@ pub struct Attributes {
     /// For everything else (`/healthz`, `/api`, ...).
     pub path: String,
     pub resource_request: bool,
+    /// A list's or watch's field selector, as sent (the Node authorizer reads it).
+    pub field_selector: String,
 }
 
 impl Attributes {
+    /// Upstream's explanation of a denial, as clients print it, with the authorizer's
+    /// reason if it gave one.
+    pub fn forbidden_message_because(&self, user: &UserInfo, reason: Option<&str>) -> String {
+        match reason {
+            Some(reason) => format!("{}: {reason}", self.forbidden_message(user)),
+            None => self.forbidden_message(user),
+        }
+    }
+
     /// Upstream's explanation of a denial, as clients print it.
     pub fn forbidden_message(&self, user: &UserInfo) -> String {
         if !self.resource_request {

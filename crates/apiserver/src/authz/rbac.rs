@@ -174,12 +174,27 @@ impl Authorizer<'_> {
     }
 
     pub fn allows(&self, user: &UserInfo, request: &Attributes) -> bool {
+        self.decide(user, request).is_ok()
+    }
+
+    /// Whether `user` may make `request`, as upstream's chain decides it: the Node
+    /// authorizer, then RBAC. A refusal carries the Node authorizer's reason, if any.
+    pub fn decide(&self, user: &UserInfo, request: &Attributes) -> Result<(), Option<String>> {
         if user.groups.iter().any(|g| g == "system:masters") {
-            return true;
+            return Ok(());
         }
-        self.rules_for(user, &request.namespace)
+        let reason = match super::node::decide(self.cache, user, request) {
+            super::node::Decision::Allow => return Ok(()),
+            super::node::Decision::NoOpinion(reason) => reason,
+        };
+        if self
+            .rules_for(user, &request.namespace)
             .iter()
             .any(|rule| rule.allows(request))
+        {
+            return Ok(());
+        }
+        Err(reason)
     }
 }
 
