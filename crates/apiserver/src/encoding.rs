@@ -130,6 +130,27 @@ pub fn wants_protobuf_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Decodes a request body by its `Content-Type`.
+/// Whether a request's body is JSON (which is also what no `Content-Type` means).
+pub fn body_is_json(headers: &HeaderMap) -> bool {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(JSON);
+    matches!(MediaType::parse(content_type).essence, JSON | "")
+}
+
+/// Whether a request's body is YAML.
+pub fn body_is_yaml(headers: &HeaderMap) -> bool {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(JSON);
+    matches!(
+        MediaType::parse(content_type).essence,
+        YAML | "application/x-yaml" | "text/yaml"
+    )
+}
+
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let content_type = headers
         .get(http::header::CONTENT_TYPE)

@@ -608,7 +608,7 @@ async fn handle_resource(
         }
         (Method::POST, None) => {
             let format = encoding::negotiate_as(headers, protobuf_ok, !resource.ephemeral)?;
-            let object = encoding::decode_body(headers, &body)?;
+            let mut object = encoding::decode_body(headers, &body)?;
             if resource.builtin_kind() == "TokenReview" {
                 let review = state.authenticator.token_review(object);
                 return Ok(encoding::respond(StatusCode::CREATED, format, &review));
@@ -626,11 +626,7 @@ async fn handle_resource(
                     "create not allowed while custom resource definition is terminating",
                 ));
             }
-            crate::crd::check_unknown_fields(
-                &resource,
-                &object,
-                query.get("fieldValidation").unwrap_or(""),
-            )?;
+            check_fields(&resource, &mut object, headers, &body, query)?;
             if resource.plural == "bindings" {
                 let name = object::name(&object).to_string();
                 return bind(state, namespace, &name, &object, query).await;
@@ -681,14 +677,12 @@ async fn handle_resource(
         }
         (Method::PUT, Some(name)) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
-            let object = encoding::decode_body(headers, &body)?;
+            let mut object = encoding::decode_body(headers, &body)?;
             let dry_run = query.dry_run()?;
             let manager = query.manager(headers, "UpdateOptions")?;
-            crate::crd::check_unknown_fields(
-                &resource,
-                &object,
-                query.get("fieldValidation").unwrap_or(""),
-            )?;
+            if sub != Some("scale") {
+                check_fields(&resource, &mut object, headers, &body, query)?;
+            }
             if sub == Some("scale") {
                 let scale = write_scale(
                     registry, &resource, namespace, name, &object, &manager, dry_run,
@@ -847,6 +841,25 @@ async fn handle_resource(
 /// RBAC's escalation check: a Role or ClusterRole may only hold rules its writer holds,
 /// and a binding may only grant a role whose rules its writer holds, unless the writer
 /// has `escalate` (roles) or `bind` (bindings) on it.
+/// The request's `fieldValidation` applied to the object it writes: a custom object's
+/// against its CRD's schema, a built-in one's against its kind's (and its JSON body
+/// for repeated fields), whose unknown fields are dropped.
+fn check_fields(
+    resource: &ResourceInfo,
+    object: &mut Value,
+    headers: &HeaderMap,
+    body: &[u8],
+    query: &Query,
+) -> ApiResult<()> {
+    let mode = query.get("fieldValidation").unwrap_or("");
+    crate::crd::check_unknown_fields(resource, object, mode)?;
+    let json = encoding::body_is_json(headers);
+    if json || encoding::body_is_yaml(headers) {
+        crate::field_validation::check(resource, object, body, json, mode)?;
+    }
+    Ok(())
+}
+
 fn check_escalation(
     state: &AppState,
     user: &UserInfo,

@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod encoding;
 pub mod ephemeral;
 pub mod eviction;
+pub mod field_validation;
 pub mod handlers;
 pub mod lifecycle;
 pub mod limitranger;

@@ -122,6 +122,18 @@ async fn discovery_of_every_group_version() {
             "{}'s preferred version is not among its versions",
             group["name"]
         );
+        // The group's own document names the same preferred version.
+        let (code, own) = raw(
+            &client,
+            "GET",
+            &format!("/apis/{}", group["name"].as_str().unwrap_or_default()),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{own}");
+        assert_eq!(own["kind"], "APIGroup");
+        assert_eq!(&own["preferredVersion"]["groupVersion"], preferred);
         for version in versions {
             let (code, list) = raw(&client, "GET", &format!("/apis/{version}"), &[], None).await;
             assert_eq!(code, 200, "{version}");
@@ -174,6 +186,39 @@ async fn discovery_of_every_group_version() {
             .flatten()
             .any(|r| r["name"] == resource);
         assert!(found, "{resource} not in {version}");
+    }
+}
+
+#[tokio::test]
+async fn aggregated_discovery_by_accept_header() {
+    let s = shared();
+    let client = s.client().await;
+    let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    for (path, legacy) in [("/api", "APIVersions"), ("/apis", "APIGroupList")] {
+        let (code, doc) = raw(&client, "GET", path, &[("Accept", v2)], None).await;
+        assert_eq!(code, 200, "{doc}");
+        assert_eq!(doc["kind"], "APIGroupDiscoveryList", "{path}");
+        assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2");
+        assert!(
+            doc["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty()),
+            "{path}"
+        );
+        // A version not served falls back to the next type the client takes.
+        let unknown = "application/json;g=apidiscovery.k8s.io;v=v2beta9;as=APIGroupDiscoveryList,application/json";
+        let (code, doc) = raw(&client, "GET", path, &[("Accept", unknown)], None).await;
+        assert_eq!(code, 200, "{doc}");
+        assert_eq!(doc["kind"], legacy, "{path}");
+        let (_, doc) = raw(
+            &client,
+            "GET",
+            path,
+            &[("Accept", "application/json")],
+            None,
+        )
+        .await;
+        assert_eq!(doc["kind"], legacy, "{path}");
     }
 }
 
@@ -563,4 +608,64 @@ async fn field_validation_of_custom_objects() {
         message.contains("line 11: key \"foo\" already set in map"),
         "{message}"
     );
+}
+
+/// A Deployment's JSON with `spec_extra` at the start of its spec and `meta_extra` at
+/// the start of its metadata (raw text: a repeated key must reach the server as sent).
+fn deployment_json(name: &str, meta_extra: &str, spec_extra: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {{{meta_extra}"name": "{name}", "labels": {{"app": "nginx"}}}},
+        "spec": {{{spec_extra}"selector": {{"matchLabels": {{"app": "nginx"}}}},
+            "template": {{"metadata": {{"labels": {{"app": "nginx"}}}},
+                "spec": {{"containers": [{{"name": "nginx", "image": "nginx:latest"}}]}}}}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn field_validation_of_typed_objects() {
+    let s = shared();
+    let ns = s.namespace("typedval");
+    let client = s.client().await;
+    let post = |body: String, mode: &'static str| {
+        let client = client.clone();
+        let path = format!(
+            "/apis/apps/v1/namespaces/{ns}/deployments?fieldManager=field_validation_mgr&fieldValidation={mode}"
+        );
+        async move { raw(&client, "POST", &path, &[], Some(body)).await }
+    };
+    // Unknown and repeated fields of a typed object.
+    let body = deployment_json(
+        "my-dep",
+        "",
+        r#""unknownField": "foo", "replicas": 2, "replicas": 3, "#,
+    );
+    let (code, refused) = post(body.clone(), "Strict").await;
+    assert_eq!(code, 400, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(r#"strict decoding error: unknown field "spec.unknownField", duplicate field "spec.replicas""#),
+        "{message}"
+    );
+    // Unknown metadata of a typed object.
+    let (code, refused) = post(
+        deployment_json("my-dep", r#""unknownMeta": "foo", "#, ""),
+        "Strict",
+    )
+    .await;
+    assert_eq!(code, 400, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(r#"strict decoding error: unknown field "metadata.unknownMeta""#),
+        "{message}"
+    );
+    // Passed over when asked to: the last of the repeated values wins, the unknown
+    // field is dropped.
+    let (code, created) = post(body, "Ignore").await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["replicas"], 3);
+    assert!(created["spec"].get("unknownField").is_none());
+    // A valid object passes strictly.
+    let (code, created) = post(deployment_json("valid", "", ""), "Strict").await;
+    assert_eq!(code, 201, "{created}");
 }

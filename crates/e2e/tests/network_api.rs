@@ -210,3 +210,64 @@ fn ingress_and_ingress_class_api() {
         .fails(&["get", "ingressclass", &class])
         .contains("not found"));
 }
+
+/// Upstream's generic resource test for `IPAddress` and `ServiceCIDR` (`service_cidrs.go`).
+#[tokio::test]
+async fn ip_address_and_service_cidr_api() {
+    use skiff_e2e::api::{Case, Resource};
+    let s = shared();
+    let ns = s.namespace("ipapi");
+    let client = s.client().await;
+    let relabel = |object: &mut Value| {
+        object["metadata"]["labels"]["e2e-updated"] = Value::from("true");
+    };
+    let patch = serde_json::json!({"metadata": {"labels": {"e2e-patched": "true"}}});
+    let json_patch =
+        serde_json::json!([{"op": "add", "path": "/metadata/labels/e2e-patched", "value": "true"}]);
+    // An address from the documentation range: no Service of the server takes it. Its
+    // name is the address, so the generic test's name is set aside for a fixed one.
+    let addresses = Resource::new(
+        &client,
+        "networking.k8s.io/v1",
+        "IPAddress",
+        "ipaddresses",
+        None,
+    );
+    let address = addresses
+        .create(serde_json::json!({"metadata": {"name": "192.0.2.77", "labels": {"e2e": ns}},
+            "spec": {"parentRef": {"group": "", "resource": "services", "name": "svc", "namespace": ns}}}))
+        .await;
+    assert_eq!(address["spec"]["parentRef"]["name"], "svc");
+    let patched = addresses.merge("192.0.2.77", patch.clone()).await;
+    assert_eq!(patched["metadata"]["labels"]["e2e-patched"], "true");
+    let mut current = addresses.get("192.0.2.77").await;
+    relabel(&mut current);
+    addresses.replace(current).await;
+    assert_eq!(addresses.list(&format!("e2e={ns}")).await.0.len(), 1);
+    addresses.delete_collection(&format!("e2e={ns}")).await;
+    assert!(addresses.is_gone("192.0.2.77").await);
+
+    let cidrs = Resource::new(
+        &client,
+        "networking.k8s.io/v1",
+        "ServiceCIDR",
+        "servicecidrs",
+        None,
+    );
+    cidrs
+        .crud(
+            &ns,
+            Case {
+                initial: serde_json::json!({"spec": {"cidrs": ["198.51.100.0/24"]}}),
+                update: relabel,
+                status: Some(
+                    serde_json::json!({"conditions": [{"type": "Ready", "status": "True",
+                    "reason": "E2E", "message": "Set from an e2e test",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+                ),
+                patch,
+                json_patch,
+            },
+        )
+        .await;
+}
