@@ -447,12 +447,16 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
             ..Default::default()
         };
         let dns_ip = cluster_dns_ip(api).into();
+        // DNS reads Services and endpoints as itself; the server publishes its Service.
+        let dns_kubeconfig =
+            server.component_kubeconfig("coredns.kubeconfig", "system:coredns", &[])?;
+        let publisher = (kube_client(kubeconfig, "kube-apiserver").await?, dns_ip);
         components.spawn(
             "cluster DNS",
             run_cluster_dns(
-                kube_client(kubeconfig, "coredns").await?,
+                kube_client(Some(&dns_kubeconfig), "coredns").await?,
                 dns,
-                Some(dns_ip),
+                Some(publisher),
                 true,
             ),
         );
@@ -579,13 +583,13 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the cluster DNS server; with `publish`, behind a `kube-dns` Service at that
-/// cluster IP whose endpoints are the server's own address. With `fallback_port`, a
+/// cluster IP (written with that client) whose endpoints are the server's own address. With `fallback_port`, a
 /// taken port (another resolver on this machine, say) is no failure: the server takes
 /// any free port, which the Service's endpoints then name.
 async fn run_cluster_dns(
     client: kube::Client,
     args: skiff_dns::DnsArgs,
-    publish: Option<std::net::IpAddr>,
+    publish: Option<(kube::Client, std::net::IpAddr)>,
     fallback_port: bool,
 ) -> anyhow::Result<()> {
     let dns = args.build()?;
@@ -598,9 +602,8 @@ async fn run_cluster_dns(
         }
         bound => bound?,
     };
-    if let Some(cluster_ip) = publish {
+    if let Some((client, cluster_ip)) = publish {
         let serving = udp.local_addr()?;
-        let client = client.clone();
         tokio::spawn(async move {
             // The API server may still be starting (or restarting): retry a while.
             for attempt in 1..=30 {
@@ -703,7 +706,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Dns(args) => {
                 let client = kube_client(args.kubeconfig.as_deref(), "coredns").await?;
-                run_cluster_dns(client, args.dns, args.publish_service_ip, false).await
+                let publish = args.publish_service_ip.map(|ip| (client.clone(), ip));
+                run_cluster_dns(client, args.dns, publish, false).await
             }
         }
     })

@@ -300,6 +300,22 @@ pub fn cluster_roles() -> Vec<Value> {
                 events(),
             ],
         ),
+        // CoreDNS's role, as its manifests define it.
+        role(
+            "system:coredns",
+            vec![
+                rule(
+                    &[""],
+                    &["endpoints", "services", "pods", "namespaces"],
+                    &["list", "watch"],
+                ),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
+            ],
+        ),
         // Skiff's own: what its agents need beyond upstream's roles.
         role(
             "skiff:certificatesigningrequests:kubeproxyclient",
@@ -360,6 +376,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-dns",
             "system:kube-dns",
             &[("ServiceAccount", "kube-system/kube-dns")],
+        ),
+        (
+            "system:coredns",
+            "system:coredns",
+            &[("User", "system:coredns")],
         ),
         (
             "system:monitoring",
