@@ -237,6 +237,10 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<Immutable> {
         ],
         "VolumeAttachment" => vec![("/spec", "spec", None)],
         "RuntimeClass" => vec![("/handler", "handler", None)],
+        "PriorityClass" => vec![
+            ("/value", "value", Some("may not be changed in an update.")),
+            ("/preemptionPolicy", "preemptionPolicy", None),
+        ],
         _ => Vec::new(),
     };
     // An immutable ConfigMap or Secret keeps its data (and stays immutable).
@@ -760,6 +764,11 @@ mod tests {
             validate_update(&runtime, &json!({"handler": "b"}), &json!({"handler": "a"}))[0]
                 .message,
             "Invalid value: \"b\": field is immutable"
+        );
+        let priorities = resource("scheduling.k8s.io", "priorityclasses");
+        assert_eq!(
+            validate_update(&priorities, &json!({"value": 2}), &json!({"value": 1}))[0].message,
+            "Forbidden: may not be changed in an update."
         );
         let secrets = resource("", "secrets");
         let opaque = json!({"type": "Opaque"});

@@ -521,6 +521,28 @@ impl Resource {
         body
     }
 
+    /// Waits (20 s at most) until the object `name` (a CRD) has an `Established`
+    /// condition that is `True`.
+    pub async fn wait_established(&self, name: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let object = self.get(name).await;
+            let established = object["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Established" && c["status"] == "True");
+            if established {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} not established"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// `fragment` as a complete apply configuration of `name`.
     fn applied(&self, name: &str, fragment: &Value) -> Value {
         let mut applied = self.typed(fragment.clone());

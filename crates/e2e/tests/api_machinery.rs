@@ -430,22 +430,7 @@ async fn noxu_crd(client: &kube::Client, group: &str, schema: Option<Value>) -> 
             {"name": "v1beta1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}},
             {"name": "v1", "served": true, "storage": false, "schema": {"openAPIV3Schema": schema}}]}}))
         .await;
-    let established = || async {
-        let crd = crds.get(&name).await;
-        crd["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True")
-    };
-    let deadline = std::time::Instant::now() + WAIT;
-    while !established().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} not established"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crds.wait_established(&name).await;
     Resource::new(
         client,
         &format!("{group}/v1beta1"),
