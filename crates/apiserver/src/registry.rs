@@ -71,6 +71,10 @@ struct ContinueToken {
     start: String,
 }
 
+/// The revision of an inconsistent continue token: the list goes on at whatever the
+/// current revision is (upstream offers such a token once the snapshot is compacted).
+const LATEST: i64 = -1;
+
 fn encode_continue(rv: i64, start: String) -> String {
     let token = ContinueToken {
         v: "meta.k8s.io/v1".into(),
@@ -89,7 +93,8 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
         .decode(token.trim_end_matches('='))
         .map_err(|_| invalid())?;
     let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if token.v != "meta.k8s.io/v1" || token.rv <= 0 || token.start.contains("..") {
+    let revision_ok = token.rv > 0 || token.rv == LATEST;
+    if token.v != "meta.k8s.io/v1" || !revision_ok || token.start.contains("..") {
         return Err(invalid());
     }
     Ok(token)
@@ -827,9 +832,11 @@ impl Registry {
         if let Some(token) = &options.continue_token {
             let token = decode_continue(token)?;
             let start = format!("{prefix}{}", token.start);
-            return self
-                .list_from_store(&prefix, &start, token.rv, options)
-                .await;
+            let rv = match token.rv {
+                LATEST => self.store.current_revision().await?,
+                rv => rv,
+            };
+            return self.list_from_store(&prefix, &start, rv, options).await;
         }
         let requested_rv = match options.resource_version.as_deref() {
             None | Some("") => None,
@@ -919,7 +926,11 @@ impl Registry {
                 .map_err(|e| match e {
                     StoreError::Compacted { .. } if options.continue_token.is_some() => ApiError::gone(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-                    ),
+                    )
+                    .with_continue(encode_continue(
+                        LATEST,
+                        start.get(prefix.len()..).unwrap_or_default().to_string(),
+                    )),
                     StoreError::Compacted { .. } => ApiError::gone(format!(
                         "too old resource version: {rv}"
                     )),
@@ -1376,6 +1387,15 @@ mod tests {
         assert_eq!(decoded.rv, 42);
         assert_eq!(decoded.start, "web-7\0");
         assert!(decode_continue("garbage!").is_err());
+        // The inconsistent token an expired list offers; other revisions below 1 are not.
+        assert_eq!(
+            decode_continue(&encode_continue(LATEST, "a".into()))
+                .unwrap()
+                .rv,
+            LATEST
+        );
+        assert!(decode_continue(&encode_continue(-2, "a".into())).is_err());
+        assert!(decode_continue(&encode_continue(0, "a".into())).is_err());
     }
 
     #[test]

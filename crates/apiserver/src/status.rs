@@ -97,6 +97,9 @@ pub struct ApiError {
     pub details: Option<Box<Value>>,
     /// Extra headers, such as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The `metadata.continue` of the `Status`: where an expired paginated list may go
+    /// on from, inconsistently.
+    pub list_continue: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -128,7 +131,14 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            list_continue: None,
         }
+    }
+
+    /// This error with `token` as its `Status`'s `metadata.continue`.
+    pub fn with_continue(mut self, token: String) -> Self {
+        self.list_continue = Some(token);
+        self
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -351,7 +361,11 @@ impl ApiError {
         let mut status = Map::new();
         status.insert("kind".into(), json!("Status"));
         status.insert("apiVersion".into(), json!("v1"));
-        status.insert("metadata".into(), json!({}));
+        let metadata = match &self.list_continue {
+            Some(token) => json!({"continue": token}),
+            None => json!({}),
+        };
+        status.insert("metadata".into(), metadata);
         status.insert("status".into(), json!("Failure"));
         status.insert("message".into(), json!(self.message));
         status.insert("reason".into(), json!(self.reason));

@@ -153,7 +153,7 @@ async fn pagination_is_consistent_until_compaction() {
         .list(&ListParams::default().limit(10).continue_token(&token))
         .await
         .expect_err("a compacted continue token");
-    match err {
+    let inconsistent = match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 410);
             assert_eq!(status.reason, "Expired");
@@ -164,9 +164,30 @@ async fn pagination_is_consistent_until_compaction() {
                 "{}",
                 status.message
             );
+            status
+                .metadata
+                .and_then(|m| m.continue_)
+                .expect("an inconsistent continue token in the Status")
         }
         other => panic!("expected 410, got {other:?}"),
-    }
+    };
+    // That token goes on from the same place at the current revision: the rest of the
+    // list, with what was created since.
+    let rest = api
+        .list(
+            &ListParams::default()
+                .limit(10)
+                .continue_token(&inconsistent),
+        )
+        .await
+        .expect("the list continued inconsistently");
+    let names: Vec<String> = rest
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["p2", "p3", "p4", "p9-late"]);
+    assert_ne!(rest.metadata.resource_version, Some(snapshot_rv.clone()));
     let err = api.list(&exact).await.expect_err("a compacted exact read");
     assert!(
         matches!(err, kube::Error::Api(ref s) if s.code == 410),
