@@ -16,6 +16,7 @@ pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod encoding;
+pub mod encryption;
 pub mod ephemeral;
 pub mod eviction;
 pub mod field_validation;
@@ -73,6 +74,9 @@ pub struct Config {
     pub service_cidr: services::Cidr,
     /// The admission plugins that run (`--enable/disable-admission-plugins`).
     pub admission: admission::Admission,
+    /// Upstream's `EncryptionConfiguration` file: which resources are encrypted in the
+    /// store, with which keys (`--encryption-provider-config`).
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// A running API server.
@@ -172,6 +176,12 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     let store = skiff_store::open(&config.store)
         .await
         .context("opening datastore")?;
+    let store = match &config.encryption_provider_config {
+        Some(path) => encryption::EncryptionConfig::from_file(path)
+            .context("--encryption-provider-config")?
+            .wrap(store, &resources::Catalogue::new().all()),
+        None => store,
+    };
     let cache = cache::WatchCache::start(store.clone())
         .await
         .context("filling watch cache")?;

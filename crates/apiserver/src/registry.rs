@@ -516,7 +516,10 @@ impl Registry {
                     let new = object::canonicalize(new);
                     let mut current_without_rv = current.clone();
                     object::metadata_mut(&mut current_without_rv).shift_remove("resourceVersion");
-                    if new == current_without_rv || dry_run {
+                    // Unchanged objects are not written, unless their stored form is
+                    // stale (encrypted with a key that no longer writes), as upstream.
+                    let unchanged = new == current_without_rv && !self.store.is_stale(&key).await?;
+                    if unchanged || dry_run {
                         let rv = kv.mod_revision;
                         return Ok(Outcome::Stored(with_resource_version(new, rv)));
                     }

@@ -311,6 +311,11 @@ struct ApiServerArgs {
     /// of unlabelled namespaces and the exempt users, runtime classes and namespaces.
     #[arg(long)]
     admission_control_config_file: Option<PathBuf>,
+    /// Upstream's `EncryptionConfiguration` file: the resources (e.g. secrets) kept
+    /// encrypted in the datastore, with aescbc, aesgcm or secretbox keys (the first key
+    /// writes; every listed key reads, for rotation).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
 }
 
 /// Go-style durations as upstream's flags take them: `300ms`, `30s`, `5m`, `1h`.
@@ -377,6 +382,7 @@ impl ApiServerArgs {
             compaction_interval: self.etcd_compaction_interval,
             service_cidr: self.service_cluster_ip_range,
             admission,
+            encryption_provider_config: self.encryption_provider_config.clone(),
         })
     }
 }

@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The store's current revision (the revision of the newest write).
     async fn current_revision(&self) -> Result<i64>;
+
+    /// Whether `key`'s stored form is out of date though its value is not (a store that
+    /// transforms values, encrypting them, says so for a value written with a key that
+    /// no longer writes): an unchanged update must still write it. Plain stores: never.
+    async fn is_stale(&self, _key: &str) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`.
