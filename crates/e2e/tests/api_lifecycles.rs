@@ -150,29 +150,50 @@ async fn ingresses_and_ingress_classes() {
     assert_eq!(created["metadata"]["generation"], 1);
 }
 
-#[tokio::test]
-async fn a_crds_status_is_replaced() {
-    let s = shared();
-    let ns = s.namespace("crdstatus");
-    let client = s.client().await;
+/// The CRDs' resource, and a namespaced CRD `<plural>.<group>` of `kind` with version
+/// `version` and `schema`, established.
+async fn established_crd(
+    client: &kube::Client,
+    group: &str,
+    (plural, kind): (&str, &str),
+    version: &str,
+    schema: Value,
+) -> (Resource, String) {
     let crds = Resource::new(
-        &client,
+        client,
         "apiextensions.k8s.io/v1",
         "CustomResourceDefinition",
         "customresourcedefinitions",
         None,
     );
-    let group = format!("{ns}.example.com");
-    let name = format!("gizmos.{group}");
+    let name = format!("{plural}.{group}");
+    let singular = plural.trim_end_matches('s');
     crds.create(
         json!({"metadata": {"name": name}, "spec": {"group": group, "scope": "Namespaced",
-        "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
-        "versions": [{"name": "v1", "served": true, "storage": true,
-            "schema": {"openAPIV3Schema": {"type": "object"}}}]}}),
+        "names": {"plural": plural, "singular": singular, "kind": kind},
+        "versions": [{"name": version, "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": schema}}]}}),
     )
     .await;
-    // The CRD controller writes the status first; the test's write comes after it.
     crds.wait_established(&name).await;
+    (crds, name)
+}
+
+#[tokio::test]
+async fn a_crds_status_is_replaced() {
+    let s = shared();
+    let ns = s.namespace("crdstatus");
+    let client = s.client().await;
+    let group = format!("{ns}.example.com");
+    // The CRD controller writes the status first; the test's write comes after it.
+    let (crds, name) = established_crd(
+        &client,
+        &group,
+        ("gizmos", "Gizmo"),
+        "v1",
+        json!({"type": "object"}),
+    )
+    .await;
     let mut status = crds.get_status(&name).await;
     let mut conditions = status["status"]["conditions"]
         .as_array()
@@ -199,5 +220,37 @@ async fn a_crds_status_is_replaced() {
         got["spec"]["scope"], "Namespaced",
         "a status write left the spec"
     );
+    crds.delete(&name).await;
+}
+
+/// Custom objects through the common lifecycle walk, whose watch sees two objects
+/// added, one modified, both deleted (`crd_watch.go`).
+#[tokio::test]
+async fn custom_objects_are_watched() {
+    let s = shared();
+    let ns = s.namespace("crdwatch");
+    let client = s.client().await;
+    let group = format!("{ns}.example.com");
+    let (crds, name) = established_crd(
+        &client,
+        &group,
+        ("noxus", "WishIHadChosenNoxu"),
+        "v1beta1",
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    )
+    .await;
+    let noxus = Resource::new(
+        &client,
+        &format!("{group}/v1beta1"),
+        "WishIHadChosenNoxu",
+        "noxus",
+        Some(&ns),
+    );
+    let created = noxus
+        .lifecycle(&ns, |name, labels| {
+            json!({"metadata": meta(name, labels), "content": {"key": "value"}, "num": {"num1": 9223372036854775807_i64}})
+        })
+        .await;
+    assert_eq!(created["num"]["num1"], 9223372036854775807_i64);
     crds.delete(&name).await;
 }

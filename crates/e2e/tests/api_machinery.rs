@@ -654,3 +654,110 @@ async fn field_validation_of_typed_objects() {
     let (code, created) = post(deployment_json("valid", "", ""), "Strict").await;
     assert_eq!(code, 201, "{created}");
 }
+
+/// One resource as discovery describes it: verbs (sorted), namespaced, kind, short
+/// names (sorted), subresources (sorted).
+type Described = (Vec<String>, bool, String, Vec<String>, Vec<String>);
+
+fn strings(list: &Value) -> Vec<String> {
+    let mut out: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The resources of a legacy `APIResourceList`, by name.
+fn legacy_resources(list: &Value) -> std::collections::BTreeMap<String, Described> {
+    let all = list["resources"].as_array().cloned().unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for r in &all {
+        let name = r["name"].as_str().unwrap_or_default();
+        if name.contains('/') {
+            continue;
+        }
+        let mut subresources: Vec<String> = all
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .filter_map(|s| s.strip_prefix(&format!("{name}/")).map(String::from))
+            .collect();
+        subresources.sort();
+        out.insert(
+            name.to_string(),
+            (
+                strings(&r["verbs"]),
+                r["namespaced"] == true,
+                r["kind"].as_str().unwrap_or_default().to_string(),
+                strings(&r["shortNames"]),
+                subresources,
+            ),
+        );
+    }
+    out
+}
+
+/// The resources of an aggregated `APIVersionDiscovery`, by name.
+fn aggregated_resources(version: &Value) -> std::collections::BTreeMap<String, Described> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in version["resources"].as_array().into_iter().flatten() {
+        let mut subresources: Vec<String> = r["subresources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["subresource"].as_str().map(String::from))
+            .collect();
+        subresources.sort();
+        out.insert(
+            r["resource"].as_str().unwrap_or_default().to_string(),
+            (
+                strings(&r["verbs"]),
+                r["scope"] == "Namespaced",
+                r["responseKind"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                strings(&r["shortNames"]),
+                subresources,
+            ),
+        );
+    }
+    out
+}
+
+/// The aggregated document (`apidiscovery.k8s.io/v2`) says what the legacy documents
+/// say, group version by group version: resources, verbs, scope, kinds, short names,
+/// subresources.
+#[tokio::test]
+async fn aggregated_discovery_matches_the_legacy_documents() {
+    let s = shared();
+    let client = s.client().await;
+    let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    let mut compared = 0;
+    for root in ["/api", "/apis"] {
+        let (code, doc) = raw(&client, "GET", root, &[("Accept", v2)], None).await;
+        assert_eq!(code, 200, "{doc}");
+        for group in doc["items"].as_array().into_iter().flatten() {
+            let name = group["metadata"]["name"].as_str().unwrap_or_default();
+            for version in group["versions"].as_array().into_iter().flatten() {
+                let v = version["version"].as_str().unwrap_or_default();
+                let path = if name.is_empty() {
+                    format!("/api/{v}")
+                } else {
+                    format!("/apis/{name}/{v}")
+                };
+                let (code, legacy) = raw(&client, "GET", &path, &[], None).await;
+                assert_eq!(code, 200, "{path}: {legacy}");
+                assert_eq!(
+                    aggregated_resources(version),
+                    legacy_resources(&legacy),
+                    "{path}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 15, "only {compared} group versions");
+}

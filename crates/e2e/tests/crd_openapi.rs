@@ -249,3 +249,49 @@ fn unknown_fields_kept_in_an_embedded_object() {
     assert_eq!(object["spec"]["template"]["kind"], "Pod");
     assert_eq!(object["spec"]["template"]["spec"]["anything"][1], 2);
 }
+
+#[test]
+fn a_validation_schema_is_published_and_enforced() {
+    let s = shared();
+    let group = "validated.example.com";
+    // SCHEMA with a required name and an enum in the list's items.
+    let schema = SCHEMA.replace(
+        "items: {type: object, properties: {name: {type: string}, age: {type: string}}}",
+        "items:\n                  type: object\n                  required: [name]\n                  properties:\n                    name: {type: string, description: Name of Bar.}\n                    age: {type: string}\n                    feeling: {type: string, enum: [Great, Down]}",
+    );
+    let explained = explained_and_created(
+        group,
+        "Valid",
+        &schema,
+        "apiVersion: {group}/v1\nkind: Valid\nmetadata: {name: test-foo}\nspec:\n  bars:\n  - {name: test-bar, age: '1', feeling: Great}\n",
+    );
+    assert!(explained.contains("Foo CRD for testing"), "{explained}");
+    let bars = s.ok(&["explain", "valids.spec.bars"]);
+    assert!(bars.contains("List of Bars and their specs."), "{bars}");
+    assert!(bars.contains("name\t<string> -required-"), "{bars}");
+    let missing = s.fails(&["explain", "valids.spec.bars2"]);
+    assert!(missing.contains("bars2"), "{missing}");
+    // Unknown properties, a value outside the enum and a missing required property are
+    // refused.
+    let cr = |name: &str, bar: &str| {
+        format!("apiVersion: {group}/v1\nkind: Valid\nmetadata: {{name: {name}}}\nspec:\n  bars:\n  - {bar}\n")
+    };
+    let err = s.fails_with_input(
+        &["create", "-f", "-"],
+        &cr("unknown", "{name: b, color: red}"),
+    );
+    assert!(
+        err.contains("unknown field \"spec.bars[0].color\""),
+        "{err}"
+    );
+    let err = s.fails_with_input(
+        &["create", "-f", "-"],
+        &cr("enum", "{name: b, feeling: Sad}"),
+    );
+    assert!(
+        err.contains("spec.bars[0].feeling: Unsupported value: \"Sad\""),
+        "{err}"
+    );
+    let err = s.fails_with_input(&["create", "-f", "-"], &cr("required", "{age: '2'}"));
+    assert!(err.contains("spec.bars[0].name: Required value"), "{err}");
+}
