@@ -734,6 +734,11 @@ fn aggregated_resources(version: &Value) -> std::collections::BTreeMap<String, D
 async fn aggregated_discovery_matches_the_legacy_documents() {
     let s = shared();
     let client = s.client().await;
+    // A CRD's group is among them, with both its versions.
+    let ns = s.namespace("aggregated");
+    let crd_group = format!("{ns}.example.com");
+    noxu_crd(&client, &crd_group, None).await;
+    let mut crd_versions = Vec::new();
     let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
     let mut compared = 0;
     for root in ["/api", "/apis"] {
@@ -750,6 +755,12 @@ async fn aggregated_discovery_matches_the_legacy_documents() {
                 };
                 let (code, legacy) = raw(&client, "GET", &path, &[], None).await;
                 assert_eq!(code, 200, "{path}: {legacy}");
+                if name == crd_group {
+                    crd_versions.push(v.to_string());
+                    let noxus = &aggregated_resources(version)["noxus"];
+                    assert!(!noxus.1, "cluster-scoped");
+                    assert_eq!(noxus.2, "WishIHadChosenNoxu");
+                }
                 assert_eq!(
                     aggregated_resources(version),
                     legacy_resources(&legacy),
@@ -760,4 +771,6 @@ async fn aggregated_discovery_matches_the_legacy_documents() {
         }
     }
     assert!(compared > 15, "only {compared} group versions");
+    crd_versions.sort();
+    assert_eq!(crd_versions, ["v1", "v1beta1"]);
 }
