@@ -34,6 +34,10 @@ impl UserInfo {
     }
 }
 
+/// The address a request came from (for the audit log's `sourceIPs`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub std::net::SocketAddr);
+
 /// The identity a TLS connection's client certificate proves, if it sent one.
 #[derive(Debug, Clone, Default)]
 pub struct PeerIdentity(pub Option<UserInfo>);

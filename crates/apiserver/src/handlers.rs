@@ -307,9 +307,12 @@ pub(crate) fn authorize(state: &AppState, user: &UserInfo, request: &Attributes)
     let authorizer = Authorizer {
         cache: &state.registry.cache,
     };
-    authorizer
-        .decide(user, request)
-        .map_err(|reason| ApiError::forbidden_because(request, user, reason.as_deref()))
+    let decision = authorizer.decide(user, request);
+    match &decision {
+        Ok(()) => crate::audit::note_decision(true, ""),
+        Err(reason) => crate::audit::note_decision(false, reason.as_deref().unwrap_or_default()),
+    }
+    decision.map_err(|reason| ApiError::forbidden_because(request, user, reason.as_deref()))
 }
 
 /// Applies `Impersonate-User`/`-Group`/`-Uid` headers, each checked with the
@@ -383,7 +386,7 @@ fn impersonate(state: &AppState, user: UserInfo, headers: &HeaderMap) -> ApiResu
 }
 
 /// The RBAC verb of a resource request.
-fn verb_of(method: &Method, target: &ResourcePath, watching: bool) -> &'static str {
+pub(crate) fn verb_of(method: &Method, target: &ResourcePath, watching: bool) -> &'static str {
     // Streaming into a pod needs `create`, whether the WebSocket handshake came as a
     // GET or (SPDY) as a POST, as upstream requires since WebSockets became the default.
     if matches!(

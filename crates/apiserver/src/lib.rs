@@ -7,6 +7,7 @@
 //! catalogue every layer reads; [`status`] renders errors as upstream does.
 
 pub mod admission;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cache;
@@ -77,6 +78,11 @@ pub struct Config {
     /// Upstream's `EncryptionConfiguration` file: which resources are encrypted in the
     /// store, with which keys (`--encryption-provider-config`).
     pub encryption_provider_config: Option<PathBuf>,
+    /// Upstream's audit `Policy` file (`--audit-policy-file`); with `audit_log_path`,
+    /// requests are audited.
+    pub audit_policy_file: Option<PathBuf>,
+    /// Where audit events go, one JSON object per line (`-` for stdout).
+    pub audit_log_path: Option<PathBuf>,
 }
 
 /// A running API server.
@@ -250,7 +256,14 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     // Rendered ahead of kubectl's first `explain` or `apply`, which would wait for it.
     let warm = state.clone();
     tokio::task::spawn_blocking(move || warm.openapi.get(&warm.registry.catalogue));
-    let app = server::router(state, authenticator, pki.ca.cert_pem.clone());
+    let audit = match (&config.audit_policy_file, &config.audit_log_path) {
+        (Some(policy), Some(path)) => Some(Arc::new(
+            audit::AuditLog::open(policy, path).context("--audit-policy-file")?,
+        )),
+        (None, None) => None,
+        _ => anyhow::bail!("auditing needs both --audit-policy-file and --audit-log-path"),
+    };
+    let app = server::router(state, authenticator, audit, pki.ca.cert_pem.clone());
     let tls = server::tls_config(
         &pki.serving.cert_pem,
         &pki.serving.key_pem,

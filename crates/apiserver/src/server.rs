@@ -23,7 +23,7 @@ use crate::handlers::{self, AppState};
 use crate::status::ApiError;
 
 /// Upstream's limit on request bodies (3 MiB objects, plus room for the envelope).
-const MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
 
 pub struct Authenticator {
     pub tokens: TokenAuthenticator,
@@ -152,7 +152,12 @@ async fn metrics(
         .into_response()
 }
 
-pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>, ca_pem: String) -> Router {
+pub fn router(
+    state: Arc<AppState>,
+    auth: Arc<Authenticator>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+    ca_pem: String,
+) -> Router {
     Router::new()
         // The cluster CA, public as k3s serves it: joining agents check it against the
         // hash their token carries.
@@ -168,6 +173,11 @@ pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>, ca_pem: String) ->
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::warnings::record))
+        // Audited once authenticated: every event names its user.
+        .layer(axum::middleware::from_fn_with_state(
+            audit,
+            crate::audit::record,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, authenticate))
 }
 
@@ -250,6 +260,9 @@ async fn serve_connection(
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(identity.clone());
+            request
+                .extensions_mut()
+                .insert(crate::auth::PeerAddress(peer));
             app.clone().oneshot(request.map(Body::new))
         });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -316,6 +316,14 @@ struct ApiServerArgs {
     /// writes; every listed key reads, for rotation).
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
+    /// Upstream's audit `Policy` file: which requests are audited, at which level (None,
+    /// Metadata, Request, RequestResponse). Needs --audit-log-path.
+    #[arg(long, requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Where audit events (`audit.k8s.io/v1` Events, one JSON object per line) are
+    /// appended; `-` for stdout. Needs --audit-policy-file.
+    #[arg(long, requires = "audit_policy_file")]
+    audit_log_path: Option<PathBuf>,
 }
 
 /// Go-style durations as upstream's flags take them: `300ms`, `30s`, `5m`, `1h`.
@@ -383,6 +391,8 @@ impl ApiServerArgs {
             service_cidr: self.service_cluster_ip_range,
             admission,
             encryption_provider_config: self.encryption_provider_config.clone(),
+            audit_policy_file: self.audit_policy_file.clone(),
+            audit_log_path: self.audit_log_path.clone(),
         })
     }
 }
