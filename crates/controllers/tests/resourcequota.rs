@@ -214,3 +214,108 @@ async fn scoped_quotas_count_only_their_pods() {
     wait_used(&quotas, "best-effort", "pods=1").await;
     wait_used(&quotas, "terminating", "pods=1").await;
 }
+
+/// Upstream's "apply changes to a resourcequota status": `status.hard` written by a PUT
+/// and by patches of `status` (the spec untouched), then reset to `spec.hard` by the
+/// quota controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_are_applied_then_reset() {
+    use kube::api::{Patch, PatchParams};
+    let cluster = cluster().await;
+    let ns = cluster.namespace("quotastatus");
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client.clone(), &ns);
+    let hard = |q: &ResourceQuota, which: &str| -> BTreeMap<String, String> {
+        let list = match which {
+            "spec" => q.spec.as_ref().and_then(|s| s.hard.clone()),
+            _ => q.status.as_ref().and_then(|s| s.hard.clone()),
+        };
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()
+    };
+    let limits = |cpu: &str, memory: &str| -> BTreeMap<String, String> {
+        [("cpu", cpu), ("memory", memory)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "e2e-rq-status", "labels": {"e2e-rq-label": "e2e-rq-status"}},
+        "spec": {"hard": {"cpu": "500m", "memory": "500Mi"}}
+    }))
+    .expect("quota");
+    let created = quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("create quota");
+    assert_eq!(hard(&created, "spec"), limits("500m", "500Mi"));
+
+    // The status replaced with the spec's hard limits (the controller may write first:
+    // a conflict is tried again, as upstream's test does).
+    let mut updated = None;
+    for _ in 0..5 {
+        let mut current = quotas.get("e2e-rq-status").await.expect("get quota");
+        let spec_hard = current.spec.as_ref().and_then(|s| s.hard.clone());
+        current.status.get_or_insert_with(Default::default).hard = spec_hard;
+        match quotas
+            .replace_status("e2e-rq-status", &PostParams::default(), &current)
+            .await
+        {
+            Ok(written) => {
+                updated = Some(written);
+                break;
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => panic!("status update: {e}"),
+        }
+    }
+    let updated = updated.expect("the status updated within five tries");
+    assert_eq!(hard(&updated, "status"), limits("500m", "500Mi"));
+
+    // The spec's limits patched, then the status's to match.
+    let patched = quotas
+        .patch(
+            "e2e-rq-status",
+            &PatchParams::default(),
+            &Patch::Strategic(serde_json::json!({"spec": {"hard": {"cpu": "1", "memory": "1Gi"}}})),
+        )
+        .await
+        .expect("patch spec");
+    assert_eq!(hard(&patched, "spec"), limits("1", "1Gi"));
+    quotas
+        .patch_status(
+            "e2e-rq-status",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                serde_json::json!({"status": {"hard": {"cpu": "1", "memory": "1Gi"}}}),
+            ),
+        )
+        .await
+        .expect("patch status");
+    let status = quotas
+        .get_status("e2e-rq-status")
+        .await
+        .expect("get status");
+    assert_eq!(hard(&status, "status"), limits("1", "1Gi"));
+
+    // Patched away from the spec: answered as written, the spec unchanged, then reset
+    // by the controller.
+    let repatched = quotas
+        .patch_status(
+            "e2e-rq-status",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                serde_json::json!({"status": {"hard": {"cpu": "2", "memory": "2Gi"}}}),
+            ),
+        )
+        .await
+        .expect("repatch status");
+    assert_eq!(hard(&repatched, "status"), limits("2", "2Gi"));
+    assert_eq!(hard(&repatched, "spec"), limits("1", "1Gi"));
+    eventually("the status reset to the spec", WAIT, || async {
+        let current = quotas.get("e2e-rq-status").await.ok()?;
+        (hard(&current, "status") == limits("1", "1Gi")).then_some(())
+    })
+    .await;
+}
