@@ -254,3 +254,26 @@ async fn custom_objects_are_watched() {
     assert_eq!(created["num"]["num1"], 9223372036854775807_i64);
     crds.delete(&name).await;
 }
+
+/// Services and Endpoints through the common walk: its collection delete is one
+/// `DELETE` on the collection (`service.go`, `endpoints.go`).
+#[tokio::test]
+async fn services_and_endpoints() {
+    let s = shared();
+    let ns = s.namespace("svclife");
+    let client = s.client().await;
+    let services = Resource::new(&client, "v1", "Service", "services", Some(&ns));
+    let created = services
+        .lifecycle(&ns, |name, labels| {
+            json!({"metadata": meta(name, labels), "spec": {"ports": [{"port": 80}]}})
+        })
+        .await;
+    assert!(created["spec"]["clusterIP"].is_string(), "{created}");
+    let endpoints = Resource::new(&client, "v1", "Endpoints", "endpoints", Some(&ns));
+    endpoints
+        .lifecycle(&ns, |name, labels| {
+            json!({"metadata": meta(name, labels),
+                "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"name": "http", "port": 80}]}]})
+        })
+        .await;
+}
