@@ -28,39 +28,74 @@ pub fn check(
     if resource.custom.is_some() {
         return Ok(());
     }
-    let definitions = crate::openapi::builtin_definitions();
-    let Some(kind) = definitions.kind(&resource.group, &resource.version, &resource.kind) else {
-        return Ok(());
+    let unknown = unknown(resource, object);
+    let duplicates = if json && mode != "Ignore" {
+        duplicate_fields(body)
+    } else {
+        Vec::new()
     };
-    let mut texts = Vec::new();
-    if let Some(schema) = definitions.schemas.get(&kind.name) {
-        let mut unknown = Vec::new();
-        unknown_fields(definitions, object, schema, "", &mut unknown);
-        texts.extend(
-            unknown
-                .iter()
-                .map(|p| format!("unknown field {}", quote(p))),
-        );
-    }
-    if mode == "Ignore" {
-        return Ok(());
-    }
-    if json {
-        texts.extend(
-            duplicate_fields(body)
+    report_decoded(resource, &unknown, &duplicates, mode)
+}
+
+/// [`check`] for a server-side apply of a built-in object.
+pub fn check_applied(resource: &ResourceInfo, object: &mut Value, mode: &str) -> ApiResult<()> {
+    let unknown = unknown(resource, object);
+    report_applied(resource, &unknown, mode)
+}
+
+/// What strict decoding found (unknown and repeated fields, by path), refused (`Strict`)
+/// with upstream's `strict decoding error`, warned about (`Warn`, the default) or passed
+/// over (`Ignore`).
+pub fn report_decoded(
+    resource: &ResourceInfo,
+    unknown: &[String],
+    duplicates: &[String],
+    mode: &str,
+) -> ApiResult<()> {
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field {}", quote(p)))
+        .chain(
+            duplicates
                 .iter()
                 .map(|p| format!("duplicate field {}", quote(p))),
-        );
-    }
-    if texts.is_empty() {
+        )
+        .collect();
+    report(texts, mode, || {
+        format!(
+            "{} in version {} cannot be handled as a {}: strict decoding error: ",
+            resource.kind,
+            quote(&resource.version),
+            resource.kind
+        )
+    })
+}
+
+/// An apply's unknown fields (by path), in the words upstream's apply uses
+/// (structured-merge-diff's, as it builds the typed patch), refused, warned about or
+/// passed over per `mode`.
+pub fn report_applied(resource: &ResourceInfo, unknown: &[String], mode: &str) -> ApiResult<()> {
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|path| format!(".{path}: field not declared in schema"))
+        .collect();
+    report(texts, mode, || {
+        format!(
+            "failed to create typed patch object ({}, Kind={}): ",
+            resource.api_version(),
+            resource.kind
+        )
+    })
+}
+
+fn report(texts: Vec<String>, mode: &str, prefix: impl FnOnce() -> String) -> ApiResult<()> {
+    if texts.is_empty() || mode == "Ignore" {
         return Ok(());
     }
     if mode == "Strict" {
         return Err(ApiError::bad_request(format!(
-            "{} in version {} cannot be handled as a {}: strict decoding error: {}",
-            resource.kind,
-            quote(&resource.version),
-            resource.kind,
+            "{}{}",
+            prefix(),
             texts.join(", ")
         )));
     }
@@ -68,6 +103,22 @@ pub fn check(
         crate::warnings::add(text);
     }
     Ok(())
+}
+
+/// The paths of a built-in object's unknown fields, which are dropped.
+fn unknown(resource: &ResourceInfo, object: &mut Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    if resource.custom.is_some() {
+        return unknown;
+    }
+    let definitions = crate::openapi::builtin_definitions();
+    let schema = definitions
+        .kind(&resource.group, &resource.version, &resource.kind)
+        .and_then(|kind| definitions.schemas.get(&kind.name));
+    if let Some(schema) = schema {
+        unknown_fields(definitions, object, schema, "", &mut unknown);
+    }
+    unknown
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -276,6 +327,19 @@ mod tests {
             "{}",
             refused.message
         );
+    }
+
+    #[test]
+    fn an_apply_is_refused_its_unknown_fields_in_its_own_words() {
+        let mut applied = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"}, "spec": {"replicas": 1, "paused2": true}});
+        let refused = check_applied(&deployments(), &mut applied.clone(), "Strict").unwrap_err();
+        assert_eq!(
+            refused.message,
+            "failed to create typed patch object (apps/v1, Kind=Deployment): .spec.paused2: field not declared in schema"
+        );
+        assert!(check_applied(&deployments(), &mut applied, "Warn").is_ok());
+        assert!(applied["spec"].get("paused2").is_none(), "dropped");
     }
 
     #[test]

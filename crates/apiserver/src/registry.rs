@@ -672,6 +672,11 @@ impl Registry {
                     &object,
                     patch.field_validation,
                 )?;
+                crate::field_validation::check_applied(
+                    resource,
+                    &mut object,
+                    patch.field_validation,
+                )?;
                 Self::check_identity(resource, namespace, &mut object)?;
                 match object::name(&object) {
                     "" => {
@@ -700,7 +705,7 @@ impl Registry {
                 let served = convert::from_storage(resource, current.clone());
                 let mut new = match &applied {
                     Some(config) => {
-                        let new = managedfields::apply(
+                        let mut new = managedfields::apply(
                             Some(&served),
                             config.clone(),
                             &writer,
@@ -712,12 +717,25 @@ impl Registry {
                             &new,
                             patch.field_validation,
                         )?;
+                        crate::field_validation::check_applied(
+                            resource,
+                            &mut new,
+                            patch.field_validation,
+                        )?;
                         new
                     }
                     None => {
-                        let new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
-                        // Unknown fields are judged on what the patch produces.
+                        let mut new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
+                        // Unknown fields are judged on what the patch produces (repeated
+                        // ones in a patch's own body are not looked for).
                         crate::crd::check_unknown_fields(resource, &new, patch.field_validation)?;
+                        crate::field_validation::check(
+                            resource,
+                            &mut new,
+                            &[],
+                            false,
+                            patch.field_validation,
+                        )?;
                         new
                     }
                 };

@@ -653,6 +653,55 @@ async fn field_validation_of_typed_objects() {
     // A valid object passes strictly.
     let (code, created) = post(deployment_json("valid", "", ""), "Strict").await;
     assert_eq!(code, 201, "{created}");
+
+    // Patches are judged on what they produce: a merge patch's unknown field, and an
+    // apply's in structured-merge-diff's words.
+    let path = format!(
+        "/apis/apps/v1/namespaces/{ns}/deployments/valid?fieldValidation=Strict&fieldManager=e2e"
+    );
+    let merge = [("Content-Type", "application/merge-patch+json")];
+    let (code, refused) = raw(
+        &client,
+        "PATCH",
+        &path,
+        &merge,
+        Some(r#"{"spec":{"unknownField":1}}"#.into()),
+    )
+    .await;
+    assert_eq!(code, 400, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(r#"strict decoding error: unknown field "spec.unknownField""#),
+        "{message}"
+    );
+    let apply = [("Content-Type", "application/apply-patch+yaml")];
+    let applied =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: valid}\nspec: {paused2: true}\n";
+    let (code, refused) = raw(&client, "PATCH", &path, &apply, Some(applied.into())).await;
+    assert_eq!(code, 400, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(".spec.paused2: field not declared in schema"),
+        "{message}"
+    );
+    // kubectl's patch asks for no validation: the default warns, and drops the field.
+    let out = s.kubectl(&[
+        "patch",
+        "deployment",
+        "valid",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"unknownField":1}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: unknown field \"spec.unknownField\""),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("patched (no change)"));
 }
 
 /// One resource as discovery describes it: verbs (sorted), namespaced, kind, short

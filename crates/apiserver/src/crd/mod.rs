@@ -20,62 +20,24 @@ pub use definition::{compare_versions, CustomVersion};
 use serde_json::Value;
 
 use crate::resources::ResourceInfo;
-use crate::status::{ApiError, ApiResult};
+use crate::status::ApiResult;
 
 /// The `fieldValidation` of a write of a custom object (`mode` as the request gave it):
 /// fields its schema does not know are refused (`Strict`), warned about (`Warn`, the
 /// default) or passed over (`Ignore`); pruning drops them in every case.
 pub fn check_unknown_fields(resource: &ResourceInfo, object: &Value, mode: &str) -> ApiResult<()> {
     let unknown = unknown_fields(resource, object, mode);
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let texts: Vec<String> = unknown
-        .iter()
-        .map(|path| format!("unknown field {}", crate::status::quote(path)))
-        .collect();
-    if mode == "Strict" {
-        return Err(ApiError::bad_request(format!(
-            "{} in version {} cannot be handled as a {}: strict decoding error: {}",
-            resource.kind,
-            crate::status::quote(&resource.version),
-            resource.kind,
-            texts.join(", ")
-        )));
-    }
-    for text in texts {
-        crate::warnings::add(text);
-    }
-    Ok(())
+    crate::field_validation::report_decoded(resource, &unknown, &[], mode)
 }
 
-/// [`check_unknown_fields`] for a server-side apply, in the words upstream's apply uses
-/// (structured-merge-diff's, as it builds the typed patch).
+/// [`check_unknown_fields`] for a server-side apply, in the words upstream's apply uses.
 pub fn check_unknown_applied_fields(
     resource: &ResourceInfo,
     object: &Value,
     mode: &str,
 ) -> ApiResult<()> {
     let unknown = unknown_fields(resource, object, mode);
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let texts: Vec<String> = unknown
-        .iter()
-        .map(|path| format!(".{path}: field not declared in schema"))
-        .collect();
-    if mode == "Strict" {
-        return Err(ApiError::bad_request(format!(
-            "failed to create typed patch object ({}, Kind={}): {}",
-            resource.api_version(),
-            resource.kind,
-            texts.join(", ")
-        )));
-    }
-    for text in texts {
-        crate::warnings::add(text);
-    }
-    Ok(())
+    crate::field_validation::report_applied(resource, &unknown, mode)
 }
 
 /// The paths of the fields of `object` that its schema does not know, unless `mode`
