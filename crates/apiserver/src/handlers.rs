@@ -743,8 +743,18 @@ async fn handle_resource(
                     &resource,
                     registry.get(&resource, namespace, name).await?,
                 );
-                let patched =
+                let mut patched =
                     crate::patch::apply(patch_type, &scale_of(&resource, &current), &body)?;
+                // The Scale the patch applies to carries the current resourceVersion; only
+                // one the patch itself changed is a precondition (upstream retries a patch
+                // on conflict), so a controller's write in between does not refuse it.
+                if object::meta_str(&patched, "resourceVersion")
+                    == object::meta_str(&current, "resourceVersion")
+                {
+                    if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.shift_remove("resourceVersion");
+                    }
+                }
                 let scale = write_scale(
                     registry, &resource, namespace, name, &patched, &manager, dry_run,
                 )

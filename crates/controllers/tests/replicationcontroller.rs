@@ -166,3 +166,164 @@ async fn adopts_matching_pods_and_releases_pods_that_stop_matching() {
     })
     .await;
 }
+
+/// Upstream's "lifecycle of a ReplicationController", step by step on a simulated node:
+/// created and watched, its replica ready, labels patched, status patched, the scale
+/// patched to two ready replicas, status replaced, listed across namespaces, deleted as a
+/// collection; the watch sees ADDED, the modifications and DELETED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_lifecycle_steps() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{DeleteParams, ListParams, WatchEvent, WatchParams};
+    let cluster = cluster().await;
+    let ns = cluster.namespace("rclife");
+    let _node = cluster.run_node(&ns);
+    let rcs: Api<ReplicationController> = Api::namespaced(cluster.client.clone(), &ns);
+    let selector = "test-rc-static=true";
+    let listed = rcs
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("list");
+    let rv = listed.metadata.resource_version.clone().unwrap_or_default();
+    let mut watch = rcs
+        .watch(&WatchParams::default().labels(selector).timeout(120), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let rc: ReplicationController = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "rc-test", "labels": {"test-rc-static": "true"}},
+        "spec": {"replicas": 1, "selector": {"test-rc-static": "true"},
+            "template": {"metadata": {"name": "rc-test", "labels": {"test-rc-static": "true"}},
+                "spec": {"containers": [{"name": "rc-test", "image": "busybox"}]}}}
+    }))
+    .expect("rc");
+    rcs.create(&PostParams::default(), &rc)
+        .await
+        .expect("create");
+
+    // Events until one of `kind` for which `done` holds; returns the kinds seen.
+    let mut seen: Vec<&'static str> = Vec::new();
+    async fn until(
+        watch: &mut futures::stream::BoxStream<
+            'static,
+            kube::Result<WatchEvent<ReplicationController>>,
+        >,
+        seen: &mut Vec<&'static str>,
+        done: impl Fn(&str, &ReplicationController) -> bool,
+    ) {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(event) = watch.try_next().await.expect("watch stream") {
+                let (kind, rc) = match event {
+                    WatchEvent::Added(rc) => ("ADDED", rc),
+                    WatchEvent::Modified(rc) => ("MODIFIED", rc),
+                    WatchEvent::Deleted(rc) => ("DELETED", rc),
+                    _ => continue,
+                };
+                seen.push(kind);
+                if done(kind, &rc) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "the awaited event; saw {seen:?}");
+    }
+    let status_is = |replicas: i32, ready: i32| {
+        move |_: &str, rc: &ReplicationController| {
+            rc.status
+                .as_ref()
+                .is_some_and(|s| s.replicas == replicas && s.ready_replicas == Some(ready))
+        }
+    };
+    until(&mut watch, &mut seen, |kind, _| kind == "ADDED").await;
+    until(&mut watch, &mut seen, status_is(1, 1)).await;
+
+    let patched = rcs
+        .patch(
+            "rc-test",
+            &PatchParams::default(),
+            &Patch::Strategic(serde_json::json!({"metadata": {"labels": {"test-rc": "patched"}}})),
+        )
+        .await
+        .expect("patch labels");
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("test-rc")),
+        Some(&"patched".to_string())
+    );
+    let status = rcs
+        .patch_status(
+            "rc-test",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                serde_json::json!({"status": {"readyReplicas": 0, "availableReplicas": 0}}),
+            ),
+        )
+        .await
+        .expect("patch status");
+    assert_eq!(status.status.and_then(|s| s.ready_replicas).unwrap_or(0), 0);
+    let status = rcs.get_status("rc-test").await.expect("status");
+    assert_eq!(status.status.map(|s| s.replicas), Some(1));
+
+    rcs.patch_scale(
+        "rc-test",
+        &PatchParams::default(),
+        &Patch::Strategic(serde_json::json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .expect("patch scale");
+    until(&mut watch, &mut seen, status_is(2, 2)).await;
+    let mut rc = rcs.get("rc-test").await.expect("get");
+    assert_eq!(
+        rc.metadata.labels.as_ref().and_then(|l| l.get("test-rc")),
+        Some(&"patched".to_string()),
+        "the earlier label patch kept"
+    );
+    if let Some(status) = rc.status.as_mut() {
+        status.available_replicas = Some(1);
+        status.ready_replicas = Some(1);
+    }
+    // The controller may write the status meanwhile: a conflict is tried again.
+    for attempt in 0..5 {
+        match rcs
+            .replace_status("rc-test", &PostParams::default(), &rc)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 4 => {
+                rc = rcs.get("rc-test").await.expect("get");
+                if let Some(status) = rc.status.as_mut() {
+                    status.available_replicas = Some(1);
+                    status.ready_replicas = Some(1);
+                }
+            }
+            Err(e) => panic!("status update: {e}"),
+        }
+    }
+    let everywhere: Api<ReplicationController> = Api::all(cluster.client.clone());
+    let found = everywhere
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("list everywhere");
+    assert!(found.items.iter().any(|rc| {
+        rc.metadata.namespace.as_deref() == Some(ns.as_str())
+            && rc.metadata.labels.as_ref().and_then(|l| l.get("test-rc"))
+                == Some(&"patched".to_string())
+    }));
+    rcs.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels(selector),
+    )
+    .await
+    .expect("delete collection");
+    until(&mut watch, &mut seen, |kind, _| kind == "DELETED").await;
+    assert_eq!(seen.first(), Some(&"ADDED"));
+    assert!(
+        seen[1..seen.len() - 1].iter().all(|k| *k == "MODIFIED"),
+        "{seen:?}"
+    );
+}
