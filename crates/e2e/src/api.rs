@@ -203,7 +203,7 @@ impl Resource {
     }
 
     /// `PUT …/status` with `object`.
-    pub async fn replace_status(&self, object: Value) -> Value {
+    pub async fn try_replace_status(&self, object: Value) -> Result<Value, Box<Refusal>> {
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -213,12 +213,17 @@ impl Resource {
             .replace_status(&name, &PostParams::default(), &body)
             .await
             .map(to_value)
-            .unwrap_or_else(|e| {
-                fail(
-                    &format!("replacing {} {name}'s status", self.kind),
-                    refusal(e),
-                )
-            })
+            .map_err(refusal)
+    }
+
+    pub async fn replace_status(&self, object: Value) -> Value {
+        let what = format!(
+            "replacing {} {}'s status",
+            self.kind, object["metadata"]["name"]
+        );
+        self.try_replace_status(object)
+            .await
+            .unwrap_or_else(|e| fail(&what, e))
     }
 
     pub async fn delete(&self, name: &str) {
