@@ -1,8 +1,10 @@
-//! Upstream's API conformance steps for Deployments, ReplicaSets and StatefulSets with
-//! their controllers running and pods made ready by a simulated node (`deployment.go`,
-//! `replica_set.go`, `statefulset.go`): the workload reaches its ready replicas first,
-//! then its status is updated and patched (each seen by a watch, as upstream waits for
-//! them), and the collection steps run on a live workload.
+//! Upstream's API conformance steps for Deployments, ReplicaSets, StatefulSets and
+//! DaemonSets with their controllers running and pods made ready by a simulated node
+//! (`deployment.go`, `replica_set.go`, `statefulset.go`, `daemon_set.go`,
+//! `controller_revision.go`): the workload reaches its ready replicas first, then its
+//! status is updated and patched (each seen by a watch, as upstream waits for them), and
+//! the collection steps run on a live workload; a DaemonSet's ControllerRevisions go
+//! through their lifecycle.
 
 mod common;
 
@@ -25,11 +27,11 @@ fn workload(name: &str, app: &str, extra: Value) -> Value {
     json!({"metadata": {"name": name, "labels": {"e2e-workload": app}}, "spec": spec})
 }
 
-/// Waits until `name` reports `replicas` ready replicas.
-async fn ready(objects: &Resource, name: &str, replicas: i64) {
+/// Waits until `name` reports `replicas` ready replicas in `status.<field>`.
+async fn ready_in(objects: &Resource, name: &str, field: &str, replicas: i64) {
     eventually(&format!("{name} with {replicas} ready"), WAIT, || async {
         let object = objects.try_get(name).await.ok()?;
-        (object["status"]["readyReplicas"] == replicas).then_some(())
+        (object["status"][field] == replicas).then_some(())
     })
     .await;
 }
@@ -125,10 +127,10 @@ async fn workload_steps(kind: &str, plural: &str, extra: Value) {
     objects
         .create(workload("status", "status", extra.clone()))
         .await;
-    ready(&objects, "status", 1).await;
+    ready_in(&objects, "status", "readyReplicas", 1).await;
     status_steps(&objects, "status").await;
     objects.create(workload("coll", "coll", extra)).await;
-    ready(&objects, "coll", 1).await;
+    ready_in(&objects, "coll", "readyReplicas", 1).await;
     collection_steps(&objects, "coll").await;
 }
 
@@ -145,4 +147,96 @@ async fn replica_sets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateful_sets() {
     workload_steps("StatefulSet", "statefulsets", json!({"serviceName": "sts"})).await;
+}
+
+/// A DaemonSet named `name` selecting `app=<name>` pods.
+fn daemon(name: &str) -> Value {
+    let mut object = workload(name, name, json!({}));
+    if let Some(spec) = object["spec"].as_object_mut() {
+        spec.shift_remove("replicas");
+    }
+    object
+}
+
+/// A cluster with the scheduler and one simulated node playing its kubelet in a fresh
+/// namespace, and the DaemonSets of that namespace.
+async fn daemon_sets_on_a_node(
+    prefix: &str,
+) -> (Cluster, String, Resource, tokio::task::JoinHandle<()>) {
+    let cluster = cluster().await;
+    tokio::spawn(skiff_scheduler::run(
+        cluster.client.clone(),
+        Default::default(),
+    ));
+    skiff_e2e::add_simulated_node(&cluster.client, "n1", "4", json!({}), json!({})).await;
+    let ns = cluster.namespace(prefix);
+    let node = cluster.run_node(&ns);
+    let sets = Resource::new(
+        &cluster.client,
+        "apps/v1",
+        "DaemonSet",
+        "daemonsets",
+        Some(&ns),
+    );
+    (cluster, ns, sets, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_sets() {
+    let (_cluster, _ns, sets, _node) = daemon_sets_on_a_node("daemonset").await;
+    sets.create(daemon("status")).await;
+    ready_in(&sets, "status", "numberReady", 1).await;
+    status_steps(&sets, "status").await;
+    sets.create(daemon("coll")).await;
+    ready_in(&sets, "coll", "numberReady", 1).await;
+    collection_steps(&sets, "coll").await;
+}
+
+/// Upstream's ControllerRevision lifecycle: a DaemonSet's revision found by its labels,
+/// patched, a second revision created, the first deleted, the second updated, then all
+/// deleted as a collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_revisions_of_a_daemon_set() {
+    let (cluster, ns, sets, _node) = daemon_sets_on_a_node("revisions").await;
+    sets.create(daemon("e2e-ds")).await;
+    ready_in(&sets, "e2e-ds", "numberReady", 1).await;
+    let revisions = Resource::new(
+        &cluster.client,
+        "apps/v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        Some(&ns),
+    );
+    let selector = "app=e2e-ds";
+    let found = revisions.list(selector).await.0;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let first = found[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(found[0]["revision"], 1);
+    assert_eq!(
+        found[0]["metadata"]["ownerReferences"][0]["kind"],
+        "DaemonSet"
+    );
+    let patched = revisions
+        .merge(
+            &first,
+            json!({"metadata": {"labels": {"e2e-patched": "true"}}}),
+        )
+        .await;
+    assert_eq!(patched["metadata"]["labels"]["e2e-patched"], "true");
+    let mut second = found[0].clone();
+    second["metadata"] = json!({"name": format!("{first}-2"),
+        "labels": {"app": "e2e-ds", "e2e-revision": "test"}});
+    second["revision"] = json!(found[0]["revision"].as_i64().unwrap_or(1) + 1);
+    revisions.create(second).await;
+    revisions.delete(&first).await;
+    let mut current = revisions.get(&format!("{first}-2")).await;
+    current["metadata"]["labels"]["e2e-updated"] = json!("true");
+    let updated = revisions.replace(current).await;
+    assert_eq!(updated["metadata"]["labels"]["e2e-updated"], "true");
+    // The test's revisions go as a collection (the DaemonSet keeps one of its own).
+    revisions.delete_collection("e2e-revision=test").await;
+    assert!(revisions.list("e2e-revision=test").await.0.is_empty());
 }
