@@ -48,6 +48,7 @@ pub mod table;
 pub mod tokens;
 pub mod warnings;
 pub mod watch;
+pub mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

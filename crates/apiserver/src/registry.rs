@@ -347,6 +347,37 @@ impl Registry {
         )
     }
 
+    /// An update's admission, in upstream's order: mutating webhooks, the strategy's
+    /// preparation and validation with the built-in validating plugins (`strategy`), the
+    /// plugins that judge by requester, then validating webhooks.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_update(
+        &self,
+        resource: &ResourceInfo,
+        subresource: Option<&str>,
+        namespace: Option<&str>,
+        dry_run: bool,
+        new: &mut Value,
+        current: &Value,
+        strategy: impl FnOnce(&mut Value) -> ApiResult<()>,
+    ) -> ApiResult<()> {
+        let name = object::name(current).to_string();
+        let hook = |object| crate::webhooks::Request {
+            resource,
+            subresource,
+            namespace,
+            name: &name,
+            operation: "UPDATE",
+            object,
+            old_object: Some(current),
+            dry_run,
+        };
+        crate::webhooks::mutate_in_place(self, &hook(None), new)?;
+        strategy(new)?;
+        self.admit_update_by_requester(resource, subresource, new, current)?;
+        crate::webhooks::validate_in_place(self, &hook(Some(new)))
+    }
+
     /// The admission plugins that judge an update by who makes it: NodeRestriction, and
     /// the approval and signing checks of CertificateSigningRequests.
     fn admit_update_by_requester(
@@ -450,6 +481,18 @@ impl Registry {
         };
         self.admission
             .admit_create(self, resource, namespace, &mut object)?;
+        let name = object::name(&object).to_string();
+        let hook = |object| crate::webhooks::Request {
+            resource,
+            subresource: None,
+            namespace,
+            name: &name,
+            operation: "CREATE",
+            object,
+            old_object: None,
+            dry_run,
+        };
+        crate::webhooks::mutate(self, &hook(None), &mut object).await?;
         strategy::prepare_for_create(resource, &mut object);
         let causes = strategy::validate(resource, &object);
         if !causes.is_empty() {
@@ -457,6 +500,7 @@ impl Registry {
         }
         crate::admission::admit_create_by_requester(resource, &object)?;
         self.admit_pod_security(resource, None, namespace_object.as_ref(), &object, None)?;
+        crate::webhooks::validate(self, &hook(Some(&object))).await?;
         if let (true, Some(ns)) = (
             self.admission.resource_quota && resource.namespaced,
             namespace,
@@ -618,14 +662,23 @@ impl Registry {
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 let mut new = object.clone();
-                prepare_update(resource, subresource, &mut new, &current)?;
-                self.admit_update_by_requester(resource, subresource, &new, &current)?;
-                self.admit_pod_security(
+                self.admit_update(
                     resource,
                     subresource,
-                    namespace_object.as_ref(),
-                    &new,
-                    Some(&current),
+                    namespace,
+                    dry_run,
+                    &mut new,
+                    &current,
+                    |new| {
+                        prepare_update(resource, subresource, new, &current)?;
+                        self.admit_pod_security(
+                            resource,
+                            subresource,
+                            namespace_object.as_ref(),
+                            new,
+                            Some(&current),
+                        )
+                    },
                 )?;
                 record_update(resource, &writer, &current, &mut new);
                 Ok(finish_or_replace(resource, new))
@@ -759,14 +812,23 @@ impl Registry {
                 let recorded = object::metadata(&new)
                     .and_then(|m| m.get("managedFields"))
                     .cloned();
-                prepare_update(resource, subresource, &mut new, &current)?;
-                self.admit_update_by_requester(resource, subresource, &new, &current)?;
-                self.admit_pod_security(
+                self.admit_update(
                     resource,
                     subresource,
-                    namespace_object.as_ref(),
-                    &new,
-                    Some(&current),
+                    namespace,
+                    dry_run,
+                    &mut new,
+                    &current,
+                    |new| {
+                        prepare_update(resource, subresource, new, &current)?;
+                        self.admit_pod_security(
+                            resource,
+                            subresource,
+                            namespace_object.as_ref(),
+                            new,
+                            Some(&current),
+                        )
+                    },
                 )?;
                 match (&applied, recorded) {
                     (None, _) => record_update(resource, &writer, &current, &mut new),
@@ -797,6 +859,19 @@ impl Registry {
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 check_preconditions(resource, name, &current, options.preconditions.as_ref())?;
                 crate::noderestriction::admit_delete(resource, &current)?;
+                crate::webhooks::validate_in_place(
+                    self,
+                    &crate::webhooks::Request {
+                        resource,
+                        subresource: None,
+                        namespace,
+                        name,
+                        operation: "DELETE",
+                        object: None,
+                        old_object: Some(&current),
+                        dry_run,
+                    },
+                )?;
                 Ok(deletion_action(resource, current, options))
             })
             .await?;

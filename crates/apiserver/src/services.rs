@@ -629,6 +629,71 @@ pub async fn ensure_kubernetes_service(
     Ok(())
 }
 
+/// An address (`ip:port`) behind a Service's `port`: a ready endpoint of its
+/// EndpointSlices, on the port the Service's port targets (as upstream's aggregator and
+/// webhooks reach a Service's pods when told to route to endpoints).
+pub fn resolve_endpoint(
+    registry: &Registry,
+    namespace: &str,
+    name: &str,
+    port: i64,
+) -> Result<String, String> {
+    let service = registry
+        .cache
+        .get(&format!("/registry/services/{namespace}/{name}"))
+        .and_then(|o| o.value().ok())
+        .ok_or_else(|| format!("service \"{name}\" not found in namespace {namespace}"))?;
+    let service_port = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("port").and_then(Value::as_i64) == Some(port))
+        .ok_or_else(|| format!("service {namespace}/{name} has no port {port}"))?;
+    let port_name = service_port
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let slices = registry
+        .cache
+        .snapshot(&format!("/registry/endpointslices/{namespace}/"), None)
+        .objects
+        .iter()
+        .filter_map(|o| o.value().ok())
+        .filter(|slice| {
+            crate::object::labels(slice)
+                .get("kubernetes.io/service-name")
+                .map(String::as_str)
+                == Some(name)
+        })
+        .collect::<Vec<_>>();
+    for slice in &slices {
+        let target = slice
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
+            .and_then(|p| p.get("port").and_then(Value::as_i64));
+        let Some(target) = target else { continue };
+        let ready = slice
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false))
+            .find_map(|e| e.pointer("/addresses/0").and_then(Value::as_str));
+        if let Some(address) = ready {
+            return Ok(if address.contains(':') {
+                format!("[{address}]:{target}")
+            } else {
+                format!("{address}:{target}")
+            });
+        }
+    }
+    Err(format!("no endpoints available for service \"{name}\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

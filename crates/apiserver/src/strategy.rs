@@ -537,6 +537,12 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
         "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
         "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),
         "CertificateSigningRequest" => causes.extend(crate::certificates::validate(object)),
+        "ValidatingWebhookConfiguration" => {
+            causes.extend(crate::webhooks::validate_configuration(object, false))
+        }
+        "MutatingWebhookConfiguration" => {
+            causes.extend(crate::webhooks::validate_configuration(object, true))
+        }
         "" => {
             if let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
                 causes.extend(crate::crd::schema::validate(object, schema));

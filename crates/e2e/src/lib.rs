@@ -66,6 +66,17 @@ pub fn kubectl_as_with_input(kubeconfig: &Path, args: &[&str], input: Option<&st
     })
 }
 
+/// Makes the child of `command` get SIGKILL when the thread that spawned it ends (with
+/// [`Supervised`], when the test process ends).
+pub fn die_with_parent(command: &mut Command) {
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// Where the `skiff` binary under test is.
 pub fn skiff_binary() -> PathBuf {
     if let Ok(path) = std::env::var("SKIFF_BIN") {
@@ -236,12 +247,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(log);
         // The server must not outlive the test process, however the test ends.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let _ = std::fs::remove_file(self.kubeconfig());
         self.process = Some(Supervised::spawn(command));
         self.wait_ready();
@@ -518,13 +524,15 @@ impl Server {
 /// ends, and test code often runs on short-lived threads (tokio's blocking pool lets idle
 /// threads go after ten seconds). A thread that lives exactly as long as the child makes
 /// the signal mean "the test process is gone", and nothing else.
-struct Supervised {
+pub struct Supervised {
     pid: u32,
     reaper: std::thread::JoinHandle<()>,
 }
 
 impl Supervised {
-    fn spawn(mut command: Command) -> Supervised {
+    /// Spawns `command` (which should set `PR_SET_PDEATHSIG`, as [`die_with_parent`]
+    /// does) from a thread that lives as long as the child.
+    pub fn spawn(mut command: Command) -> Supervised {
         let (tx, rx) = std::sync::mpsc::channel();
         let reaper = std::thread::spawn(move || match command.spawn() {
             Ok(mut child) => {
@@ -546,7 +554,7 @@ impl Supervised {
         self.reaper.is_finished()
     }
 
-    fn kill(self) {
+    pub fn kill(self) {
         // While the reaper has not reaped the child, its pid cannot have been reused.
         if !self.exited() {
             unsafe {

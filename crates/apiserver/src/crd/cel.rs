@@ -17,7 +17,7 @@ use crate::status::{quote, Cause};
 static PROGRAMS: std::sync::LazyLock<super::Memo<Program>> =
     std::sync::LazyLock::new(super::Memo::new);
 
-fn compile(source: &str) -> Result<std::sync::Arc<Program>, String> {
+pub(crate) fn compile(source: &str) -> Result<std::sync::Arc<Program>, String> {
     PROGRAMS.get(source, |s| Program::compile(s).map_err(|e| e.to_string()))
 }
 
@@ -195,12 +195,20 @@ impl serde::Serialize for Signed<'_> {
 
 /// Runs a compiled rule with `self` (and `oldSelf`, for a transition) bound.
 fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
+    let mut vars = vec![("self", value)];
+    vars.extend(old.map(|old| ("oldSelf", old)));
+    run_with(program, &vars)
+}
+
+/// Runs a compiled expression with JSON values bound to names (admission's `object`,
+/// `oldObject`, `request`, …).
+pub(crate) fn run_with(program: &Program, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
     let mut context = Context::default();
-    for (name, bound) in [("self", Some(value)), ("oldSelf", old)] {
-        if let Some(v) = bound {
-            let v = cel::to_value(Signed(v)).map_err(|e| e.to_string())?;
-            context.add_variable(name, v).map_err(|e| e.to_string())?;
-        }
+    for (name, value) in vars {
+        let value = cel::to_value(Signed(value)).map_err(|e| e.to_string())?;
+        context
+            .add_variable(*name, value)
+            .map_err(|e| e.to_string())?;
     }
     program.execute(&context).map_err(|e| e.to_string())
 }

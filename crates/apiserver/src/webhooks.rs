@@ -1,0 +1,653 @@
+//! Dynamic admission through webhooks, as upstream's MutatingAdmissionWebhook and
+//! ValidatingAdmissionWebhook plugins call them: for each write, the webhooks of the
+//! stored `MutatingWebhookConfiguration`s (in name order), then of the
+//! `ValidatingWebhookConfiguration`s, whose rules, namespace and object selectors and
+//! CEL `matchConditions` select it, get an `admission.k8s.io/v1` `AdmissionReview` over
+//! HTTPS (verified against the configuration's `caBundle`), within its `timeoutSeconds`.
+//! A mutating webhook's JSON patch changes the object; a refusal is the request's answer
+//! (`admission webhook "x" denied the request: …`); a webhook that cannot be called fails
+//! the request or is ignored, as its `failurePolicy` says.
+//!
+//! The webhook configurations themselves (and admission policies) are never sent to
+//! webhooks, so that a broken webhook can always be removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use crate::auth::UserInfo;
+use crate::registry::Registry;
+use crate::resources::ResourceInfo;
+use crate::selectors::LabelSelector;
+use crate::status::{ApiError, ApiResult, Cause};
+
+/// What an admission request is about.
+pub struct Request<'a> {
+    pub resource: &'a ResourceInfo,
+    pub subresource: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    /// `CREATE`, `UPDATE` or `DELETE`.
+    pub operation: &'static str,
+    pub object: Option<&'a Value>,
+    pub old_object: Option<&'a Value>,
+    pub dry_run: bool,
+}
+
+/// Resources no webhook sees.
+fn exempt(resource: &ResourceInfo) -> bool {
+    resource.group == "admissionregistration.k8s.io"
+}
+
+fn strings(value: Option<&Value>) -> Vec<&str> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether one of a webhook's `rules` covers the request.
+fn rule_matches(rule: &Value, request: &Request<'_>) -> bool {
+    let has = |field: &str, wanted: &str| {
+        strings(rule.get(field))
+            .iter()
+            .any(|v| *v == "*" || *v == wanted)
+    };
+    let resource = &request.resource.plural;
+    let resources_ok = strings(rule.get("resources"))
+        .iter()
+        .any(|r| match request.subresource {
+            None => *r == "*" || r == resource || *r == "*/*",
+            Some(sub) => {
+                *r == "*/*"
+                    || *r == format!("{resource}/{sub}")
+                    || *r == format!("{resource}/*")
+                    || *r == format!("*/{sub}")
+            }
+        });
+    let scope_ok = match rule.get("scope").and_then(Value::as_str).unwrap_or("*") {
+        "Cluster" => !request.resource.namespaced,
+        "Namespaced" => request.resource.namespaced,
+        _ => true,
+    };
+    has("operations", request.operation)
+        && has("apiGroups", &request.resource.group)
+        && has("apiVersions", &request.resource.version)
+        && resources_ok
+        && scope_ok
+}
+
+fn selector_matches(
+    selector: Option<&Value>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<bool> {
+    match selector {
+        None => Ok(true),
+        Some(s) => Ok(LabelSelector::from_object(s)?.matches(labels)),
+    }
+}
+
+/// The labels a webhook's `namespaceSelector` is matched against: the namespace's (a
+/// Namespace's own); cluster-scoped objects always match.
+fn namespace_labels(
+    registry: &Registry,
+    request: &Request<'_>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    if request.resource.builtin_kind() == "Namespace" {
+        return request
+            .object
+            .or(request.old_object)
+            .map(crate::object::labels);
+    }
+    let namespace = request.namespace.filter(|_| request.resource.namespaced)?;
+    let stored = registry
+        .cache
+        .get(&format!("/registry/namespaces/{namespace}"))
+        .and_then(|o| o.value().ok());
+    Some(
+        stored
+            .map(|n| crate::object::labels(&n))
+            .unwrap_or_default(),
+    )
+}
+
+fn selects(registry: &Registry, webhook: &Value, request: &Request<'_>) -> ApiResult<bool> {
+    let rules = webhook.get("rules").and_then(Value::as_array);
+    if !rules.is_some_and(|rules| rules.iter().any(|r| rule_matches(r, request))) {
+        return Ok(false);
+    }
+    if let Some(labels) = namespace_labels(registry, request) {
+        if !selector_matches(webhook.get("namespaceSelector"), &labels)? {
+            return Ok(false);
+        }
+    }
+    let object_selector = webhook.get("objectSelector");
+    let object_ok = [request.object, request.old_object]
+        .into_iter()
+        .flatten()
+        .map(|o| selector_matches(object_selector, &crate::object::labels(o)))
+        .collect::<ApiResult<Vec<bool>>>()?
+        .into_iter()
+        .any(|matched| matched);
+    Ok(object_ok || (request.object.is_none() && request.old_object.is_none()))
+}
+
+/// The `request` part of the AdmissionReview.
+fn review_request(request: &Request<'_>, uid: &str, user: Option<&UserInfo>) -> Value {
+    let resource = request.resource;
+    let kind = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
+    let gvr =
+        json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
+    let mut body = json!({
+        "uid": uid,
+        "kind": kind,
+        "resource": gvr,
+        "requestKind": kind,
+        "requestResource": gvr,
+        "name": request.name,
+        "operation": request.operation,
+        "object": request.object.cloned().unwrap_or(Value::Null),
+        "oldObject": request.old_object.cloned().unwrap_or(Value::Null),
+        "dryRun": request.dry_run,
+    });
+    if let Some(sub) = request.subresource {
+        body["subResource"] = json!(sub);
+        body["requestSubResource"] = json!(sub);
+    }
+    if let Some(ns) = request.namespace.filter(|_| resource.namespaced) {
+        body["namespace"] = json!(ns);
+    }
+    if let Some(user) = user {
+        body["userInfo"] = json!({"username": user.name, "uid": user.uid, "groups": user.groups});
+    }
+    body
+}
+
+/// Whether the webhook's `matchConditions` (CEL over `object`, `oldObject`, `request`)
+/// all hold. A condition that fails to evaluate is the webhook's error.
+fn conditions_hold(webhook: &Value, review: &Value) -> Result<bool, String> {
+    let conditions = webhook.get("matchConditions").and_then(Value::as_array);
+    for condition in conditions.into_iter().flatten() {
+        let expression = condition
+            .get("expression")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let program = crate::crd::cel::compile(expression)?;
+        let vars = [
+            ("object", &review["object"]),
+            ("oldObject", &review["oldObject"]),
+            ("request", review),
+        ];
+        match crate::crd::cel::run_with(&program, &vars)? {
+            cel::Value::Bool(true) => {}
+            cel::Value::Bool(false) => return Ok(false),
+            other => {
+                return Err(format!(
+                    "expression {expression:?} gave {other:?}, not a bool"
+                ))
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Why a call failed, in upstream's words.
+fn call_failure(name: &str, error: impl std::fmt::Display) -> String {
+    format!("failed calling webhook \"{name}\": {error}")
+}
+
+/// Where and how to reach a webhook.
+struct Target {
+    host: String,
+    address: String,
+    path: String,
+    ca_bundle: Option<Vec<u8>>,
+}
+
+fn target(registry: &Registry, name: &str, config: &Value) -> Result<Target, String> {
+    use base64::Engine;
+    let ca_bundle = config
+        .get("caBundle")
+        .and_then(Value::as_str)
+        .filter(|b| !b.is_empty())
+        .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+        .transpose()
+        .map_err(|e| call_failure(name, format!("caBundle is not base64: {e}")))?;
+    if let Some(url) = config.get("url").and_then(Value::as_str) {
+        let uri: http::Uri = url.parse().map_err(|e| call_failure(name, e))?;
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let address = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        return Ok(Target {
+            host,
+            address,
+            path: uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string()),
+            ca_bundle,
+        });
+    }
+    let service = config
+        .get("service")
+        .ok_or_else(|| call_failure(name, "no url and no service"))?;
+    let service_name = service
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let namespace = service
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let port = service.get("port").and_then(Value::as_i64).unwrap_or(443);
+    let path = service
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    let address = crate::services::resolve_endpoint(registry, namespace, service_name, port)
+        .map_err(|e| call_failure(name, e))?;
+    Ok(Target {
+        host: format!("{service_name}.{namespace}.svc"),
+        address,
+        path,
+        ca_bundle,
+    })
+}
+
+/// Posts the review to the webhook and returns its answer's `response`.
+async fn call(target: &Target, review: &Value, timeout: Duration) -> Result<Value, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    // Without a caBundle nothing is trusted (Skiff ships no system roots): such a
+    // webhook fails to be called, and says so.
+    for cert in CertificateDer::pem_slice_iter(target.ca_bundle.as_deref().unwrap_or_default()) {
+        let cert = cert.map_err(|e| format!("caBundle: {e}"))?;
+        roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name =
+        ServerName::try_from(target.host.clone()).map_err(|e| format!("server name: {e}"))?;
+    let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(&target.address)
+            .await
+            .map_err(|e| {
+                format!(
+                    "Post \"https://{}{}\": dial tcp {}: {e}",
+                    target.host, target.path, target.address
+                )
+            })?;
+        let tls = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| format!("Post \"https://{}{}\": tls: {e}", target.host, target.path))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = http::Request::post(&target.path)
+            .header(http::header::HOST, &target.host)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("the server responded with {status}"));
+        }
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| format!("bad AdmissionReview answer: {e}"))
+    };
+    let answer = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| {
+            format!(
+                "Post \"https://{}{}\": context deadline exceeded",
+                target.host, target.path
+            )
+        })??;
+    answer
+        .get("response")
+        .cloned()
+        .ok_or_else(|| "the AdmissionReview answer has no response".to_string())
+}
+
+/// Which webhooks of which configurations apply.
+fn configurations(registry: &Registry, kind: &str) -> Vec<Value> {
+    registry
+        .cache
+        .snapshot(&format!("/registry/{kind}/"), None)
+        .objects
+        .iter()
+        .filter_map(|o| o.value().ok())
+        .collect()
+}
+
+/// Calls one webhook; `Ok(None)` when it does not apply or was ignored after a failure.
+async fn review(
+    registry: &Registry,
+    webhook: &Value,
+    request: &Request<'_>,
+) -> ApiResult<Option<Value>> {
+    let name = webhook
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !selects(registry, webhook, request)? {
+        return Ok(None);
+    }
+    let ignore = webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
+    let fail = |message: String| -> ApiResult<Option<Value>> {
+        if ignore {
+            tracing::warn!(webhook = name, %message, "webhook failed; ignored by its failurePolicy");
+            Ok(None)
+        } else {
+            Err(ApiError::internal(message))
+        }
+    };
+    let uid = uuid::Uuid::new_v4().to_string();
+    let user = crate::warnings::user_info();
+    let body = review_request(request, &uid, user.as_ref());
+    match conditions_hold(webhook, &body) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => return fail(call_failure(name, format!("matchConditions: {e}"))),
+    }
+    if request.dry_run
+        && !matches!(
+            webhook.get("sideEffects").and_then(Value::as_str),
+            Some("None" | "NoneOnDryRun")
+        )
+    {
+        return Err(ApiError::bad_request(format!(
+            "admission webhook \"{name}\" does not support dry run"
+        )));
+    }
+    let config = webhook.get("clientConfig").cloned().unwrap_or(Value::Null);
+    let target = match target(registry, name, &config) {
+        Ok(target) => target,
+        Err(message) => return fail(message),
+    };
+    let seconds = webhook
+        .get("timeoutSeconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(10);
+    let review_body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": body,
+    });
+    let response = match call(&target, &review_body, Duration::from_secs(seconds)).await {
+        Ok(response) => response,
+        Err(message) => return fail(call_failure(name, message)),
+    };
+    if response.get("uid").and_then(Value::as_str) != Some(uid.as_str()) {
+        return fail(call_failure(
+            name,
+            format!(
+                "expected response.uid=\"{uid}\", got {:?}",
+                response.get("uid")
+            ),
+        ));
+    }
+    for warning in response
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        crate::warnings::add(warning);
+    }
+    if response.get("allowed").and_then(Value::as_bool) != Some(true) {
+        let status = response.get("status").cloned().unwrap_or(Value::Null);
+        let code = status
+            .get("code")
+            .and_then(Value::as_u64)
+            .filter(|c| *c >= 400)
+            .unwrap_or(400) as u16;
+        let message = match status.get("message").and_then(Value::as_str) {
+            Some(m) if !m.is_empty() => {
+                format!("admission webhook \"{name}\" denied the request: {m}")
+            }
+            _ => format!("admission webhook \"{name}\" denied the request without explanation"),
+        };
+        let reason = match status.get("reason").and_then(Value::as_str) {
+            Some("Forbidden") | None if code == 403 => "Forbidden",
+            _ if code == 422 => "Invalid",
+            _ => "BadRequest",
+        };
+        return Err(ApiError::new(code, reason, message));
+    }
+    Ok(Some(response))
+}
+
+/// The mutating webhooks, in order: each may patch the object.
+pub async fn mutate(
+    registry: &Registry,
+    request: &Request<'_>,
+    object: &mut Value,
+) -> ApiResult<()> {
+    if exempt(request.resource) {
+        return Ok(());
+    }
+    for configuration in configurations(registry, "mutatingwebhookconfigurations") {
+        for webhook in configuration
+            .get("webhooks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let current = Request {
+                object: Some(&*object),
+                ..*request
+            };
+            let Some(response) = review(registry, webhook, &current).await? else {
+                continue;
+            };
+            let Some(patch) = response.get("patch").and_then(Value::as_str) else {
+                continue;
+            };
+            use base64::Engine;
+            let name = webhook
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let patch = base64::engine::general_purpose::STANDARD
+                .decode(patch)
+                .map_err(|e| {
+                    ApiError::internal(call_failure(name, format!("patch is not base64: {e}")))
+                })?;
+            *object = crate::patch::apply(crate::patch::PatchType::Json, object, &patch).map_err(
+                |e| {
+                    ApiError::internal(call_failure(
+                        name,
+                        format!("applying its patch: {}", e.message),
+                    ))
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The validating webhooks: any may refuse.
+pub async fn validate(registry: &Registry, request: &Request<'_>) -> ApiResult<()> {
+    if exempt(request.resource) {
+        return Ok(());
+    }
+    for configuration in configurations(registry, "validatingwebhookconfigurations") {
+        for webhook in configuration
+            .get("webhooks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            review(registry, webhook, request).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether any webhook configuration of `kind` is stored.
+fn any_configured(registry: &Registry, kind: &str) -> bool {
+    !registry
+        .cache
+        .snapshot(&format!("/registry/{kind}/"), None)
+        .objects
+        .is_empty()
+}
+
+/// [`mutate`] from inside the registry's synchronous read-modify-write step (webhooks are
+/// remote calls): the step's thread waits, and only when a webhook is configured.
+pub fn mutate_in_place(
+    registry: &Registry,
+    request: &Request<'_>,
+    object: &mut Value,
+) -> ApiResult<()> {
+    if exempt(request.resource) || !any_configured(registry, "mutatingwebhookconfigurations") {
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(mutate(registry, request, object))
+    })
+}
+
+/// [`validate`] from inside the registry's synchronous read-modify-write step.
+pub fn validate_in_place(registry: &Registry, request: &Request<'_>) -> ApiResult<()> {
+    if exempt(request.resource) || !any_configured(registry, "validatingwebhookconfigurations") {
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(validate(registry, request))
+    })
+}
+
+/// Upstream's validation of webhook configurations: the causes for one.
+pub fn validate_configuration(configuration: &Value, mutating: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    let webhooks = configuration.get("webhooks").and_then(Value::as_array);
+    for (i, webhook) in webhooks.into_iter().flatten().enumerate() {
+        let path = format!("webhooks[{i}]");
+        let name = webhook
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{path}.name")));
+        } else if name.split('.').count() < 3 || !crate::strategy::is_dns1123_subdomain(name) {
+            causes.push(Cause::invalid(
+                format!("{path}.name"),
+                name,
+                "should be a domain with at least three segments separated by dots",
+            ));
+        } else if !names.insert(name) {
+            causes.push(Cause::duplicate(format!("{path}.name"), name));
+        }
+        match webhook.get("sideEffects").and_then(Value::as_str) {
+            None => causes.push(Cause::required(format!("{path}.sideEffects"))),
+            Some("None" | "NoneOnDryRun") => {}
+            Some(other) => causes.push(Cause::unsupported(
+                format!("{path}.sideEffects"),
+                other,
+                &["None", "NoneOnDryRun"],
+            )),
+        }
+        let versions = strings(webhook.get("admissionReviewVersions"));
+        if versions.is_empty() {
+            causes.push(Cause::required(format!("{path}.admissionReviewVersions")));
+        } else if !versions.iter().any(|v| *v == "v1" || *v == "v1beta1") {
+            causes.push(Cause::invalid(
+                format!("{path}.admissionReviewVersions"),
+                &versions.join(","),
+                "must include at least one of v1, v1beta1",
+            ));
+        }
+        let client = webhook.get("clientConfig");
+        let (url, service) = (
+            client.and_then(|c| c.get("url")),
+            client.and_then(|c| c.get("service")),
+        );
+        match (url, service) {
+            (Some(_), Some(_)) => causes.push(Cause::required(format!(
+                "{path}.clientConfig: exactly one of url or service is required"
+            ))),
+            (None, None) => causes.push(Cause::required(format!("{path}.clientConfig"))),
+            (Some(url), None) => {
+                let url = url.as_str().unwrap_or_default();
+                if !url.starts_with("https://") {
+                    causes.push(Cause::invalid(
+                        format!("{path}.clientConfig.url"),
+                        url,
+                        "'https' is the only allowed URL scheme",
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if let Some(seconds) = webhook.get("timeoutSeconds").and_then(Value::as_i64) {
+            if !(1..=30).contains(&seconds) {
+                causes.push(Cause::invalid_number(
+                    format!("{path}.timeoutSeconds"),
+                    seconds,
+                    "the timeout value must be between 1 and 30 seconds",
+                ));
+            }
+        }
+        let conditions = webhook.get("matchConditions").and_then(Value::as_array);
+        for (j, condition) in conditions.into_iter().flatten().enumerate() {
+            let expression = condition
+                .get("expression")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if let Err(e) = crate::crd::cel::compile(expression) {
+                causes.push(Cause::invalid(
+                    format!("{path}.matchConditions[{j}].expression"),
+                    expression,
+                    &format!("compilation failed: {e}"),
+                ));
+            }
+        }
+        if mutating {
+            if let Some(policy) = webhook.get("reinvocationPolicy").and_then(Value::as_str) {
+                if !matches!(policy, "Never" | "IfNeeded") {
+                    causes.push(Cause::unsupported(
+                        format!("{path}.reinvocationPolicy"),
+                        policy,
+                        &["IfNeeded", "Never"],
+                    ));
+                }
+            }
+        }
+    }
+    causes
+}
