@@ -319,3 +319,43 @@ async fn status_changes_are_applied_then_reset() {
     })
     .await;
 }
+
+/// Upstream's "status promptly calculated", with upstream's test quota: every hard
+/// resource it names (services by type, storage by class, ephemeral storage, a counted
+/// discovered resource) gets a usage, and the quota counts itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_promptly_calculated_for_every_resource() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("quotaprompt");
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client.clone(), &ns);
+    let hard = serde_json::json!({
+        "pods": "5", "services": "10", "services.nodeports": "1", "services.loadbalancers": "1",
+        "replicationcontrollers": "10", "resourcequotas": "1", "cpu": "1", "memory": "500Mi",
+        "configmaps": "2", "secrets": "10", "persistentvolumeclaims": "10",
+        "requests.storage": "10Gi", "ephemeral-storage": "50Gi",
+        "gold.storageclass.storage.k8s.io/persistentvolumeclaims": "10",
+        "gold.storageclass.storage.k8s.io/requests.storage": "10Gi",
+        "count/replicasets.apps": "5",
+    });
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "test-quota"}, "spec": {"hard": hard}
+    }))
+    .expect("quota");
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("create quota");
+    let used = eventually("the quota's status", WAIT, || async {
+        let used = used(&quotas, "test-quota").await?;
+        (used.get("resourcequotas").map(String::as_str) == Some("1")).then_some(used)
+    })
+    .await;
+    for name in hard.as_object().into_iter().flatten().map(|(k, _)| k) {
+        assert!(used.contains_key(name), "{name} not in {used:?}");
+    }
+    assert_eq!(used.get("pods").map(String::as_str), Some("0"));
+    assert_eq!(
+        used.get("count/replicasets.apps").map(String::as_str),
+        Some("0")
+    );
+}
