@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pod_update;
 pub mod podsecurity;
+pub mod policy;
 pub mod priority;
 pub mod proxy;
 pub mod quota;

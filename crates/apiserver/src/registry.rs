@@ -375,6 +375,7 @@ impl Registry {
         crate::webhooks::mutate_in_place(self, &hook(None), new)?;
         strategy(new)?;
         self.admit_update_by_requester(resource, subresource, new, current)?;
+        crate::policy::validate(self, &hook(Some(new)))?;
         crate::webhooks::validate_in_place(self, &hook(Some(new)))
     }
 
@@ -500,6 +501,7 @@ impl Registry {
         }
         crate::admission::admit_create_by_requester(resource, &object)?;
         self.admit_pod_security(resource, None, namespace_object.as_ref(), &object, None)?;
+        crate::policy::validate(self, &hook(Some(&object)))?;
         crate::webhooks::validate(self, &hook(Some(&object))).await?;
         if let (true, Some(ns)) = (
             self.admission.resource_quota && resource.namespaced,
@@ -859,19 +861,18 @@ impl Registry {
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
                 check_preconditions(resource, name, &current, options.preconditions.as_ref())?;
                 crate::noderestriction::admit_delete(resource, &current)?;
-                crate::webhooks::validate_in_place(
-                    self,
-                    &crate::webhooks::Request {
-                        resource,
-                        subresource: None,
-                        namespace,
-                        name,
-                        operation: "DELETE",
-                        object: None,
-                        old_object: Some(&current),
-                        dry_run,
-                    },
-                )?;
+                let request = crate::webhooks::Request {
+                    resource,
+                    subresource: None,
+                    namespace,
+                    name,
+                    operation: "DELETE",
+                    object: None,
+                    old_object: Some(&current),
+                    dry_run,
+                };
+                crate::policy::validate(self, &request)?;
+                crate::webhooks::validate_in_place(self, &request)?;
                 Ok(deletion_action(resource, current, options))
             })
             .await?;

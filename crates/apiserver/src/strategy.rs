@@ -537,6 +537,10 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
         "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
         "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),
         "CertificateSigningRequest" => causes.extend(crate::certificates::validate(object)),
+        "ValidatingAdmissionPolicy" => causes.extend(crate::policy::validate_policy(object)),
+        "ValidatingAdmissionPolicyBinding" => {
+            causes.extend(crate::policy::validate_binding(object))
+        }
         "ValidatingWebhookConfiguration" => {
             causes.extend(crate::webhooks::validate_configuration(object, false))
         }

@@ -37,8 +37,8 @@ pub struct Request<'a> {
     pub dry_run: bool,
 }
 
-/// Resources no webhook sees.
-fn exempt(resource: &ResourceInfo) -> bool {
+/// Resources no webhook (or admission policy) sees.
+pub(crate) fn exempt(resource: &ResourceInfo) -> bool {
     resource.group == "admissionregistration.k8s.io"
 }
 
@@ -49,8 +49,8 @@ fn strings(value: Option<&Value>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// Whether one of a webhook's `rules` covers the request.
-fn rule_matches(rule: &Value, request: &Request<'_>) -> bool {
+/// Whether one of a webhook's (or policy's) `rules` covers the request.
+pub(crate) fn rule_matches(rule: &Value, request: &Request<'_>) -> bool {
     let has = |field: &str, wanted: &str| {
         strings(rule.get(field))
             .iter()
@@ -92,7 +92,7 @@ fn selector_matches(
 
 /// The labels a webhook's `namespaceSelector` is matched against: the namespace's (a
 /// Namespace's own); cluster-scoped objects always match.
-fn namespace_labels(
+pub(crate) fn namespace_labels(
     registry: &Registry,
     request: &Request<'_>,
 ) -> Option<std::collections::BTreeMap<String, String>> {
@@ -119,12 +119,22 @@ fn selects(registry: &Registry, webhook: &Value, request: &Request<'_>) -> ApiRe
     if !rules.is_some_and(|rules| rules.iter().any(|r| rule_matches(r, request))) {
         return Ok(false);
     }
+    selectors_match(registry, webhook, request)
+}
+
+/// Whether the `namespaceSelector` and `objectSelector` of `spec` (a webhook, or a
+/// policy's match resources) select the request.
+pub(crate) fn selectors_match(
+    registry: &Registry,
+    spec: &Value,
+    request: &Request<'_>,
+) -> ApiResult<bool> {
     if let Some(labels) = namespace_labels(registry, request) {
-        if !selector_matches(webhook.get("namespaceSelector"), &labels)? {
+        if !selector_matches(spec.get("namespaceSelector"), &labels)? {
             return Ok(false);
         }
     }
-    let object_selector = webhook.get("objectSelector");
+    let object_selector = spec.get("objectSelector");
     let object_ok = [request.object, request.old_object]
         .into_iter()
         .flatten()
@@ -135,8 +145,8 @@ fn selects(registry: &Registry, webhook: &Value, request: &Request<'_>) -> ApiRe
     Ok(object_ok || (request.object.is_none() && request.old_object.is_none()))
 }
 
-/// The `request` part of the AdmissionReview.
-fn review_request(request: &Request<'_>, uid: &str, user: Option<&UserInfo>) -> Value {
+/// The `request` part of the AdmissionReview (also CEL's `request`).
+pub(crate) fn review_request(request: &Request<'_>, uid: &str, user: Option<&UserInfo>) -> Value {
     let resource = request.resource;
     let kind = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
     let gvr =
