@@ -123,6 +123,7 @@ fn token_review() {
     let answer = review(token.trim(), "");
     let status = &answer["status"];
     assert_eq!(status["authenticated"], true, "{answer}");
+    assert!(status.get("error").is_none(), "{answer}");
     assert_eq!(
         status["user"]["username"],
         format!("system:serviceaccount:{ns}:default")
