@@ -174,3 +174,70 @@ fn policies_and_bindings_are_validated() {
         "{refused}"
     );
 }
+
+/// Upstream's "ValidatingAdmissionPolicy API" and "…Binding API" steps: both kinds through
+/// the lifecycle walk (create, get, list, watch, patch, replace, delete, delete a
+/// collection), and the policy's `status` read, patched and replaced.
+#[tokio::test]
+async fn policies_and_bindings_through_the_api_verbs() {
+    use serde_json::json;
+    use skiff_e2e::api::Resource;
+    let server = shared();
+    let label = server.namespace("vap-api");
+    let client = server.client().await;
+    let policies = Resource::new(
+        &client,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        None,
+    );
+    let policy = |name: &str, labels: serde_json::Value| {
+        json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "matchConstraints": {"resourceRules": [{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"]}]},
+                "validations": [{"expression": "object.spec.replicas < 100"}],
+            },
+        })
+    };
+    policies.lifecycle(&format!("{label}-p"), policy).await;
+
+    let name = format!("{label}-status");
+    policies.create(policy(&name, json!({}))).await;
+    let status = policies.get_status(&name).await;
+    assert_eq!(status["metadata"]["name"], name.as_str());
+    let condition = json!({"type": "StatusUpdated", "status": "True", "reason": "E2E", "message": "Set from an e2e test", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let patched = policies
+        .patch_status(
+            &name,
+            kube::api::Patch::Merge(json!({"status": {"conditions": [condition]}})),
+        )
+        .await;
+    assert_eq!(patched["status"]["conditions"][0]["type"], "StatusUpdated");
+    let mut replaced = patched.clone();
+    replaced["status"]["conditions"][0]["reason"] = json!("E2EReplaced");
+    let replaced = policies.replace_status(replaced).await;
+    assert_eq!(replaced["status"]["conditions"][0]["reason"], "E2EReplaced");
+    assert_eq!(
+        replaced["spec"]["validations"][0]["expression"], "object.spec.replicas < 100",
+        "status writes keep the spec"
+    );
+    policies.delete(&name).await;
+
+    let bindings = Resource::new(
+        &client,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        None,
+    );
+    bindings
+        .lifecycle(&format!("{label}-b"), |name, labels| {
+            json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"policyName": "absent.policy.skiff.test", "validationActions": ["Deny"]},
+            })
+        })
+        .await;
+}
