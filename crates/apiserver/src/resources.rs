@@ -489,6 +489,15 @@ pub fn builtin() -> Vec<ResourceInfo> {
         )
         .short(&["csr"])
         .sub(&["approval", "status"]),
+        resource(
+            "certificates.k8s.io",
+            "v1",
+            "PodCertificateRequest",
+            "podcertificaterequests",
+            "podcertificaterequest",
+            NS,
+        )
+        .sub(STATUS),
         // coordination.k8s.io/v1
         resource("coordination.k8s.io", "v1", "Lease", "leases", "lease", NS).upsert(),
         // discovery.k8s.io/v1

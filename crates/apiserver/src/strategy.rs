@@ -209,6 +209,8 @@ type Immutable = (&'static str, &'static str, Option<&'static str>);
 fn immutable_fields(kind: &str, old: &Value) -> Vec<Immutable> {
     let mut fields = match kind {
         "EndpointSlice" => vec![("/addressType", "addressType", None)],
+        // A pod's certificate request never changes; its status says what became of it.
+        "PodCertificateRequest" => vec![("/spec", "spec", None)],
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
             vec![("/spec/selector", "spec.selector", None)]
         }
@@ -537,6 +539,25 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
         "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
         "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),
         "CertificateSigningRequest" => causes.extend(crate::certificates::validate(object)),
+        "PodCertificateRequest" => {
+            for field in [
+                "signerName",
+                "podName",
+                "podUID",
+                "serviceAccountName",
+                "serviceAccountUID",
+                "nodeName",
+                "nodeUID",
+            ] {
+                if object
+                    .pointer(&format!("/spec/{field}"))
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(Cause::required(format!("spec.{field}")));
+                }
+            }
+        }
         "ValidatingAdmissionPolicy" => causes.extend(crate::policy::validate_policy(object)),
         "ValidatingAdmissionPolicyBinding" => {
             causes.extend(crate::policy::validate_binding(object))

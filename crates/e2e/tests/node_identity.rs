@@ -710,3 +710,101 @@ fn bootstrap_tokens_expire_and_foreign_certificates_are_refused() {
         "{refused}"
     );
 }
+
+/// Upstream's "PodCertificateRequest API operations" steps: the kind in discovery, then
+/// upstream's generic resource test (`Resource::crud`): created, read, listed, its labels
+/// updated and patched with every patch type, its status written with an issued
+/// certificate, deleted one by one and as a collection; its spec never changes.
+#[test]
+fn pod_certificate_requests_through_the_api_verbs() {
+    use serde_json::json;
+    use skiff_e2e::api::{Case, Resource};
+    let server = server();
+    let ns = server.namespace("pcr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, request) = key_and_request(dir.path(), "pcr", "/CN=pod");
+    let (_, certificate) = self_signed(dir.path(), "issued", "/CN=e2e.example.com");
+    // The request's DER is the PEM's base64 body; JSON carries bytes as base64.
+    let der_base64: String = request
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let discovery = server.ok(&[
+        "api-resources",
+        "--api-group=certificates.k8s.io",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        discovery.contains("podcertificaterequests.certificates.k8s.io"),
+        "{discovery}"
+    );
+    let initial = json!({"spec": {
+        "signerName": format!("example.com/e2e-{ns}"),
+        "podName": "test-pod",
+        "podUID": "12345678-1234-1234-1234-123456789012",
+        "serviceAccountName": "default",
+        "serviceAccountUID": "12345678-1234-1234-1234-123456789013",
+        "nodeName": "test-node",
+        "nodeUID": "12345678-1234-1234-1234-123456789014",
+        "maxExpirationSeconds": 86400,
+        "stubPKCS10Request": der_base64,
+    }});
+    let status = json!({
+        "certificateChain": certificate,
+        "notBefore": "2026-01-01T00:00:00Z",
+        "notAfter": "2026-01-01T01:00:00Z",
+        "beginRefreshAt": "2026-01-01T00:15:00Z",
+        "conditions": [{"type": "Issued", "status": "True", "reason": "E2E", "message": "Issued by E2E test", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    fn relabel(object: &mut serde_json::Value) {
+        object["metadata"]["labels"]["test.podcertificaterequest.example.com"] = json!("test");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let client = server.client().await;
+        let requests = Resource::new(
+            &client,
+            "certificates.k8s.io/v1",
+            "PodCertificateRequest",
+            "podcertificaterequests",
+            Some(&ns),
+        );
+        requests
+            .crud(
+                &ns,
+                Case {
+                    initial,
+                    update: relabel,
+                    status: Some(status),
+                    patch: json!({"metadata": {"labels": {"test.podcertificaterequest.example.com": "test"}}}),
+                    json_patch: json!([{"op": "add", "path": "/metadata/labels/test.podcertificaterequest.example.com", "value": "test"}]),
+                },
+            )
+            .await;
+    });
+
+    // The spec is fixed once made, and must name its pod, account and node.
+    let manifest = |node: &str| {
+        format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: PodCertificateRequest\nmetadata:\n  name: fixed\nspec:\n  signerName: example.com/e2e\n  podName: p\n  podUID: u1\n  serviceAccountName: default\n  serviceAccountUID: u2\n  nodeName: \"{node}\"\n  nodeUID: u3\n  stubPKCS10Request: {der_base64}\n"
+        )
+    };
+    let refused = server.fails_with_input(&["create", "-n", &ns, "-f", "-"], &manifest(""));
+    assert!(
+        refused.contains("spec.nodeName: Required value"),
+        "{refused}"
+    );
+    server.ok_with_input(&["create", "-n", &ns, "-f", "-"], &manifest("n1"));
+    let refused = server.fails(&[
+        "patch",
+        "podcertificaterequest",
+        "fixed",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"podName\":\"other\"}}",
+    ]);
+    assert!(refused.contains("field is immutable"), "{refused}");
+}

@@ -168,7 +168,13 @@ impl Definitions {
                 s.meta_schema = None;
             })
             .into_generator();
-        let kinds = builtin_kinds(&mut generator);
+        let mut kinds = builtin_kinds(&mut generator);
+        // PodCertificateRequest is `certificates.k8s.io/v1` in 1.37; `k8s-openapi` knows
+        // only its `v1beta1` form, whose fields are the same: that schema describes it.
+        kinds.push(KindSchema {
+            gvk: Gvk::new("certificates.k8s.io", "v1", "PodCertificateRequest"),
+            name: kind_of::<api::certificates::v1beta1::PodCertificateRequest>(&mut generator).name,
+        });
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Patch>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
