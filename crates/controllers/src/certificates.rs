@@ -23,10 +23,9 @@ use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
-use serde_json::json;
 
 use crate::controller::{key_of, Reconcile};
 use crate::error::{Error, Result};
@@ -151,7 +150,7 @@ impl CsrApprovingController {
     pub fn new(factory: &InformerFactory) -> Arc<Self> {
         let (csrs, queue) = csr_store_and_queue(factory, "certificate", |csr| !is_decided(csr));
         Arc::new(CsrApprovingController {
-            client: factory.client(),
+            client: factory.client_for("certificate-controller"),
             csrs,
             queue,
         })
@@ -231,13 +230,20 @@ impl Reconcile for CsrApprovingController {
         let Some(message) = self.approval(&csr).await? else {
             return Ok(None);
         };
-        let conditions = with_condition(&csr, "Approved", "AutoApproved", message.into());
-        let patch = json!({
-            "metadata": {"resourceVersion": csr.metadata.resource_version},
-            "status": {"conditions": conditions},
-        });
+        // Updates of `approval` and `status` (upstream's role allows no patches of them),
+        // guarded by the cached version.
+        let mut approved = csr.as_ref().clone();
+        approved
+            .status
+            .get_or_insert_with(Default::default)
+            .conditions = Some(with_condition(
+            &csr,
+            "Approved",
+            "AutoApproved",
+            message.into(),
+        ));
         let api: Api<CertificateSigningRequest> = Api::all(self.client.clone());
-        api.patch_approval(key, &PatchParams::default(), &Patch::Merge(&patch))
+        api.replace_subresource("approval", key, &PostParams::default(), &approved)
             .await?;
         tracing::info!(csr = key, "approved");
         Ok(None)
@@ -265,7 +271,7 @@ impl CsrSigningController {
             has_condition(csr, "Approved") && !is_issued(csr) && !has_condition(csr, "Failed")
         });
         Arc::new(CsrSigningController {
-            client: factory.client(),
+            client: factory.client_for("certificate-controller"),
             csrs,
             queue,
             settings,
@@ -346,22 +352,23 @@ impl Reconcile for CsrSigningController {
             return Ok(None);
         }
         let api: Api<CertificateSigningRequest> = Api::all(self.client.clone());
-        let status = match self.refusal(&csr) {
+        let mut answered = csr.as_ref().clone();
+        let status = answered.status.get_or_insert_with(Default::default);
+        match self.refusal(&csr) {
             Some(message) => {
-                let conditions = with_condition(&csr, "Failed", "SignerValidationFailure", message);
-                json!({"conditions": conditions})
+                status.conditions = Some(with_condition(
+                    &csr,
+                    "Failed",
+                    "SignerValidationFailure",
+                    message,
+                ));
             }
             None => {
-                use base64::Engine;
                 let certificate = self.sign(&csr)?;
-                json!({"certificate": base64::engine::general_purpose::STANDARD.encode(certificate)})
+                status.certificate = Some(k8s_openapi::ByteString(certificate.into_bytes()));
             }
-        };
-        let patch = json!({
-            "metadata": {"resourceVersion": csr.metadata.resource_version},
-            "status": status,
-        });
-        api.patch_status(key, &PatchParams::default(), &Patch::Merge(&patch))
+        }
+        api.replace_status(key, &PostParams::default(), &answered)
             .await?;
         tracing::info!(csr = key, signer = %csr.spec.signer_name, "signed");
         Ok(None)

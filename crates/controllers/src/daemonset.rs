@@ -50,7 +50,7 @@ impl DaemonSetController {
         let pod_informer = factory.informer::<Pod>();
         let node_informer = factory.informer::<Node>();
         let controller = Arc::new(DaemonSetController {
-            client: factory.client(),
+            client: factory.client_for("daemon-set-controller"),
             sets: set_informer.store(),
             pods: pod_informer.store(),
             nodes: node_informer.store(),

@@ -57,7 +57,7 @@ impl DisruptionController {
         let budget_informer = factory.informer::<PodDisruptionBudget>();
         let pod_informer = factory.informer::<Pod>();
         let controller = Arc::new(DisruptionController {
-            client: factory.client(),
+            client: factory.client_for("disruption-controller"),
             budgets: budget_informer.store(),
             pods: pod_informer.store(),
             scales: Scales {
@@ -67,7 +67,10 @@ impl DisruptionController {
                 stateful_sets: factory.informer::<StatefulSet>().store(),
             },
             queue: WorkQueue::new("disruption"),
-            events: Events::new(factory.client(), "controllermanager"),
+            events: Events::new(
+                factory.client_for("disruption-controller"),
+                "controllermanager",
+            ),
         });
         budget_informer.enqueue_into(controller.queue.clone());
         let me = Arc::downgrade(&controller);

@@ -183,6 +183,8 @@ type SyncWaiter = Box<dyn Fn() -> BoxFuture<'static, ()> + Send>;
 /// Shares one informer per typed resource between controllers.
 pub struct InformerFactory {
     client: Client,
+    /// The controllers' own clients, by service account.
+    accounts: Mutex<HashMap<String, Client>>,
     informers: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
     starters: Mutex<Vec<Box<dyn Fn() + Send>>>,
     synced: Mutex<Vec<SyncWaiter>>,
@@ -192,14 +194,32 @@ impl InformerFactory {
     pub fn new(client: Client) -> InformerFactory {
         InformerFactory {
             client,
+            accounts: Mutex::new(HashMap::new()),
             informers: Mutex::new(HashMap::new()),
             starters: Mutex::new(Vec::new()),
             synced: Mutex::new(Vec::new()),
         }
     }
 
+    /// The controller manager's own client (the shared informers read with it).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The client a controller writes with: its service account's, when the controller
+    /// manager uses service-account credentials, else the controller manager's own.
+    pub fn client_for(&self, account: &str) -> Client {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .cloned()
+            .unwrap_or_else(|| self.client.clone())
+    }
+
+    /// Sets the controllers' clients, by account ([`crate::credentials`]).
+    pub fn use_accounts(&self, clients: HashMap<String, Client>) {
+        *self.accounts.lock().unwrap_or_else(|e| e.into_inner()) = clients;
     }
 
     /// The informer of `K`, made on first use.

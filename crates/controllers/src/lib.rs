@@ -22,6 +22,7 @@
 
 pub mod certificates;
 pub mod controller;
+pub mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -190,6 +191,10 @@ pub struct ControllerManagerArgs {
     /// The longest a signed certificate is valid (a request may ask for less).
     #[arg(long, default_value = "8760h", value_parser = parse_seconds)]
     pub cluster_signing_duration: Duration,
+    /// Each controller writes as its own service account in kube-system (bound by the
+    /// bootstrap policy to its `system:controller:*` role), not as the controller manager.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub use_service_account_credentials: bool,
 }
 
 impl Default for ControllerManagerArgs {
@@ -232,6 +237,7 @@ impl Default for ControllerManagerArgs {
             cluster_signing_cert_file: None,
             cluster_signing_key_file: None,
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
+            use_service_account_credentials: false,
         }
     }
 }
@@ -288,7 +294,12 @@ pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::R
 }
 
 async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> anyhow::Result<()> {
-    let factory = InformerFactory::new(client);
+    let factory = InformerFactory::new(client.clone());
+    if args.use_service_account_credentials {
+        let config = client_config(&args).await?;
+        let clients = credentials::service_account_clients(&client, &config).await?;
+        factory.use_accounts(clients);
+    }
     // Every controller registers its handlers before the watches start.
     let replicaset = args
         .enabled("replicaset")
@@ -453,7 +464,9 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         tasks.spawn(controller.run());
     }
     if args.enabled("garbagecollector") {
-        let collector = garbagecollector::GarbageCollector::new(factory.client());
+        let collector = garbagecollector::GarbageCollector::new(
+            factory.client_for("generic-garbage-collector"),
+        );
         tasks.spawn(collector.run(args.concurrent_gc_syncs));
     }
     tracing::info!(controllers = ?CONTROLLERS.iter().filter(|c| args.enabled(c)).collect::<Vec<_>>(), "controller manager running");
@@ -474,6 +487,20 @@ fn spawn_reconciler<C>(
     if let Some(controller) = controller {
         tasks.spawn(controller::run(controller, workers));
     }
+}
+
+/// The client configuration the controller manager reaches the API with (its server and
+/// CA serve the controllers' own clients too).
+async fn client_config(args: &ControllerManagerArgs) -> anyhow::Result<kube::Config> {
+    use anyhow::Context;
+    Ok(match &args.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    })
 }
 
 /// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's cluster CA.

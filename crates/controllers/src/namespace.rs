@@ -133,7 +133,7 @@ impl Remaining {
 impl NamespaceController {
     pub fn new(factory: &InformerFactory) -> Arc<NamespaceController> {
         let me = Arc::new(NamespaceController {
-            client: factory.client(),
+            client: factory.client_for("namespace-controller"),
             queue: WorkQueue::new("namespace"),
         });
         let queue = me.queue.clone();

@@ -223,10 +223,10 @@ impl NodeIpamController {
         let set = CidrSet::new(cluster_cidr.parse()?, node_mask_size)?;
         let informer = factory.informer::<Node>();
         let controller = Arc::new(NodeIpamController {
-            client: factory.client(),
+            client: factory.client_for("node-controller"),
             nodes: informer.store(),
             queue: WorkQueue::new("node_ipam"),
-            events: Events::new(factory.client(), "cidrAllocator"),
+            events: Events::new(factory.client_for("node-controller"), "cidrAllocator"),
             state: Mutex::new(State {
                 set,
                 by_node: HashMap::new(),

@@ -51,7 +51,7 @@ pub struct NodeLifecycleController {
 impl NodeLifecycleController {
     pub fn new(factory: &InformerFactory, settings: NodeLifecycleSettings) -> Arc<Self> {
         Arc::new(NodeLifecycleController {
-            client: factory.client(),
+            client: factory.client_for("node-controller"),
             nodes: factory.informer::<Node>().store(),
             leases: factory.informer::<Lease>().store(),
             pods: factory.informer::<Pod>().store(),

@@ -74,6 +74,7 @@ where
 {
     fn new(
         factory: &InformerFactory,
+        account: &str,
         queue_name: &str,
         object_name: &str,
         desired: Desired<K>,
@@ -82,7 +83,7 @@ where
         let namespace_informer = factory.informer::<Namespace>();
         let object_informer = factory.informer::<K>();
         let controller = Arc::new(PerNamespaceController {
-            client: factory.client(),
+            client: factory.client_for(account),
             object_name: object_name.to_string(),
             namespaces: namespace_informer.store(),
             objects: object_informer.store(),
@@ -161,6 +162,7 @@ where
 pub fn service_accounts(factory: &InformerFactory) -> Arc<PerNamespaceController<ServiceAccount>> {
     PerNamespaceController::new(
         factory,
+        "service-account-controller",
         "serviceaccount",
         "default",
         Box::new(|ns| {
@@ -181,6 +183,7 @@ pub fn root_ca_config_maps(
 ) -> Arc<PerNamespaceController<ConfigMap>> {
     PerNamespaceController::new(
         factory,
+        "root-ca-cert-publisher",
         "root_ca_cert_publisher",
         ROOT_CA_CONFIG_MAP,
         Box::new(move |ns| root_ca_config_map(ns, &ca_pem)),

@@ -24,7 +24,7 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 use serde_json::{json, Value};
@@ -57,10 +57,13 @@ impl HorizontalController {
         let queue = WorkQueue::new("horizontalpodautoscaler");
         informer.enqueue_into(queue.clone());
         Arc::new(HorizontalController {
-            client: factory.client(),
+            client: factory.client_for("horizontal-pod-autoscaler"),
             autoscalers: informer.store(),
             queue,
-            events: Events::new(factory.client(), "horizontal-pod-autoscaler"),
+            events: Events::new(
+                factory.client_for("horizontal-pod-autoscaler"),
+                "horizontal-pod-autoscaler",
+            ),
             recommendations: Mutex::new(HashMap::new()),
         })
     }
@@ -69,6 +72,8 @@ impl HorizontalController {
 /// A target's `scale` subresource: where it is, and what it says.
 struct Scale {
     url: String,
+    /// The `Scale` as read, written back with new replicas (an update, as upstream's).
+    object: Value,
     spec_replicas: i32,
     status_replicas: i32,
     selector: String,
@@ -159,6 +164,7 @@ impl HorizontalController {
         })?;
         Ok(Scale {
             url,
+            object: scale.clone(),
             spec_replicas: scale["spec"]["replicas"].as_i64().unwrap_or(0) as i32,
             status_replicas: scale["status"]["replicas"].as_i64().unwrap_or(0) as i32,
             selector: scale["status"]["selector"]
@@ -476,10 +482,11 @@ impl Reconcile for HorizontalController {
         status["desiredReplicas"] = json!(desired);
         status["currentMetrics"] = json!(proposals.iter().map(|p| &p.status).collect::<Vec<_>>());
         if desired != scale.spec_replicas {
-            let patch = json!({"spec": {"replicas": desired}});
-            let request = http::Request::patch(&scale.url)
-                .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
-                .body(patch.to_string().into_bytes())
+            let mut updated = scale.object.clone();
+            updated["spec"]["replicas"] = json!(desired);
+            let request = http::Request::put(&scale.url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(updated.to_string().into_bytes())
                 .map_err(|e| crate::error::Error::Other(e.to_string()))?;
             self.client.request::<Value>(request).await?;
             let direction = if desired > scale.spec_replicas {
@@ -534,13 +541,31 @@ impl HorizontalController {
             })
             .collect();
         status["conditions"] = json!(conditions);
+        // Written with an update of `status`, as upstream's role allows (no patch): the
+        // cached object's status with these fields replaced.
+        let Some(cached) = self.autoscalers.get(&ObjectRef::new(name).within(ns)) else {
+            return Ok(());
+        };
+        let mut object = serde_json::to_value(cached.as_ref())
+            .map_err(|e| crate::error::Error::Other(format!("encoding {ns}/{name}: {e}")))?;
+        let merged = object
+            .get_mut("status")
+            .and_then(Value::as_object_mut)
+            .map(|current| {
+                if let Some(fields) = status.as_object() {
+                    for (field, value) in fields {
+                        current.insert(field.clone(), value.clone());
+                    }
+                }
+            });
+        if merged.is_none() {
+            object["status"] = status;
+        }
+        let object: HorizontalPodAutoscaler = serde_json::from_value(object)
+            .map_err(|e| crate::error::Error::Other(format!("decoding {ns}/{name}: {e}")))?;
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), ns);
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await?;
+        api.replace_status(name, &PostParams::default(), &object)
+            .await?;
         Ok(())
     }
 }

@@ -38,7 +38,7 @@ pub struct PodGcController {
 impl PodGcController {
     pub fn new(factory: &InformerFactory, settings: PodGcSettings) -> Arc<PodGcController> {
         Arc::new(PodGcController {
-            client: factory.client(),
+            client: factory.client_for("pod-garbage-collector"),
             pods: factory.informer::<Pod>().store(),
             nodes: factory.informer::<Node>().store(),
             settings,

@@ -39,7 +39,7 @@ impl ResourceQuotaController {
         let quota_informer = factory.informer::<ResourceQuota>();
         let pod_informer = factory.informer::<Pod>();
         let controller = Arc::new(ResourceQuotaController {
-            client: factory.client(),
+            client: factory.client_for("resourcequota-controller"),
             quotas: quota_informer.store(),
             queue: WorkQueue::new("resourcequota_primary"),
             served: Mutex::new(Served::default()),

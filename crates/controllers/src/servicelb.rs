@@ -330,13 +330,16 @@ impl ServiceLbController {
         informer.enqueue_into(queue.clone());
         tracing::info!(%pool, addresses = pool.size(), "service load-balancer pool");
         Arc::new(ServiceLbController {
-            client: factory.client(),
+            client: factory.client_for("service-controller"),
             services: informer.store(),
             state: Mutex::new(State {
                 allocator: Allocator::new(pool),
                 initialised: false,
             }),
-            events: Events::new(factory.client(), "service-lb-controller"),
+            events: Events::new(
+                factory.client_for("service-controller"),
+                "service-lb-controller",
+            ),
             queue,
         })
     }

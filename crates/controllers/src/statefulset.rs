@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -57,14 +57,17 @@ impl StatefulSetController {
         let set_informer = factory.informer::<StatefulSet>();
         let pod_informer = factory.informer::<Pod>();
         let controller = Arc::new(StatefulSetController {
-            client: factory.client(),
+            client: factory.client_for("statefulset-controller"),
             sets: set_informer.store(),
             pods: pod_informer.store(),
             revisions: factory.informer::<ControllerRevision>().store(),
             claims: factory.informer::<PersistentVolumeClaim>().store(),
             queue: WorkQueue::new("statefulset"),
             expectations: Arc::new(Expectations::new()),
-            events: Events::new(factory.client(), "statefulset-controller"),
+            events: Events::new(
+                factory.client_for("statefulset-controller"),
+                "statefulset-controller",
+            ),
         });
         set_informer.enqueue_into(controller.queue.clone());
         PodEvents {
@@ -193,11 +196,11 @@ impl StatefulSetController {
                 if desired == current {
                     continue;
                 }
-                let patch = owner::owner_refs_patch(&claim.metadata, desired)?;
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-                    .await
-                {
+                // An update of the cached claim (its version guards it), as upstream's
+                // role allows the statefulset controller on claims (no patch).
+                let mut owned = claim.as_ref().clone();
+                owned.metadata.owner_references = Some(desired);
+                match api.replace(&name, &PostParams::default(), &owned).await {
                     Ok(_) => {}
                     // Changed or gone since the cache saw it: the next sync decides again.
                     Err(e) if is_status(&e, 404) || is_status(&e, 409) || is_status(&e, 422) => {

@@ -27,7 +27,7 @@ impl TtlAfterFinishedController {
     pub fn new(factory: &InformerFactory) -> Arc<TtlAfterFinishedController> {
         let informer = factory.informer::<Job>();
         let controller = Arc::new(TtlAfterFinishedController {
-            client: factory.client(),
+            client: factory.client_for("ttl-after-finished-controller"),
             jobs: informer.store(),
             queue: WorkQueue::new("ttl_jobs_to_delete"),
         });

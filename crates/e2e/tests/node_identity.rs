@@ -808,3 +808,86 @@ fn pod_certificate_requests_through_the_api_verbs() {
     ]);
     assert!(refused.contains("field is immutable"), "{refused}");
 }
+
+/// The controller manager's controllers each act as their own service account, with only
+/// their upstream role: the job controller may make pods but not delete namespaces; and
+/// with those narrow rights the controllers still do their work.
+#[test]
+fn controllers_act_as_their_own_service_accounts() {
+    let server = server();
+    let accounts = server.ok(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    for account in [
+        "deployment-controller",
+        "replicaset-controller",
+        "namespace-controller",
+        "generic-garbage-collector",
+        "certificate-controller",
+    ] {
+        assert!(
+            accounts.contains(&format!("serviceaccount/{account}")),
+            "{accounts}"
+        );
+    }
+    let can = |account: &str, verb: &str, resource: &str| {
+        let out = server.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            "default",
+            &format!("--as=system:serviceaccount:kube-system:{account}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can("job-controller", "create", "pods"), "yes");
+    assert_eq!(can("job-controller", "delete", "namespaces"), "no");
+    assert_eq!(can("job-controller", "get", "secrets"), "no");
+    assert_eq!(can("namespace-controller", "delete", "namespaces"), "yes");
+    assert_eq!(
+        can("deployment-controller", "create", "replicasets.apps"),
+        "yes"
+    );
+    assert_eq!(can("deployment-controller", "delete", "pods"), "no");
+
+    // A Deployment still gets its ReplicaSet and pods, and goes with them.
+    let ns = server.namespace("controllers");
+    server.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+        "-n",
+        &ns,
+    ]);
+    eventually("the deployment's two pods", Duration::from_secs(30), || {
+        let pods = server.ok(&["get", "pods", "-n", &ns, "-o", "name"]);
+        (pods.lines().count() == 2).then_some(())
+    });
+    let revision = server.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(
+        revision, "1",
+        "the deployment controller annotated its revision"
+    );
+    server.ok(&["delete", "deployment", "web", "-n", &ns]);
+    eventually(
+        "the garbage collector to remove the pods",
+        Duration::from_secs(30),
+        || {
+            server
+                .ok(&["get", "replicasets,pods", "-n", &ns, "-o", "name"])
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+}

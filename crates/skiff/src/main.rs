@@ -437,12 +437,20 @@ async fn run_server(api: &ApiServerArgs, mut agent: Option<ServerArgs>) -> anyho
                 skiff_scheduler::SchedulerArgs::default(),
             ),
         );
+        // The controller manager reads as itself and each controller writes as its own
+        // service account, as kubeadm and k3s run upstream's.
+        let controller_manager_kubeconfig = server.component_kubeconfig(
+            "controller-manager.kubeconfig",
+            "system:kube-controller-manager",
+            &[],
+        )?;
         components.spawn(
             "controller manager",
             skiff_controllers::run(
-                kube_client(kubeconfig, CONTROLLER_MANAGER).await?,
+                kube_client(Some(&controller_manager_kubeconfig), CONTROLLER_MANAGER).await?,
                 skiff_controllers::ControllerManagerArgs {
-                    kubeconfig: Some(server.kubeconfig_path.clone()),
+                    kubeconfig: Some(controller_manager_kubeconfig.clone()),
+                    use_service_account_credentials: true,
                     cluster_signing_cert_file: Some(server.pki.ca.cert_path.clone()),
                     cluster_signing_key_file: Some(server.pki.ca.key_path.clone()),
                     service_lb_pool,

@@ -91,8 +91,14 @@ fn approver(signer: &str) -> Value {
            "resources": ["signers"], "resourceNames": [signer]})
 }
 
-/// The components' ClusterRoles.
+/// The components' ClusterRoles (the controllers' included).
 pub fn cluster_roles() -> Vec<Value> {
+    let mut roles = component_roles();
+    roles.extend(super::controller_roles::cluster_roles());
+    roles
+}
+
+fn component_roles() -> Vec<Value> {
     let read = &["get", "list", "watch"][..];
     let none = || json!({});
     let role = |name: &str, rules: Vec<Value>| cluster_role(name, none(), rules, None);
@@ -348,8 +354,15 @@ fn subject(kind: &str, name: &str) -> Value {
 /// A binding's subject: (kind, name), a service account's name as `namespace/name`.
 type Subject = (&'static str, &'static str);
 
-/// The components' ClusterRoleBindings: (binding name, role, subjects).
+/// The components' ClusterRoleBindings (the controllers' included).
 pub fn cluster_role_bindings() -> Vec<Value> {
+    let mut bindings = component_bindings();
+    bindings.extend(super::controller_roles::cluster_role_bindings());
+    bindings
+}
+
+/// (binding name, role, subjects).
+fn component_bindings() -> Vec<Value> {
     let bindings: &[(&str, &str, &[Subject])] = &[
         ("system:node", "system:node", &[]),
         (

@@ -8,6 +8,7 @@
 
 pub mod bootstrap;
 pub mod components;
+pub mod controller_roles;
 pub mod node;
 pub mod rbac;
 pub mod review;

@@ -49,11 +49,14 @@ impl CronJobController {
         let cron_informer = factory.informer::<CronJob>();
         let job_informer = factory.informer::<Job>();
         let controller = Arc::new(CronJobController {
-            client: factory.client(),
+            client: factory.client_for("cronjob-controller"),
             cron_jobs: cron_informer.store(),
             jobs: job_informer.store(),
             queue: WorkQueue::new("cronjob"),
-            events: crate::events::Events::new(factory.client(), "cronjob-controller"),
+            events: crate::events::Events::new(
+                factory.client_for("cronjob-controller"),
+                "cronjob-controller",
+            ),
         });
         cron_informer.enqueue_into(controller.queue.clone());
         let queue = controller.queue.clone();

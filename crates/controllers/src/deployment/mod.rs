@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -60,12 +60,15 @@ impl DeploymentController {
         let rs_informer = factory.informer::<ReplicaSet>();
         let pod_informer = factory.informer::<Pod>();
         let controller = Arc::new(DeploymentController {
-            client: factory.client(),
+            client: factory.client_for("deployment-controller"),
             deployments: d_informer.store(),
             replica_sets: rs_informer.store(),
             pods: pod_informer.store(),
             queue: WorkQueue::new("deployment"),
-            events: crate::events::Events::new(factory.client(), "deployment-controller"),
+            events: crate::events::Events::new(
+                factory.client_for("deployment-controller"),
+                "deployment-controller",
+            ),
         });
         let me = Arc::downgrade(&controller);
         d_informer.add_handler(move |old, new| {
@@ -316,15 +319,17 @@ impl DeploymentController {
         if revision.is_empty() || current.map(String::as_str) == Some(revision) {
             return Ok(());
         }
-        let patch = serde_json::json!({"metadata": {"annotations": {REVISION: revision}}});
+        // An update, as upstream's role allows the deployment controller (no patch).
+        let mut annotated = d.clone();
+        annotated
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(REVISION.to_string(), revision.to_string());
         let ns = d.namespace().unwrap_or_default();
         let updated = self
             .d_api(&ns)
-            .patch(
-                &d.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .replace(&d.name_any(), &PostParams::default(), &annotated)
             .await?;
         // Keep the spec this sync works on; take the new metadata.
         d.metadata = updated.metadata;

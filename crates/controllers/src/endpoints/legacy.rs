@@ -47,7 +47,7 @@ impl EndpointsController {
         // A changed or deleted Endpoints object is put back as its Service says.
         informer.enqueue_into(queue.clone());
         Arc::new(EndpointsController {
-            client: factory.client(),
+            client: factory.client_for("endpoint-controller"),
             service_pods,
             endpoints: informer.store(),
             queue,

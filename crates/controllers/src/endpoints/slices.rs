@@ -135,8 +135,13 @@ impl EndpointSliceController {
                 }
             }
         });
+        let account = if managed_by == MIRRORING_CONTROLLER_NAME {
+            "endpointslicemirroring-controller"
+        } else {
+            "endpointslice-controller"
+        };
         Arc::new(EndpointSliceController {
-            client: factory.client(),
+            client: factory.client_for(account),
             services,
             source,
             slices: slice_informer.store(),

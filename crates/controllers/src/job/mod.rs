@@ -61,13 +61,16 @@ impl JobController {
         let job_informer = factory.informer::<Job>();
         let pod_informer = factory.informer::<Pod>();
         let controller = Arc::new(JobController {
-            client: factory.client(),
+            client: factory.client_for("job-controller"),
             jobs: job_informer.store(),
             pods: pod_informer.store(),
             queue: WorkQueue::new("job"),
             expectations: Arc::new(Expectations::new()),
             last_failure: Mutex::new(HashMap::new()),
-            events: crate::events::Events::new(factory.client(), "job-controller"),
+            events: crate::events::Events::new(
+                factory.client_for("job-controller"),
+                "job-controller",
+            ),
             written: Mutex::new(HashMap::new()),
         });
         job_informer.enqueue_into(controller.queue.clone());

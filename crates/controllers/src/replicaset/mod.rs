@@ -56,12 +56,12 @@ impl<K: Replicated> ReplicaController<K> {
         let rs_informer = factory.informer::<K>();
         let pod_informer = factory.informer::<Pod>();
         let controller = Arc::new(ReplicaController {
-            client: factory.client(),
+            client: factory.client_for(K::COMPONENT),
             replica_sets: rs_informer.store(),
             pods: pod_informer.store(),
             queue: WorkQueue::new(K::QUEUE),
             expectations: Arc::new(Expectations::new()),
-            events: Events::new(factory.client(), K::COMPONENT),
+            events: Events::new(factory.client_for(K::COMPONENT), K::COMPONENT),
         });
         let me = Arc::downgrade(&controller);
         rs_informer.add_handler(move |old, new| {
