@@ -347,19 +347,20 @@ impl Registry {
         )
     }
 
-    /// An update's admission, in upstream's order: mutating webhooks, the strategy's
-    /// preparation and validation with the built-in validating plugins (`strategy`), the
-    /// plugins that judge by requester, then validating webhooks.
+    /// An update's admission and preparation, in upstream's order: mutating webhooks, the
+    /// strategy's preparation and validation, PodSecurity, the plugins that judge by
+    /// requester, ValidatingAdmissionPolicy, validating webhooks. `namespace_object` is
+    /// the namespace PodSecurity reads its levels from.
     #[allow(clippy::too_many_arguments)]
     fn admit_update(
         &self,
         resource: &ResourceInfo,
         subresource: Option<&str>,
         namespace: Option<&str>,
+        namespace_object: Option<&Value>,
         dry_run: bool,
         new: &mut Value,
         current: &Value,
-        strategy: impl FnOnce(&mut Value) -> ApiResult<()>,
     ) -> ApiResult<()> {
         let name = object::name(current).to_string();
         let hook = |object| crate::webhooks::Request {
@@ -373,7 +374,8 @@ impl Registry {
             dry_run,
         };
         crate::webhooks::mutate_in_place(self, &hook(None), new)?;
-        strategy(new)?;
+        prepare_update(resource, subresource, new, current)?;
+        self.admit_pod_security(resource, subresource, namespace_object, new, Some(current))?;
         self.admit_update_by_requester(resource, subresource, new, current)?;
         crate::policy::validate(self, &hook(Some(new)))?;
         crate::webhooks::validate_in_place(self, &hook(Some(new)))
@@ -668,19 +670,10 @@ impl Registry {
                     resource,
                     subresource,
                     namespace,
+                    namespace_object.as_ref(),
                     dry_run,
                     &mut new,
                     &current,
-                    |new| {
-                        prepare_update(resource, subresource, new, &current)?;
-                        self.admit_pod_security(
-                            resource,
-                            subresource,
-                            namespace_object.as_ref(),
-                            new,
-                            Some(&current),
-                        )
-                    },
                 )?;
                 record_update(resource, &writer, &current, &mut new);
                 Ok(finish_or_replace(resource, new))
@@ -818,19 +811,10 @@ impl Registry {
                     resource,
                     subresource,
                     namespace,
+                    namespace_object.as_ref(),
                     dry_run,
                     &mut new,
                     &current,
-                    |new| {
-                        prepare_update(resource, subresource, new, &current)?;
-                        self.admit_pod_security(
-                            resource,
-                            subresource,
-                            namespace_object.as_ref(),
-                            new,
-                            Some(&current),
-                        )
-                    },
                 )?;
                 match (&applied, recorded) {
                     (None, _) => record_update(resource, &writer, &current, &mut new),
