@@ -536,6 +536,20 @@ fn any_configured(registry: &Registry, kind: &str) -> bool {
         .is_empty()
 }
 
+/// Runs `work` to completion from synchronous code on a runtime thread, which waits for
+/// it. Only a multi-threaded runtime can lend a thread so; on another, the write fails
+/// rather than the server stopping.
+fn wait_for<T>(work: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| ApiError::internal("admission webhooks need the server's runtime"))?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(ApiError::internal(
+            "admission webhooks need a multi-threaded runtime",
+        ));
+    }
+    tokio::task::block_in_place(|| handle.block_on(work))
+}
+
 /// [`mutate`] from inside the registry's synchronous read-modify-write step (webhooks are
 /// remote calls): the step's thread waits, and only when a webhook is configured.
 pub fn mutate_in_place(
@@ -546,9 +560,7 @@ pub fn mutate_in_place(
     if exempt(request.resource) || !any_configured(registry, "mutatingwebhookconfigurations") {
         return Ok(());
     }
-    tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(mutate(registry, request, object))
-    })
+    wait_for(mutate(registry, request, object))
 }
 
 /// [`validate`] from inside the registry's synchronous read-modify-write step.
@@ -556,9 +568,7 @@ pub fn validate_in_place(registry: &Registry, request: &Request<'_>) -> ApiResul
     if exempt(request.resource) || !any_configured(registry, "validatingwebhookconfigurations") {
         return Ok(());
     }
-    tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(validate(registry, request))
-    })
+    wait_for(validate(registry, request))
 }
 
 /// Upstream's validation of webhook configurations: the causes for one.
