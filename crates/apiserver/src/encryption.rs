@@ -196,7 +196,7 @@ impl EncryptionConfig {
         }
         Arc::new(EncryptedStore {
             inner: store,
-            prefixes: prefixes.into_iter().collect(),
+            prefixes: Arc::new(prefixes.into_iter().collect()),
         })
     }
 }
@@ -401,7 +401,8 @@ fn open(
 /// The datastore with the configured resources' values encrypted.
 pub struct EncryptedStore {
     inner: Arc<dyn Store>,
-    prefixes: Vec<(String, Providers)>,
+    /// Shared with every watch's decryptor.
+    prefixes: Arc<Vec<(String, Providers)>>,
 }
 
 impl EncryptedStore {

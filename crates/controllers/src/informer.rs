@@ -209,12 +209,18 @@ impl InformerFactory {
     /// The client a controller writes with: its service account's, when the controller
     /// manager uses service-account credentials, else the controller manager's own.
     pub fn client_for(&self, account: &str) -> Client {
-        self.accounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(account)
-            .cloned()
-            .unwrap_or_else(|| self.client.clone())
+        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        match accounts.get(account) {
+            Some(client) => client.clone(),
+            None => {
+                // With accounts in use, a name missing from `credentials::ACCOUNTS` would
+                // silently give a controller the controller manager's own rights.
+                if !accounts.is_empty() {
+                    tracing::warn!(account, "no service-account client for this controller; it acts as the controller manager");
+                }
+                self.client.clone()
+            }
+        }
     }
 
     /// Sets the controllers' clients, by account ([`crate::credentials`]).

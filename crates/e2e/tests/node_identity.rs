@@ -97,6 +97,19 @@ fn assert_refused(kubeconfig: &Path, args: &[&str], expected: &str) {
     );
 }
 
+/// `kubectl auth whoami` as the user of `kubeconfig`: its name and groups.
+fn who_is(kubeconfig: &Path) -> String {
+    kubectl_ok(
+        kubeconfig,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ],
+    )
+}
+
 fn kubectl_refused(kubeconfig: &Path, args: &[&str]) -> String {
     let out = kubectl_as(kubeconfig, args);
     assert!(
@@ -178,15 +191,7 @@ fn a_node_bootstraps_its_identity_and_reaches_only_what_its_pods_use() {
     let id = token.split('.').next().expect("token id");
 
     // The bootstrap token is somebody, but may do nothing but ask for certificates.
-    let whoami = kubectl_ok(
-        &bootstrap,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
-        ],
-    );
+    let whoami = who_is(&bootstrap);
     assert_eq!(
         whoami,
         format!("system:bootstrap:{id} [\"system:bootstrappers\",\"system:bootstrappers:skiff:node-token\",\"system:authenticated\"]")
@@ -221,15 +226,7 @@ fn a_node_bootstraps_its_identity_and_reaches_only_what_its_pods_use() {
         (Some("Approved"), Some("AutoApproved"))
     );
     let n1 = certificate_kubeconfig(server, "n1", &certificate, &key);
-    let whoami = kubectl_ok(
-        &n1,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
-        ],
-    );
+    let whoami = who_is(&n1);
     assert_eq!(
         whoami,
         "system:node:n1 [\"system:nodes\",\"system:authenticated\"]"

@@ -756,4 +756,15 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3d").is_err());
     }
+
+    /// The controller manager asks for a service account per controller, and the API
+    /// server's bootstrap policy binds a role to each: the two lists are one set.
+    #[test]
+    fn every_controller_account_has_its_role() {
+        let mut accounts: Vec<&str> = skiff_controllers::credentials::ACCOUNTS.to_vec();
+        let mut roles = skiff_apiserver::authz::controller_roles::controller_accounts();
+        accounts.sort_unstable();
+        roles.sort_unstable();
+        assert_eq!(accounts, roles);
+    }
 }

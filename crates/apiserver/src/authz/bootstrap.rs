@@ -14,6 +14,21 @@ pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
+/// Writing events in both groups, as every component's role allows.
+pub(super) fn events_rule() -> Value {
+    rule(
+        &["", "events.k8s.io"],
+        &["events"],
+        &["create", "patch", "update"],
+    )
+}
+
+/// `verb` (`approve`, `sign`) on the named certificate signers.
+pub(super) fn signers_rule(verb: &str, signers: &[&str]) -> Value {
+    json!({"verbs": [verb], "apiGroups": ["certificates.k8s.io"],
+           "resources": ["signers"], "resourceNames": signers})
+}
+
 pub(super) fn url_rule(urls: &[&str], verbs: &[&str]) -> Value {
     json!({"verbs": verbs, "nonResourceURLs": urls})
 }

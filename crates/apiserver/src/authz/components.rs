@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::bootstrap::{cluster_role, rule, url_rule};
+use super::bootstrap::{cluster_role, events_rule, rule, signers_rule, url_rule};
 
 /// The group of the node token's bootstrap token: joining agents, which may ask for their
 /// node's certificates and nothing else.
@@ -70,25 +70,12 @@ pub fn node_rules() -> Vec<Value> {
     ]
 }
 
-fn events() -> Value {
-    rule(
-        &["", "events.k8s.io"],
-        &["events"],
-        &["create", "patch", "update"],
-    )
-}
-
 fn own_lease(name: &str) -> [Value; 2] {
     [
         rule(&["coordination.k8s.io"], &["leases"], &["create"]),
         json!({"verbs": ["get", "update"], "apiGroups": ["coordination.k8s.io"],
                "resources": ["leases"], "resourceNames": [name]}),
     ]
-}
-
-fn approver(signer: &str) -> Value {
-    json!({"verbs": ["approve"], "apiGroups": ["certificates.k8s.io"],
-           "resources": ["signers"], "resourceNames": [signer]})
 }
 
 /// The components' ClusterRoles (the controllers' included).
@@ -111,7 +98,7 @@ fn component_roles() -> Vec<Value> {
             vec![
                 rule(&[""], &["endpoints", "services"], &["list", "watch"]),
                 rule(&[""], &["nodes"], read),
-                events(),
+                events_rule(),
                 rule(
                     &["discovery.k8s.io"],
                     &["endpointslices"],
@@ -145,24 +132,30 @@ fn component_roles() -> Vec<Value> {
         ),
         role(
             "system:certificates.k8s.io:kube-apiserver-client-approver",
-            vec![approver("kubernetes.io/kube-apiserver-client")],
+            vec![signers_rule(
+                "approve",
+                &["kubernetes.io/kube-apiserver-client"],
+            )],
         ),
         role(
             "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
-            vec![approver("kubernetes.io/kube-apiserver-client-kubelet")],
+            vec![signers_rule(
+                "approve",
+                &["kubernetes.io/kube-apiserver-client-kubelet"],
+            )],
         ),
         role(
             "system:certificates.k8s.io:kubelet-serving-approver",
-            vec![approver("kubernetes.io/kubelet-serving")],
+            vec![signers_rule("approve", &["kubernetes.io/kubelet-serving"])],
         ),
         role(
             "system:certificates.k8s.io:legacy-unknown-approver",
-            vec![approver("kubernetes.io/legacy-unknown")],
+            vec![signers_rule("approve", &["kubernetes.io/legacy-unknown"])],
         ),
         role(
             "system:kube-scheduler",
             vec![
-                events(),
+                events_rule(),
                 lease_create,
                 scheduler_lease,
                 rule(&[""], &["nodes"], read),
@@ -209,7 +202,7 @@ fn component_roles() -> Vec<Value> {
         role(
             "system:kube-controller-manager",
             vec![
-                events(),
+                events_rule(),
                 cm_lease_create,
                 cm_lease,
                 rule(&[""], &["secrets", "serviceaccounts"], &["create"]),
@@ -285,7 +278,7 @@ fn component_roles() -> Vec<Value> {
             vec![
                 rule(&[""], &["nodes"], &["get"]),
                 rule(&[""], &["nodes/status"], &["patch"]),
-                events(),
+                events_rule(),
             ],
         ),
         role(
@@ -303,7 +296,7 @@ fn component_roles() -> Vec<Value> {
                 ),
                 rule(&["storage.k8s.io"], &["storageclasses"], read),
                 rule(&[""], &["events"], &["watch"]),
-                events(),
+                events_rule(),
             ],
         ),
         // CoreDNS's role, as its manifests define it.

@@ -5,19 +5,9 @@
 
 use serde_json::{json, Value};
 
-use super::bootstrap::{cluster_role, cluster_role_binding_for, rule};
+use super::bootstrap::{cluster_role, cluster_role_binding_for, events_rule, rule, signers_rule};
 
 const READ: &[&str] = &["get", "list", "watch"];
-const WRITE_EVENTS: &[&str] = &["create", "patch", "update"];
-
-fn events() -> Value {
-    rule(&["", "events.k8s.io"], &["events"], WRITE_EVENTS)
-}
-
-fn named(verb: &str, resource: &str, names: &[&str]) -> Value {
-    json!({"verbs": [verb], "apiGroups": ["certificates.k8s.io"], "resources": [resource], "resourceNames": names})
-}
-
 /// (controller, its rules); all but [`NO_EVENTS`] also write events.
 fn roles() -> Vec<(&'static str, Vec<Value>)> {
     let all = |verbs: &[&str]| rule(&["*"], &["*"], verbs);
@@ -38,14 +28,9 @@ fn roles() -> Vec<(&'static str, Vec<Value>)> {
                     ],
                     &["update"],
                 ),
-                named(
-                    "approve",
-                    "signers",
-                    &["kubernetes.io/kube-apiserver-client-kubelet"],
-                ),
-                named(
+                signers_rule("approve", &["kubernetes.io/kube-apiserver-client-kubelet"]),
+                signers_rule(
                     "sign",
-                    "signers",
                     &[
                         "kubernetes.io/kube-apiserver-client",
                         "kubernetes.io/kube-apiserver-client-kubelet",
@@ -380,7 +365,7 @@ pub fn cluster_roles() -> Vec<Value> {
         .into_iter()
         .map(|(name, mut rules)| {
             if !NO_EVENTS.contains(&name) {
-                rules.push(events());
+                rules.push(events_rule());
             }
             cluster_role(&format!("system:controller:{name}"), json!({}), rules, None)
         })

@@ -18,6 +18,10 @@ use super::Attributes;
 use crate::auth::UserInfo;
 use crate::cache::WatchCache;
 
+/// Every kubelet's rights, parsed once: kubelets' requests come through here all the time.
+static NODE_RULES: std::sync::LazyLock<Vec<Rule>> =
+    std::sync::LazyLock::new(|| node_rules().iter().map(Rule::from_json).collect());
+
 /// The node a user is the kubelet of, if it is one.
 pub fn node_of(user: &UserInfo) -> Option<&str> {
     let name = user.name.strip_prefix("system:node:")?;
@@ -113,11 +117,7 @@ pub fn decide(cache: &WatchCache, user: &UserInfo, request: &Attributes) -> Deci
             }
         }
         _ => {
-            if node_rules()
-                .iter()
-                .map(Rule::from_json)
-                .any(|rule| rule.allows(request))
-            {
+            if NODE_RULES.iter().any(|rule| rule.allows(request)) {
                 Decision::Allow
             } else {
                 Decision::NoOpinion(None)
