@@ -52,6 +52,19 @@ impl Cidr {
     fn range(&self) -> (u32, u32) {
         (self.network, self.network | !Cidr::mask(self.prefix))
     }
+
+    /// How many addresses the range holds.
+    pub fn size(&self) -> u64 {
+        1 << (32 - u32::from(self.prefix))
+    }
+
+    /// The range's `n`-th address (0 is the network address), if the range has one.
+    pub fn address(&self, n: u64) -> Option<Ipv4Addr> {
+        let n = u32::try_from(n)
+            .ok()
+            .filter(|n| u64::from(*n) < self.size())?;
+        Some(Ipv4Addr::from(self.network | n))
+    }
 }
 
 impl FromStr for Cidr {
@@ -413,6 +426,18 @@ mod tests {
             "0.0.0.0/0".parse::<Cidr>().map(|c| c.range()),
             Ok((0, u32::MAX))
         );
+    }
+
+    #[test]
+    fn addresses_within_a_range() {
+        let cidr: Cidr = "10.42.3.0/24".parse().expect("cidr");
+        assert_eq!(cidr.size(), 256);
+        assert_eq!(cidr.address(0), Some(Ipv4Addr::new(10, 42, 3, 0)));
+        assert_eq!(cidr.address(255), Some(Ipv4Addr::new(10, 42, 3, 255)));
+        assert_eq!(cidr.address(256), None);
+        let all: Cidr = "0.0.0.0/0".parse().expect("cidr");
+        assert_eq!(all.size(), 1 << 32);
+        assert_eq!(all.address(u64::from(u32::MAX)), Some(Ipv4Addr::BROADCAST));
     }
 
     #[test]

@@ -320,6 +320,26 @@ impl Server {
         self.user_kubeconfig(name, &format!("token: {token}"))
     }
 
+    /// Starts `skiff hollow-nodes` against this server with `args` (its log goes to
+    /// `hollow-<n>.log` in the data dir, a new file per start); stopped by killing it.
+    pub fn start_hollow_nodes(&self, args: &[&str]) -> Supervised {
+        let log_path = (0..)
+            .map(|n| self.data_dir.path().join(format!("hollow-{n}.log")))
+            .find(|path| !path.exists())
+            .expect("a free log name");
+        let log = std::fs::File::create(&log_path).expect("hollow-nodes log");
+        let mut command = Command::new(skiff_binary());
+        command
+            .arg("hollow-nodes")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log);
+        die_with_parent(&mut command);
+        Supervised::spawn(command)
+    }
+
     /// Runs kubectl against this server.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with_input(args, None)

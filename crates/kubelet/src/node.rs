@@ -30,6 +30,8 @@ use crate::error::Result;
 
 pub const KUBELET_VERSION: &str = "v1.37.0";
 pub const LEASE_DURATION_SECONDS: i32 = 40;
+/// Where nodes' heartbeat Leases live.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const STATUS_UPDATE_FREQUENCY: Duration = Duration::from_secs(10);
 pub const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(300);
 /// Upstream's default for the kubelet's HTTPS port (`--kubelet-port`).
@@ -302,6 +304,33 @@ pub fn node_labels(cfg: &NodeConfig) -> BTreeMap<String, String> {
     labels
 }
 
+/// A new heartbeat Lease for node `name` in `kube-node-lease`, owned by its Node (whose
+/// `uid` is known once it is registered), as upstream's kubelet makes it.
+pub fn node_lease(name: &str, uid: Option<String>, duration_seconds: i32, now: MicroTime) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(NODE_LEASE_NAMESPACE.into()),
+            owner_references: uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: name.to_string(),
+                    uid,
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(name.to_string()),
+            lease_duration_seconds: Some(duration_seconds),
+            renew_time: Some(now),
+            ..Default::default()
+        }),
+    }
+}
+
 /// Runs the node's registration and heartbeats until cancelled.
 pub struct NodeAgent {
     pub client: kube::Client,
@@ -406,7 +435,7 @@ impl NodeAgent {
     }
 
     async fn renew_lease(&self, node: &Node) -> Result<()> {
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
         let now = MicroTime(jiff::Timestamp::now());
         match leases.get_opt(&self.cfg.name).await? {
             Some(mut lease) => {
@@ -419,28 +448,12 @@ impl NodeAgent {
                     .await?;
             }
             None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.cfg.name.clone()),
-                        namespace: Some("kube-node-lease".into()),
-                        owner_references: node.metadata.uid.clone().map(|uid| {
-                            vec![OwnerReference {
-                                api_version: "v1".into(),
-                                kind: "Node".into(),
-                                name: self.cfg.name.clone(),
-                                uid,
-                                ..Default::default()
-                            }]
-                        }),
-                        ..Default::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(self.cfg.name.clone()),
-                        lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
-                        renew_time: Some(now),
-                        ..Default::default()
-                    }),
-                };
+                let lease = node_lease(
+                    &self.cfg.name,
+                    node.metadata.uid.clone(),
+                    LEASE_DURATION_SECONDS,
+                    now,
+                );
                 leases.create(&PostParams::default(), &lease).await?;
             }
         }

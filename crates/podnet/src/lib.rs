@@ -54,6 +54,10 @@ pub enum Error {
     Publish(#[from] kube::Error),
 }
 
+/// The label of simulated nodes (`skiff hollow-nodes`, value `true`): Node objects with
+/// no machine behind them, so no routes lead to their pod ranges.
+pub const HOLLOW_NODE_LABEL: &str = "node.skiff.dev/hollow";
+
 /// How packets reach other nodes' pods.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {

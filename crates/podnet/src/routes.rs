@@ -24,11 +24,18 @@ pub type Routes = BTreeMap<Ipv4Cidr, Ipv4Addr>;
 
 /// The routes this node wants: every other node's IPv4 pod range via its IPv4
 /// InternalIP. Nodes without either are skipped (not yet given a range, or not yet
-/// reporting an address).
+/// reporting an address), and so are simulated nodes: their addresses lead nowhere.
 pub fn desired(nodes: &[std::sync::Arc<Node>], own: &str) -> Routes {
     nodes
         .iter()
         .filter(|n| n.metadata.name.as_deref() != Some(own))
+        .filter(|n| {
+            let labels = n.metadata.labels.as_ref();
+            labels
+                .and_then(|l| l.get(crate::HOLLOW_NODE_LABEL))
+                .map(String::as_str)
+                != Some("true")
+        })
         .filter_map(|n| Some((pod_cidr(n)?, internal_ip(n)?)))
         .collect()
 }
@@ -230,6 +237,13 @@ mod tests {
         })
     }
 
+    fn hollow(node: Arc<Node>) -> Arc<Node> {
+        let mut node = (*node).clone();
+        node.metadata.labels =
+            Some([(crate::HOLLOW_NODE_LABEL.to_string(), "true".to_string())].into());
+        Arc::new(node)
+    }
+
     fn cidr(s: &str) -> Ipv4Cidr {
         s.parse().expect("cidr")
     }
@@ -246,6 +260,7 @@ mod tests {
             node("c", None, Some("10.0.0.12")),
             node("d", Some("10.42.3.0/24"), None),
             node("e", Some("10.42.4.0/24"), Some("fd00::4")),
+            hollow(node("f", Some("10.128.0.0/24"), Some("198.18.0.1"))),
         ];
         let wanted = desired(&nodes, "a");
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Kubernetes resource quantities (`100m`, `1.5Gi`, `2e3`) as integers.
+//! Kubernetes resource quantities (`100m`, `1.5Gi`, `2e3`) as integers, and Go durations
+//! (`1m30s`) as upstream's flags write them.
 //!
 //! CPU is compared in millicores and everything else in whole units, as upstream's
 //! `resource.Quantity.MilliValue()` / `Value()` do (both round up): the scheduler fits
@@ -93,6 +94,39 @@ pub fn parse_value(text: &str) -> Result<i64, QuantityError> {
     })
 }
 
+/// Parses `1s`, `500ms`, `2m`, `1h`, `1m30s`, as Go's durations are written (upstream's
+/// flags and configuration files take them so). A bare number has no unit and is refused.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h)"))?;
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: invalid number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            other => return Err(format!("{s:?}: unknown unit {other:?}")),
+        };
+        total +=
+            std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +211,17 @@ mod format_tests {
         assert_eq!(format_binary(1_000_000_000), "1G");
         assert_eq!(format_binary(1000), "1k");
         assert_eq!(format_binary(7), "7");
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("").is_err());
     }
 }

@@ -52,6 +52,9 @@ enum Command {
     Dns(DnsCommand),
     /// Run the NetworkPolicy enforcer: this node's pods' nftables rules.
     NetworkPolicy(NetworkPolicyCommand),
+    /// Run simulated nodes (as kwok does): registered, heartbeating, taking their pods
+    /// through their lifecycle without containers; for scale tests and benchmarks.
+    HollowNodes(skiff_hollow::HollowNodesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -326,30 +329,12 @@ struct ApiServerArgs {
     audit_log_path: Option<PathBuf>,
 }
 
-/// Go-style durations as upstream's flags take them: `300ms`, `30s`, `5m`, `1h`.
+/// A positive Go duration (`300ms`, `30s`, `5m`, `1h`), as these flags need one.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h"))?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s or 5m"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(format!("{text:?} must be a positive duration"));
+    match skiff_quantity::parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?} must be a positive duration")),
+        duration => Ok(duration),
     }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 impl ApiServerArgs {
@@ -713,6 +698,10 @@ fn main() -> anyhow::Result<()> {
             Command::Kubelet(args) => {
                 let client = skiff_kubelet::client(&args).await?;
                 skiff_kubelet::run(client, args).await
+            }
+            Command::HollowNodes(args) => {
+                let client = kube_client(args.kubeconfig.as_deref(), "hollow-node").await?;
+                skiff_hollow::run(client, args).await
             }
             Command::Runtime(args) => skiff_runtime::run(args).await,
             Command::Images(args) => skiff_runtime::images(args).await,
