@@ -31,6 +31,7 @@ pub mod noderestriction;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod pod_resize;
 pub mod pod_update;
 pub mod podsecurity;
 pub mod policy;

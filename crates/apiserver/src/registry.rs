@@ -1205,6 +1205,13 @@ fn prepare_update(
                 crate::ephemeral::prepare_update(new, current),
             )?;
         }
+        Some("resize") => {
+            refuse(
+                resource,
+                &name,
+                crate::pod_resize::prepare_update(new, current),
+            )?;
+        }
         Some("finalize") => {
             // Only the namespace's spec.finalizers change through `finalize`.
             let finalizers = new.pointer("/spec/finalizers").cloned();

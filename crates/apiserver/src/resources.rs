@@ -255,6 +255,7 @@ pub fn builtin() -> Vec<ResourceInfo> {
                 "exec",
                 "log",
                 "portforward",
+                "resize",
                 "status",
             ])
             .generation()

@@ -415,6 +415,23 @@ fn copy_field(new: &mut Value, old: &Value, field: &str) {
     }
 }
 
+/// Whether two quantities of a resource are one amount (`0.1` and `100m` are).
+fn same_quantity(resource: &str, a: &Value, b: &Value) -> bool {
+    let parse = |v: &Value| {
+        let text = v.as_str()?;
+        let parsed = if resource == "cpu" {
+            skiff_quantity::parse_milli(text)
+        } else {
+            skiff_quantity::parse_value(text)
+        };
+        parsed.ok()
+    };
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// The pod's QoS class, from its containers' requests and limits (upstream's rules).
 pub fn qos_class(pod: &Value) -> &'static str {
     let containers = ["containers", "initContainers"]
@@ -440,7 +457,7 @@ pub fn qos_class(pod: &Value) -> &'static str {
             // A missing request defaults to the limit.
             match (request, limit) {
                 (_, None) => guaranteed = false,
-                (Some(r), Some(l)) if r != l => guaranteed = false,
+                (Some(r), Some(l)) if !same_quantity(name, r, l) => guaranteed = false,
                 _ => {}
             }
         }

@@ -236,6 +236,23 @@ impl Cri {
             .container_id)
     }
 
+    /// Applies new limits to a running container's cgroup (an in-place resize).
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: proto::LinuxContainerResources,
+    ) -> Result<()> {
+        let mut rt = self.rt.clone();
+        rt.update_container_resources(proto::UpdateContainerResourcesRequest {
+            container_id: id.into(),
+            linux: Some(linux),
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::cri("UpdateContainerResources"))?;
+        Ok(())
+    }
+
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let mut rt = self.rt.clone();
         rt.start_container(proto::StartContainerRequest {

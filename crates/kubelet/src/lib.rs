@@ -48,6 +48,7 @@ pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod resize;
 pub mod server;
 pub mod spec;
 pub mod static_pods;
@@ -247,6 +248,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         },
         memory_capacity: machine.memory_bytes,
         cpu_millis: machine.cpus * 1000,
+        allocations: Default::default(),
         services,
     });
     let stats = stats::Stats::new(

@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::resize::{Allocation, CgroupLimits, ResizeView};
+
 /// One container attempt as the runtime reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attempt {
@@ -22,6 +24,8 @@ pub struct Attempt {
     pub reason: String,
     pub message: String,
     pub image_ref: String,
+    /// What the container's cgroup enforces (reported while it runs).
+    pub cgroup: Option<CgroupLimits>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,6 +54,8 @@ pub struct ContainerView {
     /// An init container with `restartPolicy: Always`: it keeps running beside the app
     /// containers instead of completing before them.
     pub sidecar: bool,
+    /// What the kubelet has allocated to the container (see [`crate::resize`]).
+    pub allocation: Option<Allocation>,
 }
 
 /// Everything [`pod_status`] needs besides the pod.
@@ -66,6 +72,8 @@ pub struct PodView {
     pub runtime_name: String,
     /// Set when the pod has ended (e.g. deleted): no container restarts.
     pub terminal: bool,
+    /// Where an in-place resize stands.
+    pub resize: ResizeView,
 }
 
 fn time(ns: i64) -> Option<Time> {
@@ -158,7 +166,21 @@ pub fn container_status(
         .current
         .as_ref()
         .is_some_and(|a| a.state == RunState::Running);
+    let enforced = v
+        .current
+        .as_ref()
+        .filter(|a| a.state == RunState::Running)
+        .and_then(|a| a.cgroup.as_ref());
     ContainerStatus {
+        allocated_resources: v
+            .allocation
+            .as_ref()
+            .and_then(|a| crate::resize::allocated_resources(&a.resources)),
+        resources: v
+            .allocation
+            .as_ref()
+            .zip(enforced)
+            .map(|(a, actual)| crate::resize::reported(&a.resources, actual, &a.expected)),
         name: v.name.clone(),
         image: v.image.clone(),
         image_id: v
@@ -314,7 +336,47 @@ pub const KUBELET_CONDITIONS: &[&str] = &[
     "Initialized",
     "ContainersReady",
     "Ready",
+    "PodResizePending",
+    "PodResizeInProgress",
 ];
+
+/// `PodResizePending` while the node cannot take a resize, `PodResizeInProgress` while
+/// a running container's cgroup is not yet what was allocated to it (reason `Error`
+/// when actuating failed); neither once the resize is done.
+fn resize_conditions(view: &PodView, old: &[PodCondition], now: &Time) -> Vec<PodCondition> {
+    let make = |type_: &str, reason: Option<&str>, message: Option<String>| {
+        let mut c = condition(old, type_, true, None, None, now);
+        c.reason = reason.map(str::to_string);
+        c.message = message;
+        c
+    };
+    let mut out = Vec::new();
+    if let Some(p) = &view.resize.pending {
+        out.push(make(
+            "PodResizePending",
+            Some(p.reason),
+            Some(p.message.clone()),
+        ));
+    }
+    let actuating = view.init.iter().chain(&view.containers).any(|v| {
+        let enforced = v
+            .current
+            .as_ref()
+            .filter(|a| a.state == RunState::Running)
+            .and_then(|a| a.cgroup.as_ref());
+        matches!((&v.allocation, enforced), (Some(a), Some(e)) if a.expected != *e)
+    });
+    if let Some(error) = &view.resize.error {
+        out.push(make(
+            "PodResizeInProgress",
+            Some("Error"),
+            Some(error.clone()),
+        ));
+    } else if actuating {
+        out.push(make("PodResizeInProgress", None, None));
+    }
+    out
+}
 
 /// The pod's whole status.
 pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Timestamp) -> PodStatus {
@@ -438,6 +500,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, init_failed: bool, now: jiff::Times
         ready_message,
         &now,
     ));
+    conditions.extend(resize_conditions(view, &old_conditions, &now));
     conditions.push(
         match old_conditions.iter().find(|c| c.type_ == "PodScheduled") {
             Some(c) => c.clone(),
@@ -820,5 +883,87 @@ mod tests {
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
             .is_some());
+    }
+
+    #[test]
+    fn resize_conditions_follow_the_allocation_and_the_cgroup() {
+        use crate::resize::{Allocation, CgroupLimits, Pending, ResizeView};
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let limits = |quota| CgroupLimits {
+            cpu_shares: 25,
+            cpu_quota: quota,
+            cpu_period: 100_000,
+            memory_limit: 0,
+        };
+        let cpu = |v: &str| Some([("cpu".to_string(), Quantity(v.into()))].into());
+        let allocation = Allocation {
+            resources: ResourceRequirements {
+                requests: cpu("25m"),
+                limits: cpu("35m"),
+                ..Default::default()
+            },
+            expected: limits(3500),
+        };
+        let with_cgroup = |quota| {
+            let mut a = attempt(RunState::Running, 0, 0);
+            a.cgroup = Some(limits(quota));
+            ContainerView {
+                allocation: Some(allocation.clone()),
+                ..view("c", Some(a))
+            }
+        };
+        let has = |s: &PodStatus, t: &str| {
+            s.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == t)
+                .cloned()
+        };
+        // The cgroup still has the old quota: in progress, and the status shows it.
+        let v = PodView {
+            containers: vec![with_cgroup(3000)],
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert_eq!(
+            has(&s, "PodResizeInProgress").map(|c| c.status),
+            Some("True".into())
+        );
+        let st = &s.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!(
+            st.resources.as_ref().and_then(|r| r.limits.clone()),
+            cpu("30m")
+        );
+        assert_eq!(st.allocated_resources, cpu("25m"));
+        // Enforced: no condition, the allocation is the status.
+        let v = PodView {
+            containers: vec![with_cgroup(3500)],
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        assert!(has(&s, "PodResizeInProgress").is_none());
+        assert_eq!(
+            s.container_statuses.as_ref().expect("statuses")[0].resources,
+            Some(allocation.resources.clone())
+        );
+        // A resize the node cannot take is pending, with the reason.
+        let v = PodView {
+            containers: vec![with_cgroup(3500)],
+            resize: ResizeView {
+                pending: Some(Pending {
+                    reason: "Infeasible",
+                    message: "no".into(),
+                }),
+                error: None,
+            },
+            ..Default::default()
+        };
+        let s = pod_status(&pod("Always"), &v, false, now());
+        let pending = has(&s, "PodResizePending").expect("pending");
+        assert_eq!(
+            (pending.status.as_str(), pending.reason.as_deref()),
+            ("True", Some("Infeasible"))
+        );
     }
 }

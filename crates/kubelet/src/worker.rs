@@ -26,6 +26,7 @@ use crate::cri::{labels, Cri};
 use crate::env::{PodFacts, Sources};
 use crate::error::{Error, Result};
 use crate::probe;
+use crate::resize::{self, Allocation, CgroupLimits, ResizeView};
 use crate::spec::{self, pod_name, pod_namespace, pod_uid, ContainerKind, SandboxSettings};
 use crate::static_pods;
 use crate::status::{self, Attempt, ContainerView, PodView, RunState};
@@ -43,6 +44,9 @@ pub struct Shared {
     pub settings: SandboxSettings,
     pub memory_capacity: i64,
     pub cpu_millis: i64,
+    /// The (cpu millicores, memory bytes) requests each live pod holds on this node, by
+    /// UID, as its worker allocated them: what a resize is admitted against.
+    pub allocations: std::sync::Mutex<HashMap<String, (i64, i64)>>,
     /// Every Service, for the pods' Service variables.
     pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
 }
@@ -86,6 +90,10 @@ pub struct PodWorker {
     sandbox_ips: HashMap<String, Vec<String>>,
     /// Termination messages of exited containers, by container id.
     termination_messages: HashMap<String, String>,
+    /// The resources allocated to each container (app, init), by name: the spec's
+    /// when the pod is first seen, then each resize the node admitted.
+    allocated: Option<HashMap<String, k8s_openapi::api::core::v1::ResourceRequirements>>,
+    resize: ResizeView,
 }
 
 /// One container's attempts, newest first.
@@ -111,7 +119,20 @@ fn attempt_of(s: &proto::ContainerStatus) -> Attempt {
         reason: s.reason.clone(),
         message: s.message.clone(),
         image_ref: s.image_ref.clone(),
+        cgroup: s
+            .resources
+            .as_ref()
+            .and_then(|r| r.linux.as_ref())
+            .map(CgroupLimits::of),
     }
+}
+
+/// The pod's QoS class as the API server decided it.
+fn qos_class(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.qos_class.clone())
+        .unwrap_or_else(|| "BestEffort".into())
 }
 
 /// `imagePullPolicy` with upstream's default (Always for `:latest` or no tag).
@@ -174,11 +195,27 @@ impl PodWorker {
             volumes: None,
             sandbox_ips: HashMap::new(),
             termination_messages: HashMap::new(),
+            allocated: None,
+            resize: ResizeView::default(),
         }
     }
 
-    /// Runs until the pod is gone from the API and its containers are removed.
-    pub async fn run(mut self) {
+    /// Runs until the pod is gone from the API and its containers are removed; then
+    /// the node no longer counts its requests.
+    pub async fn run(self) {
+        let shared = self.shared.clone();
+        let uid = self.rx.borrow().as_ref().map(|p| pod_uid(p).to_string());
+        self.run_until_gone().await;
+        if let Some(uid) = uid {
+            shared
+                .allocations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+        }
+    }
+
+    async fn run_until_gone(mut self) {
         let mut last_pod: Option<Arc<Pod>> = None;
         let mut deleted_by_us = false;
         let mut closed = false;
@@ -609,6 +646,10 @@ impl PodWorker {
         if !self.ensure_image(c, &sandbox.1).await? {
             return Ok(());
         }
+        // A container starts with what was allocated to it, which a pending resize
+        // has not changed.
+        let allocated = self.with_allocation(c);
+        let c = &allocated;
         let sources = self.sources(pod).await?;
         let facts = self.facts(&sandbox.2);
         let env = match crate::env::container_env(pod, c, &sources, &facts) {
@@ -634,11 +675,7 @@ impl PodWorker {
                 return Ok(());
             }
         };
-        let qos = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.qos_class.clone())
-            .unwrap_or_else(|| "BestEffort".into());
+        let qos = qos_class(pod);
         let config = spec::container_config(
             pod,
             c,
@@ -733,6 +770,138 @@ impl PodWorker {
             .stop_container(&a.id, grace_period(pod))
             .await?;
         Ok(false)
+    }
+
+    /// The container with the resources allocated to it.
+    fn with_allocation(&self, c: &Container) -> Container {
+        let mut c = c.clone();
+        if let Some(r) = self.allocated.as_ref().and_then(|a| a.get(&c.name)) {
+            c.resources = Some(r.clone());
+        }
+        c
+    }
+
+    /// What is allocated to a container, and the cgroup limits that comes to.
+    fn allocation(&self, pod: &Pod, c: &Container) -> Option<Allocation> {
+        let resources = self.allocated.as_ref()?.get(&c.name)?.clone();
+        let c = self.with_allocation(c);
+        let linux = spec::linux_resources(&c, &qos_class(pod), self.shared.memory_capacity);
+        Some(Allocation {
+            resources,
+            expected: CgroupLimits::of(&linux),
+        })
+    }
+
+    /// Allocates the spec's resources when they changed and the node can hold them
+    /// (upstream's allocation manager); otherwise records why the resize waits.
+    fn allocate(&mut self, pod: &Pod) {
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        let wanted: HashMap<String, k8s_openapi::api::core::v1::ResourceRequirements> = spec_
+            .containers
+            .iter()
+            .chain(spec_.init_containers.iter().flatten())
+            .map(|c| (c.name.clone(), c.resources.clone().unwrap_or_default()))
+            .collect();
+        let changed = match &self.allocated {
+            None => true,
+            Some(now) => wanted
+                .iter()
+                .any(|(name, r)| now.get(name).is_none_or(|a| !resize::same(a, r))),
+        };
+        if !changed {
+            self.resize.pending = None;
+            return;
+        }
+        // What the pod's containers request together; sidecars run beside the others.
+        let total = spec_
+            .containers
+            .iter()
+            .chain(
+                spec_
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| status::is_sidecar(c)),
+            )
+            .filter_map(|c| wanted.get(&c.name))
+            .map(resize::requests)
+            .fold((0, 0), |t, r| (t.0 + r.0, t.1 + r.1));
+        let uid = pod_uid(pod).to_string();
+        let mut allocations = self
+            .shared
+            .allocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.allocated.is_some() {
+            let others = allocations
+                .iter()
+                .filter(|(u, _)| **u != uid)
+                .fold((0, 0), |t, (_, r)| (t.0 + r.0, t.1 + r.1));
+            let allocatable = (self.shared.cpu_millis, self.shared.memory_capacity);
+            self.resize.pending = resize::admit(total, others, allocatable);
+            if let Some(p) = &self.resize.pending {
+                tracing::info!(pod = %pod_name(pod), reason = p.reason, message = %p.message, "resize pending");
+                return;
+            }
+            tracing::info!(pod = %pod_name(pod), "resize admitted");
+        }
+        allocations.insert(uid, total);
+        self.allocated = Some(wanted);
+    }
+
+    /// Brings each running container's cgroup to its allocation: CRI
+    /// `UpdateContainerResources`, or a restart where its `resizePolicy` asks for one.
+    async fn actuate(&mut self, pod: &Pod, attempts: &HashMap<String, Attempts>) -> Result<()> {
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        self.resize.error = None;
+        for c in spec_.containers.iter().chain(
+            spec_
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| status::is_sidecar(c)),
+        ) {
+            let running = attempts
+                .get(&c.name)
+                .and_then(|a| a.first())
+                .map(|(_, a)| a)
+                .filter(|a| a.state == RunState::Running);
+            let (Some(a), Some(allocation)) = (running, self.allocation(pod, c)) else {
+                continue;
+            };
+            let Some(actual) = a.cgroup.filter(|now| *now != allocation.expected) else {
+                continue;
+            };
+            if resize::needs_restart(c, &actual, &allocation.expected) {
+                tracing::info!(pod = %pod_name(pod), container = %c.name, "restarting container to resize it");
+                self.probes.remove(&a.id);
+                self.shared
+                    .cri
+                    .stop_container(&a.id, grace_period(pod))
+                    .await?;
+                continue;
+            }
+            let linux = spec::linux_resources(
+                &self.with_allocation(c),
+                &qos_class(pod),
+                self.shared.memory_capacity,
+            );
+            match self
+                .shared
+                .cri
+                .update_container_resources(&a.id, linux)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(pod = %pod_name(pod), container = %c.name, "resized container")
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "resizing container failed");
+                    self.resize.error = Some(e.to_string());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether a running container has passed its startup probe (at once without one).
@@ -844,6 +1013,7 @@ impl PodWorker {
         let sandbox = self.ensure_sandbox(pod).await?;
         let mut attempts = self.attempts(&uid).await?;
         let mut next = deadline.map_or(RESYNC, |left| left.min(RESYNC));
+        self.allocate(pod);
         let mut init_failed = false;
 
         let latest = |attempts: &HashMap<String, Attempts>, name: &str| {
@@ -990,6 +1160,8 @@ impl PodWorker {
         }
         if apps_done {
             self.stop_sidecars(pod, &attempts).await?;
+        } else {
+            self.actuate(pod, &attempts).await?;
         }
         // Re-read what changed this pass, so the status shows it now.
         attempts = self.attempts(&uid).await?;
@@ -1085,6 +1257,7 @@ impl PodWorker {
                     .as_ref()
                     .is_none_or(|r| r.started.load(Ordering::SeqCst)),
                 sidecar,
+                allocation: self.allocation(pod, c),
             }
         };
         let view = PodView {
@@ -1104,6 +1277,7 @@ impl PodWorker {
                 .collect(),
             runtime_name: self.shared.runtime_name.clone(),
             terminal: false,
+            resize: self.resize.clone(),
         };
         let mut base = pod.clone();
         if let Some(last) = &self.last_written {

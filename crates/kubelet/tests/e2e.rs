@@ -227,6 +227,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         memory_volumes_and_sub_path_expressions(server, ns, logs_dir);
         http_hooks(server, ns, logs_dir);
         sysctls(server, ns, logs_dir);
+        in_place_resize(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -568,6 +569,223 @@ fn sysctls(server: &Server, ns: &str, logs_dir: &Path) {
         pod["status"]["message"],
         "Pod forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
+}
+
+/// In-place resize through `pods/resize`: the running containers' cgroups take the new
+/// limits (seen from inside them), `resizePolicy: RestartContainer` restarts just its
+/// container, the status reports what is allocated and enforced, and a resize the node
+/// can never hold stays `PodResizePending`/`Infeasible`.
+fn in_place_resize(server: &Server, ns: &str) {
+    let resources = |cpu_req: &str, cpu_lim: &str, mem_req: &str, mem_lim: &str| {
+        let list = |cpu: &str, mem: &str| {
+            [("cpu", cpu), ("memory", mem)]
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "{{\"requests\":{{{}}},\"limits\":{{{}}}}}",
+            list(cpu_req, mem_req),
+            list(cpu_lim, mem_lim)
+        )
+    };
+    let with = |res: String, policy: &str| format!("    resources: {res}\n{policy}");
+    let restart_on_memory =
+        "    resizePolicy:\n    - resourceName: memory\n      restartPolicy: RestartContainer\n";
+    let sleep = "sleep 3600";
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            "guaranteed",
+            "",
+            &format!(
+                "{}{}",
+                container(
+                    "c1",
+                    sleep,
+                    &with(resources("100m", "100m", "64Mi", "64Mi"), "")
+                ),
+                container(
+                    "c2",
+                    sleep,
+                    &with(resources("100m", "100m", "64Mi", "64Mi"), restart_on_memory)
+                ),
+            ),
+        ),
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            "burstable",
+            "",
+            &container("c", sleep, &with(resources("50m", "200m", "32Mi", ""), "")),
+        ),
+    );
+    for name in ["guaranteed", "burstable"] {
+        wait_for(60, &format!("{name} Running"), || {
+            let p = pod_json(server, ns, name)?;
+            (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+        });
+    }
+    // What a container's cgroup enforces, read inside it: CFS quota, shares, memory.
+    let cgroup = |pod: &str, c: &str| {
+        server
+            .ok(&[
+                "exec",
+                "-n",
+                ns,
+                pod,
+                "-c",
+                c,
+                "--",
+                "cat",
+                "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                "/sys/fs/cgroup/cpu/cpu.shares",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            ])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let unlimited = cgroup("burstable", "c")[2].clone();
+    assert_eq!(cgroup("burstable", "c")[..2], ["20000", "51"]);
+    assert_eq!(cgroup("guaranteed", "c1"), ["10000", "102", "67108864"]);
+    let pod = pod_json(server, ns, "guaranteed").unwrap();
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["resources"]["limits"]["cpu"], "100m", "{status}");
+    assert_eq!(status["allocatedResources"]["memory"], "64Mi", "{status}");
+
+    // A strategic merge patch of containers' resources, sent to the pod itself or
+    // through `pods/resize`; what kubectl prints (its error, when `ok` is false).
+    let patch = |containers: &[(&str, &str)]| {
+        let list: Vec<String> = containers
+            .iter()
+            .map(|(name, res)| format!("{{\"name\":\"{name}\",\"resources\":{res}}}"))
+            .collect();
+        format!("{{\"spec\":{{\"containers\":[{}]}}}}", list.join(","))
+    };
+    let send = |pod: &str, subresource: Option<&str>, body: String, ok: bool| {
+        let mut args = vec!["patch", "pod", "-n", ns, pod, "-p", &body];
+        args.extend(subresource.iter().flat_map(|s| ["--subresource", *s]));
+        if ok {
+            server.ok(&args)
+        } else {
+            server.fails(&args)
+        }
+    };
+
+    // A pod update may not change resources; the subresource may not change the QoS
+    // class, nor take a limit away.
+    let bigger = resources("200m", "200m", "96Mi", "96Mi");
+    let err = send("guaranteed", None, patch(&[("c1", &bigger)]), false);
+    assert!(err.contains("pod updates may not change fields"), "{err}");
+    let burst = resources("200m", "300m", "96Mi", "96Mi");
+    let err = send(
+        "guaranteed",
+        Some("resize"),
+        patch(&[("c1", &burst)]),
+        false,
+    );
+    assert!(
+        err.contains("Pod QOS Class may not change as a result of resizing"),
+        "{err}"
+    );
+    let no_limits = r#"{"limits":{"cpu":null}}"#;
+    let err = send(
+        "burstable",
+        Some("resize"),
+        patch(&[("c", no_limits)]),
+        false,
+    );
+    assert!(err.contains("resource limits cannot be removed"), "{err}");
+
+    // Guaranteed, through a strategic merge patch: c1 in place, c2 restarted (its memory
+    // policy says so).
+    send(
+        "guaranteed",
+        Some("resize"),
+        patch(&[("c1", &bigger), ("c2", &bigger)]),
+        true,
+    );
+    let pod = wait_for(60, "guaranteed resized", || {
+        let p = pod_json(server, ns, "guaranteed")?;
+        let done = p["metadata"]["generation"] == 2
+            && p["status"]["observedGeneration"] == 2
+            && condition(&p, "PodResizeInProgress").is_none()
+            && p["status"]["containerStatuses"]
+                .as_array()?
+                .iter()
+                .all(|s| {
+                    s["resources"]["limits"]["memory"] == "96Mi"
+                        && s["state"]["running"].is_object()
+                });
+        done.then_some(p)
+    });
+    let statuses = pod["status"]["containerStatuses"].as_array().unwrap();
+    assert_eq!(statuses[0]["restartCount"], 0, "{}", statuses[0]);
+    assert_eq!(statuses[1]["restartCount"], 1, "{}", statuses[1]);
+    assert_eq!(statuses[0]["allocatedResources"]["cpu"], "200m");
+    for c in ["c1", "c2"] {
+        assert_eq!(
+            cgroup("guaranteed", c),
+            ["20000", "204", "100663296"],
+            "{c}"
+        );
+    }
+
+    // Burstable, through `kubectl replace --subresource resize`: a memory limit added.
+    let mut pod = pod_json(server, ns, "burstable").unwrap();
+    pod["spec"]["containers"][0]["resources"] =
+        serde_json::from_str(&resources("100m", "300m", "48Mi", "128Mi")).unwrap();
+    server.ok_with_input(
+        &["replace", "-n", ns, "--subresource", "resize", "-f", "-"],
+        &pod.to_string(),
+    );
+    wait_for(60, "burstable resized", || {
+        let p = pod_json(server, ns, "burstable")?;
+        let s = &p["status"]["containerStatuses"][0];
+        (s["resources"]["limits"]["memory"] == "128Mi"
+            && condition(&p, "PodResizeInProgress").is_none())
+        .then_some(())
+    });
+    assert_eq!(cgroup("burstable", "c"), ["30000", "102", "134217728"]);
+    assert_ne!(unlimited, "134217728");
+
+    // More CPU than the node has: accepted, never actuated.
+    let huge = resources("1000", "1000", "48Mi", "128Mi");
+    send("burstable", Some("resize"), patch(&[("c", &huge)]), true);
+    let pod = wait_for(30, "burstable resize pending", || {
+        let p = pod_json(server, ns, "burstable")?;
+        (condition(&p, "PodResizePending").as_deref() == Some("True")).then_some(p)
+    });
+    let pending = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodResizePending")
+        .unwrap();
+    assert_eq!(pending["reason"], "Infeasible", "{pending}");
+    assert!(
+        pending["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Node didn't have enough capacity: cpu, requested: 1000000"),
+        "{pending}"
+    );
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["resources"]["requests"]["cpu"], "100m", "{status}");
+    assert_eq!(cgroup("burstable", "c")[0], "30000");
+    server.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        "guaranteed",
+        "burstable",
+        "--wait=false",
+    ]);
 }
 
 /// Waits for the pod to reach `phase`; returns it.

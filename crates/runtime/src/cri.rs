@@ -539,6 +539,14 @@ impl RuntimeService for Cri {
                 .collect(),
             log_path: r.log_path.clone(),
             image_id: r.image_id.clone(),
+            // What the cgroup enforces now, so a kubelet sees a resize take effect.
+            resources: matches!(state, ContainerState::Running { .. })
+                .then(|| crate::runtime::stats::cgroup_limits(&r.cgroups_path))
+                .flatten()
+                .map(|linux| proto::ContainerResources {
+                    linux: Some(linux),
+                    ..Default::default()
+                }),
             ..Default::default()
         };
         Ok(Response::new(proto::ContainerStatusResponse {

@@ -708,6 +708,21 @@ async fn resource_limits_apply_and_oom_is_reported() {
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n20000\n", 128 << 20)
     );
+    // ContainerStatus reports what the cgroup now enforces.
+    let linux = status(&mut h, &id)
+        .await
+        .resources
+        .and_then(|r| r.linux)
+        .expect("ContainerStatus reports resources");
+    assert_eq!(
+        (
+            linux.memory_limit_in_bytes,
+            linux.cpu_quota,
+            linux.cpu_period,
+            linux.cpu_shares
+        ),
+        (128 << 20, 20_000, 100_000, 512)
+    );
 
     // A container that outgrows its memory limit is OOM-killed.
     let mut hog = container_config(

@@ -38,6 +38,47 @@ fn read_number(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// What a v1 memory cgroup reports as its limit when it has none (the largest page
+/// multiple below `i64::MAX`); anything at least this large is "no limit".
+const UNLIMITED_MEMORY: u64 = 0x7FFF_FFFF_FFFF_F000;
+
+/// The limits a container's cgroup enforces now (CPU shares, CFS quota and period,
+/// memory limit), as CRI `ContainerStatus` reports them; a field without a limit is 0.
+/// `None` when the cgroup is gone.
+pub fn cgroup_limits(cgroups_path: &str) -> Option<crate::proto::LinuxContainerResources> {
+    let relative = cgroups_path.trim_start_matches('/');
+    let root = Path::new(CGROUP_ROOT);
+    let cpu = root.join("cpu").join(relative);
+    let signed = |file: &str| -> Option<i64> {
+        std::fs::read_to_string(cpu.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let shares = signed("cpu.shares")?;
+    let quota = signed("cpu.cfs_quota_us").unwrap_or(-1).max(0);
+    let memory = read_number(
+        &root
+            .join("memory")
+            .join(relative)
+            .join("memory.limit_in_bytes"),
+    )
+    .filter(|m| *m < UNLIMITED_MEMORY)
+    .unwrap_or(0);
+    Some(crate::proto::LinuxContainerResources {
+        cpu_shares: shares,
+        cpu_quota: quota,
+        cpu_period: if quota > 0 {
+            signed("cpu.cfs_period_us").unwrap_or(0)
+        } else {
+            0
+        },
+        memory_limit_in_bytes: memory as i64,
+        ..Default::default()
+    })
+}
+
 /// The fields of a v1 `memory.stat`.
 fn memory_stat(dir: &Path) -> HashMap<String, u64> {
     std::fs::read_to_string(dir.join("memory.stat"))

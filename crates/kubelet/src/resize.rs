@@ -1,0 +1,323 @@
+//! In-place pod resize, the kubelet's side (upstream's allocation manager and
+//! `doPodResizeAction`): what the kubelet has *allocated* to each container may trail
+//! the spec (`pods/resize` changes the spec); a new allocation is admitted only if the
+//! node can hold it (else `PodResizePending`, `Infeasible` or `Deferred`), and running
+//! containers are brought to their allocation through CRI `UpdateContainerResources`
+//! (or restarted, where `resizePolicy` says `RestartContainer`); while a running
+//! container's cgroup differs from its allocation the resize is `PodResizeInProgress`.
+//! Pure, so the rules are unit-tested; the pod worker does the I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_runtime::proto;
+
+/// The limits a container's cgroup enforces (or should): CRI's CPU shares, CFS quota
+/// and period, memory limit; 0 where there is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupLimits {
+    pub cpu_shares: i64,
+    pub cpu_quota: i64,
+    pub cpu_period: i64,
+    pub memory_limit: i64,
+}
+
+impl CgroupLimits {
+    pub fn of(r: &proto::LinuxContainerResources) -> CgroupLimits {
+        CgroupLimits {
+            cpu_shares: r.cpu_shares,
+            cpu_quota: r.cpu_quota,
+            // A period without a quota limits nothing.
+            cpu_period: if r.cpu_quota > 0 { r.cpu_period } else { 0 },
+            memory_limit: r.memory_limit_in_bytes,
+        }
+    }
+
+    fn cpu(&self) -> (i64, i64, i64) {
+        (self.cpu_shares, self.cpu_quota, self.cpu_period)
+    }
+}
+
+/// What the kubelet has allocated to one container: its resources, and the cgroup
+/// limits they come to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allocation {
+    pub resources: ResourceRequirements,
+    pub expected: CgroupLimits,
+}
+
+/// Why a resize waits: the `PodResizePending` condition's reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the pod worker knows of a resize beyond its containers' cgroups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResizeView {
+    pub pending: Option<Pending>,
+    /// Why actuating failed (the `PodResizeInProgress` condition's `Error` message).
+    pub error: Option<String>,
+}
+
+fn quantity(list: &Option<BTreeMap<String, Quantity>>, name: &str) -> Option<i64> {
+    let q = list.as_ref()?.get(name)?;
+    if name == "cpu" {
+        skiff_quantity::parse_milli(&q.0).ok()
+    } else {
+        skiff_quantity::parse_value(&q.0).ok()
+    }
+}
+
+/// A container's (cpu millicores, memory bytes) requests; a missing request is its
+/// limit, as API defaulting makes it.
+pub fn requests(r: &ResourceRequirements) -> (i64, i64) {
+    let get = |name| {
+        quantity(&r.requests, name)
+            .or_else(|| quantity(&r.limits, name))
+            .unwrap_or(0)
+    };
+    (get("cpu"), get("memory"))
+}
+
+/// Whether two resource requirements are one (quantities compared by amount, so
+/// `0.1` is `100m`).
+pub fn same(a: &ResourceRequirements, b: &ResourceRequirements) -> bool {
+    let same_list = |x: &Option<BTreeMap<String, Quantity>>,
+                     y: &Option<BTreeMap<String, Quantity>>| {
+        let keys = |l: &Option<BTreeMap<String, Quantity>>| {
+            l.iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        keys(x) == keys(y)
+            && x.iter()
+                .flatten()
+                .all(|(k, v)| match (quantity(x, k), quantity(y, k)) {
+                    (Some(p), Some(q)) => p == q,
+                    _ => y.as_ref().and_then(|y| y.get(k)) == Some(v),
+                })
+    };
+    same_list(&a.requests, &b.requests) && same_list(&a.limits, &b.limits)
+}
+
+/// Whether the node can hold the pod's new requests (`wanted`, summed over its
+/// containers) beside what its other pods hold (`others`): `None` if so, else why
+/// not — `Infeasible` when the node could never, `Deferred` when others are in the way.
+pub fn admit(wanted: (i64, i64), others: (i64, i64), allocatable: (i64, i64)) -> Option<Pending> {
+    let named = [
+        ("cpu", wanted.0, others.0, allocatable.0),
+        ("memory", wanted.1, others.1, allocatable.1),
+    ];
+    // Upstream names memory first when both are short.
+    if let Some((name, want, _, cap)) = named.iter().rev().find(|(_, w, _, c)| w > c) {
+        return Some(Pending {
+            reason: "Infeasible",
+            message: format!(
+                "Node didn't have enough capacity: {name}, requested: {want}, capacity: {cap}"
+            ),
+        });
+    }
+    named
+        .iter()
+        .find(|(_, w, used, c)| w + used > *c)
+        .map(|(name, want, used, cap)| Pending {
+            reason: "Deferred",
+            message: format!(
+                "Node didn't have enough resource: {name}, requested: {want}, used: {used}, capacity: {cap}"
+            ),
+        })
+}
+
+/// Whether bringing a running container from `actual` to `expected` means restarting
+/// it: a changed resource whose `resizePolicy` is `RestartContainer`.
+pub fn needs_restart(c: &Container, actual: &CgroupLimits, expected: &CgroupLimits) -> bool {
+    let restarts = |resource: &str| {
+        c.resize_policy
+            .iter()
+            .flatten()
+            .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
+    };
+    (actual.cpu() != expected.cpu() && restarts("cpu"))
+        || (actual.memory_limit != expected.memory_limit && restarts("memory"))
+}
+
+/// What a running container's status reports as its `resources`: its allocation once
+/// the cgroup enforces it; while it does not, the allocated requests with the limits
+/// the cgroup enforces now (as upstream reads them back from the runtime).
+pub fn reported(
+    allocated: &ResourceRequirements,
+    actual: &CgroupLimits,
+    expected: &CgroupLimits,
+) -> ResourceRequirements {
+    if actual == expected {
+        return allocated.clone();
+    }
+    let mut limits = allocated.limits.clone().unwrap_or_default();
+    if actual.cpu_quota > 0 && actual.cpu_period > 0 {
+        let milli = actual.cpu_quota * 1000 / actual.cpu_period;
+        limits.insert("cpu".into(), Quantity(skiff_quantity::format_milli(milli)));
+    }
+    if actual.memory_limit > 0 {
+        limits.insert(
+            "memory".into(),
+            Quantity(skiff_quantity::format_binary(actual.memory_limit)),
+        );
+    }
+    ResourceRequirements {
+        limits: (!limits.is_empty()).then_some(limits),
+        requests: allocated.requests.clone(),
+        ..Default::default()
+    }
+}
+
+/// What `allocatedResources` reports: the allocated requests.
+pub fn allocated_resources(allocated: &ResourceRequirements) -> Option<BTreeMap<String, Quantity>> {
+    allocated.requests.clone().filter(|r| !r.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerResizePolicy;
+
+    fn req(cpu: &str, mem: &str, cpu_limit: Option<&str>) -> ResourceRequirements {
+        let list = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect(),
+            )
+        };
+        ResourceRequirements {
+            requests: list(&[("cpu", cpu), ("memory", mem)]),
+            limits: cpu_limit.and_then(|l| list(&[("cpu", l)])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_default_to_limits_and_compare_by_amount() {
+        let only_limit = ResourceRequirements {
+            limits: Some([("cpu".to_string(), Quantity("500m".into()))].into()),
+            ..Default::default()
+        };
+        assert_eq!(requests(&only_limit), (500, 0));
+        assert_eq!(requests(&req("0.1", "1Mi", None)), (100, 1 << 20));
+        assert!(same(
+            &req("0.1", "1Mi", None),
+            &req("100m", "1048576", None)
+        ));
+        assert!(!same(
+            &req("100m", "1Mi", None),
+            &req("100m", "1Mi", Some("200m"))
+        ));
+        assert!(!same(&req("100m", "1Mi", None), &req("101m", "1Mi", None)));
+    }
+
+    #[test]
+    fn too_big_for_the_node_is_infeasible_and_too_big_beside_others_deferred() {
+        let cap = (2000, 4 << 30);
+        assert_eq!(admit((1500, 1 << 30), (400, 1 << 30), cap), None);
+        assert_eq!(
+            admit((3000, 1 << 30), (0, 0), cap),
+            Some(Pending {
+                reason: "Infeasible",
+                message: "Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000"
+                    .into()
+            })
+        );
+        assert_eq!(
+            admit((3000, 8 << 30), (0, 0), cap).map(|p| p.message),
+            Some(format!(
+                "Node didn't have enough capacity: memory, requested: {}, capacity: {}",
+                8u64 << 30,
+                4u64 << 30
+            ))
+        );
+        assert_eq!(
+            admit((1500, 1 << 30), (1000, 0), cap),
+            Some(Pending {
+                reason: "Deferred",
+                message: "Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000".into()
+            })
+        );
+    }
+
+    #[test]
+    fn restart_only_for_a_changed_resource_whose_policy_says_so() {
+        let policy = |cpu: &str, mem: &str| Container {
+            resize_policy: Some(vec![
+                ContainerResizePolicy {
+                    resource_name: "cpu".into(),
+                    restart_policy: cpu.into(),
+                },
+                ContainerResizePolicy {
+                    resource_name: "memory".into(),
+                    restart_policy: mem.into(),
+                },
+            ]),
+            ..Default::default()
+        };
+        let now = CgroupLimits {
+            cpu_shares: 20,
+            cpu_quota: 2000,
+            cpu_period: 100_000,
+            memory_limit: 35 << 20,
+        };
+        let more_cpu = CgroupLimits {
+            cpu_shares: 25,
+            cpu_quota: 2500,
+            ..now
+        };
+        assert!(needs_restart(
+            &policy("RestartContainer", "NotRequired"),
+            &now,
+            &more_cpu
+        ));
+        assert!(!needs_restart(
+            &policy("NotRequired", "RestartContainer"),
+            &now,
+            &more_cpu
+        ));
+        assert!(!needs_restart(&Container::default(), &now, &more_cpu));
+        let more_memory = CgroupLimits {
+            memory_limit: 40 << 20,
+            ..now
+        };
+        assert!(needs_restart(
+            &policy("NotRequired", "RestartContainer"),
+            &now,
+            &more_memory
+        ));
+    }
+
+    #[test]
+    fn status_shows_the_allocation_once_enforced_else_what_is_enforced() {
+        let allocated = req("1m", "", Some("5m"));
+        // 5m and 10m both come to the smallest CFS quota: the allocation is enforced.
+        let enforced = CgroupLimits {
+            cpu_shares: 2,
+            cpu_quota: 1000,
+            cpu_period: 100_000,
+            memory_limit: 0,
+        };
+        assert_eq!(reported(&allocated, &enforced, &enforced), allocated);
+        let old = CgroupLimits {
+            cpu_shares: 2,
+            cpu_quota: 3000,
+            ..enforced
+        };
+        let shown = reported(&allocated, &old, &enforced);
+        assert_eq!(shown.requests, allocated.requests);
+        assert_eq!(
+            shown.limits.and_then(|l| l.get("cpu").cloned()),
+            Some(Quantity("30m".into()))
+        );
+    }
+}
