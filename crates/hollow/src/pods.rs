@@ -111,6 +111,8 @@ pub fn simulated_status(
         reason: if running { "" } else { "Completed" }.to_string(),
         message: String::new(),
         image_ref: c.image.clone().unwrap_or_default(),
+        // No cgroup: a hollow node cannot resize, and its pods say so.
+        cgroup: None,
     };
     let view = |c: &Container, sidecar: bool, running: bool| ContainerView {
         name: c.name.clone(),
@@ -121,6 +123,7 @@ pub fn simulated_status(
         ready: running,
         started: running,
         sidecar,
+        allocation: None,
     };
     let spec = pod.spec.clone().unwrap_or_default();
     let view = PodView {
@@ -144,6 +147,7 @@ pub fn simulated_status(
         ephemeral: Vec::new(),
         runtime_name: RUNTIME.into(),
         terminal: exited,
+        resize: Default::default(),
     };
     pod_status(pod, &view, false, now)
 }
