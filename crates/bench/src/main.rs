@@ -1,7 +1,8 @@
 //! `skiff-bench`: benchmarks of Skiff, measured against real processes.
 //!
 //! `skiff-bench network` measures the service proxy's rule programming and the cluster
-//! DNS ([`network`]).
+//! DNS ([`network`]); `skiff-bench scheduler` scheduling throughput and latency on
+//! hollow nodes ([`scheduler`]).
 //!
 //! `skiff-bench apiserver` starts one etcd and two `skiff server`s (embedded datastore and
 //! etcd datastore) side by side, drives each in turn with the `kube` client over HTTPS,
@@ -11,6 +12,7 @@
 
 mod network;
 mod procs;
+mod scheduler;
 mod stats;
 mod workloads;
 
@@ -40,6 +42,9 @@ enum Command {
     /// Service proxy rule programming (nftables vs iptables) and cluster DNS throughput
     /// (as root: network namespaces).
     Network(network::NetworkArgs),
+    /// Scheduling throughput and latency with hollow nodes: upstream's scheduler_perf
+    /// cases (basic, node affinity, pod anti-affinity, topology spread, preemption).
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,6 +137,10 @@ fn main() -> Result<()> {
                 }
             }
             Command::Network(args) => network::run(args).await,
+            Command::Scheduler(args) => tokio::select! {
+                result = scheduler::run(args) => result,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            },
         }
     })
 }

@@ -1,4 +1,5 @@
-//! The processes a benchmark run starts: one etcd and one `skiff server` per datastore.
+//! The processes a benchmark run starts: etcd, `skiff apiserver`s, and the components a
+//! case runs beside them.
 //!
 //! Every process sits in a [`Proc`] guard that kills (SIGKILL) and reaps it when dropped,
 //! so an error or a panic anywhere in the run leaves nothing behind. Temp dirs are dropped
@@ -25,7 +26,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Proc> {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Proc> {
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log file handle")?;
         cmd.stdin(Stdio::null())
@@ -46,7 +47,7 @@ impl Proc {
     }
 
     /// Fails (with the end of its log) if the process has exited.
-    fn check_alive(&mut self) -> Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait().context("polling a child process")? {
             bail!(
                 "{} exited early ({status}); end of its log {}:\n{}",

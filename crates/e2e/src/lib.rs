@@ -320,24 +320,30 @@ impl Server {
         self.user_kubeconfig(name, &format!("token: {token}"))
     }
 
-    /// Starts `skiff hollow-nodes` against this server with `args` (its log goes to
-    /// `hollow-<n>.log` in the data dir, a new file per start); stopped by killing it.
-    pub fn start_hollow_nodes(&self, args: &[&str]) -> Supervised {
+    /// Starts `skiff <args> --kubeconfig <admin kubeconfig>` (a component run apart:
+    /// `scheduler`, `hollow-nodes`, …); its log goes to `<args[0]>-<n>.log` in the data
+    /// dir, a new file per start. Stopped by killing it, or with the test process.
+    pub fn start_component(&self, args: &[&str]) -> Supervised {
+        let component = args.first().copied().unwrap_or("component");
         let log_path = (0..)
-            .map(|n| self.data_dir.path().join(format!("hollow-{n}.log")))
+            .map(|n| self.data_dir.path().join(format!("{component}-{n}.log")))
             .find(|path| !path.exists())
             .expect("a free log name");
-        let log = std::fs::File::create(&log_path).expect("hollow-nodes log");
+        let log = std::fs::File::create(&log_path).expect("component log");
         let mut command = Command::new(skiff_binary());
         command
-            .arg("hollow-nodes")
+            .args(args)
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
-            .args(args)
             .stdout(Stdio::null())
             .stderr(log);
         die_with_parent(&mut command);
         Supervised::spawn(command)
+    }
+
+    /// Starts `skiff hollow-nodes` with `args` (see [`Server::start_component`]).
+    pub fn start_hollow_nodes(&self, args: &[&str]) -> Supervised {
+        self.start_component(&[&["hollow-nodes"], args].concat())
     }
 
     /// Runs kubectl against this server.

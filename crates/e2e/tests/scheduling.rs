@@ -1,0 +1,307 @@
+//! The scheduler as a user meets it: a real control plane, hollow nodes
+//! (`skiff hollow-nodes`) in small fleets, pods and Deployments written with the real
+//! kubectl, placements and messages read back with it. Each scenario has a fleet of its
+//! own (label `pool=<scenario>`) and pins its pods to it with a node selector, so that
+//! the scenarios can share one cluster; the messages therefore count every node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_e2e::{eventually, Server, Supervised};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// Starts a fleet of `count` hollow nodes labelled `pool=<pool>` and named `<pool>-<i>`,
+/// and waits until they are Ready.
+fn fleet(server: &Server, pool: &str, count: usize, extra: &[&str]) -> Supervised {
+    named_fleet(server, &format!("{pool}-"), pool, count, extra)
+}
+
+/// [`fleet`] with node names `<name_prefix><i>`.
+fn named_fleet(
+    server: &Server,
+    name_prefix: &str,
+    pool: &str,
+    count: usize,
+    extra: &[&str],
+) -> Supervised {
+    let prefix = format!("--name-prefix={name_prefix}");
+    let labels = format!("--labels=pool={pool}");
+    let count_flag = format!("--count={count}");
+    let mut args = vec![prefix.as_str(), labels.as_str(), count_flag.as_str()];
+    args.extend_from_slice(extra);
+    let process = server.start_hollow_nodes(&args);
+    let selector = format!("pool={pool}");
+    eventually(&format!("{count} {pool} nodes Ready"), WITHIN, || {
+        let nodes = server.json(&["nodes", "-l", &selector]);
+        let ready = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with(name_prefix))
+            })
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        (ready == count).then_some(())
+    });
+    process
+}
+
+/// A pod for `pool` asking for `cpu`, with `extra` merged into its spec.
+fn pod(name: &str, pool: &str, cpu: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "nodeSelector": {"pool": pool},
+        "containers": [{"name": "app", "image": "nginx", "resources": {"requests": {"cpu": cpu}}}]
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}}, "spec": spec})
+}
+
+/// A Deployment of `replicas` pods for `pool`, with `extra` merged into the pod spec.
+fn deployment(name: &str, pool: &str, replicas: u32, extra: Value) -> Value {
+    let template = pod(name, pool, "100m", extra);
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": template["metadata"].clone(), "spec": template["spec"].clone()}
+        }
+    })
+}
+
+fn apply(server: &Server, ns: &str, object: &Value) {
+    server.ok_with_input(&["apply", "-n", ns, "-f", "-"], &object.to_string());
+}
+
+/// The node the pod is bound to, once it is.
+fn node_of(server: &Server, ns: &str, pod: &str) -> String {
+    eventually(&format!("{pod} bound"), WITHIN, || {
+        let pod = server.json(&["pod", "-n", ns, pod]);
+        pod["spec"]["nodeName"].as_str().map(str::to_string)
+    })
+}
+
+/// The nodes of the pods labelled `app=<app>` by pod name, once `count` are bound.
+fn placements(server: &Server, ns: &str, app: &str, count: usize) -> BTreeMap<String, String> {
+    eventually(&format!("{count} {app} pods bound"), WITHIN, || {
+        let pods = server.json(&["pods", "-n", ns, "-l", &format!("app={app}")]);
+        let bound: BTreeMap<String, String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| {
+                Some((
+                    p["metadata"]["name"].as_str()?.to_string(),
+                    p["spec"]["nodeName"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        (bound.len() == count).then_some(bound)
+    })
+}
+
+/// The `PodScheduled=False` message of a pending pod, once the scheduler wrote one.
+fn unschedulable(server: &Server, ns: &str, pod: &str) -> String {
+    eventually(&format!("{pod} Unschedulable"), WITHIN, || {
+        let pod = server.json(&["pod", "-n", ns, pod]);
+        let condition = pod["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")?
+            .clone();
+        assert!(pod["spec"]["nodeName"].is_null(), "{pod}");
+        condition["message"].as_str().map(str::to_string)
+    })
+}
+
+#[test]
+fn pods_land_where_they_fit_and_wait_where_nothing_does() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("sched");
+
+    // Requests fit: one 1.5-CPU pod per 2-CPU node, the third waits with upstream's
+    // message, and is bound as soon as a node that fits joins.
+    let _fit = fleet(&server, "fit", 2, &["--cpu=2"]);
+    for name in ["big-0", "big-1", "big-2"] {
+        apply(&server, &ns, &pod(name, "fit", "1500m", json!({})));
+    }
+    let first: BTreeSet<String> = ["big-0", "big-1"]
+        .iter()
+        .map(|p| node_of(&server, &ns, p))
+        .collect();
+    assert_eq!(first, BTreeSet::from(["fit-0".into(), "fit-1".into()]));
+    let message = unschedulable(&server, &ns, "big-2");
+    assert!(
+        message.starts_with("0/2 nodes are available: "),
+        "{message}"
+    );
+    assert!(message.contains("2 Insufficient cpu"), "{message}");
+    assert!(message.contains("preemption: "), "{message}");
+    let _late = named_fleet(&server, "fit-late-", "fit", 1, &["--cpu=2"]);
+    assert_eq!(node_of(&server, &ns, "big-2"), "fit-late-0");
+
+    // A cordoned node receives nothing; a tainted one only pods that tolerate it.
+    let _guarded = fleet(&server, "guarded", 3, &[]);
+    server.ok(&["cordon", "guarded-0"]);
+    server.ok(&["taint", "node", "guarded-1", "dedicated=db:NoSchedule"]);
+    apply(&server, &ns, &deployment("plain", "guarded", 4, json!({})));
+    let plain = placements(&server, &ns, "plain", 4);
+    assert!(plain.values().all(|n| n == "guarded-2"), "{plain:?}");
+    let tolerant = json!({
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["guarded-2"]}
+            ]}]
+        }}}
+    });
+    apply(&server, &ns, &pod("db", "guarded", "100m", tolerant));
+    assert_eq!(node_of(&server, &ns, "db"), "guarded-1");
+    let avoid_the_free_node = json!({
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["guarded-2"]}
+            ]}]
+        }}}
+    });
+    apply(
+        &server,
+        &ns,
+        &pod("intolerant", "guarded", "100m", avoid_the_free_node),
+    );
+    let message = unschedulable(&server, &ns, "intolerant");
+    assert!(
+        message.contains("1 node(s) were unschedulable"),
+        "{message}"
+    );
+    assert!(
+        message.contains("1 node(s) had untolerated taint(s)"),
+        "{message}"
+    );
+
+    // Required anti-affinity spreads a Deployment one pod per node; a fourth waits.
+    let _spread = fleet(&server, "spread", 3, &[]);
+    let one_per_node = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {"app": "solo"}},
+        "topologyKey": "kubernetes.io/hostname"
+    }]}}});
+    apply(&server, &ns, &deployment("solo", "spread", 3, one_per_node));
+    let solo = placements(&server, &ns, "solo", 3);
+    assert_eq!(solo.values().collect::<BTreeSet<_>>().len(), 3, "{solo:?}");
+    server.ok(&["scale", "deployment", "solo", "-n", &ns, "--replicas=4"]);
+    let pending = eventually("a fourth solo pod", WITHIN, || {
+        let pods = server.json(&["pods", "-n", &ns, "-l", "app=solo"]);
+        pods["items"]
+            .as_array()?
+            .iter()
+            .find(|p| p["spec"]["nodeName"].is_null())
+            .and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
+    });
+    let message = unschedulable(&server, &ns, &pending);
+    assert!(
+        message.contains("3 node(s) didn't match pod anti-affinity rules"),
+        "{message}"
+    );
+
+    // Topology spread evens a Deployment out over three zones.
+    let _zones = fleet(&server, "zoned", 6, &["--zones=3"]);
+    let even = json!({"topologySpreadConstraints": [{
+        "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "even"}}
+    }]});
+    apply(&server, &ns, &deployment("even", "zoned", 6, even));
+    let even = placements(&server, &ns, "even", 6);
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for node in even.values() {
+        let node = server.json(&["node", node]);
+        let zone = node["metadata"]["labels"]["topology.kubernetes.io/zone"].clone();
+        *per_zone
+            .entry(zone.as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_zone:?}"
+    );
+
+    // LeastAllocated (the default) spreads pods placed one at a time; a MostAllocated
+    // profile (a second scheduler) packs them onto one node.
+    let _pack = fleet(&server, "pack", 3, &["--cpu=8"]);
+    let config = server.data_dir.path().join("bin-packer.yaml");
+    std::fs::write(
+        &config,
+        "kind: KubeSchedulerConfiguration\nprofiles:\n- schedulerName: bin-packer\n  plugins:\n    score:\n      disabled: [{name: NodeResourcesBalancedAllocation}]\n      enabled: [{name: NodeResourcesFit, weight: 10}]\n  pluginConfig:\n  - name: NodeResourcesFit\n    args: {scoringStrategy: {type: MostAllocated}}\n",
+    )
+    .expect("writing the scheduler configuration");
+    let _packer = server.start_component(&[
+        "scheduler",
+        "--leader-elect=false",
+        &format!("--config={}", config.display()),
+    ]);
+    let placed = |prefix: &str, extra: Value| -> BTreeSet<String> {
+        (0..3)
+            .map(|i| {
+                let name = format!("{prefix}-{i}");
+                apply(&server, &ns, &pod(&name, "pack", "1", extra.clone()));
+                node_of(&server, &ns, &name)
+            })
+            .collect()
+    };
+    assert_eq!(placed("spread", json!({})).len(), 3);
+    assert_eq!(
+        placed("packed", json!({"schedulerName": "bin-packer"})).len(),
+        1
+    );
+
+    // A high-priority pod preempts a low-priority one on a full node.
+    let _full = fleet(&server, "full", 1, &["--cpu=2"]);
+    for (name, value) in [("low", 10), ("high", 1000)] {
+        server.ok(&["create", "priorityclass", name, &format!("--value={value}")]);
+    }
+    apply(
+        &server,
+        &ns,
+        &pod(
+            "victim",
+            "full",
+            "1500m",
+            json!({"priorityClassName": "low"}),
+        ),
+    );
+    assert_eq!(node_of(&server, &ns, "victim"), "full-0");
+    apply(
+        &server,
+        &ns,
+        &pod("vip", "full", "1500m", json!({"priorityClassName": "high"})),
+    );
+    assert_eq!(node_of(&server, &ns, "vip"), "full-0");
+    eventually("the victim gone", WITHIN, || {
+        let out = server.kubectl(&["get", "pod", "-n", &ns, "victim"]);
+        (!out.status.success()).then_some(())
+    });
+    let events = server.ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.name=victim",
+    ]);
+    assert!(events.contains("Preempted"), "{events}");
+}
