@@ -595,35 +595,29 @@ fn in_place_resize(server: &Server, ns: &str) {
     let restart_on_memory =
         "    resizePolicy:\n    - resourceName: memory\n      restartPolicy: RestartContainer\n";
     let sleep = "sleep 3600";
-    server.ok_with_input(
-        &["apply", "-n", ns, "-f", "-"],
-        &pod_yaml(
+    let guaranteed = resources("100m", "100m", "64Mi", "64Mi");
+    let pods = [
+        (
             "guaranteed",
-            "",
-            &format!(
-                "{}{}",
-                container(
-                    "c1",
-                    sleep,
-                    &with(resources("100m", "100m", "64Mi", "64Mi"), "")
-                ),
-                container(
-                    "c2",
-                    sleep,
-                    &with(resources("100m", "100m", "64Mi", "64Mi"), restart_on_memory)
-                ),
-            ),
+            container("c1", sleep, &with(guaranteed.clone(), ""))
+                + &container("c2", sleep, &with(guaranteed, restart_on_memory)),
         ),
-    );
-    server.ok_with_input(
-        &["apply", "-n", ns, "-f", "-"],
-        &pod_yaml(
+        (
             "burstable",
-            "",
-            &container("c", sleep, &with(resources("50m", "200m", "32Mi", ""), "")),
+            container("c", sleep, &with(resources("50m", "200m", "32Mi", ""), "")),
         ),
-    );
-    for name in ["guaranteed", "burstable"] {
+        (
+            "equivalents",
+            container("c", sleep, &with(resources("2m", "10m", "", ""), "")),
+        ),
+    ];
+    for (name, containers) in &pods {
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(name, "", containers),
+        );
+    }
+    for name in ["guaranteed", "burstable", "equivalents"] {
         wait_for(60, &format!("{name} Running"), || {
             let p = pod_json(server, ns, name)?;
             (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
@@ -676,6 +670,9 @@ fn in_place_resize(server: &Server, ns: &str) {
         }
     };
 
+    let resize =
+        |pod: &str, containers: &[(&str, &str)]| send(pod, Some("resize"), patch(containers), true);
+
     // A pod update may not change resources; the subresource may not change the QoS
     // class, nor take a limit away.
     let bigger = resources("200m", "200m", "96Mi", "96Mi");
@@ -703,26 +700,35 @@ fn in_place_resize(server: &Server, ns: &str) {
 
     // Guaranteed, through a strategic merge patch: c1 in place, c2 restarted (its memory
     // policy says so).
-    send(
-        "guaranteed",
-        Some("resize"),
-        patch(&[("c1", &bigger), ("c2", &bigger)]),
-        true,
-    );
-    let pod = wait_for(60, "guaranteed resized", || {
-        let p = pod_json(server, ns, "guaranteed")?;
-        let done = p["metadata"]["generation"] == 2
-            && p["status"]["observedGeneration"] == 2
-            && condition(&p, "PodResizeInProgress").is_none()
-            && p["status"]["containerStatuses"]
-                .as_array()?
-                .iter()
-                .all(|s| {
-                    s["resources"]["limits"]["memory"] == "96Mi"
-                        && s["state"]["running"].is_object()
-                });
-        done.then_some(p)
-    });
+    resize("guaranteed", &[("c1", &bigger), ("c2", &bigger)]);
+    // Waits until the kubelet has seen `generation` and brought every container to
+    // its allocation, its status showing the limits (`cpu`, `memory`) given in order;
+    // returns the pod.
+    let settled = |name: &str, generation: i64, limits: &[(&str, &str)]| {
+        wait_for(
+            60,
+            &format!("{name} resized to generation {generation}"),
+            || {
+                let p = pod_json(server, ns, name)?;
+                let done = p["metadata"]["generation"] == generation
+                    && p["status"]["observedGeneration"] == generation
+                    && condition(&p, "PodResizeInProgress").is_none()
+                    && condition(&p, "PodResizePending").is_none()
+                    && p["status"]["containerStatuses"]
+                        .as_array()?
+                        .iter()
+                        .zip(limits)
+                        .all(|(s, (cpu, memory))| {
+                            let l = &s["resources"]["limits"];
+                            l["cpu"].as_str().unwrap_or("") == *cpu
+                                && l["memory"].as_str().unwrap_or("") == *memory
+                                && s["state"]["running"].is_object()
+                        });
+                done.then_some(p)
+            },
+        )
+    };
+    let pod = settled("guaranteed", 2, &[("200m", "96Mi"), ("200m", "96Mi")]);
     let statuses = pod["status"]["containerStatuses"].as_array().unwrap();
     assert_eq!(statuses[0]["restartCount"], 0, "{}", statuses[0]);
     assert_eq!(statuses[1]["restartCount"], 1, "{}", statuses[1]);
@@ -735,7 +741,32 @@ fn in_place_resize(server: &Server, ns: &str) {
         );
     }
 
-    // Burstable, through `kubectl replace --subresource resize`: a memory limit added.
+    // What `pods/resize` reads is the pod.
+    let through_resize = server.json(&["pod", "-n", ns, "guaranteed", "--subresource", "resize"]);
+    assert_eq!(through_resize["spec"], pod["spec"]);
+    assert_eq!(through_resize["metadata"]["uid"], pod["metadata"]["uid"]);
+
+    // Back down (c1 only): less CPU and memory, in place.
+    let original = resources("100m", "100m", "64Mi", "64Mi");
+    resize("guaranteed", &[("c1", &original)]);
+    let pod = settled("guaranteed", 3, &[("100m", "64Mi"), ("200m", "96Mi")]);
+    let statuses = pod["status"]["containerStatuses"].as_array().unwrap();
+    assert_eq!(statuses[0]["restartCount"], 0, "{}", statuses[0]);
+    assert_eq!(statuses[1]["restartCount"], 1, "{}", statuses[1]);
+    assert_eq!(cgroup("guaranteed", "c1"), ["10000", "102", "67108864"]);
+    assert_eq!(cgroup("guaranteed", "c2"), ["20000", "204", "100663296"]);
+
+    // Equivalents: 2m and 1m are both the smallest shares, 10m and 5m the smallest CFS
+    // quota. The cgroup holds at once, and the status shows the new values.
+    assert_eq!(cgroup("equivalents", "c")[..2], ["1000", "2"]);
+    let smaller = resources("1m", "5m", "", "");
+    resize("equivalents", &[("c", &smaller)]);
+    let pod = settled("equivalents", 2, &[("5m", "")]);
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["resources"]["requests"]["cpu"], "1m", "{status}");
+    assert_eq!(status["allocatedResources"]["cpu"], "1m", "{status}");
+    assert_eq!(cgroup("equivalents", "c")[..2], ["1000", "2"]);
+
     let mut pod = pod_json(server, ns, "burstable").unwrap();
     pod["spec"]["containers"][0]["resources"] =
         serde_json::from_str(&resources("100m", "300m", "48Mi", "128Mi")).unwrap();
@@ -743,19 +774,13 @@ fn in_place_resize(server: &Server, ns: &str) {
         &["replace", "-n", ns, "--subresource", "resize", "-f", "-"],
         &pod.to_string(),
     );
-    wait_for(60, "burstable resized", || {
-        let p = pod_json(server, ns, "burstable")?;
-        let s = &p["status"]["containerStatuses"][0];
-        (s["resources"]["limits"]["memory"] == "128Mi"
-            && condition(&p, "PodResizeInProgress").is_none())
-        .then_some(())
-    });
+    settled("burstable", 2, &[("300m", "128Mi")]);
     assert_eq!(cgroup("burstable", "c"), ["30000", "102", "134217728"]);
     assert_ne!(unlimited, "134217728");
 
     // More CPU than the node has: accepted, never actuated.
     let huge = resources("1000", "1000", "48Mi", "128Mi");
-    send("burstable", Some("resize"), patch(&[("c", &huge)]), true);
+    resize("burstable", &[("c", &huge)]);
     let pod = wait_for(30, "burstable resize pending", || {
         let p = pod_json(server, ns, "burstable")?;
         (condition(&p, "PodResizePending").as_deref() == Some("True")).then_some(p)
@@ -784,6 +809,7 @@ fn in_place_resize(server: &Server, ns: &str) {
         ns,
         "guaranteed",
         "burstable",
+        "equivalents",
         "--wait=false",
     ]);
 }
