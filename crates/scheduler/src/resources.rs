@@ -131,6 +131,39 @@ fn container_requests(c: &Container) -> Resource {
     r
 }
 
+/// A container's requests while an in-place resize is under way, as upstream counts them:
+/// the most of what the spec asks, what the kubelet reports the container running with
+/// and what it allocated; or, when the node found the resize infeasible, only the last
+/// two (the spec's values will never be granted there).
+fn with_resize(pod: &Pod, c: &Container, spec: Resource) -> Resource {
+    let Some(status) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|list| list.iter().find(|s| s.name == c.name))
+        .filter(|s| s.resources.is_some())
+    else {
+        return spec;
+    };
+    let infeasible = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodResizePending"
+                    && c.status == "True"
+                    && c.reason.as_deref() == Some("Infeasible")
+            })
+        });
+    let mut r = Resource::from_list(status.resources.as_ref().and_then(|r| r.requests.as_ref()));
+    r.max_with(&Resource::from_list(status.allocated_resources.as_ref()));
+    if !infeasible {
+        r.max_with(&spec);
+    }
+    r
+}
+
 fn non_zero(mut r: Resource) -> Resource {
     if r.milli_cpu == 0 {
         r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
@@ -152,7 +185,7 @@ pub fn pod_requests(pod: &Pod, non_zero_defaults: bool) -> Resource {
         return Resource::default();
     };
     let per = |c: &Container| {
-        let r = container_requests(c);
+        let r = with_resize(pod, c, container_requests(c));
         if non_zero_defaults {
             non_zero(r)
         } else {
@@ -262,5 +295,30 @@ mod tests {
         let nz = pod_requests(&p, true);
         assert_eq!(nz.milli_cpu, 200);
         assert_eq!(nz.memory, (64 << 20) + DEFAULT_MEMORY_REQUEST);
+    }
+
+    #[test]
+    fn a_resize_counts_the_most_of_spec_and_status_unless_infeasible() {
+        let resized = |reason: &str| {
+            let mut p = pod(json!({"containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "2", "memory": "64Mi"}}}
+            ]}));
+            p.status = serde_json::from_value(json!({
+                "containerStatuses": [{
+                    "name": "a", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+                    "resources": {"requests": {"cpu": "500m", "memory": "128Mi"}},
+                    "allocatedResources": {"cpu": "500m", "memory": "128Mi"}
+                }],
+                "conditions": [{"type": "PodResizePending", "status": "True", "reason": reason}]
+            }))
+            .expect("status");
+            pod_requests(&p, false)
+        };
+        // Deferred: the node may yet grant the spec, so it is counted.
+        let r = resized("Deferred");
+        assert_eq!((r.milli_cpu, r.memory), (2000, 128 << 20));
+        // Infeasible: it never will; what runs is what counts.
+        let r = resized("Infeasible");
+        assert_eq!((r.milli_cpu, r.memory), (500, 128 << 20));
     }
 }
