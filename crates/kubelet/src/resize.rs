@@ -5,11 +5,14 @@
 //! containers are brought to their allocation through CRI `UpdateContainerResources`
 //! (or restarted, where `resizePolicy` says `RestartContainer`); while a running
 //! container's cgroup differs from its allocation the resize is `PodResizeInProgress`.
-//! Pure, so the rules are unit-tested; the pod worker does the I/O.
+//! Pure, so the rules are unit-tested, but for the allocation's checkpoint in the pod's
+//! directory ([`save`], [`load`]), which lets a restarted kubelet carry on; the pod
+//! worker does the rest of the I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
-use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_runtime::proto;
 
@@ -80,6 +83,42 @@ pub fn requests(r: &ResourceRequirements) -> (i64, i64) {
             .unwrap_or(0)
     };
     (get("cpu"), get("memory"))
+}
+
+/// What the kubelet has allocated to a pod's containers (app and init), by name.
+pub type Allocated = HashMap<String, ResourceRequirements>;
+
+/// The allocation's checkpoint in the pod's directory (which goes with the pod).
+const CHECKPOINT: &str = "allocated-resources.json";
+
+/// Keeps the allocation, replacing the checkpoint whole (written aside, then renamed).
+pub fn save(pod_dir: &Path, allocated: &Allocated) -> std::io::Result<()> {
+    std::fs::create_dir_all(pod_dir)?;
+    let aside = pod_dir.join(format!("{CHECKPOINT}.tmp"));
+    std::fs::write(&aside, serde_json::to_vec(allocated)?)?;
+    std::fs::rename(&aside, pod_dir.join(CHECKPOINT))
+}
+
+/// The allocation an earlier kubelet kept, if any (and readable).
+pub fn load(pod_dir: &Path) -> Option<Allocated> {
+    let data = std::fs::read(pod_dir.join(CHECKPOINT)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// The pod's (cpu millicores, memory bytes) requests under `allocated`: its app
+/// containers' and the sidecars running beside them.
+pub fn pod_requests(spec: &PodSpec, allocated: &Allocated) -> (i64, i64) {
+    spec.containers
+        .iter()
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always")),
+        )
+        .filter_map(|c| allocated.get(&c.name))
+        .map(requests)
+        .fold((0, 0), |t, r| (t.0 + r.0, t.1 + r.1))
 }
 
 /// Whether two resource requirements are one (quantities compared by amount, so
@@ -319,5 +358,30 @@ mod tests {
             shown.limits.and_then(|l| l.get("cpu").cloned()),
             Some(Quantity("30m".into()))
         );
+    }
+
+    #[test]
+    fn the_allocation_survives_in_the_pod_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod_dir = dir.path().join("pods").join("uid");
+        assert!(load(&pod_dir).is_none());
+        let allocated: Allocated = [
+            ("app".to_string(), req("100m", "64Mi", Some("200m"))),
+            ("init".to_string(), req("1", "", None)),
+            ("sidecar".to_string(), req("50m", "32Mi", None)),
+        ]
+        .into();
+        save(&pod_dir, &allocated).expect("save");
+        let back = load(&pod_dir).expect("load");
+        assert!(allocated
+            .iter()
+            .all(|(name, r)| back.get(name).is_some_and(|b| same(b, r))));
+        // The init container has finished; the sidecar runs beside the app.
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "app"}],
+            "initContainers": [{"name": "init"}, {"name": "sidecar", "restartPolicy": "Always"}]
+        }))
+        .expect("spec");
+        assert_eq!(pod_requests(&spec, &back), (150, 96 << 20));
     }
 }

@@ -92,7 +92,7 @@ pub struct PodWorker {
     termination_messages: HashMap<String, String>,
     /// The resources allocated to each container (app, init), by name: the spec's
     /// when the pod is first seen, then each resize the node admitted.
-    allocated: Option<HashMap<String, k8s_openapi::api::core::v1::ResourceRequirements>>,
+    allocated: Option<resize::Allocated>,
     resize: ResizeView,
 }
 
@@ -796,7 +796,22 @@ impl PodWorker {
     /// (upstream's allocation manager); otherwise records why the resize waits.
     fn allocate(&mut self, pod: &Pod) {
         let spec_ = pod.spec.clone().unwrap_or_default();
-        let wanted: HashMap<String, k8s_openapi::api::core::v1::ResourceRequirements> = spec_
+        let uid = pod_uid(pod).to_string();
+        let dir = volumes::pod_dir(&self.shared.root_dir, &uid);
+        let mut allocations = self
+            .shared
+            .allocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.allocated.is_none() {
+            // After a kubelet restart, what was allocated before, not the spec, is what
+            // the containers run with.
+            if let Some(saved) = resize::load(&dir) {
+                allocations.insert(uid.clone(), resize::pod_requests(&spec_, &saved));
+                self.allocated = Some(saved);
+            }
+        }
+        let wanted: resize::Allocated = spec_
             .containers
             .iter()
             .chain(spec_.init_containers.iter().flatten())
@@ -812,26 +827,7 @@ impl PodWorker {
             self.resize.pending = None;
             return;
         }
-        // What the pod's containers request together; sidecars run beside the others.
-        let total = spec_
-            .containers
-            .iter()
-            .chain(
-                spec_
-                    .init_containers
-                    .iter()
-                    .flatten()
-                    .filter(|c| status::is_sidecar(c)),
-            )
-            .filter_map(|c| wanted.get(&c.name))
-            .map(resize::requests)
-            .fold((0, 0), |t, r| (t.0 + r.0, t.1 + r.1));
-        let uid = pod_uid(pod).to_string();
-        let mut allocations = self
-            .shared
-            .allocations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let total = resize::pod_requests(&spec_, &wanted);
         if self.allocated.is_some() {
             let others = allocations
                 .iter()
@@ -844,6 +840,9 @@ impl PodWorker {
                 return;
             }
             tracing::info!(pod = %pod_name(pod), "resize admitted");
+        }
+        if let Err(e) = resize::save(&dir, &wanted) {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "cannot checkpoint the pod's allocation");
         }
         allocations.insert(uid, total);
         self.allocated = Some(wanted);
