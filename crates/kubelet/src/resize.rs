@@ -40,6 +40,20 @@ impl CgroupLimits {
     fn cpu(&self) -> (i64, i64, i64) {
         (self.cpu_shares, self.cpu_quota, self.cpu_period)
     }
+
+    /// Whether a cgroup holding these limits enforces `expected`: the same CPU values,
+    /// and the memory limit the kernel makes of it (rounded down to whole pages).
+    pub fn enforces(&self, expected: &CgroupLimits) -> bool {
+        self.cpu() == expected.cpu() && memory_holds(self.memory_limit, expected.memory_limit)
+    }
+}
+
+/// The unit the kernel keeps a v1 memory limit in.
+const PAGE: i64 = 4096;
+
+/// Whether a cgroup's memory limit is what setting `expected` makes of it.
+fn memory_holds(actual: i64, expected: i64) -> bool {
+    actual == expected / PAGE * PAGE
 }
 
 /// What the kubelet has allocated to one container: its resources, and the cgroup
@@ -181,7 +195,7 @@ pub fn needs_restart(c: &Container, actual: &CgroupLimits, expected: &CgroupLimi
             .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
     };
     (actual.cpu() != expected.cpu() && restarts("cpu"))
-        || (actual.memory_limit != expected.memory_limit && restarts("memory"))
+        || (!memory_holds(actual.memory_limit, expected.memory_limit) && restarts("memory"))
 }
 
 /// What a running container's status reports as its `resources`: its allocation once
@@ -192,7 +206,7 @@ pub fn reported(
     actual: &CgroupLimits,
     expected: &CgroupLimits,
 ) -> ResourceRequirements {
-    if actual == expected {
+    if actual.enforces(expected) {
         return allocated.clone();
     }
     let mut limits = allocated.limits.clone().unwrap_or_default();
@@ -383,5 +397,29 @@ mod tests {
         }))
         .expect("spec");
         assert_eq!(pod_requests(&spec, &back), (150, 96 << 20));
+    }
+
+    #[test]
+    fn a_memory_limit_is_enforced_in_whole_pages() {
+        let expected = CgroupLimits {
+            cpu_shares: 102,
+            memory_limit: 100_000_000,
+            ..Default::default()
+        };
+        let kernel = CgroupLimits {
+            memory_limit: 100_000_000 / 4096 * 4096,
+            ..expected
+        };
+        assert!(kernel.enforces(&expected));
+        let old = CgroupLimits {
+            memory_limit: 64 << 20,
+            ..expected
+        };
+        assert!(!old.enforces(&expected));
+        let other_shares = CgroupLimits {
+            cpu_shares: 51,
+            ..kernel
+        };
+        assert!(!other_shares.enforces(&expected));
     }
 }

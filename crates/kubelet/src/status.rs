@@ -364,7 +364,7 @@ fn resize_conditions(view: &PodView, old: &[PodCondition], now: &Time) -> Vec<Po
             .as_ref()
             .filter(|a| a.state == RunState::Running)
             .and_then(|a| a.cgroup.as_ref());
-        matches!((&v.allocation, enforced), (Some(a), Some(e)) if a.expected != *e)
+        matches!((&v.allocation, enforced), (Some(a), Some(e)) if !e.enforces(&a.expected))
     });
     if let Some(error) = &view.resize.error {
         out.push(make(

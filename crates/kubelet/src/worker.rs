@@ -868,7 +868,7 @@ impl PodWorker {
             let (Some(a), Some(allocation)) = (running, self.allocation(pod, c)) else {
                 continue;
             };
-            let Some(actual) = a.cgroup.filter(|now| *now != allocation.expected) else {
+            let Some(actual) = a.cgroup.filter(|now| !now.enforces(&allocation.expected)) else {
                 continue;
             };
             if resize::needs_restart(c, &actual, &allocation.expected) {
