@@ -211,9 +211,19 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<Immutable> {
         "EndpointSlice" => vec![("/addressType", "addressType", None)],
         // A pod's certificate request never changes; its status says what became of it.
         "PodCertificateRequest" => vec![("/spec", "spec", None)],
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
             vec![("/spec/selector", "spec.selector", None)]
         }
+        "Job" => vec![
+            ("/spec/selector", "spec.selector", None),
+            ("/spec/completionMode", "spec.completionMode", None),
+            ("/spec/podFailurePolicy", "spec.podFailurePolicy", None),
+            (
+                "/spec/backoffLimitPerIndex",
+                "spec.backoffLimitPerIndex",
+                None,
+            ),
+        ],
         "Secret" => vec![("/type", "type", None)],
         "StorageClass" => vec![
             (
@@ -268,25 +278,90 @@ pub fn validate_transition(resource: &ResourceInfo, new: &Value, old: &Value) ->
 
 /// What an update changes that may not change: one `field is immutable` cause each.
 pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
-    match resource.builtin_kind() {
+    let mut causes = match resource.builtin_kind() {
         "CustomResourceDefinition" => return crate::crd::definition::validate_update(new, old),
         "Pod" => return crate::pod_update::validate(new, old),
-        _ => {}
+        "Job" => job_update(new, old),
+        _ => Vec::new(),
+    };
+    causes.extend(
+        immutable_fields(resource.builtin_kind(), old)
+            .into_iter()
+            .filter(|(pointer, _, _)| new.pointer(pointer) != old.pointer(pointer))
+            .map(|(pointer, field, forbidden)| {
+                if let Some(detail) = forbidden {
+                    return Cause::forbidden(field, detail);
+                }
+                let value = new.pointer(pointer).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
+            }),
+    );
+    causes
+}
+
+/// What upstream's Job validation refuses beyond plain immutable fields: `completions`
+/// changes only for an Indexed Job, in tandem with `parallelism` (an elastic Job); the
+/// pod template not at all, except the scheduling directives, labels and annotations of
+/// a Job that is suspended and has never started (so a queue can place it).
+fn job_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let completions = new.pointer("/spec/completions");
+    if completions != old.pointer("/spec/completions") {
+        let indexed =
+            new.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed");
+        let invalid = |detail: &str| match completions.and_then(Value::as_i64) {
+            Some(n) => Cause::invalid_number("spec.completions", n, detail),
+            None => Cause::invalid("spec.completions", "null", detail),
+        };
+        if !indexed {
+            causes.push(invalid("field is immutable"));
+        } else if completions.is_some_and(|c| !c.is_null())
+            && completions != new.pointer("/spec/parallelism")
+        {
+            causes.push(invalid(
+                "can only be modified in tandem with spec.parallelism",
+            ));
+        }
     }
-    immutable_fields(resource.builtin_kind(), old)
-        .into_iter()
-        .filter(|(pointer, _, _)| new.pointer(pointer) != old.pointer(pointer))
-        .map(|(pointer, field, forbidden)| {
-            if let Some(detail) = forbidden {
-                return Cause::forbidden(field, detail);
+    let suspended = old.pointer("/spec/suspend") == Some(&Value::Bool(true));
+    let never_started = old.pointer("/status/startTime").is_none_or(Value::is_null);
+    let mut template = old
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if suspended && never_started {
+        const MUTABLE: [&str; 6] = [
+            "/metadata/labels",
+            "/metadata/annotations",
+            "/spec/nodeSelector",
+            "/spec/tolerations",
+            "/spec/affinity",
+            "/spec/schedulingGates",
+        ];
+        for pointer in MUTABLE {
+            let wanted = new.pointer(&format!("/spec/template{pointer}")).cloned();
+            let (parent, key) = pointer.rsplit_once('/').unwrap_or_default();
+            if let Some(fields) = template.pointer_mut(parent).and_then(Value::as_object_mut) {
+                match wanted {
+                    Some(value) => fields.insert(key.to_string(), value),
+                    None => fields.shift_remove(key),
+                };
             }
-            let value = new.pointer(pointer).map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
-        })
-        .collect()
+        }
+    }
+    let wanted = new.pointer("/spec/template");
+    if wanted != Some(&template) {
+        let value = wanted.map(Value::to_string).unwrap_or_default();
+        causes.push(Cause::invalid(
+            "spec.template",
+            &value,
+            "field is immutable",
+        ));
+    }
+    causes
 }
 
 /// A status update changes the status only: everything else comes from the stored object,
@@ -748,6 +823,61 @@ mod tests {
         assert_eq!(qos_class(&guaranteed), "Guaranteed");
         let burst = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
         assert_eq!(qos_class(&burst), "Burstable");
+    }
+
+    #[test]
+    fn a_jobs_completions_and_template_change_only_as_upstream_allows() {
+        let catalogue = crate::resources::Catalogue::new();
+        let jobs = catalogue.get("batch", "v1", "jobs").expect("served");
+        let job = |completions: i64, parallelism: i64, mode: &str, suspend: bool, zone: &str| {
+            json!({"spec": {
+                "completions": completions, "parallelism": parallelism,
+                "completionMode": mode, "suspend": suspend,
+                "template": {"metadata": {"labels": {"job-name": "j"}},
+                             "spec": {"nodeSelector": {"zone": zone},
+                                      "containers": [{"name": "c", "image": "busybox"}]}}
+            }})
+        };
+        let fields = |new: &Value, old: &Value| -> Vec<String> {
+            validate_update(&jobs, new, old)
+                .into_iter()
+                .map(|c| c.field)
+                .collect()
+        };
+        let old = job(3, 1, "NonIndexed", false, "a");
+        assert_eq!(
+            fields(&job(4, 1, "NonIndexed", false, "a"), &old),
+            ["spec.completions"]
+        );
+        assert!(fields(&job(3, 2, "NonIndexed", false, "a"), &old).is_empty());
+        assert_eq!(
+            fields(&job(3, 1, "NonIndexed", false, "b"), &old),
+            ["spec.template"]
+        );
+        assert_eq!(
+            fields(&job(3, 1, "Indexed", false, "a"), &old),
+            ["spec.completionMode"]
+        );
+        // Elastic Indexed Jobs: completions move with parallelism.
+        let indexed = job(3, 3, "Indexed", false, "a");
+        assert!(fields(&job(5, 5, "Indexed", false, "a"), &indexed).is_empty());
+        let causes = validate_update(&jobs, &job(5, 3, "Indexed", false, "a"), &indexed);
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: 5: can only be modified in tandem with spec.parallelism"
+        );
+        // A suspended Job that never started may be placed elsewhere, nothing more.
+        let queued = job(3, 1, "NonIndexed", true, "a");
+        assert!(fields(&job(3, 1, "NonIndexed", true, "b"), &queued).is_empty());
+        let mut image = job(3, 1, "NonIndexed", true, "a");
+        image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+        assert_eq!(fields(&image, &queued), ["spec.template"]);
+        let mut started = queued.clone();
+        started["status"] = json!({"startTime": "2026-01-01T00:00:00Z"});
+        assert_eq!(
+            fields(&job(3, 1, "NonIndexed", true, "b"), &started),
+            ["spec.template"]
+        );
     }
 
     #[test]
