@@ -203,19 +203,10 @@ impl Dns {
         if !synced.wait(SYNC_WAIT).await {
             tracing::warn!("serving DNS before Services and EndpointSlices were listed");
         }
-        if let Some(metrics_address) = args.dns_metrics_address {
-            let listener = tokio::net::TcpListener::bind(metrics_address)
+        if let Some(address) = args.dns_metrics_address {
+            skiff_metrics::serve("dns", address, self.metrics().router())
                 .await
-                .map_err(|source| Error::Bind {
-                    address: metrics_address,
-                    source,
-                })?;
-            let router = self.metrics().router();
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    tracing::warn!(%error, "DNS metrics server stopped");
-                }
-            });
+                .map_err(|source| Error::Bind { address, source })?;
         }
         tracing::info!(
             %address,

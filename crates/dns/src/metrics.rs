@@ -88,31 +88,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-            out.clear();
-        }
-        out
+        skiff_metrics::render(&self.registry.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// `GET /metrics`, for the lead to mount or for `--dns-metrics-address`.
     pub fn router(&self) -> axum::Router {
         let metrics = self.clone();
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                }
-            }),
-        )
+        skiff_metrics::router_with(move || metrics.render())
     }
 }

@@ -149,15 +149,9 @@ pub async fn run(client: Client, args: NetworkPolicyArgs) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     if let Some(addr) = args.metrics_bind_address {
-        let listener = tokio::net::TcpListener::bind(addr)
+        skiff_metrics::serve("network-policy", addr, metrics_router(Arc::new(registry)))
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
-        let router = metrics_router(Arc::new(registry));
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "network policy metrics server stopped");
-            }
-        });
     }
     ensure_bridge_netfilter();
     run_with(client, args, NftCommand::default(), metrics).await

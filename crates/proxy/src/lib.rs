@@ -51,7 +51,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -182,32 +181,7 @@ impl ProxyArgs {
 pub use skiff_quantity::parse_duration;
 
 /// An axum router serving `registry` at `/metrics`, for the binary to mount.
-pub fn metrics_router(registry: Arc<Registry>) -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                        .into_response(),
-                    Err(_) => (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
-                        "encoding failed".to_string(),
-                    )
-                        .into_response(),
-                }
-            }
-        }),
-    )
-}
+pub use skiff_metrics::router as metrics_router;
 
 /// The transaction that writes everything for `model` in `mode` (what a first sync
 /// sends): an `nft -f -` script, or `iptables-restore --noflush` input.
@@ -242,15 +216,9 @@ pub async fn run(client: Client, args: ProxyArgs) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     if let Some(addr) = args.metrics_bind_address {
-        let listener = tokio::net::TcpListener::bind(addr)
+        skiff_metrics::serve("proxy", addr, metrics_router(Arc::new(registry)))
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
-        let router = metrics_router(Arc::new(registry));
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "proxy metrics server stopped");
-            }
-        });
     }
     remove_other_mode(args.proxy_mode);
     match args.proxy_mode {

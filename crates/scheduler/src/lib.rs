@@ -15,12 +15,14 @@
 //! - [`leader`]: Lease-based leader election (the `skiff-leaderelection` crate, shared
 //!   with the controller manager).
 //! - [`config`]: the `KubeSchedulerConfiguration` file.
+//! - [`metrics`]: upstream's `scheduler_*` Prometheus metrics.
 
 pub mod cache;
 pub mod config;
 pub mod feedback;
 pub mod framework;
 pub use skiff_leaderelection as leader;
+pub mod metrics;
 pub mod plugins;
 pub mod preemption;
 pub use skiff_quantity as quantity;
@@ -29,6 +31,8 @@ pub mod resources;
 pub mod scheduler;
 
 use std::path::PathBuf;
+
+use anyhow::Context;
 
 pub use framework::{Plugin, Profile};
 pub use scheduler::Scheduler;
@@ -54,6 +58,10 @@ pub struct SchedulerArgs {
     /// A `KubeSchedulerConfiguration` file (profiles, plugin weights, scoring strategy).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`, upstream's `scheduler_*`
+    /// families); not served when unset.
+    #[arg(long)]
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for SchedulerArgs {
@@ -65,6 +73,7 @@ impl Default for SchedulerArgs {
             leader_elect_resource_namespace: "kube-system".into(),
             leader_elect_resource_name: "kube-scheduler".into(),
             config: None,
+            metrics_bind_address: None,
         }
     }
 }
@@ -84,6 +93,15 @@ pub async fn run(client: kube::Client, args: SchedulerArgs) -> anyhow::Result<()
         "starting scheduler"
     );
     let scheduler = Scheduler::new(client.clone(), profiles);
+    if let Some(address) = args.metrics_bind_address {
+        skiff_metrics::serve(
+            "scheduler",
+            address,
+            skiff_metrics::router(scheduler.registry()),
+        )
+        .await
+        .with_context(|| format!("serving metrics on {address}"))?;
+    }
     if !args.leader_elect {
         return scheduler.run().await;
     }

@@ -23,15 +23,9 @@ use tokio::sync::oneshot;
 use crate::cache::{pod_key, Cache, PodInfo, SelectingKind};
 use crate::feedback::{self, Feedback};
 use crate::framework::{ClusterEvent, Profile};
+use crate::metrics::{Metrics, Outcome};
 use crate::queue::SchedulingQueue;
-
-/// Counters a test or a metrics endpoint can read.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub scheduled: std::sync::atomic::AtomicU64,
-    pub unschedulable: std::sync::atomic::AtomicU64,
-    pub errors: std::sync::atomic::AtomicU64,
-}
+use prometheus_client::registry::Registry;
 
 /// A running scheduler's shared state.
 pub struct Scheduler {
@@ -39,8 +33,9 @@ pub struct Scheduler {
     profiles: HashMap<String, Arc<Profile>>,
     feedback: HashMap<String, Feedback>,
     cache: Mutex<Cache>,
-    queue: SchedulingQueue,
-    pub stats: Stats,
+    queue: Arc<SchedulingQueue>,
+    pub metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
 }
 
 fn scheduler_name(pod: &Pod) -> &str {
@@ -78,6 +73,10 @@ impl Scheduler {
                 )
             })
             .collect();
+        let queue = Arc::new(SchedulingQueue::new());
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry, Arc::downgrade(&queue));
         Arc::new(Scheduler {
             profiles: profiles
                 .into_iter()
@@ -86,9 +85,15 @@ impl Scheduler {
             feedback,
             client,
             cache: Mutex::new(Cache::default()),
-            queue: SchedulingQueue::new(),
-            stats: Stats::default(),
+            queue,
+            metrics,
+            registry: Arc::new(registry),
         })
+    }
+
+    /// The registry of the scheduler's metrics, to serve at `/metrics`.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -277,7 +282,7 @@ impl Scheduler {
         start: &mut usize,
         seed: &mut u64,
     ) {
-        use std::sync::atomic::Ordering::Relaxed;
+        let started = Instant::now();
         let pod = queued.info.clone();
         let Some(profile) = self.profiles.get(scheduler_name(&pod.pod)).cloned() else {
             self.queue.done(&pod.key);
@@ -285,7 +290,9 @@ impl Scheduler {
         };
         let snapshot = self.cache().snapshot();
         if snapshot.nodes.is_empty() {
-            self.stats.errors.fetch_add(1, Relaxed);
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics
+                .attempt(Outcome::Error, &profile.scheduler_name, seconds);
             self.report_failure(
                 &profile,
                 &pod,
@@ -300,14 +307,14 @@ impl Scheduler {
                 tracing::debug!(pod = %pod.key, node = %result.node, evaluated = result.evaluated, feasible = result.feasible, "scheduled");
                 self.cache().assume(pod.clone(), &result.node);
                 let this = self.clone();
-                tokio::spawn(async move { this.bind(profile, queued, result.node).await });
+                tokio::spawn(async move { this.bind(profile, queued, result.node, started).await });
             }
             Err(mut fit) => {
-                self.stats.unschedulable.fetch_add(1, Relaxed);
                 let pdbs = self.cache().pdbs();
                 match crate::preemption::find_candidate(&profile, &pod, &fit, &snapshot, &pdbs) {
                     Some(candidate) => {
                         tracing::info!(pod = %pod.key, node = %candidate.node, victims = candidate.victims.len(), "preempting");
+                        self.metrics.preempting(candidate.victims.len());
                         let client = self.client.clone();
                         let name = profile.scheduler_name.clone();
                         let preemptor = pod.clone();
@@ -323,6 +330,9 @@ impl Scheduler {
                         }
                     }
                 }
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics
+                    .attempt(Outcome::Unschedulable, &profile.scheduler_name, seconds);
                 let message = feedback::fit_error_message(&fit);
                 tracing::info!(pod = %pod.key, %message, "unschedulable");
                 self.report_failure(&profile, &pod, feedback::REASON_UNSCHEDULABLE, message);
@@ -350,8 +360,8 @@ impl Scheduler {
         profile: Arc<Profile>,
         queued: crate::queue::QueuedPod,
         node: String,
+        started: Instant,
     ) {
-        use std::sync::atomic::Ordering::Relaxed;
         let pod = &queued.info;
         let namespace = pod.namespace().to_string();
         let name = pod.pod.metadata.name.clone().unwrap_or_default();
@@ -374,7 +384,11 @@ impl Scheduler {
             .await;
         match result {
             Ok(_) => {
-                self.stats.scheduled.fetch_add(1, Relaxed);
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics
+                    .attempt(Outcome::Scheduled, &profile.scheduler_name, seconds);
+                let waited = queued.first_seen.elapsed().as_secs_f64();
+                self.metrics.bound(queued.attempts, waited);
                 self.queue.done(&pod.key);
                 if let Some(fb) = self.feedback.get(&profile.scheduler_name) {
                     fb.scheduled(&pod.pod, &node).await;
@@ -389,7 +403,9 @@ impl Scheduler {
                         self.queue.done(&pod.key);
                     }
                     _ => {
-                        self.stats.errors.fetch_add(1, Relaxed);
+                        let seconds = started.elapsed().as_secs_f64();
+                        self.metrics
+                            .attempt(Outcome::Error, &profile.scheduler_name, seconds);
                         tracing::warn!(pod = %pod.key, error = %e, "binding failed");
                         self.report_failure(
                             &profile,

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use skiff_e2e::Server;
 use skiff_scheduler::config::FileConfig;
+use skiff_scheduler::metrics::Outcome;
 use skiff_scheduler::{leader, Scheduler, SchedulerArgs};
 
 use skiff_e2e::add_simulated_node as add_node;
@@ -349,7 +349,7 @@ async fn only_the_leader_schedules() {
     }
     let counts: Vec<u64> = schedulers
         .iter()
-        .map(|s: &Arc<Scheduler>| s.stats.scheduled.load(Ordering::Relaxed))
+        .map(|s: &Arc<Scheduler>| s.metrics.attempts(Outcome::Scheduled, "default-scheduler"))
         .collect();
     assert!(counts == [5, 0] || counts == [0, 5], "{counts:?}");
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
