@@ -236,6 +236,24 @@ impl Cri {
             .container_id)
     }
 
+    /// The container's memory working set now (what its cgroup could not give back),
+    /// if the runtime reports one.
+    pub async fn memory_working_set(&self, id: &str) -> Result<Option<u64>> {
+        let mut rt = self.rt.clone();
+        let stats = rt
+            .container_stats(proto::ContainerStatsRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map_err(Error::cri("ContainerStats"))?
+            .into_inner()
+            .stats;
+        Ok(stats
+            .and_then(|s| s.memory)
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value))
+    }
+
     /// Applies new limits to a running container's cgroup (an in-place resize).
     pub async fn update_container_resources(
         &self,

@@ -198,6 +198,24 @@ pub fn needs_restart(c: &Container, actual: &CgroupLimits, expected: &CgroupLimi
         || (!memory_holds(actual.memory_limit, expected.memory_limit) && restarts("memory"))
 }
 
+/// Whether lowering a container's memory limit to `expected` needs its usage checked
+/// first (a limit added is lowered from none).
+pub fn lowers_memory(actual: &CgroupLimits, expected: &CgroupLimits) -> bool {
+    expected.memory_limit > 0
+        && (actual.memory_limit == 0 || expected.memory_limit < actual.memory_limit)
+}
+
+/// Why a container's memory limit may not go down to `limit` while it uses `usage`
+/// bytes (the kernel could not reclaim the difference): upstream's refusal, which the
+/// `PodResizeInProgress` condition then carries as an `Error`.
+pub fn below_usage(container: &str, limit: i64, usage: u64) -> Option<String> {
+    (usage > limit.max(0) as u64).then(|| {
+        format!(
+            "attempting to set container {container:?} memory limit ({limit}) below current usage ({usage})"
+        )
+    })
+}
+
 /// What a running container's status reports as its `resources`: its allocation once
 /// the cgroup enforces it; while it does not, the allocated requests with the limits
 /// the cgroup enforces now (as upstream reads them back from the runtime).
@@ -421,5 +439,22 @@ mod tests {
             ..kernel
         };
         assert!(!other_shares.enforces(&expected));
+    }
+
+    #[test]
+    fn a_memory_limit_goes_below_what_is_used_never() {
+        let at = |memory_limit| CgroupLimits {
+            memory_limit,
+            ..Default::default()
+        };
+        assert!(lowers_memory(&at(64 << 20), &at(32 << 20)));
+        assert!(lowers_memory(&at(0), &at(32 << 20)));
+        assert!(!lowers_memory(&at(32 << 20), &at(64 << 20)));
+        assert!(!lowers_memory(&at(32 << 20), &at(0)));
+        assert_eq!(below_usage("c", 10240, 9000), None);
+        assert_eq!(
+            below_usage("c", 10240, 300_000).as_deref(),
+            Some("attempting to set container \"c\" memory limit (10240) below current usage (300000)")
+        );
     }
 }

@@ -880,6 +880,23 @@ impl PodWorker {
                     .await?;
                 continue;
             }
+            if resize::lowers_memory(&actual, &allocation.expected) {
+                // Without a reading, the runtime's update is the judge.
+                let usage = match self.shared.cri.memory_working_set(&a.id).await {
+                    Ok(usage) => usage,
+                    Err(e) => {
+                        tracing::warn!(container = %c.name, error = %e, "no memory reading before lowering the limit");
+                        None
+                    }
+                };
+                let refusal = usage.and_then(|u| {
+                    resize::below_usage(&c.name, allocation.expected.memory_limit, u)
+                });
+                if let Some(refusal) = refusal {
+                    self.resize.error = Some(refusal);
+                    continue;
+                }
+            }
             let linux = spec::linux_resources(
                 &self.with_allocation(c),
                 &qos_class(pod),

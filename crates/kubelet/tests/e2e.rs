@@ -756,6 +756,27 @@ fn in_place_resize(server: &Server, ns: &str) {
     assert_eq!(cgroup("guaranteed", "c1"), ["10000", "102", "67108864"]);
     assert_eq!(cgroup("guaranteed", "c2"), ["20000", "204", "100663296"]);
 
+    // Less memory than c1 uses: allocated, never enforced, the condition says why; going
+    // back ends it.
+    let tiny = resources("100m", "100m", "10Ki", "10Ki");
+    resize("guaranteed", &[("c1", &tiny)]);
+    let refused = wait_for(30, "c1's lower limit refused", || {
+        let p = pod_json(server, ns, "guaranteed")?;
+        let conditions = p["status"]["conditions"].as_array()?;
+        let c = conditions
+            .iter()
+            .find(|c| c["type"] == "PodResizeInProgress")?;
+        (c["reason"] == "Error").then(|| c.clone())
+    });
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("memory limit (10240) below current usage"),
+        "{refused}"
+    );
+    assert_eq!(cgroup("guaranteed", "c1")[2], "67108864");
+    resize("guaranteed", &[("c1", &original)]);
+    settled("guaranteed", 5, &[("100m", "64Mi"), ("200m", "96Mi")]);
+
     // Equivalents: 2m and 1m are both the smallest shares, 10m and 5m the smallest CFS
     // quota. The cgroup holds at once, and the status shows the new values. (Its
     // memory limit, 100M, is not whole pages: the kernel's rounding is no resize.)
