@@ -114,10 +114,31 @@ fn check_addresses(pods: &[Value], nodes: &BTreeMap<String, Value>) {
     }
 }
 
+/// `GET /metrics` from `port` on the loopback.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// The value of the metric line that starts with `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 #[test]
 fn hollow_nodes_register_heartbeat_and_run_pods() {
     let server = Server::start_control_plane(&[]);
-    let fleet = server.start_hollow_nodes(FLEET);
+    let metrics_port = skiff_e2e::free_port();
+    let metrics_flag = format!("--metrics-bind-address=127.0.0.1:{metrics_port}");
+    let fleet = server.start_hollow_nodes(&[FLEET, &[metrics_flag.as_str()]].concat());
 
     // Registered as a kubelet registers: Ready, capacity, labels, addresses, own ranges.
     let nodes = ready_nodes(&server);
@@ -170,6 +191,19 @@ fn hollow_nodes_register_heartbeat_and_run_pods() {
         let deployment = server.json(&["deployment", "-n", &ns, "web"]);
         (deployment["status"]["availableReplicas"] == 12).then_some(())
     });
+
+    // The fleet's metrics count what it did.
+    let exposition = scrape(metrics_port);
+    let value = |series: &str| metric(&exposition, series);
+    assert_eq!(
+        value("hollow_nodes_registered "),
+        Some(NODES as f64),
+        "{exposition}"
+    );
+    let started = "hollow_requests_total{operation=\"pod_running\",result=\"ok\"} ";
+    assert_eq!(value(started), Some(12.0), "{exposition}");
+    let renewed = "hollow_requests_total{operation=\"lease\",result=\"ok\"} ";
+    assert!(value(renewed).is_some_and(|n| n >= 1.0), "{exposition}");
 
     // A Job's pods end: Succeeded with their containers exited 0; the Job completes.
     server.ok(&[

@@ -25,6 +25,7 @@ use skiff_kubelet::node::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::{Metrics, Operation};
 use crate::{HollowNodesArgs, HOLLOW_LABEL};
 
 /// What a hollow node reports as its container runtime.
@@ -99,6 +100,7 @@ pub struct Fleet {
     taints: Vec<Taint>,
     lease_duration_seconds: i32,
     gate: Arc<Semaphore>,
+    pub metrics: Metrics,
 }
 
 impl Fleet {
@@ -117,6 +119,7 @@ impl Fleet {
             taints: args.taints.0.clone(),
             lease_duration_seconds: args.node_lease_duration_seconds.max(1),
             gate: Arc::new(Semaphore::new(args.concurrency.max(1))),
+            metrics: Metrics::default(),
         })
     }
 
@@ -178,8 +181,13 @@ impl Fleet {
         let name = self.nodes[i].name();
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=REGISTRATION_ATTEMPTS {
-            match self.register(i).await {
-                Ok(()) => return Ok(()),
+            let result = self.register(i).await;
+            self.metrics.request(Operation::Register, result.is_ok());
+            match result {
+                Ok(()) => {
+                    self.metrics.registered();
+                    return Ok(());
+                }
                 Err(error) if attempt < REGISTRATION_ATTEMPTS && passing(&error) => {
                     tracing::warn!(node = name, %error, "registering; retrying");
                     tokio::time::sleep(delay).await;
@@ -295,7 +303,9 @@ impl Fleet {
     pub async fn keep_leases(self: Arc<Self>) {
         let period = Duration::from_secs(self.lease_duration_seconds as u64) / 4;
         self.spread(period, |fleet, i| async move {
-            if let Err(error) = fleet.renew_lease(i).await {
+            let result = fleet.renew_lease(i).await;
+            fleet.metrics.request(Operation::Lease, result.is_ok());
+            if let Err(error) = result {
                 tracing::warn!(node = fleet.nodes[i].name(), %error, "renewing the lease");
             }
         })
@@ -306,7 +316,9 @@ impl Fleet {
     /// heartbeat in between), spread over that period.
     pub async fn keep_statuses(self: Arc<Self>) {
         self.spread(STATUS_REPORT_FREQUENCY, |fleet, i| async move {
-            if let Err(error) = fleet.report_status(i).await {
+            let result = fleet.report_status(i).await;
+            fleet.metrics.request(Operation::NodeStatus, result.is_ok());
+            if let Err(error) = result {
                 tracing::warn!(node = fleet.nodes[i].name(), %error, "reporting status");
             }
         })

@@ -9,6 +9,7 @@
 //! - [`run`] and [`HollowNodesArgs`]: the entry point `skiff hollow-nodes` calls.
 //! - [`fleet`]: the nodes — their objects, registration, Lease renewals and status
 //!   reports, spread over each period so that N nodes cost N/period requests a second.
+//! - [`metrics`]: nodes registered and requests by operation and result.
 //! - [`pods`]: one watch of every bound pod; what each pod needs next is decided by a
 //!   pure function ([`pods::next_step`]) and written through `pods/status` or a delete.
 //!
@@ -21,6 +22,7 @@
 //! such nodes out of its routes.
 
 pub mod fleet;
+pub mod metrics;
 pub mod pods;
 
 use std::collections::BTreeMap;
@@ -96,6 +98,9 @@ pub struct HollowNodesArgs {
     /// Most API requests in flight at once (registrations, renewals, pod status).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Where to serve Prometheus metrics (`/metrics`); not served when unset.
+    #[arg(long)]
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
 /// The taints flag's value (a newtype: clap takes a `Vec` for a repeated flag).
@@ -154,6 +159,17 @@ fn parse_taints(text: &str) -> Result<Taints, String> {
 /// Registers the nodes, then keeps them and their pods going until cancelled.
 pub async fn run(client: kube::Client, args: HollowNodesArgs) -> anyhow::Result<()> {
     let fleet = Arc::new(Fleet::new(client, &args).context("planning the hollow nodes")?);
+    if let Some(address) = args.metrics_bind_address {
+        let mut registry = prometheus_client::registry::Registry::default();
+        fleet.metrics.register(&mut registry);
+        skiff_metrics::serve(
+            "hollow-nodes",
+            address,
+            skiff_metrics::router(Arc::new(registry)),
+        )
+        .await
+        .with_context(|| format!("serving metrics on {address}"))?;
+    }
     fleet.register_all().await?;
     tokio::select! {
         () = fleet.clone().keep_leases() => Ok(()),

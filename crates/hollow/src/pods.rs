@@ -24,6 +24,7 @@ use kube::runtime::WatchStreamExt;
 use skiff_kubelet::status::{is_sidecar, pod_status, Attempt, ContainerView, PodView, RunState};
 
 use crate::fleet::{Fleet, HollowNode, RUNTIME};
+use crate::metrics::Operation;
 
 /// Where a pod of ours is in its life, as far as this process has taken it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,7 +326,11 @@ async fn start(fleet: Arc<Fleet>, tracker: Arc<Tracker>, pod: Pod, run_duration:
     };
     let (pod_ip, host_ip) = addresses(node, &tracker, &uid);
     let status = simulated_status(&pod, &pod_ip, &host_ip, false, jiff::Timestamp::now());
-    match write_status(&fleet, &pod, status).await {
+    let written = write_status(&fleet, &pod, status).await;
+    fleet
+        .metrics
+        .request(Operation::PodRunning, written.is_ok());
+    match written {
         Ok(Some(running)) => {
             tracker.set_stage(&uid, Stage::Running);
             if ends(&running) {
@@ -361,7 +366,11 @@ async fn finish(fleet: Arc<Fleet>, tracker: Arc<Tracker>, pod: Pod, run_duration
     }
     let (pod_ip, host_ip) = addresses(node, &tracker, &uid);
     let status = simulated_status(&pod, &pod_ip, &host_ip, true, jiff::Timestamp::now());
-    match write_status(&fleet, &pod, status).await {
+    let written = write_status(&fleet, &pod, status).await;
+    fleet
+        .metrics
+        .request(Operation::PodSucceeded, written.is_ok());
+    match written {
         Ok(Some(_)) => release(&fleet, &tracker, &uid, Stage::Ended),
         Ok(None) => {}
         Err(error) => tracing::warn!(pod = pod_key(&pod), %error, "writing the Succeeded status"),
@@ -409,14 +418,19 @@ async fn delete(fleet: Arc<Fleet>, pod: Pod, uid: String) {
         ..Default::default()
     };
     let _permit = fleet.permit().await;
-    match api
+    let result = api
         .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
-        .await
-    {
-        Ok(_) => {}
+        .await;
+    match result {
+        Ok(_) => fleet.metrics.request(Operation::PodDelete, true),
         // Gone already, or another pod of that name now.
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(error) => tracing::warn!(pod = pod_key(&pod), %error, "deleting the pod"),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+            fleet.metrics.request(Operation::PodDelete, true)
+        }
+        Err(error) => {
+            fleet.metrics.request(Operation::PodDelete, false);
+            tracing::warn!(pod = pod_key(&pod), %error, "deleting the pod");
+        }
     }
 }
 
