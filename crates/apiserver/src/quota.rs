@@ -1,5 +1,6 @@
 //! The `ResourceQuota` admission plugin: a create is charged against every quota of its
-//! namespace that counts it, and refused if any would go over `spec.hard`.
+//! namespace that counts it, and refused if any would go over `spec.hard`; so is what an
+//! in-place resize (`pods/resize`) adds to a pod's requests and limits.
 //!
 //! The charge is a compare-and-swap on the quota's `status.used`, as upstream's quota
 //! admission does, so concurrent creates cannot both take the last unit; the quota
@@ -23,6 +24,42 @@ pub async fn charge(
     dry_run: bool,
 ) -> ApiResult<()> {
     let wanted = usage(&resource.group, &resource.plural, object);
+    charge_usage(registry, resource, namespace, object, wanted, dry_run).await
+}
+
+/// Charges what `new` uses beyond `old` (a resized pod) to the quotas of `namespace`.
+pub async fn charge_increase(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    namespace: &str,
+    new: &Value,
+    old: &Value,
+    dry_run: bool,
+) -> ApiResult<()> {
+    let wanted = increase(
+        &usage(&resource.group, &resource.plural, new),
+        &usage(&resource.group, &resource.plural, old),
+    );
+    charge_usage(registry, resource, namespace, new, wanted, dry_run).await
+}
+
+/// What `new` uses beyond `old`, resource by resource (nothing given back counts).
+fn increase(new: &Usage, old: &Usage) -> Usage {
+    new.iter()
+        .map(|(name, amount)| (name.clone(), amount - old.get(name).copied().unwrap_or(0)))
+        .filter(|(_, more)| *more > 0)
+        .collect()
+}
+
+/// Charges `wanted` (what `object` adds) to the quotas of `namespace` that count it.
+async fn charge_usage(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    namespace: &str,
+    object: &Value,
+    wanted: Usage,
+    dry_run: bool,
+) -> ApiResult<()> {
     if wanted.is_empty() {
         return Ok(());
     }
@@ -97,4 +134,28 @@ pub async fn charge(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_increase_counts_only_what_grew() {
+        let old: Usage = [
+            ("pods".into(), 1),
+            ("requests.cpu".into(), 100),
+            ("requests.memory".into(), 64),
+        ]
+        .into();
+        let new: Usage = [
+            ("pods".into(), 1),
+            ("requests.cpu".into(), 250),
+            ("requests.memory".into(), 32),
+            ("limits.cpu".into(), 300),
+        ]
+        .into();
+        let expected: Usage = [("requests.cpu".into(), 150), ("limits.cpu".into(), 300)].into();
+        assert_eq!(increase(&new, &old), expected);
+    }
 }

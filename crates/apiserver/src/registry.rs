@@ -662,6 +662,10 @@ impl Registry {
             api_version: &api_version,
             structure: crate::schema::Structure::of(resource),
         };
+        if subresource == Some("resize") {
+            self.charge_resize(resource, namespace, name, dry_run, |_| Ok(object.clone()))
+                .await?;
+        }
         let namespace_object = self.pod_security_namespace(resource, namespace).await?;
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
@@ -680,6 +684,29 @@ impl Registry {
             })
             .await?;
         Ok((outcome_object(outcome), false))
+    }
+
+    /// Charges what a resize adds to the pod's requests and limits to the namespace's
+    /// quotas, before the write, as upstream's quota admission judges `pods/resize`;
+    /// `requested` makes the pod the request asks for from the stored one. A write that
+    /// then fails holds the charge until the quota controller recounts, as a failed
+    /// create does.
+    async fn charge_resize(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        requested: impl FnOnce(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<()> {
+        let Some(ns) = namespace.filter(|_| self.admission.resource_quota) else {
+            return Ok(());
+        };
+        let current = self.get(resource, namespace, name).await?;
+        let mut new = requested(&current)?;
+        // What the strategy keeps of the request; its refusals come with the write.
+        let _ = crate::pod_resize::prepare_update(&mut new, &current);
+        crate::quota::charge_increase(self, resource, ns, &new, &current, dry_run).await
     }
 
     /// Applies a patch to the stored object (or to its `status`). A server-side apply
@@ -746,6 +773,12 @@ impl Registry {
                     other => return other.map(|o| (o, true)),
                 }
             }
+        }
+        if subresource == Some("resize") && applied.is_none() {
+            self.charge_resize(resource, namespace, name, dry_run, |current| {
+                crate::patch::apply(patch.patch_type, current, patch.body)
+            })
+            .await?;
         }
         let namespace_object = self.pod_security_namespace(resource, namespace).await?;
         let outcome = self

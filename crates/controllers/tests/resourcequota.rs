@@ -152,6 +152,46 @@ async fn quotas_count_refuse_and_give_back() {
         described.contains("requests.cpu") && described.contains("600m"),
         "{described}"
     );
+
+    // An in-place resize is charged what it adds: 600m more does not fit, 300m does.
+    let resize = |cpu: &str| {
+        let body = format!(
+            r#"{{"spec":{{"containers":[{{"name":"c","resources":{{"requests":{{"cpu":"{cpu}"}}}}}}]}}}}"#
+        );
+        let args = [
+            "patch",
+            "pod",
+            "second",
+            "-n",
+            &ns,
+            "--subresource",
+            "resize",
+            "-p",
+            &body,
+        ];
+        cluster.server.kubectl(&args)
+    };
+    let refused = resize("1200m");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(
+            "pods \"second\" is forbidden: exceeded quota: test-quota, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"
+        ),
+        "{stderr}"
+    );
+    let resized = resize("900m");
+    assert!(
+        resized.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resized.stderr)
+    );
+    wait_used(
+        &quotas,
+        "test-quota",
+        "configmaps=1,count/secrets=0,pods=1,requests.cpu=900m",
+    )
+    .await;
 }
 
 /// Upstream's scope tests: a quota with scopes counts only the pods they select.
