@@ -745,6 +745,19 @@ fn in_place_resize(server: &Server, ns: &str) {
     let through_resize = server.json(&["pod", "-n", ns, "guaranteed", "--subresource", "resize"]);
     assert_eq!(through_resize["spec"], pod["spec"]);
     assert_eq!(through_resize["metadata"]["uid"], pod["metadata"]["uid"]);
+    let table = server.ok(&[
+        "get",
+        "pod",
+        "-n",
+        ns,
+        "guaranteed",
+        "--subresource",
+        "resize",
+    ]);
+    assert!(
+        table.starts_with("NAME") && table.contains("guaranteed") && table.contains("Running"),
+        "{table}"
+    );
 
     // Back down (c1 only): less CPU and memory, in place.
     let original = resources("100m", "100m", "64Mi", "64Mi");
