@@ -305,3 +305,348 @@ fn pods_land_where_they_fit_and_wait_where_nothing_does() {
     ]);
     assert!(events.contains("Preempted"), "{events}");
 }
+
+// Upstream's `sig-scheduling` conformance tests, on hollow nodes. Each starts its own
+// control plane: they count and fill every node of the cluster, as upstream's do.
+
+/// Upstream's e2e framework's extended resource, advertised on nodes by a status patch.
+const EXTENDED: &str = "scheduling.k8s.io/foo";
+
+/// Advertises `amount` of `resource` on `node`, as `e2enode.AddExtendedResource` does.
+fn add_extended_resource(server: &Server, node: &str, resource: &str, amount: &str) {
+    let escaped = resource.replace('/', "~1");
+    let patch = json!([
+        {"op": "add", "path": format!("/status/capacity/{escaped}"), "value": amount},
+        {"op": "add", "path": format!("/status/allocatable/{escaped}"), "value": amount},
+    ]);
+    server.ok(&[
+        "patch",
+        "node",
+        node,
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ]);
+}
+
+/// Creates the priority classes `(name, value)`.
+fn priority_classes(server: &Server, classes: &[(&str, i32)]) {
+    for (name, value) in classes {
+        server.ok(&["create", "priorityclass", name, &format!("--value={value}")]);
+    }
+}
+
+/// Whether the pod is gone or being deleted (upstream's "preempted").
+fn preempted(server: &Server, ns: &str, pod: &str) -> bool {
+    let out = server.kubectl(&["get", "pod", "-n", ns, pod, "-o", "json"]);
+    if !out.status.success() {
+        return String::from_utf8_lossy(&out.stderr).contains("NotFound");
+    }
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    !pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// A pod asking for `requests` (also its limits), pinned by node affinity on
+/// `metadata.name`, as upstream's preemption tests pin theirs.
+fn pinned_pod(name: &str, node: &str, priority: &str, requests: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "priorityClassName": priority,
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": [node]}
+                ]}]
+            }}},
+            "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": requests.clone(), "limits": requests}}]
+        }
+    })
+}
+
+/// The phase of a pod, once it has one of `phases`.
+fn wait_phase(server: &Server, ns: &str, pod: &str, phases: &[&str]) -> String {
+    eventually(&format!("{pod} in {phases:?}"), WITHIN, || {
+        let pod = server.json(&["pod", "-n", ns, pod]);
+        let phase = pod["status"]["phase"].as_str()?;
+        phases.contains(&phase).then(|| phase.to_string())
+    })
+}
+
+/// "Scheduler, resource limits": one pod per node takes 70% of its CPU; one more asking
+/// for half a node's CPU then fits nowhere and is reported so.
+#[test]
+fn scheduler_resource_limits() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("limits");
+    let _nodes = fleet(&server, "worker", 2, &["--cpu=4"]);
+    for node in ["worker-0", "worker-1"] {
+        server.ok(&["label", "node", node, &format!("node={node}")]);
+        let filler = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("filler-pod-{node}")},
+            "spec": {
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "node", "operator": "In", "values": [node]}
+                    ]}]
+                }}},
+                "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                "resources": {"requests": {"cpu": "2800m"}, "limits": {"cpu": "2800m"}}}]
+            }
+        });
+        apply(&server, &ns, &filler);
+    }
+    for node in ["worker-0", "worker-1"] {
+        assert_eq!(node_of(&server, &ns, &format!("filler-pod-{node}")), node);
+    }
+    let additional = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "additional-pod"},
+        "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                 "resources": {"requests": {"cpu": "2000m"}, "limits": {"cpu": "2000m"}}}]}
+    });
+    apply(&server, &ns, &additional);
+    let message = unschedulable(&server, &ns, "additional-pod");
+    assert!(
+        message.starts_with("0/2 nodes are available: 2 Insufficient cpu."),
+        "{message}"
+    );
+    let events = server.ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.name=additional-pod,reason=FailedScheduling",
+    ]);
+    assert!(events.contains("Insufficient cpu"), "{events}");
+}
+
+/// "Scheduler, node selector matching" and "not matching".
+#[test]
+fn scheduler_node_selectors() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("selector");
+    let _nodes = fleet(&server, "worker", 2, &[]);
+    let restricted = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "restricted-pod"},
+        "spec": {"nodeSelector": {"label": "nonempty"},
+                 "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]}
+    });
+    apply(&server, &ns, &restricted);
+    let message = unschedulable(&server, &ns, "restricted-pod");
+    assert!(
+        message.starts_with(
+            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{message}"
+    );
+    let label = format!("kubernetes.io/e2e-{}", skiff_e2e::free_port());
+    server.ok(&["label", "node", "worker-1", &format!("{label}=42")]);
+    let chosen = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "with-labels"},
+        "spec": {"nodeSelector": {label.as_str(): "42"},
+                 "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]}
+    });
+    apply(&server, &ns, &chosen);
+    assert_eq!(
+        wait_phase(&server, &ns, "with-labels", &["Running"]),
+        "Running"
+    );
+    assert_eq!(node_of(&server, &ns, "with-labels"), "worker-1");
+}
+
+/// Two pods on each node use 4 of its 5 units of an extended resource, the very first
+/// with low priority, the rest medium: returns their names, once all run.
+fn fill_with_victims(server: &Server, ns: &str, nodes: &[&str]) -> Vec<String> {
+    let mut pods = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        add_extended_resource(server, node, EXTENDED, "5");
+        for j in 0..2 {
+            let priority = if pods.is_empty() {
+                "low-priority"
+            } else {
+                "medium-priority"
+            };
+            let name = format!("pod{i}-{j}-{priority}");
+            apply(
+                server,
+                ns,
+                &pinned_pod(&name, node, priority, json!({EXTENDED: "2"})),
+            );
+            pods.push(name);
+        }
+    }
+    for pod in &pods {
+        wait_phase(server, ns, pod, &["Running"]);
+    }
+    pods
+}
+
+/// "Basic preemption" and "DisruptionTarget condition on preempted pod": a high-priority
+/// pod with the low-priority pod's needs evicts exactly that pod, which is marked with a
+/// `DisruptionTarget` condition (seen while a finalizer holds it) before it goes.
+#[test]
+fn scheduler_basic_preemption() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("preemption");
+    let _nodes = fleet(&server, "worker", 2, &[]);
+    priority_classes(
+        &server,
+        &[
+            ("low-priority", 1),
+            ("medium-priority", 100),
+            ("high-priority", 1000),
+        ],
+    );
+    let pods = fill_with_victims(&server, &ns, &["worker-0", "worker-1"]);
+    server.ok(&[
+        "patch",
+        "pod",
+        "-n",
+        &ns,
+        &pods[0],
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/test-finalizer"]}}"#,
+    ]);
+    let preemptor = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "preemptor-pod"},
+        "spec": {"priorityClassName": "high-priority",
+                 "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                 "resources": {"requests": {EXTENDED: "2"}, "limits": {EXTENDED: "2"}}}]}
+    });
+    apply(&server, &ns, &preemptor);
+    let condition = eventually("the victim's DisruptionTarget condition", WITHIN, || {
+        let victim = server.json(&["pod", "-n", &ns, &pods[0]]);
+        victim["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "DisruptionTarget")
+            .cloned()
+    });
+    assert_eq!(condition["status"], "True", "{condition}");
+    assert_eq!(condition["reason"], "PreemptionByScheduler", "{condition}");
+    assert!(preempted(&server, &ns, &pods[0]));
+    server.ok(&[
+        "patch",
+        "pod",
+        "-n",
+        &ns,
+        &pods[0],
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    assert_eq!(
+        wait_phase(&server, &ns, "preemptor-pod", &["Running"]),
+        "Running"
+    );
+    assert_eq!(node_of(&server, &ns, "preemptor-pod"), "worker-0");
+    for pod in &pods[1..] {
+        assert!(!preempted(&server, &ns, pod), "{pod} was preempted too");
+    }
+}
+
+/// "Preemption by critical pod": a `system-cluster-critical` pod in `kube-system`
+/// evicts the low-priority pod.
+#[test]
+fn scheduler_preemption_by_critical_pod() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("critical");
+    let _nodes = fleet(&server, "worker", 2, &[]);
+    priority_classes(&server, &[("low-priority", 1), ("medium-priority", 100)]);
+    let pods = fill_with_victims(&server, &ns, &["worker-0", "worker-1"]);
+    let critical = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "critical-pod"},
+        "spec": {"priorityClassName": "system-cluster-critical",
+                 "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                 "resources": {"requests": {EXTENDED: "2"}, "limits": {EXTENDED: "2"}}}]}
+    });
+    apply(&server, "kube-system", &critical);
+    assert_eq!(
+        wait_phase(&server, "kube-system", "critical-pod", &["Running"]),
+        "Running"
+    );
+    assert!(
+        preempted(&server, &ns, &pods[0]),
+        "the low-priority pod stays"
+    );
+    for pod in &pods[1..] {
+        assert!(!preempted(&server, &ns, pod), "{pod} was preempted too");
+    }
+}
+
+/// "Preemption execution path (ReplicaSets)": three ReplicaSets of rising priority take
+/// 950 of a node's 1000 units; a fourth-priority pod asking for 500 evicts the two
+/// lowest, whose ReplicaSets recreate them once each, and nothing more happens.
+#[test]
+fn scheduler_preemption_execution_path() {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("path");
+    let _node = fleet(&server, "worker", 1, &[]);
+    let fake_cpu = "example.com/fakecpu";
+    add_extended_resource(&server, "worker-0", fake_cpu, "1000");
+    priority_classes(&server, &[("p1", 1), ("p2", 2), ("p3", 3), ("p4", 4)]);
+    let pod_spec = |priority: &str, amount: &str| {
+        json!({
+            "priorityClassName": priority,
+            "nodeSelector": {"kubernetes.io/hostname": "worker-0"},
+            "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {fake_cpu: amount}, "limits": {fake_cpu: amount}}}]
+        })
+    };
+    for (n, amount) in [(1, "200"), (2, "300"), (3, "450")] {
+        let name = format!("pod{n}");
+        let replica_set = json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": format!("rs-{name}")},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"name": name}},
+                "template": {"metadata": {"labels": {"name": name}},
+                             "spec": pod_spec(&format!("p{n}"), amount)}
+            }
+        });
+        apply(&server, &ns, &replica_set);
+        eventually(&format!("rs-{name} available"), WITHIN, || {
+            let rs = server.json(&["replicaset", "-n", &ns, &format!("rs-{name}")]);
+            (rs["status"]["availableReplicas"] == 1).then_some(())
+        });
+    }
+    let preemptor = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pod4", "labels": {"name": "pod4"}},
+        "spec": pod_spec("p4", "500")
+    });
+    apply(&server, &ns, &preemptor);
+    assert_eq!(node_of(&server, &ns, "pod4"), "worker-0");
+    // Pods each ReplicaSet created, from its `SuccessfulCreate` events.
+    let created = || -> Vec<u64> {
+        (1..=3)
+            .map(|n| {
+                let events = server.json(&[
+                    "events",
+                    "-n",
+                    &ns,
+                    "--field-selector",
+                    &format!("involvedObject.name=rs-pod{n},reason=SuccessfulCreate"),
+                ]);
+                events["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e["count"].as_u64().unwrap_or(1))
+                    .sum()
+            })
+            .collect()
+    };
+    eventually("rs-pod1 and rs-pod2 recreated once each", WITHIN, || {
+        (created() == [2, 2, 1]).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(created(), [2, 2, 1], "pods over-preempted");
+    assert_eq!(wait_phase(&server, &ns, "pod4", &["Running"]), "Running");
+}

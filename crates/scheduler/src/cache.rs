@@ -232,10 +232,47 @@ pub fn normalize_image(name: &str) -> String {
     format!("{repo}{tag}")
 }
 
+/// Pods nominated to nodes by preemption and not yet bound: the room their victims
+/// left is theirs, so a pod of no higher priority is judged as if they were in place
+/// (upstream's nominator).
+#[derive(Debug, Clone, Default)]
+pub struct Nominations {
+    by_node: HashMap<String, Vec<Arc<PodInfo>>>,
+    node_of: HashMap<String, String>,
+}
+
+impl Nominations {
+    /// The pods nominated to `node`.
+    pub fn on(&self, node: &str) -> &[Arc<PodInfo>] {
+        self.by_node.get(node).map_or(&[], Vec::as_slice)
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        let Some(node) = self.node_of.remove(key) else {
+            return false;
+        };
+        if let Some(pods) = self.by_node.get_mut(&node) {
+            pods.retain(|p| p.key != key);
+            if pods.is_empty() {
+                self.by_node.remove(&node);
+            }
+        }
+        true
+    }
+
+    fn add(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.remove(&pod.key);
+        self.node_of.insert(pod.key.clone(), node.to_string());
+        self.by_node.entry(node.to_string()).or_default().push(pod);
+    }
+}
+
 /// What one scheduling cycle sees: every known node, in name order.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub nodes: Vec<Arc<NodeInfo>>,
+    /// Pods nominated to nodes, whose room a pod of no higher priority may not take.
+    pub nominated: Arc<Nominations>,
     /// Normalised image name → how many nodes have it (for ImageLocality's spread factor).
     pub image_nodes: HashMap<String, usize>,
     /// Namespace name → its labels (InterPodAffinity's `namespaceSelector`s).
@@ -308,10 +345,25 @@ pub struct Cache {
     /// PodDisruptionBudgets by `namespace/name`, for preemption.
     pdbs: HashMap<String, Arc<PodDisruptionBudget>>,
     selectors: Arc<Selectors>,
+    nominations: Arc<Nominations>,
     snapshot: Option<Arc<Snapshot>>,
 }
 
 impl Cache {
+    /// Records that `pod` waits for room on `node` (its victims are going).
+    pub fn nominate(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.snapshot = None;
+        Arc::make_mut(&mut self.nominations).add(pod, node);
+    }
+
+    /// The pod no longer waits for a node (placed, deleted, or its nomination cleared).
+    pub fn forget_nomination(&mut self, key: &str) {
+        if self.nominations.node_of.contains_key(key) {
+            self.snapshot = None;
+            Arc::make_mut(&mut self.nominations).remove(key);
+        }
+    }
+
     fn node_mut(&mut self, name: &str) -> &mut NodeInfo {
         self.snapshot = None;
         let entry = self.nodes.entry(name.to_string()).or_insert_with(|| {
@@ -454,6 +506,7 @@ impl Cache {
     /// Counts the pod on `node` before its binding is confirmed.
     pub fn assume(&mut self, pod: Arc<PodInfo>, node: &str) {
         self.remove_pod(&pod.key);
+        self.forget_nomination(&pod.key);
         self.pods.insert(
             pod.key.clone(),
             PlacedPod {
@@ -503,6 +556,7 @@ impl Cache {
         }
         let s = Arc::new(Snapshot {
             nodes,
+            nominated: self.nominations.clone(),
             image_nodes,
             namespace_labels: self.namespaces.clone(),
             selectors: self.selectors.clone(),

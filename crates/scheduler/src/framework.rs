@@ -6,7 +6,7 @@ use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::cache::{NodeInfo, PodInfo, Snapshot};
+use crate::cache::{NodeInfo, Nominations, PodInfo, Snapshot};
 
 /// Scores are 0..=100 after normalisation, as upstream's `MaxNodeScore`.
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -293,6 +293,37 @@ impl Profile {
         Status::success()
     }
 
+    /// Runs the filters as if the pods nominated to the node with at least the pod's
+    /// priority were on it, then (if any were) as it is: both must pass, as upstream's
+    /// `RunFilterPluginsWithNominatedPods` requires.
+    pub fn run_filters_with_nominated(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        nominated: &Nominations,
+    ) -> Status {
+        let mut ahead = nominated
+            .on(&node.name)
+            .iter()
+            .filter(|other| other.key != pod.key && other.priority >= pod.priority)
+            .peekable();
+        if ahead.peek().is_none() {
+            return self.run_filters(state, pod, node);
+        }
+        let mut with = node.clone();
+        let mut with_state = state.clone();
+        for other in ahead {
+            with.add_pod(other.clone());
+            self.run_pod_change(&mut with_state, pod, PodChange::Added, other, &with);
+        }
+        let status = self.run_filters(&with_state, pod, &with);
+        if !status.is_success() {
+            return status;
+        }
+        self.run_filters(state, pod, node)
+    }
+
     /// Runs every filter's `add_pod` or `remove_pod` extension for `other` on `node`.
     pub fn run_pod_change(
         &self,
@@ -362,7 +393,7 @@ impl Profile {
             }
             let node = &snapshot.nodes[(*start + i) % all];
             evaluated += 1;
-            let status = self.run_filters(&state, pod, node);
+            let status = self.run_filters_with_nominated(&state, pod, node, &snapshot.nominated);
             if status.is_success() {
                 feasible.push(node.clone());
             } else {

@@ -386,6 +386,37 @@ mod tests {
         assert!(find_candidate(&profile, &polite, &fit, &snapshot, &[]).is_none());
     }
 
+    #[test]
+    fn a_nominated_pods_room_is_kept_from_pods_of_no_higher_priority() {
+        let mut cache = Cache::default();
+        if let Some(n) = node("a", json!({}), json!({})).node() {
+            cache.apply_node(n.clone());
+        }
+        cache.assume(with_priority("resident", 1000, 3), "a");
+        // The preemptor waits for the 3 CPUs its victims left.
+        cache.nominate(with_priority("preemptor", 3000, 4), "a");
+        let profile = default_profile("default-scheduler", NodeResourcesFit::default());
+        let (mut start, mut seed) = (0, 1);
+        let snapshot = cache.snapshot();
+        let replacement = with_priority("replacement", 200, 1);
+        let fit = profile
+            .schedule(&replacement, &snapshot, &mut start, &mut seed)
+            .expect_err("the room is the preemptor's");
+        assert_eq!(fit.diagnosis.node_status["a"].reasons, ["Insufficient cpu"]);
+        // The nominated pod itself, and a pod of higher priority, do fit.
+        let preemptor = with_priority("preemptor", 3000, 4);
+        assert!(profile
+            .schedule(&preemptor, &snapshot, &mut start, &mut seed)
+            .is_ok());
+        let urgent = with_priority("urgent", 200, 9);
+        assert!(profile
+            .schedule(&urgent, &snapshot, &mut start, &mut seed)
+            .is_ok());
+        // Placed, the preemptor's nomination is gone.
+        cache.assume(preemptor, "a");
+        assert!(cache.snapshot().nominated.on("a").is_empty());
+    }
+
     fn labelled(
         name: &str,
         labels: serde_json::Value,

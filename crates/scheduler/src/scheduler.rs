@@ -118,6 +118,7 @@ impl Scheduler {
         let key = pod_key(&pod);
         if is_assigned(&pod) {
             self.queue.delete(&key);
+            self.cache().forget_nomination(&key);
             let known = self.cache().is_placed(&key);
             let finished = matches!(
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -141,14 +142,26 @@ impl Scheduler {
             || !self.profiles.contains_key(scheduler_name(&pod))
         {
             self.queue.delete(&key);
+            self.cache().forget_nomination(&key);
             return;
         }
-        self.queue
-            .add_or_update(Arc::new(PodInfo::new(Arc::new(pod))), Instant::now());
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty());
+        let info = Arc::new(PodInfo::new(Arc::new(pod)));
+        // A nomination only this scheduler knows yet (its status write still on the way)
+        // is kept; one the API shows is taken from there.
+        if let Some(node) = nominated {
+            self.cache().nominate(info.clone(), &node);
+        }
+        self.queue.add_or_update(info, Instant::now());
     }
 
     fn on_pod_deleted(&self, key: &str) {
         self.queue.delete(key);
+        self.cache().forget_nomination(key);
         if self.cache().remove_pod(key) {
             self.emit(ClusterEvent::AssignedPodDelete);
         }
@@ -315,6 +328,7 @@ impl Scheduler {
                     Some(candidate) => {
                         tracing::info!(pod = %pod.key, node = %candidate.node, victims = candidate.victims.len(), "preempting");
                         self.metrics.preempting(candidate.victims.len());
+                        self.cache().nominate(pod.clone(), &candidate.node);
                         let client = self.client.clone();
                         let name = profile.scheduler_name.clone();
                         let preemptor = pod.clone();
