@@ -813,19 +813,23 @@ fn in_place_resize(server: &Server, ns: &str) {
     assert_eq!(cgroup("burstable", "c"), ["30000", "102", "134217728"]);
     assert_ne!(unlimited, "134217728");
 
+    // Waits for the pod's `PodResizePending` condition; returns the pod and it.
+    let pending_resize = |name: &str| {
+        wait_for(30, &format!("{name}'s resize pending"), || {
+            let p = pod_json(server, ns, name)?;
+            let c = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodResizePending" && c["status"] == "True")?
+                .clone();
+            Some((p, c))
+        })
+    };
+
     // More CPU than the node has: accepted, never actuated.
     let huge = resources("1000", "1000", "48Mi", "128Mi");
     resize("burstable", &[("c", &huge)]);
-    let pod = wait_for(30, "burstable resize pending", || {
-        let p = pod_json(server, ns, "burstable")?;
-        (condition(&p, "PodResizePending").as_deref() == Some("True")).then_some(p)
-    });
-    let pending = pod["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "PodResizePending")
-        .unwrap();
+    let (pod, pending) = pending_resize("burstable");
     assert_eq!(pending["reason"], "Infeasible", "{pending}");
     assert!(
         pending["message"]
@@ -837,6 +841,45 @@ fn in_place_resize(server: &Server, ns: &str) {
     let status = &pod["status"]["containerStatuses"][0];
     assert_eq!(status["resources"]["requests"]["cpu"], "100m", "{status}");
     assert_eq!(cgroup("burstable", "c")[0], "30000");
+
+    // A resize that fits the node but not beside another pod's requests is Deferred,
+    // and goes through once that pod is gone.
+    let node = server.json(&["node", NODE]);
+    let cpus: i64 = node["status"]["capacity"]["cpu"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hog = format!("{}m", cpus * 1000 - 500);
+    for (name, cpu) in [("hog", hog.as_str()), ("small", "10m")] {
+        let res = resources(cpu, "", "", "");
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(name, "", &container("c", sleep, &with(res, ""))),
+        );
+        wait_for(60, &format!("{name} Running"), || {
+            let p = pod_json(server, ns, name)?;
+            (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+        });
+    }
+    resize("small", &[("c", &resources("600m", "", "", ""))]);
+    let (_, pending) = pending_resize("small");
+    assert_eq!(pending["reason"], "Deferred", "{pending}");
+    assert!(
+        pending["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Node didn't have enough resource: cpu, requested: 600, used: "),
+        "{pending}"
+    );
+    server.ok(&["delete", "pod", "-n", ns, "hog", "--timeout=60s"]);
+    let pod = settled("small", 2, &[("", "")]);
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["resources"]["requests"]["cpu"],
+        "600m"
+    );
+    assert_eq!(cgroup("small", "c")[1], "614");
+
     server.ok(&[
         "delete",
         "pod",
@@ -845,6 +888,7 @@ fn in_place_resize(server: &Server, ns: &str) {
         "guaranteed",
         "burstable",
         "equivalents",
+        "small",
         "--wait=false",
     ]);
 }
