@@ -274,7 +274,7 @@ pub struct Snapshot {
     /// Pods nominated to nodes, whose room a pod of no higher priority may not take.
     pub nominated: Arc<Nominations>,
     /// Normalised image name → how many nodes have it (for ImageLocality's spread factor).
-    pub image_nodes: HashMap<String, usize>,
+    pub image_nodes: Arc<HashMap<String, usize>>,
     /// Namespace name → its labels (InterPodAffinity's `namespaceSelector`s).
     pub namespace_labels: Arc<NamespaceLabels>,
     /// Controllers' selectors (PodTopologySpread's default constraints).
@@ -339,7 +339,11 @@ struct PlacedPod {
 /// binding comes back through the watch).
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, Arc<NodeInfo>>,
+    /// In name order, so that a snapshot is taken without sorting (taken after every
+    /// change, it was the scheduler's largest cost at thousands of nodes).
+    nodes: BTreeMap<String, Arc<NodeInfo>>,
+    /// Normalised image name → how many nodes report it, kept as nodes change.
+    image_nodes: Arc<HashMap<String, usize>>,
     pods: HashMap<String, PlacedPod>,
     namespaces: Arc<NamespaceLabels>,
     /// PodDisruptionBudgets by `namespace/name`, for preemption.
@@ -380,12 +384,38 @@ impl Cache {
         let name = node.metadata.name.clone().unwrap_or_default();
         let info = self.node_mut(&name);
         let old = info.node.take();
+        let old_images: Vec<String> = match old {
+            Some(_) => info.images.keys().cloned().collect(),
+            None => Vec::new(),
+        };
         info.set_node(node);
+        let new_images: Vec<String> = info.images.keys().cloned().collect();
+        self.count_images(&old_images, -1);
+        self.count_images(&new_images, 1);
         old
+    }
+
+    /// Adds `delta` to the node count of each image.
+    fn count_images(&mut self, images: &[String], delta: isize) {
+        if images.is_empty() {
+            return;
+        }
+        let counts = Arc::make_mut(&mut self.image_nodes);
+        for image in images {
+            let count = counts.entry(image.clone()).or_default();
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                counts.remove(image);
+            }
+        }
     }
 
     pub fn remove_node(&mut self, name: &str) {
         self.snapshot = None;
+        if let Some(info) = self.nodes.get(name).filter(|n| n.node.is_some()) {
+            let images: Vec<String> = info.images.keys().cloned().collect();
+            self.count_images(&images, -1);
+        }
         let has_pods = self.nodes.get(name).is_some_and(|n| !n.pods.is_empty());
         if has_pods {
             // Keep the pods' accounting until they are deleted, as upstream does.
@@ -541,23 +571,16 @@ impl Cache {
         if let Some(s) = &self.snapshot {
             return s.clone();
         }
-        let mut nodes: Vec<Arc<NodeInfo>> = self
+        let nodes: Vec<Arc<NodeInfo>> = self
             .nodes
             .values()
             .filter(|n| n.node.is_some())
             .cloned()
             .collect();
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut image_nodes: HashMap<String, usize> = HashMap::new();
-        for n in &nodes {
-            for image in n.images.keys() {
-                *image_nodes.entry(image.clone()).or_default() += 1;
-            }
-        }
         let s = Arc::new(Snapshot {
             nodes,
             nominated: self.nominations.clone(),
-            image_nodes,
+            image_nodes: self.image_nodes.clone(),
             namespace_labels: self.namespaces.clone(),
             selectors: self.selectors.clone(),
         });
@@ -570,6 +593,34 @@ impl Cache {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn snapshots_list_nodes_in_name_order_and_count_their_images() {
+        let node = |name: &str, images: serde_json::Value| -> Node {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "1"}, "images": images}
+            }))
+            .expect("node")
+        };
+        let nginx = json!([{"names": ["nginx:1.27"], "sizeBytes": 100}]);
+        let mut cache = Cache::default();
+        for name in ["n3", "n1", "n2"] {
+            cache.apply_node(node(name, nginx.clone()));
+        }
+        let snapshot = cache.snapshot();
+        let names: Vec<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2", "n3"]);
+        let image = normalize_image("nginx:1.27");
+        assert_eq!(snapshot.image_nodes.get(&image), Some(&3));
+        cache.remove_node("n1");
+        cache.apply_node(node("n2", json!([])));
+        cache.apply_node(node("n3", nginx));
+        assert_eq!(cache.snapshot().image_nodes.get(&image), Some(&1));
+        cache.remove_node("n3");
+        assert!(cache.snapshot().image_nodes.is_empty());
+        assert_eq!(cache.snapshot().nodes.len(), 1);
+    }
 
     #[test]
     fn image_names_normalise_like_the_kubelet() {
