@@ -539,10 +539,13 @@ where
     while let Some(event) = stream.try_next().await? {
         match event {
             Event::Init => relisted = Some(HashSet::new()),
-            Event::InitApply(o) | Event::Apply(o) => {
+            Event::InitApply(mut o) | Event::Apply(mut o) => {
                 if let Some(seen) = relisted.as_mut() {
                     seen.insert(key(&o));
                 }
+                // Field ownership means nothing to scheduling and is a large part of
+                // every object: dropped, as upstream's scheduler drops it from its cache.
+                o.meta_mut().managed_fields = None;
                 apply(o);
             }
             Event::Delete(o) => remove(&key(&o)),
