@@ -242,6 +242,11 @@ pub struct Nominations {
 }
 
 impl Nominations {
+    /// The node the pod with this key is nominated to.
+    pub fn node_of(&self, key: &str) -> Option<&str> {
+        self.node_of.get(key).map(String::as_str)
+    }
+
     /// The pods nominated to `node`.
     pub fn on(&self, node: &str) -> &[Arc<PodInfo>] {
         self.by_node.get(node).map_or(&[], Vec::as_slice)

@@ -95,7 +95,7 @@ pub fn find_candidate(
     snapshot: &Snapshot,
     pdbs: &[Arc<PodDisruptionBudget>],
 ) -> Option<Candidate> {
-    if !eligible(pod) {
+    if !eligible(pod) || waits_for_victims(pod, snapshot) {
         return None;
     }
     let mut state = CycleState::default();
@@ -117,8 +117,23 @@ pub fn find_candidate(
     names
         .into_iter()
         .filter_map(|name| snapshot.get(name))
-        .filter_map(|node| victims_on(profile, &state, pod, node, pdbs, now))
+        .filter_map(|node| victims_on(profile, &state, pod, node, snapshot, pdbs, now))
         .min_by_key(|c| c.cost(now))
+}
+
+/// Upstream's rule against preempting twice: a pod nominated to a node where pods of
+/// lower priority are still terminating waits for them rather than choosing new victims.
+fn waits_for_victims(pod: &PodInfo, snapshot: &Snapshot) -> bool {
+    let Some(node) = snapshot
+        .nominated
+        .node_of(&pod.key)
+        .and_then(|name| snapshot.get(name))
+    else {
+        return false;
+    };
+    node.pods
+        .iter()
+        .any(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_some())
 }
 
 /// Upstream's `filterPodsWithPDBViolation`: walking the pods in order, each one matching
@@ -219,11 +234,16 @@ pub fn without_lower_priority(
 
 /// The fewest, least important lower-priority pods of `node` whose eviction lets the pod
 /// fit, or `None` if evicting them all would not.
+///
+/// Pods nominated to the node with no lower priority count as placed there (upstream's
+/// `SelectVictimsOnNode`): a second preemptor does not pick the room a first one waits
+/// for.
 fn victims_on(
     profile: &Profile,
     state: &CycleState,
     pod: &PodInfo,
     node: &NodeInfo,
+    snapshot: &Snapshot,
     pdbs: &[Arc<PodDisruptionBudget>],
     now: i128,
 ) -> Option<Candidate> {
@@ -232,7 +252,13 @@ fn victims_on(
         mut state,
         mut lower,
     } = without_lower_priority(profile, state, pod, node)?;
-    if !profile.run_filters(&state, pod, &without).is_success() {
+    let nominated = &snapshot.nominated;
+    let fits = |state: &CycleState, node: &NodeInfo| {
+        profile
+            .run_filters_with_nominated(state, pod, node, nominated)
+            .is_success()
+    };
+    if !fits(&state, &without) {
         return None;
     }
     lower.sort_by_key(|p| importance(p, now));
@@ -248,12 +274,16 @@ fn victims_on(
     {
         without.add_pod(candidate.clone());
         profile.run_pod_change(&mut state, pod, PodChange::Added, &candidate, &without);
-        if !profile.run_filters(&state, pod, &without).is_success() {
+        if !fits(&state, &without) {
             without.remove_pod(&candidate.key);
             profile.run_pod_change(&mut state, pod, PodChange::Removed, &candidate, &without);
             pdb_violations += usize::from(violates);
             victims.push(candidate);
         }
+    }
+    if victims.is_empty() {
+        // It fits as the node is: nothing to preempt here.
+        return None;
     }
     victims.sort_by_key(|p| importance(p, now));
     Some(Candidate {
@@ -384,6 +414,36 @@ mod tests {
             .preemption_policy = Some("Never".into());
         polite.pod = Arc::new(pod);
         assert!(find_candidate(&profile, &polite, &fit, &snapshot, &[]).is_none());
+    }
+
+    #[test]
+    fn a_second_preemptor_does_not_choose_the_room_a_first_one_waits_for() {
+        let mut cache = two_nodes();
+        for node in ["a", "b"] {
+            for i in 0..4 {
+                cache.assume(with_priority(&format!("{node}-low-{i}"), 1000, 1), node);
+            }
+        }
+        let first = with_priority("first", 1000, 10);
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &first);
+        let chosen = find_candidate(&profile, &first, &fit, &snapshot, &[]).expect("a node");
+        cache.nominate(first.clone(), &chosen.node);
+        let second = with_priority("second", 1000, 10);
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &second);
+        let other = find_candidate(&profile, &second, &fit, &snapshot, &[]).expect("a node");
+        assert_ne!(other.node, chosen.node);
+        assert_eq!(other.victims.len(), 1);
+        // While its victim terminates, the first preemptor chooses no new victims.
+        let victim = chosen.victims[0].clone();
+        let mut terminating = (*victim.pod).clone();
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let mut info = PodInfo::new(Arc::new(terminating));
+        info.priority = victim.priority;
+        cache.assume(Arc::new(info), &chosen.node);
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &first);
+        assert!(find_candidate(&profile, &first, &fit, &snapshot, &[]).is_none());
     }
 
     #[test]
