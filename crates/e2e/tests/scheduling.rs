@@ -458,8 +458,19 @@ fn scheduler_node_selectors() {
     assert_eq!(node_of(&server, &ns, "with-labels"), "worker-1");
 }
 
-/// Two pods on each node use 4 of its 5 units of an extended resource, the very first
-/// with low priority, the rest medium: returns their names, once all run.
+/// Upstream's preemption set-up: a control plane with two hollow nodes, the priority
+/// classes, and two pods on each node using 4 of its 5 units of an extended resource,
+/// the very first with low priority, the rest medium. Returns the server, the
+/// namespace, the fleet and the pods' names, once all run.
+fn preemption_cluster(classes: &[(&str, i32)]) -> (Server, String, Supervised, Vec<String>) {
+    let server = Server::start_control_plane(&[]);
+    let ns = server.namespace("preemption");
+    let fleet = fleet(&server, "worker", 2, &[]);
+    priority_classes(&server, classes);
+    let pods = fill_with_victims(&server, &ns, &["worker-0", "worker-1"]);
+    (server, ns, fleet, pods)
+}
+
 fn fill_with_victims(server: &Server, ns: &str, nodes: &[&str]) -> Vec<String> {
     let mut pods = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -490,18 +501,11 @@ fn fill_with_victims(server: &Server, ns: &str, nodes: &[&str]) -> Vec<String> {
 /// `DisruptionTarget` condition (seen while a finalizer holds it) before it goes.
 #[test]
 fn scheduler_basic_preemption() {
-    let server = Server::start_control_plane(&[]);
-    let ns = server.namespace("preemption");
-    let _nodes = fleet(&server, "worker", 2, &[]);
-    priority_classes(
-        &server,
-        &[
-            ("low-priority", 1),
-            ("medium-priority", 100),
-            ("high-priority", 1000),
-        ],
-    );
-    let pods = fill_with_victims(&server, &ns, &["worker-0", "worker-1"]);
+    let (server, ns, _fleet, pods) = preemption_cluster(&[
+        ("low-priority", 1),
+        ("medium-priority", 100),
+        ("high-priority", 1000),
+    ]);
     server.ok(&[
         "patch",
         "pod",
@@ -554,11 +558,8 @@ fn scheduler_basic_preemption() {
 /// evicts the low-priority pod.
 #[test]
 fn scheduler_preemption_by_critical_pod() {
-    let server = Server::start_control_plane(&[]);
-    let ns = server.namespace("critical");
-    let _nodes = fleet(&server, "worker", 2, &[]);
-    priority_classes(&server, &[("low-priority", 1), ("medium-priority", 100)]);
-    let pods = fill_with_victims(&server, &ns, &["worker-0", "worker-1"]);
+    let (server, ns, _fleet, pods) =
+        preemption_cluster(&[("low-priority", 1), ("medium-priority", 100)]);
     let critical = json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "critical-pod"},
         "spec": {"priorityClassName": "system-cluster-critical",

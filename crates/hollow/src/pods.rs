@@ -171,10 +171,12 @@ impl Tracker {
         f(&mut self.pods.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn set_stage(&self, uid: &str, stage: Stage) {
+    /// Moves the pod from stage `from` to `to`; a pod that moved on meanwhile (its
+    /// deletion began while its status was being written) stays where it is.
+    fn advance(&self, uid: &str, from: Stage, to: Stage) {
         self.with(|pods| {
-            if let Some(tracked) = pods.get_mut(uid) {
-                tracked.stage = stage;
+            if let Some(tracked) = pods.get_mut(uid).filter(|t| t.stage == from) {
+                tracked.stage = to;
             }
         });
     }
@@ -332,7 +334,7 @@ async fn start(fleet: Arc<Fleet>, tracker: Arc<Tracker>, pod: Pod, run_duration:
         .request(Operation::PodRunning, written.is_ok());
     match written {
         Ok(Some(running)) => {
-            tracker.set_stage(&uid, Stage::Running);
+            tracker.advance(&uid, Stage::Starting, Stage::Running);
             if ends(&running) {
                 finish(fleet, tracker, running, run_duration).await;
             }
