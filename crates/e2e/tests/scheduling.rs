@@ -82,6 +82,11 @@ fn deployment(name: &str, pool: &str, replicas: u32, extra: Value) -> Value {
     })
 }
 
+/// `kubectl get events` in `ns` with a field selector, as printed.
+fn events_about(server: &Server, ns: &str, selector: &str) -> String {
+    server.ok(&["get", "events", "-n", ns, "--field-selector", selector])
+}
+
 fn apply(server: &Server, ns: &str, object: &Value) {
     server.ok_with_input(&["apply", "-n", ns, "-f", "-"], &object.to_string());
 }
@@ -295,14 +300,7 @@ fn pods_land_where_they_fit_and_wait_where_nothing_does() {
         let out = server.kubectl(&["get", "pod", "-n", &ns, "victim"]);
         (!out.status.success()).then_some(())
     });
-    let events = server.ok(&[
-        "get",
-        "events",
-        "-n",
-        &ns,
-        "--field-selector",
-        "involvedObject.name=victim",
-    ]);
+    let events = events_about(&server, &ns, "involvedObject.name=victim");
     assert!(events.contains("Preempted"), "{events}");
 }
 
@@ -413,14 +411,11 @@ fn scheduler_resource_limits() {
         message.starts_with("0/2 nodes are available: 2 Insufficient cpu."),
         "{message}"
     );
-    let events = server.ok(&[
-        "get",
-        "events",
-        "-n",
+    let events = events_about(
+        &server,
         &ns,
-        "--field-selector",
         "involvedObject.name=additional-pod,reason=FailedScheduling",
-    ]);
+    );
     assert!(events.contains("Insufficient cpu"), "{events}");
 }
 

@@ -127,14 +127,6 @@ impl Fleet {
         &self.client
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// The hollow node of that name, if it is one of ours.
     pub fn node(&self, name: &str) -> Option<&HollowNode> {
         self.by_name.get(name).map(|&i| &self.nodes[i])
@@ -225,8 +217,11 @@ impl Fleet {
             Err(kube::Error::Api(s)) if s.code == 409 => nodes.get(node.name()).await?,
             Err(e) => return Err(e),
         };
-        node.lock().uid = created.metadata.uid.clone();
-        node.lock().status = created.status.clone();
+        {
+            let mut state = node.lock();
+            state.uid = created.metadata.uid;
+            state.status = created.status;
+        }
         self.report_status(i).await?;
         self.renew_lease(i).await
     }

@@ -23,7 +23,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use skiff_kubelet::status::{is_sidecar, pod_status, Attempt, ContainerView, PodView, RunState};
 
-use crate::fleet::{Fleet, HollowNode, RUNTIME};
+use crate::fleet::{Fleet, RUNTIME};
 use crate::metrics::Operation;
 
 /// Where a pod of ours is in its life, as far as this process has taken it.
@@ -307,32 +307,38 @@ fn free(fleet: &Fleet, tracked: &Tracked) {
     }
 }
 
-fn addresses(node: &HollowNode, tracker: &Tracker, uid: &str) -> (String, String) {
+/// Writes the status a kubelet would write for `pod` with every container running
+/// (`exited == false`) or every container exited 0, at the address the pod holds (its
+/// node's own for a host-network pod); `None` when the pod or its node is gone.
+async fn write_simulated(
+    fleet: &Fleet,
+    tracker: &Tracker,
+    pod: &Pod,
+    exited: bool,
+) -> Result<Option<Pod>, kube::Error> {
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let Some(node) = node_name.and_then(|n| fleet.node(n)) else {
+        return Ok(None);
+    };
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let host_ip = node.config.node_ip.clone();
-    let ip = tracker.with(|pods| pods.get(uid).and_then(|t| t.ip));
-    (
-        ip.map_or_else(|| host_ip.clone(), |ip| ip.to_string()),
-        host_ip,
-    )
+    let pod_ip = tracker
+        .with(|pods| pods.get(uid).and_then(|t| t.ip))
+        .map_or_else(|| host_ip.clone(), |ip| ip.to_string());
+    let status = simulated_status(pod, &pod_ip, &host_ip, exited, jiff::Timestamp::now());
+    let written = write_status(fleet, pod, status).await;
+    let operation = if exited {
+        Operation::PodSucceeded
+    } else {
+        Operation::PodRunning
+    };
+    fleet.metrics.request(operation, written.is_ok());
+    written
 }
 
 async fn start(fleet: Arc<Fleet>, tracker: Arc<Tracker>, pod: Pod, run_duration: Duration) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let Some(node) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .and_then(|n| fleet.node(n))
-    else {
-        return;
-    };
-    let (pod_ip, host_ip) = addresses(node, &tracker, &uid);
-    let status = simulated_status(&pod, &pod_ip, &host_ip, false, jiff::Timestamp::now());
-    let written = write_status(&fleet, &pod, status).await;
-    fleet
-        .metrics
-        .request(Operation::PodRunning, written.is_ok());
-    match written {
+    match write_simulated(&fleet, &tracker, &pod, false).await {
         Ok(Some(running)) => {
             tracker.advance(&uid, Stage::Starting, Stage::Running);
             if ends(&running) {
@@ -355,24 +361,10 @@ async fn start(fleet: Arc<Fleet>, tracker: Arc<Tracker>, pod: Pod, run_duration:
 async fn finish(fleet: Arc<Fleet>, tracker: Arc<Tracker>, pod: Pod, run_duration: Duration) {
     tokio::time::sleep(run_duration).await;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let Some(node) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .and_then(|n| fleet.node(n))
-    else {
-        return;
-    };
     if tracker.with(|pods| pods.get(&uid).map(|t| t.stage)) != Some(Stage::Running) {
         return;
     }
-    let (pod_ip, host_ip) = addresses(node, &tracker, &uid);
-    let status = simulated_status(&pod, &pod_ip, &host_ip, true, jiff::Timestamp::now());
-    let written = write_status(&fleet, &pod, status).await;
-    fleet
-        .metrics
-        .request(Operation::PodSucceeded, written.is_ok());
-    match written {
+    match write_simulated(&fleet, &tracker, &pod, true).await {
         Ok(Some(_)) => release(&fleet, &tracker, &uid, Stage::Ended),
         Ok(None) => {}
         Err(error) => tracing::warn!(pod = pod_key(&pod), %error, "writing the Succeeded status"),
