@@ -130,7 +130,7 @@ fn csr_store_and_queue(
     wanted: fn(&CertificateSigningRequest) -> bool,
 ) -> (Store<CertificateSigningRequest>, Arc<WorkQueue>) {
     let informer = factory.informer::<CertificateSigningRequest>();
-    let queue = WorkQueue::new(queue_name);
+    let queue = factory.queue(queue_name);
     let handler_queue = queue.clone();
     informer.add_handler(move |_, new| {
         if let Some(csr) = new.filter(|c| wanted(c)) {

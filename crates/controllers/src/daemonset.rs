@@ -55,7 +55,7 @@ impl DaemonSetController {
             pods: pod_informer.store(),
             nodes: node_informer.store(),
             revisions: factory.informer::<ControllerRevision>().store(),
-            queue: WorkQueue::new("daemonset"),
+            queue: factory.queue("daemonset"),
             expectations: Arc::new(Expectations::new()),
         });
         set_informer.enqueue_into(controller.queue.clone());

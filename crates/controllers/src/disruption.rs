@@ -66,7 +66,7 @@ impl DisruptionController {
                 replication_controllers: factory.informer::<ReplicationController>().store(),
                 stateful_sets: factory.informer::<StatefulSet>().store(),
             },
-            queue: WorkQueue::new("disruption"),
+            queue: factory.queue("disruption"),
             events: Events::new(
                 factory.client_for("disruption-controller"),
                 "controllermanager",

@@ -21,6 +21,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::metrics::ControllerManagerMetrics;
+use crate::queue::WorkQueue;
+
 /// An event handler: `(old, new)`.
 pub type Handler<K> = Arc<dyn Fn(Option<&K>, Option<&K>) + Send + Sync>;
 
@@ -188,17 +191,29 @@ pub struct InformerFactory {
     informers: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
     starters: Mutex<Vec<Box<dyn Fn() + Send>>>,
     synced: Mutex<Vec<SyncWaiter>>,
+    metrics: Arc<ControllerManagerMetrics>,
 }
 
 impl InformerFactory {
     pub fn new(client: Client) -> InformerFactory {
+        InformerFactory::with_metrics(client, Arc::default())
+    }
+
+    /// A factory whose controllers' queues record into `metrics`.
+    pub fn with_metrics(client: Client, metrics: Arc<ControllerManagerMetrics>) -> InformerFactory {
         InformerFactory {
             client,
             accounts: Mutex::new(HashMap::new()),
             informers: Mutex::new(HashMap::new()),
             starters: Mutex::new(Vec::new()),
             synced: Mutex::new(Vec::new()),
+            metrics,
         }
+    }
+
+    /// A controller's work queue, named as upstream names it in `workqueue_*` metrics.
+    pub fn queue(&self, name: &str) -> Arc<WorkQueue> {
+        WorkQueue::with_metrics(name, self.metrics.queue(name))
     }
 
     /// The controller manager's own client (the shared informers read with it).

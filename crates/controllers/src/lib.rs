@@ -36,6 +36,7 @@ pub mod garbagecollector;
 pub mod history;
 pub mod informer;
 pub mod job;
+pub mod metrics;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -58,6 +59,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use informer::InformerFactory;
 
 /// The controllers [`run`] knows, by the names `--controllers` takes.
@@ -195,6 +197,10 @@ pub struct ControllerManagerArgs {
     /// bootstrap policy to its `system:controller:*` role), not as the controller manager.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub use_service_account_credentials: bool,
+    /// Where to serve Prometheus metrics (`/metrics`: upstream's `workqueue_*` families
+    /// and `leader_election_master_status`), leader or not.
+    #[arg(long)]
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControllerManagerArgs {
@@ -238,6 +244,7 @@ impl Default for ControllerManagerArgs {
             cluster_signing_key_file: None,
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
             use_service_account_credentials: false,
+            metrics_bind_address: None,
         }
     }
 }
@@ -277,24 +284,61 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// the run with an error, as upstream's controller manager exits).
 pub async fn run(client: kube::Client, args: ControllerManagerArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(metrics::ControllerManagerMetrics::default());
+    if let Some(address) = args.metrics_bind_address {
+        skiff_metrics::serve(
+            "controller-manager",
+            address,
+            skiff_metrics::router(metrics.registry()),
+        )
+        .await
+        .with_context(|| format!("serving metrics on {address}"))?;
+    }
     if !args.leader_elect {
-        return run_controllers(client, args).await;
+        return run_controllers(client, args, metrics).await;
     }
     let mut lease = skiff_leaderelection::LeaseConfig::new(
         "kube-system",
-        "kube-controller-manager",
+        LEASE_NAME,
         skiff_leaderelection::identity(),
     );
     lease.lease_duration = args.leader_elect_lease_duration;
     lease.renew_deadline = args.leader_elect_renew_deadline;
     lease.retry_period = args.leader_elect_retry_period;
     tracing::info!(identity = %lease.identity, "waiting to lead (Lease kube-system/kube-controller-manager)");
-    skiff_leaderelection::run_as_leader(client.clone(), lease, run_controllers(client, args))
-        .await?
+    metrics.set_leader(LEASE_NAME, false);
+    let leading = async {
+        // Lost leadership drops this future: the guard turns the gauge back to 0.
+        let _leading = LeaderGauge::set(&metrics);
+        run_controllers(client.clone(), args, metrics.clone()).await
+    };
+    skiff_leaderelection::run_as_leader(client.clone(), lease, leading).await?
 }
 
-async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> anyhow::Result<()> {
-    let factory = InformerFactory::new(client.clone());
+const LEASE_NAME: &str = "kube-controller-manager";
+
+/// Holds `leader_election_master_status` at 1 while alive.
+struct LeaderGauge<'a>(&'a metrics::ControllerManagerMetrics);
+
+impl<'a> LeaderGauge<'a> {
+    fn set(metrics: &'a metrics::ControllerManagerMetrics) -> LeaderGauge<'a> {
+        metrics.set_leader(LEASE_NAME, true);
+        LeaderGauge(metrics)
+    }
+}
+
+impl Drop for LeaderGauge<'_> {
+    fn drop(&mut self) {
+        self.0.set_leader(LEASE_NAME, false);
+    }
+}
+
+async fn run_controllers(
+    client: kube::Client,
+    args: ControllerManagerArgs,
+    metrics: Arc<metrics::ControllerManagerMetrics>,
+) -> anyhow::Result<()> {
+    let factory = InformerFactory::with_metrics(client.clone(), metrics);
     if args.use_service_account_credentials {
         let config = client_config(&args).await?;
         let clients = credentials::service_account_clients(&client, &config).await?;
@@ -464,9 +508,7 @@ async fn run_controllers(client: kube::Client, args: ControllerManagerArgs) -> a
         tasks.spawn(controller.run());
     }
     if args.enabled("garbagecollector") {
-        let collector = garbagecollector::GarbageCollector::new(
-            factory.client_for("generic-garbage-collector"),
-        );
+        let collector = garbagecollector::GarbageCollector::new(&factory);
         tasks.spawn(collector.run(args.concurrent_gc_syncs));
     }
     tracing::info!(controllers = ?CONTROLLERS.iter().filter(|c| args.enabled(c)).collect::<Vec<_>>(), "controller manager running");
@@ -492,7 +534,6 @@ fn spawn_reconciler<C>(
 /// The client configuration the controller manager reaches the API with (its server and
 /// CA serve the controllers' own clients too).
 async fn client_config(args: &ControllerManagerArgs) -> anyhow::Result<kube::Config> {
-    use anyhow::Context;
     Ok(match &args.kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -505,7 +546,6 @@ async fn client_config(args: &ControllerManagerArgs) -> anyhow::Result<kube::Con
 
 /// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's cluster CA.
 fn root_ca_pem(args: &ControllerManagerArgs) -> anyhow::Result<String> {
-    use anyhow::Context;
     if let Some(path) = &args.root_ca_file {
         return std::fs::read_to_string(path)
             .with_context(|| format!("reading --root-ca-file {}", path.display()));

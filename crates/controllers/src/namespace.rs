@@ -134,7 +134,7 @@ impl NamespaceController {
     pub fn new(factory: &InformerFactory) -> Arc<NamespaceController> {
         let me = Arc::new(NamespaceController {
             client: factory.client_for("namespace-controller"),
-            queue: WorkQueue::new("namespace"),
+            queue: factory.queue("namespace"),
         });
         let queue = me.queue.clone();
         factory.informer::<Namespace>().add_handler(move |_, new| {

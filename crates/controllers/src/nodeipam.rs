@@ -238,7 +238,7 @@ impl NodeIpamController {
         let controller = Arc::new(NodeIpamController {
             client: factory.client_for("node-controller"),
             nodes: informer.store(),
-            queue: WorkQueue::new("node_ipam"),
+            queue: factory.queue("node_ipam"),
             events: Events::new(factory.client_for("node-controller"), "cidrAllocator"),
             state: Mutex::new(State {
                 set,

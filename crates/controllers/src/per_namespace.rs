@@ -87,7 +87,7 @@ where
             object_name: object_name.to_string(),
             namespaces: namespace_informer.store(),
             objects: object_informer.store(),
-            queue: WorkQueue::new(queue_name),
+            queue: factory.queue(queue_name),
             desired,
             repair,
         });

@@ -54,7 +54,7 @@ pub struct HorizontalController {
 impl HorizontalController {
     pub fn new(factory: &InformerFactory) -> Arc<HorizontalController> {
         let informer = factory.informer::<HorizontalPodAutoscaler>();
-        let queue = WorkQueue::new("horizontalpodautoscaler");
+        let queue = factory.queue("horizontalpodautoscaler");
         informer.enqueue_into(queue.clone());
         Arc::new(HorizontalController {
             client: factory.client_for("horizontal-pod-autoscaler"),

@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::metrics::QueueMetrics;
+
 /// Per-key exponential back-off combined with an overall token bucket; the longer of the
 /// two delays wins.
 #[derive(Debug)]
@@ -97,7 +99,10 @@ struct State {
     queue: VecDeque<String>,
     /// Keys that need processing (queued, or re-added while being processed).
     dirty: HashSet<String>,
-    processing: HashSet<String>,
+    /// When each dirty key became due, for the time it waits for a worker.
+    due_since: HashMap<String, Instant>,
+    /// Keys being processed and since when.
+    processing: HashMap<String, Instant>,
     /// Delayed keys and when they become ready (the earliest wins).
     waiting: HashMap<String, Instant>,
     shutting_down: bool,
@@ -110,6 +115,8 @@ pub struct WorkQueue {
     state: Mutex<State>,
     notify: Notify,
     me: Weak<WorkQueue>,
+    /// Unset for queues made outside a controller manager (unit tests).
+    metrics: Option<QueueMetrics>,
 }
 
 impl WorkQueue {
@@ -118,6 +125,15 @@ impl WorkQueue {
     }
 
     pub fn with_limiter(name: &str, limiter: RateLimiter) -> Arc<WorkQueue> {
+        WorkQueue::build(name, limiter, None)
+    }
+
+    /// A queue whose adds, depth, latencies and retries `metrics` records.
+    pub fn with_metrics(name: &str, metrics: QueueMetrics) -> Arc<WorkQueue> {
+        WorkQueue::build(name, RateLimiter::default(), Some(metrics))
+    }
+
+    fn build(name: &str, limiter: RateLimiter, metrics: Option<QueueMetrics>) -> Arc<WorkQueue> {
         Arc::new_cyclic(|me| WorkQueue {
             name: name.to_string(),
             state: Mutex::new(State {
@@ -126,6 +142,7 @@ impl WorkQueue {
             }),
             notify: Notify::new(),
             me: me.clone(),
+            metrics,
         })
     }
 
@@ -146,7 +163,11 @@ impl WorkQueue {
             return;
         }
         state.dirty.insert(key.clone());
-        if state.processing.contains(&key) {
+        state.due_since.insert(key.clone(), Instant::now());
+        if let Some(metrics) = &self.metrics {
+            metrics.added();
+        }
+        if state.processing.contains_key(&key) {
             return;
         }
         state.queue.push_back(key);
@@ -193,6 +214,9 @@ impl WorkQueue {
     /// Queues a key after its rate-limited back-off.
     pub fn add_rate_limited(&self, key: impl Into<String>) {
         let key = key.into();
+        if let Some(metrics) = &self.metrics {
+            metrics.retried();
+        }
         let delay = self.lock().limiter.when(&key, Instant::now());
         self.add_after(key, delay);
     }
@@ -217,7 +241,12 @@ impl WorkQueue {
                 let mut state = self.lock();
                 if let Some(key) = state.queue.pop_front() {
                     state.dirty.remove(&key);
-                    state.processing.insert(key.clone());
+                    let now = Instant::now();
+                    let due_since = state.due_since.remove(&key).unwrap_or(now);
+                    if let Some(metrics) = &self.metrics {
+                        metrics.taken(now.saturating_duration_since(due_since));
+                    }
+                    state.processing.insert(key.clone(), now);
                     let more = !state.queue.is_empty();
                     drop(state);
                     if more {
@@ -237,7 +266,10 @@ impl WorkQueue {
     /// Marks a key processed; if it was added meanwhile, it is queued again.
     pub fn done(&self, key: &str) {
         let mut state = self.lock();
-        state.processing.remove(key);
+        let started = state.processing.remove(key);
+        if let (Some(metrics), Some(started)) = (&self.metrics, started) {
+            metrics.finished(started.elapsed());
+        }
         if state.dirty.contains(key) {
             state.queue.push_back(key.to_string());
             drop(state);

@@ -41,7 +41,7 @@ impl ResourceQuotaController {
         let controller = Arc::new(ResourceQuotaController {
             client: factory.client_for("resourcequota-controller"),
             quotas: quota_informer.store(),
-            queue: WorkQueue::new("resourcequota_primary"),
+            queue: factory.queue("resourcequota_primary"),
             served: Mutex::new(Served::default()),
         });
         // As upstream, a quota is recounted when it is new or its `spec.hard` changed, not

@@ -325,7 +325,7 @@ fn has_ingress(service: &Service) -> bool {
 
 impl ServiceLbController {
     pub fn new(factory: &InformerFactory, pool: Pool) -> Arc<ServiceLbController> {
-        let queue = WorkQueue::new("service-lb");
+        let queue = factory.queue("service-lb");
         let informer = factory.informer::<Service>();
         informer.enqueue_into(queue.clone());
         tracing::info!(%pool, addresses = pool.size(), "service load-balancer pool");

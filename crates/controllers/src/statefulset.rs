@@ -62,7 +62,7 @@ impl StatefulSetController {
             pods: pod_informer.store(),
             revisions: factory.informer::<ControllerRevision>().store(),
             claims: factory.informer::<PersistentVolumeClaim>().store(),
-            queue: WorkQueue::new("statefulset"),
+            queue: factory.queue("statefulset"),
             expectations: Arc::new(Expectations::new()),
             events: Events::new(
                 factory.client_for("statefulset-controller"),

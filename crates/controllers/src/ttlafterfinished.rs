@@ -29,7 +29,7 @@ impl TtlAfterFinishedController {
         let controller = Arc::new(TtlAfterFinishedController {
             client: factory.client_for("ttl-after-finished-controller"),
             jobs: informer.store(),
-            queue: WorkQueue::new("ttl_jobs_to_delete"),
+            queue: factory.queue("ttl_jobs_to_delete"),
         });
         let queue = controller.queue.clone();
         informer.add_handler(move |_, new| {

@@ -162,6 +162,25 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// `GET /metrics` from `port` on the loopback: the whole HTTP response.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// The value of the first metric line of `text` that starts with `series`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// A `skiff apiserver` or `skiff server` process with its own data dir.
 pub struct Server {
     process: Option<Supervised>,

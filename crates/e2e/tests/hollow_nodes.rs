@@ -114,25 +114,6 @@ fn check_addresses(pods: &[Value], nodes: &BTreeMap<String, Value>) {
     }
 }
 
-/// `GET /metrics` from `port` on the loopback.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-}
-
-/// The value of the metric line that starts with `series`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn hollow_nodes_register_heartbeat_and_run_pods() {
     let server = Server::start_control_plane(&[]);
@@ -193,8 +174,8 @@ fn hollow_nodes_register_heartbeat_and_run_pods() {
     });
 
     // The fleet's metrics count what it did.
-    let exposition = scrape(metrics_port);
-    let value = |series: &str| metric(&exposition, series);
+    let exposition = skiff_e2e::scrape_metrics(metrics_port);
+    let value = |series: &str| skiff_e2e::metric_value(&exposition, series);
     assert_eq!(
         value("hollow_nodes_registered "),
         Some(NODES as f64),

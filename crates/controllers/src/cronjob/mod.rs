@@ -52,7 +52,7 @@ impl CronJobController {
             client: factory.client_for("cronjob-controller"),
             cron_jobs: cron_informer.store(),
             jobs: job_informer.store(),
-            queue: WorkQueue::new("cronjob"),
+            queue: factory.queue("cronjob"),
             events: crate::events::Events::new(
                 factory.client_for("cronjob-controller"),
                 "cronjob-controller",

@@ -64,7 +64,7 @@ impl DeploymentController {
             deployments: d_informer.store(),
             replica_sets: rs_informer.store(),
             pods: pod_informer.store(),
-            queue: WorkQueue::new("deployment"),
+            queue: factory.queue("deployment"),
             events: crate::events::Events::new(
                 factory.client_for("deployment-controller"),
                 "deployment-controller",

@@ -41,7 +41,7 @@ pub struct EndpointsController {
 
 impl EndpointsController {
     pub fn new(factory: &InformerFactory) -> Arc<EndpointsController> {
-        let queue = WorkQueue::new("endpoint");
+        let queue = factory.queue("endpoint");
         let service_pods = ServicePods::watch(factory, &queue);
         let informer = factory.informer::<Endpoints>();
         // A changed or deleted Endpoints object is put back as its Service says.

@@ -78,7 +78,7 @@ enum Source {
 impl EndpointSliceController {
     /// Upstream's EndpointSlice controller: slices from the pods Services select.
     pub fn new(factory: &InformerFactory, max_per_slice: usize) -> Arc<EndpointSliceController> {
-        let queue = WorkQueue::new("endpoint_slice");
+        let queue = factory.queue("endpoint_slice");
         let view = ServicePods::watch(factory, &queue);
         let source = Source::Pods(view.pods, factory.informer::<Node>().store());
         Self::with_source(
@@ -97,7 +97,7 @@ impl EndpointSliceController {
         factory: &InformerFactory,
         max_per_slice: usize,
     ) -> Arc<EndpointSliceController> {
-        let queue = WorkQueue::new("endpoint_slice_mirroring");
+        let queue = factory.queue("endpoint_slice_mirroring");
         let services = factory.informer::<Service>();
         services.enqueue_into(queue.clone());
         let endpoints = factory.informer::<Endpoints>();

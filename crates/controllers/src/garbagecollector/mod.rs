@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::controller::run_workers;
 use crate::discovery::{served_resources, ServedResource as Resource};
 use crate::error::{is_status, Error, Result};
+use crate::informer::InformerFactory;
 use crate::queue::WorkQueue;
 use graph::{Graph, ObjectId, Observed, Work, FOREGROUND, ORPHAN};
 
@@ -82,13 +83,15 @@ struct Owners {
 }
 
 impl GarbageCollector {
-    pub fn new(client: Client) -> Arc<GarbageCollector> {
+    /// The collector writes as its own service account; it watches through its own
+    /// informers (every resource, found by discovery), not the factory's.
+    pub fn new(factory: &InformerFactory) -> Arc<GarbageCollector> {
         Arc::new(GarbageCollector {
-            client,
+            client: factory.client_for("generic-garbage-collector"),
             graph: Mutex::new(Graph::default()),
             resources: RwLock::new(Resources::default()),
-            attempt_to_delete: WorkQueue::new("garbage_collector_attempt_to_delete"),
-            attempt_to_orphan: WorkQueue::new("garbage_collector_attempt_to_orphan"),
+            attempt_to_delete: factory.queue("garbage_collector_attempt_to_delete"),
+            attempt_to_orphan: factory.queue("garbage_collector_attempt_to_orphan"),
             synced: watch::Sender::new(HashSet::new()),
         })
     }

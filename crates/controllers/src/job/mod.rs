@@ -64,7 +64,7 @@ impl JobController {
             client: factory.client_for("job-controller"),
             jobs: job_informer.store(),
             pods: pod_informer.store(),
-            queue: WorkQueue::new("job"),
+            queue: factory.queue("job"),
             expectations: Arc::new(Expectations::new()),
             last_failure: Mutex::new(HashMap::new()),
             events: crate::events::Events::new(

@@ -59,7 +59,7 @@ impl<K: Replicated> ReplicaController<K> {
             client: factory.client_for(K::COMPONENT),
             replica_sets: rs_informer.store(),
             pods: pod_informer.store(),
-            queue: WorkQueue::new(K::QUEUE),
+            queue: factory.queue(K::QUEUE),
             expectations: Arc::new(Expectations::new()),
             events: Events::new(factory.client_for(K::COMPONENT), K::COMPONENT),
         });
