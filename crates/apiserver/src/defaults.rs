@@ -169,8 +169,47 @@ pub fn apply(kind: &str, object: &mut Value) {
         "PriorityClass" => {
             set(fields, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        // Stored as autoscaling/v2, whichever version was written.
+        "HorizontalPodAutoscaler" => autoscaler_spec(object_entry(fields, "spec")),
         _ => {}
     }
+}
+
+/// Upstream's: one replica at least, 80 % CPU when no metric is named, and a `behavior`
+/// given in part completed direction by direction (the scale-down window stays unset:
+/// the controller's own flag decides it).
+fn autoscaler_spec(spec: &mut Map<String, Value>) {
+    set(spec, "minReplicas", json!(1));
+    if spec
+        .get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(|m| m.is_empty())
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+        );
+    }
+    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let scale_up = object_entry(behavior, "scaleUp");
+    set(scale_up, "stabilizationWindowSeconds", json!(0));
+    set(scale_up, "selectPolicy", json!("Max"));
+    set(
+        scale_up,
+        "policies",
+        json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
+               {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+    );
+    let scale_down = object_entry(behavior, "scaleDown");
+    set(scale_down, "selectPolicy", json!("Max"));
+    set(
+        scale_down,
+        "policies",
+        json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+    );
 }
 
 /// Upstream's: a container item's default limit comes from `max`, its default request
@@ -456,6 +495,28 @@ mod tests {
         apply("Service", &mut svc);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc["spec"]["type"], "ClusterIP");
+    }
+
+    #[test]
+    fn autoscaler_defaults_as_upstream() {
+        let mut bare = json!({"spec": {"maxReplicas": 5}});
+        apply("HorizontalPodAutoscaler", &mut bare);
+        assert_eq!(bare["spec"]["minReplicas"], 1);
+        assert_eq!(
+            bare["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
+        assert!(bare["spec"].get("behavior").is_none());
+        let mut partial = json!({"spec": {"minReplicas": 2, "behavior": {"scaleDown": {
+            "stabilizationWindowSeconds": 60, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]}}}});
+        apply("HorizontalPodAutoscaler", &mut partial);
+        let behavior = &partial["spec"]["behavior"];
+        assert_eq!(partial["spec"]["minReplicas"], 2);
+        assert_eq!(behavior["scaleDown"]["stabilizationWindowSeconds"], 60);
+        assert_eq!(behavior["scaleDown"]["policies"][0]["type"], "Pods");
+        assert_eq!(behavior["scaleDown"]["selectPolicy"], "Max");
+        assert_eq!(behavior["scaleUp"]["stabilizationWindowSeconds"], 0);
+        assert_eq!(behavior["scaleUp"]["policies"][1]["value"], 100);
     }
 
     #[test]

@@ -146,6 +146,19 @@ pub struct ControllerManagerArgs {
     /// How long a node may go without renewing its Lease before it is `Unknown`.
     #[arg(long, default_value = "50s", value_parser = parse_seconds)]
     pub node_monitor_grace_period: Duration,
+    /// Nodes per second tainted `NoExecute` (so evicted) in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f64,
+    /// Nodes per second tainted in an unhealthy zone larger than
+    /// `--large-cluster-size-threshold`.
+    #[arg(long, default_value_t = 0.01)]
+    pub secondary_node_eviction_rate: f64,
+    /// The share of not-ready nodes (more than 2) that makes a zone unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    pub unhealthy_zone_threshold: f64,
+    /// Unhealthy zones of at most this many nodes stop tainting altogether.
+    #[arg(long, default_value_t = 50)]
+    pub large_cluster_size_threshold: usize,
     /// Finished pods kept before the oldest are deleted; 0 keeps them all.
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
@@ -227,6 +240,10 @@ impl Default for ControllerManagerArgs {
             concurrent_gc_syncs: 20,
             node_monitor_period: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(50),
+            node_eviction_rate: 0.1,
+            secondary_node_eviction_rate: 0.01,
+            unhealthy_zone_threshold: 0.55,
+            large_cluster_size_threshold: 50,
             terminated_pod_gc_threshold: 12500,
             pod_gc_period: Duration::from_secs(20),
             pod_gc_quarantine: Duration::from_secs(40),
@@ -403,6 +420,12 @@ async fn run_controllers(
             nodelifecycle::NodeLifecycleSettings {
                 monitor_period: args.node_monitor_period,
                 grace_period: args.node_monitor_grace_period,
+                eviction_rates: nodelifecycle::EvictionRates {
+                    healthy: args.node_eviction_rate,
+                    secondary: args.secondary_node_eviction_rate,
+                    unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+                    large_cluster_size_threshold: args.large_cluster_size_threshold,
+                },
             },
         )
     });

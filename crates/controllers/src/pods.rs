@@ -86,15 +86,19 @@ pub fn phase(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
-/// When the pod became ready, if it is.
-pub fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
-    let condition = pod
-        .status
+/// The pod's `Ready` condition, if it has one.
+pub fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "Ready")?;
+        .find(|c| c.type_ == "Ready")
+}
+
+/// When the pod became ready, if it is.
+pub fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
+    let condition = ready_condition(pod)?;
     (condition.status == "True").then(|| condition.last_transition_time.as_ref().map(|t| t.0))
 }
 

@@ -1,6 +1,7 @@
 //! Node lifecycle against a real `skiff apiserver`: a node that stops renewing its Lease
 //! turns Unknown and is tainted unreachable; its pods are evicted as their tolerations
-//! say.
+//! say. When every node has gone silent, the controller blames itself (or the network)
+//! and lifts the NoExecute taints, as upstream's does.
 
 mod common;
 
@@ -9,13 +10,44 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn pod(ns: &str, name: &str, tolerations: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{nodeName: n1, tolerations: [{tolerations}], containers: [{{name: c, image: busybox}}]}}\n"
     )
+}
+
+fn lease(name: &str) -> Lease {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                 "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+    }))
+    .expect("lease")
+}
+
+/// Renews `name`'s Lease twice a second, as a live kubelet would (more often).
+fn keep_renewing(client: &kube::Client, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    tokio::spawn(async move {
+        let _ = leases.create(&PostParams::default(), &lease(name)).await;
+        loop {
+            let patch = json!({"spec": {"renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
+            let _ = leases
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+fn has_no_execute(node: &Node, key: &str) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == key && t.effect == "NoExecute"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,16 +60,13 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
     .await;
     let client = cluster.client.clone();
     skiff_e2e::add_simulated_node(&client, "n1", "4", json!({}), json!({})).await;
+    // A node that stays alive: with every node silent, nothing would be evicted.
+    skiff_e2e::add_simulated_node(&client, "n2", "4", json!({}), json!({})).await;
+    let alive = keep_renewing(&client, "n2");
     // One heartbeat, then silence.
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease: Lease = serde_json::from_value(json!({
-        "metadata": {"name": "n1"},
-        "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40,
-                 "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
-    }))
-    .expect("lease");
     leases
-        .create(&PostParams::default(), &lease)
+        .create(&PostParams::default(), &lease("n1"))
         .await
         .expect("lease");
 
@@ -57,20 +86,15 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
     cluster.apply(&pod(&ns, "plain", "")).await;
 
     let nodes: Api<Node> = Api::all(client.clone());
-    let node =
-        eventually(
-            "n1 Unknown and tainted",
-            Duration::from_secs(20),
-            || async {
-                let node = nodes.get("n1").await.ok()?;
-                let tainted =
-                    node.spec.as_ref()?.taints.as_ref()?.iter().any(|t| {
-                        t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute"
-                    });
-                tainted.then_some(node)
-            },
-        )
-        .await;
+    let node = eventually(
+        "n1 Unknown and tainted",
+        Duration::from_secs(20),
+        || async {
+            let node = nodes.get("n1").await.ok()?;
+            has_no_execute(&node, "node.kubernetes.io/unreachable").then_some(node)
+        },
+    )
+    .await;
     let ready = node
         .status
         .and_then(|s| s.conditions)
@@ -104,4 +128,37 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
             "{stays} was evicted"
         );
     }
+    let alive_node = nodes.get("n2").await.expect("n2");
+    assert!(!has_no_execute(
+        &alive_node,
+        "node.kubernetes.io/unreachable"
+    ));
+
+    // n2 goes silent too: every zone is down, so the NoExecute taint is lifted and the
+    // pods left stay.
+    alive.abort();
+    eventually(
+        "n1's NoExecute taint lifted",
+        Duration::from_secs(20),
+        || async {
+            let n1 = nodes.get("n1").await.ok()?;
+            let n2 = nodes.get("n2").await.ok()?;
+            let n2_unknown = n2
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "Unknown");
+            (n2_unknown && !has_no_execute(&n1, "node.kubernetes.io/unreachable")).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in ["n1", "n2"] {
+        let node = nodes.get(node).await.expect("node");
+        assert!(!has_no_execute(&node, "node.kubernetes.io/unreachable"));
+    }
+    let plain = pods.get("plain").await.expect("pod");
+    assert!(plain.metadata.deletion_timestamp.is_none());
 }

@@ -563,10 +563,12 @@ fn top_shows_usage(server: &Server, node: &str) {
 }
 
 /// `kubectl autoscale`: a Deployment whose one pod spins far above half its CPU request
-/// is scaled up to the autoscaler's maximum, which reports why.
+/// is scaled up to the autoscaler's maximum, which reports why. Then its pods go idle and
+/// a `behavior` allowing one pod less per 10 minutes, without a stabilization window,
+/// takes it down by exactly one.
 fn autoscaler_scales_a_busy_deployment(server: &Server) {
     let deployment = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: burner\nspec:\n  selector:\n    matchLabels: {{app: burner}}\n  template:\n    metadata:\n      labels: {{app: burner}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {IMAGE}\n        command: [\"sh\", \"-c\", \"while :; do :; done\"]\n        resources:\n          requests: {{cpu: 100m}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: burner\nspec:\n  selector:\n    matchLabels: {{app: burner}}\n  template:\n    metadata:\n      labels: {{app: burner}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {IMAGE}\n        command: [\"sh\", \"-c\", \"while [ ! -e /tmp/idle ]; do :; done; exec sleep 3600\"]\n        resources:\n          requests: {{cpu: 100m}}\n"
     );
     server.ok_with_input(&["apply", "-f", "-"], &deployment);
     server.ok(&[
@@ -617,6 +619,59 @@ fn autoscaler_scales_a_busy_deployment(server: &Server) {
         "jsonpath={.items[*].reason}",
     ]);
     assert!(events.contains("SuccessfulRescale"), "{events}");
+
+    server.ok(&[
+        "patch",
+        "hpa",
+        "burner",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":0,"policies":[{"type":"Pods","value":1,"periodSeconds":600}]}}}}"#,
+    ]);
+    server.ok(&["rollout", "status", "deployment/burner", "--timeout=120s"]);
+    let pods = server.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=burner",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    for pod in pods.split_whitespace() {
+        server.ok(&["exec", pod, "--", "touch", "/tmp/idle"]);
+    }
+    let replicas = || {
+        server.ok(&[
+            "get",
+            "deployment",
+            "burner",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+    };
+    wait_for("the idle burner scaled down by one", || replicas() == "2");
+    let hpa = server.ok(&["get", "hpa", "burner", "-o", "json"]);
+    let hpa: serde_json::Value = serde_json::from_str(&hpa).expect("HPA JSON");
+    let condition = |type_: &str| {
+        hpa["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or_default()
+    };
+    // The metrics ask for 1; the policy allows one pod less per period.
+    assert_eq!(
+        condition("ScalingLimited")["reason"],
+        "ScaleDownLimit",
+        "{hpa}"
+    );
+    assert_eq!(
+        hpa["spec"]["behavior"]["scaleUp"]["selectPolicy"], "Max",
+        "{hpa}"
+    );
+    // Two more evaluations within the period leave it at 2.
+    std::thread::sleep(Duration::from_secs(35));
+    assert_eq!(replicas(), "2");
     server.ok(&["delete", "hpa", "burner"]);
     server.ok(&["delete", "deployment", "burner", "--wait=false"]);
 }

@@ -5,10 +5,13 @@
 //! for the grace period (measured on this controller's clock, as upstream does, so clock
 //! skew does not matter) gets its conditions set to `Unknown` and its pods marked not
 //! ready. Nodes are tainted from their `Ready` condition: `node.kubernetes.io/unreachable`
-//! (Unknown) or `node.kubernetes.io/not-ready` (False), with `NoSchedule` and `NoExecute`.
-//! Pods on a node with a `NoExecute` taint they do not tolerate are evicted at once; those
-//! that tolerate it for `tolerationSeconds` are evicted when that time has passed since
-//! the taint was added.
+//! (Unknown) or `node.kubernetes.io/not-ready` (False), with `NoSchedule` at once and
+//! `NoExecute` at the pace of the node's zone ([`zones`]); a tainted node's key swaps at
+//! once when its condition does. Pods on a node with a `NoExecute` taint they do not
+//! tolerate are evicted at once; those that tolerate it for `tolerationSeconds` are
+//! evicted when that time has passed since the taint was added.
+
+mod zones;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,8 @@ use skiff_scheduler::plugins::helpers::tolerates;
 use crate::controller::key_of;
 use crate::error::ignore_not_found;
 use crate::informer::InformerFactory;
+pub use zones::EvictionRates;
+use zones::Zones;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -36,6 +41,7 @@ pub struct NodeLifecycleSettings {
     pub monitor_period: Duration,
     /// `--node-monitor-grace-period`.
     pub grace_period: Duration,
+    pub eviction_rates: EvictionRates,
 }
 
 pub struct NodeLifecycleController {
@@ -46,6 +52,7 @@ pub struct NodeLifecycleController {
     settings: NodeLifecycleSettings,
     /// Per node: the last renew time seen on its Lease, and when this controller saw it.
     heartbeats: Mutex<HashMap<String, (Option<Timestamp>, Instant)>>,
+    zones: Mutex<Zones>,
 }
 
 impl NodeLifecycleController {
@@ -57,19 +64,40 @@ impl NodeLifecycleController {
             pods: factory.informer::<Pod>().store(),
             settings,
             heartbeats: Mutex::new(HashMap::new()),
+            zones: Mutex::new(Zones::default()),
         })
     }
 
     pub async fn run(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.settings.monitor_period).await;
-            for node in self.nodes.state() {
-                if let Err(e) = self.monitor(&node).await {
+            let nodes = self.nodes.state();
+            for node in &nodes {
+                if let Err(e) = self.monitor(node).await {
                     tracing::warn!(node = %node.name_any(), error = %e, "node lifecycle");
+                }
+            }
+            self.zones().observe(
+                nodes.iter().map(|n| {
+                    (
+                        zones::zone_of(n),
+                        ready_status(n).as_deref() == Some("True"),
+                    )
+                }),
+                &self.settings.eviction_rates,
+                Instant::now(),
+            );
+            for node in &nodes {
+                if let Err(e) = self.update_taints(node).await {
+                    tracing::warn!(node = %node.name_any(), error = %e, "node lifecycle taints");
                 }
             }
             self.evict().await;
         }
+    }
+
+    fn zones(&self) -> std::sync::MutexGuard<'_, Zones> {
+        self.zones.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the node's heartbeat is overdue, by this controller's clock.
@@ -88,6 +116,7 @@ impl NodeLifecycleController {
         entry.1.elapsed() > self.settings.grace_period
     }
 
+    /// Marks a node whose heartbeat is overdue `Unknown`, and its pods not ready.
     async fn monitor(&self, node: &Node) -> crate::error::Result<()> {
         let name = node.name_any();
         let api: Api<Node> = Api::all(self.client.clone());
@@ -119,10 +148,14 @@ impl NodeLifecycleController {
             api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
                 .await?;
             self.mark_pods_not_ready(&name).await;
-            return Ok(());
         }
-        // Taints follow the Ready condition.
-        let wanted = match ready.as_deref() {
+        Ok(())
+    }
+
+    /// Brings the node's lifecycle taints in line with its `Ready` condition.
+    async fn update_taints(&self, node: &Node) -> crate::error::Result<()> {
+        let name = node.name_any();
+        let wanted = match ready_status(node).as_deref() {
             Some("Unknown") => Some(UNREACHABLE),
             Some("False") => Some(NOT_READY),
             _ => None,
@@ -132,26 +165,15 @@ impl NodeLifecycleController {
             .as_ref()
             .and_then(|s| s.taints.clone())
             .unwrap_or_default();
-        let mut updated: Vec<Taint> = taints
-            .iter()
-            .filter(|t| !is_lifecycle_taint(t) || Some(t.key.as_str()) == wanted)
-            .cloned()
-            .collect();
-        if let Some(key) = wanted {
-            for effect in ["NoSchedule", "NoExecute"] {
-                if !updated.iter().any(|t| t.key == key && t.effect == effect) {
-                    updated.push(Taint {
-                        key: key.into(),
-                        effect: effect.into(),
-                        time_added: (effect == "NoExecute").then(|| Time(Timestamp::now())),
-                        value: None,
-                    });
-                }
-            }
-        }
-        if updated != taints {
+        let zone = zones::zone_of(node);
+        let all_disrupted = self.zones().all_disrupted();
+        let may_add = || self.zones().may_taint(&zone, Instant::now());
+        let updated = lifecycle_taints(&taints, wanted, Timestamp::now(), may_add, all_disrupted);
+        // Order aside: a patch only for a real change.
+        if updated.len() != taints.len() || updated.iter().any(|t| !taints.contains(t)) {
             tracing::info!(node = %name, taint = ?wanted, "updating node lifecycle taints");
             let patch = serde_json::json!({"spec": {"taints": updated}});
+            let api: Api<Node> = Api::all(self.client.clone());
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
@@ -239,6 +261,52 @@ fn is_lifecycle_taint(taint: &Taint) -> bool {
     taint.key == UNREACHABLE || taint.key == NOT_READY
 }
 
+/// A node's taints with its lifecycle taints for `wanted` (the key its `Ready` condition
+/// calls for, if any): `NoSchedule` at once; `NoExecute` swapped at once from the other
+/// key, added only if `may_add` grants it, and lifted when nothing is wanted or every
+/// zone is down (`all_disrupted`).
+fn lifecycle_taints(
+    taints: &[Taint],
+    wanted: Option<&str>,
+    now: Timestamp,
+    may_add: impl FnOnce() -> bool,
+    all_disrupted: bool,
+) -> Vec<Taint> {
+    let lifecycle = |effect: &str| {
+        taints
+            .iter()
+            .find(|t| is_lifecycle_taint(t) && t.effect == effect)
+    };
+    let taint = |key: &str, effect: &str| Taint {
+        key: key.into(),
+        effect: effect.into(),
+        time_added: (effect == "NoExecute").then_some(Time(now)),
+        value: None,
+    };
+    let mut updated: Vec<Taint> = taints
+        .iter()
+        .filter(|t| !is_lifecycle_taint(t))
+        .cloned()
+        .collect();
+    let Some(key) = wanted else {
+        return updated;
+    };
+    updated.push(match lifecycle("NoSchedule") {
+        Some(existing) if existing.key == key => existing.clone(),
+        _ => taint(key, "NoSchedule"),
+    });
+    if all_disrupted {
+        return updated;
+    }
+    match lifecycle("NoExecute") {
+        Some(existing) if existing.key == key => updated.push(existing.clone()),
+        Some(_) => updated.push(taint(key, "NoExecute")),
+        None if may_add() => updated.push(taint(key, "NoExecute")),
+        None => {}
+    }
+    updated
+}
+
 fn ready_status(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -311,6 +379,77 @@ mod tests {
             toleration_seconds: seconds,
             ..Default::default()
         }
+    }
+
+    fn lifecycle(key: &str, effect: &str, added: i64) -> Taint {
+        Taint {
+            key: key.into(),
+            effect: effect.into(),
+            time_added: (effect == "NoExecute")
+                .then(|| Time(Timestamp::from_second(added).unwrap_or_default())),
+            value: None,
+        }
+    }
+
+    #[test]
+    fn no_execute_waits_for_the_zones_budget_and_swaps_at_once() {
+        let now = Timestamp::from_second(100).unwrap_or_default();
+        let own = Taint {
+            key: "dedicated".into(),
+            effect: "NoSchedule".into(),
+            time_added: None,
+            value: Some("gpu".into()),
+        };
+        // Not ready, no budget: NoSchedule only, the node's own taint kept.
+        let held = lifecycle_taints(
+            std::slice::from_ref(&own),
+            Some(NOT_READY),
+            now,
+            || false,
+            false,
+        );
+        assert_eq!(held, [own.clone(), lifecycle(NOT_READY, "NoSchedule", 0)]);
+        // With budget: NoExecute too, stamped now.
+        let tainted = lifecycle_taints(&held, Some(NOT_READY), now, || true, false);
+        assert_eq!(tainted[2], lifecycle(NOT_READY, "NoExecute", 100));
+        // Not ready → unreachable swaps without asking for budget.
+        let swapped = lifecycle_taints(
+            &tainted,
+            Some(UNREACHABLE),
+            now,
+            || panic!("no budget asked"),
+            false,
+        );
+        assert_eq!(
+            swapped,
+            [
+                own.clone(),
+                lifecycle(UNREACHABLE, "NoSchedule", 0),
+                lifecycle(UNREACHABLE, "NoExecute", 100)
+            ]
+        );
+        // Already tainted: kept as is (its time too), without asking.
+        let later = Timestamp::from_second(500).unwrap_or_default();
+        assert_eq!(
+            lifecycle_taints(
+                &swapped,
+                Some(UNREACHABLE),
+                later,
+                || panic!("asked"),
+                false
+            ),
+            swapped
+        );
+        // Every zone down: NoExecute lifted, NoSchedule kept.
+        assert_eq!(
+            lifecycle_taints(&swapped, Some(UNREACHABLE), later, || true, true),
+            [own.clone(), lifecycle(UNREACHABLE, "NoSchedule", 0)]
+        );
+        // Ready again: every lifecycle taint goes.
+        assert_eq!(
+            lifecycle_taints(&swapped, None, later, || true, false),
+            [own]
+        );
     }
 
     #[test]
