@@ -143,6 +143,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     logs_over_a_websocket(&server);
     static_pods_run_from_the_manifest_directory(&server, &node);
     top_shows_usage(&server, &node);
+    kubelet_metrics_count_pods_and_runtime_calls(&server, &node);
     autoscaler_scales_a_busy_deployment(&server);
 
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
@@ -559,6 +560,43 @@ fn top_shows_usage(server: &Server, node: &str) {
             .unwrap_or(0)
             > 0,
         "{pod}"
+    );
+}
+
+/// The kubelet's `/metrics`, read through the API server's node proxy as Prometheus
+/// scrapes it: the running pods the runtime has, its CRI calls, and the start-up
+/// latency of the pods it started.
+fn kubelet_metrics_count_pods_and_runtime_calls(server: &Server, node: &str) {
+    let metrics = server.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ]);
+    let value = |series: &str| {
+        skiff_e2e::metric_value(&metrics, series)
+            .unwrap_or_else(|| panic!("{series} missing from:\n{metrics}"))
+    };
+    let running = server.ok(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        &format!("spec.nodeName={node},status.phase=Running"),
+        "--no-headers",
+    ]);
+    assert_eq!(
+        value("kubelet_running_pods "),
+        running.lines().count() as f64,
+        "{running}"
+    );
+    assert!(value(r#"kubelet_runtime_operations_total{operation_type="run_podsandbox"}"#) >= 1.0);
+    assert!(value(r#"kubelet_runtime_operations_total{operation_type="create_container"}"#) >= 1.0);
+    assert!(value("kubelet_pod_start_duration_seconds_count ") >= 1.0);
+    assert!(value(r#"kubelet_started_containers_total{container_type="container"}"#) >= 1.0);
+    assert!(value(r#"kubelet_running_containers{container_state="running"}"#) >= 1.0);
+    assert_eq!(
+        value(&format!(r#"kubelet_node_name{{node="{node}"}}"#)),
+        1.0
     );
 }
 

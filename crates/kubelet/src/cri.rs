@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::error::{Error, Result};
+use crate::metrics::{InstrumentedChannel, KubeletMetrics};
 use skiff_runtime::proto::{
     self, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
-use tonic::transport::Channel;
-
-use crate::error::{Error, Result};
 
 /// Label keys the kubelet puts on sandboxes and containers (upstream's names,
 /// so tools such as crictl show them as they do for upstream's kubelet).
@@ -34,8 +34,8 @@ pub mod labels {
 /// A connected CRI client (both services share one HTTP/2 connection).
 #[derive(Clone)]
 pub struct Cri {
-    pub rt: RuntimeServiceClient<Channel>,
-    pub img: ImageServiceClient<Channel>,
+    pub rt: RuntimeServiceClient<InstrumentedChannel>,
+    pub img: ImageServiceClient<InstrumentedChannel>,
 }
 
 /// Strips `unix://` from an endpoint, as crictl and the kubelet accept both.
@@ -47,6 +47,11 @@ impl Cri {
     /// Connects to the runtime's unix socket (lazily: the runtime may start
     /// after the kubelet; calls fail until it serves).
     pub fn connect(endpoint: &str) -> Result<Cri> {
+        Cri::connect_recording(endpoint, None)
+    }
+
+    /// Connects, recording every call in `metrics` (when given).
+    pub fn connect_recording(endpoint: &str, metrics: Option<Arc<KubeletMetrics>>) -> Result<Cri> {
         let path = socket_path(endpoint);
         let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
             .map_err(|source| Error::Connect {
@@ -61,6 +66,7 @@ impl Cri {
                     ))
                 }
             }));
+        let channel = InstrumentedChannel::new(channel, metrics);
         Ok(Cri {
             rt: RuntimeServiceClient::new(channel.clone()),
             img: ImageServiceClient::new(channel),
@@ -167,15 +173,14 @@ impl Cri {
         }
     }
 
-    /// Containers carrying `io.kubernetes.pod.uid=uid`.
-    pub async fn containers(&self, uid: &str) -> Result<Vec<proto::Container>> {
+    async fn list_containers(
+        &self,
+        filter: proto::ContainerFilter,
+    ) -> Result<Vec<proto::Container>> {
         let mut rt = self.rt.clone();
         Ok(rt
             .list_containers(proto::ListContainersRequest {
-                filter: Some(proto::ContainerFilter {
-                    label_selector: HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]),
-                    ..Default::default()
-                }),
+                filter: Some(filter),
             })
             .await
             .map_err(Error::cri("ListContainers"))?
@@ -183,25 +188,32 @@ impl Cri {
             .containers)
     }
 
+    /// Containers carrying `io.kubernetes.pod.uid=uid`.
+    pub async fn containers(&self, uid: &str) -> Result<Vec<proto::Container>> {
+        self.list_containers(proto::ContainerFilter {
+            label_selector: HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Every container the runtime has, in any state.
+    pub async fn all_containers(&self) -> Result<Vec<proto::Container>> {
+        self.list_containers(proto::ContainerFilter::default())
+            .await
+    }
+
     /// The ids of the running containers.
     pub async fn running_containers(&self) -> Result<std::collections::HashSet<String>> {
-        let mut rt = self.rt.clone();
-        Ok(rt
-            .list_containers(proto::ListContainersRequest {
-                filter: Some(proto::ContainerFilter {
-                    state: Some(proto::ContainerStateValue {
-                        state: proto::ContainerState::ContainerRunning as i32,
-                    }),
-                    ..Default::default()
+        let running = self
+            .list_containers(proto::ContainerFilter {
+                state: Some(proto::ContainerStateValue {
+                    state: proto::ContainerState::ContainerRunning as i32,
                 }),
+                ..Default::default()
             })
-            .await
-            .map_err(Error::cri("ListContainers"))?
-            .into_inner()
-            .containers
-            .into_iter()
-            .map(|c| c.id)
-            .collect())
+            .await?;
+        Ok(running.into_iter().map(|c| c.id).collect())
     }
 
     pub async fn container_status(&self, id: &str) -> Result<proto::ContainerStatus> {

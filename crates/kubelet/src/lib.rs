@@ -45,6 +45,7 @@ pub mod cri;
 pub mod env;
 pub mod error;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod probe;
@@ -183,7 +184,8 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&args.pod_logs_dir)
         .with_context(|| format!("creating {}", args.pod_logs_dir.display()))?;
-    let cri = cri::Cri::connect(&args.runtime_endpoint)?;
+    let metrics = Arc::new(metrics::KubeletMetrics::new(&name));
+    let cri = cri::Cri::connect_recording(&args.runtime_endpoint, Some(metrics.clone()))?;
     let version = cri
         .wait_ready(&cri::socket_path(&args.runtime_endpoint))
         .await;
@@ -250,6 +252,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         cpu_millis: machine.cpus * 1000,
         allocations: Default::default(),
         services,
+        metrics: metrics.clone(),
     });
     let stats = stats::Stats::new(
         cri.clone(),
@@ -262,6 +265,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         cri: cri.clone(),
         node_name: shared.node_name.clone(),
         stats,
+        metrics,
     });
     let agent = node::NodeAgent {
         client,

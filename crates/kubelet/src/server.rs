@@ -47,6 +47,7 @@ pub struct ServerState {
     pub cri: Cri,
     pub node_name: String,
     pub stats: Arc<crate::stats::Stats>,
+    pub metrics: Arc<crate::metrics::KubeletMetrics>,
 }
 
 /// Who a verified client certificate names.
@@ -261,6 +262,14 @@ async fn handle(
             }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
+        (&Method::GET, ["metrics"]) => {
+            let mut response = text(StatusCode::OK, state.metrics.render(&state.cri).await);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(skiff_metrics::MEDIA_TYPE),
+            );
+            response
+        }
         (&Method::GET, ["containerLogs", ..]) => {
             text(StatusCode::BAD_REQUEST, "missing container name")
         }

@@ -49,6 +49,7 @@ pub struct Shared {
     pub allocations: std::sync::Mutex<HashMap<String, (i64, i64)>>,
     /// Every Service, for the pods' Service variables.
     pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
+    pub metrics: Arc<crate::metrics::KubeletMetrics>,
 }
 
 /// How often a live pod is re-synced without any event (upstream relies on
@@ -94,6 +95,10 @@ pub struct PodWorker {
     /// when the pod is first seen, then each resize the node admitted.
     allocated: Option<resize::Allocated>,
     resize: ResizeView,
+    /// When this worker first saw the pod, for the start-up latency metric.
+    seen_at: Instant,
+    synced_once: bool,
+    reported_running: bool,
 }
 
 /// One container's attempts, newest first.
@@ -197,6 +202,9 @@ impl PodWorker {
             termination_messages: HashMap::new(),
             allocated: None,
             resize: ResizeView::default(),
+            seen_at: Instant::now(),
+            synced_once: false,
+            reported_running: false,
         }
     }
 
@@ -239,7 +247,12 @@ impl PodWorker {
                     if deleted_by_us {
                         Duration::from_secs(3600)
                     } else if pod.metadata.deletion_timestamp.is_some() {
-                        match self.terminate(&pod, grace_period(&pod), true).await {
+                        let started = Instant::now();
+                        let terminated = self.terminate(&pod, grace_period(&pod), true).await;
+                        self.shared
+                            .metrics
+                            .pod_worker_pass("kill", started.elapsed());
+                        match terminated {
                             // A static pod's file is gone: the pod manager owns its mirror.
                             Ok(()) if static_pods::is_static(&pod) => return,
                             Ok(()) => {
@@ -256,7 +269,14 @@ impl PodWorker {
                             }
                         }
                     } else {
-                        match self.sync(&pod).await {
+                        let started = Instant::now();
+                        let synced = self.sync(&pod).await;
+                        let operation = if self.synced_once { "sync" } else { "create" };
+                        self.synced_once = true;
+                        self.shared
+                            .metrics
+                            .pod_worker_pass(operation, started.elapsed());
+                        match synced {
                             Ok(d) => d,
                             Err(e) => {
                                 tracing::warn!(pod = %format!("{}/{}", pod_namespace(&pod), pod_name(&pod)), error = %e, "pod sync failed; retrying");
@@ -491,6 +511,7 @@ impl PodWorker {
             .map_err(Error::io(format!("create {}", log_dir.display())))?;
         let config = spec::sandbox_config(pod, attempt, &self.shared.settings);
         let id = cri.run_sandbox(config.clone()).await?;
+        self.shared.metrics.sandbox_started();
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), sandbox = %id, "started pod sandbox");
         let st = cri.sandbox_status(&id).await?;
         let ips: Vec<String> = st
@@ -643,6 +664,11 @@ impl PodWorker {
         kind: ContainerKind,
         sandbox: &(String, proto::PodSandboxConfig, Vec<String>),
     ) -> Result<()> {
+        let container_type = match &kind {
+            ContainerKind::App => "container",
+            ContainerKind::Init => "init_container",
+            ContainerKind::Ephemeral { .. } => "ephemeral_container",
+        };
         if !self.ensure_image(c, &sandbox.1).await? {
             return Ok(());
         }
@@ -710,6 +736,7 @@ impl PodWorker {
             return Ok(());
         }
         self.waiting.remove(&c.name);
+        self.shared.metrics.container_started(container_type);
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), container = %c.name, attempt, "started container");
         let pod_ip = sandbox.2.first().map(String::as_str).unwrap_or_default();
         let post_start = c
@@ -1321,6 +1348,19 @@ impl PodWorker {
             .await
         {
             Ok(_) => {
+                // Upstream's start-up latency: from first sight to the first Running
+                // this kubelet reports (not for a pod that was Running already).
+                let was_running =
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                if status.phase.as_deref() == Some("Running")
+                    && !was_running
+                    && !self.reported_running
+                {
+                    self.reported_running = true;
+                    self.shared
+                        .metrics
+                        .pod_started_running(self.seen_at.elapsed());
+                }
                 self.last_written = Some(status);
                 self.written_to = target;
                 Ok(())

@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 pub use prometheus_client;
 use prometheus_client::registry::Registry;
 
-const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The exposition's media type.
+pub const MEDIA_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The text exposition of every metric in `registry`.
 pub fn render(registry: &Registry) -> String {
@@ -30,7 +31,7 @@ pub fn router_with(render: impl Fn() -> String + Clone + Send + Sync + 'static) 
         "/metrics",
         axum::routing::get(move || {
             let render = render.clone();
-            async move { ([(CONTENT_TYPE, CONTENT)], render()).into_response() }
+            async move { ([(CONTENT_TYPE, MEDIA_TYPE)], render()).into_response() }
         }),
     )
 }
