@@ -227,6 +227,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         memory_volumes_and_sub_path_expressions(server, ns, logs_dir);
         http_hooks(server, ns, logs_dir);
         sysctls(server, ns, logs_dir);
+        shared_process_namespace(server, ns, logs_dir);
         in_place_resize(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
@@ -471,6 +472,35 @@ fn seccomp(server: &Server, ns: &str, logs_dir: &Path) {
             "{name}: {log}"
         );
     }
+}
+
+/// `shareProcessNamespace`: each container sees the others' processes, under the pod's
+/// own PID 1 (the runtime's sandbox holder, as upstream's pause).
+fn shared_process_namespace(server: &Server, ns: &str, logs_dir: &Path) {
+    let containers = format!(
+        "{}{}",
+        container("worker", "exec sleep 6", ""),
+        container("looker", "sleep 2; ps -o pid,args", "")
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            "shared-pids",
+            "  restartPolicy: Never\n  shareProcessNamespace: true\n",
+            &containers,
+        ),
+    );
+    let pod = wait_for_phase(server, ns, "shared-pids", "Succeeded");
+    let log = container_log(logs_dir, ns, &pod, "looker");
+    assert!(log.contains("sleep 6"), "the worker is not seen: {log}");
+    let pid_1 = log
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("1"))
+        .unwrap_or_default();
+    assert!(
+        pid_1.contains("__skiff-sandbox"),
+        "PID 1 is not the pod's: {log}"
+    );
 }
 
 /// An `emptyDir` with `medium: Memory` is a tmpfs of its `sizeLimit`; a `subPathExpr`

@@ -31,7 +31,7 @@
 //!
 //! ## Not done yet
 //!
-//! `GetContainerEvents` (the kubelet relists instead), pod-level PID namespaces (`shareProcessNamespace`), sysctls,
+//! `GetContainerEvents` (the kubelet relists instead), sysctls,
 //! image garbage collection and pinning, zstd layers, CNI `CHECK`. These RPCs answer
 //! `UNIMPLEMENTED` or the fields are ignored.
 

@@ -571,6 +571,50 @@ fn run_holder() -> i32 {
     if set.thread_block().is_err() {
         return 1;
     }
+    // Asked for a pod PID namespace, the runtime left our children in a new one: its
+    // init must be a child of ours (this process is still single-threaded: forking is
+    // safe).
+    let pod_init = if namespace("pid") != namespace("pid_for_children") {
+        // SAFETY: single-threaded here; the child only makes async-signal-safe calls
+        // before it waits for signals.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                // The pod's PID 1 dies with the holder (torn down with SIGKILL).
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+                return reap_until_told(&set);
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => Some(child),
+            Err(e) => {
+                eprintln!("skiff sandbox: fork the pod's PID 1: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    // Tells the runtime that containers may start.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        if writeln!(out, "ready").and_then(|()| out.flush()).is_err() {
+            return 1;
+        }
+    }
+    let code = reap_until_told(&set);
+    if let Some(init) = pod_init {
+        let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+    }
+    code
+}
+
+/// The identity of one of this process's namespaces (`/proc/self/ns/<kind>`).
+fn namespace(kind: &str) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/ns/{kind}")).ok()
+}
+
+/// Reaps children (orphans included, as an init must) until SIGTERM or SIGINT.
+fn reap_until_told(set: &nix::sys::signal::SigSet) -> i32 {
+    use nix::sys::signal::Signal;
     loop {
         match set.wait() {
             Ok(Signal::SIGCHLD) => {

@@ -508,6 +508,96 @@ async fn containers_in_a_sandbox_share_its_network_namespace() {
     h.assert_clean();
 }
 
+/// `shareProcessNamespace`: the sandbox's PID namespace, whose PID 1 is the runtime's own
+/// holder (as upstream's pause), seen by every container of the pod that asks for it.
+#[tokio::test]
+async fn a_pod_can_share_one_process_namespace() {
+    let mut h = Harness::start().await;
+    let pod_pid = |mut cfg: proto::ContainerConfig| {
+        cfg.linux = Some(proto::LinuxContainerConfig {
+            security_context: Some(proto::LinuxContainerSecurityContext {
+                namespace_options: Some(proto::NamespaceOption {
+                    pid: proto::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        cfg
+    };
+    let mut sb_cfg = sandbox_config("pidshare", &h.dir.path().join("logs"));
+    sb_cfg.linux = Some(proto::LinuxPodSandboxConfig {
+        security_context: Some(proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                pid: proto::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let sb =
+        h.rt.run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sb_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let a = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        pod_pid(container_config("a", &["sleep", "1000"])),
+    )
+    .await;
+    let b = create_and_start(
+        &mut h,
+        &sb,
+        &sb_cfg,
+        pod_pid(container_config("b", &["sleep", "1001"])),
+    )
+    .await;
+    let run = |o: proto::ExecSyncResponse| String::from_utf8_lossy(&o.stdout).to_string();
+    let seen_by_b = run(exec(&mut h, &b, &["ps", "-o", "pid,args"], 10)
+        .await
+        .expect("ps in b"));
+    assert!(
+        seen_by_b.contains("sleep 1000"),
+        "b does not see a:\n{seen_by_b}"
+    );
+    let init = run(exec(&mut h, &a, &["cat", "/proc/1/cmdline"], 10)
+        .await
+        .expect("cat in a"));
+    assert!(
+        init.contains("__skiff-sandbox"),
+        "PID 1 of the pod is {init:?}"
+    );
+    // Without the option, a container of another pod has a namespace of its own.
+    let (other, other_cfg) = run_sandbox(&mut h, "pidalone").await;
+    let c = create_and_start(
+        &mut h,
+        &other,
+        &other_cfg,
+        container_config("c", &["sleep", "1002"]),
+    )
+    .await;
+    let seen_by_c = run(exec(&mut h, &c, &["ps", "-o", "pid,args"], 10)
+        .await
+        .expect("ps in c"));
+    assert!(!seen_by_c.contains("sleep 1000"), "{seen_by_c}");
+    let pid_1 = seen_by_c
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(pid_1.contains("sleep 1002"), "{seen_by_c}");
+    remove_sandbox(&mut h, &sb).await;
+    remove_sandbox(&mut h, &other).await;
+    h.assert_clean();
+}
+
 #[tokio::test]
 async fn containers_outlive_a_runtime_restart() {
     let mut h = Harness::start().await;

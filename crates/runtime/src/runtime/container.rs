@@ -228,7 +228,7 @@ impl Runtime {
         sys::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).ok();
         let mut namespaces = self.sandbox_namespaces(sb);
-        namespaces.pid = self.target_pid_namespace(config)?;
+        namespaces.pid = self.shared_pid_namespace(sb, config)?;
         let spec = build_spec(&SpecInput {
             config,
             image: defaults,
@@ -332,19 +332,29 @@ impl Runtime {
         }
     }
 
-    /// The PID namespace a container asks to share with another (CRI `TARGET` mode, an
-    /// ephemeral container's `targetContainerName`): that container's init process's,
-    /// so the target must be running.
-    fn target_pid_namespace(&self, config: &proto::ContainerConfig) -> Result<Option<PathBuf>> {
-        let Some(options) = config
+    /// The PID namespace a container shares, if any: the pod's (CRI `POD` mode, from
+    /// `shareProcessNamespace`) when its sandbox has one, or another container's (CRI
+    /// `TARGET` mode, an ephemeral container's `targetContainerName`): that container's
+    /// init process's, so the target must be running.
+    fn shared_pid_namespace(
+        &self,
+        sb: &super::SandboxRecord,
+        config: &proto::ContainerConfig,
+    ) -> Result<Option<PathBuf>> {
+        let options = config
             .linux
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref())
-            .filter(|o| o.pid == proto::NamespaceMode::Target as i32)
-        else {
+            .and_then(|s| s.namespace_options.as_ref());
+        let Some(options) = options else {
             return Ok(None);
         };
+        if options.pid == proto::NamespaceMode::Pod as i32 {
+            return Ok(self.pod_pid_namespace(sb));
+        }
+        if options.pid != proto::NamespaceMode::Target as i32 {
+            return Ok(None);
+        }
         let pid_file = self
             .container_dir(&options.target_id)
             .join(crate::shim::PID_FILE);

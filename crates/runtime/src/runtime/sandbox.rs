@@ -4,7 +4,11 @@
 //! A sandbox is a holder process of our own (see [`crate::shim`]) started in
 //! new network, IPC and UTS namespaces, whose namespace files are bind-mounted
 //! under the sandbox directory so containers (and, later, CNI) can join them
-//! by path even after a runtime restart. No pause image is needed.
+//! by path even after a runtime restart. No pause image is needed. A pod that
+//! shares its process namespace (CRI `POD` PID mode) gets a PID namespace too,
+//! whose init is a child of the holder (the holder itself stays outside it, as
+//! `unshare` leaves the caller), so containers join a namespace whose PID 1
+//! outlives each of them and reaps their orphans, as upstream's pause does.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -38,6 +42,9 @@ pub struct SandboxRecord {
     pub own_cgroup: bool,
     pub holder_pid: i32,
     pub ready: bool,
+    /// The pod has a PID namespace of its own, which its containers may join.
+    #[serde(default)]
+    pub pod_pid: bool,
     pub host_network: bool,
     pub host_ipc: bool,
     pub host_pid: bool,
@@ -91,6 +98,12 @@ impl Runtime {
             host_pid: sb.host_pid,
             pid: None,
         }
+    }
+
+    /// The pod's PID namespace, when it has one.
+    pub(crate) fn pod_pid_namespace(&self, sb: &SandboxRecord) -> Option<PathBuf> {
+        sb.pod_pid
+            .then(|| self.sandbox_dir(&sb.id).join("ns").join("pid"))
     }
 
     /// Files each container of the sandbox gets bind-mounted.
@@ -154,6 +167,9 @@ impl Runtime {
             host_network: mode(ns_opts.as_ref(), |o| o.network),
             host_ipc: mode(ns_opts.as_ref(), |o| o.ipc),
             host_pid: mode(ns_opts.as_ref(), |o| o.pid),
+            pod_pid: ns_opts
+                .as_ref()
+                .is_some_and(|o| o.pid == proto::NamespaceMode::Pod as i32),
             ip: String::new(),
             sysctls: linux.sysctls.clone().into_iter().collect(),
         };
@@ -216,6 +232,9 @@ impl Runtime {
         if !rec.host_ipc {
             flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
         }
+        if rec.pod_pid {
+            flags |= nix::sched::CloneFlags::CLONE_NEWPID;
+        }
         let hostname = rec.hostname.clone();
         let set_hostname = !rec.host_network;
         let log = std::fs::File::create(dir.join("holder.log"))
@@ -223,7 +242,9 @@ impl Runtime {
         let mut cmd = tokio::process::Command::new(&self.config.shim);
         cmd.arg(crate::shim::SANDBOX_ARG)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            // The holder says on stdout when the pod's PID 1 runs (or at once without
+            // a PID namespace); no container may join before, or it would be PID 1.
+            .stdout(std::process::Stdio::piped())
             .stderr(log)
             .kill_on_drop(false);
         // SAFETY: between fork and exec we only make async-signal-safe syscalls
@@ -238,7 +259,7 @@ impl Runtime {
                 Ok(())
             });
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .ctx(|| format!("start sandbox holder {}", self.config.shim.display()))?;
         let pid = child
@@ -246,20 +267,23 @@ impl Runtime {
             .ok_or_else(|| Error::Internal("sandbox holder exited at once".into()))?
             as i32;
         rec.holder_pid = pid;
+        wait_for_holder(&mut child).await?;
         // The child handle is dropped: tokio reaps it if it exits while we run,
         // and it outlives us otherwise.
         drop(child);
-        for (kind, wanted) in [
-            ("net", !rec.host_network),
-            ("ipc", !rec.host_ipc),
-            ("uts", !rec.host_network),
+        for (kind, source, wanted) in [
+            ("net", "net", !rec.host_network),
+            ("ipc", "ipc", !rec.host_ipc),
+            ("uts", "uts", !rec.host_network),
+            // The holder's children's namespace: the one its PID 1 child is in.
+            ("pid", "pid_for_children", rec.pod_pid),
         ] {
             if !wanted {
                 continue;
             }
             let target = nsdir.join(kind);
             std::fs::File::create(&target).path_ctx("create", &target)?;
-            sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), &target)?;
+            sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{source}")), &target)?;
         }
         if let (Some(network), false) = (&self.cni, rec.host_network) {
             let cni = network.current()?;
@@ -301,7 +325,7 @@ impl Runtime {
             ))
             .await?;
         }
-        for kind in ["net", "ipc", "uts"] {
+        for kind in ["net", "ipc", "uts", "pid"] {
             sys::unmount(&nsdir.join(kind))?;
         }
         Ok(())
@@ -454,6 +478,31 @@ fn attachment<'a>(
         pod_namespace: &rec.namespace,
         pod_uid: &rec.uid,
         port_mappings,
+    }
+}
+
+/// Waits for the holder's `ready` line: its pod PID 1, if any, is running.
+async fn wait_for_holder(holder: &mut tokio::process::Child) -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let Some(stdout) = holder.stdout.take() else {
+        return Err(Error::Internal("sandbox holder has no stdout".into()));
+    };
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_line(&mut line),
+    )
+    .await;
+    match read {
+        Ok(Ok(_)) if line.trim() == "ready" => Ok(()),
+        outcome => {
+            let _ = holder.start_kill();
+            Err(Error::Internal(format!(
+                "sandbox holder did not start (it said {:?}; {outcome:?}); see its holder.log",
+                line.trim()
+            )))
+        }
     }
 }
 
