@@ -37,7 +37,7 @@ enum Command {
     /// Run only the API server.
     Apiserver(ApiServerArgs),
     /// Run the controller manager: ReplicaSets and Deployments kept as declared.
-    ControllerManager(skiff_controllers::ControllerManagerArgs),
+    ControllerManager(Box<skiff_controllers::ControllerManagerArgs>),
     /// Run the scheduler: bind each unscheduled pod to the best node.
     Scheduler(skiff_scheduler::SchedulerArgs),
     /// Run the kubelet: register this node and run the pods bound to it.
@@ -689,7 +689,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster(args) => cluster::run(args).await,
             Command::ControllerManager(args) => {
                 let client = kube_client(args.kubeconfig.as_deref(), CONTROLLER_MANAGER).await?;
-                skiff_controllers::run(client, args).await
+                skiff_controllers::run(client, *args).await
             }
             Command::Scheduler(args) => {
                 let client = kube_client(args.kubeconfig.as_deref(), SCHEDULER).await?;
