@@ -388,6 +388,40 @@ impl Cri {
     }
 
     /// The image's id if the runtime has it.
+    /// Every image the runtime has.
+    pub async fn images(&self) -> Result<Vec<proto::Image>> {
+        let mut img = self.img.clone();
+        Ok(img
+            .list_images(proto::ListImagesRequest { filter: None })
+            .await
+            .map_err(Error::cri("ListImages"))?
+            .into_inner()
+            .images)
+    }
+
+    pub async fn remove_image(&self, id: &str) -> Result<()> {
+        let mut img = self.img.clone();
+        img.remove_image(proto::RemoveImageRequest {
+            image: Some(image_spec(id)),
+        })
+        .await
+        .map_err(Error::cri("RemoveImage"))?;
+        Ok(())
+    }
+
+    /// Where the runtime keeps its images (the filesystem image collection watches).
+    pub async fn image_fs_mountpoint(&self) -> Result<String> {
+        let mut img = self.img.clone();
+        img.image_fs_info(proto::ImageFsInfoRequest {})
+            .await
+            .map_err(Error::cri("ImageFsInfo"))?
+            .into_inner()
+            .image_filesystems
+            .into_iter()
+            .find_map(|fs| fs.fs_id.map(|id| id.mountpoint))
+            .ok_or_else(|| Error::Config("the runtime names no image filesystem".into()))
+    }
+
     pub async fn image_present(&self, image: &str) -> Result<Option<String>> {
         let mut img = self.img.clone();
         Ok(img

@@ -44,6 +44,7 @@ pub mod bootstrap;
 pub mod cri;
 pub mod env;
 pub mod error;
+pub mod imagegc;
 pub mod logs;
 pub mod metrics;
 pub mod node;
@@ -116,6 +117,24 @@ pub struct KubeletArgs {
     /// `DATA_DIR/pod-manifests`.
     #[arg(long, value_name = "DIR")]
     pub pod_manifest_path: Option<PathBuf>,
+    /// Image filesystem usage (percent) at which unused images are removed; 100 turns
+    /// image garbage collection off.
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Usage that image garbage collection brings the image filesystem down to.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Images this kubelet first saw more recently than this are never collected.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub minimum_image_ttl_duration: std::time::Duration,
+    /// How often image garbage collection runs (upstream's fixed 5 minutes; shorter
+    /// for tests).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, hide = true)]
+    pub image_gc_period: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    skiff_quantity::parse_duration(text)
 }
 
 impl KubeletArgs {
@@ -136,6 +155,12 @@ impl KubeletArgs {
             kubelet_port: 0,
             kubelet_address: std::net::IpAddr::from([127, 0, 0, 1]),
             pod_manifest_path: None,
+            // Off: tests share the machine's disk, whose usage is not theirs to judge;
+            // a test of collection turns it on.
+            image_gc_high_threshold: 100,
+            image_gc_low_threshold: 80,
+            minimum_image_ttl_duration: std::time::Duration::from_secs(120),
+            image_gc_period: imagegc::PERIOD,
         }
     }
 }
@@ -185,6 +210,12 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
     std::fs::create_dir_all(&args.pod_logs_dir)
         .with_context(|| format!("creating {}", args.pod_logs_dir.display()))?;
     let metrics = Arc::new(metrics::KubeletMetrics::new(&name));
+    let image_gc = imagegc::ImageGcPolicy {
+        high_threshold_percent: args.image_gc_high_threshold,
+        low_threshold_percent: args.image_gc_low_threshold,
+        minimum_age: args.minimum_image_ttl_duration,
+    };
+    image_gc.validate().map_err(anyhow::Error::msg)?;
     let cri = cri::Cri::connect_recording(&args.runtime_endpoint, Some(metrics.clone()))?;
     let version = cri
         .wait_ready(&cri::socket_path(&args.runtime_endpoint))
@@ -260,6 +291,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         machine.memory_bytes.max(0) as u64,
     );
     tokio::spawn(stats.clone().run());
+    let image_gc = imagegc::ImageGc::new(cri.clone(), image_gc).run(args.image_gc_period);
     let server_state = Arc::new(server::ServerState {
         client: client.clone(),
         cri: cri.clone(),
@@ -278,5 +310,6 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         _ = agent.run() => Ok(()),
         _ = server::serve(listener, tls, server_state) => Ok(()),
         r = pods::run(shared, args.pod_manifest_path.clone()) => r,
+        () = image_gc => Ok(()),
     }
 }

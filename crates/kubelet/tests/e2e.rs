@@ -1,7 +1,8 @@
 //! End to end, as root: a real `skiff server`, a real `skiff runtime`
 //! (process, CNI bridge of the test's own) and this kubelet in-process,
 //! driven with the real kubectl. One test walks every scenario in turn so
-//! the suite pays once for start-up; each step names what it checks.
+//! the suite pays once for start-up; each step names what it checks. Image
+//! garbage collection, which needs a kubelet configured for it, is a second.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -21,6 +22,54 @@ async fn kubelet_runs_pods_end_to_end() {
     let (kubelet, logs_dir) = start_kubelet(&server, &runtime).await;
 
     run_scenario(&runtime, kubelet, scenarios(&server, &runtime, &logs_dir)).await;
+}
+
+/// Image garbage collection with every threshold at 0: an image stays while a container
+/// made from it exists, and goes once its pod is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unused_images_are_collected() {
+    init_tracing();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let mut args = kubelet_args(&server, &runtime);
+    args.image_gc_high_threshold = 0;
+    args.image_gc_low_threshold = 0;
+    // Long enough for the pod below to make a container first.
+    args.minimum_image_ttl_duration = Duration::from_secs(15);
+    args.image_gc_period = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let (kubelet, _logs_dir) = start_kubelet_from(args).await;
+    let cri = skiff_kubelet::cri::Cri::connect(&runtime.socket().display().to_string())
+        .expect("CRI client");
+    let scenario = async {
+        cri.wait_ready(&runtime.socket()).await;
+        let images = || async { cri.images().await.expect("ListImages") };
+        assert_eq!(images().await.len(), 1, "the busybox image is imported");
+        tokio::task::block_in_place(|| {
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("keeper", "", &container("c", "sleep 3600", "")),
+            );
+            wait_for_phase(&server, "default", "keeper", "Running");
+        });
+        // Past the minimum age and several collections: in use, so kept.
+        let past_minimum_age = Duration::from_secs(20).saturating_sub(started.elapsed());
+        tokio::time::sleep(past_minimum_age).await;
+        assert_eq!(images().await.len(), 1, "an image in use was collected");
+        tokio::task::block_in_place(|| {
+            server.ok(&["delete", "pod", "keeper", "--timeout=60s"]);
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !images().await.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the unused image is still there: {:?}",
+                images().await
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
 }
 
 async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {

@@ -32,7 +32,7 @@
 //! ## Not done yet
 //!
 //! `GetContainerEvents` (the kubelet relists instead), sysctls,
-//! image garbage collection and pinning, zstd layers, CNI `CHECK`. These RPCs answer
+//! image pinning (the kubelet collects unused images), zstd layers, CNI `CHECK`. These RPCs answer
 //! `UNIMPLEMENTED` or the fields are ignored.
 
 pub mod cli;

@@ -51,9 +51,12 @@ impl Runtime {
             .prefix("skiff-kubelet-test")
             .tempdir()
             .expect("tempdir");
-        let tag = format!("{:04x}", std::process::id() % 0xffff);
+        // Unique per runtime: a test binary may start several at once.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{:04x}", (std::process::id() * 8 + nth) % 0xffff);
         let bridge = format!("skl{tag}");
-        let subnet = format!("10.198.{}.0/24", std::process::id() % 250);
+        let subnet = format!("10.198.{}.0/24", (std::process::id() + nth * 37) % 250);
         let net_d = dir.path().join("net.d");
         std::fs::create_dir_all(&net_d).expect("net.d");
         std::fs::write(
@@ -258,6 +261,13 @@ pub async fn start_kubelet_with(
     runtime: &Runtime,
     pod_manifest_path: Option<PathBuf>,
 ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, PathBuf) {
+    let mut args = kubelet_args(server, runtime);
+    args.pod_manifest_path = pod_manifest_path;
+    start_kubelet_from(args).await
+}
+
+/// The arguments [`start_kubelet`] runs the kubelet with.
+pub fn kubelet_args(server: &Server, runtime: &Runtime) -> skiff_kubelet::KubeletArgs {
     let mut args = skiff_kubelet::KubeletArgs::new(
         runtime.socket().display().to_string(),
         runtime.dir.path().join("kubelet"),
@@ -265,7 +275,13 @@ pub async fn start_kubelet_with(
     args.kubeconfig = Some(server.kubeconfig());
     args.node_name = Some(NODE.into());
     args.node_ip = Some("127.0.0.1".into());
-    args.pod_manifest_path = pod_manifest_path;
+    args
+}
+
+/// Starts the kubelet with `args`; returns its task and the pod-logs dir.
+pub async fn start_kubelet_from(
+    args: skiff_kubelet::KubeletArgs,
+) -> (tokio::task::JoinHandle<anyhow::Result<()>>, PathBuf) {
     let client = skiff_kubelet::client(&args).await.expect("client");
     let logs_dir = args.pod_logs_dir.clone();
     (tokio::spawn(skiff_kubelet::run(client, args)), logs_dir)
