@@ -171,6 +171,25 @@ pub fn apply(kind: &str, object: &mut Value) {
         }
         // Stored as autoscaling/v2, whichever version was written.
         "HorizontalPodAutoscaler" => autoscaler_spec(object_entry(fields, "spec")),
+        "ValidatingAdmissionPolicy" | "MutatingAdmissionPolicy" => {
+            let spec = object_entry(fields, "spec");
+            set(spec, "failurePolicy", json!("Fail"));
+            if let Some(resources) = spec
+                .get_mut("matchConstraints")
+                .and_then(Value::as_object_mut)
+            {
+                match_resources(resources);
+            }
+        }
+        "ValidatingAdmissionPolicyBinding" | "MutatingAdmissionPolicyBinding" => {
+            let resources = fields
+                .get_mut("spec")
+                .and_then(|s| s.get_mut("matchResources"))
+                .and_then(Value::as_object_mut);
+            if let Some(resources) = resources {
+                match_resources(resources);
+            }
+        }
         _ => {}
     }
 }
@@ -210,6 +229,20 @@ fn autoscaler_spec(spec: &mut Map<String, Value>) {
         "policies",
         json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
     );
+}
+
+/// Upstream's defaults of an admission policy's (or binding's) match resources: match
+/// equivalent resources, select every namespace and object, rules of any scope.
+fn match_resources(resources: &mut Map<String, Value>) {
+    set(resources, "matchPolicy", json!("Equivalent"));
+    set(resources, "namespaceSelector", json!({}));
+    set(resources, "objectSelector", json!({}));
+    for rules in ["resourceRules", "excludeResourceRules"] {
+        let rules = resources.get_mut(rules).and_then(Value::as_array_mut);
+        for rule in rules.into_iter().flatten().filter_map(Value::as_object_mut) {
+            set(rule, "scope", json!("*"));
+        }
+    }
 }
 
 /// Upstream's: a container item's default limit comes from `max`, its default request

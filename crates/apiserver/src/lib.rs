@@ -20,6 +20,7 @@ pub mod encoding;
 pub mod encryption;
 pub mod ephemeral;
 pub mod eviction;
+pub mod expressions;
 pub mod field_validation;
 pub mod handlers;
 pub mod lifecycle;

@@ -347,7 +347,8 @@ impl Registry {
         )
     }
 
-    /// An update's admission and preparation, in upstream's order: mutating webhooks, the
+    /// An update's admission and preparation, in upstream's order: mutating policies and
+    /// webhooks (the policies again if either changed the object), the
     /// strategy's preparation and validation, PodSecurity, the plugins that judge by
     /// requester, ValidatingAdmissionPolicy, validating webhooks. `namespace_object` is
     /// the namespace PodSecurity reads its levels from.
@@ -373,11 +374,16 @@ impl Registry {
             old_object: Some(current),
             dry_run,
         };
+        let mut reinvocation = crate::policy::mutating::Reinvocation::default();
+        crate::policy::mutating::mutate(self, &hook(None), new, &mut reinvocation)?;
         crate::webhooks::mutate_in_place(self, &hook(None), new)?;
+        if reinvocation.wanted(new) {
+            crate::policy::mutating::reinvoke(self, &hook(None), new, &mut reinvocation)?;
+        }
         prepare_update(resource, subresource, new, current)?;
         self.admit_pod_security(resource, subresource, namespace_object, new, Some(current))?;
         self.admit_update_by_requester(resource, subresource, new, current)?;
-        crate::policy::validate(self, &hook(Some(new)))?;
+        crate::policy::validating::validate(self, &hook(Some(new)))?;
         crate::webhooks::validate_in_place(self, &hook(Some(new)))
     }
 
@@ -495,7 +501,12 @@ impl Registry {
             old_object: None,
             dry_run,
         };
+        let mut reinvocation = crate::policy::mutating::Reinvocation::default();
+        crate::policy::mutating::mutate(self, &hook(None), &mut object, &mut reinvocation)?;
         crate::webhooks::mutate(self, &hook(None), &mut object).await?;
+        if reinvocation.wanted(&object) {
+            crate::policy::mutating::reinvoke(self, &hook(None), &mut object, &mut reinvocation)?;
+        }
         strategy::prepare_for_create(resource, &mut object);
         let causes = strategy::validate(resource, &object);
         if !causes.is_empty() {
@@ -503,7 +514,7 @@ impl Registry {
         }
         crate::admission::admit_create_by_requester(resource, &object)?;
         self.admit_pod_security(resource, None, namespace_object.as_ref(), &object, None)?;
-        crate::policy::validate(self, &hook(Some(&object)))?;
+        crate::policy::validating::validate(self, &hook(Some(&object)))?;
         crate::webhooks::validate(self, &hook(Some(&object))).await?;
         if let (true, Some(ns)) = (
             self.admission.resource_quota && resource.namespaced,
@@ -888,7 +899,7 @@ impl Registry {
                     old_object: Some(&current),
                     dry_run,
                 };
-                crate::policy::validate(self, &request)?;
+                crate::policy::validating::validate(self, &request)?;
                 crate::webhooks::validate_in_place(self, &request)?;
                 Ok(deletion_action(resource, current, options))
             })

@@ -314,6 +314,26 @@ pub fn builtin() -> Vec<ResourceInfo> {
         resource(
             "admissionregistration.k8s.io",
             "v1",
+            "MutatingAdmissionPolicy",
+            "mutatingadmissionpolicies",
+            "mutatingadmissionpolicy",
+            CLUSTER,
+        )
+        .category(&["api-extensions"])
+        .generation(),
+        resource(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingAdmissionPolicyBinding",
+            "mutatingadmissionpolicybindings",
+            "mutatingadmissionpolicybinding",
+            CLUSTER,
+        )
+        .category(&["api-extensions"])
+        .generation(),
+        resource(
+            "admissionregistration.k8s.io",
+            "v1",
             "ValidatingAdmissionPolicy",
             "validatingadmissionpolicies",
             "validatingadmissionpolicy",

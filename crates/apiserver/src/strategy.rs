@@ -650,9 +650,17 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
                 }
             }
         }
-        "ValidatingAdmissionPolicy" => causes.extend(crate::policy::validate_policy(object)),
+        "ValidatingAdmissionPolicy" => {
+            causes.extend(crate::policy::validating::validate_policy(object))
+        }
         "ValidatingAdmissionPolicyBinding" => {
-            causes.extend(crate::policy::validate_binding(object))
+            causes.extend(crate::policy::validating::validate_binding(object))
+        }
+        "MutatingAdmissionPolicy" => {
+            causes.extend(crate::policy::mutating::validate_policy(object))
+        }
+        "MutatingAdmissionPolicyBinding" => {
+            causes.extend(crate::policy::mutating::validate_binding(object))
         }
         "ValidatingWebhookConfiguration" => {
             causes.extend(crate::webhooks::validate_configuration(object, false))

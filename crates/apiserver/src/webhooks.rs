@@ -176,22 +176,19 @@ pub(crate) fn review_request(request: &Request<'_>, uid: &str, user: Option<&Use
     body
 }
 
-/// Whether the webhook's `matchConditions` (CEL over `object`, `oldObject`, `request`)
-/// all hold. A condition that fails to evaluate is the webhook's error.
-fn conditions_hold(webhook: &Value, review: &Value) -> Result<bool, String> {
-    let conditions = webhook.get("matchConditions").and_then(Value::as_array);
-    for condition in conditions.into_iter().flatten() {
+/// Whether `matchConditions` (a webhook's or an admission policy's) all hold, each
+/// expression run by `evaluate` (which binds what the caller's expressions see). A
+/// condition that fails to evaluate is the caller's error.
+pub(crate) fn conditions_hold(
+    conditions: Option<&Value>,
+    evaluate: impl Fn(&str) -> Result<cel::Value, String>,
+) -> Result<bool, String> {
+    for condition in conditions.and_then(Value::as_array).into_iter().flatten() {
         let expression = condition
             .get("expression")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let program = crate::crd::cel::compile(expression)?;
-        let vars = [
-            ("object", &review["object"]),
-            ("oldObject", &review["oldObject"]),
-            ("request", review),
-        ];
-        match crate::crd::cel::run_with(&program, &vars)? {
+        match evaluate(expression)? {
             cel::Value::Bool(true) => {}
             cel::Value::Bool(false) => return Ok(false),
             other => {
@@ -386,7 +383,13 @@ async fn review(
     let uid = uuid::Uuid::new_v4().to_string();
     let user = crate::warnings::user_info();
     let body = review_request(request, &uid, user.as_ref());
-    match conditions_hold(webhook, &body) {
+    let vars = [
+        ("object", &body["object"]),
+        ("oldObject", &body["oldObject"]),
+        ("request", &body),
+    ];
+    let evaluate = |source: &str| crate::expressions::compile(source)?.run(&vars);
+    match conditions_hold(webhook.get("matchConditions"), evaluate) {
         Ok(true) => {}
         Ok(false) => return Ok(None),
         Err(e) => return fail(call_failure(name, format!("matchConditions: {e}"))),
@@ -649,13 +652,11 @@ pub fn validate_configuration(configuration: &Value, mutating: bool) -> Vec<Caus
                 .get("expression")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if let Err(e) = crate::crd::cel::compile(expression) {
-                causes.push(Cause::invalid(
-                    format!("{path}.matchConditions[{j}].expression"),
-                    expression,
-                    &format!("compilation failed: {e}"),
-                ));
-            }
+            crate::policy::compiles(
+                format!("{path}.matchConditions[{j}].expression"),
+                expression,
+                &mut causes,
+            );
         }
         if mutating {
             if let Some(policy) = webhook.get("reinvocationPolicy").and_then(Value::as_str) {

@@ -8,18 +8,10 @@
 //! there before: `oldSelf` is its old value. Nodes are matched through objects' fields
 //! and the keys of `x-kubernetes-list-type: map` lists, as upstream correlates them.
 
-use cel::{Context, Program};
 use serde_json::Value;
 
+use crate::expressions::{compile, Expression};
 use crate::status::{quote, Cause};
-
-/// Rules compiled once for all the writes that check them.
-static PROGRAMS: std::sync::LazyLock<super::Memo<Program>> =
-    std::sync::LazyLock::new(super::Memo::new);
-
-pub(crate) fn compile(source: &str) -> Result<std::sync::Arc<Program>, String> {
-    PROGRAMS.get(source, |s| Program::compile(s).map_err(|e| e.to_string()))
-}
 
 fn rules(schema: &Value) -> impl Iterator<Item = &Value> {
     schema
@@ -43,7 +35,7 @@ pub fn check_rules(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause::required(field));
             continue;
         }
-        if let Err(e) = Program::compile(source) {
+        if let Err(e) = compile(source) {
             causes.push(Cause::invalid(
                 field,
                 source,
@@ -52,7 +44,7 @@ pub fn check_rules(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
         let expression = text(rule, "messageExpression");
         if !expression.is_empty() {
-            if let Err(e) = Program::compile(expression) {
+            if let Err(e) = compile(expression) {
                 causes.push(Cause::invalid(
                     format!("{path}.x-kubernetes-validations[{i}].messageExpression"),
                     expression,
@@ -162,55 +154,11 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// A JSON value as CEL sees a Kubernetes object: integers are `int` (int64), as
-/// upstream's are, not the unsigned integers JSON's non-negative numbers would become.
-struct Signed<'a>(&'a Value);
-
-impl serde::Serialize for Signed<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        match self.0 {
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => serializer.serialize_i64(i),
-                None => n.serialize(serializer),
-            },
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&Signed(item))?;
-                }
-                seq.end()
-            }
-            Value::Object(fields) => {
-                let mut map = serializer.serialize_map(Some(fields.len()))?;
-                for (k, v) in fields {
-                    map.serialize_entry(k, &Signed(v))?;
-                }
-                map.end()
-            }
-            other => other.serialize(serializer),
-        }
-    }
-}
-
 /// Runs a compiled rule with `self` (and `oldSelf`, for a transition) bound.
-fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
+fn run(expression: &Expression, value: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
     let mut vars = vec![("self", value)];
     vars.extend(old.map(|old| ("oldSelf", old)));
-    run_with(program, &vars)
-}
-
-/// Runs a compiled expression with JSON values bound to names (admission's `object`,
-/// `oldObject`, `request`, …).
-pub(crate) fn run_with(program: &Program, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
-    let mut context = Context::default();
-    for (name, value) in vars {
-        let value = cel::to_value(Signed(value)).map_err(|e| e.to_string())?;
-        context
-            .add_variable(*name, value)
-            .map_err(|e| e.to_string())?;
-    }
-    program.execute(&context).map_err(|e| e.to_string())
+    expression.run(&vars)
 }
 
 fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
@@ -221,7 +169,7 @@ fn evaluate(rule: &Value, value: &Value, old: Option<&Value>, path: &str, causes
         Err(_) => return,
     };
     // Transition rules run in the pass that has the old value, the others in the other.
-    if program.references().has_variable("oldSelf") != old.is_some() {
+    if program.names_variable("oldSelf") != old.is_some() {
         return;
     }
     let field = match text(rule, "fieldPath") {

@@ -94,6 +94,8 @@ builtin_kinds![
     api::core::v1::Secret,
     api::core::v1::ServiceAccount,
     api::core::v1::Service,
+    api::admissionregistration::v1::MutatingAdmissionPolicy,
+    api::admissionregistration::v1::MutatingAdmissionPolicyBinding,
     api::admissionregistration::v1::MutatingWebhookConfiguration,
     api::admissionregistration::v1::ValidatingAdmissionPolicy,
     api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
