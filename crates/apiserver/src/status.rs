@@ -199,10 +199,16 @@ impl ApiError {
 
     /// Admission policies refused the request (upstream's policy dispatcher): the first
     /// refusal is the message, every refusal a cause.
-    pub fn policy_denied(resource: &ResourceInfo, name: &str, first: &str, all: &[String]) -> Self {
+    pub fn policy_denied(
+        resource: &ResourceInfo,
+        name: &str,
+        reason: &'static str,
+        first: &str,
+        all: &[String],
+    ) -> Self {
         let mut details = name_details(resource, name);
         details["causes"] = all.iter().map(|m| json!({"message": m})).collect();
-        ApiError::new(403, "Invalid", first).with_details(details)
+        ApiError::new(403, reason, first).with_details(details)
     }
 
     pub fn already_exists(resource: &ResourceInfo, name: &str) -> Self {

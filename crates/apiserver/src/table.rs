@@ -56,6 +56,12 @@ const IMAGES: Column = wide(col(
 ));
 const AGE: Column = col("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.");
 
+const PARAM_KIND: Column = col(
+    "ParamKind",
+    "string",
+    "ParamKind specifies the kind of resources used to parameterize this policy",
+);
+
 fn columns(kind: &str) -> Option<Vec<Column>> {
     Some(match kind {
         "Pod" => vec![
@@ -188,6 +194,24 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
             col("Message", "string", "A human-readable description of the status of this operation."),
         ],
         "Lease" => vec![NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
+        "ValidatingAdmissionPolicy" => vec![
+            NAME,
+            col("Validations", "integer", "Validations indicates the number of validation rules defined in this configuration"),
+            PARAM_KIND,
+            AGE,
+        ],
+        "MutatingAdmissionPolicy" => vec![
+            NAME,
+            col("Mutations", "integer", "Mutation indicates the number of mutations rules defined in this configuration"),
+            PARAM_KIND,
+            AGE,
+        ],
+        "ValidatingAdmissionPolicyBinding" | "MutatingAdmissionPolicyBinding" => vec![
+            NAME,
+            col("PolicyName", "string", "PolicyName indicates the policy definition which the policy binding binded to"),
+            col("ParamRef", "string", "ParamRef indicates the param resource which sets the configration param"),
+            AGE,
+        ],
         "Endpoints" => vec![NAME, col("Endpoints", "string", "Endpoints of the service"), AGE],
         "Ingress" => vec![
             NAME,
@@ -712,6 +736,40 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
             json!(s(o.pointer("/spec/holderIdentity"))),
             json!(age(o)),
         ],
+        "ValidatingAdmissionPolicy" | "MutatingAdmissionPolicy" => {
+            let rules = if kind == "MutatingAdmissionPolicy" {
+                "mutations"
+            } else {
+                "validations"
+            };
+            let param_kind = match o.pointer("/spec/paramKind") {
+                Some(k) => format!("{}/{}", s(k.get("apiVersion")), s(k.get("kind"))),
+                None => "<unset>".into(),
+            };
+            vec![
+                name,
+                json!(count(o.pointer(&format!("/spec/{rules}")))),
+                json!(param_kind),
+                json!(age(o)),
+            ]
+        }
+        "ValidatingAdmissionPolicyBinding" | "MutatingAdmissionPolicyBinding" => {
+            // Upstream's: a cluster-scoped parameter's namespace is not known here.
+            let param_ref = match o.pointer("/spec/paramRef") {
+                Some(r) if !s(r.get("name")).is_empty() => match s(r.get("namespace")) {
+                    ns if ns.is_empty() => format!("*/{}", s(r.get("name"))),
+                    ns => format!("{ns}/{}", s(r.get("name"))),
+                },
+                Some(r) if r.get("selector").is_some() => format_label_selector(r.get("selector")),
+                _ => "<unset>".into(),
+            };
+            vec![
+                name,
+                json!(s(o.pointer("/spec/policyName"))),
+                json!(param_ref),
+                json!(age(o)),
+            ]
+        }
         "Endpoints" => {
             let mut endpoints = Vec::new();
             for subset in o

@@ -323,6 +323,31 @@ fn a_mutating_policy_mutates_a_deployment() {
         ),
     );
     until_marker_mutated(server, &ns, |d| d["spec"]["replicas"] == 1337);
+    // kubectl shows upstream's columns.
+    for (resource, header, row) in [
+        (
+            "mutatingadmissionpolicy/replicas.policy.skiff.test",
+            ["NAME", "MUTATIONS", "PARAMKIND", "AGE"],
+            ["replicas.policy.skiff.test", "1", "<unset>"],
+        ),
+        (
+            "mutatingadmissionpolicybinding/replicas.binding.skiff.test",
+            ["NAME", "POLICYNAME", "PARAMREF", "AGE"],
+            [
+                "replicas.binding.skiff.test",
+                "replicas.policy.skiff.test",
+                "<unset>",
+            ],
+        ),
+    ] {
+        let table = server.ok(&["get", resource]);
+        let columns: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(columns[0], header, "{table}");
+        assert_eq!(columns[1][..3], row, "{table}");
+    }
     remove_mutating(server, "replicas");
 }
 
@@ -652,4 +677,61 @@ async fn mutating_policies_and_bindings_through_upstreams_api_steps() {
         json!({"policyName": "replicalimit-policy.example.com"}),
     )
     .await;
+}
+
+/// Reinvocation: a policy with `reinvocationPolicy: IfNeeded` runs again when a later one
+/// changed the object, and sees the change; with `Never` it does not.
+#[test]
+fn if_needed_policies_run_again_after_a_later_change() {
+    let server = shared();
+    let ns = labelled_namespace(server, "map-reinvoke");
+    let seen = apply_configuration(
+        "Object{metadata: Object.metadata{annotations: {\"seen-team\": \"team\" in object.metadata.labels ? object.metadata.labels[\"team\"] : \"none\"}}}",
+    );
+    let labels =
+        apply_configuration("Object{metadata: Object.metadata{labels: {\"team\": \"web\"}}}");
+    for (name, mutations) in [("reinvoke-a", &seen), ("reinvoke-b", &labels)] {
+        server.ok_with_input(
+            &["create", "-f", "-"],
+            &mutating_policy_and_binding(&ns, name, mutations, "", ""),
+        );
+    }
+    let seen_team = |name: &str| {
+        let created = server.ok_with_input(
+            &["create", "-n", &ns, "-o", "json", "-f", "-"],
+            &deployment(name, 1, ""),
+        );
+        let created: serde_json::Value = serde_json::from_str(&created).expect("JSON");
+        (
+            created["metadata"]["labels"]["team"]
+                .as_str()
+                .map(String::from),
+            created["metadata"]["annotations"]["seen-team"]
+                .as_str()
+                .map(String::from),
+        )
+    };
+    // The first policy runs before the second labels the object, and only once.
+    skiff_e2e::eventually("both policies", std::time::Duration::from_secs(30), || {
+        let (team, seen) = seen_team(&format!("never-{}", skiff_e2e::free_port()));
+        (team.as_deref() == Some("web") && seen.as_deref() == Some("none")).then_some(())
+    });
+    server.ok(&[
+        "patch",
+        "mutatingadmissionpolicy",
+        "reinvoke-a.policy.skiff.test",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"reinvocationPolicy\":\"IfNeeded\"}}",
+    ]);
+    skiff_e2e::eventually(
+        "the first policy reinvoked",
+        std::time::Duration::from_secs(30),
+        || {
+            let (_, seen) = seen_team(&format!("if-needed-{}", skiff_e2e::free_port()));
+            (seen.as_deref() == Some("web")).then_some(())
+        },
+    );
+    remove_mutating(server, "reinvoke-a");
+    remove_mutating(server, "reinvoke-b");
 }

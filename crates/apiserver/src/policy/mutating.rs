@@ -4,8 +4,8 @@
 //! object the last one left ([`super::patch`] applies them), the object defaulted again
 //! after each. A mutation that fails is the request's error unless the policy's
 //! `failurePolicy` is `Ignore`; the policy's other mutations, and other policies, still
-//! run first, and the first error is the answer (`403`, reason `Invalid`), each one a
-//! cause.
+//! run first, and the first error is the answer (`403`; reason `Invalid`, or
+//! `Forbidden` when a binding's parameters cannot be had), each one a cause.
 //!
 //! They run before the mutating webhooks. When a policy or a webhook changed the object,
 //! the policies with `reinvocationPolicy: IfNeeded` that ran before the change run once
@@ -94,19 +94,24 @@ fn run(
     let user = crate::warnings::user_info();
     let mut errors = Vec::new();
     for bound in &bound {
-        let mut failed = |error: String| {
+        // Upstream's reasons: `Invalid` for what the policy's expressions do, none (the
+        // status stays `Forbidden`) for a binding whose parameters cannot be had.
+        let mut failed = |reason: &'static str, error: String| {
             if !super::ignores_failures(&bound.policy) {
-                errors.push(format!(
-                    "policy '{}' with binding '{}' denied request: {error}",
-                    crate::object::name(&bound.policy),
-                    crate::object::name(&bound.binding)
+                errors.push((
+                    reason,
+                    format!(
+                        "policy '{}' with binding '{}' denied request: {error}",
+                        crate::object::name(&bound.policy),
+                        crate::object::name(&bound.binding)
+                    ),
                 ));
             }
         };
         let params = match &bound.params {
             Ok(params) => params,
             Err(error) => {
-                failed(format!("failed to configure binding: {error}"));
+                failed("Forbidden", format!("failed to configure binding: {error}"));
                 continue;
             }
         };
@@ -122,7 +127,7 @@ fn run(
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {
-                    failed(format!("matchCondition: {error}"));
+                    failed("Invalid", format!("matchCondition: {error}"));
                     continue;
                 }
             }
@@ -146,7 +151,7 @@ fn run(
                         *object = mutated;
                         crate::strategy::apply_defaults(request.resource, object);
                     }
-                    Err(error) => failed(error),
+                    Err(error) => failed("Invalid", error),
                 }
             }
             if *object != before {
@@ -162,12 +167,16 @@ fn run(
     state.last_output = Some(object.clone());
     match errors.first() {
         None => Ok(()),
-        Some(first) => Err(ApiError::policy_denied(
-            request.resource,
-            request.name,
-            first,
-            &errors,
-        )),
+        Some((reason, first)) => {
+            let all: Vec<String> = errors.iter().map(|(_, m)| m.clone()).collect();
+            Err(ApiError::policy_denied(
+                request.resource,
+                request.name,
+                reason,
+                first,
+                &all,
+            ))
+        }
     }
 }
 
