@@ -181,6 +181,11 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// Flags for every node agent a test starts: the tests share this machine's disk and
+/// memory, whose use is not theirs to judge, so node-pressure eviction and image
+/// garbage collection (tested on their own, in the kubelet's tests) are off.
+pub const NODE_TEST_FLAGS: &[&str] = &["--eviction-hard=", "--image-gc-high-threshold=100"];
+
 /// A `skiff apiserver` or `skiff server` process with its own data dir.
 pub struct Server {
     process: Option<Supervised>,
@@ -214,7 +219,7 @@ impl Server {
     /// Starts a whole single-node cluster (`skiff server`: scheduler and node agent
     /// included; needs root, runc and the CNI plugins, as CI has).
     pub fn start_cluster(extra_args: &[&str]) -> Server {
-        Server::start_command("server", extra_args)
+        Server::start_command("server", &[NODE_TEST_FLAGS, extra_args].concat())
     }
 
     /// `skiff server` with its node agent and the busybox test image imported

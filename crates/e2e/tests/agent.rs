@@ -38,7 +38,9 @@ impl Drop for Agent<'_> {
 fn agent_command(url: &str, token: &str, dir: &std::path::Path) -> Command {
     let mut command = Command::new(skiff_binary());
     command
-        .args(["agent", "--server", url, "--token", token, "--data-dir"])
+        .args(["agent", "--server", url, "--token", token])
+        .args(skiff_e2e::NODE_TEST_FLAGS)
+        .arg("--data-dir")
         .arg(dir)
         .arg("--cni-conf-dir")
         .arg(dir.join("net.d"));

@@ -236,6 +236,7 @@ impl Fleet {
             &node.machine,
             RUNTIME,
             None,
+            Default::default(),
             old.as_ref(),
             jiff::Timestamp::now(),
         );
@@ -460,6 +461,7 @@ mod tests {
             &nodes[0].machine,
             RUNTIME,
             None,
+            Default::default(),
             None,
             jiff::Timestamp::now(),
         );

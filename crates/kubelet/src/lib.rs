@@ -44,6 +44,7 @@ pub mod bootstrap;
 pub mod cri;
 pub mod env;
 pub mod error;
+pub mod eviction;
 pub mod imagegc;
 pub mod logs;
 pub mod metrics;
@@ -131,6 +132,14 @@ pub struct KubeletArgs {
     /// for tests).
     #[arg(long, default_value = "5m", value_parser = parse_duration, hide = true)]
     pub image_gc_period: std::time::Duration,
+    /// Hard eviction thresholds (`signal<quantity` or `signal<percent%`, comma-separated;
+    /// signals `memory.available`, `nodefs.available`, `nodefs.inodesFree`,
+    /// `imagefs.available`, `imagefs.inodesFree`). Empty turns eviction off.
+    #[arg(long, default_value = eviction::DEFAULT_HARD)]
+    pub eviction_hard: String,
+    /// How long a pressure condition stays after its threshold is no longer met.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub eviction_pressure_transition_period: std::time::Duration,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -161,6 +170,9 @@ impl KubeletArgs {
             image_gc_low_threshold: 80,
             minimum_image_ttl_duration: std::time::Duration::from_secs(120),
             image_gc_period: imagegc::PERIOD,
+            // Off, as image collection: a test of eviction sets its thresholds.
+            eviction_hard: String::new(),
+            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -216,6 +228,11 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         minimum_age: args.minimum_image_ttl_duration,
     };
     image_gc.validate().map_err(anyhow::Error::msg)?;
+    let eviction = Arc::new(eviction::EvictionManager::new(
+        eviction::parse_thresholds(&args.eviction_hard).map_err(anyhow::Error::msg)?,
+        args.eviction_pressure_transition_period,
+        args.root_dir.clone(),
+    ));
     let cri = cri::Cri::connect_recording(&args.runtime_endpoint, Some(metrics.clone()))?;
     let version = cri
         .wait_ready(&cri::socket_path(&args.runtime_endpoint))
@@ -284,6 +301,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         allocations: Default::default(),
         services,
         metrics: metrics.clone(),
+        eviction: eviction.clone(),
     });
     let stats = stats::Stats::new(
         cri.clone(),
@@ -292,6 +310,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
     );
     tokio::spawn(stats.clone().run());
     let image_gc = imagegc::ImageGc::new(cri.clone(), image_gc).run(args.image_gc_period);
+    let (eviction_shared, eviction_stats) = (shared.clone(), stats.clone());
     let server_state = Arc::new(server::ServerState {
         client: client.clone(),
         cri: cri.clone(),
@@ -305,11 +324,13 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         cri,
         machine,
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
+        eviction: Some(eviction.clone()),
     };
     tokio::select! {
         _ = agent.run() => Ok(()),
         _ = server::serve(listener, tls, server_state) => Ok(()),
         r = pods::run(shared, args.pod_manifest_path.clone()) => r,
         () = image_gc => Ok(()),
+        () = eviction.run(&eviction_shared, &eviction_stats) => Ok(()),
     }
 }

@@ -164,6 +164,7 @@ pub fn node_status(
     m: &Machine,
     runtime_version: &str,
     runtime_problem: Option<&str>,
+    pressure: crate::eviction::Pressure,
     old: Option<&NodeStatus>,
     now: jiff::Timestamp,
 ) -> NodeStatus {
@@ -208,22 +209,44 @@ pub fn node_status(
         Some(p) => ("False", "KubeletNotReady", p.to_string()),
     };
     let conditions = vec![
-        condition(
-            &old_conditions,
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-            &now,
-        ),
-        condition(
-            &old_conditions,
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-            &now,
-        ),
+        if pressure.memory {
+            condition(
+                &old_conditions,
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+                &now,
+            )
+        } else {
+            condition(
+                &old_conditions,
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                &now,
+            )
+        },
+        if pressure.disk {
+            condition(
+                &old_conditions,
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+                &now,
+            )
+        } else {
+            condition(
+                &old_conditions,
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                &now,
+            )
+        },
         condition(
             &old_conditions,
             "PIDPressure",
@@ -338,9 +361,18 @@ pub struct NodeAgent {
     pub cri: Cri,
     pub machine: Machine,
     pub runtime_version: String,
+    /// The node's pressure conditions come from here (none without one).
+    pub eviction: Option<std::sync::Arc<crate::eviction::EvictionManager>>,
 }
 
 impl NodeAgent {
+    fn pressure(&self) -> crate::eviction::Pressure {
+        self.eviction
+            .as_ref()
+            .map(|e| e.pressure())
+            .unwrap_or_default()
+    }
+
     /// Creates the Node, or updates the labels and status of an existing one.
     pub async fn register(&self) -> Result<Node> {
         let nodes: Api<Node> = Api::all(self.client.clone());
@@ -420,6 +452,7 @@ impl NodeAgent {
             &self.machine,
             &self.runtime_version,
             problem.as_deref(),
+            self.pressure(),
             old,
             jiff::Timestamp::now(),
         );
@@ -498,6 +531,7 @@ impl NodeAgent {
                 &self.machine,
                 &self.runtime_version,
                 problem.as_deref(),
+                self.pressure(),
                 node.status.as_ref(),
                 jiff::Timestamp::now(),
             );
@@ -601,7 +635,15 @@ mod tests {
             ..Default::default()
         };
         let t = jiff::Timestamp::from_second(1_800_000_000).expect("ts");
-        let s = node_status(&cfg(), &m, "skiff://0.1.0", None, None, t);
+        let s = node_status(
+            &cfg(),
+            &m,
+            "skiff://0.1.0",
+            None,
+            Default::default(),
+            None,
+            t,
+        );
         let cap = s.capacity.as_ref().expect("capacity");
         assert_eq!(cap["cpu"].0, "2");
         assert_eq!(cap["memory"].0, "4194304Ki");
@@ -628,6 +670,7 @@ mod tests {
             &m,
             "skiff://0.1.0",
             None,
+            Default::default(),
             Some(&s),
             t + jiff::SignedDuration::from_secs(10),
         );
@@ -637,6 +680,7 @@ mod tests {
             &m,
             "skiff://0.1.0",
             Some("container runtime is down"),
+            Default::default(),
             Some(&s),
             t,
         );

@@ -29,6 +29,24 @@ struct Handle {
 
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
+/// The pods the API binds to this node that are neither finished nor being deleted.
+pub async fn node_pods(shared: &Shared) -> crate::error::Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let selector = format!("spec.nodeName={}", shared.node_name);
+    let listed = api
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            p.metadata.deletion_timestamp.is_none()
+                && !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .collect())
+}
+
 /// The set of pods being merged: workers by UID, the static pods by UID and the
 /// API's mirror pods by `namespace/name`.
 struct Manager {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Pod, PodCondition, PodStatus, Secret, ServiceAccount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use skiff_runtime::proto;
@@ -50,6 +52,7 @@ pub struct Shared {
     /// Every Service, for the pods' Service variables.
     pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
     pub metrics: Arc<crate::metrics::KubeletMetrics>,
+    pub eviction: Arc<crate::eviction::EvictionManager>,
 }
 
 /// How often a live pod is re-synced without any event (upstream relies on
@@ -99,6 +102,8 @@ pub struct PodWorker {
     seen_at: Instant,
     synced_once: bool,
     reported_running: bool,
+    /// Why the kubelet is ending the pod, for its `DisruptionTarget` condition.
+    disruption: Option<String>,
 }
 
 /// One container's attempts, newest first.
@@ -205,6 +210,7 @@ impl PodWorker {
             seen_at: Instant::now(),
             synced_once: false,
             reported_running: false,
+            disruption: None,
         }
     }
 
@@ -757,9 +763,15 @@ impl PodWorker {
     /// Ends the pod as Failed for a reason of the kubelet's own (upstream's `killPod`
     /// after `activeDeadlineSeconds`): its containers are stopped, and its status says
     /// why. The next pass finds the pod terminal and releases its sandbox.
-    async fn fail(&mut self, pod: &Pod, reason: &str, message: &str) -> Result<Duration> {
+    async fn fail(
+        &mut self,
+        pod: &Pod,
+        reason: &str,
+        message: &str,
+        grace: i64,
+    ) -> Result<Duration> {
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), reason, "failing pod");
-        self.stop_containers(pod, grace_period(pod)).await?;
+        self.stop_containers(pod, grace).await?;
         let attempts = self.attempts(pod_uid(pod)).await?;
         let ips = self
             .sandbox_ips
@@ -771,6 +783,19 @@ impl PodWorker {
         status.phase = Some("Failed".into());
         status.reason = Some(reason.into());
         status.message = Some(message.into());
+        if let Some(disruption) = self.disruption.take() {
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    reason: Some("TerminationByKubelet".into()),
+                    message: Some(disruption),
+                    last_transition_time: Some(Time(jiff::Timestamp::now())),
+                    ..Default::default()
+                });
+        }
         self.write_status(pod, status).await?;
         Ok(RESYNC)
     }
@@ -1036,13 +1061,27 @@ impl PodWorker {
         if let Some(name) = spec::forbidden_sysctl(pod) {
             // Upstream's node admission refuses the pod before it starts.
             let message = format!("Pod forbidden sysctl: \"{name}\" not allowlisted");
-            return self.fail(pod, "SysctlForbidden", &message).await;
+            return self
+                .fail(pod, "SysctlForbidden", &message, grace_period(pod))
+                .await;
         }
         let start = self
             .last_written
             .as_ref()
             .or(pod.status.as_ref())
             .and_then(|s| s.start_time.as_ref());
+        if let Some(message) = self.shared.eviction.decided_for(&uid) {
+            // A hard eviction: killed at once, marked as the kubelet's disruption.
+            self.disruption = Some(message.clone());
+            return self.fail(pod, "Evicted", &message, 0).await;
+        }
+        if start.is_none() {
+            // Admission under node pressure, before the pod first starts.
+            let best_effort = qos_class(pod) == "BestEffort";
+            if let Some(message) = self.shared.eviction.pressure().refuses(best_effort) {
+                return self.fail(pod, "Evicted", &message, 0).await;
+            }
+        }
         let deadline = deadline_left(pod, start, jiff::Timestamp::now());
         if deadline == Some(Duration::ZERO) {
             return self
@@ -1050,6 +1089,7 @@ impl PodWorker {
                     pod,
                     "DeadlineExceeded",
                     "Pod was active on the node longer than the specified deadline",
+                    grace_period(pod),
                 )
                 .await;
         }

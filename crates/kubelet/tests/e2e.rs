@@ -72,6 +72,62 @@ async fn unused_images_are_collected() {
     run_scenario(&runtime, kubelet, scenario).await;
 }
 
+/// Node-pressure eviction with a memory threshold no machine meets: the node reports
+/// `MemoryPressure`, refuses a new BestEffort pod, and evicts a running one with
+/// upstream's reason, message and `DisruptionTarget` condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_pressure_refuses_and_evicts_pods() {
+    init_tracing();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let mut args = kubelet_args(&server, &runtime);
+    args.eviction_hard = "memory.available<1Pi".into();
+    let (kubelet, _logs_dir) = start_kubelet_from(args).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            wait_for(60, "MemoryPressure", || {
+                let node = server.json(&["node", NODE]);
+                let conditions = node["status"]["conditions"].as_array()?.clone();
+                conditions
+                    .iter()
+                    .find(|c| c["type"] == "MemoryPressure" && c["status"] == "True")
+                    .filter(|c| c["reason"] == "KubeletHasInsufficientMemory")
+                    .map(|_| ())
+            });
+            // BestEffort: refused before it starts.
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("refused", "", &container("c", "sleep 3600", "")),
+            );
+            let refused = wait_for_phase(&server, "default", "refused", "Failed");
+            assert_eq!(refused["status"]["reason"], "Evicted", "{refused}");
+            assert_eq!(
+                refused["status"]["message"], "The node had condition: [MemoryPressure]. ",
+                "{refused}"
+            );
+            // Burstable: admitted, then evicted.
+            let requests = "    resources:\n      requests: {memory: 1Mi}\n";
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("victim", "", &container("c", "sleep 3600", requests)),
+            );
+            let victim = wait_for_phase(&server, "default", "victim", "Failed");
+            assert_eq!(victim["status"]["reason"], "Evicted", "{victim}");
+            let message = victim["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with("The node was low on resource: memory. Threshold quantity: "),
+                "{victim}"
+            );
+            let disruption = victim["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "DisruptionTarget").cloned())
+                .unwrap_or_default();
+            assert_eq!(disruption["reason"], "TerminationByKubelet", "{victim}");
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
 async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
     // The node registers Ready with upstream's reasons and a lease.
     let node = tokio::task::block_in_place(|| {

@@ -428,7 +428,11 @@ fn node_command(node: &NodeState, state: &State, args: &CreateArgs, role: &[&str
         .arg(dir.join("logs"))
         .args(["--cgroup-parent", &node.cgroup(&state.id)])
         .args(["--proxy-mode", proxy_mode])
-        .args(["--pod-network-backend", backend]);
+        .args(["--pod-network-backend", backend])
+        // Every node shares this machine's disk, so none may judge it (as kind
+        // configures its nodes): disk-based eviction and image collection are off.
+        .args(["--eviction-hard", "memory.available<100Mi"])
+        .args(["--image-gc-high-threshold", "100"]);
     command
 }
 
