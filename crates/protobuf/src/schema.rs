@@ -116,12 +116,47 @@ const SHARED_META_KINDS: &[&str] = &[
     "APIResourceList",
 ];
 
+/// Kinds served in a version the generated table's source (k8s-pb 0.9) does not know yet,
+/// and the version they were promoted from, whose messages they share field for field:
+/// upstream keeps a type's protobuf tags when it promotes it (as the table shows for
+/// these kinds from `v1alpha1` to `v1beta1`).
+const PROMOTED: &[(&str, &str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingAdmissionPolicy",
+        "admissionregistration.k8s.io/v1beta1",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingAdmissionPolicyList",
+        "admissionregistration.k8s.io/v1beta1",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingAdmissionPolicyBinding",
+        "admissionregistration.k8s.io/v1beta1",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingAdmissionPolicyBindingList",
+        "admissionregistration.k8s.io/v1beta1",
+    ),
+];
+
 /// The message index for a kind, if it has a protobuf form.
 pub(crate) fn lookup_kind(api_version: &str, kind: &str) -> Option<u16> {
-    let exact = KINDS
-        .binary_search_by(|e| (e.api_version, e.kind).cmp(&(api_version, kind)))
-        .ok()
-        .map(|i| KINDS[i].message);
+    let find = |api_version: &str| {
+        KINDS
+            .binary_search_by(|e| (e.api_version, e.kind).cmp(&(api_version, kind)))
+            .ok()
+            .map(|i| KINDS[i].message)
+    };
+    let exact = find(api_version).or_else(|| {
+        PROMOTED
+            .iter()
+            .find(|(v, k, _)| *v == api_version && *k == kind)
+            .and_then(|(_, _, from)| find(from))
+    });
     exact.or_else(|| {
         if !SHARED_META_KINDS.contains(&kind) {
             return None;

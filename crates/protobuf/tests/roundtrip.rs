@@ -265,6 +265,39 @@ fn deployment_keeps_meaningful_zeros() {
     assert_eq!(decode(&encode(&with_zeros).unwrap()).unwrap(), d);
 }
 
+/// The kinds served in a version newer than the generated table's, through the messages
+/// of the version they were promoted from.
+#[test]
+fn promoted_mutating_admission_policies_round_trip() {
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+    "metadata": {"name": "p", "generation": 1},
+    "spec": {
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": {"namespaceSelector": {"matchLabels": {"a": "b"}}, "objectSelector": {},
+            "resourceRules": [{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
+                               "resources": ["deployments"], "scope": "*"}],
+            "matchPolicy": "Equivalent"},
+        "variables": [{"name": "v", "expression": "1"}],
+        "mutations": [
+            {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": "Object{}"}},
+            {"patchType": "JSONPatch", "jsonPatch": {"expression": "[]"}},
+        ],
+        "failurePolicy": "Fail",
+        "matchConditions": [{"name": "c", "expression": "true"}],
+        "reinvocationPolicy": "IfNeeded",
+    }});
+    round_trip(&policy);
+    let binding = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": "b"},
+        "spec": {"policyName": "p",
+                 "paramRef": {"name": "cm", "namespace": "ns", "parameterNotFoundAction": "Deny"}}});
+    round_trip(&binding);
+    assert!(supports(
+        "admissionregistration.k8s.io/v1",
+        "MutatingAdmissionPolicyBindingList"
+    ));
+}
+
 #[test]
 fn many_kinds_round_trip() {
     let objects = vec![
