@@ -163,6 +163,17 @@ fn pods_land_where_they_fit_and_wait_where_nothing_does() {
     let _guarded = fleet(&server, "guarded", 3, &[]);
     server.ok(&["cordon", "guarded-0"]);
     server.ok(&["taint", "node", "guarded-1", "dedicated=db:NoSchedule"]);
+    // The node lifecycle controller marks cordoning with upstream's taint.
+    skiff_e2e::eventually(
+        "the cordoned node tainted unschedulable",
+        Duration::from_secs(20),
+        || {
+            let taints = server.ok(&["get", "node", "guarded-0", "-o", "jsonpath={.spec.taints}"]);
+            taints
+                .contains(r#""key":"node.kubernetes.io/unschedulable""#)
+                .then_some(())
+        },
+    );
     apply(&server, &ns, &deployment("plain", "guarded", 4, json!({})));
     let plain = placements(&server, &ns, "plain", 4);
     assert!(plain.values().all(|n| n == "guarded-2"), "{plain:?}");

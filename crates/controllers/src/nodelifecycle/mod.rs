@@ -168,7 +168,8 @@ impl NodeLifecycleController {
         let zone = zones::zone_of(node);
         let all_disrupted = self.zones().all_disrupted();
         let may_add = || self.zones().may_taint(&zone, Instant::now());
-        let updated = lifecycle_taints(&taints, wanted, Timestamp::now(), may_add, all_disrupted);
+        let lifecycle = lifecycle_taints(&taints, wanted, Timestamp::now(), may_add, all_disrupted);
+        let updated = condition_taints(&lifecycle, &conditions_calling_for_taints(node));
         // Order aside: a patch only for a real change.
         if updated.len() != taints.len() || updated.iter().any(|t| !taints.contains(t)) {
             tracing::info!(node = %name, taint = ?wanted, "updating node lifecycle taints");
@@ -259,6 +260,68 @@ impl NodeLifecycleController {
 
 fn is_lifecycle_taint(taint: &Taint) -> bool {
     taint.key == UNREACHABLE || taint.key == NOT_READY
+}
+
+/// Upstream's `TaintNodesByCondition`: the `NoSchedule` taint each condition (or
+/// cordoning) calls for.
+const CONDITION_TAINTS: &[(&str, &str)] = &[
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
+];
+const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// The condition taints `node`'s conditions and `spec.unschedulable` call for.
+fn conditions_calling_for_taints(node: &Node) -> Vec<&'static str> {
+    let conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let mut keys: Vec<&'static str> = CONDITION_TAINTS
+        .iter()
+        .filter(|(type_, _)| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == *type_ && c.status == "True")
+        })
+        .map(|(_, key)| *key)
+        .collect();
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        keys.push(UNSCHEDULABLE);
+    }
+    keys
+}
+
+/// `taints` with exactly the condition taints in `wanted` (each `NoSchedule`).
+fn condition_taints(taints: &[Taint], wanted: &[&str]) -> Vec<Taint> {
+    let is_condition_taint = |t: &Taint| {
+        t.effect == "NoSchedule"
+            && (t.key == UNSCHEDULABLE || CONDITION_TAINTS.iter().any(|(_, key)| t.key == *key))
+    };
+    let mut updated: Vec<Taint> = taints
+        .iter()
+        .filter(|t| !is_condition_taint(t) || wanted.contains(&t.key.as_str()))
+        .cloned()
+        .collect();
+    for key in wanted {
+        if !updated
+            .iter()
+            .any(|t| t.key == *key && t.effect == "NoSchedule")
+        {
+            updated.push(Taint {
+                key: (*key).into(),
+                effect: "NoSchedule".into(),
+                time_added: None,
+                value: None,
+            });
+        }
+    }
+    updated
 }
 
 /// A node's taints with its lifecycle taints for `wanted` (the key its `Ready` condition
@@ -450,6 +513,44 @@ mod tests {
             lifecycle_taints(&swapped, None, later, || true, false),
             [own]
         );
+    }
+
+    #[test]
+    fn conditions_and_cordoning_taint_as_upstream() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [
+                {"type": "MemoryPressure", "status": "True"},
+                {"type": "DiskPressure", "status": "False"},
+                {"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap_or_default();
+        let wanted = conditions_calling_for_taints(&node);
+        assert_eq!(
+            wanted,
+            ["node.kubernetes.io/memory-pressure", UNSCHEDULABLE]
+        );
+        let stale = Taint {
+            key: "node.kubernetes.io/disk-pressure".into(),
+            effect: "NoSchedule".into(),
+            time_added: None,
+            value: None,
+        };
+        let own = Taint {
+            key: "gpu".into(),
+            effect: "NoSchedule".into(),
+            time_added: None,
+            value: None,
+        };
+        let updated = condition_taints(&[stale, own.clone()], &wanted);
+        let keys: Vec<&str> = updated.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["gpu", "node.kubernetes.io/memory-pressure", UNSCHEDULABLE]
+        );
+        // Nothing called for: only the node's own taint is left.
+        assert_eq!(condition_taints(&updated, &[]), [own]);
     }
 
     #[test]
