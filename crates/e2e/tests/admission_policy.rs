@@ -523,6 +523,9 @@ fn mutating_policies_and_bindings_are_validated() {
     ] {
         assert!(refused.contains(expected), "{expected}: {refused}");
     }
+    // Their schema is published: kubectl explains it.
+    let explained = server.ok(&["explain", "mutatingadmissionpolicy.spec.mutations"]);
+    assert!(explained.contains("patchType"), "{explained}");
     let binding = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingAdmissionPolicyBinding\nmetadata:\n  name: bad.binding.skiff.test\nspec:\n  paramRef: {name: p}\n";
     let refused = server.fails_with_input(&["create", "-f", "-"], binding);
     assert!(
