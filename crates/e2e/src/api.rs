@@ -630,6 +630,19 @@ pub async fn raw(
     headers: &[(&str, &str)],
     body: Option<String>,
 ) -> (u16, Value) {
+    let (status, body) =
+        raw_bytes(client, method, path, headers, body.map(String::into_bytes)).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// [`raw`] with a body of any bytes (protobuf), and the answer's bytes as they came.
+pub async fn raw_bytes(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, Vec<u8>) {
     let mut request = http::Request::builder().method(method).uri(path);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -641,7 +654,7 @@ pub async fn raw(
     {
         request = request.header("Content-Type", "application/json");
     }
-    let bytes = body.map(String::into_bytes).unwrap_or_default();
+    let bytes = body.unwrap_or_default();
     let request = request
         .body(kube::client::Body::from(bytes))
         .expect("a request");
@@ -655,5 +668,5 @@ pub async fn raw(
         .collect_bytes()
         .await
         .unwrap_or_else(|e| panic!("{method} {path}'s body: {e}"));
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    (status, body.to_vec())
 }

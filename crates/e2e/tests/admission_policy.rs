@@ -588,7 +588,29 @@ async fn upstream_api_steps(
         "metadata": {"generateName": "e2e-example-", "labels": {format!("example-e2e-{plural}-label"): label_value}},
         "spec": spec,
     });
-    objects.create(template.clone()).await;
+    // As upstream's test sends it (client-go's protobuf), then as JSON.
+    let mut typed = template.clone();
+    typed["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+    typed["kind"] = json!(kind);
+    let body = skiff_protobuf::encode(&typed).expect("a protobuf body");
+    let protobuf = "application/vnd.kubernetes.protobuf";
+    let collection = format!("/apis/admissionregistration.k8s.io/v1/{plural}");
+    let (code, answer) = skiff_e2e::api::raw_bytes(
+        client,
+        "POST",
+        &collection,
+        &[("Content-Type", protobuf), ("Accept", protobuf)],
+        Some(body),
+    )
+    .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
+    let answer = skiff_protobuf::decode(&answer).expect("a protobuf answer");
+    assert_eq!(
+        answer["spec"],
+        objects
+            .get(answer["metadata"]["name"].as_str().unwrap_or_default())
+            .await["spec"]
+    );
     objects.create(template.clone()).await;
     let created = objects.create(template).await;
     let name = created["metadata"]["name"]
