@@ -2,7 +2,8 @@
 //!
 //! `skiff-bench network` measures the service proxy's rule programming and the cluster
 //! DNS ([`network`]); `skiff-bench scheduler` scheduling throughput and latency on
-//! hollow nodes ([`scheduler`]).
+//! hollow nodes ([`scheduler`]); `skiff-bench pods` pod start-up on a real node
+//! ([`pods`]).
 //!
 //! `skiff-bench apiserver` starts one etcd and two `skiff server`s (embedded datastore and
 //! etcd datastore) side by side, drives each in turn with the `kube` client over HTTPS,
@@ -11,6 +12,7 @@
 //! Results are recorded in `docs/benchmarks.md`.
 
 mod network;
+mod pods;
 mod procs;
 mod scheduler;
 mod stats;
@@ -45,6 +47,9 @@ enum Command {
     /// Scheduling throughput and latency with hollow nodes: upstream's scheduler_perf
     /// cases (basic, node affinity, pod anti-affinity, topology spread, preemption).
     Scheduler(scheduler::SchedulerArgs),
+    /// Pod start-up latency and burst throughput on a real single-node cluster, against
+    /// the runtime's own CRI start (as root: real containers).
+    Pods(pods::PodsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -137,6 +142,10 @@ fn main() -> Result<()> {
                 }
             }
             Command::Network(args) => network::run(args).await,
+            Command::Pods(args) => tokio::select! {
+                result = pods::run(args) => result,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            },
             Command::Scheduler(args) => tokio::select! {
                 result = scheduler::run(args) => result,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
