@@ -43,6 +43,15 @@ fn keep_renewing(client: &kube::Client, name: &'static str) -> tokio::task::Join
     })
 }
 
+/// `Some` once the pod is gone or being deleted.
+async fn evicted(pods: Api<Pod>, name: &str) -> Option<()> {
+    pods.get_opt(name)
+        .await
+        .ok()?
+        .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        .then_some(())
+}
+
 fn has_no_execute(node: &Node, key: &str) -> bool {
     node.spec
         .as_ref()
@@ -106,16 +115,7 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
     );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let evicting = |name: &'static str| {
-        let pods = pods.clone();
-        async move {
-            pods.get_opt(name)
-                .await
-                .ok()?
-                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
-                .then_some(())
-        }
-    };
+    let evicting = |name: &'static str| evicted(pods.clone(), name);
     eventually("fleeting evicted", Duration::from_secs(20), || {
         evicting("fleeting")
     })
@@ -161,4 +161,78 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
     }
     let plain = pods.get("plain").await.expect("pod");
     assert!(plain.metadata.deletion_timestamp.is_none());
+}
+
+/// Upstream's NoExecuteTaintManager conformance tests, on a live simulated node: a
+/// NoExecute taint (written without `timeAdded`, so counted from when the controller
+/// sees it) evicts each pod when its own `tolerationSeconds` runs out, the shortest
+/// first; removing the taint before then cancels the eviction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_execute_taints_evict_on_time_and_untainting_cancels() {
+    let cluster = cluster_with(skiff_controllers::ControllerManagerArgs {
+        node_monitor_period: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let client = cluster.client.clone();
+    skiff_e2e::add_simulated_node(&client, "n1", "4", json!({}), json!({})).await;
+    let _alive = keep_renewing(&client, "n1");
+    let ns = cluster.namespace("taints");
+    let tolerating = |seconds: u32| {
+        format!("{{key: kubernetes.io/e2e-evict-taint-key, operator: Equal, value: evictTaintVal, effect: NoExecute, tolerationSeconds: {seconds}}}")
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taint = |on: bool| {
+        let taints = if on {
+            json!([{"key": "kubernetes.io/e2e-evict-taint-key", "value": "evictTaintVal", "effect": "NoExecute"}])
+        } else {
+            json!(null)
+        };
+        json!({"spec": {"taints": taints}})
+    };
+    let gone = |name: &'static str| evicted(pods.clone(), name);
+
+    // Two pods tolerating the taint for 5 s and 25 s: the first goes first.
+    cluster.apply(&pod(&ns, "short", &tolerating(5))).await;
+    cluster.apply(&pod(&ns, "long", &tolerating(25))).await;
+    let tainted_at = std::time::Instant::now();
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&taint(true)))
+        .await
+        .expect("taint n1");
+    eventually("short evicted", Duration::from_secs(20), || gone("short")).await;
+    let short_after = tainted_at.elapsed();
+    assert!(
+        short_after >= Duration::from_secs(4),
+        "short went after {short_after:?}"
+    );
+    assert!(gone("long").await.is_none(), "long went with short");
+    eventually("long evicted", Duration::from_secs(40), || gone("long")).await;
+    let long_after = tainted_at.elapsed();
+    assert!(
+        long_after >= Duration::from_secs(24),
+        "long went after {long_after:?}"
+    );
+
+    // Untainted before its time is up, a pod stays.
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&taint(false)))
+        .await
+        .expect("untaint n1");
+    cluster.apply(&pod(&ns, "spared", &tolerating(10))).await;
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&taint(true)))
+        .await
+        .expect("taint n1 again");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&taint(false)))
+        .await
+        .expect("untaint n1 again");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        gone("spared").await.is_none(),
+        "spared was evicted after the taint went"
+    );
 }

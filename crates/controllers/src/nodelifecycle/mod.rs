@@ -53,18 +53,51 @@ pub struct NodeLifecycleController {
     /// Per node: the last renew time seen on its Lease, and when this controller saw it.
     heartbeats: Mutex<HashMap<String, (Option<Timestamp>, Instant)>>,
     zones: Mutex<Zones>,
+    /// When each NoExecute taint (node, key, value) was first seen, for those written
+    /// without `timeAdded`.
+    taints_seen: Arc<Mutex<HashMap<TaintKey, Timestamp>>>,
+}
+
+/// A NoExecute taint of a node: node, key, value.
+type TaintKey = (String, String, Option<String>);
+
+fn no_execute_keys(node: Option<&Node>) -> Vec<TaintKey> {
+    let Some(node) = node else { return Vec::new() };
+    let name = node.name_any();
+    node.spec
+        .iter()
+        .flat_map(|s| s.taints.iter().flatten())
+        .filter(|t| t.effect == "NoExecute")
+        .map(|t| (name.clone(), t.key.clone(), t.value.clone()))
+        .collect()
 }
 
 impl NodeLifecycleController {
     pub fn new(factory: &InformerFactory, settings: NodeLifecycleSettings) -> Arc<Self> {
+        let node_informer = factory.informer::<Node>();
+        // As upstream's taint manager, from the node's events: a taint that goes is
+        // forgotten, so the same taint put back counts afresh, however quickly.
+        let taints_seen: Arc<Mutex<HashMap<TaintKey, Timestamp>>> = Arc::default();
+        let seen = taints_seen.clone();
+        node_informer.add_handler(move |old, new| {
+            let (before, after) = (no_execute_keys(old), no_execute_keys(new));
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for gone in before.iter().filter(|k| !after.contains(k)) {
+                seen.remove(gone);
+            }
+            for added in after.into_iter().filter(|k| !before.contains(k)) {
+                seen.insert(added, Timestamp::now());
+            }
+        });
         Arc::new(NodeLifecycleController {
             client: factory.client_for("node-controller"),
-            nodes: factory.informer::<Node>().store(),
+            nodes: node_informer.store(),
             leases: factory.informer::<Lease>().store(),
             pods: factory.informer::<Pod>().store(),
             settings,
             heartbeats: Mutex::new(HashMap::new()),
             zones: Mutex::new(Zones::default()),
+            taints_seen,
         })
     }
 
@@ -209,7 +242,9 @@ impl NodeLifecycleController {
     /// Evicts the pods whose node has a NoExecute taint they do not tolerate (any longer).
     async fn evict(&self) {
         let now = Timestamp::now();
+        let mut work = Vec::new();
         for node in self.nodes.state() {
+            let name = node.name_any();
             let taints: Vec<Taint> = node
                 .spec
                 .as_ref()
@@ -217,11 +252,25 @@ impl NodeLifecycleController {
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|t| t.effect == "NoExecute")
+                .map(|mut taint| {
+                    // A taint written without `timeAdded` counts from when this
+                    // controller first saw it, as upstream's taint manager counts.
+                    let key = (name.clone(), taint.key.clone(), taint.value.clone());
+                    let since = *self
+                        .taints_seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(key)
+                        .or_insert(now);
+                    taint.time_added.get_or_insert(Time(since));
+                    taint
+                })
                 .collect();
-            if taints.is_empty() {
-                continue;
+            if !taints.is_empty() {
+                work.push((name, taints));
             }
-            let name = node.name_any();
+        }
+        for (name, taints) in work {
             for pod in self.pods.state().iter().filter(|p| {
                 node_of(p) == Some(name.as_str()) && p.metadata.deletion_timestamp.is_none()
             }) {
