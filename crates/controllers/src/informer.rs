@@ -211,6 +211,11 @@ impl InformerFactory {
         }
     }
 
+    /// The controller manager's metrics, for controllers with families of their own.
+    pub fn metrics(&self) -> Arc<ControllerManagerMetrics> {
+        self.metrics.clone()
+    }
+
     /// A controller's work queue, named as upstream names it in `workqueue_*` metrics.
     pub fn queue(&self, name: &str) -> Arc<WorkQueue> {
         WorkQueue::with_metrics(name, self.metrics.queue(name))

@@ -17,6 +17,11 @@ struct NameLabel {
     name: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ZoneLabel {
+    zone: String,
+}
+
 /// Upstream's buckets for both queue latencies: 10 ns to 1,000 s by powers of ten.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-8, 10.0, 12))
@@ -33,6 +38,10 @@ pub struct ControllerManagerMetrics {
     work_duration: Latencies,
     retries: Family<NameLabel, Counter>,
     leader: Family<NameLabel, Gauge>,
+    zone_health: Family<ZoneLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    zone_size: Family<ZoneLabel, Gauge>,
+    zone_unhealthy: Family<ZoneLabel, Gauge>,
+    zone_evictions: Family<ZoneLabel, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -44,6 +53,10 @@ impl Default for ControllerManagerMetrics {
         let work_duration: Latencies = Family::new_with_constructor(latency_histogram);
         let retries = Family::<NameLabel, Counter>::default();
         let leader = Family::<NameLabel, Gauge>::default();
+        let zone_health = Family::<ZoneLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let zone_size = Family::<ZoneLabel, Gauge>::default();
+        let zone_unhealthy = Family::<ZoneLabel, Gauge>::default();
+        let zone_evictions = Family::<ZoneLabel, Counter>::default();
         let mut registry = Registry::default();
         let workqueue = registry.sub_registry_with_prefix("workqueue");
         workqueue.register(
@@ -75,6 +88,27 @@ impl Default for ControllerManagerMetrics {
              backup, 1 indicates master. 'name' is the string used to identify the lease",
             leader.clone(),
         );
+        let nodes = registry.sub_registry_with_prefix("node_collector");
+        nodes.register(
+            "zone_health",
+            "Gauge measuring percentage of healthy nodes per zone",
+            zone_health.clone(),
+        );
+        nodes.register(
+            "zone_size",
+            "Gauge measuring number of registered Nodes per zones",
+            zone_size.clone(),
+        );
+        nodes.register(
+            "unhealthy_nodes_in_zone",
+            "Gauge measuring number of not Ready Nodes per zones",
+            zone_unhealthy.clone(),
+        );
+        nodes.register(
+            "evictions",
+            "Number of Node evictions (NoExecute taintings) that happened since current instance of NodeController started",
+            zone_evictions.clone(),
+        );
         ControllerManagerMetrics {
             adds,
             depth,
@@ -82,6 +116,10 @@ impl Default for ControllerManagerMetrics {
             work_duration,
             retries,
             leader,
+            zone_health,
+            zone_size,
+            zone_unhealthy,
+            zone_evictions,
             registry: Arc::new(registry),
         }
     }
@@ -104,6 +142,32 @@ impl ControllerManagerMetrics {
             work_duration: self.work_duration.get_or_create(&label).clone(),
             retries: self.retries.get_or_create(&label).clone(),
         }
+    }
+
+    /// A zone's size and not-ready nodes, as the node lifecycle controller last saw them.
+    pub fn zone_observed(&self, zone: &str, size: usize, unhealthy: usize) {
+        let label = ZoneLabel {
+            zone: zone.to_string(),
+        };
+        let healthy = if size == 0 {
+            100.0
+        } else {
+            (size - unhealthy.min(size)) as f64 * 100.0 / size as f64
+        };
+        self.zone_health.get_or_create(&label).set(healthy);
+        self.zone_size.get_or_create(&label).set(size as i64);
+        self.zone_unhealthy
+            .get_or_create(&label)
+            .set(unhealthy as i64);
+    }
+
+    /// A node of `zone` was tainted `NoExecute` (its pods are being evicted).
+    pub fn zone_tainted(&self, zone: &str) {
+        self.zone_evictions
+            .get_or_create(&ZoneLabel {
+                zone: zone.to_string(),
+            })
+            .inc();
     }
 
     /// Marks the lease `name` held (1) or not (0) by this process.
@@ -163,6 +227,8 @@ mod tests {
         deployment.finished(Duration::from_millis(20));
         deployment.retried();
         metrics.set_leader("kube-controller-manager", true);
+        metrics.zone_observed("r:z", 4, 1);
+        metrics.zone_tainted("r:z");
         let text = skiff_metrics::render(&metrics.registry());
         for line in [
             "workqueue_adds_total{name=\"deployment\"} 2",
@@ -171,6 +237,10 @@ mod tests {
             "workqueue_queue_duration_seconds_count{name=\"deployment\"} 1",
             "workqueue_work_duration_seconds_sum{name=\"deployment\"} 0.02",
             "leader_election_master_status{name=\"kube-controller-manager\"} 1",
+            "node_collector_zone_health{zone=\"r:z\"} 75.0",
+            "node_collector_zone_size{zone=\"r:z\"} 4",
+            "node_collector_unhealthy_nodes_in_zone{zone=\"r:z\"} 1",
+            "node_collector_evictions_total{zone=\"r:z\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -61,9 +61,11 @@ fn has_no_execute(node: &Node, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_node_is_tainted_and_its_pods_evicted() {
+    let metrics_port = skiff_e2e::free_port();
     let cluster = cluster_with(skiff_controllers::ControllerManagerArgs {
         node_monitor_period: Duration::from_millis(300),
         node_monitor_grace_period: Duration::from_secs(2),
+        metrics_bind_address: Some(([127, 0, 0, 1], metrics_port).into()),
         ..Default::default()
     })
     .await;
@@ -128,6 +130,29 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
             "{stays} was evicted"
         );
     }
+    // The zone (no zone labels: one zone, "") as upstream's metrics report it.
+    let metrics = skiff_e2e::scrape_metrics(metrics_port);
+    let value = |series: &str| skiff_e2e::metric_value(&metrics, series);
+    assert_eq!(
+        value(r#"node_collector_zone_size{zone=""}"#),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"node_collector_unhealthy_nodes_in_zone{zone=""}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"node_collector_zone_health{zone=""}"#),
+        Some(50.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"node_collector_evictions_total{zone=""}"#),
+        Some(1.0),
+        "{metrics}"
+    );
     let alive_node = nodes.get("n2").await.expect("n2");
     assert!(!has_no_execute(
         &alive_node,

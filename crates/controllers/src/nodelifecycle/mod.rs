@@ -56,6 +56,7 @@ pub struct NodeLifecycleController {
     /// When each NoExecute taint (node, key, value) was first seen, for those written
     /// without `timeAdded`.
     taints_seen: Arc<Mutex<HashMap<TaintKey, Timestamp>>>,
+    metrics: Arc<crate::metrics::ControllerManagerMetrics>,
 }
 
 /// A NoExecute taint of a node: node, key, value.
@@ -98,6 +99,7 @@ impl NodeLifecycleController {
             heartbeats: Mutex::new(HashMap::new()),
             zones: Mutex::new(Zones::default()),
             taints_seen,
+            metrics: factory.metrics(),
         })
     }
 
@@ -120,6 +122,9 @@ impl NodeLifecycleController {
                 &self.settings.eviction_rates,
                 Instant::now(),
             );
+            for (zone, size, not_ready) in self.zones().sizes() {
+                self.metrics.zone_observed(&zone, size, not_ready);
+            }
             for node in &nodes {
                 if let Err(e) = self.update_taints(node).await {
                     tracing::warn!(node = %node.name_any(), error = %e, "node lifecycle taints");
@@ -200,7 +205,13 @@ impl NodeLifecycleController {
             .unwrap_or_default();
         let zone = zones::zone_of(node);
         let all_disrupted = self.zones().all_disrupted();
-        let may_add = || self.zones().may_taint(&zone, Instant::now());
+        let may_add = || {
+            let granted = self.zones().may_taint(&zone, Instant::now());
+            if granted {
+                self.metrics.zone_tainted(&zone.replace('\u{0}', ""));
+            }
+            granted
+        };
         let lifecycle = lifecycle_taints(&taints, wanted, Timestamp::now(), may_add, all_disrupted);
         let updated = condition_taints(&lifecycle, &conditions_calling_for_taints(node));
         // Order aside: a patch only for a real change.

@@ -104,6 +104,8 @@ impl Bucket {
 #[derive(Debug, Default)]
 pub struct Zones {
     states: BTreeMap<String, ZoneState>,
+    /// Per zone: nodes, and those not Ready.
+    sizes: BTreeMap<String, (usize, usize)>,
     buckets: BTreeMap<String, Bucket>,
     /// Every zone fully disrupted: nothing is tainted, and taints are lifted.
     all_disrupted: bool,
@@ -170,7 +172,18 @@ impl Zones {
         }
         self.buckets.retain(|zone, _| states.contains_key(zone));
         self.states = states;
+        self.sizes = counts
+            .into_iter()
+            .map(|(zone, (ready, not_ready))| (zone, (ready + not_ready, not_ready)))
+            .collect();
         self.all_disrupted = all_disrupted;
+    }
+
+    /// Each zone (as `region:zone`), its nodes and those not Ready.
+    pub fn sizes(&self) -> impl Iterator<Item = (String, usize, usize)> + '_ {
+        self.sizes
+            .iter()
+            .map(|(zone, (size, not_ready))| (zone.replace('\u{0}', ""), *size, *not_ready))
     }
 
     pub fn all_disrupted(&self) -> bool {
