@@ -400,8 +400,8 @@ impl EvictionManager {
     }
 }
 
-/// Space and inodes of the filesystem holding `path`.
-fn filesystem(path: &Path) -> Option<(Observation, Observation)> {
+/// Space and inodes of the filesystem holding `path` (image collection reads it too).
+pub(crate) fn filesystem(path: &Path) -> Option<(Observation, Observation)> {
     let stat = nix::sys::statvfs::statvfs(path).ok()?;
     let fragment = stat.fragment_size();
     Some((

@@ -148,8 +148,9 @@ impl ImageGc {
             .collect();
         self.detect(&images, &used, now);
         let mountpoint = self.cri.image_fs_mountpoint().await?;
-        let (capacity, available) = filesystem_space(Path::new(&mountpoint))?;
-        let wanted = self.policy.bytes_to_free(capacity, available);
+        let (space, _) = crate::eviction::filesystem(Path::new(&mountpoint))
+            .ok_or_else(|| Error::Config(format!("statfs {mountpoint} failed")))?;
+        let wanted = self.policy.bytes_to_free(space.capacity, space.available);
         let mut collected = Collected { wanted, freed: 0 };
         if wanted == 0 {
             return Ok(collected);
@@ -185,17 +186,6 @@ impl ImageGc {
             tokio::time::sleep(period).await;
         }
     }
-}
-
-/// Capacity and available bytes of the filesystem holding `path`.
-fn filesystem_space(path: &Path) -> Result<(u64, u64)> {
-    let stat = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| Error::Config(format!("statfs {}: {e}", path.display())))?;
-    let fragment = stat.fragment_size();
-    Ok((
-        stat.blocks().saturating_mul(fragment),
-        stat.blocks_available().saturating_mul(fragment),
-    ))
 }
 
 #[cfg(test)]

@@ -102,8 +102,6 @@ pub struct PodWorker {
     seen_at: Instant,
     synced_once: bool,
     reported_running: bool,
-    /// Why the kubelet is ending the pod, for its `DisruptionTarget` condition.
-    disruption: Option<String>,
 }
 
 /// One container's attempts, newest first.
@@ -210,7 +208,6 @@ impl PodWorker {
             seen_at: Instant::now(),
             synced_once: false,
             reported_running: false,
-            disruption: None,
         }
     }
 
@@ -762,13 +759,15 @@ impl PodWorker {
 
     /// Ends the pod as Failed for a reason of the kubelet's own (upstream's `killPod`
     /// after `activeDeadlineSeconds`): its containers are stopped, and its status says
-    /// why. The next pass finds the pod terminal and releases its sandbox.
+    /// why (with a `DisruptionTarget` condition when the kubelet evicts it,
+    /// `disruption`). The next pass finds the pod terminal and releases its sandbox.
     async fn fail(
         &mut self,
         pod: &Pod,
         reason: &str,
         message: &str,
         grace: i64,
+        disruption: bool,
     ) -> Result<Duration> {
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), reason, "failing pod");
         self.stop_containers(pod, grace).await?;
@@ -783,7 +782,7 @@ impl PodWorker {
         status.phase = Some("Failed".into());
         status.reason = Some(reason.into());
         status.message = Some(message.into());
-        if let Some(disruption) = self.disruption.take() {
+        if disruption {
             status
                 .conditions
                 .get_or_insert_with(Vec::new)
@@ -791,7 +790,7 @@ impl PodWorker {
                     type_: "DisruptionTarget".into(),
                     status: "True".into(),
                     reason: Some("TerminationByKubelet".into()),
-                    message: Some(disruption),
+                    message: Some(message.into()),
                     last_transition_time: Some(Time(jiff::Timestamp::now())),
                     ..Default::default()
                 });
@@ -1062,7 +1061,7 @@ impl PodWorker {
             // Upstream's node admission refuses the pod before it starts.
             let message = format!("Pod forbidden sysctl: \"{name}\" not allowlisted");
             return self
-                .fail(pod, "SysctlForbidden", &message, grace_period(pod))
+                .fail(pod, "SysctlForbidden", &message, grace_period(pod), false)
                 .await;
         }
         let start = self
@@ -1072,14 +1071,13 @@ impl PodWorker {
             .and_then(|s| s.start_time.as_ref());
         if let Some(message) = self.shared.eviction.decided_for(&uid) {
             // A hard eviction: killed at once, marked as the kubelet's disruption.
-            self.disruption = Some(message.clone());
-            return self.fail(pod, "Evicted", &message, 0).await;
+            return self.fail(pod, "Evicted", &message, 0, true).await;
         }
         if start.is_none() {
             // Admission under node pressure, before the pod first starts.
             let best_effort = qos_class(pod) == "BestEffort";
             if let Some(message) = self.shared.eviction.pressure().refuses(best_effort) {
-                return self.fail(pod, "Evicted", &message, 0).await;
+                return self.fail(pod, "Evicted", &message, 0, false).await;
             }
         }
         let deadline = deadline_left(pod, start, jiff::Timestamp::now());
@@ -1090,6 +1088,7 @@ impl PodWorker {
                     "DeadlineExceeded",
                     "Pod was active on the node longer than the specified deadline",
                     grace_period(pod),
+                    false,
                 )
                 .await;
         }

@@ -208,7 +208,7 @@ impl NodeLifecycleController {
         let may_add = || {
             let granted = self.zones().may_taint(&zone, Instant::now());
             if granted {
-                self.metrics.zone_tainted(&zone.replace('\u{0}', ""));
+                self.metrics.zone_tainted(&zones::label(&zone));
             }
             granted
         };

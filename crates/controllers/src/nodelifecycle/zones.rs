@@ -68,6 +68,11 @@ pub fn zone_of(node: &Node) -> String {
     }
 }
 
+/// A zone as metrics and logs name it (`region:zone`, the key's separator dropped).
+pub fn label(zone: &str) -> String {
+    zone.replace('\u{0}', "")
+}
+
 fn zone_state(ready: usize, not_ready: usize, threshold: f64) -> ZoneState {
     if ready == 0 && not_ready > 0 {
         ZoneState::FullDisruption
@@ -147,7 +152,7 @@ impl Zones {
         }
         for (zone, state) in &states {
             if self.states.get(zone) != Some(state) {
-                tracing::info!(zone = %zone.replace('\u{0}', ""), ?state, "zone state changed");
+                tracing::info!(zone = %label(zone), ?state, "zone state changed");
             }
             let size = counts.get(zone).map_or(0, |(r, n)| r + n);
             let per_second = if all_disrupted {
@@ -183,7 +188,7 @@ impl Zones {
     pub fn sizes(&self) -> impl Iterator<Item = (String, usize, usize)> + '_ {
         self.sizes
             .iter()
-            .map(|(zone, (size, not_ready))| (zone.replace('\u{0}', ""), *size, *not_ready))
+            .map(|(zone, (size, not_ready))| (label(zone), *size, *not_ready))
     }
 
     pub fn all_disrupted(&self) -> bool {
