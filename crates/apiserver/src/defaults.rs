@@ -169,6 +169,12 @@ pub fn apply(kind: &str, object: &mut Value) {
         "PriorityClass" => {
             set(fields, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        "APIService" => {
+            let spec = object_entry(fields, "spec");
+            if let Some(service) = spec.get_mut("service").and_then(Value::as_object_mut) {
+                set(service, "port", json!(443));
+            }
+        }
         // Stored as autoscaling/v2, whichever version was written.
         "HorizontalPodAutoscaler" => autoscaler_spec(object_entry(fields, "spec")),
         "ValidatingAdmissionPolicy" | "MutatingAdmissionPolicy" => {

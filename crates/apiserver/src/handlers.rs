@@ -44,6 +44,8 @@ pub struct AppState {
     pub authenticator: Arc<crate::server::Authenticator>,
     /// The OpenAPI documents of the catalogue as it stands.
     pub openapi: Arc<openapi::Documents>,
+    /// Where remote APIServices' requests go.
+    pub aggregator: Arc<crate::aggregator::Aggregator>,
 }
 
 /// A request path that names resources.
@@ -264,8 +266,21 @@ pub async fn handle(
         None if crate::auth::is_public(&path) => UserInfo::anonymous(),
         None => return ApiError::unauthorized().into_response(),
     };
-    let (response, resource) = match ResourcePath::parse(&path) {
-        Some(target) => {
+    let target = ResourcePath::parse(&path);
+    let (response, resource) = match (state.aggregator.remote_for(&path), target) {
+        (Some(remote), target) => {
+            let resource = target
+                .as_ref()
+                .map(|t| t.resource.clone())
+                .unwrap_or_default();
+            let response = forward_to_remote(
+                &state, &user, &remote, target, &method, &uri, &query, &headers, body,
+            )
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+            (response, resource)
+        }
+        (None, Some(target)) => {
             let resource = target.resource.clone();
             let upgrade = upgrade.map(|Extension(upgrade)| upgrade);
             let response = crate::warnings::acting_as(
@@ -278,7 +293,7 @@ pub async fn handle(
             .unwrap_or_else(IntoResponse::into_response);
             (response, resource)
         }
-        None => {
+        (None, None) => {
             let request = Attributes {
                 verb: method.as_str().to_lowercase(),
                 path: path.clone(),
@@ -301,6 +316,49 @@ pub async fn handle(
         started.elapsed(),
     );
     response
+}
+
+/// What authorization decides a request for a resource path on.
+fn resource_attributes(method: &Method, target: &ResourcePath, query: &Query) -> Attributes {
+    let watching = target.legacy_watch || query.flag("watch");
+    Attributes {
+        verb: verb_of(method, target, watching).to_string(),
+        api_group: target.group.clone(),
+        resource: target.resource.clone(),
+        subresource: target.subresource.clone().unwrap_or_default(),
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: target.name.clone().unwrap_or_default(),
+        resource_request: true,
+        field_selector: query.get("fieldSelector").unwrap_or_default().to_string(),
+        ..Default::default()
+    }
+}
+
+/// A request for a group version a remote APIService serves: authorized here as any
+/// request (a resource request when the path names one), then passed on.
+#[allow(clippy::too_many_arguments)]
+async fn forward_to_remote(
+    state: &AppState,
+    user: &UserInfo,
+    remote: &crate::aggregator::Remote,
+    target: Option<ResourcePath>,
+    method: &Method,
+    uri: &Uri,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request = match target {
+        Some(target) => resource_attributes(method, &target, query),
+        None => Attributes {
+            verb: method.as_str().to_lowercase(),
+            path: uri.path().to_string(),
+            ..Default::default()
+        },
+    };
+    authorize(state, user, &request)?;
+    crate::aggregator::proxy::forward(&state.aggregator, remote, user, method, uri, headers, body)
+        .await
 }
 
 pub(crate) fn authorize(state: &AppState, user: &UserInfo, request: &Attributes) -> ApiResult<()> {
@@ -424,17 +482,29 @@ fn handle_discovery(
     let value = match segments.as_slice() {
         ["version"] => discovery::version(),
         ["api"] if aggregated => {
-            return Ok(aggregated_response(discovery::aggregated(catalogue, true)))
+            return Ok(aggregated_response(discovery::aggregated(
+                catalogue,
+                true,
+                &[],
+            )))
         }
         ["apis"] if aggregated => {
-            return Ok(aggregated_response(discovery::aggregated(catalogue, false)))
+            let remote = state.aggregator.remote_groups(catalogue);
+            return Ok(aggregated_response(discovery::aggregated(
+                catalogue, false, &remote,
+            )));
         }
         ["api"] => discovery::api_versions(&state.server_address),
-        ["apis"] => discovery::api_group_list(catalogue),
+        ["apis"] => {
+            discovery::api_group_list(catalogue, &state.aggregator.remote_groups(catalogue))
+        }
         ["api", version] => {
             discovery::api_resource_list(catalogue, "", version).ok_or_else(ApiError::no_route)?
         }
-        ["apis", group] => discovery::api_group(catalogue, group).ok_or_else(ApiError::no_route)?,
+        ["apis", group] => {
+            discovery::api_group(catalogue, &state.aggregator.remote_groups(catalogue), group)
+                .ok_or_else(ApiError::no_route)?
+        }
         ["apis", group, version] => discovery::api_resource_list(catalogue, group, version)
             .ok_or_else(ApiError::no_route)?,
         ["openapi", "v2"] => return Ok(openapi::serve_v2(&state.openapi.get(catalogue), headers)),
@@ -505,18 +575,7 @@ async fn handle_resource(
 ) -> ApiResult<Response> {
     let resource = lookup(state, &target)?;
     let watching = target.legacy_watch || query.flag("watch");
-    let request = Attributes {
-        verb: verb_of(method, &target, watching).to_string(),
-        api_group: resource.group.to_string(),
-        resource: resource.plural.to_string(),
-        subresource: target.subresource.clone().unwrap_or_default(),
-        namespace: target.namespace.clone().unwrap_or_default(),
-        name: target.name.clone().unwrap_or_default(),
-        resource_request: true,
-        field_selector: query.get("fieldSelector").unwrap_or_default().to_string(),
-        ..Default::default()
-    };
-    authorize(state, user, &request)?;
+    authorize(state, user, &resource_attributes(method, &target, query))?;
     if let Some(warning) = resource
         .custom
         .as_ref()

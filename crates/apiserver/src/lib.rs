@@ -7,6 +7,7 @@
 //! catalogue every layer reads; [`status`] renders errors as upstream does.
 
 pub mod admission;
+pub mod aggregator;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -44,6 +45,7 @@ pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod server;
+pub mod service_client;
 pub mod services;
 pub mod status;
 pub mod strategy;
@@ -207,6 +209,14 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     crd::controller::start(registry.clone())
         .await
         .context("serving CustomResourceDefinitions")?;
+    aggregator::authentication::publish(&registry, &pki)
+        .await
+        .context("publishing how extension API servers authenticate the aggregator")?;
+    let aggregator = Arc::new(aggregator::Aggregator::new(
+        registry.clone(),
+        pki.front_proxy_client.clone(),
+    ));
+    aggregator::availability::start(aggregator.clone());
     tokio::spawn(lifecycle::compact_periodically(
         registry.clone(),
         config.compaction_interval,
@@ -256,6 +266,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         kubelet: Arc::new(proxy::KubeletClient::new(&pki).context("kubelet client certificate")?),
         authenticator: authenticator.clone(),
         openapi: Arc::new(openapi::Documents::default()),
+        aggregator,
     });
     // Rendered ahead of kubectl's first `explain` or `apply`, which would wait for it.
     let warm = state.clone();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// Upstream's order of the top-level fields: type, metadata, body, status last.
 const LEADING: &[&str] = &["kind", "apiVersion", "metadata"];
@@ -261,6 +261,60 @@ pub fn field_object<'a>(object: &'a mut Value, field: &str) -> &'a mut Map<Strin
     match object {
         Value::Object(map) => object_entry(map, field),
         _ => unreachable!("made an object above"),
+    }
+}
+
+/// An object's status, made an object if it is missing (an object read from the store
+/// is always an object; anything else has no status to set).
+pub fn status_mut(object: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    object
+        .as_object_mut()
+        .map(|fields| object_entry(fields, "status"))
+}
+
+/// The condition of `status.conditions` of type `kind`.
+pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+}
+
+/// Sets a condition of `status.conditions`, keeping its transition time unless its
+/// status changes.
+pub fn set_condition(object: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    let Some(conditions) =
+        status_mut(object).map(|s| s.entry("conditions").or_insert_with(|| json!([])))
+    else {
+        return;
+    };
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(list) = conditions.as_array_mut() else {
+        return;
+    };
+    let existing = list
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind));
+    let since = match &existing {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some(status) => c
+            .get("lastTransitionTime")
+            .cloned()
+            .unwrap_or_else(|| json!(now_rfc3339())),
+        _ => json!(now_rfc3339()),
+    };
+    let condition = json!({
+        "type": kind,
+        "status": status,
+        "lastTransitionTime": since,
+        "reason": reason,
+        "message": message,
+    });
+    match existing {
+        Some(c) => *c = condition,
+        None => list.push(condition),
     }
 }
 

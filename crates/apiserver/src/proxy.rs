@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use skiff_pki::{ClientIdentity, ClusterPki};
 
 use crate::handlers::{AppState, Query};
+use crate::service_client::AbortOnDrop;
 use crate::status::{ApiError, ApiResult, Cause};
 
 /// Upstream's default kubelet port, for nodes that report none.
@@ -61,16 +62,6 @@ impl KubeletClient {
         Ok(KubeletClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
-    }
-}
-
-/// Ends the connection task when the response body is dropped (the client
-/// went away), so that a followed log does not outlive its reader.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -292,21 +283,7 @@ pub async fn pod_log(
     }
     let (response, connection, url) = kubelet_get(state, node_name, &path, name).await?;
     tracing::debug!(pod = %name, %container, %url, "streaming pod log from the kubelet");
-    let stream = futures::stream::unfold(
-        (response.into_body(), connection),
-        |(mut body, connection)| async move {
-            loop {
-                match body.frame().await? {
-                    Ok(frame) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Some((Ok::<_, hyper::Error>(data), (body, connection)));
-                        }
-                    }
-                    Err(e) => return Some((Err(e), (body, connection))),
-                }
-            }
-        },
-    );
+    let stream = crate::service_client::body_stream(response.into_body(), connection);
     // A WebSocket handshake gets the log as messages (upstream's "logs over websocket").
     if let (true, Some(upgrade)) = (skiff_streaming::wsstream::requested(headers), upgrade) {
         use skiff_streaming::wsstream;

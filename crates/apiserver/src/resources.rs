@@ -373,6 +373,19 @@ pub fn builtin() -> Vec<ResourceInfo> {
         .sub(STATUS)
         .stored_as("apiextensions.k8s.io/customresourcedefinitions")
         .generation(),
+        // apiregistration.k8s.io/v1: which server serves each group version (the
+        // aggregator's routing table)
+        resource(
+            "apiregistration.k8s.io",
+            "v1",
+            "APIService",
+            "apiservices",
+            "apiservice",
+            CLUSTER,
+        )
+        .category(&["api-extensions"])
+        .sub(STATUS)
+        .stored_as("apiregistration.k8s.io/apiservices"),
         // apps/v1
         resource(
             "apps",
@@ -801,6 +814,7 @@ pub static BUILTIN_GROUPS: &[(&str, &[&str])] = &[
     ("", &["v1"]),
     ("admissionregistration.k8s.io", &["v1"]),
     ("apiextensions.k8s.io", &["v1"]),
+    ("apiregistration.k8s.io", &["v1"]),
     ("apps", &["v1"]),
     ("authentication.k8s.io", &["v1"]),
     ("authorization.k8s.io", &["v1"]),

@@ -637,19 +637,30 @@ pub fn resolve_endpoint(
     namespace: &str,
     name: &str,
     port: i64,
-) -> Result<String, String> {
+) -> Result<String, EndpointError> {
+    let key = registry
+        .core("services")
+        .map(|services| services.key(Some(namespace), name))
+        .unwrap_or_default();
     let service = registry
         .cache
-        .get(&format!("/registry/services/{namespace}/{name}"))
+        .get(&key)
         .and_then(|o| o.value().ok())
-        .ok_or_else(|| format!("service \"{name}\" not found in namespace {namespace}"))?;
+        .ok_or_else(|| EndpointError::ServiceNotFound {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })?;
     let service_port = service
         .pointer("/spec/ports")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .find(|p| p.get("port").and_then(Value::as_i64) == Some(port))
-        .ok_or_else(|| format!("service {namespace}/{name} has no port {port}"))?;
+        .ok_or_else(|| EndpointError::NoSuchPort {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            port,
+        })?;
     let port_name = service_port
         .get("name")
         .and_then(Value::as_str)
@@ -691,7 +702,25 @@ pub fn resolve_endpoint(
             });
         }
     }
-    Err(format!("no endpoints available for service \"{name}\""))
+    Err(EndpointError::NoEndpoints {
+        name: name.to_string(),
+        port_name: port_name.to_string(),
+    })
+}
+
+/// Why a Service's port leads to no endpoint (the aggregator reports each differently).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("service \"{name}\" not found in namespace {namespace}")]
+    ServiceNotFound { namespace: String, name: String },
+    #[error("service {namespace}/{name} has no port {port}")]
+    NoSuchPort {
+        namespace: String,
+        name: String,
+        port: i64,
+    },
+    #[error("no endpoints available for service \"{name}\"")]
+    NoEndpoints { name: String, port_name: String },
 }
 
 #[cfg(test)]

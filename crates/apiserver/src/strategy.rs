@@ -546,7 +546,7 @@ pub fn qos_class(pod: &Value) -> &'static str {
     }
 }
 
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+pub(crate) const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 pub(crate) const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 pub fn is_dns1123_label(name: &str) -> bool {
@@ -573,7 +573,8 @@ fn name_is_valid(kind: &str, name: &str) -> Result<(), String> {
                 Err(DNS1123_LABEL_MSG.into())
             }
         }
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+        // The core group's APIService is `v1.`, no DNS name.
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "APIService" => {
             if name.contains('/') || name.contains('%') || name == "." || name == ".." {
                 Err("may not contain '/' or '%'".into())
             } else {
@@ -662,6 +663,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
         "MutatingAdmissionPolicyBinding" => {
             causes.extend(crate::policy::mutating::validate_binding(object))
         }
+        "APIService" => causes.extend(crate::aggregator::validation::validate(object)),
         "ValidatingWebhookConfiguration" => {
             causes.extend(crate::webhooks::validate_configuration(object, false))
         }

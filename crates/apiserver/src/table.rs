@@ -234,6 +234,12 @@ fn columns(kind: &str) -> Option<Vec<Column>> {
             col("Endpoints", "string", "The endpoints in this slice"),
             AGE,
         ],
+        "APIService" => vec![
+            NAME,
+            col("Service", "string", "The reference to the service that hosts this API endpoint."),
+            col("Available", "string", "Whether this service is available."),
+            AGE,
+        ],
         "PriorityClass" => vec![
             NAME,
             col("Value", "integer", "The integer value of this priority class."),
@@ -876,6 +882,26 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                 json!(unset(first_three(&addresses))),
                 json!(age(o)),
             ]
+        }
+        "APIService" => {
+            let service = match o.pointer("/spec/service") {
+                Some(service) if service.is_object() => {
+                    format!("{}/{}", s(service.get("namespace")), s(service.get("name")))
+                }
+                _ => "Local".to_string(),
+            };
+            let available = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Available"));
+            let available = match available {
+                None => "Unknown".to_string(),
+                Some(c) if s(c.get("status")) == "True" => "True".to_string(),
+                Some(c) => format!("{} ({})", s(c.get("status")), s(c.get("reason"))),
+            };
+            vec![name, json!(service), json!(available), json!(age(o))]
         }
         "PriorityClass" => vec![
             name,

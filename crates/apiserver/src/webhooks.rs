@@ -11,11 +11,8 @@
 //! The webhook configurations themselves (and admission policies) are never sent to
 //! webhooks, so that a broken webhook can always be removed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::auth::UserInfo;
@@ -274,59 +271,26 @@ fn target(registry: &Registry, name: &str, config: &Value) -> Result<Target, Str
 
 /// Posts the review to the webhook and returns its answer's `response`.
 async fn call(target: &Target, review: &Value, timeout: Duration) -> Result<Value, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
     // Without a caBundle nothing is trusted (Skiff ships no system roots): such a
     // webhook fails to be called, and says so.
-    for cert in CertificateDer::pem_slice_iter(target.ca_bundle.as_deref().unwrap_or_default()) {
-        let cert = cert.map_err(|e| format!("caBundle: {e}"))?;
-        roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let server_name =
-        ServerName::try_from(target.host.clone()).map_err(|e| format!("server name: {e}"))?;
+    let config = crate::service_client::tls_config(&crate::service_client::Trust {
+        ca_bundle: target.ca_bundle.as_deref(),
+        insecure: false,
+        client_certificate: None,
+    })?;
     let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
     let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(&target.address)
-            .await
-            .map_err(|e| {
-                format!(
-                    "Post \"https://{}{}\": dial tcp {}: {e}",
-                    target.host, target.path, target.address
-                )
-            })?;
-        let tls = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| format!("Post \"https://{}{}\": tls: {e}", target.host, target.path))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
+        let (mut sender, _connection) =
+            crate::service_client::connect(&target.address, &target.host, config)
+                .await
+                .map_err(|e| format!("Post \"https://{}{}\": {e}", target.host, target.path))?;
         let request = http::Request::post(&target.path)
             .header(http::header::HOST, &target.host)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let (status, bytes) = crate::service_client::exchange(&mut sender, request).await?;
         if !status.is_success() {
             return Err(format!("the server responded with {status}"));
         }

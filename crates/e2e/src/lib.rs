@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod netns;
+pub mod tls;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -75,6 +76,37 @@ pub fn die_with_parent(command: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Starts one of the test servers in `python/` (`script`, with `args`, then the port it
+/// listens on, on 127.0.0.1) with `env`, and waits until it listens. Its output is
+/// dropped; it ends with the test process.
+pub fn start_python_server(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &Path)],
+    port: u16,
+) -> Supervised {
+    let mut command = Command::new("python3");
+    command
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("python")
+                .join(script),
+        )
+        .args(args)
+        .arg(port.to_string())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut command);
+    let server = Supervised::spawn(command);
+    eventually(
+        &format!("{script} to listen"),
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    server
 }
 
 /// Where the `skiff` binary under test is.

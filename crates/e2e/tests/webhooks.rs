@@ -4,132 +4,40 @@
 //! configuration's `caBundle`, and obeys its answers, selectors, match conditions,
 //! timeouts and failure policy, as upstream's webhook conformance steps check.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use base64::Engine;
-use skiff_e2e::{die_with_parent, eventually, free_port, Server, Supervised};
+use skiff_e2e::tls::ServingCertificate;
+use skiff_e2e::{free_port, start_python_server, Server, Supervised};
 
 struct Webhook {
     _child: Supervised,
     port: u16,
     ca_bundle: String,
     log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    _certificate: ServingCertificate,
 }
 
 /// The test's webhook server, with its own CA, on a free port of 127.0.0.1.
 fn webhook() -> &'static Webhook {
     static WEBHOOK: OnceLock<Webhook> = OnceLock::new();
     WEBHOOK.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            dir.path(),
-            &[
-                &["req", "-x509"],
-                &ec[..],
-                &[
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=webhook-ca",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            dir.path(),
-            &[
-                &["req", "-new"],
-                &ec[..],
-                &[
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-        openssl(
-            dir.path(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-                "-out",
-                "server.crt",
-            ],
-        );
-        let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca");
+        let certificate = skiff_e2e::tls::serving_certificate("IP:127.0.0.1");
         let port = free_port();
-        let log = dir.path().join("reviews.jsonl");
-        let mut command = Command::new("python3");
-        command
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/python/webhook_server.py"
-            ))
-            .arg(dir.path().join("server.crt"))
-            .arg(dir.path().join("server.key"))
-            .arg(port.to_string())
-            .env("WEBHOOK_LOG", &log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // Shared by the tests (a static, never dropped): it ends with the test process.
-        die_with_parent(&mut command);
-        let child = Supervised::spawn(command);
-        eventually(
-            "the webhook server to listen",
-            Duration::from_secs(10),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        let log = certificate.dir.path().join("reviews.jsonl");
+        let child = start_python_server(
+            "webhook_server.py",
+            &[certificate.cert.as_os_str(), certificate.key.as_os_str()],
+            &[("WEBHOOK_LOG", &log)],
+            port,
         );
         Webhook {
             _child: child,
             port,
-            ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca),
+            ca_bundle: certificate.ca_bundle(),
             log,
-            _dir: dir,
+            _certificate: certificate,
         }
     })
 }

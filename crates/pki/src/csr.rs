@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(subject.organizations, vec!["system:nodes"]);
         assert!(!subject.has_alternative_names);
 
-        let ca = crate::make_ca().expect("CA");
+        let ca = crate::make_ca("skiff-ca").expect("CA");
         let usages = vec!["digital signature".to_string(), "client auth".to_string()];
         let cert = sign(&ca.0, &ca.1, &request, &usages, Duration::from_secs(3600)).expect("sign");
         let (_, block) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("pem");
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn other_pem_blocks_and_forged_requests_are_refused() {
-        let ca = crate::make_ca().expect("CA");
+        let ca = crate::make_ca("skiff-ca").expect("CA");
         assert_eq!(
             parse(&ca.0).unwrap_err(),
             "PEM block type must be CERTIFICATE REQUEST"

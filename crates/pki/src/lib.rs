@@ -53,7 +53,18 @@ pub struct ClusterPki {
     pub admin: CertPair,
     /// The key that signs service-account tokens (ECDSA P-256, PKCS#8 PEM).
     pub service_account_key_pem: String,
+    /// A CA of its own for the certificate the API server presents to the extension API
+    /// servers it proxies to (upstream's front-proxy CA): they trust it for exactly
+    /// that, and a client certificate from the cluster CA is no proof of it.
+    pub front_proxy_ca: CertPair,
+    /// The aggregator's client certificate (`front-proxy-client`), signed by
+    /// `front_proxy_ca`.
+    pub front_proxy_client: CertPair,
 }
+
+/// The common name of the aggregator's client certificate, the one name extension API
+/// servers allow to assert a user through request headers.
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 
 /// Who a client certificate says its holder is: user from CN, groups from O.
 pub struct ClientIdentity<'a> {
@@ -67,7 +78,7 @@ impl ClusterPki {
     pub fn load_or_create(data_dir: &Path, serving_names: &[String]) -> Result<Self> {
         let dir = data_dir.join("tls");
         create_dir(&dir)?;
-        let ca = load_or_make(&dir, "ca", |_| make_ca())?;
+        let ca = load_or_make(&dir, "ca", |_| make_ca("skiff-ca"))?;
         let ca_key = KeyPair::from_pem(&ca.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key)?;
 
@@ -98,12 +109,27 @@ impl ClusterPki {
                 pem
             }
         };
+        let front_proxy_ca = load_or_make(&dir, "front-proxy-ca", |_| make_ca("front-proxy-ca"))?;
+        let front_proxy_key = KeyPair::from_pem(&front_proxy_ca.key_pem)?;
+        let front_proxy_issuer =
+            Issuer::from_ca_cert_pem(&front_proxy_ca.cert_pem, &front_proxy_key)?;
+        let front_proxy_client = load_or_make(&dir, "front-proxy-client", |_| {
+            make_client(
+                &ClientIdentity {
+                    user: FRONT_PROXY_CLIENT,
+                    groups: &[],
+                },
+                &front_proxy_issuer,
+            )
+        })?;
         Ok(ClusterPki {
             dir,
             ca,
             serving,
             admin,
             service_account_key_pem,
+            front_proxy_ca,
+            front_proxy_client,
         })
     }
 
@@ -197,8 +223,8 @@ fn base_params(common_name: &str) -> Result<CertificateParams> {
     Ok(params)
 }
 
-fn make_ca() -> Result<(String, String)> {
-    let mut params = base_params("skiff-ca")?;
+fn make_ca(common_name: &str) -> Result<(String, String)> {
+    let mut params = base_params(common_name)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -308,6 +334,15 @@ mod tests {
         assert_eq!(first.admin.key_pem, second.admin.key_pem);
         assert!(subject_of(&first.admin.cert_pem).contains("CN=system:admin"));
         assert!(subject_of(&first.admin.cert_pem).contains("O=system:masters"));
+        assert_eq!(
+            first.front_proxy_client.cert_pem,
+            second.front_proxy_client.cert_pem
+        );
+        assert_eq!(
+            subject_of(&first.front_proxy_client.cert_pem),
+            "CN=front-proxy-client"
+        );
+        assert_ne!(first.front_proxy_ca.cert_pem, first.ca.cert_pem);
     }
 
     #[test]

@@ -81,6 +81,27 @@ pub(super) fn cluster_role_binding_for(name: &str, role: &str, subjects: Vec<Val
     })
 }
 
+/// Upstream's bootstrap Roles in `kube-system`: extension API servers read how to trust
+/// the aggregator's requests with this one.
+fn namespaced_bootstrap_roles() -> Vec<Value> {
+    vec![json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": "extension-apiserver-authentication-reader",
+            "namespace": "kube-system",
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        },
+        "rules": [{
+            "verbs": READ,
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [crate::aggregator::authentication::CONFIG_MAP],
+        }],
+    })]
+}
+
 /// Upstream's bootstrap ClusterRoles: the user-facing ones, the discovery roles and the
 /// components' roles (`components.rs`).
 pub fn cluster_roles() -> Vec<Value> {
@@ -346,9 +367,17 @@ pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
     let bindings = catalogue
         .get("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
         .ok_or_else(|| anyhow::anyhow!("clusterrolebindings missing from the catalogue"))?;
+    let namespaced_roles = catalogue
+        .get("rbac.authorization.k8s.io", "v1", "roles")
+        .ok_or_else(|| anyhow::anyhow!("roles missing from the catalogue"))?;
     let wanted = cluster_roles()
         .into_iter()
         .map(|r| (roles.clone(), r, ["rules", "aggregationRule"].as_slice()))
+        .chain(
+            namespaced_bootstrap_roles()
+                .into_iter()
+                .map(|r| (namespaced_roles.clone(), r, ["rules"].as_slice())),
+        )
         .chain(
             cluster_role_bindings()
                 .into_iter()
@@ -356,8 +385,10 @@ pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
         );
     for (resource, desired, owned_fields) in wanted {
         let name = object::name(&desired).to_string();
+        let namespace = object::namespace(&desired).map(str::to_string);
+        let namespace = namespace.as_deref();
         match registry
-            .create(&resource, None, desired.clone(), SERVER_MANAGER, false)
+            .create(&resource, namespace, desired.clone(), SERVER_MANAGER, false)
             .await
         {
             Ok(_) => continue,
@@ -365,7 +396,7 @@ pub async fn reconcile(registry: &Registry) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("creating {} {name}: {e}", resource.kind),
         }
         registry
-            .guaranteed_update(&resource, None, &name, false, |mut current| {
+            .guaranteed_update(&resource, namespace, &name, false, |mut current| {
                 let opted_out = object::metadata(&current)
                     .and_then(|m| m.get("annotations"))
                     .and_then(|a| a.get("rbac.authorization.kubernetes.io/autoupdate"))

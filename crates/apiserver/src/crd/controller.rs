@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::definition::{self, condition_true, strings};
 use super::CLEANUP_FINALIZER;
-use crate::object;
+use crate::object::{self, set_condition, status_mut};
 use crate::registry::{Action, DeleteOptions, Registry};
 use crate::resources::ResourceInfo;
 use crate::status::ApiResult;
@@ -254,49 +254,6 @@ fn claim(
     }
     accepted[field] = json!(wanted);
     None
-}
-
-/// The CRD's status, made an object if it is missing (a CRD read from the store is
-/// always an object; anything else has no status to set).
-fn status_mut(crd: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
-    crd.as_object_mut()
-        .map(|fields| object::object_entry(fields, "status"))
-}
-
-/// Sets a condition, keeping its transition time unless its status changes.
-pub fn set_condition(crd: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
-    let Some(conditions) =
-        status_mut(crd).map(|s| s.entry("conditions").or_insert_with(|| json!([])))
-    else {
-        return;
-    };
-    if !conditions.is_array() {
-        *conditions = json!([]);
-    }
-    let Some(list) = conditions.as_array_mut() else {
-        return;
-    };
-    let existing = list
-        .iter_mut()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind));
-    let since = match &existing {
-        Some(c) if c.get("status").and_then(Value::as_str) == Some(status) => c
-            .get("lastTransitionTime")
-            .cloned()
-            .unwrap_or_else(|| json!(object::now_rfc3339())),
-        _ => json!(object::now_rfc3339()),
-    };
-    let condition = json!({
-        "type": kind,
-        "status": status,
-        "lastTransitionTime": since,
-        "reason": reason,
-        "message": message,
-    });
-    match existing {
-        Some(c) => *c = condition,
-        None => list.push(condition),
-    }
 }
 
 async fn write_status(

@@ -101,6 +101,7 @@ builtin_kinds![
     api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
     api::admissionregistration::v1::ValidatingWebhookConfiguration,
     apiextensions::v1::CustomResourceDefinition,
+    k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
     api::apps::v1::ControllerRevision,
     api::apps::v1::DaemonSet,
     api::apps::v1::Deployment,
