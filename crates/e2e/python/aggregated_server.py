@@ -14,6 +14,8 @@ X-Remote-Group; anything else is refused with 401.
          annotation wardle.example.com/created-by says who the aggregator said asked
   GET    /apis/wardle.example.com/v1alpha1/namespaces/NS/flunders/NAME
   DELETE /apis/wardle.example.com/v1alpha1/namespaces/NS/flunders/NAME
+  GET    any path the JSON object in the file $FIXTURES has as a key: its value (the
+         file is read on each request, so a test can change the answers)
 
 Usage: aggregated_server.py CERT KEY CLIENT_CA ALLOWED_NAMES_JSON PORT. Every request's
 method, path and identity headers are appended to $AGGREGATED_LOG, one JSON line each.
@@ -83,10 +85,15 @@ class Handler(BaseHTTPRequestHandler):
         who = self.identity()
         path, _, query = self.path.partition("?")
         with open(os.environ["AGGREGATED_LOG"], "a") as log:
-            log.write(json.dumps({"method": method, "path": path, "identity": who,
+            log.write(json.dumps({"method": method, "path": path, "query": query, "identity": who,
                                   "authorization": self.headers.get("Authorization")}) + "\n")
         if who is None or not who["user"]:
             return self.send_json(401, status(401, "Unauthorized", "Unauthorized"))
+        if method == "GET":
+            with open(os.environ["FIXTURES"]) as f:
+                fixtures = json.load(f)
+            if path in fixtures:
+                return self.send_json(200, fixtures[path])
         body = None
         if method == "POST":
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))

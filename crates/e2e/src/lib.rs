@@ -8,6 +8,7 @@
 //! The `skiff` binary is found through `SKIFF_BIN`, else in the workspace's target dir
 //! (`cargo build -p skiff` first; the README's test command does).
 
+pub mod aggregated;
 pub mod api;
 pub mod netns;
 pub mod tls;

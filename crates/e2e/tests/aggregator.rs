@@ -12,23 +12,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_e2e::tls::ServingCertificate;
-use skiff_e2e::{eventually, free_port, start_python_server, Server, Supervised};
+use skiff_e2e::aggregated::{authentication_config, wait_for_availability, ExtensionServer};
+use skiff_e2e::{eventually, Server};
 
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| Server::start(&[]))
-}
-
-/// What the API server publishes for extension API servers, parsed.
-fn authentication_config(server: &Server) -> Value {
-    server.json(&[
-        "configmap",
-        "-n",
-        "kube-system",
-        "extension-apiserver-authentication",
-    ])["data"]
-        .clone()
 }
 
 #[test]
@@ -113,90 +102,15 @@ fn local_api_services_say_where_each_group_is_served() {
     }
 }
 
-/// The test's extension API server, on a free port of 127.0.0.1, trusting the
-/// aggregator as the ConfigMap says to.
-struct ExtensionServer {
-    _process: Supervised,
-    port: u16,
-    certificate: ServingCertificate,
-    log: std::path::PathBuf,
-}
-
-impl ExtensionServer {
-    fn start(server: &Server, host: &str) -> ExtensionServer {
-        let data = authentication_config(server);
-        let certificate = skiff_e2e::tls::serving_certificate(&format!("DNS:{host}"));
-        let client_ca = certificate.dir.path().join("requestheader-ca.crt");
-        std::fs::write(
-            &client_ca,
-            data["requestheader-client-ca-file"].as_str().unwrap(),
-        )
-        .unwrap();
-        let port = free_port();
-        let log = certificate.dir.path().join("requests.jsonl");
-        let allowed = data["requestheader-allowed-names"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let process = start_python_server(
-            "aggregated_server.py",
-            &[
-                certificate.cert.as_os_str(),
-                certificate.key.as_os_str(),
-                client_ca.as_os_str(),
-                allowed.as_ref(),
-            ],
-            &[("AGGREGATED_LOG", &log)],
-            port,
-        );
-        ExtensionServer {
-            _process: process,
-            port,
-            certificate,
-            log,
-        }
-    }
-
-    /// Every request it got: method, path, the identity the aggregator asserted.
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect()
-    }
-}
-
-fn available_condition(server: &Server, name: &str) -> Value {
-    server.json(&["apiservice", name])["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Available").cloned())
-        .unwrap_or(Value::Null)
-}
-
-fn wait_for_availability(server: &Server, name: &str, status: &str, reason: &str) -> Value {
-    eventually(
-        &format!("APIService {name} to be Available={status} ({reason})"),
-        Duration::from_secs(30),
-        || {
-            let condition = available_condition(server, name);
-            (condition["status"] == status && condition["reason"] == reason).then_some(condition)
-        },
-    )
-}
-
 #[test]
 fn an_extension_api_server_serves_its_group_through_the_aggregator() {
     let server = server();
     let ns = server.namespace("wardle");
-    let backend = ExtensionServer::start(server, &format!("sample-api.{ns}.svc"));
+    let backend = ExtensionServer::start(server, &ns, "sample-api");
     let api_service = "v1alpha1.wardle.example.com";
     server.ok_with_input(
         &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: {api_service}\nspec:\n  group: wardle.example.com\n  version: v1alpha1\n  groupPriorityMinimum: 2000\n  versionPriority: 200\n  caBundle: {ca}\n  service: {{namespace: {ns}, name: sample-api, port: 7443}}\n",
-            ca = backend.certificate.ca_bundle(),
-        ),
+        &backend.api_service("wardle.example.com", "v1alpha1"),
     );
     // No Service yet: unavailable, and requests for the group answer 503.
     let missing = wait_for_availability(server, api_service, "False", "ServiceNotFound");
@@ -208,13 +122,7 @@ fn an_extension_api_server_serves_its_group_through_the_aggregator() {
     assert!(refused.contains("ServiceUnavailable"), "{refused}");
     // A Service without a selector, its endpoint named by hand (the test's server runs
     // on this machine, not in a pod).
-    server.ok_with_input(
-        &["apply", "-n", &ns, "-f", "-"],
-        &format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: sample-api\nspec:\n  ports:\n  - port: 7443\n    targetPort: {port}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: sample-api-1\n  labels: {{kubernetes.io/service-name: sample-api}}\naddressType: IPv4\nports: [{{name: \"\", port: {port}, protocol: TCP}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n",
-            port = backend.port
-        ),
-    );
+    backend.expose(server);
     let passed = wait_for_availability(server, api_service, "True", "Passed");
     assert_eq!(passed["message"], "all checks passed");
     assert!(server

@@ -10,23 +10,23 @@
 //! policies and `selectPolicy` measured against this controller's own rescales,
 //! `min`/`maxReplicas`; a target at 0 replicas left alone; status with current metrics
 //! and the `AbleToScale`, `ScalingActive` and `ScalingLimited` conditions; the
-//! `SuccessfulRescale` event. Not yet: pods, object and external metrics (they need the
-//! custom and external metrics APIs, which Skiff does not aggregate).
+//! `SuccessfulRescale` event. Pods and Object metrics come from `custom.metrics.k8s.io`
+//! and External ones from `external.metrics.k8s.io`, served by extension API servers
+//! through the API server's aggregator ([`sources`]).
 
 mod behavior;
 mod replicas;
+mod sources;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::autoscaling::v2::{
-    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, MetricSpec, MetricStatus,
-    MetricValueStatus, ResourceMetricStatus,
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, MetricSpec,
 };
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -39,7 +39,8 @@ use crate::events::Events;
 use crate::informer::InformerFactory;
 use crate::queue::WorkQueue;
 use behavior::{Behavior, Bounds, History};
-use replicas::{Sample, Target, Tolerances};
+use replicas::Tolerances;
+use sources::{Failure, Proposal, TargetState};
 
 /// How often each autoscaler is evaluated (upstream's `--horizontal-pod-autoscaler-sync-period`).
 pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
@@ -57,7 +58,15 @@ impl HorizontalController {
     pub fn new(factory: &InformerFactory) -> Arc<HorizontalController> {
         let informer = factory.informer::<HorizontalPodAutoscaler>();
         let queue = factory.queue("horizontalpodautoscaler");
-        informer.enqueue_into(queue.clone());
+        // As upstream: a change is looked at within one sync period, never sooner, so that
+        // each autoscaler is evaluated once a period however often it (or its status)
+        // changes; a key already waiting keeps its time.
+        let delayed = queue.clone();
+        informer.add_handler(move |old, new| {
+            if let Some(hpa) = new.or(old) {
+                delayed.add_after(crate::controller::key_of(hpa), SYNC_PERIOD);
+            }
+        });
         Arc::new(HorizontalController {
             client: factory.client_for("horizontal-pod-autoscaler"),
             autoscalers: informer.store(),
@@ -101,47 +110,6 @@ fn scale_url(ns: &str, api_version: &str, kind: &str, name: &str) -> Option<Stri
     Some(format!("{base}/namespaces/{ns}/{plural}/{name}/scale"))
 }
 
-/// One metric's reading and the replica count it asks for.
-struct Proposal {
-    replicas: i32,
-    status: MetricStatus,
-    description: String,
-}
-
-/// Each pod's usage of `resource` (summed over its containers) in a `metrics.k8s.io`
-/// PodMetrics list.
-fn samples(
-    metrics: &[Value],
-    resource: &str,
-) -> std::result::Result<BTreeMap<String, Sample>, String> {
-    let mut samples = BTreeMap::new();
-    for metric in metrics {
-        let name = metric["metadata"]["name"].as_str().unwrap_or_default();
-        let mut milli = 0;
-        for container in metric["containers"].as_array().into_iter().flatten() {
-            let text = container["usage"][resource].as_str().unwrap_or("0");
-            milli += skiff_quantity::parse_milli(text).map_err(|e| e.to_string())?;
-        }
-        let timestamp = metric["timestamp"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(Timestamp::now);
-        let window = metric["window"]
-            .as_str()
-            .and_then(|w| skiff_quantity::parse_duration(w).ok())
-            .unwrap_or_default();
-        samples.insert(
-            name.to_string(),
-            Sample {
-                milli,
-                timestamp,
-                window,
-            },
-        );
-    }
-    Ok(samples)
-}
-
 /// The tolerances `behavior` sets, else upstream's 10 % both ways.
 fn tolerances(hpa: &HorizontalPodAutoscaler) -> Tolerances {
     let behavior = hpa.spec.behavior.as_ref();
@@ -154,15 +122,6 @@ fn tolerances(hpa: &HorizontalPodAutoscaler) -> Tolerances {
     Tolerances {
         down: of(behavior.and_then(|b| b.scale_down.as_ref())),
         up: of(behavior.and_then(|b| b.scale_up.as_ref())),
-    }
-}
-
-/// A milli-unit amount as a Quantity in the resource's customary unit.
-fn milli_quantity(resource: &str, milli: i64) -> String {
-    if resource == "cpu" {
-        format!("{milli}m")
-    } else {
-        (milli / 1000).to_string()
     }
 }
 
@@ -216,117 +175,69 @@ impl HorizontalController {
         })
     }
 
-    async fn pod_metrics(
-        &self,
-        ns: &str,
-        selector: &str,
-    ) -> std::result::Result<Vec<Value>, String> {
-        let mut url = format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods");
-        if !selector.is_empty() {
-            url.push_str("?labelSelector=");
-            url.push_str(&form_urlencoded::byte_serialize(selector.as_bytes()).collect::<String>());
-        }
-        let request = http::Request::get(&url)
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
-        let list: Value = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| format!("unable to get metrics for resource: {e}"))?;
-        Ok(list["items"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// What one Resource metric asks for.
-    fn propose(
-        metric: &MetricSpec,
-        pods: &[Pod],
-        metrics: &[Value],
-        current: i32,
-        tolerances: Tolerances,
-    ) -> std::result::Result<Proposal, String> {
-        let source = metric
-            .resource
-            .as_ref()
-            .filter(|_| metric.type_ == "Resource")
-            .ok_or_else(|| {
-                format!(
-                    "the {} metric source type is not supported yet",
-                    metric.type_
-                )
-            })?;
-        let resource = source.name.as_str();
-        let (target, description) = if let Some(goal) = source.target.average_utilization {
-            (
-                Target::Utilization(goal),
-                format!("{resource} resource utilization (percentage of request)"),
-            )
-        } else if let Some(goal) = &source.target.average_value {
-            let goal = skiff_quantity::parse_milli(&goal.0).map_err(|e| e.to_string())?;
-            (Target::AverageValue(goal), format!("{resource} resource"))
-        } else {
-            return Err(format!("invalid target for the {resource} metric: neither averageUtilization nor averageValue"));
-        };
-        let reading = replicas::resource_replicas(
-            pods,
-            samples(metrics, resource)?,
-            resource,
-            target,
-            current,
-            tolerances,
-            Timestamp::now(),
-        )?;
-        Ok(Proposal {
-            replicas: reading.replicas,
-            status: MetricStatus {
-                type_: "Resource".into(),
-                resource: Some(ResourceMetricStatus {
-                    name: resource.to_string(),
-                    current: MetricValueStatus {
-                        average_utilization: reading.utilization,
-                        average_value: Some(Quantity(milli_quantity(
-                            resource,
-                            reading.average_milli,
-                        ))),
-                        value: None,
-                    },
-                }),
-                ..Default::default()
-            },
-            description,
-        })
-    }
-
-    /// Every metric's proposal for the target's pods.
+    /// Every metric's proposal for the target's pods; a failure when none could be read,
+    /// or when one could not and the others would scale down (as upstream, which never
+    /// scales down on partial information).
     async fn proposals(
         &self,
         ns: &str,
         hpa: &HorizontalPodAutoscaler,
         scale: &Scale,
-    ) -> std::result::Result<Vec<Proposal>, String> {
+    ) -> std::result::Result<Vec<Proposal>, Failure> {
+        let failure = |message: String| Failure {
+            reason: "FailedComputeMetricsReplicas",
+            message,
+        };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let listed = pods
             .list(&ListParams::default().labels(&scale.selector))
             .await
-            .map_err(|e| format!("unable to list the target's pods: {e}"))?
+            .map_err(|e| failure(format!("unable to list the target's pods: {e}")))?
             .items;
-        let metrics = self.pod_metrics(ns, &scale.selector).await?;
-        let tolerances = tolerances(hpa);
         // The API server defaults an empty list to 80 % CPU; this covers objects stored
         // before it did.
         let default_metric = || {
             serde_json::from_value::<MetricSpec>(json!({"type": "Resource", "resource": {
                 "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}))
-            .map_err(|e| e.to_string())
+            .map_err(|e| failure(e.to_string()))
         };
         let specs = match hpa.spec.metrics.clone().filter(|m| !m.is_empty()) {
             Some(specs) => specs,
             None => vec![default_metric()?],
         };
-        specs
-            .iter()
-            .map(|m| Self::propose(m, &listed, &metrics, scale.spec_replicas, tolerances))
-            .collect()
+        let state = TargetState {
+            namespace: ns,
+            selector: &scale.selector,
+            pods: &listed,
+            current: scale.spec_replicas,
+            status_replicas: scale.status_replicas,
+            tolerances: tolerances(hpa),
+        };
+        let mut proposals = Vec::new();
+        let mut failures = Vec::new();
+        for spec in &specs {
+            match sources::propose(&self.client, spec, &state).await {
+                Ok(proposal) => proposals.push(proposal),
+                Err(failure) => failures.push(failure),
+            }
+        }
+        let Some(first) = failures.first() else {
+            return Ok(proposals);
+        };
+        let wanted = proposals.iter().map(|p| p.replicas).max();
+        match wanted {
+            Some(replicas) if replicas >= scale.spec_replicas => Ok(proposals),
+            Some(_) => Err(Failure {
+                reason: first.reason,
+                message: format!(
+                    "invalid metrics ({} invalid out of {}), first error is: {}",
+                    failures.len(),
+                    specs.len(),
+                    first.message
+                ),
+            }),
+            None => Err(first.clone()),
+        }
     }
 }
 
@@ -387,11 +298,9 @@ impl Reconcile for HorizontalController {
         } else {
             let proposals = match self.proposals(ns, &hpa, &scale).await {
                 Ok(proposals) => proposals,
-                Err(message) => {
-                    conditions.set("ScalingActive", false, "FailedGetResourceMetric", &message);
-                    self.events
-                        .warning(hpa.as_ref(), "FailedGetResourceMetric", message)
-                        .await;
+                Err(Failure { reason, message }) => {
+                    conditions.set("ScalingActive", false, reason, &message);
+                    self.events.warning(hpa.as_ref(), reason, message).await;
                     status["desiredReplicas"] = json!(current);
                     self.write_status(ns, name, status, conditions).await?;
                     return Ok(Some(SYNC_PERIOD));

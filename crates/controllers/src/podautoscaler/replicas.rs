@@ -276,6 +276,55 @@ pub fn resource_replicas(
     Ok(reading(replicas))
 }
 
+/// What a metric with one value for the whole target asks for (an Object or External
+/// metric with a `Value` target): the ratio of `usage` to `target` applied to the ready
+/// pods, unless within the tolerance; a target at 0 replicas gets the ratio itself.
+pub fn value_replicas(
+    usage: i64,
+    target: i64,
+    pods: &[Pod],
+    current: i32,
+    tolerances: Tolerances,
+) -> Result<i32, String> {
+    let ratio = usage as f64 / target.max(1) as f64;
+    if current == 0 {
+        return Ok(ratio.ceil() as i32);
+    }
+    if tolerances.within(ratio) {
+        return Ok(current);
+    }
+    if pods.is_empty() {
+        return Err("no pods returned by selector while calculating replica count".into());
+    }
+    let ready = pods
+        .iter()
+        .filter(|p| crate::pods::phase(p) == "Running" && crate::pods::is_ready(p))
+        .count();
+    Ok((ratio * ready as f64).ceil() as i32)
+}
+
+/// What a metric with one value for the whole target asks for against an average per
+/// pod (an Object or External metric with an `AverageValue` target): the replicas that
+/// bring `usage` per pod to `target`, unless the current `status_replicas` are within
+/// the tolerance. Also returns the usage per pod, for the status.
+pub fn average_value_replicas(
+    usage: i64,
+    target: i64,
+    status_replicas: i32,
+    tolerances: Tolerances,
+) -> (i32, i64) {
+    let target = target.max(1);
+    let replicas = status_replicas.max(1);
+    let ratio = usage as f64 / (target as f64 * f64::from(replicas));
+    let wanted = if tolerances.within(ratio) {
+        status_replicas
+    } else {
+        (usage as f64 / target as f64).ceil() as i32
+    };
+    let per_pod = (usage as f64 / f64::from(replicas)).ceil() as i64;
+    (wanted, per_pod)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -331,6 +380,39 @@ mod tests {
 
     fn replicas(pods: &[Pod], usage: &[(&str, i64)], target: Target, current: i32) -> Reading {
         try_replicas(pods, usage, target, current).unwrap()
+    }
+
+    #[test]
+    fn one_value_for_the_target_scales_the_ready_pods() {
+        let pods = [
+            pod("a", "Running", true, 600),
+            pod("b", "Running", false, 600),
+            pod("c", "Pending", false, 10),
+        ];
+        // 300 against 100: three times the one ready pod.
+        assert_eq!(
+            value_replicas(300, 100, &pods, 3, Tolerances::default()),
+            Ok(3)
+        );
+        // Within the tolerance: unchanged.
+        assert_eq!(
+            value_replicas(105, 100, &pods, 3, Tolerances::default()),
+            Ok(3)
+        );
+        // At zero replicas, the ratio itself.
+        assert_eq!(
+            value_replicas(250, 100, &pods, 0, Tolerances::default()),
+            Ok(3)
+        );
+        // An average per pod: 900 over 3 pods against 100 each wants 9.
+        assert_eq!(
+            average_value_replicas(900, 100, 3, Tolerances::default()),
+            (9, 300)
+        );
+        assert_eq!(
+            average_value_replicas(310, 100, 3, Tolerances::default()),
+            (3, 104)
+        );
     }
 
     #[test]

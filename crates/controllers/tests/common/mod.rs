@@ -91,6 +91,12 @@ impl Cluster {
         self.server.ok_with_input(&["apply", "-f", "-"], yaml);
     }
 
+    /// `kubectl apply` of `yaml` into namespace `ns`.
+    pub async fn apply_in(&self, ns: &str, yaml: &str) {
+        self.server
+            .ok_with_input(&["apply", "-n", ns, "-f", "-"], yaml);
+    }
+
     pub fn namespace(&self, prefix: &str) -> String {
         self.server.namespace(prefix)
     }
