@@ -269,7 +269,40 @@ fn an_extension_api_server_serves_its_group_through_the_aggregator() {
             "endpoints for service/sample-api in \"{ns}\" have no addresses with port name \"\""
         )
     );
-    server.ok(&["delete", "apiservice", api_service]);
+    // The APIService's own lifecycle, as upstream's test walks it: labelled, listed by
+    // label, a condition of the test's own patched into its status (kept beside the
+    // server's), deleted by label.
+    server.ok(&["label", "apiservice", api_service, "e2e-apiservice=patched"]);
+    let listed = server.ok(&[
+        "get",
+        "apiservices",
+        "-l",
+        "e2e-apiservice=patched",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        listed.trim(),
+        format!("apiservice.apiregistration.k8s.io/{api_service}")
+    );
+    server.ok(&[
+        "patch",
+        "apiservice",
+        api_service,
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/status/conditions/-", "value": {"type": "StatusUpdated", "status": "True", "reason": "E2E", "message": "Set from an e2e test", "lastTransitionTime": "2026-01-01T00:00:00Z"}}]"#,
+    ]);
+    let patched = server.json(&["apiservice", api_service]);
+    let types: Vec<&str> = patched["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(types, ["Available", "StatusUpdated"], "{patched}");
+    server.ok(&["delete", "apiservices", "-l", "e2e-apiservice=patched"]);
     let groups = server.ok(&["get", "--raw", "/apis"]);
     assert!(!groups.contains("wardle.example.com"), "{groups}");
 }
