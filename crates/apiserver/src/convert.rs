@@ -1,12 +1,15 @@
 //! Conversion between the versions of a resource that share one storage.
 //!
 //! `events.k8s.io/v1` events are stored as `v1` events (upstream does the same), and
-//! `autoscaling/v1` horizontal pod autoscalers as `autoscaling/v2`. Everything else is
-//! stored in the version it is served in, and passes through untouched.
+//! `autoscaling/v1` horizontal pod autoscalers as `autoscaling/v2`. Custom objects are
+//! converted as their CRD says ([`crate::crd::conversion`]). Everything else is stored in
+//! the version it is served in, and passes through untouched.
 
 use serde_json::{json, Map, Value};
 
+use crate::registry::Registry;
 use crate::resources::ResourceInfo;
+use crate::status::ApiResult;
 
 /// Field renames between core `v1` events (left) and `events.k8s.io/v1` events (right).
 const EVENT_FIELDS: &[(&str, &str)] = &[
@@ -37,12 +40,21 @@ fn rename(object: Value, api_version: &str, pairs: &[(&str, &str)], forward: boo
     Value::Object(out)
 }
 
-/// From the served version of `resource` to its storage version.
-pub fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
-    if resource.custom.is_some() {
-        // Conversion strategy `None`: only the apiVersion changes.
-        return with_api_version(object, &resource.storage_version);
+/// From the served version of `resource` to its storage version. Only a custom
+/// resource's conversion (through its CRD's webhook) can fail.
+pub fn to_storage(registry: &Registry, resource: &ResourceInfo, object: Value) -> ApiResult<Value> {
+    if let Some(custom) = &resource.custom {
+        return crate::crd::conversion::convert(
+            registry,
+            custom,
+            object,
+            &resource.storage_version,
+        );
     }
+    Ok(builtin_to_storage(resource, object))
+}
+
+fn builtin_to_storage(resource: &ResourceInfo, object: Value) -> Value {
     match (
         resource.group.as_str(),
         resource.version.as_str(),
@@ -55,16 +67,25 @@ pub fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
 }
 
 /// From the storage version to the version `resource` serves.
-pub fn from_storage(resource: &ResourceInfo, object: Value) -> Value {
+pub fn from_storage(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    object: Value,
+) -> ApiResult<Value> {
     if let Some(custom) = &resource.custom {
-        let mut object = with_api_version(object, &resource.api_version());
+        let mut object =
+            crate::crd::conversion::convert(registry, custom, object, &resource.api_version())?;
         // Upstream defaults custom objects when they are read too, so a default added to
         // the schema later shows on objects stored before.
         if let Some(schema) = &custom.schema {
             crate::crd::schema::apply_defaults(&mut object, schema);
         }
-        return object;
+        return Ok(object);
     }
+    Ok(builtin_from_storage(resource, object))
+}
+
+fn builtin_from_storage(resource: &ResourceInfo, object: Value) -> Value {
     match (
         resource.group.as_str(),
         resource.version.as_str(),
@@ -82,15 +103,6 @@ pub fn needs_conversion(resource: &ResourceInfo) -> bool {
     resource.custom.is_some()
         || !resource.storage_version.is_empty()
             && resource.storage_version != resource.api_version()
-}
-
-fn with_api_version(mut object: Value, api_version: &str) -> Value {
-    if let Some(fields) = object.as_object_mut() {
-        if fields.contains_key("apiVersion") {
-            fields.insert("apiVersion".into(), json!(api_version));
-        }
-    }
-    object
 }
 
 fn hpa_v1_to_v2(mut object: Value) -> Value {
@@ -158,11 +170,11 @@ mod tests {
         let catalogue = Catalogue::new();
         let new_events = catalogue.get("events.k8s.io", "v1", "events").unwrap();
         let stored = json!({"kind": "Event", "apiVersion": "v1", "metadata": {"name": "e"}, "involvedObject": {"name": "p"}, "message": "hi", "reason": "X"});
-        let served = from_storage(&new_events, stored.clone());
+        let served = builtin_from_storage(&new_events, stored.clone());
         assert_eq!(served["apiVersion"], "events.k8s.io/v1");
         assert_eq!(served["regarding"]["name"], "p");
         assert_eq!(served["note"], "hi");
-        assert_eq!(to_storage(&new_events, served), stored);
+        assert_eq!(builtin_to_storage(&new_events, served), stored);
     }
 
     #[test]
@@ -172,11 +184,11 @@ mod tests {
             .get("autoscaling", "v1", "horizontalpodautoscalers")
             .unwrap();
         let old = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "spec": {"maxReplicas": 5, "targetCPUUtilizationPercentage": 80}});
-        let stored = to_storage(&v1, old.clone());
+        let stored = builtin_to_storage(&v1, old.clone());
         assert_eq!(
             stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
             80
         );
-        assert_eq!(from_storage(&v1, stored), old);
+        assert_eq!(builtin_from_storage(&v1, stored), old);
     }
 }

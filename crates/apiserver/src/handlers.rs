@@ -635,12 +635,12 @@ async fn handle_resource(
             let page = registry
                 .list(&resource, namespace, &query.list_options()?)
                 .await?;
-            Ok(render_list(&resource, page, format, query))
+            render_list(registry, &resource, page, format, query)
         }
         (Method::GET, Some(name)) => {
             let format = encoding::negotiate(headers, protobuf_ok)?;
             let object = registry.get(&resource, namespace, name).await?;
-            let object = convert::from_storage(&resource, object);
+            let object = convert::from_storage(registry, &resource, object)?;
             match sub {
                 Some("scale") => {
                     // Upstream reads no Scale from a custom object without replicas.
@@ -697,7 +697,7 @@ async fn handle_resource(
             let created = registry
                 .create(&resource, namespace, object, &manager, query.dry_run()?)
                 .await?;
-            let created = convert::from_storage(&resource, created);
+            let created = convert::from_storage(registry, &resource, created)?;
             Ok(render_object(
                 &resource,
                 StatusCode::CREATED,
@@ -764,7 +764,7 @@ async fn handle_resource(
                 &resource,
                 code,
                 format,
-                convert::from_storage(&resource, object),
+                convert::from_storage(registry, &resource, object)?,
                 query,
             ))
         }
@@ -799,9 +799,10 @@ async fn handle_resource(
             }
             if sub == Some("scale") {
                 let current = convert::from_storage(
+                    registry,
                     &resource,
                     registry.get(&resource, namespace, name).await?,
-                );
+                )?;
                 let mut patched =
                     crate::patch::apply(patch_type, &scale_of(&resource, &current), &body)?;
                 // The Scale the patch applies to carries the current resourceVersion; only
@@ -840,7 +841,7 @@ async fn handle_resource(
                 &resource,
                 code,
                 format,
-                convert::from_storage(&resource, object),
+                convert::from_storage(registry, &resource, object)?,
                 query,
             ))
         }
@@ -851,7 +852,7 @@ async fn handle_resource(
             let (object, gone) = registry
                 .delete(&resource, namespace, name, &options, dry_run)
                 .await?;
-            let object = convert::from_storage(&resource, object);
+            let object = convert::from_storage(registry, &resource, object)?;
             if resource.returns_deleted_object || !gone {
                 return Ok(render_object(
                     &resource,
@@ -894,8 +895,8 @@ async fn handle_resource(
                 .await?;
             let items: Vec<Value> = deleted
                 .into_iter()
-                .map(|o| convert::from_storage(&resource, o))
-                .collect();
+                .map(|o| convert::from_storage(registry, &resource, o))
+                .collect::<ApiResult<_>>()?;
             let list = json!({
                 "kind": resource.list_kind(),
                 "apiVersion": resource.api_version(),
@@ -1231,7 +1232,10 @@ async fn write_scale(
     let (stored, _) = registry
         .patch(resource, namespace, name, None, patch, dry_run)
         .await?;
-    Ok(scale_of(resource, &convert::from_storage(resource, stored)))
+    Ok(scale_of(
+        resource,
+        &convert::from_storage(registry, resource, stored)?,
+    ))
 }
 
 fn render_object(
@@ -1273,7 +1277,13 @@ fn list_metadata(page: &ListPage) -> Value {
     Value::Object(metadata)
 }
 
-fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &Query) -> Response {
+fn render_list(
+    registry: &Registry,
+    resource: &ResourceInfo,
+    page: ListPage,
+    format: Format,
+    query: &Query,
+) -> ApiResult<Response> {
     let needs_values = !matches!(format, Format::Json) || convert::needs_conversion(resource);
     if !needs_values {
         // The common case: concatenate the cached JSON of the items.
@@ -1294,15 +1304,19 @@ fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &
             out.extend_from_slice(&item.body);
         }
         out.extend_from_slice(b"]}\n");
-        return encoding::raw(StatusCode::OK, encoding::JSON, Bytes::from(out));
+        return Ok(encoding::raw(
+            StatusCode::OK,
+            encoding::JSON,
+            Bytes::from(out),
+        ));
     }
     let items: Vec<Value> = page
         .items
         .iter()
         .filter_map(|item| item.value().ok())
-        .map(|v| convert::from_storage(resource, v))
-        .collect();
-    match format {
+        .map(|v| convert::from_storage(registry, resource, v))
+        .collect::<ApiResult<_>>()?;
+    Ok(match format {
         Format::Table(api_version) => {
             let table = table::table(
                 api_version,
@@ -1348,7 +1362,7 @@ fn render_list(resource: &ResourceInfo, page: ListPage, format: Format, query: &
             });
             encoding::respond(StatusCode::OK, other, &list)
         }
-    }
+    })
 }
 
 async fn serve_watch(
@@ -1424,7 +1438,7 @@ async fn serve_watch(
         view,
         fresh_as_of,
     };
-    let frames = watch::start(state.registry.cache.clone(), request);
+    let frames = watch::start(state.registry.clone(), request);
     let stream = tokio_stream::wrappers::ReceiverStream::new(frames);
     let body = Body::from_stream(futures::StreamExt::map(
         stream,

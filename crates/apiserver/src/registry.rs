@@ -433,7 +433,7 @@ impl Registry {
     ) -> ApiResult<Value> {
         let mut object = object;
         Self::check_identity(resource, namespace, &mut object)?;
-        let mut object = convert::to_storage(resource, object);
+        let mut object = convert::to_storage(self, resource, object)?;
         let metadata = object::metadata_mut(&mut object);
         let name_missing = metadata
             .get("name")
@@ -665,7 +665,7 @@ impl Registry {
                 }
             }
         }
-        let object = convert::to_storage(resource, object);
+        let object = convert::to_storage(self, resource, object)?;
         let api_version = resource.api_version();
         let writer = Writer {
             manager,
@@ -794,7 +794,7 @@ impl Registry {
         let namespace_object = self.pod_security_namespace(resource, namespace).await?;
         let outcome = self
             .guaranteed_update(resource, namespace, name, dry_run, |current| {
-                let served = convert::from_storage(resource, current.clone());
+                let served = convert::from_storage(self, resource, current.clone())?;
                 let mut new = match &applied {
                     Some(config) => {
                         let mut new = managedfields::apply(
@@ -839,7 +839,7 @@ impl Registry {
                     }
                 }
                 Self::check_identity(resource, namespace, &mut new)?;
-                let mut new = convert::to_storage(resource, new);
+                let mut new = convert::to_storage(self, resource, new)?;
                 if object::name(&new) != name {
                     return Err(ApiError::bad_request(format!(
                         "the name of the object ({}) does not match the name on the URL ({name})",

@@ -270,7 +270,11 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<Immutable> {
 /// What an update of a custom object is checked against besides the object itself: its
 /// schema's transition rules (through the main resource and `status` alike).
 pub fn validate_transition(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
-    match resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+    match resource
+        .custom
+        .as_ref()
+        .and_then(|c| c.storage_schema.as_ref())
+    {
         Some(schema) => crate::crd::cel::validate_transition(new, old, schema),
         None => Vec::new(),
     }
@@ -423,7 +427,7 @@ pub fn spec_changed(resource: &ResourceInfo, new: &Value, old: &Value) -> bool {
 /// Fills in upstream's defaults (what decoding a request body does upstream).
 pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     if let Some(custom) = &resource.custom {
-        if let Some(schema) = &custom.schema {
+        if let Some(schema) = &custom.storage_schema {
             crate::crd::schema::prune(object, schema);
             crate::crd::schema::apply_defaults(object, schema);
         }
@@ -671,7 +675,11 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
             causes.extend(crate::webhooks::validate_configuration(object, true))
         }
         "" => {
-            if let Some(schema) = resource.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+            if let Some(schema) = resource
+                .custom
+                .as_ref()
+                .and_then(|c| c.storage_schema.as_ref())
+            {
                 causes.extend(crate::crd::schema::validate(object, schema));
                 causes.extend(crate::crd::cel::validate(object, schema));
             }

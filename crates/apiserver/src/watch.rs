@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::cache::{CacheEvent, CachedObject, EventType, WatchCache};
 use crate::convert;
 use crate::encoding::json_bytes;
+use crate::registry::Registry;
 use crate::resources::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -50,6 +51,8 @@ pub enum WatchView {
 
 struct Watcher {
     request: WatchRequest,
+    /// For conversions (a custom resource's may call its CRD's webhook).
+    registry: Arc<Registry>,
     tx: mpsc::Sender<Bytes>,
     /// The newest revision this watcher has accounted for (sent or filtered out).
     rv: i64,
@@ -58,11 +61,13 @@ struct Watcher {
 }
 
 /// Starts a watch; its frames arrive on the returned channel until it ends.
-pub fn start(cache: Arc<WatchCache>, request: WatchRequest) -> mpsc::Receiver<Bytes> {
+pub fn start(registry: Arc<Registry>, request: WatchRequest) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
+        let cache = registry.cache.clone();
         let mut watcher = Watcher {
             request,
+            registry,
             tx,
             rv: 0,
             sent_columns: false,
@@ -192,7 +197,14 @@ impl Watcher {
                 let Ok(value) = object.value() else {
                     return true;
                 };
-                let value = convert::from_storage(&self.request.resource, value);
+                let value =
+                    match convert::from_storage(&self.registry, &self.request.resource, value) {
+                        Ok(value) => value,
+                        Err(e) => {
+                            self.send_error(&e).await;
+                            return false;
+                        }
+                    };
                 let mut row = crate::table::table(
                     api_version,
                     &self.request.resource,
@@ -218,12 +230,16 @@ impl Watcher {
             }
         }
         let frame = if self.request.protobuf || convert::needs_conversion(&self.request.resource) {
-            match object.value() {
-                Ok(value) => self.frame(
-                    event_type,
-                    &convert::from_storage(&self.request.resource, value),
-                ),
-                Err(_) => return true,
+            let Ok(value) = object.value() else {
+                return true;
+            };
+            match convert::from_storage(&self.registry, &self.request.resource, value) {
+                Ok(value) => self.frame(event_type, &value),
+                Err(e) => {
+                    // As upstream: a watch ends with the error a conversion met.
+                    self.send_error(&e).await;
+                    return false;
+                }
             }
         } else {
             let json = object.json();

@@ -204,14 +204,14 @@ fn call_failure(name: &str, error: impl std::fmt::Display) -> String {
 }
 
 /// Where and how to reach a webhook.
-struct Target {
+pub(crate) struct Target {
     host: String,
     address: String,
     path: String,
     ca_bundle: Option<Vec<u8>>,
 }
 
-fn target(registry: &Registry, name: &str, config: &Value) -> Result<Target, String> {
+pub(crate) fn target(registry: &Registry, name: &str, config: &Value) -> Result<Target, String> {
     use base64::Engine;
     let ca_bundle = config
         .get("caBundle")
@@ -270,7 +270,11 @@ fn target(registry: &Registry, name: &str, config: &Value) -> Result<Target, Str
 }
 
 /// Posts the review to the webhook and returns its answer's `response`.
-async fn call(target: &Target, review: &Value, timeout: Duration) -> Result<Value, String> {
+pub(crate) async fn call(
+    target: &Target,
+    review: &Value,
+    timeout: Duration,
+) -> Result<Value, String> {
     // Without a caBundle nothing is trusted (Skiff ships no system roots): such a
     // webhook fails to be called, and says so.
     let config = crate::service_client::tls_config(&crate::service_client::Trust {
@@ -506,7 +510,7 @@ fn any_configured(registry: &Registry, kind: &str) -> bool {
 /// Runs `work` to completion from synchronous code on a runtime thread, which waits for
 /// it. Only a multi-threaded runtime can lend a thread so; on another, the write fails
 /// rather than the server stopping.
-fn wait_for<T>(work: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
+pub(crate) fn wait_for<T>(work: impl std::future::Future<Output = ApiResult<T>>) -> ApiResult<T> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| ApiError::internal("admission webhooks need the server's runtime"))?;
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {

@@ -6,6 +6,9 @@ admission.k8s.io/v1 AdmissionReviews; it answers by path.
   /deny-all  refuses everything
   /slow      answers allowed after 5 seconds
   /broken    answers HTTP 500
+  /convert   a CRD conversion webhook (apiextensions.k8s.io/v1 ConversionReview), as
+             upstream's sample converter: v1 objects hold `hostPort: "host:port"`, v2
+             ones `host` and `port`
 
 Usage: webhook_server.py CERT KEY PORT. Every review it gets is appended to the file named
 by $WEBHOOK_LOG, one JSON line each.
@@ -30,12 +33,35 @@ def answer(review, allowed, message=None, patch=None):
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
+def convert(obj, desired):
+    obj = json.loads(json.dumps(obj))
+    current = obj["apiVersion"].split("/")[-1]
+    wanted = desired.split("/")[-1]
+    if current == "v1" and wanted == "v2" and "hostPort" in obj:
+        host, _, port = obj.pop("hostPort").partition(":")
+        obj["host"], obj["port"] = host, port
+    elif current == "v2" and wanted == "v1" and ("host" in obj or "port" in obj):
+        obj["hostPort"] = "%s:%s" % (obj.pop("host", ""), obj.pop("port", ""))
+    obj["apiVersion"] = desired
+    return obj
+
+
+def conversion_answer(review):
+    request = review["request"]
+    converted = [convert(o, request["desiredAPIVersion"]) for o in request["objects"]]
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+            "response": {"uid": request["uid"], "convertedObjects": converted,
+                         "result": {"status": "Success"}}}
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
         review = json.loads(self.rfile.read(length))
         with open(os.environ["WEBHOOK_LOG"], "a") as log:
             log.write(json.dumps({"path": self.path, "request": review["request"]}) + "\n")
+        if self.path == "/convert":
+            return self.answer(conversion_answer(review))
         obj = review["request"].get("object") or {}
         if self.path == "/mutate":
             labels = (obj.get("metadata") or {}).get("labels")
@@ -56,6 +82,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(500)
             self.end_headers()
             return
+        self.answer(body)
+
+    def answer(self, body):
         data = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use serde_json::Value;
 use skiff_e2e::tls::ServingCertificate;
 use skiff_e2e::{free_port, start_python_server, Server, Supervised};
 
@@ -327,4 +328,130 @@ fn configurations_are_validated_and_never_sent_to_webhooks() {
         "validatingwebhookconfiguration",
         "deny-all.skiff.test",
     ]);
+}
+
+/// A CRD whose versions differ in shape (`hostPort` in v1, `host` and `port` in v2),
+/// converted by the test's webhook; stored in `storage`.
+fn converted_crd(storage: &str) -> String {
+    let hook = webhook();
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: hostports.stable.example.com\nspec:\n  group: stable.example.com\n  scope: Namespaced\n  names: {{plural: hostports, singular: hostport, kind: HostPort, listKind: HostPortList}}\n  conversion:\n    strategy: Webhook\n    webhook:\n      conversionReviewVersions: [v1]\n      clientConfig: {{url: \"https://127.0.0.1:{port}/convert\", caBundle: {ca}}}\n  versions:\n  - name: v1\n    served: true\n    storage: {v1}\n    schema: {{openAPIV3Schema: {{type: object, properties: {{hostPort: {{type: string}}}}}}}}\n  - name: v2\n    served: true\n    storage: {v2}\n    schema: {{openAPIV3Schema: {{type: object, properties: {{host: {{type: string}}, port: {{type: string}}}}}}}}\n",
+        port = hook.port,
+        ca = hook.ca_bundle,
+        v1 = storage == "v1",
+        v2 = storage == "v2",
+    )
+}
+
+/// Each HostPort of the namespace as `version` shows it: name → (hostPort, host, port).
+fn hostports(server: &Server, ns: &str, version: &str) -> Vec<(String, Value)> {
+    let list = server.json(&[&format!("hostports.{version}.stable.example.com"), "-n", ns]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            assert_eq!(item["apiVersion"], format!("stable.example.com/{version}"));
+            let fields = serde_json::json!([item["hostPort"], item["host"], item["port"]]);
+            (
+                item["metadata"]["name"].as_str().unwrap().to_string(),
+                fields,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_conversion_webhook_converts_custom_objects_between_versions() {
+    let server = server();
+    // Webhook conversion needs a webhook that speaks ConversionReview v1.
+    let refused = server.fails_with_input(
+        &["create", "-f", "-"],
+        &converted_crd("v1").replace(
+            "conversionReviewVersions: [v1]",
+            "conversionReviewVersions: [v9]",
+        ),
+    );
+    assert!(
+        refused.contains("spec.conversion.webhook.conversionReviewVersions: Invalid value"),
+        "{refused}"
+    );
+    server.ok_with_input(&["apply", "-f", "-"], &converted_crd("v1"));
+    server.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/hostports.stable.example.com",
+        "--timeout=30s",
+    ]);
+    let ns = server.namespace("conversion");
+    // Created in v1 (stored as is), read in v2: converted by the webhook.
+    server.ok_with_input(
+        &["apply", "-n", &ns, "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: HostPort\nmetadata: {name: first, labels: {kept: \"yes\"}}\nhostPort: \"localhost:8080\"\n",
+    );
+    let first = server.json(&["hostports.v2.stable.example.com", "first", "-n", &ns]);
+    assert_eq!(first["apiVersion"], "stable.example.com/v2", "{first}");
+    assert_eq!(
+        (&first["host"], &first["port"]),
+        (&"localhost".into(), &"8080".into())
+    );
+    assert!(first.get("hostPort").is_none(), "{first}");
+    assert_eq!(first["metadata"]["labels"]["kept"], "yes");
+    // Created in v2: converted to v1 to be stored (the v1 schema keeps hostPort).
+    server.ok_with_input(
+        &["apply", "-n", &ns, "-f", "-"],
+        "apiVersion: stable.example.com/v2\nkind: HostPort\nmetadata: {name: second}\nhost: example.com\nport: \"80\"\n",
+    );
+    // A list in either version has every object in that version (upstream's "convert
+    // mixed version list").
+    assert_eq!(
+        hostports(server, &ns, "v1"),
+        [
+            (
+                "first".to_string(),
+                serde_json::json!(["localhost:8080", null, null])
+            ),
+            (
+                "second".to_string(),
+                serde_json::json!(["example.com:80", null, null])
+            ),
+        ]
+    );
+    assert_eq!(
+        hostports(server, &ns, "v2"),
+        [
+            (
+                "first".to_string(),
+                serde_json::json!([null, "localhost", "8080"])
+            ),
+            (
+                "second".to_string(),
+                serde_json::json!([null, "example.com", "80"])
+            ),
+        ]
+    );
+    // The storage version moves to v2: objects stored before still read in both.
+    server.ok_with_input(&["apply", "-f", "-"], &converted_crd("v2"));
+    server.ok_with_input(
+        &["apply", "-n", &ns, "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: HostPort\nmetadata: {name: third}\nhostPort: \"10.0.0.1:53\"\n",
+    );
+    let v1: Vec<String> = hostports(server, &ns, "v1")
+        .into_iter()
+        .map(|(name, fields)| format!("{name}={}", fields[0].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        v1,
+        [
+            "first=localhost:8080",
+            "second=example.com:80",
+            "third=10.0.0.1:53"
+        ]
+    );
+    let reviews = std::fs::read_to_string(&webhook().log).expect("review log");
+    assert!(
+        reviews.contains("\"desiredAPIVersion\": \"stable.example.com/v2\""),
+        "no ConversionReview asked for v2"
+    );
+    server.ok(&["delete", "crd", "hostports.stable.example.com"]);
 }

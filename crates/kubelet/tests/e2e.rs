@@ -86,7 +86,9 @@ async fn memory_pressure_refuses_and_evicts_pods() {
     let scenario = async {
         tokio::task::block_in_place(|| {
             wait_for(60, "MemoryPressure", || {
-                let node = server.json(&["node", NODE]);
+                // The node may not be registered yet.
+                let out = server.kubectl(&["get", "node", NODE, "-o", "json"]);
+                let node: Value = serde_json::from_slice(&out.stdout).ok()?;
                 let conditions = node["status"]["conditions"].as_array()?.clone();
                 conditions
                     .iter()

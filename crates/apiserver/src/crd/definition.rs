@@ -28,6 +28,12 @@ pub struct CustomVersion {
     pub terminating: bool,
     /// The warning every request to a deprecated version gets.
     pub deprecation: Option<String>,
+    /// `spec.conversion.webhook` when the strategy is `Webhook`: objects read or written
+    /// in another version than they are stored in go through it.
+    pub conversion_webhook: Option<Value>,
+    /// The storage version's schema: writes are converted to the storage version first,
+    /// then pruned, defaulted and validated with it (as upstream prunes what it stores).
+    pub storage_schema: Option<Value>,
 }
 
 /// The `scale` subresource's paths (`.spec.replicas` and the like).
@@ -137,6 +143,22 @@ pub fn served(crd: &Value) -> Option<CustomGroup> {
     let storage = group_version(&group, &storage_version(crd)?);
     let namespaced = text(crd, "/spec/scope") != "Cluster";
     let terminating = crate::object::meta_str(crd, "deletionTimestamp").is_some();
+    let storage_name = storage_version(crd)?;
+    let storage_schema = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|versions| {
+            versions
+                .iter()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(storage_name.as_str()))
+        })
+        .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+        .cloned();
+    let conversion_webhook = crd
+        .pointer("/spec/conversion")
+        .filter(|c| c.get("strategy").and_then(Value::as_str) == Some("Webhook"))
+        .and_then(|c| c.get("webhook"))
+        .cloned();
     let mut versions = Vec::new();
     let mut resources = Vec::new();
     for version in crd.pointer("/spec/versions")?.as_array()? {
@@ -199,6 +221,8 @@ pub fn served(crd: &Value) -> Option<CustomGroup> {
                 .unwrap_or_default(),
             terminating,
             deprecation: deprecation(crd, version, &group, name, &kind),
+            conversion_webhook: conversion_webhook.clone(),
+            storage_schema: storage_schema.clone(),
         }));
         resources.push(info);
     }
@@ -355,6 +379,61 @@ fn dns1035_errors(s: &str) -> Option<String> {
     Some(DNS1035_MSG.into())
 }
 
+/// `spec.conversion`: a strategy upstream knows, and a webhook exactly when it is
+/// `Webhook`, speaking a ConversionReview version this server sends (`v1`).
+fn validate_conversion(crd: &Value, causes: &mut Vec<Cause>) {
+    let Some(conversion) = crd.pointer("/spec/conversion") else {
+        return;
+    };
+    let webhook = conversion.get("webhook").filter(|w| !w.is_null());
+    match text(conversion, "/strategy") {
+        "Webhook" => {
+            let Some(webhook) = webhook else {
+                causes.push(Cause {
+                    reason: "FieldValueRequired",
+                    message: "Required value: required when strategy is set to Webhook".into(),
+                    field: "spec.conversion.webhook".into(),
+                });
+                return;
+            };
+            let versions = strings(webhook.get("conversionReviewVersions"));
+            if !versions.iter().any(|v| v == "v1") {
+                causes.push(Cause::invalid(
+                    "spec.conversion.webhook.conversionReviewVersions",
+                    &format!("{versions:?}"),
+                    "must include at least one of v1",
+                ));
+            }
+            let client = webhook.get("clientConfig");
+            let url = client.and_then(|c| c.get("url")).filter(|u| !u.is_null());
+            let service = client
+                .and_then(|c| c.get("service"))
+                .filter(|s| !s.is_null());
+            if url.is_some() == service.is_some() {
+                causes.push(Cause {
+                    reason: "FieldValueRequired",
+                    message: "Required value: exactly one of url or service is required".into(),
+                    field: "spec.conversion.webhook.clientConfig".into(),
+                });
+            }
+        }
+        "None" => {
+            if webhook.is_some() {
+                causes.push(Cause::forbidden(
+                    "spec.conversion.webhook",
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+        }
+        "" => causes.push(Cause::required("spec.conversion.strategy")),
+        other => causes.push(Cause::unsupported(
+            "spec.conversion.strategy",
+            other,
+            &["None", "Webhook"],
+        )),
+    }
+}
+
 /// Validation of a CRD: the causes, in upstream's order and words.
 pub fn validate(crd: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
@@ -382,6 +461,7 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
     if is_protected(group) {
         check_approval(crd, &mut causes);
     }
+    validate_conversion(crd, &mut causes);
     match text(crd, "/spec/scope") {
         "Cluster" | "Namespaced" => {}
         "" => causes.push(Cause::required("spec.scope")),

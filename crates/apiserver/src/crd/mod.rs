@@ -11,6 +11,7 @@
 
 pub mod cel;
 pub mod controller;
+pub mod conversion;
 pub mod definition;
 pub mod jsonpath;
 pub mod schema;
