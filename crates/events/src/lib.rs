@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, EventSource};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -18,7 +18,8 @@ use kube::{Client, Resource};
 /// How long repeats fold into one event (client-go's aggregation window).
 const FOLD_WINDOW: Duration = Duration::from_secs(600);
 
-/// What makes two events the same: the object's UID, the reason, the message.
+/// What makes two events the same: the object's UID (and field path), the reason, the
+/// message.
 type EventKey = (String, String, String);
 
 /// One event already written: its name, count, and when it was last written.
@@ -35,6 +36,8 @@ pub struct Events {
     client: Client,
     component: String,
     instance: String,
+    /// The node a node agent's events come from (`source.host`).
+    host: Option<String>,
     written: Arc<Mutex<HashMap<EventKey, Written>>>,
 }
 
@@ -47,7 +50,33 @@ impl Events {
             client,
             component: component.to_string(),
             instance: format!("{component}-{host}"),
+            host: None,
             written: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A node agent's voice (the kubelet's): events say which node they come from, and
+    /// the node is the reporting instance, as upstream's kubelet reports them.
+    pub fn for_node(client: Client, component: &str, node: &str) -> Events {
+        Events {
+            instance: node.to_string(),
+            host: Some(node.to_string()),
+            ..Events::new(client, component)
+        }
+    }
+
+    /// An event about `regarding` as given (a container's events name it in
+    /// `fieldPath`, `spec.containers{name}`).
+    pub async fn about(
+        &self,
+        regarding: ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let type_ = if warning { "Warning" } else { "Normal" };
+        if let Err(e) = self.write(regarding, type_, reason, note).await {
+            tracing::warn!(error = %e, reason, "could not write event");
         }
     }
 
@@ -78,19 +107,17 @@ impl Events {
         reason: &str,
         message: String,
     ) {
-        if let Err(e) = self.write(object, type_, reason, message).await {
-            tracing::warn!(error = %e, reason, "could not write event");
-        }
+        self.about(object.object_ref(&()), type_ == "Warning", reason, message)
+            .await;
     }
 
-    async fn write<K: Resource<DynamicType = ()>>(
+    async fn write(
         &self,
-        object: &K,
+        regarding: ObjectReference,
         type_: &str,
         reason: &str,
         message: String,
     ) -> kube::Result<()> {
-        let regarding = object.object_ref(&());
         let namespace = regarding
             .namespace
             .clone()
@@ -99,7 +126,11 @@ impl Events {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = jiff::Timestamp::now();
         let key = (
-            regarding.uid.clone().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                regarding.uid.clone().unwrap_or_default(),
+                regarding.field_path.clone().unwrap_or_default()
+            ),
             reason.to_string(),
             message.clone(),
         );
@@ -141,7 +172,7 @@ impl Events {
             type_: Some(type_.into()),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),

@@ -423,6 +423,15 @@ impl Cri {
     }
 
     pub async fn image_present(&self, image: &str) -> Result<Option<String>> {
+        Ok(self.image_status(image).await?.map(|i| i.id))
+    }
+
+    /// The image's size in bytes, as the runtime reports it (0 when it is not there).
+    pub async fn image_size(&self, image: &str) -> Result<u64> {
+        Ok(self.image_status(image).await?.map_or(0, |i| i.size))
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<proto::Image>> {
         let mut img = self.img.clone();
         Ok(img
             .image_status(proto::ImageStatusRequest {
@@ -432,8 +441,7 @@ impl Cri {
             .await
             .map_err(Error::cri("ImageStatus"))?
             .into_inner()
-            .image
-            .map(|i| i.id))
+            .image)
     }
 
     pub async fn pull_image(

@@ -44,6 +44,7 @@ pub mod bootstrap;
 pub mod cri;
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod eviction;
 pub mod imagegc;
 pub mod logs;
@@ -284,6 +285,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         }),
     );
     let shared = Arc::new(worker::Shared {
+        events: skiff_events::Events::for_node(client.clone(), "kubelet", &name),
         client: client.clone(),
         cri: cri.clone(),
         runtime_name: version.runtime_name.clone(),

@@ -25,6 +25,20 @@ pub enum Kind {
     Startup,
 }
 
+impl Kind {
+    /// As upstream's messages name the probe (`Liveness probe failed: …`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+            Kind::Startup => "Startup",
+        }
+    }
+}
+
+/// Told of every failed probe run, with what failed (the kubelet makes it an event).
+pub type OnFailure = Arc<dyn Fn(Kind, String) + Send + Sync>;
+
 /// Probe results of one container, shared with the pod worker.
 #[derive(Debug)]
 pub struct Results {
@@ -71,8 +85,9 @@ pub fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
     }
 }
 
-/// Runs the probe once: true on success.
-pub async fn run_once(probe: &Probe, t: &Target) -> bool {
+/// Runs the probe once: `Err` with what failed, in upstream's prober's words where it
+/// has them (an exec probe's output, an HTTP status, a dial error).
+pub async fn run_once(probe: &Probe, t: &Target) -> Result<(), String> {
     let timeout = secs(probe.timeout_seconds, 1).max(Duration::from_secs(1));
     if let Some(exec) = &probe.exec {
         let cmd = exec.command.clone().unwrap_or_default();
@@ -81,48 +96,62 @@ pub async fn run_once(probe: &Probe, t: &Target) -> bool {
             .exec_sync(&t.container_id, cmd, timeout.as_secs() as i64)
             .await
         {
-            Ok(r) => r.exit_code == 0,
+            Ok(r) if r.exit_code == 0 => Ok(()),
+            Ok(r) => Err(String::from_utf8_lossy(&[r.stdout, r.stderr].concat())
+                .trim_end()
+                .to_string()),
             Err(e) => {
                 tracing::debug!(container = %t.container_id, error = %e, "exec probe failed");
-                false
+                Err(e.to_string())
             }
         };
     }
     if let Some(h) = &probe.http_get {
         let Some(request) = HttpGet::new(h, &t.container, &t.pod_ip, "kube-probe/1.37") else {
-            return false;
+            return Err("the probe's port names no port of the container".into());
         };
-        return tokio::time::timeout(timeout, request.send())
-            .await
-            .map(|r| r.is_some_and(|code| (200..400).contains(&code)))
-            .unwrap_or(false);
+        return match tokio::time::timeout(timeout, request.send()).await {
+            Ok(Some(code)) if (200..400).contains(&code) => Ok(()),
+            Ok(Some(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
+            Ok(None) => Err(format!("Get \"{}\": connection failed", request.url())),
+            Err(_) => Err(format!(
+                "Get \"{}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                request.url()
+            )),
+        };
     }
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = resolve_port(&tcp.port, &t.container) else {
-            return false;
+            return Err("the probe's port names no port of the container".into());
         };
         let host = tcp
             .host
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| t.pod_ip.clone());
-        return matches!(
-            tokio::time::timeout(
-                timeout,
-                tokio::net::TcpStream::connect((host.as_str(), port))
-            )
-            .await,
-            Ok(Ok(_))
-        );
+        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+        return match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("dial tcp {host}:{port}: connect: {e}")),
+            Err(_) => Err(format!("dial tcp {host}:{port}: i/o timeout")),
+        };
     }
     if let Some(g) = &probe.grpc {
         let Ok(port) = u16::try_from(g.port) else {
-            return false;
+            return Err(format!("invalid port {}", g.port));
         };
         let service = g.service.clone().unwrap_or_default();
-        return grpc_serving(&t.pod_ip, port, &service, timeout).await;
+        return if grpc_serving(&t.pod_ip, port, &service, timeout).await {
+            Ok(())
+        } else {
+            Err(format!(
+                "service unhealthy or unreachable within {}s: {}:{port}",
+                timeout.as_secs(),
+                t.pod_ip
+            ))
+        };
     }
-    true
+    Ok(())
 }
 
 /// An `httpGet` action (of a probe or a lifecycle hook), resolved against its container.
@@ -181,6 +210,17 @@ impl HttpGet {
             .await
             .ok()?;
         self.exchange(tls).await
+    }
+
+    /// The URL asked, for messages.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{host}:{}{}", self.port, self.path)
     }
 
     /// A minimal HTTP/1.1 GET: only the status code matters.
@@ -289,6 +329,7 @@ pub fn spawn(
     target: Target,
     results: Arc<Results>,
     wake: Arc<Notify>,
+    on_failure: OnFailure,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let period = secs(probe.period_seconds, 10).max(Duration::from_secs(1));
@@ -301,13 +342,16 @@ pub fn spawn(
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-            let ok = run_once(&probe, &target).await;
-            if ok {
-                successes += 1;
-                failures = 0;
-            } else {
-                failures += 1;
-                successes = 0;
+            match run_once(&probe, &target).await {
+                Ok(()) => {
+                    successes += 1;
+                    failures = 0;
+                }
+                Err(output) => {
+                    failures += 1;
+                    successes = 0;
+                    on_failure(kind, output);
+                }
             }
             match kind {
                 Kind::Readiness => {

@@ -37,6 +37,9 @@ use crate::volumes;
 /// What every pod worker shares: clients and node facts.
 pub struct Shared {
     pub client: kube::Client,
+    /// The events `kubectl describe pod` shows: pulls, container starts, kills,
+    /// back-offs, probe failures, evictions.
+    pub events: skiff_events::Events,
     pub cri: Cri,
     /// `runtime_name` from CRI `Version` (container IDs are `name://id`).
     pub runtime_name: String,
@@ -53,6 +56,25 @@ pub struct Shared {
     pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
     pub metrics: Arc<crate::metrics::KubeletMetrics>,
     pub eviction: Arc<crate::eviction::EvictionManager>,
+}
+
+/// Which of the pod's lists names container `name`.
+fn container_kind(pod: &Pod, name: &str) -> ContainerKind {
+    let spec = pod.spec.as_ref();
+    let in_list =
+        |list: Option<&Vec<Container>>| list.into_iter().flatten().any(|c| c.name == name);
+    if in_list(spec.and_then(|s| s.init_containers.as_ref())) {
+        ContainerKind::Init
+    } else if spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.name == name)
+    {
+        ContainerKind::Ephemeral { target: None }
+    } else {
+        ContainerKind::App
+    }
 }
 
 /// How often a live pod is re-synced without any event (upstream relies on
@@ -592,28 +614,37 @@ impl PodWorker {
     /// records the waiting reason and returns false.
     async fn ensure_image(
         &mut self,
+        pod: &Pod,
         c: &Container,
+        kind: &ContainerKind,
         sandbox_config: &proto::PodSandboxConfig,
     ) -> Result<bool> {
         let image = c.image.clone().unwrap_or_default();
         let policy = pull_policy(c);
-        let cri = &self.shared.cri;
+        let cri = self.shared.cri.clone();
         let present = cri.image_present(&image).await?.is_some();
+        let events = self.shared.events.clone();
+        let event = |warning: bool, reason: &'static str, note: String| {
+            crate::events::record(&events, pod, Some((kind, &c.name)), warning, reason, note)
+        };
         match policy.as_str() {
             "Never" if !present => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    (
-                        "ErrImageNeverPull".into(),
-                        format!(
-                            "Container image \"{image}\" is not present with pull policy of Never"
-                        ),
-                    ),
-                );
+                let message =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                if self.set_waiting(&c.name, "ErrImageNeverPull", message.clone()) {
+                    event(true, "ErrImageNeverPull", message);
+                    event(true, "Failed", "Error: ErrImageNeverPull".into());
+                }
                 return Ok(false);
             }
-            "Never" => return Ok(true),
-            "IfNotPresent" if present => return Ok(true),
+            "Never" | "IfNotPresent" if present => {
+                event(
+                    false,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                return Ok(true);
+            }
             _ => {}
         }
         if let Some(at) = self.pull_failed_at.get(&image) {
@@ -622,19 +653,26 @@ impl PodWorker {
                 .remaining(&image, *at, Instant::now())
                 .is_some()
             {
-                self.waiting.insert(
-                    c.name.clone(),
-                    (
-                        "ImagePullBackOff".into(),
-                        format!("Back-off pulling image \"{image}\""),
-                    ),
-                );
+                let message = format!("Back-off pulling image \"{image}\"");
+                if self.set_waiting(&c.name, "ImagePullBackOff", message.clone()) {
+                    event(false, "BackOff", message);
+                    event(true, "Failed", "Error: ImagePullBackOff".into());
+                }
                 return Ok(false);
             }
         }
+        event(false, "Pulling", format!("Pulling image \"{image}\""));
+        let started = Instant::now();
         match cri.pull_image(&image, sandbox_config.clone()).await {
             Ok(_) => {
                 self.pull_failed_at.remove(&image);
+                let took = crate::events::millis(started.elapsed());
+                let size = cri.image_size(&image).await.unwrap_or_default();
+                event(
+                    false,
+                    "Pulled",
+                    format!("Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."),
+                );
                 Ok(true)
             }
             Err(e) => {
@@ -646,16 +684,26 @@ impl PodWorker {
                     Error::Cri { status, .. } => status.message().to_string(),
                     other => other.to_string(),
                 };
-                self.waiting.insert(
-                    c.name.clone(),
-                    (
-                        "ErrImagePull".into(),
-                        format!("failed to pull and unpack image \"{image}\": {msg}"),
-                    ),
+                let message = format!("failed to pull and unpack image \"{image}\": {msg}");
+                event(
+                    true,
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {message}"),
                 );
+                event(true, "Failed", "Error: ErrImagePull".into());
+                self.set_waiting(&c.name, "ErrImagePull", message);
                 Ok(false)
             }
         }
+    }
+
+    /// Records why a container waits; whether the reason is new (events are written
+    /// when a container enters a state, not on every pass).
+    fn set_waiting(&mut self, name: &str, reason: &str, message: String) -> bool {
+        let new = self.waiting.get(name).is_none_or(|(r, _)| r != reason);
+        self.waiting
+            .insert(name.to_string(), (reason.to_string(), message));
+        new
     }
 
     /// Pulls, creates and starts one container attempt.
@@ -672,9 +720,14 @@ impl PodWorker {
             ContainerKind::Init => "init_container",
             ContainerKind::Ephemeral { .. } => "ephemeral_container",
         };
-        if !self.ensure_image(c, &sandbox.1).await? {
+        if !self.ensure_image(pod, c, &kind, &sandbox.1).await? {
             return Ok(());
         }
+        let (events, event_kind) = (self.shared.events.clone(), kind.clone());
+        let event = |warning: bool, reason: &'static str, note: String| {
+            let field = Some((&event_kind, c.name.as_str()));
+            crate::events::record(&events, pod, field, warning, reason, note)
+        };
         // A container starts with what was allocated to it, which a pending resize
         // has not changed.
         let allocated = self.with_allocation(c);
@@ -684,8 +737,9 @@ impl PodWorker {
         let env = match crate::env::container_env(pod, c, &sources, &facts) {
             Ok(env) => env,
             Err(msg) => {
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                if self.set_waiting(&c.name, "CreateContainerConfigError", msg.clone()) {
+                    event(true, "Failed", format!("Error: {msg}"));
+                }
                 return Ok(());
             }
         };
@@ -697,10 +751,9 @@ impl PodWorker {
         }) {
             Ok(m) => m,
             Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".into(), e.to_string()),
-                );
+                if self.set_waiting(&c.name, "CreateContainerConfigError", e.to_string()) {
+                    event(true, "Failed", format!("Error: {e}"));
+                }
                 return Ok(());
             }
         };
@@ -726,18 +779,19 @@ impl PodWorker {
         {
             Ok(id) => id,
             Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerError".into(), e.to_string()),
-                );
+                if self.set_waiting(&c.name, "CreateContainerError", e.to_string()) {
+                    event(true, "Failed", format!("Error: {e}"));
+                }
                 return Ok(());
             }
         };
+        event(false, "Created", format!("Created container: {}", c.name));
         if let Err(e) = cri.start_container(&id).await {
-            self.waiting
-                .insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+            event(true, "Failed", format!("Error: {e}"));
+            self.set_waiting(&c.name, "RunContainerError", e.to_string());
             return Ok(());
         }
+        event(false, "Started", format!("Started container {}", c.name));
         self.waiting.remove(&c.name);
         self.shared.metrics.container_started(container_type);
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), container = %c.name, attempt, "started container");
@@ -770,6 +824,14 @@ impl PodWorker {
         disruption: bool,
     ) -> Result<Duration> {
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), reason, "failing pod");
+        crate::events::record(
+            &self.shared.events,
+            pod,
+            None,
+            true,
+            reason,
+            message.to_string(),
+        );
         self.stop_containers(pod, grace).await?;
         let attempts = self.attempts(pod_uid(pod)).await?;
         let ips = self
@@ -815,6 +877,22 @@ impl PodWorker {
             return Ok(true);
         }
         tracing::info!(container = %c.name, "killing container after a failed liveness/startup probe");
+        let started = self
+            .probes
+            .get(&a.id)
+            .is_some_and(|p| p.results.started.load(Ordering::SeqCst));
+        let probe = if started { "liveness" } else { "startup" };
+        crate::events::record(
+            &self.shared.events,
+            pod,
+            Some((&container_kind(pod, &c.name), &c.name)),
+            false,
+            "Killing",
+            format!(
+                "Container {} failed {probe} probe, will be restarted",
+                c.name
+            ),
+        );
         self.probes.remove(&a.id);
         self.shared
             .cri
@@ -1013,19 +1091,21 @@ impl PodWorker {
         let now = Instant::now();
         let finished = ns_to_instant(a.finished_at);
         if let Some(left) = self.crash_backoff.remaining(&key, finished, now) {
-            self.waiting.insert(
-                name.to_string(),
-                (
-                    "CrashLoopBackOff".into(),
-                    format!(
-                        "back-off {} restarting failed container={name} pod={}_{}({})",
-                        go_duration(self.crash_backoff.delay(&key)),
-                        pod_name(pod),
-                        pod_namespace(pod),
-                        pod_uid(pod)
-                    ),
-                ),
+            let pod_id = format!("{}_{}({})", pod_name(pod), pod_namespace(pod), pod_uid(pod));
+            let message = format!(
+                "back-off {} restarting failed container={name} pod={pod_id}",
+                go_duration(self.crash_backoff.delay(&key)),
             );
+            if self.set_waiting(name, "CrashLoopBackOff", message) {
+                crate::events::record(
+                    &self.shared.events,
+                    pod,
+                    Some((&container_kind(pod, name), name)),
+                    true,
+                    "BackOff",
+                    format!("Back-off restarting failed container {name} in pod {pod_id}"),
+                );
+            }
             return Some(left);
         }
         self.crash_backoff.next(&key, now);
@@ -1283,12 +1363,25 @@ impl PodWorker {
                 (probe::Kind::Liveness, &c.liveness_probe),
             ] {
                 if let Some(p) = p {
+                    let (events, pod, name) =
+                        (self.shared.events.clone(), pod.clone(), c.name.clone());
+                    let on_failure: probe::OnFailure = Arc::new(move |kind, output| {
+                        crate::events::record(
+                            &events,
+                            &pod,
+                            Some((&container_kind(&pod, &name), &name)),
+                            true,
+                            "Unhealthy",
+                            format!("{} probe failed: {output}", kind.title()),
+                        )
+                    });
                     tasks.push(probe::spawn(
                         kind,
                         p.clone(),
                         target.clone(),
                         results.clone(),
                         self.wake.clone(),
+                        on_failure,
                     ));
                 }
             }
@@ -1452,6 +1545,14 @@ impl PodWorker {
                     let handler = sc.lifecycle.as_ref()?.pre_stop.as_ref()?;
                     HookAction::of(handler, sc, &pod_ip)
                 });
+            crate::events::record(
+                &self.shared.events,
+                pod,
+                Some((&container_kind(pod, name), name)),
+                false,
+                "Killing",
+                format!("Stopping container {name}"),
+            );
             match sidecar_rank(name) {
                 Some(rank) => sidecars.push((rank, c.id.clone(), hook)),
                 None => apps.push((c.id.clone(), hook)),

@@ -237,6 +237,57 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
             .as_str()
             .unwrap()
             .starts_with("back-off 10s restarting failed container=c pod=crasher_"));
+        // What `kubectl describe pod` shows: the kubelet's events about the container,
+        // with upstream's reasons and messages.
+        let events = wait_for(30, "the kubelet's events about crasher", || {
+            let out = server.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                "involvedObject.name=crasher",
+                "-o",
+                "json",
+            ]);
+            let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let items = list["items"].as_array()?.clone();
+            items
+                .iter()
+                .any(|e| e["reason"] == "BackOff")
+                .then_some(items)
+        });
+        let by_reason = |reason: &str| {
+            events
+                .iter()
+                .find(|e| e["reason"] == reason)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {reason} event: {events:?}"))
+        };
+        for (reason, kind, message) in [
+            (
+                "Pulled",
+                "Normal",
+                format!("Container image \"{IMAGE}\" already present on machine"),
+            ),
+            ("Created", "Normal", "Created container: c".to_string()),
+            ("Started", "Normal", "Started container c".to_string()),
+        ] {
+            let event = by_reason(reason);
+            assert_eq!(event["type"], kind, "{event}");
+            assert_eq!(event["message"], message.as_str(), "{event}");
+            assert_eq!(event["involvedObject"]["fieldPath"], "spec.containers{c}");
+            assert_eq!(event["source"]["component"], "kubelet");
+            assert_eq!(event["source"]["host"], NODE);
+        }
+        let backoff = by_reason("BackOff");
+        assert_eq!(backoff["type"], "Warning");
+        assert!(backoff["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Back-off restarting failed container c in pod crasher_"));
+        let described = server.ok(&["describe", "pod", "crasher", "-n", ns]);
+        assert!(described.contains("Started container c"), "{described}");
 
         // Env from a ConfigMap, with $(VAR) expansion and the downward API.
         server.ok(&[
@@ -326,6 +377,22 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
                 && p["status"]["containerStatuses"][0]["ready"] == true)
                 .then_some(())
         });
+        // Each failed run before that is an `Unhealthy` event, in the prober's words
+        // (`test` prints nothing).
+        let unhealthy = server.ok(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "involvedObject.name=probed,reason=Unhealthy",
+            "-o",
+            "jsonpath={.items[0].type}/{.items[0].message}/{.items[0].involvedObject.fieldPath}",
+        ]);
+        assert_eq!(
+            unhealthy,
+            "Warning/Readiness probe failed: /spec.containers{c}"
+        );
 
         sidecars(server, ns, logs_dir);
         termination_messages(server, ns);
