@@ -284,6 +284,24 @@ fn mounts_service_account_path(spec: &serde_json::Map<String, Value>) -> bool {
     })
 }
 
+/// The mutating admission of a create or update, in upstream's order: the mutating
+/// admission policies, then the mutating webhooks; then, once, the policies and webhooks
+/// with `reinvocationPolicy: IfNeeded` that ran before something changed the object.
+pub fn mutate(
+    registry: &Registry,
+    request: &crate::webhooks::Request<'_>,
+    object: &mut Value,
+) -> ApiResult<()> {
+    let mut policies = crate::policy::mutating::Reinvocation::default();
+    let mut webhooks = crate::webhooks::Reinvocation::default();
+    crate::policy::mutating::mutate(registry, request, object, &mut policies)?;
+    crate::webhooks::mutate_in_place(registry, request, object, &mut webhooks)?;
+    if policies.wanted(object) {
+        crate::policy::mutating::reinvoke(registry, request, object, &mut policies)?;
+    }
+    crate::webhooks::reinvoke_in_place(registry, request, object, &mut webhooks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

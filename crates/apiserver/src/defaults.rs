@@ -169,6 +169,17 @@ pub fn apply(kind: &str, object: &mut Value) {
         "PriorityClass" => {
             set(fields, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            let mutating = kind == "MutatingWebhookConfiguration";
+            let webhooks = fields.get_mut("webhooks").and_then(Value::as_array_mut);
+            for webhook in webhooks
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                webhook_defaults(webhook, mutating);
+            }
+        }
         "APIService" => {
             let spec = object_entry(fields, "spec");
             if let Some(service) = spec.get_mut("service").and_then(Value::as_object_mut) {
@@ -235,6 +246,31 @@ fn autoscaler_spec(spec: &mut Map<String, Value>) {
         "policies",
         json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
     );
+}
+
+/// Upstream's defaults of one admission webhook: fail closed, equivalent resources,
+/// every namespace and object, ten seconds, never reinvoked; rules of any scope; a
+/// Service on port 443.
+fn webhook_defaults(webhook: &mut Map<String, Value>, mutating: bool) {
+    set(webhook, "failurePolicy", json!("Fail"));
+    set(webhook, "matchPolicy", json!("Equivalent"));
+    set(webhook, "namespaceSelector", json!({}));
+    set(webhook, "objectSelector", json!({}));
+    set(webhook, "timeoutSeconds", json!(10));
+    if mutating {
+        set(webhook, "reinvocationPolicy", json!("Never"));
+    }
+    let rules = webhook.get_mut("rules").and_then(Value::as_array_mut);
+    for rule in rules.into_iter().flatten().filter_map(Value::as_object_mut) {
+        set(rule, "scope", json!("*"));
+    }
+    if let Some(service) = webhook
+        .get_mut("clientConfig")
+        .and_then(|c| c.get_mut("service"))
+        .and_then(Value::as_object_mut)
+    {
+        set(service, "port", json!(443));
+    }
 }
 
 /// Upstream's defaults of an admission policy's (or binding's) match resources: match

@@ -374,12 +374,7 @@ impl Registry {
             old_object: Some(current),
             dry_run,
         };
-        let mut reinvocation = crate::policy::mutating::Reinvocation::default();
-        crate::policy::mutating::mutate(self, &hook(None), new, &mut reinvocation)?;
-        crate::webhooks::mutate_in_place(self, &hook(None), new)?;
-        if reinvocation.wanted(new) {
-            crate::policy::mutating::reinvoke(self, &hook(None), new, &mut reinvocation)?;
-        }
+        crate::admission::mutate(self, &hook(None), new)?;
         prepare_update(resource, subresource, new, current)?;
         self.admit_pod_security(resource, subresource, namespace_object, new, Some(current))?;
         self.admit_update_by_requester(resource, subresource, new, current)?;
@@ -501,12 +496,7 @@ impl Registry {
             old_object: None,
             dry_run,
         };
-        let mut reinvocation = crate::policy::mutating::Reinvocation::default();
-        crate::policy::mutating::mutate(self, &hook(None), &mut object, &mut reinvocation)?;
-        crate::webhooks::mutate(self, &hook(None), &mut object).await?;
-        if reinvocation.wanted(&object) {
-            crate::policy::mutating::reinvoke(self, &hook(None), &mut object, &mut reinvocation)?;
-        }
+        crate::admission::mutate(self, &hook(None), &mut object)?;
         strategy::prepare_for_create(resource, &mut object);
         let causes = strategy::validate(resource, &object);
         if !causes.is_empty() {

@@ -11,6 +11,7 @@
 //! The webhook configurations themselves (and admission policies) are never sent to
 //! webhooks, so that a broken webhook can always be removed.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -431,22 +432,56 @@ async fn review(
     Ok(Some(response))
 }
 
-/// The mutating webhooks, in order: each may patch the object.
-pub async fn mutate(
+/// What one admission remembers between the mutating webhooks' first pass and their
+/// reinvocation (upstream's webhook reinvocation context): a webhook with
+/// `reinvocationPolicy: IfNeeded` is called once more when a later webhook, or a later
+/// admission plugin, changed the object after it ran.
+#[derive(Default)]
+pub struct Reinvocation {
+    /// The `IfNeeded` webhooks called in the first pass, in order (configuration/webhook).
+    invoked: Vec<String>,
+    /// Those to call again.
+    reinvoke: BTreeSet<String>,
+    /// The object as the webhooks' first pass left it.
+    last_output: Option<Value>,
+}
+
+impl Reinvocation {
+    /// Whether any webhook is to be called again, given the object now.
+    pub fn wanted(&self, object: &Value) -> bool {
+        !self.reinvoke.is_empty()
+            || (!self.invoked.is_empty() && self.last_output.as_ref() != Some(object))
+    }
+}
+
+/// The mutating webhooks, in configuration name order, each patching the object; with
+/// `only`, just those (the reinvocation pass, which asks for no further reinvocation).
+async fn run_mutating(
     registry: &Registry,
     request: &Request<'_>,
     object: &mut Value,
+    state: &mut Reinvocation,
+    only: Option<&BTreeSet<String>>,
 ) -> ApiResult<()> {
     if exempt(request.resource) {
         return Ok(());
     }
     for configuration in configurations(registry, "mutatingwebhookconfigurations") {
+        let configuration_name = crate::object::name(&configuration).to_string();
         for webhook in configuration
             .get("webhooks")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {
+            let name = webhook
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let key = format!("{configuration_name}/{name}");
+            if only.is_some_and(|only| !only.contains(&key)) {
+                continue;
+            }
             let current = Request {
                 object: Some(&*object),
                 ..*request
@@ -454,30 +489,65 @@ pub async fn mutate(
             let Some(response) = review(registry, webhook, &current).await? else {
                 continue;
             };
-            let Some(patch) = response.get("patch").and_then(Value::as_str) else {
-                continue;
-            };
-            use base64::Engine;
-            let name = webhook
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let patch = base64::engine::general_purpose::STANDARD
-                .decode(patch)
-                .map_err(|e| {
-                    ApiError::internal(call_failure(name, format!("patch is not base64: {e}")))
-                })?;
-            *object = crate::patch::apply(crate::patch::PatchType::Json, object, &patch).map_err(
-                |e| {
-                    ApiError::internal(call_failure(
-                        name,
-                        format!("applying its patch: {}", e.message),
-                    ))
-                },
-            )?;
+            if let Some(patch) = response.get("patch").and_then(Value::as_str) {
+                use base64::Engine;
+                let patch = base64::engine::general_purpose::STANDARD
+                    .decode(patch)
+                    .map_err(|e| {
+                        ApiError::internal(call_failure(name, format!("patch is not base64: {e}")))
+                    })?;
+                let patched = crate::patch::apply(crate::patch::PatchType::Json, object, &patch)
+                    .map_err(|e| {
+                        ApiError::internal(call_failure(
+                            name,
+                            format!("applying its patch: {}", e.message),
+                        ))
+                    })?;
+                if patched != *object && only.is_none() {
+                    // Every IfNeeded webhook called before this one saw another object.
+                    state.reinvoke.extend(state.invoked.iter().cloned());
+                }
+                *object = patched;
+            }
+            let if_needed =
+                webhook.get("reinvocationPolicy").and_then(Value::as_str) == Some("IfNeeded");
+            if if_needed && only.is_none() {
+                state.invoked.push(key);
+            }
         }
     }
+    if only.is_none() {
+        state.last_output = Some(object.clone());
+    }
     Ok(())
+}
+
+/// The mutating webhooks' first pass.
+pub async fn mutate(
+    registry: &Registry,
+    request: &Request<'_>,
+    object: &mut Value,
+    state: &mut Reinvocation,
+) -> ApiResult<()> {
+    run_mutating(registry, request, object, state, None).await
+}
+
+/// The reinvocation pass: the `IfNeeded` webhooks that ran before a later change, once.
+pub async fn reinvoke(
+    registry: &Registry,
+    request: &Request<'_>,
+    object: &mut Value,
+    state: &mut Reinvocation,
+) -> ApiResult<()> {
+    if state.last_output.as_ref() != Some(object) {
+        // Changed after the webhooks (by a reinvoked admission policy): all of them.
+        state.reinvoke.extend(state.invoked.iter().cloned());
+    }
+    let again = std::mem::take(&mut state.reinvoke);
+    if again.is_empty() {
+        return Ok(());
+    }
+    run_mutating(registry, request, object, state, Some(&again)).await
 }
 
 /// The validating webhooks: any may refuse.
@@ -527,11 +597,25 @@ pub fn mutate_in_place(
     registry: &Registry,
     request: &Request<'_>,
     object: &mut Value,
+    state: &mut Reinvocation,
 ) -> ApiResult<()> {
     if exempt(request.resource) || !any_configured(registry, "mutatingwebhookconfigurations") {
         return Ok(());
     }
-    wait_for(mutate(registry, request, object))
+    wait_for(mutate(registry, request, object, state))
+}
+
+/// [`reinvoke`] from inside the registry's synchronous steps.
+pub fn reinvoke_in_place(
+    registry: &Registry,
+    request: &Request<'_>,
+    object: &mut Value,
+    state: &mut Reinvocation,
+) -> ApiResult<()> {
+    if !state.wanted(object) {
+        return Ok(());
+    }
+    wait_for(reinvoke(registry, request, object, state))
 }
 
 /// [`validate`] from inside the registry's synchronous read-modify-write step.

@@ -6,6 +6,7 @@ admission.k8s.io/v1 AdmissionReviews; it answers by path.
   /deny-all  refuses everything
   /slow      answers allowed after 5 seconds
   /broken    answers HTTP 500
+  /observe   records the object's label keys in the annotation `observed-labels`
   /convert   a CRD conversion webhook (apiextensions.k8s.io/v1 ConversionReview), as
              upstream's sample converter: v1 objects hold `hostPort: "host:port"`, v2
              ones `host` and `port`
@@ -67,6 +68,13 @@ class Handler(BaseHTTPRequestHandler):
             labels = (obj.get("metadata") or {}).get("labels")
             patch = [{"op": "add", "path": "/metadata/labels", "value": {}}] if labels is None else []
             patch.append({"op": "add", "path": "/metadata/labels/webhook-mutated", "value": "yes"})
+            body = answer(review, True, patch=patch)
+        elif self.path == "/observe":
+            meta = obj.get("metadata") or {}
+            keys = ",".join(sorted((meta.get("labels") or {}).keys()))
+            patch = [] if meta.get("annotations") is not None else [
+                {"op": "add", "path": "/metadata/annotations", "value": {}}]
+            patch.append({"op": "add", "path": "/metadata/annotations/observed-labels", "value": keys})
             body = answer(review, True, patch=patch)
         elif self.path == "/deny":
             if "forbidden" in (obj.get("data") or {}):

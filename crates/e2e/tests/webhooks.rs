@@ -455,3 +455,74 @@ fn a_conversion_webhook_converts_custom_objects_between_versions() {
     );
     server.ok(&["delete", "crd", "hostports.stable.example.com"]);
 }
+
+/// `reinvocationPolicy: IfNeeded`: a webhook called before another one changed the
+/// object is called once more and sees the change; with `Never` it is not. Also the
+/// defaults upstream gives a webhook.
+#[test]
+fn mutating_webhooks_are_reinvoked_when_a_later_one_changes_the_object() {
+    let server = server();
+    let ns = labelled_namespace(server, "reinvoke");
+    let observer = |policy: &str| {
+        configuration(
+            "MutatingWebhookConfiguration",
+            "a-observer.skiff.test",
+            "/observe",
+            CONFIGMAPS,
+            &format!(
+                "  reinvocationPolicy: {policy}\n{}",
+                only_namespaces_labelled("reinvoke")
+            ),
+        )
+    };
+    server.ok_with_input(&["apply", "-f", "-"], &observer("IfNeeded"));
+    server.ok_with_input(
+        &["apply", "-f", "-"],
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "b-mutator.skiff.test",
+            "/mutate",
+            CONFIGMAPS,
+            &only_namespaces_labelled("reinvoke"),
+        ),
+    );
+    // The mutator's webhook got upstream's defaults.
+    let mutator = server.json(&["mutatingwebhookconfiguration", "b-mutator.skiff.test"]);
+    let hook = &mutator["webhooks"][0];
+    assert_eq!(
+        (
+            &hook["failurePolicy"],
+            &hook["matchPolicy"],
+            &hook["timeoutSeconds"],
+            &hook["reinvocationPolicy"],
+            &hook["rules"][0]["scope"],
+        ),
+        (
+            &"Fail".into(),
+            &"Equivalent".into(),
+            &10.into(),
+            &"Never".into(),
+            &"*".into()
+        ),
+        "{hook}"
+    );
+    server.ok(&["create", "configmap", "seen", "-n", &ns]);
+    let seen = server.json(&["configmap", "seen", "-n", &ns]);
+    assert_eq!(seen["metadata"]["labels"]["webhook-mutated"], "yes");
+    assert_eq!(
+        seen["metadata"]["annotations"]["observed-labels"], "webhook-mutated",
+        "the observer was not called again after the mutator: {seen}"
+    );
+    // Without reinvocation, the observer saw the object before the mutator only.
+    server.ok_with_input(&["apply", "-f", "-"], &observer("Never"));
+    server.ok(&["create", "configmap", "unseen", "-n", &ns]);
+    let unseen = server.json(&["configmap", "unseen", "-n", &ns]);
+    assert_eq!(unseen["metadata"]["labels"]["webhook-mutated"], "yes");
+    assert_eq!(unseen["metadata"]["annotations"]["observed-labels"], "");
+    server.ok(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        "a-observer.skiff.test",
+        "b-mutator.skiff.test",
+    ]);
+}
