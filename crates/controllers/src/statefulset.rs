@@ -3,7 +3,8 @@
 //!
 //! `sync(key)`: record the template as a ControllerRevision; then, with `OrderedReady`
 //! (the default), create the lowest missing ordinal only once every lower pod is running
-//! and ready, and remove surplus pods from the highest ordinal down, one at a time;
+//! and ready, and remove surplus pods from the highest ordinal down, one at a time and
+//! only while the set is healthy (upstream's monotonic rule, [`may_remove_in_order`]);
 //! with `Parallel`, all at once. A `RollingUpdate` replaces pods of an older revision
 //! from the highest ordinal down to `partition`, as many at a time as `maxUnavailable`
 //! allows (one by default) counting pods not yet available; `OnDelete` only when they
@@ -296,19 +297,20 @@ impl Reconcile for StatefulSetController {
             }
             // Scale down: the highest surplus ordinal first; in order, one at a time, and
             // only once nothing else is terminating.
-            let surplus: Vec<&Arc<Pod>> = by_ordinal
+            let surplus: Vec<(i32, &Arc<Pod>)> = by_ordinal
                 .iter()
                 .rev()
                 .filter(|(o, _)| !wanted.contains(o))
-                .map(|(_, p)| p)
+                .map(|(o, p)| (*o, p))
                 .collect();
             if !surplus.is_empty() {
                 if parallel {
-                    for pod in surplus {
+                    for (_, pod) in surplus {
                         self.delete_pod(key, &set, &pod_api, pod).await?;
                     }
-                } else if terminating == 0 {
-                    self.delete_pod(key, &set, &pod_api, surplus[0]).await?;
+                } else if terminating == 0 && may_remove_in_order(&by_ordinal, &wanted, surplus[0])
+                {
+                    self.delete_pod(key, &set, &pod_api, surplus[0].1).await?;
                 }
             } else {
                 // Scale up: the missing ordinals, lowest first.
@@ -390,6 +392,27 @@ impl Reconcile for StatefulSetController {
             .min();
         Ok(wait.map(|s| Duration::from_secs(s.unsigned_abs())))
     }
+}
+
+/// Upstream's monotonic scale-down: the highest surplus pod goes only while every pod
+/// kept is running and ready, and only if it is running and ready itself or is the
+/// lowest unhealthy pod of the set (so an unhealthy set is not torn down under the
+/// pods that need attention).
+fn may_remove_in_order(
+    by_ordinal: &BTreeMap<i32, Arc<Pod>>,
+    wanted: &std::ops::Range<i32>,
+    (target, pod): (i32, &Arc<Pod>),
+) -> bool {
+    let healthy = |p: &Pod| pods::phase(p) == "Running" && pods::is_ready(p);
+    let kept_healthy = by_ordinal
+        .iter()
+        .filter(|(o, _)| wanted.contains(o))
+        .all(|(_, p)| healthy(p));
+    let first_unhealthy = by_ordinal
+        .iter()
+        .find(|(_, p)| !healthy(p))
+        .map(|(o, _)| *o);
+    kept_healthy && (healthy(pod) || first_unhealthy == Some(target))
 }
 
 /// The ordinal in `<set>-<ordinal>`.

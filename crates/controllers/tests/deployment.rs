@@ -14,6 +14,8 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 
+const WAIT: Duration = Duration::from_secs(60);
+
 fn deployment_yaml(ns: &str, image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 4\n  selector: {{matchLabels: {{app: web}}}}\n  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: {image}}}]}}\n"
@@ -278,6 +280,353 @@ async fn rolling_update_and_kubectl_rollout() {
     cluster.rollout_status("deployment/web", &ns).await;
     eventually("6 pods", Duration::from_secs(30), || async {
         (active_pods(&cluster.client, &ns).await.len() == 6).then_some(())
+    })
+    .await;
+}
+
+/// A Deployment `name` of `replicas` pods of `image` (YAML), with `strategy` (YAML
+/// flow) and more spec fields in `extra` (indented for the spec).
+fn deployment(name: &str, replicas: i32, image: &str, strategy: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, labels: {{test: {name}}}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  strategy: {strategy}\n{extra}  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: {image}}}]}}\n"
+    )
+}
+
+/// The ReplicaSets of `ns`, by the image of their template: (image, spec replicas,
+/// ready replicas).
+async fn replica_sets(cluster: &Cluster, ns: &str) -> Vec<(String, i32, i32)> {
+    let api: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), ns);
+    let mut sets: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .expect("ReplicaSets")
+        .items
+        .into_iter()
+        .map(|rs| {
+            let image = rs
+                .spec
+                .template
+                .as_ref()
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let replicas = rs.spec.replicas.unwrap_or(0);
+            let ready = rs
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            (image, replicas, ready)
+        })
+        .collect();
+    sets.sort();
+    sets
+}
+
+/// Upstream's "Deployment Recreate": a Recreate rollout never runs old and new pods
+/// together — the Deployment's status never counts updated and other replicas at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_never_mixes_old_and_new_pods() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("recreate");
+    let _node = cluster.run_node(&ns);
+    cluster
+        .apply_in(
+            &ns,
+            &deployment("web", 3, "busybox:a", "{type: Recreate}", ""),
+        )
+        .await;
+    cluster.rollout_status("deployment/web", &ns).await;
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let deployments = watch_invariant::<Deployment>(&cluster, &ns, violations.clone(), |all| {
+        all.iter().find_map(|d| {
+            let status = d.status.as_ref()?;
+            let (updated, total) = (
+                status.updated_replicas.unwrap_or(0),
+                status.replicas.unwrap_or(0),
+            );
+            (updated > 0 && updated != total)
+                .then(|| format!("mixed old and new pods: {updated} updated of {total}"))
+        })
+    });
+    tokio::time::timeout(Duration::from_secs(30), deployments.wait_until_ready())
+        .await
+        .expect("the cache fills within 30 s")
+        .expect("cache");
+    cluster
+        .kubectl(&["set", "image", "deployment/web", "c=busybox:b", "-n", &ns])
+        .await;
+    cluster.rollout_status("deployment/web", &ns).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
+    assert_eq!(
+        replica_sets(&cluster, &ns).await,
+        [
+            ("busybox:a".to_string(), 0, 0),
+            ("busybox:b".to_string(), 3, 3)
+        ]
+    );
+}
+
+/// Upstream's "Deployment RevisionHistoryLimit": old ReplicaSets beyond the limit are
+/// deleted; with a limit of 0 none is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_replica_sets_beyond_the_history_limit_are_deleted() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("history");
+    let _node = cluster.run_node(&ns);
+    let strategy = "{type: RollingUpdate}";
+    cluster
+        .apply_in(
+            &ns,
+            &deployment(
+                "web",
+                2,
+                "busybox:a",
+                strategy,
+                "  revisionHistoryLimit: 1\n",
+            ),
+        )
+        .await;
+    cluster.rollout_status("deployment/web", &ns).await;
+    for image in ["busybox:b", "busybox:c"] {
+        cluster
+            .kubectl(&[
+                "set",
+                "image",
+                "deployment/web",
+                &format!("c={image}"),
+                "-n",
+                &ns,
+            ])
+            .await;
+        cluster.rollout_status("deployment/web", &ns).await;
+    }
+    let sets = eventually("one old ReplicaSet kept", WAIT, || async {
+        let sets = replica_sets(&cluster, &ns).await;
+        (sets.len() == 2).then_some(sets)
+    })
+    .await;
+    assert_eq!(
+        sets,
+        [
+            ("busybox:b".to_string(), 0, 0),
+            ("busybox:c".to_string(), 2, 2)
+        ]
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "deployment/web",
+            "-n",
+            &ns,
+            "-p",
+            "{\"spec\": {\"revisionHistoryLimit\": 0}}",
+        ])
+        .await;
+    let sets = eventually("no old ReplicaSet kept", WAIT, || async {
+        let sets = replica_sets(&cluster, &ns).await;
+        (sets.len() == 1).then_some(sets)
+    })
+    .await;
+    assert_eq!(sets, [("busybox:c".to_string(), 2, 2)]);
+}
+
+/// Upstream's "Deployment Proportional Scaling": scaled in the middle of a rollout that
+/// cannot finish (its new pods never turn ready), the Deployment spreads the new
+/// replicas over its ReplicaSets in proportion to their sizes (8 and 5 of 10 become 20
+/// and 13 of 30, with `maxSurge: 3`, `maxUnavailable: 2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_during_a_rollout_is_proportional() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("proportional");
+    // The node readies every pod but those of the image that cannot run.
+    let _node = cluster.play_kubelet(&ns, |api, pod| async move {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        if image != "webserver:404" && pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod)
+        {
+            let _ = mark_ready(&api, &pod.metadata.name.clone().unwrap_or_default()).await;
+        }
+    });
+    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 3, maxUnavailable: 2}}";
+    cluster
+        .apply_in(&ns, &deployment("web", 10, "busybox:a", strategy, ""))
+        .await;
+    cluster.rollout_status("deployment/web", &ns).await;
+    cluster
+        .kubectl(&[
+            "set",
+            "image",
+            "deployment/web",
+            "c=webserver:404",
+            "-n",
+            &ns,
+        ])
+        .await;
+    // The rollout goes as far as the budget allows: 8 old pods stay available, 5 new
+    // ones wait.
+    eventually("the rollout to stall at 8 + 5", WAIT, || async {
+        let sets = replica_sets(&cluster, &ns).await;
+        (sets
+            == [
+                ("busybox:a".to_string(), 8, 8),
+                ("webserver:404".to_string(), 5, 0),
+            ])
+        .then_some(())
+    })
+    .await;
+    cluster
+        .kubectl(&["scale", "deployment/web", "--replicas=30", "-n", &ns])
+        .await;
+    eventually("the new replicas spread as 20 + 13", WAIT, || async {
+        let sets = replica_sets(&cluster, &ns).await;
+        let sizes: Vec<(String, i32)> = sets.into_iter().map(|(i, r, _)| (i, r)).collect();
+        (sizes
+            == [
+                ("busybox:a".to_string(), 20),
+                ("webserver:404".to_string(), 13),
+            ])
+        .then_some(())
+    })
+    .await;
+}
+
+/// Upstream's "Deployment, scale subresource": the scale is read, replaced and patched
+/// through `deployments/scale`, and the Deployment follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_subresource_reads_and_sets_replicas() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("scale");
+    let _node = cluster.run_node(&ns);
+    cluster
+        .apply_in(
+            &ns,
+            &deployment("web", 1, "busybox:a", "{type: RollingUpdate}", ""),
+        )
+        .await;
+    cluster.rollout_status("deployment/web", &ns).await;
+    let (scale, path) = cluster.read_scale(&ns, "deployments/web").await;
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 1);
+    assert_eq!(scale["status"]["replicas"], 1);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    // Replaced: 2 replicas.
+    let mut replaced = scale.clone();
+    replaced["spec"]["replicas"] = 2.into();
+    cluster.server.ok_with_input(
+        &["replace", "--raw", &path, "-f", "-"],
+        &replaced.to_string(),
+    );
+    let d_api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let replicas = |d: Deployment| d.spec.replicas;
+    assert_eq!(replicas(d_api.get("web").await.expect("web")), Some(2));
+    // Patched: 4 replicas, which the Deployment brings up.
+    cluster.patch_scale(&ns, "deployment/web", 4).await;
+    assert_eq!(replicas(d_api.get("web").await.expect("web")), Some(4));
+    cluster.rollout_status("deployment/web", &ns).await;
+    assert_eq!(active_pods(&cluster.client, &ns).await.len(), 4);
+}
+
+/// Upstream's "Deployment, lifecycle": created and seen by a watch, patched (labels,
+/// template, replicas) and rolled out, its status replaced and patched with conditions
+/// of the test's own, then deleted as a collection by label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_lives_through_patches_status_writes_and_collection_deletion() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("lifecycle");
+    let _node = cluster.run_node(&ns);
+    let watched = cluster.server.watch_output(
+        &["get", "deployments", "-n", &ns, "--watch", "-o", "name"],
+        || {
+            cluster.server.ok_with_input(
+                &["apply", "-n", &ns, "-f", "-"],
+                &deployment("web", 1, "busybox:a", "{type: RollingUpdate}", ""),
+            );
+        },
+    );
+    assert!(watched.contains("deployment.apps/web"), "{watched}");
+    cluster.rollout_status("deployment/web", &ns).await;
+    cluster
+        .kubectl(&[
+            "patch",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            "{\"metadata\": {\"labels\": {\"test-deployment\": \"patched\"}}, \"spec\": {\"replicas\": 2, \"template\": {\"spec\": {\"terminationGracePeriodSeconds\": 1, \"containers\": [{\"name\": \"c\", \"image\": \"busybox:b\"}]}}}}",
+        ])
+        .await;
+    cluster.rollout_status("deployment/web", &ns).await;
+    let d_api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let d = d_api.get("web").await.expect("web");
+    let status = d.status.clone().expect("status");
+    assert_eq!(
+        (
+            status.replicas,
+            status.ready_replicas,
+            status.updated_replicas
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+    // Status written by hand: a condition replaced in, another patched in.
+    let mut object = serde_json::to_value(&d).expect("json");
+    object["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+        .push(serde_json::json!({"type": "StatusUpdate", "status": "True", "reason": "E2E", "message": "Set from e2e test"}));
+    cluster.server.ok_with_input(
+        &["replace", "--subresource=status", "-f", "-"],
+        &object.to_string(),
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=json",
+            "-p",
+            "[{\"op\": \"add\", \"path\": \"/status/conditions/-\", \"value\": {\"type\": \"StatusPatched\", \"status\": \"True\"}}]",
+        ])
+        .await;
+    let conditions: Vec<String> = d_api
+        .get_status("web")
+        .await
+        .expect("status")
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.type_)
+        .collect();
+    for wanted in ["Available", "Progressing", "StatusUpdate", "StatusPatched"] {
+        assert!(conditions.iter().any(|c| c == wanted), "{conditions:?}");
+    }
+    cluster
+        .kubectl(&[
+            "delete",
+            "deployments",
+            "-n",
+            &ns,
+            "-l",
+            "test-deployment=patched",
+        ])
+        .await;
+    eventually("the Deployment gone", WAIT, || async {
+        d_api.get_opt("web").await.ok()?.is_none().then_some(())
     })
     .await;
 }

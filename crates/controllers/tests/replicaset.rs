@@ -185,3 +185,66 @@ async fn adopts_orphans_and_never_over_creates() {
         "pods were created and deleted again"
     );
 }
+
+/// Upstream's "ReplicaSet, scale subresource" and "ReplicaSet, Replace and Patch": the
+/// replicas set through `replicasets/scale` (read, replaced, patched), then by replacing
+/// and patching the ReplicaSet itself, each followed by its pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_subresource_replace_and_patch() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("rs-scale");
+    let _node = cluster.run_node(&ns);
+    let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster.apply(&rs_yaml(&ns, "web", 1)).await;
+    wait_pods(&cluster, &ns, 1).await;
+    let (scale, path) = cluster.read_scale(&ns, "replicasets/web").await;
+    assert_eq!(
+        (
+            &scale["kind"],
+            &scale["spec"]["replicas"],
+            &scale["status"]["selector"]
+        ),
+        (&"Scale".into(), &1.into(), &"app=web".into()),
+        "{scale}"
+    );
+    let mut replaced = scale.clone();
+    replaced["spec"]["replicas"] = 2.into();
+    cluster.server.ok_with_input(
+        &["replace", "--raw", &path, "-f", "-"],
+        &replaced.to_string(),
+    );
+    wait_pods(&cluster, &ns, 2).await;
+    cluster.patch_scale(&ns, "rs/web", 3).await;
+    wait_pods(&cluster, &ns, 3).await;
+
+    // The ReplicaSet itself replaced (a label, 1 replica), then patched (2 replicas).
+    let mut rs = serde_json::to_value(rs_api.get("web").await.expect("web")).expect("json");
+    rs["metadata"]["labels"] = serde_json::json!({"replaced": "yes"});
+    rs["spec"]["replicas"] = 1.into();
+    cluster
+        .server
+        .ok_with_input(&["replace", "-f", "-"], &rs.to_string());
+    wait_pods(&cluster, &ns, 1).await;
+    cluster
+        .kubectl(&[
+            "patch",
+            "rs/web",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            "{\"spec\": {\"replicas\": 2}}",
+        ])
+        .await;
+    wait_pods(&cluster, &ns, 2).await;
+    let rs = rs_api.get("web").await.expect("web");
+    assert_eq!(
+        rs.metadata.labels.and_then(|l| l.get("replaced").cloned()),
+        Some("yes".to_string())
+    );
+    eventually("2 ready replicas", WAIT, || async {
+        let status = rs_api.get_status("web").await.ok()?.status?;
+        (status.ready_replicas == Some(2)).then_some(())
+    })
+    .await;
+}

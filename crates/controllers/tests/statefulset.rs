@@ -14,6 +14,8 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 
+const WAIT: Duration = Duration::from_secs(60);
+
 fn stateful_set(ns: &str, replicas: u32, image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  serviceName: web\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: {image}}}]}}\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
@@ -247,4 +249,240 @@ async fn rolling_update_takes_max_unavailable_pods_at_a_time() {
         Some(2),
         "two pods at a time are replaced, never more"
     );
+}
+
+/// A StatefulSet `name` of `replicas` pods with `policy` pod management and more spec in
+/// `extra` (indented for the spec), without claims.
+fn plain_set(name: &str, replicas: u32, policy: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  serviceName: {name}\n  podManagementPolicy: {policy}\n{extra}  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: busybox:a}}]}}\n"
+    )
+}
+
+/// A node that readies pods only while `healthy` is set (as upstream's tests break and
+/// mend a readiness probe).
+fn gated_node(
+    cluster: &Cluster,
+    ns: &str,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    cluster.play_kubelet(ns, move |api, pod| {
+        let healthy = healthy.clone();
+        async move {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            if healthy.load(std::sync::atomic::Ordering::SeqCst)
+                && pod.metadata.deletion_timestamp.is_none()
+                && !is_ready(&pod)
+            {
+                let _ = mark_ready(&api, &name).await;
+            }
+        }
+    })
+}
+
+async fn pod_names(cluster: &Cluster, ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = active_pods(&cluster.client, ns)
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+async fn set_ready(cluster: &Cluster, ns: &str, name: &str, ready: bool) {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    if ready {
+        mark_ready(&api, name).await.expect("ready");
+        return;
+    }
+    let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+        "lastTransitionTime": jiff::Timestamp::now().to_string()}]}});
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("unready");
+}
+
+/// Upstream's "StatefulSet, Scaling predictable order": with `OrderedReady`, an unready
+/// pod halts scaling up and down; once ready, pods come in ordinal order and go in
+/// reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_scaling_halts_on_an_unready_pod() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("ordered");
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _node = gated_node(&cluster, &ns, healthy.clone());
+    let history = record_pod_history(&cluster, &ns);
+    cluster
+        .apply_in(&ns, &plain_set("web", 3, "OrderedReady", ""))
+        .await;
+    eventually("web-0", WAIT, || async {
+        (pod_names(&cluster, &ns).await == ["web-0"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_names(&cluster, &ns).await,
+        ["web-0"],
+        "web-1 came before web-0 was ready"
+    );
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    set_ready(&cluster, &ns, "web-0", true).await;
+    cluster.rollout_status("statefulset/web", &ns).await;
+    assert_eq!(
+        history.lock().unwrap().clone(),
+        ["+web-0", "+web-1", "+web-2"]
+    );
+    // Every pod unready: scaling down to 0 does not start (upstream deletes only the
+    // lowest unready pod out of turn, so with all of them unready nothing goes).
+    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    for pod in ["web-0", "web-1", "web-2"] {
+        set_ready(&cluster, &ns, pod, false).await;
+    }
+    history.lock().unwrap().clear();
+    cluster
+        .kubectl(&["scale", "statefulset/web", "--replicas=0", "-n", &ns])
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_names(&cluster, &ns).await.len(),
+        3,
+        "scaled down past an unready pod"
+    );
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Mended from the top: each goes as soon as it is ready, those below wait.
+    for pod in ["web-2", "web-1", "web-0"] {
+        set_ready(&cluster, &ns, pod, true).await;
+    }
+    eventually("every pod gone", WAIT, || async {
+        pod_names(&cluster, &ns).await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let removed: Vec<String> = history
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with('-'))
+        .cloned()
+        .collect();
+    assert_eq!(removed, ["-web-2", "-web-1", "-web-0"]);
+}
+
+/// Upstream's "StatefulSet, Burst Scaling": with `Parallel`, pods are made and removed
+/// all at once, unready or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_scaling_does_not_wait_for_readiness() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("burst");
+    gated_node(
+        &cluster,
+        &ns,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    cluster
+        .apply_in(&ns, &plain_set("web", 3, "Parallel", ""))
+        .await;
+    eventually("3 unready pods", WAIT, || async {
+        (pod_names(&cluster, &ns).await == ["web-0", "web-1", "web-2"]).then_some(())
+    })
+    .await;
+    cluster
+        .kubectl(&["scale", "statefulset/web", "--replicas=0", "-n", &ns])
+        .await;
+    eventually("every pod gone", WAIT, || async {
+        pod_names(&cluster, &ns).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// Upstream's "StatefulSet, Rolling Update with Partition" and "scale subresource": a
+/// partition keeps the ordinals below it on the old template (a canary), lowering it
+/// rolls the rest; the replicas are read and set through `statefulsets/scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_rolling_update_and_scale_subresource() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("partition");
+    let _node = cluster.run_node(&ns);
+    let partition = "  updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 2}}\n";
+    cluster
+        .apply_in(&ns, &plain_set("web", 3, "OrderedReady", partition))
+        .await;
+    cluster.rollout_status("statefulset/web", &ns).await;
+    cluster
+        .kubectl(&["set", "image", "statefulset/web", "c=busybox:b", "-n", &ns])
+        .await;
+    let canary = [
+        ("web-0".to_string(), "busybox:a".to_string()),
+        ("web-1".into(), "busybox:a".into()),
+        ("web-2".into(), "busybox:b".into()),
+    ];
+    eventually("the canary", WAIT, || async {
+        (images(&cluster, &ns).await == canary).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        images(&cluster, &ns).await,
+        canary,
+        "the partition was not kept"
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "statefulset/web",
+            "-n",
+            &ns,
+            "-p",
+            "{\"spec\": {\"updateStrategy\": {\"rollingUpdate\": {\"partition\": 0}}}}",
+        ])
+        .await;
+    eventually("every pod on busybox:b", WAIT, || async {
+        let now = images(&cluster, &ns).await;
+        (now.len() == 3 && now.iter().all(|(_, image)| image == "busybox:b")).then_some(())
+    })
+    .await;
+
+    let (scale, _) = cluster.read_scale(&ns, "statefulsets/web").await;
+    assert_eq!(
+        (&scale["spec"]["replicas"], &scale["status"]["selector"]),
+        (&3.into(), &"app=web".into()),
+        "{scale}"
+    );
+    cluster.patch_scale(&ns, "statefulset/web", 2).await;
+    eventually("2 pods", WAIT, || async {
+        (pod_names(&cluster, &ns).await == ["web-0", "web-1"]).then_some(())
+    })
+    .await;
+}
+
+/// Upstream's "StatefulSet, Recreate Failed Pod": a pod that fails is deleted and made
+/// again under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pod_is_recreated_under_its_name() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("recreate");
+    let _node = cluster.run_node(&ns);
+    cluster
+        .apply_in(&ns, &plain_set("web", 1, "OrderedReady", ""))
+        .await;
+    cluster.rollout_status("statefulset/web", &ns).await;
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let first = api.get("web-0").await.expect("web-0").metadata.uid;
+    api.patch_status(
+        "web-0",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&serde_json::json!({"status": {"phase": "Failed"}})),
+    )
+    .await
+    .expect("failed");
+    eventually("web-0 made again", WAIT, || async {
+        let pod = api.get("web-0").await.ok()?;
+        (pod.metadata.uid != first && pod.metadata.deletion_timestamp.is_none()).then_some(())
+    })
+    .await;
 }

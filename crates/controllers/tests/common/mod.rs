@@ -91,6 +91,32 @@ impl Cluster {
         self.server.ok_with_input(&["apply", "-f", "-"], yaml);
     }
 
+    /// The `scale` subresource of `plural/name` (`deployments/web`) of `apps/v1` in `ns`,
+    /// as read through its raw path; returns the Scale and the path.
+    pub async fn read_scale(&self, ns: &str, target: &str) -> (serde_json::Value, String) {
+        let path = format!("/apis/apps/v1/namespaces/{ns}/{target}/scale");
+        let scale =
+            serde_json::from_str(&self.kubectl(&["get", "--raw", &path]).await).expect("a Scale");
+        (scale, path)
+    }
+
+    /// Sets `target`'s (`deployment/web`) replicas with a merge patch of its `scale`
+    /// subresource.
+    pub async fn patch_scale(&self, ns: &str, target: &str, replicas: i32) {
+        let patch = format!("{{\"spec\": {{\"replicas\": {replicas}}}}}");
+        self.kubectl(&[
+            "patch",
+            target,
+            "-n",
+            ns,
+            "--subresource=scale",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await;
+    }
+
     /// `kubectl apply` of `yaml` into namespace `ns`.
     pub async fn apply_in(&self, ns: &str, yaml: &str) {
         self.server
