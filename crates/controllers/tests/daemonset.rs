@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+const WAIT: Duration = Duration::from_secs(60);
+
 fn daemon_set(ns: &str, image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec: {{containers: [{{name: c, image: {image}}}]}}\n"
@@ -131,4 +133,91 @@ async fn one_pod_per_node_rolling_update_and_undo() {
         ])
         .await;
     assert_eq!(status, "3");
+}
+
+/// Upstream's "DaemonSet-NodeSelection": a daemon with a node selector runs only on the
+/// nodes labelled for it, leaves a node relabelled away, and follows a changed selector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_selector_picks_the_daemons_nodes() {
+    let cluster = cluster().await;
+    let client = cluster.client.clone();
+    tokio::spawn(skiff_scheduler::run(client.clone(), Default::default()));
+    for name in ["n1", "n2"] {
+        skiff_e2e::add_simulated_node(&client, name, "4", json!({}), json!({})).await;
+    }
+    let ns = cluster.namespace("daemon-select");
+    let _node = cluster.run_node(&ns);
+    cluster
+        .apply_in(
+            &ns,
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      nodeSelector: {color: blue}\n      containers: [{name: c, image: busybox:a}]\n",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        placement(&cluster, &ns).await.is_empty(),
+        "no node is blue yet"
+    );
+    cluster
+        .kubectl(&["label", "node", "n1", "color=blue"])
+        .await;
+    eventually("a daemon on n1", WAIT, || async {
+        (placement(&cluster, &ns).await == [("n1".into(), "busybox:a".into())]).then_some(())
+    })
+    .await;
+    cluster
+        .kubectl(&["label", "node", "n1", "color=green", "--overwrite"])
+        .await;
+    eventually("the daemon gone from n1", WAIT, || async {
+        placement(&cluster, &ns).await.is_empty().then_some(())
+    })
+    .await;
+    cluster
+        .kubectl(&[
+            "patch",
+            "daemonset/agent",
+            "-n",
+            &ns,
+            "-p",
+            "{\"spec\": {\"template\": {\"spec\": {\"nodeSelector\": {\"color\": \"green\"}}}}}",
+        ])
+        .await;
+    eventually("a daemon on n1 again", WAIT, || async {
+        (placement(&cluster, &ns).await == [("n1".into(), "busybox:a".into())]).then_some(())
+    })
+    .await;
+}
+
+/// Upstream's "DaemonSet-FailedPodCreation": a daemon pod that fails is deleted and
+/// made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_daemon_pod_is_replaced() {
+    let cluster = cluster().await;
+    let client = cluster.client.clone();
+    tokio::spawn(skiff_scheduler::run(client.clone(), Default::default()));
+    skiff_e2e::add_simulated_node(&client, "n1", "4", json!({}), json!({})).await;
+    let ns = cluster.namespace("daemon-retry");
+    let _node = cluster.run_node(&ns);
+    cluster.apply(&daemon_set(&ns, "busybox:a")).await;
+    cluster.rollout_status("daemonset/agent", &ns).await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let first = active_pods(&cluster.client, &ns)
+        .await
+        .into_iter()
+        .next()
+        .expect("the daemon pod");
+    let name = first.metadata.name.clone().unwrap_or_default();
+    pods.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Failed"}})),
+    )
+    .await
+    .expect("failed");
+    eventually("a new daemon pod", WAIT, || async {
+        let now = active_pods(&cluster.client, &ns).await;
+        (now.len() == 1 && now[0].metadata.uid != first.metadata.uid).then_some(())
+    })
+    .await;
+    cluster.rollout_status("daemonset/agent", &ns).await;
 }

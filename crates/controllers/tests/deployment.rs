@@ -630,3 +630,85 @@ async fn a_deployment_lives_through_patches_status_writes_and_collection_deletio
     })
     .await;
 }
+
+/// Upstream's "Deployment Rollover": a Deployment adopts the orphan ReplicaSet its
+/// selector matches; updated again while a rollout is stuck, it scales the stuck
+/// ReplicaSet away and rolls over to the newest template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_during_a_stuck_rollout_rolls_over() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("rollover");
+    let _node = cluster.play_kubelet(&ns, |api, pod| async move {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        if image != "webserver:404" && pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod)
+        {
+            let _ = mark_ready(&api, &pod.metadata.name.clone().unwrap_or_default()).await;
+        }
+    });
+    // Labelled like its pods, as upstream's test makes it: a Deployment adopts a
+    // ReplicaSet by the ReplicaSet's own labels.
+    cluster
+        .apply_in(
+            &ns,
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rollover-controller, labels: {name: rollover-pod}}\nspec:\n  replicas: 1\n  selector: {matchLabels: {name: rollover-pod}}\n  template:\n    metadata: {labels: {name: rollover-pod}}\n    spec: {containers: [{name: c, image: busybox:a}]}\n",
+        )
+        .await;
+    eventually("the orphan ReplicaSet ready", WAIT, || async {
+        (replica_sets(&cluster, &ns).await == [("busybox:a".to_string(), 1, 1)]).then_some(())
+    })
+    .await;
+    cluster
+        .apply_in(
+            &ns,
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: rollover}\nspec:\n  replicas: 1\n  minReadySeconds: 3\n  selector: {matchLabels: {name: rollover-pod}}\n  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}\n  template:\n    metadata: {labels: {name: rollover-pod}}\n    spec: {containers: [{name: c, image: webserver:404}]}\n",
+        )
+        .await;
+    eventually("the rollout stuck on the bad image", WAIT, || async {
+        let sets = replica_sets(&cluster, &ns).await;
+        (sets
+            == [
+                ("busybox:a".to_string(), 1, 1),
+                ("webserver:404".to_string(), 1, 0),
+            ])
+        .then_some(())
+    })
+    .await;
+    let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &ns);
+    eventually("the orphan adopted", WAIT, || async {
+        let adopted = rs_api.get("rollover-controller").await.ok()?;
+        let owner = adopted
+            .metadata
+            .owner_references?
+            .into_iter()
+            .find(|r| r.controller == Some(true))?;
+        (owner.kind == "Deployment" && owner.name == "rollover").then_some(())
+    })
+    .await;
+    cluster
+        .kubectl(&[
+            "set",
+            "image",
+            "deployment/rollover",
+            "c=busybox:c",
+            "-n",
+            &ns,
+        ])
+        .await;
+    cluster.rollout_status("deployment/rollover", &ns).await;
+    eventually("rolled over", WAIT, || async {
+        let sets = replica_sets(&cluster, &ns).await;
+        (sets
+            == [
+                ("busybox:a".to_string(), 0, 0),
+                ("busybox:c".to_string(), 1, 1),
+                ("webserver:404".to_string(), 0, 0),
+            ])
+        .then_some(())
+    })
+    .await;
+}

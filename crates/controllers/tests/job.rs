@@ -302,6 +302,14 @@ async fn cron_job_starts_a_job_each_minute() {
     let cluster = cluster().await;
     let ns = cluster.namespace("cron");
     let _node = run_finishing_node(&cluster, &ns);
+    // Upstream's "CronJob Suspend": a suspended CronJob on the same schedule, made
+    // first, so that the minute `tick` runs at below is one it had to let pass.
+    cluster
+        .apply_in(
+            &ns,
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: paused}\nspec:\n  schedule: \"* * * * *\"\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: c, image: busybox:succeed}]\n",
+        )
+        .await;
     cluster
         .kubectl(&[
             "create",
@@ -362,6 +370,24 @@ async fn cron_job_starts_a_job_each_minute() {
         listed.contains("* * * * *") && listed.contains("False"),
         "{listed}"
     );
+    // The suspended one let the same minute pass: no Job, no schedule time.
+    let paused = jobs
+        .list(&Default::default())
+        .await
+        .expect("jobs")
+        .items
+        .into_iter()
+        .filter(|j| {
+            j.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.name == "paused")
+        })
+        .count();
+    assert_eq!(paused, 0, "a suspended CronJob ran");
+    let paused = cron_jobs.get("paused").await.expect("paused");
+    assert!(paused.status.and_then(|s| s.last_schedule_time).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,4 +747,194 @@ async fn cron_job_concurrency_forbid_and_replace() {
         "{events}"
     );
     assert_eq!(live_jobs("forbid-").await.len(), 1);
+}
+
+/// Upstream's "Job successPolicy succeededCount rule" and "all indexes succeeded": one
+/// success meets a `succeededCount: 1` rule and stops the other indexes; a rule naming
+/// every index is met once all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_policies_by_count_and_by_every_index() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-success-count");
+    let _node = run_finishing_node(&cluster, &ns);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "any-one",
+            "  completionMode: Indexed\n  completions: 3\n  parallelism: 3\n  successPolicy:\n    rules:\n    - succeededCount: 1\n",
+            "busybox:run",
+        ))
+        .await;
+    let first = eventually("three running pods", Duration::from_secs(30), || async {
+        let running: Vec<Pod> = pods_of(&cluster, &ns, "any-one")
+            .await
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        (running.len() == 3).then(|| running[0].clone())
+    })
+    .await;
+    pods.patch_status(
+        first.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await
+    .expect("one success");
+    wait_for(&cluster, &ns, "any-one", "complete").await;
+    let job = jobs.get("any-one").await.expect("job");
+    assert_eq!(
+        condition(&job, "SuccessCriteriaMet"),
+        Some(("True".into(), "SuccessPolicy".into()))
+    );
+    assert_eq!(job.status.and_then(|s| s.succeeded), Some(1));
+
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "every-one",
+            "  completionMode: Indexed\n  completions: 3\n  parallelism: 3\n  successPolicy:\n    rules:\n    - succeededIndexes: \"0-2\"\n",
+            "busybox:succeed",
+        ))
+        .await;
+    wait_for(&cluster, &ns, "every-one", "complete").await;
+    let job = jobs.get("every-one").await.expect("job");
+    assert_eq!(
+        condition(&job, "SuccessCriteriaMet").map(|(status, _)| status),
+        Some("True".into())
+    );
+    let status = job.status.expect("status");
+    assert_eq!(
+        (status.succeeded, status.completed_indexes.as_deref()),
+        (Some(3), Some("0-2"))
+    );
+}
+
+/// Upstream's "Jobs, completion after task failure": pods that fail are replaced until
+/// enough succeed, within `backoffLimit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_completes_although_some_pods_fail() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-flaky");
+    // The first two pods fail, every later one succeeds.
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let _node = cluster.play_kubelet(&ns, move |api, pod| {
+        let failures = failures.clone();
+        async move {
+            let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+            if !pending || pod.metadata.deletion_timestamp.is_some() {
+                return;
+            }
+            let fail = failures
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |left| left.checked_sub(1),
+                )
+                .is_ok();
+            let phase = if fail { "Failed" } else { "Succeeded" };
+            let _ = api
+                .patch_status(
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&serde_json::json!({"status": {"phase": phase}})),
+                )
+                .await;
+        }
+    });
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "flaky",
+            "  completions: 4\n  parallelism: 2\n  backoffLimit: 6\n",
+            "busybox:flaky",
+        ))
+        .await;
+    wait_for(&cluster, &ns, "flaky", "complete").await;
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let status = jobs
+        .get("flaky")
+        .await
+        .expect("job")
+        .status
+        .expect("status");
+    assert_eq!((status.succeeded, status.failed), (Some(4), Some(2)));
+}
+
+/// Upstream's "Jobs, orphan pods, re-adoption" and "active pods, graceful termination":
+/// a running pod orphaned is adopted again, one relabelled out of the Job is released
+/// (and replaced), and deleting the Job deletes its active pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_adopted_strays_released_and_pods_go_with_the_job() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("jobs-adopt");
+    let _node = run_finishing_node(&cluster, &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .apply(&job_yaml(
+            &ns,
+            "keeper",
+            "  parallelism: 2\n  completions: 4\n",
+            "busybox:run",
+        ))
+        .await;
+    let running = eventually("two running pods", Duration::from_secs(30), || async {
+        let running: Vec<String> = pods_of(&cluster, &ns, "keeper")
+            .await
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        (running.len() == 2).then_some(running)
+    })
+    .await;
+    let owner = |pod: &Pod| {
+        pod.metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.iter().find(|r| r.controller == Some(true)))
+            .map(|r| r.name.clone())
+    };
+    // Orphaned: adopted again.
+    pods.patch(
+        &running[0],
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"metadata": {"ownerReferences": null}})),
+    )
+    .await
+    .expect("orphaned");
+    eventually("re-adoption", Duration::from_secs(30), || async {
+        let pod = pods.get(&running[0]).await.ok()?;
+        (owner(&pod).as_deref() == Some("keeper")).then_some(())
+    })
+    .await;
+    // Relabelled out of the Job's selector: released.
+    pods.patch(
+        &running[1],
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"metadata": {"labels": {
+            "batch.kubernetes.io/controller-uid": null, "controller-uid": null}}})),
+    )
+    .await
+    .expect("relabelled");
+    eventually("release", Duration::from_secs(30), || async {
+        let pod = pods.get(&running[1]).await.ok()?;
+        owner(&pod).is_none().then_some(())
+    })
+    .await;
+    // Deleted: its active pods go with it.
+    cluster
+        .kubectl(&["delete", "job", "keeper", "-n", &ns, "--timeout=60s"])
+        .await;
+    eventually("the Job's pods gone", Duration::from_secs(30), || async {
+        let left: Vec<String> = active_pods(&cluster.client, &ns)
+            .await
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        (left == [running[1].clone()]).then_some(())
+    })
+    .await;
 }

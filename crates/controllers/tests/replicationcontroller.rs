@@ -327,3 +327,71 @@ async fn upstream_lifecycle_steps() {
         "{seen:?}"
     );
 }
+
+/// Upstream's "ReplicationController, surface failure condition (quota)": pods refused
+/// by a ResourceQuota show as a `ReplicaFailure` condition (`FailedCreate`), which goes
+/// once the controller asks for no more than the quota allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_failure_surfaces_as_a_condition() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("rc-quota");
+    let _node = cluster.run_node(&ns);
+    let rcs: Api<ReplicationController> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .kubectl(&[
+            "create",
+            "quota",
+            "condition-test",
+            "--hard=pods=2",
+            "-n",
+            &ns,
+        ])
+        .await;
+    eventually("the quota counted", WAIT, || async {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "quota",
+                "condition-test",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.hard.pods}",
+            ])
+            .await;
+        (out == "2").then_some(())
+    })
+    .await;
+    cluster.apply(&rc_yaml(&ns, "condition-test", 3)).await;
+    let failure = |rc: &ReplicationController| {
+        rc.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "ReplicaFailure")
+            .cloned()
+    };
+    let condition = eventually("ReplicaFailure", WAIT, || async {
+        failure(&rcs.get("condition-test").await.ok()?)
+    })
+    .await;
+    assert_eq!(condition.status, "True");
+    assert_eq!(condition.reason.as_deref(), Some("FailedCreate"));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("exceeded quota: condition-test"),
+        "{condition:?}"
+    );
+    cluster
+        .kubectl(&["scale", "rc", "condition-test", "--replicas=2", "-n", &ns])
+        .await;
+    eventually("the condition gone", WAIT, || async {
+        let rc = rcs.get("condition-test").await.ok()?;
+        failure(&rc).is_none().then_some(())
+    })
+    .await;
+}

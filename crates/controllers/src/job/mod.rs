@@ -115,17 +115,36 @@ impl JobController {
             return Ok(Some(Duration::from_millis(100)));
         }
         let uid = job.metadata.uid.clone().unwrap_or_default();
-        let pods: Vec<Arc<Pod>> = owner::controlled_by(&self.pods, ns, &uid);
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
 
         if util::is_finished(&job) {
             // Counted already; only the finalizers of stragglers are left to remove.
+            let pods = owner::controlled_by(&self.pods, ns, &uid);
             for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
                 remove_tracking_finalizer(&pod_api, pod).await?;
             }
             return Ok(None);
         }
+        // Upstream's ControllerRefManager: matching orphans adopted, pods that stopped
+        // matching the selector released.
+        let pods: Vec<Arc<Pod>> = match job.spec.as_ref().and_then(|s| s.selector.as_ref()) {
+            Some(selector) => {
+                let candidates = self
+                    .pods
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.metadata.namespace.as_deref() == Some(ns));
+                owner::claim_objects(
+                    &self.client,
+                    job.as_ref(),
+                    &owner::selector(selector)?,
+                    candidates,
+                )
+                .await?
+            }
+            None => owner::controlled_by(&self.pods, ns, &uid),
+        };
 
         let mut job = (*job).clone();
         let now = Timestamp::now();
