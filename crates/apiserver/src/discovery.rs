@@ -104,8 +104,7 @@ fn subresource_verbs(name: &str) -> &'static [&'static str] {
         "log" => &["get"],
         // Streams: a WebSocket handshake is a GET, a SPDY one a POST.
         "attach" | "exec" | "portforward" => &["create", "get"],
-        // Only GETs are passed on so far.
-        "proxy" => &["get"],
+        "proxy" => &["create", "delete", "get", "patch", "update"],
         _ => &["get", "patch", "update"],
     }
 }
@@ -119,7 +118,11 @@ fn subresource_kind<'a>(resource: &'a ResourceInfo, name: &str) -> (&'a str, &'a
         "attach" => ("", "v1", "PodAttachOptions"),
         "exec" => ("", "v1", "PodExecOptions"),
         "portforward" => ("", "v1", "PodPortForwardOptions"),
-        "proxy" => ("", "v1", "NodeProxyOptions"),
+        "proxy" => match resource.kind.as_str() {
+            "Pod" => ("", "v1", "PodProxyOptions"),
+            "Service" => ("", "v1", "ServiceProxyOptions"),
+            _ => ("", "v1", "NodeProxyOptions"),
+        },
         "log" => ("", "v1", "Pod"),
         _ => (&resource.group, &resource.version, &resource.kind),
     }

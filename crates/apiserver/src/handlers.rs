@@ -610,6 +610,23 @@ async fn handle_resource(
     }
     let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), &resource.kind);
     match (method.clone(), target.name.as_deref()) {
+        (_, Some(name))
+            if sub == Some("proxy") && matches!(resource.plural.as_str(), "pods" | "services") =>
+        {
+            let path = target.proxy_path.as_deref().unwrap_or("/");
+            crate::proxy::workload_proxy(
+                state,
+                &resource.plural,
+                namespace,
+                name,
+                path,
+                method,
+                query,
+                headers,
+                body,
+            )
+            .await
+        }
         (Method::GET, None) if watching => {
             serve_watch(state, resource, namespace, None, query, headers).await
         }

@@ -377,6 +377,171 @@ pub async fn node_proxy(
     Ok(answer)
 }
 
+/// What a pod or Service proxy request names: `[scheme:]name[:port]`.
+struct ProxyTarget<'a> {
+    https: bool,
+    name: &'a str,
+    port: &'a str,
+}
+
+fn proxy_target(spec: &str) -> ApiResult<ProxyTarget<'_>> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (scheme, name, port) = match parts.as_slice() {
+        [name] => ("", *name, ""),
+        [name, port] => ("", *name, *port),
+        [scheme, name, port] => (*scheme, *name, *port),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "invalid proxy target {spec:?}"
+            )))
+        }
+    };
+    if !matches!(scheme, "" | "http" | "https") {
+        return Err(ApiError::bad_request(format!(
+            "invalid scheme {scheme:?}: only http and https are proxied"
+        )));
+    }
+    Ok(ProxyTarget {
+        https: scheme == "https",
+        name,
+        port,
+    })
+}
+
+/// `/api/v1/namespaces/{ns}/{pods|services}/{[scheme:]name[:port]}/proxy/{path}`: the
+/// request (any method) passed to the pod's IP and port, or to a ready endpoint behind
+/// the Service's port, the answer streamed back, as upstream's API server proxies them.
+#[allow(clippy::too_many_arguments)]
+pub async fn workload_proxy(
+    state: &AppState,
+    plural: &str,
+    namespace: Option<&str>,
+    spec: &str,
+    path: &str,
+    method: &http::Method,
+    query: &Query,
+    headers: &http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let target = proxy_target(spec)?;
+    let registry = &state.registry;
+    let namespace = namespace.unwrap_or("default");
+    let address = if plural == "pods" {
+        let pod = registry
+            .get(&*registry.core("pods")?, Some(namespace), target.name)
+            .await?;
+        let ip = pod
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("pod {} has no IP address yet", target.name),
+                )
+            })?;
+        let port = match target.port {
+            "" => 80,
+            number if number.parse::<u16>().is_ok() => number.parse().unwrap_or(80),
+            name => container_port(&pod, name).ok_or_else(|| {
+                ApiError::bad_request(format!("no container port named {name:?}"))
+            })?,
+        };
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    } else {
+        let service = registry
+            .get(&*registry.core("services")?, Some(namespace), target.name)
+            .await?;
+        let ports = service
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let chosen = ports.iter().find(|p| {
+            target.port.is_empty()
+                || p.get("name").and_then(Value::as_str) == Some(target.port)
+                || p.get("port").and_then(Value::as_i64).map(|n| n.to_string())
+                    == Some(target.port.to_string())
+        });
+        let port = chosen
+            .and_then(|p| p.get("port").and_then(Value::as_i64))
+            .ok_or_else(|| {
+                ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!(
+                        "no service port {:?} found for service {:?}",
+                        target.port, target.name
+                    ),
+                )
+            })?;
+        crate::services::resolve_endpoint(registry, namespace, target.name, port)
+            .map_err(|e| ApiError::new(503, "ServiceUnavailable", e.to_string()))?
+    };
+    let unreachable = |e: String| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+        )
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(host, _)| host)
+        .trim_matches(['[', ']'])
+        .to_string();
+    let (sender, connection) = if target.https {
+        let config = crate::service_client::tls_config(&crate::service_client::Trust {
+            ca_bundle: None,
+            insecure: true,
+            client_certificate: None,
+        })
+        .map_err(ApiError::internal)?;
+        crate::service_client::connect(&address, &host, config).await
+    } else {
+        crate::service_client::connect_plain(&address).await
+    }
+    .map_err(unreachable)?;
+    let mut target_path = path.to_string();
+    let params = query.encoded();
+    if !params.is_empty() {
+        target_path.push('?');
+        target_path.push_str(&params);
+    }
+    let request = crate::service_client::Relayed {
+        method,
+        target: &target_path,
+        host: &address,
+        headers,
+        extra: Vec::new(),
+        body,
+    };
+    crate::service_client::relay(sender, connection, request)
+        .await
+        .map_err(unreachable)
+}
+
+/// The number of the container port named `name` in any of the pod's containers.
+fn container_port(pod: &Value, name: &str) -> Option<u16> {
+    pod.pointer("/spec/containers")?
+        .as_array()?
+        .iter()
+        .flat_map(|c| {
+            c.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
+        .and_then(|n| u16::try_from(n).ok())
+}
+
 /// `GET path` on a node's kubelet, read as JSON.
 pub async fn kubelet_get_json(state: &AppState, node_name: &str, path: &str) -> ApiResult<Value> {
     let (response, _connection, url) = kubelet_get(state, node_name, path, node_name).await?;
@@ -609,6 +774,20 @@ async fn upgrade_through_kubelet(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn proxy_targets_name_scheme_pod_and_port() {
+        let plain = proxy_target("web").unwrap();
+        assert_eq!((plain.https, plain.name, plain.port), (false, "web", ""));
+        let port = proxy_target("web:8080").unwrap();
+        assert_eq!((port.https, port.name, port.port), (false, "web", "8080"));
+        let tls = proxy_target("https:web:metrics").unwrap();
+        assert_eq!((tls.https, tls.name, tls.port), (true, "web", "metrics"));
+        assert!(proxy_target("ftp:web:21").is_err());
+        let pod = serde_json::json!({"spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}});
+        assert_eq!(container_port(&pod, "http"), Some(8080));
+        assert_eq!(container_port(&pod, "dns"), None);
+    }
 
     #[test]
     fn picks_the_container_as_upstream() {

@@ -255,6 +255,7 @@ pub fn builtin() -> Vec<ResourceInfo> {
                 "exec",
                 "log",
                 "portforward",
+                "proxy",
                 "resize",
                 "status",
             ])
@@ -298,7 +299,7 @@ pub fn builtin() -> Vec<ResourceInfo> {
         resource("", "v1", "Service", "services", "service", NS)
             .short(&["svc"])
             .all()
-            .sub(STATUS)
+            .sub(&["proxy", "status"])
             .stored_as("services/specs")
             .returns_object(),
         // admissionregistration.k8s.io/v1

@@ -85,7 +85,22 @@ pub async fn connect(
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    handshake(tls).await
+}
+
+/// Dials `address` (`ip:port`) in plain HTTP (a pod's or Service's port, proxied).
+pub async fn connect_plain(address: &str) -> Result<(Sender, AbortOnDrop), String> {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("dial tcp {address}: {e}"))?;
+    handshake(tcp).await
+}
+
+async fn handshake<S>(stream: S) -> Result<(Sender, AbortOnDrop), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     let guard = AbortOnDrop(tokio::spawn(async move {
@@ -94,6 +109,81 @@ pub async fn connect(
         }
     }));
     Ok((sender, guard))
+}
+
+/// Headers a proxy passes on: not those that describe one connection (RFC 9110
+/// §7.6.1), nor the ones it sets itself, nor this server's credentials and the
+/// identities only it may assert.
+pub fn passed_on(name: &http::HeaderName) -> bool {
+    let name = name.as_str();
+    !matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "authorization"
+    ) && !name.starts_with("impersonate-")
+        && !name.starts_with("x-remote-")
+}
+
+/// A request to pass on: where it goes and what it carries.
+pub struct Relayed<'a> {
+    pub method: &'a http::Method,
+    /// Path and query at the other end.
+    pub target: &'a str,
+    /// The `Host` header.
+    pub host: &'a str,
+    /// The client's headers (only those [`passed_on`] go).
+    pub headers: &'a http::HeaderMap,
+    /// Headers of the proxy's own.
+    pub extra: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// Sends `request` over the connection and returns the answer as it comes, its body
+/// streamed (so watches and long responses pass through).
+pub async fn relay(
+    mut sender: Sender,
+    connection: AbortOnDrop,
+    request: Relayed<'_>,
+) -> Result<http::Response<axum::body::Body>, String> {
+    let mut builder = http::Request::builder()
+        .method(request.method.clone())
+        .uri(request.target)
+        .header(http::header::HOST, request.host);
+    for (name, value) in request.headers.iter().filter(|(name, _)| passed_on(name)) {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in request.extra {
+        let value = http::HeaderValue::from_str(&value)
+            .map_err(|_| format!("{name} cannot hold {value:?}"))?;
+        builder = builder.header(name, value);
+    }
+    let outgoing = builder
+        .body(Full::new(request.body))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(outgoing)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, incoming) = response.into_parts();
+    let mut answer = http::Response::builder().status(parts.status);
+    for (name, value) in parts.headers.iter().filter(|(name, _)| passed_on(name)) {
+        answer = answer.header(name, value);
+    }
+    answer
+        .body(axum::body::Body::from_stream(body_stream(
+            incoming, connection,
+        )))
+        .map_err(|e| e.to_string())
 }
 
 /// Sends `request` and reads the whole answer: its status and body.

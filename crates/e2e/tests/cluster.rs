@@ -138,6 +138,7 @@ fn a_pod_runs_on_the_single_node_cluster() {
     assert!(terminal.status.success(), "{shown}");
 
     port_forward_reaches_the_pod(&server);
+    proxy_reaches_the_pod_and_its_service(&server);
     attach_reaches_the_containers_own_process(&server);
     debug_joins_the_targets_processes(&server);
     logs_over_a_websocket(&server);
@@ -209,6 +210,114 @@ fn a_pod_runs_on_the_single_node_cluster() {
             .stdout
             .is_empty()
     });
+}
+
+/// The API server's `pods/proxy` and `services/proxy` (upstream's proxy conformance
+/// steps, with busybox's httpd in place of agnhost): a page of the web server that
+/// `port_forward_reaches_the_pod` left running on 8080, by pod and port, by a named
+/// container port's absence refused, and through a Service's port to its ready endpoint;
+/// the server's own 404 passes through.
+fn proxy_reaches_the_pod_and_its_service(server: &Server) {
+    let pod = "/api/v1/namespaces/default/pods";
+    assert_eq!(
+        server.ok(&["get", "--raw", &format!("{pod}/hello:8080/proxy/")]),
+        "forwarded\n"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "--raw",
+            &format!("{pod}/http:hello:8080/proxy/index.html")
+        ]),
+        "forwarded\n"
+    );
+    let missing = server.fails(&["get", "--raw", &format!("{pod}/hello:8080/proxy/missing")]);
+    assert!(missing.contains("NotFound"), "{missing}");
+    let unnamed = server.fails(&["get", "--raw", &format!("{pod}/hello:web/proxy/")]);
+    assert!(unnamed.contains("no container port named"), "{unnamed}");
+    server.ok(&["label", "pod", "hello", "app=hello-web", "--overwrite"]);
+    server.ok_with_input(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: hello-web, namespace: default}\nspec:\n  selector: {app: hello-web}\n  ports: [{name: web, port: 80, targetPort: 8080}]\n",
+    );
+    let service = "/api/v1/namespaces/default/services";
+    let page = skiff_e2e::eventually(
+        "the Service proxy to reach the pod",
+        Duration::from_secs(60),
+        || {
+            let out = server.kubectl(&["get", "--raw", &format!("{service}/hello-web:web/proxy/")]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert_eq!(page, "forwarded\n");
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "--raw",
+            &format!("{service}/http:hello-web:80/proxy/index.html")
+        ]),
+        "forwarded\n"
+    );
+    server.ok(&["delete", "service", "hello-web"]);
+
+    // Upstream's "ReplicaSet, run basic image" and "ReplicationController, run basic
+    // image": each replica serves its own name, read through its pod's proxy by the
+    // container port's name.
+    let serve = format!(
+        "    metadata: {{labels: {{app: serve-hostname}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {IMAGE}\n        command: [\"sh\", \"-c\", \"mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n        ports: [{{name: http, containerPort: 8080}}]\n"
+    );
+    for (kind, head) in [
+        (
+            "replicaset",
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: serve-hostname, namespace: default}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: serve-hostname}}\n  template:\n",
+        ),
+        (
+            "replicationcontroller",
+            "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: serve-hostname, namespace: default}\nspec:\n  replicas: 2\n  selector: {app: serve-hostname}\n  template:\n",
+        ),
+    ] {
+        server.ok_with_input(&["apply", "-f", "-"], &format!("{head}{serve}"));
+        server.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "app=serve-hostname",
+            "--timeout=90s",
+        ]);
+        let names = server.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=serve-hostname",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        let names: Vec<&str> = names.split_whitespace().collect();
+        assert_eq!(names.len(), 2, "{kind}: {names:?}");
+        for name in names {
+            let served = skiff_e2e::eventually(
+                &format!("{name} to serve its name"),
+                Duration::from_secs(30),
+                || {
+                    let out = server.kubectl(&["get", "--raw", &format!("{pod}/{name}:http/proxy/")]);
+                    out.status
+                        .success()
+                        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+                },
+            );
+            assert_eq!(served.trim(), name, "{kind}");
+        }
+        server.ok(&["delete", kind, "serve-hostname", "--wait", "--timeout=60s"]);
+        wait_for("the replicas gone", || {
+            server
+                .ok(&["get", "pods", "-l", "app=serve-hostname", "-o", "name"])
+                .trim()
+                .is_empty()
+        });
+    }
 }
 
 /// `kubectl port-forward` to a web server in the pod, the way kubectl 1.37 does it by
