@@ -3,9 +3,9 @@
 //! `NamespacedResourcesDeleter` does.
 //!
 //! Each pass deletes every namespaced resource's objects in the namespace (a collection
-//! delete where the resource allows it), reports what is left in the namespace's status
-//! conditions, and comes back while anything remains: pods in their grace period,
-//! objects held by finalizers.
+//! delete where the resource allows it), pods first and the rest only once no pod is
+//! left, reports what is left in the namespace's status conditions, and comes back while
+//! anything remains: pods in their grace period, objects held by finalizers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -146,10 +146,21 @@ impl NamespaceController {
     }
 
     /// One pass over every namespaced resource: delete what is there, count what stays.
+    /// Pods go first, and nothing else is deleted while any pod remains (upstream's
+    /// OrderedNamespaceDeletion): a pod still running keeps the ConfigMaps, Secrets and
+    /// service accounts it uses until it has stopped.
     async fn delete_content(&self, namespace: &str) -> Result<Remaining> {
         let resources = served_resources(&self.client, &[verbs::LIST, verbs::DELETE]).await?;
+        let is_pods = |r: &&crate::discovery::ServedResource| {
+            r.api.group.is_empty() && r.api.plural == "pods"
+        };
+        let namespaced = resources.iter().filter(|r| r.namespaced());
+        let (pods, others): (Vec<_>, Vec<_>) = namespaced.partition(is_pods);
         let mut remaining = Remaining::default();
-        for resource in resources.iter().filter(|r| r.namespaced()) {
+        for (index, resource) in pods.into_iter().chain(others).enumerate() {
+            if index > 0 && remaining.content.contains_key("pods.") {
+                break;
+            }
             let api = resource.api(&self.client, Some(namespace));
             // Upstream's form, `plural.group`: `pods.` for the core group.
             let name = format!("{}.{}", resource.api.plural, resource.api.group);

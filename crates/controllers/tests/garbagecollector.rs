@@ -224,3 +224,103 @@ async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
         2
     );
 }
+
+/// Upstream's "Garbage Collector, dependency cycle": objects owning each other in a
+/// circle (a → c, b → a, c → b, each blocking) are all collected once one is deleted.
+/// (ConfigMaps in place of upstream's pods: the collector treats them alike.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_cycle_does_not_block_collection() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("gc-cycle");
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let mut uids = std::collections::HashMap::new();
+    for name in ["a", "b", "c"] {
+        uids.insert(name, create_map(&cluster, &maps, &ns, name).await);
+    }
+    for (name, owner) in [("a", "c"), ("b", "a"), ("c", "b")] {
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uids[owner],
+            "blockOwnerDeletion": true}]}});
+        maps.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("owner set");
+    }
+    delete_map(&cluster, &ns, "a", "background").await;
+    eventually(
+        "the whole cycle collected",
+        Duration::from_secs(30),
+        || async {
+            for name in ["a", "b", "c"] {
+                if !gone(&maps, name).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+/// Upstream's "Garbage Collector, delete RC, propagation background / orphan": the
+/// pods of a deleted ReplicationController go with it, or stay, released, when it is
+/// deleted with `--cascade=orphan`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_controllers_pods_go_or_stay_as_the_cascade_says() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("gc-rc");
+    let _node = cluster.run_node(&ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    for (name, cascade) in [("collected", "background"), ("orphaned", "orphan")] {
+        cluster
+            .apply_in(
+                &ns,
+                &format!("apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n  selector: {{app: {name}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n"),
+            )
+            .await;
+        let selector = format!("app={name}");
+        let of_rc = || async {
+            pods.list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect::<Vec<Pod>>()
+        };
+        eventually(
+            &format!("{name}'s 2 pods"),
+            Duration::from_secs(30),
+            || async { (of_rc().await.len() == 2).then_some(()) },
+        )
+        .await;
+        cluster
+            .kubectl(&[
+                "delete",
+                "rc",
+                name,
+                "-n",
+                &ns,
+                &format!("--cascade={cascade}"),
+            ])
+            .await;
+        if cascade == "orphan" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let left = of_rc().await;
+            assert_eq!(left.len(), 2, "orphaned pods were deleted");
+            assert!(left.iter().all(|p| p
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(|r| r.is_empty())));
+        } else {
+            eventually("the pods collected", Duration::from_secs(30), || async {
+                of_rc().await.is_empty().then_some(())
+            })
+            .await;
+        }
+    }
+}
