@@ -106,11 +106,34 @@ async fn ordered_pods_stable_identity_rolling_update_and_undo() {
     assert_eq!(claim_names, ["data-web-0", "data-web-1", "data-web-2"]);
 
     // A new template: replaced from the highest ordinal down.
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    let revisions = || async {
+        let status = sets
+            .get_status("web")
+            .await
+            .expect("status")
+            .status
+            .expect("status");
+        (status.current_revision, status.update_revision)
+    };
+    let (first, first_update) = revisions().await;
+    assert!(
+        first.is_some() && first == first_update,
+        "{first:?} {first_update:?}"
+    );
     history.lock().unwrap().clear();
     cluster
         .kubectl(&["set", "image", "statefulset/web", "c=busybox:b", "-n", &ns])
         .await;
     cluster.rollout_status("statefulset/web", &ns).await;
+    // Rolled out: the current revision is the update revision, a new one.
+    let (current, update) = eventually("the revisions to settle", WAIT, || async {
+        let (current, update) = revisions().await;
+        (current == update).then_some((current, update))
+    })
+    .await;
+    assert_ne!(current, first, "{update:?}");
     assert_eq!(
         images(&cluster, &ns).await,
         [
