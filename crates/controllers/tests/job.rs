@@ -897,7 +897,10 @@ async fn orphans_are_adopted_strays_released_and_pods_go_with_the_job() {
             .and_then(|o| o.iter().find(|r| r.controller == Some(true)))
             .map(|r| r.name.clone())
     };
-    // Orphaned: adopted again.
+    // Orphaned: adopted again. (The Job makes up for it meanwhile and then gives back
+    // its surplus, the newest pod as upstream ranks them: a second later, so that
+    // creation times, which count whole seconds, tell the two apart.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     pods.patch(
         &running[0],
         &PatchParams::default(),
@@ -910,9 +913,25 @@ async fn orphans_are_adopted_strays_released_and_pods_go_with_the_job() {
         (owner(&pod).as_deref() == Some("keeper")).then_some(())
     })
     .await;
-    // Relabelled out of the Job's selector: released.
+    // Relabelled out of the Job's selector: released. (Picked afresh: while the orphan
+    // was away the Job made up for it, and then gave back a surplus pod.)
+    let stray = eventually(
+        "two running pods again",
+        Duration::from_secs(30),
+        || async {
+            let running: Vec<String> = pods_of(&cluster, &ns, "keeper")
+                .await
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            (running.len() == 2).then(|| running[1].clone())
+        },
+    )
+    .await;
     pods.patch(
-        &running[1],
+        &stray,
         &PatchParams::default(),
         &Patch::Merge(&serde_json::json!({"metadata": {"labels": {
             "batch.kubernetes.io/controller-uid": null, "controller-uid": null}}})),
@@ -920,7 +939,7 @@ async fn orphans_are_adopted_strays_released_and_pods_go_with_the_job() {
     .await
     .expect("relabelled");
     eventually("release", Duration::from_secs(30), || async {
-        let pod = pods.get(&running[1]).await.ok()?;
+        let pod = pods.get(&stray).await.ok()?;
         owner(&pod).is_none().then_some(())
     })
     .await;
@@ -934,7 +953,7 @@ async fn orphans_are_adopted_strays_released_and_pods_go_with_the_job() {
             .into_iter()
             .filter_map(|p| p.metadata.name)
             .collect();
-        (left == [running[1].clone()]).then_some(())
+        (left == [stray.clone()]).then_some(())
     })
     .await;
 }
