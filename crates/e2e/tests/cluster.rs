@@ -260,6 +260,26 @@ fn proxy_reaches_the_pod_and_its_service(server: &Server) {
         ]),
         "forwarded\n"
     );
+    // Every method passes through both proxies, as upstream's proxy tests send them (to
+    // a CGI script of busybox's httpd that answers with the method, in place of
+    // agnhost's porter).
+    server.ok(&[
+        "exec",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REQUEST_METHOD\\n' > /tmp/www/cgi-bin/method && chmod +x /tmp/www/cgi-bin/method",
+    ]);
+    for base in [
+        format!("{pod}/hello:8080/proxy"),
+        format!("{service}/hello-web:web/proxy"),
+    ] {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            let answer = api_request(server, method, &format!("{base}/cgi-bin/method"));
+            assert_eq!(answer.trim(), method, "{method} {base}");
+        }
+    }
     server.ok(&["delete", "service", "hello-web"]);
 
     // Upstream's "ReplicaSet, run basic image" and "ReplicationController, run basic
@@ -318,6 +338,30 @@ fn proxy_reaches_the_pod_and_its_service(server: &Server) {
                 .is_empty()
         });
     }
+}
+
+/// A request with any method to the API server, as the admin (curl with the admin's
+/// client certificate: kubectl has no verb for every method); the response body.
+fn api_request(server: &Server, method: &str, path: &str) -> String {
+    let tls = server.data_dir.path().join("tls");
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", method])
+        .arg("--cacert")
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("admin.crt"))
+        .arg("--key")
+        .arg(tls.join("admin.key"))
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{method} {path}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `kubectl port-forward` to a web server in the pod, the way kubectl 1.37 does it by
