@@ -524,6 +524,10 @@ async fn the_scale_subresource_reads_and_sets_replicas() {
     // Replaced: 2 replicas.
     let mut replaced = scale.clone();
     replaced["spec"]["replicas"] = 2.into();
+    // Unconditional: the controller may write the status meanwhile.
+    if let Some(meta) = replaced["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
     cluster.server.ok_with_input(
         &["replace", "--raw", &path, "-f", "-"],
         &replaced.to_string(),
@@ -586,6 +590,10 @@ async fn a_deployment_lives_through_patches_status_writes_and_collection_deletio
         .as_array_mut()
         .expect("conditions")
         .push(serde_json::json!({"type": "StatusUpdate", "status": "True", "reason": "E2E", "message": "Set from e2e test"}));
+    // Unconditional: the controller may write the status meanwhile.
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
     cluster.server.ok_with_input(
         &["replace", "--subresource=status", "-f", "-"],
         &object.to_string(),

@@ -209,6 +209,10 @@ async fn scale_subresource_replace_and_patch() {
     );
     let mut replaced = scale.clone();
     replaced["spec"]["replicas"] = 2.into();
+    // Unconditional: the controller may write the status meanwhile.
+    if let Some(meta) = replaced["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
     cluster.server.ok_with_input(
         &["replace", "--raw", &path, "-f", "-"],
         &replaced.to_string(),
@@ -221,6 +225,10 @@ async fn scale_subresource_replace_and_patch() {
     let mut rs = serde_json::to_value(rs_api.get("web").await.expect("web")).expect("json");
     rs["metadata"]["labels"] = serde_json::json!({"replaced": "yes"});
     rs["spec"]["replicas"] = 1.into();
+    // Unconditional: the controller keeps writing the status meanwhile.
+    if let Some(meta) = rs["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
     cluster
         .server
         .ok_with_input(&["replace", "-f", "-"], &rs.to_string());
