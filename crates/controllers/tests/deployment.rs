@@ -522,16 +522,7 @@ async fn the_scale_subresource_reads_and_sets_replicas() {
     assert_eq!(scale["status"]["replicas"], 1);
     assert_eq!(scale["status"]["selector"], "app=web");
     // Replaced: 2 replicas.
-    let mut replaced = scale.clone();
-    replaced["spec"]["replicas"] = 2.into();
-    // Unconditional: the controller may write the status meanwhile.
-    if let Some(meta) = replaced["metadata"].as_object_mut() {
-        meta.remove("resourceVersion");
-    }
-    cluster.server.ok_with_input(
-        &["replace", "--raw", &path, "-f", "-"],
-        &replaced.to_string(),
-    );
+    cluster.replace_scale(&path, &scale, 2);
     let d_api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
     let replicas = |d: Deployment| d.spec.replicas;
     assert_eq!(replicas(d_api.get("web").await.expect("web")), Some(2));

@@ -45,8 +45,10 @@ async fn replicas(cluster: &Cluster, ns: &str, name: &str) -> i64 {
 async fn wait_for_replicas(cluster: &Cluster, ns: &str, name: &str, wanted: i64) -> Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
+        // The autoscaler writes its status after the scale: both must say `wanted`.
+        let scaled = replicas(cluster, ns, name).await == wanted;
         let hpa = cluster.server.json(&["hpa", name, "-n", ns]);
-        if replicas(cluster, ns, name).await == wanted {
+        if scaled && hpa["status"]["desiredReplicas"] == wanted {
             return hpa;
         }
         assert!(

@@ -207,16 +207,7 @@ async fn scale_subresource_replace_and_patch() {
         (&"Scale".into(), &1.into(), &"app=web".into()),
         "{scale}"
     );
-    let mut replaced = scale.clone();
-    replaced["spec"]["replicas"] = 2.into();
-    // Unconditional: the controller may write the status meanwhile.
-    if let Some(meta) = replaced["metadata"].as_object_mut() {
-        meta.remove("resourceVersion");
-    }
-    cluster.server.ok_with_input(
-        &["replace", "--raw", &path, "-f", "-"],
-        &replaced.to_string(),
-    );
+    cluster.replace_scale(&path, &scale, 2);
     wait_pods(&cluster, &ns, 2).await;
     cluster.patch_scale(&ns, "rs/web", 3).await;
     wait_pods(&cluster, &ns, 3).await;

@@ -64,11 +64,11 @@ fn milli(value: &Value) -> Result<i64, String> {
     let text = value
         .as_str()
         .ok_or_else(|| format!("{value} is not a quantity"))?;
-    skiff_quantity::parse_milli(text).map_err(|e| e.to_string())
+    parse_milli(text)
 }
 
-fn encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+fn parse_milli(text: &str) -> Result<i64, String> {
+    skiff_quantity::parse_milli(text).map_err(|e| e.to_string())
 }
 
 /// A metric's label selector in its string form (empty selects every series).
@@ -81,7 +81,20 @@ fn selector_string(metric: &MetricIdentifier) -> Result<String, String> {
     }
 }
 
-async fn get(client: &Client, url: &str) -> Result<Value, String> {
+/// `GET path` with the query parameters whose values are not empty.
+async fn get(client: &Client, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in params.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(key, value);
+        }
+        query.finish()
+    };
+    let url = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
     let request = http::Request::get(url)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
@@ -96,11 +109,9 @@ fn items(list: &Value) -> Vec<Value> {
 /// The goal of a target that must be a value per pod or in total, in milli-units.
 fn goal(target: &MetricTarget, name: &str) -> Result<Goal, String> {
     match (&target.value, &target.average_value) {
-        (Some(value), _) if target.type_ == "Value" => {
-            Ok(Goal::Total(milli(&Value::String(value.0.clone()))?))
-        }
+        (Some(value), _) if target.type_ == "Value" => Ok(Goal::Total(parse_milli(&value.0)?)),
         (_, Some(value)) if target.type_ == "AverageValue" => {
-            Ok(Goal::PerPod(milli(&Value::String(value.0.clone()))?))
+            Ok(Goal::PerPod(parse_milli(&value.0)?))
         }
         _ => Err(format!(
             "invalid target for the {name} metric: a {} target without its value",
@@ -212,14 +223,11 @@ async fn resource(
             "invalid target for the {resource} metric: neither averageUtilization nor averageValue"
         ));
     };
-    let mut url = format!(
+    let path = format!(
         "/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods",
         state.namespace
     );
-    if !state.selector.is_empty() {
-        url.push_str(&format!("?labelSelector={}", encode(state.selector)));
-    }
-    let metrics = get(client, &url)
+    let metrics = get(client, &path, &[("labelSelector", state.selector)])
         .await
         .map_err(|e| format!("unable to get metrics for resource {resource}: {e}"))?;
     let reading = replicas::resource_replicas(
@@ -264,19 +272,16 @@ async fn pods(
             "invalid target for the {name} metric: a Pods metric takes an AverageValue target"
         ));
     };
-    let mut url = format!(
-        "{CUSTOM_METRICS}/namespaces/{}/pods/*/{name}?labelSelector={}",
-        state.namespace,
-        encode(state.selector)
+    let path = format!(
+        "{CUSTOM_METRICS}/namespaces/{}/pods/*/{name}",
+        state.namespace
     );
     let metric_selector = selector_string(&source.metric)?;
-    if !metric_selector.is_empty() {
-        url.push_str(&format!(
-            "&metricLabelSelector={}",
-            encode(&metric_selector)
-        ));
-    }
-    let list = get(client, &url)
+    let params = [
+        ("labelSelector", state.selector),
+        ("metricLabelSelector", metric_selector.as_str()),
+    ];
+    let list = get(client, &path, &params)
         .await
         .map_err(|e| format!("unable to get metric {name}: {e}"))?;
     let mut samples = BTreeMap::new();
@@ -377,18 +382,12 @@ async fn object(
         &described.kind,
     )
     .await?;
-    let mut url = format!(
+    let path = format!(
         "{CUSTOM_METRICS}/namespaces/{}/{resource}/{}/{name}",
         state.namespace, described.name
     );
     let metric_selector = selector_string(&source.metric)?;
-    if !metric_selector.is_empty() {
-        url.push_str(&format!(
-            "?metricLabelSelector={}",
-            encode(&metric_selector)
-        ));
-    }
-    let list = get(client, &url)
+    let list = get(client, &path, &[("metricLabelSelector", &metric_selector)])
         .await
         .map_err(|e| format!("unable to get metric {name}: {e}"))?;
     let value = items(&list)
@@ -424,16 +423,15 @@ async fn external(
     let name = &source.metric.name;
     let goal = goal(&source.target, name)?;
     let metric_selector = selector_string(&source.metric)?;
-    let mut url = format!("{EXTERNAL_METRICS}/namespaces/{}/{name}", state.namespace);
-    if !metric_selector.is_empty() {
-        url.push_str(&format!("?labelSelector={}", encode(&metric_selector)));
-    }
-    let list = get(client, &url).await.map_err(|e| {
-        format!(
-            "unable to get external metric {}/{name}/{metric_selector}: {e}",
-            state.namespace
-        )
-    })?;
+    let path = format!("{EXTERNAL_METRICS}/namespaces/{}/{name}", state.namespace);
+    let list = get(client, &path, &[("labelSelector", &metric_selector)])
+        .await
+        .map_err(|e| {
+            format!(
+                "unable to get external metric {}/{name}/{metric_selector}: {e}",
+                state.namespace
+            )
+        })?;
     let values = items(&list);
     if values.is_empty() {
         return Err(format!(

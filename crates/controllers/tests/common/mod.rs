@@ -100,6 +100,20 @@ impl Cluster {
         (scale, path)
     }
 
+    /// Replaces the Scale read at `path` with one of `replicas` (`kubectl replace
+    /// --raw`), unconditionally: the controller may write the status meanwhile.
+    pub fn replace_scale(&self, path: &str, scale: &serde_json::Value, replicas: i32) {
+        let mut replaced = scale.clone();
+        replaced["spec"]["replicas"] = replicas.into();
+        if let Some(meta) = replaced["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+        }
+        self.server.ok_with_input(
+            &["replace", "--raw", path, "-f", "-"],
+            &replaced.to_string(),
+        );
+    }
+
     /// Sets `target`'s (`deployment/web`) replicas with a merge patch of its `scale`
     /// subresource.
     pub async fn patch_scale(&self, ns: &str, target: &str, replicas: i32) {
