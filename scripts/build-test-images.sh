@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Builds the OCI archives that Skiff's runtime tests import, from Debian packages
-# only (no registry needed): busybox from `busybox-static`, assembled with `umoci`.
+# Builds the OCI archive of the images Skiff's tests import, with no registry: busybox
+# from Debian's `busybox-static`, and agnhost (busybox plus `/agnhost`, Skiff's own
+# re-implementation of the subcommands of upstream's agnhost that the ported tests use,
+# from crates/agnhost, linked statically), assembled with `umoci`.
 #
 #   scripts/build-test-images.sh [OUT_DIR]     (default: target/test-images)
 #
 # Writes OUT_DIR/busybox.tar: a tar of an OCI image layout whose index names the
-# image as upstream does (docker.io/library/busybox:latest and
-# registry.k8s.io/e2e-test-images/busybox:1.36.1-1), so `busybox` resolves to it.
-# Idempotent: an existing archive newer than this script is kept.
+# images as upstream does (docker.io/library/busybox:latest,
+# registry.k8s.io/e2e-test-images/busybox:1.36.1-1 and
+# registry.k8s.io/e2e-test-images/agnhost:2.52), so `busybox` resolves to the first.
+# Idempotent: an existing archive newer than this script and agnhost's sources is kept.
 set -euo pipefail
 
-out="${1:-$(cd "$(dirname "$0")/.." && pwd)/target/test-images}"
+workspace="$(cd "$(dirname "$0")/.." && pwd)"
+out="${1:-$workspace/target/test-images}"
 mkdir -p "$out"
 archive="$out/busybox.tar"
-if [[ -s "$archive" && "$archive" -nt "$0" ]]; then
+if [[ -s "$archive" && "$archive" -nt "$0" && -z "$(find "$workspace/crates/agnhost" -newer "$archive" -print -quit)" ]]; then
     echo "$archive is up to date"
     exit 0
 fi
@@ -26,6 +30,7 @@ need() {
 }
 need umoci umoci
 need jq jq
+need cargo "a Rust toolchain (rustup)"
 busybox=/bin/busybox
 linkage="$(LC_ALL=C ldd "$busybox" 2>&1 || true)"
 if [[ ! -x "$busybox" || ( "$linkage" != *"not a dynamic executable"* && "$linkage" != *"statically linked"* ) ]]; then
@@ -63,13 +68,27 @@ umoci config --image "$layout:busybox" \
     --os linux --architecture amd64 \
     --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --config.cmd sh --config.workingdir /
+
+# agnhost: the busybox image and one more layer holding the static binary. Its own
+# target dir: the tests that call this script may hold the workspace's build lock.
+cargo rustc --quiet --release --manifest-path "$workspace/Cargo.toml" -p skiff-agnhost --bin agnhost \
+    --target-dir "$out/agnhost-build" -- -C target-feature=+crt-static -C strip=debuginfo
+umoci tag --image "$layout:busybox" agnhost
+umoci unpack --image "$layout:agnhost" "$work/agnhost"
+install -m 0755 "$out/agnhost-build/release/agnhost" "$work/agnhost/rootfs/agnhost"
+umoci repack --image "$layout:agnhost" "$work/agnhost"
+umoci config --image "$layout:agnhost" --config.entrypoint /agnhost --config.cmd pause
 umoci gc --layout "$layout"
 
-# Name the manifest the way upstream does: one index entry per full reference
+# Name the manifests the way upstream does: one index entry per full reference
 # (OCI's `org.opencontainers.image.ref.name` may hold a full reference).
-jq '.manifests |= ([.[0]] | map(
-        (. | .annotations["org.opencontainers.image.ref.name"] = "docker.io/library/busybox:latest"),
-        (. | .annotations["org.opencontainers.image.ref.name"] = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1")))' \
+jq '.manifests |= map(
+        if .annotations["org.opencontainers.image.ref.name"] == "busybox" then
+            (.annotations["org.opencontainers.image.ref.name"] = "docker.io/library/busybox:latest"),
+            (.annotations["org.opencontainers.image.ref.name"] = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1")
+        else
+            .annotations["org.opencontainers.image.ref.name"] = "registry.k8s.io/e2e-test-images/agnhost:2.52"
+        end)' \
     "$layout/index.json" > "$work/index.json"
 mv "$work/index.json" "$layout/index.json"
 

@@ -9,6 +9,7 @@
 //! (`cargo build -p skiff` first; the README's test command does).
 
 pub mod aggregated;
+pub mod agnhost;
 pub mod api;
 pub mod netns;
 pub mod tls;

@@ -260,7 +260,7 @@ fn proxy_reaches_the_pod_and_its_service(server: &Server) {
         ]),
         "forwarded\n"
     );
-    // Every method passes through both proxies, as upstream's proxy tests send them (to
+    // Every method (and HEAD) passes through both proxies, as upstream's proxy tests send them (to
     // a CGI script of busybox's httpd that answers with the method, in place of
     // agnhost's porter).
     server.ok(&[
@@ -279,6 +279,13 @@ fn proxy_reaches_the_pod_and_its_service(server: &Server) {
             let answer = api_request(server, method, &format!("{base}/cgi-bin/method"));
             assert_eq!(answer.trim(), method, "{method} {base}");
         }
+        // HEAD has no body to name it: its answer's status line and headers.
+        let head = api_request(server, "HEAD", &format!("{base}/cgi-bin/method"));
+        let status = head.lines().next().unwrap_or_default();
+        assert!(
+            status.starts_with("HTTP/") && status.contains(" 200"),
+            "HEAD {base}: {head}"
+        );
     }
     server.ok(&["delete", "service", "hello-web"]);
 
@@ -344,8 +351,14 @@ fn proxy_reaches_the_pod_and_its_service(server: &Server) {
 /// client certificate: kubectl has no verb for every method); the response body.
 fn api_request(server: &Server, method: &str, path: &str) -> String {
     let tls = server.data_dir.path().join("tls");
+    // HEAD with `-I`: curl would wait for a body after `-X HEAD`.
+    let method_args = match method {
+        "HEAD" => vec!["-I"],
+        _ => vec!["-X", method],
+    };
     let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "-X", method])
+        .args(["-sS", "--fail-with-body"])
+        .args(method_args)
         .arg("--cacert")
         .arg(tls.join("ca.crt"))
         .arg("--cert")

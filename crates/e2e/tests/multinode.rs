@@ -5,7 +5,9 @@
 //! node; a NodePort answers on every node's address (with `externalTrafficPolicy:
 //! Local`, only on the endpoint's, keeping the client's address); a NetworkPolicy on one
 //! node blocks and then admits a client on another; pod traffic leaving the cluster
-//! range is masqueraded to its node's address; `cluster delete` leaves nothing behind.
+//! range is masqueraded to its node's address; UDP (through agnhost's `/dial`) reaches
+//! pods on other nodes, from pods and from nodes, by pod IP, Service and host port;
+//! `cluster delete` leaves nothing behind.
 //! Both proxy modes, and both pod network backends (host-gw routes, VXLAN tunnel).
 
 use std::io::{Read, Write};
@@ -15,9 +17,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use skiff_e2e::agnhost::{self, Dial, Dialed};
 use skiff_e2e::{eventually, skiff_binary, wait_with_deadline};
 
-const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+/// Busybox and `/agnhost`: shells and `nc` for TCP, agnhost for UDP.
+const IMAGE: &str = agnhost::IMAGE;
+/// Where the client pods' `agnhost netexec` serves `/dial` (the node client's is in its
+/// node's network namespace).
+const CLIENT_NETEXEC_PORT: u16 = 18080;
 
 /// A cluster made by `skiff cluster create`; deleted when dropped.
 struct Cluster {
@@ -116,6 +123,30 @@ impl Cluster {
         self.ok(&["exec", pod, "--", "sh", "-c", line])
     }
 
+    /// `from` (a client pod) sends `request` over UDP to `host:port` once; what its
+    /// agnhost's `/dial` reported, if it answered.
+    fn dial_udp(&self, from: &str, request: &str, host: &str, port: u16) -> Option<Dialed> {
+        let dial = Dial {
+            netexec_port: CLIENT_NETEXEC_PORT,
+            request,
+            protocol: "udp",
+            host,
+            port,
+            tries: 1,
+        };
+        agnhost::parse(&self.sh(from, &dial.script()))
+    }
+
+    /// The answer [`Cluster::dial_udp`] got, which must be its only one.
+    fn udp_answer(&self, from: &str, request: &str, host: &str, port: u16) -> String {
+        match self.dial_udp(from, request, host, port) {
+            Some(Dialed { responses, errors }) if responses.len() == 1 && errors.is_empty() => {
+                responses[0].clone()
+            }
+            dialed => panic!("{from} → {host}:{port} over UDP: {dialed:?}"),
+        }
+    }
+
     fn delete(&mut self) -> Output {
         self.deleted = true;
         Command::new(skiff_binary())
@@ -168,15 +199,15 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
 
 const GET: &str = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3";
 
-/// A pod serving its own name over HTTP on 8080 (busybox httpd logs each peer), pinned
-/// to `node`.
+/// A pod serving its own name over HTTP on 8080 (busybox httpd logs each peer) and UDP
+/// on 8081 (agnhost), pinned to `node`.
 fn web_pod(name: &str, node: &str, labels: &str) -> String {
     format!(
         r#"{{"apiVersion": "v1", "kind": "Pod",
   "metadata": {{"name": "{name}", "labels": {labels}}},
   "spec": {{"nodeName": "{node}", "terminationGracePeriodSeconds": 1,
     "containers": [{{"name": "web", "image": "{IMAGE}", "ports": [{{"containerPort": 8080}}],
-      "command": ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -vv -p 8080 -h /www"]}}]}}}}
+      "command": ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && {{ /agnhost netexec --http-port=9090 --udp-port=8081 & }} && exec httpd -f -vv -p 8080 -h /www"]}}]}}}}
 "#
     )
 }
@@ -193,9 +224,8 @@ fn host_port_pod(name: &str, node_selector: &str, port: &str, command: &str) -> 
 
 /// Upstream's "HostPort no conflict with different hostIP/protocol" and "hostPort
 /// conflict with 0.0.0.0 hostIP": one host port taken by three pods on one node (TCP on
-/// 127.0.0.1, TCP on the node's address, UDP on the node's address), the TCP ones
-/// reached there from the node (the test image's busybox has no UDP server); a pod whose
-/// port clashes with a 0.0.0.0 one is not scheduled.
+/// 127.0.0.1, TCP on the node's address, UDP on the node's address), each reached there
+/// from the node; a pod whose port clashes with a 0.0.0.0 one is not scheduled.
 fn host_ports(cluster: &Cluster, node: &str, node_ip: &str) {
     let serve = |text: &str| {
         format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")
@@ -221,7 +251,7 @@ fn host_ports(cluster: &Cluster, node: &str, node_ip: &str) {
         &format!(
             r#"{{"containerPort": 8081, "hostPort": 54323, "hostIP": "{node_ip}", "protocol": "UDP"}}"#
         ),
-        "exec sleep 3600",
+        "exec /agnhost netexec --http-port=9090 --udp-port=8081",
     ));
     cluster.apply(&host_port_pod(
         "hp-any",
@@ -256,6 +286,8 @@ fn host_ports(cluster: &Cluster, node: &str, node_ip: &str) {
     assert_eq!(local.trim(), "hp-local");
     let on_node = cluster.sh("node-client", &format!("{GET} {node_ip} 54323 | tail -1"));
     assert_eq!(on_node.trim(), "hp-node");
+    let udp = cluster.udp_answer("node-client", "hostname", node_ip, 54323);
+    assert_eq!(udp, "hp-udp");
     // 54322 on every address is taken: the same port on 127.0.0.1 cannot go there.
     cluster.apply(&host_port_pod(
         "hp-clash",
@@ -398,19 +430,26 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
 
     cluster.apply(&web_pod("web-server", server, r#"{"app": "on-server"}"#));
     cluster.apply(&web_pod("web-agent2", agent2, r#"{"app": "web"}"#));
+    // The clients serve agnhost's `/dial` (UDP requests are made through it).
+    let netexec =
+        format!(r#""args": ["netexec", "--http-port={CLIENT_NETEXEC_PORT}", "--udp-port=-1"]"#);
     cluster.apply(&format!(
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client", "labels": {{"role": "client"}}}},
   "spec": {{"nodeName": "{agent1}", "terminationGracePeriodSeconds": 1,
-    "containers": [{{"name": "c", "image": "{IMAGE}", "command": ["sleep", "3600"]}}]}}}}"#
+    "containers": [{{"name": "c", "image": "{IMAGE}", {netexec}}}]}}}}"#
     ));
     cluster.apply(&format!(
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "node-client"}},
   "spec": {{"nodeName": "{agent1}", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
-    "containers": [{{"name": "c", "image": "{IMAGE}", "command": ["sleep", "3600"]}}]}}}}"#
+    "containers": [{{"name": "c", "image": "{IMAGE}", {netexec}}}]}}}}"#
     ));
     cluster.apply(
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
   "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    cluster.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-udp"},
+  "spec": {"selector": {"app": "web"}, "ports": [{"port": 81, "targetPort": 8081, "protocol": "UDP"}]}}"#,
     );
     cluster.apply(
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-local"},
@@ -475,6 +514,17 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         );
     }
 
+    // The same over UDP: each pod answers, and sees the client pod's own address.
+    for (pod, ip) in [("web-server", &server_pod), ("web-agent2", &agent2_pod)] {
+        assert_eq!(cluster.udp_answer("client", "hostname", ip, 8081), pod);
+        let seen = cluster.udp_answer("client", "clientip", ip, 8081);
+        assert_eq!(
+            seen.rsplit_once(':').map(|(ip, _)| ip),
+            Some(client.as_str()),
+            "{pod} saw {seen}"
+        );
+    }
+
     // Pods' interfaces leave room for the tunnel's headers.
     let mtu = cluster.sh("client", "cat /sys/class/net/eth0/mtu");
     let wanted_mtu = if backend == "vxlan" { "1450" } else { "1500" };
@@ -491,6 +541,12 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         _ => agent1_ip.as_str(),
     };
     assert!(log.contains(&format!("[::ffff:{node_source}]")), "{log}");
+    let seen = cluster.udp_answer("node-client", "clientip", &server_pod, 8081);
+    assert_eq!(
+        seen.rsplit_once(':').map(|(ip, _)| ip),
+        Some(node_source),
+        "{seen}"
+    );
 
     // The Service by name, from a node that is neither the server's (where the DNS
     // runs) nor the endpoint's.
@@ -502,6 +558,17 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
     );
     let page = cluster.sh("client", &format!("{GET} web 80"));
     assert!(page.trim_end().ends_with("web-agent2"), "{page:?}");
+    let udp_ip = cluster.ok(&[
+        "get",
+        "service",
+        "web-udp",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    eventually("UDP through the Service", Duration::from_secs(20), || {
+        let dialed = cluster.dial_udp("client", "hostname", &udp_ip, 81)?;
+        (dialed.responses == ["web-agent2"]).then_some(())
+    });
 
     // The NodePort on every node's address, from the host.
     let node_port: u16 = cluster

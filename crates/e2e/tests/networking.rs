@@ -1,16 +1,21 @@
 //! Services and DNS on a real `skiff server`: real pods behind a Service, reached from
 //! another pod through the service proxy's nftables rules by the Service's DNS names,
 //! load-balanced over every ready backend; headless Services answered with pod IPs; a
-//! NodePort reached from the host; backends that go stop being used. Driven by the real
-//! kubectl; name lookups and requests are busybox's `nslookup` and `nc` in the pods.
+//! NodePort reached from the host; backends that go stop being used; UDP through a
+//! Service, and a UDP flow from a fixed port moved off a backend that went (its
+//! conntrack entry cleared). Driven by the real kubectl; name lookups and requests are
+//! busybox's `nslookup` and `nc` in the pods, UDP goes through agnhost's `/dial`.
 
 use std::collections::BTreeSet;
+use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use skiff_e2e::agnhost::{self, Dial, Dialed};
 use skiff_e2e::{eventually, Server};
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
+const AGNHOST: &str = agnhost::IMAGE;
 
 /// A field (`metadata.name`, `status.podIP`) of every `app=web` pod in `ns`.
 fn web_pods(server: &Server, ns: &str, field: &str) -> BTreeSet<String> {
@@ -53,6 +58,30 @@ fn backends_reached(
     out.lines().map(|l| l.trim().to_string()).collect()
 }
 
+/// The client pod's agnhost dials `host:port` over UDP `tries` times with `request`.
+fn dial_udp(server: &Server, ns: &str, request: &str, host: &str, port: u16, tries: u32) -> Dialed {
+    let dial = Dial {
+        netexec_port: 8080,
+        request,
+        protocol: "udp",
+        host,
+        port,
+        tries,
+    };
+    let answer = exec(server, ns, "client", &dial.script()).unwrap_or_default();
+    agnhost::parse(&answer).unwrap_or_else(|| panic!("/dial answered {answer:?}"))
+}
+
+/// Asks `hostname` over UDP from a socket of the test (the host's network namespace,
+/// so through the proxy's rules there) to `addr`; the answer, if one came within a
+/// second.
+fn udp_hostname(socket: &UdpSocket, addr: (&str, u16)) -> Option<String> {
+    socket.send_to(b"hostname", addr).ok()?;
+    let mut buffer = [0u8; 256];
+    let (count, _) = socket.recv_from(&mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..count]).into_owned())
+}
+
 /// The whole suite once per proxy mode, one cluster at a time (each programs this
 /// machine's rules).
 #[test]
@@ -82,10 +111,11 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: httpd
-        image: {IMAGE}
-        # index.html names the pod; cgi-bin/peer echoes the address the request came from.
-        command: ["sh", "-c", "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www"]
-        ports: [{{name: http, containerPort: 8080}}]
+        image: {AGNHOST}
+        # index.html names the pod; cgi-bin/peer echoes the address the request came from;
+        # agnhost answers UDP on 8081.
+        command: ["sh", "-c", "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && {{ /agnhost netexec --http-port=9090 --udp-port=8081 & }} && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}, {{name: udp, containerPort: 8081, protocol: UDP}}]
         readinessProbe:
           tcpSocket: {{port: http}}
           periodSeconds: 1
@@ -96,6 +126,13 @@ metadata: {{name: web, namespace: {ns}}}
 spec:
   selector: {{app: web}}
   ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-udp, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: udp, port: 81, targetPort: udp, protocol: UDP}}]
 ---
 apiVersion: v1
 kind: Service
@@ -126,6 +163,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: web-sticky, namespace: {ns}}}
 spec:
+  type: NodePort
   selector: {{app: web}}
   sessionAffinity: ClientIP
   ports: [{{port: 80, targetPort: 8080}}]
@@ -145,8 +183,8 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
-    image: {IMAGE}
-    command: ["sleep", "3600"]
+    image: {AGNHOST}
+    args: ["netexec", "--http-port=8080", "--udp-port=-1"]
 "#
         ),
     );
@@ -256,10 +294,70 @@ spec:
     }
     assert!(!headless.contains(&cluster_ip), "{headless}");
 
-    // ClientIP affinity pins the client to one backend.
-    let sticky = backends_reached(&server, &ns, "web-sticky", 80, 8);
-    assert_eq!(sticky.len(), 1, "{sticky:?}");
-    assert!(sticky.is_subset(&pods), "{sticky:?}");
+    // ClientIP affinity pins the client to one backend, through the cluster IP and the
+    // node port alike; switched off, both backends answer again; switched back on, one.
+    // (16 requests: two backends would both be reached by chance all but 2 in 65,536
+    // times.)
+    let node_ip = server.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let sticky_port: u16 = server
+        .ok(&[
+            "get",
+            "service",
+            "web-sticky",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .expect("node port");
+    let reached_through_both = |count| {
+        let by_cluster_ip = backends_reached(&server, &ns, "web-sticky", 80, count);
+        let by_node_port = backends_reached(&server, &ns, &node_ip, sticky_port, count);
+        [by_cluster_ip, by_node_port]
+    };
+    let set_affinity = |affinity: &str| {
+        server.ok(&[
+            "patch",
+            "service",
+            "web-sticky",
+            "-n",
+            &ns,
+            "-p",
+            &format!(r#"{{"spec": {{"sessionAffinity": "{affinity}"}}}}"#),
+        ]);
+    };
+    for sticky in reached_through_both(16) {
+        assert_eq!(sticky.len(), 1, "{sticky:?}");
+        assert!(sticky.is_subset(&pods), "{sticky:?}");
+    }
+    set_affinity("None");
+    eventually(
+        "both backends once affinity is off",
+        Duration::from_secs(30),
+        || {
+            reached_through_both(16)
+                .iter()
+                .all(|reached| *reached == pods)
+                .then_some(())
+        },
+    );
+    set_affinity("ClientIP");
+    eventually(
+        "one backend once affinity is back",
+        Duration::from_secs(30),
+        || {
+            reached_through_both(16)
+                .iter()
+                .all(|reached| reached.len() == 1 && reached.is_subset(&pods))
+                .then_some(())
+        },
+    );
 
     // Pod to pod through a Service is not masqueraded: the backend sees the client's IP.
     let client_ip = server.ok(&[
@@ -285,6 +383,26 @@ spec:
         .trim_end_matches(']');
     assert_eq!(peer, client_ip);
 
+    // UDP: through the Service to both backends; to a pod directly, the pod sees the
+    // client's own address.
+    let udp_ip = server.ok(&[
+        "get",
+        "service",
+        "web-udp",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    eventually("both backends over UDP", Duration::from_secs(60), || {
+        (dial_udp(&server, &ns, "hostname", &udp_ip, 81, 12).distinct() == pods).then_some(())
+    });
+    let pod_ip = pod_ips.iter().next().expect("a web pod IP");
+    let seen = dial_udp(&server, &ns, "clientip", pod_ip, 8081, 1);
+    assert_eq!(seen.errors, Vec::<String>::new());
+    let (seen_ip, _) = seen.responses[0].rsplit_once(':').expect("ip:port");
+    assert_eq!(seen_ip, client_ip);
+
     // A LoadBalancer Service gets an address from the pool, shown by kubectl get.
     let lb_ip = eventually("a load-balancer address", Duration::from_secs(30), || {
         let ip = server.ok(&[
@@ -303,12 +421,6 @@ spec:
     assert!(table.contains(&lb_ip), "{table}");
 
     // From the host: the cluster IP, the node port and the load balancer's address.
-    let node_ip = server.ok(&[
-        "get",
-        "nodes",
-        "-o",
-        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
-    ]);
     let node_port = server.ok(&[
         "get",
         "service",
@@ -406,6 +518,29 @@ spec:
         || (backends_reached(&server, &ns, "web", 80, 8) == pods).then_some(()),
     );
     server.ok(&["delete", "networkpolicy", "--all", "-n", &ns]);
+
+    // A UDP flow keeps its source port, so conntrack keeps sending it to the backend
+    // it first reached. When that backend goes, the proxy deletes the flow's entry and
+    // the next datagram reaches a backend that is there (left alone, the entry would
+    // outlive the pod for as long as the client keeps sending).
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("read timeout");
+    let first = eventually(
+        "a UDP answer from the host",
+        Duration::from_secs(30),
+        || udp_hostname(&socket, (&udp_ip, 81)),
+    );
+    assert!(pods.contains(&first), "{first} answered");
+    assert_eq!(udp_hostname(&socket, (&udp_ip, 81)).as_ref(), Some(&first));
+    server.ok(&["delete", "pod", &first, "-n", &ns, "--wait=false"]);
+    let next = eventually(
+        "the flow to reach another backend",
+        Duration::from_secs(30),
+        || udp_hostname(&socket, (&udp_ip, 81)).filter(|name| *name != first),
+    );
+    assert!(next.starts_with("web-"), "{next}");
 
     // Scaled down to one: only the survivor answers.
     server.ok(&["scale", "deployment/web", "-n", &ns, "--replicas=1"]);
