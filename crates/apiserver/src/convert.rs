@@ -60,7 +60,17 @@ fn builtin_to_storage(resource: &ResourceInfo, object: Value) -> Value {
         resource.version.as_str(),
         resource.builtin_kind(),
     ) {
-        ("events.k8s.io", _, "Event") => rename(object, "v1", EVENT_FIELDS, false),
+        ("events.k8s.io", _, "Event") => {
+            let mut event = rename(object, "v1", EVENT_FIELDS, false);
+            // The `null` served for a missing time (see `builtin_from_storage`) is not
+            // stored.
+            if let Some(fields) = event.as_object_mut() {
+                if fields.get("eventTime").is_some_and(Value::is_null) {
+                    fields.shift_remove("eventTime");
+                }
+            }
+            event
+        }
         ("autoscaling", "v1", _) => hpa_v1_to_v2(object),
         _ => object,
     }
@@ -91,7 +101,15 @@ fn builtin_from_storage(resource: &ResourceInfo, object: Value) -> Value {
         resource.version.as_str(),
         resource.builtin_kind(),
     ) {
-        ("events.k8s.io", _, "Event") => rename(object, "events.k8s.io/v1", EVENT_FIELDS, true),
+        ("events.k8s.io", _, "Event") => {
+            let mut event = rename(object, "events.k8s.io/v1", EVENT_FIELDS, true);
+            // The field is required in events.k8s.io/v1; upstream serves a core event
+            // recorded without one with `"eventTime": null`.
+            if let Some(fields) = event.as_object_mut() {
+                fields.entry("eventTime").or_insert(Value::Null);
+            }
+            event
+        }
         ("autoscaling", "v1", _) => hpa_v2_to_v1(object),
         _ => object,
     }
@@ -173,6 +191,10 @@ mod tests {
         let served = builtin_from_storage(&new_events, stored.clone());
         assert_eq!(served["apiVersion"], "events.k8s.io/v1");
         assert_eq!(served["regarding"]["name"], "p");
+        assert_eq!(served["eventTime"], Value::Null);
+        assert!(served
+            .as_object()
+            .is_some_and(|o| o.contains_key("eventTime")));
         assert_eq!(served["note"], "hi");
         assert_eq!(builtin_to_storage(&new_events, served), stored);
     }

@@ -132,6 +132,20 @@ pub fn apply(kind: &str, object: &mut Value) {
             let spec = object_entry(fields, "spec");
             service_spec(spec);
         }
+        "Endpoints" => {
+            for subset in items(fields, "subsets") {
+                for port in items(subset, "ports") {
+                    set(port, "protocol", json!("TCP"));
+                }
+            }
+        }
+        "EndpointSlice" => {
+            for port in items(fields, "ports") {
+                set(port, "protocol", json!("TCP"));
+                set(port, "name", json!(""));
+            }
+        }
+        "NetworkPolicy" => network_policy_spec(object_entry(fields, "spec")),
         "PersistentVolumeClaim" => {
             set(
                 object_entry(fields, "spec"),
@@ -309,6 +323,46 @@ fn limit_range_item(item: &mut Map<String, Value>) {
     inherit(item, "defaultRequest", "min");
 }
 
+/// The objects in the list `key` of `fields` (none if it is not a list).
+fn items<'a>(
+    fields: &'a mut Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+    fields
+        .get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
+/// Upstream's `SetDefaults_NetworkPolicy`: a policy without `policyTypes` is an ingress
+/// policy, and an egress one too if it has egress rules; rule ports are TCP.
+fn network_policy_spec(spec: &mut Map<String, Value>) {
+    for direction in ["ingress", "egress"] {
+        for rule in items(spec, direction) {
+            for port in items(rule, "ports") {
+                set(port, "protocol", json!("TCP"));
+            }
+        }
+    }
+    let has_egress = spec
+        .get("egress")
+        .and_then(Value::as_array)
+        .is_some_and(|rules| !rules.is_empty());
+    let types = if has_egress {
+        json!(["Ingress", "Egress"])
+    } else {
+        json!(["Ingress"])
+    };
+    match spec.get("policyTypes").and_then(Value::as_array) {
+        Some(listed) if !listed.is_empty() => {}
+        _ => {
+            spec.insert("policyTypes".into(), types);
+        }
+    }
+}
+
 /// Sets `key` unless the client set it (to anything but null).
 fn set(fields: &mut Map<String, Value>, key: &str, value: Value) {
     match fields.get(key) {
@@ -377,12 +431,10 @@ fn service_spec(spec: &mut Map<String, Value>) {
     if service_type == "LoadBalancer" {
         set(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
-            set(port, "protocol", json!("TCP"));
-            if let Some(number) = port.get("port").cloned() {
-                set(port, "targetPort", number);
-            }
+    for port in items(spec, "ports") {
+        set(port, "protocol", json!("TCP"));
+        if let Some(number) = port.get("port").cloned() {
+            set(port, "targetPort", number);
         }
     }
 }
@@ -570,6 +622,36 @@ mod tests {
         apply("Service", &mut svc);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert_eq!(svc["spec"]["sessionAffinity"], "None");
+        assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(svc["spec"]["ipFamilyPolicy"], "SingleStack");
+        assert_eq!(svc["spec"]["internalTrafficPolicy"], "Cluster");
+    }
+
+    #[test]
+    fn network_policies_and_endpoints_as_upstream() {
+        let mut ingress =
+            json!({"spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}});
+        apply("NetworkPolicy", &mut ingress);
+        assert_eq!(ingress["spec"]["policyTypes"], json!(["Ingress"]));
+        assert_eq!(ingress["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
+        let mut both = json!({"spec": {"podSelector": {}, "egress": [{}]}});
+        apply("NetworkPolicy", &mut both);
+        assert_eq!(both["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        let mut egress_only = json!({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}});
+        apply("NetworkPolicy", &mut egress_only);
+        assert_eq!(egress_only["spec"]["policyTypes"], json!(["Egress"]));
+        let mut endpoints =
+            json!({"subsets": [{"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}]});
+        apply("Endpoints", &mut endpoints);
+        assert_eq!(endpoints["subsets"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(endpoints["subsets"][0]["ports"][1]["protocol"], "UDP");
+        let mut slice = json!({"ports": [{"port": 80}]});
+        apply("EndpointSlice", &mut slice);
+        assert_eq!(
+            slice["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "name": ""})
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ fn server() -> &'static Server {
 struct Names {
     plural: String,
     short: String,
+    /// The category the widgets are in (`kubectl get <category>` lists them).
+    category: String,
     kind: String,
     /// The CRD's name, `<plural>.<group>`.
     crd: String,
@@ -37,6 +39,7 @@ fn names(group: &str) -> Names {
     Names {
         plural: format!("{prefix}widgets"),
         short: format!("{prefix}wd"),
+        category: format!("{prefix}gadgets"),
         kind: format!("{kind}Widget"),
         crd: format!("{prefix}widgets.{group}"),
     }
@@ -48,9 +51,9 @@ fn widget_crd(group: &str, scope: &str) -> String {
     let Names {
         plural,
         short,
+        category,
         kind,
         crd,
-        ..
     } = names(group);
     let singular = plural.trim_end_matches('s');
     format!(
@@ -66,6 +69,7 @@ spec:
     singular: {singular}
     kind: {kind}
     shortNames: [{short}]
+    categories: [{category}]
   versions:
   - name: v1
     served: true
@@ -350,6 +354,16 @@ fn custom_objects_are_validated_defaulted_pruned_and_patched() {
             .collect();
         assert_eq!(&row[..3], ["w1", "3", "red"]);
     }
+    // By category: kubectl finds the category in discovery and lists its resources.
+    let listed = s.ok(&["get", &n.category, "-n", &ns, "-o", "name"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == format!("{}.{group}/w1", n.kind.to_lowercase())),
+        "{listed}"
+    );
+    let resources = s.ok(&["api-resources", "--categories", &n.category, "-o", "name"]);
+    assert_eq!(resources.trim(), format!("{}.{group}", n.plural));
 
     // Patches: merge and JSON patch; strategic merge is refused as upstream refuses it.
     s.ok(&[
@@ -787,6 +801,99 @@ fn cluster_scoped_resources_and_versions_without_conversion() {
         serde_json::json!(["v1beta1", "v1"])
     );
     s.ok(&["delete", "crd", &n.crd]);
+}
+
+/// Upstream's "Custom Resource Definition, defaulting": a default added to the schema
+/// reaches objects stored before (defaulted when read) and objects created after
+/// (defaulted and stored); when it is taken out again, what was stored keeps it, and a
+/// default added for another field reaches the stored object when read.
+#[test]
+fn defaults_added_to_a_schema_later_apply_on_read_and_stay_once_stored() {
+    let s = server();
+    let group = "dflt.example.com";
+    let crd = format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: defaulted.{group}}}
+spec:
+  group: {group}
+  scope: Cluster
+  names: {{plural: defaulted, singular: defaulted, kind: Defaulted}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          a: {{type: string}}
+          b: {{type: string}}
+"#
+    );
+    s.ok_with_input(&["apply", "-f", "-"], &crd);
+    s.ok(&[
+        "wait",
+        "--for=condition=established",
+        &format!("crd/defaulted.{group}"),
+        "--timeout=30s",
+    ]);
+    let object = |name: &str| {
+        format!("apiVersion: {group}/v1\nkind: Defaulted\nmetadata: {{name: {name}}}\n")
+    };
+    let field = |name: &str, field: &str| {
+        s.ok(&[
+            "get",
+            &format!("defaulted.{group}"),
+            name,
+            "-o",
+            &format!("jsonpath={{.{field}}}"),
+        ])
+    };
+    let set_default = |patch: &str| {
+        s.ok(&[
+            "patch",
+            "crd",
+            &format!("defaulted.{group}"),
+            "--type=json",
+            "-p",
+            patch,
+        ]);
+    };
+    let schema = "/spec/versions/0/schema/openAPIV3Schema/properties";
+    s.ok_with_input(&["create", "-f", "-"], &object("before"));
+    assert_eq!(field("before", "a"), "");
+
+    set_default(&format!(
+        r#"[{{"op": "add", "path": "{schema}/a/default", "value": "A"}}]"#
+    ));
+    eventually(
+        "the default on the stored object",
+        Duration::from_secs(30),
+        || (field("before", "a") == "A").then_some(()),
+    );
+    s.ok_with_input(&["create", "-f", "-"], &object("after"));
+    assert_eq!(field("after", "a"), "A");
+
+    set_default(&format!(
+        r#"[{{"op": "remove", "path": "{schema}/a/default"}}, {{"op": "add", "path": "{schema}/b/default", "value": "B"}}]"#
+    ));
+    eventually(
+        "the new default on the stored object",
+        Duration::from_secs(30),
+        || (field("after", "b") == "B").then_some(()),
+    );
+    assert_eq!(
+        field("after", "a"),
+        "A",
+        "a default stored with the object stays"
+    );
+    assert_eq!(
+        field("before", "a"),
+        "",
+        "a default only ever applied on reads goes"
+    );
+    s.ok(&["delete", "crd", &format!("defaulted.{group}")]);
 }
 
 fn crd_with_storage_v1(json: &str) -> String {

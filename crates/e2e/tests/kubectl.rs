@@ -280,6 +280,95 @@ fn output_formats() {
     let labels = s.ok(&["get", "configmaps", "-n", &ns, "--show-labels"]);
     assert!(lines(&labels)[1].ends_with("tier=web"), "{labels}");
 
+    // --sort-by sorts on any field, in the table and in other outputs.
+    for (name, value) in [("b-two", "2"), ("c-three", "0"), ("a-one", "9")] {
+        s.ok(&[
+            "create",
+            "configmap",
+            name,
+            "-n",
+            &ns,
+            &format!("--from-literal=rank={value}"),
+        ]);
+    }
+    let by_name = s.ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        &ns,
+        "-l",
+        "!tier",
+        "--sort-by=.metadata.name",
+        "-o",
+        "name",
+    ]);
+    let sorted: Vec<&str> = by_name.lines().filter(|l| l.contains('-')).collect();
+    assert_eq!(
+        sorted,
+        ["configmap/a-one", "configmap/b-two", "configmap/c-three"]
+    );
+    let by_rank = s.ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        &ns,
+        "--sort-by=.data.rank",
+        "-o",
+        "custom-columns=NAME:.metadata.name",
+        "--no-headers",
+    ]);
+    let ranked: Vec<&str> = by_rank.lines().filter(|l| l.contains('-')).collect();
+    assert_eq!(ranked, ["c-three", "b-two", "a-one"]);
+
+    // kubectl wait on a field's value, met at once and met after a change.
+    s.ok(&[
+        "wait",
+        "--for=jsonpath={.data.rank}=9",
+        "configmap/a-one",
+        "-n",
+        &ns,
+        "--timeout=10s",
+    ]);
+    let waiter = std::process::Command::new("kubectl")
+        .args([
+            "wait",
+            "--for=jsonpath={.data.rank}=10",
+            "configmap/a-one",
+            "-n",
+            &ns,
+            "--timeout=30s",
+        ])
+        .env("KUBECONFIG", s.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl wait");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.ok(&[
+        "patch",
+        "configmap",
+        "a-one",
+        "-n",
+        &ns,
+        "-p",
+        r#"{"data":{"rank":"10"}}"#,
+    ]);
+    let waited = waiter.wait_with_output().expect("kubectl wait");
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let timed_out = s.fails(&[
+        "wait",
+        "--for=jsonpath={.data.rank}=11",
+        "configmap/a-one",
+        "-n",
+        &ns,
+        "--timeout=2s",
+    ]);
+    assert!(timed_out.contains("timed out"), "{timed_out}");
+
     s.ok(&["create", "deployment", "api", "-n", &ns, "--image=busybox"]);
     let wide = s.ok(&["get", "deployments", "-n", &ns, "-o", "wide"]);
     let header = lines(&wide)[0].split_whitespace().collect::<Vec<_>>();
