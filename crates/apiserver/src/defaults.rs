@@ -17,6 +17,7 @@ pub fn apply(kind: &str, object: &mut Value) {
         "Pod" => {
             if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
                 pod_spec(spec);
+                pod_only(spec);
                 default_tolerations(spec);
             }
         }
@@ -124,9 +125,13 @@ pub fn apply(kind: &str, object: &mut Value) {
             set(spec, "suspend", json!(false));
             set(spec, "successfulJobsHistoryLimit", json!(3));
             set(spec, "failedJobsHistoryLimit", json!(1));
-            if let Some(job) = spec.get_mut("jobTemplate").and_then(Value::as_object_mut) {
-                job_spec(object_entry(job, "spec"));
-            }
+            // Only the pod template inside is defaulted (upstream's defaulters reach every
+            // pod spec, but the Job defaults belong to Jobs): the Jobs made from it get
+            // theirs when they are created.
+            template(
+                spec.get_mut("jobTemplate")
+                    .and_then(|job| job.pointer_mut("/spec/template")),
+            );
         }
         "Service" => {
             let spec = object_entry(fields, "spec");
@@ -439,6 +444,24 @@ fn service_spec(spec: &mut Map<String, Value>) {
     }
 }
 
+/// Upstream's `SetDefaults_Pod`: defaults of pods that templates (of Deployments,
+/// Jobs, …) do not get; their pods get them when they are created.
+fn pod_only(spec: &mut Map<String, Value>) {
+    set(spec, "enableServiceLinks", json!(true));
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        // Host-network pods expose their container ports on the host.
+        for list in ["containers", "initContainers"] {
+            for container in items(spec, list) {
+                for port in items(container, "ports") {
+                    if let Some(number) = port.get("containerPort").cloned() {
+                        set(port, "hostPort", number);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Upstream's `SetDefaults_PodSpec` and the defaults of what a pod spec holds.
 fn pod_spec(spec: &mut Map<String, Value>) {
     set(spec, "restartPolicy", json!("Always"));
@@ -446,23 +469,6 @@ fn pod_spec(spec: &mut Map<String, Value>) {
     set(spec, "dnsPolicy", json!("ClusterFirst"));
     set(spec, "securityContext", json!({}));
     set(spec, "schedulerName", json!("default-scheduler"));
-    set(spec, "enableServiceLinks", json!(true));
-    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
-        if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-            // Host-network pods expose their container ports on the host.
-            for ports in containers
-                .iter_mut()
-                .filter_map(|c| c.get_mut("ports"))
-                .filter_map(Value::as_array_mut)
-            {
-                for port in ports.iter_mut().filter_map(Value::as_object_mut) {
-                    if let Some(p) = port.get("containerPort").cloned() {
-                        set(port, "hostPort", p);
-                    }
-                }
-            }
-        }
-    }
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
@@ -611,6 +617,10 @@ mod tests {
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        // Pod-only defaults stay out of templates, as upstream's SetDefaults_Pod does.
+        assert!(d["spec"]["template"]["spec"]
+            .get("enableServiceLinks")
+            .is_none());
         let mut recreate = json!({"spec": {"strategy": {"type": "Recreate"}}});
         apply("Deployment", &mut recreate);
         assert!(recreate["spec"]["strategy"].get("rollingUpdate").is_none());
@@ -618,6 +628,17 @@ mod tests {
         apply("Job", &mut job);
         assert_eq!(job["spec"]["completions"], 1);
         assert_eq!(job["spec"]["backoffLimit"], 6);
+        let mut cron = json!({"spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox:1.36"}]}}}}}});
+        apply("CronJob", &mut cron);
+        assert_eq!(cron["spec"]["concurrencyPolicy"], "Allow");
+        assert_eq!(cron["spec"]["successfulJobsHistoryLimit"], 3);
+        let job_template = &cron["spec"]["jobTemplate"]["spec"];
+        assert!(job_template.get("backoffLimit").is_none(), "{job_template}");
+        assert!(job_template.get("completions").is_none(), "{job_template}");
+        assert_eq!(
+            job_template["template"]["spec"]["dnsPolicy"],
+            "ClusterFirst"
+        );
         let mut svc = json!({"spec": {"ports": [{"port": 80}]}});
         apply("Service", &mut svc);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);

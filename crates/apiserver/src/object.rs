@@ -74,6 +74,38 @@ fn order_metadata(metadata: Value) -> Value {
 }
 
 /// Sets `metadata.resourceVersion`, keeping metadata in upstream's field order.
+/// Whether two objects differ at most in the `time` of their `managedFields` entries.
+/// Compared in place: this runs on every write that changes something.
+pub fn equal_but_manager_times(a: &Value, b: &Value) -> bool {
+    /// The maps are equal but for the value (not the presence) of `skip`.
+    fn equal_but(a: &Map<String, Value>, b: &Map<String, Value>, skip: &str) -> bool {
+        a.len() == b.len()
+            && a.contains_key(skip) == b.contains_key(skip)
+            && a.iter()
+                .filter(|(key, _)| key.as_str() != skip)
+                .all(|(key, value)| b.get(key) == Some(value))
+    }
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return false;
+    };
+    let (Some(Value::Object(meta_a)), Some(Value::Object(meta_b))) =
+        (a.get("metadata"), b.get("metadata"))
+    else {
+        return false;
+    };
+    let managers_alike = match (meta_a.get("managedFields"), meta_b.get("managedFields")) {
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|pair| match pair {
+                    (Value::Object(x), Value::Object(y)) => equal_but(x, y, "time"),
+                    (x, y) => x == y,
+                })
+        }
+        (x, y) => x == y,
+    };
+    managers_alike && equal_but(meta_a, meta_b, "managedFields") && equal_but(a, b, "metadata")
+}
+
 pub fn set_resource_version(object: &mut Value, rv: i64) {
     let metadata = metadata_mut(object);
     metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
@@ -364,5 +396,33 @@ mod tests {
             Some("true")
         );
         assert_eq!(field_value(&pod, "status.phase"), None);
+    }
+
+    #[test]
+    fn only_manager_times_may_differ() {
+        let at = |time: &str, data: &str| {
+            json!({"kind": "Secret", "metadata": {"name": "s", "managedFields": [
+                {"manager": "kubectl", "operation": "Apply", "time": time}]}, "data": {"user": data}})
+        };
+        let first = at("2026-01-01T00:00:00Z", "YQ==");
+        assert!(equal_but_manager_times(
+            &first,
+            &at("2026-01-01T00:00:09Z", "YQ==")
+        ));
+        assert!(!equal_but_manager_times(
+            &first,
+            &at("2026-01-01T00:00:09Z", "Yg==")
+        ));
+        let mut relabelled = at("2026-01-01T00:00:09Z", "YQ==");
+        relabelled["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!equal_but_manager_times(&first, &relabelled));
+        let mut other_manager = first.clone();
+        other_manager["metadata"]["managedFields"][0]["manager"] = json!("other");
+        assert!(!equal_but_manager_times(&first, &other_manager));
+        let mut untimed = first.clone();
+        untimed["metadata"]["managedFields"][0]
+            .as_object_mut()
+            .map(|entry| entry.shift_remove("time"));
+        assert!(!equal_but_manager_times(&first, &untimed));
     }
 }

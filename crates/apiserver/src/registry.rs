@@ -567,8 +567,18 @@ impl Registry {
                     object::metadata_mut(&mut current_without_rv).shift_remove("resourceVersion");
                     // Unchanged objects are not written, unless their stored form is
                     // stale (encrypted with a key that no longer writes), as upstream.
-                    let unchanged = new == current_without_rv && !self.store.is_stale(&key).await?;
-                    if unchanged || dry_run {
+                    // Nor are objects whose only change is a manager's time: upstream
+                    // reverts those (an apply of the same file again writes nothing).
+                    let unchanged = new == current_without_rv
+                        || object::equal_but_manager_times(&new, &current_without_rv);
+                    if unchanged && !self.store.is_stale(&key).await? {
+                        let rv = kv.mod_revision;
+                        return Ok(Outcome::Stored(with_resource_version(
+                            current_without_rv,
+                            rv,
+                        )));
+                    }
+                    if dry_run {
                         let rv = kv.mod_revision;
                         return Ok(Outcome::Stored(with_resource_version(new, rv)));
                     }
