@@ -942,6 +942,26 @@ impl Registry {
         Ok((page.rv, deleted))
     }
 
+    /// Whether a stored object matches a field selector as the version `resource` serves
+    /// shows it. A custom object stored in another version is converted first: its
+    /// selectable fields are paths in the version asked for (upstream's storage is per
+    /// served version), and the stored shape may not hold them.
+    pub fn fields_match(
+        &self,
+        resource: &ResourceInfo,
+        selector: &FieldSelector,
+        object: &CachedObject,
+    ) -> ApiResult<bool> {
+        if selector.is_empty() {
+            return Ok(true);
+        }
+        if resource.custom.is_some() && convert::needs_conversion(resource) {
+            let served = convert::from_storage(self, resource, object.value()?)?;
+            return Ok(selector.matches(&|f| strategy::field_value(&served, f)));
+        }
+        Ok(selector.matches(&|f| object.field(f)))
+    }
+
     /// Lists objects, from the watch cache or, for a continuation or an exact older
     /// revision, from the store at that revision.
     pub async fn list(
@@ -961,7 +981,9 @@ impl Registry {
                 LATEST => self.store.current_revision().await?,
                 rv => rv,
             };
-            return self.list_from_store(&prefix, &start, rv, options).await;
+            return self
+                .list_from_store(resource, &prefix, &start, rv, options)
+                .await;
         }
         let requested_rv = match options.resource_version.as_deref() {
             None | Some("") => None,
@@ -975,7 +997,9 @@ impl Registry {
                     "resourceVersionMatch: Exact requires a resourceVersion greater than 0",
                 )
             })?;
-            return self.list_from_store(&prefix, &prefix, rv, options).await;
+            return self
+                .list_from_store(resource, &prefix, &prefix, rv, options)
+                .await;
         }
         match requested_rv {
             // The newest state: wait until the cache has every write the store has.
@@ -987,15 +1011,15 @@ impl Registry {
             Some(_) => {}
         }
         let snapshot = self.cache.snapshot(&prefix, None);
-        let matches = |o: &Arc<CachedObject>| {
-            options.label_selector.matches(&o.labels)
-                && options.field_selector.matches(&|f| o.field(f))
+        let matches = |o: &Arc<CachedObject>| -> ApiResult<bool> {
+            Ok(options.label_selector.matches(&o.labels)
+                && self.fields_match(resource, &options.field_selector, o)?)
         };
         let mut items = Vec::new();
         let mut last_key = None;
         let mut iter = snapshot.objects.iter();
         for object in iter.by_ref() {
-            if !matches(object) {
+            if !matches(object)? {
                 continue;
             }
             items.push(object.clone());
@@ -1006,7 +1030,12 @@ impl Registry {
         }
         let (mut continue_token, mut remaining) = (None, None);
         if let Some(last) = last_key {
-            let rest: Vec<_> = iter.filter(|o| matches(o)).collect();
+            let mut rest = Vec::new();
+            for object in iter {
+                if matches(object)? {
+                    rest.push(object);
+                }
+            }
             if !rest.is_empty() {
                 let start = format!("{}\0", &last[prefix.len()..]);
                 continue_token = Some(encode_continue(snapshot.rv, start));
@@ -1025,6 +1054,7 @@ impl Registry {
 
     async fn list_from_store(
         &self,
+        resource: &ResourceInfo,
         prefix: &str,
         start: &str,
         rv: i64,
@@ -1065,7 +1095,7 @@ impl Registry {
             for kv in &response.kvs {
                 let object = Arc::new(CachedObject::from_kv(kv).map_err(ApiError::internal)?);
                 if options.label_selector.matches(&object.labels)
-                    && options.field_selector.matches(&|f| object.field(f))
+                    && self.fields_match(resource, &options.field_selector, &object)?
                 {
                     items.push(object);
                     if options.limit > 0 && items.len() == options.limit {

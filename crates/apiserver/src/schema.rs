@@ -158,6 +158,7 @@ pub fn list_type(path: &[&str]) -> ListType<'static> {
         | "volumes"
         | "imagePullSecrets"
         | "resourceClaims"
+        | "resourceClaimStatuses"
         | "schedulingGates"
         | "claims"
         | "evictionResponders"

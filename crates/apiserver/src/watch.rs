@@ -81,7 +81,12 @@ impl Watcher {
     fn matches(&self, object: &CachedObject) -> bool {
         object.key.starts_with(&self.request.prefix)
             && self.request.label_selector.matches(&object.labels)
-            && self.request.field_selector.matches(&|f| object.field(f))
+            // An object that cannot be converted to be judged is not sent; sending it
+            // would fail on the same conversion.
+            && self
+                .registry
+                .fields_match(&self.request.resource, &self.request.field_selector, object)
+                .unwrap_or(false)
     }
 
     async fn run(&mut self, cache: &WatchCache) {

@@ -643,6 +643,34 @@ pub async fn raw_bytes(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> (u16, Vec<u8>) {
+    let (status, _, body) = exchange(client, method, path, headers, body).await;
+    (status, body)
+}
+
+/// [`raw`], with the texts of the answer's `Warning` headers (`299 - "text"`).
+pub async fn raw_with_warnings(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (u16, Vec<String>, Value) {
+    let (status, warnings, body) =
+        exchange(client, method, path, headers, body.map(String::into_bytes)).await;
+    (
+        status,
+        warnings,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+async fn exchange(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, Vec<String>, Vec<u8>) {
     let mut request = http::Request::builder().method(method).uri(path);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -663,10 +691,21 @@ pub async fn raw_bytes(
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(|value| {
+            let text = value.trim_start_matches("299 - ");
+            let quoted = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+            quoted.unwrap_or(text).replace("\\\"", "\"")
+        })
+        .collect();
     let body = response
         .into_body()
         .collect_bytes()
         .await
         .unwrap_or_else(|e| panic!("{method} {path}'s body: {e}"));
-    (status, body.to_vec())
+    (status, warnings, body.to_vec())
 }

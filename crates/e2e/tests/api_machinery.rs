@@ -156,6 +156,10 @@ async fn discovery_of_every_group_version() {
             "admissionregistration.k8s.io/v1",
             "validatingwebhookconfigurations",
         ),
+        (
+            "admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+        ),
         ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
         ("apps/v1", "deployments"),
         ("authentication.k8s.io/v1", "tokenreviews"),
@@ -644,6 +648,29 @@ async fn field_validation_of_typed_objects() {
         message.contains(r#"strict decoding error: unknown field "metadata.unknownMeta""#),
         "{message}"
     );
+    // Warned about: created, each problem a warning of its own.
+    let (code, warnings, created) = skiff_e2e::api::raw_with_warnings(
+        &client,
+        "POST",
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments?fieldValidation=Warn"),
+        &[],
+        Some(deployment_json(
+            "warned",
+            "",
+            r#""unknownField": "foo", "replicas": 2, "replicas": 3, "#,
+        )),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["replicas"], 3);
+    assert_eq!(
+        warnings,
+        [
+            r#"unknown field "spec.unknownField""#,
+            r#"duplicate field "spec.replicas""#
+        ],
+        "{created}"
+    );
     // Passed over when asked to: the last of the repeated values wins, the unknown
     // field is dropped.
     let (code, created) = post(body, "Ignore").await;
@@ -702,6 +729,26 @@ async fn field_validation_of_typed_objects() {
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("patched (no change)"));
+
+    // kubectl apply of a typed object with an unknown field: refused by default
+    // (kubectl asks for strict validation), created with a warning when told to warn.
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: applied, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: a}}}}\n  bogus: 1\n  template:\n    metadata: {{labels: {{app: a}}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n"
+    );
+    let refused = s.fails_with_input(&["apply", "-f", "-"], &manifest);
+    assert!(
+        refused.contains(r#"strict decoding error: unknown field "spec.bogus""#),
+        "{refused}"
+    );
+    let out = s.kubectl_with_input(&["apply", "--validate=warn", "-f", "-"], Some(&manifest));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"Warning: unknown field "spec.bogus""#),
+        "{stderr}"
+    );
+    let applied = s.json(&["deployment", "applied", "-n", &ns]);
+    assert!(applied["spec"].get("bogus").is_none(), "{applied}");
 }
 
 /// One resource as discovery describes it: verbs (sorted), namespaced, kind, short

@@ -564,4 +564,21 @@ fn kubectl_diff_shows_the_change_and_changes_nothing() {
     }
     let same = s.kubectl_with_input(&["diff", "-f", "-"], Some(&configmap(&ns, "a: '1'")));
     assert_eq!(same.status.code(), Some(0), "{same:?}");
+
+    // Upstream's "Kubectl, diff Deployment": a new image is the difference found.
+    let web = deployment(&ns, 1, "", "");
+    s.ok_with_input(&["apply", "-f", "-"], &web);
+    let newer = web.replace("image: nginx", "image: nginx:1.27");
+    let out = s.kubectl_with_input(&["diff", "-f", "-"], Some(&newer));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        diff.contains("-        image: nginx\n") && diff.contains("+        image: nginx:1.27\n"),
+        "{diff}"
+    );
+    let stored = s.json(&["deployment/web", "-n", &ns]);
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx"
+    );
 }

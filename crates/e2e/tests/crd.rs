@@ -800,7 +800,143 @@ fn cluster_scoped_resources_and_versions_without_conversion() {
         crd["status"]["storedVersions"],
         serde_json::json!(["v1beta1", "v1"])
     );
+    // A version no longer served is not found; the other still is.
+    s.ok(&[
+        "patch",
+        "crd",
+        &n.crd,
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/versions/0/served", "value": false}]"#,
+    ]);
+    let gone = eventually(
+        "v1beta1 to stop being served",
+        Duration::from_secs(30),
+        || {
+            let out = s.kubectl(&[
+                "get",
+                "--raw",
+                &format!("/apis/{group}/v1beta1/{}", n.plural),
+            ]);
+            (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        },
+    );
+    assert!(
+        gone.contains("NotFound") || gone.contains("not find"),
+        "{gone}"
+    );
+    assert_eq!(
+        s.json(&[&n.plural, "old"])["apiVersion"],
+        format!("{group}/v1")
+    );
     s.ok(&["delete", "crd", &n.crd]);
+}
+
+/// `x-kubernetes-int-or-string` takes either and nothing else; a `set` list refuses
+/// a repeated item and a `map` list a repeated key, in upstream's words, through kubectl.
+#[test]
+fn int_or_string_fields_and_list_types_through_kubectl() {
+    let s = server();
+    let group = "lists.example.com";
+    establish_single_version(
+        s,
+        group,
+        "Namespaced",
+        ("endpoints", "Endpoint"),
+        "port: {x-kubernetes-int-or-string: true}
+tags: {type: array, items: {type: string}, x-kubernetes-list-type: set}
+backends:
+  type: array
+  x-kubernetes-list-type: map
+  x-kubernetes-list-map-keys: [name]
+  items: {type: object, required: [name], properties: {name: {type: string}, weight: {type: integer}}}",
+    );
+    let ns = s.namespace("lists");
+    let endpoint = |name: &str, fields: &str| {
+        format!(
+            "apiVersion: {group}/v1
+kind: Endpoint
+metadata: {{name: {name}, namespace: {ns}}}
+{fields}
+"
+        )
+    };
+    s.ok_with_input(&["create", "-f", "-"], &endpoint("number", "port: 8080"));
+    s.ok_with_input(&["create", "-f", "-"], &endpoint("name", "port: http"));
+    assert_eq!(
+        s.json(&[&format!("endpoints.{group}"), "number", "-n", &ns])["port"],
+        8080
+    );
+    assert_eq!(
+        s.json(&[&format!("endpoints.{group}"), "name", "-n", &ns])["port"],
+        "http"
+    );
+    let refused = s.fails_with_input(&["create", "-f", "-"], &endpoint("bad", "port: true"));
+    assert!(
+        refused.contains(r#"port: Invalid value: "boolean": port in body must be of type integer,string: "boolean""#),
+        "{refused}"
+    );
+    let refused = s.fails_with_input(
+        &["create", "-f", "-"],
+        &endpoint("twice", "tags: [a, b, a]"),
+    );
+    assert!(
+        refused.contains(r#"tags[2]: Duplicate value: "a""#),
+        "{refused}"
+    );
+    let refused = s.fails_with_input(
+        &["create", "-f", "-"],
+        &endpoint(
+            "keys",
+            "backends: [{name: x, weight: 1}, {name: x, weight: 2}]",
+        ),
+    );
+    assert!(
+        refused.contains(r#"backends[1]: Duplicate value: map[string]interface {}{"name":"x"}"#),
+        "{refused}"
+    );
+    s.ok(&["delete", "crd", &format!("endpoints.{group}")]);
+}
+
+/// Applies a CRD `<plural>.<group>` with one version, `v1`, whose schema's root has
+/// `properties` (YAML), and waits until it is established.
+fn establish_single_version(
+    s: &Server,
+    group: &str,
+    scope: &str,
+    (plural, kind): (&str, &str),
+    properties: &str,
+) {
+    let singular = plural.trim_end_matches('s');
+    let properties = properties.replace('\n', "\n          ");
+    s.ok_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {plural}.{group}}}
+spec:
+  group: {group}
+  scope: {scope}
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          {properties}
+"#
+        ),
+    );
+    s.ok(&[
+        "wait",
+        "--for=condition=established",
+        &format!("crd/{plural}.{group}"),
+        "--timeout=30s",
+    ]);
 }
 
 /// Upstream's "Custom Resource Definition, defaulting": a default added to the schema
@@ -811,33 +947,13 @@ fn cluster_scoped_resources_and_versions_without_conversion() {
 fn defaults_added_to_a_schema_later_apply_on_read_and_stay_once_stored() {
     let s = server();
     let group = "dflt.example.com";
-    let crd = format!(
-        r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {{name: defaulted.{group}}}
-spec:
-  group: {group}
-  scope: Cluster
-  names: {{plural: defaulted, singular: defaulted, kind: Defaulted}}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          a: {{type: string}}
-          b: {{type: string}}
-"#
+    establish_single_version(
+        s,
+        group,
+        "Cluster",
+        ("defaulted", "Defaulted"),
+        "a: {type: string}\nb: {type: string}",
     );
-    s.ok_with_input(&["apply", "-f", "-"], &crd);
-    s.ok(&[
-        "wait",
-        "--for=condition=established",
-        &format!("crd/defaulted.{group}"),
-        "--timeout=30s",
-    ]);
     let object = |name: &str| {
         format!("apiVersion: {group}/v1\nkind: Defaulted\nmetadata: {{name: {name}}}\n")
     };

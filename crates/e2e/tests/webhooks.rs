@@ -526,3 +526,252 @@ fn mutating_webhooks_are_reinvoked_when_a_later_one_changes_the_object() {
         "b-mutator.skiff.test",
     ]);
 }
+
+/// Names added and deleted as a watch or an informer saw them.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Seen {
+    added: std::collections::BTreeSet<String>,
+    deleted: std::collections::BTreeSet<String>,
+}
+
+impl Seen {
+    fn of(added: &[&str], deleted: &[&str]) -> Seen {
+        Seen {
+            added: added.iter().map(|n| n.to_string()).collect(),
+            deleted: deleted.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+fn record(seen: &Shared, added: bool, object: &kube::api::DynamicObject) {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    if let Ok(mut seen) = seen.lock() {
+        let set = if added {
+            &mut seen.added
+        } else {
+            &mut seen.deleted
+        };
+        set.insert(name);
+    }
+}
+
+/// Upstream's "CustomResourceFieldSelectors list/watch/informers with field selectors":
+/// objects whose versions differ in shape (v1 `hostPort: "host:port"`, v2 `host` and
+/// `port`, converted by a webhook), each version selectable by its own fields; lists,
+/// watches and informers (kube's watcher: list, then watch) with field selectors in
+/// either version see only what matches, and an object that stops matching (deleted, or
+/// changed) leaves them as a deletion.
+#[test]
+fn custom_objects_are_listed_watched_and_informed_by_selectable_fields() {
+    use futures::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, WatchEvent, WatchParams};
+    use kube::runtime::watcher;
+
+    let server = server();
+    let group = "fields.example.com";
+    let crd = converted_crd("v1")
+        .replace("hostports.stable.example.com", &format!("selectables.{group}"))
+        .replace("group: stable.example.com", &format!("group: {group}"))
+        .replace(
+            "{plural: hostports, singular: hostport, kind: HostPort, listKind: HostPortList}",
+            "{plural: selectables, singular: selectable, kind: Selectable}",
+        )
+        .replace(
+            "properties: {hostPort: {type: string}}}}\n",
+            "properties: {hostPort: {type: string}}}}\n    selectableFields: [{jsonPath: .hostPort}]\n",
+        )
+        .replace(
+            "port: {type: string}}}}\n",
+            "port: {type: string}}}}\n    selectableFields: [{jsonPath: .host}, {jsonPath: .port}]\n",
+        );
+    assert_eq!(crd.matches("selectableFields").count(), 2, "{crd}");
+    server.ok_with_input(&["apply", "-f", "-"], &crd);
+    server.ok(&[
+        "wait",
+        "--for=condition=established",
+        &format!("crd/selectables.{group}"),
+        "--timeout=30s",
+    ]);
+    let ns = server.namespace("selectable");
+    let plural = |version: &str| format!("selectables.{version}.{group}");
+    let resource = |version: &str| ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: "Selectable".into(),
+        plural: "selectables".into(),
+    };
+
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let client = runtime.block_on(server.client());
+    let api = |version: &str| -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), &ns, &resource(version))
+    };
+    // Watches from now on, and informers, before anything exists.
+    let watch = |version: &str, selector: &str| -> Shared {
+        let seen = Shared::default();
+        let (api, params, into) = (
+            api(version),
+            WatchParams::default().fields(selector),
+            seen.clone(),
+        );
+        runtime.spawn(async move {
+            let Ok(stream) = api.watch(&params, "0").await else {
+                return;
+            };
+            let mut stream = stream.boxed();
+            while let Some(Ok(event)) = stream.next().await {
+                match event {
+                    WatchEvent::Added(object) => record(&into, true, &object),
+                    WatchEvent::Deleted(object) => record(&into, false, &object),
+                    _ => {}
+                }
+            }
+        });
+        seen
+    };
+    let inform = |version: &str, selector: &str| -> Shared {
+        let seen = Shared::default();
+        let (api, into) = (api(version), seen.clone());
+        let config = watcher::Config::default().fields(selector);
+        runtime.spawn(async move {
+            let mut events = watcher(api, config).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                match event {
+                    watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                        record(&into, true, &object)
+                    }
+                    watcher::Event::Delete(object) => record(&into, false, &object),
+                    _ => {}
+                }
+            }
+        });
+        seen
+    };
+    let v2_host_watch = watch("v2", "host=host1");
+    let v2_host_port_watch = watch("v2", "host=host1,port=80");
+    let v1_host_port_watch = watch("v1", "hostPort=host1:80");
+    let v2_host_informer = inform("v2", "host=host1");
+    let v2_host_port_informer = inform("v2", "host=host1,port=80");
+
+    let names = ["selectable-a", "selectable-b", "selectable-c"];
+    for (name, fields) in names.iter().zip([
+        "host: host1\nport: \"80\"",
+        "host: host1\nport: \"8080\"",
+        "host: host2",
+    ]) {
+        server.ok_with_input(
+            &["create", "-n", &ns, "-f", "-"],
+            &format!(
+                "apiVersion: {group}/v2\nkind: Selectable\nmetadata: {{name: {name}}}\n{fields}\n"
+            ),
+        );
+    }
+    let listed = |version: &str, selector: &str| -> Vec<String> {
+        let out = server.ok(&[
+            "get",
+            &plural(version),
+            "-n",
+            &ns,
+            "--field-selector",
+            selector,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        out.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(listed("v2", "host=host1"), ["selectable-a", "selectable-b"]);
+    assert_eq!(listed("v2", "host=host1,port=80"), ["selectable-a"]);
+    assert_eq!(listed("v1", "hostPort=host1:80"), ["selectable-a"]);
+    assert_eq!(listed("v1", "hostPort=host1:8080"), ["selectable-b"]);
+    // A field of the other version is not selectable in this one.
+    let refused = server.fails(&[
+        "get",
+        &plural("v1"),
+        "-n",
+        &ns,
+        "--field-selector",
+        "host=host1",
+    ]);
+    assert!(refused.contains("host"), "{refused}");
+
+    let settle = |what: &str, seen: &Shared, expected: Seen| {
+        skiff_e2e::eventually(what, Duration::from_secs(30), || {
+            let now = seen.lock().ok()?.clone();
+            (now == expected).then_some(())
+        });
+    };
+    let both = ["selectable-a", "selectable-b"];
+    settle("v2 watch host=host1", &v2_host_watch, Seen::of(&both, &[]));
+    settle(
+        "v2 watch host=host1,port=80",
+        &v2_host_port_watch,
+        Seen::of(&both[..1], &[]),
+    );
+    settle(
+        "v1 watch hostPort=host1:80",
+        &v1_host_port_watch,
+        Seen::of(&both[..1], &[]),
+    );
+    settle(
+        "v2 informer host=host1",
+        &v2_host_informer,
+        Seen::of(&both, &[]),
+    );
+    settle(
+        "v2 informer host=host1,port=80",
+        &v2_host_port_informer,
+        Seen::of(&both[..1], &[]),
+    );
+
+    // One deleted by selector, one changed so that it no longer matches.
+    server.ok(&[
+        "delete",
+        &plural("v2"),
+        "-n",
+        &ns,
+        "--field-selector",
+        "host=host1,port=80",
+        "--grace-period=0",
+    ]);
+    server.ok(&[
+        "patch",
+        &plural("v2"),
+        "selectable-b",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"host": "host2"}"#,
+    ]);
+    assert!(listed("v2", "host=host1").is_empty());
+    assert!(listed("v2", "host=host1,port=80").is_empty());
+    settle(
+        "v2 watch host=host1 after",
+        &v2_host_watch,
+        Seen::of(&both, &both),
+    );
+    settle(
+        "v2 watch host=host1,port=80 after",
+        &v2_host_port_watch,
+        Seen::of(&both[..1], &both[..1]),
+    );
+    settle(
+        "v1 watch hostPort=host1:80 after",
+        &v1_host_port_watch,
+        Seen::of(&both[..1], &both[..1]),
+    );
+    settle(
+        "v2 informer host=host1 after",
+        &v2_host_informer,
+        Seen::of(&both, &both),
+    );
+    settle(
+        "v2 informer host=host1,port=80 after",
+        &v2_host_port_informer,
+        Seen::of(&both[..1], &both[..1]),
+    );
+    server.ok(&["delete", "crd", &format!("selectables.{group}")]);
+}
