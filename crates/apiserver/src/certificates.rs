@@ -138,7 +138,7 @@ pub fn validate(csr: &Value) -> Vec<Cause> {
         .and_then(Value::as_i64)
     {
         if seconds < 600 {
-            causes.push(Cause::invalid_number(
+            causes.push(Cause::invalid(
                 "spec.expirationSeconds",
                 seconds,
                 "may not specify a duration less than 600 seconds (10 minutes)",

@@ -438,6 +438,10 @@ fn service_spec(spec: &mut Map<String, Value>) {
     }
     for port in items(spec, "ports") {
         set(port, "protocol", json!("TCP"));
+        // A target port of 0 or "" is no target port: the port itself.
+        if matches!(port.get("targetPort"), Some(t) if t == &json!(0) || t == &json!("")) {
+            port.remove("targetPort");
+        }
         if let Some(number) = port.get("port").cloned() {
             set(port, "targetPort", number);
         }

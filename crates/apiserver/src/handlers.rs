@@ -1218,7 +1218,7 @@ async fn write_scale(
                 name,
                 vec![crate::status::Cause::invalid(
                     "spec.replicas",
-                    &scale
+                    scale
                         .pointer("/spec/replicas")
                         .map(Value::to_string)
                         .unwrap_or_default(),

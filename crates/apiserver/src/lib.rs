@@ -51,6 +51,7 @@ pub mod status;
 pub mod strategy;
 pub mod table;
 pub mod tokens;
+pub mod validation;
 pub mod warnings;
 pub mod watch;
 pub mod webhooks;

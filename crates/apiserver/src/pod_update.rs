@@ -97,12 +97,12 @@ fn deadline_change(new: &Value, old: &Value) -> Option<Cause> {
     let field = "spec.activeDeadlineSeconds";
     let deadline = |spec: &Value| spec.get("activeDeadlineSeconds").and_then(Value::as_i64);
     match (deadline(old), deadline(new)) {
-        (_, Some(n)) if !(0..=i64::from(i32::MAX)).contains(&n) => Some(Cause::invalid_number(
+        (_, Some(n)) if !(0..=i64::from(i32::MAX)).contains(&n) => Some(Cause::invalid(
             field,
             n,
             &format!("must be between 0 and {}, inclusive", i32::MAX),
         )),
-        (Some(o), Some(n)) if n > o => Some(Cause::invalid_number(
+        (Some(o), Some(n)) if n > o => Some(Cause::invalid(
             field,
             n,
             "must be less than or equal to previous value",

@@ -143,7 +143,7 @@ fn kubelet_query(name: &str, query: &Query) -> ApiResult<String> {
         if s < 1 {
             causes.push(Cause::invalid(
                 "sinceSeconds",
-                &s.to_string(),
+                s.to_string(),
                 "must be greater than 0",
             ));
         }
@@ -167,7 +167,7 @@ fn kubelet_query(name: &str, query: &Query) -> ApiResult<String> {
         if t < 0 {
             causes.push(Cause::invalid(
                 "tailLines",
-                &t.to_string(),
+                t.to_string(),
                 "must be greater than or equal to 0",
             ));
         }
@@ -177,7 +177,7 @@ fn kubelet_query(name: &str, query: &Query) -> ApiResult<String> {
         if l < 1 {
             causes.push(Cause::invalid(
                 "limitBytes",
-                &l.to_string(),
+                l.to_string(),
                 "must be greater than 0",
             ));
         }

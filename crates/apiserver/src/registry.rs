@@ -1360,7 +1360,11 @@ fn prepare_update(
             ));
         }
     }
-    let mut causes = strategy::validate(resource, new);
+    let mut causes = if subresource == Some("status") {
+        strategy::validate_for_status(resource, new)
+    } else {
+        strategy::validate(resource, new)
+    };
     causes.extend(strategy::validate_transition(resource, new, current));
     if !causes.is_empty() {
         return Err(ApiError::invalid(

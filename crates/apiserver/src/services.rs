@@ -296,7 +296,7 @@ async fn claim_node_port(
             service,
             vec![Cause::invalid(
                 field,
-                &port.to_string(),
+                port.to_string(),
                 &format!(
                     "provided port is not in the valid range. The range of valid ports is {}-{}",
                     NODE_PORTS.start(),
@@ -311,7 +311,7 @@ async fn claim_node_port(
             service,
             vec![Cause::invalid(
                 field,
-                &port.to_string(),
+                port.to_string(),
                 "provided port is already allocated",
             )],
         ));

@@ -17,6 +17,50 @@ pub struct Cause {
     pub field: String,
 }
 
+/// The value a cause names, printed as upstream's `field.Error` prints it: strings
+/// quoted, numbers bare, anything else in Go syntax (`%#v`), which the caller renders
+/// (see `crate::validation::go`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BadValue {
+    Text(String),
+    Number(i64),
+    Go(String),
+}
+
+impl BadValue {
+    fn render(&self) -> String {
+        match self {
+            BadValue::Text(text) => quote(text),
+            BadValue::Number(n) => n.to_string(),
+            BadValue::Go(rendered) => rendered.clone(),
+        }
+    }
+}
+
+impl From<&str> for BadValue {
+    fn from(value: &str) -> Self {
+        BadValue::Text(value.to_string())
+    }
+}
+
+impl From<&String> for BadValue {
+    fn from(value: &String) -> Self {
+        BadValue::Text(value.clone())
+    }
+}
+
+impl From<String> for BadValue {
+    fn from(value: String) -> Self {
+        BadValue::Text(value)
+    }
+}
+
+impl From<i64> for BadValue {
+    fn from(value: i64) -> Self {
+        BadValue::Number(value)
+    }
+}
+
 impl Cause {
     pub fn required(field: impl Into<String>) -> Self {
         Cause {
@@ -26,27 +70,32 @@ impl Cause {
         }
     }
 
-    pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
+    /// `required` with upstream's detail: `Required value: <detail>`.
+    pub fn required_detail(field: impl Into<String>, detail: &str) -> Self {
         Cause {
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {}: {detail}", quote(value)),
+            reason: "FieldValueRequired",
+            message: format!("Required value: {detail}"),
             field: field.into(),
         }
     }
 
-    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+    pub fn invalid(field: impl Into<String>, value: impl Into<BadValue>, detail: &str) -> Self {
+        let value = value.into().render();
+        Cause {
+            reason: "FieldValueInvalid",
+            message: if detail.is_empty() {
+                format!("Invalid value: {value}")
+            } else {
+                format!("Invalid value: {value}: {detail}")
+            },
+            field: field.into(),
+        }
+    }
+
+    pub fn duplicate(field: impl Into<String>, value: impl Into<BadValue>) -> Self {
         Cause {
             reason: "FieldValueDuplicate",
-            message: format!("Duplicate value: {}", quote(value)),
-            field: field.into(),
-        }
-    }
-
-    /// `invalid` for a number, which upstream prints unquoted.
-    pub fn invalid_number(field: impl Into<String>, value: i64, detail: &str) -> Self {
-        Cause {
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {value}: {detail}"),
+            message: format!("Duplicate value: {}", value.into().render()),
             field: field.into(),
         }
     }
@@ -59,13 +108,17 @@ impl Cause {
         }
     }
 
-    pub fn unsupported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
+    pub fn unsupported(
+        field: impl Into<String>,
+        value: impl Into<BadValue>,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| quote(s)).collect();
         Cause {
             reason: "FieldValueNotSupported",
             message: format!(
                 "Unsupported value: {}: supported values: {}",
-                quote(value),
+                value.into().render(),
                 list.join(", ")
             ),
             field: field.into(),

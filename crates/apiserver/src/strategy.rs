@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::object;
 use crate::resources::{builtin, ResourceInfo};
-use crate::status::Cause;
+use crate::status::{BadValue, Cause};
 
 /// Field selectors every resource supports.
 const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
@@ -211,7 +211,7 @@ fn immutable_fields(kind: &str, old: &Value) -> Vec<Immutable> {
         "EndpointSlice" => vec![("/addressType", "addressType", None)],
         // A pod's certificate request never changes; its status says what became of it.
         "PodCertificateRequest" => vec![("/spec", "spec", None)],
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
             vec![("/spec/selector", "spec.selector", None)]
         }
         "Job" => vec![
@@ -286,6 +286,7 @@ pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec
         "CustomResourceDefinition" => return crate::crd::definition::validate_update(new, old),
         "Pod" => return crate::pod_update::validate(new, old),
         "Job" => job_update(new, old),
+        "StatefulSet" => stateful_set_update(new, old),
         _ => Vec::new(),
     };
     causes.extend(
@@ -296,14 +297,45 @@ pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec
                 if let Some(detail) = forbidden {
                     return Cause::forbidden(field, detail);
                 }
-                let value = new.pointer(pointer).map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
-                Cause::invalid(field, &value.unwrap_or_default(), "field is immutable")
+                let value: BadValue = match new.pointer(pointer) {
+                    // A selector shows as upstream's `metav1.LabelSelector` does.
+                    Some(selector) if field == "spec.selector" && selector.is_object() => {
+                        crate::validation::go::label_selector(selector)
+                    }
+                    Some(Value::String(s)) => s.into(),
+                    Some(other) => other.to_string().into(),
+                    None => "".into(),
+                };
+                Cause::invalid(field, value, "field is immutable")
             }),
     );
     causes
+}
+
+/// Upstream's StatefulSet update: only these fields of the spec may change.
+fn stateful_set_update(new: &Value, old: &Value) -> Vec<Cause> {
+    const MUTABLE: [&str; 6] = [
+        "replicas",
+        "ordinals",
+        "template",
+        "updateStrategy",
+        "persistentVolumeClaimRetentionPolicy",
+        "minReadySeconds",
+    ];
+    let without_mutable = |object: &Value| {
+        let mut spec = object.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(fields) = spec.as_object_mut() {
+            fields.retain(|key, _| !MUTABLE.contains(&key.as_str()));
+        }
+        spec
+    };
+    if without_mutable(new) == without_mutable(old) {
+        return Vec::new();
+    }
+    vec![Cause::forbidden(
+        "spec",
+        "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+    )]
 }
 
 /// What upstream's Job validation refuses beyond plain immutable fields: `completions`
@@ -317,7 +349,7 @@ fn job_update(new: &Value, old: &Value) -> Vec<Cause> {
         let indexed =
             new.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed");
         let invalid = |detail: &str| match completions.and_then(Value::as_i64) {
-            Some(n) => Cause::invalid_number("spec.completions", n, detail),
+            Some(n) => Cause::invalid("spec.completions", n, detail),
             None => Cause::invalid("spec.completions", "null", detail),
         };
         if !indexed {
@@ -597,6 +629,18 @@ fn name_is_valid(kind: &str, name: &str) -> Result<(), String> {
 
 /// Validation common to every object, plus what this kind checks.
 pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
+    validate_object(resource, object, true)
+}
+
+/// What a status update is checked against: the spec came from the stored object, so
+/// what `crate::validation` checks of it is not checked again (upstream's status
+/// strategies validate the status and metadata only); an object stored before a check
+/// existed keeps taking its controllers' status.
+pub fn validate_for_status(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
+    validate_object(resource, object, false)
+}
+
+fn validate_object(resource: &ResourceInfo, object: &Value, with_spec: bool) -> Vec<Cause> {
     let mut causes = Vec::new();
     let name = object::name(object);
     if name.is_empty() {
@@ -633,7 +677,6 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
                 }
             }
         }
-        "Pod" => validate_pod_spec(object.get("spec"), "spec", &mut causes),
         "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),
         "CertificateSigningRequest" => causes.extend(crate::certificates::validate(object)),
         "PodCertificateRequest" => {
@@ -684,18 +727,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<Cause> {
                 causes.extend(crate::crd::cel::validate(object, schema));
             }
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            let spec = object.get("spec");
-            if spec.and_then(|s| s.get("selector")).is_none() {
-                causes.push(Cause::required("spec.selector"));
-            }
-            let template = spec.and_then(|s| s.get("template"));
-            validate_pod_spec(
-                template.and_then(|t| t.get("spec")),
-                "spec.template.spec",
-                &mut causes,
-            );
-        }
+        kind if with_spec => causes.extend(crate::validation::validate(kind, object)),
         _ => {}
     }
     causes
@@ -709,103 +741,6 @@ fn is_config_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
         && key != "."
         && key != ".."
-}
-
-fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
-    match containers {
-        None => causes.push(Cause::required(format!("{path}.containers"))),
-        Some(list) if list.is_empty() => causes.push(Cause::required(format!("{path}.containers"))),
-        Some(list) => {
-            for (i, container) in list.iter().enumerate() {
-                let name = container.get("name").and_then(Value::as_str).unwrap_or("");
-                if name.is_empty() {
-                    causes.push(Cause::required(format!("{path}.containers[{i}].name")));
-                } else if !is_dns1123_label(name) {
-                    causes.push(Cause::invalid(
-                        format!("{path}.containers[{i}].name"),
-                        name,
-                        DNS1123_LABEL_MSG,
-                    ));
-                }
-                if container
-                    .get("image")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    causes.push(Cause::required(format!("{path}.containers[{i}].image")));
-                }
-            }
-        }
-    }
-    if let Some(spec) = spec {
-        validate_sysctls(spec, &format!("{path}.securityContext.sysctls"), causes);
-    }
-}
-
-const SYSCTL_MAX_LENGTH: usize = 253;
-const SYSCTL_PATTERN: &str =
-    r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
-
-/// Upstream's checks of a pod's sysctls: well-formed names, no repeats, and no
-/// namespaced sysctl of a namespace the pod shares with the host.
-fn validate_sysctls(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
-    static NAME: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    let Some(pattern) = NAME.get_or_init(|| regex::Regex::new(SYSCTL_PATTERN).ok()) else {
-        return;
-    };
-    let sysctls = spec
-        .pointer("/securityContext/sysctls")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let host = |field: &str| spec.get(field).and_then(Value::as_bool) == Some(true);
-    let mut seen = std::collections::HashSet::new();
-    for (i, sysctl) in sysctls.iter().enumerate() {
-        let field = format!("{path}[{i}].name");
-        let name = sysctl.get("name").and_then(Value::as_str).unwrap_or("");
-        if name.is_empty() {
-            causes.push(Cause::required(field));
-            continue;
-        }
-        if name.len() > SYSCTL_MAX_LENGTH || !pattern.is_match(name) {
-            causes.push(Cause::invalid(
-                field,
-                name,
-                &format!("must have at most {SYSCTL_MAX_LENGTH} characters and match regex {SYSCTL_PATTERN}"),
-            ));
-            continue;
-        }
-        if !seen.insert(name) {
-            causes.push(Cause {
-                reason: "FieldValueDuplicate",
-                message: format!("Duplicate value: {}", crate::status::quote(name)),
-                field,
-            });
-            continue;
-        }
-        let shared = if host("hostNetwork") && name.starts_with("net.") {
-            Some("hostNetwork")
-        } else if host("hostIPC")
-            && (name.starts_with("kernel.shm")
-                || name.starts_with("kernel.msg")
-                || name.starts_with("kernel.sem")
-                || name.starts_with("fs.mqueue."))
-        {
-            Some("hostIPC")
-        } else {
-            None
-        };
-        if let Some(shared) = shared {
-            causes.push(Cause::invalid(
-                field,
-                name,
-                &format!("may not be specified when '{shared}' is true"),
-            ));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -920,9 +855,23 @@ mod tests {
         let scaled = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 3}});
         assert!(validate_update(&deployments, &scaled, &old).is_empty());
         let reselected = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}}});
+        let refused = &validate_update(&deployments, &reselected, &old)[0];
+        assert_eq!(refused.field, "spec.selector");
         assert_eq!(
-            validate_update(&deployments, &reselected, &old)[0].field,
-            "spec.selector"
+            refused.message,
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"b\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+        );
+        // A StatefulSet's spec changes only in the fields upstream lets change.
+        let sets = catalogue.get("apps", "v1", "statefulsets").expect("served");
+        let set = |replicas: i64, service: &str| {
+            json!({"spec": {"replicas": replicas, "serviceName": service,
+                "selector": {"matchLabels": {"app": "a"}}}})
+        };
+        assert!(validate_update(&sets, &set(3, "db"), &set(1, "db")).is_empty());
+        let renamed = validate_update(&sets, &set(1, "other"), &set(1, "db"));
+        assert_eq!(
+            format!("{}: {}", renamed[0].field, renamed[0].message),
+            "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
         );
 
         let config_maps = resource("", "configmaps");
@@ -998,34 +947,5 @@ mod tests {
         assert!(!is_dns1123_label("Web"));
         assert!(is_dns1123_subdomain("a.b-c"));
         assert!(!is_dns1123_subdomain("a..b"));
-    }
-
-    #[test]
-    fn sysctl_names_are_checked_as_upstream_checks_them() {
-        let spec = json!({"securityContext": {"sysctls": [
-            {"name": "foo-", "value": "bar"},
-            {"name": "kernel.shmmax", "value": "1"},
-            {"name": "safe-and-unsafe", "value": "1"},
-            {"name": "bar..", "value": "42"},
-            {"name": "kernel.shmmax", "value": "2"},
-        ]}, "hostNetwork": true});
-        let mut causes = Vec::new();
-        validate_sysctls(&spec, "spec.securityContext.sysctls", &mut causes);
-        let described: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        assert_eq!(described.len(), 3, "{described:?}");
-        assert!(described[0].starts_with("spec.securityContext.sysctls[0].name: Invalid value: \"foo-\": must have at most 253 characters"));
-        assert!(described[1]
-            .starts_with("spec.securityContext.sysctls[3].name: Invalid value: \"bar..\""));
-        assert_eq!(
-            described[2],
-            "spec.securityContext.sysctls[4].name: Duplicate value: \"kernel.shmmax\""
-        );
-        let mut causes = Vec::new();
-        let net = json!({"hostNetwork": true, "securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}});
-        validate_sysctls(&net, "p", &mut causes);
-        assert_eq!(causes[0].message, "Invalid value: \"net.ipv4.tcp_syncookies\": may not be specified when 'hostNetwork' is true");
     }
 }

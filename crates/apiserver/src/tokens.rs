@@ -217,7 +217,7 @@ pub fn issue(
             &name,
             vec![Cause::invalid(
                 "spec.expirationSeconds",
-                &seconds.to_string(),
+                seconds.to_string(),
                 "may not specify a duration less than 10 minutes",
             )],
         ));

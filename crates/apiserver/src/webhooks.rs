@@ -663,7 +663,7 @@ pub fn validate_configuration(configuration: &Value, mutating: bool) -> Vec<Caus
         } else if !versions.iter().any(|v| *v == "v1" || *v == "v1beta1") {
             causes.push(Cause::invalid(
                 format!("{path}.admissionReviewVersions"),
-                &versions.join(","),
+                versions.join(","),
                 "must include at least one of v1, v1beta1",
             ));
         }
@@ -691,7 +691,7 @@ pub fn validate_configuration(configuration: &Value, mutating: bool) -> Vec<Caus
         }
         if let Some(seconds) = webhook.get("timeoutSeconds").and_then(Value::as_i64) {
             if !(1..=30).contains(&seconds) {
-                causes.push(Cause::invalid_number(
+                causes.push(Cause::invalid(
                     format!("{path}.timeoutSeconds"),
                     seconds,
                     "the timeout value must be between 1 and 30 seconds",

@@ -64,7 +64,7 @@ fn client_side_apply_inserts_in_the_files_order() {
         &ns,
         "v1",
         &[
-            container("a", r#"{name: X, value: "1"}, {name: Y, value: "2"}"#),
+            container("a", r#"{name: X, value: "1"}, {name: "Y", value: "2"}"#),
             container("c", ""),
         ]
         .concat(),

@@ -60,7 +60,7 @@ pub fn validate(api_service: &Value) -> Vec<Cause> {
     for (field, max) in [("groupPriorityMinimum", 20000), ("versionPriority", 1000)] {
         let value = spec.get(field).and_then(Value::as_i64).unwrap_or(0);
         if value <= 0 || value > max {
-            causes.push(Cause::invalid_number(
+            causes.push(Cause::invalid(
                 format!("spec.{field}"),
                 value,
                 &format!("must be positive and less than {max}"),
@@ -74,7 +74,7 @@ pub fn validate(api_service: &Value) -> Vec<Cause> {
             if !ca_bundle.is_empty() {
                 causes.push(Cause::invalid(
                     "spec.caBundle",
-                    &format!("{} bytes", ca_bundle.len()),
+                    format!("{} bytes", ca_bundle.len()),
                     "local APIServices may not have a caBundle",
                 ));
             }
@@ -99,7 +99,7 @@ pub fn validate(api_service: &Value) -> Vec<Cause> {
             }
             let port = service.get("port").and_then(Value::as_i64).unwrap_or(443);
             if !(1..=65535).contains(&port) {
-                causes.push(Cause::invalid_number(
+                causes.push(Cause::invalid(
                     "spec.service.port",
                     port,
                     "must be between 1 and 65535, inclusive",

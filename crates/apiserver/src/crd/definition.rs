@@ -400,7 +400,7 @@ fn validate_conversion(crd: &Value, causes: &mut Vec<Cause>) {
             if !versions.iter().any(|v| v == "v1") {
                 causes.push(Cause::invalid(
                     "spec.conversion.webhook.conversionReviewVersions",
-                    &format!("{versions:?}"),
+                    format!("{versions:?}"),
                     "must include at least one of v1",
                 ));
             }

@@ -257,7 +257,7 @@ pub fn validate_policy(policy: &Value) -> Vec<Cause> {
         if mutation.get(other).is_some() {
             causes.push(Cause::invalid(
                 format!("{path}.{other}"),
-                &format!("{{{other}}}"),
+                format!("{{{other}}}"),
                 &format!("must not be specified when patchType is {patch_type}"),
             ));
         }

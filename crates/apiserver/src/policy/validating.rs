@@ -185,9 +185,13 @@ pub fn validate_binding(binding: &Value) -> Vec<Cause> {
     for (i, action) in actions.iter().enumerate() {
         let path = format!("spec.validationActions[{i}]");
         if !["Deny", "Warn", "Audit"].contains(action) {
-            causes.push(Cause::unsupported(path, action, &["Audit", "Deny", "Warn"]));
+            causes.push(Cause::unsupported(
+                path,
+                *action,
+                &["Audit", "Deny", "Warn"],
+            ));
         } else if !seen.insert(*action) {
-            causes.push(Cause::duplicate(path, action));
+            causes.push(Cause::duplicate(path, *action));
         }
     }
     if seen.contains("Deny") && seen.contains("Warn") {
