@@ -19,6 +19,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod encoding;
 pub mod encryption;
+pub mod endpoint_reconciler;
 pub mod ephemeral;
 pub mod eviction;
 pub mod expressions;
@@ -286,12 +287,15 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         &pki.ca.cert_pem,
     )?;
     let task = tokio::spawn(server::serve(listener, tls, app));
-    services::ensure_kubernetes_service(
-        &registry,
-        std::net::SocketAddr::new(advertise_address(&config), address.port()),
-    )
-    .await
-    .context("creating the kubernetes service")?;
+    let advertised = std::net::SocketAddr::new(advertise_address(&config), address.port());
+    services::ensure_kubernetes_service(&registry, advertised.port())
+        .await
+        .context("creating the kubernetes service")?;
+    // Its endpoints: this server and every other one sharing the datastore.
+    endpoint_reconciler::reconcile(&registry, advertised)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing the kubernetes service's endpoints: {e}"))?;
+    tokio::spawn(endpoint_reconciler::run(registry.clone(), advertised));
 
     let kubeconfig_path = config.data_dir.join("admin.kubeconfig");
     let server_url = format!("https://{server_address}");

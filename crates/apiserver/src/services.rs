@@ -543,26 +543,18 @@ pub fn keep_allocations(new: &mut Value, old: &Value) -> Vec<Cause> {
     causes
 }
 
-/// The `kubernetes` Service in `default`, pointing at this API server's advertised
-/// address.
-pub async fn ensure_kubernetes_service(
-    registry: &Registry,
-    address: std::net::SocketAddr,
-) -> anyhow::Result<()> {
-    let catalogue = &registry.catalogue;
-    let (Some(services), Some(endpoints), Some(slices)) = (
-        catalogue.get("", "v1", "services"),
-        catalogue.get("", "v1", "endpoints"),
-        catalogue.get("discovery.k8s.io", "v1", "endpointslices"),
-    ) else {
-        anyhow::bail!("services, endpoints or endpointslices missing from the catalogue");
+/// The `kubernetes` Service in `default` (its endpoints are the API servers', kept by
+/// [`crate::endpoint_reconciler`]).
+pub async fn ensure_kubernetes_service(registry: &Registry, port: u16) -> anyhow::Result<()> {
+    let Some(services) = registry.catalogue.get("", "v1", "services") else {
+        anyhow::bail!("services missing from the catalogue");
     };
     let ip = registry.service_cidr.nth(1).to_string();
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": address.port()}]},
+        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     });
     match registry
         .create(&services, Some("default"), service, SERVER_MANAGER, false)
@@ -572,60 +564,6 @@ pub async fn ensure_kubernetes_service(
         Err(e) if e.reason == "AlreadyExists" => {}
         Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
     }
-    let host = address.ip().to_string();
-    let endpoint = json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": address.port(), "protocol": "TCP"}]}],
-    });
-    registry
-        .update(
-            &endpoints,
-            Some("default"),
-            "kubernetes",
-            None,
-            endpoint,
-            SERVER_MANAGER,
-            false,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {e}"))?;
-    // The slice the service proxy and DNS read; no controller manages it but this.
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [host], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-        "ports": [{"name": "https", "port": address.port(), "protocol": "TCP"}],
-    });
-    // Unlike Endpoints, slices are not created by an update.
-    let written = match registry
-        .create(
-            &slices,
-            Some("default"),
-            slice.clone(),
-            SERVER_MANAGER,
-            false,
-        )
-        .await
-    {
-        Err(e) if e.reason == "AlreadyExists" => registry
-            .update(
-                &slices,
-                Some("default"),
-                "kubernetes",
-                None,
-                slice,
-                SERVER_MANAGER,
-                false,
-            )
-            .await
-            .map(|_| ()),
-        other => other.map(|_| ()),
-    };
-    written.map_err(|e| anyhow::anyhow!("writing the kubernetes endpoint slice: {e}"))?;
     Ok(())
 }
 

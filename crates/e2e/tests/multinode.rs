@@ -764,3 +764,178 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
         started.elapsed()
     );
 }
+
+/// `skiff cluster create --servers 2`: two servers share one etcd and one set of
+/// credentials; both are the `kubernetes` Service's endpoints and both DNS servers the
+/// `kube-dns` one's; either answers kubectl with the same state. The server leading the
+/// controller manager is then killed: its endpoints go once its lease runs out, and the
+/// other carries the cluster alone — its controller manager and scheduler hold the
+/// leader leases and a new Deployment's pods run on its node.
+#[test]
+fn several_servers_share_the_control_plane() {
+    if let Some(why) = skiff_e2e::netns::unavailable(&[["ip", "-V"], ["etcd", "--version"]]) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut cluster = Cluster::create(3, &["--servers", "2"]);
+    let state = cluster.state();
+    assert!(state["etcd"]["endpoint"].as_str().is_some(), "{state}");
+    // Each server: its name, address, process and a kubeconfig that reaches it.
+    let admin = std::fs::read_to_string(cluster.dir.path().join("kubeconfig")).expect("kubeconfig");
+    let first_ip = state["nodes"][0]["ip"].as_str().expect("ip").to_string();
+    let servers: Vec<(String, String, u64, PathBuf)> = (0..2)
+        .map(|i| {
+            let node = &state["nodes"][i];
+            let ip = node["ip"].as_str().expect("ip").to_string();
+            let kubeconfig = cluster.dir.path().join(format!("server-{i}.kubeconfig"));
+            let text = admin.replace(
+                &format!("https://{first_ip}:6443"),
+                &format!("https://{ip}:6443"),
+            );
+            std::fs::write(&kubeconfig, text).expect("write a server's kubeconfig");
+            (
+                node["name"].as_str().expect("name").to_string(),
+                ip,
+                node["pid"].as_u64().expect("pid"),
+                kubeconfig,
+            )
+        })
+        .collect();
+    assert_eq!(servers[0].0, "skiff-server");
+    assert_eq!(servers[1].0, "skiff-server-1");
+    let on = |server: usize, args: &[&str]| -> String {
+        let out = skiff_e2e::kubectl_as(&servers[server].3, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} on {}: {}",
+            servers[server].0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addresses = |server: usize, ns: &str, name: &str| -> String {
+        let ips = on(
+            server,
+            &[
+                "get",
+                "endpoints",
+                name,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ],
+        );
+        let mut ips: Vec<&str> = ips.split_whitespace().collect();
+        ips.sort();
+        ips.join(" ")
+    };
+    let mut both = [servers[0].1.as_str(), servers[1].1.as_str()];
+    both.sort();
+    let both = both.join(" ");
+    eventually(
+        "both API servers as endpoints",
+        Duration::from_secs(30),
+        || (addresses(0, "default", "kubernetes") == both).then_some(()),
+    );
+    eventually(
+        "both DNS servers as endpoints",
+        Duration::from_secs(30),
+        || (addresses(0, "kube-system", "kube-dns") == both).then_some(()),
+    );
+    let names = |server: usize| {
+        on(
+            server,
+            &["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"],
+        )
+    };
+    assert_eq!(names(0).split_whitespace().count(), 3, "{}", names(0));
+    assert_eq!(names(0), names(1));
+
+    // Which server leads the controller manager (a leader's identity carries its pid).
+    let holder = |server: usize, lease: &str| {
+        on(
+            server,
+            &[
+                "get",
+                "lease",
+                lease,
+                "-n",
+                "kube-system",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+        )
+    };
+    let marker = |server: usize| format!("_{}_", servers[server].2);
+    let leader = holder(0, "kube-controller-manager");
+    let victim = (0..2)
+        .find(|&s| leader.contains(&marker(s)))
+        .unwrap_or_else(|| panic!("the controller manager's leader {leader:?} is neither server"));
+    let survivor = 1 - victim;
+
+    // The leader goes (its kubelet with it).
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(servers[victim].2 as i32, libc::SIGKILL);
+    }
+    eventually(
+        "the killed server to leave the endpoints",
+        Duration::from_secs(60),
+        || (addresses(survivor, "default", "kubernetes") == servers[survivor].1).then_some(()),
+    );
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        eventually(
+            &format!("the survivor to hold {lease}"),
+            Duration::from_secs(60),
+            || {
+                holder(survivor, lease)
+                    .contains(&marker(survivor))
+                    .then_some(())
+            },
+        );
+    }
+    let node = &servers[survivor].0;
+    skiff_e2e::import_image(
+        &cluster.node_dir(node).join("runtime"),
+        &skiff_e2e::busybox_archive(),
+    );
+    let deployment = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "after", "namespace": "default"}},
+  "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "after"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "after"}}}},
+      "spec": {{"nodeSelector": {{"kubernetes.io/hostname": "{node}"}}, "terminationGracePeriodSeconds": 1,
+        "containers": [{{"name": "c", "image": "{IMAGE}", "args": ["pause"]}}]}}}}}}}}"#
+    );
+    let out = skiff_e2e::kubectl_as_with_input(
+        &servers[survivor].3,
+        &["apply", "-f", "-"],
+        Some(&deployment),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    on(
+        survivor,
+        &["rollout", "status", "deployment/after", "--timeout=120s"],
+    );
+    eventually(
+        "the killed server's DNS to leave the endpoints",
+        Duration::from_secs(60),
+        || (addresses(survivor, "kube-system", "kube-dns") == servers[survivor].1).then_some(()),
+    );
+
+    let etcd_pid = state["etcd"]["pid"].as_u64().expect("etcd pid");
+    let out = cluster.delete();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !Path::new(&format!("/proc/{etcd_pid}")).exists(),
+        "etcd left running"
+    );
+}

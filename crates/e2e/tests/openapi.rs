@@ -367,10 +367,13 @@ fn client_side_apply_merges_finalizers() {
         r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/other"}]"#,
     ]);
     s.ok_with_input(&["apply", "-f", "-"], &config("example.com/b"));
+    // kubectl's patch names `b` in `$setElementOrder`; the server's own `other` is not in
+    // the patch, and `b` was not in the list before, so upstream's merge of the two
+    // orders puts the patch's item first.
     let object = s.json(&["configmap/c", "-n", &ns]);
     assert_eq!(
         object["metadata"]["finalizers"],
-        json!(["example.com/other", "example.com/b"])
+        json!(["example.com/b", "example.com/other"])
     );
     s.ok(&[
         "patch",

@@ -14,6 +14,12 @@
 //! mount namespace (agent, container monitors, sandbox holders) and of its cgroups
 //! (containers), then its cgroups, namespace and files.
 //!
+//! With `--servers N` (N > 1), the first N nodes run `skiff server`, sharing one etcd
+//! (on this machine, on the bridge's address: the datastore outlives any one server)
+//! and the first server's certificate authorities and signing keys, as the servers of
+//! one cluster must; each server's controllers and scheduler take turns by leader
+//! election, and the `kubernetes` Service's endpoints list every live API server.
+//!
 //! What was made is recorded in `DIR/cluster.json` as it is made, so `delete` also
 //! cleans up after a `create` that failed halfway.
 
@@ -46,9 +52,13 @@ enum ClusterAction {
 
 #[derive(Args, Debug)]
 struct CreateArgs {
-    /// How many nodes, the server's included.
+    /// How many nodes, the servers included.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
     nodes: u8,
+    /// How many of the nodes run the control plane (`skiff server`); more than one share
+    /// an etcd this command starts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=50))]
+    servers: u8,
     /// Where the cluster's state, node data dirs, logs and kubeconfig go.
     #[arg(long)]
     data_dir: PathBuf,
@@ -100,6 +110,17 @@ struct State {
     /// The host's address on the bridge (`.1` of the nodes' /24).
     gateway: Option<Ipv4Addr>,
     nodes: Vec<NodeState>,
+    /// The etcd the servers share, when there are several.
+    #[serde(default)]
+    etcd: Option<EtcdState>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct EtcdState {
+    pid: u32,
+    /// Its client URL, as the servers are given it.
+    endpoint: String,
+    data_dir: PathBuf,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -203,15 +224,22 @@ fn pick_subnet(id: &str) -> anyhow::Result<[u8; 3]> {
     bail!("no free /24 in 10.250.0.0/16 for the nodes' network")
 }
 
-fn node_name(index: usize) -> String {
-    if index == 0 {
-        "skiff-server".into()
-    } else {
-        format!("skiff-agent-{index}")
+fn node_name(index: usize, servers: usize) -> String {
+    match index {
+        0 => "skiff-server".into(),
+        _ if index < servers => format!("skiff-server-{index}"),
+        _ => format!("skiff-agent-{index}"),
     }
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    if args.servers > args.nodes {
+        bail!(
+            "--servers {} is more than --nodes {}: servers are nodes too",
+            args.servers,
+            args.nodes
+        );
+    }
     let dir = absolute(&args.data_dir)?;
     if State::path(&dir).exists() {
         bail!(
@@ -250,8 +278,10 @@ async fn build(dir: &Path, args: &CreateArgs, state: &mut State) -> anyhow::Resu
     let [a, b, c] = pick_subnet(&state.id)?;
     let gateway = Ipv4Addr::new(a, b, c, 1);
     println!(
-        "Creating a {}-node cluster in {} (nodes' network 10.250.{c}.0/24 on bridge {}, pods {})",
+        "Creating a {}-node cluster ({} server{}) in {} (nodes' network 10.250.{c}.0/24 on bridge {}, pods {})",
         args.nodes,
+        args.servers,
+        if args.servers == 1 { "" } else { "s" },
         dir.display(),
         state.bridge,
         args.cluster_cidr
@@ -265,8 +295,9 @@ async fn build(dir: &Path, args: &CreateArgs, state: &mut State) -> anyhow::Resu
         &["addr", "add", &format!("{gateway}/24"), "dev", &bridge],
     )?;
     run_cmd("ip", &["link", "set", &bridge, "up"])?;
+    let servers = usize::from(args.servers);
     for index in 0..usize::from(args.nodes) {
-        let name = node_name(index);
+        let name = node_name(index, servers);
         let node = NodeState {
             netns: format!("sk-{}-{index}", state.id),
             ip: Ipv4Addr::new(a, b, c, 10 + index as u8),
@@ -284,14 +315,24 @@ async fn build(dir: &Path, args: &CreateArgs, state: &mut State) -> anyhow::Resu
         );
     }
 
+    let mut server_role = vec![
+        "server".to_string(),
+        "--bind-address".into(),
+        "0.0.0.0".into(),
+    ];
+    if servers > 1 {
+        let endpoint = start_etcd(dir, state, gateway).await?;
+        server_role.extend([
+            "--datastore".into(),
+            "etcd".into(),
+            "--etcd-endpoints".into(),
+            endpoint,
+        ]);
+    }
+    let server_role: Vec<&str> = server_role.iter().map(String::as_str).collect();
     let server = state.nodes[0].clone();
     let server_url = format!("https://{}:6443", server.ip);
-    let command = node_command(
-        &server,
-        state,
-        args,
-        &["server", "--bind-address", "0.0.0.0"],
-    );
+    let command = node_command(&server, state, args, &server_role);
     start_node(dir, state, 0, command)?;
     println!("  starting the control plane on {}", server.name);
     let token_path = server.data_dir.join("node-token");
@@ -306,7 +347,16 @@ async fn build(dir: &Path, args: &CreateArgs, state: &mut State) -> anyhow::Resu
     let kubeconfig = dir.join("kubeconfig");
     write_host_kubeconfig(&admin, &kubeconfig, &server_url)?;
 
-    for index in 1..state.nodes.len() {
+    // The other servers: the first one's authorities and keys, their own serving
+    // certificates (made for their own addresses when they start).
+    for index in 1..servers {
+        let node = state.nodes[index].clone();
+        share_credentials(&server.data_dir, &node.data_dir)?;
+        let command = node_command(&node, state, args, &server_role);
+        start_node(dir, state, index, command)?;
+        println!("  starting the control plane on {} too", node.name);
+    }
+    for index in servers..state.nodes.len() {
         let mut command = node_command(
             &state.nodes[index],
             state,
@@ -377,6 +427,102 @@ fn ready_with_range(node: &k8s_openapi::api::core::v1::Node) -> bool {
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     has_range && ready && !tainted
+}
+
+/// What every server of one cluster must hold alike: the cluster CA (which signs and
+/// verifies every certificate), the service-account signing key, the front proxy's CA
+/// and client certificate, the admin's certificate and the agents' join token.
+const SHARED_CREDENTIALS: &[&str] = &[
+    "tls/ca.crt",
+    "tls/ca.key",
+    "tls/service-account.key",
+    "tls/front-proxy-ca.crt",
+    "tls/front-proxy-ca.key",
+    "tls/front-proxy-client.crt",
+    "tls/front-proxy-client.key",
+    "tls/admin.crt",
+    "tls/admin.key",
+    "node-token",
+];
+
+fn share_credentials(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to.join("tls"))
+        .with_context(|| format!("creating {}", to.join("tls").display()))?;
+    for file in SHARED_CREDENTIALS {
+        let (source, target) = (from.join(file), to.join(file));
+        let contents =
+            std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+        skiff_pki::write_private_file(&target, &contents)
+            .with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts the etcd the servers share, on the bridge's address (reachable from every
+/// node), with its data and log in the cluster's dir; its client URL once it answers.
+async fn start_etcd(dir: &Path, state: &mut State, gateway: Ipv4Addr) -> anyhow::Result<String> {
+    let free_port = |ip: Ipv4Addr| -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind((ip, 0))
+            .context("finding a free port for etcd")?
+            .local_addr()?
+            .port())
+    };
+    let (client, peer) = (free_port(gateway)?, free_port(Ipv4Addr::LOCALHOST)?);
+    let endpoint = format!("http://{gateway}:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let data_dir = dir.join("etcd");
+    let name = format!("skiff-{}", state.id);
+    let log_path = dir.join("logs").join("etcd.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let child = Command::new("etcd")
+        .args(["--name", &name])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen-client-urls", &endpoint])
+        .args(["--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("{name}={peer_url}")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting etcd (the Debian package etcd-server; scripts/setup installs it)")?;
+    state.etcd = Some(EtcdState {
+        pid: child.id(),
+        endpoint: endpoint.clone(),
+        data_dir,
+    });
+    // It outlives this command, as the nodes do.
+    drop(child);
+    state.save(dir)?;
+    println!("  etcd for the servers at {endpoint}");
+    let address = std::net::SocketAddr::from((gateway, client));
+    wait_for(Duration::from_secs(30), "etcd to answer", || {
+        Ok(std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok())
+    })
+    .await?;
+    Ok(endpoint)
+}
+
+/// Stops the cluster's etcd, if it is still the process that was started.
+fn stop_etcd(etcd: &EtcdState) {
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid)).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*etcd.data_dir.to_string_lossy());
+    if ours {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(etcd.pid as i32, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if !Path::new(&format!("/proc/{}", etcd.pid)).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// Makes the node's network namespace and plugs it into the bridge.
@@ -573,6 +719,9 @@ fn delete(dir: &Path, state: &State) -> anyhow::Result<()> {
     for node in &state.nodes {
         stop_node(node, &state.id);
     }
+    if let Some(etcd) = &state.etcd {
+        stop_etcd(etcd);
+    }
     remove_cgroups(&cgroup_root(&state.id));
     for node in &state.nodes {
         if Path::new("/run/netns").join(&node.netns).exists() {
@@ -586,7 +735,7 @@ fn delete(dir: &Path, state: &State) -> anyhow::Result<()> {
             errors.push(e);
         }
     }
-    for path in [dir.join("nodes"), dir.join("kubeconfig")] {
+    for path in [dir.join("nodes"), dir.join("kubeconfig"), dir.join("etcd")] {
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {
@@ -788,10 +937,12 @@ mod tests {
 
     #[test]
     fn node_names_and_cgroups() {
-        assert_eq!(node_name(0), "skiff-server");
-        assert_eq!(node_name(2), "skiff-agent-2");
+        assert_eq!(node_name(0, 1), "skiff-server");
+        assert_eq!(node_name(2, 1), "skiff-agent-2");
+        assert_eq!(node_name(1, 2), "skiff-server-1");
+        assert_eq!(node_name(2, 2), "skiff-agent-2");
         let node = NodeState {
-            name: node_name(1),
+            name: node_name(1, 1),
             netns: "sk-abc123-1".into(),
             ip: Ipv4Addr::new(10, 250, 1, 11),
             data_dir: "/d/nodes/skiff-agent-1".into(),

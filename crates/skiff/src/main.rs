@@ -614,15 +614,19 @@ async fn run_cluster_dns(
     if let Some((client, cluster_ip)) = publish {
         let serving = udp.local_addr()?;
         tokio::spawn(async move {
-            // The API server may still be starting (or restarting): retry a while.
-            for attempt in 1..=30 {
+            // At once, then again every few seconds: the API server may still be
+            // starting, and with several servers the Endpoints follow those alive.
+            let mut failures = 0u32;
+            loop {
                 match skiff_dns::publish::publish_service(&client, cluster_ip, serving).await {
-                    Ok(()) => return,
+                    Ok(()) => failures = 0,
                     Err(error) => {
-                        tracing::warn!(%error, attempt, "publishing the kube-dns Service");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        failures += 1;
+                        tracing::warn!(%error, failures, "publishing the kube-dns Service");
                     }
                 }
+                let pause = if failures > 0 { 1 } else { 10 };
+                tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
             }
         });
     }
