@@ -7,7 +7,9 @@
 //! node blocks and then admits a client on another; pod traffic leaving the cluster
 //! range is masqueraded to its node's address; UDP (through agnhost's `/dial`) reaches
 //! pods on other nodes, from pods and from nodes, by pod IP, Service and host port;
-//! `cluster delete` leaves nothing behind.
+//! a Deployment scaled and rolled under a client's steady requests fails none of them;
+//! `cluster delete` leaves nothing behind; with two servers, the control plane survives
+//! the loss of one.
 //! Both proxy modes, and both pod network backends (host-gw routes, VXLAN tunnel).
 
 use std::io::{Read, Write};
@@ -314,6 +316,75 @@ fn host_ports(cluster: &Cluster, node: &str, node_ip: &str) {
         cluster.ok(&["get", "pod", "hp-clash", "-o", "jsonpath={.spec.nodeName}"]),
         ""
     );
+}
+
+/// Upstream's expectation of a Service in front of a Deployment: a client that keeps
+/// sending requests through it sees none fail while the Deployment is scaled up, scaled
+/// down and rolled to a new template. Pods leave gracefully: a `preStop` pause keeps a
+/// terminating pod serving until every node's proxy has stopped sending it new
+/// connections (its endpoint no longer ready), as upstream's guidance has it.
+fn changes_without_failed_requests(cluster: &Cluster) {
+    cluster.apply(&format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "steady"}},
+  "spec": {{"replicas": 3, "selector": {{"matchLabels": {{"app": "steady"}}}},
+    "strategy": {{"rollingUpdate": {{"maxSurge": 1, "maxUnavailable": 0}}}},
+    "template": {{"metadata": {{"labels": {{"app": "steady"}}}},
+      "spec": {{"terminationGracePeriodSeconds": 30,
+        "containers": [{{"name": "web", "image": "{IMAGE}",
+          "args": ["netexec", "--http-port=8080", "--udp-port=-1"],
+          "env": [{{"name": "GENERATION", "value": "1"}}],
+          "readinessProbe": {{"tcpSocket": {{"port": 8080}}, "periodSeconds": 1}},
+          "lifecycle": {{"preStop": {{"exec": {{"command": ["sleep", "5"]}}}}}}}}]}}}}}}}}"#
+    ));
+    cluster.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "steady"},
+  "spec": {"selector": {"app": "steady"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    cluster.ok(&["rollout", "status", "deployment/steady", "--timeout=90s"]);
+    // Every request's answer on a line of its own (`got:` and the backend's name; a
+    // failed one leaves `got:` alone), for as long as the changes take.
+    let requests = "end=$(( $(date +%s) + 45 )); while [ $(date +%s) -lt $end ]; do \
+        r=$(printf 'GET /hostname HTTP/1.0\r\n\r\n' | nc -w 3 steady 80 | tail -n 1); echo \"got:$r\"; sleep 0.2; done";
+    let answers = std::thread::scope(|scope| {
+        let client = scope.spawn(|| cluster.sh("client", requests));
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.ok(&["scale", "deployment/steady", "--replicas=5"]);
+        cluster.ok(&["rollout", "status", "deployment/steady", "--timeout=60s"]);
+        cluster.ok(&["scale", "deployment/steady", "--replicas=2"]);
+        cluster.ok(&["set", "env", "deployment/steady", "GENERATION=2"]);
+        cluster.ok(&["rollout", "status", "deployment/steady", "--timeout=60s"]);
+        client.join().expect("the client's loop")
+    });
+    let lines: Vec<&str> = answers.lines().filter(|l| l.starts_with("got:")).collect();
+    let failed = lines
+        .iter()
+        .filter(|l| !l.starts_with("got:steady-"))
+        .count();
+    assert!(lines.len() > 50, "too few requests: {answers}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed:\n{answers}",
+        lines.len()
+    );
+    // The requests reached the new generation's pods by the end.
+    let newest = cluster.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=steady",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let last = lines
+        .last()
+        .map(|l| l.trim_start_matches("got:"))
+        .unwrap_or_default();
+    assert!(
+        newest.split_whitespace().any(|name| name == last),
+        "{last} not among {newest}"
+    );
+    cluster.ok(&["delete", "deployment/steady", "service/steady"]);
 }
 
 /// The routes Skiff's pod network controller made (protocol 94) in a node's namespace.
@@ -700,6 +771,12 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
                 .then_some(())
         },
     );
+
+    // Scaling and a rolling update under a client's steady requests, in both proxy modes
+    // (the backend makes no difference to it).
+    if backend == "host-gw" {
+        changes_without_failed_requests(&cluster);
+    }
 
     // HostPorts are the portmap plugin's, the same under every mode and backend: once.
     if proxy_mode == "nftables" && backend == "host-gw" {
