@@ -1,4 +1,4 @@
-//! The service proxy: kube-proxy's job, in nftables or iptables mode.
+//! The service proxy: kube-proxy's job, in nftables, iptables or userspace mode.
 //!
 //! Every node runs one. It makes a Service's virtual addresses (cluster IP, NodePorts,
 //! external and load-balancer IPs) lead to the Service's endpoints, by programming the
@@ -24,6 +24,10 @@
 //! - [`iptables`] (`--proxy-mode iptables`) renders upstream's `KUBE-SERVICES`,
 //!   `KUBE-SVC-*`, `KUBE-SEP-*`… chains of the nat and filter tables into
 //!   [`iptables::Tables`], written the same way: every chain, or only those that differ.
+//! - [`userspace`] (`--proxy-mode userspace`) is upstream's first proxy: the proxy
+//!   listens on a local port per Service port, relays every TCP connection and UDP
+//!   session itself (round robin, ClientIP affinity), and its table `ip skiff-userspace`
+//!   only redirects the Services' addresses to those ports.
 //! - [`proxier::Proxier`] holds the last applied rules and does one sync, for either
 //!   [`proxier::Backend`]; [`run`] watches the API, batches bursts of events into one sync
 //!   at most every `--min-sync-period`, and syncs every `--sync-period` regardless.
@@ -46,6 +50,7 @@ pub mod pacer;
 pub mod proxier;
 #[cfg(test)]
 mod testutil;
+pub mod userspace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +73,7 @@ pub use model::{Ipv4Cidr, Model};
 pub use nftables::{Nftables, Ruleset};
 pub use pacer::SyncPacer;
 pub use proxier::{Backend, Proxier, SyncKind};
+pub use userspace::Userspace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,6 +96,11 @@ pub enum Error {
     WatchStopped(&'static str),
     #[error("sync task failed: {0}")]
     SyncTask(String),
+    #[error("listening for {portal}: {source}")]
+    Listen {
+        portal: String,
+        source: std::io::Error,
+    },
     #[error("metrics server on {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -101,12 +112,14 @@ pub enum Error {
 pub enum ProxyMode {
     Nftables,
     Iptables,
+    Userspace,
 }
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProxyArgs {
-    /// Which kernel mechanism programs Services: `nftables` (table `ip skiff-proxy`) or
-    /// `iptables` (upstream's `KUBE-*` chains in the nat and filter tables).
+    /// How Services are programmed: `nftables` (table `ip skiff-proxy`), `iptables`
+    /// (upstream's `KUBE-*` chains in the nat and filter tables) or `userspace` (the
+    /// proxy relays every connection itself; table `ip skiff-userspace` redirects to it).
     #[arg(long = "proxy-mode", value_enum, default_value = "nftables")]
     pub proxy_mode: ProxyMode,
 
@@ -137,6 +150,10 @@ pub struct ProxyArgs {
     #[arg(long = "masquerade-bit", default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
     pub masquerade_bit: u8,
 
+    /// How long a UDP session of the userspace mode lives without a datagram either way.
+    #[arg(long = "udp-timeout", value_parser = parse_duration, default_value = "250ms")]
+    pub udp_timeout: Duration,
+
     /// Where to serve Prometheus metrics (`/metrics`); not served when unset.
     #[arg(long = "proxy-metrics-bind-address")]
     pub metrics_bind_address: Option<SocketAddr>,
@@ -152,6 +169,7 @@ impl Default for ProxyArgs {
             min_sync_period: Duration::from_secs(1),
             sync_period: Duration::from_secs(30),
             masquerade_bit: 14,
+            udp_timeout: userspace::DEFAULT_UDP_TIMEOUT,
             metrics_bind_address: None,
         }
     }
@@ -184,11 +202,15 @@ pub use skiff_quantity::parse_duration;
 pub use skiff_metrics::router as metrics_router;
 
 /// The transaction that writes everything for `model` in `mode` (what a first sync
-/// sends): an `nft -f -` script, or `iptables-restore --noflush` input.
+/// sends): an `nft -f -` script, or `iptables-restore --noflush` input. The userspace
+/// mode's listeners are numbered from 40000 ([`userspace::placeholder_ports`]).
 pub fn full_sync(mode: ProxyMode, model: &Model, config: &RenderConfig) -> String {
     match mode {
         ProxyMode::Nftables => Nftables.full_transaction(&Nftables.render(model, config)),
         ProxyMode::Iptables => Iptables.full_transaction(&Iptables.render(model, config)),
+        ProxyMode::Userspace => {
+            userspace::rules::render(model, &userspace::placeholder_ports(model), config)
+        }
     }
 }
 
@@ -206,6 +228,11 @@ pub fn incremental_sync(
     match mode {
         ProxyMode::Nftables => diff(Nftables, old, new, config),
         ProxyMode::Iptables => diff(Iptables, old, new, config),
+        // The userspace table is small and always written whole.
+        ProxyMode::Userspace => {
+            let new_tx = full_sync(mode, new, config);
+            (full_sync(mode, old, config) != new_tx).then_some(new_tx)
+        }
     }
 }
 
@@ -222,7 +249,9 @@ pub async fn run(client: Client, args: ProxyArgs) -> Result<(), Error> {
     }
     remove_other_mode(args.proxy_mode);
     match args.proxy_mode {
-        ProxyMode::Nftables => run_with(client, args, NftCommand::default(), metrics).await,
+        ProxyMode::Nftables | ProxyMode::Userspace => {
+            run_with(client, args, NftCommand::default(), metrics).await
+        }
         ProxyMode::Iptables => run_with(client, args, IptablesCommand::default(), metrics).await,
     }
 }
@@ -241,31 +270,34 @@ fn remove_other_mode(mode: ProxyMode) {
             .ok()
             .filter(|o| o.status.success())
     };
-    match mode {
-        ProxyMode::Iptables => {
-            let _ = quiet("nft", &["delete", "table", "ip", nftables::TABLE]);
+    for (table, owner) in [
+        (nftables::TABLE, ProxyMode::Nftables),
+        (userspace::rules::TABLE, ProxyMode::Userspace),
+    ] {
+        if mode != owner {
+            let _ = quiet("nft", &["delete", "table", "ip", table]);
         }
-        ProxyMode::Nftables => {
-            for jump in iptables::JUMPS {
-                let mut args = vec!["-w", "-t", jump.table, "-D", jump.chain];
-                args.extend_from_slice(jump.rule);
-                while quiet("iptables", &args).is_some() {}
-            }
-            for table in ["nat", "filter"] {
-                let Some(saved) = quiet("iptables-save", &["-t", table]) else {
-                    continue;
-                };
-                let chains: Vec<String> = String::from_utf8_lossy(&saved.stdout)
-                    .lines()
-                    .filter_map(|l| l.strip_prefix(':'))
-                    .filter_map(|l| l.split_whitespace().next())
-                    .filter(|c| c.starts_with("KUBE-"))
-                    .map(String::from)
-                    .collect();
-                for flag in ["-F", "-X"] {
-                    for chain in &chains {
-                        let _ = quiet("iptables", &["-w", "-t", table, flag, chain]);
-                    }
+    }
+    if mode != ProxyMode::Iptables {
+        for jump in iptables::JUMPS {
+            let mut args = vec!["-w", "-t", jump.table, "-D", jump.chain];
+            args.extend_from_slice(jump.rule);
+            while quiet("iptables", &args).is_some() {}
+        }
+        for table in ["nat", "filter"] {
+            let Some(saved) = quiet("iptables-save", &["-t", table]) else {
+                continue;
+            };
+            let chains: Vec<String> = String::from_utf8_lossy(&saved.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix(':'))
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|c| c.starts_with("KUBE-"))
+                .map(String::from)
+                .collect();
+            for flag in ["-F", "-X"] {
+                for chain in &chains {
+                    let _ = quiet("iptables", &["-w", "-t", table, flag, chain]);
                 }
             }
         }
@@ -274,7 +306,7 @@ fn remove_other_mode(mode: ProxyMode) {
 
 /// [`run`] with the kernel boundary and metrics supplied: tests pass a [`Recorder`], or
 /// an [`NftCommand`] / [`IptablesCommand`] that enters a network namespace. The applier
-/// must match `args.proxy_mode`.
+/// must match `args.proxy_mode` (the userspace mode writes its table with nft).
 pub async fn run_with<A: Apply>(
     client: Client,
     args: ProxyArgs,
@@ -285,19 +317,67 @@ pub async fn run_with<A: Apply>(
     match args.proxy_mode {
         ProxyMode::Nftables => {
             let proxier = Proxier::with_backend(Nftables, config, applier);
-            sync_loop(client, args, proxier.with_metrics(metrics)).await
+            sync_loop(client, args, Blocking(Some(proxier.with_metrics(metrics)))).await
         }
         ProxyMode::Iptables => {
             let proxier = Proxier::with_backend(Iptables, config, applier);
-            sync_loop(client, args, proxier.with_metrics(metrics)).await
+            sync_loop(client, args, Blocking(Some(proxier.with_metrics(metrics)))).await
+        }
+        ProxyMode::Userspace => {
+            let proxier = Userspace::new(config, applier)
+                .with_udp_timeout(args.udp_timeout)
+                .with_metrics(metrics);
+            sync_loop(client, args, proxier).await
         }
     }
 }
 
-async fn sync_loop<A: Apply, B: Backend>(
+/// One way of bringing the node to a model, for [`sync_loop`]: a kernel [`Proxier`], or
+/// the [`Userspace`] proxier and its portals. The outer error ends the loop; the inner
+/// one is a failed sync, retried.
+trait Syncer: Send + 'static {
+    const NAME: &'static str;
+
+    fn sync(
+        &mut self,
+        model: Model,
+    ) -> impl std::future::Future<Output = Result<Result<SyncKind, Error>, Error>> + Send;
+}
+
+/// A kernel proxier, lent to a blocking thread for each sync: the kernel tools and the
+/// rendering of large rulesets block, and must stay off the async workers.
+struct Blocking<A: Apply, B: Backend>(Option<Proxier<A, B>>);
+
+impl<A: Apply, B: Backend> Syncer for Blocking<A, B> {
+    const NAME: &'static str = B::NAME;
+
+    async fn sync(&mut self, model: Model) -> Result<Result<SyncKind, Error>, Error> {
+        let Some(mut proxier) = self.0.take() else {
+            return Err(Error::SyncTask("proxier lost".into()));
+        };
+        let (proxier, result) = tokio::task::spawn_blocking(move || {
+            let result = proxier.sync(&model);
+            (proxier, result)
+        })
+        .await
+        .map_err(|e| Error::SyncTask(e.to_string()))?;
+        self.0 = Some(proxier);
+        Ok(result)
+    }
+}
+
+impl<A: Apply> Syncer for Userspace<A> {
+    const NAME: &'static str = "userspace";
+
+    async fn sync(&mut self, model: Model) -> Result<Result<SyncKind, Error>, Error> {
+        Ok(Userspace::sync(self, &model).await)
+    }
+}
+
+async fn sync_loop<S: Syncer>(
     client: Client,
     args: ProxyArgs,
-    proxier: Proxier<A, B>,
+    mut proxier: S,
 ) -> Result<(), Error> {
     let node_name = args.node_name()?;
     let notify = Arc::new(Notify::new());
@@ -312,10 +392,9 @@ async fn sync_loop<A: Apply, B: Backend>(
         .wait_until_ready()
         .await
         .map_err(|_| Error::WatchStopped("EndpointSlice"))?;
-    tracing::info!(node = %node_name, mode = B::NAME, "service proxy started");
+    tracing::info!(node = %node_name, mode = S::NAME, "service proxy started");
 
     let mut health_checks = healthcheck::HealthChecks::default();
-    let mut proxier = Some(proxier);
     let mut pacer = SyncPacer::new(notify, args.min_sync_period, args.sync_period);
     loop {
         pacer.wait().await;
@@ -325,18 +404,7 @@ async fn sync_loop<A: Apply, B: Backend>(
             &node_name,
         );
         health_checks.update(&model).await;
-        let Some(mut p) = proxier.take() else {
-            return Err(Error::SyncTask("proxier lost".into()));
-        };
-        // The kernel tools and rendering of large rulesets block; keep them off the async
-        // workers.
-        let (p, result) = tokio::task::spawn_blocking(move || {
-            let result = p.sync(&model);
-            (p, result)
-        })
-        .await
-        .map_err(|e| Error::SyncTask(e.to_string()))?;
-        proxier = Some(p);
+        let result = proxier.sync(model).await?;
         pacer.done(result.is_ok());
         match result {
             Ok(kind) => tracing::debug!(?kind, "proxy rules synced"),

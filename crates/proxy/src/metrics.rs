@@ -21,6 +21,14 @@ pub struct TableLabels {
     pub table: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `ok`, `no_endpoints` or `error` (no endpoint answered).
+    pub result: String,
+}
+
 /// The proxy's metrics; register them in the registry the binary serves.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -31,6 +39,12 @@ pub struct Metrics {
     pub map_elements: Gauge,
     pub iptables_rules: Family<TableLabels, Gauge>,
     pub services: Gauge,
+    /// Userspace mode: connections (TCP) and sessions (UDP) relayed, by outcome.
+    pub userspace_connections: Family<ConnectionLabels, Counter>,
+    /// Userspace mode: UDP sessions open now.
+    pub userspace_udp_sessions: Gauge,
+    /// Userspace mode: portals (local listeners) open now.
+    pub userspace_portals: Gauge,
 }
 
 impl Metrics {
@@ -45,6 +59,9 @@ impl Metrics {
             map_elements: Gauge::default(),
             iptables_rules: Family::default(),
             services: Gauge::default(),
+            userspace_connections: Family::default(),
+            userspace_udp_sessions: Gauge::default(),
+            userspace_portals: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("skiff_proxy");
         r.register(
@@ -81,6 +98,21 @@ impl Metrics {
             "service_ports",
             "Service ports in the last synced model",
             m.services.clone(),
+        );
+        r.register(
+            "userspace_connections",
+            "Userspace mode: connections (TCP) and sessions (UDP) relayed, by outcome",
+            m.userspace_connections.clone(),
+        );
+        r.register(
+            "userspace_udp_sessions",
+            "Userspace mode: UDP sessions open",
+            m.userspace_udp_sessions.clone(),
+        );
+        r.register(
+            "userspace_portals",
+            "Userspace mode: local listeners open for Service ports",
+            m.userspace_portals.clone(),
         );
         m
     }

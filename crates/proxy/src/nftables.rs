@@ -151,11 +151,10 @@ impl Backend for Nftables {
     }
 }
 
-/// Renders the whole desired ruleset.
-pub fn render(model: &Model, config: &RenderConfig) -> Ruleset {
-    let mut rs = Ruleset::default();
-    let mark = 1u32 << config.masquerade_bit.min(31);
-    let nodeport_match = if config.nodeport_addresses.is_empty() {
+/// The match for packets to this node's NodePort addresses (`--nodeport-addresses`, or
+/// every local address but loopback); the userspace mode's rules use it too.
+pub(crate) fn nodeport_match(config: &RenderConfig) -> String {
+    if config.nodeport_addresses.is_empty() {
         // NodePorts on 127.0.0.1 would need route_localnet; upstream refuses them too.
         "fib daddr type local ip daddr != 127.0.0.0/8".to_string()
     } else {
@@ -165,7 +164,14 @@ pub fn render(model: &Model, config: &RenderConfig) -> Ruleset {
             .map(|c| c.to_string())
             .collect();
         format!("fib daddr type local ip daddr {{ {} }}", cidrs.join(", "))
-    };
+    }
+}
+
+/// Renders the whole desired ruleset.
+pub fn render(model: &Model, config: &RenderConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    let mark = 1u32 << config.masquerade_bit.min(31);
+    let nodeport_match = nodeport_match(config);
 
     let check = "ct state new jump service-endpoints-check";
     for (name, hook, rules) in [

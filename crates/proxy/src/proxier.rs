@@ -53,7 +53,7 @@ pub enum SyncKind {
 }
 
 impl SyncKind {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             SyncKind::Full => "full",
             SyncKind::Partial => "partial",

@@ -2,7 +2,8 @@
 //! (one veth and one /24 each, as a routed CNI would), the proxy's transactions are
 //! applied there with `ip netns exec NODE nft` (or `… iptables-restore`), and TCP
 //! connections to the Service's addresses show which backend answered and which source
-//! address it saw. The same scenario runs in both proxy modes.
+//! address it saw. The same scenario runs in both kernel modes; the userspace mode, whose
+//! listeners must live in the node namespace, has a scenario of its own.
 //!
 //! Needs root, `ip` and `nft` (and the iptables tools for iptables mode); skipped with a
 //! message otherwise. Touches only namespaces it creates, and deletes them even when an
@@ -23,7 +24,7 @@ use serde_json::json;
 use skiff_e2e::netns::{enter, sh};
 use skiff_proxy::{
     model, Apply, Backend, Iptables, IptablesCommand, NftCommand, Proxier, ProxyMode, RenderConfig,
-    SyncKind,
+    SyncKind, Userspace,
 };
 
 const CLUSTER_IP: &str = "10.96.0.50:80";
@@ -32,7 +33,7 @@ const NODE_PORT: u16 = 30080;
 
 fn skip_reason(mode: ProxyMode) -> Option<String> {
     let kernel_tool = match mode {
-        ProxyMode::Nftables => ["nft", "--version"],
+        ProxyMode::Nftables | ProxyMode::Userspace => ["nft", "--version"],
         ProxyMode::Iptables => ["iptables-restore", "--version"],
     };
     skiff_e2e::netns::unavailable(&[["ip", "-V"], kernel_tool])
@@ -201,6 +202,23 @@ impl Lab {
         );
     }
 
+    /// One datagram from a new socket in `ns` to `addr`: the answer and where it came
+    /// from.
+    fn ask_udp(&self, ns: &str, addr: &str) -> io::Result<(String, SocketAddr)> {
+        let (ns, addr): (String, SocketAddr) = (ns.to_string(), addr.parse().expect("addr"));
+        thread::spawn(move || {
+            enter(&ns)?;
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+            socket.send_to(b"?", addr)?;
+            let mut buffer = [0u8; 16];
+            let (n, from) = socket.recv_from(&mut buffer)?;
+            Ok((String::from_utf8_lossy(&buffer[..n]).into_owned(), from))
+        })
+        .join()
+        .expect("client thread")
+    }
+
     /// The output of `args` run in the node namespace.
     fn node_exec(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
@@ -216,6 +234,9 @@ impl Lab {
         match mode {
             ProxyMode::Nftables => self.node_exec(&["nft", "list", "table", "ip", "skiff-proxy"]),
             ProxyMode::Iptables => self.node_exec(&["iptables-save"]),
+            ProxyMode::Userspace => {
+                self.node_exec(&["nft", "list", "table", "ip", "skiff-userspace"])
+            }
         }
     }
 }
@@ -364,6 +385,7 @@ fn scenario<A: Apply, B: Backend>(lab: &Lab, mode: ProxyMode, proxier: &mut Prox
     let affinity = match mode {
         ProxyMode::Nftables => "flags dynamic,timeout",
         ProxyMode::Iptables => "--rcheck --seconds 10800 --reap",
+        ProxyMode::Userspace => unreachable!("the userspace mode has its own scenario"),
     };
     assert!(lab.rules(mode).contains(affinity));
     assert_eq!(lab.backends(&node, CLUSTER_IP, 20).len(), 1);
@@ -471,4 +493,172 @@ fn udp_flows_leave_a_removed_endpoint() {
         "after removing {}: {after:?}",
         first[0]
     );
+}
+
+/// The userspace mode: the proxy's own listeners in the node namespace carry every TCP
+/// connection and UDP session, round robin over the endpoints, pinned per client under
+/// ClientIP affinity, following endpoint changes live; its table only redirects.
+#[test]
+fn userspace_relays_tcp_and_udp_round_robin_with_affinity_and_live_endpoints() {
+    if let Some(reason) = skip_reason(ProxyMode::Userspace) {
+        eprintln!("SKIPPED: the real-kernel userspace test needs root, ip and nft: {reason}");
+        return;
+    }
+    let lab = Lab::new("usr");
+    let (node, pod_a) = (lab.node.clone(), lab.pods[0].clone());
+    let dns: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "dns"},
+        "spec": {"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"}]},
+    }))
+    .expect("service");
+    let dns_slice = |ips: &[&str]| -> EndpointSlice {
+        let endpoints: Vec<_> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "nodeName": "node", "conditions": {"ready": true}}))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "dns-x", "labels": {"kubernetes.io/service-name": "dns"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": 8080, "protocol": "UDP"}],
+            "endpoints": endpoints,
+        }))
+        .expect("slice")
+    };
+    let model_of = |web: &Service, ips: &[&str]| {
+        model::build([web, &dns], [&slice(ips), &dns_slice(ips)], "node")
+    };
+    let both = ["10.88.1.2", "10.88.2.2"];
+    let dns_ip = "10.96.0.53:53";
+    let node_port = format!("{NODE_IP}:{NODE_PORT}");
+
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // The runtime's threads, and so the portals' sockets, live in the node.
+                enter(&node).expect("enter node netns");
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let nft = NftCommand::new(["ip", "netns", "exec", node.as_str(), "nft"]);
+                // Long enough that only an endpoint's removal moves a UDP session.
+                let mut proxier =
+                    Userspace::new(config(), nft).with_udp_timeout(Duration::from_secs(30));
+                let sync = |proxier: &mut Userspace<NftCommand>, web: &Service, ips: &[&str]| {
+                    runtime
+                        .block_on(proxier.sync(&model_of(web, ips)))
+                        .expect("sync")
+                };
+
+                assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Full);
+                let listed = lab.rules(ProxyMode::Userspace);
+                assert!(listed.contains("redirect to :"), "{listed}");
+
+                // TCP from a pod, round robin over both backends; each sees the
+                // proxy's address on its side, not the client's (10.88.1.2).
+                let from_a = lab.tally(&pod_a, CLUSTER_IP, 20);
+                let peers: BTreeMap<&str, &str> = from_a
+                    .keys()
+                    .map(|(name, peer)| (name.as_str(), peer.as_str()))
+                    .collect();
+                assert_eq!(peers.get("A"), Some(&"10.88.1.1"), "{from_a:?}");
+                assert_eq!(peers.get("B"), Some(&"10.88.2.1"), "{from_a:?}");
+                assert_eq!(from_a.values().copied().collect::<Vec<_>>(), [10, 10]);
+                // From the node itself, and through the node port from both.
+                assert_eq!(lab.backends(&node, CLUSTER_IP, 10), ["A", "B"]);
+                assert_eq!(lab.backends(&node, &node_port, 10), ["A", "B"]);
+                assert_eq!(lab.backends(&pod_a, &node_port, 10), ["A", "B"]);
+
+                // UDP: each new client socket is a session of its own, round robin;
+                // answers come back from the Service's address.
+                let mut names = BTreeMap::new();
+                for from in [&pod_a, &node] {
+                    for _ in 0..6 {
+                        let (name, source) = lab
+                            .ask_udp(from, dns_ip)
+                            .unwrap_or_else(|e| panic!("UDP from {from}: {e}"));
+                        assert_eq!(source.to_string(), dns_ip);
+                        *names.entry(name).or_insert(0) += 1;
+                    }
+                }
+                assert_eq!(names.len(), 2, "{names:?}");
+
+                // ClientIP affinity: one client, one backend, on every address.
+                assert_eq!(sync(&mut proxier, &web(true), &both), SyncKind::Noop);
+                assert_eq!(lab.backends(&pod_a, CLUSTER_IP, 12).len(), 1);
+                assert_eq!(lab.backends(&node, CLUSTER_IP, 12).len(), 1);
+                assert_eq!(lab.backends(&pod_a, &node_port, 12).len(), 1);
+                assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Noop);
+                assert_eq!(lab.backends(&pod_a, CLUSTER_IP, 10), ["A", "B"]);
+
+                // A UDP session keeps its endpoint; when that endpoint is removed, its
+                // next datagram goes to the one left.
+                let (first, after) = thread::scope(|inner| {
+                    inner
+                        .spawn(|| {
+                            enter(&pod_a).expect("enter pod netns");
+                            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                            socket
+                                .set_read_timeout(Some(Duration::from_secs(2)))
+                                .expect("timeout");
+                            let ask = || {
+                                socket.send_to(b"?", dns_ip).expect("send");
+                                let mut buffer = [0u8; 16];
+                                let (n, _) = socket.recv_from(&mut buffer).expect("an answer");
+                                String::from_utf8_lossy(&buffer[..n]).into_owned()
+                            };
+                            let first: Vec<String> = (0..4).map(|_| ask()).collect();
+                            let keep = if first[0] == "A" {
+                                "10.88.2.2"
+                            } else {
+                                "10.88.1.2"
+                            };
+                            sync(&mut proxier, &web(false), &[keep]);
+                            let after: Vec<String> = (0..4).map(|_| ask()).collect();
+                            (first, after)
+                        })
+                        .join()
+                        .expect("client thread")
+                });
+                assert!(first.iter().all(|b| b == &first[0]), "{first:?}");
+                let other = if first[0] == "A" { "B" } else { "A" };
+                assert!(after.iter().all(|b| b == other), "{after:?}");
+
+                // TCP after the removal: only the endpoint left.
+                let only = if other == "A" {
+                    "10.88.1.2"
+                } else {
+                    "10.88.2.2"
+                };
+                assert_eq!(lab.backends(&pod_a, CLUSTER_IP, 10), [other]);
+                assert_eq!(lab.backends(&node, &node_port, 10), [other]);
+                assert_eq!(sync(&mut proxier, &web(false), &[only]), SyncKind::Noop);
+
+                // No endpoints: refused at once, from the node and from a pod.
+                let ports = proxier.ports();
+                assert_eq!(sync(&mut proxier, &web(false), &[]), SyncKind::Partial);
+                assert_eq!(proxier.ports(), ports, "the portals stay open");
+                lab.assert_refused(&node, CLUSTER_IP);
+                lab.assert_refused(&pod_a, CLUSTER_IP);
+                lab.assert_refused(&pod_a, &node_port);
+                assert_eq!(sync(&mut proxier, &web(false), &both), SyncKind::Partial);
+                assert_eq!(lab.backends(&node, CLUSTER_IP, 10), ["A", "B"]);
+
+                // The Services gone: their portals close, and the table is empty.
+                runtime
+                    .block_on(proxier.sync(&model::Model::default()))
+                    .expect("sync");
+                assert!(proxier.ports().is_empty());
+                let listed = lab.rules(ProxyMode::Userspace);
+                assert!(!listed.contains("10.96.0.50"), "{listed}");
+                for port in ports.values() {
+                    let addr = format!("127.0.0.1:{port}");
+                    let gone = lab.connect(&node, &addr).expect_err("closed");
+                    assert_eq!(gone.kind(), io::ErrorKind::ConnectionRefused, "{addr}");
+                }
+            })
+            .join()
+            .expect("the node's thread")
+    });
 }

@@ -1,7 +1,8 @@
 //! The whole loop against a real API server (`skiff apiserver`, found through `SKIFF_BIN`
 //! or the target directory): Services and EndpointSlices written with kubectl, the
 //! watches, batching and diffing, with transactions captured instead of run through nft
-//! or iptables-restore, in both proxy modes.
+//! or iptables-restore, in both kernel modes; and the userspace mode's portals following
+//! the same objects.
 
 use std::time::Duration;
 
@@ -60,6 +61,7 @@ fn texts(mode: ProxyMode, cluster_ip: &str, node_port: i64) -> Texts {
             node_port: format!("--dport {node_port} -j KUBE-EXT-"),
             removed: ["-X KUBE-EXT-".into(), "-X KUBE-SVC-".into()],
         },
+        ProxyMode::Userspace => unreachable!("the userspace mode has its own test below"),
     }
 }
 
@@ -162,6 +164,90 @@ async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
         })
         .await;
 
+    assert!(!proxy.is_finished(), "run returned early");
+    proxy.abort();
+}
+
+/// The userspace mode through the same loop: a portal (a listener in this process) per
+/// Service address, its table redirecting there, endpoints handed over without touching
+/// the table, and the portal closed with the Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_services_in_userspace_mode() {
+    if std::env::var_os("SKIFF_BIN").is_none()
+        && std::panic::catch_unwind(skiff_e2e::skiff_binary).is_err()
+    {
+        eprintln!("SKIPPED: no skiff binary; build it or set SKIFF_BIN");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| Server::start(&[]))
+        .await
+        .expect("server");
+    let client = server.client().await;
+    let ns = "proxy-run";
+    server.ok(&["create", "namespace", ns]);
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": ns, "name": "web"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    });
+    server.ok_with_input(&["apply", "-f", "-"], &service.to_string());
+    server.ok_with_input(&["apply", "-f", "-"], &slice(ns, &["10.88.1.2"]));
+    let svc = server.json(&["service", "-n", ns, "web"]);
+    let cluster_ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .expect("cluster IP")
+        .to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .expect("node port");
+
+    let recorder = Recorder::default();
+    let args = ProxyArgs {
+        hostname_override: Some("node1".into()),
+        min_sync_period: Duration::from_millis(500),
+        proxy_mode: ProxyMode::Userspace,
+        ..ProxyArgs::default()
+    };
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let proxy = tokio::spawn(run_with(client, args, recorder.clone(), metrics.clone()));
+
+    let redirect = format!("ip daddr {cluster_ip} tcp dport 80 redirect to :");
+    let first = recorder
+        .wait_for(0, "with the service", |tx| tx.contains(&redirect))
+        .await;
+    let tx = &recorder.transactions()[first];
+    assert!(tx.contains("delete table ip skiff-userspace"), "{tx}");
+    assert!(
+        tx.contains(&format!("tcp dport {node_port} redirect to :")),
+        "{tx}"
+    );
+    // The cluster IP and node port, besides the `kubernetes` Service's cluster IP.
+    let portals = metrics.userspace_portals.get();
+    assert!(portals >= 2, "{portals} portals");
+
+    // New endpoints reach the portal; the table stays as it is.
+    let before = recorder.transactions().len();
+    server.ok_with_input(
+        &["apply", "-f", "-"],
+        &slice(ns, &["10.88.1.2", "10.88.2.2"]),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(recorder.transactions().len(), before);
+
+    // Deleting the service closes its portals and takes its rules out.
+    server.ok(&["delete", "service", "-n", ns, "web"]);
+    recorder
+        .wait_for(before, "without the service", |tx| {
+            !tx.contains(&cluster_ip)
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.userspace_portals.get() != portals - 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.userspace_portals.get(), portals - 2);
     assert!(!proxy.is_finished(), "run returned early");
     proxy.abort();
 }

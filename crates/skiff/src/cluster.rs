@@ -561,6 +561,7 @@ fn node_command(node: &NodeState, state: &State, args: &CreateArgs, role: &[&str
     let proxy_mode = match args.proxy_mode {
         skiff_proxy::ProxyMode::Nftables => "nftables",
         skiff_proxy::ProxyMode::Iptables => "iptables",
+        skiff_proxy::ProxyMode::Userspace => "userspace",
     };
     command
         .args(role)

@@ -99,7 +99,8 @@ struct NodeArgs {
     runtime: skiff_runtime::RuntimeArgs,
     #[command(flatten)]
     kubelet: skiff_kubelet::KubeletArgs,
-    /// How the service proxy programs Services: nftables or iptables.
+    /// How the service proxy programs Services: nftables, iptables, or userspace (the
+    /// proxy relays connections itself).
     #[arg(long, value_enum, default_value = "nftables")]
     proxy_mode: skiff_proxy::ProxyMode,
     /// The whole cluster's pod range (e.g. 10.42.0.0/16), for pod networking across
