@@ -185,6 +185,33 @@ pub fn apply(kind: &str, object: &mut Value) {
             set(fields, "reclaimPolicy", json!("Delete"));
             set(fields, "volumeBindingMode", json!("Immediate"));
         }
+        // Upstream's RBAC defaults: the binding's role is RBAC's, users and groups are
+        // RBAC's subjects.
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role_ref = object_entry(fields, "roleRef");
+            if role_ref
+                .get("apiGroup")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                role_ref.insert("apiGroup".into(), json!("rbac.authorization.k8s.io"));
+            }
+            let subjects = fields.get_mut("subjects").and_then(Value::as_array_mut);
+            for subject in subjects
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                let kind = subject.get("kind").and_then(Value::as_str).unwrap_or("");
+                let unset = subject
+                    .get("apiGroup")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty);
+                if unset && (kind == "User" || kind == "Group") {
+                    subject.insert("apiGroup".into(), json!("rbac.authorization.k8s.io"));
+                }
+            }
+        }
         "PriorityClass" => {
             set(fields, "preemptionPolicy", json!("PreemptLowerPriority"));
         }

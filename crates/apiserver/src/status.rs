@@ -100,6 +100,15 @@ impl Cause {
         }
     }
 
+    /// A reference to something that is not there (a volume a mount names).
+    pub fn not_found(field: impl Into<String>, value: impl Into<BadValue>) -> Self {
+        Cause {
+            reason: "FieldValueNotFound",
+            message: format!("Not found: {}", value.into().render()),
+            field: field.into(),
+        }
+    }
+
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Cause {
             reason: "FieldValueForbidden",

@@ -287,6 +287,7 @@ pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec
         "Pod" => return crate::pod_update::validate(new, old),
         "Job" => job_update(new, old),
         "StatefulSet" => stateful_set_update(new, old),
+        "RoleBinding" | "ClusterRoleBinding" => crate::validation::role_ref_update(new, old),
         _ => Vec::new(),
     };
     causes.extend(
@@ -675,6 +676,9 @@ fn validate_object(resource: &ResourceInfo, object: &Value, with_spec: bool) -> 
                         }
                     }
                 }
+            }
+            if with_spec && resource.builtin_kind() == "Secret" {
+                causes.extend(crate::validation::validate("Secret", object));
             }
         }
         "CustomResourceDefinition" => causes.extend(crate::crd::definition::validate(object)),

@@ -10,6 +10,18 @@
 
 use std::collections::HashSet;
 
+mod autoscaling;
+mod core;
+mod cron;
+mod networking;
+mod pod;
+mod rbac;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+pub use rbac::role_ref_update;
+
 use serde_json::Value;
 
 use crate::object::string_map;
@@ -54,6 +66,26 @@ pub fn validate(kind: &str, object: &Value) -> Vec<Cause> {
         "ReplicationController" => replication_controller(spec, &mut causes),
         "Job" => job(spec, &mut causes),
         "Service" => service(spec, &mut causes),
+        "CronJob" => cron::cron_job(spec, &mut causes),
+        "Role" => rbac::role(object, true, &mut causes),
+        "ClusterRole" => rbac::role(object, false, &mut causes),
+        "RoleBinding" => rbac::binding(object, true, &mut causes),
+        "ClusterRoleBinding" => rbac::binding(object, false, &mut causes),
+        "Ingress" => networking::ingress(spec, &mut causes),
+        "IngressClass" => networking::ingress_class(spec, &mut causes),
+        "NetworkPolicy" => networking::network_policy(spec, &mut causes),
+        "PodDisruptionBudget" => autoscaling::pod_disruption_budget(spec, &mut causes),
+        "HorizontalPodAutoscaler" => autoscaling::horizontal_pod_autoscaler(spec, &mut causes),
+        "PersistentVolumeClaim" => storage::claim_spec(spec, "spec", &mut causes),
+        "PersistentVolume" => storage::persistent_volume(spec, &mut causes),
+        "StorageClass" => storage::storage_class(object, &mut causes),
+        "ResourceQuota" => core::resource_quota(spec, &mut causes),
+        "LimitRange" => core::limit_range(spec, &mut causes),
+        "Secret" => core::secret(object, &mut causes),
+        "Endpoints" => core::endpoints(object, &mut causes),
+        "EndpointSlice" => core::endpoint_slice(object, &mut causes),
+        "Lease" => core::lease(spec, &mut causes),
+        "PriorityClass" => core::priority_class(object, &mut causes),
         _ => {}
     }
     causes
@@ -128,6 +160,80 @@ fn port_name(name: &str, field: &str, causes: &mut Vec<Cause>) {
         broken.push("must not begin or end with a hyphen");
     }
     causes.extend(broken.into_iter().map(|m| Cause::invalid(field, name, m)));
+}
+
+/// Upstream's `IsValidPathSegmentName` (names that become a URL's path segment).
+fn path_segment(name: &str) -> Vec<&'static str> {
+    match name {
+        "." => return vec!["may not be '.'"],
+        ".." => return vec!["may not be '..'"],
+        _ => {}
+    }
+    let mut broken = Vec::new();
+    if name.contains('/') {
+        broken.push("may not contain '/'");
+    }
+    if name.contains('%') {
+        broken.push("may not contain '%'");
+    }
+    broken
+}
+
+const QUALIFIED_NAME_FORMAT: &str = "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]'";
+
+/// Upstream's `ValidateQualifiedName`: an optional DNS-subdomain prefix and `/`, then a
+/// name of at most 63 alphanumerics, '-', '_' or '.'.
+fn qualified_name(value: &str, field: &str, causes: &mut Vec<Cause>) {
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                causes.push(Cause::invalid(
+                    field,
+                    value,
+                    "prefix part must be non-empty",
+                ));
+            } else if !is_dns1123_subdomain(prefix) {
+                causes.push(Cause::invalid(
+                    field,
+                    value,
+                    &format!("prefix part {DNS1123_SUBDOMAIN_MSG}"),
+                ));
+            }
+            *name
+        }
+        _ => {
+            causes.push(Cause::invalid(
+                field,
+                value,
+                &format!("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is {QUALIFIED_NAME_FORMAT}) with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"),
+            ));
+            return;
+        }
+    };
+    if name.is_empty() {
+        causes.push(Cause::invalid(field, value, "name part must be non-empty"));
+    } else if name.len() > 63 {
+        causes.push(Cause::invalid(
+            field,
+            value,
+            "name part must be no more than 63 characters",
+        ));
+    }
+    let edges_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    let well_formed = edges_ok(name.bytes().next())
+        && edges_ok(name.bytes().last())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name.is_empty() && !well_formed {
+        causes.push(Cause::invalid(
+            field,
+            value,
+            &format!("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is {QUALIFIED_NAME_FORMAT})"),
+        ));
+    }
 }
 
 /// The structured selector of the apps kinds: required, and not empty (`for` names the
@@ -476,6 +582,20 @@ fn replication_controller(spec: Option<&Value>, causes: &mut Vec<Cause>) {
 }
 
 fn job(spec: Option<&Value>, causes: &mut Vec<Cause>) {
+    job_spec(spec, "spec", causes);
+    let selector = spec
+        .and_then(|s| s.get("selector"))
+        .filter(|s| !s.is_null());
+    match selector.map(LabelSelector::from_object) {
+        None => causes.push(Cause::required("spec.selector")),
+        Some(Ok(selector)) => template_matches(spec, &selector, causes),
+        Some(Err(_)) => {}
+    }
+}
+
+/// Upstream's `validateJobSpec`, of a Job (at `spec`) or a CronJob's job template (at
+/// `spec.jobTemplate.spec`).
+fn job_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     for field in [
         "parallelism",
         "completions",
@@ -485,19 +605,19 @@ fn job(spec: Option<&Value>, causes: &mut Vec<Cause>) {
         "backoffLimitPerIndex",
         "maxFailedIndexes",
     ] {
-        nonnegative(spec, field, "spec", causes);
+        nonnegative(spec, field, path, causes);
     }
     let mode = text(spec, "completionMode");
     if given(spec, "completionMode") && !["NonIndexed", "Indexed"].contains(&mode) {
         causes.push(Cause::unsupported(
-            "spec.completionMode",
+            format!("{path}.completionMode"),
             mode,
             &["NonIndexed", "Indexed"],
         ));
     }
     let pod = spec.and_then(|s| s.pointer("/template/spec"));
-    pod_spec(pod, "spec.template.spec", causes);
-    let field = "spec.template.spec.restartPolicy";
+    pod_spec(pod, &format!("{path}.template.spec"), causes);
+    let field = format!("{path}.template.spec.restartPolicy");
     match text(pod, "restartPolicy") {
         "Always" | "" => causes.push(Cause::required_detail(
             field,
@@ -511,19 +631,12 @@ fn job(spec: Option<&Value>, causes: &mut Vec<Cause>) {
         "OnFailure" | "Never" => {}
         other => causes.push(Cause::unsupported(field, other, &["OnFailure", "Never"])),
     }
-    let selector = spec
-        .and_then(|s| s.get("selector"))
-        .filter(|s| !s.is_null());
-    match selector.map(LabelSelector::from_object) {
-        None => causes.push(Cause::required("spec.selector")),
-        Some(Ok(selector)) => template_matches(spec, &selector, causes),
-        Some(Err(_)) => {}
-    }
 }
 
 /// Upstream's `ValidatePodSpec`, the parts people meet: containers (and init
 /// containers), the restart and DNS policies, sysctls.
 pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let volumes = pod::volumes(spec, path, causes);
     let containers = list(spec, "containers");
     if containers.is_empty() {
         causes.push(Cause::required(format!("{path}.containers")));
@@ -531,7 +644,7 @@ pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>
     let mut names = HashSet::new();
     for (i, c) in containers.iter().enumerate() {
         let at = format!("{path}.containers[{i}]");
-        container(c, &at, causes);
+        container(c, &volumes, false, &at, causes);
         let name = text(Some(c), "name");
         if !names.insert(name) {
             causes.push(Cause::duplicate(format!("{at}.name"), name));
@@ -539,7 +652,7 @@ pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>
     }
     for (i, c) in list(spec, "initContainers").iter().enumerate() {
         let at = format!("{path}.initContainers[{i}]");
-        container(c, &at, causes);
+        container(c, &volumes, true, &at, causes);
         let name = text(Some(c), "name");
         if names.contains(name) {
             causes.push(Cause::duplicate(format!("{at}.name"), name));
@@ -564,8 +677,14 @@ pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>
     }
 }
 
-/// Upstream's `validateContainerCommon`, in its order.
-fn container(c: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Upstream's `validateContainerCommon`, in its order, then the probes.
+fn container(
+    c: &Value,
+    volumes: &HashSet<String>,
+    init: bool,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
     let c = Some(c);
     let name = text(c, "name");
     if name.is_empty() {
@@ -598,6 +717,8 @@ fn container(c: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(&field, name, ENV_NAME_MSG));
         }
     }
+    pod::env_from(c, path, causes);
+    pod::volume_mounts(c, volumes, path, causes);
     let pull = text(c, "imagePullPolicy");
     if !pull.is_empty() && !PULL_POLICIES.contains(&pull) {
         causes.push(Cause::unsupported(
@@ -611,6 +732,7 @@ fn container(c: &Value, path: &str, causes: &mut Vec<Cause>) {
         &format!("{path}.resources"),
         causes,
     );
+    pod::probes(c, init, path, causes);
 }
 
 fn container_ports(ports: &[Value], path: &str, causes: &mut Vec<Cause>) {
@@ -968,6 +1090,40 @@ pub(crate) mod go {
         ))
     }
 
+    /// A `resource.Quantity` as Go's `%#v` shows one parsed from `text` (and printed
+    /// once, which caches its string).
+    pub fn quantity(text: &str) -> String {
+        let binary = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+        let (number, suffix) = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+            .map(|i| text.split_at(i))
+            .unwrap_or((text, ""));
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits: i64 = format!("{whole}{fraction}").parse().unwrap_or(0);
+        let (value, scale, format) = if let Some(power) = binary.iter().position(|b| *b == suffix) {
+            (digits << (10 * (power + 1)), 0, "BinarySI")
+        } else {
+            let exponent = match suffix {
+                "n" => -9,
+                "u" => -6,
+                "m" => -3,
+                "k" => 3,
+                "M" => 6,
+                "G" => 9,
+                "T" => 12,
+                "P" => 15,
+                "E" => 18,
+                _ => 0,
+            };
+            (digits, exponent - fraction.len() as i64, "DecimalSI")
+        };
+        format!(
+            "resource.Quantity{{i:resource.int64Amount{{value:{value}, scale:{scale}}}, d:resource.infDecAmount{{Dec:(*inf.Dec)(nil)}}, s:{}, Format:{}}}",
+            quote(text),
+            quote(format)
+        )
+    }
+
     /// The `core.ServicePort` key upstream finds repeated: protocol and port only.
     pub fn service_port(protocol: &str, port: i64) -> BadValue {
         BadValue::Go(format!(
@@ -978,7 +1134,7 @@ pub(crate) mod go {
 }
 
 #[cfg(test)]
-mod tests {
+mod pod_tests {
     use super::*;
     use serde_json::json;
 

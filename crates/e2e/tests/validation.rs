@@ -122,3 +122,92 @@ fn kubectl_and_raw_clients_see_upstreams_validation_errors() {
         .stderr
         .starts_with(b"Error from server (NotFound)"));
 }
+
+/// One kind's refusal through kubectl: the object is not created and kubectl prints
+/// upstream's `field: message`.
+fn refused(s: &Server, yaml: &str, expected: &str) {
+    let err = s.fails_with_input(&["create", "-f", "-"], yaml);
+    assert!(err.contains(expected), "expected {expected:?} in: {err}");
+}
+
+#[test]
+fn kubectl_sees_upstreams_refusals_of_other_kinds() {
+    let s = shared();
+    let ns = s.namespace("validation-kinds");
+
+    refused(
+        s,
+        &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: r, namespace: {ns}}}\nrules:\n- apiGroups: ['']\n  resources: [pods]\n"),
+        r#"The Role "r" is invalid: rules[0].verbs: Required value: verbs must contain at least one value"#,
+    );
+    refused(
+        s,
+        &format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: i, namespace: {ns}}}\nspec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        pathType: Sometimes\n        backend: {{service: {{name: web, port: {{number: 80}}}}}}\n"),
+        r#"The Ingress "i" is invalid: spec.rules[0].http.paths[0].pathType: Unsupported value: "Sometimes": supported values: "Exact", "ImplementationSpecific", "Prefix""#,
+    );
+    refused(
+        s,
+        &format!("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: p, namespace: {ns}}}\nspec:\n  minAvailable: 1\n  maxUnavailable: 1\n  selector: {{matchLabels: {{app: web}}}}\n"),
+        "minAvailable and maxUnavailable cannot be both set",
+    );
+    refused(
+        s,
+        &format!("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: h, namespace: {ns}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  minReplicas: 5\n  maxReplicas: 2\n"),
+        r#"The HorizontalPodAutoscaler "h" is invalid: spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"#,
+    );
+    // The same through autoscaling/v1, stored as v2.
+    refused(
+        s,
+        &format!("apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {{name: h1, namespace: {ns}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  minReplicas: 5\n  maxReplicas: 2\n"),
+        "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`",
+    );
+    refused(
+        s,
+        &format!("apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: c, namespace: {ns}}}\nspec:\n  schedule: not a schedule\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers: [{{name: c, image: busybox}}]\n"),
+        r#"The CronJob "c" is invalid: spec.schedule: Invalid value: "not a schedule": expected exactly 5 fields, found 3: [not a schedule]"#,
+    );
+    let err = s.fails_with_input(
+        &["create", "-f", "-"],
+        &format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: c, namespace: {ns}}}\nspec:\n  resources: {{requests: {{storage: 1Gi}}}}\n"),
+    );
+    assert!(
+        err.contains(r#"The PersistentVolumeClaim "c" is invalid: spec.accessModes: Required value: at least 1 access mode is required"#),
+        "{err}"
+    );
+    refused(
+        s,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: m, namespace: {ns}}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts: [{{name: missing, mountPath: /data}}]\n"),
+        r#"The Pod "m" is invalid: spec.containers[0].volumeMounts[0].name: Not found: "missing""#,
+    );
+
+    // A binding's role reference stays what it was.
+    s.ok_with_input(
+        &["create", "-f", "-"],
+        &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: b, namespace: {ns}}}\nroleRef: {{kind: ClusterRole, name: view, apiGroup: rbac.authorization.k8s.io}}\nsubjects: [{{kind: User, name: alice}}]\n"),
+    );
+    let err = s.fails_with_input(
+        &["apply", "-f", "-"],
+        &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: b, namespace: {ns}}}\nroleRef: {{kind: ClusterRole, name: edit, apiGroup: rbac.authorization.k8s.io}}\nsubjects: [{{kind: User, name: alice}}]\n"),
+    );
+    assert!(
+        err.contains(r#"roleRef: Invalid value: rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"ClusterRole", Name:"edit"}: cannot change roleRef"#),
+        "{err}"
+    );
+
+    for (kind, name) in [
+        ("role", "r"),
+        ("ingress", "i"),
+        ("pdb", "p"),
+        ("hpa", "h"),
+        ("cronjob", "c"),
+        ("pvc", "c"),
+        ("pod", "m"),
+    ] {
+        assert!(
+            s.kubectl(&["get", kind, name, "-n", &ns])
+                .stderr
+                .starts_with(b"Error from server (NotFound)"),
+            "{kind} {name} was created"
+        );
+    }
+}
