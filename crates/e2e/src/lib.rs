@@ -223,6 +223,8 @@ pub const NODE_TEST_FLAGS: &[&str] = &["--eviction-hard=", "--image-gc-high-thre
 /// A `skiff apiserver` or `skiff server` process with its own data dir.
 pub struct Server {
     process: Option<Supervised>,
+    /// For a server with its node agent: this machine's node lock, held while it runs.
+    _node_lock: Option<std::fs::File>,
     /// `apiserver` or `server`.
     command: &'static str,
     pub data_dir: tempfile::TempDir,
@@ -253,7 +255,10 @@ impl Server {
     /// Starts a whole single-node cluster (`skiff server`: scheduler and node agent
     /// included; needs root, runc and the CNI plugins, as CI has).
     pub fn start_cluster(extra_args: &[&str]) -> Server {
-        Server::start_command("server", &[NODE_TEST_FLAGS, extra_args].concat())
+        let lock = node_lock();
+        let mut server = Server::start_command("server", &[NODE_TEST_FLAGS, extra_args].concat());
+        server._node_lock = Some(lock);
+        server
     }
 
     /// `skiff server` with its node agent and the busybox test image imported
@@ -279,6 +284,7 @@ impl Server {
     fn start_command(command: &'static str, extra_args: &[&str]) -> Server {
         let mut server = Server {
             process: None,
+            _node_lock: None,
             command,
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
@@ -647,6 +653,27 @@ impl Supervised {
         }
         let _ = self.reaper.join();
     }
+}
+
+/// This machine's one node: a `skiff server` with its agent programs the host's own
+/// network (the `skiff0` bridge, the proxy's nftables or iptables rules, port 10250), so
+/// two at once (test binaries, or developers' runs, side by side) would undo each other.
+/// Each holds this lock while it runs; the next waits.
+fn node_lock() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join("skiff-e2e-node.lock");
+    let file = std::fs::File::create(&path).expect("the node lock file");
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!(
+            "waiting for another test's node on this machine ({})",
+            path.display()
+        );
+        // SAFETY: as above; blocking this time.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "locking {}", path.display());
+    }
+    file
 }
 
 /// The server shared by the tests of one test binary (embedded datastore).
