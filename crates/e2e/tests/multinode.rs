@@ -341,6 +341,18 @@ fn changes_without_failed_requests(cluster: &Cluster) {
   "spec": {"selector": {"app": "steady"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
     );
     cluster.ok(&["rollout", "status", "deployment/steady", "--timeout=90s"]);
+    // The client's node programs the new Service first.
+    eventually(
+        "the Service on the client's node",
+        Duration::from_secs(30),
+        || {
+            let page = cluster.sh(
+                "client",
+                "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 3 steady 80 | tail -n 1; true",
+            );
+            page.contains("steady-").then_some(())
+        },
+    );
     // Every request's answer on a line of its own (`got:` and the backend's name; a
     // failed one leaves `got:` alone), for as long as the changes take.
     let requests = "end=$(( $(date +%s) + 45 )); while [ $(date +%s) -lt $end ]; do \
@@ -660,6 +672,12 @@ fn across_nodes(proxy_mode: &str, backend: &str) {
             || http_get(addr, Duration::from_secs(3)),
         );
         assert!(page.trim_end().ends_with("web-agent2"), "{name}: {page:?}");
+        // And from a pod, as upstream's test reaches it.
+        let page = cluster.sh("client", &format!("{GET} {ip} {node_port}"));
+        assert!(
+            page.trim_end().ends_with("web-agent2"),
+            "{name} from a pod: {page:?}"
+        );
     }
 
     // externalTrafficPolicy Local: answered only on the endpoint's node, where the

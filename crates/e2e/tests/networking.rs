@@ -493,6 +493,12 @@ spec:
         network_policy_admits_only_clients(&server, &ns, &pods);
     }
 
+    // Upstream's Service and EndpointSlice conformance steps, in the nftables run (they
+    // exercise the Service machinery, not what differs between proxy modes).
+    if mode == "nftables" {
+        service_endpoint_steps(&server, &ns);
+    }
+
     udp_flow_and_scale_down(&server, &ns, &pods, &udp_ip);
 }
 
@@ -588,4 +594,260 @@ fn udp_flow_and_scale_down(server: &Server, ns: &str, pods: &BTreeSet<String>, u
         )?;
         (out.contains("rc=1") && started.elapsed() < Duration::from_secs(4)).then_some(())
     });
+}
+
+/// A pod of agnhost `serve-hostname` servers, one container per `(port, protocol)`
+/// (HTTP for `http`, raw TCP for `tcp`, UDP for `udp`), each port named `p<port>`.
+fn serving_pod(name: &str, labels: &str, servers: &[(u16, &str)]) -> String {
+    let containers: Vec<String> = servers
+        .iter()
+        .map(|(port, kind)| {
+            let (flags, protocol) = match *kind {
+                "tcp" => ("\"--tcp\", \"--http=false\", ", "TCP"),
+                "udp" => ("\"--udp\", \"--http=false\", ", "UDP"),
+                _ => ("", "TCP"),
+            };
+            format!(
+                r#"{{"name": "s{port}-{kind}", "image": "{AGNHOST}", "args": ["serve-hostname", {flags}"--port={port}"],
+                  "ports": [{{"name": "p{port}", "containerPort": {port}, "protocol": "{protocol}"}}]}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "labels": {labels}}},
+  "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{}]}}}}"#,
+        containers.join(", ")
+    )
+}
+
+/// An Endpoints object's addresses and ports as `ip:port` strings, sorted.
+fn endpoint_addresses(server: &Server, ns: &str, name: &str) -> Vec<String> {
+    let endpoints = server.kubectl(&["get", "endpoints", name, "-n", ns, "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_slice(&endpoints.stdout).unwrap_or_default();
+    let mut out: Vec<String> = value["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|subset| {
+            let ips: Vec<String> = subset["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["ip"].as_str().map(str::to_string))
+                .collect();
+            let ports: Vec<i64> = subset["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64())
+                .collect();
+            ips.into_iter().flat_map(move |ip| {
+                ports
+                    .clone()
+                    .into_iter()
+                    .map(move |port| format!("{ip}:{port}"))
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Upstream's "serve a basic endpoint from pods", "multiport endpoints", "same port
+/// different protocols" and the two selector-less EndpointSlice tests: endpoints follow
+/// pods as they come and go, port by port, and each Service port reaches the pod that
+/// serves it, over TCP and UDP.
+fn service_endpoint_steps(server: &Server, ns: &str) {
+    let apply = |manifest: &str| {
+        server.ok_with_input(&["apply", "-n", ns, "-f", "-"], manifest);
+    };
+    let ready = |pod: &str| {
+        server.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "-n",
+            ns,
+            "--timeout=60s",
+        ]);
+        server.ok(&[
+            "get",
+            "pod",
+            pod,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
+    };
+    let expect_endpoints = |name: &str, wanted: Vec<String>| {
+        let mut wanted = wanted;
+        wanted.sort();
+        eventually(
+            &format!("{name}'s endpoints to be {wanted:?}"),
+            Duration::from_secs(30),
+            || (endpoint_addresses(server, ns, name) == wanted).then_some(()),
+        );
+    };
+    let tcp_name = |host: &str, port: u16| -> String {
+        exec(
+            server,
+            ns,
+            "client",
+            &format!("nc -w 2 {host} {port} </dev/null"),
+        )
+        .unwrap_or_default()
+    };
+    let http_name = |host: &str, port: u16| -> String {
+        exec(server, ns, "client", &http_get(host, port))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+
+    // Basic: endpoints as pods come and go.
+    apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "basic"},
+  "spec": {"selector": {"app": "basic"}, "ports": [{"port": 80, "targetPort": 80}]}}"#,
+    );
+    expect_endpoints("basic", vec![]);
+    apply(&serving_pod(
+        "basic-1",
+        r#"{"app": "basic"}"#,
+        &[(80, "http")],
+    ));
+    let first = ready("basic-1");
+    expect_endpoints("basic", vec![format!("{first}:80")]);
+    eventually(
+        "the first pod through the Service",
+        Duration::from_secs(30),
+        || (http_name("basic", 80) == "basic-1").then_some(()),
+    );
+    apply(&serving_pod(
+        "basic-2",
+        r#"{"app": "basic"}"#,
+        &[(80, "http")],
+    ));
+    let second = ready("basic-2");
+    expect_endpoints("basic", vec![format!("{first}:80"), format!("{second}:80")]);
+    server.ok(&["delete", "pod", "basic-1", "-n", ns]);
+    expect_endpoints("basic", vec![format!("{second}:80")]);
+    server.ok(&["delete", "pod", "basic-2", "-n", ns]);
+    expect_endpoints("basic", vec![]);
+
+    // Multiport: each Service port to the pod whose named port it targets.
+    apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "multi"},
+  "spec": {"selector": {"app": "multi"}, "ports": [
+    {"name": "portname1", "port": 80, "targetPort": "p100"},
+    {"name": "portname2", "port": 81, "targetPort": "p101"}]}}"#,
+    );
+    apply(&serving_pod(
+        "multi-1",
+        r#"{"app": "multi"}"#,
+        &[(100, "http")],
+    ));
+    apply(&serving_pod(
+        "multi-2",
+        r#"{"app": "multi"}"#,
+        &[(101, "http")],
+    ));
+    let (one, two) = (ready("multi-1"), ready("multi-2"));
+    expect_endpoints("multi", vec![format!("{one}:100"), format!("{two}:101")]);
+    eventually("each port to its pod", Duration::from_secs(30), || {
+        (http_name("multi", 80) == "multi-1" && http_name("multi", 81) == "multi-2").then_some(())
+    });
+    server.ok(&["delete", "pod", "multi-1", "multi-2", "-n", ns]);
+    expect_endpoints("multi", vec![]);
+
+    // The same port number over TCP and UDP, one container serving each.
+    apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "both"},
+  "spec": {"selector": {"app": "both"}, "ports": [
+    {"name": "tcp-port", "port": 80, "protocol": "TCP"},
+    {"name": "udp-port", "port": 80, "protocol": "UDP"}]}}"#,
+    );
+    apply(&serving_pod(
+        "both-1",
+        r#"{"app": "both"}"#,
+        &[(80, "tcp"), (80, "udp")],
+    ));
+    let both = ready("both-1");
+    expect_endpoints("both", vec![format!("{both}:80"), format!("{both}:80")]);
+    let both_ip = server.ok(&[
+        "get",
+        "service",
+        "both",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    eventually(
+        "TCP and UDP on one port number",
+        Duration::from_secs(30),
+        || {
+            let udp = dial_udp(server, ns, "hostname", &both_ip, 80, 1);
+            (tcp_name("both", 80) == "both-1" && udp.responses == ["both-1"]).then_some(())
+        },
+    );
+
+    // Selector-less Services whose EndpointSlices are written by hand: one address with
+    // two ports, then two addresses with two ports each.
+    apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "manual"},
+  "spec": {"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}"#,
+    );
+    apply(&serving_pod(
+        "manual-1",
+        r#"{"app": "manual"}"#,
+        &[(100, "http"), (101, "http")],
+    ));
+    apply(&serving_pod(
+        "manual-2",
+        r#"{"app": "manual"}"#,
+        &[(100, "http"), (101, "http")],
+    ));
+    let (one, two) = (ready("manual-1"), ready("manual-2"));
+    let slice = |addresses: &[&str]| {
+        let endpoints: Vec<String> = addresses
+            .iter()
+            .map(|ip| format!(r#"{{"addresses": ["{ip}"], "conditions": {{"ready": true}}}}"#))
+            .collect();
+        format!(
+            r#"{{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+  "metadata": {{"name": "manual-slice", "labels": {{"kubernetes.io/service-name": "manual"}}}},
+  "addressType": "IPv4", "endpoints": [{}],
+  "ports": [{{"name": "a", "port": 100, "protocol": "TCP"}}, {{"name": "b", "port": 101, "protocol": "TCP"}}]}}"#,
+            endpoints.join(", ")
+        )
+    };
+    apply(&slice(&[&one]));
+    eventually(
+        "both ports to the one address",
+        Duration::from_secs(30),
+        || {
+            (http_name("manual", 80) == "manual-1" && http_name("manual", 81) == "manual-1")
+                .then_some(())
+        },
+    );
+    apply(&slice(&[&one, &two]));
+    eventually(
+        "both addresses behind both ports",
+        Duration::from_secs(60),
+        || {
+            let seen: BTreeSet<String> = (0..12).map(|i| http_name("manual", 80 + i % 2)).collect();
+            (seen == BTreeSet::from(["manual-1".to_string(), "manual-2".to_string()])).then_some(())
+        },
+    );
+    server.ok(&[
+        "delete",
+        "pod",
+        "both-1",
+        "manual-1",
+        "manual-2",
+        "-n",
+        ns,
+        "--wait=false",
+    ]);
 }
