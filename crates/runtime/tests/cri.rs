@@ -177,14 +177,21 @@ async fn images_list_status_fsinfo_remove() {
         .expect("ListImages")
         .into_inner()
         .images;
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert!(list[0]
-        .repo_tags
-        .contains(&"docker.io/library/busybox:latest".to_string()));
-    assert!(list[0]
+    // The test archive holds busybox and agnhost (busybox and one more layer).
+    assert_eq!(list.len(), 2, "{list:?}");
+    let tagged = |tag: &str| {
+        list.iter()
+            .find(|image| image.repo_tags.iter().any(|t| t == tag))
+            .unwrap_or_else(|| panic!("{tag} in {list:?}"))
+            .clone()
+    };
+    let busybox = tagged("docker.io/library/busybox:latest");
+    assert!(busybox
         .repo_tags
         .contains(&"registry.k8s.io/e2e-test-images/busybox:1.36.1-1".to_string()));
-    assert!(list[0].id.starts_with("sha256:"));
+    assert!(busybox.id.starts_with("sha256:"));
+    let agnhost = tagged("registry.k8s.io/e2e-test-images/agnhost:2.52");
+    assert_ne!(agnhost.id, busybox.id);
     let st = |name: &str| proto::ImageStatusRequest {
         image: Some(proto::ImageSpec {
             image: name.into(),
@@ -200,11 +207,11 @@ async fn images_list_status_fsinfo_remove() {
         .into_inner();
     assert_eq!(
         found.image.as_ref().map(|i| i.id.clone()),
-        Some(list[0].id.clone())
+        Some(busybox.id.clone())
     );
     let by_id = h
         .img
-        .image_status(st(&list[0].id))
+        .image_status(st(&busybox.id))
         .await
         .expect("ImageStatus")
         .into_inner();
@@ -239,7 +246,10 @@ async fn images_list_status_fsinfo_remove() {
     })
     .await
     .expect("join");
-    assert_eq!(again[0].id, list[0].id);
+    assert!(
+        again.iter().any(|record| record.id == busybox.id),
+        "{again:?}"
+    );
 
     h.img
         .remove_image(proto::RemoveImageRequest {
@@ -257,10 +267,24 @@ async fn images_list_status_fsinfo_remove() {
         .expect("ImageStatus")
         .into_inner();
     assert!(gone.image.is_none());
-    let layers = std::fs::read_dir(h.root().join("images/layers/sha256"))
-        .expect("layers")
-        .count();
-    assert_eq!(layers, 0, "unused layers are removed with the image");
+    // busybox's layer is agnhost's first: it stays while agnhost does.
+    let layers_dir = h.root().join("images/layers/sha256");
+    let layers = || std::fs::read_dir(&layers_dir).expect("layers").count();
+    assert_eq!(layers(), 2, "agnhost's layers, busybox's among them, stay");
+    h.img
+        .remove_image(proto::RemoveImageRequest {
+            image: Some(proto::ImageSpec {
+                image: agnhost.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("RemoveImage");
+    assert_eq!(
+        layers(),
+        0,
+        "unused layers are removed with the last image using them"
+    );
     h.assert_clean();
 }
 
