@@ -12,6 +12,8 @@ pub struct Request {
     pub path: String,
     pub query: BTreeMap<String, String>,
     pub peer: SocketAddr,
+    /// The request's body (up to its `Content-Length`), as text.
+    pub body: String,
 }
 
 impl Request {
@@ -83,18 +85,19 @@ fn answer(
             }
         }
     }
-    // The body is read and dropped: no endpoint here takes one, but a client that
-    // sent one must not see its connection reset.
-    std::io::copy(
-        &mut reader.by_ref().take(body_length as u64),
-        &mut std::io::sink(),
-    )?;
+    // Read whole, so that a client that sent one never sees its connection reset.
+    let mut body = Vec::new();
+    reader
+        .by_ref()
+        .take(body_length as u64)
+        .read_to_end(&mut body)?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let request = Request {
         method: method.to_string(),
         path: decode(path),
         query: parse_query(query),
         peer,
+        body: String::from_utf8_lossy(&body).into_owned(),
     };
     let response = handler(&request);
     let mut head = format!(

@@ -2,14 +2,17 @@
 //!
 //! Upstream's e2e tests run `registry.k8s.io/e2e-test-images/agnhost` and talk to its
 //! subcommands; this binary answers as those subcommands do, for the ones Skiff's
-//! tests use: `netexec` (HTTP and UDP servers, and `/dial` to make a pod reach others)
-//! and `serve-hostname`. It is built with no dependencies and linked statically, so
-//! that the image needs nothing but it (and busybox, for shells).
+//! tests use: `netexec` (HTTP and UDP servers, and `/dial` to make a pod reach others),
+//! `serve-hostname`, `nettest`'s state server, `dns-suffix` and `dns-server-list`.
+//! It is built with no dependencies and linked statically, so that the image needs
+//! nothing but it (and busybox, for shells).
 
+mod dns;
 mod flags;
 mod http;
 mod json;
 mod netexec;
+mod nettest;
 mod serve_hostname;
 mod signals;
 
@@ -28,6 +31,11 @@ Subcommands:
                           --udp-listen-addresses=IP,IP
   serve-hostname   serves the hostname over HTTP (default), or raw over TCP or UDP
                    flags: --port=9376 --http=true --tcp --udp --close
+  nettest          state server: POST /write {\"Source\": name} counts a contact,
+                   GET /read returns the counts as JSON (no peer discovery)
+                   flags: --port=8080
+  dns-suffix       prints the search list of /etc/resolv.conf, comma-separated
+  dns-server-list  prints the nameservers of /etc/resolv.conf, comma-separated
   pause            waits until stopped (the image's default command)
   help             this text
 ";
@@ -42,6 +50,9 @@ fn main() -> ExitCode {
         "serve-hostname" => {
             flags::Flags::parse(&rest, serve_hostname::BOOLEAN_FLAGS).and_then(serve_hostname::run)
         }
+        "nettest" => flags::Flags::parse(&rest, &[]).and_then(nettest::run),
+        "dns-suffix" => dns::print_suffixes(),
+        "dns-server-list" => dns::print_servers(),
         // The image's default command: a process that only waits to be stopped.
         "pause" => loop {
             std::thread::park();

@@ -73,6 +73,11 @@ fn route(request: &Request, ready: &AtomicBool) -> Response {
 
 fn echo(request: &Request) -> Response {
     let msg = request.param("msg");
+    // Upstream's line, which the lifecycle hook tests look for in the log.
+    crate::log(&format!(
+        "GET /echo?msg={msg}&code={}",
+        request.param("code")
+    ));
     match request.param("code") {
         "" => Response::ok(msg),
         code => match code.parse() {

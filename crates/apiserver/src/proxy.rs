@@ -442,7 +442,8 @@ pub async fn workload_proxy(
                 )
             })?;
         let port = match target.port {
-            "" => 80,
+            // As upstream: the first port any container declares, else HTTP's.
+            "" => first_container_port(&pod).unwrap_or(80),
             number if number.parse::<u16>().is_ok() => number.parse().unwrap_or(80),
             name => container_port(&pod, name).ok_or_else(|| {
                 ApiError::bad_request(format!("no container port named {name:?}"))
@@ -524,6 +525,16 @@ pub async fn workload_proxy(
     crate::service_client::relay(sender, connection, request)
         .await
         .map_err(unreachable)
+}
+
+/// The first port declared by the pod's containers, in their order.
+fn first_container_port(pod: &Value) -> Option<u16> {
+    pod.pointer("/spec/containers")?
+        .as_array()?
+        .iter()
+        .find_map(|c| c.pointer("/ports/0/containerPort"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
 }
 
 /// The number of the container port named `name` in any of the pod's containers.
@@ -787,6 +798,13 @@ mod tests {
         let pod = serde_json::json!({"spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}});
         assert_eq!(container_port(&pod, "http"), Some(8080));
         assert_eq!(container_port(&pod, "dns"), None);
+        assert_eq!(first_container_port(&pod), Some(8080));
+        let portless = serde_json::json!({"spec": {"containers": [{"name": "a"}, {"name": "b", "ports": [{"containerPort": 9090}, {"containerPort": 9091}]}]}});
+        assert_eq!(first_container_port(&portless), Some(9090));
+        assert_eq!(
+            first_container_port(&serde_json::json!({"spec": {"containers": [{"name": "a"}]}})),
+            None
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod bootstrap;
 pub mod cri;
 pub mod env;
 pub mod error;
+pub mod etc_hosts;
 pub mod events;
 pub mod eviction;
 pub mod imagegc;
@@ -297,6 +298,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
             cluster_domain: args.cluster_domain.clone(),
             pod_logs_dir: args.pod_logs_dir.clone(),
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            node_hosts_file: etc_hosts::ETC_HOSTS.into(),
         },
         memory_capacity: machine.memory_bytes,
         cpu_millis: machine.cpus * 1000,

@@ -27,6 +27,8 @@ pub struct SandboxSettings {
     pub pod_logs_dir: std::path::PathBuf,
     /// The host's resolv.conf, for `Default` and the ClusterFirst fallback.
     pub host_resolv_conf: String,
+    /// The node's hosts file, which pods on the host's network see (`/etc/hosts`).
+    pub node_hosts_file: std::path::PathBuf,
 }
 
 pub fn pod_name(pod: &Pod) -> &str {
@@ -612,6 +614,7 @@ mod tests {
             cluster_domain: "cluster.local".into(),
             pod_logs_dir: "/var/log/pods".into(),
             host_resolv_conf: "nameserver 1.1.1.1\nsearch example.com\n".into(),
+            ..Default::default()
         };
         let cfg = sandbox_config(&pod(), 0, &settings);
         assert_eq!(cfg.hostname, "web-0");

@@ -745,8 +745,17 @@ impl PodWorker {
         };
         let vols = self.volumes.clone().unwrap_or_default();
         let pod_dir = volumes::pod_dir(&self.shared.root_dir, pod_uid(pod));
+        let settings = &self.shared.settings;
         let mounts = match volumes::mounts(c, &vols, &env).and_then(|mut m| {
             m.extend(crate::termination::prepare_mount(&pod_dir, c, attempt)?);
+            m.extend(crate::etc_hosts::mount(
+                &pod_dir,
+                pod,
+                c,
+                &sandbox.2,
+                &settings.cluster_domain,
+                &settings.node_hosts_file,
+            )?);
             Ok(m)
         }) {
             Ok(m) => m,
