@@ -26,6 +26,7 @@ pub struct Response {
     pub status: u16,
     pub body: String,
     pub location: Option<String>,
+    pub content_type: &'static str,
 }
 
 impl Response {
@@ -38,6 +39,7 @@ impl Response {
             status,
             body: body.into(),
             location: None,
+            content_type: "text/plain; charset=utf-8",
         }
     }
 }
@@ -101,9 +103,10 @@ fn answer(
     };
     let response = handler(&request);
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         response.status,
         reason(response.status),
+        response.content_type,
         response.body.len()
     );
     if let Some(location) = &response.location {

@@ -3,7 +3,8 @@
 //! Upstream's e2e tests run `registry.k8s.io/e2e-test-images/agnhost` and talk to its
 //! subcommands; this binary answers as those subcommands do, for the ones Skiff's
 //! tests use: `netexec` (HTTP and UDP servers, and `/dial` to make a pod reach others),
-//! `serve-hostname`, `nettest`'s state server, `dns-suffix` and `dns-server-list`.
+//! `serve-hostname`, `porter` (fixed texts on the ports the environment names),
+//! `nettest`'s state server, `dns-suffix` and `dns-server-list`.
 //! It is built with no dependencies and linked statically, so that the image needs
 //! nothing but it (and busybox, for shells).
 
@@ -13,6 +14,7 @@ mod http;
 mod json;
 mod netexec;
 mod nettest;
+mod porter;
 mod serve_hostname;
 mod signals;
 
@@ -36,6 +38,10 @@ Subcommands:
                    flags: --port=8080
   dns-suffix       prints the search list of /etc/resolv.conf, comma-separated
   dns-server-list  prints the nameservers of /etc/resolv.conf, comma-separated
+  porter           for each env var SERVE_PORT_<port>=<text> (or SERVE_TCP_PORT_), serves
+                   the text over HTTP on that port, any method and path; for
+                   SERVE_UDP_PORT_<port>, answers each datagram with it (no TLS, SCTP)
+                   flags: --json-response (answers JSON: Method, Body)
   pause            waits until stopped (the image's default command)
   help             this text
 ";
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let outcome = match subcommand.as_str() {
         "netexec" => flags::Flags::parse(&rest, &[]).and_then(netexec::run),
+        "porter" => flags::Flags::parse(&rest, porter::BOOLEAN_FLAGS).and_then(porter::run),
         "serve-hostname" => {
             flags::Flags::parse(&rest, serve_hostname::BOOLEAN_FLAGS).and_then(serve_hostname::run)
         }

@@ -102,9 +102,8 @@ fn redirect(request: &Request) -> Response {
         },
     };
     Response {
-        status: code,
-        body: String::new(),
         location: Some(request.param("location").to_string()),
+        ..Response::with_status(code, "")
     }
 }
 

@@ -92,7 +92,12 @@ impl ResourcePath {
                 *resource,
                 Some(*name),
                 Some("proxy"),
-                Some(format!("/{}", tail.join("/"))),
+                // A trailing slash is kept, as upstream's proxy keeps it: `logs/` is
+                // the kubelet's listing, `logs` a redirect to it.
+                Some(match tail.join("/") {
+                    joined if !joined.is_empty() && path.ends_with('/') => format!("/{joined}/"),
+                    joined => format!("/{joined}"),
+                }),
             ),
             _ => return None,
         };
@@ -1502,6 +1507,13 @@ mod tests {
             (proxy.subresource.as_deref(), proxy.proxy_path.as_deref()),
             (Some("proxy"), Some("/stats/summary"))
         );
+        let logs = ResourcePath::parse("/api/v1/nodes/n1/proxy/logs/").unwrap();
+        assert_eq!(logs.proxy_path.as_deref(), Some("/logs/"));
+        let page = ResourcePath::parse("/api/v1/namespaces/x/pods/p/proxy/index.html").unwrap();
+        assert_eq!(page.proxy_path.as_deref(), Some("/index.html"));
+        // No path at all (with or without the slash): the handler's `/`.
+        let root = ResourcePath::parse("/api/v1/namespaces/x/pods/p/proxy/").unwrap();
+        assert_eq!(root.proxy_path, None);
         assert!(ResourcePath::parse("/api/v1").is_none());
         assert!(ResourcePath::parse("/apis/apps").is_none());
     }

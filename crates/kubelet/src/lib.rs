@@ -321,6 +321,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         node_name: shared.node_name.clone(),
         stats,
         metrics,
+        log_dir: std::path::PathBuf::from("/var/log"),
     });
     let agent = node::NodeAgent {
         client,

@@ -48,6 +48,8 @@ pub struct ServerState {
     pub node_name: String,
     pub stats: Arc<crate::stats::Stats>,
     pub metrics: Arc<crate::metrics::KubeletMetrics>,
+    /// What `/logs/` serves: the node's log directory (upstream's `/var/log`).
+    pub log_dir: std::path::PathBuf,
 }
 
 /// Who a verified client certificate names.
@@ -216,17 +218,33 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
-/// The fixed rule standing in for upstream's SubjectAccessReview of
-/// `nodes/proxy`; the error is upstream's wording for a denied request.
-fn authorize(peer: &Peer) -> Result<(), String> {
+/// The `nodes` subresource upstream's kubelet asks the API server about for a path:
+/// `stats`, `metrics`, `log` (the node's `/logs/`) and `spec` by their prefixes, and
+/// `proxy` for everything else.
+fn subresource(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" => "log",
+        "spec" => "spec",
+        _ => "proxy",
+    }
+}
+
+/// The fixed rule standing in for upstream's SubjectAccessReview of the path's
+/// `nodes` subresource (see [`subresource`]); the error is upstream's wording for a
+/// denied request.
+fn authorize(peer: &Peer, path: &str) -> Result<(), String> {
     if peer.user == "kube-apiserver-kubelet-client"
         || peer.groups.iter().any(|g| g == "system:masters")
     {
         return Ok(());
     }
     Err(format!(
-        "Forbidden (user={}, verb=get, resource=nodes, subresource=proxy)",
-        peer.user
+        "Forbidden (user={}, verb=get, resource=nodes, subresource={})",
+        peer.user,
+        subresource(path)
     ))
 }
 
@@ -238,10 +256,10 @@ async fn handle(
     let Some(peer) = peer else {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
-    if let Err(message) = authorize(peer) {
+    let path = request.uri().path().to_string();
+    if let Err(message) = authorize(peer, &path) {
         return text(StatusCode::FORBIDDEN, message);
     }
-    let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method(), segments.as_slice()) {
         (&Method::GET, ["containerLogs", namespace, pod, container]) => {
@@ -269,6 +287,10 @@ async fn handle(
                 http::HeaderValue::from_static(skiff_metrics::MEDIA_TYPE),
             );
             response
+        }
+        (&Method::GET | &Method::HEAD, ["logs", ..]) => {
+            let head = request.method() == Method::HEAD;
+            node_logs(&state.log_dir, &path, head).await
         }
         (&Method::GET, ["containerLogs", ..]) => {
             text(StatusCode::BAD_REQUEST, "missing container name")
@@ -301,6 +323,153 @@ async fn handle(
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
+}
+
+/// `/logs/{path}`: the node's log directory as upstream's kubelet serves it (a file
+/// server): a directory as an HTML listing of its entries (sorted, directories with a
+/// trailing slash), a file as its bytes; a directory asked for without its trailing
+/// slash is redirected to it, and `..` never leaves the directory.
+async fn node_logs(log_dir: &std::path::Path, path: &str, head: bool) -> Response<Body> {
+    let not_found = || text(StatusCode::NOT_FOUND, "404 page not found");
+    let Some(relative) = path.strip_prefix("/logs") else {
+        return not_found();
+    };
+    let relative = percent_decode(relative);
+    let mut target = log_dir.to_path_buf();
+    for segment in relative.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return not_found(),
+            name => target.push(name),
+        }
+    }
+    let Ok(metadata) = tokio::fs::metadata(&target).await else {
+        return not_found();
+    };
+    if metadata.is_dir() {
+        if !path.ends_with('/') {
+            let mut response = text(StatusCode::MOVED_PERMANENTLY, "");
+            let location = format!("{}/", path.rsplit('/').next().unwrap_or("logs"));
+            if let Ok(location) = http::HeaderValue::from_str(&location) {
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, location);
+            }
+            return response;
+        }
+        let listing = match directory_listing(&target).await {
+            Ok(listing) => listing,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let mut response = text(StatusCode::OK, if head { String::new() } else { listing });
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return response;
+    }
+    let file = match tokio::fs::File::open(&target).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return text(StatusCode::FORBIDDEN, "403 Forbidden")
+        }
+        Err(_) => return not_found(),
+    };
+    let body: Body = if head {
+        Full::new(Bytes::new()).boxed()
+    } else {
+        // Streamed in chunks: node logs can be large.
+        let chunks = futures::stream::unfold(Some(file), |file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut file = file?;
+            let mut buffer = vec![0u8; 64 * 1024];
+            match file.read(&mut buffer).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(buffer))),
+                        Some(file),
+                    ))
+                }
+            }
+        });
+        BodyExt::boxed(StreamBody::new(chunks))
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(length) = http::HeaderValue::from_str(&metadata.len().to_string()) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length);
+    }
+    response
+}
+
+/// A directory's entries as the HTML a file server lists them in.
+async fn directory_listing(dir: &std::path::Path) -> std::io::Result<String> {
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let mut name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+            name.push('/');
+        }
+        names.push(name);
+    }
+    names.sort();
+    let mut listing = String::from(
+        "<!doctype html>\n<meta name=\"viewport\" content=\"width=device-width\">\n<pre>\n",
+    );
+    for name in names {
+        let escaped = html_escape(&name);
+        listing.push_str(&format!("<a href=\"{escaped}\">{escaped}</a>\n"));
+    }
+    listing.push_str("</pre>\n");
+    Ok(listing)
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `%XX` escapes in a URL path decoded (invalid ones kept as they are).
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `/exec/{namespace}/{pod}/{container}?command=…` (or `/attach/…`, to the container's
@@ -719,12 +888,76 @@ mod tests {
             user: user.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
         };
-        assert!(authorize(&peer("kube-apiserver-kubelet-client", &[])).is_ok());
-        assert!(authorize(&peer("system:admin", &["system:masters"])).is_ok());
+        assert!(authorize(&peer("kube-apiserver-kubelet-client", &[]), "/logs/").is_ok());
+        assert!(authorize(&peer("system:admin", &["system:masters"]), "/metrics").is_ok());
+        let jane = peer("jane", &["system:authenticated"]);
         assert_eq!(
-            authorize(&peer("jane", &["system:authenticated"])).unwrap_err(),
+            authorize(&jane, "/containerLogs/ns/p/c").unwrap_err(),
             "Forbidden (user=jane, verb=get, resource=nodes, subresource=proxy)"
         );
+        assert_eq!(
+            authorize(&jane, "/logs/syslog").unwrap_err(),
+            "Forbidden (user=jane, verb=get, resource=nodes, subresource=log)"
+        );
+        assert_eq!(subresource("/stats/summary"), "stats");
+        assert_eq!(subresource("/metrics"), "metrics");
+    }
+
+    async fn body_of(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn serves_the_node_log_directory() {
+        let dir = std::env::temp_dir().join(format!("skiff-node-logs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pods/ns_p")).unwrap();
+        std::fs::write(dir.join("syslog"), "line one\nline two\n").unwrap();
+        std::fs::write(dir.join("a&b.log"), "amp").unwrap();
+        let listing = node_logs(&dir, "/logs/", false).await;
+        assert_eq!(listing.status(), StatusCode::OK);
+        assert_eq!(
+            listing.headers()[http::header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let listing = body_of(listing).await;
+        let a = listing
+            .find(r#"<a href="a&amp;b.log">a&amp;b.log</a>"#)
+            .unwrap();
+        let pods = listing.find(r#"<a href="pods/">pods/</a>"#).unwrap();
+        let syslog = listing.find(r#"<a href="syslog">syslog</a>"#).unwrap();
+        assert!(a < pods && pods < syslog, "{listing}");
+        let file = node_logs(&dir, "/logs/syslog", false).await;
+        assert_eq!(file.status(), StatusCode::OK);
+        assert_eq!(body_of(file).await, "line one\nline two\n");
+        assert_eq!(
+            body_of(node_logs(&dir, "/logs/a%26b.log", false).await).await,
+            "amp"
+        );
+        let sub = body_of(node_logs(&dir, "/logs/pods/", false).await).await;
+        assert!(sub.contains(r#"<a href="ns_p/">ns_p/</a>"#), "{sub}");
+        let redirect = node_logs(&dir, "/logs/pods", false).await;
+        assert_eq!(redirect.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(redirect.headers()[http::header::LOCATION], "pods/");
+        assert_eq!(
+            node_logs(&dir, "/logs", false).await.headers()[http::header::LOCATION],
+            "logs/"
+        );
+        for missing in [
+            "/logs/nothing",
+            "/logs/../etc/passwd",
+            "/logs/pods/%2e%2e/syslog",
+        ] {
+            assert_eq!(
+                node_logs(&dir, missing, false).await.status(),
+                StatusCode::NOT_FOUND,
+                "{missing}"
+            );
+        }
+        let head = node_logs(&dir, "/logs/syslog", true).await;
+        assert_eq!(head.headers()[http::header::CONTENT_LENGTH], "18");
+        assert_eq!(body_of(head).await, "");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
