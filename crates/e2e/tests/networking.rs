@@ -276,8 +276,16 @@ spec:
         "WEB_SERVICE_PORT=80".to_string(),
         "WEB_SERVICE_PORT_HTTP=80".to_string(),
         format!("WEB_PORT=tcp://{cluster_ip}:80"),
+        format!("WEB_PORT_80_TCP=tcp://{cluster_ip}:80"),
+        "WEB_PORT_80_TCP_PROTO=tcp".to_string(),
+        "WEB_PORT_80_TCP_PORT=80".to_string(),
+        format!("WEB_PORT_80_TCP_ADDR={cluster_ip}"),
         "KUBERNETES_SERVICE_HOST=10.96.0.1".to_string(),
         "KUBERNETES_SERVICE_PORT=443".to_string(),
+        "KUBERNETES_SERVICE_PORT_HTTPS=443".to_string(),
+        "KUBERNETES_PORT=tcp://10.96.0.1:443".to_string(),
+        "KUBERNETES_PORT_443_TCP_PROTO=tcp".to_string(),
+        "KUBERNETES_PORT_443_TCP_ADDR=10.96.0.1".to_string(),
     ] {
         assert!(env.lines().any(|l| l == expected), "{expected} in {env}");
     }
@@ -850,4 +858,72 @@ fn service_endpoint_steps(server: &Server, ns: &str) {
         ns,
         "--wait=false",
     ]);
+
+    // Upstream's type changes: ExternalName to ClusterIP (reached through its cluster IP),
+    // to NodePort (reached on the node port too), back to ExternalName (a CNAME again).
+    apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "flip"},
+  "spec": {"type": "ExternalName", "externalName": "example.com"}}"#,
+    );
+    let cname = |expected: &str| {
+        eventually(
+            &format!("flip as a CNAME to {expected}"),
+            Duration::from_secs(30),
+            || {
+                let lookup = exec(
+                    server,
+                    ns,
+                    "client",
+                    &format!("nslookup -type=cname flip.{ns}.svc.cluster.local"),
+                )?;
+                lookup.contains(expected).then_some(())
+            },
+        );
+    };
+    cname("example.com");
+    server.ok(&[
+        "patch", "service", "flip", "-n", ns, "--type=merge", "-p",
+        r#"{"spec": {"type": "ClusterIP", "externalName": null, "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    ]);
+    let web = web_pods(server, ns, "metadata.name");
+    eventually(
+        "flip through its new cluster IP",
+        Duration::from_secs(30),
+        || web.contains(&http_name("flip", 80)).then_some(()),
+    );
+    server.ok(&[
+        "patch",
+        "service",
+        "flip",
+        "-n",
+        ns,
+        "-p",
+        r#"{"spec": {"type": "NodePort"}}"#,
+    ]);
+    let node_port: u16 = server
+        .ok(&[
+            "get",
+            "service",
+            "flip",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .expect("a node port");
+    let node_ip = server.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    eventually("flip on its node port", Duration::from_secs(30), || {
+        web.contains(&http_name(&node_ip, node_port)).then_some(())
+    });
+    server.ok(&[
+        "patch", "service", "flip", "-n", ns, "--type=merge", "-p",
+        r#"{"spec": {"type": "ExternalName", "externalName": "example.org", "clusterIP": null, "clusterIPs": null, "selector": null, "ports": null}}"#,
+    ]);
+    cname("example.org");
 }
