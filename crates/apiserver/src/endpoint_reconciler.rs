@@ -25,11 +25,13 @@ const RENEW_INTERVAL: Duration = Duration::from_secs(5);
 /// Marks the Leases of this mechanism among kube-system's.
 const LEASE_LABEL: &str = "apiserver.skiff.dev/endpoint";
 
-/// Renews this server's Lease and reconciles the endpoints, every few seconds, for as
-/// long as the server runs. Failures (a datastore hiccup, a lost race with another
+/// Renews this server's Lease and reconciles the endpoints, every few seconds after the
+/// [`reconcile`] the server does as it starts, for as long as the server runs. Failures (a datastore hiccup, a lost race with another
 /// server) are logged and retried at the next tick.
 pub async fn run(registry: Arc<Registry>, address: SocketAddr) {
     let mut ticks = tokio::time::interval(RENEW_INTERVAL);
+    // The first tick is at once, and the server has just reconciled before serving.
+    ticks.tick().await;
     loop {
         ticks.tick().await;
         if let Err(error) = reconcile(&registry, address).await {

@@ -945,7 +945,8 @@ impl Registry {
     /// Whether a stored object matches a field selector as the version `resource` serves
     /// shows it. A custom object stored in another version is converted first: its
     /// selectable fields are paths in the version asked for (upstream's storage is per
-    /// served version), and the stored shape may not hold them.
+    /// served version), and the stored shape may not hold them. Name and namespace read
+    /// the same in every version: selectors on them alone convert nothing.
     pub fn fields_match(
         &self,
         resource: &ResourceInfo,
@@ -955,7 +956,10 @@ impl Registry {
         if selector.is_empty() {
             return Ok(true);
         }
-        if resource.custom.is_some() && convert::needs_conversion(resource) {
+        if resource.custom.is_some()
+            && convert::needs_conversion(resource)
+            && !selector.only_metadata()
+        {
             let served = convert::from_storage(self, resource, object.value()?)?;
             return Ok(selector.matches(&|f| strategy::field_value(&served, f)));
         }

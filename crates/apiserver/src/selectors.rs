@@ -243,6 +243,14 @@ impl FieldSelector {
         Ok(FieldSelector { terms })
     }
 
+    /// Whether every term is on the object's name or namespace, which read the same in
+    /// every version of a resource.
+    pub fn only_metadata(&self) -> bool {
+        self.terms
+            .iter()
+            .all(|(field, _, _)| field == "metadata.name" || field == "metadata.namespace")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty()
     }
@@ -338,5 +346,8 @@ mod tests {
         assert!(sel.matches(&f));
         assert!(sel.check_supported(&["metadata.name"]).is_err());
         assert_eq!(sel.exact("metadata.name"), Some("a"));
+        assert!(!sel.only_metadata());
+        let by_name = FieldSelector::parse("metadata.name=a,metadata.namespace!=b").unwrap();
+        assert!(by_name.only_metadata());
     }
 }

@@ -162,6 +162,23 @@ fn port_name(name: &str, field: &str, causes: &mut Vec<Cause>) {
     causes.extend(broken.into_iter().map(|m| Cause::invalid(field, name, m)));
 }
 
+/// A reference's `kind` and `name` at `at`, as upstream's
+/// `ValidateCrossVersionObjectReference` and typed local references check them: each
+/// required, each a path segment.
+fn kind_and_name(reference: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
+    for key in ["kind", "name"] {
+        let value = text(reference, key);
+        let field = format!("{at}.{key}");
+        if value.is_empty() {
+            causes.push(Cause::required(field));
+        } else {
+            for message in path_segment(value) {
+                causes.push(Cause::invalid(&field, value, message));
+            }
+        }
+    }
+}
+
 /// Upstream's `IsValidPathSegmentName` (names that become a URL's path segment).
 fn path_segment(name: &str) -> Vec<&'static str> {
     match name {

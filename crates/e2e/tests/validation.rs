@@ -2,35 +2,17 @@
 //! raw request: `422 Invalid` with `details.causes`, upstream's field paths and messages,
 //! a selector that must match its template, and one that may not change.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 use skiff_e2e::{shared, Server};
 
-/// POSTs `body` to `path` with the admin's certificate; the status code and the body.
+/// POSTs `body` to `path` as the admin (through kube-rs, below kubectl's own checks); the
+/// status code and the body.
 fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let tls = server.data_dir.path().join("tls");
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", "Content-Type: application/json"])
-        .args(["-w", "\n%{http_code}", "--data-binary"])
-        .arg(body.to_string())
-        .arg("--cacert")
-        .arg(tls.join("ca.crt"))
-        .arg("--cert")
-        .arg(tls.join("admin.crt"))
-        .arg("--key")
-        .arg(tls.join("admin.key"))
-        .arg(format!("https://127.0.0.1:{}{path}", server.port))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text
-        .rsplit_once('\n')
-        .expect("a status code after the body");
-    (
-        code.trim().parse().expect("an HTTP status code"),
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {text}")),
-    )
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let client = server.client().await;
+        skiff_e2e::api::raw(&client, "POST", path, &[], Some(body.to_string())).await
+    })
 }
 
 fn deployment(ns: &str, selector: &str, labels: &str) -> String {

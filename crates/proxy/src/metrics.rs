@@ -48,6 +48,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// One sync of the rules: its kind (`SyncKind::label`), whether it was applied, and
+    /// how long it took since `started`.
+    pub fn record_sync(&self, kind: &str, applied: bool, started: std::time::Instant) {
+        self.syncs
+            .get_or_create(&SyncLabels {
+                kind: kind.into(),
+                result: if applied { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        self.sync_duration.observe(started.elapsed().as_secs_f64());
+    }
+
     /// New metrics, registered under the `skiff_proxy_` prefix.
     pub fn new(registry: &mut Registry) -> Metrics {
         let m = Metrics {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::apply::Apply;
-use crate::metrics::{Metrics, SyncLabels};
+use crate::metrics::Metrics;
 use crate::model::{Model, RenderConfig};
 use crate::nftables::Nftables;
 use crate::Error;
@@ -140,13 +140,7 @@ impl<A: Apply, B: Backend> Proxier<A, B> {
             None => Ok(()),
         };
         if let Some(m) = &self.metrics {
-            m.syncs
-                .get_or_create(&SyncLabels {
-                    kind: kind.label().into(),
-                    result: if result.is_ok() { "ok" } else { "error" }.into(),
-                })
-                .inc();
-            m.sync_duration.observe(start.elapsed().as_secs_f64());
+            m.record_sync(kind.label(), result.is_ok(), start);
         }
         match result {
             Ok(()) => {

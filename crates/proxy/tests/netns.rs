@@ -254,16 +254,36 @@ fn web(affinity: bool) -> Service {
         .expect("service")
 }
 
+/// The `web` Service's slice: its endpoints at `ips`, port 8080/TCP.
 fn slice(ips: &[&str]) -> EndpointSlice {
+    slice_of("web", "http", "TCP", ips)
+}
+
+/// The `dns` Service (cluster IP 10.96.0.53, port 53/UDP to 8080).
+fn dns() -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "dns"},
+        "spec": {"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"}]},
+    }))
+    .expect("service")
+}
+
+fn dns_slice(ips: &[&str]) -> EndpointSlice {
+    slice_of("dns", "dns", "UDP", ips)
+}
+
+/// A slice of `service` with ready endpoints at `ips` on the node, port 8080 named
+/// `port_name`.
+fn slice_of(service: &str, port_name: &str, protocol: &str, ips: &[&str]) -> EndpointSlice {
     let endpoints: Vec<_> = ips
         .iter()
         .map(|ip| json!({"addresses": [ip], "nodeName": "node", "conditions": {"ready": true}}))
         .collect();
     serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": "web-x",
-                     "labels": {"kubernetes.io/service-name": "web"}},
+        "metadata": {"namespace": "ns", "name": format!("{service}-x"),
+                     "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "ports": [{"name": port_name, "port": 8080, "protocol": protocol}],
         "endpoints": endpoints,
     }))
     .expect("slice")
@@ -430,27 +450,10 @@ fn udp_flows_leave_a_removed_endpoint() {
     let node = lab.node.clone();
     let nft = NftCommand::new(["ip", "netns", "exec", node.as_str(), "nft"]);
     let mut proxier = Proxier::new(config(), nft);
-    let dns: Service = serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": "dns"},
-        "spec": {"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"}]},
-    }))
-    .expect("service");
-    let slice = |ips: &[&str]| -> EndpointSlice {
-        let endpoints: Vec<_> = ips
-            .iter()
-            .map(|ip| json!({"addresses": [ip], "nodeName": "node", "conditions": {"ready": true}}))
-            .collect();
-        serde_json::from_value(json!({
-            "metadata": {"namespace": "ns", "name": "dns-x", "labels": {"kubernetes.io/service-name": "dns"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "dns", "port": 8080, "protocol": "UDP"}],
-            "endpoints": endpoints,
-        }))
-        .expect("slice")
-    };
+    let dns = dns();
     let both = ["10.88.1.2", "10.88.2.2"];
     proxier
-        .sync(&model::build([&dns], [&slice(&both)], "node"))
+        .sync(&model::build([&dns], [&dns_slice(&both)], "node"))
         .expect("sync");
     // One socket in the node's namespace, asking before and after the change.
     let (first, after) = thread::scope(|scope| {
@@ -475,7 +478,7 @@ fn udp_flows_leave_a_removed_endpoint() {
                     "10.88.1.2"
                 };
                 proxier
-                    .sync(&model::build([&dns], [&slice(&[keep])], "node"))
+                    .sync(&model::build([&dns], [&dns_slice(&[keep])], "node"))
                     .expect("sync");
                 let after: Vec<String> = (0..5).map(|_| ask()).collect();
                 (first, after)
@@ -506,24 +509,7 @@ fn userspace_relays_tcp_and_udp_round_robin_with_affinity_and_live_endpoints() {
     }
     let lab = Lab::new("usr");
     let (node, pod_a) = (lab.node.clone(), lab.pods[0].clone());
-    let dns: Service = serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": "dns"},
-        "spec": {"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "targetPort": 8080, "protocol": "UDP"}]},
-    }))
-    .expect("service");
-    let dns_slice = |ips: &[&str]| -> EndpointSlice {
-        let endpoints: Vec<_> = ips
-            .iter()
-            .map(|ip| json!({"addresses": [ip], "nodeName": "node", "conditions": {"ready": true}}))
-            .collect();
-        serde_json::from_value(json!({
-            "metadata": {"namespace": "ns", "name": "dns-x", "labels": {"kubernetes.io/service-name": "dns"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "dns", "port": 8080, "protocol": "UDP"}],
-            "endpoints": endpoints,
-        }))
-        .expect("slice")
-    };
+    let dns = dns();
     let model_of = |web: &Service, ips: &[&str]| {
         model::build([web, &dns], [&slice(ips), &dns_slice(ips)], "node")
     };

@@ -75,12 +75,22 @@ async fn run_follows_services_and_endpoint_slices_iptables() {
     run_follows_services_and_endpoint_slices(ProxyMode::Iptables).await;
 }
 
-async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
+/// An API server holding the `web` NodePort Service of namespace `proxy-run` with one
+/// endpoint (10.88.1.2); `None` (the test skipped) when there is no skiff binary.
+struct WebService {
+    server: Server,
+    client: kube::Client,
+    ns: &'static str,
+    cluster_ip: String,
+    node_port: i64,
+}
+
+async fn web_service() -> Option<WebService> {
     if std::env::var_os("SKIFF_BIN").is_none()
         && std::panic::catch_unwind(skiff_e2e::skiff_binary).is_err()
     {
         eprintln!("SKIPPED: no skiff binary; build it or set SKIFF_BIN");
-        return;
+        return None;
     }
     let server = tokio::task::spawn_blocking(|| Server::start(&[]))
         .await
@@ -104,6 +114,26 @@ async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
     let node_port = svc["spec"]["ports"][0]["nodePort"]
         .as_i64()
         .expect("node port");
+    Some(WebService {
+        server,
+        client,
+        ns,
+        cluster_ip,
+        node_port,
+    })
+}
+
+async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
+    let Some(WebService {
+        server,
+        client,
+        ns,
+        cluster_ip,
+        node_port,
+    }) = web_service().await
+    else {
+        return;
+    };
 
     let recorder = Recorder::default();
     let args = ProxyArgs {
@@ -173,34 +203,16 @@ async fn run_follows_services_and_endpoint_slices(mode: ProxyMode) {
 /// the table, and the portal closed with the Service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follows_services_in_userspace_mode() {
-    if std::env::var_os("SKIFF_BIN").is_none()
-        && std::panic::catch_unwind(skiff_e2e::skiff_binary).is_err()
-    {
-        eprintln!("SKIPPED: no skiff binary; build it or set SKIFF_BIN");
+    let Some(WebService {
+        server,
+        client,
+        ns,
+        cluster_ip,
+        node_port,
+    }) = web_service().await
+    else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| Server::start(&[]))
-        .await
-        .expect("server");
-    let client = server.client().await;
-    let ns = "proxy-run";
-    server.ok(&["create", "namespace", ns]);
-    let service = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"namespace": ns, "name": "web"},
-        "spec": {"type": "NodePort", "selector": {"app": "web"},
-                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
-    });
-    server.ok_with_input(&["apply", "-f", "-"], &service.to_string());
-    server.ok_with_input(&["apply", "-f", "-"], &slice(ns, &["10.88.1.2"]));
-    let svc = server.json(&["service", "-n", ns, "web"]);
-    let cluster_ip = svc["spec"]["clusterIP"]
-        .as_str()
-        .expect("cluster IP")
-        .to_string();
-    let node_port = svc["spec"]["ports"][0]["nodePort"]
-        .as_i64()
-        .expect("node port");
+    };
 
     let recorder = Recorder::default();
     let args = ProxyArgs {

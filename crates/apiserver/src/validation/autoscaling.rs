@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use super::{given, int_or_percent, list, not_over_100_percent, number, path_segment, text};
+use super::{
+    given, int_or_percent, kind_and_name, list, not_over_100_percent, number, path_segment, text,
+};
 use crate::status::{BadValue, Cause};
 use crate::strategy::{is_dns1123_label, DNS1123_LABEL_MSG};
 
@@ -69,7 +71,7 @@ pub(super) fn horizontal_pod_autoscaler(spec: Option<&Value>, causes: &mut Vec<C
             "must be greater than or equal to `minReplicas`",
         ));
     }
-    object_reference(
+    kind_and_name(
         spec.and_then(|s| s.get("scaleTargetRef")),
         "spec.scaleTargetRef",
         causes,
@@ -84,22 +86,6 @@ pub(super) fn horizontal_pod_autoscaler(spec: Option<&Value>, causes: &mut Vec<C
         for direction in ["scaleUp", "scaleDown"] {
             if let Some(rules) = behavior.get(direction).filter(|r| !r.is_null()) {
                 scaling_rules(rules, &format!("spec.behavior.{direction}"), causes);
-            }
-        }
-    }
-}
-
-/// Upstream's `ValidateCrossVersionObjectReference`: kind and name required, each a path
-/// segment.
-fn object_reference(reference: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
-    for key in ["kind", "name"] {
-        let value = text(reference, key);
-        let field = format!("{at}.{key}");
-        if value.is_empty() {
-            causes.push(Cause::required(field));
-        } else {
-            for message in path_segment(value) {
-                causes.push(Cause::invalid(&field, value, message));
             }
         }
     }
@@ -141,7 +127,7 @@ fn metric_spec(metric: &Value, at: &str, causes: &mut Vec<Cause>) {
         let path = format!("{at}.{first}");
         match *first {
             "object" => {
-                object_reference(
+                kind_and_name(
                     source.get("describedObject"),
                     &format!("{path}.describedObject"),
                     causes,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::{list, path_segment, port_name, port_number, text, PROTOCOLS};
+use super::{kind_and_name, list, port_name, port_number, text, PROTOCOLS};
 use crate::status::{quote, BadValue, Cause};
 use crate::strategy::{is_dns1123_label, is_dns1123_subdomain};
 use crate::strategy::{DNS1123_LABEL_MSG, DNS1123_SUBDOMAIN_MSG};
@@ -167,17 +167,7 @@ fn ingress_backend(backend: &Value, at: &str, causes: &mut Vec<Cause>) {
             {
                 subdomain(group, &format!("{at}.resource.apiGroup"), causes);
             }
-            for key in ["kind", "name"] {
-                let value = text(resource, key);
-                let field = format!("{at}.resource.{key}");
-                if value.is_empty() {
-                    causes.push(Cause::required(field));
-                } else {
-                    for message in path_segment(value) {
-                        causes.push(Cause::invalid(&field, value, message));
-                    }
-                }
-            }
+            kind_and_name(resource, &format!("{at}.resource"), causes);
         }
         (None, Some(service)) => {
             let service = Some(service);
@@ -262,17 +252,7 @@ pub(super) fn ingress_class(spec: Option<&Value>, causes: &mut Vec<Cause>) {
     {
         subdomain(group, &format!("{at}.apiGroup"), causes);
     }
-    for key in ["kind", "name"] {
-        let value = text(parameters, key);
-        let field = format!("{at}.{key}");
-        if value.is_empty() {
-            causes.push(Cause::required(field));
-        } else {
-            for message in path_segment(value) {
-                causes.push(Cause::invalid(&field, value, message));
-            }
-        }
-    }
+    kind_and_name(parameters, at, causes);
     let namespace = parameters
         .and_then(|p| p.get("namespace"))
         .and_then(Value::as_str);

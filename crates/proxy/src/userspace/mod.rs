@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::apply::Apply;
-use crate::metrics::{ConnectionLabels, Metrics, SyncLabels};
+use crate::metrics::{ConnectionLabels, Metrics};
 use crate::model::{Endpoint, Model, Protocol, RenderConfig, ServicePort, ServicePortName};
 use crate::proxier::{SyncKind, FULL_SYNC_PERIOD};
 use crate::Error;
@@ -255,13 +255,7 @@ impl<A: Apply> Userspace<A> {
             _ => self.apply(desired.clone()).await,
         };
         if let Some(m) = &self.metrics {
-            m.syncs
-                .get_or_create(&SyncLabels {
-                    kind: kind.label().into(),
-                    result: if result.is_ok() { "ok" } else { "error" }.into(),
-                })
-                .inc();
-            m.sync_duration.observe(start.elapsed().as_secs_f64());
+            m.record_sync(kind.label(), result.is_ok(), start);
         }
         match result {
             Ok(()) => {
