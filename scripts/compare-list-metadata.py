@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Compares the list metadata Skiff publishes with upstream's: for every property of every
-type both describe, the `x-kubernetes-patch-merge-key`, `-patch-strategy`, `-list-type`
-and `-list-map-keys` of Skiff's /openapi/v2 against those of upstream's v1.37 schemas
+"""Compares the list metadata Skiff publishes with upstream's: for every type both describe,
+its `x-kubernetes-map-type`, and for each of its properties the
+`x-kubernetes-patch-merge-key`, `-patch-strategy`, `-list-type`, `-list-map-keys` and
+`-map-type` of Skiff's /openapi/v2 against those of upstream's v1.37 schemas
 (shipped by the `kubernetes-validate` package that scripts/setup installs). Skiff's
 strategic merge patch and server-side apply follow the same table its OpenAPI publishes,
 so every difference printed is a list merged differently from upstream.
@@ -17,7 +18,7 @@ import sys
 import kubernetes_validate
 
 KEYS = ["x-kubernetes-patch-merge-key", "x-kubernetes-patch-strategy",
-        "x-kubernetes-list-type", "x-kubernetes-list-map-keys"]
+        "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type"]
 
 schemas = glob.glob(os.path.join(os.path.dirname(kubernetes_validate.__file__),
                                  "kubernetes-json-schema", "v1.37.0*", "_definitions.json"))
@@ -32,6 +33,9 @@ annotated, differing = 0, []
 for name, definition in sorted(upstream.items()):
     if name not in skiff:
         continue
+    if definition.get(KEYS[-1]) != skiff[name].get(KEYS[-1]):
+        differing.append((name, "(the type)", {KEYS[-1]: (definition.get(KEYS[-1]),
+                                                         skiff[name].get(KEYS[-1]))}))
     for prop, theirs in sorted(definition.get("properties", {}).items()):
         ours = skiff[name].get("properties", {}).get(prop, {})
         annotated += any(k in theirs for k in KEYS)

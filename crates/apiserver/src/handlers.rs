@@ -816,7 +816,12 @@ async fn handle_resource(
                     Err(e) if e.code == 404 && patch_type == PatchType::Apply => json!({}),
                     other => other?,
                 };
-                let preview = crate::patch::apply(patch_type, &current, &body)?;
+                let preview = crate::patch::apply(
+                    patch_type,
+                    &current,
+                    &body,
+                    crate::schema::Structure::of(&resource),
+                )?;
                 check_escalation(state, user, &resource, namespace, &preview)?;
             }
             if sub == Some("scale") {
@@ -825,8 +830,12 @@ async fn handle_resource(
                     &resource,
                     registry.get(&resource, namespace, name).await?,
                 )?;
-                let mut patched =
-                    crate::patch::apply(patch_type, &scale_of(&resource, &current), &body)?;
+                let mut patched = crate::patch::apply(
+                    patch_type,
+                    &scale_of(&resource, &current),
+                    &body,
+                    crate::schema::Structure::builtin("autoscaling", "v1", "Scale"),
+                )?;
                 // The Scale the patch applies to carries the current resourceVersion; only
                 // one the patch itself changed is a precondition (upstream retries a patch
                 // on conflict), so a controller's write in between does not refuse it.

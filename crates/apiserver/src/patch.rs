@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::schema::Structure;
 use crate::status::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +35,14 @@ impl PatchType {
     }
 }
 
-/// Applies `patch` to `original`, returning the patched object.
-pub fn apply(patch_type: PatchType, original: &Value, patch: &[u8]) -> ApiResult<Value> {
+/// Applies `patch` to `original`, an object of the kind `structure` describes, returning
+/// the patched object.
+pub fn apply(
+    patch_type: PatchType,
+    original: &Value,
+    patch: &[u8],
+    structure: Structure,
+) -> ApiResult<Value> {
     match patch_type {
         PatchType::Json => {
             let operations: json_patch::Patch = serde_json::from_slice(patch)
@@ -58,14 +65,14 @@ pub fn apply(patch_type: PatchType, original: &Value, patch: &[u8]) -> ApiResult
         }
         PatchType::StrategicMerge => {
             let patch = parse_object(patch)?;
-            strategic_merge(original, &patch)
+            strategic_merge(original, &patch, structure)
         }
         // The merge alone, for previews: the registry applies through
         // `crate::managedfields::apply`, which also prunes and checks ownership.
         PatchType::Apply => Ok(crate::managedfields::merge(
             original,
             &parse_apply(patch)?,
-            crate::schema::Structure::Builtin,
+            structure,
         )),
     }
 }
@@ -165,11 +172,40 @@ const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ELEMENT_ORDER: &str = "$setElementOrder";
 const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList";
 
+/// Where a merge is: the field names from the root (list items add nothing), and the
+/// structure that says how the lists there merge.
+struct FieldPath<'a> {
+    structure: Structure<'a>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> FieldPath<'a> {
+    fn push(&mut self, name: &'a str) {
+        self.names.push(name);
+    }
+
+    fn pop(&mut self) {
+        self.names.pop();
+    }
+
+    fn merges_items(&self) -> bool {
+        self.structure.merges_items(&self.names)
+    }
+
+    fn merge_key(&self) -> Option<&'a str> {
+        self.structure.merge_key(&self.names)
+    }
+}
+
 /// Merges `patch` into `original`; both are objects from the root (the object as stored).
-fn strategic_merge(original: &Value, patch: &Value) -> ApiResult<Value> {
+fn strategic_merge(original: &Value, patch: &Value, structure: Structure) -> ApiResult<Value> {
     match (original.as_object(), patch.as_object()) {
         (Some(original), Some(patch)) => {
-            merge_map(original, patch, &mut Vec::new()).map(Value::Object)
+            let mut path = FieldPath {
+                structure,
+                names: Vec::new(),
+            };
+            merge_map(original, patch, &mut path).map(Value::Object)
         }
         _ => Ok(strip_directives(patch)),
     }
@@ -180,7 +216,7 @@ fn strategic_merge(original: &Value, patch: &Value) -> ApiResult<Value> {
 fn merge_map<'a>(
     original: &Map<String, Value>,
     patch: &'a Map<String, Value>,
-    path: &mut Vec<&'a str>,
+    path: &mut FieldPath<'a>,
 ) -> ApiResult<Map<String, Value>> {
     if let Some(directive) = patch.get(PATCH_DIRECTIVE) {
         return map_directive(directive, patch);
@@ -231,7 +267,7 @@ fn merge_map<'a>(
 fn merge_value<'a>(
     current: Option<&Value>,
     patch: &'a Value,
-    path: &mut Vec<&'a str>,
+    path: &mut FieldPath<'a>,
 ) -> ApiResult<Option<Value>> {
     match (current, patch) {
         (Some(Value::Object(current)), Value::Object(patch)) => {
@@ -305,7 +341,7 @@ fn delete_from_primitive_list<'a>(
     result: &mut Map<String, Value>,
     field: &'a str,
     values: &'a Value,
-    path: &mut Vec<&'a str>,
+    path: &mut FieldPath<'a>,
 ) -> ApiResult<()> {
     if values.is_null() {
         result.shift_remove(field);
@@ -327,10 +363,10 @@ fn delete_from_primitive_list<'a>(
 fn merge_list<'a>(
     current: &[Value],
     patch: &'a [Value],
-    path: &mut Vec<&'a str>,
+    path: &mut FieldPath<'a>,
     delete_list: bool,
 ) -> ApiResult<Vec<Value>> {
-    if !(crate::schema::merges_items(path) || delete_list) {
+    if !(path.merges_items() || delete_list) {
         return Ok(patch.iter().map(strip_directives).collect());
     }
     if current.is_empty() && patch.is_empty() {
@@ -339,10 +375,10 @@ fn merge_list<'a>(
     if element_kind(&[current, patch])? == ElementKind::Scalar {
         return merge_scalars(current, patch, delete_list);
     }
-    let key = crate::schema::merge_key(path).ok_or_else(|| {
+    let key = path.merge_key().ok_or_else(|| {
         merge_error(format!(
             "cannot merge lists without merge key for {}",
-            path.join(".")
+            path.names.join(".")
         ))
     })?;
     let (base, items) = apply_item_directives(current, patch, key)?;
@@ -436,7 +472,7 @@ fn apply_item_directives<'a>(
 fn apply_element_orders<'a>(
     result: &mut Map<String, Value>,
     patch: &'a Map<String, Value>,
-    path: &mut Vec<&'a str>,
+    path: &mut FieldPath<'a>,
 ) -> ApiResult<Vec<&'a str>> {
     let mut done = Vec::new();
     for (directive, order) in patch {
@@ -462,7 +498,7 @@ fn apply_element_orders<'a>(
             continue;
         }
         path.push(field);
-        let key = crate::schema::merge_key(path);
+        let key = path.merge_key();
         let merged = merge_listed(current.as_deref(), patch_list, order, key, path);
         path.pop();
         let (in_order, server_only) = partition(merged?, order, key)?;
@@ -481,7 +517,7 @@ fn merge_listed<'a>(
     patch: Option<&'a Vec<Value>>,
     order: &[Value],
     key: Option<&str>,
-    path: &mut Vec<&'a str>,
+    path: &mut FieldPath<'a>,
 ) -> ApiResult<Vec<Value>> {
     let Some(patch) = patch else {
         return Ok(current.map(<[Value]>::to_vec).unwrap_or_default());
@@ -785,6 +821,33 @@ fn go_float(f: f64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::LazyLock;
+
+    use crate::schema::builtin;
+
+    /// The type upstream's `patch_test.go` cases merge: `containers` and `initContainers`
+    /// (merged by `name`, a pod's containers), `volumes` (merged, keys retained),
+    /// `metadata` (an object's), `args` (atomic) and `spec` (a Deployment's).
+    static TEST_TYPE: LazyLock<builtin::Type> = LazyLock::new(|| {
+        let merged = |holds: &str, strategy: &str| json!({"list": "map", "keys": ["name"], "mergeKey": "name", "strategy": strategy, "type": holds});
+        serde_json::from_value(json!({"fields": {
+            "containers": merged("io.k8s.api.core.v1.Container", "merge"),
+            "initContainers": merged("io.k8s.api.core.v1.Container", "merge"),
+            "volumes": merged("io.k8s.api.core.v1.Volume", "merge,retainKeys"),
+            "metadata": {"type": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},
+            "args": {"list": "atomic"},
+            "spec": {"type": "io.k8s.api.apps.v1.DeploymentSpec"},
+        }}))
+        .expect("the test type")
+    });
+
+    fn test_type() -> Structure<'static> {
+        Structure::Builtin(Some(&TEST_TYPE))
+    }
+
+    fn pod() -> Structure<'static> {
+        Structure::builtin("", "v1", "Pod")
+    }
 
     #[test]
     fn duplicate_keys_in_an_apply_are_refused_with_their_line() {
@@ -804,16 +867,24 @@ mod tests {
             PatchType::Json,
             &obj,
             br#"[{"op":"add","path":"/data/y","value":"2"}]"#,
+            pod(),
         )
         .unwrap();
         assert_eq!(patched["data"]["y"], "2");
-        let merged = apply(PatchType::Merge, &obj, br#"{"data":{"x":null,"z":"3"}}"#).unwrap();
+        let merged = apply(
+            PatchType::Merge,
+            &obj,
+            br#"{"data":{"x":null,"z":"3"}}"#,
+            pod(),
+        )
+        .unwrap();
         assert_eq!(merged["data"], json!({"z": "3"}));
-        assert!(apply(PatchType::Merge, &obj, b"[1]").is_err());
+        assert!(apply(PatchType::Merge, &obj, b"[1]", pod()).is_err());
         let bad = apply(
             PatchType::Json,
             &obj,
             br#"[{"op":"remove","path":"/nope"}]"#,
+            pod(),
         );
         assert_eq!(bad.unwrap_err().code, 422);
     }
@@ -824,25 +895,28 @@ mod tests {
             {"name": "a", "image": "x"}, {"name": "b", "image": "y"}
         ]}});
         let patch = br#"{"spec":{"$setElementOrder/containers":[{"name":"a"},{"name":"b"}],"containers":[{"name":"b","image":"z"}]}}"#;
-        let out = apply(PatchType::StrategicMerge, &obj, patch).unwrap();
+        let out = apply(PatchType::StrategicMerge, &obj, patch, pod()).unwrap();
         assert_eq!(out["spec"]["containers"][0]["image"], "x");
         assert_eq!(out["spec"]["containers"][1]["image"], "z");
         let delete = br#"{"spec":{"containers":[{"name":"a","$patch":"delete"}]}}"#;
-        let out = apply(PatchType::StrategicMerge, &obj, delete).unwrap();
+        let out = apply(PatchType::StrategicMerge, &obj, delete, pod()).unwrap();
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn strategic_merges_sets_of_scalars() {
         let obj = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"finalizers": ["x"]}});
+        let namespace = |patch: &[u8]| {
+            let structure = Structure::builtin("", "v1", "Namespace");
+            apply(PatchType::StrategicMerge, &obj, patch, structure).unwrap()
+        };
         // kubectl's apply adds `c` and removes `a`, keeping `b` that someone else added.
-        let patch =
-            br#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["a"],"finalizers":["b","c"]}}"#;
-        let out = apply(PatchType::StrategicMerge, &obj, patch).unwrap();
+        let out = namespace(
+            br#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["a"],"finalizers":["b","c"]}}"#,
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["b", "c"]));
         // A namespace's spec.finalizers is atomic: replaced.
-        let patch = br#"{"spec":{"finalizers":["y"]}}"#;
-        let out = apply(PatchType::StrategicMerge, &obj, patch).unwrap();
+        let out = namespace(br#"{"spec":{"finalizers":["y"]}}"#);
         assert_eq!(out["spec"]["finalizers"], json!(["y"]));
     }
 
@@ -850,7 +924,13 @@ mod tests {
     fn strategic_directives() {
         let obj = json!({"metadata": {"finalizers": ["a", "b"]}, "data": {"k": "v", "j": "w"}});
         let patch = br#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["a"]},"data":{"$patch":"replace","n":"1"}}"#;
-        let out = apply(PatchType::StrategicMerge, &obj, patch).unwrap();
+        let out = apply(
+            PatchType::StrategicMerge,
+            &obj,
+            patch,
+            Structure::builtin("", "v1", "ConfigMap"),
+        )
+        .unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
         assert_eq!(out["data"], json!({"n": "1"}));
     }
@@ -867,7 +947,12 @@ mod tests {
 
     fn strategic(original: &str, patch: &str) -> ApiResult<Value> {
         let patch = serde_json::to_vec(&yaml(patch)).expect("patch");
-        apply(PatchType::StrategicMerge, &yaml(original), &patch)
+        apply(
+            PatchType::StrategicMerge,
+            &yaml(original),
+            &patch,
+            test_type(),
+        )
     }
 
     fn check(cases: &[Case]) {
@@ -1185,9 +1270,9 @@ mod tests {
             ),
             (
                 "delete an env var of a container",
-                "spec: {containers: [{name: c, env: [{name: A, value: '1'}, {name: B, value: '2'}]}]}",
-                "spec: {containers: [{name: c, env: [{name: A, $patch: delete}]}]}",
-                "spec: {containers: [{name: c, env: [{name: B, value: '2'}]}]}",
+                "spec: {template: {spec: {containers: [{name: c, env: [{name: A, value: '1'}, {name: B, value: '2'}]}]}}}",
+                "spec: {template: {spec: {containers: [{name: c, env: [{name: A, $patch: delete}]}]}}}",
+                "spec: {template: {spec: {containers: [{name: c, env: [{name: B, value: '2'}]}]}}}",
             ),
         ]);
     }
@@ -1355,9 +1440,9 @@ mod tests {
             ),
             (
                 "a volume switching source: the old source is cleared",
-                "spec: {volumes: [{name: v, emptyDir: {}}]}",
-                "spec: {volumes: [{$retainKeys: [configMap, name], name: v, configMap: {name: cm}}]}",
-                "spec: {volumes: [{name: v, configMap: {name: cm}}]}",
+                "spec: {template: {spec: {volumes: [{name: v, emptyDir: {}}]}}}",
+                "spec: {template: {spec: {volumes: [{$retainKeys: [configMap, name], name: v, configMap: {name: cm}}]}}}",
+                "spec: {template: {spec: {volumes: [{name: v, configMap: {name: cm}}]}}}",
             ),
         ]);
         // A field the patch sets must be among the kept.

@@ -738,6 +738,7 @@ impl Registry {
             api_version: &api_version,
             structure: crate::schema::Structure::of(resource),
         };
+        let structure = writer.structure;
         let reset = managedfields::reset_field(resource.has_subresource("status"), subresource);
         let applied = match patch.patch_type {
             PatchType::Apply => Some(crate::patch::parse_apply(patch.body)?),
@@ -787,7 +788,7 @@ impl Registry {
         }
         if subresource == Some("resize") && applied.is_none() {
             self.charge_resize(resource, namespace, name, dry_run, |current| {
-                crate::patch::apply(patch.patch_type, current, patch.body)
+                crate::patch::apply(patch.patch_type, current, patch.body, structure)
             })
             .await?;
         }
@@ -817,7 +818,8 @@ impl Registry {
                         new
                     }
                     None => {
-                        let mut new = crate::patch::apply(patch.patch_type, &served, patch.body)?;
+                        let mut new =
+                            crate::patch::apply(patch.patch_type, &served, patch.body, structure)?;
                         // Unknown fields are judged on what the patch produces (repeated
                         // ones in a patch's own body are not looked for).
                         crate::crd::check_unknown_fields(resource, &new, patch.field_validation)?;

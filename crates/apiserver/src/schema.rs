@@ -1,11 +1,16 @@
-//! What the structure of the built-in types says about merging, as upstream's OpenAPI
-//! publishes it (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
-//! `x-kubernetes-map-type`, `x-kubernetes-patch-merge-key`): the one table that both
-//! strategic merge patch ([`crate::patch`]) and server-side apply
-//! ([`crate::managedfields`]) read.
+//! What the structure of a kind says about merging: the list types and keys
+//! (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`), which structs and maps are one
+//! value (`x-kubernetes-map-type`) and how strategic merge patch treats lists
+//! (`x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`): the one source that
+//! strategic merge patch ([`crate::patch`]), server-side apply ([`crate::managedfields`])
+//! and the OpenAPI documents read. Built-in kinds take it from upstream's type metadata
+//! ([`builtin`]), custom resources from their CRD's structural schema.
 //!
 //! Fields are found by their path of field names from the object's root (list items add
-//! nothing to the path), e.g. `["spec", "template", "spec", "containers", "ports"]`.
+//! nothing to the path; a free-form map's key is one name), e.g. `["spec", "template",
+//! "spec", "containers", "ports"]`.
+
+pub mod builtin;
 
 use serde_json::Value;
 
@@ -25,8 +30,9 @@ pub enum ListType<'a> {
 /// Where the list and map semantics of an object's fields come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Structure<'a> {
-    /// The built-in types: the table in this module.
-    Builtin,
+    /// A built-in kind: upstream's definitions, from the kind's own (`None` for a kind they
+    /// do not describe: all its lists atomic, all its maps granular).
+    Builtin(Option<&'static builtin::Type>),
     /// A custom resource: its version's structural schema, if it has one. As upstream
     /// treats CRDs, a list is atomic unless `x-kubernetes-list-type` says otherwise, and
     /// an object is granular unless `x-kubernetes-map-type: atomic`.
@@ -37,8 +43,19 @@ impl<'a> Structure<'a> {
     pub fn of(resource: &'a ResourceInfo) -> Self {
         match &resource.custom {
             Some(custom) => Structure::Custom(custom.schema.as_ref()),
-            None => Structure::Builtin,
+            None => Structure::builtin(&resource.group, &resource.version, &resource.kind),
         }
+    }
+
+    /// The structure of a built-in kind.
+    pub fn builtin(group: &str, version: &str, kind: &str) -> Structure<'static> {
+        Structure::Builtin(builtin::kind(group, version, kind))
+    }
+
+    /// The field at `path` of a built-in kind, with what it holds.
+    fn builtin_node(root: Option<&'static builtin::Type>, path: &[&str]) -> builtin::Node {
+        root.and_then(|root| builtin::node(root, path))
+            .unwrap_or_default()
     }
 
     /// The schema of the field at `path` (list items add nothing to the path).
@@ -67,21 +84,29 @@ impl<'a> Structure<'a> {
 
     /// The list type of the list field at `path`.
     pub fn list_type(&self, path: &[&str]) -> ListType<'a> {
-        let schema = match self {
-            Structure::Builtin => return list_type(path),
-            Structure::Custom(schema) => schema.and_then(|s| Self::node(s, path)),
+        let (list, keys): (Option<&'a str>, Vec<&'a str>) = match self {
+            Structure::Builtin(root) => match Self::builtin_node(*root, path).field {
+                Some(field) => (
+                    field.list.as_deref(),
+                    field.keys.iter().map(String::as_str).collect(),
+                ),
+                None => (None, Vec::new()),
+            },
+            Structure::Custom(schema) => match schema.and_then(|s| Self::node(s, path)) {
+                Some(node) => (
+                    node.get("x-kubernetes-list-type").and_then(Value::as_str),
+                    node.get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|k| k.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default(),
+                ),
+                None => (None, Vec::new()),
+            },
         };
-        let Some(node) = schema else {
-            return ListType::Atomic;
-        };
-        match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        match list {
             Some("set") => ListType::Set,
             Some("map") => {
-                let mut keys: Vec<&'a str> = node
-                    .get("x-kubernetes-list-map-keys")
-                    .and_then(Value::as_array)
-                    .map(|k| k.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
+                let mut keys = keys;
                 keys.sort();
                 ListType::Map(keys)
             }
@@ -89,10 +114,48 @@ impl<'a> Structure<'a> {
         }
     }
 
+    /// Upstream's `patchStrategy` of the field at `path` (`merge`, `retainKeys` or
+    /// `merge,retainKeys`), which kubectl reads from the OpenAPI documents to compute
+    /// client-side apply patches. Custom resources have none: strategic merge patch is
+    /// not served for them.
+    pub fn patch_strategy(&self, path: &[&str]) -> Option<&'a str> {
+        match self {
+            Structure::Builtin(root) => Self::builtin_node(*root, path)
+                .field
+                .and_then(|f| f.strategy.as_deref()),
+            Structure::Custom(_) => None,
+        }
+    }
+
+    /// The key strategic merge patch merges the list at `path` by (upstream's
+    /// `patchMergeKey`).
+    pub fn merge_key(&self, path: &[&str]) -> Option<&'a str> {
+        match self {
+            Structure::Builtin(root) => Self::builtin_node(*root, path)
+                .field
+                .and_then(|f| f.merge_key.as_deref()),
+            Structure::Custom(_) => None,
+        }
+    }
+
+    /// Whether strategic merge patch merges the items of the list at `path` into the
+    /// current ones rather than replacing the list: lists of objects by their merge key,
+    /// lists of scalars by value. Upstream's strategy decides, not the list type: a Job's
+    /// `status.conditions` are merged by `type` yet atomic to server-side apply.
+    pub fn merges_items(&self, path: &[&str]) -> bool {
+        self.patch_strategy(path)
+            .is_some_and(|s| s.split(',').any(|s| s == "merge"))
+    }
+
     /// Whether the object at `path` (for list items: the list's path) is one value.
     pub fn is_atomic_map(&self, path: &[&str]) -> bool {
         match self {
-            Structure::Builtin => is_atomic_map(path),
+            Structure::Builtin(root) => {
+                let node = Self::builtin_node(*root, path);
+                // A field's own map type wins over its definition's.
+                let field = node.field.and_then(|f| f.map_type.as_deref());
+                field.or(node.held.and_then(|t| t.map_type.as_deref())) == Some("atomic")
+            }
             Structure::Custom(schema) => {
                 schema
                     .and_then(|s| Self::object_node(s, path))
@@ -107,7 +170,9 @@ impl<'a> Structure<'a> {
     /// `additionalProperties`, or fields it keeps without naming them).
     pub fn is_free_form_map(&self, path: &[&str]) -> bool {
         match self {
-            Structure::Builtin => is_free_form_map(path),
+            Structure::Builtin(root) => {
+                Self::builtin_node(*root, path).field.is_some_and(|f| f.map)
+            }
             Structure::Custom(schema) => {
                 if path == ["metadata", "labels"] || path == ["metadata", "annotations"] {
                     return true;
@@ -127,105 +192,9 @@ impl<'a> Structure<'a> {
     /// The value a list-map key takes when an item leaves it out.
     pub fn key_default(&self, key: &str) -> Option<Value> {
         match self {
-            Structure::Builtin => key_default(key),
+            Structure::Builtin(_) => key_default(key),
             Structure::Custom(_) => None,
         }
-    }
-}
-
-const NAME: &[&str] = &["name"];
-const CONTAINER_PORT: &[&str] = &["containerPort", "protocol"];
-const SERVICE_PORT: &[&str] = &["port", "protocol"];
-
-fn in_container(path: &[&str]) -> bool {
-    path.len() >= 2
-        && matches!(
-            path[path.len() - 2],
-            "containers" | "initContainers" | "ephemeralContainers"
-        )
-}
-
-/// The list type of the list field at `path`.
-pub fn list_type(path: &[&str]) -> ListType<'static> {
-    let Some(field) = path.last() else {
-        return ListType::Atomic;
-    };
-    match *field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims"
-        | "resourceClaimStatuses"
-        | "schedulingGates"
-        | "claims"
-        | "evictionResponders"
-        | "webhooks"
-        | "matchConditions"
-        | "variables" => ListType::Map(NAME.to_vec()),
-        "drivers" if path == ["spec", "drivers"] => ListType::Map(NAME.to_vec()),
-        "ports" if in_container(path) => ListType::Map(CONTAINER_PORT.to_vec()),
-        "ports" if path == ["spec", "ports"] => ListType::Map(SERVICE_PORT.to_vec()),
-        "volumeMounts" if in_container(path) => ListType::Map(vec!["mountPath"]),
-        "volumeDevices" if in_container(path) => ListType::Map(vec!["devicePath"]),
-        "hostAliases" | "podIPs" | "hostIPs" => ListType::Map(vec!["ip"]),
-        "conditions" => ListType::Map(vec!["type"]),
-        "topologySpreadConstraints" => ListType::Map(vec!["topologyKey", "whenUnsatisfiable"]),
-        // Any object's metadata, templates' included: `ObjectMeta` is one type.
-        "ownerReferences" if path.ends_with(&["metadata", "ownerReferences"]) => {
-            ListType::Map(vec!["uid"])
-        }
-        "finalizers" if path.ends_with(&["metadata", "finalizers"]) => ListType::Set,
-        "podCIDRs" if path == ["spec", "podCIDRs"] => ListType::Set,
-        "failed" | "succeeded" if path.ends_with(&["uncountedTerminatedPods", *field]) => {
-            ListType::Set
-        }
-        "addresses" if path == ["status", "addresses"] => ListType::Map(vec!["type"]),
-        "secrets" if path.len() == 1 => ListType::Map(NAME.to_vec()),
-        _ => ListType::Atomic,
-    }
-}
-
-/// The key strategic merge patch merges the list at `path` by (upstream's
-/// `patchMergeKey`), if its items are merged rather than replaced.
-pub fn merge_key(path: &[&str]) -> Option<&'static str> {
-    match list_type(path) {
-        ListType::Map(keys) => {
-            // The patch merge key is the identifying field; `protocol` only refines it.
-            keys.first().copied()
-        }
-        _ => None,
-    }
-}
-
-/// Upstream's `patchStrategy` of the field at `path`, which kubectl reads from the OpenAPI
-/// documents to compute client-side apply patches: `merge` for the lists merged by key
-/// and for sets of scalars (`metadata.finalizers`: a patch adds its items and deletes
-/// through `$deleteFromPrimitiveList`), `retainKeys` where a patch names the keys to keep
-/// (a volume's source, a Deployment's strategy: switching to `Recreate` drops
-/// `rollingUpdate`).
-pub fn patch_strategy(path: &[&str]) -> Option<&'static str> {
-    let retain_keys =
-        matches!(path.last(), Some(&"volumes" | &"resourceClaims")) || path == ["spec", "strategy"];
-    match (merges_items(path), retain_keys) {
-        (true, true) => Some("merge,retainKeys"),
-        (true, false) => Some("merge"),
-        (false, true) => Some("retainKeys"),
-        (false, false) => None,
-    }
-}
-
-/// Whether strategic merge patch merges the items of the list at `path` into the current
-/// ones rather than replacing the list: list-maps by their key, sets of scalars by value.
-/// The Job controller's `uncountedTerminatedPods` are sets for field management but
-/// replaced whole by patches, as upstream declares them.
-pub fn merges_items(path: &[&str]) -> bool {
-    match list_type(path) {
-        ListType::Map(_) => true,
-        ListType::Set => !path.contains(&"uncountedTerminatedPods"),
-        ListType::Atomic => false,
     }
 }
 
@@ -234,102 +203,74 @@ fn key_default(key: &str) -> Option<Value> {
     (key == "protocol").then(|| Value::String("TCP".into()))
 }
 
-/// Whether the object at `path` is one value (`x-kubernetes-map-type: atomic`, or a struct
-/// upstream marks `+structType=atomic`): label and node selectors, references. For the
-/// items of a list, `path` is the list's: owner references and local object references
-/// are atomic items.
-fn is_atomic_map(path: &[&str]) -> bool {
-    let Some(field) = path.last() else {
-        return false;
-    };
-    matches!(
-        *field,
-        "selector"
-            | "labelSelector"
-            | "namespaceSelector"
-            | "podSelector"
-            | "nodeSelector"
-            | "scopeSelector"
-            | "fieldRef"
-            | "configMapKeyRef"
-            | "secretKeyRef"
-            | "resourceFieldRef"
-            | "fileKeyRef"
-            | "secretRef"
-            | "claimRef"
-            | "targetRef"
-            | "roleRef"
-            | "dataSource"
-            | "involvedObject"
-            | "regarding"
-            | "related"
-            | "ownerReferences"
-            | "imagePullSecrets"
-    ) || path == ["secrets"]
-}
-
-/// Whether the object at `path` is a free-form map (its keys are data, not the type's named
-/// fields): labels, annotations, a ConfigMap's data, resource lists.
-fn is_free_form_map(path: &[&str]) -> bool {
-    let Some(field) = path.last() else {
-        return false;
-    };
-    matches!(
-        *field,
-        "labels"
-            | "annotations"
-            | "data"
-            | "binaryData"
-            | "stringData"
-            | "matchLabels"
-            | "limits"
-            | "requests"
-            | "capacity"
-            | "allocatable"
-            | "hard"
-            | "used"
-            | "parameters"
-            | "overhead"
-            | "volumeAttributes"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn list_types_by_path() {
+    fn builtin_structures_follow_upstreams_definitions() {
+        let deployment = Structure::builtin("apps", "v1", "Deployment");
         let ports = ["spec", "template", "spec", "containers", "ports"];
-        assert_eq!(list_type(&ports), ListType::Map(CONTAINER_PORT.to_vec()));
-        assert_eq!(merge_key(&ports), Some("containerPort"));
         assert_eq!(
-            list_type(&["spec", "ports"]),
-            ListType::Map(SERVICE_PORT.to_vec())
+            deployment.list_type(&ports),
+            ListType::Map(vec!["containerPort", "protocol"])
         );
-        assert_eq!(merge_key(&["spec", "ports"]), Some("port"));
-        assert_eq!(list_type(&["ports"]), ListType::Atomic);
-        assert_eq!(list_type(&["metadata", "finalizers"]), ListType::Set);
-        assert_eq!(list_type(&["spec", "finalizers"]), ListType::Atomic);
-        assert_eq!(list_type(&["spec", "containers", "args"]), ListType::Atomic);
-        assert!(is_atomic_map(&["spec", "selector"]));
-        assert!(is_atomic_map(&["spec", "template", "spec", "nodeSelector"]));
-        assert!(is_atomic_map(&["metadata", "ownerReferences"]));
-        assert!(!is_atomic_map(&["spec", "template"]));
-        assert!(is_free_form_map(&["metadata", "labels"]));
-        assert_eq!(patch_strategy(&["spec", "containers"]), Some("merge"));
+        assert_eq!(deployment.merge_key(&ports), Some("containerPort"));
         assert_eq!(
-            patch_strategy(&["spec", "template", "spec", "volumes"]),
+            deployment.list_type(&["metadata", "finalizers"]),
+            ListType::Set
+        );
+        assert_eq!(
+            deployment.patch_strategy(&["metadata", "finalizers"]),
+            Some("merge")
+        );
+        let args = ["spec", "template", "spec", "containers", "args"];
+        assert_eq!(deployment.list_type(&args), ListType::Atomic);
+        assert!(!deployment.merges_items(&args));
+        assert!(deployment.is_atomic_map(&["spec", "selector"]));
+        assert!(deployment.is_atomic_map(&["spec", "template", "spec", "nodeSelector"]));
+        assert!(deployment.is_atomic_map(&["metadata", "ownerReferences"]));
+        assert!(!deployment.is_atomic_map(&["spec", "template"]));
+        assert!(deployment.is_free_form_map(&["metadata", "labels"]));
+        assert!(!deployment.is_free_form_map(&["spec", "template"]));
+        assert_eq!(
+            deployment.patch_strategy(&["spec", "template", "spec", "volumes"]),
             Some("merge,retainKeys")
         );
-        assert_eq!(patch_strategy(&["spec", "strategy"]), Some("retainKeys"));
-        assert_eq!(patch_strategy(&["metadata", "finalizers"]), Some("merge"));
         assert_eq!(
-            patch_strategy(&["status", "uncountedTerminatedPods", "failed"]),
-            None
+            deployment.patch_strategy(&["spec", "strategy"]),
+            Some("retainKeys")
         );
-        assert_eq!(patch_strategy(&["spec", "containers", "args"]), None);
-        assert_eq!(merge_key(&["webhooks"]), Some("name"));
+
+        // The same field name means different things in different types.
+        let service = Structure::builtin("", "v1", "Service");
+        assert_eq!(
+            service.list_type(&["spec", "ports"]),
+            ListType::Map(vec!["port", "protocol"])
+        );
+        let job = Structure::builtin("batch", "v1", "Job");
+        assert_eq!(job.list_type(&["status", "conditions"]), ListType::Atomic);
+        assert!(job.merges_items(&["status", "conditions"]));
+        assert_eq!(job.merge_key(&["status", "conditions"]), Some("type"));
+        let failed = ["status", "uncountedTerminatedPods", "failed"];
+        assert_eq!(job.list_type(&failed), ListType::Set);
+        assert!(!job.merges_items(&failed));
+        let pod = Structure::builtin("", "v1", "Pod");
+        assert_eq!(
+            pod.list_type(&["status", "conditions"]),
+            ListType::Map(vec!["type"])
+        );
+        assert_eq!(pod.list_type(&["status", "hostIPs"]), ListType::Atomic);
+        assert_eq!(pod.merge_key(&["status", "hostIPs"]), Some("ip"));
+        let account = Structure::builtin("", "v1", "ServiceAccount");
+        assert_eq!(account.list_type(&["imagePullSecrets"]), ListType::Atomic);
+        assert_eq!(account.list_type(&["secrets"]), ListType::Map(vec!["name"]));
+        assert!(!account.is_free_form_map(&["secrets"]));
+
+        // A kind upstream does not describe: lists atomic, maps granular.
+        let unknown = Structure::builtin("example.com", "v1", "Nonsense");
+        assert_eq!(unknown.list_type(&["spec", "containers"]), ListType::Atomic);
+        assert!(!unknown.is_atomic_map(&["spec", "selector"]));
     }
 
     #[test]

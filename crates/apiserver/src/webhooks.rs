@@ -496,13 +496,18 @@ async fn run_mutating(
                     .map_err(|e| {
                         ApiError::internal(call_failure(name, format!("patch is not base64: {e}")))
                     })?;
-                let patched = crate::patch::apply(crate::patch::PatchType::Json, object, &patch)
-                    .map_err(|e| {
-                        ApiError::internal(call_failure(
-                            name,
-                            format!("applying its patch: {}", e.message),
-                        ))
-                    })?;
+                let patched = crate::patch::apply(
+                    crate::patch::PatchType::Json,
+                    object,
+                    &patch,
+                    crate::schema::Structure::of(request.resource),
+                )
+                .map_err(|e| {
+                    ApiError::internal(call_failure(
+                        name,
+                        format!("applying its patch: {}", e.message),
+                    ))
+                })?;
                 if patched != *object && only.is_none() {
                     // Every IfNeeded webhook called before this one saw another object.
                     state.reinvoke.extend(state.invoked.iter().cloned());

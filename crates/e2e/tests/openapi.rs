@@ -453,3 +453,37 @@ spec:
     let object = s.json(&["gadget/g", "-n", &ns]);
     assert_eq!(object["spec"], json!({"size": 2, "tags": ["b"]}));
 }
+
+/// The list metadata every built-in definition publishes (and the server merges by) is
+/// upstream's v1.37, property by property: `scripts/compare-list-metadata.py` reads
+/// upstream's schemas from the `kubernetes-validate` package that `scripts/setup` installs.
+#[test]
+fn published_list_metadata_is_upstreams() {
+    let s = shared();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/compare-list-metadata.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .env("KUBECONFIG", s.kubeconfig())
+        .output()
+        .expect("python3");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = report.lines().last().unwrap_or_default();
+    assert!(
+        summary.starts_with("0 properties differ"),
+        "list metadata differs from upstream's:\n{report}"
+    );
+    let annotated: usize = summary
+        .split("annotates ")
+        .nth(1)
+        .and_then(|n| n.trim_end_matches(')').parse().ok())
+        .unwrap_or(0);
+    assert!(annotated > 300, "compared too little: {summary}");
+}

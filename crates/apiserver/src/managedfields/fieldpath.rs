@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(rest.paths(), vec![vec![field("spec"), field("paused")]]);
         assert!(b.difference(&a).is_empty());
         assert_eq!(rest.union(&b), a);
-        let named = a.with_named_fields(crate::schema::Structure::Builtin, &mut Vec::new());
+        let named = a.with_named_fields(
+            crate::schema::Structure::builtin("apps", "v1", "Deployment"),
+            &mut Vec::new(),
+        );
         assert!(named.has(&[field("spec")]));
     }
 }

@@ -11,7 +11,7 @@ fn writer(manager: &str) -> Writer<'_> {
         manager,
         subresource: None,
         api_version: APPS,
-        structure: crate::schema::Structure::Builtin,
+        structure: crate::schema::Structure::builtin("apps", "v1", "Deployment"),
     }
 }
 
@@ -314,7 +314,7 @@ fn kubectl_takes_over_from_client_side_apply() {
         manager: "kubectl-client-side-apply",
         subresource: None,
         api_version: "v1",
-        structure: crate::schema::Structure::Builtin,
+        structure: crate::schema::Structure::builtin("", "v1", "ConfigMap"),
     };
     record_update(None, &mut live, &csa, None);
     let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -323,7 +323,7 @@ fn kubectl_takes_over_from_client_side_apply() {
         manager: "kubectl",
         subresource: None,
         api_version: "v1",
-        structure: crate::schema::Structure::Builtin,
+        structure: crate::schema::Structure::builtin("", "v1", "ConfigMap"),
     };
     // Another applier conflicts with the client-side apply's field.
     let other = Writer {
@@ -370,7 +370,7 @@ fn at_most_ten_update_entries() {
             manager: &manager,
             subresource: None,
             api_version: "v1",
-            structure: crate::schema::Structure::Builtin,
+            structure: crate::schema::Structure::builtin("", "v1", "ConfigMap"),
         };
         record_update(Some(&before), &mut object, &w, None);
     }

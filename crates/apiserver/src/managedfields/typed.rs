@@ -463,8 +463,11 @@ pub fn with_zero_structs(object: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    const B: Structure = Structure::Builtin;
     use serde_json::json;
+
+    fn deployment() -> Structure<'static> {
+        Structure::builtin("apps", "v1", "Deployment")
+    }
 
     fn fields_of(set: &Set) -> Value {
         set.to_fields_v1()
@@ -488,7 +491,7 @@ mod tests {
                 },
             },
         });
-        let set = field_set(&config, B);
+        let set = field_set(&config, deployment());
         assert_eq!(
             fields_of(&set),
             json!({
@@ -524,7 +527,7 @@ mod tests {
                 {"name": "a", "image": "x", "ports": [{"containerPort": 80, "protocol": "TCP"}]}
             ]}}},
         }));
-        let c = compare(&old, &new, B);
+        let c = compare(&old, &new, deployment());
         assert!(c.removed.is_empty() && c.modified.is_empty());
         assert_eq!(
             fields_of(&c.added),
@@ -541,7 +544,7 @@ mod tests {
             })
         );
         let changed = json!({"kind": "Deployment", "spec": {"replicas": 3}, "metadata": {}});
-        let c = compare(&new, &with_zero_structs(&changed), B);
+        let c = compare(&new, &with_zero_structs(&changed), deployment());
         assert!(c.modified.has(&[
             PathElement::Field("spec".into()),
             PathElement::Field("replicas".into())
@@ -554,37 +557,41 @@ mod tests {
 
     #[test]
     fn merge_by_list_semantics() {
-        let live = json!({"metadata": {"finalizers": ["a"]}, "spec": {
-            "selector": {"matchLabels": {"x": "1", "y": "2"}},
-            "containers": [{"name": "a", "image": "1", "tty": true}, {"name": "b", "image": "2"}],
-            "args": ["x", "y"],
-        }});
-        let config = json!({"metadata": {"finalizers": ["b"]}, "spec": {
-            "selector": {"matchLabels": {"x": "1"}},
-            "containers": [{"name": "c", "image": "3"}, {"name": "a", "image": "9", "stdin": null}],
-            "args": ["z"],
-        }});
-        let merged = merge(&live, &config, B);
+        // A Deployment with this pod spec in its template.
+        let with_pod_spec = |spec: Value| json!({"spec": {"template": {"spec": spec}}});
+        let mut live = with_pod_spec(json!({"containers": [
+            {"name": "a", "image": "1", "tty": true, "args": ["x", "y"]},
+            {"name": "b", "image": "2"},
+        ]}));
+        live["metadata"] = json!({"finalizers": ["a"]});
+        live["spec"]["selector"] = json!({"matchLabels": {"x": "1", "y": "2"}});
+        let mut config = with_pod_spec(json!({"containers": [
+            {"name": "c", "image": "3"},
+            {"name": "a", "image": "9", "stdin": null, "args": ["z"]},
+        ]}));
+        config["metadata"] = json!({"finalizers": ["b"]});
+        config["spec"]["selector"] = json!({"matchLabels": {"x": "1"}});
+        let merged = merge(&live, &config, deployment());
         assert_eq!(merged["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(
             merged["spec"]["selector"],
             json!({"matchLabels": {"x": "1"}})
         );
-        assert_eq!(merged["spec"]["args"], json!(["z"]));
+        // Containers merge by name; their args are atomic: replaced.
         assert_eq!(
-            merged["spec"]["containers"],
+            merged["spec"]["template"]["spec"]["containers"],
             json!([
                 {"name": "c", "image": "3"},
-                {"name": "a", "image": "9", "tty": true},
+                {"name": "a", "image": "9", "tty": true, "args": ["z"]},
                 {"name": "b", "image": "2"},
             ])
         );
         // Reordered shared items follow the configuration; the live-only item keeps its
         // place before them.
-        let live = json!({"spec": {"volumes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
-        let config = json!({"spec": {"volumes": [{"name": "c"}, {"name": "a"}]}});
+        let live = with_pod_spec(json!({"volumes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}));
+        let config = with_pod_spec(json!({"volumes": [{"name": "c"}, {"name": "a"}]}));
         assert_eq!(
-            merge(&live, &config, B)["spec"]["volumes"],
+            merge(&live, &config, deployment())["spec"]["template"]["spec"]["volumes"],
             json!([{"name": "b"}, {"name": "c"}, {"name": "a"}])
         );
     }
@@ -595,14 +602,15 @@ mod tests {
             {"name": "a", "image": "1"}, {"name": "b", "image": "2", "tty": true}
         ]}});
         let config = json!({"data": {"b": "x"}, "spec": {"containers": [{"name": "a"}, {"name": "b", "tty": true}]}});
-        let mut remove = field_set(&config, B);
+        let pod = Structure::builtin("", "v1", "Pod");
+        let mut remove = field_set(&config, pod);
         // Keep container a and data.b, drop everything else the config names.
         let keep = field_set(
             &json!({"spec": {"containers": [{"name": "a"}]}, "data": {"b": "x"}}),
-            B,
+            pod,
         );
         remove = remove.difference(&keep);
-        remove_items(&mut object, &remove, B);
+        remove_items(&mut object, &remove, pod);
         assert_eq!(
             object,
             json!({"data": {"a": "1", "b": "2"}, "spec": {"containers": [{"name": "a", "image": "1"}]}})

@@ -135,7 +135,7 @@ fn references_resolve_within_each_document() {
 }
 
 #[test]
-fn merge_extensions_come_from_the_schema_table() {
+fn merge_extensions_are_upstreams() {
     let core = v3("api/v1");
     let containers = property(&core, "io.k8s.api.core.v1.PodSpec", "containers");
     assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
@@ -163,7 +163,9 @@ fn merge_extensions_come_from_the_schema_table() {
         "ownerReferences",
     );
     assert_eq!(owners["x-kubernetes-patch-merge-key"], "uid");
-    assert_eq!(owners["items"]["x-kubernetes-map-type"], "atomic");
+    let owner =
+        &core["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference"];
+    assert_eq!(owner["x-kubernetes-map-type"], "atomic");
     let finalizers = property(
         &core,
         "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
@@ -186,13 +188,11 @@ fn merge_extensions_come_from_the_schema_table() {
         "strategy",
     );
     assert!(lease_strategy.get("x-kubernetes-patch-strategy").is_none());
-}
-
-#[test]
-fn shared_definitions_get_the_same_extensions_from_every_path() {
-    let mut definitions = Definitions::builtin();
-    let conflicts = extensions::annotate(&mut definitions);
-    assert!(conflicts.is_empty(), "{conflicts:#?}");
+    // Where upstream's strategy and list type disagree, both are published as they are.
+    let batch = v3("apis/batch/v1");
+    let job_conditions = property(&batch, "io.k8s.api.batch.v1.JobStatus", "conditions");
+    assert_eq!(job_conditions["x-kubernetes-list-type"], "atomic");
+    assert_eq!(job_conditions["x-kubernetes-patch-merge-key"], "type");
 }
 
 #[test]

@@ -242,7 +242,11 @@ mod tests {
 
     fn applied(source: &str) -> Result<Value, String> {
         let object = deployment();
-        apply_configuration(&object, &evaluate(source, &object), Structure::Builtin)
+        apply_configuration(
+            &object,
+            &evaluate(source, &object),
+            Structure::builtin("apps", "v1", "Deployment"),
+        )
     }
 
     #[test]
@@ -292,7 +296,12 @@ mod tests {
         );
         let object = deployment();
         let not_object = evaluate("[1]", &object);
-        assert!(apply_configuration(&object, &not_object, Structure::Builtin).is_err());
+        assert!(apply_configuration(
+            &object,
+            &not_object,
+            Structure::builtin("apps", "v1", "Deployment")
+        )
+        .is_err());
     }
 
     #[test]
