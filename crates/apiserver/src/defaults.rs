@@ -595,10 +595,26 @@ fn container_defaults(container: &mut Map<String, Value>) {
             set(p, "periodSeconds", json!(10));
             set(p, "successThreshold", json!(1));
             set(p, "failureThreshold", json!(3));
-            if let Some(http) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
-                set(http, "path", json!("/"));
-                set(http, "scheme", json!("HTTP"));
-            }
+        }
+    }
+    // Every HTTP GET action, a probe's or a lifecycle hook's (upstream's
+    // `SetDefaults_HTTPGetAction`).
+    for handler in [
+        &["livenessProbe"][..],
+        &["readinessProbe"],
+        &["startupProbe"],
+        &["lifecycle", "postStart"],
+        &["lifecycle", "preStop"],
+    ] {
+        let mut at = Some(&mut *container);
+        for field in handler.iter().chain(&["httpGet"]) {
+            at = at
+                .and_then(|map| map.get_mut(*field))
+                .and_then(Value::as_object_mut);
+        }
+        if let Some(http) = at {
+            set(http, "path", json!("/"));
+            set(http, "scheme", json!("HTTP"));
         }
     }
 }
@@ -612,7 +628,8 @@ mod tests {
         let mut pod = json!({"spec": {"containers": [
             {"name": "a", "image": "nginx", "ports": [{"containerPort": 80}],
              "readinessProbe": {"httpGet": {"port": 80}}},
-            {"name": "b", "image": "registry.k8s.io/pause:3.10"}
+            {"name": "b", "image": "registry.k8s.io/pause:3.10",
+             "lifecycle": {"preStop": {"httpGet": {"port": 80}}}}
         ]}});
         apply("Pod", &mut pod);
         let spec = &pod["spec"];
@@ -628,6 +645,9 @@ mod tests {
         assert_eq!(a["ports"][0]["protocol"], "TCP");
         assert_eq!(a["readinessProbe"]["periodSeconds"], 10);
         assert_eq!(a["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+        let b = &spec["containers"][1];
+        assert_eq!(b["lifecycle"]["preStop"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(b["lifecycle"]["preStop"]["httpGet"]["path"], "/");
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
     }
 

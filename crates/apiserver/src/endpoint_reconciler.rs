@@ -50,6 +50,20 @@ pub async fn reconcile(registry: &Registry, address: SocketAddr) -> ApiResult<()
     }
     live.sort();
     live.dedup();
+    // A host's own addresses are no endpoints (Endpoints validation refuses them, as
+    // upstream's does): a server advertising one is left out, and says so.
+    live.retain(|ip| {
+        let usable = crate::validation::special_ip(*ip).is_empty();
+        if !usable && *ip == address.ip() {
+            tracing::warn!(
+                address = %ip,
+                "the advertised address is the host's own: pods cannot reach this API \
+                 server through the kubernetes Service; start it with --bind-address set \
+                 to an address of the node"
+            );
+        }
+        usable
+    });
     write_endpoints(registry, &live, address.port()).await
 }
 
@@ -139,10 +153,15 @@ async fn write_endpoints(registry: &Registry, addresses: &[IpAddr], port: u16) -
     let endpoints = resource(registry, "", "endpoints")?;
     let slices = resource(registry, "discovery.k8s.io", "endpointslices")?;
     let ips: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
-    let subsets = json!([{
-        "addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    }]);
+    // A subset names at least one address.
+    let subsets = if ips.is_empty() {
+        json!([])
+    } else {
+        json!([{
+            "addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }])
+    };
     let current = registry
         .get(&endpoints, Some("default"), "kubernetes")
         .await

@@ -20,6 +20,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use core::special_ip;
 pub use rbac::role_ref_update;
 
 use serde_json::Value;
@@ -654,6 +655,7 @@ fn job_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
 /// containers), the restart and DNS policies, sysctls.
 pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let volumes = pod::volumes(spec, path, causes);
+    let grace = number(spec, "terminationGracePeriodSeconds");
     let containers = list(spec, "containers");
     if containers.is_empty() {
         causes.push(Cause::required(format!("{path}.containers")));
@@ -661,7 +663,7 @@ pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>
     let mut names = HashSet::new();
     for (i, c) in containers.iter().enumerate() {
         let at = format!("{path}.containers[{i}]");
-        container(c, &volumes, false, &at, causes);
+        container(c, &volumes, false, grace, &at, causes);
         let name = text(Some(c), "name");
         if !names.insert(name) {
             causes.push(Cause::duplicate(format!("{at}.name"), name));
@@ -669,7 +671,7 @@ pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>
     }
     for (i, c) in list(spec, "initContainers").iter().enumerate() {
         let at = format!("{path}.initContainers[{i}]");
-        container(c, &volumes, true, &at, causes);
+        container(c, &volumes, true, grace, &at, causes);
         let name = text(Some(c), "name");
         if names.contains(name) {
             causes.push(Cause::duplicate(format!("{at}.name"), name));
@@ -694,11 +696,13 @@ pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>
     }
 }
 
-/// Upstream's `validateContainerCommon`, in its order, then the probes.
+/// Upstream's `validateContainerCommon`, in its order, then the hooks and probes. `grace`
+/// is the pod's termination grace period.
 fn container(
     c: &Value,
-    volumes: &HashSet<String>,
+    volumes: &pod::Volumes,
     init: bool,
+    grace: Option<i64>,
     path: &str,
     causes: &mut Vec<Cause>,
 ) {
@@ -736,6 +740,7 @@ fn container(
     }
     pod::env_from(c, path, causes);
     pod::volume_mounts(c, volumes, path, causes);
+    pod::volume_devices(c, volumes, path, causes);
     let pull = text(c, "imagePullPolicy");
     if !pull.is_empty() && !PULL_POLICIES.contains(&pull) {
         causes.push(Cause::unsupported(
@@ -749,6 +754,7 @@ fn container(
         &format!("{path}.resources"),
         causes,
     );
+    pod::lifecycle(c, init, grace, path, causes);
     pod::probes(c, init, path, causes);
 }
 

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use base64::Engine;
 use serde_json::Value;
 
 use super::{canonical, list, number, one_of, port_number, text, PROTOCOLS};
@@ -151,9 +152,28 @@ pub(super) fn secret(object: &Value, causes: &mut Vec<Cause>) {
                 ));
             }
         }
-        "kubernetes.io/dockercfg" if !has(".dockercfg") => required(".dockercfg", causes),
-        "kubernetes.io/dockerconfigjson" if !has(".dockerconfigjson") => {
-            required(".dockerconfigjson", causes)
+        kind @ ("kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson") => {
+            let key = if kind == "kubernetes.io/dockercfg" {
+                ".dockercfg"
+            } else {
+                ".dockerconfigjson"
+            };
+            match data.and_then(|d| d.get(key)) {
+                None => required(key, causes),
+                Some(encoded) => {
+                    let bytes = encoded
+                        .as_str()
+                        .and_then(|e| base64::engine::general_purpose::STANDARD.decode(e).ok())
+                        .unwrap_or_default();
+                    if let Err(problem) = json_object(&bytes) {
+                        causes.push(Cause::invalid(
+                            format!("data[{key}]"),
+                            "<secret contents redacted>",
+                            &problem,
+                        ));
+                    }
+                }
+            }
         }
         "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
             required("username", causes);
@@ -179,6 +199,40 @@ pub(super) fn secret(object: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Whether `bytes` are a JSON object, with Go's `encoding/json` words when they are not
+/// (upstream's Secret validation unmarshals docker configurations into a map).
+fn json_object(bytes: &[u8]) -> Result<(), String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(_)) => Ok(()),
+        Ok(other) => {
+            let kind = match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                Value::Bool(_) => "bool",
+                _ => return Ok(()), // `null` unmarshals into an empty map
+            };
+            Err(format!(
+                "json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+            ))
+        }
+        Err(e) if e.is_eof() => Err("unexpected end of JSON input".into()),
+        Err(e) => {
+            // serde's position is 1-based lines and columns; Go names the offending byte.
+            let offset: usize = bytes
+                .split(|b| *b == b'\n')
+                .take(e.line().saturating_sub(1))
+                .map(|line| line.len() + 1)
+                .sum::<usize>()
+                + e.column().saturating_sub(1);
+            let offending = bytes.get(offset).map(|b| *b as char).unwrap_or(' ');
+            Err(format!(
+                "invalid character '{offending}' looking for beginning of value"
+            ))
+        }
+    }
+}
+
 /// Upstream's `IsValidIPForLegacyField` (strict): the parsed address, or a cause.
 fn ip(value: &str, field: &str, causes: &mut Vec<Cause>) -> Option<IpAddr> {
     match value.parse::<IpAddr>() {
@@ -198,6 +252,48 @@ fn ip(value: &str, field: &str, causes: &mut Vec<Cause>) -> Option<IpAddr> {
     }
 }
 
+/// Upstream's `ValidateNonSpecialIP`: why `address` is no address traffic can be sent to
+/// from elsewhere (a host's own: unspecified, loopback; a link's: link-local), if it is not.
+pub(crate) fn special_ip(address: IpAddr) -> Vec<String> {
+    let (unspecified, loopback, link_local, link_local_multicast) = match address {
+        IpAddr::V4(v4) => (
+            v4.is_unspecified(),
+            v4.is_loopback(),
+            v4.is_link_local(),
+            v4.octets()[..3] == [224, 0, 0],
+        ),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            (
+                v6.is_unspecified(),
+                v6.is_loopback(),
+                first & 0xffc0 == 0xfe80,
+                first & 0xff0f == 0xff02,
+            )
+        }
+    };
+    let mut problems = Vec::new();
+    if unspecified {
+        problems.push(format!("may not be unspecified ({address})"));
+    }
+    for (special, range) in [
+        (loopback, "the loopback range (127.0.0.0/8, ::1/128)"),
+        (
+            link_local,
+            "the link-local range (169.254.0.0/16, fe80::/10)",
+        ),
+        (
+            link_local_multicast,
+            "the link-local multicast range (224.0.0.0/24, ff02::/10)",
+        ),
+    ] {
+        if special {
+            problems.push(format!("may not be in {range}"));
+        }
+    }
+    problems
+}
+
 pub(super) fn endpoints(object: &Value, causes: &mut Vec<Cause>) {
     for (i, subset) in list(Some(object), "subsets").iter().enumerate() {
         let at = format!("subsets[{i}]");
@@ -205,7 +301,13 @@ pub(super) fn endpoints(object: &Value, causes: &mut Vec<Cause>) {
         for kind in ["addresses", "notReadyAddresses"] {
             for (j, address) in list(subset, kind).iter().enumerate() {
                 let path = format!("{at}.{kind}[{j}]");
-                ip(text(Some(address), "ip"), &format!("{path}.ip"), causes);
+                let field = format!("{path}.ip");
+                if let Some(parsed) = ip(text(Some(address), "ip"), &field, causes) {
+                    let shown = parsed.to_string();
+                    for problem in special_ip(parsed) {
+                        causes.push(Cause::invalid(&field, shown.as_str(), &problem));
+                    }
+                }
                 let hostname = text(Some(address), "hostname");
                 if !hostname.is_empty() && !is_dns1123_label(hostname) {
                     causes.push(Cause::invalid(

@@ -4,7 +4,7 @@
 //! upstream's `ValidatePodSpec` words them. `super::pod_spec` and `super::container` call
 //! in, in upstream's order.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -47,17 +47,20 @@ const SOURCES: &[&str] = &[
     "image",
 ];
 
-/// Upstream's `ValidateVolumes`: the names of the valid volumes, which mounts may name.
-pub(super) fn volumes(
-    spec: Option<&Value>,
+/// The valid volumes of a pod, which mounts and devices may name, with their source.
+pub(super) type Volumes<'v> = HashMap<&'v str, &'static str>;
+
+/// Upstream's `ValidateVolumes`: the valid volumes, by name.
+pub(super) fn volumes<'v>(
+    spec: Option<&'v Value>,
     path: &str,
     causes: &mut Vec<Cause>,
-) -> HashSet<String> {
-    let mut names = HashSet::new();
+) -> Volumes<'v> {
+    let mut names = Volumes::new();
     for (i, volume) in list(spec, "volumes").iter().enumerate() {
         let at = format!("{path}.volumes[{i}]");
         let mut found = Vec::new();
-        volume_source(volume, &at, &mut found);
+        let source = volume_source(volume, &at, &mut found);
         let name = text(Some(volume), "name");
         let field = format!("{at}.name");
         if name.is_empty() {
@@ -65,32 +68,33 @@ pub(super) fn volumes(
         } else if !is_dns1123_label(name) {
             found.push(Cause::invalid(&field, name, DNS1123_LABEL_MSG));
         }
-        if names.contains(name) {
+        if names.contains_key(name) {
             found.push(Cause::duplicate(&field, name));
         }
-        if found.is_empty() {
-            names.insert(name.to_string());
+        if let (true, Some(source)) = (found.is_empty(), source) {
+            names.insert(name, source);
         }
         causes.extend(found);
     }
     names
 }
 
-fn volume_source(volume: &Value, at: &str, causes: &mut Vec<Cause>) {
-    let mut count = 0;
+/// Checks the volume has exactly one valid source; returns the first it has.
+fn volume_source(volume: &Value, at: &str, causes: &mut Vec<Cause>) -> Option<&'static str> {
+    let mut first = None;
     for source in SOURCES {
         let Some(value) = volume.get(*source).filter(|v| !v.is_null()) else {
             continue;
         };
         let field = format!("{at}.{source}");
-        if count > 0 {
+        if first.is_some() {
             causes.push(Cause::forbidden(
                 field,
                 "may not specify more than 1 volume type",
             ));
             continue;
         }
-        count += 1;
+        first = Some(*source);
         let required = match *source {
             "hostPath" => Some("path"),
             "secret" => Some("secretName"),
@@ -110,9 +114,10 @@ fn volume_source(volume: &Value, at: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
-    if count == 0 {
+    if first.is_none() {
         causes.push(Cause::required_detail(at, "must specify a volume type"));
     }
+    first
 }
 
 /// Upstream's `ValidateEnvFrom`: each source names one ConfigMap or one Secret.
@@ -152,7 +157,7 @@ pub(super) fn env_from(container: Option<&Value>, path: &str, causes: &mut Vec<C
 /// Upstream's `ValidateVolumeMounts`: each names a valid volume and a unique path.
 pub(super) fn volume_mounts(
     container: Option<&Value>,
-    volumes: &HashSet<String>,
+    volumes: &Volumes,
     path: &str,
     causes: &mut Vec<Cause>,
 ) {
@@ -164,7 +169,7 @@ pub(super) fn volume_mounts(
         if name.is_empty() {
             causes.push(Cause::required(format!("{at}.name")));
         }
-        if !volumes.contains(name) {
+        if !volumes.contains_key(name) {
             causes.push(Cause::not_found(format!("{at}.name"), name));
         }
         let mount_path = text(mount, "mountPath");
@@ -226,10 +231,18 @@ pub(super) fn probes(container: Option<&Value>, init: bool, path: &str, causes: 
     }
 }
 
-fn probe_causes(probe: &Value, at: &str, causes: &mut Vec<Cause>) {
+/// What a probe may do.
+const PROBE_HANDLERS: &[&str] = &["exec", "httpGet", "tcpSocket", "grpc"];
+/// What a lifecycle hook may do.
+const HOOK_HANDLERS: &[&str] = &["exec", "httpGet", "tcpSocket", "sleep"];
+
+/// Upstream's `validateHandler` and `validateLifecycleHandler`: exactly one of `kinds`, each
+/// complete. `grace` is the pod's termination grace period, which a hook's sleep may not
+/// exceed.
+fn handler(owner: &Value, kinds: &[&str], grace: Option<i64>, at: &str, causes: &mut Vec<Cause>) {
     let mut handlers = 0;
-    for kind in ["exec", "httpGet", "tcpSocket", "grpc"] {
-        let Some(handler) = probe.get(kind).filter(|h| !h.is_null()) else {
+    for kind in kinds {
+        let Some(handler) = owner.get(*kind).filter(|h| !h.is_null()) else {
             continue;
         };
         let field = format!("{at}.{kind}");
@@ -241,7 +254,7 @@ fn probe_causes(probe: &Value, at: &str, causes: &mut Vec<Cause>) {
             continue;
         }
         handlers += 1;
-        match kind {
+        match *kind {
             "exec" => {
                 if list(Some(handler), "command").is_empty() {
                     causes.push(Cause::required(format!("{field}.command")));
@@ -262,6 +275,19 @@ fn probe_causes(probe: &Value, at: &str, causes: &mut Vec<Cause>) {
                 }
             }
             "tcpSocket" => port_or_name(handler.get("port"), &format!("{field}.port"), causes),
+            "sleep" => {
+                let seconds = number(Some(handler), "seconds").unwrap_or(0);
+                let grace = grace.unwrap_or(DEFAULT_GRACE_SECONDS);
+                if seconds < 0 || seconds > grace {
+                    causes.push(Cause::invalid(
+                        field,
+                        seconds,
+                        &format!(
+                            "must be non-negative and less than terminationGracePeriodSeconds ({grace})"
+                        ),
+                    ));
+                }
+            }
             _ => port_number(
                 number(Some(handler), "port").unwrap_or(0),
                 format!("{field}.port"),
@@ -272,6 +298,122 @@ fn probe_causes(probe: &Value, at: &str, causes: &mut Vec<Cause>) {
     if handlers == 0 {
         causes.push(Cause::required_detail(at, "must specify a handler type"));
     }
+}
+
+/// A pod's `terminationGracePeriodSeconds` when it gives none (upstream's default).
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// Upstream's `validateLifecycle`: each hook a complete handler. Init containers that do
+/// not restart run to completion and may have no hooks.
+pub(super) fn lifecycle(
+    container: Option<&Value>,
+    init: bool,
+    grace: Option<i64>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let Some(lifecycle) = container
+        .and_then(|c| c.get("lifecycle"))
+        .filter(|l| !l.is_null())
+    else {
+        return;
+    };
+    let at = format!("{path}.lifecycle");
+    if init && text(container, "restartPolicy") != "Always" {
+        causes.push(Cause::forbidden(
+            at,
+            "may not be set for init containers without restartPolicy=Always",
+        ));
+        return;
+    }
+    for hook in ["postStart", "preStop"] {
+        if let Some(hook_handler) = lifecycle.get(hook).filter(|h| !h.is_null()) {
+            handler(
+                hook_handler,
+                HOOK_HANDLERS,
+                grace,
+                &format!("{at}.{hook}"),
+                causes,
+            );
+        }
+    }
+}
+
+/// Upstream's `ValidateVolumeDevices`: each names a PersistentVolumeClaim volume (block
+/// mode) no mount uses, at a unique path no mount uses.
+pub(super) fn volume_devices(
+    container: Option<&Value>,
+    volumes: &Volumes,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let mounts: Vec<(&str, &str)> = list(container, "volumeMounts")
+        .iter()
+        .map(|m| (text(Some(m), "name"), text(Some(m), "mountPath")))
+        .collect();
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    for (i, device) in list(container, "volumeDevices").iter().enumerate() {
+        let at = format!("{path}.volumeDevices[{i}]");
+        let name = text(Some(device), "name");
+        let device_path = text(Some(device), "devicePath");
+        let name_field = format!("{at}.name");
+        let path_field = format!("{at}.devicePath");
+        if name.is_empty() {
+            causes.push(Cause::required(&name_field));
+        }
+        if names.contains(name) {
+            causes.push(Cause::invalid(&name_field, name, "must be unique"));
+        }
+        match volumes.get(name) {
+            None => causes.push(Cause::not_found(&name_field, name)),
+            Some(&"persistentVolumeClaim" | &"ephemeral") => {}
+            Some(_) => causes.push(Cause::invalid(
+                &name_field,
+                name,
+                "can only use volume source type of PersistentVolumeClaim or Ephemeral for block mode",
+            )),
+        }
+        if device_path.is_empty() {
+            causes.push(Cause::required(&path_field));
+        }
+        if paths.contains(device_path) {
+            causes.push(Cause::invalid(&path_field, device_path, "must be unique"));
+        }
+        if device_path.split('/').any(|part| part == "..") {
+            causes.push(Cause::invalid(
+                &path_field,
+                device_path,
+                "can not contain backsteps ('..')",
+            ));
+        } else {
+            paths.insert(device_path);
+        }
+        if mounts.iter().any(|(mount, _)| *mount == name) {
+            causes.push(Cause::invalid(
+                &name_field,
+                name,
+                "must not already exist in volumeMounts",
+            ));
+        }
+        if mounts
+            .iter()
+            .any(|(_, mount_path)| *mount_path == device_path)
+        {
+            causes.push(Cause::invalid(
+                &path_field,
+                device_path,
+                "must not already exist as a path in volumeMounts",
+            ));
+        }
+        if !name.is_empty() {
+            names.insert(name);
+        }
+    }
+}
+
+fn probe_causes(probe: &Value, at: &str, causes: &mut Vec<Cause>) {
+    handler(probe, PROBE_HANDLERS, None, at, causes);
     for key in [
         "initialDelaySeconds",
         "timeoutSeconds",

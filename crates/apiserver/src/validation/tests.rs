@@ -389,6 +389,29 @@ fn quotas_limits_leases_secrets_and_endpoints_as_upstream() {
         refused("Secret", json!({"type": "kubernetes.io/dockerconfigjson"})),
         ["data[.dockerconfigjson]: Required value"]
     );
+    // The docker configuration must be a JSON object (values are base64, as sent).
+    let docker = |kind: &str, key: &str, content: &str| {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        refused("Secret", json!({"type": kind, "data": {key: encoded}}))
+    };
+    let config_json = "kubernetes.io/dockerconfigjson";
+    assert_eq!(
+        docker(config_json, ".dockerconfigjson", "x"),
+        ["data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": invalid character 'x' looking for beginning of value"]
+    );
+    assert_eq!(
+        docker(config_json, ".dockerconfigjson", "{\"auths\": {"),
+        ["data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": unexpected end of JSON input"]
+    );
+    assert_eq!(
+        docker("kubernetes.io/dockercfg", ".dockercfg", "[]"),
+        ["data[.dockercfg]: Invalid value: \"<secret contents redacted>\": json: cannot unmarshal array into Go value of type map[string]interface {}"]
+    );
+    assert_eq!(
+        docker(config_json, ".dockerconfigjson", "{\"auths\": {}}"),
+        Vec::<String>::new()
+    );
     assert_eq!(
         refused(
             "Secret",
@@ -412,6 +435,20 @@ fn quotas_limits_leases_secrets_and_endpoints_as_upstream() {
             json!({"subsets": [{"addresses": [{"ip": "10.0.0.300"}], "ports": [{"port": 80}]}]})
         ),
         ["subsets[0].addresses[0].ip: Invalid value: \"10.0.0.300\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"]
+    );
+    // Addresses of the host itself or of a link are no endpoints.
+    assert_eq!(
+        refused(
+            "Endpoints",
+            json!({"subsets": [{"addresses": [{"ip": "127.0.0.1"}, {"ip": "fe80::1"}, {"ip": "10.0.0.1"}],
+                "notReadyAddresses": [{"ip": "0.0.0.0"}, {"ip": "224.0.0.5"}], "ports": [{"port": 80}]}]})
+        ),
+        [
+            "subsets[0].addresses[0].ip: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            "subsets[0].addresses[1].ip: Invalid value: \"fe80::1\": may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            "subsets[0].notReadyAddresses[0].ip: Invalid value: \"0.0.0.0\": may not be unspecified (0.0.0.0)",
+            "subsets[0].notReadyAddresses[1].ip: Invalid value: \"224.0.0.5\": may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+        ]
     );
     assert_eq!(
         refused(
@@ -495,6 +532,91 @@ fn pod_volumes_mounts_probes_and_env_sources_as_upstream() {
     assert_eq!(
         refused("Deployment", deployment),
         ["spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"x\""]
+    );
+}
+
+#[test]
+fn lifecycle_hooks_and_volume_devices_as_upstream() {
+    let pod = |volumes: Value, container: Value| {
+        json!({"spec": {"volumes": volumes, "containers": [container],
+        "terminationGracePeriodSeconds": 10}})
+    };
+    assert_eq!(
+        refused(
+            "Pod",
+            pod(
+                json!([]),
+                web(json!({"lifecycle": {"postStart": {},
+                    "preStop": {"sleep": {"seconds": 11}, "exec": {"command": []}}}}))
+            )
+        ),
+        [
+            "spec.containers[0].lifecycle.postStart: Required value: must specify a handler type",
+            "spec.containers[0].lifecycle.preStop.exec.command: Required value",
+            "spec.containers[0].lifecycle.preStop.sleep: Forbidden: may not specify more than 1 handler type",
+        ]
+    );
+    assert_eq!(
+        refused(
+            "Pod",
+            pod(
+                json!([]),
+                web(json!({"lifecycle": {"preStop": {"sleep": {"seconds": 11}}}}))
+            )
+        ),
+        ["spec.containers[0].lifecycle.preStop.sleep: Invalid value: 11: must be non-negative and less than terminationGracePeriodSeconds (10)"]
+    );
+    // Init containers that run to completion have no hooks; restartable ones (sidecars) may.
+    let hook = json!({"preStop": {"sleep": {"seconds": 0}}});
+    let with_init = |restart: Value| {
+        let mut spec = pod(json!([]), web(json!({})));
+        spec["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox", "restartPolicy": restart, "lifecycle": hook}]);
+        spec
+    };
+    assert_eq!(
+        refused("Pod", with_init(Value::Null)),
+        ["spec.initContainers[0].lifecycle: Forbidden: may not be set for init containers without restartPolicy=Always"]
+    );
+    assert!(refused("Pod", with_init(json!("Always"))).is_empty());
+
+    let volumes = json!([{"name": "block", "persistentVolumeClaim": {"claimName": "c"}},
+                         {"name": "scratch", "emptyDir": {}}]);
+    assert_eq!(
+        refused(
+            "Pod",
+            pod(
+                volumes.clone(),
+                web(json!({"volumeMounts": [{"name": "scratch", "mountPath": "/mnt"}],
+                    "volumeDevices": [
+                        {"name": "block", "devicePath": "/dev/xvda"},
+                        {"name": "block", "devicePath": "/dev/xvda"},
+                        {"name": "scratch", "devicePath": "/mnt"},
+                        {"name": "nothing", "devicePath": "/dev/../x"},
+                    ]}))
+            )
+        ),
+        [
+            "spec.containers[0].volumeDevices[1].name: Invalid value: \"block\": must be unique",
+            "spec.containers[0].volumeDevices[1].devicePath: Invalid value: \"/dev/xvda\": must be unique",
+            "spec.containers[0].volumeDevices[2].name: Invalid value: \"scratch\": can only use volume source type of PersistentVolumeClaim or Ephemeral for block mode",
+            "spec.containers[0].volumeDevices[2].name: Invalid value: \"scratch\": must not already exist in volumeMounts",
+            "spec.containers[0].volumeDevices[2].devicePath: Invalid value: \"/mnt\": must not already exist as a path in volumeMounts",
+            "spec.containers[0].volumeDevices[3].name: Not found: \"nothing\"",
+            "spec.containers[0].volumeDevices[3].devicePath: Invalid value: \"/dev/../x\": can not contain backsteps ('..')",
+        ]
+    );
+    assert_eq!(
+        refused(
+            "Pod",
+            pod(
+                volumes,
+                web(
+                    json!({"volumeDevices": [{"name": "block", "devicePath": "/dev/xvda"}],
+                "lifecycle": {"postStart": {"httpGet": {"path": "/", "port": 80}}, "preStop": {"sleep": {"seconds": 10}}}})
+                )
+            )
+        ),
+        Vec::<String>::new()
     );
 }
 
