@@ -11,6 +11,7 @@
 pub mod aggregated;
 pub mod agnhost;
 pub mod api;
+pub mod containerd;
 pub mod netns;
 pub mod tls;
 
@@ -220,6 +221,28 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 /// garbage collection (tested on their own, in the kubelet's tests) are off.
 pub const NODE_TEST_FLAGS: &[&str] = &["--eviction-hard=", "--image-gc-high-threshold=100"];
 
+/// The CRI runtime a test node runs its pods with: node tests run the same steps on
+/// either ([`Server::start_node_on`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerRuntime {
+    /// Skiff's own, which `skiff server` starts unless told another.
+    Skiff,
+    /// A containerd of the test's own ([`containerd::Containerd`]), which `skiff server`
+    /// is given with `--container-runtime-endpoint`.
+    Containerd,
+}
+
+impl ContainerRuntime {
+    /// The runtime's name in container IDs (`containerd://<id>`) and the Node's
+    /// `containerRuntimeVersion`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerRuntime::Skiff => "skiff",
+            ContainerRuntime::Containerd => "containerd",
+        }
+    }
+}
+
 /// A `skiff apiserver` or `skiff server` process with its own data dir.
 pub struct Server {
     process: Option<Supervised>,
@@ -230,6 +253,9 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
     pub port: u16,
     pub extra_args: Vec<String>,
+    /// The containerd a node's pods run in, when not Skiff's runtime; stopped after
+    /// the server (fields drop after [`Server`]'s own `drop`).
+    pub containerd: Option<containerd::Containerd>,
 }
 
 impl Server {
@@ -272,14 +298,35 @@ impl Server {
 
     /// [`Server::start_node`] with more flags for `skiff server`.
     pub fn start_node_with(extra_args: &[&str]) -> Server {
+        Server::start_node_on(ContainerRuntime::Skiff, extra_args)
+    }
+
+    /// [`Server::start_node_with`], its pods run by `runtime`: Skiff's own, or a
+    /// containerd of the test's own (with its own directories, and the test images
+    /// imported) that the server's kubelet reaches through
+    /// `--container-runtime-endpoint`.
+    pub fn start_node_on(runtime: ContainerRuntime, extra_args: &[&str]) -> Server {
         let busybox = busybox_archive();
-        let net_d = tempfile::tempdir().expect("temp dir").keep();
-        let conf_dir = net_d.display().to_string();
-        let mut args = vec!["--cni-conf-dir", conf_dir.as_str()];
-        args.extend_from_slice(extra_args);
-        let server = Server::start_cluster(&args);
-        import_image(&server.data_dir.path().join("runtime"), &busybox);
-        server
+        match runtime {
+            ContainerRuntime::Skiff => {
+                let net_d = tempfile::tempdir().expect("temp dir").keep();
+                let conf_dir = net_d.display().to_string();
+                let mut args = vec!["--cni-conf-dir", conf_dir.as_str()];
+                args.extend_from_slice(extra_args);
+                let server = Server::start_cluster(&args);
+                import_image(&server.data_dir.path().join("runtime"), &busybox);
+                server
+            }
+            ContainerRuntime::Containerd => {
+                let containerd = containerd::Containerd::start(&busybox);
+                let endpoint = containerd.endpoint();
+                let mut args = vec!["--container-runtime-endpoint", endpoint.as_str()];
+                args.extend_from_slice(extra_args);
+                let mut server = Server::start_cluster(&args);
+                server.containerd = Some(containerd);
+                server
+            }
+        }
     }
 
     fn start_command(command: &'static str, extra_args: &[&str]) -> Server {
@@ -290,6 +337,7 @@ impl Server {
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            containerd: None,
         };
         server.launch();
         server
@@ -572,7 +620,8 @@ impl Server {
     /// bridge that the next server on this machine hands out again.
     ///
     /// `runtime_root` is the node's runtime state (`DATA_DIR/runtime`): its sandboxes are
-    /// waited for. A test with an agent of its own calls this for the agent's node.
+    /// waited for (or, for a node on containerd, containerd's containers). A test with an
+    /// agent of its own calls this for the agent's node.
     pub fn stop_pods(&self, runtime_root: &Path) {
         if self.process.is_none() {
             return;
@@ -596,7 +645,10 @@ impl Server {
         let sandboxes = runtime_root.join("sandboxes");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
-            let left = std::fs::read_dir(&sandboxes).map_or(0, |d| d.count());
+            let left = match &self.containerd {
+                Some(containerd) => containerd.containers().len(),
+                None => std::fs::read_dir(&sandboxes).map_or(0, |d| d.count()),
+            };
             if left == 0 {
                 return;
             }

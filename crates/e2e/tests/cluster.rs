@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_e2e::Server;
+use skiff_e2e::{ContainerRuntime, Server};
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
 
@@ -21,7 +21,17 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn a_pod_runs_on_the_single_node_cluster() {
-    let server = Server::start_node();
+    a_pod_runs_on_the_single_node_cluster_on(ContainerRuntime::Skiff);
+}
+
+/// The same steps with containerd running the pods (`--container-runtime-endpoint`).
+#[test]
+fn a_pod_runs_on_the_single_node_cluster_with_containerd() {
+    a_pod_runs_on_the_single_node_cluster_on(ContainerRuntime::Containerd);
+}
+
+fn a_pod_runs_on_the_single_node_cluster_on(runtime: ContainerRuntime) {
+    let server = Server::start_node_on(runtime, &[]);
 
     wait_for("the node to be Ready", || {
         server
@@ -35,6 +45,18 @@ fn a_pod_runs_on_the_single_node_cluster() {
             == b"True"
     });
     let node = server.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    // The node runs its pods with the runtime it was given, and says so.
+    let runtime_version = server.ok(&[
+        "get",
+        "node",
+        &node,
+        "-o",
+        "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
+    ]);
+    assert!(
+        runtime_version.starts_with(&format!("{}://", runtime.name())),
+        "{runtime_version}"
+    );
     // No nodeName: the scheduler places it.
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  namespace: default\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo hello from skiff; cd /var/run/secrets/kubernetes.io/serviceaccount && echo ns=$(cat namespace) && head -1 ca.crt && echo token=$(cat token); sleep 3600\"]\n"
@@ -150,6 +172,17 @@ fn a_pod_runs_on_the_single_node_cluster() {
     kubelet_metrics_count_pods_and_runtime_calls(&server, &node);
     autoscaler_scales_a_busy_deployment(&server);
 
+    let container_id = server.ok(&[
+        "get",
+        "pod",
+        "hello",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].containerID}",
+    ]);
+    assert!(
+        container_id.starts_with(&format!("{}://", runtime.name())),
+        "{container_id}"
+    );
     let ip = server.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
     assert!(
         ip.starts_with("10.88."),

@@ -344,15 +344,45 @@ impl Cri {
             .url)
     }
 
-    /// Usage of every ready sandbox and its containers.
+    /// Usage of every ready sandbox and its containers. A runtime that refuses the
+    /// whole list while any sandbox is not ready (containerd 1.6 does, for the stopped
+    /// sandbox of a pod whose containers have ended) is asked about each ready sandbox
+    /// in turn.
     pub async fn pod_sandbox_stats(&self) -> Result<Vec<proto::PodSandboxStats>> {
         let mut rt = self.rt.clone();
-        Ok(rt
+        let refused = match rt
             .list_pod_sandbox_stats(proto::ListPodSandboxStatsRequest { filter: None })
             .await
-            .map_err(Error::cri("ListPodSandboxStats"))?
-            .into_inner()
-            .stats)
+        {
+            Ok(listed) => return Ok(listed.into_inner().stats),
+            Err(status) => status,
+        };
+        let ready: Vec<String> = self
+            .sandboxes(None)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == proto::PodSandboxState::SandboxReady as i32)
+            .map(|s| s.id)
+            .collect();
+        let mut stats = Vec::with_capacity(ready.len());
+        for id in ready {
+            match rt
+                .pod_sandbox_stats(proto::PodSandboxStatsRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+            {
+                Ok(one) => stats.extend(one.into_inner().stats),
+                // Stopped since it was listed, most likely: the next sample has it right.
+                Err(status) => {
+                    tracing::debug!(sandbox = %id, error = %status.message(), "PodSandboxStats failed")
+                }
+            }
+        }
+        if stats.is_empty() {
+            return Err(Error::cri("ListPodSandboxStats")(refused));
+        }
+        Ok(stats)
     }
 
     /// A streaming URL for forwarding ports into the sandbox.

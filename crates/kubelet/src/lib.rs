@@ -41,6 +41,7 @@
 
 pub mod backoff;
 pub mod bootstrap;
+pub mod cgroups;
 pub mod cri;
 pub mod env;
 pub mod error;
@@ -85,12 +86,21 @@ pub struct KubeletArgs {
     /// The node's InternalIP (default: the source address of the default route).
     #[arg(long)]
     pub node_ip: Option<String>,
-    /// The CRI runtime's socket (`unix://` prefix optional).
-    #[arg(long, default_value = "unix:///run/skiff/cri.sock")]
+    /// The CRI runtime's socket (`unix://` prefix optional): Skiff's own runtime, or
+    /// another CRI v1 runtime such as containerd (`unix:///run/containerd/containerd.sock`).
+    #[arg(
+        long = "container-runtime-endpoint",
+        default_value = "unix:///run/skiff/cri.sock"
+    )]
     pub runtime_endpoint: String,
     /// Where pod volumes live (`<root-dir>/pods/<uid>/volumes`).
     #[arg(long, default_value = "/var/lib/skiff/kubelet")]
     pub root_dir: PathBuf,
+    /// The cgroup pods' cgroups go under (upstream's `--cgroup-root`):
+    /// `<root>/kubepods/[burstable|besteffort/]pod<uid>`, given to the runtime as each
+    /// sandbox's cgroup parent.
+    #[arg(long, default_value = "/")]
+    pub cgroup_root: String,
     /// Where container logs go (`<dir>/<ns>_<pod>_<uid>/<container>/<n>.log`).
     #[arg(long, default_value = "/var/log/pods")]
     pub pod_logs_dir: PathBuf,
@@ -158,6 +168,7 @@ impl KubeletArgs {
             runtime_endpoint: runtime_endpoint.into(),
             pod_logs_dir: root_dir.join("logs"),
             root_dir,
+            cgroup_root: "/".into(),
             cluster_dns: vec![],
             cluster_domain: "cluster.local".into(),
             max_pods: 110,
@@ -297,6 +308,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
             cluster_dns: args.cluster_dns.clone(),
             cluster_domain: args.cluster_domain.clone(),
             pod_logs_dir: args.pod_logs_dir.clone(),
+            cgroup_root: args.cgroup_root.clone(),
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             node_hosts_file: etc_hosts::ETC_HOSTS.into(),
         },

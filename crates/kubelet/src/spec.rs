@@ -25,6 +25,8 @@ pub struct SandboxSettings {
     pub cluster_domain: String,
     /// Where pod logs go: `<logs>/<ns>_<name>_<uid>/<container>/<n>.log`.
     pub pod_logs_dir: std::path::PathBuf,
+    /// Upstream's `--cgroup-root`, under which pods' cgroups go ([`crate::cgroups`]).
+    pub cgroup_root: String,
     /// The host's resolv.conf, for `Default` and the ClusterFirst fallback.
     pub host_resolv_conf: String,
     /// The node's hosts file, which pods on the host's network see (`/etc/hosts`).
@@ -39,6 +41,14 @@ pub fn pod_namespace(pod: &Pod) -> &str {
 }
 pub fn pod_uid(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or("")
+}
+
+/// The pod's QoS class as the API server decided it.
+pub fn qos_class(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.qos_class.clone())
+        .unwrap_or_else(|| "BestEffort".into())
 }
 
 /// The log directory of a pod, upstream's `/var/log/pods` layout.
@@ -220,7 +230,11 @@ pub fn sandbox_config(
         labels: sandbox_labels,
         annotations,
         linux: Some(proto::LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent: crate::cgroups::pod_cgroup(
+                &settings.cgroup_root,
+                &qos_class(pod),
+                pod_uid(pod),
+            ),
             security_context: Some(proto::LinuxSandboxSecurityContext {
                 namespace_options: Some(proto::NamespaceOption {
                     network: host(spec.host_network),

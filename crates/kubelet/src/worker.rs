@@ -29,7 +29,9 @@ use crate::env::{PodFacts, Sources};
 use crate::error::{Error, Result};
 use crate::probe;
 use crate::resize::{self, Allocation, CgroupLimits, ResizeView};
-use crate::spec::{self, pod_name, pod_namespace, pod_uid, ContainerKind, SandboxSettings};
+use crate::spec::{
+    self, pod_name, pod_namespace, pod_uid, qos_class, ContainerKind, SandboxSettings,
+};
 use crate::static_pods;
 use crate::status::{self, Attempt, ContainerView, PodView, RunState};
 use crate::volumes;
@@ -155,14 +157,6 @@ fn attempt_of(s: &proto::ContainerStatus) -> Attempt {
             .and_then(|r| r.linux.as_ref())
             .map(CgroupLimits::of),
     }
-}
-
-/// The pod's QoS class as the API server decided it.
-fn qos_class(pod: &Pod) -> String {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.qos_class.clone())
-        .unwrap_or_else(|| "BestEffort".into())
 }
 
 /// `imagePullPolicy` with upstream's default (Always for `:latest` or no tag).
@@ -1610,6 +1604,7 @@ impl PodWorker {
         for s in cri.sandboxes(Some(&uid)).await? {
             cri.remove_sandbox(&s.id).await?;
         }
+        crate::cgroups::remove_pod_cgroup(&self.shared.settings.cgroup_root, &uid);
         volumes::cleanup(&self.shared.root_dir, &uid);
         self.crash_backoff.forget_prefix(&uid);
         tracing::info!(pod = %format!("{}/{}", pod_namespace(pod), pod_name(pod)), "pod terminated");
@@ -1738,6 +1733,7 @@ pub async fn remove_orphans(
         }
         cri.stop_sandbox(&s.id).await?;
         cri.remove_sandbox(&s.id).await?;
+        crate::cgroups::remove_pod_cgroup(&shared.settings.cgroup_root, uid);
         volumes::cleanup(&shared.root_dir, uid);
     }
     Ok(())

@@ -144,6 +144,13 @@ impl NodeArgs {
         if self.kubelet.runtime_endpoint == defaults.kubelet.runtime_endpoint {
             self.kubelet.runtime_endpoint = format!("unix://{}", self.runtime.socket.display());
         }
+        // Pods' cgroups go where this node's runtime keeps its own (`skiff cluster`
+        // gives each node its own parent).
+        if self.kubelet.cgroup_root == defaults.kubelet.cgroup_root
+            && self.runtime.cgroup_parent != defaults.runtime.cgroup_parent
+        {
+            self.kubelet.cgroup_root = self.runtime.cgroup_parent.clone();
+        }
         if self.kubelet.root_dir == defaults.kubelet.root_dir {
             self.kubelet.root_dir = data_dir.join("kubelet");
         }
@@ -179,9 +186,18 @@ impl NodeArgs {
         components: &mut Components,
         identities: &NodeIdentities,
     ) -> anyhow::Result<()> {
+        // With `--container-runtime-endpoint` naming another runtime (containerd, say),
+        // the kubelet drives that one and Skiff's own does not start, as k3s's agent
+        // leaves its embedded containerd off.
+        let own_runtime =
+            skiff_kubelet::cri::socket_path(&self.kubelet.runtime_endpoint) == self.runtime.socket;
         eprintln!(
-            "skiff: starting the node agent (runtime socket {})",
-            self.runtime.socket.display()
+            "skiff: starting the node agent (runtime {})",
+            if own_runtime {
+                format!("Skiff's, socket {}", self.runtime.socket.display())
+            } else {
+                self.kubelet.runtime_endpoint.clone()
+            }
         );
         let mut runtime = self.runtime;
         // With a cluster range, the node's pod range is the Node's part of it, and the pod
@@ -201,7 +217,13 @@ impl NodeArgs {
             node_name: self.kubelet.node_name.clone(),
             ..Default::default()
         };
-        components.spawn("container runtime", skiff_runtime::run(runtime));
+        if own_runtime {
+            components.spawn("container runtime", skiff_runtime::run(runtime));
+        } else {
+            // What Skiff's runtime does for the host at start, the service proxy and the
+            // NetworkPolicy enforcer need whichever runtime runs the pods.
+            skiff_runtime::network::prepare_host();
+        }
         let kubelet = skiff_kubelet::client(&self.kubelet).await?;
         if let Some(cluster_cidr) = self.cluster_cidr {
             let podnet = skiff_podnet::PodNetArgs::new(

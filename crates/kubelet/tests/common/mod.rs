@@ -275,6 +275,8 @@ pub fn kubelet_args(server: &Server, runtime: &Runtime) -> skiff_kubelet::Kubele
     args.kubeconfig = Some(server.kubeconfig());
     args.node_name = Some(NODE.into());
     args.node_ip = Some("127.0.0.1".into());
+    // Pods' cgroups under the test's own parent, which the runtime's drop removes.
+    args.cgroup_root = runtime.cgroup_parent.clone();
     args
 }
 

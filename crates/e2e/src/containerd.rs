@@ -1,0 +1,218 @@
+//! A containerd of the test's own, for running a node agent's pods through containerd
+//! instead of Skiff's runtime (`skiff server --container-runtime-endpoint`).
+//!
+//! Each [`Containerd`] has its own root, state, socket and CNI config under a temp dir,
+//! written here: no system service and no `/etc/containerd` is used. Its CRI plugin takes
+//! pods onto the bridge network Skiff's runtime would make (`skiff0`, 10.88.0.0/16, the
+//! same conflist), its sandbox ("pause") image is the test image agnhost, whose default
+//! command is `pause`, and the test images are imported into its `k8s.io` namespace, the
+//! one its CRI plugin serves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{die_with_parent, Supervised};
+
+/// The sandbox image containerd's CRI plugin runs each pod's sandbox from: agnhost,
+/// whose default command (`/agnhost pause`) waits until it is killed. The test images'
+/// archive holds it, so nothing is pulled.
+pub const SANDBOX_IMAGE: &str = "registry.k8s.io/e2e-test-images/agnhost:2.52";
+
+/// The containerd binary (Debian's `containerd` package).
+const CONTAINERD: &str = "containerd";
+
+/// A running containerd with its own directories, stopped (with whatever containers it
+/// still holds) when dropped.
+pub struct Containerd {
+    process: Option<Supervised>,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts containerd with a config of its own, waits until its socket answers and
+    /// imports the image archive `images` (see [`crate::busybox_archive`]).
+    pub fn start(images: &Path) -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-containerd")
+            .tempdir()
+            .expect("temp dir");
+        let net_d = dir.path().join("net.d");
+        std::fs::create_dir_all(&net_d).expect("containerd's CNI config dir");
+        std::fs::write(
+            net_d.join("10-skiff.conflist"),
+            serde_json::to_vec_pretty(&conflist(dir.path())).expect("conflist JSON"),
+        )
+        .expect("writing containerd's CNI config");
+        std::fs::write(dir.path().join("config.toml"), config(dir.path()))
+            .expect("writing containerd's config");
+        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
+        let mut command = Command::new(CONTAINERD);
+        command
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        die_with_parent(&mut command);
+        let containerd = Containerd {
+            process: Some(Supervised::spawn(command)),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not serve within 30 s (Debian: apt-get install containerd); log:\n{}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let imported = containerd.ctr(&["images", "import", &images.display().to_string()]);
+        assert!(
+            imported.status.success(),
+            "ctr images import {}: {}",
+            images.display(),
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        containerd
+    }
+
+    /// The CRI endpoint for the kubelet's `--container-runtime-endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// containerd's gRPC socket (CRI and its own API).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Runs `ctr` against this containerd, in the CRI plugin's `k8s.io` namespace.
+    pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr (Debian: apt-get install containerd)")
+    }
+
+    /// The containers containerd holds, pod sandboxes included (the kubelet removes a
+    /// deleted pod's sandbox, so none are left once every pod is gone).
+    pub fn containers(&self) -> Vec<String> {
+        let listed = self.ctr(&["containers", "list", "--quiet"]);
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "containerd log tail (the test failed):\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        // Whatever the kubelet left: containers outlive containerd (their shims keep
+        // them), so they are killed and removed while it still answers.
+        for id in self.containers() {
+            let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let deleted = self.ctr(&["tasks", "delete", &id]);
+                if deleted.status.success()
+                    || String::from_utf8_lossy(&deleted.stderr).contains("not found")
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.ctr(&["containers", "delete", &id]);
+        }
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+        // The snapshots' and sandboxes' mounts under its directories go before they do.
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let under = self.dir.path().display().to_string();
+            let mut mounts: Vec<&str> = info
+                .lines()
+                .filter_map(|line| line.split(' ').nth(4))
+                .filter(|mount| mount.starts_with(&under))
+                .collect();
+            mounts.sort_by_key(|mount| std::cmp::Reverse(mount.len()));
+            for mount in mounts {
+                if let Ok(path) = std::ffi::CString::new(mount) {
+                    // SAFETY: a NUL-terminated path that outlives the call.
+                    unsafe {
+                        libc::umount2(path.as_ptr(), libc::MNT_DETACH);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// containerd's config (version 2, containerd 1.6's format): every directory under
+/// `dir`; the CRI plugin with the network config beside it, the sandbox image, runc with
+/// cgroupfs, and `restrict_oom_score_adj` (this VM cannot lower an OOM score).
+fn config(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{SANDBOX_IMAGE}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/net.d"
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"#
+    )
+}
+
+/// The network Skiff's runtime would write for a single node (`skiff0`, 10.88.0.0/16,
+/// masquerading, port mappings), its address allocations kept under `dir`.
+fn conflist(dir: &Path) -> serde_json::Value {
+    skiff_runtime::network::default_conflist(&skiff_runtime::network::CniConfig {
+        conf_dir: dir.join("net.d"),
+        plugin_dirs: vec![PathBuf::from("/usr/lib/cni")],
+        state_dir: dir.join("cni"),
+        default_subnet: "10.88.0.0/16".into(),
+        default_bridge: "skiff0".into(),
+        ip_masq: true,
+        subnet_from_node: false,
+        mtu: None,
+    })
+}
