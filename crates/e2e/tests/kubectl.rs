@@ -887,8 +887,18 @@ fn service_addresses() {
         slice["metadata"]["labels"]["kubernetes.io/service-name"],
         "kubernetes"
     );
-    assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
+    // The address this server advertises: the host's, which pods reach (not loopback).
+    let address: std::net::IpAddr = slice["endpoints"][0]["addresses"][0]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("an endpoint address");
+    assert!(!address.is_loopback(), "{address}");
     assert_eq!(slice["ports"][0]["port"], s.port);
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::new(address, s.port),
+        std::time::Duration::from_secs(5),
+    )
+    .expect("the API server answers at its endpoint");
     // The range itself, as a ServiceCIDR object.
     let range = s.json(&["servicecidr", "kubernetes"]);
     assert_eq!(range["spec"]["cidrs"][0], "10.96.0.0/12");

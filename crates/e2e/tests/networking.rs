@@ -289,6 +289,15 @@ spec:
     ] {
         assert!(env.lines().any(|l| l == expected), "{expected} in {env}");
     }
+    // Those variables lead to the API server: its Service's endpoint is an address pods
+    // reach (a TCP connection; busybox speaks no TLS).
+    let kubernetes = exec(
+        &server,
+        &ns,
+        "client",
+        "echo | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT >/dev/null && echo connected",
+    );
+    assert_eq!(kubernetes.as_deref().map(str::trim), Some("connected"));
 
     // A headless Service's name gives the pods' own addresses.
     let pod_ips = web_pods(&server, &ns, "status.podIP");

@@ -301,8 +301,10 @@ struct ApiServerArgs {
     /// Where certificates, the embedded datastore and admin.kubeconfig live.
     #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
     data_dir: PathBuf,
-    /// Address the API server listens on.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address the API server listens on. With the default, every address: the
+    /// `kubernetes` Service then leads pods to this host's address, as upstream's
+    /// advertised address does.
+    #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
     /// Port the API server listens on (HTTPS).
     #[arg(long, default_value_t = 6443)]
