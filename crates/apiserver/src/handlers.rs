@@ -59,8 +59,11 @@ pub struct ResourcePath {
     pub subresource: Option<String>,
     /// The legacy `/api/v1/watch/...` form.
     pub legacy_watch: bool,
-    /// For the `proxy` subresource: the path after it (`/stats/summary`).
+    /// For the `proxy` subresource: the path after it (`/stats/summary`; `/` for
+    /// `proxy/`; `None` for `proxy` itself, which upstream redirects to `proxy/`).
     pub proxy_path: Option<String>,
+    /// The request's path, as sent.
+    pub path: String,
 }
 
 impl ResourcePath {
@@ -87,7 +90,15 @@ impl ResourcePath {
         let (resource, name, subresource, proxy_path) = match rest {
             [resource] => (*resource, None, None, None),
             [resource, name] => (*resource, Some(*name), None, None),
-            [resource, name, sub] => (*resource, Some(*name), Some(*sub), None),
+            [resource, name, sub] => {
+                let proxied_root = *sub == "proxy" && path.ends_with('/');
+                (
+                    *resource,
+                    Some(*name),
+                    Some(*sub),
+                    proxied_root.then(|| "/".to_string()),
+                )
+            }
             [resource, name, "proxy", tail @ ..] => (
                 *resource,
                 Some(*name),
@@ -113,6 +124,7 @@ impl ResourcePath {
             subresource: subresource.map(str::to_string),
             legacy_watch,
             proxy_path,
+            path: path.to_string(),
         })
     }
 }
@@ -550,6 +562,24 @@ fn aggregated_response(value: Value) -> Response {
     response
 }
 
+/// A GET or HEAD of `…/proxy` without a path: upstream's proxy answers `301` to `…/proxy/`
+/// (the query kept), so that relative links in the page resolve below the proxy.
+fn redirect_to_proxied_root(path: &str, query: &Query) -> Response {
+    let params = query.encoded();
+    let location = if params.is_empty() {
+        format!("{path}/")
+    } else {
+        format!("{path}/?{params}")
+    };
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    if let Ok(location) = http::HeaderValue::from_str(&location) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
+}
+
 fn lookup(state: &AppState, target: &ResourcePath) -> ApiResult<Arc<ResourceInfo>> {
     let resource = state
         .registry
@@ -615,6 +645,11 @@ async fn handle_resource(
     }
     let protobuf_ok = skiff_protobuf::supports(&resource.api_version(), &resource.kind);
     match (method.clone(), target.name.as_deref()) {
+        (Method::GET | Method::HEAD, Some(_))
+            if sub == Some("proxy") && target.proxy_path.is_none() =>
+        {
+            Ok(redirect_to_proxied_root(&target.path, query))
+        }
         (_, Some(name))
             if sub == Some("proxy") && matches!(resource.plural.as_str(), "pods" | "services") =>
         {
@@ -1520,9 +1555,13 @@ mod tests {
         assert_eq!(logs.proxy_path.as_deref(), Some("/logs/"));
         let page = ResourcePath::parse("/api/v1/namespaces/x/pods/p/proxy/index.html").unwrap();
         assert_eq!(page.proxy_path.as_deref(), Some("/index.html"));
-        // No path at all (with or without the slash): the handler's `/`.
+        // `proxy/` is the proxied root; `proxy` alone has no path (it is redirected).
         let root = ResourcePath::parse("/api/v1/namespaces/x/pods/p/proxy/").unwrap();
-        assert_eq!(root.proxy_path, None);
+        assert_eq!(root.proxy_path.as_deref(), Some("/"));
+        let bare = ResourcePath::parse("/api/v1/namespaces/x/pods/p/proxy").unwrap();
+        assert_eq!(bare.proxy_path, None);
+        let status = ResourcePath::parse("/api/v1/namespaces/x/pods/p/status/").unwrap();
+        assert_eq!(status.proxy_path, None);
         assert!(ResourcePath::parse("/api/v1").is_none());
         assert!(ResourcePath::parse("/apis/apps").is_none());
     }
