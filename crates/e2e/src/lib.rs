@@ -711,8 +711,9 @@ impl Supervised {
 /// This machine's one node: a `skiff server` with its agent programs the host's own
 /// network (the `skiff0` bridge, the proxy's nftables or iptables rules, port 10250), so
 /// two at once (test binaries, or developers' runs, side by side) would undo each other.
-/// Each holds this lock while it runs; the next waits.
-fn node_lock() -> std::fs::File {
+/// Each holds this lock while it runs; the next waits. A test that starts `skiff agent`
+/// itself takes it too.
+pub fn node_lock() -> std::fs::File {
     use std::os::fd::AsRawFd;
     let path = std::env::temp_dir().join("skiff-e2e-node.lock");
     let file = std::fs::File::create(&path).expect("the node lock file");

@@ -50,6 +50,7 @@ fn agent_command(url: &str, token: &str, dir: &std::path::Path) -> Command {
 #[test]
 fn an_agent_joins_with_the_node_token() {
     let server = Server::start_cluster(&["--disable-agent"]);
+    let _node = skiff_e2e::node_lock();
     let url = format!("https://127.0.0.1:{}", server.port);
     let token_path: PathBuf = server.data_dir.path().join("node-token");
     let token = std::fs::read_to_string(&token_path).expect("the server's node token");
