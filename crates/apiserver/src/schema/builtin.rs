@@ -6,8 +6,9 @@
 //! server publishes against the same schemas.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -24,9 +25,10 @@ struct Table {
 pub struct Type {
     /// `atomic` for structs set as one value (label selectors, object references).
     pub map_type: Option<String>,
-    /// Its fields that hold objects, lists or maps; scalars are left out.
+    /// Its fields that hold objects, lists or maps; scalars are left out. (Every write
+    /// walks an object's fields through these maps: a fast hash for short names.)
     #[serde(default)]
-    pub fields: HashMap<String, Field>,
+    pub fields: FxHashMap<String, Field>,
 }
 
 /// One field of a definition, with upstream's extensions on it.
@@ -50,6 +52,9 @@ pub struct Field {
     /// A free-form map: its keys are data (`additionalProperties`).
     #[serde(default)]
     pub map: bool,
+    /// `holds`, looked up once.
+    #[serde(skip)]
+    held: OnceLock<Option<&'static Type>>,
 }
 
 static TABLE: LazyLock<Table> = LazyLock::new(|| {
@@ -74,8 +79,10 @@ pub fn definition(name: &str) -> Option<&'static Type> {
 }
 
 impl Field {
-    fn held(&self) -> Option<&'static Type> {
-        self.holds.as_deref().and_then(definition)
+    fn held(&'static self) -> Option<&'static Type> {
+        *self
+            .held
+            .get_or_init(|| self.holds.as_deref().and_then(definition))
     }
 }
 
