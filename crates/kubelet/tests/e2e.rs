@@ -433,6 +433,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         sysctls(server, ns, logs_dir);
         shared_process_namespace(server, ns, logs_dir);
         in_place_resize(server, ns);
+        upstream_resize_cases(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -1133,6 +1134,319 @@ fn wait_for_phase(server: &Server, ns: &str, name: &str, phase: &str) -> Value {
         let p = pod_json(server, ns, name)?;
         (p["status"]["phase"] == phase).then_some(p)
     })
+}
+
+/// One container of upstream's resize cases (`pod_resize.go`): its requests and limits
+/// (`""`: not set).
+#[derive(Clone, Copy)]
+struct Sized {
+    name: &'static str,
+    cpu_request: &'static str,
+    cpu_limit: &'static str,
+    memory_request: &'static str,
+    memory_limit: &'static str,
+}
+
+impl Sized {
+    /// Requests equal to limits (a guaranteed container).
+    const fn guaranteed(name: &'static str, cpu: &'static str, memory: &'static str) -> Self {
+        Sized {
+            name,
+            cpu_request: cpu,
+            cpu_limit: cpu,
+            memory_request: memory,
+            memory_limit: memory,
+        }
+    }
+
+    const fn requests(name: &'static str, cpu: &'static str, memory: &'static str) -> Self {
+        Sized {
+            name,
+            cpu_request: cpu,
+            cpu_limit: "",
+            memory_request: memory,
+            memory_limit: "",
+        }
+    }
+
+    /// The `resources` of its container, as JSON.
+    fn resources(&self) -> Value {
+        let list = |cpu: &str, memory: &str| {
+            let mut map = serde_json::Map::new();
+            for (name, value) in [("cpu", cpu), ("memory", memory)] {
+                if !value.is_empty() {
+                    map.insert(name.into(), Value::String(value.into()));
+                }
+            }
+            map
+        };
+        let mut resources = serde_json::Map::new();
+        for (key, map) in [
+            ("requests", list(self.cpu_request, self.memory_request)),
+            ("limits", list(self.cpu_limit, self.memory_limit)),
+        ] {
+            if !map.is_empty() {
+                resources.insert(key.into(), Value::Object(map));
+            }
+        }
+        Value::Object(resources)
+    }
+
+    /// What its cgroup (v1) enforces: CFS quota, CPU shares, memory limit, as upstream's
+    /// test computes them (quota at least 1 ms a period, shares at least 2).
+    fn cgroup(&self) -> [String; 3] {
+        let milli = |cpu: &str| match cpu.strip_suffix('m') {
+            Some(m) => m.parse::<i64>().expect("millicores"),
+            None => cpu.parse::<i64>().expect("cores") * 1000,
+        };
+        let quota = match self.cpu_limit {
+            "" => -1,
+            limit => (milli(limit) * 100).max(1000),
+        };
+        let request = if self.cpu_request.is_empty() {
+            self.cpu_limit
+        } else {
+            self.cpu_request
+        };
+        let shares = match request {
+            "" => 2,
+            request => (milli(request) * 1024 / 1000).max(2),
+        };
+        let memory = match self.memory_limit {
+            // What the kernel reports for no limit (the page counter's maximum).
+            "" => "9223372036854771712".to_string(),
+            limit => {
+                let mebibytes = limit.strip_suffix("Mi").expect("a limit in Mi");
+                (mebibytes.parse::<i64>().expect("mebibytes") << 20).to_string()
+            }
+        };
+        [quota.to_string(), shares.to_string(), memory]
+    }
+}
+
+/// Upstream's resize cases (`pod_resize.go`, the conformance ones): a pod of busybox
+/// containers with these resources, resized through `pods/resize` to `resized` (by a
+/// strategic merge patch, or by replacing the pod) and, with `roll_back`, back again;
+/// after each step the spec, each container's status resources and its cgroup (read
+/// inside it) say the same, no container restarted, and the generation counts each
+/// resize.
+fn resize_case(
+    server: &Server,
+    ns: &str,
+    name: &str,
+    original: &[Sized],
+    resized: &[Sized],
+    replace: bool,
+    roll_back: bool,
+) {
+    let containers: String = original
+        .iter()
+        .map(|c| {
+            container(
+                c.name,
+                "sleep 3600",
+                &format!("    resources: {}\n", c.resources()),
+            )
+        })
+        .collect();
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(name, "", &containers),
+    );
+    let verified = |sizes: &[Sized], generation: i64| {
+        let pod = wait_for(90, &format!("{name} at generation {generation}"), || {
+            let p = pod_json(server, ns, name)?;
+            let statuses = p["status"]["containerStatuses"].as_array()?;
+            let settled = p["metadata"]["generation"] == generation
+                && p["status"]["observedGeneration"] == generation
+                && condition(&p, "Ready").as_deref() == Some("True")
+                && condition(&p, "PodResizeInProgress").is_none()
+                && condition(&p, "PodResizePending").is_none()
+                && sizes.iter().all(|c| {
+                    statuses.iter().any(|s| {
+                        s["name"] == c.name
+                            && s["resources"] == c.resources()
+                            && s["state"]["running"].is_object()
+                    })
+                });
+            settled.then_some(p)
+        });
+        for (spec, c) in pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(sizes)
+        {
+            assert_eq!(spec["name"], c.name);
+            assert_eq!(
+                spec["resources"],
+                c.resources(),
+                "{name}: spec of {}",
+                c.name
+            );
+        }
+        for status in pod["status"]["containerStatuses"].as_array().unwrap() {
+            assert_eq!(status["restartCount"], 0, "{name}: {status}");
+        }
+        for c in sizes {
+            let read = server.ok(&[
+                "exec",
+                "-n",
+                ns,
+                name,
+                "-c",
+                c.name,
+                "--",
+                "cat",
+                "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                "/sys/fs/cgroup/cpu/cpu.shares",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            ]);
+            let read: Vec<&str> = read.split_whitespace().collect();
+            assert_eq!(read, c.cgroup(), "{name}: cgroup of {}", c.name);
+        }
+        pod
+    };
+    verified(original, 1);
+    let resize = |to: &[Sized]| {
+        if replace {
+            let mut pod = server.json(&["pod", "-n", ns, name]);
+            for (spec, c) in pod["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .zip(to)
+            {
+                spec["resources"] = c.resources();
+            }
+            server.ok_with_input(
+                &["replace", "--subresource", "resize", "-f", "-"],
+                &pod.to_string(),
+            );
+        } else {
+            let containers: Vec<Value> = to
+                .iter()
+                .map(|c| serde_json::json!({"name": c.name, "resources": c.resources()}))
+                .collect();
+            let patch = serde_json::json!({"spec": {"containers": containers}}).to_string();
+            server.ok(&[
+                "patch",
+                "pod",
+                "-n",
+                ns,
+                name,
+                "--subresource",
+                "resize",
+                "-p",
+                &patch,
+            ]);
+        }
+    };
+    resize(resized);
+    let pod = verified(resized, 2);
+    if replace {
+        // What `pods/resize` reads is the pod, once resized.
+        let through_resize = server.json(&["pod", "-n", ns, name, "--subresource", "resize"]);
+        assert_eq!(through_resize["spec"], pod["spec"]);
+        assert_eq!(through_resize["status"], pod["status"]);
+    }
+    if roll_back {
+        resize(original);
+        verified(original, 3);
+    }
+    server.ok(&["delete", "pod", "-n", ns, name, "--wait=false"]);
+}
+
+/// Upstream's conformance resize cases, with its values: containers `c1`… offset by 2m
+/// and 2Mi each so that no two are alike.
+fn upstream_resize_cases(server: &Server, ns: &str) {
+    const C: [&str; 3] = ["c1", "c2", "c3"];
+    let guaranteed = |cpu: [&'static str; 3], memory: [&'static str; 3]| {
+        (0..3)
+            .map(|i| Sized::guaranteed(C[i], cpu[i], memory[i]))
+            .collect::<Vec<_>>()
+    };
+    let original = guaranteed(["20m", "22m", "24m"], ["35Mi", "37Mi", "39Mi"]);
+    // Increase c1 and c2, decrease c3: a net increase.
+    let net_increase = guaranteed(["25m", "27m", "19m"], ["40Mi", "42Mi", "34Mi"]);
+    resize_case(
+        server,
+        ns,
+        "net-increase",
+        &original,
+        &net_increase,
+        false,
+        true,
+    );
+    // Increase c1, decrease c2 and c3: a net decrease.
+    let net_decrease = guaranteed(["25m", "17m", "19m"], ["40Mi", "32Mi", "34Mi"]);
+    resize_case(
+        server,
+        ns,
+        "net-decrease",
+        &original,
+        &net_decrease,
+        false,
+        true,
+    );
+    // Increase CPU of c1 and c3, memory of c2 and c3; decrease CPU of c2.
+    let various = guaranteed(["25m", "17m", "29m"], ["35Mi", "42Mi", "44Mi"]);
+    resize_case(server, ns, "various", &original, &various, false, true);
+
+    // Burstable containers gaining limits and requests they did not have.
+    let burstable = [
+        Sized::requests("c1", "20m", ""),
+        Sized::requests("c2", "", "35Mi"),
+        Sized::requests("c3", "20m", "35Mi"),
+        Sized::requests("c4", "20m", ""),
+        Sized::requests("c5", "", "35Mi"),
+    ];
+    let grown = [
+        Sized {
+            cpu_limit: "35m",
+            ..Sized::requests("c1", "25m", "")
+        },
+        Sized {
+            memory_limit: "50Mi",
+            ..Sized::requests("c2", "", "30Mi")
+        },
+        Sized::requests("c3", "20m", "30Mi"),
+        Sized::requests("c4", "15m", "35Mi"),
+        Sized::requests("c5", "20m", "40Mi"),
+    ];
+    resize_case(
+        server,
+        ns,
+        "burstable-various",
+        &burstable,
+        &grown,
+        false,
+        false,
+    );
+
+    // Equivalent values (the same cgroup settings) still show as resized.
+    let equivalents = [Sized {
+        cpu_limit: "10m",
+        ..Sized::requests("c1", "2m", "")
+    }];
+    let halved = [Sized {
+        cpu_limit: "5m",
+        ..Sized::requests("c1", "1m", "")
+    }];
+    resize_case(
+        server,
+        ns,
+        "equivalents",
+        &equivalents,
+        &halved,
+        false,
+        true,
+    );
+
+    // Through the replace endpoint.
+    let requests = [Sized::requests("c1", "20m", "35Mi")];
+    let more = [Sized::requests("c1", "25m", "40Mi")];
+    resize_case(server, ns, "replaced", &requests, &more, true, false);
 }
 
 /// The CRI log of the pod's container's first attempt, where the kubelet writes it.
