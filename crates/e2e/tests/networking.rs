@@ -11,6 +11,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use skiff_e2e::agnhost::{self, Dial, Dialed};
 use skiff_e2e::{eventually, Server};
 
@@ -514,6 +515,7 @@ spec:
     // exercise the Service machinery, not what differs between proxy modes).
     if mode == "nftables" {
         service_endpoint_steps(&server, &ns);
+        endpoints_for_pods_matching_a_service(&server, &ns);
     }
 
     udp_flow_and_scale_down(&server, &ns, &pods, &udp_ip);
@@ -668,6 +670,200 @@ fn endpoint_addresses(server: &Server, ns: &str, name: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// Upstream's "EndpointsController should create Endpoints for Pods matching a Service"
+/// and "EndpointSlice should create Endpoints and EndpointSlices for Pods matching a
+/// Service", with its pods and Services: `pod1` (port `example-name` 3000) and `pod2`
+/// (`example-name` 3001, `other-port` 3002), real pods whether they serve or not (the
+/// Services publish not-ready addresses); a Service on pod1 by number has one subset and
+/// one slice with port 3000, one on both by the port's name has a subset and a slice per
+/// port number, each address referring to its pod; slices deleted are made again.
+fn endpoints_for_pods_matching_a_service(server: &Server, ns: &str) {
+    let pod = |name: &str, label: &str, ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{label}: \"on\", shared12: \"on\"}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: container1\n    image: {AGNHOST}\n    command: [/agnhost, pause]\n    ports: [{ports}]\n---\n"
+        )
+    };
+    let service = |name: &str, selector: &str, port: &str, target: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{{selector}: \"on\"}}\n  publishNotReadyAddresses: true\n  ports: [{{name: {port}, port: 80, targetPort: {target}, protocol: TCP}}]\n---\n"
+        )
+    };
+    let manifest = [
+        pod("pod1", "pod1", "{name: example-name, containerPort: 3000}"),
+        pod(
+            "pod2",
+            "pod2",
+            "{name: example-name, containerPort: 3001}, {name: other-port, containerPort: 3002}",
+        ),
+        service("example-int-port", "pod1", "example", "3000"),
+        service("example-named-port", "shared12", "http", "example-name"),
+    ]
+    .concat();
+    server.ok_with_input(&["apply", "-n", ns, "-f", "-"], &manifest);
+    // What `kubectl get` prints, once there is something to get.
+    let get = |args: &[&str]| {
+        let out = server.kubectl(&[&["get", "-n", ns, "-o", "json"][..], args].concat());
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+            .flatten()
+    };
+    let pods: Vec<(String, String)> = ["pod1", "pod2"]
+        .iter()
+        .map(|name| {
+            let pod = eventually(&format!("{name}'s IP"), Duration::from_secs(180), || {
+                let pod = get(&["pod", name])?;
+                pod["status"]["podIP"]
+                    .as_str()
+                    .is_some_and(|ip| !ip.is_empty())
+                    .then_some(pod)
+            });
+            let uid = pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let ip = pod["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (ip, uid)
+        })
+        .collect();
+    let pod_name = |ip: &str| {
+        pods.iter()
+            .position(|(pod_ip, _)| pod_ip == ip)
+            .map(|i| format!("pod{}", i + 1))
+    };
+    // Each address is a pod's, and refers to it.
+    let check_reference = |ip: &str, target: &Value| {
+        let name = pod_name(ip).unwrap_or_else(|| panic!("unexpected address {ip}"));
+        let uid = &pods[if name == "pod1" { 0 } else { 1 }].1;
+        assert_eq!(target["kind"], "Pod", "{target}");
+        assert_eq!(target["name"], name.as_str(), "{target}");
+        assert_eq!(target["namespace"], ns, "{target}");
+        assert_eq!(target["uid"], uid.as_str(), "{target}");
+        name
+    };
+    // The subsets, once there are `subsets` with `addresses` in all.
+    let endpoints = |service: &str, subsets: usize, addresses: usize| {
+        eventually(
+            &format!("{service}'s Endpoints"),
+            Duration::from_secs(120),
+            || {
+                let endpoints = get(&["endpoints", service])?;
+                let found = endpoints["subsets"].as_array().cloned().unwrap_or_default();
+                let count: usize = found
+                    .iter()
+                    .map(|s| {
+                        s["addresses"].as_array().map_or(0, Vec::len)
+                            + s["notReadyAddresses"].as_array().map_or(0, Vec::len)
+                    })
+                    .sum();
+                (found.len() == subsets && count == addresses).then_some(found)
+            },
+        )
+    };
+    let by_port = |subsets: &[Value], port_name: &str| {
+        let mut out = Vec::new();
+        for subset in subsets {
+            let ports = subset["ports"].as_array().cloned().unwrap_or_default();
+            assert_eq!(ports.len(), 1, "{subset}");
+            assert_eq!(ports[0]["name"], port_name, "{subset}");
+            assert_eq!(ports[0]["protocol"], "TCP", "{subset}");
+            for kind in ["addresses", "notReadyAddresses"] {
+                for address in subset[kind].as_array().into_iter().flatten() {
+                    let ip = address["ip"].as_str().unwrap_or_default();
+                    let pod = check_reference(ip, &address["targetRef"]);
+                    out.push((pod, ports[0]["port"].as_i64().unwrap_or(0)));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let single = endpoints("example-int-port", 1, 1);
+    assert_eq!(by_port(&single, "example"), [("pod1".to_string(), 3000)]);
+    let named = endpoints("example-named-port", 2, 2);
+    assert_eq!(
+        by_port(&named, "http"),
+        [("pod1".to_string(), 3000), ("pod2".to_string(), 3001)]
+    );
+
+    // The same as EndpointSlices: a slice per port, each endpoint a pod's address.
+    let slices = |service: &str, count: usize| {
+        eventually(
+            &format!("{service}'s EndpointSlices"),
+            Duration::from_secs(60),
+            || {
+                let selector = format!("kubernetes.io/service-name={service}");
+                let list = get(&["endpointslices", "-l", &selector])?;
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let endpoints: usize = items
+                    .iter()
+                    .map(|s| s["endpoints"].as_array().map_or(0, Vec::len))
+                    .sum();
+                (items.len() == count && endpoints == count).then_some(items)
+            },
+        )
+    };
+    let slice_ports = |items: &[Value], port_name: &str| {
+        let mut out = Vec::new();
+        for slice in items {
+            assert_eq!(slice["addressType"], "IPv4", "{slice}");
+            let ports = slice["ports"].as_array().cloned().unwrap_or_default();
+            assert_eq!(ports.len(), 1, "{slice}");
+            assert_eq!(ports[0]["name"], port_name, "{slice}");
+            for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+                let ip = endpoint["addresses"][0].as_str().unwrap_or_default();
+                let pod = check_reference(ip, &endpoint["targetRef"]);
+                out.push((pod, ports[0]["port"].as_i64().unwrap_or(0)));
+            }
+        }
+        out.sort();
+        out
+    };
+    let single = slices("example-int-port", 1);
+    assert_eq!(
+        slice_ports(&single, "example"),
+        [("pod1".to_string(), 3000)]
+    );
+    let named = slices("example-named-port", 2);
+    assert_eq!(
+        slice_ports(&named, "http"),
+        [("pod1".to_string(), 3000), ("pod2".to_string(), 3001)]
+    );
+    // Deleted, the slices are made again.
+    server.ok(&[
+        "delete",
+        "endpointslices",
+        "-n",
+        ns,
+        "-l",
+        "kubernetes.io/service-name=example-named-port",
+    ]);
+    let remade = slices("example-named-port", 2);
+    assert!(
+        remade.iter().all(|s| named
+            .iter()
+            .all(|n| n["metadata"]["uid"] != s["metadata"]["uid"])),
+        "the slices were not made again"
+    );
+    assert_eq!(
+        slice_ports(&remade, "http"),
+        [("pod1".to_string(), 3000), ("pod2".to_string(), 3001)]
+    );
+    server.ok(&[
+        "delete",
+        "-n",
+        ns,
+        "pod/pod1",
+        "pod/pod2",
+        "service/example-int-port",
+        "service/example-named-port",
+        "--wait=false",
+    ]);
 }
 
 /// Upstream's "serve a basic endpoint from pods", "multiport endpoints", "same port
