@@ -51,6 +51,58 @@ fn service_account_admission() {
     assert_eq!(quiet["spec"]["serviceAccountName"], "default");
     assert!(quiet["spec"]["volumes"].is_null(), "{}", quiet["spec"]);
 
+    // Upstream's "allow opting out of API token automount": accounts that say nothing,
+    // mount, or do not mount, each with pods that say nothing, opt in or opt out; the
+    // pod's word wins over its account's.
+    server.ok_with_input(
+        &["create", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: mount-test, namespace: {ns}}}\nautomountServiceAccountToken: true\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: nomount-test, namespace: {ns}}}\nautomountServiceAccountToken: false\n"
+        ),
+    );
+    for (account, pod_says, mounted) in [
+        ("default", "", true),
+        ("mount-test", "", true),
+        ("nomount-test", "", false),
+        ("default", "true", true),
+        ("mount-test", "true", true),
+        ("nomount-test", "true", true),
+        ("default", "false", false),
+        ("mount-test", "false", false),
+        ("nomount-test", "false", false),
+    ] {
+        let name = format!(
+            "opt-{account}-{}",
+            if pod_says.is_empty() {
+                "unset"
+            } else {
+                pod_says
+            }
+        );
+        let mut spec = format!("  serviceAccountName: {account}\n");
+        if !pod_says.is_empty() {
+            spec.push_str(&format!("  automountServiceAccountToken: {pod_says}\n"));
+        }
+        server.ok_with_input(&["create", "-f", "-"], &pod(&ns, &name, &spec));
+        let created = server.json(&["pod", &name, "-n", &ns]);
+        let token_volume = created["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["projected"]["sources"][0]["serviceAccountToken"].is_object());
+        let token_mount = created["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount");
+        assert_eq!(
+            (token_volume, token_mount),
+            (mounted, mounted),
+            "{name}: {}",
+            created["spec"]
+        );
+    }
+
     // An account that does not exist: refused, and nothing stored.
     let out = server.kubectl_with_input(
         &["create", "-f", "-"],
