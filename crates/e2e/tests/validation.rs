@@ -162,6 +162,20 @@ fn kubectl_sees_upstreams_refusals_of_other_kinds() {
         r#"The Pod "m" is invalid: spec.containers[0].volumeMounts[0].name: Not found: "missing""#,
     );
 
+    // Upstream's "Sysctls should reject invalid sysctls": two names that are no sysctl
+    // refused, the valid ones (safe or not) not named.
+    let err = s.fails_with_input(
+        &["create", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: sysctls, namespace: {ns}}}\nspec:\n  securityContext:\n    sysctls:\n    - {{name: foo-, value: bar}}\n    - {{name: kernel.shmmax, value: '100000000'}}\n    - {{name: safe-and-unsafe, value: '100000000'}}\n    - {{name: bar.., value: '42'}}\n  containers: [{{name: c, image: busybox}}]\n"),
+    );
+    assert!(err.contains(r#"Invalid value: "foo-""#), "{err}");
+    assert!(err.contains(r#"Invalid value: "bar..""#), "{err}");
+    assert!(!err.contains("safe-and-unsafe"), "{err}");
+    assert!(!err.contains("kernel.shmmax"), "{err}");
+    assert!(s
+        .fails(&["get", "pod", "sysctls", "-n", &ns])
+        .contains("not found"));
+
     // A binding's role reference stays what it was.
     s.ok_with_input(
         &["create", "-f", "-"],
