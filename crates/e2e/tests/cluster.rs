@@ -908,6 +908,69 @@ fn debug_joins_the_targets_processes(server: &Server) {
             "jsonpath={.status.ephemeralContainerStatuses[0].name} {.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
         ]) == "debugger 0"
     });
+
+    // Upstream's ephemeral container steps: one that keeps printing `polo`, reached by
+    // exec and logs; the pod's `ephemeralcontainers` subresource lists both, and another
+    // is added by replacing it.
+    server.ok(&[
+        "debug",
+        "hello",
+        &format!("--image={IMAGE}"),
+        "--image-pull-policy=IfNotPresent",
+        "-c",
+        "polo",
+        "--",
+        "sh",
+        "-c",
+        "while true; do echo polo; sleep 2; done",
+    ]);
+    let marco = skiff_e2e::eventually(
+        "exec in the ephemeral container",
+        Duration::from_secs(60),
+        || {
+            let out = server.kubectl(&["exec", "hello", "-c", "polo", "--", "/bin/echo", "marco"]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert_eq!(marco.trim(), "marco");
+    wait_for("the ephemeral container's log", || {
+        server.ok(&["logs", "hello", "-c", "polo"]).contains("polo")
+    });
+    let path = "/api/v1/namespaces/default/pods/hello/ephemeralcontainers";
+    let names = |pod: &serde_json::Value| -> Vec<String> {
+        pod["spec"]["ephemeralContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut pod: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "--raw", path])).expect("the pod");
+    assert_eq!(names(&pod), ["debugger", "polo"]);
+    if let Some(list) = pod["spec"]["ephemeralContainers"].as_array_mut() {
+        list.push(serde_json::json!({
+            "name": "debugger2", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", "while true; do echo polo; sleep 2; done"],
+            "stdin": true, "tty": true,
+        }));
+    }
+    server.ok_with_input(&["replace", "--raw", path, "-f", "-"], &pod.to_string());
+    let pod: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "--raw", path])).expect("the pod");
+    assert_eq!(names(&pod), ["debugger", "polo", "debugger2"]);
+    wait_for("the second ephemeral container running", || {
+        let started = server.ok(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.ephemeralContainerStatuses[?(@.name==\"debugger2\")].state.running.startedAt}",
+        ]);
+        !started.is_empty()
+    });
 }
 
 /// `kubectl top`: the metrics API, made from the kubelet's usage summary, shows a
