@@ -434,6 +434,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         shared_process_namespace(server, ns, logs_dir);
         in_place_resize(server, ns);
         upstream_resize_cases(server, ns);
+        pod_generation_cases(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -1447,6 +1448,179 @@ fn upstream_resize_cases(server: &Server, ns: &str) {
     let requests = [Sized::requests("c1", "20m", "35Mi")];
     let more = [Sized::requests("c1", "25m", "40Mi")];
     resize_case(server, ns, "replaced", &requests, &more, true, false);
+}
+
+/// `curl` with the admin's credentials against the server: `args` then the path's URL.
+fn curl(server: &Server, args: &[&str], path: &str) -> String {
+    let tls = server.data_dir.path().join("tls");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("admin.crt"))
+        .arg("--key")
+        .arg(tls.join("admin.key"))
+        .args(args)
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Upstream's pod generation tests (`pods.go`, "Pods Extended (pod generation)"): the
+/// generation starts at 1 whatever the client sends, counts spec changes (not empty
+/// updates, metadata, or a generation the client sets), counts a graceful deletion, and
+/// the kubelet's `status.observedGeneration` follows it, through 500 updates too.
+fn pod_generation_cases(server: &Server, ns: &str) {
+    const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.52";
+    let generations = |name: &str| {
+        let pod = pod_json(server, ns, name).expect("the pod");
+        (
+            pod["metadata"]["generation"].as_i64().unwrap_or(0),
+            pod["status"]["observedGeneration"].as_i64().unwrap_or(0),
+        )
+    };
+    let observed = |name: &str, generation: i64, secs: u64| {
+        wait_for(secs, &format!("{name} observed at {generation}"), || {
+            (generations(name) == (generation, generation)).then_some(())
+        });
+    };
+    // A strategic merge patch: containers merge by name, as an update of the pod would
+    // keep the rest.
+    let patch = |name: &str, body: &str| {
+        server.ok(&["patch", "pod", "-n", ns, name, "-p", body]);
+    };
+
+    // Starts at 1 and counts each spec change.
+    let name = "generation";
+    let init = format!(
+        "  initContainers:\n  - name: init-container\n    image: {IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [\"true\"]\n"
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(name, &init, &container("c", "sleep 3600", "")),
+    );
+    wait_for_phase(server, ns, name, "Running");
+    observed(name, 1, 20);
+    // Each step: a patch (none: the pod replaced as it is), and whether it is a
+    // change of the spec.
+    let container_image =
+        format!(r#"{{"spec":{{"containers":[{{"name":"c","image":"{AGNHOST}"}}]}}}}"#);
+    let init_image = format!(
+        r#"{{"spec":{{"initContainers":[{{"name":"init-container","image":"{AGNHOST}"}}]}}}}"#
+    );
+    let steps = [
+        ("empty update", None, false),
+        (
+            "tolerations",
+            Some(
+                r#"{"spec":{"tolerations":[{"key":"foo-1","operator":"Equal","value":"bar","effect":"NoSchedule"}]}}"#,
+            ),
+            true,
+        ),
+        (
+            "activeDeadlineSeconds",
+            Some(r#"{"spec":{"activeDeadlineSeconds":5000}}"#),
+            true,
+        ),
+        ("container image", Some(container_image.as_str()), true),
+        ("init container image", Some(init_image.as_str()), true),
+        (
+            "metadata",
+            Some(r#"{"metadata":{"annotations":{"key":"value"}}}"#),
+            false,
+        ),
+        (
+            "a generation the client sets",
+            Some(r#"{"metadata":{"generation":1}}"#),
+            false,
+        ),
+    ];
+    let mut expected = 1;
+    for (step, change, bumps) in steps {
+        match change {
+            Some(body) => patch(name, body),
+            None => {
+                let pod = server.ok(&["get", "pod", "-n", ns, name, "-o", "json"]);
+                server.ok_with_input(&["replace", "-f", "-"], &pod);
+            }
+        }
+        if bumps {
+            expected += 1;
+        }
+        assert_eq!(generations(name).0, expected, "after {step}");
+        observed(name, expected, 20);
+    }
+
+    // A generation sent on create is not kept; a graceful deletion counts.
+    let name = "generation-delete";
+    // Its container ends on SIGTERM, so that the 60 s grace period need not run out.
+    let yaml = pod_yaml(
+        name,
+        "",
+        &container("c", "trap 'exit 0' TERM; sleep 3600 & wait", ""),
+    )
+    .replace(
+        "  name: generation-delete\n",
+        "  name: generation-delete\n  generation: 100\n",
+    );
+    server.ok_with_input(&["apply", "-n", ns, "-f", "-"], &yaml);
+    assert_eq!(generations(name).0, 1);
+    wait_for_phase(server, ns, name, "Running");
+    let deleted = curl(
+        server,
+        &["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}"],
+        &format!("/api/v1/namespaces/{ns}/pods/{name}?gracePeriodSeconds=60"),
+    );
+    assert_eq!(deleted, "200");
+    assert_eq!(generations(name).0, 2);
+    wait_for(30, &format!("{name} gone"), || {
+        pod_json(server, ns, name).is_none().then_some(())
+    });
+
+    // 499 updates of the spec: generation and observed generation meet at 500.
+    let name = "generation-500";
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml(
+            name,
+            "  activeDeadlineSeconds: 5000\n",
+            &container("c", "sleep 3600", ""),
+        ),
+    );
+    wait_for_phase(server, ns, name, "Running");
+    let url = format!("/api/v1/namespaces/{ns}/pods/{name}");
+    let mut codes = String::new();
+    for i in 1..=499 {
+        let body = format!(r#"{{"spec":{{"activeDeadlineSeconds":{}}}}}"#, 5000 - i);
+        codes.push_str(&curl(
+            server,
+            &[
+                "-X",
+                "PATCH",
+                "-H",
+                "Content-Type: application/merge-patch+json",
+                "-d",
+                &body,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} ",
+            ],
+            &url,
+        ));
+    }
+    assert!(codes.split_whitespace().all(|c| c == "200"), "{codes}");
+    observed(name, 500, 120);
+    server.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        "generation",
+        "generation-500",
+        "--wait=false",
+    ]);
 }
 
 /// The CRI log of the pod's container's first attempt, where the kubelet writes it.
