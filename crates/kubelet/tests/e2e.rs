@@ -429,6 +429,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         active_deadline(server, ns);
         seccomp(server, ns, logs_dir);
         memory_volumes_and_sub_path_expressions(server, ns, logs_dir);
+        empty_dir_modes(server, ns, logs_dir);
         http_hooks(server, ns, logs_dir);
         sysctls(server, ns, logs_dir);
         shared_process_namespace(server, ns, logs_dir);
@@ -731,6 +732,70 @@ fn memory_volumes_and_sub_path_expressions(server: &Server, ns: &str, logs_dir: 
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         (!mounts.contains(pod["metadata"]["uid"].as_str().unwrap())).then_some(())
     });
+}
+
+/// Upstream's EmptyDir tests (`empty_dir.go`): on the default medium and on tmpfs, as root
+/// and as a non-root user (1001), the volume is a world-writable directory (mode 0777)
+/// and files made there with modes 0644, 0666 and 0777 keep them and their content; a
+/// second container sees what the first wrote.
+fn empty_dir_modes(server: &Server, ns: &str, logs_dir: &Path) {
+    let volumes = "  volumes:\n  - name: default\n    emptyDir: {}\n  - name: tmpfs\n    emptyDir:\n      medium: Memory\n";
+    let mounts = "    volumeMounts:\n    - {name: default, mountPath: /default}\n    - {name: tmpfs, mountPath: /tmpfs}\n";
+    let script = "for v in default tmpfs; do \
+        echo \"$v type $(stat -f -c %T /$v) dir $(stat -c %a /$v)\"; \
+        for m in 0644 0666 0777; do f=/$v/file-$m; echo mount-tester new file > $f; chmod $m $f; \
+        echo \"$v $m $(stat -c %A $f) $(cat $f)\"; done; done";
+    for (name, user) in [
+        ("emptydir-root", ""),
+        (
+            "emptydir-non-root",
+            "  securityContext: {runAsUser: 1001}\n",
+        ),
+    ] {
+        let spec = format!("  restartPolicy: Never\n{user}{volumes}");
+        let reader = format!(
+            "  - name: reader\n    image: {IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \"until test -f /tmpfs/file-0777; do sleep 0.2; done; sleep 1; cat /tmpfs/file-0777\"]\n{mounts}"
+        );
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(name, &spec, &(container("c", script, mounts) + &reader)),
+        );
+        let pod = wait_for_phase(server, ns, name, "Succeeded");
+        let log = container_log(logs_dir, ns, &pod, "c");
+        let lines: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split_once(" stdout F ").map(|(_, text)| text))
+            .collect();
+        let default_type = lines
+            .first()
+            .and_then(|l| l.strip_prefix("default type "))
+            .unwrap_or_default();
+        assert!(
+            !default_type.starts_with("tmpfs") && default_type.ends_with(" dir 777"),
+            "{name}: {log}"
+        );
+        assert!(lines.contains(&"tmpfs type tmpfs dir 777"), "{name}: {log}");
+        for volume in ["default", "tmpfs"] {
+            for (mode, shown) in [
+                ("0644", "-rw-r--r--"),
+                ("0666", "-rw-rw-rw-"),
+                ("0777", "-rwxrwxrwx"),
+            ] {
+                let expected = format!("{volume} {mode} {shown} mount-tester new file");
+                assert!(
+                    lines.contains(&expected.as_str()),
+                    "{name}: {expected} in {log}"
+                );
+            }
+        }
+        // The other container of the pod reads what this one wrote.
+        let read = container_log(logs_dir, ns, &pod, "reader");
+        assert!(
+            read.contains(" stdout F mount-tester new file"),
+            "{name}: {read}"
+        );
+        server.ok(&["delete", "pod", "-n", ns, name, "--wait=false"]);
+    }
 }
 
 /// `httpGet` lifecycle hooks: the kubelet calls postStart after the container starts
