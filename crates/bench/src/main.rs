@@ -227,7 +227,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<()> {
     let load_after = loadavg();
     eprintln!("skiff-bench: load average before {load_before}, after {load_after}");
 
-    let table = stats::table(&res_embedded, &res_etcd);
+    let table = stats::table(("embedded", &res_embedded), ("etcd", &res_etcd));
     println!("{table}");
     if let Some(path) = &args.output {
         let report = format!(

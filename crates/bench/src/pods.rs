@@ -1,13 +1,19 @@
 //! `skiff-bench pods`: pod start-up on a real single-node cluster (as root: real
-//! containers). Three measurements in one run on one `skiff server`:
+//! containers), with Skiff's runtime and with containerd side by side: the same
+//! measurements on a `skiff server` of each kind (`skiff_e2e::ContainerRuntime`; for
+//! containerd one of the harness's own, given with `--container-runtime-endpoint`):
 //!
 //! - **CRI floor**: the same busybox container started through the runtime's CRI socket
 //!   alone (`RunPodSandbox`, `CreateContainer`, `StartContainer`, CNI included): what
-//!   the runtime itself costs, the baseline the others are divided by.
-//! - **Pod start-up**: one pod at a time, from the create request to the pod `Ready`
-//!   as a watch sees it: API server, scheduler, kubelet and runtime together (upstream's
-//!   pod start-up SLI measures the same span, image pulls aside).
-//! - **Burst**: many pods created at once, until the last is `Ready`: pods per second.
+//!   the runtime itself costs.
+//! - **Pod start-up**: one pod at a time, from the create request to the pod `Running`
+//!   and `Ready` as a watch sees it: API server, scheduler, kubelet and runtime together
+//!   (upstream's pod start-up SLI measures the same span, image pulls aside).
+//! - **Burst**: many pods created at once; each one's create → `Ready`, and the last's.
+//! - **Memory**: the RSS of the `skiff server` process (API server, controllers,
+//!   scheduler and the node agent; Skiff's runtime too when it runs the pods) and of the
+//!   runtime's processes outside it (Skiff's per-container monitors and sandbox holders,
+//!   or containerd and its shims), with no pod and with the burst's pods running.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,7 +29,8 @@ use kube::runtime::watcher;
 use skiff_kubelet::cri::Cri;
 use skiff_runtime::proto;
 
-use crate::stats::{ms, percentile};
+use crate::stats::{self, ms, percentile, Results};
+use skiff_e2e::ContainerRuntime;
 
 #[derive(Args, Debug, Clone)]
 pub struct PodsArgs {
@@ -40,6 +47,9 @@ pub struct PodsArgs {
     /// A fast smoke run with small counts.
     #[arg(long)]
     quick: bool,
+    /// Measure Skiff's runtime only (containerd is not needed then).
+    #[arg(long)]
+    skiff_only: bool,
 }
 
 const NAMESPACE: &str = "default";
@@ -57,14 +67,16 @@ fn pod(name: &str) -> Result<Pod> {
     .context("building the pod")
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+fn is_running_and_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Running")
+            && s.conditions
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
 }
 
-/// When each pod of the namespace was first seen `Ready`, by name (a watch running for
+/// When each pod of the namespace was first seen `Running` and `Ready`, by name (a watch running for
 /// the whole benchmark, so that no poll interval blurs the numbers).
 fn watch_ready(pods: Api<Pod>) -> Arc<Mutex<HashMap<String, Instant>>> {
     let ready = Arc::new(Mutex::new(HashMap::new()));
@@ -76,7 +88,7 @@ fn watch_ready(pods: Api<Pod>) -> Arc<Mutex<HashMap<String, Instant>>> {
                 Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
                 _ => continue,
             };
-            if is_ready(&pod) {
+            if is_running_and_ready(&pod) {
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 seen.lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -155,15 +167,56 @@ pub async fn run(args: PodsArgs) -> Result<()> {
     if let Some(why) = skiff_e2e::netns::unavailable(&[["runc", "--version"]]) {
         bail!("pod start-up runs real containers, as root with runc: {why}");
     }
+    if !args.skiff_only {
+        if let Some(why) = skiff_e2e::netns::unavailable(&[["containerd", "--version"]]) {
+            bail!("the containerd side needs containerd (or --skiff-only): {why}");
+        }
+    }
     let count = args.count.unwrap_or(if args.quick { 5 } else { 20 });
     let burst = args.burst.unwrap_or(if args.quick { 10 } else { 30 });
     let skiff = crate::procs::find_skiff(args.skiff.clone())?;
-    eprintln!("pods: starting a single-node cluster ({})", skiff.display());
-    // The e2e harness starts `skiff server` with its node agent and the test image.
+    // The e2e harness starts `skiff server` with its node agent and the test images.
     std::env::set_var("SKIFF_BIN", &skiff);
-    let server = tokio::task::spawn_blocking(skiff_e2e::Server::start_node)
+    let skiff_results = measure(ContainerRuntime::Skiff, count, burst).await?;
+    if args.skiff_only {
+        println!("| metric | unit | skiff |\n| --- | --- | ---: |");
+        for metric in &skiff_results.metrics {
+            println!(
+                "| {} | {} | {:.1} |",
+                metric.name, metric.unit, metric.value
+            );
+        }
+        return Ok(());
+    }
+    let containerd_results = measure(ContainerRuntime::Containerd, count, burst).await?;
+    println!(
+        "{}",
+        stats::table(
+            ("skiff", &skiff_results),
+            ("containerd", &containerd_results)
+        )
+    );
+    Ok(())
+}
+
+/// Every measurement on a fresh single-node cluster whose pods `runtime` runs.
+async fn measure(runtime: ContainerRuntime, count: usize, burst: usize) -> Result<Results> {
+    let name = runtime.name();
+    eprintln!("pods: starting a single-node cluster on {name}");
+    let server =
+        tokio::task::spawn_blocking(move || skiff_e2e::Server::start_node_on(runtime, &[]))
+            .await
+            .context("starting skiff server")?;
+    let outcome = measure_on(&server, count, burst).await;
+    // Its pods are deleted and waited for (blocking: kubectl) before the next cluster.
+    tokio::task::spawn_blocking(move || drop(server))
         .await
-        .context("starting skiff server")?;
+        .context("stopping skiff server")?;
+    outcome
+}
+
+async fn measure_on(server: &skiff_e2e::Server, count: usize, burst: usize) -> Result<Results> {
+    let mut results = Results::default();
     let client = server.client().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -193,21 +246,27 @@ pub async fn run(args: PodsArgs) -> Result<()> {
     pods.create(&PostParams::default(), &pod("warm-up")?)
         .await?;
     ready_at(&ready, "warm-up", Duration::from_secs(120)).await?;
+    delete_and_wait(&pods, "warm-up").await?;
+    let memory = Memory::of(server)?;
+    memory.record(&mut results, "0 pods");
 
     eprintln!("pods: CRI floor, {count} containers one at a time");
-    let cri = Cri::connect(
-        &server
+    let endpoint = match &server.containerd {
+        Some(containerd) => containerd.endpoint(),
+        None => server
             .data_dir
             .path()
             .join("cri.sock")
             .display()
             .to_string(),
-    )?;
+    };
+    let cri = Cri::connect(&endpoint)?;
     let logs = server.data_dir.path().join("bench-logs");
     let mut floor = Vec::with_capacity(count);
     for i in 0..count {
         floor.push(cri_start(&cri, &format!("floor-{i}"), &logs).await?);
     }
+    results.latency("CRI floor: sandbox + container started", &floor);
 
     eprintln!("pods: pod start-up, {count} pods one at a time");
     let mut startup = Vec::with_capacity(count);
@@ -217,9 +276,9 @@ pub async fn run(args: PodsArgs) -> Result<()> {
         pods.create(&PostParams::default(), &pod(&name)?).await?;
         let at = ready_at(&ready, &name, Duration::from_secs(60)).await?;
         startup.push(at.saturating_duration_since(created));
-        pods.delete(&name, &DeleteParams::default().grace_period(0))
-            .await?;
+        delete_and_wait(&pods, &name).await?;
     }
+    results.latency("1 pod: create → Running and Ready", &startup);
 
     eprintln!("pods: burst of {burst} pods");
     let names: Vec<String> = (0..burst).map(|i| format!("burst-{i}")).collect();
@@ -235,37 +294,141 @@ pub async fn run(args: PodsArgs) -> Result<()> {
     for outcome in futures::future::join_all(creates).await {
         outcome?;
     }
-    let mut last = created;
+    let mut each = Vec::with_capacity(burst);
     for name in &names {
-        last = last.max(ready_at(&ready, name, Duration::from_secs(300)).await?);
+        let at = ready_at(&ready, name, Duration::from_secs(300)).await?;
+        each.push(at.saturating_duration_since(created));
     }
-    let burst_took = last.saturating_duration_since(created);
+    let label = format!("{burst} pods at once: create → Running and Ready");
+    results.latency(&label, &each);
+    results.push(
+        format!("{burst} pods at once: the last Ready"),
+        "ms",
+        ms(percentile(&each, 100.0)),
+    );
+    let memory = Memory::of(server)?;
+    memory.record(&mut results, &format!("{burst} pods"));
+    Ok(results)
+}
 
-    let row = |name: &str, samples: &[Duration]| {
-        format!(
-            "| {name} | {:.1} | {:.1} | {:.1} |",
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 90.0)),
-            ms(percentile(samples, 100.0))
-        )
-    };
-    println!("| measurement ({count} each) | p50 ms | p90 ms | max ms |");
-    println!("|---|---:|---:|---:|");
-    println!("{}", row("CRI floor: sandbox + container started", &floor));
-    println!(
-        "{}",
-        row(
-            "pod create → Ready (API, scheduler, kubelet, runtime)",
-            &startup
-        )
-    );
-    let ratio = ms(percentile(&startup, 50.0)) / ms(percentile(&floor, 50.0)).max(f64::EPSILON);
-    println!();
-    println!("pod start-up p50 / CRI floor p50: {ratio:.2}×");
-    println!(
-        "burst: {burst} pods Ready in {:.2} s ({:.1} pods/s)",
-        burst_took.as_secs_f64(),
-        burst as f64 / burst_took.as_secs_f64().max(f64::EPSILON)
-    );
+/// Deletes a pod at once and waits until the API has no such pod (its containers are
+/// gone by then: the kubelet removes the object last).
+async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
+    pods.delete(name, &DeleteParams::default().grace_period(0))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pods.get_opt(name).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("pod {name} still there 60 s after its deletion");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
+}
+
+/// Resident memory of a test node: the `skiff server` process, and the runtime's
+/// processes outside it (their RSS summed: pages they share count once per process).
+struct Memory {
+    server: u64,
+    runtime: u64,
+}
+
+impl Memory {
+    fn of(server: &skiff_e2e::Server) -> Result<Memory> {
+        let pid = server.pid().context("the server runs")?;
+        let processes = processes()?;
+        let server_rss = processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.rss)
+            .context("the server's process")?;
+        let runtime = match &server.containerd {
+            // containerd and its shims, which all name its directory.
+            Some(containerd) => {
+                let dir = containerd.dir().display().to_string();
+                processes
+                    .iter()
+                    .filter(|p| p.cmdline.contains(&dir))
+                    .map(|p| p.rss)
+                    .sum()
+            }
+            // Skiff's runtime runs in the server: its monitors and sandbox holders are
+            // the server's children (what runs in the containers is not).
+            None => {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .context("the server's executable")?;
+                processes
+                    .iter()
+                    .filter(|p| p.ppid == pid && p.exe.as_deref() == Some(exe.as_path()))
+                    .map(|p| p.rss)
+                    .sum()
+            }
+        };
+        Ok(Memory {
+            server: server_rss,
+            runtime,
+        })
+    }
+
+    fn record(&self, results: &mut Results, when: &str) {
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        results.push(
+            format!("RSS of the skiff server process, {when}"),
+            "MiB",
+            mib(self.server),
+        );
+        results.push(
+            format!("RSS of the runtime's processes outside it, {when}"),
+            "MiB",
+            mib(self.runtime),
+        );
+    }
+}
+
+/// One process of this machine, as `/proc` shows it.
+struct Process {
+    pid: u32,
+    ppid: u32,
+    rss: u64,
+    exe: Option<PathBuf>,
+    cmdline: String,
+}
+
+/// Every process of this machine (those gone while read are left out).
+fn processes() -> Result<Vec<Process>> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_default();
+        all.push(Process {
+            pid,
+            ppid: field("PPid:").unwrap_or(0) as u32,
+            // Kernel threads have no VmRSS.
+            rss: field("VmRSS:").unwrap_or(0) * 1024,
+            exe: std::fs::read_link(entry.path().join("exe")).ok(),
+            cmdline,
+        });
+    }
+    Ok(all)
 }

@@ -49,10 +49,14 @@ impl Results {
     }
 }
 
-/// A markdown table: one row per metric, a column per backend, and etcd/embedded.
-pub fn table(embedded: &Results, etcd: &Results) -> String {
+/// A markdown table: one row per metric, a column for each of two backends (named),
+/// and the second's value over the first's.
+pub fn table(
+    (a_name, a_results): (&str, &Results),
+    (b_name, b_results): (&str, &Results),
+) -> String {
     let mut names: Vec<(&str, &str)> = Vec::new();
-    for m in embedded.metrics.iter().chain(etcd.metrics.iter()) {
+    for m in a_results.metrics.iter().chain(b_results.metrics.iter()) {
         if !names.iter().any(|(n, _)| *n == m.name) {
             names.push((&m.name, m.unit));
         }
@@ -63,12 +67,12 @@ pub fn table(embedded: &Results, etcd: &Results) -> String {
         Some(v) if v >= 10.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.2}"),
     };
-    let mut out = String::from(
-        "| metric | unit | embedded | etcd | etcd/embedded |\n| --- | --- | ---: | ---: | ---: |\n",
+    let mut out = format!(
+        "| metric | unit | {a_name} | {b_name} | {b_name}/{a_name} |\n| --- | --- | ---: | ---: | ---: |\n",
     );
     for (name, unit) in names {
-        let a = embedded.get(name).map(|m| m.value);
-        let b = etcd.get(name).map(|m| m.value);
+        let a = a_results.get(name).map(|m| m.value);
+        let b = b_results.get(name).map(|m| m.value);
         let ratio = match (a, b) {
             (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
             _ => "n/a".to_string(),
@@ -106,7 +110,11 @@ mod tests {
         a.push("x", "ms", 2.0);
         b.push("x", "ms", 3.0);
         b.push("only etcd", "MB", 1.0);
-        let t = table(&a, &b);
+        let t = table(("embedded", &a), ("etcd", &b));
+        assert!(
+            t.contains("| metric | unit | embedded | etcd | etcd/embedded |"),
+            "{t}"
+        );
         assert!(t.contains("| x | ms | 2.00 | 3.00 | 1.50 |"), "{t}");
         assert!(t.contains("| only etcd | MB | n/a | 1.00 | n/a |"), "{t}");
     }

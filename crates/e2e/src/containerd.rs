@@ -30,9 +30,16 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd with a config of its own, waits until its socket answers and
-    /// imports the image archive `images` (see [`crate::busybox_archive`]).
+    /// Starts containerd with a config of its own, its pods on the network a single
+    /// `skiff server` node gives them (bridge `skiff0`, 10.88.0.0/16), waits until its
+    /// socket answers and imports the image archive `images` (see
+    /// [`crate::busybox_archive`]).
     pub fn start(images: &Path) -> Containerd {
+        Containerd::start_on(images, "skiff0", "10.88.0.0/16")
+    }
+
+    /// [`Containerd::start`] with pods on a bridge and subnet of the caller's.
+    pub fn start_on(images: &Path, bridge: &str, subnet: &str) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("skiff-containerd")
             .tempdir()
@@ -41,7 +48,8 @@ impl Containerd {
         std::fs::create_dir_all(&net_d).expect("containerd's CNI config dir");
         std::fs::write(
             net_d.join("10-skiff.conflist"),
-            serde_json::to_vec_pretty(&conflist(dir.path())).expect("conflist JSON"),
+            serde_json::to_vec_pretty(&conflist(dir.path(), bridge, subnet))
+                .expect("conflist JSON"),
         )
         .expect("writing containerd's CNI config");
         std::fs::write(dir.path().join("config.toml"), config(dir.path()))
@@ -80,6 +88,12 @@ impl Containerd {
     /// The CRI endpoint for the kubelet's `--container-runtime-endpoint`.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket().display())
+    }
+
+    /// The directory holding its config, state and socket: every process of this
+    /// containerd (its shims too) names it on its command line.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// containerd's gRPC socket (CRI and its own API).
@@ -202,15 +216,15 @@ state = "{d}/state"
     )
 }
 
-/// The network Skiff's runtime would write for a single node (`skiff0`, 10.88.0.0/16,
-/// masquerading, port mappings), its address allocations kept under `dir`.
-fn conflist(dir: &Path) -> serde_json::Value {
+/// The network Skiff's runtime would write for a node (masquerading, port mappings) on
+/// `bridge` and `subnet`, its address allocations kept under `dir`.
+fn conflist(dir: &Path, bridge: &str, subnet: &str) -> serde_json::Value {
     skiff_runtime::network::default_conflist(&skiff_runtime::network::CniConfig {
         conf_dir: dir.join("net.d"),
         plugin_dirs: vec![PathBuf::from("/usr/lib/cni")],
         state_dir: dir.join("cni"),
-        default_subnet: "10.88.0.0/16".into(),
-        default_bridge: "skiff0".into(),
+        default_subnet: subnet.into(),
+        default_bridge: bridge.into(),
         ip_masq: true,
         subnet_from_node: false,
         mtu: None,

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use skiff_e2e::{agnhost, eventually, Server};
+use skiff_e2e::{agnhost, eventually, ContainerRuntime, Server};
 
 const AGNHOST: &str = agnhost::IMAGE;
 const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1";
@@ -363,7 +363,17 @@ spec:
 
 #[test]
 fn dns_hosts_files_and_lifecycle_hooks() {
-    let server = Server::start_node();
+    dns_hosts_files_and_lifecycle_hooks_on(ContainerRuntime::Skiff);
+}
+
+/// The same steps with containerd running the pods.
+#[test]
+fn dns_hosts_files_and_lifecycle_hooks_with_containerd() {
+    dns_hosts_files_and_lifecycle_hooks_on(ContainerRuntime::Containerd);
+}
+
+fn dns_hosts_files_and_lifecycle_hooks_on(runtime: ContainerRuntime) {
+    let server = Server::start_node_on(runtime, &[]);
     let ns = server.namespace("dns");
     server.ok_with_input(&["apply", "-f", "-"], &manifests(&ns));
     server.ok(&[

@@ -31,7 +31,8 @@ pub fn pod_cgroup(root: &str, qos_class: &str, uid: &str) -> String {
 }
 
 /// Removes the cgroup of the pod `uid` (whichever QoS class it had) from every
-/// hierarchy. A cgroup that still holds processes stays (and is logged).
+/// hierarchy, with what the runtime left below it (its containers' cgroups), deepest
+/// first. A cgroup that still holds processes stays (and is logged).
 pub fn remove_pod_cgroup(root: &str, uid: &str) {
     remove_pod_cgroup_under(Path::new(CGROUP_MOUNT), root, uid);
 }
@@ -46,12 +47,18 @@ fn remove_pod_cgroup_under(mount: &Path, root: &str, uid: &str) {
         .collect();
     for hierarchy in hierarchies.flatten() {
         for path in &paths {
-            let dir = hierarchy.path().join(path.trim_start_matches('/'));
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a pod's cgroup")
+            let top = hierarchy.path().join(path.trim_start_matches('/'));
+            let mut dirs = Vec::new();
+            let mut stack = vec![top];
+            while let Some(dir) = stack.pop() {
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                    dirs.push(dir);
+                }
+            }
+            for dir in dirs.iter().rev() {
+                if let Err(e) = std::fs::remove_dir(dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a pod's cgroup");
                 }
             }
         }
@@ -83,7 +90,7 @@ mod tests {
                 mount
                     .path()
                     .join(hierarchy)
-                    .join("kubepods/burstable/podu1"),
+                    .join("kubepods/burstable/podu1/container-1"),
             )
             .expect("cgroup dirs");
         }

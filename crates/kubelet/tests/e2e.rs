@@ -16,9 +16,19 @@ use skiff_e2e::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubelet_runs_pods_end_to_end() {
+    kubelet_runs_pods_on(ContainerRuntime::Skiff).await;
+}
+
+/// The same steps with containerd running the pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubelet_runs_pods_end_to_end_with_containerd() {
+    kubelet_runs_pods_on(ContainerRuntime::Containerd).await;
+}
+
+async fn kubelet_runs_pods_on(kind: ContainerRuntime) {
     init_tracing();
     let server = Server::start(&[]);
-    let runtime = Runtime::start();
+    let runtime = Runtime::start_on(kind);
     let (kubelet, logs_dir) = start_kubelet(&server, &runtime).await;
 
     run_scenario(&runtime, kubelet, scenarios(&server, &runtime, &logs_dir)).await;
@@ -39,8 +49,7 @@ async fn unused_images_are_collected() {
     args.image_gc_period = Duration::from_secs(1);
     let started = std::time::Instant::now();
     let (kubelet, _logs_dir) = start_kubelet_from(args).await;
-    let cri = skiff_kubelet::cri::Cri::connect(&runtime.socket().display().to_string())
-        .expect("CRI client");
+    let cri = runtime.cri();
     let scenario = async {
         cri.wait_ready(&runtime.socket()).await;
         let images = || async { cri.images().await.expect("ListImages") };
@@ -161,6 +170,7 @@ async fn memory_pressure_refuses_and_evicts_pods() {
 }
 
 async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
+    let cri = runtime.cri();
     // The node registers Ready with upstream's reasons and a lease.
     let node = tokio::task::block_in_place(|| {
         wait_for(60, "node Ready", || {
@@ -178,10 +188,11 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
     assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.37.0");
+    let scheme = format!("{}://", runtime.kind.name());
     assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"]
         .as_str()
         .unwrap()
-        .starts_with("skiff://"));
+        .starts_with(&scheme));
     assert_eq!(node["status"]["capacity"]["pods"], "110");
     let lease0 = server.json(&["lease", "-n", "kube-node-lease", NODE]);
     let renew0 = lease0["spec"]["renewTime"].as_str().unwrap().to_string();
@@ -212,7 +223,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         assert_eq!(st["qosClass"], "BestEffort");
         let cs = &st["containerStatuses"][0];
         assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
-        assert!(cs["containerID"].as_str().unwrap().starts_with("skiff://"));
+        assert!(cs["containerID"].as_str().unwrap().starts_with(&scheme));
         assert_eq!(cs["ready"], true);
         assert_eq!(cs["restartCount"], 0);
         for t in [
@@ -432,9 +443,11 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         empty_dir_modes(server, ns, logs_dir);
         http_hooks(server, ns, logs_dir);
         sysctls(server, ns, logs_dir);
-        shared_process_namespace(server, ns, logs_dir);
-        in_place_resize(server, ns);
-        upstream_resize_cases(server, ns);
+        shared_process_namespace(server, ns, logs_dir, runtime.sandbox_command());
+        if runtime.reports_container_resources() {
+            in_place_resize(server, ns);
+            upstream_resize_cases(server, ns);
+        }
         pod_generation_cases(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
@@ -450,15 +463,9 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
             started.elapsed()
         );
         assert!(pod_json(server, ns, "sleeper").is_none());
-        let containers = runtime.root().join("containers");
-        let left: Vec<String> = std::fs::read_dir(&containers)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| std::fs::read_to_string(e.path().join("container.json")).ok())
-                    .filter(|t| t.contains(&sleeper_uid))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let left = tokio::runtime::Handle::current()
+            .block_on(cri.containers(&sleeper_uid))
+            .expect("ListContainers");
         assert!(
             left.is_empty(),
             "containers of the deleted pod remain: {left:?}"
@@ -477,10 +484,10 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
     tokio::task::block_in_place(|| {
         server.ok(&["delete", "pods", "-n", ns, "--all", "--timeout=60s"]);
         wait_for(30, "all sandboxes removed", || {
-            let n = std::fs::read_dir(runtime.root().join("sandboxes"))
-                .map(|rd| rd.count())
-                .unwrap_or(0);
-            (n == 0).then_some(())
+            let sandboxes = tokio::runtime::Handle::current()
+                .block_on(cri.sandboxes(None))
+                .ok()?;
+            sandboxes.is_empty().then_some(())
         });
     });
 }
@@ -682,8 +689,8 @@ fn seccomp(server: &Server, ns: &str, logs_dir: &Path) {
 }
 
 /// `shareProcessNamespace`: each container sees the others' processes, under the pod's
-/// own PID 1 (the runtime's sandbox holder, as upstream's pause).
-fn shared_process_namespace(server: &Server, ns: &str, logs_dir: &Path) {
+/// own PID 1 (the runtime's sandbox process, `sandbox_command`, as upstream's pause).
+fn shared_process_namespace(server: &Server, ns: &str, logs_dir: &Path, sandbox_command: &str) {
     let containers = format!(
         "{}{}",
         container("worker", "exec sleep 6", ""),
@@ -705,7 +712,7 @@ fn shared_process_namespace(server: &Server, ns: &str, logs_dir: &Path) {
         .find(|l| l.split_whitespace().nth(3) == Some("1"))
         .unwrap_or_default();
     assert!(
-        pid_1.contains("__skiff-sandbox"),
+        pid_1.contains(sandbox_command),
         "PID 1 is not the pod's: {log}"
     );
 }

@@ -16,9 +16,19 @@ use skiff_e2e::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_logs_end_to_end() {
+    kubectl_logs_on(ContainerRuntime::Skiff).await;
+}
+
+/// The same steps with containerd running the pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_logs_end_to_end_with_containerd() {
+    kubectl_logs_on(ContainerRuntime::Containerd).await;
+}
+
+async fn kubectl_logs_on(kind: ContainerRuntime) {
     init_tracing();
     let server = Server::start(&[]);
-    let runtime = Runtime::start();
+    let runtime = Runtime::start_on(kind);
     let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         tokio::task::block_in_place(|| scenarios(&server))

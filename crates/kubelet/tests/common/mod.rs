@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use skiff_e2e::containerd::Containerd;
+pub use skiff_e2e::ContainerRuntime;
 use skiff_e2e::Server;
 
 pub const NODE: &str = "kubelet-e2e-node";
@@ -19,9 +21,12 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The runtime process, its root, and everything to clean up after it.
+/// The runtime process (Skiff's, or a containerd of the test's own), its root, and
+/// everything to clean up after it.
 pub struct Runtime {
+    pub kind: ContainerRuntime,
     child: Option<Child>,
+    containerd: Option<Containerd>,
     pub dir: tempfile::TempDir,
     cgroup_parent: String,
     bridge: String,
@@ -31,11 +36,44 @@ impl Runtime {
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
+    /// The CRI socket the kubelet connects to.
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("cri.sock")
+        match &self.containerd {
+            Some(containerd) => containerd.socket(),
+            None => self.dir.path().join("cri.sock"),
+        }
     }
 
+    /// A CRI client of the runtime (connected lazily).
+    pub fn cri(&self) -> skiff_kubelet::cri::Cri {
+        skiff_kubelet::cri::Cri::connect(&self.socket().display().to_string())
+            .expect("a CRI client")
+    }
+
+    /// What a pod's sandbox process shows in `ps` (a pod's PID 1 when it shares its
+    /// process namespace): Skiff's holder, or containerd's sandbox image's command.
+    pub fn sandbox_command(&self) -> &'static str {
+        match self.kind {
+            ContainerRuntime::Skiff => "__skiff-sandbox",
+            ContainerRuntime::Containerd => "/agnhost pause",
+        }
+    }
+
+    /// Whether the runtime reports a running container's cgroup resources
+    /// (`ContainerStatus.resources`), which the kubelet's in-place resize reads to
+    /// see what is enforced: Skiff's does; containerd 1.6 (Debian 12's) does not, so
+    /// pods on it are not resized in place yet.
+    pub fn reports_container_resources(&self) -> bool {
+        self.kind == ContainerRuntime::Skiff
+    }
+
+    /// Skiff's runtime, as a process of its own.
     pub fn start() -> Runtime {
+        Runtime::start_on(ContainerRuntime::Skiff)
+    }
+
+    /// `kind` of runtime, its pods on a CNI bridge and subnet of the test's own.
+    pub fn start_on(kind: ContainerRuntime) -> Runtime {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the kubelet integration tests need root (containers): run them as root, as CI does"
@@ -57,6 +95,18 @@ impl Runtime {
         let tag = format!("{:04x}", (std::process::id() * 8 + nth) % 0xffff);
         let bridge = format!("skl{tag}");
         let subnet = format!("10.198.{}.0/24", (std::process::id() + nth * 37) % 250);
+        let cgroup_parent = format!("/skiff-kubelet-test-{tag}");
+        if kind == ContainerRuntime::Containerd {
+            let containerd = Containerd::start_on(&images.join("busybox.tar"), &bridge, &subnet);
+            return Runtime {
+                kind,
+                child: None,
+                containerd: Some(containerd),
+                dir,
+                cgroup_parent,
+                bridge,
+            };
+        }
         let net_d = dir.path().join("net.d");
         std::fs::create_dir_all(&net_d).expect("net.d");
         std::fs::write(
@@ -87,7 +137,6 @@ impl Runtime {
             "import: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let cgroup_parent = format!("/skiff-kubelet-test-{tag}");
         let mut cmd = Command::new(&skiff);
         cmd.arg("runtime")
             .arg("--root")
@@ -112,7 +161,9 @@ impl Runtime {
         }
         let child = cmd.spawn().expect("start skiff runtime");
         Runtime {
+            kind,
             child: Some(child),
+            containerd: None,
             dir,
             cgroup_parent,
             bridge,
@@ -120,12 +171,19 @@ impl Runtime {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("runtime.log")).unwrap_or_default()
+        match &self.containerd {
+            Some(containerd) => containerd.log(),
+            None => {
+                std::fs::read_to_string(self.dir.path().join("runtime.log")).unwrap_or_default()
+            }
+        }
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // containerd kills and removes what the kubelet left before it stops.
+        drop(self.containerd.take());
         // Best effort: kill what is left of containers and sandboxes, unmount
         // everything under the root, remove our cgroups and bridge.
         let root = self.root();
