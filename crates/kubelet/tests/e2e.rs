@@ -1639,13 +1639,18 @@ fn pod_generation_cases(server: &Server, ns: &str) {
     server.ok_with_input(&["apply", "-n", ns, "-f", "-"], &yaml);
     assert_eq!(generations(name).0, 1);
     wait_for_phase(server, ns, name, "Running");
+    // A graceful DELETE answers 200 with the pod as it now is. (Its container ends on
+    // SIGTERM at once, so the pod may be gone before another read.)
     let deleted = curl(
         server,
-        &["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}"],
+        &["-X", "DELETE", "-w", "\n%{http_code}"],
         &format!("/api/v1/namespaces/{ns}/pods/{name}?gracePeriodSeconds=60"),
     );
-    assert_eq!(deleted, "200");
-    assert_eq!(generations(name).0, 2);
+    let (body, code) = deleted.rsplit_once('\n').unwrap_or_default();
+    assert_eq!(code, "200", "{deleted}");
+    let deleting: Value = serde_json::from_str(body).expect("the deleted pod");
+    assert_eq!(deleting["metadata"]["generation"], 2, "{deleting}");
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
     wait_for(30, &format!("{name} gone"), || {
         pod_json(server, ns, name).is_none().then_some(())
     });
