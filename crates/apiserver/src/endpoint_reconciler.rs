@@ -51,19 +51,8 @@ pub async fn reconcile(registry: &Registry, address: SocketAddr) -> ApiResult<()
     live.sort();
     live.dedup();
     // A host's own addresses are no endpoints (Endpoints validation refuses them, as
-    // upstream's does): a server advertising one is left out, and says so.
-    live.retain(|ip| {
-        let usable = crate::validation::special_ip(*ip).is_empty();
-        if !usable && *ip == address.ip() {
-            tracing::warn!(
-                address = %ip,
-                "the advertised address is the host's own: pods cannot reach this API \
-                 server through the kubernetes Service; start it with --bind-address set \
-                 to an address of the node"
-            );
-        }
-        usable
-    });
+    // upstream's does): a server advertising one is left out (it says so as it starts).
+    live.retain(|ip| crate::validation::special_ip(*ip).is_empty());
     write_endpoints(registry, &live, address.port()).await
 }
 

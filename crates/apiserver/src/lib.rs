@@ -291,6 +291,14 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     services::ensure_kubernetes_service(&registry, advertised.port())
         .await
         .context("creating the kubernetes service")?;
+    if !crate::validation::special_ip(advertised.ip()).is_empty() {
+        tracing::warn!(
+            address = %advertised.ip(),
+            "the advertised address is the host's own: pods cannot reach this API server \
+             through the kubernetes Service; start it with --bind-address set to an address \
+             of the node"
+        );
+    }
     // Its endpoints: this server and every other one sharing the datastore.
     endpoint_reconciler::reconcile(&registry, advertised)
         .await
