@@ -477,6 +477,31 @@ impl Server {
     }
 
     /// Runs kubectl, asserts success, returns stdout.
+    /// `curl` with the admin's client certificate against this server: `args`, then the
+    /// URL of `path`.
+    pub fn curl(&self, args: &[&str], path: &str) -> Output {
+        let tls = self.data_dir.path().join("tls");
+        Command::new("curl")
+            .args(args)
+            .arg("--cacert")
+            .arg(tls.join("ca.crt"))
+            .arg("--cert")
+            .arg(tls.join("admin.crt"))
+            .arg("--key")
+            .arg(tls.join("admin.key"))
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("curl")
+    }
+
+    /// kubectl's output if it succeeds, for polling (`eventually`) until it does.
+    pub fn try_ok(&self, args: &[&str]) -> Option<String> {
+        let out = self.kubectl(args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
         assert!(

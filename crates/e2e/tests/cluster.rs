@@ -583,12 +583,7 @@ fn node_logs_through_the_node_proxy(server: &Server, node: &str) {
     let listing = skiff_e2e::eventually(
         "jane to be granted nodes/proxy",
         Duration::from_secs(30),
-        || {
-            let out = server.kubectl(&["get", "--raw", &logs, "--as", "jane"]);
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        },
+        || server.try_ok(&["get", "--raw", &logs, "--as", "jane"]),
     );
     assert!(listing.contains(&format!("{name}/")), "{listing}");
     server.ok(&["delete", "clusterrolebinding", "node-logs-reader"]);
@@ -608,24 +603,14 @@ fn try_api_request_following(server: &Server, method: &str, path: &str) -> Optio
 }
 
 fn curl_api(server: &Server, method: &str, path: &str, extra: &[&str]) -> Option<String> {
-    let tls = server.data_dir.path().join("tls");
     let method_args = match method {
         "HEAD" => vec!["-I"],
         _ => vec!["-X", method],
     };
-    let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body"])
-        .args(extra)
-        .args(method_args)
-        .arg("--cacert")
-        .arg(tls.join("ca.crt"))
-        .arg("--cert")
-        .arg(tls.join("admin.crt"))
-        .arg("--key")
-        .arg(tls.join("admin.key"))
-        .arg(format!("https://127.0.0.1:{}{path}", server.port))
-        .output()
-        .expect("curl");
+    let out = server.curl(
+        &[&["-sS", "--fail-with-body"], extra, &method_args].concat(),
+        path,
+    );
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -927,12 +912,7 @@ fn debug_joins_the_targets_processes(server: &Server) {
     let marco = skiff_e2e::eventually(
         "exec in the ephemeral container",
         Duration::from_secs(60),
-        || {
-            let out = server.kubectl(&["exec", "hello", "-c", "polo", "--", "/bin/echo", "marco"]);
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        },
+        || server.try_ok(&["exec", "hello", "-c", "polo", "--", "/bin/echo", "marco"]),
     );
     assert_eq!(marco.trim(), "marco");
     wait_for("the ephemeral container's log", || {

@@ -704,14 +704,12 @@ fn endpoints_for_pods_matching_a_service(server: &Server, ns: &str) {
     server.ok_with_input(&["apply", "-n", ns, "-f", "-"], &manifest);
     // What `kubectl get` prints, once there is something to get.
     let get = |args: &[&str]| {
-        let out = server.kubectl(&[&["get", "-n", ns, "-o", "json"][..], args].concat());
-        out.status
-            .success()
-            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
-            .flatten()
+        let out = server.try_ok(&[&["get", "-n", ns, "-o", "json"][..], args].concat())?;
+        serde_json::from_str::<Value>(&out).ok()
     };
-    let pods: Vec<(String, String)> = ["pod1", "pod2"]
-        .iter()
+    // (name, IP, UID) of each pod, once it has an IP.
+    let pods: Vec<(&str, String, String)> = ["pod1", "pod2"]
+        .into_iter()
         .map(|name| {
             let pod = eventually(&format!("{name}'s IP"), Duration::from_secs(180), || {
                 let pod = get(&["pod", name])?;
@@ -720,31 +718,43 @@ fn endpoints_for_pods_matching_a_service(server: &Server, ns: &str) {
                     .is_some_and(|ip| !ip.is_empty())
                     .then_some(pod)
             });
-            let uid = pod["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let ip = pod["status"]["podIP"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            (ip, uid)
+            let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
+            (
+                name,
+                text(&pod["status"]["podIP"]),
+                text(&pod["metadata"]["uid"]),
+            )
         })
         .collect();
-    let pod_name = |ip: &str| {
-        pods.iter()
-            .position(|(pod_ip, _)| pod_ip == ip)
-            .map(|i| format!("pod{}", i + 1))
-    };
-    // Each address is a pod's, and refers to it.
+    // Each address is a pod's, and refers to it; the pod's name.
     let check_reference = |ip: &str, target: &Value| {
-        let name = pod_name(ip).unwrap_or_else(|| panic!("unexpected address {ip}"));
-        let uid = &pods[if name == "pod1" { 0 } else { 1 }].1;
+        let (name, _, uid) = pods
+            .iter()
+            .find(|(_, pod_ip, _)| pod_ip == ip)
+            .unwrap_or_else(|| panic!("unexpected address {ip}"));
         assert_eq!(target["kind"], "Pod", "{target}");
-        assert_eq!(target["name"], name.as_str(), "{target}");
+        assert_eq!(target["name"], *name, "{target}");
         assert_eq!(target["namespace"], ns, "{target}");
         assert_eq!(target["uid"], uid.as_str(), "{target}");
-        name
+        name.to_string()
+    };
+    // (pod, port) for each address of a group with one port named `port_name`: an
+    // Endpoints subset or an EndpointSlice; `addresses` are (IP, target reference).
+    let pods_on_port = |group: &Value, port_name: &str, addresses: Vec<(&Value, &Value)>| {
+        let ports = group["ports"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ports.len(), 1, "{group}");
+        assert_eq!(ports[0]["name"], port_name, "{group}");
+        assert_eq!(ports[0]["protocol"], "TCP", "{group}");
+        let port = ports[0]["port"].as_i64().unwrap_or(0);
+        addresses
+            .into_iter()
+            .map(|(ip, target)| {
+                (
+                    check_reference(ip.as_str().unwrap_or_default(), target),
+                    port,
+                )
+            })
+            .collect::<Vec<_>>()
     };
     // The subsets, once there are `subsets` with `addresses` in all.
     let endpoints = |service: &str, subsets: usize, addresses: usize| {
@@ -766,20 +776,17 @@ fn endpoints_for_pods_matching_a_service(server: &Server, ns: &str) {
         )
     };
     let by_port = |subsets: &[Value], port_name: &str| {
-        let mut out = Vec::new();
-        for subset in subsets {
-            let ports = subset["ports"].as_array().cloned().unwrap_or_default();
-            assert_eq!(ports.len(), 1, "{subset}");
-            assert_eq!(ports[0]["name"], port_name, "{subset}");
-            assert_eq!(ports[0]["protocol"], "TCP", "{subset}");
-            for kind in ["addresses", "notReadyAddresses"] {
-                for address in subset[kind].as_array().into_iter().flatten() {
-                    let ip = address["ip"].as_str().unwrap_or_default();
-                    let pod = check_reference(ip, &address["targetRef"]);
-                    out.push((pod, ports[0]["port"].as_i64().unwrap_or(0)));
-                }
-            }
-        }
+        let mut out: Vec<(String, i64)> = subsets
+            .iter()
+            .flat_map(|subset| {
+                let addresses = ["addresses", "notReadyAddresses"]
+                    .iter()
+                    .flat_map(|kind| subset[*kind].as_array().into_iter().flatten())
+                    .map(|a| (&a["ip"], &a["targetRef"]))
+                    .collect();
+                pods_on_port(subset, port_name, addresses)
+            })
+            .collect();
         out.sort();
         out
     };
@@ -809,18 +816,19 @@ fn endpoints_for_pods_matching_a_service(server: &Server, ns: &str) {
         )
     };
     let slice_ports = |items: &[Value], port_name: &str| {
-        let mut out = Vec::new();
-        for slice in items {
-            assert_eq!(slice["addressType"], "IPv4", "{slice}");
-            let ports = slice["ports"].as_array().cloned().unwrap_or_default();
-            assert_eq!(ports.len(), 1, "{slice}");
-            assert_eq!(ports[0]["name"], port_name, "{slice}");
-            for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
-                let ip = endpoint["addresses"][0].as_str().unwrap_or_default();
-                let pod = check_reference(ip, &endpoint["targetRef"]);
-                out.push((pod, ports[0]["port"].as_i64().unwrap_or(0)));
-            }
-        }
+        let mut out: Vec<(String, i64)> = items
+            .iter()
+            .flat_map(|slice| {
+                assert_eq!(slice["addressType"], "IPv4", "{slice}");
+                let addresses = slice["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| (&e["addresses"][0], &e["targetRef"]))
+                    .collect();
+                pods_on_port(slice, port_name, addresses)
+            })
+            .collect();
         out.sort();
         out
     };

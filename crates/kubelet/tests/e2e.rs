@@ -1522,20 +1522,9 @@ fn upstream_resize_cases(server: &Server, ns: &str) {
     resize_case(server, ns, "replaced", &requests, &more, true, false);
 }
 
-/// `curl` with the admin's credentials against the server: `args` then the path's URL.
+/// `curl -sS` with the admin's credentials against the server: its output.
 fn curl(server: &Server, args: &[&str], path: &str) -> String {
-    let tls = server.data_dir.path().join("tls");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--cacert"])
-        .arg(tls.join("ca.crt"))
-        .arg("--cert")
-        .arg(tls.join("admin.crt"))
-        .arg("--key")
-        .arg(tls.join("admin.key"))
-        .args(args)
-        .arg(format!("https://127.0.0.1:{}{path}", server.port))
-        .output()
-        .expect("curl");
+    let out = server.curl(&[&["-sS"], args].concat(), path);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
