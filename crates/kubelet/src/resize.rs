@@ -42,7 +42,8 @@ impl CgroupLimits {
     }
 
     /// Whether a cgroup holding these limits enforces `expected`: the same CPU values,
-    /// and the memory limit the kernel makes of it (rounded down to whole pages).
+    /// and the memory limit asked for, or what the kernel makes of it (see
+    /// [`memory_holds`]).
     pub fn enforces(&self, expected: &CgroupLimits) -> bool {
         self.cpu() == expected.cpu() && memory_holds(self.memory_limit, expected.memory_limit)
     }
@@ -51,9 +52,12 @@ impl CgroupLimits {
 /// The unit the kernel keeps a v1 memory limit in.
 const PAGE: i64 = 4096;
 
-/// Whether a cgroup's memory limit is what setting `expected` makes of it.
+/// Whether a container's memory limit, as its runtime reports it, is what setting
+/// `expected` makes of it: a runtime reading the cgroup (Skiff's) finds the limit
+/// rounded down to whole pages, one reporting what it applied (containerd 1.6.9+,
+/// from the container's spec) the limit asked for.
 fn memory_holds(actual: i64, expected: i64) -> bool {
-    actual == expected / PAGE * PAGE
+    actual == expected || actual == expected / PAGE * PAGE
 }
 
 /// What the kubelet has allocated to one container: its resources, and the cgroup
@@ -429,6 +433,8 @@ mod tests {
             ..expected
         };
         assert!(kernel.enforces(&expected));
+        // containerd reports the limit it was asked to apply, not the kernel's.
+        assert!(expected.enforces(&expected));
         let old = CgroupLimits {
             memory_limit: 64 << 20,
             ..expected
