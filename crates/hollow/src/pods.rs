@@ -125,6 +125,7 @@ pub fn simulated_status(
         started: running,
         sidecar,
         allocation: None,
+        actuated: None,
     };
     let spec = pod.spec.clone().unwrap_or_default();
     let view = PodView {

@@ -4,10 +4,18 @@
 //! node can hold it (else `PodResizePending`, `Infeasible` or `Deferred`), and running
 //! containers are brought to their allocation through CRI `UpdateContainerResources`
 //! (or restarted, where `resizePolicy` says `RestartContainer`); while a running
-//! container's cgroup differs from its allocation the resize is `PodResizeInProgress`.
-//! Pure, so the rules are unit-tested, but for the allocation's checkpoint in the pod's
-//! directory ([`save`], [`load`]), which lets a restarted kubelet carry on; the pod
-//! worker does the rest of the I/O.
+//! container does not hold its allocation the resize is `PodResizeInProgress`.
+//!
+//! What a container holds ([`Current`]) is what its runtime reports in
+//! `ContainerStatus.resources` when it reports that (Skiff's reads the cgroup back;
+//! containerd 1.6.9+ gives what it applied, from the container's spec), and otherwise
+//! what the kubelet itself *actuated* last (at the container's creation, and by each
+//! successful update; upstream's kubelet keeps that record since 1.33), all there is on
+//! runtimes that report nothing (containerd before 1.6.9, cri-dockerd).
+//!
+//! Pure, so the rules are unit-tested, but for the checkpoints of the allocation and of
+//! what was actuated in the pod's directory ([`save`], [`load`]), which let a restarted
+//! kubelet carry on; the pod worker does the rest of the I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -60,12 +68,71 @@ fn memory_holds(actual: i64, expected: i64) -> bool {
     actual == expected || actual == expected / PAGE * PAGE
 }
 
-/// What the kubelet has allocated to one container: its resources, and the cgroup
-/// limits they come to.
+/// Resources the kubelet gave one container (allocated to it, or actuated on it), and
+/// the cgroup limits they come to.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Allocation {
     pub resources: ResourceRequirements,
     pub expected: CgroupLimits,
+}
+
+/// What a running container holds now, as far as the kubelet can tell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Current {
+    /// The limits its runtime reports.
+    Reported(CgroupLimits),
+    /// What the kubelet actuated last, for a runtime that reports no resources.
+    Actuated(Allocation),
+    /// Neither: a container an earlier kubelet started without keeping a record.
+    Unknown,
+}
+
+impl Current {
+    /// The runtime's report when it gives one: it comes from the cgroup, or from what
+    /// the runtime applied, which the kubelet's record can only trail (a container
+    /// the runtime updated after a kubelet failed to record it, say).
+    pub fn of(reported: Option<CgroupLimits>, actuated: Option<&Allocation>) -> Current {
+        match (reported, actuated) {
+            (Some(limits), _) => Current::Reported(limits),
+            (None, Some(a)) => Current::Actuated(a.clone()),
+            (None, None) => Current::Unknown,
+        }
+    }
+
+    /// The cgroup limits the container holds, when known.
+    pub fn limits(&self) -> Option<CgroupLimits> {
+        match self {
+            Current::Reported(limits) => Some(*limits),
+            Current::Actuated(a) => Some(a.expected),
+            Current::Unknown => None,
+        }
+    }
+
+    /// Whether the container holds `allocation`: its cgroup enforces it, as reported;
+    /// or what was actuated is that allocation. A record compares resources, not the
+    /// limits they come to, so that a resize between values the cgroup holds alike
+    /// (`2m` and `1m` are both the least CPU shares) is only done once recorded: the
+    /// status reports the record.
+    pub fn holds(&self, allocation: &Allocation) -> bool {
+        match self {
+            Current::Reported(limits) => limits.enforces(&allocation.expected),
+            Current::Actuated(a) => same(&a.resources, &allocation.resources),
+            Current::Unknown => false,
+        }
+    }
+
+    /// What the container's status reports as its `resources`: see [`reported`] for
+    /// a runtime's report; else what was actuated; else, with nothing known, the
+    /// allocation (as upstream defaults it).
+    pub fn reported(&self, allocation: &Allocation) -> ResourceRequirements {
+        match self {
+            Current::Reported(limits) => {
+                reported(&allocation.resources, limits, &allocation.expected)
+            }
+            Current::Actuated(a) => a.resources.clone(),
+            Current::Unknown => allocation.resources.clone(),
+        }
+    }
 }
 
 /// Why a resize waits: the `PodResizePending` condition's reason and message.
@@ -103,23 +170,41 @@ pub fn requests(r: &ResourceRequirements) -> (i64, i64) {
     (get("cpu"), get("memory"))
 }
 
-/// What the kubelet has allocated to a pod's containers (app and init), by name.
+/// Resources by container name: what the kubelet has allocated to a pod's containers
+/// (app and init), or what it has actuated on them.
 pub type Allocated = HashMap<String, ResourceRequirements>;
 
-/// The allocation's checkpoint in the pod's directory (which goes with the pod).
-const CHECKPOINT: &str = "allocated-resources.json";
-
-/// Keeps the allocation, replacing the checkpoint whole (written aside, then renamed).
-pub fn save(pod_dir: &Path, allocated: &Allocated) -> std::io::Result<()> {
-    std::fs::create_dir_all(pod_dir)?;
-    let aside = pod_dir.join(format!("{CHECKPOINT}.tmp"));
-    std::fs::write(&aside, serde_json::to_vec(allocated)?)?;
-    std::fs::rename(&aside, pod_dir.join(CHECKPOINT))
+/// The checkpoints kept in the pod's directory (which goes with the pod).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// What the node admitted for each container.
+    Allocated,
+    /// What the kubelet last applied to each container: the runtime took it at the
+    /// container's creation or in an `UpdateContainerResources` that succeeded.
+    Actuated,
 }
 
-/// The allocation an earlier kubelet kept, if any (and readable).
-pub fn load(pod_dir: &Path) -> Option<Allocated> {
-    let data = std::fs::read(pod_dir.join(CHECKPOINT)).ok()?;
+impl Checkpoint {
+    fn file(self) -> &'static str {
+        match self {
+            Checkpoint::Allocated => "allocated-resources.json",
+            Checkpoint::Actuated => "actuated-resources.json",
+        }
+    }
+}
+
+/// Keeps a checkpoint, replacing it whole (written aside, then renamed).
+pub fn save(pod_dir: &Path, checkpoint: Checkpoint, resources: &Allocated) -> std::io::Result<()> {
+    std::fs::create_dir_all(pod_dir)?;
+    let file = checkpoint.file();
+    let aside = pod_dir.join(format!("{file}.tmp"));
+    std::fs::write(&aside, serde_json::to_vec(resources)?)?;
+    std::fs::rename(&aside, pod_dir.join(file))
+}
+
+/// The checkpoint an earlier kubelet kept, if any (and readable).
+pub fn load(pod_dir: &Path, checkpoint: Checkpoint) -> Option<Allocated> {
+    let data = std::fs::read(pod_dir.join(checkpoint.file())).ok()?;
     serde_json::from_slice(&data).ok()
 }
 
@@ -400,18 +485,24 @@ mod tests {
     fn the_allocation_survives_in_the_pod_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pod_dir = dir.path().join("pods").join("uid");
-        assert!(load(&pod_dir).is_none());
+        assert!(load(&pod_dir, Checkpoint::Allocated).is_none());
         let allocated: Allocated = [
             ("app".to_string(), req("100m", "64Mi", Some("200m"))),
             ("init".to_string(), req("1", "", None)),
             ("sidecar".to_string(), req("50m", "32Mi", None)),
         ]
         .into();
-        save(&pod_dir, &allocated).expect("save");
-        let back = load(&pod_dir).expect("load");
+        save(&pod_dir, Checkpoint::Allocated, &allocated).expect("save");
+        // What was actuated is kept beside the allocation, apart from it.
+        assert!(load(&pod_dir, Checkpoint::Actuated).is_none());
+        let actuated: Allocated = [("app".to_string(), req("50m", "64Mi", None))].into();
+        save(&pod_dir, Checkpoint::Actuated, &actuated).expect("save");
+        let back = load(&pod_dir, Checkpoint::Allocated).expect("load");
         assert!(allocated
             .iter()
             .all(|(name, r)| back.get(name).is_some_and(|b| same(b, r))));
+        let app = &load(&pod_dir, Checkpoint::Actuated).expect("load")["app"];
+        assert!(same(app, &actuated["app"]));
         // The init container has finished; the sidecar runs beside the app.
         let spec: PodSpec = serde_json::from_value(serde_json::json!({
             "containers": [{"name": "app"}],
@@ -462,5 +553,38 @@ mod tests {
             below_usage("c", 10240, 300_000).as_deref(),
             Some("attempting to set container \"c\" memory limit (10240) below current usage (300000)")
         );
+    }
+
+    #[test]
+    fn without_a_reading_what_was_actuated_is_what_a_container_holds() {
+        let limits = |shares, quota| CgroupLimits {
+            cpu_shares: shares,
+            cpu_quota: quota,
+            cpu_period: 100_000,
+            memory_limit: 0,
+        };
+        let given = |r: ResourceRequirements, expected| Allocation {
+            resources: r,
+            expected,
+        };
+        let allocation = given(req("1m", "", Some("5m")), limits(2, 1000));
+        // The runtime's reading wins over the record.
+        let old = given(req("2m", "", Some("10m")), limits(2, 1000));
+        let read = Current::of(Some(limits(2, 1000)), Some(&old));
+        assert_eq!(read.limits(), Some(limits(2, 1000)));
+        assert!(read.holds(&allocation));
+        assert_eq!(read.reported(&allocation), allocation.resources);
+        // A record holds the allocation only once it is that allocation, even where
+        // both come to the same cgroup; the status reports the record.
+        let recorded = Current::of(None, Some(&old));
+        assert_eq!(recorded.limits(), Some(limits(2, 1000)));
+        assert!(!recorded.holds(&allocation));
+        assert_eq!(recorded.reported(&allocation), old.resources);
+        assert!(Current::of(None, Some(&allocation)).holds(&allocation));
+        // Nothing known: not held (so it is updated), reported as allocated.
+        let unknown = Current::of(None, None);
+        assert_eq!(unknown.limits(), None);
+        assert!(!unknown.holds(&allocation));
+        assert_eq!(unknown.reported(&allocation), allocation.resources);
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::resize::{Allocation, CgroupLimits, ResizeView};
+use crate::resize::{Allocation, CgroupLimits, Current, ResizeView};
 
 /// One container attempt as the runtime reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +56,18 @@ pub struct ContainerView {
     pub sidecar: bool,
     /// What the kubelet has allocated to the container (see [`crate::resize`]).
     pub allocation: Option<Allocation>,
+    /// What the kubelet actuated on it last (its creation, or the last update).
+    pub actuated: Option<Allocation>,
+}
+
+impl ContainerView {
+    /// What the container holds while it runs (see [`Current`]).
+    fn holding(&self) -> Option<Current> {
+        self.current
+            .as_ref()
+            .filter(|a| a.state == RunState::Running)
+            .map(|a| Current::of(a.cgroup, self.actuated.as_ref()))
+    }
 }
 
 /// Everything [`pod_status`] needs besides the pod.
@@ -166,11 +178,6 @@ pub fn container_status(
         .current
         .as_ref()
         .is_some_and(|a| a.state == RunState::Running);
-    let enforced = v
-        .current
-        .as_ref()
-        .filter(|a| a.state == RunState::Running)
-        .and_then(|a| a.cgroup.as_ref());
     ContainerStatus {
         allocated_resources: v
             .allocation
@@ -179,8 +186,8 @@ pub fn container_status(
         resources: v
             .allocation
             .as_ref()
-            .zip(enforced)
-            .map(|(a, actual)| crate::resize::reported(&a.resources, actual, &a.expected)),
+            .zip(v.holding())
+            .map(|(a, now)| now.reported(a)),
         name: v.name.clone(),
         image: v.image.clone(),
         image_id: v
@@ -341,7 +348,7 @@ pub const KUBELET_CONDITIONS: &[&str] = &[
 ];
 
 /// `PodResizePending` while the node cannot take a resize, `PodResizeInProgress` while
-/// a running container's cgroup is not yet what was allocated to it (reason `Error`
+/// a running container does not yet hold what was allocated to it (reason `Error`
 /// when actuating failed); neither once the resize is done.
 fn resize_conditions(view: &PodView, old: &[PodCondition], now: &Time) -> Vec<PodCondition> {
     let make = |type_: &str, reason: Option<&str>, message: Option<String>| {
@@ -358,14 +365,11 @@ fn resize_conditions(view: &PodView, old: &[PodCondition], now: &Time) -> Vec<Po
             Some(p.message.clone()),
         ));
     }
-    let actuating = view.init.iter().chain(&view.containers).any(|v| {
-        let enforced = v
-            .current
-            .as_ref()
-            .filter(|a| a.state == RunState::Running)
-            .and_then(|a| a.cgroup.as_ref());
-        matches!((&v.allocation, enforced), (Some(a), Some(e)) if !e.enforces(&a.expected))
-    });
+    let actuating = view
+        .init
+        .iter()
+        .chain(&view.containers)
+        .any(|v| matches!((&v.allocation, v.holding()), (Some(a), Some(now)) if !now.holds(a)));
     if let Some(error) = &view.resize.error {
         out.push(make(
             "PodResizeInProgress",
@@ -920,33 +924,54 @@ mod tests {
                 .find(|c| c.type_ == t)
                 .cloned()
         };
-        // The cgroup still has the old quota: in progress, and the status shows it.
-        let v = PodView {
-            containers: vec![with_cgroup(3000)],
-            ..Default::default()
+        // What a running container holds: its cgroup as the runtime reads it back; or,
+        // from a runtime that reports nothing (containerd before 1.6.9, cri-dockerd),
+        // what the kubelet actuated last.
+        let with_record = |record: &Allocation| ContainerView {
+            allocation: Some(allocation.clone()),
+            actuated: Some(record.clone()),
+            ..view("c", Some(attempt(RunState::Running, 0, 0)))
         };
-        let s = pod_status(&pod("Always"), &v, false, now());
-        assert_eq!(
-            has(&s, "PodResizeInProgress").map(|c| c.status),
-            Some("True".into())
-        );
-        let st = &s.container_statuses.as_ref().expect("statuses")[0];
-        assert_eq!(
-            st.resources.as_ref().and_then(|r| r.limits.clone()),
-            cpu("30m")
-        );
-        assert_eq!(st.allocated_resources, cpu("25m"));
-        // Enforced: no condition, the allocation is the status.
-        let v = PodView {
-            containers: vec![with_cgroup(3500)],
-            ..Default::default()
+        let before = Allocation {
+            resources: ResourceRequirements {
+                requests: cpu("25m"),
+                limits: cpu("30m"),
+                ..Default::default()
+            },
+            expected: limits(3000),
         };
-        let s = pod_status(&pod("Always"), &v, false, now());
-        assert!(has(&s, "PodResizeInProgress").is_none());
-        assert_eq!(
-            s.container_statuses.as_ref().expect("statuses")[0].resources,
-            Some(allocation.resources.clone())
-        );
+        for (old, new) in [
+            (with_cgroup(3000), with_cgroup(3500)),
+            (with_record(&before), with_record(&allocation)),
+        ] {
+            // The old quota still holds: in progress, and the status shows it.
+            let v = PodView {
+                containers: vec![old],
+                ..Default::default()
+            };
+            let s = pod_status(&pod("Always"), &v, false, now());
+            assert_eq!(
+                has(&s, "PodResizeInProgress").map(|c| c.status),
+                Some("True".into())
+            );
+            let st = &s.container_statuses.as_ref().expect("statuses")[0];
+            assert_eq!(
+                st.resources.as_ref().and_then(|r| r.limits.clone()),
+                cpu("30m")
+            );
+            assert_eq!(st.allocated_resources, cpu("25m"));
+            // Held: no condition, the allocation is the status.
+            let v = PodView {
+                containers: vec![new],
+                ..Default::default()
+            };
+            let s = pod_status(&pod("Always"), &v, false, now());
+            assert!(has(&s, "PodResizeInProgress").is_none());
+            assert_eq!(
+                s.container_statuses.as_ref().expect("statuses")[0].resources,
+                Some(allocation.resources.clone())
+            );
+        }
         // A resize the node cannot take is pending, with the reason.
         let v = PodView {
             containers: vec![with_cgroup(3500)],

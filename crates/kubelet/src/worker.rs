@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Pod, PodCondition, PodStatus, Secret, ServiceAccount,
+    ConfigMap, Container, Pod, PodCondition, PodStatus, ResourceRequirements, Secret,
+    ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -28,7 +29,7 @@ use crate::cri::{labels, Cri};
 use crate::env::{PodFacts, Sources};
 use crate::error::{Error, Result};
 use crate::probe;
-use crate::resize::{self, Allocation, CgroupLimits, ResizeView};
+use crate::resize::{self, Allocation, CgroupLimits, Checkpoint, Current, ResizeView};
 use crate::spec::{
     self, pod_name, pod_namespace, pod_uid, qos_class, ContainerKind, SandboxSettings,
 };
@@ -121,6 +122,9 @@ pub struct PodWorker {
     /// The resources allocated to each container (app, init), by name: the spec's
     /// when the pod is first seen, then each resize the node admitted.
     allocated: Option<resize::Allocated>,
+    /// The resources the kubelet last actuated on each container, by name (see
+    /// [`Current`]): read from the pod's directory on the first pass.
+    actuated: Option<resize::Allocated>,
     resize: ResizeView,
     /// When this worker first saw the pod, for the start-up latency metric.
     seen_at: Instant,
@@ -220,6 +224,7 @@ impl PodWorker {
             sandbox_ips: HashMap::new(),
             termination_messages: HashMap::new(),
             allocated: None,
+            actuated: None,
             resize: ResizeView::default(),
             seen_at: Instant::now(),
             synced_once: false,
@@ -788,6 +793,7 @@ impl PodWorker {
                 return Ok(());
             }
         };
+        self.record_actuated(pod, c);
         event(false, "Created", format!("Created container: {}", c.name));
         if let Err(e) = cri.start_container(&id).await {
             event(true, "Failed", format!("Error: {e}"));
@@ -915,13 +921,45 @@ impl PodWorker {
 
     /// What is allocated to a container, and the cgroup limits that comes to.
     fn allocation(&self, pod: &Pod, c: &Container) -> Option<Allocation> {
-        let resources = self.allocated.as_ref()?.get(&c.name)?.clone();
-        let c = self.with_allocation(c);
+        let resources = self.allocated.as_ref()?.get(&c.name)?;
+        Some(self.limits_of(pod, c, resources))
+    }
+
+    /// What was last actuated on a container, and the cgroup limits that came to.
+    fn actuated(&self, pod: &Pod, c: &Container) -> Option<Allocation> {
+        let resources = self.actuated.as_ref()?.get(&c.name)?;
+        Some(self.limits_of(pod, c, resources))
+    }
+
+    /// `resources` for container `c` of `pod`, and the cgroup limits they come to.
+    fn limits_of(&self, pod: &Pod, c: &Container, resources: &ResourceRequirements) -> Allocation {
+        let c = Container {
+            resources: Some(resources.clone()),
+            ..c.clone()
+        };
         let linux = spec::linux_resources(&c, &qos_class(pod), self.shared.memory_capacity);
-        Some(Allocation {
-            resources,
+        Allocation {
+            resources: resources.clone(),
             expected: CgroupLimits::of(&linux),
-        })
+        }
+    }
+
+    /// Records that the runtime took container `c` (as it is allocated) — created, or
+    /// updated — and keeps the record for a restarted kubelet.
+    fn record_actuated(&mut self, pod: &Pod, c: &Container) {
+        let resources = self.with_allocation(c).resources.unwrap_or_default();
+        let actuated = self.actuated.get_or_insert_with(Default::default);
+        if actuated
+            .get(&c.name)
+            .is_some_and(|a| resize::same(a, &resources))
+        {
+            return;
+        }
+        actuated.insert(c.name.clone(), resources);
+        let dir = volumes::pod_dir(&self.shared.root_dir, pod_uid(pod));
+        if let Err(e) = resize::save(&dir, Checkpoint::Actuated, actuated) {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "cannot checkpoint the resources actuated on the pod's containers");
+        }
     }
 
     /// Allocates the spec's resources when they changed and the node can hold them
@@ -937,11 +975,12 @@ impl PodWorker {
             .unwrap_or_else(|e| e.into_inner());
         if self.allocated.is_none() {
             // After a kubelet restart, what was allocated before, not the spec, is what
-            // the containers run with.
-            if let Some(saved) = resize::load(&dir) {
+            // the containers run with; and what was actuated is what they hold.
+            if let Some(saved) = resize::load(&dir, Checkpoint::Allocated) {
                 allocations.insert(uid.clone(), resize::pod_requests(&spec_, &saved));
                 self.allocated = Some(saved);
             }
+            self.actuated = resize::load(&dir, Checkpoint::Actuated);
         }
         let wanted: resize::Allocated = spec_
             .containers
@@ -973,15 +1012,15 @@ impl PodWorker {
             }
             tracing::info!(pod = %pod_name(pod), "resize admitted");
         }
-        if let Err(e) = resize::save(&dir, &wanted) {
+        if let Err(e) = resize::save(&dir, Checkpoint::Allocated, &wanted) {
             tracing::warn!(pod = %pod_name(pod), error = %e, "cannot checkpoint the pod's allocation");
         }
         allocations.insert(uid, total);
         self.allocated = Some(wanted);
     }
 
-    /// Brings each running container's cgroup to its allocation: CRI
-    /// `UpdateContainerResources`, or a restart where its `resizePolicy` asks for one.
+    /// Brings each running container to its allocation: CRI `UpdateContainerResources`,
+    /// or a restart where its `resizePolicy` asks for one.
     async fn actuate(&mut self, pod: &Pod, attempts: &HashMap<String, Attempts>) -> Result<()> {
         let spec_ = pod.spec.clone().unwrap_or_default();
         self.resize.error = None;
@@ -1000,10 +1039,20 @@ impl PodWorker {
             let (Some(a), Some(allocation)) = (running, self.allocation(pod, c)) else {
                 continue;
             };
-            let Some(actual) = a.cgroup.filter(|now| !now.enforces(&allocation.expected)) else {
+            let now = Current::of(a.cgroup, self.actuated(pod, c).as_ref());
+            if now.holds(&allocation) {
                 continue;
-            };
-            if resize::needs_restart(c, &actual, &allocation.expected) {
+            }
+            let expected = &allocation.expected;
+            let actual = now.limits();
+            if actual.is_some_and(|l| l.enforces(expected)) {
+                // Values the cgroup already holds alike: nothing to write.
+                self.record_actuated(pod, c);
+                continue;
+            }
+            // Unknown limits are updated in place, never restarted for: the update is
+            // idempotent, a restart is not.
+            if actual.is_some_and(|l| resize::needs_restart(c, &l, expected)) {
                 tracing::info!(pod = %pod_name(pod), container = %c.name, "restarting container to resize it");
                 self.probes.remove(&a.id);
                 self.shared
@@ -1012,7 +1061,7 @@ impl PodWorker {
                     .await?;
                 continue;
             }
-            if resize::lowers_memory(&actual, &allocation.expected) {
+            if resize::lowers_memory(&actual.unwrap_or_default(), expected) {
                 // Without a reading, the runtime's update is the judge.
                 let usage = match self.shared.cri.memory_working_set(&a.id).await {
                     Ok(usage) => usage,
@@ -1021,9 +1070,8 @@ impl PodWorker {
                         None
                     }
                 };
-                let refusal = usage.and_then(|u| {
-                    resize::below_usage(&c.name, allocation.expected.memory_limit, u)
-                });
+                let refusal =
+                    usage.and_then(|u| resize::below_usage(&c.name, expected.memory_limit, u));
                 if let Some(refusal) = refusal {
                     self.resize.error = Some(refusal);
                     continue;
@@ -1041,7 +1089,8 @@ impl PodWorker {
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(pod = %pod_name(pod), container = %c.name, "resized container")
+                    tracing::info!(pod = %pod_name(pod), container = %c.name, "resized container");
+                    self.record_actuated(pod, c);
                 }
                 Err(e) => {
                     tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "resizing container failed");
@@ -1436,6 +1485,7 @@ impl PodWorker {
                     .is_none_or(|r| r.started.load(Ordering::SeqCst)),
                 sidecar,
                 allocation: self.allocation(pod, c),
+                actuated: self.actuated(pod, c),
             }
         };
         let view = PodView {
