@@ -2,7 +2,9 @@
 //! (process, CNI bridge of the test's own) and this kubelet in-process,
 //! driven with the real kubectl. One test walks every scenario in turn so
 //! the suite pays once for start-up; each step names what it checks. Image
-//! garbage collection, which needs a kubelet configured for it, is a second.
+//! garbage collection, which needs a kubelet configured for it, is a second;
+//! in-place resize, which restarts the kubelet, another (on each runtime, and on
+//! containerd with its report of containers' resources hidden).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use skiff_e2e::Server;
+use skiff_kubelet::resize::Checkpoint;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubelet_runs_pods_end_to_end() {
@@ -32,6 +35,56 @@ async fn kubelet_runs_pods_on(kind: ContainerRuntime) {
     let (kubelet, logs_dir) = start_kubelet(&server, &runtime).await;
 
     run_scenario(&runtime, kubelet, scenarios(&server, &runtime, &logs_dir)).await;
+}
+
+/// In-place resize (`pods/resize`) on Skiff's runtime, which reads each container's
+/// cgroup back in `ContainerStatus.resources`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_resize_in_place() {
+    pods_resize_in_place_with(Runtime::start()).await;
+}
+
+/// The same steps on containerd (Debian's 1.6.20), which reports the resources it
+/// applied (from the container's spec, so a memory limit as asked, not in whole pages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_resize_in_place_with_containerd() {
+    pods_resize_in_place_with(Runtime::start_on(ContainerRuntime::Containerd)).await;
+}
+
+/// The same steps on containerd behind a proxy that drops `ContainerStatus.resources`,
+/// as runtimes that report none do: only what the kubelet recorded tells it what each
+/// container holds, before and after its restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_resize_in_place_with_a_runtime_reporting_no_resources() {
+    let runtime = Runtime::start_on(ContainerRuntime::Containerd).reporting_no_resources();
+    pods_resize_in_place_with(runtime).await;
+}
+
+/// The resize steps, then a kubelet restart in the middle of a resize that cannot be
+/// actuated: the new kubelet still knows what each container holds.
+async fn pods_resize_in_place_with(runtime: Runtime) {
+    init_tracing();
+    let server = Server::start(&[]);
+    let ns = server.namespace("resize");
+    let ns = ns.as_str();
+    let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
+    run_scenario(&runtime, kubelet, async {
+        tokio::task::block_in_place(|| {
+            node_ready(&server);
+            in_place_resize(&server, ns);
+            upstream_resize_cases(&server, ns);
+            stuck_resize_before_kubelet_restart(&server, ns, &runtime.dir.path().join("kubelet"));
+        })
+    })
+    .await;
+    let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
+    run_scenario(&runtime, kubelet, async {
+        tokio::task::block_in_place(|| {
+            node_ready(&server);
+            stuck_resize_after_kubelet_restart(&server, ns);
+        })
+    })
+    .await;
 }
 
 /// Image garbage collection with every threshold at 0: an image stays while a container
@@ -172,19 +225,7 @@ async fn memory_pressure_refuses_and_evicts_pods() {
 async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
     let cri = runtime.cri();
     // The node registers Ready with upstream's reasons and a lease.
-    let node = tokio::task::block_in_place(|| {
-        wait_for(60, "node Ready", || {
-            let out = server.kubectl(&["get", "node", NODE, "-o", "json"]);
-            let n: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let ready = n["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Ready" && c["status"] == "True")?
-                .clone();
-            assert_eq!(ready["reason"], "KubeletReady");
-            Some(n)
-        })
-    });
+    let node = tokio::task::block_in_place(|| node_ready(server));
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
     assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.37.0");
@@ -444,10 +485,6 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         http_hooks(server, ns, logs_dir);
         sysctls(server, ns, logs_dir);
         shared_process_namespace(server, ns, logs_dir, runtime.sandbox_command());
-        if runtime.reports_container_resources() {
-            in_place_resize(server, ns);
-            upstream_resize_cases(server, ns);
-        }
         pod_generation_cases(server, ns);
 
         // Deleting a pod stops its containers and removes the API object.
@@ -490,6 +527,21 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
             sandboxes.is_empty().then_some(())
         });
     });
+}
+
+/// Waits until the node is Ready, with upstream's reason; returns it.
+fn node_ready(server: &Server) -> Value {
+    wait_for(60, "node Ready", || {
+        let out = server.kubectl(&["get", "node", NODE, "-o", "json"]);
+        let n: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready" && c["status"] == "True")?
+            .clone();
+        assert_eq!(ready["reason"], "KubeletReady");
+        Some(n)
+    })
 }
 
 /// Sidecars (init containers with `restartPolicy: Always`): started before the init
@@ -931,26 +983,7 @@ fn in_place_resize(server: &Server, ns: &str) {
             (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
         });
     }
-    // What a container's cgroup enforces, read inside it: CFS quota, shares, memory.
-    let cgroup = |pod: &str, c: &str| {
-        server
-            .ok(&[
-                "exec",
-                "-n",
-                ns,
-                pod,
-                "-c",
-                c,
-                "--",
-                "cat",
-                "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
-                "/sys/fs/cgroup/cpu/cpu.shares",
-                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            ])
-            .split_whitespace()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let cgroup = |pod: &str, c: &str| cgroup_of(server, ns, pod, c);
     let unlimited = cgroup("burstable", "c")[2].clone();
     assert_eq!(cgroup("burstable", "c")[..2], ["20000", "51"]);
     assert_eq!(cgroup("guaranteed", "c1"), ["10000", "102", "67108864"]);
@@ -1201,6 +1234,109 @@ fn in_place_resize(server: &Server, ns: &str) {
     ]);
 }
 
+/// What a container's cgroup (v1) enforces, read inside it: CFS quota, CPU shares,
+/// memory limit.
+fn cgroup_of(server: &Server, ns: &str, pod: &str, container: &str) -> Vec<String> {
+    server
+        .ok(&[
+            "exec",
+            "-n",
+            ns,
+            pod,
+            "-c",
+            container,
+            "--",
+            "cat",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            "/sys/fs/cgroup/cpu/cpu.shares",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A resize that cannot be actuated, left for a kubelet restart: memory below what the
+/// container uses, allocated but refused. The pod's directory under `kubelet_root`
+/// keeps both what was allocated and what was actuated.
+fn stuck_resize_before_kubelet_restart(server: &Server, ns: &str, kubelet_root: &Path) {
+    let original = Sized::guaranteed("c", "100m", "64Mi");
+    let containers = container(
+        "c",
+        "sleep 3600",
+        &format!("    resources: {}\n", original.resources()),
+    );
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &pod_yaml("stuck", "", &containers),
+    );
+    wait_for(60, "stuck Ready", || {
+        let p = pod_json(server, ns, "stuck")?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+    });
+    let pod = resize_stuck(server, ns, "10Ki", 2);
+    let pod_dir =
+        skiff_kubelet::volumes::pod_dir(kubelet_root, pod["metadata"]["uid"].as_str().unwrap());
+    let memory_limit = |checkpoint| {
+        let kept = skiff_kubelet::resize::load(&pod_dir, checkpoint).expect("a checkpoint");
+        kept["c"].limits.as_ref().expect("limits")["memory"]
+            .0
+            .clone()
+    };
+    assert_eq!(memory_limit(Checkpoint::Allocated), "10Ki");
+    assert_eq!(memory_limit(Checkpoint::Actuated), "64Mi");
+}
+
+/// The restarted kubelet goes on from what the one before it allocated and actuated: a
+/// new refused resize is allocated, the status still shows the memory limit the
+/// container holds (as its runtime reports it, or, from a runtime reporting nothing,
+/// as the kubelet before recorded it), and going back needs no restart.
+fn stuck_resize_after_kubelet_restart(server: &Server, ns: &str) {
+    resize_stuck(server, ns, "20Ki", 3);
+    let original = Sized::guaranteed("c", "100m", "64Mi");
+    resize_pod(server, ns, "stuck", &[original]);
+    let pod = wait_for(60, "stuck back at 64Mi", || {
+        let p = pod_json(server, ns, "stuck")?;
+        let s = &p["status"]["containerStatuses"][0];
+        let done = p["status"]["observedGeneration"] == 4
+            && condition(&p, "PodResizeInProgress").is_none()
+            && s["resources"] == original.resources();
+        done.then_some(p)
+    });
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(cgroup_of(server, ns, "stuck", "c"), original.cgroup());
+    server.ok(&["delete", "pod", "-n", ns, "stuck", "--wait=false"]);
+}
+
+/// Resizes pod `stuck` to a memory limit of `memory`, below what it uses, as
+/// `generation`: allocated, refused, and the container keeps its 64Mi. Returns the pod.
+fn resize_stuck(server: &Server, ns: &str, memory: &'static str, generation: i64) -> Value {
+    resize_pod(
+        server,
+        ns,
+        "stuck",
+        &[Sized::guaranteed("c", "100m", memory)],
+    );
+    let bytes = skiff_quantity::parse_value(memory).expect("a quantity");
+    let pod = wait_for(30, &format!("stuck's {memory} refused"), || {
+        let p = pod_json(server, ns, "stuck")?;
+        let refused = p["status"]["conditions"].as_array()?.iter().any(|c| {
+            c["type"] == "PodResizeInProgress"
+                && c["reason"] == "Error"
+                && c["message"].as_str().is_some_and(|m| {
+                    m.contains(&format!("memory limit ({bytes}) below current usage"))
+                })
+        });
+        (refused && p["status"]["observedGeneration"] == generation).then_some(p)
+    });
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["allocatedResources"]["memory"], memory, "{status}");
+    assert_eq!(status["resources"]["limits"]["memory"], "64Mi", "{status}");
+    assert_eq!(status["restartCount"], 0, "{status}");
+    assert_eq!(cgroup_of(server, ns, "stuck", "c")[2], "67108864");
+    pod
+}
+
 /// Waits for the pod to reach `phase`; returns it.
 fn wait_for_phase(server: &Server, ns: &str, name: &str, phase: &str) -> Value {
     wait_for(60, &format!("{name} {phase}"), || {
@@ -1362,20 +1498,7 @@ fn resize_case(
             assert_eq!(status["restartCount"], 0, "{name}: {status}");
         }
         for c in sizes {
-            let read = server.ok(&[
-                "exec",
-                "-n",
-                ns,
-                name,
-                "-c",
-                c.name,
-                "--",
-                "cat",
-                "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
-                "/sys/fs/cgroup/cpu/cpu.shares",
-                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            ]);
-            let read: Vec<&str> = read.split_whitespace().collect();
+            let read = cgroup_of(server, ns, name, c.name);
             assert_eq!(read, c.cgroup(), "{name}: cgroup of {}", c.name);
         }
         pod
@@ -1397,22 +1520,7 @@ fn resize_case(
                 &pod.to_string(),
             );
         } else {
-            let containers: Vec<Value> = to
-                .iter()
-                .map(|c| serde_json::json!({"name": c.name, "resources": c.resources()}))
-                .collect();
-            let patch = serde_json::json!({"spec": {"containers": containers}}).to_string();
-            server.ok(&[
-                "patch",
-                "pod",
-                "-n",
-                ns,
-                name,
-                "--subresource",
-                "resize",
-                "-p",
-                &patch,
-            ]);
+            resize_pod(server, ns, name, to);
         }
     };
     resize(resized);
@@ -1428,6 +1536,26 @@ fn resize_case(
         verified(original, 3);
     }
     server.ok(&["delete", "pod", "-n", ns, name, "--wait=false"]);
+}
+
+/// Resizes the pod's containers to `to` by a strategic merge patch of `pods/resize`.
+fn resize_pod(server: &Server, ns: &str, name: &str, to: &[Sized]) {
+    let containers: Vec<Value> = to
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "resources": c.resources()}))
+        .collect();
+    let patch = serde_json::json!({"spec": {"containers": containers}}).to_string();
+    server.ok(&[
+        "patch",
+        "pod",
+        "-n",
+        ns,
+        name,
+        "--subresource",
+        "resize",
+        "-p",
+        &patch,
+    ]);
 }
 
 /// Upstream's conformance resize cases, with its values: containers `c1`… offset by 2m

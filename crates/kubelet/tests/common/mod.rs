@@ -30,6 +30,9 @@ pub struct Runtime {
     pub dir: tempfile::TempDir,
     cgroup_parent: String,
     bridge: String,
+    /// The CRI proxy the kubelet goes through, when the test hides what the runtime
+    /// reports of containers' resources ([`Runtime::reporting_no_resources`]).
+    proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -38,10 +41,20 @@ impl Runtime {
     }
     /// The CRI socket the kubelet connects to.
     pub fn socket(&self) -> PathBuf {
-        match &self.containerd {
-            Some(containerd) => containerd.socket(),
-            None => self.dir.path().join("cri.sock"),
+        match (&self.proxy, &self.containerd) {
+            (Some(_), _) => self.dir.path().join("cri-proxy.sock"),
+            (None, Some(containerd)) => containerd.socket(),
+            (None, None) => self.dir.path().join("cri.sock"),
         }
+    }
+
+    /// The runtime behind a CRI proxy that drops `ContainerStatus.resources`, as
+    /// runtimes that report none do (containerd before 1.6.9, cri-dockerd): the kubelet
+    /// can only go by what it actuated itself. Everything else passes unchanged.
+    pub fn reporting_no_resources(mut self) -> Runtime {
+        let proxy = self.dir.path().join("cri-proxy.sock");
+        self.proxy = Some(hide_container_resources(self.socket(), &proxy));
+        self
     }
 
     /// A CRI client of the runtime (connected lazily).
@@ -57,14 +70,6 @@ impl Runtime {
             ContainerRuntime::Skiff => "__skiff-sandbox",
             ContainerRuntime::Containerd => "/agnhost pause",
         }
-    }
-
-    /// Whether the runtime reports a running container's cgroup resources
-    /// (`ContainerStatus.resources`), which the kubelet's in-place resize reads to
-    /// see what is enforced: Skiff's does; containerd 1.6 (Debian 12's) does not, so
-    /// pods on it are not resized in place yet.
-    pub fn reports_container_resources(&self) -> bool {
-        self.kind == ContainerRuntime::Skiff
     }
 
     /// Skiff's runtime, as a process of its own.
@@ -105,6 +110,7 @@ impl Runtime {
                 dir,
                 cgroup_parent,
                 bridge,
+                proxy: None,
             };
         }
         let net_d = dir.path().join("net.d");
@@ -167,6 +173,7 @@ impl Runtime {
             dir,
             cgroup_parent,
             bridge,
+            proxy: None,
         }
     }
 
@@ -180,8 +187,81 @@ impl Runtime {
     }
 }
 
+/// Serves CRI on `socket`, passing every call to the runtime on `upstream` but for
+/// `ContainerStatus`, whose answer loses its `resources`.
+fn hide_container_resources(upstream: PathBuf, socket: &Path) -> tokio::task::JoinHandle<()> {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    use tower::ServiceExt;
+    const CONTAINER_STATUS: &str = "/runtime.v1.RuntimeService/ContainerStatus";
+    let listener = tokio::net::UnixListener::bind(socket).expect("the CRI proxy's socket");
+    let channel = tonic::transport::Endpoint::from_static("http://[::]:0")
+        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            let upstream = upstream.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(upstream).await?,
+                ))
+            }
+        }));
+    // A unary answer, whole: one length-prefixed message, then the trailers (status).
+    async fn without_resources(
+        body: tonic::body::Body,
+    ) -> Result<tonic::body::Body, Box<dyn std::error::Error + Send + Sync>> {
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        let framed = collected.to_bytes();
+        let mut data = framed.clone();
+        if framed.len() > 5 && framed[0] == 0 {
+            let mut answer = skiff_runtime::proto::ContainerStatusResponse::decode(&framed[5..])?;
+            if let Some(status) = answer.status.as_mut() {
+                status.resources = None;
+            }
+            let message = answer.encode_to_vec();
+            let mut out = Vec::with_capacity(5 + message.len());
+            out.push(0);
+            out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            out.extend_from_slice(&message);
+            data = out.into();
+        }
+        let frames = [Ok(hyper::body::Frame::data(data))]
+            .into_iter()
+            .chain(trailers.map(|t| Ok(hyper::body::Frame::trailers(t))));
+        Ok(tonic::body::Body::new(http_body_util::StreamBody::new(
+            futures::stream::iter(frames.collect::<Vec<Result<_, std::convert::Infallible>>>()),
+        )))
+    }
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let channel = channel.clone();
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let channel = channel.clone();
+                    async move {
+                        let hide = request.uri().path() == CONTAINER_STATUS;
+                        let response = channel.oneshot(request.map(tonic::body::Body::new)).await?;
+                        if !hide {
+                            return Ok(response);
+                        }
+                        let (parts, body) = response.into_parts();
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                            http::Response::from_parts(parts, without_resources(body).await?),
+                        )
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    })
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.abort();
+        }
         // containerd kills and removes what the kubelet left before it stops.
         drop(self.containerd.take());
         // Best effort: kill what is left of containers and sandboxes, unmount
