@@ -363,13 +363,34 @@ fn without_reset(mut set: Set, reset: Option<&str>) -> Set {
 
 /// The object as field management compares it: no `managedFields`, no `resourceVersion`.
 fn view(object: &Value) -> Value {
-    let mut object = object.clone();
-    if object.is_object() {
-        let metadata = object::metadata_mut(&mut object);
-        metadata.shift_remove("managedFields");
-        metadata.shift_remove("resourceVersion");
+    // Copied without the skipped fields rather than copied whole and then pruned:
+    // `managedFields` is often the largest part of the object.
+    let without_skipped = |metadata: &Value| match metadata {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "managedFields" | "resourceVersion"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    match object {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = if k == "metadata" {
+                        without_skipped(v)
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
     }
-    object
 }
 
 /// Records a create (`live` is `None`) or an update by `writer` in `new`'s
@@ -389,8 +410,8 @@ pub fn record_update(live: Option<&Value>, new: &mut Value, writer: &Writer, res
             _ => Managers::of(live),
         }
     };
-    let before = typed::with_zero_structs(&view(live));
-    let after = typed::with_zero_structs(&view(new));
+    let before = typed::with_zero_structs(view(live));
+    let after = typed::with_zero_structs(view(new));
     let comparison = typed::compare(&before, &after, writer.structure);
     let changed = comparison.changed();
     for entry in &mut managers.0 {
@@ -495,8 +516,8 @@ pub fn apply(
     }
 
     let comparison = typed::compare(
-        &typed::with_zero_structs(&live_view),
-        &typed::with_zero_structs(&result),
+        &typed::with_zero_structs(live_view.clone()),
+        &typed::with_zero_structs(result.clone()),
         s,
     );
     let changed = comparison.changed();

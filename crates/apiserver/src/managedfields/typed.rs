@@ -120,6 +120,13 @@ fn walk_compare<'a>(
     let Some(present) = rhs.or(lhs) else {
         return;
     };
+    // Equal sides hold no difference at any depth; most of an updated object is
+    // unchanged (a status write leaves the spec alone), and this skips walking it.
+    if let (Some(l), Some(r)) = (lhs, rhs) {
+        if l == r {
+            return;
+        }
+    }
     // A null facing a granular map or list is a wildcard (upstream's zero values hold
     // `null` for lists such as `containers`): the other side's contents are compared
     // against nothing, but the node itself was not added or removed.
@@ -439,8 +446,7 @@ const ALWAYS_NULL: &[&[&str]] = &[
 
 /// Fills in the always-present structs under fields the object has (comparisons only:
 /// both sides get them, so kinds without such fields see no difference).
-pub fn with_zero_structs(object: &Value) -> Value {
-    let mut object = object.clone();
+pub fn with_zero_structs(mut object: Value) -> Value {
     let zero_values = ALWAYS_PRESENT
         .iter()
         .map(|p| (p, Value::Object(Map::new())))
@@ -519,8 +525,8 @@ mod tests {
 
     #[test]
     fn comparison_marks_new_nodes_but_not_zero_structs() {
-        let old = with_zero_structs(&json!({"kind": "Deployment"}));
-        let new = with_zero_structs(&json!({
+        let old = with_zero_structs(json!({"kind": "Deployment"}));
+        let new = with_zero_structs(json!({
             "kind": "Deployment",
             "metadata": {"labels": {"app": "web"}},
             "spec": {"replicas": 1, "template": {"spec": {"containers": [
@@ -544,7 +550,7 @@ mod tests {
             })
         );
         let changed = json!({"kind": "Deployment", "spec": {"replicas": 3}, "metadata": {}});
-        let c = compare(&new, &with_zero_structs(&changed), deployment());
+        let c = compare(&new, &with_zero_structs(changed), deployment());
         assert!(c.modified.has(&[
             PathElement::Field("spec".into()),
             PathElement::Field("replicas".into())
