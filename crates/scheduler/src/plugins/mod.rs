@@ -64,7 +64,7 @@ pub fn by_name(name: &str, args: &PluginArgs) -> Option<Arc<dyn Plugin>> {
         "ImageLocality" => Arc::new(ImageLocality),
         "NodeResourcesFit" => args.fit.clone(),
         "NodeResourcesBalancedAllocation" => Arc::new(BalancedAllocation::default()),
-        "PodTopologySpread" => Arc::new(topology_spread::PodTopologySpread),
+        "PodTopologySpread" => Arc::new(topology_spread::PodTopologySpread::default()),
         "InterPodAffinity" => args.inter_pod_affinity.clone(),
         _ => return None,
     };

@@ -6,13 +6,13 @@
 //! per zone among the pods its Services and controller select.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
-use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+use k8s_openapi::api::core::v1::{NodeSelector, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::helpers::{label_selector_matches, tolerated_by_any};
 use super::simple::matches_required_node_affinity;
-use std::sync::Arc;
 
 use crate::cache::{NodeInfo, PodInfo, SelectingKind, Selectors, Snapshot};
 use crate::framework::{Code, CycleState, Plugin, Status, MAX_NODE_SCORE};
@@ -23,7 +23,7 @@ pub const ERR_SKEW: &str = "node(s) didn't match pod topology spread constraints
 
 const STATE_KEY: &str = "PreFilterPodTopologySpread";
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Constraint {
     key: String,
     max_skew: i64,
@@ -33,11 +33,28 @@ struct Constraint {
     honor_taints: bool,
 }
 
+/// One topology domain of a constraint: the matching pods in it, and how many of its
+/// nodes count (a domain lasts as long as one node of it does, even with no pods).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct Domain {
+    pods: i64,
+    nodes: usize,
+}
+
+/// Per constraint: domain value → its counts.
+type DomainCounts = Vec<HashMap<String, Domain>>;
+
 #[derive(Clone)]
 struct PreFilterState {
     constraints: Vec<Constraint>,
-    /// Per constraint: domain value → matching pods.
-    counts: Vec<HashMap<String, i64>>,
+    /// Shared with the plugin's memo; copied only if a cycle changes it (nominated pods,
+    /// preemption's simulations).
+    counts: Arc<DomainCounts>,
+    /// Per constraint: the fewest matching pods in a domain (0 while there are fewer
+    /// domains than `minDomains`).
+    min: Vec<i64>,
+    /// Per constraint: 1 if the incoming pod matches its own selector.
+    self_match: Vec<i64>,
 }
 
 fn declared(pod: &PodInfo) -> &[TopologySpreadConstraint] {
@@ -114,21 +131,211 @@ fn counted_pod(c: &Constraint, pod: &PodInfo, other: &PodInfo) -> bool {
 }
 
 impl PreFilterState {
+    fn new(constraints: Vec<Constraint>, pod: &PodInfo, counts: Arc<DomainCounts>) -> Self {
+        let self_match = constraints
+            .iter()
+            .map(|c| i64::from(label_selector_matches(Some(&c.selector), pod.labels())))
+            .collect();
+        let mut state = PreFilterState {
+            min: vec![0; constraints.len()],
+            constraints,
+            counts,
+            self_match,
+        };
+        state.find_minimums();
+        state
+    }
+
+    fn find_minimums(&mut self) {
+        for ((c, domains), min) in self
+            .constraints
+            .iter()
+            .zip(self.counts.iter())
+            .zip(&mut self.min)
+        {
+            *min = if domains.len() < c.min_domains {
+                0
+            } else {
+                domains.values().map(|d| d.pods).min().unwrap_or(0)
+            };
+        }
+    }
+
     /// Counts `other` on `node` in (`delta` 1) or out (`delta` -1), as pre_filter would.
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
         let labels = node.labels();
         if !self.constraints.iter().all(|c| labels.contains_key(&c.key)) {
             return;
         }
-        for (c, counts) in self.constraints.iter().zip(self.counts.iter_mut()) {
+        let counts = Arc::make_mut(&mut self.counts);
+        for (c, domains) in self.constraints.iter().zip(counts.iter_mut()) {
             if node_counts(c, pod, node) && counted_pod(c, pod, other) {
-                *counts.entry(labels[&c.key].clone()).or_default() += delta;
+                domains.entry(labels[&c.key].clone()).or_default().pods += delta;
             }
+        }
+        self.find_minimums();
+    }
+}
+
+/// Everything of the incoming pod that decides how the nodes count for its
+/// `DoNotSchedule` constraints: pods alike in these get the same counts.
+#[derive(PartialEq)]
+struct CountKey {
+    namespace: String,
+    constraints: Vec<Constraint>,
+    node_selector: Option<BTreeMap<String, String>>,
+    required_node_affinity: Option<NodeSelector>,
+    tolerations: Option<Vec<Toleration>>,
+}
+
+impl CountKey {
+    fn of(pod: &PodInfo, constraints: &[Constraint]) -> CountKey {
+        let spec = pod.pod.spec.as_ref();
+        CountKey {
+            namespace: pod.namespace().to_string(),
+            constraints: constraints.to_vec(),
+            node_selector: spec.and_then(|s| s.node_selector.clone()),
+            required_node_affinity: spec
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|na| {
+                    na.required_during_scheduling_ignored_during_execution
+                        .clone()
+                }),
+            tolerations: spec.and_then(|s| s.tolerations.clone()),
         }
     }
 }
 
-pub struct PodTopologySpread;
+/// What one node added to each constraint's domains when it was last counted: the
+/// domain and its matching pods, or `None` where the node does not count.
+struct NodeCount {
+    node: Weak<NodeInfo>,
+    by_constraint: Vec<Option<(String, i64)>>,
+}
+
+/// Domain counts for one [`CountKey`], kept from cycle to cycle. Upstream recounts every
+/// node's pods in every cycle; here a node is recounted only when its `NodeInfo`
+/// changed. The scheduler's cache changes node infos only through `Arc::make_mut`, which
+/// moves a value that a `Weak` still points at, so an unchanged pointer is an unchanged
+/// node.
+struct CountMemo {
+    key: CountKey,
+    /// Slot by slot, the snapshot's nodes as last counted.
+    nodes: Vec<NodeCount>,
+    counts: Arc<DomainCounts>,
+}
+
+/// How many pod kinds (distinct [`CountKey`]s) keep their counts between cycles.
+const MEMO_CAPACITY: usize = 8;
+
+impl CountMemo {
+    fn new(key: CountKey) -> CountMemo {
+        let counts = Arc::new(vec![HashMap::new(); key.constraints.len()]);
+        CountMemo {
+            key,
+            nodes: Vec::new(),
+            counts,
+        }
+    }
+
+    /// Brings the counts up to `nodes`, recounting the slots whose node changed.
+    fn refresh(&mut self, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) {
+        let constraints = &self.key.constraints;
+        let counts = Arc::make_mut(&mut self.counts);
+        for (slot, node) in nodes.iter().enumerate() {
+            if let Some(known) = self.nodes.get(slot) {
+                if std::ptr::eq(known.node.as_ptr(), Arc::as_ptr(node)) {
+                    continue;
+                }
+            }
+            let count = NodeCount {
+                node: Arc::downgrade(node),
+                by_constraint: count_node(constraints, pod, node),
+            };
+            add(counts, &count, 1);
+            if let Some(old) = self.nodes.get_mut(slot) {
+                let old = std::mem::replace(old, count);
+                add(counts, &old, -1);
+            } else {
+                self.nodes.push(count);
+            }
+        }
+        for gone in self.nodes.drain(nodes.len()..) {
+            add(counts, &gone, -1);
+        }
+    }
+}
+
+/// What `node` adds to each of `constraints`' domains, as upstream counts it: only a
+/// node with every constraint's topology key, and for each constraint only if the
+/// node passes its node inclusion policies.
+fn count_node(
+    constraints: &[Constraint],
+    pod: &PodInfo,
+    node: &NodeInfo,
+) -> Vec<Option<(String, i64)>> {
+    let labels = node.labels();
+    let with_every_key = constraints.iter().all(|c| labels.contains_key(&c.key));
+    constraints
+        .iter()
+        .map(|c| {
+            if !with_every_key || !node_counts(c, pod, node) {
+                return None;
+            }
+            let domain = labels.get(&c.key)?.clone();
+            Some((domain, matching_pods(c, pod, node)))
+        })
+        .collect()
+}
+
+/// Adds (`sign` 1) or takes away (`sign` -1) one node's count.
+fn add(counts: &mut DomainCounts, node: &NodeCount, sign: i64) {
+    for (domains, entry) in counts.iter_mut().zip(&node.by_constraint) {
+        let Some((value, pods)) = entry else {
+            continue;
+        };
+        let domain = domains.entry(value.clone()).or_default();
+        domain.pods += sign * pods;
+        domain.nodes = domain.nodes.saturating_add_signed(sign as isize);
+        if domain.nodes == 0 {
+            domains.remove(value);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PodTopologySpread {
+    /// Most recently used first.
+    memos: Mutex<Vec<CountMemo>>,
+}
+
+impl PodTopologySpread {
+    /// The domain counts for `pod`'s constraints over `snapshot`'s nodes.
+    fn counts(
+        &self,
+        pod: &PodInfo,
+        constraints: &[Constraint],
+        snapshot: &Snapshot,
+    ) -> Arc<DomainCounts> {
+        let key = CountKey::of(pod, constraints);
+        // A poisoned lock only means a cycle panicked mid-count: start the memos afresh.
+        let mut memos = self.memos.lock().unwrap_or_else(|poisoned| {
+            let mut memos = poisoned.into_inner();
+            memos.clear();
+            memos
+        });
+        let mut memo = match memos.iter().position(|m| m.key == key) {
+            Some(at) => memos.remove(at),
+            None => CountMemo::new(key),
+        };
+        memo.refresh(pod, &snapshot.nodes);
+        let counts = memo.counts.clone();
+        memos.insert(0, memo);
+        memos.truncate(MEMO_CAPACITY);
+        counts
+    }
+}
 
 impl Plugin for PodTopologySpread {
     fn name(&self) -> &'static str {
@@ -140,28 +347,8 @@ impl Plugin for PodTopologySpread {
         if constraints.is_empty() {
             return Status::success();
         }
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
-        for node in &snapshot.nodes {
-            let labels = node.labels();
-            // Upstream counts a node only if it has every constraint's topology key.
-            if !constraints.iter().all(|c| labels.contains_key(&c.key)) {
-                continue;
-            }
-            for (c, count) in constraints.iter().zip(counts.iter_mut()) {
-                if !node_counts(c, pod, node) {
-                    continue;
-                }
-                let matching = node.pods.iter().filter(|p| counted_pod(c, pod, p)).count() as i64;
-                *count.entry(labels[&c.key].clone()).or_default() += matching;
-            }
-        }
-        state.write(
-            STATE_KEY,
-            PreFilterState {
-                constraints,
-                counts,
-            },
-        );
+        let counts = self.counts(pod, &constraints, snapshot);
+        state.write(STATE_KEY, PreFilterState::new(constraints, pod, counts));
         Status::success()
     }
 
@@ -234,12 +421,12 @@ impl Plugin for PodTopologySpread {
         }
     }
 
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+    fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<PreFilterState>(STATE_KEY) else {
             return Status::success();
         };
         let labels: &BTreeMap<String, String> = node.labels();
-        for (c, counts) in s.constraints.iter().zip(&s.counts) {
+        for (i, (c, domains)) in s.constraints.iter().zip(s.counts.iter()).enumerate() {
             let Some(value) = labels.get(&c.key) else {
                 return Status::new(
                     Code::UnschedulableAndUnresolvable,
@@ -247,14 +434,8 @@ impl Plugin for PodTopologySpread {
                     ERR_MISSING_LABEL,
                 );
             };
-            let self_match = i64::from(label_selector_matches(Some(&c.selector), pod.labels()));
-            let min = if counts.len() < c.min_domains {
-                0
-            } else {
-                counts.values().copied().min().unwrap_or(0)
-            };
-            let here = counts.get(value).copied().unwrap_or(0);
-            if here + self_match - min > c.max_skew {
+            let here = domains.get(value).map_or(0, |d| d.pods);
+            if here + s.self_match[i] - s.min[i] > c.max_skew {
                 return Status::new(Code::Unschedulable, self.name(), ERR_SKEW);
             }
         }
@@ -453,7 +634,7 @@ mod tests {
     fn verdicts(p: &PodInfo, cache: &mut Cache) -> Vec<(String, bool)> {
         let snap = cache.snapshot();
         let mut state = CycleState::default();
-        assert!(PodTopologySpread
+        assert!(PodTopologySpread::default()
             .pre_filter(&mut state, p, &snap)
             .is_success());
         snap.nodes
@@ -461,7 +642,9 @@ mod tests {
             .map(|n| {
                 (
                     n.name.clone(),
-                    PodTopologySpread.filter(&state, p, n).is_success(),
+                    PodTopologySpread::default()
+                        .filter(&state, p, n)
+                        .is_success(),
                 )
             })
             .collect()
@@ -488,6 +671,66 @@ mod tests {
         cache
     }
 
+    /// The counts one plugin keeps across cycles equal a fresh plugin's recount after
+    /// every kind of change: pods placed and removed, nodes added, relabelled (moving
+    /// domains) and removed, and another pod kind counted in between.
+    #[test]
+    fn kept_counts_equal_a_recount_after_each_change() {
+        fn counts(plugin: &PodTopologySpread, p: &PodInfo, cache: &mut Cache) -> DomainCounts {
+            let mut state = CycleState::default();
+            assert!(plugin
+                .pre_filter(&mut state, p, &cache.snapshot())
+                .is_success());
+            let s = state.read::<PreFilterState>(STATE_KEY).expect("state");
+            (*s.counts).clone()
+        }
+        let kept = PodTopologySpread::default();
+        let web = spread(json!({}));
+        let db = spread(json!({"labelSelector": {"matchLabels": {"app": "db"}}}));
+        let mut cache = cluster();
+        let check = |cache: &mut Cache, zone_pods: &[(&str, i64, usize)]| {
+            let expected: HashMap<String, Domain> = zone_pods
+                .iter()
+                .map(|(zone, pods, nodes)| {
+                    (
+                        zone.to_string(),
+                        Domain {
+                            pods: *pods,
+                            nodes: *nodes,
+                        },
+                    )
+                })
+                .collect();
+            assert_eq!(counts(&kept, &web, cache), vec![expected]);
+            assert_eq!(
+                counts(&kept, &web, cache),
+                counts(&PodTopologySpread::default(), &web, cache)
+            );
+            assert_eq!(
+                counts(&kept, &db, cache),
+                counts(&PodTopologySpread::default(), &db, cache)
+            );
+        };
+        check(&mut cache, &[("a", 1, 2), ("b", 0, 1)]);
+        cache.assume(
+            Arc::new(pod_with("w2", json!({"app": "web"}), json!({}))),
+            "b1",
+        );
+        check(&mut cache, &[("a", 1, 2), ("b", 1, 1)]);
+        if let Some(n) = node("c1", json!({}), json!({"zone": "c"})).node() {
+            cache.apply_node(n.clone());
+        }
+        check(&mut cache, &[("a", 1, 2), ("b", 1, 1), ("c", 0, 1)]);
+        // a1 and its web pod move to zone c.
+        if let Some(n) = node("a1", json!({}), json!({"zone": "c"})).node() {
+            cache.apply_node(n.clone());
+        }
+        check(&mut cache, &[("a", 0, 1), ("b", 1, 1), ("c", 1, 2)]);
+        cache.forget("default/w2");
+        cache.remove_node("a2");
+        check(&mut cache, &[("b", 0, 1), ("c", 1, 2)]);
+    }
+
     #[test]
     fn max_skew_keeps_zones_balanced() {
         // zone a has 1 web pod, zone b none: a would reach skew 2, b is fine.
@@ -504,10 +747,10 @@ mod tests {
         let snap = cache.snapshot();
         let mut state = CycleState::default();
         let p = spread(json!({}));
-        PodTopologySpread.pre_filter(&mut state, &p, &snap);
+        PodTopologySpread::default().pre_filter(&mut state, &p, &snap);
         let missing = snap
             .get("nozone")
-            .map(|n| PodTopologySpread.filter(&state, &p, n));
+            .map(|n| PodTopologySpread::default().filter(&state, &p, n));
         assert_eq!(
             missing.map(|s| s.reasons),
             Some(vec![ERR_MISSING_LABEL.to_string()])
@@ -530,13 +773,13 @@ mod tests {
     fn normalized_scores(p: &PodInfo, cache: &mut Cache) -> Vec<(String, i64)> {
         let snap = cache.snapshot();
         let mut state = CycleState::default();
-        PodTopologySpread.pre_score(&mut state, p, &snap.nodes, &snap);
+        PodTopologySpread::default().pre_score(&mut state, p, &snap.nodes, &snap);
         let mut scores: Vec<i64> = snap
             .nodes
             .iter()
-            .map(|n| PodTopologySpread.score(&state, p, n, &snap))
+            .map(|n| PodTopologySpread::default().score(&state, p, n, &snap))
             .collect();
-        PodTopologySpread.normalize(&state, &mut scores);
+        PodTopologySpread::default().normalize(&state, &mut scores);
         snap.nodes
             .iter()
             .map(|n| n.name.clone())
@@ -605,7 +848,7 @@ mod tests {
         // Nothing selects the pod yet: no default constraints, no preference.
         let snap = cache.snapshot();
         let mut state = CycleState::default();
-        PodTopologySpread.pre_score(&mut state, &p, &snap.nodes, &snap);
+        PodTopologySpread::default().pre_score(&mut state, &p, &snap.nodes, &snap);
         assert!(state.read::<PreScoreState>(SCORE_KEY).is_none());
 
         cache.apply_selector(
