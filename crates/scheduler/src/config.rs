@@ -155,10 +155,10 @@ fn inter_pod_affinity_from_args(args: &serde_json::Value) -> Result<InterPodAffi
     if !(0..=100).contains(&weight) {
         return Err(ConfigError::HardPodAffinityWeight(weight));
     }
-    Ok(InterPodAffinity {
-        hard_pod_affinity_weight: weight,
-        ignore_preferred_terms_of_existing_pods: parsed.ignore_preferred_terms_of_existing_pods,
-    })
+    Ok(InterPodAffinity::new(
+        weight,
+        parsed.ignore_preferred_terms_of_existing_pods,
+    ))
 }
 
 /// Applies `disabled` then `enabled` to a list of (name, weight), as upstream merges a

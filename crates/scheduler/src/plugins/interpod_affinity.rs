@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::tally::{Tallies, Total};
+
 use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm, WeightedPodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
@@ -34,7 +36,7 @@ const PRE_FILTER_KEY: &str = "PreFilterInterPodAffinity";
 const PRE_SCORE_KEY: &str = "PreScoreInterPodAffinity";
 
 /// One affinity term, parsed once per pod.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Term {
     /// `None` (no selector) matches no pod.
     selector: Option<LabelSelector>,
@@ -165,92 +167,192 @@ fn matches_all(terms: &[Term], pod: &PodInfo, namespaces: &NamespaceLabels) -> b
     !terms.is_empty() && terms.iter().all(|t| t.matches(pod, namespaces))
 }
 
-/// (topology key, value) → matching pods (or terms).
-type Counts = HashMap<(String, String), i64>;
+/// Topology key → value → matching pods (or terms); no zeros are kept.
+type Counts = HashMap<String, HashMap<String, i64>>;
 
-fn bump(counts: &mut Counts, node: &NodeInfo, key: &str, delta: i64) {
-    let Some(value) = node.labels().get(key) else {
-        return;
+fn add_count(counts: &mut Counts, key: &str, value: &str, delta: i64) {
+    let values = match counts.get_mut(key) {
+        Some(values) => values,
+        None => counts.entry(key.to_string()).or_default(),
     };
-    let pair = (key.to_string(), value.clone());
-    let count = counts.entry(pair.clone()).or_default();
+    let count = match values.get_mut(value) {
+        Some(count) => count,
+        None => values.entry(value.to_string()).or_default(),
+    };
     *count += delta;
     // Preemption removes pods, so counts fall as well as rise; zero means absent.
     if *count == 0 {
-        counts.remove(&pair);
+        values.remove(value);
+        if values.is_empty() {
+            counts.remove(key);
+        }
     }
 }
 
-#[derive(Clone)]
-struct PreFilterState {
+fn bump(counts: &mut Counts, node: &NodeInfo, key: &str, delta: i64) {
+    if let Some(value) = node.labels().get(key) {
+        add_count(counts, key, value, delta);
+    }
+}
+
+fn count_in(counts: &Counts, key: &str, value: &str) -> i64 {
+    counts
+        .get(key)
+        .and_then(|values| values.get(value))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// What the filter counts for one incoming pod.
+#[derive(Clone, Default)]
+struct AffinityCounts {
     /// Pods whose required anti-affinity terms match the incoming pod.
     existing_anti: Counts,
     /// Pods matching all of the incoming pod's required affinity terms.
     affinity: Counts,
     /// Pods matching the incoming pod's required anti-affinity terms.
     anti: Counts,
+}
+
+impl AffinityCounts {
+    /// Counts `other` on `node` in (`delta` 1) or out (-1) for the incoming `pod`.
+    fn count(
+        &mut self,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        delta: i64,
+        namespaces: &NamespaceLabels,
+    ) {
+        let mine = terms_of(pod);
+        for t in &terms_of(other).required_anti_affinity {
+            if t.matches(pod, namespaces) {
+                bump(&mut self.existing_anti, node, &t.topology_key, delta);
+            }
+        }
+        if matches_all(&mine.required_affinity, other, namespaces) {
+            for t in &mine.required_affinity {
+                bump(&mut self.affinity, node, &t.topology_key, delta);
+            }
+        }
+        for t in &mine.required_anti_affinity {
+            if t.matches(other, namespaces) {
+                bump(&mut self.anti, node, &t.topology_key, delta);
+            }
+        }
+    }
+
+    /// What `node`'s pods count for `pod`: all of them when the pod has required terms
+    /// of its own, else only those with terms (whose anti-affinity may refuse it).
+    fn of_node(pod: &PodInfo, node: &NodeInfo, namespaces: &NamespaceLabels) -> AffinityCounts {
+        let mut counts = AffinityCounts::default();
+        let mine = terms_of(pod);
+        let incoming =
+            !mine.required_affinity.is_empty() || !mine.required_anti_affinity.is_empty();
+        if incoming || node.pods_with_required_anti_affinity > 0 {
+            for other in node
+                .pods
+                .iter()
+                .filter(|p| incoming || p.affinity.is_some())
+            {
+                counts.count(pod, other, node, 1, namespaces);
+            }
+        }
+        counts
+    }
+}
+
+impl Total for AffinityCounts {
+    type Part = AffinityCounts;
+
+    fn add(&mut self, part: &AffinityCounts, sign: i64) {
+        let pairs = [
+            (&mut self.existing_anti, &part.existing_anti),
+            (&mut self.affinity, &part.affinity),
+            (&mut self.anti, &part.anti),
+        ];
+        for (total, part) in pairs {
+            for (key, values) in part {
+                for (value, n) in values {
+                    add_count(total, key, value, sign * n);
+                }
+            }
+        }
+    }
+}
+
+/// Everything of an incoming pod with required terms that decides how the nodes count
+/// for it: pods alike in these share one kept total (see [`Tallies`]).
+struct CountKey {
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    required_affinity: Vec<Term>,
+    required_anti_affinity: Vec<Term>,
+    /// Compared by address: the cache copies the namespaces' labels on every change.
+    namespaces: Arc<NamespaceLabels>,
+}
+
+impl PartialEq for CountKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.namespaces, &other.namespaces)
+            && self.namespace == other.namespace
+            && self.labels == other.labels
+            && self.required_affinity == other.required_affinity
+            && self.required_anti_affinity == other.required_anti_affinity
+    }
+}
+
+#[derive(Clone)]
+struct PreFilterState {
+    /// Shared with the plugin's kept totals; copied only if a cycle changes it
+    /// (nominated pods, preemption's simulations).
+    counts: Arc<AffinityCounts>,
     namespaces: Arc<NamespaceLabels>,
 }
 
 impl PreFilterState {
     /// Counts `other` on `node` in (`delta` 1) or out (-1) of the incoming pod's state.
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
-        let mine = terms_of(pod);
-        for t in &terms_of(other).required_anti_affinity {
-            if t.matches(pod, &self.namespaces) {
-                bump(&mut self.existing_anti, node, &t.topology_key, delta);
-            }
-        }
-        if matches_all(&mine.required_affinity, other, &self.namespaces) {
-            for t in &mine.required_affinity {
-                bump(&mut self.affinity, node, &t.topology_key, delta);
-            }
-        }
-        for t in &mine.required_anti_affinity {
-            if t.matches(other, &self.namespaces) {
-                bump(&mut self.anti, node, &t.topology_key, delta);
-            }
-        }
+        Arc::make_mut(&mut self.counts).count(pod, other, node, delta, &self.namespaces);
     }
 
     fn satisfies_affinity(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
         let terms = &terms_of(pod).required_affinity;
         let labels = node.labels();
+        let affinity = &self.counts.affinity;
         let mut pods_exist = true;
         for t in terms {
             let Some(value) = labels.get(&t.topology_key) else {
                 // Every term's topology key must be on the node.
                 return false;
             };
-            let pair = (t.topology_key.clone(), value.clone());
-            if self.affinity.get(&pair).copied().unwrap_or(0) <= 0 {
+            if count_in(affinity, &t.topology_key, value) <= 0 {
                 pods_exist = false;
             }
         }
         // The first pod of a group whose terms select itself may go anywhere, as long as
         // no pod in the cluster matches yet (else it would never start).
-        pods_exist || (self.affinity.is_empty() && matches_all(terms, pod, &self.namespaces))
+        pods_exist || (affinity.is_empty() && matches_all(terms, pod, &self.namespaces))
     }
 
     fn satisfies_anti_affinity(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
         let labels = node.labels();
-        self.anti.is_empty()
+        let anti = &self.counts.anti;
+        anti.is_empty()
             || !terms_of(pod).required_anti_affinity.iter().any(|t| {
-                labels.get(&t.topology_key).is_some_and(|v| {
-                    self.anti
-                        .get(&(t.topology_key.clone(), v.clone()))
-                        .is_some_and(|c| *c > 0)
-                })
+                labels
+                    .get(&t.topology_key)
+                    .is_some_and(|v| count_in(anti, &t.topology_key, v) > 0)
             })
     }
 
     fn satisfies_existing_anti_affinity(&self, node: &NodeInfo) -> bool {
-        self.existing_anti.is_empty()
-            || !node.labels().iter().any(|(k, v)| {
-                self.existing_anti
-                    .get(&(k.clone(), v.clone()))
-                    .is_some_and(|c| *c > 0)
-            })
+        let existing = &self.counts.existing_anti;
+        existing.is_empty()
+            || !node
+                .labels()
+                .iter()
+                .any(|(k, v)| count_in(existing, k, v) > 0)
     }
 }
 
@@ -293,14 +395,26 @@ pub struct InterPodAffinity {
     pub hard_pod_affinity_weight: i64,
     /// Score only the incoming pod's own preferences.
     pub ignore_preferred_terms_of_existing_pods: bool,
+    /// The filter's counts kept between cycles (see [`Tallies`]).
+    counts: Tallies<CountKey, AffinityCounts>,
+}
+
+impl InterPodAffinity {
+    pub fn new(
+        hard_pod_affinity_weight: i64,
+        ignore_preferred_terms_of_existing_pods: bool,
+    ) -> Self {
+        InterPodAffinity {
+            hard_pod_affinity_weight,
+            ignore_preferred_terms_of_existing_pods,
+            counts: Tallies::default(),
+        }
+    }
 }
 
 impl Default for InterPodAffinity {
     fn default() -> Self {
-        InterPodAffinity {
-            hard_pod_affinity_weight: 1,
-            ignore_preferred_terms_of_existing_pods: false,
-        }
+        InterPodAffinity::new(1, false)
     }
 }
 
@@ -322,26 +436,39 @@ impl Plugin for InterPodAffinity {
 
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot) -> Status {
         let mine = terms_of(pod);
-        let incoming =
-            !mine.required_affinity.is_empty() || !mine.required_anti_affinity.is_empty();
-        let mut s = PreFilterState {
-            existing_anti: Counts::new(),
-            affinity: Counts::new(),
-            anti: Counts::new(),
-            namespaces: snapshot.namespace_labels.clone(),
-        };
-        for node in &snapshot.nodes {
-            if incoming {
-                for other in &node.pods {
-                    s.update(pod, other, node, 1);
-                }
-            } else if node.pods_with_required_anti_affinity > 0 {
-                for other in node.pods.iter().filter(|p| p.affinity.is_some()) {
-                    s.update(pod, other, node, 1);
-                }
+        let namespaces = &snapshot.namespace_labels;
+        let counts = if mine.required_affinity.is_empty() && mine.required_anti_affinity.is_empty()
+        {
+            // Only pods with terms count, usually few: a direct sum is cheaper than a
+            // kept total per such pod's labels.
+            let mut counts = AffinityCounts::default();
+            for node in snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.pods_with_required_anti_affinity > 0)
+            {
+                counts.add(&AffinityCounts::of_node(pod, node, namespaces), 1);
             }
-        }
-        state.write(PRE_FILTER_KEY, s);
+            Arc::new(counts)
+        } else {
+            let key = CountKey {
+                namespace: pod.namespace().to_string(),
+                labels: pod.labels().clone(),
+                required_affinity: mine.required_affinity.clone(),
+                required_anti_affinity: mine.required_anti_affinity.clone(),
+                namespaces: namespaces.clone(),
+            };
+            self.counts.total(key, &snapshot.nodes, |node| {
+                AffinityCounts::of_node(pod, node, namespaces)
+            })
+        };
+        state.write(
+            PRE_FILTER_KEY,
+            PreFilterState {
+                counts,
+                namespaces: namespaces.clone(),
+            },
+        );
         Status::success()
     }
 
@@ -492,8 +619,15 @@ mod tests {
     }
 
     fn verdicts(cache: &mut Cache, pod: &PodInfo) -> Vec<(String, Option<&'static str>)> {
+        verdicts_of(&InterPodAffinity::default(), cache, pod)
+    }
+
+    fn verdicts_of(
+        plugin: &InterPodAffinity,
+        cache: &mut Cache,
+        pod: &PodInfo,
+    ) -> Vec<(String, Option<&'static str>)> {
         let snap = cache.snapshot();
-        let plugin = InterPodAffinity::default();
         let mut state = CycleState::default();
         assert!(plugin.pre_filter(&mut state, pod, &snap).is_success());
         snap.nodes
@@ -522,6 +656,56 @@ mod tests {
         v.iter()
             .filter_map(|(n, r)| r.map(|r| (n.as_str(), r)))
             .collect()
+    }
+
+    /// One plugin's counts kept across cycles give the verdicts a fresh plugin's
+    /// recount gives, after pods are placed and forgotten and a namespace relabelled.
+    #[test]
+    fn kept_counts_judge_as_a_recount_after_each_change() {
+        let kept = InterPodAffinity::default();
+        let mut cache = cluster();
+        cache.apply_namespace("default", BTreeMap::new());
+        let apart = |key: &str, extra: Value| {
+            let mut t = term(json!({"app": "web"}), key);
+            if let (Some(t), Some(extra)) = (t.as_object_mut(), extra.as_object()) {
+                t.extend(extra.clone());
+            }
+            pod_with(
+                "new",
+                json!({}),
+                json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [t]}}}),
+            )
+        };
+        let by_host = apart("kubernetes.io/hostname", json!({}));
+        let team_a_zone = apart(
+            "zone",
+            json!({"namespaceSelector": {"matchLabels": {"team": "a"}}}),
+        );
+        let check = |cache: &mut Cache, p: &PodInfo, expected: &[&str]| {
+            let v = verdicts_of(&kept, cache, p);
+            assert_eq!(v, verdicts(cache, p));
+            let nodes: Vec<&str> = rejected(&v).into_iter().map(|(n, _)| n).collect();
+            assert_eq!(nodes, expected);
+        };
+        check(&mut cache, &by_host, &[]);
+        place(
+            &mut cache,
+            pod_with("web-1", json!({"app": "web"}), json!({})),
+            "n1",
+        );
+        check(&mut cache, &by_host, &["n1"]);
+        place(
+            &mut cache,
+            pod_with("web-2", json!({"app": "web"}), json!({})),
+            "n3",
+        );
+        check(&mut cache, &by_host, &["n1", "n3"]);
+        check(&mut cache, &team_a_zone, &[]);
+        cache.forget("default/web-1");
+        check(&mut cache, &by_host, &["n3"]);
+        cache.apply_namespace("default", [("team".to_string(), "a".to_string())].into());
+        check(&mut cache, &team_a_zone, &["n3"]);
+        check(&mut cache, &by_host, &["n3"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod helpers;
 pub mod interpod_affinity;
 pub mod node_resources;
 pub mod simple;
+pub mod tally;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod topology_spread;

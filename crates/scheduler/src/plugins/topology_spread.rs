@@ -6,13 +6,14 @@
 //! per zone among the pods its Services and controller select.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelector, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::helpers::{label_selector_matches, tolerated_by_any};
 use super::simple::matches_required_node_affinity;
+use super::tally::{Tallies, Total};
 
 use crate::cache::{NodeInfo, PodInfo, SelectingKind, Selectors, Snapshot};
 use crate::framework::{Code, CycleState, Plugin, Status, MAX_NODE_SCORE};
@@ -131,6 +132,8 @@ fn counted_pod(c: &Constraint, pod: &PodInfo, other: &PodInfo) -> bool {
 }
 
 impl PreFilterState {
+    /// `counts` holds a map per constraint once a node was counted (every node adds a
+    /// part per constraint); with no node, nothing is filtered.
     fn new(constraints: Vec<Constraint>, pod: &PodInfo, counts: Arc<DomainCounts>) -> Self {
         let self_match = constraints
             .iter()
@@ -207,66 +210,6 @@ impl CountKey {
     }
 }
 
-/// What one node added to each constraint's domains when it was last counted: the
-/// domain and its matching pods, or `None` where the node does not count.
-struct NodeCount {
-    node: Weak<NodeInfo>,
-    by_constraint: Vec<Option<(String, i64)>>,
-}
-
-/// Domain counts for one [`CountKey`], kept from cycle to cycle. Upstream recounts every
-/// node's pods in every cycle; here a node is recounted only when its `NodeInfo`
-/// changed. The scheduler's cache changes node infos only through `Arc::make_mut`, which
-/// moves a value that a `Weak` still points at, so an unchanged pointer is an unchanged
-/// node.
-struct CountMemo {
-    key: CountKey,
-    /// Slot by slot, the snapshot's nodes as last counted.
-    nodes: Vec<NodeCount>,
-    counts: Arc<DomainCounts>,
-}
-
-/// How many pod kinds (distinct [`CountKey`]s) keep their counts between cycles.
-const MEMO_CAPACITY: usize = 8;
-
-impl CountMemo {
-    fn new(key: CountKey) -> CountMemo {
-        let counts = Arc::new(vec![HashMap::new(); key.constraints.len()]);
-        CountMemo {
-            key,
-            nodes: Vec::new(),
-            counts,
-        }
-    }
-
-    /// Brings the counts up to `nodes`, recounting the slots whose node changed.
-    fn refresh(&mut self, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) {
-        let constraints = &self.key.constraints;
-        let counts = Arc::make_mut(&mut self.counts);
-        for (slot, node) in nodes.iter().enumerate() {
-            if let Some(known) = self.nodes.get(slot) {
-                if std::ptr::eq(known.node.as_ptr(), Arc::as_ptr(node)) {
-                    continue;
-                }
-            }
-            let count = NodeCount {
-                node: Arc::downgrade(node),
-                by_constraint: count_node(constraints, pod, node),
-            };
-            add(counts, &count, 1);
-            if let Some(old) = self.nodes.get_mut(slot) {
-                let old = std::mem::replace(old, count);
-                add(counts, &old, -1);
-            } else {
-                self.nodes.push(count);
-            }
-        }
-        for gone in self.nodes.drain(nodes.len()..) {
-            add(counts, &gone, -1);
-        }
-    }
-}
-
 /// What `node` adds to each of `constraints`' domains, as upstream counts it: only a
 /// node with every constraint's topology key, and for each constraint only if the
 /// node passes its node inclusion policies.
@@ -289,52 +232,33 @@ fn count_node(
         .collect()
 }
 
-/// Adds (`sign` 1) or takes away (`sign` -1) one node's count.
-fn add(counts: &mut DomainCounts, node: &NodeCount, sign: i64) {
-    for (domains, entry) in counts.iter_mut().zip(&node.by_constraint) {
-        let Some((value, pods)) = entry else {
-            continue;
-        };
-        let domain = domains.entry(value.clone()).or_default();
-        domain.pods += sign * pods;
-        domain.nodes = domain.nodes.saturating_add_signed(sign as isize);
-        if domain.nodes == 0 {
-            domains.remove(value);
+impl Total for DomainCounts {
+    /// Per constraint, the node's domain and its matching pods, or `None` where the
+    /// node does not count.
+    type Part = Vec<Option<(String, i64)>>;
+
+    fn add(&mut self, part: &Self::Part, sign: i64) {
+        if self.len() < part.len() {
+            self.resize_with(part.len(), HashMap::new);
+        }
+        for (domains, entry) in self.iter_mut().zip(part) {
+            let Some((value, pods)) = entry else {
+                continue;
+            };
+            let domain = domains.entry(value.clone()).or_default();
+            domain.pods += sign * pods;
+            domain.nodes = domain.nodes.saturating_add_signed(sign as isize);
+            if domain.nodes == 0 {
+                domains.remove(value);
+            }
         }
     }
 }
 
 #[derive(Default)]
 pub struct PodTopologySpread {
-    /// Most recently used first.
-    memos: Mutex<Vec<CountMemo>>,
-}
-
-impl PodTopologySpread {
-    /// The domain counts for `pod`'s constraints over `snapshot`'s nodes.
-    fn counts(
-        &self,
-        pod: &PodInfo,
-        constraints: &[Constraint],
-        snapshot: &Snapshot,
-    ) -> Arc<DomainCounts> {
-        let key = CountKey::of(pod, constraints);
-        // A poisoned lock only means a cycle panicked mid-count: start the memos afresh.
-        let mut memos = self.memos.lock().unwrap_or_else(|poisoned| {
-            let mut memos = poisoned.into_inner();
-            memos.clear();
-            memos
-        });
-        let mut memo = match memos.iter().position(|m| m.key == key) {
-            Some(at) => memos.remove(at),
-            None => CountMemo::new(key),
-        };
-        memo.refresh(pod, &snapshot.nodes);
-        let counts = memo.counts.clone();
-        memos.insert(0, memo);
-        memos.truncate(MEMO_CAPACITY);
-        counts
-    }
+    /// Domain counts kept between cycles (see [`Tallies`]).
+    counts: Tallies<CountKey, DomainCounts>,
 }
 
 impl Plugin for PodTopologySpread {
@@ -347,7 +271,11 @@ impl Plugin for PodTopologySpread {
         if constraints.is_empty() {
             return Status::success();
         }
-        let counts = self.counts(pod, &constraints, snapshot);
+        let counts = self
+            .counts
+            .total(CountKey::of(pod, &constraints), &snapshot.nodes, |node| {
+                count_node(&constraints, pod, node)
+            });
         state.write(STATE_KEY, PreFilterState::new(constraints, pod, counts));
         Status::success()
     }
@@ -729,6 +657,18 @@ mod tests {
         cache.forget("default/w2");
         cache.remove_node("a2");
         check(&mut cache, &[("b", 0, 1), ("c", 1, 2)]);
+    }
+
+    #[test]
+    fn no_node_with_the_key_refuses_every_node() {
+        let mut cache = Cache::default();
+        if let Some(n) = node("nozone", json!({}), json!({})).node() {
+            cache.apply_node(n.clone());
+        }
+        assert_eq!(
+            verdicts(&spread(json!({})), &mut cache),
+            [("nozone".into(), false)]
+        );
     }
 
     #[test]
