@@ -114,11 +114,45 @@ pub fn find_candidate(
         .collect();
     names.sort();
     let now = jiff::Timestamp::now().as_nanosecond();
-    names
-        .into_iter()
-        .filter_map(|name| snapshot.get(name))
-        .filter_map(|node| victims_on(profile, &state, pod, node, snapshot, pdbs, now))
-        .min_by_key(|c| c.cost(now))
+    // As upstream: the dry runs start at a random node and stop once enough candidates
+    // (one of them violating no budget) are found.
+    let wanted = candidates_wanted(names.len());
+    let offset = if wanted < names.len() {
+        (now.unsigned_abs() % names.len() as u128) as usize
+    } else {
+        0
+    };
+    let mut found: Vec<Candidate> = Vec::new();
+    let mut without_violations = 0;
+    for name in names.iter().cycle().skip(offset).take(names.len()) {
+        let Some(node) = snapshot.get(name) else {
+            continue;
+        };
+        if let Some(candidate) = victims_on(profile, &state, pod, node, snapshot, pdbs, now) {
+            without_violations += usize::from(candidate.pdb_violations == 0);
+            found.push(candidate);
+            if without_violations > 0 && found.len() >= wanted {
+                break;
+            }
+        }
+    }
+    found.into_iter().min_by(|a, b| {
+        a.cost(now)
+            .cmp(&b.cost(now))
+            .then_with(|| a.node.cmp(&b.node))
+    })
+}
+
+/// Upstream's DefaultPreemption defaults (`minCandidateNodesPercentage`,
+/// `minCandidateNodesAbsolute`): how many candidate nodes to find among `potential`
+/// nodes where evicting might help.
+const MIN_CANDIDATE_NODES_PERCENTAGE: usize = 10;
+const MIN_CANDIDATE_NODES_ABSOLUTE: usize = 100;
+
+fn candidates_wanted(potential: usize) -> usize {
+    (potential * MIN_CANDIDATE_NODES_PERCENTAGE / 100)
+        .max(MIN_CANDIDATE_NODES_ABSOLUTE)
+        .min(potential)
 }
 
 /// Upstream's rule against preempting twice: a pod nominated to a node where pods of
@@ -369,6 +403,42 @@ mod tests {
         let mut pod = sized(name, milli_cpu, 10);
         pod.priority = priority;
         Arc::new(pod)
+    }
+
+    #[test]
+    fn candidates_wanted_as_upstream_counts_them() {
+        // 10% of the nodes where preemption might help, at least 100, at most all.
+        assert_eq!(candidates_wanted(3), 3);
+        assert_eq!(candidates_wanted(100), 100);
+        assert_eq!(candidates_wanted(500), 100);
+        assert_eq!(candidates_wanted(5000), 500);
+    }
+
+    /// With more nodes than it needs candidates (300 full nodes, 100 wanted), the search
+    /// starts at a varying node and stops early, and what it returns is consistent: the
+    /// one victim is the pod of the candidate's node.
+    #[test]
+    fn a_large_cluster_yields_a_consistent_candidate() {
+        let mut cache = Cache::default();
+        for i in 0..300 {
+            let name = format!("n{i:03}");
+            if let Some(n) = node(&name, json!({}), json!({})).node() {
+                cache.apply_node(n.clone());
+            }
+            cache.assume(with_priority(&format!("low-{i}"), 4000, 1), &name);
+        }
+        let snapshot = cache.snapshot();
+        let profile = default_profile("default-scheduler", NodeResourcesFit::default());
+        let mut urgent = sized("urgent", 1000, 10);
+        urgent.priority = 10;
+        let (mut start, mut seed) = (0, 1);
+        let fit = profile
+            .schedule(&urgent, &snapshot, &mut start, &mut seed)
+            .expect_err("full");
+        let c = find_candidate(&profile, &urgent, &fit, &snapshot, &[]).expect("a candidate");
+        let index: usize = c.node[1..].parse().expect("a node's index");
+        let victims: Vec<&str> = c.victims.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(victims, [format!("default/low-{index}")]);
     }
 
     #[test]
