@@ -283,6 +283,18 @@ impl Cri {
         Ok(())
     }
 
+    /// `ReopenContainerLog`: the runtime writes the container's output to a new file at
+    /// its log path (after the kubelet rotated the old one away).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let mut rt = self.rt.clone();
+        rt.reopen_container_log(proto::ReopenContainerLogRequest {
+            container_id: id.into(),
+        })
+        .await
+        .map_err(Error::cri("ReopenContainerLog"))?;
+        Ok(())
+    }
+
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let mut rt = self.rt.clone();
         rt.start_container(proto::StartContainerRequest {

@@ -49,6 +49,7 @@ pub mod etc_hosts;
 pub mod events;
 pub mod eviction;
 pub mod imagegc;
+pub mod log_rotation;
 pub mod logs;
 pub mod metrics;
 pub mod node;
@@ -152,6 +153,21 @@ pub struct KubeletArgs {
     /// How long a pressure condition stays after its threshold is no longer met.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// A container's log file this large (a quantity: `10Mi`) is rotated.
+    #[arg(long, default_value = log_rotation::DEFAULT_MAX_SIZE, value_parser = parse_size)]
+    pub container_log_max_size: u64,
+    /// Most files a container's log spans: the current one and the rotated ones (at
+    /// least 2).
+    #[arg(long, default_value_t = log_rotation::DEFAULT_MAX_FILES)]
+    pub container_log_max_files: usize,
+    /// How often container logs are checked for rotation.
+    #[arg(long, default_value = log_rotation::DEFAULT_MONITOR_INTERVAL, value_parser = parse_duration)]
+    pub container_log_monitor_interval: std::time::Duration,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let bytes = skiff_quantity::parse_value(text).map_err(|e| format!("{text:?}: {e}"))?;
+    u64::try_from(bytes).map_err(|_| format!("{text:?} is negative"))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -186,6 +202,9 @@ impl KubeletArgs {
             // Off, as image collection: a test of eviction sets its thresholds.
             eviction_hard: String::new(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            container_log_max_size: 10 << 20,
+            container_log_max_files: log_rotation::DEFAULT_MAX_FILES,
+            container_log_monitor_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -241,6 +260,11 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         minimum_age: args.minimum_image_ttl_duration,
     };
     image_gc.validate().map_err(anyhow::Error::msg)?;
+    let log_rotation = log_rotation::RotationPolicy::new(
+        args.container_log_max_size,
+        args.container_log_max_files,
+    )
+    .map_err(anyhow::Error::msg)?;
     let eviction = Arc::new(eviction::EvictionManager::new(
         eviction::parse_thresholds(&args.eviction_hard).map_err(anyhow::Error::msg)?,
         args.eviction_pressure_transition_period,
@@ -326,6 +350,8 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
     );
     tokio::spawn(stats.clone().run());
     let image_gc = imagegc::ImageGc::new(cri.clone(), image_gc).run(args.image_gc_period);
+    let log_rotation = log_rotation::LogRotator::new(cri.clone(), log_rotation)
+        .run(args.container_log_monitor_interval);
     let (eviction_shared, eviction_stats) = (shared.clone(), stats.clone());
     let server_state = Arc::new(server::ServerState {
         client: client.clone(),
@@ -348,6 +374,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         _ = server::serve(listener, tls, server_state) => Ok(()),
         r = pods::run(shared, args.pod_manifest_path.clone()) => r,
         () = image_gc => Ok(()),
+        () = log_rotation => Ok(()),
         () = eviction.run(&eviction_shared, &eviction_stats) => Ok(()),
     }
 }

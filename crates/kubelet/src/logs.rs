@@ -8,7 +8,7 @@
 //! (`sinceTime`, `tailLines`, `limitBytes`, `timestamps`) apply to joined
 //! messages: a message's time is that of its first fragment.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -191,6 +191,10 @@ impl Joiner {
 pub struct LogReader {
     path: PathBuf,
     opts: LogOptions,
+    /// The file being followed, held open: once the kubelet rotates the log, the path
+    /// names a new file, and this one is read to its end before moving on.
+    file: Option<std::fs::File>,
+    /// Bytes read so far, over every file followed.
     offset: u64,
     /// Bytes after the last newline read: a line still being written.
     carry: Vec<u8>,
@@ -205,6 +209,7 @@ impl LogReader {
             path: path.to_path_buf(),
             remaining: opts.limit_bytes,
             opts,
+            file: None,
             offset: 0,
             carry: Vec::new(),
             joiner: Joiner::default(),
@@ -217,11 +222,21 @@ impl LogReader {
     }
 
     fn read_messages(&mut self) -> std::io::Result<Vec<Message>> {
-        let mut file = std::fs::File::open(&self.path)?;
-        file.seek(SeekFrom::Start(self.offset))?;
         let mut data = std::mem::take(&mut self.carry);
         let start = data.len();
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(std::fs::File::open(&self.path)?),
+        };
         file.read_to_end(&mut data)?;
+        if rotated_away(&self.path, file) {
+            // The runtime made the new file, so it writes no more to this one: what it
+            // wrote since the read above, then the new file from its start.
+            file.read_to_end(&mut data)?;
+            let mut next = std::fs::File::open(&self.path)?;
+            next.read_to_end(&mut data)?;
+            self.file = Some(next);
+        }
         self.offset += (data.len() - start) as u64;
         let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         self.carry = data.split_off(complete);
@@ -279,6 +294,15 @@ impl LogReader {
         }
         self.joiner.flush(&mut messages);
         Ok(self.render(messages, None))
+    }
+}
+
+/// Whether `path` now names another file than `held` (the log was rotated).
+fn rotated_away(path: &Path, held: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), held.metadata()) {
+        (Ok(now), Ok(held)) => (now.dev(), now.ino()) != (held.dev(), held.ino()),
+        _ => false,
     }
 }
 
@@ -406,6 +430,33 @@ garbage
         file.write_all(b"2016-10-06T00:17:11Z stdout P d\n")
             .unwrap();
         assert_eq!(reader.finish().unwrap(), b"bcd");
+    }
+
+    /// A follower reads the rotated file to its end, then the new file from its start.
+    #[test]
+    fn follows_across_a_rotation() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("0.log");
+        let mut old = std::fs::File::create(&log).expect("create");
+        old.write_all(b"2016-10-06T00:17:09Z stdout F a\n")
+            .expect("write");
+        let mut reader = LogReader::new(&log, LogOptions::default());
+        assert_eq!(reader.read_new().expect("read"), b"a\n");
+        // Written just before the rotation, then the file renamed away and a new one
+        // written at the path.
+        old.write_all(b"2016-10-06T00:17:10Z stdout F b\n")
+            .expect("write");
+        std::fs::rename(&log, dir.path().join("0.log.20161006-001710")).expect("rename");
+        std::fs::write(&log, b"2016-10-06T00:17:11Z stdout F c\n").expect("write");
+        assert_eq!(reader.read_new().expect("read"), b"b\nc\n");
+        let mut new = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open");
+        new.write_all(b"2016-10-06T00:17:12Z stdout F d\n")
+            .expect("write");
+        assert_eq!(reader.finish().expect("finish"), b"d\n");
     }
 
     #[test]

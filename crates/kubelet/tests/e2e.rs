@@ -87,6 +87,106 @@ async fn pods_resize_in_place_with(runtime: Runtime) {
     .await;
 }
 
+/// Container log rotation at 4 KiB, at most 3 files, checked every second, on a
+/// container writing ~500 numbered lines a second: the log never spans more than 3
+/// files, rotated ones are gzipped CRI logs, `kubectl logs` shows the current file,
+/// and `kubectl logs -f` follows across rotations without losing a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn container_logs_rotate() {
+    container_logs_rotate_on(Runtime::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn container_logs_rotate_with_containerd() {
+    container_logs_rotate_on(Runtime::start_on(ContainerRuntime::Containerd)).await;
+}
+
+async fn container_logs_rotate_on(runtime: Runtime) {
+    init_tracing();
+    let server = Server::start(&[]);
+    let mut args = kubelet_args(&server, &runtime);
+    args.container_log_max_size = 4096;
+    args.container_log_max_files = 3;
+    args.container_log_monitor_interval = Duration::from_secs(1);
+    let (kubelet, logs_dir) = start_kubelet_from(args).await;
+    run_scenario(&runtime, kubelet, async {
+        tokio::task::block_in_place(|| {
+            node_ready(&server);
+            let script = "i=0; while true; do echo line $i; i=$((i+1)); usleep 2000; done";
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("chatty", "", &container("c", script, "")),
+            );
+            wait_for_phase(&server, "default", "chatty", "Running");
+            let uid = server.ok(&["get", "pod", "chatty", "-o", "jsonpath={.metadata.uid}"]);
+            let dir = logs_dir.join(format!("default_chatty_{uid}")).join("c");
+            let files = || -> Vec<String> {
+                let mut names: Vec<String> = std::fs::read_dir(&dir)
+                    .map(|entries| {
+                        entries
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| n.starts_with("0.log"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                names
+            };
+            let compressed = wait_for(30, "a compressed rotated log", || {
+                let now = files();
+                assert!(now.len() <= 3, "the log spans more than 3 files: {now:?}");
+                now.into_iter().find(|n| n.ends_with(".gz"))
+            });
+            // Rotation goes on; the limit holds throughout.
+            for _ in 0..10 {
+                let now = files();
+                assert!(now.len() <= 3, "the log spans more than 3 files: {now:?}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let mut text = String::new();
+            let gz = std::fs::File::open(dir.join(&compressed)).expect("open rotated log");
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text)
+                .expect("gunzip rotated log");
+            let cri_line = |line: &str| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                matches!(fields.as_slice(), [time, "stdout", "F", "line", n]
+                    if time.parse::<jiff::Timestamp>().is_ok() && n.parse::<u64>().is_ok())
+            };
+            assert!(
+                !text.is_empty() && text.lines().all(cri_line),
+                "a rotated log in CRI format: {text:?}"
+            );
+            let numbers = |text: &str| -> Vec<u64> {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("line "))
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect()
+            };
+            let consecutive = |n: &[u64]| n.windows(2).all(|w| w[1] == w[0] + 1);
+            // The current file only: the first lines were rotated away.
+            let current = numbers(&server.ok(&["logs", "chatty"]));
+            assert!(
+                current.first().is_some_and(|first| *first > 0) && consecutive(&current),
+                "kubectl logs shows the current file: {current:?}"
+            );
+            let followed = numbers(&server.watch_output(&["logs", "-f", "chatty"], || {
+                std::thread::sleep(Duration::from_secs(3))
+            }));
+            assert!(
+                followed.len() > 1000 && consecutive(&followed),
+                "kubectl logs -f follows across rotations: {} lines, gaps at {:?}",
+                followed.len(),
+                followed
+                    .windows(2)
+                    .filter(|w| w[1] != w[0] + 1)
+                    .collect::<Vec<_>>()
+            );
+        })
+    })
+    .await;
+}
+
 /// Image garbage collection with every threshold at 0: an image stays while a container
 /// made from it exists, and goes once its pod is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
