@@ -40,6 +40,7 @@ pub mod podsecurity;
 pub mod policy;
 pub mod priority;
 pub mod proxy;
+pub mod proxy_links;
 pub mod quota;
 pub mod registry;
 pub mod resources;

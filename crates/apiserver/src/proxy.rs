@@ -362,12 +362,26 @@ pub async fn node_proxy(
     }
     let (response, _connection, url) = kubelet_get(state, node_name, &target, node_name).await?;
     let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
-    let body = response
+    let mut body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| ApiError::internal(format!("Get \"{url}\": {e}")))?
         .to_bytes();
+    if content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::proxy_links::is_html)
+    {
+        let links = crate::proxy_links::ProxyLinks {
+            prefix: format!("/api/v1/nodes/{node_name}/proxy"),
+            backend: url
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
+                .to_string(),
+        };
+        body = Bytes::from(links.rewrite_html(&body));
+    }
     let mut answer = Response::new(Body::from(body));
     if let Some(content_type) = content_type {
         answer
@@ -521,6 +535,10 @@ pub async fn workload_proxy(
         headers,
         extra: Vec::new(),
         body,
+        links: Some(crate::proxy_links::ProxyLinks {
+            prefix: format!("/api/v1/namespaces/{namespace}/{plural}/{spec}/proxy"),
+            backend: address.clone(),
+        }),
     };
     crate::service_client::relay(sender, connection, request)
         .await

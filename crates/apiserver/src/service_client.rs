@@ -146,6 +146,9 @@ pub struct Relayed<'a> {
     /// Headers of the proxy's own.
     pub extra: Vec<(String, String)>,
     pub body: Bytes,
+    /// For the pod, Service and node proxies: links in the answer pointed back through
+    /// the proxy.
+    pub links: Option<crate::proxy_links::ProxyLinks>,
 }
 
 /// Sends `request` over the connection and returns the answer as it comes, its body
@@ -174,16 +177,62 @@ pub async fn relay(
         .send_request(outgoing)
         .await
         .map_err(|e| e.to_string())?;
-    let (parts, incoming) = response.into_parts();
+    let (mut parts, incoming) = response.into_parts();
+    let html = match &request.links {
+        Some(links) => rewrite_links(links, &mut parts.headers),
+        None => false,
+    };
     let mut answer = http::Response::builder().status(parts.status);
     for (name, value) in parts.headers.iter().filter(|(name, _)| passed_on(name)) {
         answer = answer.header(name, value);
     }
-    answer
-        .body(axum::body::Body::from_stream(body_stream(
-            incoming, connection,
-        )))
-        .map_err(|e| e.to_string())
+    let body = match (&request.links, html) {
+        (Some(links), true) => {
+            let page = incoming
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let encoding = parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let page = links
+                .rewrite_encoded_html(&page, encoding)
+                .map_or(page, Bytes::from);
+            drop(connection);
+            axum::body::Body::from(page)
+        }
+        _ => axum::body::Body::from_stream(body_stream(incoming, connection)),
+    };
+    answer.body(body).map_err(|e| e.to_string())
+}
+
+/// Rewrites an answer's `Location` through the proxy, as upstream does for any answer;
+/// returns whether its body is an HTML page to rewrite too (upstream passes every
+/// other answer through, and so does a redirect). A rewritten page's length changes.
+fn rewrite_links(links: &crate::proxy_links::ProxyLinks, headers: &mut http::HeaderMap) -> bool {
+    if let Some(location) = headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(value) = links
+            .rewrite_url(location)
+            .and_then(|url| http::HeaderValue::from_str(&url).ok())
+        {
+            headers.insert(http::header::LOCATION, value);
+        }
+        return false;
+    }
+    let html = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::proxy_links::is_html);
+    if html {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    html
 }
 
 /// Sends `request` and reads the whole answer: its status and body.

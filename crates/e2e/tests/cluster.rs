@@ -405,20 +405,34 @@ fn proxy_through_a_service_and_a_pod(server: &Server) {
         let out = server.kubectl(&["get", "--raw", &service("proxy-service:portname1")]);
         out.status.success().then_some(())
     });
+    // The page's absolute link is rewritten to go through the proxy that served it,
+    // as upstream's proxy does with HTML.
+    let rewritten = |target: &str| {
+        link.replace(
+            "/rewriteme",
+            &format!("/api/v1/namespaces/default/pods/{target}/proxy/rewriteme"),
+        )
+    };
     let expectations = [
-        (service("proxy-service:portname1"), "foo"),
-        (service("http:proxy-service:portname1"), "foo"),
-        (service("proxy-service:portname2"), "bar"),
-        (service("http:proxy-service:portname2"), "bar"),
+        (service("proxy-service:portname1"), "foo".to_string()),
+        (service("http:proxy-service:portname1"), "foo".into()),
+        (service("proxy-service:portname2"), "bar".into()),
+        (service("http:proxy-service:portname2"), "bar".into()),
         // No port: the pod's first declared container port (dest1, 160), Skiff's
         // default for a port-less pod proxy; upstream's table expects port 80 here.
-        (pods(&pod), "foo"),
-        (pods(&format!("{pod}:1080")), link),
-        (pods(&format!("http:{pod}:1080")), link),
-        (pods(&format!("{pod}:160")), "foo"),
-        (pods(&format!("http:{pod}:160")), "foo"),
-        (pods(&format!("{pod}:162")), "bar"),
-        (pods(&format!("http:{pod}:162")), "bar"),
+        (pods(&pod), "foo".into()),
+        (
+            pods(&format!("{pod}:1080")),
+            rewritten(&format!("{pod}:1080")),
+        ),
+        (
+            pods(&format!("http:{pod}:1080")),
+            rewritten(&format!("http:{pod}:1080")),
+        ),
+        (pods(&format!("{pod}:160")), "foo".into()),
+        (pods(&format!("http:{pod}:160")), "foo".into()),
+        (pods(&format!("{pod}:162")), "bar".into()),
+        (pods(&format!("http:{pod}:162")), "bar".into()),
     ];
     for attempt in 0..3 {
         for (path, body) in &expectations {

@@ -61,6 +61,8 @@ pub async fn forward(
         headers,
         extra: identity_headers(user),
         body,
+        // An extension API server's answers are the API's own, not pages to rewrite.
+        links: None,
     };
     crate::service_client::relay(sender, connection, request)
         .await
