@@ -48,7 +48,7 @@ type DomainCounts = Vec<HashMap<String, Domain>>;
 #[derive(Clone)]
 struct PreFilterState {
     constraints: Vec<Constraint>,
-    /// Shared with the plugin's memo; copied only if a cycle changes it (nominated pods,
+    /// Shared with the plugin's kept totals; copied only if a cycle changes it (nominated pods,
     /// preemption's simulations).
     counts: Arc<DomainCounts>,
     /// Per constraint: the fewest matching pods in a domain (0 while there are fewer
