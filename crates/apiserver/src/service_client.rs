@@ -178,16 +178,17 @@ pub async fn relay(
         .await
         .map_err(|e| e.to_string())?;
     let (mut parts, incoming) = response.into_parts();
-    let html = match &request.links {
-        Some(links) => rewrite_links(links, &mut parts.headers),
-        None => false,
-    };
+    // The rewriter, when the body is a page to rewrite.
+    let page_links = request
+        .links
+        .as_ref()
+        .filter(|links| rewrite_links(links, &mut parts.headers));
     let mut answer = http::Response::builder().status(parts.status);
     for (name, value) in parts.headers.iter().filter(|(name, _)| passed_on(name)) {
         answer = answer.header(name, value);
     }
-    let body = match (&request.links, html) {
-        (Some(links), true) => {
+    let body = match page_links {
+        Some(links) => {
             let page = incoming
                 .collect()
                 .await
@@ -201,10 +202,9 @@ pub async fn relay(
             let page = links
                 .rewrite_encoded_html(&page, encoding)
                 .map_or(page, Bytes::from);
-            drop(connection);
             axum::body::Body::from(page)
         }
-        _ => axum::body::Body::from_stream(body_stream(incoming, connection)),
+        None => axum::body::Body::from_stream(body_stream(incoming, connection)),
     };
     answer.body(body).map_err(|e| e.to_string())
 }

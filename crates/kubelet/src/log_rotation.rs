@@ -78,16 +78,15 @@ impl LogRotator {
         }
     }
 
-    /// One pass over the running containers; how many logs were rotated.
-    pub async fn rotate_all(&self) -> usize {
+    /// One pass over the running containers.
+    async fn rotate_all(&self) {
         let containers = match self.cri.all_containers().await {
             Ok(containers) => containers,
             Err(e) => {
                 tracing::warn!(error = %e, "log rotation: cannot list containers");
-                return 0;
+                return;
             }
         };
-        let mut rotated = 0;
         let running = containers
             .iter()
             .filter(|c| c.state == proto::ContainerState::ContainerRunning as i32);
@@ -100,32 +99,28 @@ impl LogRotator {
                     continue;
                 }
             };
-            match self.rotate_if_large(&container.id, &log).await {
-                Ok(true) => rotated += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
+            if let Err(e) = self.rotate_if_large(&container.id, &log).await {
+                tracing::warn!(
                     container = %container.id,
                     log = %log.display(),
                     error = %e,
                     "log rotation failed"
-                ),
+                );
             }
         }
-        rotated
     }
 
-    async fn rotate_if_large(&self, id: &str, log: &Path) -> std::io::Result<bool> {
+    async fn rotate_if_large(&self, id: &str, log: &Path) -> std::io::Result<()> {
         let size = match std::fs::metadata(log) {
             Ok(meta) => meta.len(),
             // The runtime may have lost the file (removed by hand): ask for a new one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.reopen(id).await?;
-                return Ok(false);
+                return self.reopen(id).await;
             }
             Err(e) => return Err(e),
         };
         if size < self.policy.max_bytes {
-            return Ok(false);
+            return Ok(());
         }
         let rotated_logs = tidy_rotated(log, self.policy.max_files)?;
         for rotated in rotated_logs.iter().filter(|p| !has_suffix(p, GZ_SUFFIX)) {
@@ -140,7 +135,7 @@ impl LogRotator {
             return Err(e);
         }
         tracing::debug!(container = %id, log = %log.display(), rotated = %rotated.display(), "rotated container log");
-        Ok(true)
+        Ok(())
     }
 
     async fn reopen(&self, id: &str) -> std::io::Result<()> {

@@ -114,21 +114,31 @@ pub fn find_candidate(
         .collect();
     names.sort();
     let now = jiff::Timestamp::now().as_nanosecond();
-    // As upstream: the dry runs start at a random node and stop once enough candidates
-    // (one of them violating no budget) are found.
+    let offset = (now.unsigned_abs() % names.len().max(1) as u128) as usize;
+    dry_run(&names, offset, |name| {
+        let node = snapshot.get(name)?;
+        victims_on(profile, &state, pod, node, snapshot, pdbs, now)
+    })
+    .into_iter()
+    .min_by(|a, b| {
+        a.cost(now)
+            .cmp(&b.cost(now))
+            .then_with(|| a.node.cmp(&b.node))
+    })
+}
+
+/// Upstream's dry runs: the nodes in order from `offset` (wrapping round), until
+/// [`candidates_wanted`] candidates are found, one of them violating no budget.
+fn dry_run(
+    names: &[&String],
+    offset: usize,
+    mut candidate_on: impl FnMut(&str) -> Option<Candidate>,
+) -> Vec<Candidate> {
     let wanted = candidates_wanted(names.len());
-    let offset = if wanted < names.len() {
-        (now.unsigned_abs() % names.len() as u128) as usize
-    } else {
-        0
-    };
     let mut found: Vec<Candidate> = Vec::new();
     let mut without_violations = 0;
     for name in names.iter().cycle().skip(offset).take(names.len()) {
-        let Some(node) = snapshot.get(name) else {
-            continue;
-        };
-        if let Some(candidate) = victims_on(profile, &state, pod, node, snapshot, pdbs, now) {
+        if let Some(candidate) = candidate_on(name) {
             without_violations += usize::from(candidate.pdb_violations == 0);
             found.push(candidate);
             if without_violations > 0 && found.len() >= wanted {
@@ -136,11 +146,7 @@ pub fn find_candidate(
             }
         }
     }
-    found.into_iter().min_by(|a, b| {
-        a.cost(now)
-            .cmp(&b.cost(now))
-            .then_with(|| a.node.cmp(&b.node))
-    })
+    found
 }
 
 /// Upstream's DefaultPreemption defaults (`minCandidateNodesPercentage`,
@@ -414,9 +420,36 @@ mod tests {
         assert_eq!(candidates_wanted(5000), 500);
     }
 
-    /// With more nodes than it needs candidates (300 full nodes, 100 wanted), the search
-    /// starts at a varying node and stops early, and what it returns is consistent: the
-    /// one victim is the pod of the candidate's node.
+    /// With more nodes than candidates wanted, the dry runs stop at upstream's count,
+    /// starting at the offset; with no candidate free of budget violations, every node
+    /// is tried.
+    #[test]
+    fn dry_runs_stop_once_enough_candidates_are_found() {
+        let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
+        let names: Vec<&String> = names.iter().collect();
+        let candidate = |node: &str, pdb_violations| Candidate {
+            node: node.to_string(),
+            victims: Vec::new(),
+            pdb_violations,
+        };
+        let mut tried = Vec::new();
+        let found = dry_run(&names, 250, |name| {
+            tried.push(name.to_string());
+            Some(candidate(name, 0))
+        });
+        assert_eq!((found.len(), tried.len()), (100, 100));
+        assert_eq!((tried[0].as_str(), tried[49].as_str()), ("n250", "n299"));
+        assert_eq!(tried[50], "n000", "wraps round");
+        let mut tried = 0;
+        let found = dry_run(&names, 0, |name| {
+            tried += 1;
+            Some(candidate(name, 1))
+        });
+        assert_eq!((found.len(), tried), (300, 300));
+    }
+
+    /// At 300 full nodes with one victim each, the candidate returned is one of those
+    /// tried, and its one victim is that node's pod.
     #[test]
     fn a_large_cluster_yields_a_consistent_candidate() {
         let mut cache = Cache::default();
@@ -427,14 +460,9 @@ mod tests {
             }
             cache.assume(with_priority(&format!("low-{i}"), 4000, 1), &name);
         }
-        let snapshot = cache.snapshot();
-        let profile = default_profile("default-scheduler", NodeResourcesFit::default());
         let mut urgent = sized("urgent", 1000, 10);
         urgent.priority = 10;
-        let (mut start, mut seed) = (0, 1);
-        let fit = profile
-            .schedule(&urgent, &snapshot, &mut start, &mut seed)
-            .expect_err("full");
+        let (profile, snapshot, fit) = unschedulable(&mut cache, &urgent);
         let c = find_candidate(&profile, &urgent, &fit, &snapshot, &[]).expect("a candidate");
         let index: usize = c.node[1..].parse().expect("a node's index");
         let victims: Vec<&str> = c.victims.iter().map(|v| v.key.as_str()).collect();
