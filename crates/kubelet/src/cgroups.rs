@@ -65,6 +65,19 @@ fn remove_pod_cgroup_under(mount: &Path, root: &str, uid: &str) {
     }
 }
 
+/// How many processes (threads, as the pids controller counts them) run in the cgroup
+/// at `path`, from the pids controller's hierarchy (cgroups v1) or the unified one.
+pub fn process_count(path: &str) -> Option<u64> {
+    let relative = path.trim_start_matches('/');
+    ["pids", ""].iter().find_map(|hierarchy| {
+        let file = Path::new(CGROUP_MOUNT)
+            .join(hierarchy)
+            .join(relative)
+            .join("pids.current");
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,9 +134,8 @@ impl ImageGc {
         candidates.into_iter().map(|(image, _)| image).collect()
     }
 
-    /// One collection: reads usage, removes what it must.
-    pub async fn collect(&mut self) -> Result<Collected> {
-        let now = Instant::now();
+    /// Reads the images and those containers use, noting what is new and what is used.
+    async fn survey(&mut self, now: Instant) -> Result<(Vec<proto::Image>, HashSet<String>)> {
         let images = self.cri.images().await?;
         let used: HashSet<String> = self
             .cri
@@ -147,44 +146,81 @@ impl ImageGc {
             .filter(|id| !id.is_empty())
             .collect();
         self.detect(&images, &used, now);
-        let mountpoint = self.cri.image_fs_mountpoint().await?;
-        let (space, _) = crate::eviction::filesystem(Path::new(&mountpoint))
-            .ok_or_else(|| Error::Config(format!("statfs {mountpoint} failed")))?;
-        let wanted = self.policy.bytes_to_free(space.capacity, space.available);
-        let mut collected = Collected { wanted, freed: 0 };
-        if wanted == 0 {
-            return Ok(collected);
-        }
-        for image in self.candidates(&images, &used, now) {
-            if collected.freed >= wanted {
+        Ok((images, used))
+    }
+
+    /// Removes candidates, least recently used first, until `wanted` bytes are freed;
+    /// returns the bytes freed.
+    async fn remove(
+        &mut self,
+        images: &[proto::Image],
+        used: &HashSet<String>,
+        now: Instant,
+        wanted: u64,
+    ) -> u64 {
+        let mut freed = 0;
+        let candidates: Vec<proto::Image> = self
+            .candidates(images, used, now)
+            .into_iter()
+            .cloned()
+            .collect();
+        for image in candidates {
+            if freed >= wanted {
                 break;
             }
             tracing::info!(image = %image.id, tags = ?image.repo_tags, size = image.size, "removing unused image");
             match self.cri.remove_image(&image.id).await {
                 Ok(()) => {
-                    collected.freed += image.size;
+                    freed += image.size;
                     self.seen.remove(&image.id);
                 }
                 Err(error) => tracing::warn!(image = %image.id, %error, "removing image failed"),
             }
         }
+        freed
+    }
+
+    /// One collection: reads usage, removes what it must.
+    pub async fn collect(&mut self) -> Result<Collected> {
+        let now = Instant::now();
+        let (images, used) = self.survey(now).await?;
+        let mountpoint = self.cri.image_fs_mountpoint().await?;
+        let (space, _) = crate::eviction::filesystem(Path::new(&mountpoint))
+            .ok_or_else(|| Error::Config(format!("statfs {mountpoint} failed")))?;
+        let wanted = self.policy.bytes_to_free(space.capacity, space.available);
+        let mut collected = Collected { wanted, freed: 0 };
+        if wanted > 0 {
+            collected.freed = self.remove(&images, &used, now, wanted).await;
+        }
         Ok(collected)
     }
 
-    /// Collects every `period` until dropped.
-    pub async fn run(mut self, period: Duration) {
-        loop {
-            match self.collect().await {
-                Ok(c) if c.freed < c.wanted => tracing::warn!(
-                    wanted = c.wanted,
-                    freed = c.freed,
-                    "image garbage collection could not free the required amount: every other image is in use, pinned or too new"
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "image garbage collection failed"),
-            }
-            tokio::time::sleep(period).await;
+    /// Removes every image that may go, whatever the thresholds (the eviction
+    /// manager's reclaim under disk pressure); returns the bytes freed.
+    pub async fn remove_all_unused(&mut self) -> Result<u64> {
+        let now = Instant::now();
+        let (images, used) = self.survey(now).await?;
+        Ok(self.remove(&images, &used, now, u64::MAX).await)
+    }
+}
+
+/// The collector, shared by its periodic run and the eviction manager.
+pub type SharedImageGc = std::sync::Arc<tokio::sync::Mutex<ImageGc>>;
+
+/// Collects every `period`.
+pub async fn run(collector: SharedImageGc, period: Duration) {
+    loop {
+        let collected = collector.lock().await.collect().await;
+        match collected {
+            Ok(c) if c.freed < c.wanted => tracing::warn!(
+                wanted = c.wanted,
+                freed = c.freed,
+                "image garbage collection could not free the required amount: every other image is in use, pinned or too new"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "image garbage collection failed"),
         }
+        tokio::time::sleep(period).await;
     }
 }
 

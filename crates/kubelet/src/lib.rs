@@ -147,9 +147,25 @@ pub struct KubeletArgs {
     pub image_gc_period: std::time::Duration,
     /// Hard eviction thresholds (`signal<quantity` or `signal<percent%`, comma-separated;
     /// signals `memory.available`, `nodefs.available`, `nodefs.inodesFree`,
-    /// `imagefs.available`, `imagefs.inodesFree`). Empty turns eviction off.
+    /// `imagefs.available`, `imagefs.inodesFree`, `pid.available`), acted on at once.
+    /// Empty turns them off.
     #[arg(long, default_value = eviction::DEFAULT_HARD)]
     pub eviction_hard: String,
+    /// Soft eviction thresholds, in the form of `--eviction-hard`: acted on once met
+    /// for their grace period.
+    #[arg(long, default_value = "")]
+    pub eviction_soft: String,
+    /// Each soft threshold's grace period (`signal=duration`, comma-separated:
+    /// `memory.available=1m30s`).
+    #[arg(long, default_value = "")]
+    pub eviction_soft_grace_period: String,
+    /// The longest grace period (seconds) a pod evicted for a soft threshold gets.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub eviction_max_pod_grace_period: i64,
+    /// How much more than its threshold must be available before pressure counts as
+    /// relieved (`signal=quantity` or `signal=percent%`, comma-separated).
+    #[arg(long, default_value = "")]
+    pub eviction_minimum_reclaim: String,
     /// How long a pressure condition stays after its threshold is no longer met.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub eviction_pressure_transition_period: std::time::Duration,
@@ -201,6 +217,10 @@ impl KubeletArgs {
             image_gc_period: imagegc::PERIOD,
             // Off, as image collection: a test of eviction sets its thresholds.
             eviction_hard: String::new(),
+            eviction_soft: String::new(),
+            eviction_soft_grace_period: String::new(),
+            eviction_max_pod_grace_period: 0,
+            eviction_minimum_reclaim: String::new(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
             container_log_max_size: 10 << 20,
             container_log_max_files: log_rotation::DEFAULT_MAX_FILES,
@@ -265,11 +285,19 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         args.container_log_max_files,
     )
     .map_err(anyhow::Error::msg)?;
-    let eviction = Arc::new(eviction::EvictionManager::new(
-        eviction::parse_thresholds(&args.eviction_hard).map_err(anyhow::Error::msg)?,
-        args.eviction_pressure_transition_period,
-        args.root_dir.clone(),
-    ));
+    let thresholds = eviction::parse_thresholds(&eviction::ThresholdFlags {
+        hard: &args.eviction_hard,
+        soft: &args.eviction_soft,
+        soft_grace_period: &args.eviction_soft_grace_period,
+        minimum_reclaim: &args.eviction_minimum_reclaim,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let eviction = Arc::new(eviction::EvictionManager::new(eviction::EvictionConfig {
+        thresholds,
+        transition: args.eviction_pressure_transition_period,
+        max_pod_grace_seconds: args.eviction_max_pod_grace_period,
+        root_dir: args.root_dir.clone(),
+    }));
     let cri = cri::Cri::connect_recording(&args.runtime_endpoint, Some(metrics.clone()))?;
     let version = cri
         .wait_ready(&cri::socket_path(&args.runtime_endpoint))
@@ -349,7 +377,10 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         machine.memory_bytes.max(0) as u64,
     );
     tokio::spawn(stats.clone().run());
-    let image_gc = imagegc::ImageGc::new(cri.clone(), image_gc).run(args.image_gc_period);
+    let image_gc = Arc::new(tokio::sync::Mutex::new(imagegc::ImageGc::new(
+        cri.clone(),
+        image_gc,
+    )));
     let log_rotation = log_rotation::LogRotator::new(cri.clone(), log_rotation)
         .run(args.container_log_monitor_interval);
     let (eviction_shared, eviction_stats) = (shared.clone(), stats.clone());
@@ -373,8 +404,8 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         _ = agent.run() => Ok(()),
         _ = server::serve(listener, tls, server_state) => Ok(()),
         r = pods::run(shared, args.pod_manifest_path.clone()) => r,
-        () = image_gc => Ok(()),
+        () = imagegc::run(image_gc.clone(), args.image_gc_period) => Ok(()),
         () = log_rotation => Ok(()),
-        () = eviction.run(&eviction_shared, &eviction_stats) => Ok(()),
+        () = eviction.run(&eviction_shared, &eviction_stats, &image_gc) => Ok(()),
     }
 }

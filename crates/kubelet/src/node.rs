@@ -209,7 +209,7 @@ pub fn node_status(
         Some(p) => ("False", "KubeletNotReady", p.to_string()),
     };
     let conditions = vec![
-        if pressure.memory {
+        if pressure.has(crate::eviction::Condition::MemoryPressure) {
             condition(
                 &old_conditions,
                 "MemoryPressure",
@@ -228,7 +228,7 @@ pub fn node_status(
                 &now,
             )
         },
-        if pressure.disk {
+        if pressure.has(crate::eviction::Condition::DiskPressure) {
             condition(
                 &old_conditions,
                 "DiskPressure",
@@ -247,14 +247,25 @@ pub fn node_status(
                 &now,
             )
         },
-        condition(
-            &old_conditions,
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-            &now,
-        ),
+        if pressure.has(crate::eviction::Condition::PidPressure) {
+            condition(
+                &old_conditions,
+                "PIDPressure",
+                "True",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+                &now,
+            )
+        } else {
+            condition(
+                &old_conditions,
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                &now,
+            )
+        },
         condition(
             &old_conditions,
             "Ready",

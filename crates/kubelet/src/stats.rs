@@ -165,6 +165,25 @@ fn node(name: &str, usage: Option<Usage>, memory_capacity: u64) -> Value {
     })
 }
 
+/// The node's process ID limit and the processes running, as upstream's summary
+/// reports them (`rlimit`): the lower of the kernel's `pid_max` and `threads-max`, and
+/// the kernel's count of scheduling entities (threads), which both limits count.
+fn rlimit() -> Option<Value> {
+    let read =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let max = read("/proc/sys/kernel/pid_max")?.min(read("/proc/sys/kernel/threads-max")?);
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let running: u64 = loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()?;
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).ok()?;
+    Some(json!({"time": now.to_string(), "maxpid": max, "curproc": running}))
+}
+
 impl Stats {
     pub fn new(cri: Cri, node_name: String, memory_capacity: u64) -> Arc<Stats> {
         Arc::new(Stats {
@@ -181,8 +200,12 @@ impl Stats {
         let pods = self.cri.pod_sandbox_stats().await?;
         let running = self.cri.running_containers().await?;
         let node_usage = self.node_samples.read("/");
+        let mut node = node(&self.node_name, node_usage, self.memory_capacity);
+        if let (Some(node), Some(rlimit)) = (node.as_object_mut(), rlimit()) {
+            node.insert("rlimit".into(), rlimit);
+        }
         Ok(json!({
-            "node": node(&self.node_name, node_usage, self.memory_capacity),
+            "node": node,
             "pods": pods.iter().filter_map(|p| pod(p, &running)).collect::<Vec<_>>(),
         }))
     }

@@ -22,6 +22,11 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
     root.join("pods").join(uid)
 }
 
+/// Where the pod's `emptyDir` volume `name` lives.
+pub fn empty_dir_path(root: &Path, uid: &str, name: &str) -> PathBuf {
+    plugin_dir(root, uid, "empty-dir", name)
+}
+
 fn plugin_dir(root: &Path, uid: &str, plugin: &str, name: &str) -> PathBuf {
     pod_dir(root, uid)
         .join("volumes")
@@ -242,7 +247,7 @@ pub fn prepare(
     let mut out = HashMap::new();
     for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let path = if let Some(empty_dir) = &vol.empty_dir {
-            let d = plugin_dir(root, uid, "empty-dir", &vol.name);
+            let d = empty_dir_path(root, uid, &vol.name);
             std::fs::create_dir_all(&d).map_err(Error::io(format!("create {}", d.display())))?;
             if empty_dir.medium.as_deref() == Some("Memory") {
                 let size = empty_dir

@@ -1201,14 +1201,21 @@ impl PodWorker {
             .as_ref()
             .or(pod.status.as_ref())
             .and_then(|s| s.start_time.as_ref());
-        if let Some(message) = self.shared.eviction.decided_for(&uid) {
-            // A hard eviction: killed at once, marked as the kubelet's disruption.
-            return self.fail(pod, "Evicted", &message, 0, true).await;
+        if let Some(eviction) = self.shared.eviction.decided_for(&uid) {
+            let message = eviction.message;
+            return self
+                .fail(
+                    pod,
+                    "Evicted",
+                    &message,
+                    eviction.grace_seconds,
+                    eviction.disruption,
+                )
+                .await;
         }
         if start.is_none() {
             // Admission under node pressure, before the pod first starts.
-            let best_effort = qos_class(pod) == "BestEffort";
-            if let Some(message) = self.shared.eviction.pressure().refuses(best_effort) {
+            if let Some(message) = self.shared.eviction.pressure().refuses(pod) {
                 return self.fail(pod, "Evicted", &message, 0, false).await;
             }
         }

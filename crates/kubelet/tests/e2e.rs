@@ -329,6 +329,219 @@ async fn memory_pressure_refuses_and_evicts_pods() {
     run_scenario(&runtime, kubelet, scenario).await;
 }
 
+/// The pod's condition `type_`, as JSON.
+fn pod_condition(pod: &Value, type_: &str) -> Value {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+/// The node's condition `type_` once it is `True` with `reason`.
+fn node_condition_true(server: &Server, type_: &str, reason: &str) -> Value {
+    wait_for(60, type_, || {
+        // The node may not be registered yet.
+        let out = server.kubectl(&["get", "node", NODE, "-o", "json"]);
+        let node: Value = serde_json::from_slice(&out.stdout).ok()?;
+        node["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == type_ && c["status"] == "True")
+            .filter(|c| c["reason"] == reason)
+            .cloned()
+    })
+}
+
+fn timestamp(value: &Value) -> jiff::Timestamp {
+    value
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("not a timestamp: {value}"))
+}
+
+/// A soft threshold sets its pressure condition at once but evicts only once met for
+/// its grace period; under memory pressure alone a BestEffort pod tolerating the
+/// memory-pressure taint is admitted (and, using more than it requests, goes first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soft_memory_threshold_evicts_after_its_grace_period() {
+    init_tracing();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let mut args = kubelet_args(&server, &runtime);
+    args.eviction_soft = "memory.available<1Pi".into();
+    args.eviction_soft_grace_period = "memory.available=20s".into();
+    args.eviction_max_pod_grace_period = 5;
+    let (kubelet, _logs_dir) = start_kubelet_from(args).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            let pressure =
+                node_condition_true(&server, "MemoryPressure", "KubeletHasInsufficientMemory");
+            let pressure_since = timestamp(&pressure["lastTransitionTime"]);
+            let toleration = "  tolerations:\n  - {key: node.kubernetes.io/memory-pressure, operator: Exists, effect: NoSchedule}\n";
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("tolerating", toleration, &container("c", "sleep 3600", "")),
+            );
+            let evicted = wait_for_phase(&server, "default", "tolerating", "Failed");
+            assert_eq!(evicted["status"]["reason"], "Evicted", "{evicted}");
+            let message = evicted["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with(
+                    "The node was low on resource: memory. Threshold quantity: 1Pi, available: "
+                ),
+                "{evicted}"
+            );
+            let disruption = pod_condition(&evicted, "DisruptionTarget");
+            assert_eq!(disruption["reason"], "TerminationByKubelet", "{evicted}");
+            // It ran before the grace period was over: it was admitted, then evicted.
+            assert!(
+                evicted["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"]
+                    .is_string(),
+                "{evicted}"
+            );
+            let waited =
+                timestamp(&disruption["lastTransitionTime"]).duration_since(pressure_since);
+            assert!(
+                waited >= jiff::SignedDuration::from_secs(19),
+                "evicted {waited:?} after the threshold was first met, within its 20 s grace period"
+            );
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
+/// Process IDs running low: the node reports `PIDPressure`, the pod with the most
+/// processes (counted in its cgroup) is evicted with upstream's message, the quiet one
+/// stays, and new pods are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pid_pressure_evicts_the_pod_with_most_processes() {
+    init_tracing();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    // The threshold sits 400 process IDs below what is available now; the forking
+    // pod takes 1,500.
+    let read = |path: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let max = read("/proc/sys/kernel/pid_max").min(read("/proc/sys/kernel/threads-max"));
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap();
+    let running: u64 = loadavg
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split_once('/')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    // Ending in 1, it prints as plain digits (a multiple of 1,000 would print as `32k`).
+    let threshold = (max - running - 400) / 10 * 10 + 1;
+    let mut args = kubelet_args(&server, &runtime);
+    args.eviction_hard = format!("pid.available<{threshold}");
+    let (kubelet, _logs_dir) = start_kubelet_from(args).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("quiet", "", &container("c", "sleep 3600", "")),
+            );
+            wait_for_phase(&server, "default", "quiet", "Running");
+            let forks = "for i in $(seq 1500); do sleep 3600 & done; wait";
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("forker", "", &container("c", forks, "")),
+            );
+            node_condition_true(&server, "PIDPressure", "KubeletHasInsufficientPID");
+            let evicted = wait_for_phase(&server, "default", "forker", "Failed");
+            assert_eq!(evicted["status"]["reason"], "Evicted", "{evicted}");
+            let message = evicted["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with(&format!(
+                    "The node was low on resource: pids. Threshold quantity: {threshold}, available: "
+                )),
+                "{evicted}"
+            );
+            let quiet = pod_json(&server, "default", "quiet").unwrap_or_default();
+            assert_eq!(quiet["status"]["phase"], "Running", "{quiet}");
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &pod_yaml("refused", "", &container("c", "sleep 3600", "")),
+            );
+            let refused = wait_for_phase(&server, "default", "refused", "Failed");
+            assert_eq!(
+                refused["status"]["message"], "The node had condition: [PIDPressure]. ",
+                "{refused}"
+            );
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
+/// Local storage limits, enforced whatever the node's thresholds: a disk `emptyDir`
+/// beyond its `sizeLimit` and a container's writable layer beyond its
+/// `ephemeral-storage` limit get their pods evicted with upstream's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_storage_limits_evict_pods() {
+    init_tracing();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            let volume = "    volumeMounts:\n    - {name: scratch, mountPath: /scratch}\n";
+            let volumes = "  volumes:\n  - name: scratch\n    emptyDir: {sizeLimit: 1Mi}\n";
+            server.ok_with_input(
+                &["apply", "-f", "-"],
+                &format!(
+                    "{}{volumes}",
+                    pod_yaml(
+                        "scratch",
+                        "",
+                        &container(
+                            "c",
+                            "head -c 3145728 /dev/zero > /scratch/f; sleep 3600",
+                            volume
+                        )
+                    )
+                ),
+            );
+            // Two containers, so that the pod's total (12Mi) is not what is exceeded.
+            let limit =
+                |size| format!("    resources:\n      limits: {{ephemeral-storage: {size}}}\n");
+            let containers = container(
+                "c",
+                "head -c 4194304 /dev/zero > /f; sleep 3600",
+                &limit("2Mi"),
+            ) + &container("d", "sleep 3600", &limit("10Mi"));
+            server.ok_with_input(&["apply", "-f", "-"], &pod_yaml("layer", "", &containers));
+            let scratch = wait_for_phase(&server, "default", "scratch", "Failed");
+            assert_eq!(scratch["status"]["reason"], "Evicted", "{scratch}");
+            assert_eq!(
+                scratch["status"]["message"],
+                "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ",
+                "{scratch}"
+            );
+            let layer = wait_for_phase(&server, "default", "layer", "Failed");
+            assert_eq!(layer["status"]["reason"], "Evicted", "{layer}");
+            assert_eq!(
+                layer["status"]["message"],
+                "Container c exceeded its local ephemeral storage limit \"2Mi\". ",
+                "{layer}"
+            );
+            // Storage limits are not the node's pressure: no disruption condition.
+            assert!(
+                pod_condition(&layer, "DisruptionTarget").is_null(),
+                "{layer}"
+            );
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
 async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
     let cri = runtime.cri();
     // The node registers Ready with upstream's reasons and a lease.
