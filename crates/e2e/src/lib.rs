@@ -476,10 +476,15 @@ impl Server {
         }
     }
 
-    /// Runs kubectl, asserts success, returns stdout.
     /// `curl` with the admin's client certificate against this server: `args`, then the
     /// URL of `path`.
     pub fn curl(&self, args: &[&str], path: &str) -> Output {
+        self.curl_url(args, &format!("https://127.0.0.1:{}{path}", self.port))
+    }
+
+    /// `curl` to any `url` trusting only this cluster's CA, with the admin's client
+    /// certificate: `args`, then the URL.
+    pub fn curl_url(&self, args: &[&str], url: &str) -> Output {
         let tls = self.data_dir.path().join("tls");
         Command::new("curl")
             .args(args)
@@ -489,7 +494,7 @@ impl Server {
             .arg(tls.join("admin.crt"))
             .arg("--key")
             .arg(tls.join("admin.key"))
-            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .arg(url)
             .output()
             .expect("curl")
     }

@@ -72,18 +72,74 @@ pub async fn ensure_identity(
     if still_good(identity.kubeconfig, server, ca_pem) {
         return Ok(());
     }
-    let (request, key) = skiff_pki::csr::request(identity.user, identity.groups)
-        .context("making a key and certificate request")?;
     let csrs: Api<CertificateSigningRequest> = Api::all(bootstrap.clone());
+    let asked = submit(
+        &csrs,
+        &Request {
+            user: identity.user,
+            groups: identity.groups,
+            names: &[],
+            signer: identity.signer,
+            usages: &["digital signature", "client auth"],
+            generate_name: "node-csr-",
+        },
+    )
+    .await?;
+    eprintln!(
+        "skiff: asked for a certificate for {} (CertificateSigningRequest {}); waiting for approval",
+        identity.user, asked.name
+    );
+    let certificate = wait_issued(&csrs, &asked.name, identity.user, ANSWER_WITHIN)
+        .await?
+        .with_context(|| {
+            format!(
+                "no certificate for {} after {}s: is the controller manager running, and may the token ask (kubectl get csr {})?",
+                identity.user,
+                ANSWER_WITHIN.as_secs(),
+                asked.name
+            )
+        })?;
+    let contents = skiff_pki::kubeconfig(server, ca_pem, identity.user, &certificate, &asked.key);
+    skiff_pki::write_private_file(identity.kubeconfig, contents.as_bytes())?;
+    eprintln!("skiff: certificate for {} issued", identity.user);
+    Ok(())
+}
+
+/// A certificate to ask the cluster for.
+pub struct Request<'a> {
+    pub user: &'a str,
+    pub groups: &'a [&'a str],
+    /// DNS names and addresses (serving certificates).
+    pub names: &'a [String],
+    pub signer: &'a str,
+    pub usages: &'a [&'a str],
+    /// The request object's name prefix (upstream's kubelet: `node-csr-` when
+    /// bootstrapping, `csr-` afterwards).
+    pub generate_name: &'a str,
+}
+
+/// A request sent: the object's name and the private key it is for.
+pub struct Asked {
+    pub name: String,
+    pub key: String,
+}
+
+/// Makes a key and sends a `CertificateSigningRequest` for it.
+pub async fn submit(
+    csrs: &Api<CertificateSigningRequest>,
+    request: &Request<'_>,
+) -> anyhow::Result<Asked> {
+    let (pem, key) = skiff_pki::csr::request_for_names(request.user, request.groups, request.names)
+        .context("making a key and certificate request")?;
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
-            generate_name: Some("node-csr-".into()),
+            generate_name: Some(request.generate_name.into()),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
-            request: ByteString(request.into_bytes()),
-            signer_name: identity.signer.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            request: ByteString(pem.into_bytes()),
+            signer_name: request.signer.into(),
+            usages: Some(request.usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
@@ -91,15 +147,24 @@ pub async fn ensure_identity(
     let created = csrs
         .create(&PostParams::default(), &csr)
         .await
-        .with_context(|| format!("asking for a certificate for {}", identity.user))?;
-    let name = created.metadata.name.unwrap_or_default();
-    eprintln!(
-        "skiff: asked for a certificate for {} (CertificateSigningRequest {name}); waiting for approval",
-        identity.user
-    );
+        .with_context(|| format!("asking for a certificate for {}", request.user))?;
+    Ok(Asked {
+        name: created.metadata.name.unwrap_or_default(),
+        key,
+    })
+}
+
+/// Waits up to `within` for the request `name` to be answered: its certificate (PEM),
+/// `None` if no answer came, an error if it was denied or failed.
+pub async fn wait_issued(
+    csrs: &Api<CertificateSigningRequest>,
+    name: &str,
+    user: &str,
+    within: Duration,
+) -> anyhow::Result<Option<String>> {
     let started = Instant::now();
-    let certificate = loop {
-        let current = csrs.get(&name).await?;
+    loop {
+        let current = csrs.get(name).await?;
         let status = current.status.unwrap_or_default();
         let refused = status
             .conditions
@@ -108,26 +173,19 @@ pub async fn ensure_identity(
             .find(|c| matches!(c.type_.as_str(), "Denied" | "Failed") && c.status == "True");
         if let Some(condition) = refused {
             anyhow::bail!(
-                "the certificate request {name} for {} was {}: {}",
-                identity.user,
+                "the certificate request {name} for {user} was {}: {}",
                 condition.type_.to_lowercase(),
                 condition.message.clone().unwrap_or_default()
             );
         }
         if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break String::from_utf8(certificate.0).context("the issued certificate is not PEM")?;
+            return Ok(Some(
+                String::from_utf8(certificate.0).context("the issued certificate is not PEM")?,
+            ));
         }
-        if started.elapsed() > ANSWER_WITHIN {
-            anyhow::bail!(
-                "no certificate for {} after {}s: is the controller manager running, and may the token ask (kubectl get csr {name})?",
-                identity.user,
-                ANSWER_WITHIN.as_secs()
-            );
+        if started.elapsed() > within {
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let contents = skiff_pki::kubeconfig(server, ca_pem, identity.user, &certificate, &key);
-    skiff_pki::write_private_file(identity.kubeconfig, contents.as_bytes())?;
-    eprintln!("skiff: certificate for {} issued", identity.user);
-    Ok(())
+    }
 }

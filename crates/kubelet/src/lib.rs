@@ -57,6 +57,7 @@ pub mod pods;
 pub mod probe;
 pub mod resize;
 pub mod server;
+pub mod serving_cert;
 pub mod spec;
 pub mod static_pods;
 pub mod stats;
@@ -169,6 +170,12 @@ pub struct KubeletArgs {
     /// How long a pressure condition stays after its threshold is no longer met.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// Serve with a certificate from the cluster: the kubelet asks for one
+    /// (`kubernetes.io/kubelet-serving`), refuses TLS until an administrator approves
+    /// it (`kubectl certificate approve`), and renews it as it ages. Without the flag
+    /// the kubelet serves a self-signed certificate.
+    #[arg(long)]
+    pub rotate_server_certificates: bool,
     /// A container's log file this large (a quantity: `10Mi`) is rotated.
     #[arg(long, default_value = log_rotation::DEFAULT_MAX_SIZE, value_parser = parse_size)]
     pub container_log_max_size: u64,
@@ -222,6 +229,7 @@ impl KubeletArgs {
             eviction_max_pod_grace_period: 0,
             eviction_minimum_reclaim: String::new(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            rotate_server_certificates: false,
             container_log_max_size: 10 << 20,
             container_log_max_files: log_rotation::DEFAULT_MAX_FILES,
             container_log_monitor_interval: std::time::Duration::from_secs(10),
@@ -316,8 +324,15 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
             None
         }
     };
-    let tls = server::tls_config(&[name.clone(), node_ip.clone()], client_ca.as_deref())
+    let serving_names = vec![name.clone(), node_ip.clone()];
+    let serving = args.rotate_server_certificates.then(|| {
+        serving_cert::ServingCertificate::load(&args.root_dir, &name, serving_names.clone())
+    });
+    let tls = server::tls_config(&serving_names, client_ca.as_deref(), serving.clone())
         .context("kubelet serving certificate")?;
+    if let Some(serving) = serving {
+        tokio::spawn(serving.run(client.clone()));
+    }
     tracing::info!(address = %listener.local_addr()?, "kubelet server listening");
     let machine = node::Machine::probe(&args.root_dir);
     let labels: BTreeMap<String, String> = args

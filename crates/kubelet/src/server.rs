@@ -59,32 +59,16 @@ struct Peer {
     groups: Vec<String>,
 }
 
-/// TLS settings: a fresh self-signed serving certificate for `names` (host
-/// names and IPs), client certificates verified against `client_ca_pem` when
-/// there is one. Without a CA nobody can authenticate, so every request gets
-/// 401, as upstream's kubelet without `--client-ca-file` does for
-/// certificate users.
+/// TLS settings: the serving certificate the cluster issues (`serving`, with
+/// `--rotate-server-certificates`) or else a fresh self-signed one for `names` (host
+/// names and IPs); client certificates verified against `client_ca_pem` when there is
+/// one. Without a CA nobody can authenticate, so every request gets 401, as upstream's
+/// kubelet without `--client-ca-file` does for certificate users.
 pub fn tls_config(
     names: &[String],
     client_ca_pem: Option<&[u8]>,
+    serving: Option<Arc<crate::serving_cert::ServingCertificate>>,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-    // Upstream's self-signed kubelet certificate is named `<host>@<unix time>`.
-    let cn = format!(
-        "{}@{}",
-        names.first().map(String::as_str).unwrap_or("kubelet"),
-        jiff::Timestamp::now().as_second()
-    );
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let key = rcgen::KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    let certs = vec![cert.der().clone()];
-    let key = PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -107,9 +91,38 @@ pub fn tls_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key)?;
+    let mut config = match serving {
+        Some(serving) => builder.with_cert_resolver(serving),
+        None => {
+            let (certs, key) = self_signed(names)?;
+            builder.with_single_cert(certs, key)?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A self-signed serving certificate for `names`, named as upstream's kubelet names its
+/// own: `<host>@<unix time>`.
+fn self_signed(
+    names: &[String],
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let cn = format!(
+        "{}@{}",
+        names.first().map(String::as_str).unwrap_or("kubelet"),
+        jiff::Timestamp::now().as_second()
+    );
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let key = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
+    Ok((vec![cert.der().clone()], key))
 }
 
 /// The CA to verify clients with: the kubeconfig's `certificate-authority-data`
@@ -219,8 +232,9 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 /// The `nodes` subresource upstream's kubelet asks the API server about for a path:
-/// `stats`, `metrics`, `log` (the node's `/logs/`) and `spec` by their prefixes, and
-/// `proxy` for everything else.
+/// `stats`, `metrics`, `log` (the node's `/logs/`), `spec`, and (with its fine-grained
+/// authorization) `healthz` and `pods` by their prefixes, and `proxy` for everything
+/// else.
 fn subresource(path: &str) -> &'static str {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
@@ -228,7 +242,39 @@ fn subresource(path: &str) -> &'static str {
         "metrics" => "metrics",
         "logs" => "log",
         "spec" => "spec",
+        "healthz" => "healthz",
+        "pods" => "pods",
         _ => "proxy",
+    }
+}
+
+fn json_response(body: String) -> Response<Body> {
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `/pods`: the pods bound to this node, as a `PodList`.
+async fn node_pods(state: &ServerState) -> Response<Body> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(state.client.clone());
+    let selector = format!("spec.nodeName={}", state.node_name);
+    match api
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+    {
+        Ok(list) => json_response(
+            serde_json::json!({
+                "kind": "PodList",
+                "apiVersion": "v1",
+                "metadata": {},
+                "items": list.items,
+            })
+            .to_string(),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -270,16 +316,11 @@ async fn handle(
             container_logs(state, namespace, pod, container, &query).await
         }
         (&Method::GET, ["stats", "summary"]) => match state.stats.summary().await {
-            Ok(summary) => {
-                let mut response = text(StatusCode::OK, summary.to_string());
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
-                response
-            }
+            Ok(summary) => json_response(summary.to_string()),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
+        (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok"),
+        (&Method::GET, ["pods"]) => node_pods(state).await,
         (&Method::GET, ["metrics"]) => {
             let mut response = text(StatusCode::OK, state.metrics.render(&state.cri).await);
             response.headers_mut().insert(

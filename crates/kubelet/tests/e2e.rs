@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use skiff_e2e::Server;
 use skiff_kubelet::resize::Checkpoint;
 
@@ -536,6 +536,112 @@ async fn local_storage_limits_evict_pods() {
             assert!(
                 pod_condition(&layer, "DisruptionTarget").is_null(),
                 "{layer}"
+            );
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
+/// `curl` to the kubelet's `/healthz` on `port`, trusting only the cluster CA and
+/// presenting the admin's certificate: the HTTP status, or curl's failure.
+fn kubelet_healthz(server: &Server, port: u16) -> Result<String, String> {
+    kubelet_get(
+        server,
+        port,
+        "/healthz",
+        &["-o", "/dev/null", "-w", "%{http_code}"],
+    )
+}
+
+/// `curl` to the kubelet's `path` on `port` as [`kubelet_healthz`] does, with more
+/// `args`: its output, or curl's failure.
+fn kubelet_get(server: &Server, port: u16, path: &str, args: &[&str]) -> Result<String, String> {
+    let args = [&["-sS", "--fail", "--max-time", "5"], args].concat();
+    let out = server.curl_url(&args, &format!("https://127.0.0.1:{port}{path}"));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The cluster's kubelet-serving certificate requests, as JSON.
+fn serving_requests(server: &Server) -> Vec<Value> {
+    let csrs = server.json(&["csr"]);
+    csrs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["spec"]["signerName"] == "kubernetes.io/kubelet-serving")
+        .cloned()
+        .collect()
+}
+
+/// `--rotate-server-certificates`, as upstream's `serverTLSBootstrap`: the kubelet asks
+/// for a serving certificate, refuses TLS until it is approved, then serves the one the
+/// cluster CA signed (curl verifies it against that CA and the node's address); after a
+/// restart it serves the kept one without asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serving_certificate_comes_from_an_approved_request() {
+    init_tracing();
+    let server = Server::start_control_plane(&[]);
+    let runtime = Runtime::start();
+    let mut args = kubelet_args(&server, &runtime);
+    args.rotate_server_certificates = true;
+    // A fixed port, so that the restarted kubelet is found where the first was.
+    args.kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let port = args.kubelet_port;
+    let (kubelet, _logs_dir) = start_kubelet_from(args.clone()).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            let csr = wait_for(60, "a kubelet-serving request", || {
+                serving_requests(&server).into_iter().next()
+            });
+            assert_eq!(
+                csr["spec"]["usages"],
+                json!(["digital signature", "server auth"]),
+                "{csr}"
+            );
+            let name = csr["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(name.starts_with("csr-"), "{csr}");
+            // Not approved by anyone but an administrator: no certificate, no TLS.
+            std::thread::sleep(Duration::from_secs(3));
+            let pending = server.json(&["csr", &name]);
+            assert!(pending["status"]["certificate"].is_null(), "{pending}");
+            let refused = kubelet_healthz(&server, port);
+            assert!(refused.is_err(), "TLS before approval: {refused:?}");
+            server.ok(&["certificate", "approve", &name]);
+            let status = wait_for(30, "the kubelet serving the issued certificate", || {
+                kubelet_healthz(&server, port).ok()
+            });
+            assert_eq!(status, "200");
+            let pods = kubelet_get(&server, port, "/pods", &[]).unwrap_or_default();
+            let pods: Value = serde_json::from_str(&pods).unwrap_or_default();
+            assert_eq!(pods["kind"], "PodList", "{pods}");
+            assert!(pods["items"].is_array(), "{pods}");
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+
+    let (kubelet, _logs_dir) = start_kubelet_from(args).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            let status = wait_for(
+                30,
+                "the restarted kubelet serving the kept certificate",
+                || kubelet_healthz(&server, port).ok(),
+            );
+            assert_eq!(status, "200");
+            assert_eq!(
+                serving_requests(&server).len(),
+                1,
+                "asked again after a restart"
             );
         });
     };

@@ -15,7 +15,17 @@ use crate::{PkiError as Error, Result};
 /// A new private key (PEM) and a PEM request for a certificate naming `user` (CN) and
 /// `groups` (O), as a client certificate's subject tells the API server who it is.
 pub fn request(user: &str, groups: &[&str]) -> Result<(String, String)> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    request_for_names(user, groups, &[])
+}
+
+/// [`request`], also naming the DNS names and IP addresses (`names`) a serving
+/// certificate must be valid for.
+pub fn request_for_names(
+    user: &str,
+    groups: &[&str],
+    names: &[String],
+) -> Result<(String, String)> {
+    let mut params = CertificateParams::new(names.to_vec())?;
     params.distinguished_name = DistinguishedName::new();
     for group in groups {
         params
@@ -138,13 +148,56 @@ pub fn sign(
 
 /// When a PEM certificate stops being valid.
 pub fn not_after(cert_pem: &str) -> std::result::Result<SystemTime, String> {
+    validity(cert_pem).map(|(_, end)| end)
+}
+
+/// When a PEM certificate (the first, in a chain) starts and stops being valid.
+pub fn validity(cert_pem: &str) -> std::result::Result<(SystemTime, SystemTime), String> {
     let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
         .map_err(|e| format!("not a PEM certificate: {e}"))?;
     let certificate = block
         .parse_x509()
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    let seconds = certificate.validity().not_after.timestamp();
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.max(0) as u64))
+    let at = |time: x509_parser::time::ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(time.timestamp().max(0) as u64)
+    };
+    let validity = certificate.validity();
+    Ok((at(validity.not_before), at(validity.not_after)))
+}
+
+/// The DNS names and IP addresses a PEM certificate is valid for, as `request_for_names`
+/// takes them.
+pub fn alternative_names(cert_pem: &str) -> std::result::Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let certificate = block
+        .parse_x509()
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let Some(names) = certificate
+        .subject_alternative_name()
+        .map_err(|e| format!("subject alternative names: {e}"))?
+    else {
+        return Ok(vec![]);
+    };
+    Ok(names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect())
 }
 
 fn ca_not_after(ca_cert_pem: &str) -> Result<SystemTime> {
@@ -186,6 +239,32 @@ mod tests {
         let lifetime = not_after(&cert).expect("validity");
         let hour = SystemTime::now() + Duration::from_secs(3600);
         assert!(lifetime <= hour && lifetime > hour - Duration::from_secs(60));
+    }
+
+    #[test]
+    fn serving_requests_keep_their_names_through_signing() {
+        let names = ["node-1".to_string(), "10.0.0.7".to_string()];
+        let (request, _) =
+            request_for_names("system:node:node-1", &["system:nodes"], &names).expect("request");
+        assert!(parse(&request).expect("parses").has_alternative_names);
+        let ca = crate::make_ca("skiff-ca").expect("CA");
+        let usages = vec!["digital signature".to_string(), "server auth".to_string()];
+        let cert = sign(&ca.0, &ca.1, &request, &usages, Duration::from_secs(3600)).expect("sign");
+        let (_, block) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("pem");
+        let parsed = block.parse_x509().expect("x509");
+        let sans: Vec<String> = parsed
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present")
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n}"))
+            .collect();
+        assert_eq!(sans, ["DNSName(node-1)", "IPAddress(0a:00:00:07)"]);
+        assert_eq!(alternative_names(&cert).expect("names"), names);
+        let (start, end) = validity(&cert).expect("validity");
+        assert!(start < SystemTime::now() && end > SystemTime::now());
     }
 
     #[test]
