@@ -39,6 +39,7 @@
 //! the API refusing mirror pods that reference ConfigMaps (upstream's
 //! NodeRestriction, for kubelets with node identities).
 
+pub mod auth;
 pub mod backoff;
 pub mod bootstrap;
 pub mod cgroups;
@@ -406,6 +407,10 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         stats,
         metrics,
         log_dir: std::path::PathBuf::from("/var/log"),
+        auth: Arc::new(auth::KubeletAuth::new(
+            client.clone(),
+            shared.node_name.clone(),
+        )),
     });
     let agent = node::NodeAgent {
         client,

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{Refusal, User};
 use crate::cri::Cri;
 use crate::logs::{self, LogOptions, LogReader, OptionsError};
 
@@ -50,13 +51,7 @@ pub struct ServerState {
     pub metrics: Arc<crate::metrics::KubeletMetrics>,
     /// What `/logs/` serves: the node's log directory (upstream's `/var/log`).
     pub log_dir: std::path::PathBuf,
-}
-
-/// Who a verified client certificate names.
-#[derive(Debug, Clone, Default)]
-struct Peer {
-    user: String,
-    groups: Vec<String>,
+    pub auth: Arc<crate::auth::KubeletAuth>,
 }
 
 /// TLS settings: the serving certificate the cluster issues (`serving`, with
@@ -172,7 +167,8 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, state: Arc<
     }
 }
 
-fn peer_of(der: &[u8]) -> Option<Peer> {
+/// Who a verified client certificate names: its common name, in its organizations.
+fn peer_of(der: &[u8]) -> Option<User> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let user = subject
@@ -185,7 +181,11 @@ fn peer_of(der: &[u8]) -> Option<Peer> {
         .filter_map(|o| o.as_str().ok())
         .map(str::to_string)
         .collect();
-    Some(Peer { user, groups })
+    Some(User {
+        name: user,
+        groups,
+        ..Default::default()
+    })
 }
 
 async fn serve_connection(
@@ -231,23 +231,6 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
-/// The `nodes` subresource upstream's kubelet asks the API server about for a path:
-/// `stats`, `metrics`, `log` (the node's `/logs/`), `spec`, and (with its fine-grained
-/// authorization) `healthz` and `pods` by their prefixes, and `proxy` for everything
-/// else.
-fn subresource(path: &str) -> &'static str {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    match first {
-        "stats" => "stats",
-        "metrics" => "metrics",
-        "logs" => "log",
-        "spec" => "spec",
-        "healthz" => "healthz",
-        "pods" => "pods",
-        _ => "proxy",
-    }
-}
-
 fn json_response(body: String) -> Response<Body> {
     let mut response = text(StatusCode::OK, body);
     response.headers_mut().insert(
@@ -278,33 +261,49 @@ async fn node_pods(state: &ServerState) -> Response<Body> {
     }
 }
 
-/// The fixed rule standing in for upstream's SubjectAccessReview of the path's
-/// `nodes` subresource (see [`subresource`]); the error is upstream's wording for a
-/// denied request.
-fn authorize(peer: &Peer, path: &str) -> Result<(), String> {
-    if peer.user == "kube-apiserver-kubelet-client"
-        || peer.groups.iter().any(|g| g == "system:masters")
-    {
-        return Ok(());
+/// Who the request comes from: its client certificate's subject, else the owner of its
+/// bearer token.
+async fn authenticate(
+    state: &ServerState,
+    peer: Option<&User>,
+    request: &Request<hyper::body::Incoming>,
+) -> Result<User, Response<Body>> {
+    if let Some(peer) = peer {
+        return Ok(peer.clone());
     }
-    Err(format!(
-        "Forbidden (user={}, verb=get, resource=nodes, subresource={})",
-        peer.user,
-        subresource(path)
-    ))
+    let unauthorized = || text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let token = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unauthorized)?;
+    match state.auth.authenticate_token(token).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(unauthorized()),
+        Err(error) => {
+            tracing::warn!(%error, "cannot authenticate a bearer token");
+            Err(unauthorized())
+        }
+    }
 }
 
 async fn handle(
     state: &ServerState,
-    peer: Option<&Peer>,
+    peer: Option<&User>,
     request: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let Some(peer) = peer else {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let user = match authenticate(state, peer, &request).await {
+        Ok(user) => user,
+        Err(response) => return response,
     };
     let path = request.uri().path().to_string();
-    if let Err(message) = authorize(peer, &path) {
-        return text(StatusCode::FORBIDDEN, message);
+    match state.auth.authorize(&user, request.method(), &path).await {
+        Ok(()) => {}
+        Err(Refusal::Forbidden(message)) => return text(StatusCode::FORBIDDEN, message),
+        Err(Refusal::Error(message)) => return text(StatusCode::INTERNAL_SERVER_ERROR, message),
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method(), segments.as_slice()) {
@@ -921,27 +920,6 @@ mod tests {
             }),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn authorizes_the_api_server_and_masters_only() {
-        let peer = |user: &str, groups: &[&str]| Peer {
-            user: user.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        };
-        assert!(authorize(&peer("kube-apiserver-kubelet-client", &[]), "/logs/").is_ok());
-        assert!(authorize(&peer("system:admin", &["system:masters"]), "/metrics").is_ok());
-        let jane = peer("jane", &["system:authenticated"]);
-        assert_eq!(
-            authorize(&jane, "/containerLogs/ns/p/c").unwrap_err(),
-            "Forbidden (user=jane, verb=get, resource=nodes, subresource=proxy)"
-        );
-        assert_eq!(
-            authorize(&jane, "/logs/syslog").unwrap_err(),
-            "Forbidden (user=jane, verb=get, resource=nodes, subresource=log)"
-        );
-        assert_eq!(subresource("/stats/summary"), "stats");
-        assert_eq!(subresource("/metrics"), "metrics");
     }
 
     async fn body_of(response: Response<Body>) -> String {

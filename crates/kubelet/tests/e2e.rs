@@ -589,10 +589,7 @@ async fn serving_certificate_comes_from_an_approved_request() {
     let mut args = kubelet_args(&server, &runtime);
     args.rotate_server_certificates = true;
     // A fixed port, so that the restarted kubelet is found where the first was.
-    args.kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    args.kubelet_port = free_port();
     let port = args.kubelet_port;
     let (kubelet, _logs_dir) = start_kubelet_from(args.clone()).await;
     let scenario = async {
@@ -642,6 +639,96 @@ async fn serving_certificate_comes_from_an_approved_request() {
                 serving_requests(&server).len(),
                 1,
                 "asked again after a restart"
+            );
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
+/// A port free now on the loopback, for a kubelet that must keep its port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A request to the kubelet's API with a bearer token and no client certificate (the
+/// kubelet's own certificate is self-signed): status code and body.
+fn kubelet_with_token(port: u16, path: &str, token: &str) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.to_string(), body.to_string())
+}
+
+/// The kubelet's API authenticates bearer tokens through TokenReview and authorizes
+/// every request through SubjectAccessReview of `nodes/<subresource>`, with upstream's
+/// fine-grained subresources and messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubelet_api_is_authorized_by_the_api_server() {
+    init_tracing();
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let mut args = kubelet_args(&server, &runtime);
+    args.kubelet_port = free_port();
+    let port = args.kubelet_port;
+    let (kubelet, _logs_dir) = start_kubelet_from(args).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            node_ready(&server);
+            server.ok(&["create", "serviceaccount", "watcher"]);
+            let token = server
+                .ok(&["create", "token", "watcher"])
+                .trim()
+                .to_string();
+            let user = "system:serviceaccount:default:watcher";
+            assert_eq!(kubelet_with_token(port, "/pods", "not-a-token").0, "401");
+            assert_eq!(
+                kubelet_with_token(port, "/pods", &token),
+                (
+                    "403".to_string(),
+                    format!("Forbidden (user={user}, verb=get, resource=nodes, subresource(s)=[pods proxy])\n")
+                )
+            );
+            server.ok(&[
+                "create",
+                "clusterrole",
+                "kubelet-reader",
+                "--verb=get",
+                "--resource=nodes/stats,nodes/healthz",
+            ]);
+            server.ok(&[
+                "create",
+                "clusterrolebinding",
+                "kubelet-reader",
+                "--clusterrole=kubelet-reader",
+                "--serviceaccount=default:watcher",
+            ]);
+            let (code, summary) = kubelet_with_token(port, "/stats/summary", &token);
+            assert_eq!(code, "200", "{summary}");
+            let summary: Value = serde_json::from_str(&summary).unwrap_or_default();
+            assert_eq!(summary["node"]["nodeName"], NODE, "{summary}");
+            assert!(
+                summary["node"]["rlimit"]["maxpid"].as_u64().unwrap_or(0) > 0,
+                "{summary}"
+            );
+            // The fine-grained subresource is enough for its paths, not for others.
+            assert_eq!(
+                kubelet_with_token(port, "/healthz", &token),
+                ("200".to_string(), "ok".to_string())
+            );
+            assert_eq!(
+                kubelet_with_token(port, "/containerLogs/default/p/c", &token),
+                (
+                    "403".to_string(),
+                    format!("Forbidden (user={user}, verb=get, resource=nodes, subresource(s)=[proxy])\n")
+                )
             );
         });
     };
