@@ -2,14 +2,17 @@
 # Builds the OCI archive of the images Skiff's tests import, with no registry: busybox
 # from Debian's `busybox-static`, and agnhost (busybox plus `/agnhost`, Skiff's own
 # re-implementation of the subcommands of upstream's agnhost that the ported tests use,
-# from crates/agnhost, linked statically), assembled with `umoci`.
+# from crates/agnhost, linked statically), and kitten (busybox plus a layer of data
+# files, standing in for upstream's image volume test image), assembled with `umoci`.
 #
 #   scripts/build-test-images.sh [OUT_DIR]     (default: target/test-images)
 #
 # Writes OUT_DIR/busybox.tar: a tar of an OCI image layout whose index names the
 # images as upstream does (docker.io/library/busybox:latest,
 # registry.k8s.io/e2e-test-images/busybox:1.36.1-1 and
-# registry.k8s.io/e2e-test-images/agnhost:2.52), so `busybox` resolves to the first.
+# registry.k8s.io/e2e-test-images/agnhost:2.52), so `busybox` resolves to the first;
+# and OUT_DIR/kitten.tar, naming registry.k8s.io/e2e-test-images/kitten:1.7 alone (tests
+# push it to a registry to pull, so runtimes that import busybox.tar do not hold it).
 # Idempotent: an existing archive newer than this script and agnhost's sources is kept.
 set -euo pipefail
 
@@ -17,7 +20,8 @@ workspace="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$workspace/target/test-images}"
 mkdir -p "$out"
 archive="$out/busybox.tar"
-if [[ -s "$archive" && "$archive" -nt "$0" && -z "$(find "$workspace/crates/agnhost" -newer "$archive" -print -quit)" ]]; then
+kitten="$out/kitten.tar"
+if [[ -s "$archive" && "$archive" -nt "$0" && -s "$kitten" && "$kitten" -nt "$0" && -z "$(find "$workspace/crates/agnhost" -newer "$archive" -print -quit)" ]]; then
     echo "$archive is up to date"
     exit 0
 fi
@@ -78,12 +82,26 @@ umoci unpack --image "$layout:agnhost" "$work/agnhost"
 install -m 0755 "$out/agnhost-build/release/agnhost" "$work/agnhost/rootfs/agnhost"
 umoci repack --image "$layout:agnhost" "$work/agnhost"
 umoci config --image "$layout:agnhost" --config.entrypoint /agnhost --config.cmd pause
+
+# kitten: upstream's is Alpine with /data.json naming /kitten.jpg; the image volume
+# tests read those files (and /etc/os-release, here Skiff's own) through a mount.
+umoci tag --image "$layout:busybox" kitten
+umoci unpack --image "$layout:kitten" "$work/kitten"
+printf '{"image": "kitten.jpg", "source": "skiff test image"}\n' > "$work/kitten/rootfs/data.json"
+printf 'not a picture of a kitten\n' > "$work/kitten/rootfs/kitten.jpg"
+printf 'NAME="Skiff kitten test image"\nID=skiff-kitten\n' > "$work/kitten/rootfs/etc/os-release"
+umoci repack --image "$layout:kitten" "$work/kitten"
 umoci gc --layout "$layout"
 
 # Name the manifests the way upstream does: one index entry per full reference
 # (OCI's `org.opencontainers.image.ref.name` may hold a full reference).
+jq '.manifests |= map(select(.annotations["org.opencontainers.image.ref.name"] == "kitten")
+        | .annotations["org.opencontainers.image.ref.name"] = "registry.k8s.io/e2e-test-images/kitten:1.7")' \
+    "$layout/index.json" > "$work/kitten-index.json"
 jq '.manifests |= map(
-        if .annotations["org.opencontainers.image.ref.name"] == "busybox" then
+        if .annotations["org.opencontainers.image.ref.name"] == "kitten" then
+            empty
+        elif .annotations["org.opencontainers.image.ref.name"] == "busybox" then
             (.annotations["org.opencontainers.image.ref.name"] = "docker.io/library/busybox:latest"),
             (.annotations["org.opencontainers.image.ref.name"] = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1")
         else
@@ -91,7 +109,9 @@ jq '.manifests |= map(
         end)' \
     "$layout/index.json" > "$work/index.json"
 mv "$work/index.json" "$layout/index.json"
-
 tar --sort=name -C "$layout" -cf "$work/busybox.tar" .
+mv "$work/kitten-index.json" "$layout/index.json"
+tar --sort=name -C "$layout" -cf "$work/kitten.tar" .
+mv "$work/kitten.tar" "$kitten"
 mv "$work/busybox.tar" "$archive"
-echo "built $archive"
+echo "built $archive and $kitten"

@@ -13,6 +13,7 @@ pub mod agnhost;
 pub mod api;
 pub mod containerd;
 pub mod netns;
+pub mod registry;
 pub mod tls;
 
 use std::io::Write;
@@ -143,6 +144,15 @@ pub fn busybox_archive() -> PathBuf {
         .expect("scripts/build-test-images.sh");
     assert!(built.success(), "building the test images failed");
     images.join("busybox.tar")
+}
+
+/// The image volume tests' image (upstream's `kitten`: `/data.json` names
+/// `kitten.jpg`), as its archive names it.
+pub const KITTEN: &str = "registry.k8s.io/e2e-test-images/kitten:1.7";
+
+/// The archive holding [`KITTEN`] alone, built with the busybox archive.
+pub fn kitten_archive() -> PathBuf {
+    busybox_archive().with_file_name("kitten.tar")
 }
 
 /// Loads an image archive into the runtime whose state is `runtime_root`.

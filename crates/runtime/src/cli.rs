@@ -95,7 +95,7 @@ fn layers_in_use(root: &std::path::Path) -> Vec<String> {
         if let Ok(r) = crate::runtime::load::<crate::runtime::ContainerRecord>(
             &e.path().join(crate::runtime::container::RECORD),
         ) {
-            out.extend(r.layers);
+            out.extend(r.layers_in_use().cloned());
         }
     }
     out

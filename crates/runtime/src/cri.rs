@@ -534,6 +534,15 @@ impl RuntimeService for Cri {
                     host_path: m.host_path.clone(),
                     readonly: m.readonly,
                     propagation: m.propagation,
+                    image: m.image.as_ref().map(|v| proto::ImageSpec {
+                        image: v.image.clone(),
+                        ..Default::default()
+                    }),
+                    image_sub_path: m
+                        .image
+                        .as_ref()
+                        .map(|v| v.sub_path.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 })
                 .collect(),

@@ -27,6 +27,21 @@ pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path
     .path_ctx("mount overlay on", target)
 }
 
+/// Mounts a read-only overlay of `lower` (top layer first, at least two: overlayfs
+/// wants two lower directories when it has no upper one) at `target`.
+pub fn mount_overlay_readonly(lower: &[PathBuf], target: &Path) -> Result<()> {
+    let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!("lowerdir={}", lower.join(":"));
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .path_ctx("mount read-only overlay on", target)
+}
+
 /// Bind-mounts `src` onto `target` (a file or directory that must exist).
 pub fn bind(src: &Path, target: &Path) -> Result<()> {
     mount(

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Harness;
+use skiff_e2e::registry::LocalRegistry;
 use skiff_runtime::proto;
 
 fn sandbox_config(name: &str, log_dir: &std::path::Path) -> proto::PodSandboxConfig {
@@ -670,7 +671,7 @@ async fn containers_outlive_a_runtime_restart() {
 
 #[tokio::test]
 async fn pull_from_a_local_registry_through_a_mirror() {
-    let reg = common::LocalRegistry::start_with_busybox();
+    let reg = LocalRegistry::start_with_busybox();
     let registries: skiff_runtime::images::registries::RegistriesConfig =
         serde_yaml::from_str(&format!(
             "mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n",
@@ -1331,6 +1332,130 @@ async fn stats_come_from_the_cgroups_and_the_writable_layer() {
     })
     .await
     .expect("StopContainer");
+    remove_sandbox(&mut h, &sb).await;
+    h.assert_clean();
+}
+
+/// Pulls `image`; its image ref.
+async fn pull(h: &mut Harness, image: &str) -> String {
+    h.img
+        .pull_image(proto::PullImageRequest {
+            image: Some(proto::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("PullImage")
+        .into_inner()
+        .image_ref
+}
+
+/// Runs `cmd` in the container: its exit code, and its stdout and stderr together.
+async fn exec_output(h: &mut Harness, id: &str, cmd: &[&str]) -> (i32, String) {
+    let out = exec(h, id, cmd, 10).await.expect("exec");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout).into_owned() + &stderr,
+    )
+}
+
+/// Image volumes (KEP-4639) as the kubelet asks for them: an image pulled from a
+/// registry, mounted whole and by a sub path through CRI `Mount.image`, read-only; a
+/// missing sub path fails the create; removing the image keeps what is mounted; the
+/// mounts go with the container.
+#[tokio::test]
+async fn image_volumes_mount_an_image_read_only() {
+    let registry = LocalRegistry::start();
+    let kitten = registry.push(
+        &skiff_e2e::kitten_archive(),
+        skiff_e2e::KITTEN,
+        "e2e-test-images/kitten:1.7",
+    );
+    let mut h = Harness::start().await;
+    let image_ref = pull(&mut h, &kitten).await;
+    let image_mount = |path: &str, sub_path: &str| proto::Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(proto::ImageSpec {
+            image: image_ref.clone(),
+            user_specified_image: kitten.clone(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    };
+    let (sb, sb_cfg) = run_sandbox(&mut h, "image-volume").await;
+    let mut cfg = container_config("reader", &["sleep", "3600"]);
+    cfg.mounts = vec![image_mount("/volume", ""), image_mount("/etc-only", "etc")];
+    let id = create_and_start(&mut h, &sb, &sb_cfg, cfg).await;
+    let (code, out) = exec_output(&mut h, &id, &["cat", "/volume/data.json"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kitten.jpg"), "{out}");
+    let (code, out) = exec_output(&mut h, &id, &["cat", "/volume/etc/os-release"]).await;
+    assert!(code == 0 && out.contains("Skiff kitten"), "{out}");
+    // The sub path's directory is the mount's root.
+    let (code, out) = exec_output(&mut h, &id, &["cat", "/etc-only/os-release"]).await;
+    assert!(code == 0 && out.contains("Skiff kitten"), "{out}");
+    let (code, out) = exec_output(&mut h, &id, &["ls", "/etc-only/data.json"]).await;
+    assert_ne!(code, 0, "only etc is mounted: {out}");
+    for target in ["/volume/new", "/etc-only/new"] {
+        let (code, out) = exec_output(&mut h, &id, &["touch", target]).await;
+        assert!(
+            code != 0 && out.contains("Read-only file system"),
+            "{target}: {code} {out}"
+        );
+    }
+    let mounts = status(&mut h, &id).await.mounts;
+    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    assert_eq!(
+        mounts[1].image.as_ref().map(|i| i.image.as_str()),
+        Some(image_ref.as_str())
+    );
+    assert_eq!(mounts[1].image_sub_path, "etc");
+
+    // Removing the image leaves what a container mounts.
+    h.img
+        .remove_image(proto::RemoveImageRequest {
+            image: Some(proto::ImageSpec {
+                image: image_ref.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("RemoveImage");
+    let (code, out) = exec_output(&mut h, &id, &["cat", "/volume/kitten.jpg"]).await;
+    assert!(code == 0 && out.contains("kitten"), "{out}");
+
+    // A sub path the image lacks fails the create, and leaves nothing behind.
+    pull(&mut h, &kitten).await;
+    let mut cfg = container_config("missing", &["sleep", "3600"]);
+    cfg.mounts = vec![image_mount("/volume", "not-existing")];
+    let err =
+        h.rt.create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(cfg),
+            sandbox_config: Some(sb_cfg.clone()),
+        })
+        .await
+        .expect_err("a missing sub path");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("not-existing"), "{err:?}");
+
+    h.rt.stop_container(proto::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    h.rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
     remove_sandbox(&mut h, &sb).await;
     h.assert_clean();
 }

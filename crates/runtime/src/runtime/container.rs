@@ -30,6 +30,9 @@ pub struct MountRecord {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: i32,
+    /// The image an image volume mounts (`host_path` is then empty).
+    #[serde(default)]
+    pub image: Option<super::image_volume::ImageVolume>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +54,23 @@ pub struct ContainerRecord {
     pub mounts: Vec<MountRecord>,
     pub cgroups_path: String,
     pub stop_signal: String,
+}
+
+impl ContainerRecord {
+    /// The layers the container needs kept: its image's and its image volumes'.
+    pub fn layers_in_use(&self) -> impl Iterator<Item = &String> {
+        let volumes = self.mounts.iter().filter_map(|m| m.image.as_ref());
+        self.layers
+            .iter()
+            .chain(volumes.flat_map(|v| v.layers.iter()))
+    }
+}
+
+/// Unmounts everything the runtime mounted for the container in `dir`: its image
+/// volumes, then its root filesystem.
+fn unmount_all(dir: &Path) -> Result<()> {
+    super::image_volume::unmount_image_volumes(dir)?;
+    sys::unmount(&dir.join("rootfs"))
 }
 
 /// A container's state, derived from its files.
@@ -162,13 +182,16 @@ impl Runtime {
             mounts: config
                 .mounts
                 .iter()
-                .map(|m| MountRecord {
-                    container_path: m.container_path.clone(),
-                    host_path: m.host_path.clone(),
-                    readonly: m.readonly,
-                    propagation: m.propagation,
+                .map(|m| {
+                    Ok(MountRecord {
+                        container_path: m.container_path.clone(),
+                        host_path: m.host_path.clone(),
+                        readonly: m.readonly,
+                        propagation: m.propagation,
+                        image: self.image_volume(m)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             cgroups_path: format!("{}/{}", sb.cgroup_parent.trim_end_matches('/'), id),
             stop_signal: defaults.stop_signal.clone().unwrap_or_default(),
         };
@@ -192,7 +215,7 @@ impl Runtime {
             Err(e) => {
                 tracing::warn!(container = %id, error = %e, "container create failed; cleaning up");
                 let _ = self.runc.delete_force(&id).await;
-                let _ = sys::unmount(&self.container_dir(&id).join("rootfs"));
+                let _ = unmount_all(&self.container_dir(&id));
                 let _ = std::fs::remove_dir_all(self.container_dir(&id));
                 self.state.lock().await.containers.remove(&id);
                 Err(e)
@@ -226,6 +249,7 @@ impl Runtime {
             lower.push(empty);
         }
         sys::mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        let config = &self.mount_image_volumes(rec, &dir, config)?;
         let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).ok();
         let mut namespaces = self.sandbox_namespaces(sb);
         namespaces.pid = self.shared_pid_namespace(sb, config)?;
@@ -477,7 +501,7 @@ impl Runtime {
         }
         self.runc.delete_force(&rec.id).await?;
         let dir = self.container_dir(&rec.id);
-        sys::unmount(&dir.join("rootfs"))?;
+        unmount_all(&dir)?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir).path_ctx("remove", &dir)?;
         }

@@ -7,13 +7,14 @@
 //!
 //! ```text
 //! ROOT/sandboxes/ID/{sandbox.json, hostname, resolv.conf, hosts, ns/{net,ipc,uts}}
-//! ROOT/containers/ID/{container.json, config.json, rootfs/, upper/, work/,
+//! ROOT/containers/ID/{container.json, config.json, rootfs/, upper/, work/, image-volumes/,
 //!                     shim.json, init.pid, started, exit.json}
 //! ROOT/runc/            runc's own state (runc --root)
 //! ```
 
 pub mod container;
 pub mod exec;
+pub mod image_volume;
 pub mod sandbox;
 pub mod stats;
 
@@ -205,7 +206,7 @@ impl Runtime {
         let st = self.state.lock().await;
         st.containers
             .values()
-            .flat_map(|c| c.layers.iter().cloned())
+            .flat_map(|c| c.layers_in_use().cloned())
             .collect()
     }
 }

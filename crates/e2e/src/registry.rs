@@ -1,0 +1,93 @@
+//! A local image registry for tests that pull: Debian's `docker-registry`
+//! (distribution/registry) on a free loopback port, filled with `skopeo` from the test
+//! image archive. Loopback registries are reached over plain HTTP, by Skiff's runtime
+//! and containerd alike.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running registry; killed on drop.
+pub struct LocalRegistry {
+    /// `127.0.0.1:PORT`, the registry's host in image references.
+    pub addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    /// An empty registry, listening.
+    pub fn start() -> LocalRegistry {
+        for (bin, pkg) in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] {
+            assert!(
+                skiff_runtime::server::find_binary(Path::new(bin)).is_ok(),
+                "{bin} not found: install the Debian package '{pkg}' (apt-get install {pkg})"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("start docker-registry");
+        let registry = LocalRegistry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&registry.addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// A registry holding the test archive's busybox as `library/busybox:latest`.
+    pub fn start_with_busybox() -> LocalRegistry {
+        let registry = LocalRegistry::start();
+        registry.push(
+            &crate::busybox_archive(),
+            "docker.io/library/busybox:latest",
+            "library/busybox:latest",
+        );
+        registry
+    }
+
+    /// Copies the image `name` of the OCI archive `archive` to `repository` (with its
+    /// tag) here; returns the reference to pull it by.
+    pub fn push(&self, archive: &Path, name: &str, repository: &str) -> String {
+        let reference = format!("{}/{repository}", self.addr);
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}:{name}", archive.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo push of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
