@@ -517,6 +517,13 @@ fn pod_spec(spec: &mut Map<String, Value>) {
             if let Some(host_path) = volume.get_mut("hostPath").and_then(Value::as_object_mut) {
                 set(host_path, "type", json!(""));
             }
+            // Upstream's `SetDefaults_ImageVolumeSource`: the container image's rule.
+            if let Some(image) = volume.get_mut("image").and_then(Value::as_object_mut) {
+                if text_or_empty(image, "pullPolicy").is_empty() {
+                    let policy = image_pull_policy(text_or_empty(image, "reference"));
+                    image.insert("pullPolicy".into(), json!(policy));
+                }
+            }
             let has_source = volume.keys().any(|k| k != "name");
             if !has_source {
                 volume.insert("emptyDir".into(), json!({}));
@@ -550,15 +557,28 @@ fn default_tolerations(spec: &mut Map<String, Value>) {
     }
 }
 
+fn text_or_empty<'v>(fields: &'v Map<String, Value>, key: &str) -> &'v str {
+    fields.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The pull policy of an image reference with none given: Always for the `latest` tag,
+/// which a reference with neither tag nor digest means, else IfNotPresent (also for an
+/// empty reference, which upstream's parser refuses and so finds no tag in).
 fn image_pull_policy(image: &str) -> &'static str {
-    // The tag is what follows the last ':' after the last '/', ignoring a digest.
-    if image.contains('@') {
+    if image.is_empty() {
         return "IfNotPresent";
     }
-    let last = image.rsplit('/').next().unwrap_or(image);
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
+    };
+    // The tag is what follows the last ':' after the last '/' (a registry's port is
+    // before a '/').
+    let last = name.rsplit('/').next().unwrap_or(name);
     match last.rsplit_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
+        Some((_, "latest")) => "Always",
+        None if !digest => "Always",
+        _ => "IfNotPresent",
     }
 }
 
@@ -649,6 +669,36 @@ mod tests {
         assert_eq!(b["lifecycle"]["preStop"]["httpGet"]["scheme"], "HTTP");
         assert_eq!(b["lifecycle"]["preStop"]["httpGet"]["path"], "/");
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
+    }
+
+    #[test]
+    fn image_volumes_pull_as_containers_do() {
+        let policy = |reference: Value| {
+            let mut pod =
+                json!({"spec": {"volumes": [{"name": "v", "image": {"reference": reference}}]}});
+            apply("Pod", &mut pod);
+            pod["spec"]["volumes"][0]["image"]["pullPolicy"].clone()
+        };
+        for (reference, expected) in [
+            (json!("kitten"), "Always"),
+            (json!("kitten:latest"), "Always"),
+            (
+                json!("registry.k8s.io:443/e2e-test-images/kitten"),
+                "Always",
+            ),
+            (json!("kitten:1.7"), "IfNotPresent"),
+            (json!("localhost:5000/kitten@sha256:abcd"), "IfNotPresent"),
+            (json!("kitten:latest@sha256:abcd"), "Always"),
+            (json!(""), "IfNotPresent"),
+            (Value::Null, "IfNotPresent"),
+        ] {
+            assert_eq!(policy(reference.clone()), expected, "{reference}");
+        }
+        let mut given = json!({"spec": {"volumes": [{"name": "v", "image": {"reference": "k", "pullPolicy": "Never"}}]}});
+        apply("Pod", &mut given);
+        assert_eq!(given["spec"]["volumes"][0]["image"]["pullPolicy"], "Never");
+        // Not a volume with no source: no emptyDir is added beside the image.
+        assert!(given["spec"]["volumes"][0].get("emptyDir").is_none());
     }
 
     #[test]

@@ -37,7 +37,7 @@ const SELECTOR_MISMATCH: &str = "`selector` does not match template `labels`";
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
-const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+pub(crate) const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 const SESSION_AFFINITIES: &[&str] = &["ClientIP", "None"];
 const ENV_NAME_MSG: &str =
@@ -654,7 +654,9 @@ fn job_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
 /// Upstream's `ValidatePodSpec`, the parts people meet: containers (and init
 /// containers), the restart and DNS policies, sysctls.
 pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
-    let volumes = pod::volumes(spec, path, causes);
+    // A pod's own spec is the only one at `spec`; templates' are at `….template.spec`.
+    let is_pod = path == "spec";
+    let volumes = pod::volumes(spec, is_pod, path, causes);
     let grace = number(spec, "terminationGracePeriodSeconds");
     let containers = list(spec, "containers");
     if containers.is_empty() {

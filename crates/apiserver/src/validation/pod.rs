@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::{list, nonnegative, number, port_name, port_number, text};
+use super::{list, nonnegative, number, port_name, port_number, text, PULL_POLICIES};
 use crate::status::Cause;
 use crate::strategy::{is_dns1123_label, is_dns1123_subdomain};
 use crate::strategy::{DNS1123_LABEL_MSG, DNS1123_SUBDOMAIN_MSG};
@@ -50,9 +50,11 @@ const SOURCES: &[&str] = &[
 /// The valid volumes of a pod, which mounts and devices may name, with their source.
 pub(super) type Volumes<'v> = HashMap<&'v str, &'static str>;
 
-/// Upstream's `ValidateVolumes`: the valid volumes, by name.
+/// Upstream's `ValidateVolumes`: the valid volumes, by name. `is_pod` is upstream's
+/// `ResourceIsPod`: templates may leave an image volume's reference to be filled in.
 pub(super) fn volumes<'v>(
     spec: Option<&'v Value>,
+    is_pod: bool,
     path: &str,
     causes: &mut Vec<Cause>,
 ) -> Volumes<'v> {
@@ -60,7 +62,7 @@ pub(super) fn volumes<'v>(
     for (i, volume) in list(spec, "volumes").iter().enumerate() {
         let at = format!("{path}.volumes[{i}]");
         let mut found = Vec::new();
-        let source = volume_source(volume, &at, &mut found);
+        let source = volume_source(volume, is_pod, &at, &mut found);
         let name = text(Some(volume), "name");
         let field = format!("{at}.name");
         if name.is_empty() {
@@ -80,7 +82,12 @@ pub(super) fn volumes<'v>(
 }
 
 /// Checks the volume has exactly one valid source; returns the first it has.
-fn volume_source(volume: &Value, at: &str, causes: &mut Vec<Cause>) -> Option<&'static str> {
+fn volume_source(
+    volume: &Value,
+    is_pod: bool,
+    at: &str,
+    causes: &mut Vec<Cause>,
+) -> Option<&'static str> {
     let mut first = None;
     for source in SOURCES {
         let Some(value) = volume.get(*source).filter(|v| !v.is_null()) else {
@@ -102,6 +109,7 @@ fn volume_source(volume: &Value, at: &str, causes: &mut Vec<Cause>) -> Option<&'
             "configMap" => Some("name"),
             "nfs" => Some("server"),
             "csi" => Some("driver"),
+            "image" if is_pod => Some("reference"),
             _ => None,
         };
         if let Some(key) = required {
@@ -113,11 +121,27 @@ fn volume_source(volume: &Value, at: &str, causes: &mut Vec<Cause>) -> Option<&'
                 causes.push(Cause::invalid(name_field, value, DNS1123_SUBDOMAIN_MSG));
             }
         }
+        if *source == "image" {
+            image_pull_policy(value, &field, causes);
+        }
     }
     if first.is_none() {
         causes.push(Cause::required_detail(at, "must specify a volume type"));
     }
     first
+}
+
+/// An image volume's `pullPolicy`, as upstream's `validatePullPolicy` has it (defaulting
+/// has set it unless the client sent something else).
+fn image_pull_policy(image: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let field = format!("{at}.pullPolicy");
+    match text(Some(image), "pullPolicy") {
+        "" => causes.push(Cause::required(field)),
+        policy if !PULL_POLICIES.contains(&policy) => {
+            causes.push(Cause::unsupported(field, policy, PULL_POLICIES))
+        }
+        _ => {}
+    }
 }
 
 /// Upstream's `ValidateEnvFrom`: each source names one ConfigMap or one Secret.

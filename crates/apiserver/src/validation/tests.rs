@@ -630,3 +630,51 @@ fn namespaces_are_dns_labels() {
         .message
         .starts_with("Invalid value: \"My_NS\": a lowercase RFC 1123 label"));
 }
+
+#[test]
+fn image_volumes_as_upstream() {
+    let pod = |volume: Value, mount: Value| json!({"spec": {"volumes": [volume], "containers": [web(json!({"volumeMounts": [mount]}))]}});
+    let mount = json!({"name": "v", "mountPath": "/volume"});
+    // A pull policy, sub paths and writable mounts are all allowed (the runtime mounts
+    // image volumes read-only whatever the mount says).
+    let good = json!({"name": "v", "image": {"reference": "kitten:1.7", "pullPolicy": "Always"}});
+    assert!(refused("Pod", pod(good.clone(), mount.clone())).is_empty());
+    let sub_paths =
+        json!({"name": "v", "mountPath": "/etc-only", "subPath": "etc", "readOnly": false});
+    assert!(refused("Pod", pod(good.clone(), sub_paths)).is_empty());
+    let expr = json!({"name": "v", "mountPath": "/x", "subPathExpr": "$(POD_NAME)"});
+    assert!(refused("Pod", pod(good, expr)).is_empty());
+    assert_eq!(
+        refused(
+            "Pod",
+            pod(
+                json!({"name": "v", "image": {"pullPolicy": "Sometimes"}}),
+                mount.clone()
+            )
+        ),
+        [
+            "spec.volumes[0].image.reference: Required value",
+            "spec.volumes[0].image.pullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\"",
+            // An invalid volume is not one a mount may name.
+            "spec.containers[0].volumeMounts[0].name: Not found: \"v\"",
+        ]
+    );
+    assert_eq!(
+        refused(
+            "Pod",
+            pod(
+                json!({"name": "v", "image": {"reference": "kitten"}, "emptyDir": {}}),
+                mount.clone()
+            )
+        ),
+        [
+            "spec.volumes[0].image: Forbidden: may not specify more than 1 volume type",
+            "spec.containers[0].volumeMounts[0].name: Not found: \"v\"",
+        ]
+    );
+    // Templates may leave the reference to be set later (upstream's ResourceIsPod).
+    let template = json!({"template": {"spec": {
+        "volumes": [{"name": "v", "image": {}}],
+        "containers": [web(json!({"volumeMounts": [mount]}))]}}});
+    assert!(refused("PodTemplate", template).is_empty());
+}
