@@ -87,11 +87,15 @@ impl Runtime {
             let source = if volume.sub_path.is_empty() {
                 target
             } else {
-                resolve_in_root(&target, &volume.sub_path).map_err(|e| {
-                    Error::NotFound(format!(
-                        "sub path {:?} of image volume {:?} ({e})",
+                resolve_in_root(&target, &volume.sub_path).map_err(|e| match e {
+                    SubPathError::Missing => Error::NotFound(format!(
+                        "sub path {:?} in image {:?}",
                         volume.sub_path, volume.image
-                    ))
+                    )),
+                    SubPathError::Other(why) => Error::InvalidArgument(format!(
+                        "sub path {:?} in image {:?}: {why}",
+                        volume.sub_path, volume.image
+                    )),
                 })?
             };
             mount.host_path = source.display().to_string();
@@ -117,7 +121,7 @@ pub(crate) fn unmount_image_volumes(dir: &Path) -> Result<()> {
 /// `sub` inside `root`, its symbolic links followed as the container would see them
 /// (an absolute target starts again at `root`, `..` stops there), so that no link in
 /// an image leads out of it. The result must exist.
-fn resolve_in_root(root: &Path, sub: &str) -> std::result::Result<PathBuf, String> {
+fn resolve_in_root(root: &Path, sub: &str) -> std::result::Result<PathBuf, SubPathError> {
     const MAX_LINKS: usize = 40;
     let mut todo = parts(Path::new(sub));
     let mut resolved = PathBuf::new();
@@ -128,15 +132,16 @@ fn resolve_in_root(root: &Path, sub: &str) -> std::result::Result<PathBuf, Strin
             continue;
         }
         let candidate = root.join(&resolved).join(&part);
-        let meta = std::fs::symlink_metadata(&candidate)
-            .map_err(|_| format!("{sub} does not exist in the image"))?;
+        let meta = std::fs::symlink_metadata(&candidate).map_err(|_| SubPathError::Missing)?;
         if meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
-                return Err(format!("{sub}: too many levels of symbolic links"));
+                return Err(SubPathError::Other(
+                    "too many levels of symbolic links".into(),
+                ));
             }
             let target = std::fs::read_link(&candidate)
-                .map_err(|e| format!("read link {}: {e}", candidate.display()))?;
+                .map_err(|e| SubPathError::Other(format!("read link: {e}")))?;
             if target.is_absolute() {
                 resolved = PathBuf::new();
             }
@@ -148,6 +153,13 @@ fn resolve_in_root(root: &Path, sub: &str) -> std::result::Result<PathBuf, Strin
         resolved.push(part);
     }
     Ok(root.join(resolved))
+}
+
+/// Why a sub path does not name a place in an image.
+#[derive(Debug, PartialEq, Eq)]
+enum SubPathError {
+    Missing,
+    Other(String),
 }
 
 /// A path's names and `..`s, in order.
@@ -163,7 +175,7 @@ fn parts(path: &Path) -> VecDeque<OsString> {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve_in_root;
+    use super::{resolve_in_root, SubPathError};
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -183,10 +195,8 @@ mod tests {
         // `..` stops at the image's root.
         assert_eq!(resolve("etc/ssl/up/usr"), Ok(root.join("usr")));
         assert_eq!(resolve("etc/self/ssl"), Ok(root.join("etc/ssl")));
-        assert!(resolve("not-existing")
-            .expect_err("absent")
-            .contains("does not exist in the image"));
+        assert_eq!(resolve("not-existing"), Err(SubPathError::Missing));
         symlink("loop", root.join("loop")).expect("loop");
-        assert!(resolve("loop").is_err());
+        assert!(matches!(resolve("loop"), Err(SubPathError::Other(_))));
     }
 }
