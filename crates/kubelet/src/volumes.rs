@@ -1,7 +1,8 @@
 //! Pod volumes on the host: `emptyDir`, `hostPath`, `configMap`, `secret`,
 //! `downwardAPI` and `projected`, laid out under
 //! `<root-dir>/pods/<uid>/volumes/<plugin>/<name>` as upstream lays them, and
-//! the CRI mounts of a container's `volumeMounts`.
+//! the CRI mounts of a container's `volumeMounts`. Image volumes (KEP-4639) have
+//! nothing on the host: their mounts name the pulled image, which the runtime mounts.
 //!
 //! ConfigMap, Secret, downward API and projected volumes are written the way
 //! upstream's atomic writer does: the files live in a timestamped directory,
@@ -33,6 +34,9 @@ fn plugin_dir(root: &Path, uid: &str, plugin: &str, name: &str) -> PathBuf {
         .join(format!("kubernetes.io~{plugin}"))
         .join(name)
 }
+
+/// The pulled images of the image volumes a container mounts, by volume name.
+pub type ImageVolumes = HashMap<String, proto::ImageSpec>;
 
 /// Files of one volume: relative path → (content, mode).
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
@@ -246,6 +250,9 @@ pub fn prepare(
     let uid = pod.metadata.uid.as_deref().unwrap_or("");
     let mut out = HashMap::new();
     for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if vol.image.is_some() {
+            continue;
+        }
         let path = if let Some(empty_dir) = &vol.empty_dir {
             let d = empty_dir_path(root, uid, &vol.name);
             std::fs::create_dir_all(&d).map_err(Error::io(format!("create {}", d.display())))?;
@@ -316,33 +323,50 @@ pub fn prepare(
     Ok(out)
 }
 
-/// The CRI mounts of a container's `volumeMounts` (with `subPath`).
+/// The CRI mounts of a container's `volumeMounts` (with `subPath`): host paths, or
+/// for an image volume its image (from `images`) and sub path, always read-only.
 pub fn mounts(
     c: &Container,
     volumes: &HashMap<String, PathBuf>,
+    images: &ImageVolumes,
     env: &[(String, String)],
 ) -> Result<Vec<proto::Mount>> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        let base = volumes
-            .get(&m.name)
-            .ok_or_else(|| Error::Config(format!("volume {:?} not found", m.name)))?;
         let sub_path = match m.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
             Some(expr) => Some(expand_sub_path(expr, env)?),
             None => m.sub_path.clone(),
-        };
+        }
+        .filter(|sp| !sp.is_empty());
+        if let Some(sp) = &sub_path {
+            if sp.starts_with('/') {
+                return Err(Error::Config(format!(
+                    "error SubPath `{sp}` must not be an absolute path"
+                )));
+            }
+            if sp.split('/').any(|c| c == "..") {
+                return Err(Error::Config(format!(
+                    "unable to provision SubPath `{sp}`: must not contain '..'"
+                )));
+            }
+        }
+        if let Some(image) = images.get(&m.name) {
+            // The runtime mounts image volumes read-only whatever is asked; saying so
+            // keeps a runtime that honours only `readonly` from mounting them writable.
+            out.push(proto::Mount {
+                container_path: m.mount_path.clone(),
+                readonly: true,
+                image: Some(image.clone()),
+                image_sub_path: sub_path.unwrap_or_default(),
+                ..Default::default()
+            });
+            continue;
+        }
+        let base = volumes
+            .get(&m.name)
+            .ok_or_else(|| Error::Config(format!("volume {:?} not found", m.name)))?;
         let host = match sub_path.as_deref() {
-            Some(sp) if !sp.is_empty() => {
-                if sp.starts_with('/') {
-                    return Err(Error::Config(format!(
-                        "error SubPath `{sp}` must not be an absolute path"
-                    )));
-                }
-                if sp.split('/').any(|c| c == "..") {
-                    return Err(Error::Config(format!(
-                        "unable to provision SubPath `{sp}`: must not contain '..'"
-                    )));
-                }
+            Some(sp) => {
                 let p = base.join(sp);
                 if !p.exists() {
                     std::fs::create_dir_all(&p)
@@ -490,11 +514,43 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let m = mounts(&c, &vols, &[]).expect("mounts");
+        let m = mounts(&c, &vols, &ImageVolumes::new(), &[]).expect("mounts");
         assert_eq!(m[0].container_path, "/etc/cfg");
         assert!(m[0].readonly);
         cleanup(root.path(), "u");
         assert!(!pod_dir(root.path(), "u").exists());
+    }
+
+    #[test]
+    fn image_volumes_are_mounted_by_the_runtime_read_only() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "volumeMounts": [
+                {"name": "img", "mountPath": "/volume"},
+                {"name": "img", "mountPath": "/etc-only", "subPathExpr": "$(DIR)", "readOnly": false}
+            ]
+        }))
+        .expect("container");
+        let spec = proto::ImageSpec {
+            image: "sha256:1234".into(),
+            user_specified_image: "kitten:1.7".into(),
+            ..Default::default()
+        };
+        let images = ImageVolumes::from([("img".to_string(), spec.clone())]);
+        let env = vec![("DIR".to_string(), "etc".to_string())];
+        let m = mounts(&c, &HashMap::new(), &images, &env).expect("mounts");
+        assert_eq!(m.len(), 2);
+        for (mount, (path, sub_path)) in m.iter().zip([("/volume", ""), ("/etc-only", "etc")]) {
+            assert_eq!(mount.container_path, path);
+            assert_eq!(mount.image.as_ref(), Some(&spec));
+            assert_eq!(mount.image_sub_path, sub_path);
+            assert!(mount.host_path.is_empty() && mount.readonly);
+        }
+        let escaping = vec![("DIR".to_string(), "../etc".to_string())];
+        assert!(mounts(&c, &HashMap::new(), &images, &escaping)
+            .expect_err("..")
+            .to_string()
+            .contains("must not contain '..'"));
     }
 
     #[test]
@@ -518,13 +574,13 @@ mod tests {
             "volumeMounts": [{"name": "v", "mountPath": "/m", "subPathExpr": "$(POD_NAME)"}]
         }))
         .expect("container");
-        let m = mounts(&c, &vols, &env).expect("mounts");
+        let m = mounts(&c, &vols, &ImageVolumes::new(), &env).expect("mounts");
         assert_eq!(
             m[0].host_path,
             root.path().join("web-0").display().to_string()
         );
         let absolute = vec![("POD_NAME".to_string(), "/etc".to_string())];
-        assert!(mounts(&c, &vols, &absolute)
+        assert!(mounts(&c, &vols, &ImageVolumes::new(), &absolute)
             .expect_err("absolute")
             .to_string()
             .contains("must not be an absolute path"));

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Pod, PodCondition, PodStatus, ResourceRequirements, Secret,
-    ServiceAccount,
+    ConfigMap, Container, ImageVolumeSource, Pod, PodCondition, PodStatus, ResourceRequirements,
+    Secret, ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -165,18 +165,35 @@ fn attempt_of(s: &proto::ContainerStatus) -> Attempt {
 
 /// `imagePullPolicy` with upstream's default (Always for `:latest` or no tag).
 pub fn pull_policy(c: &Container) -> String {
-    if let Some(p) = &c.image_pull_policy {
-        return p.clone();
+    policy_or_default(c.image_pull_policy.as_deref(), c.image.as_deref())
+}
+
+/// A pull policy, or the API server's default for `image` when none is set (a pod
+/// the kubelet reads from a file was never defaulted).
+fn policy_or_default(policy: Option<&str>, image: Option<&str>) -> String {
+    if let Some(p) = policy.filter(|p| !p.is_empty()) {
+        return p.to_string();
     }
-    let image = c.image.as_deref().unwrap_or("");
-    let name = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') {
-        return "IfNotPresent".into();
+    let image = image.unwrap_or("");
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) => "Always".into(),
+        None if !digest && !image.is_empty() => "Always".into(),
+        _ => "IfNotPresent".into(),
     }
-    match name.split_once(':') {
-        Some((_, "latest")) | None => "Always".into(),
-        Some(_) => "IfNotPresent".into(),
-    }
+}
+
+/// The image volumes (KEP-4639) of the pod, by name.
+fn image_volumes(pod: &Pod) -> HashMap<&str, &ImageVolumeSource> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| Some((v.name.as_str(), v.image.as_ref()?)))
+        .collect()
 }
 
 /// Whether an exited container is restarted under the pod's restartPolicy.
@@ -609,76 +626,79 @@ impl PodWorker {
         Ok(out)
     }
 
-    /// Makes sure the image is present per the pull policy; on failure
-    /// records the waiting reason and returns false.
+    /// Makes sure `image` is present per the pull policy, for the container named
+    /// `waiting` (its own image, or an image volume it mounts); returns the image's
+    /// reference, or `None` once the container's waiting reason says why not. Events
+    /// name the container when `field` is given, else the pod (upstream's events for
+    /// image volumes).
     async fn ensure_image(
         &mut self,
         pod: &Pod,
-        c: &Container,
-        kind: &ContainerKind,
+        image: &str,
+        policy: &str,
+        waiting: &str,
+        field: Option<(&ContainerKind, &str)>,
         sandbox_config: &proto::PodSandboxConfig,
-    ) -> Result<bool> {
-        let image = c.image.clone().unwrap_or_default();
-        let policy = pull_policy(c);
+    ) -> Result<Option<String>> {
         let cri = self.shared.cri.clone();
-        let present = cri.image_present(&image).await?.is_some();
+        let present = cri.image_present(image).await?;
         let events = self.shared.events.clone();
         let event = |warning: bool, reason: &'static str, note: String| {
-            crate::events::record(&events, pod, Some((kind, &c.name)), warning, reason, note)
+            crate::events::record(&events, pod, field, warning, reason, note)
         };
-        match policy.as_str() {
-            "Never" if !present => {
+        match (policy, present) {
+            ("Never", None) => {
                 let message =
                     format!("Container image \"{image}\" is not present with pull policy of Never");
-                if self.set_waiting(&c.name, "ErrImageNeverPull", message.clone()) {
+                if self.set_waiting(waiting, "ErrImageNeverPull", message.clone()) {
                     event(true, "ErrImageNeverPull", message);
                     event(true, "Failed", "Error: ErrImageNeverPull".into());
                 }
-                return Ok(false);
+                return Ok(None);
             }
-            "Never" | "IfNotPresent" if present => {
+            ("Never" | "IfNotPresent", Some(id)) => {
                 event(
                     false,
                     "Pulled",
                     format!("Container image \"{image}\" already present on machine"),
                 );
-                return Ok(true);
+                return Ok(Some(id));
             }
             _ => {}
         }
-        if let Some(at) = self.pull_failed_at.get(&image) {
+        if let Some(at) = self.pull_failed_at.get(image) {
             if self
                 .pull_backoff
-                .remaining(&image, *at, Instant::now())
+                .remaining(image, *at, Instant::now())
                 .is_some()
             {
                 let message = format!("Back-off pulling image \"{image}\"");
-                if self.set_waiting(&c.name, "ImagePullBackOff", message.clone()) {
+                if self.set_waiting(waiting, "ImagePullBackOff", message.clone()) {
                     event(false, "BackOff", message);
                     event(true, "Failed", "Error: ImagePullBackOff".into());
                 }
-                return Ok(false);
+                return Ok(None);
             }
         }
         event(false, "Pulling", format!("Pulling image \"{image}\""));
         let started = Instant::now();
-        match cri.pull_image(&image, sandbox_config.clone()).await {
-            Ok(_) => {
-                self.pull_failed_at.remove(&image);
+        match cri.pull_image(image, sandbox_config.clone()).await {
+            Ok(image_ref) => {
+                self.pull_failed_at.remove(image);
                 let took = crate::events::millis(started.elapsed());
-                let size = cri.image_size(&image).await.unwrap_or_default();
+                let size = cri.image_size(image).await.unwrap_or_default();
                 event(
                     false,
                     "Pulled",
                     format!("Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."),
                 );
-                Ok(true)
+                Ok(Some(image_ref))
             }
             Err(e) => {
                 tracing::info!(image = %image, error = %e, "image pull failed");
                 let now = Instant::now();
-                self.pull_backoff.next(&image, now);
-                self.pull_failed_at.insert(image.clone(), now);
+                self.pull_backoff.next(image, now);
+                self.pull_failed_at.insert(image.to_string(), now);
                 let msg = match &e {
                     Error::Cri { status, .. } => status.message().to_string(),
                     other => other.to_string(),
@@ -690,10 +710,66 @@ impl PodWorker {
                     format!("Failed to pull image \"{image}\": {message}"),
                 );
                 event(true, "Failed", "Error: ErrImagePull".into());
-                self.set_waiting(&c.name, "ErrImagePull", message);
-                Ok(false)
+                self.set_waiting(waiting, "ErrImagePull", message);
+                Ok(None)
             }
         }
+    }
+
+    /// Pulls the image volumes `c` mounts, each per its pull policy, as upstream pulls
+    /// them before starting containers; returns what each is to the runtime, or `None`
+    /// once the container's waiting reason says why not (a failed pull of a volume's
+    /// image holds up only the containers that mount it).
+    async fn ensure_image_volumes(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        sandbox_config: &proto::PodSandboxConfig,
+    ) -> Result<Option<volumes::ImageVolumes>> {
+        let mut out = volumes::ImageVolumes::new();
+        let wanted: Vec<(String, String, String)> = {
+            let sources = image_volumes(pod);
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .filter_map(|m| {
+                    let source = sources.get(m.name.as_str())?;
+                    let reference = source.reference.clone().unwrap_or_default();
+                    let policy = policy_or_default(
+                        source.pull_policy.as_deref(),
+                        source.reference.as_deref(),
+                    );
+                    Some((m.name.clone(), reference, policy))
+                })
+                .collect()
+        };
+        for (name, reference, policy) in wanted {
+            if out.contains_key(&name) {
+                continue;
+            }
+            let pulled = self
+                .ensure_image(pod, &reference, &policy, &c.name, None, sandbox_config)
+                .await?;
+            let Some(image_ref) = pulled else {
+                return Ok(None);
+            };
+            out.insert(
+                name,
+                proto::ImageSpec {
+                    image: image_ref,
+                    user_specified_image: reference,
+                    annotations: pod
+                        .metadata
+                        .annotations
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(Some(out))
     }
 
     /// Records why a container waits; whether the reason is new (events are written
@@ -719,9 +795,18 @@ impl PodWorker {
             ContainerKind::Init => "init_container",
             ContainerKind::Ephemeral { .. } => "ephemeral_container",
         };
-        if !self.ensure_image(pod, c, &kind, &sandbox.1).await? {
+        let image = c.image.as_deref().unwrap_or("");
+        let field = Some((&kind, c.name.as_str()));
+        let policy = pull_policy(c);
+        let pulled = self
+            .ensure_image(pod, image, &policy, &c.name, field, &sandbox.1)
+            .await?;
+        if pulled.is_none() {
             return Ok(());
         }
+        let Some(image_volumes) = self.ensure_image_volumes(pod, c, &sandbox.1).await? else {
+            return Ok(());
+        };
         let (events, event_kind) = (self.shared.events.clone(), kind.clone());
         let event = |warning: bool, reason: &'static str, note: String| {
             let field = Some((&event_kind, c.name.as_str()));
@@ -745,7 +830,7 @@ impl PodWorker {
         let vols = self.volumes.clone().unwrap_or_default();
         let pod_dir = volumes::pod_dir(&self.shared.root_dir, pod_uid(pod));
         let settings = &self.shared.settings;
-        let mounts = match volumes::mounts(c, &vols, &env).and_then(|mut m| {
+        let mounts = match volumes::mounts(c, &vols, &image_volumes, &env).and_then(|mut m| {
             m.extend(crate::termination::prepare_mount(&pod_dir, c, attempt)?);
             m.extend(crate::etc_hosts::mount(
                 &pod_dir,

@@ -271,6 +271,149 @@ async fn unused_images_are_collected() {
     run_scenario(&runtime, kubelet, scenario).await;
 }
 
+/// Upstream's ImageVolume tests (`test/e2e/common/node/image_volume.go`, the conformance
+/// "should succeed with pod and pull policy of Always", and `test/e2e_node/image_volume.go`)
+/// on Skiff's runtime, with the kitten image in a local registry: a busybox container
+/// reads the image's files through an image volume pulled with policy Always, read-only;
+/// a valid subPath mounts that directory; a missing one fails with CreateContainerError;
+/// an image that cannot be pulled keeps the mounting container in ImagePullBackOff; an
+/// unused one does not stop the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_volumes() {
+    init_tracing();
+    let registry = skiff_e2e::registry::LocalRegistry::start();
+    let kitten = registry.push(
+        &skiff_e2e::kitten_archive(),
+        skiff_e2e::KITTEN,
+        "e2e-test-images/kitten:1.7",
+    );
+    let server = Server::start(&[]);
+    let runtime = Runtime::start();
+    let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| image_volume_cases(&server, &runtime.root(), &kitten));
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
+fn image_volume_cases(server: &Server, runtime_root: &Path, kitten: &str) {
+    let ns = "image-volume";
+    server.ok(&["create", "namespace", ns]);
+    // Upstream's pod: one container looping forever with the volume at /volume.
+    let create = |name: &str, volume: &str, mount: Option<&str>| {
+        let spec = format!("  restartPolicy: Always\n  volumes:\n  - name: volume\n{volume}");
+        let extra = mount.map_or(String::new(), |more| {
+            format!("    volumeMounts:\n    - name: volume\n      mountPath: /volume\n{more}")
+        });
+        let loop_forever = "while true; do echo test; sleep 1; done";
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(
+                name,
+                &spec,
+                &container("test-container", loop_forever, &extra),
+            ),
+        );
+    };
+    let exec = |pod: &str, args: &[&str]| {
+        let mut all = vec!["exec", "-n", ns, pod, "-c", "test-container", "--"];
+        all.extend(args);
+        server.kubectl(&all)
+    };
+    let cat = |pod: &str, path: &str| {
+        let out = exec(pod, &["/bin/cat", path]);
+        assert!(out.status.success(), "cat {path}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let waiting = |pod: &str, reason: &str| {
+        wait_for(60, &format!("{pod} waiting with {reason}"), || {
+            let p = pod_json(server, ns, pod)?;
+            let state = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+            (state["reason"] == reason).then(|| state["message"].as_str().unwrap_or("").to_string())
+        })
+    };
+
+    // The conformance test: pull policy Always, the pod Running, the files there.
+    create(
+        "test-pod",
+        &format!("    image:\n      reference: {kitten}\n      pullPolicy: Always\n"),
+        Some(""),
+    );
+    wait_for_phase(server, ns, "test-pod", "Running");
+    assert!(cat("test-pod", "/volume/data.json").contains("kitten.jpg"));
+    assert!(cat("test-pod", "/volume/etc/os-release").contains("Skiff kitten"));
+    let write = exec("test-pod", &["touch", "/volume/new"]);
+    assert!(
+        !write.status.success()
+            && String::from_utf8_lossy(&write.stderr).contains("Read-only file system"),
+        "{write:?}"
+    );
+    // Always means a pull, seen in the pod's events (the volume's, so no container's).
+    let pulled = wait_for(30, "the volume's Pulling event", || {
+        let events = server.ok(&["get", "events", "-n", ns, "-o", "json"]);
+        let events: Value = serde_json::from_str(&events).ok()?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["reason"] == "Pulling"
+                    && e["involvedObject"]["name"] == "test-pod"
+                    && e["message"].as_str() == Some(&format!("Pulling image \"{kitten}\""))
+            })
+            .cloned()
+    });
+    assert!(
+        pulled["involvedObject"].get("fieldPath").is_none(),
+        "{pulled}"
+    );
+    let pod = pod_json(server, ns, "test-pod").expect("pod");
+    assert_eq!(pod["spec"]["volumes"][0]["image"]["pullPolicy"], "Always");
+
+    // A sub path mounts that directory of the image.
+    let defaulted = format!("    image:\n      reference: {kitten}\n");
+    create("sub-path", &defaulted, Some("      subPath: etc\n"));
+    wait_for_phase(server, ns, "sub-path", "Running");
+    assert!(cat("sub-path", "/volume/os-release").contains("Skiff kitten"));
+    let pod = pod_json(server, ns, "sub-path").expect("pod");
+    assert_eq!(
+        pod["spec"]["volumes"][0]["image"]["pullPolicy"],
+        "IfNotPresent"
+    );
+
+    // A sub path the image lacks: the container cannot be created.
+    create(
+        "missing-sub-path",
+        &defaulted,
+        Some("      subPath: not-existing\n"),
+    );
+    let message = waiting("missing-sub-path", "CreateContainerError");
+    assert!(message.contains("not-existing"), "{message}");
+
+    // An image that cannot be pulled: the container mounting it backs off.
+    let invalid = "    image:\n      reference: localhost/invalid\n";
+    create("invalid-image", invalid, Some(""));
+    waiting("invalid-image", "ImagePullBackOff");
+    // Unused, the same volume stops nothing.
+    create("unused-invalid-image", invalid, None);
+    wait_for_phase(server, ns, "unused-invalid-image", "Running");
+    let ls = exec("unused-invalid-image", &["/bin/ls", "/"]);
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains("volume"),
+        "{ls:?}"
+    );
+
+    server.ok(&["delete", "pods", "--all", "-n", ns, "--timeout=60s"]);
+    // Every image volume went with its container.
+    wait_for(60, "image volumes unmounted", || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let ours = format!("{}/containers/", runtime_root.display());
+        let left = mounts
+            .lines()
+            .any(|l| l.contains(&ours) && l.contains("image-volumes"));
+        (!left).then_some(())
+    });
+}
+
 /// Node-pressure eviction with a memory threshold no machine meets: the node reports
 /// `MemoryPressure`, refuses a new BestEffort pod, and evicts a running one with
 /// upstream's reason, message and `DisruptionTarget` condition.
