@@ -1081,6 +1081,43 @@ fn kubelet_metrics_count_pods_and_runtime_calls(server: &Server, node: &str) {
         value(&format!(r#"kubelet_node_name{{node="{node}"}}"#)),
         1.0
     );
+
+    // The resource metrics metrics-server scrapes: samples carry their own timestamps.
+    let resource = server.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics/resource"),
+    ]);
+    let sample = |series: &str| -> (f64, i64) {
+        let line = resource
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{resource}"));
+        let fields: Vec<&str> = line[series.len()..].split_whitespace().collect();
+        match fields.as_slice() {
+            [value] => (value.parse().unwrap_or(f64::NAN), 0),
+            [value, at] => (value.parse().unwrap_or(f64::NAN), at.parse().unwrap_or(0)),
+            _ => panic!("malformed sample {line:?}"),
+        }
+    };
+    assert_eq!(sample("resource_scrape_error ").0, 0.0);
+    let (cpu, at) = sample("node_cpu_usage_seconds_total ");
+    assert!(cpu > 0.0 && at > 1_700_000_000_000, "{resource}");
+    assert!(sample("node_memory_working_set_bytes ").0 > 0.0);
+    let first = running.lines().next().unwrap_or_default();
+    let (namespace, pod) = match first.split_whitespace().collect::<Vec<_>>()[..] {
+        [namespace, pod, ..] => (namespace, pod),
+        _ => panic!("no running pod: {running}"),
+    };
+    let labels = format!(r#"{{namespace="{namespace}",pod="{pod}"}}"#);
+    assert!(sample(&format!("pod_memory_working_set_bytes{labels} ")).0 > 0.0);
+    assert!(
+        resource
+            .lines()
+            .any(|l| l.starts_with("container_start_time_seconds{")
+                && l.contains(&format!(r#"namespace="{namespace}",pod="{pod}""#))),
+        "{resource}"
+    );
 }
 
 /// `kubectl autoscale`: a Deployment whose one pod spins far above half its CPU request

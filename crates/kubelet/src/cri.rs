@@ -204,7 +204,8 @@ impl Cri {
     }
 
     /// The ids of the running containers.
-    pub async fn running_containers(&self) -> Result<std::collections::HashSet<String>> {
+    /// The running containers' IDs, each with when it was created (Unix nanoseconds).
+    pub async fn running_containers(&self) -> Result<std::collections::HashMap<String, i64>> {
         let running = self
             .list_containers(proto::ContainerFilter {
                 state: Some(proto::ContainerStateValue {
@@ -213,7 +214,7 @@ impl Cri {
                 ..Default::default()
             })
             .await?;
-        Ok(running.into_iter().map(|c| c.id).collect())
+        Ok(running.into_iter().map(|c| (c.id, c.created_at)).collect())
     }
 
     pub async fn container_status(&self, id: &str) -> Result<proto::ContainerStatus> {

@@ -57,6 +57,7 @@ pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod resize;
+pub mod resource_metrics;
 pub mod server;
 pub mod serving_cert;
 pub mod spec;

@@ -318,6 +318,18 @@ async fn handle(
             Ok(summary) => json_response(summary.to_string()),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
+        (&Method::GET, ["metrics", "resource"]) => {
+            let summary = state.stats.summary().await.ok();
+            let mut response = text(
+                StatusCode::OK,
+                crate::resource_metrics::render(summary.as_ref()),
+            );
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(skiff_metrics::MEDIA_TYPE),
+            );
+            response
+        }
         (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok"),
         (&Method::GET, ["pods"]) => node_pods(state).await,
         (&Method::GET, ["metrics"]) => {

@@ -7,7 +7,7 @@
 //! reading, so a steady sampler makes them rates over that period, as cAdvisor's
 //! housekeeping does. Requests get the latest sample.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -84,7 +84,9 @@ fn memory(memory: &proto::MemoryUsage) -> Value {
     ])
 }
 
-fn container(stats: &proto::ContainerStats) -> Value {
+/// One container's entry; `created` is when it was created (Unix nanoseconds), which
+/// upstream reports as its `startTime`.
+fn container(stats: &proto::ContainerStats, created: Option<i64>) -> Value {
     let name = stats
         .attributes
         .as_ref()
@@ -93,6 +95,7 @@ fn container(stats: &proto::ContainerStats) -> Value {
         .unwrap_or_default();
     fields(&[
         ("name", Some(json!(name))),
+        ("startTime", created.map(|at| json!(time(at)))),
         ("cpu", stats.cpu.as_ref().map(cpu)),
         ("memory", stats.memory.as_ref().map(memory)),
         (
@@ -108,9 +111,10 @@ fn container(stats: &proto::ContainerStats) -> Value {
     ])
 }
 
-/// One pod's entry, from its sandbox's stats: its running containers only, as upstream
-/// leaves out terminated ones (an exited debug container, a finished init container).
-pub fn pod(stats: &proto::PodSandboxStats, running: &HashSet<String>) -> Option<Value> {
+/// One pod's entry, from its sandbox's stats: its running containers only (`running`:
+/// their IDs and creation times), as upstream leaves out terminated ones (an exited debug
+/// container, a finished init container).
+pub fn pod(stats: &proto::PodSandboxStats, running: &HashMap<String, i64>) -> Option<Value> {
     let metadata = stats.attributes.as_ref()?.metadata.as_ref()?;
     let linux = stats.linux.as_ref()?;
     Some(fields(&[
@@ -126,12 +130,10 @@ pub fn pod(stats: &proto::PodSandboxStats, running: &HashSet<String>) -> Option<
                 linux
                     .containers
                     .iter()
-                    .filter(|c| {
-                        c.attributes
-                            .as_ref()
-                            .is_some_and(|a| running.contains(&a.id))
+                    .filter_map(|c| {
+                        let created = running.get(&c.attributes.as_ref()?.id)?;
+                        Some(container(c, Some(*created)))
                     })
-                    .map(container)
                     .collect(),
             )),
         ),
@@ -285,7 +287,7 @@ mod tests {
             }),
             windows: None,
         };
-        let running = HashSet::from(["c-id".to_string()]);
+        let running = HashMap::from([("c-id".to_string(), 1_000_000_000)]);
         let pod = pod(&stats, &running).unwrap();
         assert_eq!(
             pod["podRef"],
@@ -297,6 +299,7 @@ mod tests {
         );
         assert_eq!(pod["containers"][0]["name"], "c");
         assert_eq!(pod["containers"][0]["memory"]["workingSetBytes"], 4096);
+        assert_eq!(pod["containers"][0]["startTime"], "1970-01-01T00:00:01Z");
         assert_eq!(
             pod["containers"].as_array().map(Vec::len),
             Some(1),
