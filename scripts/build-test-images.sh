@@ -34,6 +34,7 @@ need() {
 }
 need umoci umoci
 need jq jq
+need openssl openssl
 need cargo "a Rust toolchain (rustup)"
 busybox=/bin/busybox
 linkage="$(LC_ALL=C ldd "$busybox" 2>&1 || true)"
@@ -80,6 +81,11 @@ cargo rustc --quiet --release --manifest-path "$workspace/Cargo.toml" -p skiff-a
 umoci tag --image "$layout:busybox" agnhost
 umoci unpack --image "$layout:agnhost" "$work/agnhost"
 install -m 0755 "$out/agnhost-build/release/agnhost" "$work/agnhost/rootfs/agnhost"
+# The certificate and key `agnhost porter` serves its TLS ports with, as upstream's
+# image carries them: valid for 127.0.0.1, ::1 and example.com, for decades.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 20000 \
+    -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,IP:::1,DNS:example.com" \
+    -keyout "$work/agnhost/rootfs/localhost.key" -out "$work/agnhost/rootfs/localhost.crt" 2>/dev/null
 umoci repack --image "$layout:agnhost" "$work/agnhost"
 umoci config --image "$layout:agnhost" --config.entrypoint /agnhost --config.cmd pause
 

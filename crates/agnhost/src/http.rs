@@ -48,13 +48,47 @@ pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
 /// Serves `handler` on every address on `port`, forever.
 pub fn serve(port: u16, handler: Handler) -> Result<(), String> {
+    serve_on(port, handler, "HTTP", |tcp| Ok(Box::new(tcp)))
+}
+
+/// [`serve`] over TLS with `config`.
+pub fn serve_tls(
+    port: u16,
+    handler: Handler,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<(), String> {
+    serve_on(port, handler, "HTTPS", move |tcp| {
+        let connection = rustls::ServerConnection::new(config.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Box::new(rustls::StreamOwned::new(connection, tcp)))
+    })
+}
+
+/// A connection to answer on: plain TCP or TLS over it.
+trait Connection: Read + Write + Send {}
+impl<T: Read + Write + Send> Connection for T {}
+
+fn serve_on(
+    port: u16,
+    handler: Handler,
+    what: &str,
+    wrap: impl Fn(TcpStream) -> std::io::Result<Box<dyn Connection>> + Send + Sync + 'static,
+) -> Result<(), String> {
     let listener = TcpListener::bind(("0.0.0.0", port))
-        .map_err(|e| format!("listening for HTTP on port {port}: {e}"))?;
-    crate::log(&format!("Started HTTP server on port {port}"));
+        .map_err(|e| format!("listening for {what} on port {port}: {e}"))?;
+    crate::log(&format!("Started {what} server on port {port}"));
+    let wrap = Arc::new(wrap);
     for stream in listener.incoming().flatten() {
-        let handler = handler.clone();
+        let (handler, wrap) = (handler.clone(), wrap.clone());
         std::thread::spawn(move || {
-            if let Err(e) = answer(stream, handler.as_ref()) {
+            let answered = stream
+                .peer_addr()
+                .and_then(|peer| {
+                    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                    Ok((peer, wrap(stream)?))
+                })
+                .and_then(|(peer, connection)| answer(connection, peer, handler.as_ref()));
+            if let Err(e) = answered {
                 crate::log(&format!("HTTP connection: {e}"));
             }
         });
@@ -63,12 +97,11 @@ pub fn serve(port: u16, handler: Handler) -> Result<(), String> {
 }
 
 fn answer(
-    stream: TcpStream,
+    mut stream: Box<dyn Connection>,
+    peer: SocketAddr,
     handler: &(dyn Fn(&Request) -> Response + Send + Sync),
 ) -> std::io::Result<()> {
-    let peer = stream.peer_addr()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut reader = BufReader::new(&mut stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut parts = request_line.split_whitespace();
@@ -93,6 +126,7 @@ fn answer(
         .by_ref()
         .take(body_length as u64)
         .read_to_end(&mut body)?;
+    drop(reader);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let request = Request {
         method: method.to_string(),
@@ -113,7 +147,6 @@ fn answer(
         head.push_str(&format!("Location: {location}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = stream;
     stream.write_all(head.as_bytes())?;
     if request.method != "HEAD" {
         stream.write_all(response.body.as_bytes())?;

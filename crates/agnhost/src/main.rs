@@ -5,8 +5,8 @@
 //! tests use: `netexec` (HTTP and UDP servers, and `/dial` to make a pod reach others),
 //! `serve-hostname`, `porter` (fixed texts on the ports the environment names),
 //! `nettest`'s state server, `dns-suffix` and `dns-server-list`.
-//! It is built with no dependencies and linked statically, so that the image needs
-//! nothing but it (and busybox, for shells).
+//! Its one dependency is rustls (porter's TLS ports), and it is linked statically, so
+//! that the image needs nothing but it (and busybox, for shells).
 
 mod dns;
 mod flags;
@@ -40,7 +40,9 @@ Subcommands:
   dns-server-list  prints the nameservers of /etc/resolv.conf, comma-separated
   porter           for each env var SERVE_PORT_<port>=<text> (or SERVE_TCP_PORT_), serves
                    the text over HTTP on that port, any method and path; for
-                   SERVE_UDP_PORT_<port>, answers each datagram with it (no TLS, SCTP)
+                   SERVE_UDP_PORT_<port>, answers each datagram with it; for
+                   SERVE_TLS_PORT_<port>, serves it over HTTPS with CERT_FILE and
+                   KEY_FILE (default /localhost.crt, /localhost.key) (no SCTP)
                    flags: --json-response (answers JSON: Method, Body)
   pause            waits until stopped (the image's default command)
   help             this text

@@ -3,9 +3,12 @@
 //! path with the text; for `SERVE_UDP_PORT_<port>`, the text sent back for every
 //! datagram. With `--json-response`, the HTTP answer is `{"Method":…,"Body":…}`.
 //!
-//! Not here: `SERVE_TLS_PORT_<port>` (serving TLS needs a TLS implementation, and this
-//! binary has no dependencies) and `SERVE_SCTP_PORT_<port>`; those variables are
-//! reported on stderr and skipped.
+//! `SERVE_TLS_PORT_<port>` serves the same over HTTPS, with the certificate and key the
+//! image carries (`/localhost.crt`, `/localhost.key`, as upstream's does) or those
+//! `CERT_FILE` and `KEY_FILE` name.
+//!
+//! Not here: `SERVE_SCTP_PORT_<port>` (no SCTP in this kernel); it is reported on stderr
+//! and skipped.
 
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ pub const BOOLEAN_FLAGS: &[&str] = &["json-response"];
 #[derive(Debug, PartialEq, Eq)]
 pub enum Server {
     Http { port: u16, text: String },
+    Https { port: u16, text: String },
     Udp { port: u16, text: String },
     Unsupported { variable: String },
 }
@@ -36,7 +40,9 @@ pub fn servers(environment: impl IntoIterator<Item = (String, String)>) -> Vec<S
             ("http", port)
         } else if let Some(port) = key.strip_prefix("SERVE_UDP_PORT_") {
             ("udp", port)
-        } else if key.starts_with("SERVE_TLS_PORT_") || key.starts_with("SERVE_SCTP_PORT_") {
+        } else if let Some(port) = key.strip_prefix("SERVE_TLS_PORT_") {
+            ("https", port)
+        } else if key.starts_with("SERVE_SCTP_PORT_") {
             servers.push(Server::Unsupported { variable: key });
             continue;
         } else {
@@ -48,6 +54,7 @@ pub fn servers(environment: impl IntoIterator<Item = (String, String)>) -> Vec<S
         };
         servers.push(match kind {
             "http" => Server::Http { port, text },
+            "https" => Server::Https { port, text },
             _ => Server::Udp { port, text },
         });
     }
@@ -72,20 +79,73 @@ pub fn answer(request: &Request, text: &str, json_response: bool) -> Response {
     response
 }
 
+/// The TLS settings for `SERVE_TLS_PORT_` servers: the certificate chain and key at
+/// `CERT_FILE` and `KEY_FILE` (by default the image's `/localhost.crt` and
+/// `/localhost.key`).
+fn tls_config() -> Result<Arc<rustls::ServerConfig>, String> {
+    let cert_file = std::env::var("CERT_FILE").unwrap_or_else(|_| "/localhost.crt".into());
+    let key_file = std::env::var("KEY_FILE").unwrap_or_else(|_| "/localhost.key".into());
+    tls_config_from(&cert_file, &key_file)
+}
+
+fn tls_config_from(cert_file: &str, key_file: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading {cert_file}: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("reading {key_file}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{cert_file} and {key_file}: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Starts the HTTP (or, with `tls`, HTTPS) server answering with `text` on `port`.
+fn spawn_http(
+    port: u16,
+    text: String,
+    json_response: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::thread::JoinHandle<()> {
+    let text = Arc::new(text);
+    let handler: http::Handler = Arc::new(move |request| answer(request, &text, json_response));
+    std::thread::spawn(move || {
+        let served = match tls {
+            Some(config) => http::serve_tls(port, handler, config),
+            None => http::serve(port, handler),
+        };
+        if let Err(e) = served {
+            crate::log(&format!("server on port {port} failed: {e}"));
+        }
+    })
+}
+
 pub fn run(flags: Flags) -> Result<(), String> {
     let json_response = flags.bool("json-response", false)?;
     let mut threads = Vec::new();
+    let mut tls = None;
     for server in servers(std::env::vars()) {
         match server {
             Server::Http { port, text } => {
-                let text = Arc::new(text);
-                let handler: http::Handler =
-                    Arc::new(move |request| answer(request, &text, json_response));
-                threads.push(std::thread::spawn(move || {
-                    if let Err(e) = http::serve(port, handler) {
-                        crate::log(&format!("server on port {port} failed: {e}"));
+                threads.push(spawn_http(port, text, json_response, None))
+            }
+            Server::Https { port, text } => {
+                if tls.is_none() {
+                    match tls_config() {
+                        Ok(config) => tls = Some(config),
+                        Err(e) => {
+                            crate::log(&format!("TLS server on port {port}: {e}; skipped"));
+                            continue;
+                        }
                     }
-                }));
+                }
+                threads.push(spawn_http(port, text, json_response, tls.clone()));
             }
             Server::Udp { port, text } => threads.push(std::thread::spawn(move || {
                 if let Err(e) = serve_udp(port, &text) {
@@ -136,6 +196,7 @@ mod tests {
             ("SERVE_TCP_PORT_160", "foo=bar"),
             ("SERVE_UDP_PORT_161", "udp"),
             ("SERVE_TLS_PORT_443", "tls baz"),
+            ("SERVE_SCTP_PORT_444", "sctp"),
             ("SERVE_PORT_http", "not a port"),
             ("SERVE_PORT_70000", "too big"),
         ]));
@@ -154,8 +215,12 @@ mod tests {
                     port: 161,
                     text: "udp".into()
                 },
+                Server::Https {
+                    port: 443,
+                    text: "tls baz".into()
+                },
                 Server::Unsupported {
-                    variable: "SERVE_TLS_PORT_443".into()
+                    variable: "SERVE_SCTP_PORT_444".into()
                 },
             ]
         );
@@ -215,6 +280,55 @@ mod tests {
                 assert_eq!(body, format!(r#"{{"Method":"{method}","Body":"bar"}}"#));
             }
         }
+    }
+
+    #[test]
+    fn serves_the_text_over_https_with_the_given_certificate() {
+        let dir = std::env::temp_dir().join(format!("agnhost-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (cert, key) = (dir.join("localhost.crt"), dir.join("localhost.key"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "{made:?}");
+        let config = tls_config_from(cert.to_str().expect("path"), key.to_str().expect("path"))
+            .expect("TLS settings");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let handler: http::Handler = Arc::new(|request| answer(request, "tls baz", false));
+        std::thread::spawn(move || http::serve_tls(port, handler, config));
+        // curl verifies the server against the certificate it was given.
+        let body = crate::tests::eventually(|| {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+                .arg(&cert)
+                .arg(format!("https://127.0.0.1:{port}/any"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        });
+        assert_eq!(body, "tls baz");
+        assert!(tls_config_from("/nonexistent.crt", "/nonexistent.key")
+            .is_err_and(|e| e.contains("/nonexistent.crt")));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

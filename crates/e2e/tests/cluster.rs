@@ -357,29 +357,26 @@ fn proxy_reaches_the_pod_and_its_service(server: &Server) {
     }
 }
 
-/// A request with any method to the API server, as the admin (curl with the admin's
-/// client certificate: kubectl has no verb for every method); the response body.
 /// Upstream's "Proxy, through a service and a pod": a ReplicationController's one pod
-/// runs agnhost's `porter` with a text on each of several ports, behind a Service with
-/// several ports (one targeting a named container port, one a number); every URL form
-/// upstream checks, through `services/proxy` by port name (with and without `http:`)
-/// and through `pods/proxy` by port number (none: the first container port; with and
-/// without `http:`), answers
-/// with that port's text, on every one of several attempts. Not here: upstream's
-/// `https:` rows (agnhost here serves no TLS), and its rewriting of the links in an
-/// HTML answer (porter here labels `<a href=...>` as HTML, and Skiff's proxy passes
-/// it through as served).
+/// runs agnhost's `porter` with a text on each of several plain and TLS ports, behind a
+/// Service with several ports (some targeting named container ports, some numbers);
+/// every URL form upstream checks, through `services/proxy` by port name (with and
+/// without `http:`, and `https:` for the TLS ports) and through `pods/proxy` by port
+/// number (none: the first container port; with and without `http:`; `https:`),
+/// answers with that port's text, on every one of several attempts, HTML links
+/// rewritten through the proxy that served them.
 fn proxy_through_a_service_and_a_pod(server: &Server) {
     let image = skiff_e2e::agnhost::IMAGE;
     server.ok_with_input(
         &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Service\nmetadata: {name: proxy-service, namespace: default}\nspec:\n  selector: {proxy-service-target: \"true\"}\n  ports:\n  - {name: portname1, port: 80, targetPort: dest1}\n  - {name: portname2, port: 81, targetPort: 162}\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: proxy-service, namespace: default}\nspec:\n  selector: {proxy-service-target: \"true\"}\n  ports:\n  - {name: portname1, port: 80, targetPort: dest1}\n  - {name: portname2, port: 81, targetPort: 162}\n  - {name: tlsportname1, port: 443, targetPort: tlsdest1}\n  - {name: tlsportname2, port: 444, targetPort: 462}\n",
     );
     let link = r#"<a href="/rewriteme">test</a>"#;
+    let tls_link = r#"<a href="/tlsrewriteme">test</a>"#;
     server.ok_with_input(
         &["apply", "-f", "-"],
         &format!(
-            "apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: proxy-service, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{proxy-service-target: \"true\"}}\n  template:\n    metadata: {{labels: {{proxy-service-target: \"true\"}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: porter\n        image: {image}\n        command: [/agnhost, porter]\n        env:\n        - {{name: SERVE_PORT_80, value: '{link}'}}\n        - {{name: SERVE_PORT_1080, value: '{link}'}}\n        - {{name: SERVE_PORT_160, value: foo}}\n        - {{name: SERVE_PORT_162, value: bar}}\n        ports: [{{name: dest1, containerPort: 160}}, {{name: dest2, containerPort: 162}}]\n        readinessProbe:\n          httpGet: {{port: 80}}\n          initialDelaySeconds: 1\n          periodSeconds: 2\n"
+            "apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: proxy-service, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{proxy-service-target: \"true\"}}\n  template:\n    metadata: {{labels: {{proxy-service-target: \"true\"}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: porter\n        image: {image}\n        command: [/agnhost, porter]\n        env:\n        - {{name: SERVE_PORT_80, value: '{link}'}}\n        - {{name: SERVE_PORT_1080, value: '{link}'}}\n        - {{name: SERVE_PORT_160, value: foo}}\n        - {{name: SERVE_PORT_162, value: bar}}\n        - {{name: SERVE_TLS_PORT_443, value: '{tls_link}'}}\n        - {{name: SERVE_TLS_PORT_460, value: tls baz}}\n        - {{name: SERVE_TLS_PORT_462, value: tls qux}}\n        ports: [{{name: dest1, containerPort: 160}}, {{name: dest2, containerPort: 162}}, {{name: tlsdest1, containerPort: 460}}, {{name: tlsdest2, containerPort: 462}}]\n        readinessProbe:\n          httpGet: {{port: 80}}\n          initialDelaySeconds: 1\n          periodSeconds: 2\n"
         ),
     );
     server.ok(&[
@@ -433,6 +430,24 @@ fn proxy_through_a_service_and_a_pod(server: &Server) {
         (pods(&format!("http:{pod}:160")), "foo".into()),
         (pods(&format!("{pod}:162")), "bar".into()),
         (pods(&format!("http:{pod}:162")), "bar".into()),
+        // The TLS ports, through an https backend connection.
+        (
+            service("https:proxy-service:tlsportname1"),
+            "tls baz".into(),
+        ),
+        (
+            service("https:proxy-service:tlsportname2"),
+            "tls qux".into(),
+        ),
+        (
+            pods(&format!("https:{pod}:443")),
+            tls_link.replace(
+                "/tlsrewriteme",
+                &format!("/api/v1/namespaces/default/pods/https:{pod}:443/proxy/tlsrewriteme"),
+            ),
+        ),
+        (pods(&format!("https:{pod}:460")), "tls baz".into()),
+        (pods(&format!("https:{pod}:462")), "tls qux".into()),
     ];
     for attempt in 0..3 {
         for (path, body) in &expectations {
@@ -616,6 +631,8 @@ fn try_api_request_following(server: &Server, method: &str, path: &str) -> Optio
     curl_api(server, method, path, &["--location"])
 }
 
+/// A request with any method to the API server, as the admin (curl with the admin's
+/// client certificate: kubectl has no verb for every method); the response body.
 fn curl_api(server: &Server, method: &str, path: &str, extra: &[&str]) -> Option<String> {
     let method_args = match method {
         "HEAD" => vec!["-I"],
