@@ -799,18 +799,14 @@ impl ImageService for Cri {
     ) -> Result<Response<proto::PullImageResponse>, Status> {
         let req = req.into_inner();
         let name = req.image.map(|i| i.image).unwrap_or_default();
-        let auth = req.auth.map(|a| crate::images::pull::PullAuth {
-            username: a.username,
-            password: a.password,
-            registry_token: a.registry_token,
-        });
-        let rec = crate::images::pull::pull(
-            self.runtime.images.clone(),
-            &self.registries,
-            &name,
-            &auth.unwrap_or_default(),
-        )
-        .await?;
+        let auth = req
+            .auth
+            .map(crate::images::pull::PullAuth::from_cri)
+            .transpose()?
+            .unwrap_or_default();
+        let rec =
+            crate::images::pull::pull(self.runtime.images.clone(), &self.registries, &name, &auth)
+                .await?;
         Ok(Response::new(proto::PullImageResponse {
             image_ref: rec.id,
         }))

@@ -21,11 +21,39 @@ const ACCEPTED: &[&str] = &[
 ];
 
 /// Credentials from the CRI request, if any.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullAuth {
     pub username: String,
     pub password: String,
     pub registry_token: String,
+}
+
+impl PullAuth {
+    /// The credentials of a CRI `AuthConfig`: `username` and `password`, or else `auth`
+    /// (base64 of `user:password`, as docker configs and crictl carry them), and
+    /// `registry_token` for registries that take a bearer token as it is.
+    pub fn from_cri(auth: crate::proto::AuthConfig) -> Result<PullAuth> {
+        let (username, password) = if auth.username.is_empty() && !auth.auth.is_empty() {
+            use base64::Engine;
+            let bad = || Error::InvalidArgument("auth must be base64 of user:password".into());
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.auth.trim())
+                .or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD.decode(auth.auth.trim())
+                })
+                .map_err(|_| bad())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (user, password) = decoded.split_once(':').ok_or_else(bad)?;
+            (user.to_string(), password.to_string())
+        } else {
+            (auth.username, auth.password)
+        };
+        Ok(PullAuth {
+            username,
+            password,
+            registry_token: auth.registry_token,
+        })
+    }
 }
 
 /// Pulls `name` (normalised first) and records it in the store.
@@ -95,14 +123,13 @@ async fn pull_from(
         ),
         (None, None) => return Err(Error::InvalidArgument(format!("{reference} has no tag"))),
     };
-    let reg = |e: oci_client::errors::OciDistributionError| Error::Registry(e.to_string());
 
     // Resolve an index to its linux/amd64 manifest, keeping raw bytes so their
     // digest can be checked.
     let (mut bytes, mut digest) = client
         .pull_manifest_raw(&oref, &registry_auth, ACCEPTED)
         .await
-        .map_err(reg)?;
+        .map_err(registry_error)?;
     for _ in 0..2 {
         let v: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::json("parse manifest", e))?;
@@ -126,7 +153,7 @@ async fn pull_from(
         (bytes, digest) = client
             .pull_manifest_raw(&oref, &registry_auth, ACCEPTED)
             .await
-            .map_err(reg)?;
+            .map_err(registry_error)?;
     }
     let manifest: oci_spec::image::ImageManifest =
         serde_json::from_slice(&bytes).map_err(|e| Error::json("parse image manifest", e))?;
@@ -155,7 +182,7 @@ async fn pull_from(
         drop(f);
         if let Err(e) = res {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(reg(e));
+            return Err(registry_error(e));
         }
         let st = store.clone();
         let tmp2 = tmp.clone();
@@ -182,4 +209,56 @@ async fn pull_from(
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// A registry's refusal in words that say what happened (oci-client's own leave out
+/// the status), as containerd words it.
+fn registry_error(e: oci_client::errors::OciDistributionError) -> Error {
+    use oci_client::errors::OciDistributionError as Oci;
+    Error::Registry(match e {
+        Oci::UnauthorizedError { url } => {
+            format!("unexpected status from GET request to {url}: 401 Unauthorized")
+        }
+        other => other.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_auth_in_either_form() {
+        let auth = |a: crate::proto::AuthConfig| PullAuth::from_cri(a);
+        let plain = auth(crate::proto::AuthConfig {
+            username: "u".into(),
+            password: "p".into(),
+            ..Default::default()
+        })
+        .expect("plain");
+        assert_eq!(
+            (plain.username.as_str(), plain.password.as_str()),
+            ("u", "p")
+        );
+        for encoded in ["dTpwOnc=", "dTpwOnc"] {
+            let decoded = auth(crate::proto::AuthConfig {
+                auth: encoded.into(),
+                ..Default::default()
+            })
+            .expect(encoded);
+            assert_eq!(
+                (decoded.username.as_str(), decoded.password.as_str()),
+                ("u", "p:w")
+            );
+        }
+        assert!(auth(crate::proto::AuthConfig {
+            auth: "bm9jb2xvbg==".into(),
+            ..Default::default()
+        })
+        .is_err());
+        assert_eq!(
+            auth(crate::proto::AuthConfig::default()).expect("none"),
+            PullAuth::default()
+        );
+    }
 }
