@@ -155,7 +155,11 @@ fn admit_service_account(
             ),
         ));
     };
-    let account_automount = cached.value().ok().and_then(|sa| {
+    let account = cached.value().ok();
+    if let Some(account) = &account {
+        add_image_pull_secrets(spec, account);
+    }
+    let account_automount = account.as_ref().and_then(|sa| {
         sa.get("automountServiceAccountToken")
             .and_then(Value::as_bool)
     });
@@ -206,6 +210,25 @@ fn admit_service_account(
         }
     }
     Ok(())
+}
+
+/// A pod that names no pull secrets takes its account's, as upstream's plugin gives
+/// them (whether or not the token is mounted).
+fn add_image_pull_secrets(spec: &mut serde_json::Map<String, Value>, account: &Value) {
+    let named = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|l| !l.is_empty());
+    let secrets: Vec<Value> = account
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| json!({"name": r.get("name").cloned().unwrap_or_else(|| json!(""))}))
+        .collect();
+    if !named && !secrets.is_empty() {
+        spec.insert("imagePullSecrets".into(), Value::Array(secrets));
+    }
 }
 
 /// Volume sources that name a Secret, and the field that does (upstream's list of pod
@@ -361,6 +384,26 @@ mod tests {
             let why = mirror_pod_refusal(&mirror(spec.clone())).unwrap_or_else(|| panic!("{spec}"));
             assert!(why.ends_with(what), "{spec}: {why}");
         }
+    }
+
+    #[test]
+    fn pods_take_their_accounts_pull_secrets() {
+        let account = json!({"imagePullSecrets": [{"name": "a"}, {"name": "b"}]});
+        let mut spec = json!({"containers": []});
+        let spec_map = spec.as_object_mut().unwrap();
+        add_image_pull_secrets(spec_map, &account);
+        assert_eq!(
+            spec["imagePullSecrets"],
+            json!([{"name": "a"}, {"name": "b"}])
+        );
+        // The pod's own list wins whole.
+        let mut spec = json!({"imagePullSecrets": [{"name": "mine"}]});
+        add_image_pull_secrets(spec.as_object_mut().unwrap(), &account);
+        assert_eq!(spec["imagePullSecrets"], json!([{"name": "mine"}]));
+        // An account without any adds nothing.
+        let mut spec = json!({"containers": []});
+        add_image_pull_secrets(spec.as_object_mut().unwrap(), &json!({}));
+        assert!(spec.get("imagePullSecrets").is_none());
     }
 
     #[test]
