@@ -2,7 +2,8 @@
 //! filesystem's usage is read (the filesystem the runtime's `ImageFsInfo` names); at or
 //! above `--image-gc-high-threshold` percent, unused images are removed, least recently
 //! used first, until usage is back at `--image-gc-low-threshold`. An image is in use
-//! while any container (running or not) was made from it; one this kubelet first saw
+//! while any container (running or not) was made from it or mounts it as an image
+//! volume (as the container's CRI status reports its mounts); one this kubelet first saw
 //! less than `--minimum-image-ttl-duration` ago, or one the runtime pins, stays.
 //! Last use is this kubelet's own memory, as upstream's: a restarted kubelet counts
 //! every image as used when it starts.
@@ -86,9 +87,30 @@ pub struct ImageGc {
     seen: HashMap<String, Seen>,
 }
 
-/// Whether a container made from `image` exists (by ID or by digest).
+/// Whether a container made from `image`, or mounting it, exists (by ID, digest or
+/// name: an image volume's image is whatever the kubelet named it by).
 fn in_use(image: &proto::Image, used: &HashSet<String>) -> bool {
-    used.contains(&image.id) || image.repo_digests.iter().any(|d| used.contains(d))
+    used.contains(&image.id)
+        || image
+            .repo_digests
+            .iter()
+            .chain(&image.repo_tags)
+            .any(|d| used.contains(d))
+}
+
+/// The images `container` holds on to: the one it was made from and those it mounts
+/// as image volumes (which upstream's image manager counts as in use too).
+fn images_of(container: &proto::Container, status: &proto::ContainerStatus) -> Vec<String> {
+    let mounted = status
+        .mounts
+        .iter()
+        .filter_map(|m| m.image.as_ref())
+        .flat_map(|i| [i.image.clone(), i.user_specified_image.clone()]);
+    [container.image_id.clone(), container.image_ref.clone()]
+        .into_iter()
+        .chain(mounted)
+        .filter(|id| !id.is_empty())
+        .collect()
 }
 
 impl ImageGc {
@@ -135,16 +157,20 @@ impl ImageGc {
     }
 
     /// Reads the images and those containers use, noting what is new and what is used.
+    /// Image volumes are only in each container's status, so every container's is read;
+    /// one that cannot be read fails the survey rather than free what it may mount.
     async fn survey(&mut self, now: Instant) -> Result<(Vec<proto::Image>, HashSet<String>)> {
         let images = self.cri.images().await?;
-        let used: HashSet<String> = self
-            .cri
-            .all_containers()
-            .await?
-            .into_iter()
-            .flat_map(|c| [c.image_id, c.image_ref])
-            .filter(|id| !id.is_empty())
-            .collect();
+        let mut used = HashSet::new();
+        for container in self.cri.all_containers().await? {
+            let status = match self.cri.container_status(&container.id).await {
+                Ok(status) => status,
+                // Gone meanwhile: holds nothing any more.
+                Err(e) if e.is_cri_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            used.extend(images_of(&container, &status));
+        }
         self.detect(&images, &used, now);
         Ok((images, used))
     }
@@ -256,6 +282,52 @@ mod tests {
         assert!(policy(80, 85, 0).validate().is_err());
         assert!(policy(101, 85, 0).validate().is_err());
         assert!(policy(85, 80, 0).validate().is_ok());
+    }
+
+    #[test]
+    fn image_volumes_count_as_in_use() {
+        let container = proto::Container {
+            image_ref: "sha256:own".into(),
+            ..Default::default()
+        };
+        let volume = |image: &str, named: &str| proto::Mount {
+            container_path: "/volume".into(),
+            image: Some(proto::ImageSpec {
+                image: image.into(),
+                user_specified_image: named.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let status = proto::ContainerStatus {
+            mounts: vec![
+                proto::Mount {
+                    container_path: "/data".into(),
+                    host_path: "/var/lib/data".into(),
+                    ..Default::default()
+                },
+                volume("sha256:mounted", "registry.example/kitten:1.7"),
+                volume("registry.example/by-name:1", ""),
+            ],
+            ..Default::default()
+        };
+        let used: HashSet<String> = images_of(&container, &status).into_iter().collect();
+        let with_tag = |id: &str, tag: &str| proto::Image {
+            repo_tags: vec![tag.into()],
+            ..image(id, 10)
+        };
+        for kept in [
+            image("sha256:own", 10),
+            image("sha256:mounted", 10),
+            with_tag("sha256:named", "registry.example/by-name:1"),
+        ] {
+            assert!(in_use(&kept, &used), "{}", kept.id);
+        }
+        assert!(!in_use(&image("sha256:other", 10), &used));
+        // A runtime that reports no mounts (containerd 1.6): only its own image.
+        let no_mounts = proto::ContainerStatus::default();
+        let used: HashSet<String> = images_of(&container, &no_mounts).into_iter().collect();
+        assert!(!in_use(&image("sha256:mounted", 10), &used));
     }
 
     #[tokio::test]
