@@ -31,6 +31,28 @@ pub mod labels {
     pub const MANAGED_BY: &str = "io.skiff.managed-by";
 }
 
+/// Why a pull failed: the runtime's answer to each attempt.
+#[derive(Debug)]
+pub struct PullError(pub Vec<tonic::Status>);
+
+impl std::fmt::Display for PullError {
+    /// One message as is; several, each once, as `[a, b]` (upstream's aggregate).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut messages: Vec<&str> = Vec::new();
+        for status in &self.0 {
+            if !messages.contains(&status.message()) {
+                messages.push(status.message());
+            }
+        }
+        match messages.as_slice() {
+            [one] => f.write_str(one),
+            many => write!(f, "[{}]", many.join(", ")),
+        }
+    }
+}
+
+impl std::error::Error for PullError {}
+
 /// A connected CRI client (both services share one HTTP/2 connection).
 #[derive(Clone)]
 pub struct Cri {
@@ -487,22 +509,36 @@ impl Cri {
             .image)
     }
 
+    /// Pulls `image` with each of `credentials` in turn until one works, as upstream's
+    /// kubelet does (none: one pull without). When all fail, the error is theirs
+    /// together, in upstream's aggregate form.
     pub async fn pull_image(
         &self,
         image: &str,
-        sandbox_config: proto::PodSandboxConfig,
-    ) -> Result<String> {
-        let mut img = self.img.clone();
-        Ok(img
-            .pull_image(proto::PullImageRequest {
-                image: Some(image_spec(image)),
-                auth: None,
-                sandbox_config: Some(sandbox_config),
-            })
-            .await
-            .map_err(Error::cri("PullImage"))?
-            .into_inner()
-            .image_ref)
+        credentials: &[crate::keyring::Credential],
+        sandbox_config: &proto::PodSandboxConfig,
+    ) -> Result<String, PullError> {
+        let attempts: Vec<Option<proto::AuthConfig>> = if credentials.is_empty() {
+            vec![None]
+        } else {
+            credentials.iter().map(|c| Some(c.to_cri())).collect()
+        };
+        let mut errors = Vec::new();
+        for auth in attempts {
+            let mut img = self.img.clone();
+            let answer = img
+                .pull_image(proto::PullImageRequest {
+                    image: Some(image_spec(image)),
+                    auth,
+                    sandbox_config: Some(sandbox_config.clone()),
+                })
+                .await;
+            match answer {
+                Ok(answer) => return Ok(answer.into_inner().image_ref),
+                Err(status) => errors.push(status),
+            }
+        }
+        Err(PullError(errors))
     }
 
     /// Waits until the runtime answers `Version` (it may start after us).

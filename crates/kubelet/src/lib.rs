@@ -50,6 +50,7 @@ pub mod etc_hosts;
 pub mod events;
 pub mod eviction;
 pub mod imagegc;
+pub mod keyring;
 pub mod log_rotation;
 pub mod logs;
 pub mod metrics;

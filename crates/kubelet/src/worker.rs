@@ -28,6 +28,7 @@ use crate::backoff::{go_duration, Backoff};
 use crate::cri::{labels, Cri};
 use crate::env::{PodFacts, Sources};
 use crate::error::{Error, Result};
+use crate::keyring::{repository_to_pull, Credential, Keyring, KeyringError};
 use crate::probe;
 use crate::resize::{self, Allocation, CgroupLimits, Checkpoint, Current, ResizeView};
 use crate::spec::{
@@ -682,7 +683,14 @@ impl PodWorker {
         }
         event(false, "Pulling", format!("Pulling image \"{image}\""));
         let started = Instant::now();
-        match cri.pull_image(image, sandbox_config.clone()).await {
+        let pulled = match self.pull_credentials(pod, image).await {
+            Ok(credentials) => cri
+                .pull_image(image, &credentials, sandbox_config)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match pulled {
             Ok(image_ref) => {
                 self.pull_failed_at.remove(image);
                 let took = crate::events::millis(started.elapsed());
@@ -694,15 +702,11 @@ impl PodWorker {
                 );
                 Ok(Some(image_ref))
             }
-            Err(e) => {
-                tracing::info!(image = %image, error = %e, "image pull failed");
+            Err(msg) => {
+                tracing::info!(image = %image, error = %msg, "image pull failed");
                 let now = Instant::now();
                 self.pull_backoff.next(image, now);
                 self.pull_failed_at.insert(image.to_string(), now);
-                let msg = match &e {
-                    Error::Cri { status, .. } => status.message().to_string(),
-                    other => other.to_string(),
-                };
                 let message = format!("failed to pull and unpack image \"{image}\": {msg}");
                 event(
                     true,
@@ -714,6 +718,60 @@ impl PodWorker {
                 Ok(None)
             }
         }
+    }
+
+    /// The credentials the pod's pull secrets hold for `image`. A secret that cannot be
+    /// read is passed over with a warning event, as upstream's kubelet does; one that
+    /// cannot be parsed fails the pull. Read at each pull, not kept: a secret created
+    /// after the pod serves its next attempt.
+    async fn pull_credentials(
+        &self,
+        pod: &Pod,
+        image: &str,
+    ) -> Result<Vec<Credential>, KeyringError> {
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            // The API has let empty names through; upstream passes them by silently.
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), pod_namespace(pod));
+        let mut secrets = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match api.get_opt(&name).await {
+                Ok(Some(secret)) => secrets.push(secret),
+                Ok(None) => missing.push(name),
+                Err(error) => {
+                    tracing::info!(secret = %name, %error, "unable to retrieve pull secret, the image pull may not succeed");
+                    missing.push(name);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            crate::events::record(
+                &self.shared.events,
+                pod,
+                None,
+                true,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    missing.join(", ")
+                ),
+            );
+        }
+        let keyring = Keyring::from_secrets(&secrets)?;
+        Ok(repository_to_pull(image)
+            .map(|repository| keyring.lookup(&repository))
+            .unwrap_or_default())
     }
 
     /// Pulls the image volumes `c` mounts, each per its pull policy, as upstream pulls
