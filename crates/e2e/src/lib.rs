@@ -617,6 +617,34 @@ impl Server {
         name
     }
 
+    /// Deletes `namespace` and waits, at most `secs`, until it is gone: its pods stopped
+    /// by their kubelet and deleted, every object removed by the namespace controller.
+    /// The API server alone has no namespace controller, so there a namespace would
+    /// stay `Terminating` for ever: refused at once rather than after the wait.
+    pub fn delete_namespace(&self, namespace: &str, secs: u64) {
+        assert_ne!(
+            self.command, "apiserver",
+            "deleting namespace {namespace} needs the namespace controller, which the API \
+             server alone does not run: start the test with Server::start_control_plane"
+        );
+        let out = self.kubectl(&[
+            "delete",
+            "namespace",
+            namespace,
+            &format!("--timeout={secs}s"),
+        ]);
+        if !out.status.success() {
+            let left = self.kubectl(&["get", "namespace", namespace, "-o", "yaml"]);
+            let pods = self.kubectl(&["get", "pods", "-n", namespace, "-o", "wide"]);
+            panic!(
+                "namespace {namespace} not gone within {secs} s: {}\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&left.stdout),
+                String::from_utf8_lossy(&pods.stdout),
+            );
+        }
+    }
+
     /// Whether `namespace` has its `default` service account, or needs none (the API
     /// server alone runs without the `ServiceAccount` admission plugin).
     fn has_default_service_account(&self, namespace: &str) -> bool {

@@ -1,16 +1,26 @@
 //! A local image registry for tests that pull: Debian's `docker-registry`
 //! (distribution/registry) on a free loopback port, filled with `skopeo` from the test
-//! image archive. Loopback registries are reached over plain HTTP, by Skiff's runtime
-//! and containerd alike.
+//! image archive, open to all or behind HTTP basic auth. Loopback registries are
+//! reached over plain HTTP, by Skiff's runtime and containerd alike.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The one login of a registry started with [`LocalRegistry::start_with_basic_auth`].
+pub const USER: &str = "skiff";
+pub const PASSWORD: &str = "pull-secret";
+/// [`PASSWORD`] as bcrypt (all the registry's htpasswd takes), made once with
+/// `perl -e 'print crypt("pull-secret", q($2b$05$SkiffTestRegistrySalt.u))'` so that
+/// no tool is needed to make it.
+const PASSWORD_BCRYPT: &str = "$2b$05$SkiffTestRegistrySalt.BFYaEdeDvUile/JVLmX//v8yG9FPfDu";
+
 /// A running registry; killed on drop.
 pub struct LocalRegistry {
     /// `127.0.0.1:PORT`, the registry's host in image references.
     pub addr: String,
+    /// The login every request needs, if the registry wants one.
+    pub credentials: Option<(String, String)>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -18,6 +28,16 @@ pub struct LocalRegistry {
 impl LocalRegistry {
     /// An empty registry, listening.
     pub fn start() -> LocalRegistry {
+        LocalRegistry::start_with(None)
+    }
+
+    /// An empty registry that answers only requests with HTTP basic auth as
+    /// [`USER`]/[`PASSWORD`] (`401` and `WWW-Authenticate: Basic` otherwise).
+    pub fn start_with_basic_auth() -> LocalRegistry {
+        LocalRegistry::start_with(Some((USER, PASSWORD_BCRYPT)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> LocalRegistry {
         for (bin, pkg) in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] {
             assert!(
                 skiff_runtime::server::find_binary(Path::new(bin)).is_ok(),
@@ -27,14 +47,19 @@ impl LocalRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = format!("127.0.0.1:{}", crate::free_port());
         let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("write registry config");
+        let mut config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, bcrypt)) = login {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{bcrypt}\n")).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&cfg, config).expect("write registry config");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -44,6 +69,7 @@ impl LocalRegistry {
             .expect("start docker-registry");
         let registry = LocalRegistry {
             addr,
+            credentials: login.map(|(user, _)| (user.to_string(), PASSWORD.to_string())),
             child,
             _dir: dir,
         };
@@ -70,8 +96,12 @@ impl LocalRegistry {
     /// tag) here; returns the reference to pull it by.
     pub fn push(&self, archive: &Path, name: &str, repository: &str) -> String {
         let reference = format!("{}/{repository}", self.addr);
-        let out = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false"])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args(["copy", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &self.credentials {
+            skopeo.arg(format!("--dest-creds={user}:{password}"));
+        }
+        let out = skopeo
             .arg(format!("oci-archive:{}:{name}", archive.display()))
             .arg(format!("docker://{reference}"))
             .output()

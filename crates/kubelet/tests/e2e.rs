@@ -287,7 +287,8 @@ async fn image_volumes() {
         skiff_e2e::KITTEN,
         "e2e-test-images/kitten:1.7",
     );
-    let server = Server::start(&[]);
+    // With the controller manager: the test ends by deleting its namespace.
+    let server = Server::start_control_plane(&[]);
     let runtime = Runtime::start();
     let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
     let scenario = async {
@@ -297,8 +298,7 @@ async fn image_volumes() {
 }
 
 fn image_volume_cases(server: &Server, runtime_root: &Path, kitten: &str) {
-    let ns = "image-volume";
-    server.ok(&["create", "namespace", ns]);
+    let ns = &server.namespace("image-volume");
     // Upstream's pod: one container looping forever with the volume at /volume.
     let create = |name: &str, volume: &str, mount: Option<&str>| {
         let spec = format!("  restartPolicy: Always\n  volumes:\n  - name: volume\n{volume}");
@@ -402,7 +402,8 @@ fn image_volume_cases(server: &Server, runtime_root: &Path, kitten: &str) {
         "{ls:?}"
     );
 
-    server.ok(&["delete", "pods", "--all", "-n", ns, "--timeout=60s"]);
+    // As upstream's test ends: the namespace goes, and its pods with it.
+    server.delete_namespace(ns, 120);
     // Every image volume went with its container.
     wait_for(60, "image volumes unmounted", || {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -412,6 +413,184 @@ fn image_volume_cases(server: &Server, runtime_root: &Path, kitten: &str) {
             .any(|l| l.contains(&ours) && l.contains("image-volumes"));
         (!left).then_some(())
     });
+}
+
+/// Pulls from a registry that wants a login, after upstream's "should be able to pull
+/// from private registry with secret" (`test/e2e/common/node/runtime.go`): without
+/// credentials the pull fails with the registry's 401; a secret the pod names but that
+/// does not exist is a `FailedToRetrieveImagePullSecret` warning and no credential; a
+/// `kubernetes.io/dockerconfigjson` secret in `imagePullSecrets` lets the pod run, its
+/// image volume pulled with it too (Skiff's runtime only: containerd 1.6 has no image
+/// volumes); a ServiceAccount's pull secrets reach its pods through admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_pull_secrets() {
+    image_pull_secrets_on(ContainerRuntime::Skiff).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_pull_secrets_with_containerd() {
+    image_pull_secrets_on(ContainerRuntime::Containerd).await;
+}
+
+async fn image_pull_secrets_on(kind: ContainerRuntime) {
+    init_tracing();
+    let registry = skiff_e2e::registry::LocalRegistry::start_with_basic_auth();
+    let busybox = registry.push(
+        &skiff_e2e::busybox_archive(),
+        "docker.io/library/busybox:latest",
+        "private/busybox:latest",
+    );
+    let kitten = (kind == ContainerRuntime::Skiff).then(|| {
+        registry.push(
+            &skiff_e2e::kitten_archive(),
+            skiff_e2e::KITTEN,
+            "private/kitten:1.7",
+        )
+    });
+    // With the controller manager: the ServiceAccount admission plugin, and the
+    // namespace controller the test ends with.
+    let server = Server::start_control_plane(&[]);
+    let runtime = Runtime::start_on(kind);
+    let (kubelet, _logs_dir) = start_kubelet(&server, &runtime).await;
+    let scenario = async {
+        tokio::task::block_in_place(|| {
+            pull_secret_cases(&server, &registry.addr, &busybox, kitten.as_deref())
+        });
+    };
+    run_scenario(&runtime, kubelet, scenario).await;
+}
+
+fn pull_secret_cases(server: &Server, registry: &str, image: &str, kitten: Option<&str>) {
+    let ns = &server.namespace("pull-secrets");
+    server.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "-n",
+        ns,
+        &format!("--docker-server={registry}"),
+        &format!("--docker-username={}", skiff_e2e::registry::USER),
+        &format!("--docker-password={}", skiff_e2e::registry::PASSWORD),
+    ]);
+    let private_pod = |name: &str, extra_spec: &str, extra_container: &str| {
+        let containers = format!(
+            "  - name: c\n    image: {image}\n    imagePullPolicy: Always\n    command: [\"sh\", \"-c\", \"sleep 3600\"]\n{extra_container}"
+        );
+        pod_yaml(name, extra_spec, &containers)
+    };
+    // The message of `pod`'s first `reason` event that starts with `prefix`.
+    let event = |pod: &str, reason: &str, prefix: &str| {
+        wait_for(60, &format!("a {reason} event for {pod}: {prefix}"), || {
+            let events = server.ok(&["get", "events", "-n", ns, "-o", "json"]);
+            let events: Value = serde_json::from_str(&events).ok()?;
+            events["items"].as_array()?.iter().find_map(|e| {
+                let message = e["message"].as_str()?;
+                (e["involvedObject"]["name"] == pod
+                    && e["reason"] == reason
+                    && message.starts_with(prefix))
+                .then(|| message.to_string())
+            })
+        })
+    };
+    let refused = |pod: &str| {
+        let reason = wait_for(60, &format!("{pod} failing to pull"), || {
+            let p = pod_json(server, ns, pod)?;
+            let reason = p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                .as_str()?
+                .to_string();
+            ["ErrImagePull", "ImagePullBackOff"]
+                .contains(&reason.as_str())
+                .then_some(reason)
+        });
+        let failed = event(pod, "Failed", &format!("Failed to pull image \"{image}\""));
+        assert!(
+            failed.contains("401 Unauthorized"),
+            "{pod} ({reason}): {failed}"
+        );
+    };
+
+    // No credentials: the registry's refusal.
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &private_pod("no-secret", "", ""),
+    );
+    refused("no-secret");
+
+    // A secret that is not there: a warning, then the same refusal.
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &private_pod(
+            "missing-secret",
+            "  imagePullSecrets:\n  - name: nope\n",
+            "",
+        ),
+    );
+    assert_eq!(
+        event("missing-secret", "FailedToRetrieveImagePullSecret", ""),
+        "Unable to retrieve some image pull secrets (nope); attempting to pull the image may not succeed."
+    );
+    refused("missing-secret");
+
+    // The secret: the image and the image volume are pulled with it.
+    let (volume, mount) = match kitten {
+        Some(kitten) => (
+            format!("  volumes:\n  - name: kitten\n    image:\n      reference: {kitten}\n      pullPolicy: Always\n"),
+            "    volumeMounts:\n    - name: kitten\n      mountPath: /kitten\n".to_string(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        &private_pod(
+            "with-secret",
+            &format!("  imagePullSecrets:\n  - name: nope\n  - name: regcred\n{volume}"),
+            &mount,
+        ),
+    );
+    wait_for_phase(server, ns, "with-secret", "Running");
+    for pulled in std::iter::once(image).chain(kitten) {
+        event(
+            "with-secret",
+            "Pulled",
+            &format!("Successfully pulled image \"{pulled}\""),
+        );
+    }
+    if kitten.is_some() {
+        let out = server.kubectl(&[
+            "exec",
+            "-n",
+            ns,
+            "with-secret",
+            "--",
+            "cat",
+            "/kitten/data.json",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("kitten.jpg"),
+            "{out:?}"
+        );
+    }
+
+    // The account's pull secrets, given to its pod by admission.
+    server.ok_with_input(
+        &["apply", "-n", ns, "-f", "-"],
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: puller\nimagePullSecrets:\n- name: regcred\n",
+    );
+    let by_account = private_pod("by-account", "  serviceAccountName: puller\n", "");
+    // Admission reads the account from the watch cache, which may lag the create.
+    wait_for(30, "the pod of the new account admitted", || {
+        let out = server.kubectl_with_input(&["apply", "-n", ns, "-f", "-"], Some(&by_account));
+        out.status.success().then_some(())
+    });
+    let pod = pod_json(server, ns, "by-account").expect("pod");
+    assert_eq!(
+        pod["spec"]["imagePullSecrets"],
+        json!([{"name": "regcred"}])
+    );
+    wait_for_phase(server, ns, "by-account", "Running");
+
+    server.delete_namespace(ns, 120);
 }
 
 /// Node-pressure eviction with a memory threshold no machine meets: the node reports
