@@ -35,6 +35,25 @@ fn bytes(quantity: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> 
         .and_then(|v| u64::try_from(v).ok())
 }
 
+/// Whether the pod sets any limit [`exceeded`] checks: only such pods are measured.
+pub fn has_limits(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let sized_empty_dir = spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.empty_dir.as_ref().is_some_and(|e| e.size_limit.is_some()));
+    let limited_container = spec.containers.iter().any(|c| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_some_and(|l| l.contains_key("ephemeral-storage"))
+    });
+    sized_empty_dir || limited_container
+}
+
 /// What a pod uses of local storage, measured by the caller.
 pub struct Usage<'a> {
     /// Per disk `emptyDir` volume name.
@@ -124,6 +143,14 @@ spec:
   - name: unbounded
     emptyDir: {}
 "#;
+
+    #[test]
+    fn only_pods_with_limits_are_measured() {
+        assert!(has_limits(&pod(POD)));
+        assert!(!has_limits(&pod(
+            "metadata: {name: p}\nspec:\n  containers: [{name: a}]\n  volumes: [{name: v, emptyDir: {}}]"
+        )));
+    }
 
     #[test]
     fn limits_are_checked_in_upstreams_order_with_its_messages() {

@@ -402,7 +402,7 @@ impl EvictionManager {
         pods: &[Pod],
     ) -> bool {
         let rootfs = pod_usage(summary, Signal::NodeFsAvailable, "", pods);
-        for pod in pods {
+        for pod in pods.iter().filter(|p| local_storage::has_limits(p)) {
             let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             let root = &self.config.root_dir;
             let empty_dirs: HashMap<String, u64> = pod
