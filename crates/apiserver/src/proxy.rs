@@ -350,10 +350,40 @@ async fn kubelet_get(
 /// Summary API, say), answered with the kubelet's body and content type.
 pub async fn node_proxy(
     state: &AppState,
-    node_name: &str,
+    spec: &str,
     path: &str,
     query: &Query,
 ) -> ApiResult<Response> {
+    // `[scheme:]node[:port]`: the kubelet's port (or none) reaches the kubelet; another
+    // port is proxied on the node's address, as upstream's node proxy does.
+    let node = proxy_target(spec)?;
+    let node_name = node.name;
+    if !node.port.is_empty() {
+        let nodes = state.registry.core("nodes")?;
+        let object = state.registry.get(&nodes, None, node_name).await?;
+        let (host, kubelet_port) = kubelet_address(&object)
+            .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no address")))?;
+        if node.port != kubelet_port.to_string() {
+            let port: u16 = node
+                .port
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid port {:?}", node.port)))?;
+            let address = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let request = Outgoing {
+                method: &http::Method::GET,
+                path,
+                query,
+                headers: &http::HeaderMap::new(),
+                body: Bytes::new(),
+            };
+            let prefix = format!("/api/v1/nodes/{spec}/proxy");
+            return relay_to(address, node.https, prefix, request).await;
+        }
+    }
     let mut target = path.to_string();
     let params = query.encoded();
     if !params.is_empty() {
@@ -374,7 +404,7 @@ pub async fn node_proxy(
         .is_some_and(crate::proxy_links::is_html)
     {
         let links = crate::proxy_links::ProxyLinks {
-            prefix: format!("/api/v1/nodes/{node_name}/proxy"),
+            prefix: format!("/api/v1/nodes/{spec}/proxy"),
             backend: url
                 .split_once("://")
                 .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
@@ -498,6 +528,35 @@ pub async fn workload_proxy(
         crate::services::resolve_endpoint(registry, namespace, target.name, port)
             .map_err(|e| ApiError::new(503, "ServiceUnavailable", e.to_string()))?
     };
+    let prefix = format!("/api/v1/namespaces/{namespace}/{plural}/{spec}/proxy");
+    let request = Outgoing {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    };
+    relay_to(address, target.https, prefix, request).await
+}
+
+/// A proxied request, as the client sent it.
+struct Outgoing<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    query: &'a Query,
+    headers: &'a http::HeaderMap,
+    body: Bytes,
+}
+
+/// Sends `request` to `address` (over TLS with `https`, the backend's certificate not
+/// checked, as upstream's proxy transport does) and streams the answer back, the links
+/// of an HTML answer rewritten to go through `prefix`.
+async fn relay_to(
+    address: String,
+    https: bool,
+    prefix: String,
+    request: Outgoing<'_>,
+) -> ApiResult<Response> {
     let unreachable = |e: String| {
         ApiError::new(
             503,
@@ -510,7 +569,7 @@ pub async fn workload_proxy(
         .map_or(address.as_str(), |(host, _)| host)
         .trim_matches(['[', ']'])
         .to_string();
-    let (sender, connection) = if target.https {
+    let (sender, connection) = if https {
         let config = crate::service_client::tls_config(&crate::service_client::Trust {
             ca_bundle: None,
             insecure: true,
@@ -522,25 +581,25 @@ pub async fn workload_proxy(
         crate::service_client::connect_plain(&address).await
     }
     .map_err(unreachable)?;
-    let mut target_path = path.to_string();
-    let params = query.encoded();
+    let mut target_path = request.path.to_string();
+    let params = request.query.encoded();
     if !params.is_empty() {
         target_path.push('?');
         target_path.push_str(&params);
     }
-    let request = crate::service_client::Relayed {
-        method,
+    let relayed = crate::service_client::Relayed {
+        method: request.method,
         target: &target_path,
         host: &address,
-        headers,
+        headers: request.headers,
         extra: Vec::new(),
-        body,
+        body: request.body,
         links: Some(crate::proxy_links::ProxyLinks {
-            prefix: format!("/api/v1/namespaces/{namespace}/{plural}/{spec}/proxy"),
+            prefix,
             backend: address.clone(),
         }),
     };
-    crate::service_client::relay(sender, connection, request)
+    crate::service_client::relay(sender, connection, relayed)
         .await
         .map_err(unreachable)
 }

@@ -376,7 +376,7 @@ fn proxy_through_a_service_and_a_pod(server: &Server) {
     server.ok_with_input(
         &["apply", "-f", "-"],
         &format!(
-            "apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: proxy-service, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{proxy-service-target: \"true\"}}\n  template:\n    metadata: {{labels: {{proxy-service-target: \"true\"}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: porter\n        image: {image}\n        command: [/agnhost, porter]\n        env:\n        - {{name: SERVE_PORT_80, value: '{link}'}}\n        - {{name: SERVE_PORT_1080, value: '{link}'}}\n        - {{name: SERVE_PORT_160, value: foo}}\n        - {{name: SERVE_PORT_162, value: bar}}\n        - {{name: SERVE_TLS_PORT_443, value: '{tls_link}'}}\n        - {{name: SERVE_TLS_PORT_460, value: tls baz}}\n        - {{name: SERVE_TLS_PORT_462, value: tls qux}}\n        ports: [{{name: dest1, containerPort: 160}}, {{name: dest2, containerPort: 162}}, {{name: tlsdest1, containerPort: 460}}, {{name: tlsdest2, containerPort: 462}}]\n        readinessProbe:\n          httpGet: {{port: 80}}\n          initialDelaySeconds: 1\n          periodSeconds: 2\n"
+            "apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: proxy-service, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{proxy-service-target: \"true\"}}\n  template:\n    metadata: {{labels: {{proxy-service-target: \"true\"}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: porter\n        image: {image}\n        command: [/agnhost, porter]\n        env:\n        - {{name: SERVE_PORT_80, value: '{link}'}}\n        - {{name: SERVE_PORT_1080, value: '{link}'}}\n        - {{name: SERVE_PORT_160, value: foo}}\n        - {{name: SERVE_PORT_162, value: bar}}\n        - {{name: SERVE_TLS_PORT_443, value: '{tls_link}'}}\n        - {{name: SERVE_TLS_PORT_460, value: tls baz}}\n        - {{name: SERVE_TLS_PORT_462, value: tls qux}}\n        ports: [{{containerPort: 80}}, {{name: dest1, containerPort: 160}}, {{name: dest2, containerPort: 162}}, {{name: tlsdest1, containerPort: 460}}, {{name: tlsdest2, containerPort: 462}}]\n        readinessProbe:\n          httpGet: {{port: 80}}\n          initialDelaySeconds: 1\n          periodSeconds: 2\n"
         ),
     );
     server.ok(&[
@@ -415,9 +415,8 @@ fn proxy_through_a_service_and_a_pod(server: &Server) {
         (service("http:proxy-service:portname1"), "foo".into()),
         (service("proxy-service:portname2"), "bar".into()),
         (service("http:proxy-service:portname2"), "bar".into()),
-        // No port: the pod's first declared container port (dest1, 160), Skiff's
-        // default for a port-less pod proxy; upstream's table expects port 80 here.
-        (pods(&pod), "foo".into()),
+        // No port: the pod's first declared container port, 80, as upstream's.
+        (pods(&pod), rewritten(&pod)),
         (
             pods(&format!("{pod}:1080")),
             rewritten(&format!("{pod}:1080")),
@@ -587,6 +586,27 @@ fn node_logs_through_the_node_proxy(server: &Server, node: &str) {
         server.ok(&["get", "--raw", &format!("{logs}{name}/node.log")]),
         "a line of the node's log\n"
     );
+    // The kubelet's port named explicitly reaches the kubelet too; another port is
+    // proxied on the node's address (here the API server's own, over https).
+    let port = server.ok(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let explicit = server.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}:{port}/proxy/logs/{name}/node.log"),
+    ]);
+    assert_eq!(explicit, "a line of the node's log\n");
+    let other = server.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/https:{node}:{}/proxy/healthz", server.port),
+    ]);
+    assert_eq!(other, "ok");
     let missing = server.fails(&["get", "--raw", &format!("{logs}{name}/nothing")]);
     assert!(
         missing.contains("NotFound") || missing.contains("not found"),
