@@ -208,73 +208,56 @@ pub fn node_status(
         ),
         Some(p) => ("False", "KubeletNotReady", p.to_string()),
     };
-    let conditions = vec![
-        if pressure.has(crate::eviction::Condition::MemoryPressure) {
-            condition(
-                &old_conditions,
-                "MemoryPressure",
-                "True",
+    use crate::eviction::Condition;
+    // Each pressure condition's (reason, message) when set and when clear.
+    let pressures = [
+        (
+            Condition::MemoryPressure,
+            (
                 "KubeletHasInsufficientMemory",
                 "kubelet has insufficient memory available",
-                &now,
-            )
-        } else {
-            condition(
-                &old_conditions,
-                "MemoryPressure",
-                "False",
+            ),
+            (
                 "KubeletHasSufficientMemory",
                 "kubelet has sufficient memory available",
-                &now,
-            )
-        },
-        if pressure.has(crate::eviction::Condition::DiskPressure) {
-            condition(
-                &old_conditions,
-                "DiskPressure",
-                "True",
-                "KubeletHasDiskPressure",
-                "kubelet has disk pressure",
-                &now,
-            )
-        } else {
-            condition(
-                &old_conditions,
-                "DiskPressure",
-                "False",
-                "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure",
-                &now,
-            )
-        },
-        if pressure.has(crate::eviction::Condition::PidPressure) {
-            condition(
-                &old_conditions,
-                "PIDPressure",
-                "True",
+            ),
+        ),
+        (
+            Condition::DiskPressure,
+            ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+            ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ),
+        (
+            Condition::PidPressure,
+            (
                 "KubeletHasInsufficientPID",
                 "kubelet has insufficient PID available",
-                &now,
-            )
-        } else {
-            condition(
-                &old_conditions,
-                "PIDPressure",
-                "False",
+            ),
+            (
                 "KubeletHasSufficientPID",
                 "kubelet has sufficient PID available",
-                &now,
-            )
-        },
-        condition(
-            &old_conditions,
-            "Ready",
-            ready,
-            ready_reason,
-            &ready_message,
-            &now,
+            ),
         ),
     ];
+    let mut conditions: Vec<NodeCondition> = pressures
+        .iter()
+        .map(|(kind, set, clear)| {
+            let (status, (reason, message)) = if pressure.has(*kind) {
+                ("True", set)
+            } else {
+                ("False", clear)
+            };
+            condition(&old_conditions, kind.name(), status, reason, message, &now)
+        })
+        .collect();
+    conditions.push(condition(
+        &old_conditions,
+        "Ready",
+        ready,
+        ready_reason,
+        &ready_message,
+        &now,
+    ));
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),

@@ -231,13 +231,22 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
-fn json_response(body: String) -> Response<Body> {
+/// A 200 answer with `body` of `content_type`.
+fn ok_as(content_type: &'static str, body: String) -> Response<Body> {
     let mut response = text(StatusCode::OK, body);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
     );
     response
+}
+
+fn json_response(body: String) -> Response<Body> {
+    ok_as("application/json", body)
+}
+
+fn metrics_response(body: String) -> Response<Body> {
+    ok_as(skiff_metrics::MEDIA_TYPE, body)
 }
 
 /// `/pods`: the pods bound to this node, as a `PodList`.
@@ -320,26 +329,11 @@ async fn handle(
         },
         (&Method::GET, ["metrics", "resource"]) => {
             let summary = state.stats.summary().await.ok();
-            let mut response = text(
-                StatusCode::OK,
-                crate::resource_metrics::render(summary.as_ref()),
-            );
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(skiff_metrics::MEDIA_TYPE),
-            );
-            response
+            metrics_response(crate::resource_metrics::render(summary.as_ref()))
         }
         (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok"),
         (&Method::GET, ["pods"]) => node_pods(state).await,
-        (&Method::GET, ["metrics"]) => {
-            let mut response = text(StatusCode::OK, state.metrics.render(&state.cri).await);
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(skiff_metrics::MEDIA_TYPE),
-            );
-            response
-        }
+        (&Method::GET, ["metrics"]) => metrics_response(state.metrics.render(&state.cri).await),
         (&Method::GET | &Method::HEAD, ["logs", ..]) => {
             let head = request.method() == Method::HEAD;
             node_logs(&state.log_dir, &path, head).await

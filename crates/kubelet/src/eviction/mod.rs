@@ -273,7 +273,11 @@ impl EvictionManager {
         let Some(reading) = observed.get(&signal).copied() else {
             return Ok(());
         };
-        let usage = pod_usage(&summary, signal, &shared.settings.cgroup_root, &pods);
+        let usage = if signal == Signal::PidAvailable {
+            process_counts(&shared.settings.cgroup_root, &pods)
+        } else {
+            pod_usage(&summary, signal)
+        };
         let mut candidates: Vec<Candidate> =
             pods.iter().map(|p| candidate(p, signal, &usage)).collect();
         rank(signal, &mut candidates);
@@ -401,7 +405,7 @@ impl EvictionManager {
         summary: &Value,
         pods: &[Pod],
     ) -> bool {
-        let rootfs = pod_usage(summary, Signal::NodeFsAvailable, "", pods);
+        let rootfs = pod_usage(summary, Signal::NodeFsAvailable);
         for pod in pods.iter().filter(|p| local_storage::has_limits(p)) {
             let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             let root = &self.config.root_dir;
@@ -486,26 +490,22 @@ pub(crate) fn filesystem(path: &Path) -> Option<(Observation, Observation)> {
     ))
 }
 
-/// Per pod UID, per container: the usage a signal reclaims, from the Summary; for
-/// process IDs, the pod's process count under the pseudo-container `""`.
-fn pod_usage(
-    summary: &Value,
-    signal: Signal,
-    cgroup_root: &str,
-    pods: &[Pod],
-) -> HashMap<String, HashMap<String, u64>> {
-    if signal == Signal::PidAvailable {
-        return pods
-            .iter()
-            .map(|pod| {
-                let uid = crate::spec::pod_uid(pod);
-                let cgroup =
-                    crate::cgroups::pod_cgroup(cgroup_root, &crate::spec::qos_class(pod), uid);
-                let count = crate::cgroups::process_count(&cgroup).unwrap_or(0);
-                (uid.to_string(), HashMap::from([(String::new(), count)]))
-            })
-            .collect();
-    }
+/// Per pod UID, its process count (from its `pids` cgroup) under the pseudo-container
+/// `""`: what process ID pressure ranks by.
+fn process_counts(cgroup_root: &str, pods: &[Pod]) -> HashMap<String, HashMap<String, u64>> {
+    pods.iter()
+        .map(|pod| {
+            let uid = crate::spec::pod_uid(pod);
+            let cgroup = crate::cgroups::pod_cgroup(cgroup_root, &crate::spec::qos_class(pod), uid);
+            let count = crate::cgroups::process_count(&cgroup).unwrap_or(0);
+            (uid.to_string(), HashMap::from([(String::new(), count)]))
+        })
+        .collect()
+}
+
+/// Per pod UID, per container: the usage a memory or disk signal reclaims, from the
+/// Summary.
+fn pod_usage(summary: &Value, signal: Signal) -> HashMap<String, HashMap<String, u64>> {
     let mut usage = HashMap::new();
     for pod in summary["pods"].as_array().into_iter().flatten() {
         let uid = pod["podRef"]["uid"]
