@@ -54,35 +54,72 @@ impl Containerd {
         .expect("writing containerd's CNI config");
         std::fs::write(dir.path().join("config.toml"), config(dir.path()))
             .expect("writing containerd's config");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let mut command = Command::new(CONTAINERD);
-        command
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(Stdio::null())
-            .stderr(log);
-        die_with_parent(&mut command);
-        let containerd = Containerd {
-            process: Some(Supervised::spawn(command)),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not serve within 30 s (Debian: apt-get install containerd); log:\n{}",
-                containerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let imported = containerd.ctr(&["images", "import", &images.display().to_string()]);
+        let mut containerd = Containerd { process: None, dir };
+        containerd.spawn();
+        containerd.import(images);
+        containerd
+    }
+
+    /// Imports the images of the OCI archive `images` into the `k8s.io` namespace.
+    pub fn import(&self, images: &Path) {
+        let imported = self.ctr(&["images", "import", &images.display().to_string()]);
         assert!(
             imported.status.success(),
             "ctr images import {}: {}",
             images.display(),
             String::from_utf8_lossy(&imported.stderr)
         );
-        containerd
+    }
+
+    /// Starts the containerd process on this directory and waits until its socket answers.
+    fn spawn(&mut self) {
+        // Appended to, so that a restart keeps the first run's log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("containerd.log"))
+            .expect("log file");
+        let mut command = Command::new(CONTAINERD);
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        die_with_parent(&mut command);
+        self.process = Some(Supervised::spawn(command));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not serve within 30 s (Debian: apt-get install containerd); log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills containerd and starts it again on the same directories, as after a crash
+    /// or an upgrade: its containers keep running under their shims meanwhile.
+    pub fn restart(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+        self.spawn();
+    }
+
+    /// Sends pulls from `registry` (a host as image references name it, `docker.io`
+    /// say) to the plain-HTTP `mirror` (`host:port`) first, through a `hosts.toml` in
+    /// the config dir containerd reads at each pull.
+    pub fn mirror(&self, registry: &str, mirror: &str) {
+        let hosts = self.dir.path().join("certs.d").join(registry);
+        std::fs::create_dir_all(&hosts).expect("containerd's registry host dir");
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"https://{registry}\"\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .expect("writing containerd's hosts.toml");
     }
 
     /// The CRI endpoint for the kubelet's `--container-runtime-endpoint`.
@@ -179,7 +216,10 @@ impl Drop for Containerd {
 
 /// containerd's config (version 2, containerd 1.6's format): every directory under
 /// `dir`; the CRI plugin with the network config beside it, the sandbox image, runc with
-/// cgroupfs, and `restrict_oom_score_adj` (this VM cannot lower an OOM score).
+/// cgroupfs, `restrict_oom_score_adj` (this VM cannot lower an OOM score), registry
+/// hosts from `certs.d` (see [`Containerd::mirror`]), and snapshot usage (image fs and
+/// writable layer stats) measured every second rather than every ten, for tests to see
+/// it soon.
 fn config(dir: &Path) -> String {
     let d = dir.display();
     format!(
@@ -201,6 +241,10 @@ state = "{d}/state"
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  stats_collect_period = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
 
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"

@@ -68,14 +68,125 @@ pub fn busybox_archive() -> PathBuf {
         .clone()
 }
 
-pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub runtime: Arc<Runtime>,
-    pub rt: RuntimeServiceClient<Channel>,
-    pub img: ImageServiceClient<Channel>,
-    pub cgroup_parent: String,
+/// Which CRI runtime a test drives: Skiff's own, or a containerd the test starts, so
+/// that the same tests show they encode the CRI contract rather than Skiff's behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Skiff,
+    Containerd,
+}
+
+/// What a harness starts with besides the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// The test images' archive imported (busybox and agnhost).
+    pub images: bool,
+    /// Pods on a bridge network of the test's own (containerd always has one: its CRI
+    /// plugin reports the network not ready without a CNI config).
+    pub pod_network: bool,
+    /// A plain-HTTP registry (`host:port`) that serves pulls of `docker.io` images.
+    pub docker_io_mirror: Option<String>,
+}
+
+/// The runtime behind a harness's socket.
+enum Engine {
+    Skiff(Box<SkiffServer>),
+    Containerd(skiff_e2e::containerd::Containerd),
+}
+
+/// Skiff's runtime served in-process on `dir/cri.sock`.
+struct SkiffServer {
+    runtime: Arc<Runtime>,
+    config: RuntimeConfig,
+    registries: RegistriesConfig,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SkiffServer {
+    async fn start(config: RuntimeConfig, registries: RegistriesConfig, socket: &Path) -> Self {
+        let runtime = Arc::new(Runtime::open(config.clone()).expect("open runtime"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = runtime.clone();
+        let socket = socket.to_path_buf();
+        let serving = registries.clone();
+        let server = tokio::spawn(async move {
+            skiff_runtime::serve(served, serving, &socket, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        SkiffServer {
+            runtime,
+            config,
+            registries,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops serving; the containers keep running under their monitors.
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+}
+
+/// A bridge and subnet of the test's own, the bridge deleted when the test ends (the
+/// bridge plugin never deletes it).
+pub struct PodNetwork {
+    pub bridge: String,
+    pub subnet: String,
+}
+
+impl PodNetwork {
+    pub fn new() -> PodNetwork {
+        assert!(
+            Path::new("/usr/lib/cni/bridge").exists(),
+            "CNI plugins missing: install the Debian package 'containernetworking-plugins'"
+        );
+        // Unique among the networks this process has alive at once (10.197/16 is this
+        // suite's); the pid keeps two test processes apart most of the time.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        PodNetwork {
+            bridge: format!("skr{:04x}", (pid * 8 + nth) % 0xffff),
+            subnet: format!("10.197.{}.0/24", (pid + nth * 37) % 250),
+        }
+    }
+
+    /// The first three octets and the dot, which every pod address starts with.
+    pub fn prefix(&self) -> &str {
+        self.subnet.trim_end_matches("0/24")
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+pub struct Harness {
+    pub backend: Backend,
+    /// The test's scratch dir: Skiff's root (`root/`), the pods' logs (`logs/`).
+    pub dir: tempfile::TempDir,
+    pub rt: RuntimeServiceClient<Channel>,
+    pub img: ImageServiceClient<Channel>,
+    /// The test's cgroup, under which the pods' cgroups are (as the kubelet's).
+    pub cgroup_parent: String,
+    engine: Option<Engine>,
+    /// Declared after `engine`, which must go first: the network's bridge is deleted
+    /// once no pod uses it.
+    pub network: Option<PodNetwork>,
 }
 
 pub fn runtime_config(root: &Path, cgroup_parent: &str) -> RuntimeConfig {
@@ -110,128 +221,330 @@ async fn connect(socket: &Path) -> Channel {
         .expect("connect to CRI socket")
 }
 
+fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-rt-test")
+        .tempdir()
+        .expect("tempdir");
+    // The kubelet makes a pod's log directory before it asks for the pod.
+    std::fs::create_dir_all(dir.path().join("logs")).expect("log dir");
+    dir
+}
+
+fn new_cgroup_parent() -> String {
+    format!(
+        "/skiff-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Runs blocking work (containerd's start and `ctr`) off the test's single-threaded
+/// runtime.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.expect("join")
+}
+
 impl Harness {
-    /// A fresh runtime root with no images, served on a temp socket.
-    pub async fn start_empty(registries: RegistriesConfig) -> Harness {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-rt-test")
-            .tempdir()
-            .expect("tempdir");
-        let cgroup_parent = format!(
-            "/skiff-test-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        Self::serve(dir, cgroup_parent, registries).await
+    /// `backend` with the test images, as most tests want it.
+    pub async fn start(backend: Backend) -> Harness {
+        Self::launch(
+            backend,
+            Setup {
+                images: true,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
-    /// A fresh runtime root with busybox imported, served on a temp socket.
-    pub async fn start() -> Harness {
-        let archive = busybox_archive();
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-rt-test")
-            .tempdir()
-            .expect("tempdir");
-        let cgroup_parent = format!(
-            "/skiff-test-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let h = Self::serve(dir, cgroup_parent, RegistriesConfig::default()).await;
-        let st = h.runtime.images.clone();
-        tokio::task::spawn_blocking(move || {
-            skiff_runtime::images::archive::import_archive(&st, &archive).expect("import busybox")
-        })
-        .await
-        .expect("join");
+    /// `backend` as `setup` says.
+    pub async fn launch(backend: Backend, setup: Setup) -> Harness {
+        let dir = scratch_dir();
+        let cgroup_parent = new_cgroup_parent();
+        let network = (setup.pod_network || backend == Backend::Containerd).then(PodNetwork::new);
+        let mut h = match backend {
+            Backend::Skiff => {
+                let mut registries = RegistriesConfig::default();
+                if let Some(mirror) = &setup.docker_io_mirror {
+                    registries = serde_yaml::from_str(&format!(
+                        "mirrors:\n  docker.io:\n    endpoint: [\"http://{mirror}\"]\n"
+                    ))
+                    .expect("registries.yaml");
+                }
+                let root = dir.path().join("root");
+                let mut config = runtime_config(&root, &cgroup_parent);
+                if let Some(net) = network.as_ref().filter(|_| setup.pod_network) {
+                    config.cni = Some(skiff_runtime::network::CniConfig {
+                        conf_dir: dir.path().join("net.d"),
+                        plugin_dirs: vec!["/usr/lib/cni".into()],
+                        state_dir: root.join("cni"),
+                        default_subnet: net.subnet.clone(),
+                        default_bridge: net.bridge.clone(),
+                        ip_masq: true,
+                        subnet_from_node: false,
+                        mtu: None,
+                    });
+                }
+                let mut h = Self::serve_with(dir, cgroup_parent, registries, config).await;
+                h.network = network;
+                if setup.images {
+                    h.import_test_images().await;
+                }
+                h
+            }
+            Backend::Containerd => {
+                let net = network.as_ref().expect("containerd's pod network");
+                let (bridge, subnet) = (net.bridge.clone(), net.subnet.clone());
+                let images = busybox_archive();
+                let containerd = blocking(move || {
+                    skiff_e2e::containerd::Containerd::start_on(&images, &bridge, &subnet)
+                })
+                .await;
+                if let Some(mirror) = &setup.docker_io_mirror {
+                    containerd.mirror("docker.io", mirror);
+                }
+                let channel = connect(&containerd.socket()).await;
+                let mut h = Harness {
+                    backend,
+                    dir,
+                    rt: RuntimeServiceClient::new(channel.clone()),
+                    img: ImageServiceClient::new(channel),
+                    cgroup_parent,
+                    engine: Some(Engine::Containerd(containerd)),
+                    network,
+                };
+                if !setup.images {
+                    // containerd runs each sandbox from its sandbox image (agnhost), so
+                    // that one stays; busybox goes, as from a runtime that never had it.
+                    h.img
+                        .remove_image(skiff_runtime::proto::RemoveImageRequest {
+                            image: Some(skiff_runtime::proto::ImageSpec {
+                                image: "docker.io/library/busybox:latest".into(),
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .expect("RemoveImage busybox");
+                }
+                h
+            }
+        };
+        h.backend = backend;
         h
     }
 
-    /// Serves an existing root (used to restart the runtime).
-    pub async fn serve(
-        dir: tempfile::TempDir,
-        cgroup_parent: String,
-        registries: RegistriesConfig,
-    ) -> Harness {
-        let config = runtime_config(&dir.path().join("root"), &cgroup_parent);
-        Self::serve_with(dir, cgroup_parent, registries, config).await
-    }
-
-    /// Serves `config` (whose root must be `dir/root`).
+    /// Serves Skiff's runtime with `config` (whose root must be `dir/root`).
     pub async fn serve_with(
         dir: tempfile::TempDir,
         cgroup_parent: String,
         registries: RegistriesConfig,
         config: RuntimeConfig,
     ) -> Harness {
-        let runtime = Arc::new(Runtime::open(config).expect("open runtime"));
+        std::fs::create_dir_all(dir.path().join("logs")).expect("log dir");
         let socket = dir.path().join("cri.sock");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let rt2 = runtime.clone();
-        let sock2 = socket.clone();
-        let server = tokio::spawn(async move {
-            skiff_runtime::serve(rt2, registries, &sock2, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("serve");
-        });
-        let ch = connect(&socket).await;
+        let server = SkiffServer::start(config, registries, &socket).await;
+        let channel = connect(&socket).await;
         Harness {
+            backend: Backend::Skiff,
             dir,
-            runtime,
-            rt: RuntimeServiceClient::new(ch.clone()),
-            img: ImageServiceClient::new(ch),
+            rt: RuntimeServiceClient::new(channel.clone()),
+            img: ImageServiceClient::new(channel),
             cgroup_parent,
-            shutdown: Some(tx),
-            server: Some(server),
+            engine: Some(Engine::Skiff(Box::new(server))),
+            network: None,
         }
     }
 
-    /// Stops the server (not the containers) and hands back the root.
-    pub async fn stop_server(mut self) -> (tempfile::TempDir, String) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+    /// Skiff's runtime, for the parts of tests that look at its internals.
+    pub fn skiff(&self) -> &Arc<Runtime> {
+        match &self.engine {
+            Some(Engine::Skiff(server)) => &server.runtime,
+            _ => panic!("a Skiff-only check run on {:?}", self.backend),
         }
-        if let Some(s) = self.server.take() {
-            let _ = s.await;
+    }
+
+    /// The test's containerd.
+    pub fn containerd(&self) -> &skiff_e2e::containerd::Containerd {
+        match &self.engine {
+            Some(Engine::Containerd(containerd)) => containerd,
+            _ => panic!("a containerd-only check run on {:?}", self.backend),
+        }
+    }
+
+    /// Imports the test images' archive (again).
+    pub async fn import_test_images(&self) {
+        let archive = busybox_archive();
+        match &self.engine {
+            Some(Engine::Skiff(server)) => {
+                let store = server.runtime.images.clone();
+                blocking(move || {
+                    skiff_runtime::images::archive::import_archive(&store, &archive)
+                        .expect("import the test images")
+                })
+                .await;
+            }
+            Some(Engine::Containerd(containerd)) => containerd.import(&archive),
+            None => panic!("no runtime"),
+        }
+    }
+
+    /// Stops the runtime (not its containers) and starts it again on the same state, as
+    /// after a crash or an upgrade, and reconnects.
+    pub async fn restart_runtime(&mut self) {
+        let socket = match self.engine.take().expect("a runtime") {
+            Engine::Skiff(mut server) => {
+                server.stop().await;
+                // Stopped for a while, as a crashed runtime would be.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let socket = self.dir.path().join("cri.sock");
+                let _ = std::fs::remove_file(&socket);
+                let server = SkiffServer::start(server.config, server.registries, &socket).await;
+                self.engine = Some(Engine::Skiff(Box::new(server)));
+                socket
+            }
+            Engine::Containerd(mut containerd) => {
+                let containerd = blocking(move || {
+                    containerd.restart();
+                    containerd
+                })
+                .await;
+                let socket = containerd.socket();
+                self.engine = Some(Engine::Containerd(containerd));
+                socket
+            }
+        };
+        let channel = connect(&socket).await;
+        self.rt = RuntimeServiceClient::new(channel.clone());
+        self.img = ImageServiceClient::new(channel);
+    }
+
+    /// Stops Skiff's server (not the containers) and hands back the root.
+    pub async fn stop_server(mut self) -> (tempfile::TempDir, String) {
+        if let Some(Engine::Skiff(server)) = self.engine.as_mut() {
+            server.stop().await;
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
         (dir, self.cgroup_parent.clone())
     }
 
+    /// Skiff's root.
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
 
-    /// Asserts nothing of ours is left mounted or in cgroups, then removes the
-    /// test's cgroup parent.
-    pub fn assert_clean(&self) {
-        let root = self.root().display().to_string();
+    /// The directory under which the runtime mounts containers' filesystems.
+    fn state_dir(&self) -> PathBuf {
+        match &self.engine {
+            Some(Engine::Containerd(containerd)) => containerd.dir().to_path_buf(),
+            _ => self.root(),
+        }
+    }
+
+    /// Where the pod network's address allocations are kept (both write the network
+    /// `skiff_runtime::network::default_conflist` makes, whose name is `skiff`).
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.state_dir().join("cni/networks/skiff")
+    }
+
+    /// Asserts what the CRI contract leaves after every pod is removed, on any runtime:
+    /// no container or sandbox listed, nothing mounted under the runtime's state, no
+    /// container cgroup under the pods' cgroups and no process in them. Then removes the
+    /// test's cgroups (the pods' are the kubelet's to remove).
+    pub async fn assert_clean(&mut self) {
+        let containers = self
+            .rt
+            .list_containers(skiff_runtime::proto::ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+        assert!(containers.is_empty(), "containers left: {containers:?}");
+        let sandboxes = self
+            .rt
+            .list_pod_sandbox(skiff_runtime::proto::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+        assert!(sandboxes.is_empty(), "sandboxes left: {sandboxes:?}");
+        let state = self.state_dir().display().to_string();
         let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let leftovers: Vec<&str> = info.lines().filter(|l| l.contains(&root)).collect();
+        let leftovers: Vec<&str> = info
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&state)))
+            .collect();
         assert!(leftovers.is_empty(), "mounts left behind: {leftovers:#?}");
-        for h in ["memory", "cpu", "pids"] {
-            let p = Path::new("/sys/fs/cgroup")
-                .join(h)
+        for hierarchy in ["memory", "cpu", "pids"] {
+            let test_cgroup = Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
                 .join(self.cgroup_parent.trim_start_matches('/'));
-            if p.exists() {
-                let children: Vec<_> = std::fs::read_dir(&p)
-                    .expect("read cgroup")
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.path())
-                    .collect();
-                assert!(children.is_empty(), "cgroups left behind: {children:?}");
+            for pod in subdirs(&test_cgroup) {
+                let containers = subdirs(&pod);
+                assert!(containers.is_empty(), "cgroups left behind: {containers:?}");
+                let procs = std::fs::read_to_string(pod.join("cgroup.procs")).unwrap_or_default();
+                assert!(
+                    procs.trim().is_empty(),
+                    "processes left in {pod:?}: {procs}"
+                );
             }
         }
-        skiff_runtime::sys::remove_cgroup(&self.cgroup_parent);
+        remove_cgroup_tree(&self.cgroup_parent);
     }
+}
+
+/// The directories in `dir` (none if it does not exist).
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts that the network namespace `ns` (as `/proc/PID/ns/net` links to it,
+/// `net:[INODE]`) is gone: no process in it, no bind mount holding it.
+pub fn assert_network_namespace_gone(ns: &str) {
+    let held_by: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/net"))
+                .is_ok_and(|link| link.as_os_str() == std::ffi::OsStr::new(ns))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(held_by.is_empty(), "processes still in {ns}: {held_by:?}");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mounts: Vec<&str> = info
+        .lines()
+        .filter(|l| l.split(' ').nth(3) == Some(ns))
+        .collect();
+    assert!(mounts.is_empty(), "{ns} still mounted: {mounts:#?}");
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        // Best-effort cleanup if a test failed half-way: kill our containers
-        // and sandboxes, and unmount everything under the root.
-        let root = self.dir.path().join("root");
+        match self.engine.take() {
+            Some(Engine::Skiff(server)) => self.clean_up_skiff(server.shutdown.is_some()),
+            // Kills and removes what containerd still holds, then containerd.
+            Some(Engine::Containerd(containerd)) => drop(containerd),
+            None => {}
+        }
+        remove_cgroup_tree(&self.cgroup_parent);
+    }
+}
+
+impl Harness {
+    /// Best-effort cleanup if a test failed half-way: kill Skiff's containers and
+    /// sandboxes (their holders only while it serves: once stopped, a test restarts it
+    /// on the same root), and unmount everything under its root.
+    fn clean_up_skiff(&self, serving: bool) {
+        let root = self.root();
         let runc_root = root.join("runc");
         if let Ok(rd) = std::fs::read_dir(&runc_root) {
             for e in rd.flatten() {
@@ -249,7 +562,7 @@ impl Drop for Harness {
                     &std::fs::read(e.path().join("sandbox.json")).unwrap_or_default(),
                 ) {
                     if let Some(pid) = r.get("holder_pid").and_then(|p| p.as_i64()) {
-                        if pid > 0 && self.shutdown.is_some() {
+                        if pid > 0 && serving {
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(pid as i32),
                                 nix::sys::signal::Signal::SIGKILL,
@@ -272,7 +585,6 @@ impl Drop for Harness {
                 let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
             }
         }
-        remove_cgroup_tree(&self.cgroup_parent);
     }
 }
 
