@@ -21,8 +21,10 @@
 //!
 //! ## How a pod runs
 //!
-//! `RunPodSandbox` starts a holder process in new net/IPC/UTS namespaces and
-//! bind-mounts those namespaces under `ROOT/sandboxes/ID/ns/`. `CreateContainer`
+//! `RunPodSandbox` makes new net/IPC/UTS namespaces on a short-lived thread and
+//! bind-mounts them under `ROOT/sandboxes/ID/ns/`, where the mounts alone keep
+//! them (a pod sharing one PID namespace gets a holder process, its init's
+//! parent). `CreateContainer`
 //! mounts an overlay of the image's unpacked layers, writes the bundle and
 //! starts a monitor that runs `runc create` holding the stdio pipes (or, for a
 //! `tty` container, the terminal runc hands it on `--console-socket`); it writes

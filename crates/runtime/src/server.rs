@@ -48,6 +48,11 @@ pub struct RuntimeArgs {
     /// the node agent's pod-network controller does that, sparing the cluster's range.
     #[arg(long)]
     pub pod_cidr_from_node: bool,
+    /// The default network does not masquerade pods' traffic leaving it: something else
+    /// does (under `skiff server` and `skiff agent`, the node agent, with one nftables
+    /// rule for the whole range rather than the bridge plugin's rules for every pod).
+    #[arg(long)]
+    pub no_masquerade: bool,
     /// MTU of pods' interfaces on the default network (default: the link's, 1500);
     /// lower it when pod traffic is tunnelled between nodes.
     #[arg(long)]
@@ -98,7 +103,7 @@ impl RuntimeArgs {
                 state_dir: self.root.join("cni"),
                 default_subnet: self.pod_cidr.clone(),
                 default_bridge: "skiff0".into(),
-                ip_masq: !self.pod_cidr_from_node,
+                ip_masq: !self.pod_cidr_from_node && !self.no_masquerade,
                 subnet_from_node: self.pod_cidr_from_node,
                 mtu: self.pod_mtu,
             }),

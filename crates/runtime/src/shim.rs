@@ -6,9 +6,11 @@
 //!   reports `ok PID` (or the error) on its stdout to the runtime, then copies
 //!   the container's output to the CRI log file and, when the container's init
 //!   exits, writes `exit.json` (code, time, OOM) into STATE_DIR;
-//! - the **sandbox holder** (`__skiff-sandbox`): started by the runtime already
-//!   inside fresh network/IPC/UTS namespaces, it brings up `lo` and sleeps until
-//!   SIGTERM, keeping the namespaces alive for the pod's containers.
+//! - the **sandbox holder** (`__skiff-sandbox`), for pods that share one PID
+//!   namespace (and pods with no namespace of their own, whose liveness it marks):
+//!   started by the runtime already inside the pod's fresh namespaces, it brings up
+//!   `lo`, forks the pod's PID 1 and reaps until SIGTERM. Other pods need no
+//!   process: their namespaces live on in bind mounts.
 //!
 //! Both are the calling binary re-executed: `skiff`'s `main` must call
 //! [`main_if_shim`] before anything else (before starting a tokio runtime).
@@ -534,7 +536,7 @@ fn run_monitor(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn set_loopback_up() -> std::io::Result<()> {
+pub(crate) fn set_loopback_up() -> std::io::Result<()> {
     let sock: OwnedFd = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,

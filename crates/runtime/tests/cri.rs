@@ -98,7 +98,7 @@ fn container_config(name: &str, command: &[&str]) -> proto::ContainerConfig {
 
 /// The namespaces the kubelet asks for a pod without `shareProcessNamespace`: a PID
 /// namespace per container. It always says so: the CRI's default, `POD`, would put
-/// every container in the sandbox's (as containerd does, Skiff's runtime does not).
+/// every container in the sandbox's.
 fn own_process_namespace() -> proto::NamespaceOption {
     proto::NamespaceOption {
         pid: proto::NamespaceMode::Container as i32,
@@ -602,10 +602,16 @@ async fn containers_in_a_sandbox_share_its_network_namespace(backend: Backend) {
     )
     .await
     .expect("start httpd");
+    // busybox's httpd puts itself in the background before it listens: ask until it
+    // answers.
     let got = exec(
         &mut h,
         &a,
-        &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"],
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 50); do wget -q -O - http://127.0.0.1:8080/index.html && exit; sleep 0.1; done; exit 1",
+        ],
         10,
     )
     .await
@@ -673,13 +679,10 @@ async fn a_pod_can_share_one_process_namespace(backend: Backend) {
         pod_pid(container_config("a", &["sleep", "1000"])),
     )
     .await;
-    let b = create_and_start(
-        &mut h,
-        &sb,
-        &sb_cfg,
-        pod_pid(container_config("b", &["sleep", "1001"])),
-    )
-    .await;
+    // b names no namespace mode at all: the CRI's default is the pod's.
+    let mut b_cfg = container_config("b", &["sleep", "1001"]);
+    b_cfg.linux = None;
+    let b = create_and_start(&mut h, &sb, &sb_cfg, b_cfg).await;
     let run = |o: proto::ExecSyncResponse| String::from_utf8_lossy(&o.stdout).to_string();
     let seen_by_b = run(exec(&mut h, &b, &["ps", "-o", "pid,args"], 10)
         .await

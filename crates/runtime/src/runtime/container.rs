@@ -370,12 +370,10 @@ impl Runtime {
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.as_ref());
-        let Some(options) = options else {
-            return Ok(None);
-        };
-        if options.pid == proto::NamespaceMode::Pod as i32 {
+        // Without options the container takes the default mode, the pod's.
+        let Some(options) = options.filter(|o| o.pid != proto::NamespaceMode::Pod as i32) else {
             return Ok(self.pod_pid_namespace(sb));
-        }
+        };
         if options.pid != proto::NamespaceMode::Target as i32 {
             return Ok(None);
         }

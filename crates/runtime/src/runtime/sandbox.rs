@@ -1,14 +1,19 @@
 //! Pod sandboxes: `RunPodSandbox`, `StopPodSandbox`, `RemovePodSandbox`,
 //! status and listing.
 //!
-//! A sandbox is a holder process of our own (see [`crate::shim`]) started in
-//! new network, IPC and UTS namespaces, whose namespace files are bind-mounted
-//! under the sandbox directory so containers (and, later, CNI) can join them
-//! by path even after a runtime restart. No pause image is needed. A pod that
-//! shares its process namespace (CRI `POD` PID mode) gets a PID namespace too,
-//! whose init is a child of the holder (the holder itself stays outside it, as
-//! `unshare` leaves the caller), so containers join a namespace whose PID 1
-//! outlives each of them and reaps their orphans, as upstream's pause does.
+//! A sandbox is a set of new network, IPC and UTS namespaces, made on a thread
+//! of their own and bind-mounted under the sandbox directory, so that containers
+//! and CNI join them by path, even after a runtime restart. The mounts keep them
+//! alive, as CRI-O's `pinns` does: no pause process or image is needed, and a pod
+//! costs no process of its own beyond its containers' monitors.
+//!
+//! A pod that shares its process namespace (CRI `POD` PID mode) gets a PID
+//! namespace too, which needs an init: a holder process of ours (see
+//! [`crate::shim`]) is started in the pod's namespaces and forks it (the holder
+//! itself stays outside, as `unshare` leaves the caller), so containers join a
+//! namespace whose PID 1 outlives each of them and reaps their orphans, as
+//! upstream's pause does. A sandbox with no namespace of its own (host network
+//! and IPC) gets a holder too, whose life marks the sandbox's.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -40,6 +45,7 @@ pub struct SandboxRecord {
     pub cgroup_parent: String,
     /// Whether we made `cgroup_parent` (and so remove it).
     pub own_cgroup: bool,
+    /// The holder process, or 0 when the namespaces' mounts keep them alone.
     pub holder_pid: i32,
     pub ready: bool,
     /// The pod has a PID namespace of its own, which its containers may join.
@@ -167,9 +173,11 @@ impl Runtime {
             host_network: mode(ns_opts.as_ref(), |o| o.network),
             host_ipc: mode(ns_opts.as_ref(), |o| o.ipc),
             host_pid: mode(ns_opts.as_ref(), |o| o.pid),
+            // No options at all means every namespace in its default mode, which for
+            // PID is the pod's (CRI's `POD` is 0), as containerd reads it too.
             pod_pid: ns_opts
                 .as_ref()
-                .is_some_and(|o| o.pid == proto::NamespaceMode::Pod as i32),
+                .is_none_or(|o| o.pid == proto::NamespaceMode::Pod as i32),
             ip: String::new(),
             sysctls: linux.sysctls.clone().into_iter().collect(),
         };
@@ -235,55 +243,37 @@ impl Runtime {
         if rec.pod_pid {
             flags |= nix::sched::CloneFlags::CLONE_NEWPID;
         }
-        let hostname = rec.hostname.clone();
-        let set_hostname = !rec.host_network;
-        let log = std::fs::File::create(dir.join("holder.log"))
-            .path_ctx("create", &dir.join("holder.log"))?;
-        let mut cmd = tokio::process::Command::new(&self.config.shim);
-        cmd.arg(crate::shim::SANDBOX_ARG)
-            .stdin(std::process::Stdio::null())
-            // The holder says on stdout when the pod's PID 1 runs (or at once without
-            // a PID namespace); no container may join before, or it would be PID 1.
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(false);
-        // SAFETY: between fork and exec we only make async-signal-safe syscalls
-        // (setsid, unshare, sethostname) on data captured before the fork.
-        unsafe {
-            cmd.as_std_mut().pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                nix::sched::unshare(flags).map_err(std::io::Error::from)?;
-                if set_hostname {
-                    nix::unistd::sethostname(&hostname).map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .ctx(|| format!("start sandbox holder {}", self.config.shim.display()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::Internal("sandbox holder exited at once".into()))?
-            as i32;
-        rec.holder_pid = pid;
-        wait_for_holder(&mut child).await?;
-        // The child handle is dropped: tokio reaps it if it exits while we run,
-        // and it outlives us otherwise.
-        drop(child);
-        for (kind, source, wanted) in [
+        let hostname = (!rec.host_network).then(|| rec.hostname.clone());
+        // The namespaces, each bind-mounted as `ns/<kind>` from the `/proc/.../ns` entry
+        // that names it.
+        let pinned: Vec<(&str, &str)> = [
             ("net", "net", !rec.host_network),
             ("ipc", "ipc", !rec.host_ipc),
             ("uts", "uts", !rec.host_network),
             // The holder's children's namespace: the one its PID 1 child is in.
             ("pid", "pid_for_children", rec.pod_pid),
-        ] {
-            if !wanted {
-                continue;
+        ]
+        .into_iter()
+        .filter(|(_, _, wanted)| *wanted)
+        .map(|(kind, source, _)| (kind, source))
+        .collect();
+        // A pod PID namespace needs a process as its init, and a sandbox with no
+        // namespace of its own is alive only as long as some process says so; any
+        // other sandbox's namespaces live on in their mounts alone.
+        if rec.pod_pid || pinned.is_empty() {
+            let pid = self.start_holder(&dir, flags, hostname).await?;
+            rec.holder_pid = pid;
+            for (kind, source) in pinned {
+                let target = nsdir.join(kind);
+                std::fs::File::create(&target).path_ctx("create", &target)?;
+                sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{source}")), &target)?;
             }
-            let target = nsdir.join(kind);
-            std::fs::File::create(&target).path_ctx("create", &target)?;
-            sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{source}")), &target)?;
+        } else {
+            let targets = pinned
+                .into_iter()
+                .map(|(kind, source)| (source, nsdir.join(kind)))
+                .collect();
+            pin_namespaces(flags, hostname, targets).await?;
         }
         if let (Some(network), false) = (&self.cni, rec.host_network) {
             let cni = network.current()?;
@@ -398,7 +388,7 @@ impl Runtime {
         let st = self.state.lock().await;
         let mut r = Self::find_sandbox(&st, id)?;
         // A holder that died (or a reboot) makes the sandbox not ready.
-        if r.ready && !holder_is_ours(r.holder_pid) {
+        if r.ready && !sandbox_alive(self, &r) {
             r.ready = false;
         }
         Ok(r)
@@ -410,7 +400,7 @@ impl Runtime {
             .values()
             .cloned()
             .map(|mut r| {
-                if r.ready && !holder_is_ours(r.holder_pid) {
+                if r.ready && !sandbox_alive(self, &r) {
                     r.ready = false;
                 }
                 r
@@ -482,6 +472,108 @@ fn attachment<'a>(
 }
 
 /// Waits for the holder's `ready` line: its pod PID 1, if any, is running.
+impl Runtime {
+    /// Starts the sandbox holder in new namespaces (`flags`) and waits until it is ready;
+    /// its pid.
+    async fn start_holder(
+        &self,
+        dir: &std::path::Path,
+        flags: nix::sched::CloneFlags,
+        hostname: Option<String>,
+    ) -> Result<i32> {
+        let log = std::fs::File::create(dir.join("holder.log"))
+            .path_ctx("create", &dir.join("holder.log"))?;
+        let mut cmd = tokio::process::Command::new(&self.config.shim);
+        cmd.arg(crate::shim::SANDBOX_ARG)
+            .stdin(std::process::Stdio::null())
+            // The holder says on stdout when the pod's PID 1 runs (or at once without
+            // a PID namespace); no container may join before, or it would be PID 1.
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(false);
+        // SAFETY: between fork and exec we only make async-signal-safe syscalls
+        // (setsid, unshare, sethostname) on data captured before the fork.
+        unsafe {
+            cmd.as_std_mut().pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                nix::sched::unshare(flags).map_err(std::io::Error::from)?;
+                if let Some(hostname) = &hostname {
+                    nix::unistd::sethostname(hostname).map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .ctx(|| format!("start sandbox holder {}", self.config.shim.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::Internal("sandbox holder exited at once".into()))?
+            as i32;
+        wait_for_holder(&mut child).await?;
+        // The child handle is dropped: tokio reaps it if it exits while we run,
+        // and it outlives us otherwise.
+        drop(child);
+        Ok(pid)
+    }
+}
+
+/// Makes the sandbox's namespaces (`flags`) and bind-mounts each (`/proc/thread-self/ns/
+/// <source>`) on its target, as CRI-O's `pinns` does: the mounts keep them alive, and no
+/// process of the pod's needs to stay behind. A thread of its own does it, which ends
+/// with it: a thread's namespaces cannot be given back, so no pooled thread may run it.
+async fn pin_namespaces(
+    flags: nix::sched::CloneFlags,
+    hostname: Option<String>,
+    targets: Vec<(&'static str, PathBuf)>,
+) -> Result<()> {
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("skiff-pinns".into())
+        .spawn(move || {
+            let _ = done.send(pin_on_this_thread(flags, hostname.as_deref(), &targets));
+        })
+        .ctx(|| "start a thread to make the sandbox's namespaces".into())?;
+    outcome
+        .await
+        .map_err(|_| Error::Internal("the thread making the sandbox's namespaces died".into()))?
+}
+
+fn pin_on_this_thread(
+    flags: nix::sched::CloneFlags,
+    hostname: Option<&str>,
+    targets: &[(&'static str, PathBuf)],
+) -> Result<()> {
+    nix::sched::unshare(flags).ctx(|| "make the sandbox's namespaces".into())?;
+    if let Some(hostname) = hostname {
+        nix::unistd::sethostname(hostname).ctx(|| format!("set the host name {hostname:?}"))?;
+    }
+    if flags.contains(nix::sched::CloneFlags::CLONE_NEWNET) {
+        crate::shim::set_loopback_up().ctx(|| "bring up the sandbox's loopback".into())?;
+    }
+    for (source, target) in targets {
+        std::fs::File::create(target).path_ctx("create", target)?;
+        sys::bind(
+            &PathBuf::from(format!("/proc/thread-self/ns/{source}")),
+            target,
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether the sandbox's namespaces still exist: its holder runs, or (without one) its
+/// namespaces are still mounted (a reboot unmounts them).
+fn sandbox_alive(runtime: &Runtime, sandbox: &SandboxRecord) -> bool {
+    if sandbox.holder_pid != 0 {
+        return holder_is_ours(sandbox.holder_pid);
+    }
+    ["net", "ipc", "uts"]
+        .iter()
+        .map(|kind| runtime.sandbox_dir(&sandbox.id).join("ns").join(kind))
+        .find(|file| file.exists())
+        .is_some_and(|file| sys::is_namespace(&file))
+}
+
 async fn wait_for_holder(holder: &mut tokio::process::Child) -> Result<()> {
     use tokio::io::AsyncBufReadExt;
     let Some(stdout) = holder.stdout.take() else {
