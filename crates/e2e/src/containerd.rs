@@ -19,6 +19,10 @@ use crate::{die_with_parent, Supervised};
 /// archive holds it, so nothing is pulled.
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/e2e-test-images/agnhost:2.52";
 
+/// How each pod's sandbox process shows in `/proc/PID/cmdline` (arguments joined by
+/// spaces): the sandbox image's entrypoint and command.
+pub const SANDBOX_COMMAND: &str = "/agnhost pause";
+
 /// The containerd binary (Debian's `containerd` package).
 const CONTAINERD: &str = "containerd";
 
@@ -260,8 +264,9 @@ state = "{d}/state"
     )
 }
 
-/// The network Skiff's runtime would write for a node (masquerading, port mappings) on
-/// `bridge` and `subnet`, its address allocations kept under `dir`.
+/// The network Skiff's runtime writes for a node (port mappings; the node agent
+/// masquerades, as for Skiff's runtime) on `bridge` and `subnet`, its address
+/// allocations kept under `dir`.
 fn conflist(dir: &Path, bridge: &str, subnet: &str) -> serde_json::Value {
     skiff_runtime::network::default_conflist(&skiff_runtime::network::CniConfig {
         conf_dir: dir.join("net.d"),
@@ -269,7 +274,7 @@ fn conflist(dir: &Path, bridge: &str, subnet: &str) -> serde_json::Value {
         state_dir: dir.join("cni"),
         default_subnet: subnet.into(),
         default_bridge: bridge.into(),
-        ip_masq: true,
+        ip_masq: false,
         subnet_from_node: false,
         mtu: None,
     })

@@ -108,15 +108,20 @@ impl PodNetArgs {
 /// Least time between two route syncs: a burst of Node updates becomes one sync.
 const MIN_SYNC_PERIOD: Duration = Duration::from_millis(500);
 
+/// Masquerades pods' traffic leaving `cluster` (see [`masq`]): all a node whose pods
+/// reach no other node's needs, with `cluster` its own pod range.
+pub async fn masquerade(cluster: Ipv4Cidr) -> Result<(), Error> {
+    let rules = masq::ruleset(cluster);
+    blocking(move || Ok(NftCommand::default().apply(&rules)?)).await?;
+    tracing::info!(%cluster, "pod network: masquerading traffic leaving the pod range");
+    Ok(())
+}
+
 /// Keeps this node's masquerade rules and routes to the other nodes' pod ranges until
 /// the process ends.
 pub async fn run(client: Client, args: PodNetArgs) -> Result<(), Error> {
     let node_name = args.node_name()?;
-    let rules = masq::ruleset(args.cluster_cidr);
-    tokio::task::spawn_blocking(move || NftCommand::default().apply(&rules))
-        .await
-        .map_err(|e| Error::SyncTask(e.to_string()))??;
-    tracing::info!(cluster_cidr = %args.cluster_cidr, node = %node_name, "pod network: masquerading traffic leaving the cluster range");
+    masquerade(args.cluster_cidr).await?;
     let changed = Arc::new(Notify::new());
     let api = Api::<Node>::all(client);
     let nodes = skiff_proxy::watch(api.clone(), changed.clone());

@@ -204,9 +204,16 @@ impl NodeArgs {
             }
         );
         let mut runtime = self.runtime;
-        // With a cluster range, the node's pod range is the Node's part of it, and the pod
-        // network controller (not the CNI bridge plugin) masquerades.
+        // With a cluster range, the node's pod range is the Node's part of it.
         runtime.pod_cidr_from_node |= self.cluster_cidr.is_some();
+        // The agent masquerades pods' traffic itself, in one nftables rule for the whole
+        // range; the CNI bridge plugin would add rules for each pod (eight `iptables`
+        // runs, a good part of a pod's start).
+        runtime.no_masquerade = true;
+        let node_pod_range: skiff_proxy::Ipv4Cidr = runtime
+            .pod_cidr
+            .parse()
+            .map_err(|error| anyhow::anyhow!("--pod-cidr {:?}: {error}", runtime.pod_cidr))?;
         if self.pod_network_backend == skiff_podnet::Backend::Vxlan {
             // The tunnel's headers come out of every pod packet's room.
             runtime.pod_mtu = runtime.pod_mtu.or(Some(skiff_podnet::vxlan::MTU));
@@ -214,7 +221,7 @@ impl NodeArgs {
         let proxy = skiff_proxy::ProxyArgs {
             proxy_mode: self.proxy_mode,
             hostname_override: self.kubelet.node_name.clone(),
-            cluster_cidr: self.cluster_cidr.or_else(|| runtime.pod_cidr.parse().ok()),
+            cluster_cidr: Some(self.cluster_cidr.unwrap_or(node_pod_range)),
             ..Default::default()
         };
         let policy = skiff_netpol::NetworkPolicyArgs {
@@ -229,14 +236,19 @@ impl NodeArgs {
             skiff_runtime::network::prepare_host();
         }
         let kubelet = skiff_kubelet::client(&self.kubelet).await?;
-        if let Some(cluster_cidr) = self.cluster_cidr {
-            let podnet = skiff_podnet::PodNetArgs::new(
-                self.kubelet.node_name.clone(),
-                cluster_cidr,
-                self.pod_network_backend,
-            );
-            // The pod network writes only its own Node: the kubelet's identity suffices.
-            components.spawn("pod network", skiff_podnet::run(kubelet.clone(), podnet));
+        match self.cluster_cidr {
+            None => skiff_podnet::masquerade(node_pod_range)
+                .await
+                .context("masquerading pods' traffic leaving the node")?,
+            Some(cluster_cidr) => {
+                let podnet = skiff_podnet::PodNetArgs::new(
+                    self.kubelet.node_name.clone(),
+                    cluster_cidr,
+                    self.pod_network_backend,
+                );
+                // The pod network writes only its own Node: the kubelet's identity suffices.
+                components.spawn("pod network", skiff_podnet::run(kubelet.clone(), podnet));
+            }
         }
         let client = kube_client(Some(&identities.proxy), "kube-proxy").await?;
         components.spawn("service proxy", skiff_proxy::run(client.clone(), proxy));
