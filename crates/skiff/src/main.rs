@@ -717,6 +717,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(code) = skiff_runtime::shim::main_if_shim() {
         std::process::exit(code);
     }
+    // Those monitors and holders are this binary too, and mimalloc would back their
+    // first arena with transparent huge pages: 4 MiB resident each, per container and
+    // per pod, for a few KiB of heap. The variable reaches them (and only children:
+    // this process's allocator has read its options already).
+    // Set before any other thread exists, so none reads the environment meanwhile.
+    std::env::set_var("MIMALLOC_ALLOW_THP", "0");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
