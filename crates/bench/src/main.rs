@@ -14,6 +14,7 @@
 mod network;
 mod pods;
 mod procs;
+mod runc_floor;
 mod scheduler;
 mod stats;
 mod workloads;

@@ -3,17 +3,23 @@
 //! measurements on a `skiff server` of each kind (`skiff_e2e::ContainerRuntime`; for
 //! containerd one of the harness's own, given with `--container-runtime-endpoint`):
 //!
-//! - **CRI floor**: the same busybox container started through the runtime's CRI socket
-//!   alone (`RunPodSandbox`, `CreateContainer`, `StartContainer`, CNI included): what
-//!   the runtime itself costs.
+//! - **runc floor**: the same command run by bare `runc run --detach` from a ready
+//!   bundle (no image, no overlay, no CNI, no cgroup set-up beyond runc's own), one at a
+//!   time and many at once: what no runtime built on runc can beat.
+//! - **CRI floor**: a busybox container started through the runtime's CRI socket alone
+//!   (`RunPodSandbox`, `CreateContainer`, `StartContainer`, CNI included), one at a time
+//!   and many at once: what the runtime itself costs.
 //! - **Pod start-up**: one pod at a time, from the create request to the pod `Running`
 //!   and `Ready` as a watch sees it: API server, scheduler, kubelet and runtime together
 //!   (upstream's pod start-up SLI measures the same span, image pulls aside).
 //! - **Burst**: many pods created at once; each one's create → `Ready`, and the last's.
-//! - **Memory**: the RSS of the `skiff server` process (API server, controllers,
+//! - **Memory**: the proportional set size (PSS: each shared page divided among the
+//!   processes that map it, so that many small processes of one binary are not charged
+//!   its pages again and again) of the `skiff server` process (API server, controllers,
 //!   scheduler and the node agent; Skiff's runtime too when it runs the pods) and of the
 //!   runtime's processes outside it (Skiff's per-container monitors and sandbox holders,
-//!   or containerd and its shims), with no pod and with the burst's pods running.
+//!   or containerd, its shims and the pods' pause processes), with no pod and with the
+//!   burst's pods running; and from those, what each running pod adds.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,9 +47,14 @@ pub struct PodsArgs {
     /// (default 20; 5 with --quick).
     #[arg(long)]
     count: Option<usize>,
-    /// Pods created at once for the burst (default 30; 10 with --quick).
+    /// Pods created at once for the burst, whose memory is then measured (default 50;
+    /// 10 with --quick).
     #[arg(long)]
     burst: Option<usize>,
+    /// Containers started at once through the CRI, and by bare runc (default 20; 5 with
+    /// --quick).
+    #[arg(long)]
+    parallel: Option<usize>,
     /// A fast smoke run with small counts.
     #[arg(long)]
     quick: bool,
@@ -172,23 +183,25 @@ pub async fn run(args: PodsArgs) -> Result<()> {
             bail!("the containerd side needs containerd (or --skiff-only): {why}");
         }
     }
-    let count = args.count.unwrap_or(if args.quick { 5 } else { 20 });
-    let burst = args.burst.unwrap_or(if args.quick { 10 } else { 30 });
+    let sizes = Sizes {
+        count: args.count.unwrap_or(if args.quick { 5 } else { 20 }),
+        burst: args.burst.unwrap_or(if args.quick { 10 } else { 50 }),
+        parallel: args.parallel.unwrap_or(if args.quick { 5 } else { 20 }),
+    };
     let skiff = crate::procs::find_skiff(args.skiff.clone())?;
     // The e2e harness starts `skiff server` with its node agent and the test images.
     std::env::set_var("SKIFF_BIN", &skiff);
-    let skiff_results = measure(ContainerRuntime::Skiff, count, burst).await?;
+    eprintln!("pods: bare runc");
+    let runc_floor = crate::runc_floor::measure(sizes.count, sizes.parallel).await?;
+    let mut skiff_results = measure(ContainerRuntime::Skiff, sizes).await?;
+    runc_floor.compare(&mut skiff_results);
+    println!("{}", stats::column("bare runc", &runc_floor.results()));
     if args.skiff_only {
-        println!("| metric | unit | skiff |\n| --- | --- | ---: |");
-        for metric in &skiff_results.metrics {
-            println!(
-                "| {} | {} | {:.1} |",
-                metric.name, metric.unit, metric.value
-            );
-        }
+        println!("{}", stats::column("skiff", &skiff_results));
         return Ok(());
     }
-    let containerd_results = measure(ContainerRuntime::Containerd, count, burst).await?;
+    let mut containerd_results = measure(ContainerRuntime::Containerd, sizes).await?;
+    runc_floor.compare(&mut containerd_results);
     println!(
         "{}",
         stats::table(
@@ -199,15 +212,23 @@ pub async fn run(args: PodsArgs) -> Result<()> {
     Ok(())
 }
 
+/// How many of each: containers one at a time, pods in the burst, containers at once.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    count: usize,
+    burst: usize,
+    parallel: usize,
+}
+
 /// Every measurement on a fresh single-node cluster whose pods `runtime` runs.
-async fn measure(runtime: ContainerRuntime, count: usize, burst: usize) -> Result<Results> {
+async fn measure(runtime: ContainerRuntime, sizes: Sizes) -> Result<Results> {
     let name = runtime.name();
     eprintln!("pods: starting a single-node cluster on {name}");
     let server =
         tokio::task::spawn_blocking(move || skiff_e2e::Server::start_node_on(runtime, &[]))
             .await
             .context("starting skiff server")?;
-    let outcome = measure_on(&server, count, burst).await;
+    let outcome = measure_on(&server, sizes).await;
     // Its pods are deleted and waited for (blocking: kubectl) before the next cluster.
     tokio::task::spawn_blocking(move || drop(server))
         .await
@@ -215,7 +236,12 @@ async fn measure(runtime: ContainerRuntime, count: usize, burst: usize) -> Resul
     outcome
 }
 
-async fn measure_on(server: &skiff_e2e::Server, count: usize, burst: usize) -> Result<Results> {
+async fn measure_on(server: &skiff_e2e::Server, sizes: Sizes) -> Result<Results> {
+    let Sizes {
+        count,
+        burst,
+        parallel,
+    } = sizes;
     let mut results = Results::default();
     let client = server.client().await;
     let nodes: Api<Node> = Api::all(client.clone());
@@ -247,8 +273,8 @@ async fn measure_on(server: &skiff_e2e::Server, count: usize, burst: usize) -> R
         .await?;
     ready_at(&ready, "warm-up", Duration::from_secs(120)).await?;
     delete_and_wait(&pods, "warm-up").await?;
-    let memory = Memory::of(server)?;
-    memory.record(&mut results, "0 pods");
+    let idle = Memory::of(server)?;
+    idle.record(&mut results, "0 pods");
 
     eprintln!("pods: CRI floor, {count} containers one at a time");
     let endpoint = match &server.containerd {
@@ -267,6 +293,18 @@ async fn measure_on(server: &skiff_e2e::Server, count: usize, burst: usize) -> R
         floor.push(cri_start(&cri, &format!("floor-{i}"), &logs).await?);
     }
     results.latency("CRI floor: sandbox + container started", &floor);
+    eprintln!("pods: CRI floor, {parallel} containers at once");
+    let at_once = futures::future::join_all((0..parallel).map(|i| {
+        let (cri, logs) = (&cri, &logs);
+        async move { cri_start(cri, &format!("parallel-{i}"), logs).await }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    results.latency(
+        &format!("CRI floor: {parallel} sandboxes + containers at once, each"),
+        &at_once,
+    );
 
     eprintln!("pods: pod start-up, {count} pods one at a time");
     let mut startup = Vec::with_capacity(count);
@@ -306,8 +344,19 @@ async fn measure_on(server: &skiff_e2e::Server, count: usize, burst: usize) -> R
         "ms",
         ms(percentile(&each, 100.0)),
     );
-    let memory = Memory::of(server)?;
-    memory.record(&mut results, &format!("{burst} pods"));
+    let loaded = Memory::of(server)?;
+    loaded.record(&mut results, &format!("{burst} pods"));
+    let per_pod = |idle: u64, loaded: u64| loaded.saturating_sub(idle) as f64 / burst as f64;
+    results.push(
+        "memory each running pod adds: runtime processes outside the server, PSS",
+        "MiB",
+        mib(per_pod(idle.runtime, loaded.runtime) as u64),
+    );
+    results.push(
+        "memory each running pod adds: server and runtime processes, PSS",
+        "MiB",
+        mib(per_pod(idle.server + idle.runtime, loaded.server + loaded.runtime) as u64),
+    );
     Ok(results)
 }
 
@@ -326,8 +375,12 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Resident memory of a test node: the `skiff server` process, and the runtime's
-/// processes outside it (their RSS summed: pages they share count once per process).
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Memory of a test node (PSS): the `skiff server` process, and the runtime's processes
+/// outside it.
 struct Memory {
     server: u64,
     runtime: u64,
@@ -337,20 +390,21 @@ impl Memory {
     fn of(server: &skiff_e2e::Server) -> Result<Memory> {
         let pid = server.pid().context("the server runs")?;
         let processes = processes()?;
-        let server_rss = processes
-            .iter()
-            .find(|p| p.pid == pid)
-            .map(|p| p.rss)
-            .context("the server's process")?;
-        let runtime = match &server.containerd {
-            // containerd and its shims, which all name its directory.
+        let runtime_pids: Vec<u32> = match &server.containerd {
+            // containerd and its shims, which all name its directory, and each pod's
+            // pause process (the sandbox, as Skiff's holder is), a shim's child.
             Some(containerd) => {
                 let dir = containerd.dir().display().to_string();
-                processes
+                let own: Vec<u32> = processes
                     .iter()
                     .filter(|p| p.cmdline.contains(&dir))
-                    .map(|p| p.rss)
-                    .sum()
+                    .map(|p| p.pid)
+                    .collect();
+                let pauses = processes.iter().filter(|p| {
+                    own.contains(&p.ppid)
+                        && p.cmdline.contains(skiff_e2e::containerd::SANDBOX_COMMAND)
+                });
+                own.iter().copied().chain(pauses.map(|p| p.pid)).collect()
             }
             // Skiff's runtime runs in the server: its monitors and sandbox holders are
             // the server's children (what runs in the containers is not).
@@ -360,36 +414,51 @@ impl Memory {
                 processes
                     .iter()
                     .filter(|p| p.ppid == pid && p.exe.as_deref() == Some(exe.as_path()))
-                    .map(|p| p.rss)
-                    .sum()
+                    .map(|p| p.pid)
+                    .collect()
             }
         };
         Ok(Memory {
-            server: server_rss,
-            runtime,
+            server: pss_bytes(pid).context("the server's memory")?,
+            // A process that exited meanwhile holds nothing.
+            runtime: runtime_pids
+                .into_iter()
+                .map(|p| pss_bytes(p).unwrap_or(0))
+                .sum(),
         })
     }
 
     fn record(&self, results: &mut Results, when: &str) {
-        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         results.push(
-            format!("RSS of the skiff server process, {when}"),
+            format!("PSS of the skiff server process, {when}"),
             "MiB",
             mib(self.server),
         );
         results.push(
-            format!("RSS of the runtime's processes outside it, {when}"),
+            format!("PSS of the runtime's processes outside it, {when}"),
             "MiB",
             mib(self.runtime),
         );
     }
 }
 
+/// The proportional set size of a process, from `/proc/PID/smaps_rollup`.
+fn pss_bytes(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let rollup = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("no Pss line in {path}"))
+}
+
 /// One process of this machine, as `/proc` shows it.
 struct Process {
     pid: u32,
     ppid: u32,
-    rss: u64,
     exe: Option<PathBuf>,
     cmdline: String,
 }
@@ -424,8 +493,6 @@ fn processes() -> Result<Vec<Process>> {
         all.push(Process {
             pid,
             ppid: field("PPid:").unwrap_or(0) as u32,
-            // Kernel threads have no VmRSS.
-            rss: field("VmRSS:").unwrap_or(0) * 1024,
             exe: std::fs::read_link(entry.path().join("exe")).ok(),
             cmdline,
         });

@@ -49,6 +49,29 @@ impl Results {
     }
 }
 
+/// A markdown table of one backend's numbers.
+pub fn column(name: &str, results: &Results) -> String {
+    let mut out = format!("| metric | unit | {name} |\n| --- | --- | ---: |\n");
+    for metric in &results.metrics {
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            metric.name,
+            metric.unit,
+            number(metric.value)
+        ));
+    }
+    out
+}
+
+/// Three significant digits or so, as the tables print numbers.
+fn number(value: f64) -> String {
+    match value {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
+    }
+}
+
 /// A markdown table: one row per metric, a column for each of two backends (named),
 /// and the second's value over the first's.
 pub fn table(
@@ -61,12 +84,7 @@ pub fn table(
             names.push((&m.name, m.unit));
         }
     }
-    let fmt = |v: Option<f64>| match v {
-        None => "n/a".to_string(),
-        Some(v) if v >= 100.0 => format!("{v:.0}"),
-        Some(v) if v >= 10.0 => format!("{v:.1}"),
-        Some(v) => format!("{v:.2}"),
-    };
+    let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), number);
     let mut out = format!(
         "| metric | unit | {a_name} | {b_name} | {b_name}/{a_name} |\n| --- | --- | ---: | ---: | ---: |\n",
     );
