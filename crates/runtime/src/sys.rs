@@ -77,9 +77,8 @@ pub fn is_mounted(path: &Path) -> bool {
 /// Whether `path` is a namespace (a file of the kernel's `nsfs`, as a bind-mounted
 /// `/proc/PID/ns/*` entry is), with one `statfs`.
 pub fn is_namespace(path: &Path) -> bool {
-    /// The `nsfs` magic number (linux/magic.h).
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
