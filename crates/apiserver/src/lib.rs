@@ -92,6 +92,10 @@ pub struct Config {
     pub audit_policy_file: Option<PathBuf>,
     /// Where audit events go, one JSON object per line (`-` for stdout).
     pub audit_log_path: Option<PathBuf>,
+    /// CA certificates (PEM) that kubelets' serving certificates must lead to
+    /// (`--kubelet-certificate-authority`); without them, as upstream, kubelets'
+    /// certificates are not checked.
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// A running API server.
@@ -266,7 +270,10 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
         server_address: server_address.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
         signer: signer.clone(),
-        kubelet: Arc::new(proxy::KubeletClient::new(&pki).context("kubelet client certificate")?),
+        kubelet: Arc::new(proxy::KubeletClient::new(
+            &pki,
+            config.kubelet_certificate_authority.as_deref(),
+        )?),
         authenticator: authenticator.clone(),
         openapi: Arc::new(openapi::Documents::default()),
         aggregator,

@@ -6,20 +6,21 @@
 //! nodes report as a bare node name that need not resolve) and the port in
 //! `status.daemonEndpoints.kubeletEndpoint`. The API server presents a
 //! client certificate of its own (CN `kube-apiserver-kubelet-client`, O
-//! `system:masters`), issued by the cluster CA at start. It does not verify
-//! the kubelet's serving certificate, as upstream does not unless
-//! `--kubelet-certificate-authority` is given.
+//! `system:masters`), issued by the cluster CA at start. It verifies the
+//! kubelet's serving certificate only when `--kubelet-certificate-authority` is
+//! given (against those CAs, for the address dialled), as upstream.
 
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use skiff_pki::{ClientIdentity, ClusterPki};
 
@@ -40,27 +41,32 @@ pub struct KubeletClient {
 }
 
 impl KubeletClient {
-    /// Issues the API server's kubelet client certificate from the cluster CA.
-    pub fn new(pki: &ClusterPki) -> anyhow::Result<KubeletClient> {
-        use rustls::pki_types::pem::PemObject;
-        let (cert_pem, key_pem) = pki.issue_client(&ClientIdentity {
-            user: "kube-apiserver-kubelet-client",
-            groups: &["system:masters"],
-        })?;
-        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("kubelet client certificate: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("kubelet client key: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(skiff_pki::insecure::AnyServerCertificate::new())
-            .with_client_auth_cert(certs, key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    /// Issues the API server's kubelet client certificate from the cluster CA. Kubelets'
+    /// serving certificates must lead to the CA certificates in `authority` (upstream's
+    /// `--kubelet-certificate-authority`) for the address dialled; without it, as
+    /// upstream, any is accepted.
+    pub fn new(pki: &ClusterPki, authority: Option<&Path>) -> anyhow::Result<KubeletClient> {
+        let (cert_pem, key_pem) = pki
+            .issue_client(&ClientIdentity {
+                user: "kube-apiserver-kubelet-client",
+                groups: &["system:masters"],
+            })
+            .context("the kubelet client certificate")?;
+        let ca_bundle = authority
+            .map(|path| {
+                std::fs::read(path).with_context(|| {
+                    format!("reading --kubelet-certificate-authority {}", path.display())
+                })
+            })
+            .transpose()?;
+        let config = crate::service_client::tls_config(&crate::service_client::Trust {
+            ca_bundle: ca_bundle.as_deref(),
+            insecure: ca_bundle.is_none(),
+            client_certificate: Some((&cert_pem, &key_pem)),
+        })
+        .map_err(|e| anyhow::anyhow!("the kubelet client's TLS settings: {e}"))?;
         Ok(KubeletClient {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            connector: tokio_rustls::TlsConnector::from(config),
         })
     }
 }

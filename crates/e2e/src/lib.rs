@@ -263,6 +263,8 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
     pub port: u16,
     pub extra_args: Vec<String>,
+    /// Flags added by the last [`Server::restart_with`].
+    restart_args: Vec<String>,
     /// The containerd a node's pods run in, when not Skiff's runtime; stopped after
     /// the server (fields drop after [`Server`]'s own `drop`).
     pub containerd: Option<containerd::Containerd>,
@@ -347,6 +349,7 @@ impl Server {
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            restart_args: Vec::new(),
             containerd: None,
         };
         server.launch();
@@ -367,6 +370,7 @@ impl Server {
             .arg("--https-port")
             .arg(self.port.to_string())
             .args(&self.extra_args)
+            .args(&self.restart_args)
             .stdout(Stdio::null())
             .stderr(log);
         // The server must not outlive the test process, however the test ends.
@@ -423,6 +427,14 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill9();
         self.launch();
+    }
+
+    /// [`Server::restart`] with `args` added to the flags it started with (in place of
+    /// those an earlier `restart_with` added): for flags that name files the server
+    /// writes into its data dir on its first start.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.restart_args = args.iter().map(|a| a.to_string()).collect();
+        self.restart();
     }
 
     /// A kubeconfig for another user of this server (same cluster and CA as the admin's),

@@ -30,8 +30,15 @@ const CURRENT: &str = "kubelet-server-current.pem";
 /// How long a request waits for an answer before a new one is sent (upstream's
 /// certificate manager's wait).
 const ANSWER_WITHIN: Duration = Duration::from_secs(15 * 60);
-/// The pause after a refused or failed request.
-const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Upstream's certificate manager's pauses after a request that was refused, went
+/// unanswered or failed: 2 s doubling for four steps, then 32 s between attempts for as
+/// long as it takes (each up to 10% longer, so that nodes spread out).
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    [2, 4, 8, 16]
+        .into_iter()
+        .chain(std::iter::repeat(32))
+        .map(Duration::from_secs)
+}
 
 /// The certificate the kubelet's server presents: none until the cluster issues one.
 #[derive(Debug)]
@@ -133,6 +140,7 @@ impl ServingCertificate {
     /// Keeps a certificate from the cluster, renewing it as it ages.
     pub async fn run(self: Arc<Self>, client: kube::Client) {
         let csrs: Api<CertificateSigningRequest> = Api::all(client);
+        let mut retries = retry_delays();
         loop {
             let wait = self
                 .renew_at()
@@ -140,19 +148,28 @@ impl ServingCertificate {
                 .unwrap_or_default();
             tokio::time::sleep(wait).await;
             match self.renew(&csrs).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    retries = retry_delays();
+                    continue;
+                }
                 Ok(false) => tracing::warn!(
-                    "no answer to the serving certificate request in {} minutes; asking again",
+                    "no answer to the serving certificate request in {} minutes",
                     ANSWER_WITHIN.as_secs() / 60
                 ),
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "renewing the serving certificate failed"
-                    );
-                    tokio::time::sleep(RETRY_AFTER).await;
-                }
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "renewing the serving certificate failed"
+                ),
             }
+            let pause = retries
+                .next()
+                .unwrap_or(Duration::from_secs(32))
+                .mul_f64(1.0 + 0.1 * jitter());
+            tracing::info!(
+                "asking for a serving certificate again in {:.1} s",
+                pause.as_secs_f64()
+            );
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -210,6 +227,12 @@ impl ServingCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_as_upstream_certificate_manager() {
+        let secs: Vec<u64> = retry_delays().take(7).map(|d| d.as_secs()).collect();
+        assert_eq!(secs, [2, 4, 8, 16, 32, 32, 32]);
+    }
 
     #[test]
     fn rotation_falls_between_seventy_and_ninety_percent_of_the_lifetime() {

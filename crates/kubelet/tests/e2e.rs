@@ -900,13 +900,16 @@ fn serving_requests(server: &Server) -> Vec<Value> {
 }
 
 /// `--rotate-server-certificates`, as upstream's `serverTLSBootstrap`: the kubelet asks
-/// for a serving certificate, refuses TLS until it is approved, then serves the one the
-/// cluster CA signed (curl verifies it against that CA and the node's address); after a
-/// restart it serves the kept one without asking again.
+/// for a serving certificate, refuses TLS until it is approved, asks again within
+/// seconds of a denial (upstream's certificate manager backs off from 2 s), then serves
+/// the one the cluster CA signed (curl verifies it against that CA and the node's
+/// address). An API server given the cluster CA as `--kubelet-certificate-authority`
+/// reaches it; given another CA, it refuses the kubelet's certificate. After a restart
+/// the kubelet serves the kept certificate without asking again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serving_certificate_comes_from_an_approved_request() {
     init_tracing();
-    let server = Server::start_control_plane(&[]);
+    let mut server = Server::start_control_plane(&[]);
     let runtime = Runtime::start();
     let mut args = kubelet_args(&server, &runtime);
     args.rotate_server_certificates = true;
@@ -935,6 +938,23 @@ async fn serving_certificate_comes_from_an_approved_request() {
             assert!(pending["status"]["certificate"].is_null(), "{pending}");
             let refused = kubelet_healthz(&server, port);
             assert!(refused.is_err(), "TLS before approval: {refused:?}");
+            server.ok(&["certificate", "deny", &name]);
+            let denied_at = std::time::Instant::now();
+            let again = wait_for(20, "a request after the denial", || {
+                serving_requests(&server)
+                    .into_iter()
+                    .find(|c| c["metadata"]["name"] != name.as_str())
+            });
+            // The first retry comes 2 s (plus up to 10%) after the denial is seen.
+            assert!(
+                denied_at.elapsed() < Duration::from_secs(10),
+                "asked again only after {:?}",
+                denied_at.elapsed()
+            );
+            let name = again["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             server.ok(&["certificate", "approve", &name]);
             let status = wait_for(30, "the kubelet serving the issued certificate", || {
                 kubelet_healthz(&server, port).ok()
@@ -944,6 +964,26 @@ async fn serving_certificate_comes_from_an_approved_request() {
             let pods: Value = serde_json::from_str(&pods).unwrap_or_default();
             assert_eq!(pods["kind"], "PodList", "{pods}");
             assert!(pods["items"].is_array(), "{pods}");
+
+            let node = server.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+            let through_api_server = format!("/api/v1/nodes/{node}/proxy/healthz");
+            let tls = server.data_dir.path().join("tls");
+            let cluster_ca = tls.join("ca.crt").display().to_string();
+            server.restart_with(&["--kubelet-certificate-authority", &cluster_ca]);
+            let healthz = wait_for(30, "the kubelet through the API server", || {
+                server.try_ok(&["get", "--raw", &through_api_server])
+            });
+            assert_eq!(healthz.trim(), "ok");
+            // A CA that signed nothing of the kubelet's: the kubelet's certificate is
+            // refused, and no request reaches it.
+            let other_ca = tls.join("front-proxy-ca.crt").display().to_string();
+            server.restart_with(&["--kubelet-certificate-authority", &other_ca]);
+            let refused = server.kubectl(&["get", "--raw", &through_api_server]);
+            let said = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                !refused.status.success() && said.contains("certificate"),
+                "a kubelet certificate from an untrusted CA: {said}"
+            );
         });
     };
     run_scenario(&runtime, kubelet, scenario).await;
@@ -959,8 +999,8 @@ async fn serving_certificate_comes_from_an_approved_request() {
             assert_eq!(status, "200");
             assert_eq!(
                 serving_requests(&server).len(),
-                1,
-                "asked again after a restart"
+                2,
+                "asked again after a restart (the denied request and the approved one)"
             );
         });
     };

@@ -368,6 +368,12 @@ struct ApiServerArgs {
     /// appended; `-` for stdout. Needs --audit-policy-file.
     #[arg(long, requires = "audit_policy_file")]
     audit_log_path: Option<PathBuf>,
+    /// CA certificates (PEM file) kubelets' serving certificates must lead to, for the
+    /// node address dialled (kubelets with `--rotate-server-certificates` get theirs from
+    /// the cluster CA, `DATA_DIR/tls/ca.crt`). Without it, as upstream, they are not
+    /// checked.
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// A positive Go duration (`300ms`, `30s`, `5m`, `1h`), as these flags need one.
@@ -419,6 +425,7 @@ impl ApiServerArgs {
             encryption_provider_config: self.encryption_provider_config.clone(),
             audit_policy_file: self.audit_policy_file.clone(),
             audit_log_path: self.audit_log_path.clone(),
+            kubelet_certificate_authority: self.kubelet_certificate_authority.clone(),
         })
     }
 }
