@@ -4,12 +4,14 @@
 //! subcommands; this binary answers as those subcommands do, for the ones Skiff's
 //! tests use: `netexec` (HTTP and UDP servers, and `/dial` to make a pod reach others),
 //! `serve-hostname`, `porter` (fixed texts on the ports the environment names),
-//! `nettest`'s state server, `dns-suffix` and `dns-server-list`.
+//! `nettest`'s state server, `dns-suffix`, `dns-server-list` and `grpc-health-checking`
+//! (the gRPC health service, for gRPC probes).
 //! Its one dependency is rustls (porter's TLS ports), and it is linked statically, so
 //! that the image needs nothing but it (and busybox, for shells).
 
 mod dns;
 mod flags;
+mod grpc_health;
 mod http;
 mod json;
 mod netexec;
@@ -44,6 +46,12 @@ Subcommands:
                    SERVE_TLS_PORT_<port>, serves it over HTTPS with CERT_FILE and
                    KEY_FILE (default /localhost.crt, /localhost.key) (no SCTP)
                    flags: --json-response (answers JSON: Method, Body)
+  grpc-health-checking
+                   the gRPC health service (grpc.health.v1.Health/Check): SERVING for
+                   --delay-unhealthy-sec seconds (-1: always), then NOT_SERVING; another
+                   service than --service is NOT_FOUND; GET /make-serving and
+                   /make-not-serving on the HTTP port set the answer
+                   flags: --port=5000 --http-port=8080 --service= --delay-unhealthy-sec=-1
   pause            waits until stopped (the image's default command)
   help             this text
 ";
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
             flags::Flags::parse(&rest, serve_hostname::BOOLEAN_FLAGS).and_then(serve_hostname::run)
         }
         "nettest" => flags::Flags::parse(&rest, &[]).and_then(nettest::run),
+        "grpc-health-checking" => flags::Flags::parse(&rest, &[]).and_then(grpc_health::run),
         "dns-suffix" => dns::print_suffixes(),
         "dns-server-list" => dns::print_servers(),
         // The image's default command: a process that only waits to be stopped.

@@ -1116,6 +1116,8 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
 
     let ns = server.namespace("kubelet");
     let ns = ns.as_str();
+    // They need a minute or more: they run while the other cases do.
+    let grpc_pods_created = tokio::task::block_in_place(|| grpc_liveness_pods(server, ns));
     tokio::task::block_in_place(|| {
         // A long-running pod: Running, with podIP and a running container.
         server.ok_with_input(
@@ -1361,6 +1363,7 @@ async fn scenarios(server: &Server, runtime: &Runtime, logs_dir: &Path) {
         sysctls(server, ns, logs_dir);
         shared_process_namespace(server, ns, logs_dir, runtime.sandbox_command());
         pod_generation_cases(server, ns);
+        grpc_liveness_verdicts(server, ns, grpc_pods_created);
 
         // Deleting a pod stops its containers and removes the API object.
         let sleeper_uid = pod_json(server, ns, "sleeper").unwrap()["metadata"]["uid"]
@@ -1590,6 +1593,53 @@ fn active_deadline(server: &Server, ns: &str) {
     );
     let state = &pod["status"]["containerStatuses"][0]["state"];
     assert!(state["terminated"].is_object(), "{state}");
+}
+
+/// Upstream's "Probing container should *not* be restarted / should be restarted with a
+/// GRPC liveness probe": its `gRPCServerPodSpec` (agnhost `grpc-health-checking`, ports
+/// 5000 and 8080), probed on 5000 (initial delay 15 s) and on 2333, where nothing
+/// listens (initial delay 60 s), each with a 5 s timeout and a failure threshold of 1.
+/// Returns when they were created.
+fn grpc_liveness_pods(server: &Server, ns: &str) -> Instant {
+    const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.52";
+    for (name, port, delay) in [
+        ("grpc-not-restarted", 5000, 15),
+        ("grpc-restarted", 2333, 60),
+    ] {
+        let agnhost = format!(
+            "  - name: agnhost\n    image: {AGNHOST}\n    imagePullPolicy: IfNotPresent\n    \
+             command: [\"/agnhost\", \"grpc-health-checking\"]\n    ports:\n    \
+             - containerPort: 5000\n    - containerPort: 8080\n    livenessProbe:\n      \
+             grpc:\n        port: {port}\n      initialDelaySeconds: {delay}\n      \
+             timeoutSeconds: 5\n      failureThreshold: 1\n"
+        );
+        server.ok_with_input(
+            &["apply", "-n", ns, "-f", "-"],
+            &pod_yaml(name, "", &agnhost),
+        );
+    }
+    Instant::now()
+}
+
+/// The verdicts of [`grpc_liveness_pods`]: the probe on the wrong port restarts its
+/// container (upstream waits up to 4 minutes for it), and the one the health service
+/// answers has not restarted its own after at least 75 s, six or more probes (upstream
+/// watches it for 4 minutes).
+fn grpc_liveness_verdicts(server: &Server, ns: &str, created: Instant) {
+    let restarts = |name: &str| {
+        pod_json(server, ns, name)
+            .and_then(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64())
+    };
+    let remaining = Duration::from_secs(240).saturating_sub(created.elapsed());
+    wait_for(
+        remaining.as_secs().max(1),
+        "grpc-restarted restarted",
+        || restarts("grpc-restarted").filter(|n| *n >= 1),
+    );
+    std::thread::sleep(Duration::from_secs(75).saturating_sub(created.elapsed()));
+    let pod = pod_json(server, ns, "grpc-not-restarted").expect("grpc-not-restarted");
+    assert_eq!(pod["status"]["phase"], "Running", "{}", pod["status"]);
+    assert_eq!(restarts("grpc-not-restarted"), Some(0), "{}", pod["status"]);
 }
 
 /// A `RuntimeDefault` seccomp profile refuses what the default profiles refuse (a new
