@@ -17,7 +17,7 @@ struct Sticky {
     last_used: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RoundRobin {
     endpoints: Vec<Endpoint>,
     /// The endpoint the next unpinned choice takes.
@@ -25,19 +25,43 @@ pub struct RoundRobin {
     /// `Some(timeout)` under ClientIP affinity.
     affinity: Option<Duration>,
     clients: HashMap<IpAddr, Sticky>,
+    /// Puts a new set of endpoints in the order the rotation takes them.
+    order: fn(&mut [Endpoint]),
+}
+
+/// Upstream shuffles a Service's endpoints whenever they change, so that the proxies of
+/// different nodes (and a restarted one) do not all send their first connections to the
+/// same endpoint.
+fn shuffle(endpoints: &mut [Endpoint]) {
+    fastrand::shuffle(endpoints);
 }
 
 impl RoundRobin {
     pub fn new(endpoints: &[Endpoint], affinity: Option<Duration>) -> RoundRobin {
-        let mut rr = RoundRobin::default();
+        RoundRobin::ordered_by(shuffle, endpoints, affinity)
+    }
+
+    fn ordered_by(
+        order: fn(&mut [Endpoint]),
+        endpoints: &[Endpoint],
+        affinity: Option<Duration>,
+    ) -> RoundRobin {
+        let mut rr = RoundRobin {
+            endpoints: Vec::new(),
+            next: 0,
+            affinity,
+            clients: HashMap::new(),
+            order,
+        };
         rr.update(endpoints, affinity);
         rr
     }
 
-    /// Takes the Service's current endpoints and affinity. A changed endpoint list starts
-    /// the rotation again and unpins the clients of endpoints that went; a changed
-    /// affinity forgets every pin (upstream resets the state when the affinity changes).
-    /// Whether anything changed.
+    /// Takes the Service's current endpoints and affinity. A changed set of endpoints is
+    /// shuffled, starts the rotation again and unpins the clients of endpoints that went
+    /// (the same endpoints in another order change nothing, as upstream compares them
+    /// sorted); a changed affinity forgets every pin (upstream resets the state when the
+    /// affinity changes). Whether anything changed.
     pub fn update(&mut self, endpoints: &[Endpoint], affinity: Option<Duration>) -> bool {
         let mut changed = false;
         if affinity != self.affinity {
@@ -45,8 +69,15 @@ impl RoundRobin {
             self.clients.clear();
             changed = true;
         }
-        if endpoints != self.endpoints.as_slice() {
-            self.endpoints = endpoints.to_vec();
+        let sorted = |list: &[Endpoint]| {
+            let mut list = list.to_vec();
+            list.sort_unstable();
+            list
+        };
+        if sorted(endpoints) != sorted(&self.endpoints) {
+            let mut ordered = endpoints.to_vec();
+            (self.order)(&mut ordered);
+            self.endpoints = ordered;
             self.next = 0;
             let current = &self.endpoints;
             self.clients.retain(|_, s| current.contains(&s.endpoint));
@@ -122,6 +153,32 @@ mod tests {
         }
     }
 
+    /// A round robin that keeps the order it is given, so that picks can be named.
+    fn unshuffled(endpoints: &[Endpoint], affinity: Option<Duration>) -> RoundRobin {
+        RoundRobin::ordered_by(|_| {}, endpoints, affinity)
+    }
+
+    #[test]
+    fn a_new_set_of_endpoints_is_shuffled_and_the_same_set_reordered_changes_nothing() {
+        let endpoints: Vec<Endpoint> = (1..=6).map(ep).collect();
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let mut rr = RoundRobin::new(&endpoints[..1], None);
+            assert!(rr.update(&endpoints, None));
+            let mut taken = rr.endpoints().to_vec();
+            orders.insert(taken.clone());
+            taken.sort_unstable();
+            assert_eq!(taken, endpoints, "a permutation of the endpoints");
+            let mut reversed = endpoints.clone();
+            reversed.reverse();
+            let before = rr.endpoints().to_vec();
+            assert!(!rr.update(&reversed, None), "the same set in another order");
+            assert_eq!(rr.endpoints(), before.as_slice());
+        }
+        // 720 orders are possible: forty draws all alike would mean no shuffle.
+        assert!(orders.len() > 1, "always {orders:?}");
+    }
+
     fn client(last: u8) -> IpAddr {
         IpAddr::from([10, 88, 1, last])
     }
@@ -129,7 +186,7 @@ mod tests {
     #[test]
     fn rotates_over_the_endpoints_in_turn() {
         let now = Instant::now();
-        let mut rr = RoundRobin::new(&[ep(1), ep(2), ep(3)], None);
+        let mut rr = unshuffled(&[ep(1), ep(2), ep(3)], None);
         let picks: Vec<Endpoint> = (0..7)
             .filter_map(|_| rr.choose(client(1), false, now))
             .collect();
@@ -139,7 +196,7 @@ mod tests {
 
     #[test]
     fn no_endpoints_no_choice() {
-        let mut rr = RoundRobin::new(&[], Some(Duration::from_secs(10)));
+        let mut rr = unshuffled(&[], Some(Duration::from_secs(10)));
         assert_eq!(rr.choose(client(1), false, Instant::now()), None);
         rr.update(&[ep(1)], Some(Duration::from_secs(10)));
         assert_eq!(rr.choose(client(1), false, Instant::now()), Some(ep(1)));
@@ -151,7 +208,7 @@ mod tests {
     fn client_ip_affinity_pins_until_the_timeout_passes_unused() {
         let start = Instant::now();
         let timeout = Duration::from_secs(10);
-        let mut rr = RoundRobin::new(&[ep(1), ep(2)], Some(timeout));
+        let mut rr = unshuffled(&[ep(1), ep(2)], Some(timeout));
         assert_eq!(rr.choose(client(1), false, start), Some(ep(1)));
         assert_eq!(rr.choose(client(2), false, start), Some(ep(2)));
         // Each use within the timeout keeps the pin and renews it.
@@ -176,7 +233,7 @@ mod tests {
     #[test]
     fn a_reset_skips_the_pin_and_pins_the_next_endpoint() {
         let now = Instant::now();
-        let mut rr = RoundRobin::new(&[ep(1), ep(2)], Some(Duration::from_secs(60)));
+        let mut rr = unshuffled(&[ep(1), ep(2)], Some(Duration::from_secs(60)));
         assert_eq!(rr.choose(client(1), false, now), Some(ep(1)));
         // The connection to ep(1) failed: the retry moves on and re-pins.
         assert_eq!(rr.choose(client(1), true, now), Some(ep(2)));
@@ -187,7 +244,7 @@ mod tests {
     fn a_removed_endpoint_is_no_longer_chosen_nor_pinned() {
         let now = Instant::now();
         let affinity = Some(Duration::from_secs(60));
-        let mut rr = RoundRobin::new(&[ep(1), ep(2)], affinity);
+        let mut rr = unshuffled(&[ep(1), ep(2)], affinity);
         assert_eq!(rr.choose(client(1), false, now), Some(ep(1)));
         assert_eq!(rr.choose(client(2), false, now), Some(ep(2)));
         assert!(rr.update(&[ep(2)], affinity));
@@ -205,7 +262,7 @@ mod tests {
     #[test]
     fn switching_affinity_forgets_every_pin() {
         let now = Instant::now();
-        let mut rr = RoundRobin::new(&[ep(1), ep(2)], Some(Duration::from_secs(60)));
+        let mut rr = unshuffled(&[ep(1), ep(2)], Some(Duration::from_secs(60)));
         assert_eq!(rr.choose(client(1), false, now), Some(ep(1)));
         assert!(rr.update(&[ep(1), ep(2)], None));
         assert_eq!(rr.pinned(), 0);
