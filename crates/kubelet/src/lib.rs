@@ -388,6 +388,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         services,
         metrics: metrics.clone(),
         eviction: eviction.clone(),
+        pods: Default::default(),
     });
     let stats = stats::Stats::new(
         cri.clone(),
@@ -406,6 +407,7 @@ pub async fn run(client: kube::Client, args: KubeletArgs) -> anyhow::Result<()> 
         client: client.clone(),
         cri: cri.clone(),
         node_name: shared.node_name.clone(),
+        pods: shared.pods.clone(),
         stats,
         metrics,
         log_dir: std::path::PathBuf::from("/var/log"),

@@ -29,22 +29,32 @@ struct Handle {
 
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
-/// The pods the API binds to this node that are neither finished nor being deleted.
-pub async fn node_pods(shared: &Shared) -> crate::error::Result<Vec<Pod>> {
-    let api: Api<Pod> = Api::all(shared.client.clone());
-    let selector = format!("spec.nodeName={}", shared.node_name);
-    let listed = api
-        .list(&kube::api::ListParams::default().fields(&selector))
-        .await?;
-    Ok(listed
-        .items
-        .into_iter()
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            p.metadata.deletion_timestamp.is_none()
-                && !matches!(phase, Some("Succeeded" | "Failed"))
-        })
-        .collect())
+/// The pods the pod manager runs a worker for, as their workers last got them (static
+/// pods in their own form, not as their mirrors): upstream's pod manager's `GetPods`,
+/// which the eviction manager and the kubelet's `/pods` read instead of the API.
+#[derive(Debug, Default)]
+pub struct PodSet(std::sync::RwLock<Vec<Arc<Pod>>>);
+
+impl PodSet {
+    pub fn all(&self) -> Vec<Arc<Pod>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Those neither finished nor being deleted: the ones that may still be evicted.
+    pub fn active(&self) -> Vec<Arc<Pod>> {
+        self.all()
+            .into_iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                p.metadata.deletion_timestamp.is_none()
+                    && !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .collect()
+    }
+
+    fn replace(&self, pods: Vec<Arc<Pod>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = pods;
+    }
 }
 
 /// The set of pods being merged: workers by UID, the static pods by UID and the
@@ -126,6 +136,17 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// Makes the workers' pods the ones [`PodSet`] gives.
+    fn publish(&self) {
+        let pods = self
+            .workers
+            .values()
+            .filter(|h| !h.task.is_finished())
+            .filter_map(|h| h.tx.borrow().clone())
+            .collect();
+        self.shared.pods.replace(pods);
     }
 
     /// Names of static pods whose worker is still stopping.
@@ -241,5 +262,6 @@ pub async fn run(shared: Arc<Shared>, manifests: Option<PathBuf>) -> anyhow::Res
                 }
             }
         }
+        m.publish();
     }
 }

@@ -47,6 +47,7 @@ pub struct ServerState {
     pub client: kube::Client,
     pub cri: Cri,
     pub node_name: String,
+    pub pods: Arc<crate::pods::PodSet>,
     pub stats: Arc<crate::stats::Stats>,
     pub metrics: Arc<crate::metrics::KubeletMetrics>,
     /// What `/logs/` serves: the node's log directory (upstream's `/var/log`).
@@ -249,25 +250,20 @@ fn metrics_response(body: String) -> Response<Body> {
     ok_as(skiff_metrics::MEDIA_TYPE, body)
 }
 
-/// `/pods`: the pods bound to this node, as a `PodList`.
-async fn node_pods(state: &ServerState) -> Response<Body> {
-    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(state.client.clone());
-    let selector = format!("spec.nodeName={}", state.node_name);
-    match api
-        .list(&kube::api::ListParams::default().fields(&selector))
-        .await
-    {
-        Ok(list) => json_response(
-            serde_json::json!({
-                "kind": "PodList",
-                "apiVersion": "v1",
-                "metadata": {},
-                "items": list.items,
-            })
-            .to_string(),
-        ),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+/// `/pods`: the pods this kubelet runs, static pods as their manifests give them, as a
+/// `PodList` (upstream's `GetPods`).
+fn node_pods(state: &ServerState) -> Response<Body> {
+    let pods = state.pods.all();
+    let items: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().map(AsRef::as_ref).collect();
+    json_response(
+        serde_json::json!({
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {},
+            "items": items,
+        })
+        .to_string(),
+    )
 }
 
 /// Who the request comes from: its client certificate's subject, else the owner of its
@@ -332,7 +328,7 @@ async fn handle(
             metrics_response(crate::resource_metrics::render(summary.as_ref()))
         }
         (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok"),
-        (&Method::GET, ["pods"]) => node_pods(state).await,
+        (&Method::GET, ["pods"]) => node_pods(state),
         (&Method::GET, ["metrics"]) => metrics_response(state.metrics.render(&state.cri).await),
         (&Method::GET | &Method::HEAD, ["logs", ..]) => {
             let head = request.method() == Method::HEAD;

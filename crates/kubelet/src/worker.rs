@@ -60,6 +60,8 @@ pub struct Shared {
     pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
     pub metrics: Arc<crate::metrics::KubeletMetrics>,
     pub eviction: Arc<crate::eviction::EvictionManager>,
+    /// The pods this kubelet runs, as its pod manager keeps them.
+    pub pods: Arc<crate::pods::PodSet>,
 }
 
 /// Which of the pod's lists names container `name`.

@@ -242,10 +242,12 @@ impl EvictionManager {
             self.forget_finished(shared).await;
             return Ok(());
         }
-        let pods: Vec<Pod> = crate::pods::node_pods(shared)
-            .await?
-            .into_iter()
+        let pods: Vec<Pod> = shared
+            .pods
+            .active()
+            .iter()
             .filter(|p| !is_critical(p))
+            .map(|p| Pod::clone(p))
             .collect();
         if self.evict_beyond_storage_limits(shared, &summary, &pods) {
             return Ok(());
@@ -448,9 +450,7 @@ impl EvictionManager {
 
     /// Drops decisions whose pods are gone or finished.
     async fn forget_finished(&self, shared: &crate::worker::Shared) {
-        let Ok(pods) = crate::pods::node_pods(shared).await else {
-            return;
-        };
+        let pods = shared.pods.active();
         let live: HashSet<&str> = pods
             .iter()
             .filter_map(|p| p.metadata.uid.as_deref())
