@@ -506,25 +506,35 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Asserts that the network namespace `ns` (as `/proc/PID/ns/net` links to it,
-/// `net:[INODE]`) is gone: no process in it, no bind mount holding it.
+/// `net:[INODE]`) is gone within a few seconds: no process in it, no bind mount holding
+/// it. containerd unmounts its namespace files (`/run/netns/cni-…`) a moment after
+/// `RemovePodSandbox` has returned, now and then.
 pub fn assert_network_namespace_gone(ns: &str) {
-    let held_by: Vec<String> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            std::fs::read_link(e.path().join("ns/net"))
-                .is_ok_and(|link| link.as_os_str() == std::ffi::OsStr::new(ns))
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(held_by.is_empty(), "processes still in {ns}: {held_by:?}");
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let mounts: Vec<&str> = info
-        .lines()
-        .filter(|l| l.split(' ').nth(3) == Some(ns))
-        .collect();
-    assert!(mounts.is_empty(), "{ns} still mounted: {mounts:#?}");
+    let holders = || {
+        let processes: Vec<String> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| {
+                std::fs::read_link(e.path().join("ns/net"))
+                    .is_ok_and(|link| link.as_os_str() == std::ffi::OsStr::new(ns))
+            })
+            .map(|e| format!("process {}", e.file_name().to_string_lossy()))
+            .collect();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mounts = info
+            .lines()
+            .filter(|l| l.split(' ').nth(3) == Some(ns))
+            .map(|l| format!("mount {l}"));
+        processes.into_iter().chain(mounts).collect::<Vec<String>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut left = holders();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = holders();
+    }
+    assert!(left.is_empty(), "{ns} still held: {left:#?}");
 }
 
 impl Drop for Harness {
