@@ -419,11 +419,11 @@ impl Memory {
             }
         };
         Ok(Memory {
-            server: pss_bytes(pid).context("the server's memory")?,
+            server: crate::procs::pss_bytes(pid).context("the server's memory")?,
             // A process that exited meanwhile holds nothing.
             runtime: runtime_pids
                 .into_iter()
-                .map(|p| pss_bytes(p).unwrap_or(0))
+                .map(|p| crate::procs::pss_bytes(p).unwrap_or(0))
                 .sum(),
         })
     }
@@ -440,19 +440,6 @@ impl Memory {
             mib(self.runtime),
         );
     }
-}
-
-/// The proportional set size of a process, from `/proc/PID/smaps_rollup`.
-fn pss_bytes(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/smaps_rollup");
-    let rollup = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .with_context(|| format!("no Pss line in {path}"))
 }
 
 /// One process of this machine, as `/proc` shows it.

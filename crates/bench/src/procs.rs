@@ -94,17 +94,27 @@ pub fn disk_bytes(path: &Path) -> u64 {
 }
 
 pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = status
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The proportional set size of a process (each page it shares counted 1/n to each of
+/// the n processes that map it).
+pub fn pss_bytes(pid: u32) -> Result<u64> {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The `<field> <n> kB` line of a `/proc` file, in bytes.
+fn kib_field(path: &str, field: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let line = text
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .with_context(|| format!("no VmRSS line in {path}"))?;
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field} line in {path}"))?;
     let kib: u64 = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("unparsable VmRSS line in {path}: {line:?}"))?;
+        .with_context(|| format!("unparsable {field} line in {path}: {line:?}"))?;
     Ok(kib * 1024)
 }
 

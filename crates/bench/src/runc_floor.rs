@@ -27,7 +27,7 @@ struct Bundle {
 
 impl Bundle {
     fn prepare() -> Result<Bundle> {
-        let runc = which("runc")?;
+        let runc = skiff_runtime::server::find_binary(Path::new("runc"))?;
         let dir = tempfile::Builder::new()
             .prefix("skiff-bench-runc")
             .tempdir()
@@ -104,15 +104,6 @@ impl Drop for Bundle {
                 .output();
         }
     }
-}
-
-fn which(binary: &str) -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(binary))
-        .find(|path| Path::new(path).is_file())
-        .with_context(|| format!("{binary} not found on PATH"))
 }
 
 /// `count` containers one at a time, then `parallel` at once.

@@ -32,7 +32,7 @@ const CURRENT: &str = "kubelet-server-current.pem";
 const ANSWER_WITHIN: Duration = Duration::from_secs(15 * 60);
 /// Upstream's certificate manager's pauses after a request that was refused, went
 /// unanswered or failed: 2 s doubling for four steps, then 32 s between attempts for as
-/// long as it takes (each up to 10% longer, so that nodes spread out).
+/// long as it takes (each up to 10% longer, so that nodes spread out). Never ends.
 fn retry_delays() -> impl Iterator<Item = Duration> {
     [2, 4, 8, 16]
         .into_iter()
@@ -163,7 +163,7 @@ impl ServingCertificate {
             }
             let pause = retries
                 .next()
-                .unwrap_or(Duration::from_secs(32))
+                .unwrap_or_default()
                 .mul_f64(1.0 + 0.1 * jitter());
             tracing::info!(
                 "asking for a serving certificate again in {:.1} s",

@@ -263,17 +263,9 @@ impl Runtime {
         if rec.pod_pid || pinned.is_empty() {
             let pid = self.start_holder(&dir, flags, hostname).await?;
             rec.holder_pid = pid;
-            for (kind, source) in pinned {
-                let target = nsdir.join(kind);
-                std::fs::File::create(&target).path_ctx("create", &target)?;
-                sys::bind(&PathBuf::from(format!("/proc/{pid}/ns/{source}")), &target)?;
-            }
+            bind_namespaces(&pid.to_string(), &pinned, &nsdir)?;
         } else {
-            let targets = pinned
-                .into_iter()
-                .map(|(kind, source)| (source, nsdir.join(kind)))
-                .collect();
-            pin_namespaces(flags, hostname, targets).await?;
+            pin_namespaces(flags, hostname, pinned, nsdir.clone()).await?;
         }
         if let (Some(network), false) = (&self.cni, rec.host_network) {
             let cni = network.current()?;
@@ -525,13 +517,19 @@ impl Runtime {
 async fn pin_namespaces(
     flags: nix::sched::CloneFlags,
     hostname: Option<String>,
-    targets: Vec<(&'static str, PathBuf)>,
+    pinned: Vec<(&'static str, &'static str)>,
+    nsdir: PathBuf,
 ) -> Result<()> {
     let (done, outcome) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("skiff-pinns".into())
         .spawn(move || {
-            let _ = done.send(pin_on_this_thread(flags, hostname.as_deref(), &targets));
+            let _ = done.send(pin_on_this_thread(
+                flags,
+                hostname.as_deref(),
+                &pinned,
+                &nsdir,
+            ));
         })
         .ctx(|| "start a thread to make the sandbox's namespaces".into())?;
     outcome
@@ -542,7 +540,8 @@ async fn pin_namespaces(
 fn pin_on_this_thread(
     flags: nix::sched::CloneFlags,
     hostname: Option<&str>,
-    targets: &[(&'static str, PathBuf)],
+    pinned: &[(&str, &str)],
+    nsdir: &std::path::Path,
 ) -> Result<()> {
     nix::sched::unshare(flags).ctx(|| "make the sandbox's namespaces".into())?;
     if let Some(hostname) = hostname {
@@ -551,11 +550,18 @@ fn pin_on_this_thread(
     if flags.contains(nix::sched::CloneFlags::CLONE_NEWNET) {
         crate::shim::set_loopback_up().ctx(|| "bring up the sandbox's loopback".into())?;
     }
-    for (source, target) in targets {
-        std::fs::File::create(target).path_ctx("create", target)?;
+    bind_namespaces("thread-self", pinned, nsdir)
+}
+
+/// Bind-mounts each `(kind, source)` namespace of `/proc/<process>/ns/<source>` on
+/// `nsdir/<kind>`, where containers and CNI find it.
+fn bind_namespaces(process: &str, pinned: &[(&str, &str)], nsdir: &std::path::Path) -> Result<()> {
+    for (kind, source) in pinned {
+        let target = nsdir.join(kind);
+        std::fs::File::create(&target).path_ctx("create", &target)?;
         sys::bind(
-            &PathBuf::from(format!("/proc/thread-self/ns/{source}")),
-            target,
+            &PathBuf::from(format!("/proc/{process}/ns/{source}")),
+            &target,
         )?;
     }
     Ok(())
